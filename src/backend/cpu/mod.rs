@@ -1,0 +1,400 @@
+//! The CPU backend: the reference every other backend is tested against, and a
+//! fast path in its own right (f32, rayon, the `gemm` crate, fused loops).
+//!
+//! Buffers are plain `Vec<f32>`. Scratch space (im2col, patches, gates) lives
+//! in thread-local vectors that grow to the largest size seen and are reused:
+//! after the first forward at a given batch size, nothing allocates.
+
+mod attention;
+mod conv;
+mod lstm;
+pub mod simd;
+
+use std::cell::RefCell;
+
+use rayon::prelude::*;
+
+use super::{
+    AttentionShape, Backend, BroadcastShape, ConvShape, ConvWeights, Epilogue, HeadsOut, HeadsRef, LinearShape,
+    LstmShape, PatchShape, Pool,
+};
+use crate::error::{Error, Result};
+
+/// Rows × columns below which an elementwise pass is not worth splitting across threads.
+const PAR_MIN_ELEMS: usize = 1 << 15;
+
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Cpu;
+
+impl Cpu {
+    pub fn new() -> Self {
+        Cpu
+    }
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` with a thread-local scratch slice of at least `len` floats
+/// (contents unspecified).
+pub(crate) fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    SCRATCH.with(|s| match s.try_borrow_mut() {
+        Ok(mut s) => {
+            if s.len() < len {
+                s.resize(len, 0.0);
+            }
+            f(&mut s[..len])
+        }
+        // Re-entered: this thread stole another op's task while inside a GEMM
+        // that holds the scratch. Rare; a temporary buffer keeps it correct.
+        Err(_) => f(&mut vec![0.0; len]),
+    })
+}
+
+/// Fails with a backend error unless `buf` holds at least `need` values.
+pub(crate) fn check_len(op: &str, what: &str, have: usize, need: usize) -> Result<()> {
+    if have < need {
+        return Err(Error::Backend {
+            backend: "cpu".into(),
+            reason: format!("{op}: buffer {what} holds {have} values, needs {need}"),
+        });
+    }
+    Ok(())
+}
+
+/// `dst (m, ·) [+]= lhs (m, k) · rhs` where `rhs (k, n)` is given by its
+/// strides. The `gemm` crate computes `dst = alpha·dst + beta·lhs·rhs`
+/// (alpha and beta swapped relative to BLAS).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn gemm_raw(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: &mut [f32],
+    dst_rs: usize,
+    lhs: &[f32],
+    lhs_rs: usize,
+    rhs: &[f32],
+    rhs_rs: usize,
+    rhs_cs: usize,
+    accumulate: bool,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    debug_assert!(dst.len() >= (m - 1) * dst_rs + n);
+    debug_assert!(lhs.len() >= (m - 1) * lhs_rs + k);
+    let par = if m * n * k >= 1 << 16 { gemm::Parallelism::Rayon(0) } else { gemm::Parallelism::None };
+    // SAFETY: the debug assertions above (and each caller's length checks)
+    // keep every index gemm computes from the strides inside the slices.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            dst_rs as isize,
+            accumulate,
+            lhs.as_ptr(),
+            1,
+            lhs_rs as isize,
+            rhs.as_ptr(),
+            rhs_cs as isize,
+            rhs_rs as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            par,
+        );
+    }
+}
+
+/// `y (rows, ld_y)[.., off..off+n_out] = x (rows, n_in) · Wᵀ` for `W (n_out, n_in)`.
+pub(crate) fn matmul_wt(
+    x: &[f32],
+    w: &[f32],
+    y: &mut [f32],
+    rows: usize,
+    n_in: usize,
+    n_out: usize,
+    ld_y: usize,
+    accumulate: bool,
+) {
+    gemm_raw(rows, n_out, n_in, y, ld_y, x, n_in, w, 1, n_in, accumulate);
+}
+
+/// Adds the bias (then GELU) to columns `off..off+b.len()` of every row.
+pub(crate) fn bias_act(y: &mut [f32], b: &[f32], rows: usize, ld: usize, off: usize, gelu: bool) {
+    let n = b.len();
+    let run = |row: &mut [f32]| simd::bias_act_row(&mut row[off..off + n], b, gelu);
+    let y = &mut y[..rows * ld];
+    if rows * n >= PAR_MIN_ELEMS {
+        y.par_chunks_mut(ld).for_each(run);
+    } else {
+        y.chunks_mut(ld).for_each(run);
+    }
+}
+
+impl Backend for Cpu {
+    type Buf = Vec<f32>;
+
+    fn name(&self) -> &'static str {
+        "cpu"
+    }
+
+    fn alloc(&self, len: usize) -> Result<Vec<f32>> {
+        Ok(vec![0.0; len])
+    }
+
+    fn upload(&self, data: &[f32]) -> Result<Vec<f32>> {
+        Ok(data.to_vec())
+    }
+
+    fn write(&self, dst: &mut Vec<f32>, src: &[f32]) -> Result<()> {
+        check_len("write", "dst", dst.len(), src.len())?;
+        dst[..src.len()].copy_from_slice(src);
+        Ok(())
+    }
+
+    fn read(&self, src: &Vec<f32>, dst: &mut [f32]) -> Result<()> {
+        check_len("read", "src", src.len(), dst.len())?;
+        dst.copy_from_slice(&src[..dst.len()]);
+        Ok(())
+    }
+
+    fn standardize(&self, x: &mut Vec<f32>, mean: &Vec<f32>, std: &Vec<f32>, rows: usize, dim: usize) -> Result<()> {
+        check_len("standardize", "x", x.len(), rows * dim)?;
+        check_len("standardize", "mean", mean.len(), dim)?;
+        check_len("standardize", "std", std.len(), dim)?;
+        for row in x[..rows * dim].chunks_mut(dim) {
+            for ((v, m), s) in row.iter_mut().zip(mean).zip(std) {
+                *v = (*v - m) / s;
+            }
+        }
+        Ok(())
+    }
+
+    fn linear(
+        &self,
+        x: &Vec<f32>,
+        w: &Vec<f32>,
+        b: &Vec<f32>,
+        y: &mut Vec<f32>,
+        s: LinearShape,
+        epi: Epilogue,
+    ) -> Result<()> {
+        check_len("linear", "x", x.len(), s.rows * s.n_in)?;
+        check_len("linear", "w", w.len(), s.n_out * s.n_in)?;
+        check_len("linear", "b", b.len(), s.n_out)?;
+        check_len("linear", "y", y.len(), s.rows * s.n_out)?;
+        matmul_wt(x, w, y, s.rows, s.n_in, s.n_out, s.n_out, epi == Epilogue::Accumulate);
+        bias_act(y, &b[..s.n_out], s.rows, s.n_out, 0, epi == Epilogue::Gelu);
+        Ok(())
+    }
+
+    fn layernorm(
+        &self,
+        x: &Vec<f32>,
+        g: &Vec<f32>,
+        b: &Vec<f32>,
+        y: &mut Vec<f32>,
+        rows: usize,
+        dim: usize,
+    ) -> Result<()> {
+        check_len("layernorm", "x", x.len(), rows * dim)?;
+        check_len("layernorm", "y", y.len(), rows * dim)?;
+        check_len("layernorm", "gamma", g.len(), dim)?;
+        check_len("layernorm", "beta", b.len(), dim)?;
+        let (g, b) = (&g[..dim], &b[..dim]);
+        let x = &x[..rows * dim];
+        let y = &mut y[..rows * dim];
+        if rows * dim >= PAR_MIN_ELEMS {
+            y.par_chunks_mut(dim).zip(x.par_chunks(dim)).for_each(|(yr, xr)| simd::layernorm_row(xr, g, b, yr));
+        } else {
+            y.chunks_mut(dim).zip(x.chunks(dim)).for_each(|(yr, xr)| simd::layernorm_row(xr, g, b, yr));
+        }
+        Ok(())
+    }
+
+    fn attention(&self, qkv: &Vec<f32>, out: &mut Vec<f32>, s: AttentionShape) -> Result<()> {
+        check_len("attention", "qkv", qkv.len(), s.batch * s.tokens * 3 * s.dim())?;
+        check_len("attention", "out", out.len(), s.batch * s.tokens * s.dim())?;
+        attention::forward(qkv, out, s);
+        Ok(())
+    }
+
+    fn patch_embed(
+        &self,
+        x: &Vec<f32>,
+        w: &Vec<f32>,
+        b: &Vec<f32>,
+        cls: Option<&Vec<f32>>,
+        pos: &Vec<f32>,
+        out: &mut Vec<f32>,
+        s: PatchShape,
+    ) -> Result<()> {
+        let (pt, pf, d) = (s.patch_h, s.patch_w, s.dim);
+        let (n_t, n_f) = (s.height / pt, s.width / pf);
+        let (patches, tokens, plen) = (s.patches(), s.tokens(), pt * pf);
+        check_len("patch_embed", "x", x.len(), s.batch * s.height * s.width)?;
+        check_len("patch_embed", "w", w.len(), d * plen)?;
+        check_len("patch_embed", "pos", pos.len(), tokens * d)?;
+        check_len("patch_embed", "out", out.len(), s.batch * tokens * d)?;
+        if s.cls_token {
+            check_len("patch_embed", "cls", cls.map_or(0, |c| c.len()), d)?;
+        }
+        let first = usize::from(s.cls_token);
+        with_scratch(patches * plen, |v| {
+            for bi in 0..s.batch {
+                let img = &x[bi * s.height * s.width..(bi + 1) * s.height * s.width];
+                // Gather patch p = i·n_f + j as v[p, r·pf + c] = img[i·pt + r, j·pf + c].
+                for i in 0..n_t {
+                    for j in 0..n_f {
+                        let dst = &mut v[(i * n_f + j) * plen..(i * n_f + j + 1) * plen];
+                        for r in 0..pt {
+                            let src = (i * pt + r) * s.width + j * pf;
+                            dst[r * pf..(r + 1) * pf].copy_from_slice(&img[src..src + pf]);
+                        }
+                    }
+                }
+                let o = &mut out[(bi * tokens + first) * d..(bi + 1) * tokens * d];
+                matmul_wt(v, w, o, patches, plen, d, d, false);
+            }
+        });
+        for bi in 0..s.batch {
+            let seq = &mut out[bi * tokens * d..(bi + 1) * tokens * d];
+            if let Some(c) = cls.filter(|_| s.cls_token) {
+                seq[..d].copy_from_slice(&c[..d]);
+            }
+            for (t, row) in seq.chunks_mut(d).enumerate() {
+                let p = &pos[t * d..(t + 1) * d];
+                if t < first {
+                    row.iter_mut().zip(p).for_each(|(v, pv)| *v += pv);
+                } else {
+                    row.iter_mut().zip(p).zip(&b[..d]).for_each(|((v, pv), bv)| *v += bv + pv);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn conv1d(
+        &self,
+        x: &Vec<f32>,
+        w: &Vec<f32>,
+        b: &Vec<f32>,
+        y: &mut Vec<f32>,
+        s: ConvShape,
+        gelu: bool,
+    ) -> Result<()> {
+        check_len("conv1d", "x", x.len(), s.samples * s.len * s.c_in)?;
+        check_len("conv1d", "w", w.len(), s.c_out * s.c_in * s.kernel)?;
+        check_len("conv1d", "b", b.len(), s.c_out)?;
+        check_len("conv1d", "y", y.len(), s.samples * s.len * s.out_stride)?;
+        if s.out_offset + s.c_out > s.out_stride || s.kernel % 2 == 0 {
+            return Err(Error::Backend { backend: "cpu".into(), reason: format!("conv1d: inconsistent shape {s:?}") });
+        }
+        conv::forward(x, w, &b[..s.c_out], y, s, gelu);
+        Ok(())
+    }
+
+    fn multiscale_conv(
+        &self,
+        x: &Vec<f32>,
+        branches: &[ConvWeights<Self>],
+        y: &mut Vec<f32>,
+        samples: usize,
+        len: usize,
+        dim: usize,
+    ) -> Result<()> {
+        let width = branches.len() * dim;
+        for (i, br) in branches.iter().enumerate() {
+            let shape = ConvShape {
+                samples,
+                len,
+                c_in: dim,
+                c_out: dim,
+                kernel: br.kernel,
+                out_stride: width,
+                out_offset: i * dim,
+            };
+            self.conv1d(x, &br.w, &br.b, y, shape, true)?;
+        }
+        Ok(())
+    }
+
+    fn lstm(&self, gx: &Vec<f32>, w_hh: &Vec<f32>, h_seq: &mut Vec<f32>, s: LstmShape) -> Result<()> {
+        check_len("lstm", "gx", gx.len(), s.batch * s.steps * 4 * s.hidden)?;
+        check_len("lstm", "w_hh", w_hh.len(), 4 * s.hidden * s.hidden)?;
+        check_len("lstm", "h_seq", h_seq.len(), s.batch * s.steps * s.hidden)?;
+        lstm::forward(gx, w_hh, h_seq, s);
+        Ok(())
+    }
+
+    fn broadcast_add(&self, x: &mut Vec<f32>, src: &Vec<f32>, s: BroadcastShape) -> Result<()> {
+        check_len("broadcast_add", "x", x.len(), s.outer * s.inner * s.dim)?;
+        let src_rows = if s.per_outer { s.outer } else { s.inner };
+        check_len("broadcast_add", "src", src.len(), src_rows * s.dim)?;
+        for (o, block) in x[..s.outer * s.inner * s.dim].chunks_mut(s.inner * s.dim).enumerate() {
+            for (t, row) in block.chunks_mut(s.dim).enumerate() {
+                let r = if s.per_outer { o } else { t };
+                row.iter_mut().zip(&src[r * s.dim..(r + 1) * s.dim]).for_each(|(v, a)| *v += a);
+            }
+        }
+        Ok(())
+    }
+
+    fn pool(&self, x: &Vec<f32>, out: &mut Vec<f32>, batch: usize, tokens: usize, dim: usize, how: Pool) -> Result<()> {
+        check_len("pool", "x", x.len(), batch * tokens * dim)?;
+        check_len("pool", "out", out.len(), batch * dim)?;
+        for bi in 0..batch {
+            let seq = &x[bi * tokens * dim..(bi + 1) * tokens * dim];
+            let o = &mut out[bi * dim..(bi + 1) * dim];
+            match how {
+                Pool::First => o.copy_from_slice(&seq[..dim]),
+                Pool::Last => o.copy_from_slice(&seq[(tokens - 1) * dim..]),
+                Pool::Mean => {
+                    o.fill(0.0);
+                    for row in seq.chunks(dim) {
+                        o.iter_mut().zip(row).for_each(|(a, v)| *a += v);
+                    }
+                    let inv = 1.0 / tokens as f32;
+                    o.iter_mut().for_each(|a| *a *= inv);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn heads(
+        &self,
+        z: &Vec<f32>,
+        p: HeadsRef<'_, Self>,
+        out: HeadsOut<'_, Self>,
+        batch: usize,
+        dim: usize,
+    ) -> Result<()> {
+        let c = p.classes;
+        check_len("heads", "z", z.len(), batch * dim)?;
+        check_len("heads", "direction.weight", p.direction_w.len(), c * dim)?;
+        check_len("heads", "logits", out.logits.len(), batch * c)?;
+        check_len("heads", "confidence", out.confidence.len(), batch)?;
+        check_len("heads", "expected_return", out.expected_return.len(), batch)?;
+        for bi in 0..batch {
+            let zr = &z[bi * dim..(bi + 1) * dim];
+            for k in 0..c {
+                out.logits[bi * c + k] = simd::dot(zr, &p.direction_w[k * dim..(k + 1) * dim]) + p.direction_b[k];
+            }
+            let conf = simd::dot(zr, &p.confidence_w[..dim]) + p.confidence_b[0];
+            // Exact sigmoid here: one value per sample, and it is an output
+            // with the tightest tolerance (1e-5 absolute).
+            out.confidence[bi] = 1.0 / (1.0 + (-conf).exp());
+            out.expected_return[bi] = simd::dot(zr, &p.return_w[..dim]) + p.return_b[0];
+        }
+        Ok(())
+    }
+}

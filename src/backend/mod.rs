@@ -1,0 +1,262 @@
+//! The `Backend` trait: the ops the models are written in.
+//!
+//! Each op mirrors one fused kernel family of `kernels/` (linear with its
+//! epilogue, layernorm, attention, patch embedding, conv1d, the multi-scale
+//! conv, the LSTM recurrence, pooling, the heads), so the GPU backend
+//! implements the same list and a model's forward is a straight list of ops
+//! over preallocated buffers, written once for every backend.
+//!
+//! Layout conventions shared by every backend:
+//! - activations are row-major with the feature axis last ("channels-last"):
+//!   a token sequence is `(batch, tokens, features)`;
+//! - weights are in PyTorch's layout (`Linear` is `(out, in)`, `Conv1d` is
+//!   `(out, in, k)`) except where a model documents a load-time relabeling;
+//! - every op writes its whole output (no op relies on a zeroed destination)
+//!   except `Epilogue::Accumulate`, which adds into it.
+
+pub mod cpu;
+
+use crate::error::Result;
+
+/// What a linear op does after the matrix product and bias.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Epilogue {
+    /// `y = x Wᵀ + b`
+    None,
+    /// `y = GELU(x Wᵀ + b)` (exact, erf form)
+    Gelu,
+    /// `y += x Wᵀ + b` (a residual branch added into the stream)
+    Accumulate,
+}
+
+/// `y (rows, n_out) = x (rows, n_in) · Wᵀ` with `W (n_out, n_in)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LinearShape {
+    pub rows: usize,
+    pub n_in: usize,
+    pub n_out: usize,
+}
+
+/// Softmax attention over a fused `qkv (batch, tokens, 3·heads·head_dim)` buffer,
+/// laid out per token as `[q | k | v]`, each split into heads of consecutive
+/// features; the output is `(batch, tokens, heads·head_dim)`, heads in order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AttentionShape {
+    pub batch: usize,
+    pub tokens: usize,
+    pub heads: usize,
+    pub head_dim: usize,
+}
+
+impl AttentionShape {
+    pub fn dim(&self) -> usize {
+        self.heads * self.head_dim
+    }
+}
+
+/// ViT patch embedding of a `(batch, height, width)` single-channel image into
+/// `(batch, tokens, dim)`, with an optional class token first and a learned
+/// position embedding added to every token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PatchShape {
+    pub batch: usize,
+    pub height: usize,
+    pub width: usize,
+    pub patch_h: usize,
+    pub patch_w: usize,
+    pub dim: usize,
+    pub cls_token: bool,
+}
+
+impl PatchShape {
+    pub fn patches(&self) -> usize {
+        (self.height / self.patch_h) * (self.width / self.patch_w)
+    }
+    pub fn tokens(&self) -> usize {
+        self.patches() + usize::from(self.cls_token)
+    }
+}
+
+/// A "same"-padded, stride-1 Conv1d over channels-last sequences:
+/// `x (samples, len, c_in)` → `y (samples, len, out_stride)`, writing the
+/// `c_out` channels at column offset `out_offset` of each output row (so branch
+/// outputs can be concatenated in place).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConvShape {
+    pub samples: usize,
+    pub len: usize,
+    pub c_in: usize,
+    pub c_out: usize,
+    pub kernel: usize,
+    pub out_stride: usize,
+    pub out_offset: usize,
+}
+
+impl ConvShape {
+    /// A conv whose output rows hold exactly its own channels.
+    pub fn dense(samples: usize, len: usize, c_in: usize, c_out: usize, kernel: usize) -> Self {
+        ConvShape { samples, len, c_in, c_out, kernel, out_stride: c_out, out_offset: 0 }
+    }
+}
+
+/// One LSTM layer's recurrence over `(batch, steps)`, given the input
+/// projection `gx (batch, steps, 4·hidden)` that already holds
+/// `x W_ihᵀ + b_ih + b_hh`; gate order input, forget, cell, output.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LstmShape {
+    pub batch: usize,
+    pub steps: usize,
+    pub hidden: usize,
+}
+
+/// How a `(batch, tokens, dim)` sequence is reduced to `(batch, dim)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pool {
+    First,
+    Mean,
+    Last,
+}
+
+/// Adds `src` to every row group of `x (outer, inner, dim)`: `src` is
+/// `(outer, dim)` when `per_outer` (one vector per sample, broadcast over the
+/// inner axis) and `(inner, dim)` otherwise (one table shared by all samples).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BroadcastShape {
+    pub outer: usize,
+    pub inner: usize,
+    pub dim: usize,
+    pub per_outer: bool,
+}
+
+/// The three output heads' parameters, by reference.
+pub struct HeadsRef<'a, B: Backend + ?Sized> {
+    pub direction_w: &'a B::Buf,
+    pub direction_b: &'a B::Buf,
+    pub confidence_w: &'a B::Buf,
+    pub confidence_b: &'a B::Buf,
+    pub return_w: &'a B::Buf,
+    pub return_b: &'a B::Buf,
+    pub classes: usize,
+}
+
+/// The three output heads' destinations: `logits (batch, classes)`,
+/// `confidence (batch, 1)` through a sigmoid, `expected_return (batch, 1)`.
+pub struct HeadsOut<'a, B: Backend + ?Sized> {
+    pub logits: &'a mut B::Buf,
+    pub confidence: &'a mut B::Buf,
+    pub expected_return: &'a mut B::Buf,
+}
+
+/// A Conv1d's parameters in PyTorch layout: `w (c_out, c_in, kernel)`, `b (c_out)`.
+pub struct ConvWeights<B: Backend + ?Sized> {
+    pub w: B::Buf,
+    pub b: B::Buf,
+    pub c_in: usize,
+    pub c_out: usize,
+    pub kernel: usize,
+}
+
+pub trait Backend: Send + Sync {
+    /// A buffer of f32 values in this backend's memory.
+    type Buf: Send + Sync;
+
+    fn name(&self) -> &'static str;
+
+    /// A buffer of `len` zeros.
+    fn alloc(&self, len: usize) -> Result<Self::Buf>;
+    fn upload(&self, data: &[f32]) -> Result<Self::Buf>;
+    /// Overwrites the start of `dst` with `src`.
+    fn write(&self, dst: &mut Self::Buf, src: &[f32]) -> Result<()>;
+    /// Copies the start of `src` into all of `dst`.
+    fn read(&self, src: &Self::Buf, dst: &mut [f32]) -> Result<()>;
+
+    /// `x[r, i] = (x[r, i] − mean[i]) / std[i]` over `(rows, dim)`; `std` must
+    /// already have its zeros replaced by ones.
+    fn standardize(&self, x: &mut Self::Buf, mean: &Self::Buf, std: &Self::Buf, rows: usize, dim: usize) -> Result<()>;
+
+    fn linear(
+        &self,
+        x: &Self::Buf,
+        w: &Self::Buf,
+        b: &Self::Buf,
+        y: &mut Self::Buf,
+        shape: LinearShape,
+        epilogue: Epilogue,
+    ) -> Result<()>;
+
+    /// LayerNorm over the last axis of `(rows, dim)`, eps 1e-5, biased variance.
+    fn layernorm(
+        &self,
+        x: &Self::Buf,
+        gamma: &Self::Buf,
+        beta: &Self::Buf,
+        y: &mut Self::Buf,
+        rows: usize,
+        dim: usize,
+    ) -> Result<()>;
+
+    fn attention(&self, qkv: &Self::Buf, out: &mut Self::Buf, shape: AttentionShape) -> Result<()>;
+
+    /// `w (dim, patch_h·patch_w)`, `b (dim)`, `cls (dim)` when `shape.cls_token`,
+    /// `pos (tokens, dim)`; writes `out (batch, tokens, dim)`.
+    #[allow(clippy::too_many_arguments)]
+    fn patch_embed(
+        &self,
+        x: &Self::Buf,
+        w: &Self::Buf,
+        b: &Self::Buf,
+        cls: Option<&Self::Buf>,
+        pos: &Self::Buf,
+        out: &mut Self::Buf,
+        shape: PatchShape,
+    ) -> Result<()>;
+
+    /// Conv1d (PyTorch weight layout `(c_out, c_in, kernel)`), optionally GELU.
+    fn conv1d(
+        &self,
+        x: &Self::Buf,
+        w: &Self::Buf,
+        b: &Self::Buf,
+        y: &mut Self::Buf,
+        shape: ConvShape,
+        gelu: bool,
+    ) -> Result<()>;
+
+    /// Every branch over the same `x (samples, len, dim)`, each followed by
+    /// GELU, concatenated on channels in branch order into
+    /// `y (samples, len, branches·dim)`.
+    fn multiscale_conv(
+        &self,
+        x: &Self::Buf,
+        branches: &[ConvWeights<Self>],
+        y: &mut Self::Buf,
+        samples: usize,
+        len: usize,
+        dim: usize,
+    ) -> Result<()>;
+
+    /// The recurrence of one LSTM layer from `h0 = c0 = 0`; writes every step's
+    /// hidden state into `h_seq (batch, steps, hidden)`.
+    fn lstm(&self, gx: &Self::Buf, w_hh: &Self::Buf, h_seq: &mut Self::Buf, shape: LstmShape) -> Result<()>;
+
+    fn broadcast_add(&self, x: &mut Self::Buf, src: &Self::Buf, shape: BroadcastShape) -> Result<()>;
+
+    fn pool(
+        &self,
+        x: &Self::Buf,
+        out: &mut Self::Buf,
+        batch: usize,
+        tokens: usize,
+        dim: usize,
+        how: Pool,
+    ) -> Result<()>;
+
+    fn heads(
+        &self,
+        z: &Self::Buf,
+        p: HeadsRef<'_, Self>,
+        out: HeadsOut<'_, Self>,
+        batch: usize,
+        dim: usize,
+    ) -> Result<()>;
+}

@@ -1,0 +1,19 @@
+//! quorum: an engine for an ensemble of order-book models.
+//!
+//! Three models (MPDTransformer, TLOB, CNN-LSTM v2) written once over the
+//! [`backend::Backend`] trait and run on the CPU backend (and, with the CUDA
+//! issue, on hand-written kernels); weights in safetensors, loaded by name
+//! exactly as PyTorch saves them. See `../shared/design.md` for the layout.
+
+pub mod backend;
+pub mod error;
+pub mod fsutil;
+pub mod model;
+pub mod tensor;
+pub mod weights;
+
+pub use backend::cpu::Cpu;
+pub use backend::Backend;
+pub use error::{Error, Result};
+pub use model::{Inputs, Model, ModelConfig, ModelKind, Outputs};
+pub use tensor::Tensor;

@@ -1,0 +1,242 @@
+//! The three models, written once over the `Backend` trait.
+//!
+//! A `Model<B>` holds one model's parameters on a backend, its optional input
+//! normalizer, and activations preallocated for the last batch size seen.
+//! `forward_into` writes the named outputs of models.md into host tensors that
+//! are reused from call to call, so steady-state inference allocates nothing.
+
+pub mod cnn_lstm;
+pub mod config;
+pub mod layers;
+pub mod mpd;
+pub mod tlob;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+pub use config::{CnnLstmConfig, ModelConfig, ModelKind, MpdConfig, TlobConfig};
+use layers::{HeadsBufs, Loader, ParamSpecs};
+
+use crate::backend::Backend;
+use crate::error::{Error, Result};
+use crate::tensor::Tensor;
+use crate::weights::{self, WeightsFile};
+
+/// The inputs a forward pass may use; each model takes what it needs
+/// (`features` for MPD and CNN-LSTM; `lob` and optionally `aux` for TLOB).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Inputs<'a> {
+    pub features: Option<&'a Tensor>,
+    pub lob: Option<&'a Tensor>,
+    pub aux: Option<&'a Tensor>,
+}
+
+impl<'a> Inputs<'a> {
+    fn require(&self, name: &str, model: &str) -> Result<&'a Tensor> {
+        let t = match name {
+            "features" => self.features,
+            "lob" => self.lob,
+            _ => self.aux,
+        };
+        t.ok_or_else(|| Error::input(name, format!("required by {model} but not given")))
+    }
+}
+
+/// Named output tensors (`direction_logits`, `confidence`, …), reused across calls.
+pub type Outputs = BTreeMap<String, Tensor>;
+
+/// `(mean, std)` buffers applied as `(x − mean) / std` before the model.
+pub struct Normalizers<B: Backend> {
+    pub input: Option<(B::Buf, B::Buf)>,
+    pub aux: Option<(B::Buf, B::Buf)>,
+}
+
+/// What the weights file says beyond the tensors (models.md, "The weights file").
+#[derive(Clone, Debug, PartialEq)]
+pub struct ModelMeta {
+    /// The heads' `expected_return` is `bps / return_scale` (training.md).
+    pub return_scale: f64,
+    /// The label horizon, in ticks, of the primary outputs, when recorded.
+    pub horizon: Option<u64>,
+}
+
+impl Default for ModelMeta {
+    fn default() -> Self {
+        ModelMeta { return_scale: 10.0, horizon: None }
+    }
+}
+
+enum Net<B: Backend> {
+    Mpd(mpd::MpdNet<B>),
+    Tlob(tlob::TlobNet<B>),
+    CnnLstm(cnn_lstm::CnnLstmNet<B>),
+}
+
+pub struct Model<B: Backend> {
+    config: ModelConfig,
+    meta: ModelMeta,
+    param_count: usize,
+    norms: Normalizers<B>,
+    net: Net<B>,
+}
+
+/// The expected parameters of a config (models.md's names and shapes).
+pub fn param_specs(config: &ModelConfig) -> ParamSpecs {
+    match config {
+        ModelConfig::Mpd(c) => mpd::param_specs(c),
+        ModelConfig::Tlob(c) => tlob::param_specs(c),
+        ModelConfig::CnnLstm(c) => cnn_lstm::param_specs(c),
+    }
+}
+
+/// The optional normalizer tensors a model of this config may carry.
+pub fn normalizer_specs(config: &ModelConfig) -> ParamSpecs {
+    let mut s = ParamSpecs::default();
+    match config {
+        ModelConfig::Mpd(MpdConfig { input_features: f, .. })
+        | ModelConfig::CnnLstm(CnnLstmConfig { input_features: f, .. }) => {
+            s.push("input_norm.mean", &[*f]);
+            s.push("input_norm.std", &[*f]);
+        }
+        ModelConfig::Tlob(c) if c.aux_features > 0 => {
+            s.push("aux_norm.mean", &[c.aux_features]);
+            s.push("aux_norm.std", &[c.aux_features]);
+        }
+        ModelConfig::Tlob(_) => {}
+    }
+    s
+}
+
+/// The names of a config's outputs, in a stable order.
+pub fn output_names(config: &ModelConfig) -> Vec<String> {
+    let mut names = vec!["direction_logits".to_string(), "confidence".into(), "expected_return".into()];
+    if let ModelConfig::Tlob(c) = config {
+        for &h in &c.horizons {
+            names.extend(horizon_names(h));
+        }
+    }
+    names
+}
+
+impl<B: Backend> Model<B> {
+    /// Builds a model from host tensors already checked against the config
+    /// (see `weights::check`): uploads them and relabels where a layer says so.
+    pub fn from_tensors(
+        be: &B,
+        config: ModelConfig,
+        tensors: &HashMap<String, Tensor>,
+        meta: ModelMeta,
+    ) -> Result<Self> {
+        config.validate()?;
+        let ld = Loader { be, tensors };
+        let net = match &config {
+            ModelConfig::Mpd(c) => Net::Mpd(mpd::MpdNet::new(c, &ld)?),
+            ModelConfig::Tlob(c) => Net::Tlob(tlob::TlobNet::new(c, &ld)?),
+            ModelConfig::CnnLstm(c) => Net::CnnLstm(cnn_lstm::CnnLstmNet::new(c, &ld)?),
+        };
+        let norm = |prefix: &str| -> Result<Option<(B::Buf, B::Buf)>> {
+            let (Some(mean), Some(std)) =
+                (tensors.get(&format!("{prefix}.mean")), tensors.get(&format!("{prefix}.std")))
+            else {
+                return Ok(None);
+            };
+            // models.md: a std of 0 counts as 1.
+            let std: Vec<f32> = std.data.iter().map(|&s| if s == 0.0 { 1.0 } else { s }).collect();
+            Ok(Some((be.upload(&mean.data)?, be.upload(&std)?)))
+        };
+        let norms = Normalizers { input: norm("input_norm")?, aux: norm("aux_norm")? };
+        Ok(Model { param_count: param_specs(&config).count(), config, meta, norms, net })
+    }
+
+    /// Loads a weights file (models.md's format), checking every tensor.
+    pub fn load(be: &B, path: &Path) -> Result<Self> {
+        let file = weights::load(path)?;
+        Self::from_file(be, file)
+    }
+
+    pub fn from_file(be: &B, file: WeightsFile) -> Result<Self> {
+        Self::from_tensors(be, file.config, &file.tensors, file.meta)
+    }
+
+    pub fn kind(&self) -> ModelKind {
+        self.config.kind()
+    }
+
+    pub fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+
+    pub fn meta(&self) -> &ModelMeta {
+        &self.meta
+    }
+
+    pub fn param_count(&self) -> usize {
+        self.param_count
+    }
+
+    pub fn output_names(&self) -> Vec<String> {
+        output_names(&self.config)
+    }
+
+    /// Runs the model; outputs are written into `out`, reusing its tensors.
+    pub fn forward_into(&mut self, be: &B, inputs: &Inputs<'_>, out: &mut Outputs) -> Result<()> {
+        match &mut self.net {
+            Net::Mpd(n) => n.forward(be, &self.norms, inputs, out),
+            Net::Tlob(n) => n.forward(be, &self.norms, inputs, out),
+            Net::CnnLstm(n) => n.forward(be, &self.norms, inputs, out),
+        }
+    }
+
+    pub fn forward(&mut self, be: &B, inputs: &Inputs<'_>) -> Result<Outputs> {
+        let mut out = Outputs::new();
+        self.forward_into(be, inputs, &mut out)?;
+        Ok(out)
+    }
+}
+
+/// The batch size of `t`, checking that it is `(batch, dims…)` with batch ≥ 1
+/// and finite values.
+fn batch_of(t: &Tensor, name: &str, dims: &[usize]) -> Result<usize> {
+    if t.shape.len() != dims.len() + 1 || t.shape[1..] != *dims || t.shape[0] == 0 {
+        return Err(Error::input(name, format!("expected shape (batch ≥ 1, {dims:?}), got {:?}", t.shape)));
+    }
+    t.expect_finite(name)?;
+    Ok(t.shape[0])
+}
+
+fn mlp_width(ratio: f64, dim: usize) -> usize {
+    (ratio * dim as f64) as usize
+}
+
+/// The primary outputs' names (every model has them).
+const PRIMARY: [&str; 3] = ["direction_logits", "confidence", "expected_return"];
+
+/// A TLOB horizon's output names.
+fn horizon_names(h: usize) -> [String; 3] {
+    [format!("direction_{h}"), format!("confidence_{h}"), format!("expected_return_{h}")]
+}
+
+/// Copies one set of heads' outputs into `out` under `names` (logits,
+/// confidence, expected return), reusing tensors already of the right shape.
+fn write_heads<B: Backend>(
+    be: &B,
+    h: &HeadsBufs<B>,
+    batch: usize,
+    classes: usize,
+    names: [&str; 3],
+    out: &mut Outputs,
+) -> Result<()> {
+    for (name, buf, cols) in
+        [(names[0], &h.logits, classes), (names[1], &h.confidence, 1), (names[2], &h.expected_return, 1)]
+    {
+        match out.get_mut(name) {
+            Some(t) if t.shape == [batch, cols] => be.read(buf, &mut t.data)?,
+            _ => {
+                let mut t = Tensor::zeros(vec![batch, cols]);
+                be.read(buf, &mut t.data)?;
+                out.insert(name.to_string(), t);
+            }
+        }
+    }
+    Ok(())
+}

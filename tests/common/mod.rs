@@ -1,0 +1,116 @@
+//! Helpers shared by the integration tests: reading golden cases and
+//! comparing outputs with models.md's tolerances.
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+
+use quorum::model::{Model, ModelConfig, ModelKind, ModelMeta};
+use quorum::weights::generated;
+use quorum::{Backend, Tensor};
+use safetensors::SafeTensors;
+
+pub fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/models").join(name)
+}
+
+/// A golden case written by tools/reference/make_goldens.py.
+pub struct Golden {
+    pub name: String,
+    pub kind: ModelKind,
+    pub config: ModelConfig,
+    pub generated_weights: bool,
+    pub inputs: BTreeMap<String, Tensor>,
+    pub outputs: BTreeMap<String, Tensor>,
+}
+
+pub fn read_tensors(path: &PathBuf) -> (HashMap<String, String>, BTreeMap<String, Tensor>) {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let st = SafeTensors::deserialize(&bytes).expect("fixture parses");
+    let (_, header) = SafeTensors::read_metadata(&bytes).expect("fixture header");
+    let md = header.metadata().clone().unwrap_or_default();
+    let mut out = BTreeMap::new();
+    for (name, view) in st.tensors() {
+        assert_eq!(view.dtype(), safetensors::Dtype::F32, "{name}");
+        let data = view.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+        out.insert(name, Tensor { shape: view.shape().to_vec(), data });
+    }
+    (md, out)
+}
+
+pub fn golden(name: &str) -> Golden {
+    let (md, tensors) = read_tensors(&fixture(&format!("{name}.safetensors")));
+    let kind = ModelKind::parse(&md["model"]).unwrap();
+    let config = ModelConfig::from_json(kind, &md["config"]).unwrap();
+    let mut inputs = BTreeMap::new();
+    let mut outputs = BTreeMap::new();
+    for (k, v) in tensors {
+        if let Some(n) = k.strip_prefix("input.") {
+            inputs.insert(n.to_string(), v);
+        } else if let Some(n) = k.strip_prefix("output.") {
+            outputs.insert(n.to_string(), v);
+        }
+    }
+    Golden { name: name.into(), kind, config, generated_weights: md["weights"] == "generated", inputs, outputs }
+}
+
+impl Golden {
+    /// The model of this case on `be`: from its PyTorch-saved weights file, or
+    /// from the shared deterministic generator.
+    pub fn model<B: Backend>(&self, be: &B) -> Model<B> {
+        if self.generated_weights {
+            let params = generated::params(&self.config);
+            Model::from_tensors(be, self.config.clone(), &params, ModelMeta::default()).unwrap()
+        } else {
+            Model::load(be, &fixture(&format!("{}.weights.safetensors", self.name))).unwrap()
+        }
+    }
+
+    pub fn inputs(&self) -> quorum::Inputs<'_> {
+        quorum::Inputs {
+            features: self.inputs.get("features"),
+            lob: self.inputs.get("lob"),
+            aux: self.inputs.get("aux"),
+        }
+    }
+}
+
+/// models.md's f32 tolerances: logits and returns within 1e-4·(1 + max|ref|),
+/// confidences within 1e-5 absolute. Returns the worst ratio of error to
+/// tolerance (≤ 1 passes) for reporting.
+pub fn assert_close(case: &str, name: &str, got: &Tensor, want: &Tensor, f16: bool) -> f64 {
+    assert_eq!(got.shape, want.shape, "{case}: {name} shape");
+    let max_ref = want.data.iter().fold(0f64, |m, v| m.max(v.abs() as f64));
+    let tol = if name.starts_with("confidence") {
+        if f16 {
+            1e-2
+        } else {
+            1e-5
+        }
+    } else if f16 {
+        3e-2 * (1.0 + max_ref)
+    } else {
+        1e-4 * (1.0 + max_ref)
+    };
+    let worst = got.data.iter().zip(&want.data).map(|(a, b)| (*a as f64 - *b as f64).abs()).fold(0f64, f64::max);
+    assert!(
+        worst <= tol,
+        "{case}: {name}: max abs diff {worst:e} > tolerance {tol:e}\n got  {:?}\n want {:?}",
+        &got.data[..got.data.len().min(6)],
+        &want.data[..want.data.len().min(6)]
+    );
+    worst / tol
+}
+
+pub const ALL_CASES: [&str; 10] = [
+    "mpd_default",
+    "mpd_small_cls",
+    "mpd_small_nocls_norm",
+    "tlob_default",
+    "tlob_small_noaux_2h",
+    "tlob_small_aux_norm",
+    "tlob_small_aux_unused",
+    "cnn_lstm_default",
+    "cnn_lstm_small_1layer",
+    "cnn_lstm_small_3layer_norm",
+];
