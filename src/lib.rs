@@ -6,6 +6,7 @@
 //! exactly as PyTorch saves them. See `../shared/design.md` for the layout.
 
 pub mod backend;
+pub mod ensemble;
 pub mod error;
 pub mod fsutil;
 pub mod model;

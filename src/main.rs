@@ -1,1 +1,262 @@
-fn main() {}
+//! The `quorum` command line.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+
+use quorum::model::{ModelConfig, ModelKind, ModelMeta};
+use quorum::weights::{self, generated};
+use quorum::{Cpu, Inputs, Model, Tensor};
+
+#[derive(Parser)]
+#[command(name = "quorum", version, about = "An engine for an ensemble of order-book models")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum BackendChoice {
+    /// CUDA when a device answers, else the CPU.
+    Auto,
+    Cpu,
+    Cuda,
+    Emu,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the three models on built-in default weights and synthetic market
+    /// windows, and print what each one says and how long it took.
+    Demo {
+        /// Windows to run through each model.
+        #[arg(long, default_value_t = 200)]
+        ticks: usize,
+    },
+    /// Print a weights file's model kind, config and parameter count.
+    Info { weights: PathBuf },
+    /// Run one model on the tensors of an input file and write its outputs.
+    Infer {
+        #[arg(long)]
+        weights: PathBuf,
+        /// safetensors with `features (B,60,112)`, `lob (B,100,20,4)` and/or `aux (B,112)`.
+        #[arg(long)]
+        input: PathBuf,
+        /// safetensors to write, one tensor per output name.
+        #[arg(long)]
+        output: PathBuf,
+        #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
+        backend: BackendChoice,
+    },
+    /// Time each model's forward pass and print a table to paste into an issue.
+    Bench {
+        /// Batch sizes to time.
+        #[arg(long, value_delimiter = ',', default_values_t = vec![1usize, 32])]
+        batch: Vec<usize>,
+        /// Timed runs per model and batch size (after 10% warm-up).
+        #[arg(long, default_value_t = 200)]
+        iters: usize,
+        #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
+        backend: BackendChoice,
+    },
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Demo { ticks } => demo(ticks),
+        Command::Info { weights } => info(&weights),
+        Command::Infer { weights, input, output, backend } => infer(&weights, &input, &output, backend),
+        Command::Bench { batch, iters, backend } => bench(&batch, iters, backend),
+    }
+}
+
+/// Resolves `--backend`. Only the CPU backend exists so far: asking for the
+/// CUDA or emulated backends is an error that says so, not a silent fallback.
+fn cpu_backend(choice: BackendChoice) -> Result<Cpu> {
+    match choice {
+        BackendChoice::Auto | BackendChoice::Cpu => Ok(Cpu::new()),
+        BackendChoice::Cuda | BackendChoice::Emu => {
+            bail!("backend {:?} is not built yet: this build has the CPU backend only (use --backend cpu)", choice)
+        }
+    }
+}
+
+fn info(path: &Path) -> Result<()> {
+    let file = weights::load(path)?;
+    let specs = quorum::model::param_specs(&file.config);
+    let mut norms: Vec<&str> = ["input_norm.mean", "aux_norm.mean"]
+        .into_iter()
+        .filter(|n| file.tensors.contains_key(*n))
+        .map(|n| n.trim_end_matches(".mean"))
+        .collect();
+    if norms.is_empty() {
+        norms.push("none");
+    }
+    println!("model:        {}", file.kind());
+    println!("parameters:   {}", specs.count());
+    println!("return_scale: {}", file.meta.return_scale);
+    println!("horizon:      {}", file.meta.horizon.map_or("not recorded".into(), |h| h.to_string()));
+    println!("normalizer:   {}", norms.join(", "));
+    println!("outputs:      {}", quorum::model::output_names(&file.config).join(", "));
+    println!("config:");
+    let pretty: serde_json::Value = serde_json::from_str(&file.config.to_json())?;
+    println!("{}", serde_json::to_string_pretty(&pretty)?);
+    Ok(())
+}
+
+fn infer(weights_path: &Path, input: &Path, output: &Path, backend: BackendChoice) -> Result<()> {
+    let be = cpu_backend(backend)?;
+    let mut model = Model::load(&be, weights_path)?;
+    let bytes = std::fs::read(input).with_context(|| format!("reading {}", input.display()))?;
+    let file = weights::read_tensor_file(&bytes, &input.display().to_string())?;
+    let known = ["features", "lob", "aux"];
+    if let Some(other) = file.tensors.keys().find(|k| !known.contains(&k.as_str())) {
+        bail!("input {}: unexpected tensor {other:?} (expected features, lob, aux)", input.display());
+    }
+    let inputs =
+        Inputs { features: file.tensors.get("features"), lob: file.tensors.get("lob"), aux: file.tensors.get("aux") };
+    let start = std::time::Instant::now();
+    let out = model.forward(&be, &inputs)?;
+    let elapsed = start.elapsed();
+    let mut md = HashMap::new();
+    md.insert("model".to_string(), model.kind().to_string());
+    quorum::fsutil::write_atomic(output, &weights::to_bytes(&out, md)?)?;
+    let batch = out.get("confidence").map_or(0, |t| t.shape[0]);
+    println!(
+        "{}: batch {batch}, {} outputs written to {} in {:.3} ms",
+        model.kind(),
+        out.len(),
+        output.display(),
+        elapsed.as_secs_f64() * 1e3
+    );
+    Ok(())
+}
+
+/// Deterministic synthetic inputs for `kind` at `batch`, varying with `seed`.
+fn synthetic_inputs(kind: ModelKind, batch: usize, seed: u64) -> BTreeMap<&'static str, Tensor> {
+    let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    let mut next = move || {
+        // xorshift64*: cheap, deterministic, good enough for benchmark inputs.
+        state ^= state >> 12;
+        state ^= state << 25;
+        state ^= state >> 27;
+        ((state.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+    };
+    let mut make = |shape: Vec<usize>| {
+        let n = shape.iter().product();
+        Tensor { shape, data: (0..n).map(|_| next()).collect() }
+    };
+    let mut m = BTreeMap::new();
+    match kind {
+        ModelKind::Tlob => {
+            m.insert("lob", make(vec![batch, 100, 20, 4]));
+            m.insert("aux", make(vec![batch, 112]));
+        }
+        _ => {
+            m.insert("features", make(vec![batch, 60, 112]));
+        }
+    }
+    m
+}
+
+fn default_model(be: &Cpu, kind: ModelKind) -> Result<Model<Cpu>> {
+    let config = ModelConfig::default_for(kind);
+    Ok(Model::from_tensors(be, config.clone(), &generated::params(&config), ModelMeta::default())?)
+}
+
+fn as_inputs<'a>(m: &'a BTreeMap<&'static str, Tensor>) -> Inputs<'a> {
+    Inputs { features: m.get("features"), lob: m.get("lob"), aux: m.get("aux") }
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+fn bench(batches: &[usize], iters: usize, backend: BackendChoice) -> Result<()> {
+    if iters == 0 || batches.contains(&0) {
+        bail!("--iters and every --batch must be at least 1");
+    }
+    let be = cpu_backend(backend)?;
+    println!("quorum {} bench, backend cpu, {} threads", env!("CARGO_PKG_VERSION"), rayon::current_num_threads());
+    println!("| model           | batch | median µs | p90 µs | samples/s |");
+    println!("|-----------------|------:|----------:|-------:|----------:|");
+    for kind in ModelKind::ALL {
+        let mut model = default_model(&be, kind)?;
+        for &batch in batches {
+            let data = synthetic_inputs(kind, batch, 1);
+            let inputs = as_inputs(&data);
+            let mut out = quorum::Outputs::new();
+            for _ in 0..(iters / 10).max(1) {
+                model.forward_into(&be, &inputs, &mut out)?;
+            }
+            let mut times: Vec<f64> = (0..iters)
+                .map(|_| {
+                    let t = std::time::Instant::now();
+                    model.forward_into(&be, &inputs, &mut out).map(|_| t.elapsed().as_secs_f64() * 1e6)
+                })
+                .collect::<Result<_, _>>()?;
+            times.sort_by(f64::total_cmp);
+            let med = percentile(&times, 0.5);
+            println!(
+                "| {:15} | {batch:5} | {med:9.1} | {:6.1} | {:9.0} |",
+                kind.as_str(),
+                percentile(&times, 0.9),
+                batch as f64 / med * 1e6
+            );
+        }
+    }
+    Ok(())
+}
+
+fn softmax(logits: &[f32]) -> [f64; 3] {
+    let m = logits.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)) as f64;
+    let e: Vec<f64> = logits.iter().map(|&l| (l as f64 - m).exp()).collect();
+    let s: f64 = e.iter().sum();
+    [e[0] / s, e[1] / s, e[2] / s]
+}
+
+fn demo(ticks: usize) -> Result<()> {
+    if ticks == 0 {
+        bail!("--ticks must be at least 1");
+    }
+    let be = Cpu::new();
+    println!("quorum demo: the three models on built-in default weights (deterministic, untrained)");
+    println!("and synthetic market windows, on the CPU backend.\n");
+    let names = ["DOWN", "NEUTRAL", "UP"];
+    for kind in ModelKind::ALL {
+        let mut model = default_model(&be, kind)?;
+        let mut out = quorum::Outputs::new();
+        let mut votes = [0usize; 3];
+        let mut times = Vec::with_capacity(ticks);
+        let mut last = String::new();
+        for tick in 0..ticks {
+            let data = synthetic_inputs(kind, 1, tick as u64 + 1);
+            let t = std::time::Instant::now();
+            model.forward_into(&be, &as_inputs(&data), &mut out)?;
+            times.push(t.elapsed().as_secs_f64() * 1e6);
+            let p = softmax(&out["direction_logits"].data);
+            let d = (0..3).max_by(|&a, &b| p[a].total_cmp(&p[b])).unwrap_or(1);
+            votes[d] += 1;
+            let ret_bps = out["expected_return"].data[0] as f64 * model.meta().return_scale;
+            last = format!(
+                "{} p=[{:.3} {:.3} {:.3}] confidence {:.3} expected return {:+.2} bps",
+                names[d], p[0], p[1], p[2], out["confidence"].data[0], ret_bps
+            );
+        }
+        times.sort_by(f64::total_cmp);
+        println!("{:16} {:>9} parameters", kind.as_str(), model.param_count());
+        println!("  last window:   {last}");
+        println!("  votes:         DOWN {} / NEUTRAL {} / UP {} over {ticks} windows", votes[0], votes[1], votes[2]);
+        println!(
+            "  batch-1 forward: median {:.0} µs, p90 {:.0} µs\n",
+            percentile(&times, 0.5),
+            percentile(&times, 0.9)
+        );
+    }
+    println!("Not in this build yet: the simulated exchange, collector, features, training, the");
+    println!("ensemble consensus and the server (see the README's status section).");
+    Ok(())
+}

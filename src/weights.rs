@@ -36,13 +36,47 @@ pub fn load(path: &Path) -> Result<WeightsFile> {
     parse(&bytes, &path.display().to_string())
 }
 
+/// Any safetensors file as named f32 tensors plus its metadata map
+/// (F32, F16 and BF16 are read; f16/bf16 are widened).
+pub struct TensorFile {
+    pub metadata: HashMap<String, String>,
+    pub tensors: HashMap<String, Tensor>,
+}
+
+/// Reads a safetensors file of f32/f16/bf16 tensors (model inputs, outputs,
+/// optimizer state); `label` names it in errors.
+pub fn read_tensor_file(bytes: &[u8], label: &str) -> Result<TensorFile> {
+    let (file, problems) = read_lenient(bytes, label)?;
+    if !problems.is_empty() {
+        return Err(Error::weights(label, problems));
+    }
+    Ok(file)
+}
+
+/// Like `read_tensor_file`, but returns per-tensor problems instead of failing on them.
+fn read_lenient(bytes: &[u8], label: &str) -> Result<(TensorFile, Vec<String>)> {
+    let fail = |e: String| Error::weights(label, vec![e]);
+    let st = SafeTensors::deserialize(bytes)
+        .map_err(|e| fail(format!("not a readable safetensors file (truncated or corrupt?): {e}")))?;
+    let (_, header) = SafeTensors::read_metadata(bytes).map_err(|e| fail(format!("unreadable header: {e}")))?;
+    let metadata = header.metadata().clone().unwrap_or_default();
+    let mut problems = Vec::new();
+    let mut tensors = HashMap::new();
+    for (name, view) in st.tensors() {
+        match to_f32(&view) {
+            Ok(data) => {
+                tensors.insert(name.clone(), Tensor { shape: view.shape().to_vec(), data });
+            }
+            Err(e) => problems.push(format!("tensor {name}: {e}")),
+        }
+    }
+    Ok((TensorFile { metadata, tensors }, problems))
+}
+
 /// Parses a weights file from memory; `label` names it in errors.
 pub fn parse(bytes: &[u8], label: &str) -> Result<WeightsFile> {
     let fail = |problems: Vec<String>| Error::weights(label, problems);
-    let st = SafeTensors::deserialize(bytes)
-        .map_err(|e| fail(vec![format!("not a readable safetensors file (truncated or corrupt?): {e}")]))?;
-    let (_, header) = SafeTensors::read_metadata(bytes).map_err(|e| fail(vec![format!("unreadable header: {e}")]))?;
-    let md = header.metadata().clone().unwrap_or_default();
+    let (TensorFile { metadata: md, tensors }, tensor_problems) = read_lenient(bytes, label)?;
 
     let mut problems = Vec::new();
     match md.get("format").map(String::as_str) {
@@ -74,15 +108,7 @@ pub fn parse(bytes: &[u8], label: &str) -> Result<WeightsFile> {
         }
     }
 
-    let mut tensors = HashMap::new();
-    for (name, view) in st.tensors() {
-        match to_f32(&view) {
-            Ok(data) => {
-                tensors.insert(name.clone(), Tensor { shape: view.shape().to_vec(), data });
-            }
-            Err(e) => problems.push(format!("tensor {name}: {e}")),
-        }
-    }
+    problems.extend(tensor_problems);
     let config = match config {
         Ok(c) => c,
         Err(e) => {

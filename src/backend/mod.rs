@@ -9,8 +9,11 @@
 //! Layout conventions shared by every backend:
 //! - activations are row-major with the feature axis last ("channels-last"):
 //!   a token sequence is `(batch, tokens, features)`;
-//! - weights are in PyTorch's layout (`Linear` is `(out, in)`, `Conv1d` is
-//!   `(out, in, k)`) except where a model documents a load-time relabeling;
+//! - the weight of every matrix product (a `Linear`, a conv's `(c_out, c_in·k)`
+//!   matrix, the patch projection) is uploaded once through `prepare_linear`,
+//!   which stores it in the layout the backend's kernels read fastest; other
+//!   weights are in PyTorch's layout, except where a model documents a
+//!   load-time relabeling;
 //! - every op writes its whole output (no op relies on a zeroed destination)
 //!   except `Epilogue::Accumulate`, which adds into it.
 
@@ -128,7 +131,8 @@ pub struct BroadcastShape {
     pub per_outer: bool,
 }
 
-/// The three output heads' parameters, by reference.
+/// The three output heads' parameters, by reference, in PyTorch's
+/// `(n_out, dim)` layout (not prepared: the heads op reads rows).
 pub struct HeadsRef<'a, B: Backend + ?Sized> {
     pub direction_w: &'a B::Buf,
     pub direction_b: &'a B::Buf,
@@ -147,7 +151,8 @@ pub struct HeadsOut<'a, B: Backend + ?Sized> {
     pub expected_return: &'a mut B::Buf,
 }
 
-/// A Conv1d's parameters in PyTorch layout: `w (c_out, c_in, kernel)`, `b (c_out)`.
+/// A Conv1d's parameters: `w` prepared from PyTorch's `(c_out, c_in, kernel)`
+/// as a `(c_out, c_in·kernel)` matrix, `b (c_out)`.
 pub struct ConvWeights<B: Backend + ?Sized> {
     pub w: B::Buf,
     pub b: B::Buf,
@@ -165,6 +170,10 @@ pub trait Backend: Send + Sync {
     /// A buffer of `len` zeros.
     fn alloc(&self, len: usize) -> Result<Self::Buf>;
     fn upload(&self, data: &[f32]) -> Result<Self::Buf>;
+    /// Uploads a matrix-product weight given in PyTorch's `(n_out, n_in)`
+    /// layout, in whatever layout this backend's `linear`, `conv1d` and
+    /// `patch_embed` expect.
+    fn prepare_linear(&self, w: &[f32], n_out: usize, n_in: usize) -> Result<Self::Buf>;
     /// Overwrites the start of `dst` with `src`.
     fn write(&self, dst: &mut Self::Buf, src: &[f32]) -> Result<()>;
     /// Copies the start of `src` into all of `dst`.
@@ -197,7 +206,7 @@ pub trait Backend: Send + Sync {
 
     fn attention(&self, qkv: &Self::Buf, out: &mut Self::Buf, shape: AttentionShape) -> Result<()>;
 
-    /// `w (dim, patch_h·patch_w)`, `b (dim)`, `cls (dim)` when `shape.cls_token`,
+    /// `w` prepared from `(dim, patch_h·patch_w)`, `b (dim)`, `cls (dim)` when `shape.cls_token`,
     /// `pos (tokens, dim)`; writes `out (batch, tokens, dim)`.
     #[allow(clippy::too_many_arguments)]
     fn patch_embed(
@@ -211,7 +220,8 @@ pub trait Backend: Send + Sync {
         shape: PatchShape,
     ) -> Result<()>;
 
-    /// Conv1d (PyTorch weight layout `(c_out, c_in, kernel)`), optionally GELU.
+    /// Conv1d, optionally GELU; `w` is prepared from PyTorch's `(c_out, c_in, kernel)`
+    /// seen as a `(c_out, c_in·kernel)` matrix.
     fn conv1d(
         &self,
         x: &Self::Buf,
@@ -236,7 +246,8 @@ pub trait Backend: Send + Sync {
     ) -> Result<()>;
 
     /// The recurrence of one LSTM layer from `h0 = c0 = 0`; writes every step's
-    /// hidden state into `h_seq (batch, steps, hidden)`.
+    /// hidden state into `h_seq (batch, steps, hidden)`. `w_hh` is in
+    /// PyTorch's `(4·hidden, hidden)` layout.
     fn lstm(&self, gx: &Self::Buf, w_hh: &Self::Buf, h_seq: &mut Self::Buf, shape: LstmShape) -> Result<()>;
 
     fn broadcast_add(&self, x: &mut Self::Buf, src: &Self::Buf, shape: BroadcastShape) -> Result<()>;

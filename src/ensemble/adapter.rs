@@ -48,11 +48,7 @@ impl PredictionAdapter {
     pub fn new(return_scale: f64) -> Result<Self, EnsembleError> {
         check_value("return_scale", return_scale, finite_rule(return_scale))?;
         if return_scale <= 0.0 {
-            return Err(EnsembleError::Value {
-                field: "return_scale",
-                value: return_scale,
-                rule: Rule::NotPositive,
-            });
+            return Err(EnsembleError::Value { field: "return_scale", value: return_scale, rule: Rule::NotPositive });
         }
         Ok(PredictionAdapter { return_scale })
     }

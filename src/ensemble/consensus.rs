@@ -44,9 +44,8 @@ use parking_lot::{Mutex, RwLock};
 use super::error::{check_model, check_value, finite_rule, non_negative_rule, unit_rule};
 use super::performance::{pack_vote, unpack_vote, History, ModelPerformance, Votes};
 use super::types::{
-    ConsensusStrategy, DecisionReason, Direction, EnsembleConfig, EnsembleResult,
-    EnsembleStatus, ExclusionReason, ModelPrediction, ModelStatus, ModelType, ModelWeight,
-    MAX_MODELS,
+    ConsensusStrategy, DecisionReason, Direction, EnsembleConfig, EnsembleResult, EnsembleStatus, ExclusionReason,
+    ModelPrediction, ModelStatus, ModelType, ModelWeight, MAX_MODELS,
 };
 use super::EnsembleError;
 
@@ -105,10 +104,7 @@ impl EnsembleConsensus {
         config.validate()?;
         config.model_weights.sort_by_key(|m| m.model_type);
         let perf = config.model_weights.iter().map(|_| ModelPerformance::new()).collect();
-        Ok(EnsembleConsensus {
-            state: RwLock::new(State { config, perf }),
-            history: Mutex::new(History::new()),
-        })
+        Ok(EnsembleConsensus { state: RwLock::new(State { config, perf }), history: Mutex::new(History::new()) })
     }
 
     /// The consensus of `predictions` now (the system clock).
@@ -118,11 +114,7 @@ impl EnsembleConsensus {
 
     /// The consensus of `predictions` at `now_s` (Unix seconds: the clock the
     /// staleness test uses, and the result's timestamp).
-    pub fn predict_at(
-        &self,
-        predictions: &[ModelPrediction],
-        now_s: f64,
-    ) -> Result<EnsembleResult, EnsembleError> {
+    pub fn predict_at(&self, predictions: &[ModelPrediction], now_s: f64) -> Result<EnsembleResult, EnsembleError> {
         let mut result = EnsembleResult::empty(0);
         self.predict_into(predictions, now_s, &mut result)?;
         Ok(result)
@@ -197,11 +189,7 @@ impl EnsembleConsensus {
     }
 
     /// Sets a model's `min_confidence` (in [0, 1]). Returns its new status.
-    pub fn update_min_confidence(
-        &self,
-        model: ModelType,
-        min_confidence: f64,
-    ) -> Result<ModelStatus, EnsembleError> {
+    pub fn update_min_confidence(&self, model: ModelType, min_confidence: f64) -> Result<ModelStatus, EnsembleError> {
         check_model(model, "min_confidence", min_confidence, unit_rule(min_confidence))?;
         let mut state = self.state.write();
         let slot = state.slot(model)?;
@@ -249,11 +237,8 @@ impl EnsembleConsensus {
         let (strategy, total_models, enabled_models, models) = {
             let state = self.state.read();
             let mws = &state.config.model_weights;
-            let models: BTreeMap<ModelType, ModelStatus> = mws
-                .iter()
-                .enumerate()
-                .map(|(slot, mw)| (mw.model_type, state.model_status(slot)))
-                .collect();
+            let models: BTreeMap<ModelType, ModelStatus> =
+                mws.iter().enumerate().map(|(slot, mw)| (mw.model_type, state.model_status(slot))).collect();
             (state.config.strategy, mws.len(), mws.iter().filter(|m| m.enabled).count(), models)
         };
         let last_prediction = self.history.lock().last().cloned();
@@ -299,9 +284,7 @@ fn decide(
     for (i, p) in predictions.iter().enumerate() {
         match mws.iter().position(|m| m.model_type == p.model_type) {
             None => unknown = Some(unknown.map_or(p.model_type, |u| u.min(p.model_type))),
-            Some(slot) if index_of[slot] != NO_PREDICTION => {
-                duplicate = Some(duplicate.map_or(slot, |d| d.min(slot)))
-            }
+            Some(slot) if index_of[slot] != NO_PREDICTION => duplicate = Some(duplicate.map_or(slot, |d| d.min(slot))),
             Some(slot) => index_of[slot] = i,
         }
     }
@@ -396,11 +379,8 @@ fn decide(
     }
     // Step 2 (and step 3's zero total weight).
     if n_eligible == 0 || w_max <= 0.0 {
-        let reason = if n_eligible == 0 {
-            DecisionReason::NoEligiblePredictions
-        } else {
-            DecisionReason::ZeroTotalWeight
-        };
+        let reason =
+            if n_eligible == 0 { DecisionReason::NoEligiblePredictions } else { DecisionReason::ZeroTotalWeight };
         out.direction = Direction::Neutral;
         out.confidence = 0.0;
         out.meta_confidence = 0.0;
@@ -435,9 +415,7 @@ fn decide(
     let [p_down, _, p_up] = p_comb;
     let mut strategy_reason = None;
     let direction = match strategy {
-        ConsensusStrategy::WeightedVoting
-        | ConsensusStrategy::ConfidenceBased
-        | ConsensusStrategy::Adaptive => {
+        ConsensusStrategy::WeightedVoting | ConsensusStrategy::ConfidenceBased | ConsensusStrategy::Adaptive => {
             let d = argmax_ties_neutral(&p_comb);
             if d != Direction::Neutral && (p_up - p_down).abs() < config.neutral_threshold {
                 Direction::Neutral
@@ -493,8 +471,7 @@ fn decide(
                 agreeing += 1;
                 w_agreeing += w[slot];
             }
-            let tv = 0.5
-                * ((pm[0] - p_comb[0]).abs() + (pm[1] - p_comb[1]).abs() + (pm[2] - p_comb[2]).abs());
+            let tv = 0.5 * ((pm[0] - p_comb[0]).abs() + (pm[1] - p_comb[1]).abs() + (pm[2] - p_comb[2]).abs());
             w_tv += w[slot] * tv;
             w_ret += w[slot] * p.expected_return;
             w_pd += w[slot] * pm[di];

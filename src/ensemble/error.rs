@@ -104,17 +104,13 @@ impl EnsembleError {
     /// `weight`, `min_agreement`, `model_type`, `result_id`, ...).
     pub fn field(&self) -> Option<&'static str> {
         match self {
-            EnsembleError::ModelValue { field, .. } | EnsembleError::Value { field, .. } => {
-                Some(field)
-            }
+            EnsembleError::ModelValue { field, .. } | EnsembleError::Value { field, .. } => Some(field),
             EnsembleError::ProbabilitySum { .. } => Some("probabilities"),
             EnsembleError::UnknownModel { .. }
             | EnsembleError::DuplicatePrediction { .. }
             | EnsembleError::DuplicateModel { .. } => Some("model_type"),
             EnsembleError::TooManyModels { .. } => Some("model_weights"),
-            EnsembleError::UnknownResult { .. } | EnsembleError::AlreadyScored { .. } => {
-                Some("result_id")
-            }
+            EnsembleError::UnknownResult { .. } | EnsembleError::AlreadyScored { .. } => Some("result_id"),
             EnsembleError::ConfigFile { .. } | EnsembleError::ConfigJson(_) => None,
         }
     }
@@ -181,11 +177,7 @@ pub(crate) fn check_model(
 }
 
 /// `Err(Value)` when `rule` is `Some`.
-pub(crate) fn check_value(
-    field: &'static str,
-    value: f64,
-    rule: Option<Rule>,
-) -> Result<(), EnsembleError> {
+pub(crate) fn check_value(field: &'static str, value: f64, rule: Option<Rule>) -> Result<(), EnsembleError> {
     match rule {
         Some(rule) => Err(EnsembleError::Value { field, value, rule }),
         None => Ok(()),

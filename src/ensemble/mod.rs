@@ -38,6 +38,6 @@ pub use consensus::{create_ensemble_consensus, unix_now_s, EnsembleConsensus};
 pub use error::{EnsembleError, Rule};
 pub use performance::{HISTORY_CAPACITY, MIN_OUTCOMES, OUTCOME_PF_CAP, OUTCOME_WINDOW};
 pub use types::{
-    ConsensusStrategy, DecisionReason, Direction, EnsembleConfig, EnsembleResult, EnsembleStatus,
-    ExclusionReason, ModelPrediction, ModelStatus, ModelType, ModelWeight, MAX_MODELS,
+    ConsensusStrategy, DecisionReason, Direction, EnsembleConfig, EnsembleResult, EnsembleStatus, ExclusionReason,
+    ModelPrediction, ModelStatus, ModelType, ModelWeight, MAX_MODELS,
 };

@@ -62,12 +62,7 @@ pub(crate) struct ModelPerformance {
 
 impl ModelPerformance {
     pub fn new() -> Self {
-        ModelPerformance {
-            tracked: None,
-            reports: 0,
-            outcomes: Vec::with_capacity(OUTCOME_WINDOW),
-            next: 0,
-        }
+        ModelPerformance { tracked: None, reports: 0, outcomes: Vec::with_capacity(OUTCOME_WINDOW), next: 0 }
     }
 
     /// One report, taken as is if first, else blended with `decay`.

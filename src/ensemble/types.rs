@@ -74,8 +74,7 @@ pub enum ModelType {
 
 impl ModelType {
     /// Every model type, in canonical order.
-    pub const ALL: &'static [ModelType] =
-        &[ModelType::CnnLstm, ModelType::MpdTransformer, ModelType::Tlob];
+    pub const ALL: &'static [ModelType] = &[ModelType::CnnLstm, ModelType::MpdTransformer, ModelType::Tlob];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -93,9 +92,7 @@ impl fmt::Display for ModelType {
 }
 
 /// How the predictions are combined (ensemble.md, steps 3 and 5).
-#[derive(
-    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
-)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ConsensusStrategy {
     #[default]
@@ -171,12 +168,7 @@ impl ModelWeight {
 
     pub(crate) fn validate(&self) -> Result<(), EnsembleError> {
         check_model(self.model_type, "weight", self.weight, non_negative_rule(self.weight))?;
-        check_model(
-            self.model_type,
-            "min_confidence",
-            self.min_confidence,
-            unit_rule(self.min_confidence),
-        )
+        check_model(self.model_type, "min_confidence", self.min_confidence, unit_rule(self.min_confidence))
     }
 }
 
@@ -203,12 +195,7 @@ impl Default for EnsembleConfig {
     /// confidence_threshold 0.5, neutral_threshold 0.1; no age limit;
     /// performance_decay 0.1.
     fn default() -> Self {
-        let mw = |model_type, weight, min_confidence| ModelWeight {
-            model_type,
-            weight,
-            enabled: true,
-            min_confidence,
-        };
+        let mw = |model_type, weight, min_confidence| ModelWeight { model_type, weight, enabled: true, min_confidence };
         EnsembleConfig {
             strategy: ConsensusStrategy::WeightedVoting,
             model_weights: vec![
@@ -233,10 +220,7 @@ impl EnsembleConfig {
     /// an unknown model, and an empty call gives `no_eligible_predictions`).
     pub fn validate(&self) -> Result<(), EnsembleError> {
         if self.model_weights.len() > MAX_MODELS {
-            return Err(EnsembleError::TooManyModels {
-                count: self.model_weights.len(),
-                max: MAX_MODELS,
-            });
+            return Err(EnsembleError::TooManyModels { count: self.model_weights.len(), max: MAX_MODELS });
         }
         for (i, mw) in self.model_weights.iter().enumerate() {
             if self.model_weights[..i].iter().any(|o| o.model_type == mw.model_type) {
@@ -245,11 +229,7 @@ impl EnsembleConfig {
             mw.validate()?;
         }
         check_value("min_agreement", self.min_agreement, unit_rule(self.min_agreement))?;
-        check_value(
-            "confidence_threshold",
-            self.confidence_threshold,
-            unit_rule(self.confidence_threshold),
-        )?;
+        check_value("confidence_threshold", self.confidence_threshold, unit_rule(self.confidence_threshold))?;
         check_value("neutral_threshold", self.neutral_threshold, unit_rule(self.neutral_threshold))?;
         check_value("performance_decay", self.performance_decay, unit_rule(self.performance_decay))?;
         if let Some(age) = self.max_prediction_age_s {
@@ -269,10 +249,8 @@ impl EnsembleConfig {
     /// Reads, parses and validates a JSON config file.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self, EnsembleError> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|e| EnsembleError::ConfigFile {
-            path: path.display().to_string(),
-            message: e.to_string(),
-        })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| EnsembleError::ConfigFile { path: path.display().to_string(), message: e.to_string() })?;
         Self::from_json_str(&text).map_err(|e| match e {
             EnsembleError::ConfigJson(message) => {
                 EnsembleError::ConfigFile { path: path.display().to_string(), message }
@@ -433,10 +411,7 @@ mod pairs_as_map {
 
     use super::ModelType;
 
-    pub fn serialize<V: Serialize, S: Serializer>(
-        pairs: &[(ModelType, V)],
-        s: S,
-    ) -> Result<S::Ok, S::Error> {
+    pub fn serialize<V: Serialize, S: Serializer>(pairs: &[(ModelType, V)], s: S) -> Result<S::Ok, S::Error> {
         let mut map = s.serialize_map(Some(pairs.len()))?;
         for (k, v) in pairs {
             map.serialize_entry(k, v)?;
@@ -444,9 +419,7 @@ mod pairs_as_map {
         map.end()
     }
 
-    pub fn deserialize<'de, V: Deserialize<'de>, D: Deserializer<'de>>(
-        d: D,
-    ) -> Result<Vec<(ModelType, V)>, D::Error> {
+    pub fn deserialize<'de, V: Deserialize<'de>, D: Deserializer<'de>>(d: D) -> Result<Vec<(ModelType, V)>, D::Error> {
         struct PairsVisitor<V>(PhantomData<V>);
         impl<'de, V: Deserialize<'de>> Visitor<'de> for PairsVisitor<V> {
             type Value = Vec<(ModelType, V)>;

@@ -72,7 +72,7 @@ impl<B: Backend> CnnLstmNet<B> {
             let bias: Vec<f32> = b_ih.iter().zip(b_hh).map(|(a, b)| a + b).collect();
             layers.push(LstmLayer {
                 input: LinearP {
-                    w: ld.buf(&format!("lstm.weight_ih_l{k}"), 4 * h * n_in)?,
+                    w: ld.matrix(&format!("lstm.weight_ih_l{k}"), 4 * h, n_in)?,
                     b: ld.be.upload(&bias)?,
                     n_in,
                     n_out: 4 * h,

@@ -81,9 +81,14 @@ impl<'a, B: Backend> Loader<'a, B> {
         self.be.upload(self.host(name, numel)?)
     }
 
+    /// A matrix-product weight `(n_out, n_in)`, in the backend's layout.
+    pub fn matrix(&self, name: &str, n_out: usize, n_in: usize) -> Result<B::Buf> {
+        self.be.prepare_linear(self.host(name, n_out * n_in)?, n_out, n_in)
+    }
+
     pub fn linear(&self, prefix: &str, n_in: usize, n_out: usize) -> Result<LinearP<B>> {
         Ok(LinearP {
-            w: self.buf(&format!("{prefix}.weight"), n_out * n_in)?,
+            w: self.matrix(&format!("{prefix}.weight"), n_out, n_in)?,
             b: self.buf(&format!("{prefix}.bias"), n_out)?,
             n_in,
             n_out,
@@ -92,7 +97,7 @@ impl<'a, B: Backend> Loader<'a, B> {
 
     pub fn conv1d(&self, prefix: &str, c_in: usize, c_out: usize, kernel: usize) -> Result<ConvWeights<B>> {
         Ok(ConvWeights {
-            w: self.buf(&format!("{prefix}.weight"), c_out * c_in * kernel)?,
+            w: self.matrix(&format!("{prefix}.weight"), c_out, c_in * kernel)?,
             b: self.buf(&format!("{prefix}.bias"), c_out)?,
             c_in,
             c_out,
@@ -116,11 +121,21 @@ impl<'a, B: Backend> Loader<'a, B> {
         })
     }
 
+    /// The heads' weights stay in PyTorch's `(n_out, dim)` layout: the fused
+    /// heads op reads them as rows, it is not a `linear`.
     pub fn heads(&self, prefix: &str, dim: usize, classes: usize) -> Result<HeadsP<B>> {
+        let raw = |name: &str, n_out: usize| -> Result<LinearP<B>> {
+            Ok(LinearP {
+                w: self.buf(&format!("{prefix}.{name}.weight"), n_out * dim)?,
+                b: self.buf(&format!("{prefix}.{name}.bias"), n_out)?,
+                n_in: dim,
+                n_out,
+            })
+        };
         Ok(HeadsP {
-            direction: self.linear(&format!("{prefix}.direction"), dim, classes)?,
-            confidence: self.linear(&format!("{prefix}.confidence"), dim, 1)?,
-            expected_return: self.linear(&format!("{prefix}.expected_return"), dim, 1)?,
+            direction: raw("direction", classes)?,
+            confidence: raw("confidence", 1)?,
+            expected_return: raw("expected_return", 1)?,
         })
     }
 }

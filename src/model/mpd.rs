@@ -53,7 +53,7 @@ impl<B: Backend> MpdNet<B> {
         let hidden = mlp_width(cfg.mlp_ratio, d);
         Ok(MpdNet {
             // (D, 1, Pt, Pf) flattens to (D, Pt·Pf) in the patch's own order.
-            patch_w: ld.buf("patch_embed.proj.weight", d * cfg.patch_size.0 * cfg.patch_size.1)?,
+            patch_w: ld.matrix("patch_embed.proj.weight", d, cfg.patch_size.0 * cfg.patch_size.1)?,
             patch_b: ld.buf("patch_embed.proj.bias", d)?,
             cls: if cfg.use_cls_token { Some(ld.buf("cls_token", d)?) } else { None },
             pos: ld.buf("pos_embed", cfg.tokens() * d)?,

@@ -109,7 +109,12 @@ impl<B: Backend> TlobNet<B> {
         }
         let flat = c_in * cfg.num_levels;
         let proj_w = spatial_proj_to_internal(ld.host("spatial.proj.weight", d * flat)?, d, c_in, cfg.num_levels);
-        let proj = LinearP { w: ld.be.upload(&proj_w)?, b: ld.buf("spatial.proj.bias", d)?, n_in: flat, n_out: d };
+        let proj = LinearP {
+            w: ld.be.prepare_linear(&proj_w, d, flat)?,
+            b: ld.buf("spatial.proj.bias", d)?,
+            n_in: flat,
+            n_out: d,
+        };
         let branches = cfg
             .temporal_kernels
             .iter()

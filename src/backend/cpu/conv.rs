@@ -3,11 +3,11 @@
 //! The im2col row of position t of a sample holds, for each input channel c
 //! and tap j, `x[t + j − k/2, c]` (zero outside the sequence) at column
 //! `c·k + j`: exactly the flattening of PyTorch's `(c_out, c_in, k)` weight, so
-//! the weight is used as a `(c_out, c_in·k)` matrix with no relabeling.
+//! the weight is the `(c_out, c_in·k)` matrix `prepare_linear` was given.
 
 use rayon::prelude::*;
 
-use super::{bias_act, matmul_wt, with_scratch};
+use super::{bias_act, matmul, with_scratch};
 use crate::backend::ConvShape;
 
 pub(super) fn forward(x: &[f32], w: &[f32], b: &[f32], y: &mut [f32], s: ConvShape, gelu: bool) {
@@ -37,7 +37,7 @@ pub(super) fn forward(x: &[f32], w: &[f32], b: &[f32], y: &mut [f32], s: ConvSha
         } else {
             cols.chunks_mut(width).enumerate().for_each(fill);
         }
-        matmul_wt(cols, w, &mut y[s.out_offset..], rows, width, s.c_out, s.out_stride, false);
+        matmul(cols, w, &mut y[s.out_offset..], rows, width, s.c_out, s.out_stride, false);
     });
     bias_act(y, b, rows, s.out_stride, s.out_offset, gelu);
 }
