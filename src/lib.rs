@@ -8,7 +8,9 @@
 pub mod backend;
 pub mod ensemble;
 pub mod error;
+pub mod features;
 pub mod fsutil;
+pub mod market;
 pub mod model;
 pub mod tensor;
 pub mod weights;

@@ -1,0 +1,19 @@
+//! Market data: exact L2 order book, Binance protocol messages, the seeded
+//! market simulator, the Parquet store and the TLOB input sequence
+//! (spec/data.md).
+
+pub mod binance;
+pub mod book;
+pub mod decimal;
+pub mod sequence;
+pub mod simulator;
+pub mod store;
+pub mod types;
+
+pub use binance::{AggTrade, BinanceError, DepthSnapshot, DepthUpdate, PriceLevel, StreamEvent, StreamMessage};
+pub use book::{BookError, BookStats, DiffOutcome, OrderBook, SyncReport};
+pub use decimal::{DecimalError, Fixed};
+pub use sequence::{RawLOBSequence, SequenceError};
+pub use simulator::{parse_duration, simulate_to_parquet, MarketSimulator, SimConfig, SimError, SimSummary, TickView};
+pub use store::{read_snapshots, read_trades, write_snapshots, write_trades, SnapshotWriter, StoreError, TradeWriter};
+pub use types::{Level, Snapshot, SnapshotError, Trade, NUM_LEVELS};

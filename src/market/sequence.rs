@@ -1,0 +1,126 @@
+//! `RawLOBSequence`: the last `sequence_length` snapshots, and the TLOB input
+//! tensor built from them (spec/data.md, `to_normalized_tensor`).
+
+use super::types::{Snapshot, NUM_LEVELS};
+
+/// Features per level: `[bid_price, bid_volume, ask_price, ask_volume]`.
+pub const FEATURES_PER_LEVEL: usize = 4;
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SequenceError {
+    #[error("a sequence needs at least one snapshot")]
+    Empty,
+    #[error("the last snapshot has no mid price (bid_px_0 or ask_px_0 is missing)")]
+    NoReferenceMid,
+    #[error("the last snapshot's mid price {0} is not finite and positive")]
+    BadReferenceMid(f64),
+}
+
+/// A run of consecutive snapshots, oldest first.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RawLOBSequence {
+    snapshots: Vec<Snapshot>,
+}
+
+impl RawLOBSequence {
+    /// Requires at least one snapshot and a usable mid in the last one.
+    pub fn new(snapshots: Vec<Snapshot>) -> Result<RawLOBSequence, SequenceError> {
+        let last = snapshots.last().ok_or(SequenceError::Empty)?;
+        let mid = last.mid().ok_or(SequenceError::NoReferenceMid)?;
+        if !mid.is_finite() || mid <= 0.0 {
+            return Err(SequenceError::BadReferenceMid(mid));
+        }
+        Ok(RawLOBSequence { snapshots })
+    }
+
+    pub fn snapshots(&self) -> &[Snapshot] {
+        &self.snapshots
+    }
+
+    pub fn len(&self) -> usize {
+        self.snapshots.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.snapshots.is_empty()
+    }
+
+    /// `[len, NUM_LEVELS, 4]`: `(100, 20, 4)` for the default sequence length.
+    pub fn tensor_shape(&self) -> [usize; 3] {
+        [self.snapshots.len(), NUM_LEVELS, FEATURES_PER_LEVEL]
+    }
+
+    /// The reference mid: the last snapshot's `(bid_px_0 + ask_px_0) / 2`.
+    pub fn mid_ref(&self) -> f64 {
+        // `new` guarantees a last snapshot with a mid.
+        self.snapshots.last().and_then(|s| s.mid()).unwrap_or(f64::NAN)
+    }
+
+    /// The TLOB input, row-major `[t][level][feature]` with features
+    /// `[bid_price, bid_volume, ask_price, ask_volume]`:
+    /// - prices: `1e4 · (px / mid_ref − 1)` (basis points from the last mid);
+    /// - volumes: `ln(1 + qty)`, standardized over all the sequence's present
+    ///   volume entries (both sides, all levels): `(x − mean) / (std + 1e-8)`,
+    ///   `std` the population standard deviation (ddof = 0);
+    /// - missing levels (NaN) are 0 in all their features.
+    ///
+    /// Computed in f64, stored as f32.
+    pub fn to_normalized_tensor(&self) -> Vec<f32> {
+        let mid_ref = self.mid_ref();
+        let n = self.snapshots.len() * NUM_LEVELS * FEATURES_PER_LEVEL;
+        let mut out = vec![0f32; n];
+
+        // Volume statistics over the present entries (two passes for accuracy).
+        let mut count = 0usize;
+        let mut sum = 0f64;
+        for s in &self.snapshots {
+            for v in log_volumes(s) {
+                sum += v;
+                count += 1;
+            }
+        }
+        let mean = if count > 0 { sum / count as f64 } else { 0.0 };
+        let mut sq = 0f64;
+        for s in &self.snapshots {
+            for v in log_volumes(s) {
+                sq += (v - mean) * (v - mean);
+            }
+        }
+        let std = if count > 0 { (sq / count as f64).sqrt() } else { 0.0 };
+        let denom = std + 1e-8;
+
+        let price = |px: f64| -> f32 {
+            if px.is_nan() {
+                0.0
+            } else {
+                (1e4 * (px / mid_ref - 1.0)) as f32
+            }
+        };
+        let volume = |q: f64| -> f32 {
+            if q.is_nan() {
+                0.0
+            } else {
+                ((q.ln_1p() - mean) / denom) as f32
+            }
+        };
+        for (t, s) in self.snapshots.iter().enumerate() {
+            for lvl in 0..NUM_LEVELS {
+                let o = (t * NUM_LEVELS + lvl) * FEATURES_PER_LEVEL;
+                let (b, a) = (s.bids[lvl], s.asks[lvl]);
+                // A level is missing when its price is NaN: all its features are 0.
+                let (bp, bv) = if b.price.is_nan() { (0.0, 0.0) } else { (price(b.price), volume(b.quantity)) };
+                let (ap, av) = if a.price.is_nan() { (0.0, 0.0) } else { (price(a.price), volume(a.quantity)) };
+                out[o] = bp;
+                out[o + 1] = bv;
+                out[o + 2] = ap;
+                out[o + 3] = av;
+            }
+        }
+        out
+    }
+}
+
+/// `ln(1 + qty)` of every present level (price and quantity not NaN), both sides.
+fn log_volumes(s: &Snapshot) -> impl Iterator<Item = f64> + '_ {
+    s.bids.iter().chain(s.asks.iter()).filter(|l| !l.price.is_nan() && !l.quantity.is_nan()).map(|l| l.quantity.ln_1p())
+}

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# The full test suite: what CI runs (.ci/run calls this) and what the README
+# tells a developer to run. Everything it needs is installed from here.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+echo "== rustfmt"
+cargo fmt --all -- --check
+
+echo "== clippy"
+cargo clippy --release --all-targets -- -D warnings
+
+echo "== tests"
+cargo test --release
+
+echo "== demo (short)"
+cargo run --release --quiet -- demo --ticks 20
