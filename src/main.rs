@@ -60,6 +60,9 @@ enum Command {
         iters: usize,
         #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
         backend: BackendChoice,
+        /// Only these models (mpd_transformer, tlob, cnn_lstm); all by default.
+        #[arg(long, value_delimiter = ',')]
+        model: Vec<String>,
     },
 }
 
@@ -69,7 +72,7 @@ fn main() -> Result<()> {
         Command::Demo { ticks } => demo(ticks),
         Command::Info { weights } => info(&weights),
         Command::Infer { weights, input, output, backend } => infer(&weights, &input, &output, backend),
-        Command::Bench { batch, iters, backend } => bench(&batch, iters, backend),
+        Command::Bench { batch, iters, backend, model } => bench(&batch, iters, backend, &model),
     }
 }
 
@@ -175,15 +178,20 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
-fn bench(batches: &[usize], iters: usize, backend: BackendChoice) -> Result<()> {
+fn bench(batches: &[usize], iters: usize, backend: BackendChoice, models: &[String]) -> Result<()> {
     if iters == 0 || batches.contains(&0) {
         bail!("--iters and every --batch must be at least 1");
     }
+    let kinds: Vec<ModelKind> = if models.is_empty() {
+        ModelKind::ALL.to_vec()
+    } else {
+        models.iter().map(|m| ModelKind::parse(m)).collect::<Result<_, _>>()?
+    };
     let be = cpu_backend(backend)?;
     println!("quorum {} bench, backend cpu, {} threads", env!("CARGO_PKG_VERSION"), rayon::current_num_threads());
     println!("| model           | batch | median µs | p90 µs | samples/s |");
     println!("|-----------------|------:|----------:|-------:|----------:|");
-    for kind in ModelKind::ALL {
+    for kind in kinds {
         let mut model = default_model(&be, kind)?;
         for &batch in batches {
             let data = synthetic_inputs(kind, batch, 1);

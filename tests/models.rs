@@ -80,28 +80,30 @@ fn parameter_counts_at_defaults_match_the_spec() {
     assert_eq!(count(ModelKind::CnnLstm), 1_015_813);
 }
 
+/// Row `b` of a `(batch, …)` tensor as a batch of one.
+fn sample(t: &quorum::Tensor, b: usize) -> quorum::Tensor {
+    let per = t.numel() / t.shape[0];
+    let mut shape = t.shape.clone();
+    shape[0] = 1;
+    quorum::Tensor::new(shape, t.data[b * per..(b + 1) * per].to_vec()).unwrap()
+}
+
 #[test]
-fn batch_results_equal_single_sample_results() {
-    // A sample's outputs must not depend on the rest of its batch.
-    let g = golden("tlob_small_aux_norm");
+fn every_case_run_one_sample_at_a_time_matches_the_goldens() {
+    // Batch 1 takes its own code paths (the split LSTM recurrence, one
+    // attention task per head): each sample alone must match PyTorch too.
     let be = Cpu::new();
-    let mut model = g.model(&be);
-    let full = model.forward(&be, &g.inputs()).unwrap();
-    let lob = &g.inputs["lob"];
-    let aux = &g.inputs["aux"];
-    let per_lob = lob.numel() / lob.shape[0];
-    let per_aux = aux.numel() / aux.shape[0];
-    for b in 0..lob.shape[0] {
-        let mut ls = lob.shape.clone();
-        ls[0] = 1;
-        let one_lob = quorum::Tensor::new(ls, lob.data[b * per_lob..(b + 1) * per_lob].to_vec()).unwrap();
-        let one_aux = quorum::Tensor::new(vec![1, per_aux], aux.data[b * per_aux..(b + 1) * per_aux].to_vec()).unwrap();
-        let out = model.forward(&be, &Inputs { lob: Some(&one_lob), aux: Some(&one_aux), features: None }).unwrap();
-        for (k, t) in &out {
-            let c = t.shape[1];
-            let want = &full[k].data[b * c..(b + 1) * c];
-            for (x, y) in t.data.iter().zip(want) {
-                assert!((x - y).abs() <= 1e-5 * (1.0 + y.abs()), "{k} sample {b}: {x} vs {y}");
+    for name in ALL_CASES {
+        let g = golden(name);
+        let mut model = g.model(&be);
+        let batch = g.inputs.values().next().unwrap().shape[0];
+        for b in 0..batch {
+            let one: std::collections::BTreeMap<&str, quorum::Tensor> =
+                g.inputs.iter().map(|(k, t)| (k.as_str(), sample(t, b))).collect();
+            let inputs = Inputs { features: one.get("features"), lob: one.get("lob"), aux: one.get("aux") };
+            let out = model.forward(&be, &inputs).unwrap();
+            for (k, want) in &g.outputs {
+                assert_close(&format!("{name}[{b}]"), k, &out[k], &sample(want, b), false);
             }
         }
     }

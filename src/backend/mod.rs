@@ -174,6 +174,9 @@ pub trait Backend: Send + Sync {
     /// layout, in whatever layout this backend's `linear`, `conv1d` and
     /// `patch_embed` expect.
     fn prepare_linear(&self, w: &[f32], n_out: usize, n_in: usize) -> Result<Self::Buf>;
+    /// Uploads an LSTM layer's recurrent weight `W_hh` given in PyTorch's
+    /// `(4·hidden, hidden)` layout, in whatever layout `lstm` expects.
+    fn prepare_recurrent(&self, w_hh: &[f32], hidden: usize) -> Result<Self::Buf>;
     /// Overwrites the start of `dst` with `src`.
     fn write(&self, dst: &mut Self::Buf, src: &[f32]) -> Result<()>;
     /// Copies the start of `src` into all of `dst`.
@@ -246,8 +249,8 @@ pub trait Backend: Send + Sync {
     ) -> Result<()>;
 
     /// The recurrence of one LSTM layer from `h0 = c0 = 0`; writes every step's
-    /// hidden state into `h_seq (batch, steps, hidden)`. `w_hh` is in
-    /// PyTorch's `(4·hidden, hidden)` layout.
+    /// hidden state into `h_seq (batch, steps, hidden)`. `w_hh` comes from
+    /// `prepare_recurrent`.
     fn lstm(&self, gx: &Self::Buf, w_hh: &Self::Buf, h_seq: &mut Self::Buf, shape: LstmShape) -> Result<()>;
 
     fn broadcast_add(&self, x: &mut Self::Buf, src: &Self::Buf, shape: BroadcastShape) -> Result<()>;

@@ -77,7 +77,7 @@ impl<B: Backend> CnnLstmNet<B> {
                     n_in,
                     n_out: 4 * h,
                 },
-                w_hh: ld.buf(&format!("lstm.weight_hh_l{k}"), 4 * h * h)?,
+                w_hh: ld.be.prepare_recurrent(ld.host(&format!("lstm.weight_hh_l{k}"), 4 * h * h)?, h)?,
             });
         }
         Ok(CnnLstmNet {

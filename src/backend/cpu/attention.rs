@@ -1,42 +1,98 @@
 //! Softmax attention for short sequences (49 to 100 tokens, head dim 32).
 //!
-//! Work is split by (sample, block of queries): each task computes every head
-//! for its queries and writes whole output rows, so tasks never share a row.
-//! The N×N score matrix is never materialised: one row of scores at a time.
+//! Per (sample, head): `S = Q Kᵀ · scale` and `O = softmax(S) V` as two small
+//! GEMMs read straight out of the fused `qkv` rows (strided views: no copies),
+//! with the softmax over S's rows in between. At N ≤ 100 the N×N scores are
+//! ≤ 40 KB, cache resident; the GPU kernel streams them instead (flash-style).
+//! Tasks are (sample, head) pairs; each writes its own columns of the output.
+
+use std::cell::RefCell;
 
 use rayon::prelude::*;
 
-use super::simd;
+use super::{simd, SendPtr};
 use crate::backend::AttentionShape;
 
-/// Queries per task: small enough to feed two threads at batch 1, large
-/// enough that rayon's per-task cost stays negligible.
-const QUERIES_PER_TASK: usize = 8;
+thread_local! {
+    /// Scores of one (sample, head), reused: no allocation after warm-up.
+    static SCORES: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
 
 pub(super) fn forward(qkv: &[f32], out: &mut [f32], s: AttentionShape) {
     let (n, d, dh) = (s.tokens, s.dim(), s.head_dim);
     let scale = 1.0 / (dh as f32).sqrt();
-    let out = &mut out[..s.batch * n * d];
-    out.par_chunks_mut(n * d).enumerate().for_each(|(b, seq_out)| {
+    let dst = SendPtr(out.as_mut_ptr());
+    let task = |pair: usize| {
+        let (b, h) = (pair / s.heads, pair % s.heads);
         let seq = &qkv[b * n * 3 * d..(b + 1) * n * 3 * d];
-        seq_out.par_chunks_mut(QUERIES_PER_TASK * d).enumerate().for_each(|(blk, rows)| {
-            let mut scores = vec![0f32; n];
-            for h in 0..s.heads {
-                let (qo, ko, vo) = (h * dh, d + h * dh, 2 * d + h * dh);
-                for (r, orow) in rows.chunks_mut(d).enumerate() {
-                    let i = blk * QUERIES_PER_TASK + r;
-                    let q = &seq[i * 3 * d + qo..i * 3 * d + qo + dh];
-                    for (j, sc) in scores.iter_mut().enumerate() {
-                        *sc = simd::dot(q, &seq[j * 3 * d + ko..j * 3 * d + ko + dh]) * scale;
-                    }
-                    simd::softmax_inplace(&mut scores);
-                    let o = &mut orow[h * dh..(h + 1) * dh];
-                    o.fill(0.0);
-                    for (j, &p) in scores.iter().enumerate() {
-                        simd::axpy(p, &seq[j * 3 * d + vo..j * 3 * d + vo + dh], o);
-                    }
-                }
+        let (q, k, v) = (&seq[h * dh..], &seq[d + h * dh..], &seq[2 * d + h * dh..]);
+        SCORES.with(|cell| {
+            let mut scores = cell.borrow_mut();
+            if scores.len() < n * n {
+                scores.resize(n * n, 0.0);
+            }
+            let sc = &mut scores[..n * n];
+            // SAFETY (both calls): every index gemm forms from these strides
+            // stays inside `seq` (rows < n of stride 3d, columns < dh) or `sc`;
+            // the output block (rows of sample b, columns of head h) is this
+            // task's alone.
+            unsafe {
+                // S (n×n) = Q (n×dh, row stride 3d) · Kᵀ (dh×n: element (e, j) at k[j·3d + e]).
+                gemm::gemm(
+                    n,
+                    n,
+                    dh,
+                    sc.as_mut_ptr(),
+                    1,
+                    n as isize,
+                    false,
+                    q.as_ptr(),
+                    1,
+                    (3 * d) as isize,
+                    k.as_ptr(),
+                    (3 * d) as isize,
+                    1,
+                    0.0,
+                    scale,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::None,
+                );
+            }
+            for row in sc.chunks_mut(n) {
+                simd::softmax_inplace(row);
+            }
+            unsafe {
+                // O (n×dh, row stride d, at column h·dh) = P (n×n) · V (n×dh, row stride 3d).
+                gemm::gemm(
+                    n,
+                    dh,
+                    n,
+                    dst.at(b * n * d + h * dh),
+                    1,
+                    d as isize,
+                    false,
+                    sc.as_ptr(),
+                    1,
+                    n as isize,
+                    v.as_ptr(),
+                    1,
+                    (3 * d) as isize,
+                    0.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::None,
+                );
             }
         });
-    });
+    };
+    let pairs = s.batch * s.heads;
+    if pairs > 1 {
+        (0..pairs).into_par_iter().for_each(task);
+    } else {
+        (0..pairs).for_each(task);
+    }
 }

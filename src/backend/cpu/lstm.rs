@@ -3,13 +3,19 @@
 //! The input projection of every step is one GEMM done by the caller; what is
 //! left is inherently sequential: per step, `gates = gx[t] + h · W_hhᵀ`, then
 //! the pointwise cell update. At batch 1 that product is a matrix-vector
-//! product over `W_hh` (4H × H, 1 MiB at H = 256, which stays in L2 across the
-//! steps); at larger batches it is a small GEMM.
+//! product over `W_hh` (4H × H, 1 MiB at H = 256), split across two cores; at
+//! larger batches, a GEMM per step against the transposed copy.
 
-use super::{simd, with_scratch, PAR_MIN_MACS};
+use super::{matmul, simd, with_scratch, SendPtr, PAR_MIN_MACS};
 use crate::backend::LstmShape;
 
+/// `w_hh` is `prepare_recurrent`'s `[W_hh | W_hhᵀ]`.
 pub(super) fn forward(gx: &[f32], w_hh: &[f32], h_seq: &mut [f32], s: LstmShape) {
+    let (w_rows, w_t) = w_hh.split_at(4 * s.hidden * s.hidden);
+    let w_hh = w_rows;
+    if s.batch == 1 && rayon::current_num_threads() > 1 && 4 * s.hidden * s.hidden >= PAR_MIN_MACS {
+        return forward_single_split(gx, w_hh, h_seq, s.steps, s.hidden);
+    }
     let (batch, steps, h) = (s.batch, s.steps, s.hidden);
     let g4 = 4 * h;
     with_scratch(batch * g4 + 2 * batch * h, |scr| {
@@ -25,7 +31,7 @@ pub(super) fn forward(gx: &[f32], w_hh: &[f32], h_seq: &mut [f32], s: LstmShape)
                 if batch == 1 {
                     simd::gemv_acc(w_hh, h_prev, gates);
                 } else {
-                    gates_from_hidden(h_prev, w_hh, gates, batch, h);
+                    matmul(h_prev, w_t, gates, batch, h, g4, g4, true);
                 }
             }
             for bi in 0..batch {
@@ -39,33 +45,81 @@ pub(super) fn forward(gx: &[f32], w_hh: &[f32], h_seq: &mut [f32], s: LstmShape)
     });
 }
 
-/// `gates (batch, 4H) += h (batch, H) · W_hhᵀ` with `W_hh (4H, H)` in PyTorch
-/// layout: one dot product per (sample, gate row), rows split across threads
-/// when the batch makes it worth it.
-fn gates_from_hidden(h_prev: &[f32], w_hh: &[f32], gates: &mut [f32], batch: usize, h: usize) {
-    use rayon::prelude::*;
+/// Batch 1, the latency case: the two halves of the hidden units run on two
+/// cores, each computing all four gate rows of its units (so its part of the
+/// cell update is local) from the full previous `h`, joined once per step.
+/// Each core then streams only its half of `W_hh` (512 KiB at H = 256), which
+/// stays in its own L2 across the steps.
+fn forward_single_split(gx: &[f32], w_hh: &[f32], h_seq: &mut [f32], steps: usize, h: usize) {
     let g4 = 4 * h;
-    let row = |(bi, g): (usize, &mut [f32])| simd::gemv_acc(w_hh, &h_prev[bi * h..(bi + 1) * h], g);
-    if batch * g4 * h >= PAR_MIN_MACS {
-        gates[..batch * g4].par_chunks_mut(g4).enumerate().for_each(row);
-    } else {
-        gates[..batch * g4].chunks_mut(g4).enumerate().for_each(row);
-    }
+    // Split on a 16-float boundary so each half's rows start vector-aligned.
+    let mid = (h / 2).div_ceil(16) * 16;
+    let mid = mid.min(h);
+    with_scratch(2 * h + h + g4, |scr| {
+        let (hbuf, rest) = scr.split_at_mut(2 * h);
+        let (c, gates) = rest.split_at_mut(h);
+        hbuf.fill(0.0);
+        c.fill(0.0);
+        let (hp_ptr, c_ptr, g_ptr, out_ptr) = (
+            SendPtr(hbuf.as_mut_ptr()),
+            SendPtr(c.as_mut_ptr()),
+            SendPtr(gates.as_mut_ptr()),
+            SendPtr(h_seq.as_mut_ptr()),
+        );
+        for t in 0..steps {
+            let (cur, next) = if t % 2 == 0 { (0, h) } else { (h, 0) };
+            let half = |u0: usize, u1: usize| {
+                let n = u1 - u0;
+                // SAFETY: the two halves touch disjoint units [u0, u1) of `c`,
+                // of the gate scratch, of `h` for the next step and of this
+                // step's output row; both read the whole current `h`, which
+                // neither writes during this step.
+                let (h_cur, c, h_next, out) = unsafe {
+                    (
+                        std::slice::from_raw_parts(hp_ptr.at(cur), h),
+                        std::slice::from_raw_parts_mut(c_ptr.at(u0), n),
+                        std::slice::from_raw_parts_mut(hp_ptr.at(next + u0), n),
+                        std::slice::from_raw_parts_mut(out_ptr.at(t * h + u0), n),
+                    )
+                };
+                let g = unsafe { std::slice::from_raw_parts_mut(g_ptr.at(4 * u0), 4 * n) };
+                for q in 0..4 {
+                    let gq = &mut g[q * n..(q + 1) * n];
+                    gq.copy_from_slice(&gx[t * g4 + q * h + u0..][..n]);
+                    if t > 0 {
+                        simd::gemv_acc(&w_hh[(q * h + u0) * h..(q * h + u1) * h], h_cur, gq);
+                    }
+                }
+                simd::lstm_cell(g, c, h_next);
+                out.copy_from_slice(h_next);
+            };
+            rayon::join(|| half(0, mid), || half(mid, h));
+        }
+    });
 }
 
 #[cfg(test)]
 mod tests {
     #[test]
-    fn gates_from_hidden_matches_naive() {
-        let (batch, h) = (3, 5);
-        let w: Vec<f32> = (0..4 * h * h).map(|i| (i as f32 * 0.37).sin()).collect();
-        let hp: Vec<f32> = (0..batch * h).map(|i| (i as f32 * 0.11).cos()).collect();
-        let mut g = vec![0.5f32; batch * 4 * h];
-        super::gates_from_hidden(&hp, &w, &mut g, batch, h);
-        for b in 0..batch {
-            for j in 0..4 * h {
-                let want: f32 = 0.5 + (0..h).map(|k| w[j * h + k] * hp[b * h + k]).sum::<f32>();
-                assert!((g[b * 4 * h + j] - want).abs() < 1e-5, "b{b} j{j}: {} vs {want}", g[b * 4 * h + j]);
+    fn split_batch1_recurrence_matches_the_plain_one() {
+        use crate::backend::{Backend, LstmShape};
+        // Hidden sizes around the split point, incl. one not a multiple of 16.
+        for &(steps, h) in &[(7usize, 200usize), (5, 256), (3, 183)] {
+            let g4 = 4 * h;
+            let gx: Vec<f32> = (0..steps * g4).map(|i| (i as f32 * 0.013).sin()).collect();
+            let w: Vec<f32> = (0..g4 * h).map(|i| (i as f32 * 0.0071).cos() * 0.05).collect();
+            let mut split = vec![0f32; steps * h];
+            super::forward_single_split(&gx, &w, &mut split, steps, h);
+            assert!(split.iter().all(|v| v.is_finite() && *v != 0.0), "the split path wrote every value");
+            // The plain path at batch 2 with the same sample twice.
+            let mut gx2 = gx.clone();
+            gx2.extend_from_slice(&gx);
+            let mut plain = vec![0f32; 2 * steps * h];
+            let be = crate::Cpu::new();
+            let both = be.prepare_recurrent(&w, h).unwrap();
+            be.lstm(&gx2, &both, &mut plain, LstmShape { batch: 2, steps, hidden: h }).unwrap();
+            for (i, (a, b)) in split.iter().zip(&plain[..steps * h]).enumerate() {
+                assert!((a - b).abs() < 1e-6, "steps {steps} h {h} index {i}: {a} vs {b}");
             }
         }
     }

@@ -66,7 +66,7 @@ pub(crate) fn check_len(op: &str, what: &str, have: usize, need: usize) -> Resul
 /// A raw pointer that may cross to rayon's threads: each task writes a
 /// disjoint block of columns.
 #[derive(Clone, Copy)]
-struct SendPtr(*mut f32);
+pub(crate) struct SendPtr(pub(crate) *mut f32);
 // SAFETY: only used to hand disjoint column blocks of one buffer to tasks
 // that all finish before the buffer's borrow ends.
 unsafe impl Send for SendPtr {}
@@ -74,7 +74,7 @@ unsafe impl Sync for SendPtr {}
 
 impl SendPtr {
     // A method, so closures capture the wrapper rather than its raw field.
-    fn at(self, offset: usize) -> *mut f32 {
+    pub(crate) fn at(self, offset: usize) -> *mut f32 {
         self.0.wrapping_add(offset)
     }
 }
@@ -189,6 +189,16 @@ impl Backend for Cpu {
         Ok(data.to_vec())
     }
 
+    /// `[W_hh (4H, H) | W_hhᵀ (H, 4H)]`: rows for the batch-1 dot products,
+    /// the transpose for the batched per-step GEMM.
+    fn prepare_recurrent(&self, w_hh: &[f32], hidden: usize) -> Result<Vec<f32>> {
+        let n = 4 * hidden * hidden;
+        check_len("prepare_recurrent", "w_hh", w_hh.len(), n)?;
+        let mut both = w_hh[..n].to_vec();
+        both.extend_from_slice(&transpose(&w_hh[..n], 4 * hidden, hidden));
+        Ok(both)
+    }
+
     fn prepare_linear(&self, w: &[f32], n_out: usize, n_in: usize) -> Result<Vec<f32>> {
         check_len("prepare_linear", "w", w.len(), n_out * n_in)?;
         Ok(transpose(&w[..n_out * n_in], n_out, n_in))
@@ -263,7 +273,7 @@ impl Backend for Cpu {
     fn attention(&self, qkv: &Vec<f32>, out: &mut Vec<f32>, s: AttentionShape) -> Result<()> {
         check_len("attention", "qkv", qkv.len(), s.batch * s.tokens * 3 * s.dim())?;
         check_len("attention", "out", out.len(), s.batch * s.tokens * s.dim())?;
-        attention::forward(qkv, out, s);
+        attention::forward(&qkv[..s.batch * s.tokens * 3 * s.dim()], &mut out[..s.batch * s.tokens * s.dim()], s);
         Ok(())
     }
 
@@ -369,7 +379,7 @@ impl Backend for Cpu {
 
     fn lstm(&self, gx: &Vec<f32>, w_hh: &Vec<f32>, h_seq: &mut Vec<f32>, s: LstmShape) -> Result<()> {
         check_len("lstm", "gx", gx.len(), s.batch * s.steps * 4 * s.hidden)?;
-        check_len("lstm", "w_hh", w_hh.len(), 4 * s.hidden * s.hidden)?;
+        check_len("lstm", "w_hh", w_hh.len(), 8 * s.hidden * s.hidden)?;
         check_len("lstm", "h_seq", h_seq.len(), s.batch * s.steps * s.hidden)?;
         lstm::forward(gx, w_hh, h_seq, s);
         Ok(())
@@ -493,6 +503,40 @@ mod tests {
                         }
                         let got = y[(s * len + t) * c_out + o];
                         assert!((got - want).abs() < 1e-4 * (1.0 + want.abs()), "({s},{t},{o}): {got} vs {want}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn attention_matches_naive_at_awkward_sizes() {
+        let be = Cpu::new();
+        for &(batch, tokens, heads, head_dim) in &[(1, 49, 8, 32), (3, 100, 4, 32), (2, 7, 3, 5)] {
+            let s = AttentionShape { batch, tokens, heads, head_dim };
+            let d = s.dim();
+            let qkv = data(batch * tokens * 3 * d, 5.0);
+            let mut out = vec![f32::NAN; batch * tokens * d];
+            be.attention(&qkv, &mut out, s).unwrap();
+            let at = |b: usize, t: usize, part: usize, h: usize, e: usize| {
+                qkv[(b * tokens + t) * 3 * d + part * d + h * head_dim + e]
+            };
+            for b in 0..batch {
+                for h in 0..heads {
+                    for i in 0..tokens {
+                        let sc: Vec<f64> = (0..tokens)
+                            .map(|j| {
+                                (0..head_dim).map(|e| at(b, i, 0, h, e) as f64 * at(b, j, 1, h, e) as f64).sum::<f64>()
+                                    / (head_dim as f64).sqrt()
+                            })
+                            .collect();
+                        let m = sc.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                        let z: f64 = sc.iter().map(|v| (v - m).exp()).sum();
+                        for e in 0..head_dim {
+                            let want: f64 = (0..tokens).map(|j| (sc[j] - m).exp() / z * at(b, j, 2, h, e) as f64).sum();
+                            let got = out[(b * tokens + i) * d + h * head_dim + e] as f64;
+                            assert!((got - want).abs() < 1e-5, "{s:?} b{b} h{h} i{i} e{e}: {got} vs {want}");
+                        }
                     }
                 }
             }
