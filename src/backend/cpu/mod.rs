@@ -142,12 +142,9 @@ pub(crate) fn matmul(
     if blocks == 1 {
         run(0);
     } else {
-        rayon::scope(|s| {
-            for j0 in (width..n).step_by(width) {
-                s.spawn(move |_| run(j0));
-            }
-            run(0);
-        });
+        // A parallel iterator rather than scope/spawn: spawned closures are
+        // boxed, and the inference path must not allocate.
+        (0..n.div_ceil(width)).into_par_iter().for_each(|blk| run(blk * width));
     }
 }
 

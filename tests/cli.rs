@@ -1,0 +1,100 @@
+//! The `quorum` binary itself: info, infer against a golden case, and errors
+//! that name the problem with a non-zero exit.
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap};
+use std::process::Command;
+
+use common::{assert_close, fixture, golden, read_tensors};
+
+fn quorum(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_quorum")).args(args).output().expect("the quorum binary runs")
+}
+
+fn tempdir(tag: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("quorum-cli-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+#[test]
+fn info_prints_kind_config_and_parameter_count() {
+    let w = fixture("tlob_small_aux_norm.weights.safetensors");
+    let out = quorum(&["info", w.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("model:        tlob"), "{text}");
+    assert!(text.contains("parameters:   52103"), "{text}");
+    assert!(text.contains("normalizer:   aux_norm"), "{text}");
+    assert!(text.contains("\"horizons\": ["), "{text}");
+}
+
+#[test]
+fn infer_writes_the_outputs_pytorch_computed() {
+    let g = golden("tlob_small_aux_norm");
+    let dir = tempdir("infer");
+    let input = dir.join("in.safetensors");
+    let output = dir.join("out.safetensors");
+    let inputs: BTreeMap<String, quorum::Tensor> = g.inputs.clone();
+    std::fs::write(&input, quorum::weights::to_bytes(&inputs, HashMap::new()).unwrap()).unwrap();
+    let w = fixture("tlob_small_aux_norm.weights.safetensors");
+    let out = quorum(&[
+        "infer",
+        "--weights",
+        w.to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+        "--output",
+        output.to_str().unwrap(),
+        "--backend",
+        "cpu",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (md, got) = read_tensors(&output);
+    assert_eq!(md["model"], "tlob");
+    assert_eq!(got.keys().collect::<Vec<_>>(), g.outputs.keys().collect::<Vec<_>>());
+    for (k, want) in &g.outputs {
+        assert_close("cli infer", k, &got[k], want, false);
+    }
+}
+
+#[test]
+fn infer_errors_name_the_problem_and_write_nothing() {
+    let dir = tempdir("errors");
+    let output = dir.join("out.safetensors");
+    let w = fixture("mpd_small_cls.weights.safetensors");
+    // features of the wrong shape for this model (it wants (B, 20, 24)).
+    let bad = dir.join("bad.safetensors");
+    let t = quorum::Tensor::zeros(vec![2, 60, 112]);
+    let inputs: BTreeMap<String, quorum::Tensor> = [("features".to_string(), t)].into();
+    std::fs::write(&bad, quorum::weights::to_bytes(&inputs, HashMap::new()).unwrap()).unwrap();
+    let args = |input: &std::path::Path, backend: &str| {
+        vec![
+            "infer".to_string(),
+            "--weights".into(),
+            w.to_str().unwrap().into(),
+            "--input".into(),
+            input.to_str().unwrap().into(),
+            "--output".into(),
+            output.to_str().unwrap().into(),
+            "--backend".into(),
+            backend.into(),
+        ]
+    };
+    let run = |a: Vec<String>| {
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        quorum(&a)
+    };
+    let out = run(args(&bad, "cpu"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("features") && err.contains("[2, 60, 112]"), "{err}");
+    let out = run(args(&dir.join("missing.safetensors"), "cpu"));
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("missing.safetensors"));
+    let out = run(args(&bad, "cuda"));
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not built yet"));
+    assert!(!output.exists(), "no output file after a failed run");
+}
