@@ -6,7 +6,7 @@
 //! product over `W_hh` (4H × H, 1 MiB at H = 256), split across two cores; at
 //! larger batches, a GEMM per step against the transposed copy.
 
-use super::{matmul, simd, with_scratch, SendPtr, PAR_MIN_MACS};
+use super::{matmul, pair, simd, with_scratch, SendPtr, PAR_MIN_MACS};
 use crate::backend::LstmShape;
 
 /// `w_hh` is `prepare_recurrent`'s `[W_hh | W_hhᵀ]`.
@@ -47,14 +47,14 @@ pub(super) fn forward(gx: &[f32], w_hh: &[f32], h_seq: &mut [f32], s: LstmShape)
 
 /// Batch 1, the latency case: the two halves of the hidden units run on two
 /// cores, each computing all four gate rows of its units (so its part of the
-/// cell update is local) from the full previous `h`, joined once per step.
+/// cell update is local) from the full previous `h`, meeting once per step.
 /// Each core then streams only its half of `W_hh` (512 KiB at H = 256), which
-/// stays in its own L2 across the steps.
+/// stays in its own L2 across the steps. The second core is `pair`'s helper
+/// thread (a spin barrier per step); if it is busy, `rayon::join` per step.
 fn forward_single_split(gx: &[f32], w_hh: &[f32], h_seq: &mut [f32], steps: usize, h: usize) {
     let g4 = 4 * h;
     // Split on a 16-float boundary so each half's rows start vector-aligned.
-    let mid = (h / 2).div_ceil(16) * 16;
-    let mid = mid.min(h);
+    let mid = ((h / 2).div_ceil(16) * 16).min(h);
     with_scratch(2 * h + h + g4, |scr| {
         let (hbuf, rest) = scr.split_at_mut(2 * h);
         let (c, gates) = rest.split_at_mut(h);
@@ -66,34 +66,46 @@ fn forward_single_split(gx: &[f32], w_hh: &[f32], h_seq: &mut [f32], steps: usiz
             SendPtr(gates.as_mut_ptr()),
             SendPtr(h_seq.as_mut_ptr()),
         );
-        for t in 0..steps {
+        // One step for units [u0, u1): the halves touch disjoint units of `c`,
+        // of the gate scratch, of the next `h` and of the step's output row;
+        // both read the whole current `h`, which neither writes in that step.
+        let half = |u0: usize, u1: usize, t: usize| {
+            let n = u1 - u0;
             let (cur, next) = if t % 2 == 0 { (0, h) } else { (h, 0) };
-            let half = |u0: usize, u1: usize| {
-                let n = u1 - u0;
-                // SAFETY: the two halves touch disjoint units [u0, u1) of `c`,
-                // of the gate scratch, of `h` for the next step and of this
-                // step's output row; both read the whole current `h`, which
-                // neither writes during this step.
-                let (h_cur, c, h_next, out) = unsafe {
-                    (
-                        std::slice::from_raw_parts(hp_ptr.at(cur), h),
-                        std::slice::from_raw_parts_mut(c_ptr.at(u0), n),
-                        std::slice::from_raw_parts_mut(hp_ptr.at(next + u0), n),
-                        std::slice::from_raw_parts_mut(out_ptr.at(t * h + u0), n),
-                    )
-                };
-                let g = unsafe { std::slice::from_raw_parts_mut(g_ptr.at(4 * u0), 4 * n) };
-                for q in 0..4 {
-                    let gq = &mut g[q * n..(q + 1) * n];
-                    gq.copy_from_slice(&gx[t * g4 + q * h + u0..][..n]);
-                    if t > 0 {
-                        simd::gemv_acc(&w_hh[(q * h + u0) * h..(q * h + u1) * h], h_cur, gq);
-                    }
-                }
-                simd::lstm_cell(g, c, h_next);
-                out.copy_from_slice(h_next);
+            // SAFETY: see above; the caller orders steps (join or barrier).
+            let (h_cur, c, h_next, out, g) = unsafe {
+                (
+                    std::slice::from_raw_parts(hp_ptr.at(cur), h),
+                    std::slice::from_raw_parts_mut(c_ptr.at(u0), n),
+                    std::slice::from_raw_parts_mut(hp_ptr.at(next + u0), n),
+                    std::slice::from_raw_parts_mut(out_ptr.at(t * h + u0), n),
+                    std::slice::from_raw_parts_mut(g_ptr.at(4 * u0), 4 * n),
+                )
             };
-            rayon::join(|| half(0, mid), || half(mid, h));
+            for q in 0..4 {
+                let gq = &mut g[q * n..(q + 1) * n];
+                gq.copy_from_slice(&gx[t * g4 + q * h + u0..][..n]);
+                if t > 0 {
+                    simd::gemv_acc(&w_hh[(q * h + u0) * h..(q * h + u1) * h], h_cur, gq);
+                }
+            }
+            simd::lstm_cell(g, c, h_next);
+            out.copy_from_slice(h_next);
+        };
+        let ran = pair::run(&|part, barrier| {
+            let (u0, u1) = if part == 0 { (0, mid) } else { (mid, h) };
+            let mut sense = false;
+            for t in 0..steps {
+                half(u0, u1, t);
+                // After this, step t's `h` is complete and step t−1's buffer,
+                // which step t + 1 overwrites, is no longer read.
+                barrier.wait(&mut sense);
+            }
+        });
+        if !ran {
+            for t in 0..steps {
+                rayon::join(|| half(0, mid, t), || half(mid, h, t));
+            }
         }
     });
 }

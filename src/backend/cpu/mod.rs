@@ -8,6 +8,7 @@
 mod attention;
 mod conv;
 mod lstm;
+mod pair;
 pub mod simd;
 
 use std::cell::RefCell;

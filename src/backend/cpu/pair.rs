@@ -1,0 +1,171 @@
+//! A second core for latency-critical sequential loops (the batch-1 LSTM
+//! recurrence: 60 dependent steps per layer, each a few microseconds).
+//!
+//! rayon's `join` per step puts the other worker to sleep and wakes it again
+//! each time, which costs more than the step. Here a helper thread, spawned
+//! once and parked between calls, runs its half of the loop while the caller
+//! runs the other, and the two meet at a spin barrier after every step
+//! (falling back to yielding if the other side has been descheduled).
+//! If the helper is already busy (two models' recurrences at once), `run`
+//! says so and the caller takes its plain path instead.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
+use std::sync::{Condvar, Mutex, OnceLock};
+
+/// A two-party, sense-reversing spin barrier.
+pub(crate) struct Barrier {
+    arrived: AtomicUsize,
+    sense: AtomicBool,
+}
+
+impl Barrier {
+    const fn new() -> Self {
+        Barrier { arrived: AtomicUsize::new(0), sense: AtomicBool::new(false) }
+    }
+
+    /// Waits for the other party; `local` is this party's own sense flag.
+    pub(crate) fn wait(&self, local: &mut bool) {
+        *local = !*local;
+        if self.arrived.fetch_add(1, Ordering::AcqRel) == 1 {
+            self.arrived.store(0, Ordering::Relaxed);
+            self.sense.store(*local, Ordering::Release);
+        } else {
+            let mut spins = 0u32;
+            while self.sense.load(Ordering::Acquire) != *local {
+                if spins < 4096 {
+                    std::hint::spin_loop();
+                    spins += 1;
+                } else {
+                    std::thread::yield_now();
+                }
+            }
+        }
+    }
+}
+
+type Job<'a> = &'a (dyn Fn(usize, &Barrier) + Sync);
+
+struct Pair {
+    /// Held for a whole `run`: one pair of halves at a time.
+    busy: Mutex<()>,
+    /// Points at the caller's `Job` (on its stack) while a run is in flight.
+    job: AtomicPtr<Job<'static>>,
+    wake: (Mutex<u64>, Condvar),
+    done: AtomicBool,
+    helper_panicked: AtomicBool,
+    barrier: Barrier,
+}
+
+static PAIR: OnceLock<&'static Pair> = OnceLock::new();
+
+fn pair() -> &'static Pair {
+    PAIR.get_or_init(|| {
+        let p: &'static Pair = Box::leak(Box::new(Pair {
+            busy: Mutex::new(()),
+            job: AtomicPtr::new(std::ptr::null_mut()),
+            wake: (Mutex::new(0), Condvar::new()),
+            done: AtomicBool::new(false),
+            helper_panicked: AtomicBool::new(false),
+            barrier: Barrier::new(),
+        }));
+        std::thread::Builder::new()
+            .name("quorum-pair".into())
+            .spawn(move || helper(p))
+            .expect("spawning the helper thread");
+        p
+    })
+}
+
+fn helper(p: &'static Pair) {
+    let mut seen = 0u64;
+    loop {
+        {
+            let (lock, cv) = &p.wake;
+            let mut g = lock.lock().unwrap_or_else(|e| e.into_inner());
+            while *g == seen {
+                g = cv.wait(g).unwrap_or_else(|e| e.into_inner());
+            }
+            seen = *g;
+        }
+        let job = p.job.load(Ordering::Acquire);
+        // SAFETY: `run` published a pointer to a `Job` that lives on its stack
+        // and does not return before it sees `done`, set below.
+        let f: Job<'static> = unsafe { *job };
+        if catch_unwind(AssertUnwindSafe(|| f(1, &p.barrier))).is_err() {
+            p.helper_panicked.store(true, Ordering::Release);
+        }
+        p.done.store(true, Ordering::Release);
+    }
+}
+
+/// Runs `f(0, barrier)` here and `f(1, barrier)` on the helper core at the
+/// same time, and returns once both are done; `false` (nothing run) if the
+/// helper is busy with another caller.
+pub(crate) fn run(f: &(dyn Fn(usize, &Barrier) + Sync)) -> bool {
+    let p = pair();
+    let Ok(_guard) = p.busy.try_lock() else {
+        return false;
+    };
+    // Erase the lifetime: the helper only dereferences it before `done`.
+    let job: Job<'_> = f;
+    let job: Job<'static> = unsafe { std::mem::transmute::<Job<'_>, Job<'static>>(job) };
+    let slot = &job as *const Job<'static> as *mut Job<'static>;
+    p.done.store(false, Ordering::Relaxed);
+    p.job.store(slot, Ordering::Release);
+    {
+        let (lock, cv) = &p.wake;
+        let mut g = lock.lock().unwrap_or_else(|e| e.into_inner());
+        *g += 1;
+        cv.notify_one();
+    }
+    let mine = catch_unwind(AssertUnwindSafe(|| f(0, &p.barrier)));
+    let mut spins = 0u32;
+    while !p.done.load(Ordering::Acquire) {
+        if spins < 4096 {
+            std::hint::spin_loop();
+            spins += 1;
+        } else {
+            std::thread::yield_now();
+        }
+    }
+    p.job.store(std::ptr::null_mut(), Ordering::Relaxed);
+    if let Err(e) = mine {
+        std::panic::resume_unwind(e);
+    }
+    assert!(!p.helper_panicked.swap(false, Ordering::AcqRel), "the helper core's half panicked");
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn halves_run_concurrently_and_meet_at_every_step() {
+        // Each step, each half writes its slot, then both read the other's
+        // value from that step: this only works if the barrier really holds.
+        let slots = [AtomicUsize::new(0), AtomicUsize::new(0)];
+        let seen = [AtomicUsize::new(0), AtomicUsize::new(0)];
+        let ran = run(&|part, barrier| {
+            let mut sense = false;
+            for step in 1..=500usize {
+                slots[part].store(step * 10 + part, Ordering::Relaxed);
+                barrier.wait(&mut sense);
+                if slots[1 - part].load(Ordering::Relaxed) == step * 10 + 1 - part {
+                    seen[part].fetch_add(1, Ordering::Relaxed);
+                }
+                barrier.wait(&mut sense);
+            }
+        });
+        assert!(ran);
+        assert_eq!(seen[0].load(Ordering::Relaxed), 500);
+        assert_eq!(seen[1].load(Ordering::Relaxed), 500);
+        // And it can be used again.
+        let count = AtomicUsize::new(0);
+        assert!(run(&|_, _| {
+            count.fetch_add(1, Ordering::Relaxed);
+        }));
+        assert_eq!(count.load(Ordering::Relaxed), 2);
+    }
+}
