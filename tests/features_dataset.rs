@@ -167,7 +167,8 @@ fn windows_never_span_gaps() {
     assert_eq!(w[w.len() - 1], (t * 1000 + NUM_FEATURES - 1) as f32);
     assert!(ds.feature_window(180, FEATURE_WINDOW).is_none(), "spans the gap at 170");
     // The TLOB sample: (100, 20, 4) normalized snapshots + aux = row t.
-    let (lob, aux) = ds.tlob_input(t).unwrap().unwrap();
+    let tl = ds.tlob_input(t).unwrap().unwrap();
+    let (lob, aux) = (tl.lob, tl.aux);
     assert_eq!(lob.len(), 100 * 20 * 4);
     assert_eq!(aux, ds.row(t));
     // Bid price of level 0 in the last snapshot, bps from its own mid: −0.5 bp.

@@ -336,8 +336,10 @@ impl Ingest {
     }
 }
 
-/// One input of the pipeline.
+/// One input of the pipeline. (Unboxed on purpose: events are moved, not
+/// stored, and boxing would allocate per snapshot.)
 #[derive(Debug, Clone, Copy, PartialEq)]
+#[allow(clippy::large_enum_variant)]
 pub enum Event {
     Snapshot(Snapshot),
     Trade(Trade),

@@ -276,14 +276,23 @@ impl Dataset {
     /// `RawLOBSequence::to_normalized_tensor` (`100 × 20 × 4`), and the
     /// feature vector at `t` as `aux`. `None` if the window does not fit or
     /// no snapshots are kept.
-    pub fn tlob_input(&self, t: usize) -> Result<Option<(Vec<f32>, &[f32])>, DatasetError> {
+    pub fn tlob_input(&self, t: usize) -> Result<Option<TlobInput<'_>>, DatasetError> {
         if self.snapshots.is_empty() || !self.window_fits(t, TLOB_WINDOW) {
             return Ok(None);
         }
         let seq = RawLOBSequence::new(self.snapshots[t + 1 - TLOB_WINDOW..=t].to_vec())
             .map_err(|source| DatasetError::Sequence { row: t, source })?;
-        Ok(Some((seq.to_normalized_tensor(), self.row(t))))
+        Ok(Some(TlobInput { lob: seq.to_normalized_tensor(), aux: self.row(t) }))
     }
+}
+
+/// A TLOB sample's inputs (its labels come from [`HorizonLabels`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TlobInput<'a> {
+    /// `100 × 20 × 4`, row-major, by `RawLOBSequence::to_normalized_tensor`.
+    pub lob: Vec<f32>,
+    /// The feature vector at the window's last tick.
+    pub aux: &'a [f32],
 }
 
 /// One walk-forward fold: row ranges of its training and validation parts.

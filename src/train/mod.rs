@@ -5,5 +5,5 @@ pub mod dataset;
 
 pub use dataset::{
     auto_alpha, gap_starts, purge_ticks, resolve_alpha, run_starts, walk_forward, Alpha, Dataset, DatasetError,
-    Direction, Fold, HorizonLabels, Normalizer, FEATURE_WINDOW, TLOB_WINDOW,
+    Direction, Fold, HorizonLabels, Normalizer, TlobInput, FEATURE_WINDOW, TLOB_WINDOW,
 };
