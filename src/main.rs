@@ -276,8 +276,7 @@ fn demo(ticks: usize) -> Result<()> {
 
 /// `quorum features`: the batch path over each symbol's whole stored history.
 fn features(raw: &Path, out: &Path, symbol: Option<&str>) -> Result<()> {
-    use quorum::features::{write_feature_table, BatchBuilder};
-    use quorum::market::store::{read_snapshots, read_trades};
+    use quorum::features::{build_from_store, write_feature_table, StoreBuild};
     let symbols: Vec<String> = match symbol {
         Some(s) => vec![s.to_owned()],
         None => {
@@ -298,33 +297,8 @@ fn features(raw: &Path, out: &Path, symbol: Option<&str>) -> Result<()> {
     for sym in symbols {
         let t0 = std::time::Instant::now();
         println!("{sym}: reading {}", raw.join(&sym).display());
-        let mut snaps = read_snapshots(raw, &sym)?.peekable();
-        let mut trades = read_trades(raw, &sym)?.peekable();
-        let mut b = BatchBuilder::new();
-        let mut seen = 0u64;
-        loop {
-            // Merge the two time-ordered streams; a trade goes first on a tie.
-            let trade_first = match (snaps.peek(), trades.peek()) {
-                (None, None) => break,
-                (Some(Err(_)), _) | (_, Some(Err(_))) => true,
-                (Some(Ok(s)), Some(Ok(t))) => t.ts_exchange_ms <= s.ts_exchange_ms,
-                (None, Some(_)) => true,
-                (Some(_), None) => false,
-            };
-            if trade_first && trades.peek().is_some() {
-                if let Some(t) = trades.next() {
-                    let _ = b.push_trade(&t?);
-                }
-            } else if let Some(s) = snaps.next() {
-                let _ = b.push_snapshot(&s?);
-                seen += 1;
-                if seen % 100_000 == 0 {
-                    println!("{sym}: {seen} snapshots read ({:.1} s)", t0.elapsed().as_secs_f64());
-                }
-            }
-        }
-        println!("{sym}: {seen} snapshots read, computing features ({:.1} s)", t0.elapsed().as_secs_f64());
-        let (table, stats) = b.finish()?;
+        let progress = |n: u64| println!("{sym}: {n} snapshots read ({:.1} s)", t0.elapsed().as_secs_f64());
+        let StoreBuild { table, stats, .. } = build_from_store(raw, &sym, false, progress)?;
         let path = out.join(format!("{sym}.parquet"));
         write_feature_table(&path, &sym, &table)?;
         println!(

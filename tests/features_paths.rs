@@ -602,3 +602,52 @@ fn table_round_trip() {
     assert_eq!(&names[2..], &FEATURE_NAMES.map(String::from)[..]);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+// ---- from the raw store: library and CLI --------------------------------------------
+
+#[test]
+fn store_build_cli_and_dataset_agree() {
+    let dir = std::env::temp_dir().join(format!("quorum-features-cli-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let raw = dir.join("raw");
+    let cfg = SimConfig { seed: 17, ..SimConfig::default() };
+    simulate_to_parquet(&cfg, &raw, Duration::from_secs(230), |_, _| {}).expect("simulate");
+    let snaps: Vec<Snapshot> = read_snapshots(&raw, &cfg.symbol).unwrap().map(|r| r.unwrap()).collect();
+    let trades: Vec<Trade> = read_trades(&raw, &cfg.symbol).unwrap().map(|r| r.unwrap()).collect();
+    let (want, _) = build_features(snaps.iter().copied(), trades.iter().copied()).unwrap();
+    let mut calls = 0;
+    let got = quorum::features::build_from_store(&raw, &cfg.symbol, true, |_| calls += 1).unwrap();
+    assert_eq!(got.table, want);
+    assert_eq!(got.snapshots, snaps);
+    assert!(calls >= 1);
+    assert_eq!(want.len(), 2_300 - 2_000, "230 s of ticks, the first 200 s warming up");
+
+    let out = dir.join("features");
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_quorum"))
+        .args(["features", "--raw"])
+        .arg(&raw)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .expect("run quorum features");
+    assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
+    let stdout = String::from_utf8_lossy(&status.stdout);
+    assert!(stdout.contains("300 rows written"), "{stdout}");
+    let file = read_feature_table(&out.join("SIMUSDT.parquet")).unwrap();
+    assert_eq!(file.symbol, "SIMUSDT");
+    assert_eq!(file.ts_ms, want.ts_ms);
+    for i in 0..want.len() {
+        let row: Vec<f32> = want.rows[i].iter().map(|&x| x as f32).collect();
+        assert_eq!(file.row(i), &row[..]);
+    }
+
+    // The dataset joins the snapshots back by `source`: TLOB input at the end.
+    let ds = quorum::train::Dataset::from_table(&got.table, &got.snapshots, 100).unwrap();
+    assert_eq!(ds.len(), 300);
+    let t = ds.len() - 1;
+    assert_eq!(ds.snapshots[t].ts_exchange_ms, ds.ts_ms[t]);
+    let tl = ds.tlob_input(t).unwrap().expect("100 consecutive ticks");
+    assert_eq!(tl.lob.len(), 100 * 20 * 4);
+    assert_eq!(tl.aux, ds.row(t));
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -271,3 +271,58 @@ pub fn build_features(
     }
     b.finish()
 }
+
+/// What [`build_from_store`] read and built.
+#[derive(Debug, Clone, Default)]
+pub struct StoreBuild {
+    pub table: FeatureTable,
+    pub stats: InputStats,
+    /// Every snapshot read, in order (so `table.source` indexes it), when
+    /// asked for (`keep_snapshots`); else empty.
+    pub snapshots: Vec<Snapshot>,
+}
+
+/// The batch path over a symbol's whole stored history (the collector's
+/// store under `raw`): its snapshot and trade files merged in time order (a
+/// trade first on a tie, as [`super::merge_events`]). `progress(n)` is
+/// called every 100,000 snapshots.
+pub fn build_from_store(
+    raw: &std::path::Path,
+    symbol: &str,
+    keep_snapshots: bool,
+    mut progress: impl FnMut(u64),
+) -> Result<StoreBuild, FeatureError> {
+    use crate::market::store::{read_snapshots, read_trades};
+    let store = |e: crate::market::StoreError| FeatureError::Store(Box::new(e));
+    let mut snaps = read_snapshots(raw, symbol).map_err(store)?.peekable();
+    let mut trades = read_trades(raw, symbol).map_err(store)?.peekable();
+    let mut b = BatchBuilder::new();
+    let mut kept = Vec::new();
+    let mut seen = 0u64;
+    loop {
+        let trade_first = match (snaps.peek(), trades.peek()) {
+            (None, None) => break,
+            (_, Some(Err(_))) | (None, Some(_)) => true,
+            (Some(Err(_)), _) | (Some(_), None) => false,
+            (Some(Ok(s)), Some(Ok(t))) => t.ts_exchange_ms <= s.ts_exchange_ms,
+        };
+        if trade_first {
+            if let Some(t) = trades.next() {
+                let _ = b.push_trade(&t.map_err(store)?);
+            }
+        } else if let Some(s) = snaps.next() {
+            let s = s.map_err(store)?;
+            let _ = b.push_snapshot(&s);
+            if keep_snapshots {
+                kept.push(s);
+            }
+            seen += 1;
+            if seen % 100_000 == 0 {
+                progress(seen);
+            }
+        }
+    }
+    progress(seen);
+    let (table, stats) = b.finish()?;
+    Ok(StoreBuild { table, stats, snapshots: kept })
+}

@@ -35,7 +35,7 @@ pub mod talib;
 
 use std::path::PathBuf;
 
-pub use batch::{build_features, BatchBuilder, FeatureTable};
+pub use batch::{build_features, build_from_store, BatchBuilder, FeatureTable, StoreBuild};
 pub use candles::{merge_events, Candle, Event, InputStats, Reject};
 pub use engine::{FeatureEngine, Update, WARMUP_CANDLES};
 pub use names::{feature_index, FEATURE_NAMES, NUM_FEATURES};
@@ -58,6 +58,8 @@ pub enum FeatureError {
         #[source]
         source: parquet::errors::ParquetError,
     },
+    #[error("reading the raw store: {0}")]
+    Store(Box<crate::market::StoreError>),
     #[error("feature table {path}: {problem}")]
     Table { path: PathBuf, problem: String },
 }
