@@ -7,6 +7,13 @@
 //! `talib` streams. The candle and indicator features (50–111) change only
 //! when a candle completes, so they are computed then and cached; a tick
 //! computes the 50 book features and copies the cache.
+//!
+//! The recursive indicators (EMA, Wilder smoothing, OBV, ADOSC, …) depend
+//! on where they started: a live engine reproduces the training table's
+//! values only when it is fed from the same first input as the batch run
+//! (or from far enough back that the seeds have washed out). To serve
+//! with the training table's exact numbers, replay the stored history into
+//! the engine before switching it to the live feed.
 
 use crate::market::{Snapshot, Trade};
 
