@@ -257,3 +257,34 @@ fn dataset_checks_its_fields() {
     let e = Dataset::new(vec![0, 100], vec![1.0, 1.0], vec![0.0; NUM_FEATURES], vec![], 100).unwrap_err();
     assert!(e.to_string().contains("features"), "{e}");
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 64, ..Default::default() })]
+
+    /// Any valid split: blocks in order, purge respected, no training row at
+    /// or after its validation part, validation parts tile the tail.
+    #[test]
+    fn walk_forward_never_leaks(n in 500usize..20_000, splits in 1usize..8, v in 0.05f64..0.5, purge in 0usize..200) {
+        let Ok(folds) = walk_forward(n, splits, v, purge) else { return Ok(()) };
+        proptest::prop_assert_eq!(folds.len(), splits);
+        for (i, f) in folds.iter().enumerate() {
+            proptest::prop_assert_eq!(f.train.start, 0);
+            proptest::prop_assert!(f.train.end + purge <= f.valid.start);
+            proptest::prop_assert!(f.valid.end <= n && !f.valid.is_empty() && !f.train.is_empty());
+            if i > 0 {
+                proptest::prop_assert_eq!(folds[i - 1].valid.end, f.valid.start);
+            }
+        }
+        proptest::prop_assert_eq!(folds[splits - 1].valid.end, n);
+    }
+}
+
+#[test]
+fn sliding_arrays_keep_the_last_n() {
+    let mut s = quorum::features::candle_features::Sliding::new(5);
+    for i in 0..23usize {
+        s.push(i as f64);
+        let want: Vec<f64> = ((i + 1).saturating_sub(5)..=i).map(|k| k as f64).collect();
+        assert_eq!(s.view(), &want[..], "after pushing {i}");
+    }
+}
