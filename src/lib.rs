@@ -13,6 +13,7 @@ pub mod fsutil;
 pub mod market;
 pub mod model;
 pub mod tensor;
+pub mod train;
 pub mod weights;
 
 pub use backend::cpu::Cpu;

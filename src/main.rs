@@ -64,6 +64,18 @@ enum Command {
         #[arg(long, value_delimiter = ',')]
         model: Vec<String>,
     },
+    /// Build the 112-feature table (spec/features.md) of each symbol's stored
+    /// snapshots and trades: `<out>/<SYMBOL>.parquet`.
+    Features {
+        /// The collector's store: `<raw>/<SYMBOL>/<YYYY-MM-DD>/*.parquet`.
+        #[arg(long, default_value = "data/raw_lob")]
+        raw: PathBuf,
+        #[arg(long, default_value = "data/features")]
+        out: PathBuf,
+        /// One symbol; default: every symbol folder under --raw.
+        #[arg(long)]
+        symbol: Option<String>,
+    },
 }
 
 fn main() -> Result<()> {
@@ -73,6 +85,7 @@ fn main() -> Result<()> {
         Command::Info { weights } => info(&weights),
         Command::Infer { weights, input, output, backend } => infer(&weights, &input, &output, backend),
         Command::Bench { batch, iters, backend, model } => bench(&batch, iters, backend, &model),
+        Command::Features { raw, out, symbol } => features(&raw, &out, symbol.as_deref()),
     }
 }
 
@@ -264,7 +277,57 @@ fn demo(ticks: usize) -> Result<()> {
             percentile(&times, 0.9)
         );
     }
-    println!("Not in this build yet: the simulated exchange, collector, features, training, the");
-    println!("ensemble consensus and the server (see the README's status section).");
+    println!("Not in this build yet: training, the live pipeline from the simulated exchange to");
+    println!("the ensemble's decisions, and the server (see the README's status section).");
+    Ok(())
+}
+
+/// `quorum features`: the batch path over each symbol's whole stored history.
+fn features(raw: &Path, out: &Path, symbol: Option<&str>) -> Result<()> {
+    use quorum::features::{build_from_store, write_feature_table, StoreBuild};
+    let symbols: Vec<String> = match symbol {
+        Some(s) => vec![s.to_owned()],
+        None => {
+            let mut v = Vec::new();
+            for e in std::fs::read_dir(raw).with_context(|| format!("reading {}", raw.display()))? {
+                let e = e?;
+                if e.path().is_dir() {
+                    v.push(e.file_name().to_string_lossy().into_owned());
+                }
+            }
+            v.sort();
+            v
+        }
+    };
+    if symbols.is_empty() {
+        bail!("no symbol folders under {}", raw.display());
+    }
+    for sym in symbols {
+        let t0 = std::time::Instant::now();
+        println!("{sym}: reading {}", raw.join(&sym).display());
+        let progress = |n: u64| println!("{sym}: {n} snapshots read ({:.1} s)", t0.elapsed().as_secs_f64());
+        let StoreBuild { table, stats, .. } = build_from_store(raw, &sym, false, progress)?;
+        let path = out.join(format!("{sym}.parquet"));
+        write_feature_table(&path, &sym, &table)?;
+        println!(
+            "{sym}: {} rows written to {} in {:.1} s ({} ticks accepted, {} warming up, {} inputs rejected: \
+             {} crossed, {} empty top, {} invalid, {} thin, {} snapshots and {} trades out of order, {} bad trades; \
+             {} resets)",
+            table.len(),
+            path.display(),
+            t0.elapsed().as_secs_f64(),
+            stats.accepted_snapshots,
+            stats.warming_up,
+            stats.rejected(),
+            stats.crossed,
+            stats.empty_top,
+            stats.invalid_book,
+            stats.thin_book,
+            stats.snapshots_out_of_order,
+            stats.trades_out_of_order,
+            stats.bad_trades + stats.trade_jumps,
+            stats.resets
+        );
+    }
     Ok(())
 }
