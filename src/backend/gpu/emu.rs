@@ -1,0 +1,207 @@
+//! `Emu`: the CUDA kernels compiled for the CPU with `kernels/emu/` (build.rs)
+//! and launched through the same parameter structs and launch
+//! configurations as on a GPU. Device memory is host memory.
+//!
+//! The blocks of a grid are split into ranges run in parallel on rayon's
+//! threads; within a block the emulator runs the threads as fibers on one OS
+//! thread (kernels/emu/emu.cpp), so results are exact and reproducible.
+
+use std::ffi::{c_char, c_int, c_void, CStr};
+
+use rayon::prelude::*;
+
+use super::device::{Device, Kernel, LaunchConfig};
+use super::params::KernelParams;
+use crate::error::{Error, Result};
+
+/// `QuorumEmuLaunch` of kernels/emu/cuda_emu.h.
+#[repr(C)]
+struct EmuLaunch {
+    grid: [u32; 3],
+    block: [u32; 3],
+    shared_bytes: u32,
+    block_begin: u64,
+    block_end: u64,
+    order: c_int,
+    err: *mut c_char,
+    err_len: usize,
+}
+
+type LaunchFn = unsafe extern "C" fn(*const EmuLaunch, *const c_void) -> c_int;
+
+macro_rules! entries {
+    ($($kernel:ident => $launch:ident, $size:ident;)*) => {
+        extern "C" {
+            $(fn $launch(l: *const EmuLaunch, p: *const c_void) -> c_int;
+              fn $size() -> usize;)*
+        }
+        fn entry(k: Kernel) -> (LaunchFn, unsafe extern "C" fn() -> usize) {
+            match k { $(Kernel::$kernel => ($launch, $size),)* }
+        }
+    };
+}
+
+entries! {
+    Standardize => quorum_emu_launch_quorum_standardize, quorum_emu_sizeof_quorum_standardize;
+    BroadcastAdd => quorum_emu_launch_quorum_broadcast_add, quorum_emu_sizeof_quorum_broadcast_add;
+    Pool => quorum_emu_launch_quorum_pool, quorum_emu_sizeof_quorum_pool;
+    LayerNorm => quorum_emu_launch_quorum_layernorm, quorum_emu_sizeof_quorum_layernorm;
+    Linear => quorum_emu_launch_quorum_linear, quorum_emu_sizeof_quorum_linear;
+    Conv1d => quorum_emu_launch_quorum_conv1d, quorum_emu_sizeof_quorum_conv1d;
+    PatchEmbed => quorum_emu_launch_quorum_patch_embed, quorum_emu_sizeof_quorum_patch_embed;
+    Attention => quorum_emu_launch_quorum_attention, quorum_emu_sizeof_quorum_attention;
+    Lstm => quorum_emu_launch_quorum_lstm, quorum_emu_sizeof_quorum_lstm;
+    Heads => quorum_emu_launch_quorum_heads, quorum_emu_sizeof_quorum_heads;
+}
+
+/// The size of the C parameter struct of `k`, as the C++ compiler laid it out.
+pub fn c_params_size(k: Kernel) -> usize {
+    // SAFETY: a pure function of the emulator library returning sizeof.
+    unsafe { (entry(k).1)() }
+}
+
+/// In which order the emulator runs the threads of a block between barriers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ThreadOrder {
+    /// Forward in even blocks, reverse in odd ones: both directions of a
+    /// missing barrier show up in one launch.
+    #[default]
+    Alternate,
+    Forward,
+    Reverse,
+}
+
+/// A device buffer of the emulator: host memory, kept apart from CPU buffers by type.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct EmuBuf(Vec<f32>);
+
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Emu {
+    order: ThreadOrder,
+}
+
+impl Emu {
+    pub fn new() -> Self {
+        Emu::default()
+    }
+
+    pub fn with_order(order: ThreadOrder) -> Self {
+        Emu { order }
+    }
+}
+
+fn emu_err(reason: String) -> Error {
+    Error::Backend { backend: "emu".into(), reason }
+}
+
+impl Device for Emu {
+    type Mem = EmuBuf;
+
+    fn name(&self) -> &'static str {
+        "emu"
+    }
+
+    fn alloc(&self, len: usize) -> Result<EmuBuf> {
+        Ok(EmuBuf(vec![0.0; len]))
+    }
+
+    fn upload(&self, data: &[f32]) -> Result<EmuBuf> {
+        Ok(EmuBuf(data.to_vec()))
+    }
+
+    fn write(&self, dst: &mut EmuBuf, src: &[f32]) -> Result<()> {
+        dst.0[..src.len()].copy_from_slice(src);
+        Ok(())
+    }
+
+    fn read(&self, src: &EmuBuf, dst: &mut [f32]) -> Result<()> {
+        dst.copy_from_slice(&src.0[..dst.len()]);
+        Ok(())
+    }
+
+    fn len(&self, m: &EmuBuf) -> usize {
+        m.0.len()
+    }
+
+    fn ptr(&self, m: &EmuBuf) -> u64 {
+        m.0.as_ptr() as u64
+    }
+
+    fn ptr_mut(&self, m: &mut EmuBuf) -> u64 {
+        m.0.as_mut_ptr() as u64
+    }
+
+    unsafe fn launch<P: KernelParams>(&self, cfg: LaunchConfig, params: &P) -> Result<()> {
+        let (run, size) = entry(P::KERNEL);
+        if size() != std::mem::size_of::<P>() {
+            return Err(emu_err(format!(
+                "{:?}: parameter struct is {} bytes in Rust, {} in C",
+                P::KERNEL,
+                std::mem::size_of::<P>(),
+                size()
+            )));
+        }
+        let blocks = cfg.blocks();
+        if blocks == 0 {
+            return Ok(());
+        }
+        // A few ranges per thread, so an unlucky split does not idle a core.
+        let ranges = (rayon::current_num_threads() as u64 * 4).min(blocks);
+        let per = blocks.div_ceil(ranges);
+        let order = match self.order {
+            ThreadOrder::Alternate => 0,
+            ThreadOrder::Forward => 1,
+            ThreadOrder::Reverse => 2,
+        };
+        let params_addr = params as *const P as usize;
+        let failure = (0..blocks.div_ceil(per)).into_par_iter().find_map_any(|i| {
+            let mut msg = [0 as c_char; 512];
+            let l = EmuLaunch {
+                grid: cfg.grid,
+                block: cfg.block,
+                shared_bytes: cfg.shared_bytes,
+                block_begin: i * per,
+                block_end: ((i + 1) * per).min(blocks),
+                order,
+                err: msg.as_mut_ptr(),
+                err_len: msg.len(),
+            };
+            // SAFETY: the caller guarantees the pointers in `params`; `l`
+            // and `msg` outlive the call.
+            let rc = unsafe { run(&l, params_addr as *const c_void) };
+            (rc != 0).then(|| {
+                // SAFETY: the emulator NUL-terminates what it writes into msg.
+                unsafe { CStr::from_ptr(msg.as_ptr()) }.to_string_lossy().into_owned()
+            })
+        });
+        match failure {
+            Some(m) => Err(emu_err(format!("{:?}: {m}", P::KERNEL))),
+            None => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::gpu::params::*;
+
+    #[test]
+    fn c_and_rust_parameter_structs_agree() {
+        let sizes = [
+            (Kernel::Standardize, std::mem::size_of::<StandardizeParams>()),
+            (Kernel::BroadcastAdd, std::mem::size_of::<BroadcastAddParams>()),
+            (Kernel::Pool, std::mem::size_of::<PoolParams>()),
+            (Kernel::LayerNorm, std::mem::size_of::<LayerNormParams>()),
+            (Kernel::Linear, std::mem::size_of::<LinearParams>()),
+            (Kernel::Conv1d, std::mem::size_of::<ConvParams>()),
+            (Kernel::PatchEmbed, std::mem::size_of::<PatchParams>()),
+            (Kernel::Attention, std::mem::size_of::<AttentionParams>()),
+            (Kernel::Lstm, std::mem::size_of::<LstmParams>()),
+            (Kernel::Heads, std::mem::size_of::<HeadsParams>()),
+        ];
+        for (k, rust) in sizes {
+            assert_eq!(c_params_size(k), rust, "{k:?}");
+        }
+    }
+}
