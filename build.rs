@@ -34,6 +34,10 @@ fn main() {
     build.cpp(true).std("c++17").opt_level(2).define("QUORUM_EMU", None).include(&kdir).warnings(true);
     build.flag_if_supported("-Wno-unknown-pragmas");
     build.file(kdir.join("emu/emu.cpp"));
+    // The emulator's own test kernels (never given to NVRTC).
+    let selftest = out.join("emu_selftest.cpp");
+    fs::write(&selftest, format!("#include \"{}\"\n", kdir.join("emu/selftest.cu").display())).unwrap();
+    build.file(selftest);
     for f in &cu {
         let stem = f.file_stem().unwrap().to_str().unwrap();
         let wrapper = out.join(format!("emu_{stem}.cpp"));

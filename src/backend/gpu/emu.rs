@@ -181,6 +181,91 @@ impl Device for Emu {
     }
 }
 
+/// The emulator's own test kernels (kernels/emu/selftest.cu), for tests that
+/// show it catches what it should: a missing barrier, a divergent barrier,
+/// and that the warp collectives follow CUDA's rules.
+pub mod selftest {
+    use super::*;
+
+    #[repr(C)]
+    struct Params {
+        input: *const f32,
+        out: *mut f32,
+        n: c_int,
+    }
+
+    extern "C" {
+        fn quorum_emu_launch_emu_selftest_reverse(l: *const EmuLaunch, p: *const Params) -> c_int;
+        fn quorum_emu_launch_emu_selftest_reverse_broken(l: *const EmuLaunch, p: *const Params) -> c_int;
+        fn quorum_emu_launch_emu_selftest_divergent(l: *const EmuLaunch, p: *const Params) -> c_int;
+        fn quorum_emu_launch_emu_selftest_warp(l: *const EmuLaunch, p: *const Params) -> c_int;
+    }
+
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub enum SelfTest {
+        /// Reverses each block's slice through shared memory (correct).
+        Reverse,
+        /// The same without its `__syncthreads`.
+        ReverseMissingBarrier,
+        /// Half the block reaches a `__syncthreads`.
+        DivergentBarrier,
+        /// One block; per thread 7 outputs of warp collectives.
+        Warp,
+    }
+
+    /// Runs a self-test kernel on `grid` blocks of `block` threads over
+    /// `input`, returning its output (`out_len` values, NaN where unwritten).
+    pub fn run(
+        which: SelfTest,
+        order: ThreadOrder,
+        grid: u32,
+        block: u32,
+        input: &[f32],
+        out_len: usize,
+    ) -> Result<Vec<f32>> {
+        let mut out = vec![f32::NAN; out_len];
+        let p = Params { input: input.as_ptr(), out: out.as_mut_ptr(), n: input.len() as c_int };
+        let mut msg = [0 as c_char; 512];
+        let l = EmuLaunch {
+            grid: [grid, 1, 1],
+            block: [block, 1, 1],
+            shared_bytes: 0,
+            block_begin: 0,
+            block_end: grid as u64,
+            order: match order {
+                ThreadOrder::Alternate => 0,
+                ThreadOrder::Forward => 1,
+                ThreadOrder::Reverse => 2,
+            },
+            err: msg.as_mut_ptr(),
+            err_len: msg.len(),
+        };
+        let f = match which {
+            SelfTest::Reverse => quorum_emu_launch_emu_selftest_reverse,
+            SelfTest::ReverseMissingBarrier => quorum_emu_launch_emu_selftest_reverse_broken,
+            SelfTest::DivergentBarrier => quorum_emu_launch_emu_selftest_divergent,
+            SelfTest::Warp => quorum_emu_launch_emu_selftest_warp,
+        };
+        let need_in = (grid * block) as usize;
+        let need_out = match which {
+            SelfTest::Warp => 7 * need_in,
+            SelfTest::DivergentBarrier => block as usize,
+            _ => need_in,
+        };
+        if input.len() < need_in || out_len < need_out || block > 1024 {
+            return Err(emu_err(format!("selftest {which:?}: buffers too small for {grid}x{block}")));
+        }
+        // SAFETY: input and out hold every index the kernel touches (checked above).
+        let rc = unsafe { f(&l, &p) };
+        if rc != 0 {
+            // SAFETY: NUL-terminated by the emulator.
+            let m = unsafe { CStr::from_ptr(msg.as_ptr()) }.to_string_lossy().into_owned();
+            return Err(emu_err(format!("selftest {which:?}: {m}")));
+        }
+        Ok(out)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -63,11 +63,7 @@ pub fn attention(batch: usize, tokens: usize, heads: usize, head_dim: usize) -> 
     if head_dim == 0 || head_dim > ATT_MAX_HEAD_DIM {
         return Err(err(format!("attention: head dim {head_dim} outside 1..={ATT_MAX_HEAD_DIM}")));
     }
-    cfg(
-        [tokens.div_ceil(ATT_QUERIES_PER_BLOCK), heads, batch],
-        ATT_THREADS,
-        attention_shared_bytes(tokens, head_dim),
-    )
+    cfg([tokens.div_ceil(ATT_QUERIES_PER_BLOCK), heads, batch], ATT_THREADS, attention_shared_bytes(tokens, head_dim))
 }
 
 /// lstm.cu: one persistent block per sample; h (double-buffered) and c in shared memory.

@@ -350,7 +350,14 @@ impl<D: Device> Backend for Gpu<D> {
         unsafe { self.dev.launch(launch::elementwise(batch * dim)?, &p) }
     }
 
-    fn heads(&self, z: &D::Mem, p: HeadsRef<'_, Self>, out: HeadsOut<'_, Self>, batch: usize, dim: usize) -> Result<()> {
+    fn heads(
+        &self,
+        z: &D::Mem,
+        p: HeadsRef<'_, Self>,
+        out: HeadsOut<'_, Self>,
+        batch: usize,
+        dim: usize,
+    ) -> Result<()> {
         let c = p.classes;
         self.check("heads", "z", z, batch * dim)?;
         self.check("heads", "direction.weight", p.direction_w, c * dim)?;
