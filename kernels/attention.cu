@@ -42,10 +42,10 @@ QUORUM_KERNEL void quorum_attention(AttentionParams p) {
         const float *q = seq + (long long)qi * 3 * d + h * hd;
         for (int c = lane; c < hd; c += 32) qs[c] = q[c];
         __syncwarp();
-        float m = -INFINITY, l = 0.0f, acc0 = 0.0f, acc1 = 0.0f;
+        float m = QUORUM_NEG_INF, l = 0.0f, acc0 = 0.0f, acc1 = 0.0f;
         for (int c0 = 0; c0 < n; c0 += 32) {
             const int j = c0 + lane;
-            float s = -INFINITY;
+            float s = QUORUM_NEG_INF;
             if (j < n) {
                 const float *kr = ks + j * (hd + 1);
                 float dot = 0.0f;

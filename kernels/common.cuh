@@ -18,6 +18,8 @@
 #endif
 
 #define QUORUM_FULL_MASK 0xffffffffu
+// -inf without math.h (NVRTC has no INFINITY macro without toolkit headers).
+#define QUORUM_NEG_INF __int_as_float(0xff800000)
 
 // Sum over the 32 lanes of a warp; every lane gets the result.
 __device__ __forceinline__ float warp_sum(float v) {

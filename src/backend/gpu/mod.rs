@@ -7,9 +7,11 @@
 //! Weights of matrix products are prepared as `(n_in, n_out)` row-major, the
 //! layout the GEMM tile (gemm.cu) reads with coalesced loads.
 
+pub mod compile_check;
 pub mod device;
 pub mod emu;
 pub mod launch;
+pub mod nvrtc;
 pub mod params;
 pub mod sources;
 
