@@ -8,6 +8,7 @@
 //! layout the GEMM tile (gemm.cu) reads with coalesced loads.
 
 pub mod compile_check;
+pub mod cuda;
 pub mod device;
 pub mod emu;
 pub mod launch;
@@ -15,6 +16,7 @@ pub mod nvrtc;
 pub mod params;
 pub mod sources;
 
+pub use cuda::Cuda;
 pub use device::{Device, Kernel, LaunchConfig};
 pub use emu::{Emu, EmuBuf, ThreadOrder};
 
