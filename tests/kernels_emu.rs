@@ -124,6 +124,17 @@ fn warp_collectives_follow_cuda() {
 }
 
 #[test]
+fn atomics_are_atomic_across_parallel_blocks() {
+    let (grid, block) = (64u32, 128u32);
+    let n = (grid * block) as usize;
+    let input = data(n, 5, 10.0);
+    let out = selftest::run(SelfTest::Atomics, ThreadOrder::Alternate, grid, block, &input, 3).unwrap();
+    assert_eq!(out[0], n as f32, "float atomicAdd lost updates");
+    assert_eq!(out[1], input.iter().copied().fold(f32::NEG_INFINITY, f32::max), "float atomicMax");
+    assert_eq!(out[2].to_bits() as usize, n, "int atomicAdd lost updates");
+}
+
+#[test]
 fn emulator_reports_shape_errors_instead_of_reading_out_of_bounds() {
     let g = Gpu::new(Emu::new());
     let x = g.alloc(10).unwrap();

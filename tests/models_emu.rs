@@ -5,7 +5,7 @@
 mod common;
 
 use common::{assert_close, golden, ALL_CASES};
-use quorum::backend::gpu::{Emu, Gpu};
+use quorum::backend::gpu::{Emu, Gpu, ThreadOrder};
 
 fn check_case(name: &str) {
     let g = golden(name);
@@ -67,4 +67,44 @@ fn cnn_lstm_three_layers_with_normalizer() {
 fn every_case_runs_on_emu() {
     // Keep this file in step with the golden cases.
     assert_eq!(ALL_CASES.len(), 10);
+}
+
+#[test]
+fn whole_model_is_independent_of_the_emulators_thread_order() {
+    // A race anywhere in the forward would show as a difference between the
+    // forward and reverse schedules (poisoned shared memory reads give NaN).
+    let g = golden("tlob_small_aux_norm");
+    let run = |order| {
+        let be = Gpu::new(Emu::with_order(order));
+        let mut model = g.model(&be);
+        model.forward(&be, &g.inputs()).unwrap()
+    };
+    let f = run(ThreadOrder::Forward);
+    let r = run(ThreadOrder::Reverse);
+    assert_eq!(f, r);
+    assert!(f.values().all(|t| t.data.iter().all(|v| v.is_finite())));
+}
+
+#[test]
+fn batch_results_equal_single_sample_results_on_emu() {
+    let g = golden("mpd_small_cls");
+    let be = Gpu::new(Emu::new());
+    let mut model = g.model(&be);
+    let full = model.forward(&be, &g.inputs()).unwrap();
+    let x = &g.inputs["features"];
+    let per = x.numel() / x.shape[0];
+    assert!(x.shape[0] > 1, "the case has a batch to split");
+    for b in 0..x.shape[0] {
+        let mut shape = x.shape.clone();
+        shape[0] = 1;
+        let one = quorum::Tensor::new(shape, x.data[b * per..(b + 1) * per].to_vec()).unwrap();
+        let out = model.forward(&be, &quorum::Inputs { features: Some(&one), lob: None, aux: None }).unwrap();
+        for (k, t) in &out {
+            let c = t.shape[1];
+            let want = &full[k].data[b * c..(b + 1) * c];
+            for (x, y) in t.data.iter().zip(want) {
+                assert!((x - y).abs() <= 1e-5 * (1.0 + y.abs()), "{k} sample {b}: {x} vs {y}");
+            }
+        }
+    }
 }

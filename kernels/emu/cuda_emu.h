@@ -13,7 +13,8 @@
 //   barrier, so a read of a neighbour's write without a barrier sees poison,
 // - checks that every thread of a block waits at the same __syncthreads (and
 //   every lane of a mask at the same warp collective): a divergent barrier is
-//   a reported error, not a hang.
+//   a reported error, not a hang. A thread that exits while others wait at a
+//   barrier counts as divergent (undefined behaviour on a GPU).
 //
 // Kernels use only what is here: the thread/block indices, __syncthreads,
 // the warp collectives (__shfl*_sync, __ballot/__any/__all_sync, __syncwarp),
@@ -170,6 +171,17 @@ inline float atomicAdd(float *p, float v) {
     for (;;) {
         float f = quorum_emu::from_bits<float>(old);
         unsigned nu = (unsigned)quorum_emu::to_bits(f + v);
+        if (__atomic_compare_exchange_n(u, &old, nu, false, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) return f;
+    }
+}
+// Not a CUDA builtin, but the usual CAS idiom kernels write for it.
+inline float atomicMax(float *p, float v) {
+    unsigned *u = reinterpret_cast<unsigned *>(p);
+    unsigned old = __atomic_load_n(u, __ATOMIC_RELAXED);
+    for (;;) {
+        float f = quorum_emu::from_bits<float>(old);
+        if (!(f < v)) return f;
+        unsigned nu = (unsigned)quorum_emu::to_bits(v);
         if (__atomic_compare_exchange_n(u, &old, nu, false, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) return f;
     }
 }

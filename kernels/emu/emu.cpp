@@ -17,6 +17,9 @@
 #include <new>
 #include <vector>
 
+#include <sys/mman.h>
+#include <unistd.h>
+
 #if !defined(__x86_64__)
 #include <ucontext.h>
 #endif
@@ -80,6 +83,20 @@ struct Runner {
 };
 
 thread_local Runner *g_runner = nullptr;
+
+// A fiber stack with a no-access guard page below it: a kernel whose locals
+// overflow the stack faults at once instead of corrupting a neighbour's.
+// Returns the usable region (kStackBytes) above the guard, or null.
+char *alloc_stack() {
+    const size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    void *m = mmap(nullptr, kStackBytes + page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (m == MAP_FAILED) return nullptr;
+    if (mprotect(m, page, PROT_NONE) != 0) {
+        munmap(m, kStackBytes + page);
+        return nullptr;
+    }
+    return static_cast<char *>(m) + page;
+}
 
 // NaN in every float slot: an unwritten read shows up in the results.
 void poison(unsigned char *p, size_t n) {
@@ -431,7 +448,11 @@ int launch(const QuorumEmuLaunch *l, KernelBody body, const void *params) {
     if (r->shared.size() != 228 * 1024) r->shared.assign(228 * 1024, 0);
     r->dynamic_shared.assign(l->shared_bytes, 0);
     r->fibers.assign(n, Fiber{});
-    while (r->stacks.size() < n) r->stacks.push_back(static_cast<char *>(::operator new(kStackBytes)));
+    while (r->stacks.size() < n) {
+        char *st = alloc_stack();
+        if (!st) return report("cannot allocate fiber stacks");
+        r->stacks.push_back(st);
+    }
     const unsigned long long gx = l->grid[0], gy = l->grid[1];
     for (unsigned long long b = l->block_begin; b < l->block_end; b++) {
         r->block_idx = dim3{(unsigned)(b % gx), (unsigned)(b / gx % gy), (unsigned)(b / (gx * gy))};

@@ -54,3 +54,14 @@ QUORUM_KERNEL void emu_selftest_warp(SelfTestParams p) {
     (void)lane;
 }
 QUORUM_EMU_ENTRY(emu_selftest_warp, SelfTestParams)
+
+// Atomics across blocks that the emulator may run on different OS threads:
+// out[0] += 1 per thread (float), out[1] = max of the inputs (float),
+// out[2] as an int counter.
+QUORUM_KERNEL void emu_selftest_atomics(SelfTestParams p) {
+    const int i = blockIdx.x * blockDim.x + threadIdx.x;
+    atomicAdd(&p.out[0], 1.0f);
+    atomicMax(&p.out[1], p.in[i]);
+    atomicAdd(reinterpret_cast<int *>(&p.out[2]), 1);
+}
+QUORUM_EMU_ENTRY(emu_selftest_atomics, SelfTestParams)

@@ -199,7 +199,10 @@ pub mod selftest {
         fn quorum_emu_launch_emu_selftest_reverse_broken(l: *const EmuLaunch, p: *const Params) -> c_int;
         fn quorum_emu_launch_emu_selftest_divergent(l: *const EmuLaunch, p: *const Params) -> c_int;
         fn quorum_emu_launch_emu_selftest_warp(l: *const EmuLaunch, p: *const Params) -> c_int;
+        fn quorum_emu_launch_emu_selftest_atomics(l: *const EmuLaunch, p: *const Params) -> c_int;
     }
+
+    type SelfTestFn = unsafe extern "C" fn(*const EmuLaunch, *const Params) -> c_int;
 
     #[derive(Clone, Copy, Debug, PartialEq, Eq)]
     pub enum SelfTest {
@@ -211,6 +214,9 @@ pub mod selftest {
         DivergentBarrier,
         /// One block; per thread 7 outputs of warp collectives.
         Warp,
+        /// Float and int atomics from every thread of the grid into out[0..3]
+        /// (out must start as [0, -inf, 0 as int bits]).
+        Atomics,
     }
 
     /// Runs a self-test kernel on `grid` blocks of `block` threads over
@@ -224,45 +230,59 @@ pub mod selftest {
         out_len: usize,
     ) -> Result<Vec<f32>> {
         let mut out = vec![f32::NAN; out_len];
+        if which == SelfTest::Atomics && out_len >= 3 {
+            out[..3].copy_from_slice(&[0.0, f32::NEG_INFINITY, 0.0]);
+        }
         let p = Params { input: input.as_ptr(), out: out.as_mut_ptr(), n: input.len() as c_int };
-        let mut msg = [0 as c_char; 512];
-        let l = EmuLaunch {
-            grid: [grid, 1, 1],
-            block: [block, 1, 1],
-            shared_bytes: 0,
-            block_begin: 0,
-            block_end: grid as u64,
-            order: match order {
-                ThreadOrder::Alternate => 0,
-                ThreadOrder::Forward => 1,
-                ThreadOrder::Reverse => 2,
-            },
-            err: msg.as_mut_ptr(),
-            err_len: msg.len(),
+        let order = match order {
+            ThreadOrder::Alternate => 0,
+            ThreadOrder::Forward => 1,
+            ThreadOrder::Reverse => 2,
         };
-        let f = match which {
+        let f: SelfTestFn = match which {
             SelfTest::Reverse => quorum_emu_launch_emu_selftest_reverse,
             SelfTest::ReverseMissingBarrier => quorum_emu_launch_emu_selftest_reverse_broken,
             SelfTest::DivergentBarrier => quorum_emu_launch_emu_selftest_divergent,
             SelfTest::Warp => quorum_emu_launch_emu_selftest_warp,
+            SelfTest::Atomics => quorum_emu_launch_emu_selftest_atomics,
         };
         let need_in = (grid * block) as usize;
         let need_out = match which {
             SelfTest::Warp => 7 * need_in,
             SelfTest::DivergentBarrier => block as usize,
+            SelfTest::Atomics => 3,
             _ => need_in,
         };
         if input.len() < need_in || out_len < need_out || block > 1024 {
             return Err(emu_err(format!("selftest {which:?}: buffers too small for {grid}x{block}")));
         }
-        // SAFETY: input and out hold every index the kernel touches (checked above).
-        let rc = unsafe { f(&l, &p) };
-        if rc != 0 {
+        // One block per range, on rayon's threads: atomics really race.
+        let (p_addr, f_addr) = (&p as *const Params as usize, f as usize);
+        let failure = (0..grid as u64).into_par_iter().find_map_any(|b| {
+            let mut msg = [0 as c_char; 512];
+            let lb = EmuLaunch {
+                grid: [grid, 1, 1],
+                block: [block, 1, 1],
+                shared_bytes: 0,
+                block_begin: b,
+                block_end: b + 1,
+                order,
+                err: msg.as_mut_ptr(),
+                err_len: msg.len(),
+            };
+            // SAFETY: f_addr is one of the entry points above; input and out
+            // hold every index the kernel touches (checked above).
+            let rc = unsafe {
+                let f: SelfTestFn = std::mem::transmute(f_addr);
+                f(&lb, p_addr as *const Params)
+            };
             // SAFETY: NUL-terminated by the emulator.
-            let m = unsafe { CStr::from_ptr(msg.as_ptr()) }.to_string_lossy().into_owned();
-            return Err(emu_err(format!("selftest {which:?}: {m}")));
+            (rc != 0).then(|| unsafe { CStr::from_ptr(msg.as_ptr()) }.to_string_lossy().into_owned())
+        });
+        match failure {
+            Some(m) => Err(emu_err(format!("selftest {which:?}: {m}"))),
+            None => Ok(out),
         }
-        Ok(out)
     }
 }
 
