@@ -14,49 +14,58 @@ use quorum::backend::gpu::emu::selftest::{self, SelfTest};
 use quorum::backend::gpu::{Emu, Gpu, ThreadOrder};
 use quorum::backend::{AttentionShape, Backend};
 
+/// Runs a kernel comparison under each of the emulator's schedules: forward
+/// and reverse thread order everywhere, and alternating per block, so a
+/// missing barrier shows in single-block launches too.
+fn each_order(case: fn(&Gpu<Emu>)) {
+    for order in [ThreadOrder::Alternate, ThreadOrder::Forward, ThreadOrder::Reverse] {
+        case(&Gpu::new(Emu::with_order(order)));
+    }
+}
+
 #[test]
 fn linear_all_epilogues() {
-    kernels::linear_all_epilogues(&Gpu::new(Emu::new()));
+    each_order(kernels::linear_all_epilogues);
 }
 
 #[test]
 fn layernorm_rows() {
-    kernels::layernorm_rows(&Gpu::new(Emu::new()));
+    each_order(kernels::layernorm_rows);
 }
 
 #[test]
 fn attention_short_sequences() {
-    kernels::attention_short_sequences(&Gpu::new(Emu::new()));
+    each_order(kernels::attention_short_sequences);
 }
 
 #[test]
 fn patch_embedding_with_and_without_cls() {
-    kernels::patch_embedding_with_and_without_cls(&Gpu::new(Emu::new()));
+    each_order(kernels::patch_embedding_with_and_without_cls);
 }
 
 #[test]
 fn conv1d_with_offsets_and_gelu() {
-    kernels::conv1d_with_offsets_and_gelu(&Gpu::new(Emu::new()));
+    each_order(kernels::conv1d_with_offsets_and_gelu);
 }
 
 #[test]
 fn multiscale_conv_in_one_launch_and_in_chunks() {
-    kernels::multiscale_conv_in_one_launch_and_in_chunks(&Gpu::new(Emu::new()));
+    each_order(kernels::multiscale_conv_in_one_launch_and_in_chunks);
 }
 
 #[test]
 fn lstm_recurrence_batch_1_3_17() {
-    kernels::lstm_recurrence_batch_1_3_17(&Gpu::new(Emu::new()));
+    each_order(kernels::lstm_recurrence_batch_1_3_17);
 }
 
 #[test]
 fn elementwise_ops() {
-    kernels::elementwise_ops(&Gpu::new(Emu::new()));
+    each_order(kernels::elementwise_ops);
 }
 
 #[test]
 fn fused_heads() {
-    kernels::fused_heads(&Gpu::new(Emu::new()));
+    each_order(kernels::fused_heads);
 }
 
 #[test]
