@@ -22,6 +22,7 @@ struct AttentionParams {
 
 QUORUM_KERNEL void quorum_attention(AttentionParams p) {
     QUORUM_DYNAMIC_SHARED(float, smem);
+    QUORUM_REQUIRE(blockDim.x == ATT_WARPS * 32 && p.head_dim <= ATT_MAX_HEAD_DIM);
     const int n = p.tokens, hd = p.head_dim, d = p.heads * hd;
     const int h = blockIdx.y, b = blockIdx.z;
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;

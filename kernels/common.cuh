@@ -17,6 +17,22 @@
 #define QUORUM_EMU_ENTRY(kernel, Params)
 #endif
 
+// A launch-configuration assumption of a kernel (e.g. "256 threads"). The
+// Rust launch rules (src/backend/gpu/launch.rs) keep them; this makes a broken
+// rule loud instead of silently wrong: the emulator fails the launch with the
+// condition's text, a GPU traps (the launch returns an error).
+#ifdef QUORUM_EMU
+#define QUORUM_REQUIRE(cond)                                                                                   \
+    do {                                                                                                       \
+        if (!(cond)) ::quorum_emu::fail(__FILE__, __LINE__, "launch assumption failed: " #cond);               \
+    } while (0)
+#else
+#define QUORUM_REQUIRE(cond)                                                                                   \
+    do {                                                                                                       \
+        if (!(cond)) __trap();                                                                                 \
+    } while (0)
+#endif
+
 #define QUORUM_FULL_MASK 0xffffffffu
 // -inf without math.h (NVRTC has no INFINITY macro without toolkit headers).
 #define QUORUM_NEG_INF __int_as_float(0xff800000)

@@ -30,6 +30,7 @@
 template <class P> __device__ __forceinline__ void gemm_tile(const P &pr, const float *__restrict__ B, int rows, int k, int n) {
     QUORUM_SHARED(float, As, [GEMM_BK][GEMM_BM + 1]);
     QUORUM_SHARED(float, Bs, [GEMM_BK][GEMM_BN]);
+    QUORUM_REQUIRE(blockDim.x == GEMM_THREADS && blockDim.y == 1 && blockDim.z == 1);
     const int tid = threadIdx.x;
     const int tx = tid % 16, ty = tid / 16;
     const int row0 = blockIdx.y * GEMM_BM, col0 = blockIdx.x * GEMM_BN;

@@ -16,6 +16,7 @@ struct HeadsParams {
 };
 
 QUORUM_KERNEL void quorum_heads(HeadsParams p) {
+    QUORUM_REQUIRE(blockDim.x % 32 == 0); // whole warps: the shuffles use full masks
     const int b = blockIdx.x, lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
     const float *z = p.z + (long long)b * p.dim;
     for (int o = warp; o < p.classes + 2; o += warps) {

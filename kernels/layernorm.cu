@@ -17,6 +17,7 @@ struct LayerNormParams {
 
 QUORUM_KERNEL void quorum_layernorm(LayerNormParams p) {
     const int lane = threadIdx.x & 31;
+    QUORUM_REQUIRE(blockDim.x % 32 == 0); // whole warps: the shuffles use full masks
     const int warps = blockDim.x >> 5;
     // Every lane of a warp takes the same path: the shuffles below see full warps.
     for (int row = blockIdx.x * warps + (threadIdx.x >> 5); row < p.rows; row += gridDim.x * warps) {

@@ -27,6 +27,7 @@ struct LstmParams {
 
 QUORUM_KERNEL void quorum_lstm(LstmParams p) {
     QUORUM_DYNAMIC_SHARED(float, smem);
+    QUORUM_REQUIRE(blockDim.x % 32 == 0); // whole warps: the shuffles use full masks
     const int H = p.hidden, b = blockIdx.x;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
     float *hbuf = smem;       // [2][H]: h of step t-1 in hbuf[t & 1], step t writes the other

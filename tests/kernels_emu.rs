@@ -151,3 +151,30 @@ fn emulator_reports_shape_errors_instead_of_reading_out_of_bounds() {
     let s = AttentionShape { batch: 1, tokens: 10, heads: 1, head_dim: 32 };
     assert!(g.attention(&x, &mut y, s).is_err());
 }
+
+#[test]
+fn a_launch_that_breaks_a_kernels_assumption_is_an_error() {
+    use quorum::backend::gpu::params::LinearParams;
+    use quorum::backend::gpu::{Device, LaunchConfig};
+    let emu = Emu::new();
+    let (x, w, b) = (emu.alloc(64).unwrap(), emu.alloc(64).unwrap(), emu.alloc(8).unwrap());
+    let mut y = emu.alloc(64).unwrap();
+    let p = LinearParams {
+        x: emu.ptr(&x),
+        w: emu.ptr(&w),
+        b: emu.ptr(&b),
+        y: emu.ptr_mut(&mut y),
+        rows: 8,
+        n_in: 8,
+        n_out: 8,
+        epilogue: 0,
+    };
+    // The GEMM tile needs 256 threads; 128 would leave half the tile unloaded.
+    let bad = LaunchConfig { grid: [1, 1, 1], block: [128, 1, 1], shared_bytes: 0 };
+    // SAFETY: every buffer holds all the kernel could touch at this shape.
+    let e = unsafe { emu.launch(bad, &p) }.unwrap_err().to_string();
+    assert!(e.contains("launch assumption failed") && e.contains("GEMM_THREADS"), "{e}");
+    let good = LaunchConfig { block: [256, 1, 1], ..bad };
+    // SAFETY: as above.
+    unsafe { emu.launch(good, &p) }.unwrap();
+}
