@@ -43,4 +43,9 @@ mod on_gpu {
         kernels::elementwise_ops(&g);
         kernels::fused_heads(&g);
     }
+
+    #[test]
+    fn bf16_tensor_core_fragments_match_the_hardware() {
+        kernels::mma_check(&Cuda::new(0).expect("gpu-tests need a CUDA device"));
+    }
 }

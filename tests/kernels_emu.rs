@@ -178,3 +178,8 @@ fn a_launch_that_breaks_a_kernels_assumption_is_an_error() {
     // SAFETY: as above.
     unsafe { emu.launch(good, &p) }.unwrap();
 }
+
+#[test]
+fn bf16_tensor_core_helper_matches_a_reference_product() {
+    kernels::mma_check(&Emu::new());
+}

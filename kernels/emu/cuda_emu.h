@@ -74,6 +74,10 @@ void sync_block(const char *file, int line);
 // or the caller's own when `src` is outside [0, 32).
 unsigned long long warp_exchange(unsigned mask, unsigned long long v, int src, const char *file, int line);
 unsigned warp_ballot(unsigned mask, int pred, const char *file, int line);
+// Every lane of `mask` offers `bytes` at `mine`; each gets all 32 lanes' offers
+// in `all` (lane l at all + l*bytes; lanes outside the mask left untouched).
+// The twin of warp-wide instructions such as mma.sync.
+void warp_gather(unsigned mask, const void *mine, size_t bytes, void *all, const char *file, int line);
 void warp_sync(unsigned mask, const char *file, int line);
 int lane_id();
 

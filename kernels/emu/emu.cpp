@@ -44,7 +44,10 @@ struct Fiber {
     int site_line = 0;
     unsigned warp_mask = 0;
     unsigned long long value = 0; // what this lane offers to a warp exchange
-    int src = 0;                  // which lane's value it wants back
+    int src = 0;                  // which lane's value it wants back (-2 ballot, -3 gather)
+    const void *gather_mine = nullptr;
+    void *gather_all = nullptr;
+    size_t gather_bytes = 0;
     size_t shared_cursor = 0;
     char *stack = nullptr;
 #if defined(__x86_64__)
@@ -269,7 +272,17 @@ bool release(Runner *r) {
             if (!(mask >> l & 1)) continue;
             Fiber &b = fs[base + l];
             int s = b.src;
-            if (s == -2) {
+            if (s == -3) {
+                for (unsigned m = 0; m < 32; m++) {
+                    if (!(mask >> m & 1)) continue;
+                    const Fiber &o = fs[base + m];
+                    if (o.src != -3 || o.gather_bytes != b.gather_bytes) {
+                        set_error(r, "warp gather at %s:%d: lanes disagree on the operation", b.site_file, b.site_line);
+                        return false;
+                    }
+                    std::memcpy(static_cast<char *>(b.gather_all) + m * b.gather_bytes, o.gather_mine, b.gather_bytes);
+                }
+            } else if (s == -2) {
                 b.value = ballot;
             } else if (s >= 0) {
                 if (s >= 32 || !(mask >> s & 1)) {
@@ -394,6 +407,23 @@ unsigned warp_ballot(unsigned mask, int pred, const char *file, int line) {
     f->site_line = line;
     wait_here(f);
     return (unsigned)f->value;
+}
+
+void warp_gather(unsigned mask, const void *mine, size_t bytes, void *all, const char *file, int line) {
+    Fiber *f = g_runner->cur;
+    if (!(mask >> (f->linear & 31) & 1)) fail(file, line, "warp gather called by a lane outside its mask");
+    f->state = State::AtWarp;
+    f->warp_mask = mask;
+    f->value = 0;
+    f->src = -3;
+    f->gather_mine = mine;
+    f->gather_all = all;
+    f->gather_bytes = bytes;
+    f->site_file = file;
+    f->site_line = line;
+    // The copies happen when the whole mask has arrived, before anyone resumes:
+    // `mine` lives on each lane's (suspended) stack until then.
+    wait_here(f);
 }
 
 void warp_sync(unsigned mask, const char *file, int line) {

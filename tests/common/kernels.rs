@@ -5,6 +5,8 @@
 //! 1e-4·(1 + max |ref|) per output tensor (confidences: 1e-5 absolute).
 #![allow(dead_code)]
 
+use quorum::backend::gpu::params::MmaCheckParams;
+use quorum::backend::gpu::{Device, LaunchConfig};
 use quorum::backend::{
     AttentionShape, Backend, BroadcastShape, ConvShape, ConvWeights, Epilogue, HeadsOut, HeadsRef, LinearShape,
     LstmShape, PatchShape, Pool,
@@ -304,4 +306,41 @@ pub fn fused_heads<G: Backend>(gpu: &G) {
             assert!((a - b).abs() <= 1e-5, "heads confidence {a} vs {b}");
         }
     }
+}
+
+/// bf16 rounding to nearest even, as mma.cuh's f32_to_bf16 (finite inputs).
+pub fn bf16(x: f32) -> f32 {
+    let u = x.to_bits();
+    f32::from_bits((u + 0x7fff + ((u >> 16) & 1)) & 0xffff_0000)
+}
+
+/// mma_check.cu on a device: D = A·B + C with bf16-rounded A and B, against
+/// an f64 reference. On the emulator this checks the kernel's use of the
+/// fragment helpers (the twin reads fragments through the same helpers); on a
+/// GPU it checks the helpers against the hardware's layout.
+pub fn mma_check<D: Device>(dev: &D) {
+    // Distinct values everywhere, so a fragment mix-up changes the result.
+    let a = data(16 * 16, 1, 1.0);
+    let b = data(16 * 8, 2, 1.0);
+    let c = data(16 * 8, 3, 1.0);
+    let (ab, bb, cb) = (dev.upload(&a).unwrap(), dev.upload(&b).unwrap(), dev.upload(&c).unwrap());
+    let mut db = dev.upload(&[f32::NAN; 128]).unwrap();
+    let p = MmaCheckParams { a: dev.ptr(&ab), b: dev.ptr(&bb), c: dev.ptr(&cb), d: dev.ptr_mut(&mut db) };
+    let cfg = LaunchConfig { grid: [1, 1, 1], block: [32, 1, 1], shared_bytes: 0 };
+    // SAFETY: the buffers hold the 16×16, 16×8 and 16×8 matrices the kernel reads and writes.
+    unsafe { dev.launch(cfg, &p) }.unwrap();
+    let mut d = vec![0f32; 128];
+    dev.read(&db, &mut d).unwrap();
+    for r in 0..16 {
+        for n in 0..8 {
+            let want: f64 = c[r * 8 + n] as f64
+                + (0..16).map(|k| bf16(a[r * 16 + k]) as f64 * bf16(b[k * 8 + n]) as f64).sum::<f64>();
+            let got = d[r * 8 + n] as f64;
+            // f32 accumulation of 16 exact bf16 products: a few ulp of the sum's scale.
+            assert!((got - want).abs() <= 1e-5 * (1.0 + want.abs()), "d[{r}][{n}] = {got}, want {want}");
+        }
+    }
+    // And the inputs really were rounded: with f32 inputs the answer differs.
+    let exact: f64 = c[0] as f64 + (0..16).map(|k| a[k] as f64 * b[k * 8] as f64).sum::<f64>();
+    assert!((d[0] as f64 - exact).abs() > 1e-6, "bf16 rounding is visible");
 }

@@ -24,7 +24,7 @@ pub fn options(arch: &str) -> Vec<String> {
 pub fn compile_all(nv: &Nvrtc, arch: &str) -> Result<Vec<(&'static str, Compiled)>> {
     let opts = options(arch);
     let opts: Vec<&str> = opts.iter().map(String::as_str).collect();
-    sources::SOURCES.iter().map(|(name, src)| Ok((*name, nv.compile(name, src, &sources::headers(), &opts)?))).collect()
+    sources::SOURCES.iter().map(|(name, src)| Ok((*name, nv.compile(name, src, sources::headers(), &opts)?))).collect()
 }
 
 /// One kernel's resources as ptxas reports them.

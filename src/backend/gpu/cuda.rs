@@ -131,14 +131,19 @@ fn cache_dir() -> PathBuf {
 fn cached_cubin(nv: &Nvrtc, file: &str, arch: &str) -> Result<Vec<u8>> {
     let src = sources::source(file).ok_or_else(|| err(format!("no embedded source {file}")))?;
     let (maj, min) = nv.version();
-    let key = fnv1a(&[src.as_bytes(), sources::COMMON.as_bytes(), arch.as_bytes(), format!("{maj}.{min}").as_bytes()]);
+    let key = fnv1a(&[
+        src.as_bytes(),
+        &sources::HEADERS.iter().flat_map(|h| h.1.bytes()).collect::<Vec<u8>>(),
+        arch.as_bytes(),
+        format!("{maj}.{min}").as_bytes(),
+    ]);
     let path = cache_dir().join(format!("{file}.{arch}.nvrtc{maj}.{min}.{key:016x}.cubin"));
     if let Ok(bytes) = std::fs::read(&path) {
         return Ok(bytes);
     }
     let opts = super::compile_check::options(arch);
     let opts: Vec<&str> = opts.iter().map(String::as_str).collect();
-    let out = nv.compile(file, src, &sources::headers(), &opts)?;
+    let out = nv.compile(file, src, sources::headers(), &opts)?;
     let cubin = out.cubin.ok_or_else(|| err(format!("NVRTC gave no cubin for {file} on {arch}")))?;
     // A cache that cannot be written only costs a recompile next time.
     if std::fs::create_dir_all(cache_dir()).is_ok() {

@@ -18,10 +18,12 @@ pub enum Kernel {
     Attention,
     Lstm,
     Heads,
+    /// mma_check.cu: a one-warp check of the bf16 tensor-core helper.
+    MmaCheck,
 }
 
 impl Kernel {
-    pub const ALL: [Kernel; 10] = [
+    pub const ALL: [Kernel; 11] = [
         Kernel::Standardize,
         Kernel::BroadcastAdd,
         Kernel::Pool,
@@ -32,6 +34,7 @@ impl Kernel {
         Kernel::Attention,
         Kernel::Lstm,
         Kernel::Heads,
+        Kernel::MmaCheck,
     ];
 
     /// The `extern "C"` symbol of the kernel in its `.cu` file.
@@ -47,6 +50,7 @@ impl Kernel {
             Kernel::Attention => "quorum_attention",
             Kernel::Lstm => "quorum_lstm",
             Kernel::Heads => "quorum_heads",
+            Kernel::MmaCheck => "quorum_mma_check",
         }
     }
 
@@ -59,6 +63,7 @@ impl Kernel {
             Kernel::Attention => "attention.cu",
             Kernel::Lstm => "lstm.cu",
             Kernel::Heads => "heads.cu",
+            Kernel::MmaCheck => "mma_check.cu",
         }
     }
 }

@@ -52,6 +52,7 @@ entries! {
     Attention => quorum_emu_launch_quorum_attention, quorum_emu_sizeof_quorum_attention;
     Lstm => quorum_emu_launch_quorum_lstm, quorum_emu_sizeof_quorum_lstm;
     Heads => quorum_emu_launch_quorum_heads, quorum_emu_sizeof_quorum_heads;
+    MmaCheck => quorum_emu_launch_quorum_mma_check, quorum_emu_sizeof_quorum_mma_check;
 }
 
 /// The size of the C parameter struct of `k`, as the C++ compiler laid it out.
@@ -304,6 +305,7 @@ mod tests {
             (Kernel::Attention, std::mem::size_of::<AttentionParams>()),
             (Kernel::Lstm, std::mem::size_of::<LstmParams>()),
             (Kernel::Heads, std::mem::size_of::<HeadsParams>()),
+            (Kernel::MmaCheck, std::mem::size_of::<MmaCheckParams>()),
         ];
         for (k, rust) in sizes {
             assert_eq!(c_params_size(k), rust, "{k:?}");

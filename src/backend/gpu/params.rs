@@ -91,6 +91,11 @@ params!(
     }
 );
 
+params!(
+    /// `kernels/mma_check.cu` MmaCheckParams: d (16×8) = a (16×16) · b (16×8) + c, bf16 inputs.
+    MmaCheckParams => MmaCheck { a: u64, b: u64, c: u64, d: u64 }
+);
+
 #[cfg(test)]
 mod tests {
     use super::*;

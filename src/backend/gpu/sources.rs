@@ -5,7 +5,7 @@ mod generated {
     include!(concat!(env!("OUT_DIR"), "/kernels.rs"));
 }
 
-pub use generated::{COMMON, PTX, SOURCES};
+pub use generated::{COMMON, HEADERS, PTX, SOURCES};
 
 /// The source of one `.cu` file, by file name.
 pub fn source(file: &str) -> Option<&'static str> {
@@ -15,6 +15,6 @@ pub fn source(file: &str) -> Option<&'static str> {
 /// Headers the kernels include, by the name they include them as. NVRTC is
 /// handed these instead of an include path, so it needs no files on disk.
 /// The emulator header is only included under QUORUM_EMU, never by NVRTC.
-pub fn headers() -> [(&'static str, &'static str); 1] {
-    [("common.cuh", COMMON)]
+pub fn headers() -> &'static [(&'static str, &'static str)] {
+    HEADERS
 }
