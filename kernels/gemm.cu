@@ -18,6 +18,7 @@
 // through shared memory. Every load and store is masked: no size needs to be a
 // multiple of a tile (49, 60, 100 tokens; 112 features).
 #include "common.cuh"
+#include "mma.cuh"
 
 #define GEMM_BM 64
 #define GEMM_BN 64
@@ -72,6 +73,53 @@ template <class P> __device__ __forceinline__ void gemm_tile(const P &pr, const 
     }
 }
 
+// The bf16 tensor-core variant of gemm_tile: B is bf16 in PyTorch's (n, k)
+// layout with k padded to even (Rust prepare_linear in bf16 mode), so each
+// B fragment register is one aligned 32-bit load of two consecutive k; A is
+// read as f32 through P::a and rounded to bf16; accumulation is f32.
+// 4 warps per block, each a 16-row strip of a 64x32 block tile, four 16x8
+// mma tiles per k step of 16. Operands come straight from global memory
+// (L1/L2): a first version, correct at every size; staging through shared
+// memory with ldmatrix is the next step for throughput.
+#define MMA_THREADS 128
+#define MMA_BM 64
+#define MMA_BN 32
+
+template <class P>
+__device__ __forceinline__ void gemm_tile_bf16(const P &pr, const unsigned *__restrict__ W, int rows, int k, int n) {
+    QUORUM_REQUIRE(blockDim.x == MMA_THREADS && blockDim.y == 1 && blockDim.z == 1);
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int row0 = blockIdx.y * MMA_BM + warp * 16, col0 = blockIdx.x * MMA_BN;
+    const int kwords = (k + 1) / 2; // 32-bit words per row of W
+    MmaC acc[4];
+    for (int t = 0; t < 4; t++)
+        for (int i = 0; i < 4; i++) acc[t].c[i] = 0.0f;
+    // Every lane runs every step (mma.sync is warp-wide); masked loads give zeros.
+    for (int k0 = 0; k0 < k; k0 += 16) {
+        MmaA a;
+        for (int j = 0; j < 4; j++) {
+            const int r0 = row0 + mma_a_row(lane, 2 * j), c0 = k0 + mma_a_col(lane, 2 * j);
+            const float v0 = (r0 < rows && c0 < k) ? pr.a(r0, c0) : 0.0f;
+            const float v1 = (r0 < rows && c0 + 1 < k) ? pr.a(r0, c0 + 1) : 0.0f;
+            a.r[j] = pack_bf16x2(v0, v1);
+        }
+        for (int t = 0; t < 4; t++) {
+            const int col = col0 + t * 8 + mma_b_col(lane);
+            MmaB b;
+            for (int j = 0; j < 2; j++) {
+                const int kk = k0 + mma_b_k(lane, 2 * j); // even
+                b.r[j] = (col < n && kk < k) ? W[(long long)col * kwords + kk / 2] : 0u;
+            }
+            mma_bf16_16816(acc[t], a, b);
+        }
+    }
+    for (int t = 0; t < 4; t++)
+        for (int i = 0; i < 4; i++) {
+            const int r = row0 + mma_c_row(lane, i), c = col0 + t * 8 + mma_c_col(lane, i);
+            if (r < rows && c < n) pr.store(r, c, acc[t].c[i]);
+        }
+}
+
 // ---- linear -----------------------------------------------------------------
 
 struct LinearParams {
@@ -100,6 +148,13 @@ QUORUM_KERNEL void quorum_linear(LinearParams p) {
     gemm_tile(pr, p.w, p.rows, p.n_in, p.n_out);
 }
 QUORUM_EMU_ENTRY(quorum_linear, LinearParams)
+
+// The same with w in bf16 (see gemm_tile_bf16).
+QUORUM_KERNEL void quorum_linear_bf16(LinearParams p) {
+    LinearProblem pr{p};
+    gemm_tile_bf16(pr, reinterpret_cast<const unsigned *>(p.w), p.rows, p.n_in, p.n_out);
+}
+QUORUM_EMU_ENTRY(quorum_linear_bf16, LinearParams)
 
 // ---- conv1d -------------------------------------------------------------------
 
@@ -147,6 +202,14 @@ QUORUM_KERNEL void quorum_conv1d(ConvParams p) {
 }
 QUORUM_EMU_ENTRY(quorum_conv1d, ConvParams)
 
+QUORUM_KERNEL void quorum_conv1d_bf16(ConvParams p) {
+    const int z = blockIdx.z;
+    const ConvBranch br = p.br[z];
+    ConvProblem pr{p, br.ksize, p.out_offset + z * p.c_out, br.b};
+    gemm_tile_bf16(pr, reinterpret_cast<const unsigned *>(br.w), p.samples * p.len, p.c_in * br.ksize, p.c_out);
+}
+QUORUM_EMU_ENTRY(quorum_conv1d_bf16, ConvParams)
+
 // ---- patch embedding ------------------------------------------------------------
 
 // ViT patch embedding of x (batch, height, width) into out (batch, tokens, dim):
@@ -185,3 +248,9 @@ QUORUM_KERNEL void quorum_patch_embed(PatchParams p) {
     gemm_tile(pr, p.w, p.batch * p.tokens, p.ph * p.pw, p.dim);
 }
 QUORUM_EMU_ENTRY(quorum_patch_embed, PatchParams)
+
+QUORUM_KERNEL void quorum_patch_embed_bf16(PatchParams p) {
+    PatchProblem pr{p};
+    gemm_tile_bf16(pr, reinterpret_cast<const unsigned *>(p.w), p.batch * p.tokens, p.ph * p.pw, p.dim);
+}
+QUORUM_EMU_ENTRY(quorum_patch_embed_bf16, PatchParams)

@@ -11,7 +11,7 @@ mod kernels;
 
 use kernels::{data, read};
 use quorum::backend::gpu::emu::selftest::{self, SelfTest};
-use quorum::backend::gpu::{Emu, Gpu, ThreadOrder};
+use quorum::backend::gpu::{Emu, Gpu, Precision, ThreadOrder};
 use quorum::backend::{AttentionShape, Backend};
 
 /// Runs a kernel comparison under each of the emulator's schedules: forward
@@ -182,4 +182,104 @@ fn a_launch_that_breaks_a_kernels_assumption_is_an_error() {
 #[test]
 fn bf16_tensor_core_helper_matches_a_reference_product() {
     kernels::mma_check(&Emu::new());
+}
+
+/// Values already exact in bf16, so the bf16 kernels' own rounding of their
+/// inputs and weights is the identity and the CPU reference can be exact f32:
+/// what is compared is the tensor-core tiling, fragments and epilogues, at
+/// the f32 tolerance.
+fn bf16_data(n: usize, seed: u64, scale: f32) -> Vec<f32> {
+    data(n, seed, scale).into_iter().map(kernels::bf16).collect()
+}
+
+fn bf16_gpu() -> Gpu<Emu> {
+    Gpu::with_precision(Emu::new(), Precision::Bf16)
+}
+
+#[test]
+fn bf16_linear_all_epilogues() {
+    use quorum::backend::{Epilogue, LinearShape};
+    let (cpu, g) = (quorum::Cpu::new(), bf16_gpu());
+    for (i, &(rows, n_in, n_out)) in
+        [(1, 3, 5), (3, 33, 17), (17, 112, 100), (49, 256, 768), (65, 17, 64)].iter().enumerate()
+    {
+        let x = bf16_data(rows * n_in, 1 + i as u64, 1.0);
+        let w = bf16_data(n_out * n_in, 2 + i as u64, 0.2);
+        let b = data(n_out, 3 + i as u64, 0.5);
+        let y0 = data(rows * n_out, 4 + i as u64, 1.0);
+        for epi in [Epilogue::None, Epilogue::Gelu, Epilogue::Accumulate] {
+            let s = LinearShape { rows, n_in, n_out };
+            let mut yc = y0.clone();
+            cpu.linear(&x, &cpu.prepare_linear(&w, n_out, n_in).unwrap(), &b, &mut yc, s, epi).unwrap();
+            let mut yg = g.upload(&y0).unwrap();
+            let wg = g.prepare_linear(&w, n_out, n_in).unwrap();
+            g.linear(&g.upload(&x).unwrap(), &wg, &g.upload(&b).unwrap(), &mut yg, s, epi).unwrap();
+            kernels::assert_close(&format!("bf16 linear {s:?} {epi:?}"), &read(&g, &yg, yc.len()), &yc);
+        }
+    }
+}
+
+#[test]
+fn bf16_conv_and_patch_embedding() {
+    use quorum::backend::{ConvShape, PatchShape};
+    let (cpu, g) = (quorum::Cpu::new(), bf16_gpu());
+    for (i, &(samples, len, c_in, c_out, k, stride, off)) in
+        [(3, 15, 24, 16, 3, 16, 0), (2, 7, 5, 12, 5, 20, 7), (17, 20, 4, 32, 3, 32, 0), (1, 60, 112, 128, 3, 130, 1)]
+            .iter()
+            .enumerate()
+    {
+        let s = ConvShape { samples, len, c_in, c_out, kernel: k, out_stride: stride, out_offset: off };
+        let x = bf16_data(samples * len * c_in, 40 + i as u64, 1.0);
+        let w = bf16_data(c_out * c_in * k, 41, 0.2);
+        let b = data(c_out, 42, 0.5);
+        let y0 = data(samples * len * stride, 43, 1.0);
+        let mut yc = y0.clone();
+        cpu.conv1d(&x, &cpu.prepare_linear(&w, c_out, c_in * k).unwrap(), &b, &mut yc, s, true).unwrap();
+        let mut yg = g.upload(&y0).unwrap();
+        let wg = g.prepare_linear(&w, c_out, c_in * k).unwrap();
+        g.conv1d(&g.upload(&x).unwrap(), &wg, &g.upload(&b).unwrap(), &mut yg, s, true).unwrap();
+        kernels::assert_close(&format!("bf16 conv1d {s:?}"), &read(&g, &yg, yc.len()), &yc);
+    }
+    for (i, &(batch, cls)) in [(1, true), (3, false)].iter().enumerate() {
+        let s = PatchShape { batch, height: 60, width: 112, patch_h: 10, patch_w: 14, dim: 40, cls_token: cls };
+        let x = bf16_data(batch * 60 * 112, 30 + i as u64, 1.0);
+        let w = bf16_data(40 * 140, 31, 0.1);
+        let (b, c, pos) = (data(40, 32, 0.5), data(40, 33, 0.5), data(s.tokens() * 40, 34, 0.5));
+        let n = batch * s.tokens() * 40;
+        let mut oc = vec![0f32; n];
+        cpu.patch_embed(&x, &cpu.prepare_linear(&w, 40, 140).unwrap(), &b, cls.then_some(&c), &pos, &mut oc, s)
+            .unwrap();
+        let mut og = g.upload(&vec![f32::NAN; n]).unwrap();
+        let (wg, cg) = (g.prepare_linear(&w, 40, 140).unwrap(), g.upload(&c).unwrap());
+        g.patch_embed(
+            &g.upload(&x).unwrap(),
+            &wg,
+            &g.upload(&b).unwrap(),
+            cls.then_some(&cg),
+            &g.upload(&pos).unwrap(),
+            &mut og,
+            s,
+        )
+        .unwrap();
+        kernels::assert_close(&format!("bf16 patch_embed {s:?}"), &read(&g, &og, n), &oc);
+    }
+}
+
+#[test]
+fn bf16_weights_really_are_rounded() {
+    // With f32 inputs that are not bf16-exact the bf16 path must differ from
+    // f32 (by about bf16's 2^-9 relative step), or it is not using bf16 at all.
+    use quorum::backend::{Epilogue, LinearShape};
+    let (f, h) = (Gpu::new(Emu::new()), bf16_gpu());
+    let (x, w, b) = (data(8 * 64, 1, 1.0), data(64 * 8, 2, 1.0), vec![0f32; 8]);
+    let s = LinearShape { rows: 8, n_in: 64, n_out: 8 };
+    let run = |g: &Gpu<Emu>| {
+        let mut y = g.alloc(64).unwrap();
+        let wg = g.prepare_linear(&w, 8, 64).unwrap();
+        g.linear(&g.upload(&x).unwrap(), &wg, &g.upload(&b).unwrap(), &mut y, s, Epilogue::None).unwrap();
+        read(g, &y, 64)
+    };
+    let (yf, yh) = (run(&f), run(&h));
+    let worst = yf.iter().zip(&yh).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    assert!(worst > 1e-4 && worst < 0.1, "bf16 vs f32 max difference {worst}");
 }

@@ -18,3 +18,17 @@ fn every_golden_case_on_cuda() {
         }
     }
 }
+
+#[test]
+fn every_golden_case_on_cuda_in_bf16() {
+    use quorum::backend::gpu::Precision;
+    let be = Gpu::with_precision(Cuda::new(0).expect("gpu-tests need a CUDA device"), Precision::Bf16);
+    for name in ALL_CASES {
+        let g = golden(name);
+        let mut model = g.model(&be);
+        let out = model.forward(&be, &g.inputs()).unwrap();
+        for (k, want) in &g.outputs {
+            assert_close(name, k, &out[k], want, true);
+        }
+    }
+}

@@ -5,7 +5,7 @@
 mod common;
 
 use common::{assert_close, golden, ALL_CASES};
-use quorum::backend::gpu::{Emu, Gpu, ThreadOrder};
+use quorum::backend::gpu::{Emu, Gpu, Precision, ThreadOrder};
 
 fn check_case(name: &str) {
     let g = golden(name);
@@ -106,5 +106,22 @@ fn batch_results_equal_single_sample_results_on_emu() {
                 assert!((x - y).abs() <= 1e-5 * (1.0 + y.abs()), "{k} sample {b}: {x} vs {y}");
             }
         }
+    }
+}
+
+/// Every golden case with bf16 weights and tensor-core products
+/// (`Precision::Bf16`), within models.md's f16/bf16 column.
+#[test]
+fn every_case_in_bf16_within_the_half_precision_tolerances() {
+    for name in ALL_CASES {
+        let g = golden(name);
+        let be = Gpu::with_precision(Emu::new(), Precision::Bf16);
+        let mut model = g.model(&be);
+        let out = model.forward(&be, &g.inputs()).unwrap();
+        let mut worst = 0f64;
+        for (k, want) in &g.outputs {
+            worst = worst.max(assert_close(name, k, &out[k], want, true));
+        }
+        eprintln!("{name} on emu, bf16: worst error / tolerance = {worst:.3}");
     }
 }

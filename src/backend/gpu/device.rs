@@ -20,10 +20,14 @@ pub enum Kernel {
     Heads,
     /// mma_check.cu: a one-warp check of the bf16 tensor-core helper.
     MmaCheck,
+    /// gemm.cu's bf16-weight tensor-core variants (`Precision::Bf16`).
+    LinearBf16,
+    Conv1dBf16,
+    PatchEmbedBf16,
 }
 
 impl Kernel {
-    pub const ALL: [Kernel; 11] = [
+    pub const ALL: [Kernel; 14] = [
         Kernel::Standardize,
         Kernel::BroadcastAdd,
         Kernel::Pool,
@@ -35,6 +39,9 @@ impl Kernel {
         Kernel::Lstm,
         Kernel::Heads,
         Kernel::MmaCheck,
+        Kernel::LinearBf16,
+        Kernel::Conv1dBf16,
+        Kernel::PatchEmbedBf16,
     ];
 
     /// The `extern "C"` symbol of the kernel in its `.cu` file.
@@ -51,6 +58,9 @@ impl Kernel {
             Kernel::Lstm => "quorum_lstm",
             Kernel::Heads => "quorum_heads",
             Kernel::MmaCheck => "quorum_mma_check",
+            Kernel::LinearBf16 => "quorum_linear_bf16",
+            Kernel::Conv1dBf16 => "quorum_conv1d_bf16",
+            Kernel::PatchEmbedBf16 => "quorum_patch_embed_bf16",
         }
     }
 
@@ -59,7 +69,12 @@ impl Kernel {
         match self {
             Kernel::Standardize | Kernel::BroadcastAdd | Kernel::Pool => "elementwise.cu",
             Kernel::LayerNorm => "layernorm.cu",
-            Kernel::Linear | Kernel::Conv1d | Kernel::PatchEmbed => "gemm.cu",
+            Kernel::Linear
+            | Kernel::Conv1d
+            | Kernel::PatchEmbed
+            | Kernel::LinearBf16
+            | Kernel::Conv1dBf16
+            | Kernel::PatchEmbedBf16 => "gemm.cu",
             Kernel::Attention => "attention.cu",
             Kernel::Lstm => "lstm.cu",
             Kernel::Heads => "heads.cu",

@@ -53,6 +53,9 @@ entries! {
     Lstm => quorum_emu_launch_quorum_lstm, quorum_emu_sizeof_quorum_lstm;
     Heads => quorum_emu_launch_quorum_heads, quorum_emu_sizeof_quorum_heads;
     MmaCheck => quorum_emu_launch_quorum_mma_check, quorum_emu_sizeof_quorum_mma_check;
+    LinearBf16 => quorum_emu_launch_quorum_linear_bf16, quorum_emu_sizeof_quorum_linear_bf16;
+    Conv1dBf16 => quorum_emu_launch_quorum_conv1d_bf16, quorum_emu_sizeof_quorum_conv1d_bf16;
+    PatchEmbedBf16 => quorum_emu_launch_quorum_patch_embed_bf16, quorum_emu_sizeof_quorum_patch_embed_bf16;
 }
 
 /// The size of the C parameter struct of `k`, as the C++ compiler laid it out.
@@ -306,6 +309,9 @@ mod tests {
             (Kernel::Lstm, std::mem::size_of::<LstmParams>()),
             (Kernel::Heads, std::mem::size_of::<HeadsParams>()),
             (Kernel::MmaCheck, std::mem::size_of::<MmaCheckParams>()),
+            (Kernel::LinearBf16, std::mem::size_of::<Bf16<LinearParams>>()),
+            (Kernel::Conv1dBf16, std::mem::size_of::<Bf16<ConvParams>>()),
+            (Kernel::PatchEmbedBf16, std::mem::size_of::<Bf16<PatchParams>>()),
         ];
         for (k, rust) in sizes {
             assert_eq!(c_params_size(k), rust, "{k:?}");

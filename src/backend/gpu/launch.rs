@@ -53,6 +53,11 @@ pub fn gemm(rows: usize, n: usize, branches: usize) -> Result<LaunchConfig> {
     cfg([n.div_ceil(GEMM_TILE), rows.div_ceil(GEMM_TILE), branches], GEMM_THREADS, 0)
 }
 
+/// gemm.cu's bf16 tensor-core tile: 128 threads (4 warps) per 64×32 tile.
+pub fn gemm_bf16(rows: usize, n: usize, branches: usize) -> Result<LaunchConfig> {
+    cfg([n.div_ceil(32), rows.div_ceil(64), branches], 128, 0)
+}
+
 /// attention.cu's dynamic shared memory: K padded to hd + 1, V, one query per warp.
 pub fn attention_shared_bytes(tokens: usize, head_dim: usize) -> usize {
     4 * (tokens * (head_dim + 1) + tokens * head_dim + (ATT_THREADS as usize / 32) * head_dim)
@@ -89,6 +94,9 @@ mod tests {
         assert_eq!(gemm(64, 64, 1).unwrap().grid, [1, 1, 1]);
         assert_eq!(gemm(65, 65, 1).unwrap().grid, [2, 2, 1]);
         assert!(gemm(64 * 65_536, 8, 1).is_err(), "grid.y above 65535");
+        assert_eq!(gemm_bf16(49, 768, 1).unwrap().grid, [24, 1, 1]);
+        assert_eq!(gemm_bf16(100, 129, 3).unwrap().grid, [5, 2, 3]);
+        assert_eq!(gemm_bf16(1, 1, 1).unwrap().block, [128, 1, 1]);
     }
 
     #[test]

@@ -27,13 +27,58 @@ use super::{
 };
 use crate::error::{Error, Result};
 
+/// How matrix-product weights are stored and multiplied. Activations,
+/// norms, attention and the LSTM stay f32 in every mode.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Precision {
+    /// f32 weights, FMA GEMM: models.md's f32 tolerances.
+    #[default]
+    F32,
+    /// bf16 weights (half the memory traffic), bf16 tensor-core products
+    /// with f32 accumulation: models.md's f16/bf16 tolerances.
+    Bf16,
+}
+
 pub struct Gpu<D: Device> {
     dev: D,
+    precision: Precision,
 }
 
 impl<D: Device> Gpu<D> {
     pub fn new(dev: D) -> Self {
-        Gpu { dev }
+        Gpu { dev, precision: Precision::F32 }
+    }
+
+    pub fn with_precision(dev: D, precision: Precision) -> Self {
+        Gpu { dev, precision }
+    }
+
+    pub fn precision(&self) -> Precision {
+        self.precision
+    }
+
+    /// f32 slots a prepared `(n_out, n_in)` weight occupies: bf16 pairs
+    /// (k padded to even) share one slot.
+    fn weight_len(&self, n_out: usize, n_in: usize) -> usize {
+        match self.precision {
+            Precision::F32 => n_out * n_in,
+            Precision::Bf16 => n_out * n_in.div_ceil(2),
+        }
+    }
+
+    /// Launches a GEMM-family kernel in this backend's precision.
+    fn launch_gemm<P>(&self, rows: usize, n: usize, branches: usize, p: P) -> Result<()>
+    where
+        P: KernelParams,
+        Bf16<P>: KernelParams,
+    {
+        // SAFETY: the callers checked every buffer of `p` against its shape.
+        unsafe {
+            match self.precision {
+                Precision::F32 => self.dev.launch(launch::gemm(rows, n, branches)?, &p),
+                Precision::Bf16 => self.dev.launch(launch::gemm_bf16(rows, n, branches)?, &Bf16(p)),
+            }
+        }
     }
 
     pub fn device(&self) -> &D {
@@ -81,9 +126,7 @@ impl<D: Device> Gpu<D> {
             out_offset: self.int("conv1d", s.out_offset)?,
             gelu: i32::from(gelu),
         };
-        let cfg = launch::gemm(s.samples * s.len, s.c_out, branches)?;
-        // SAFETY: the callers checked every buffer against the shape.
-        unsafe { self.dev.launch(cfg, &p) }
+        self.launch_gemm(s.samples * s.len, s.c_out, branches, p)
     }
 }
 
@@ -105,6 +148,24 @@ impl<D: Device> Backend for Gpu<D> {
     fn prepare_linear(&self, w: &[f32], n_out: usize, n_in: usize) -> Result<D::Mem> {
         if w.len() < n_out * n_in {
             return Err(self.err(format!("prepare_linear: {} values for a ({n_out}, {n_in}) matrix", w.len())));
+        }
+        if self.precision == Precision::Bf16 {
+            // PyTorch's (n_out, n_in) layout, k padded to even, two bf16 per
+            // 32-bit slot (low half first): gemm_tile_bf16's B fragments.
+            let words = n_in.div_ceil(2);
+            let mut packed = vec![0f32; n_out * words];
+            for o in 0..n_out {
+                for j in 0..words {
+                    let lo = half::bf16::from_f32(w[o * n_in + 2 * j]).to_bits() as u32;
+                    let hi = if 2 * j + 1 < n_in {
+                        half::bf16::from_f32(w[o * n_in + 2 * j + 1]).to_bits() as u32
+                    } else {
+                        0
+                    };
+                    packed[o * words + j] = f32::from_bits(lo | hi << 16);
+                }
+            }
+            return self.dev.upload(&packed);
         }
         let mut t = vec![0f32; n_out * n_in];
         for o in 0..n_out {
@@ -142,7 +203,7 @@ impl<D: Device> Backend for Gpu<D> {
 
     fn linear(&self, x: &D::Mem, w: &D::Mem, b: &D::Mem, y: &mut D::Mem, s: LinearShape, epi: Epilogue) -> Result<()> {
         self.check("linear", "x", x, s.rows * s.n_in)?;
-        self.check("linear", "w", w, s.n_out * s.n_in)?;
+        self.check("linear", "w", w, self.weight_len(s.n_out, s.n_in))?;
         self.check("linear", "b", b, s.n_out)?;
         self.check("linear", "y", y, s.rows * s.n_out)?;
         let p = LinearParams {
@@ -159,8 +220,7 @@ impl<D: Device> Backend for Gpu<D> {
                 Epilogue::Accumulate => 2,
             },
         };
-        // SAFETY: sizes checked above.
-        unsafe { self.dev.launch(launch::gemm(s.rows, s.n_out, 1)?, &p) }
+        self.launch_gemm(s.rows, s.n_out, 1, p)
     }
 
     fn layernorm(&self, x: &D::Mem, g: &D::Mem, b: &D::Mem, y: &mut D::Mem, rows: usize, dim: usize) -> Result<()> {
@@ -211,7 +271,7 @@ impl<D: Device> Backend for Gpu<D> {
             return Err(self.err(format!("patch_embed: inconsistent shape {s:?}")));
         }
         self.check("patch_embed", "x", x, s.batch * s.height * s.width)?;
-        self.check("patch_embed", "w", w, s.dim * plen)?;
+        self.check("patch_embed", "w", w, self.weight_len(s.dim, plen))?;
         self.check("patch_embed", "b", b, s.dim)?;
         self.check("patch_embed", "pos", pos, tokens * s.dim)?;
         self.check("patch_embed", "out", out, s.batch * tokens * s.dim)?;
@@ -239,8 +299,7 @@ impl<D: Device> Backend for Gpu<D> {
             tokens: self.int("patch_embed", tokens)?,
             has_cls: i32::from(s.cls_token),
         };
-        // SAFETY: sizes checked above.
-        unsafe { self.dev.launch(launch::gemm(s.batch * tokens, s.dim, 1)?, &p) }
+        self.launch_gemm(s.batch * tokens, s.dim, 1, p)
     }
 
     fn conv1d(&self, x: &D::Mem, w: &D::Mem, b: &D::Mem, y: &mut D::Mem, s: ConvShape, gelu: bool) -> Result<()> {
@@ -248,7 +307,7 @@ impl<D: Device> Backend for Gpu<D> {
             return Err(self.err(format!("conv1d: inconsistent shape {s:?}")));
         }
         self.check("conv1d", "x", x, s.samples * s.len * s.c_in)?;
-        self.check("conv1d", "w", w, s.c_out * s.c_in * s.kernel)?;
+        self.check("conv1d", "w", w, self.weight_len(s.c_out, s.c_in * s.kernel))?;
         self.check("conv1d", "b", b, s.c_out)?;
         self.check("conv1d", "y", y, s.samples * s.len * s.out_stride)?;
         let mut br = [ConvBranch::default(); MAX_BRANCHES];
@@ -278,7 +337,7 @@ impl<D: Device> Backend for Gpu<D> {
                         w.c_in, w.c_out, w.kernel
                     )));
                 }
-                self.check("multiscale_conv", "branch w", &w.w, dim * dim * w.kernel)?;
+                self.check("multiscale_conv", "branch w", &w.w, self.weight_len(dim, dim * w.kernel))?;
                 self.check("multiscale_conv", "branch b", &w.b, dim)?;
                 *slot = ConvBranch {
                     w: self.dev.ptr(&w.w),

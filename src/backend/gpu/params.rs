@@ -96,6 +96,23 @@ params!(
     MmaCheckParams => MmaCheck { a: u64, b: u64, c: u64, d: u64 }
 );
 
+/// The same parameters for a kernel's bf16-weight twin (`w` holds bf16).
+#[repr(transparent)]
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Bf16<P>(pub P);
+
+macro_rules! bf16_twin {
+    ($p:ty => $kernel:ident) => {
+        // SAFETY: repr(transparent) over a parameter struct of the same C layout.
+        unsafe impl KernelParams for Bf16<$p> {
+            const KERNEL: Kernel = Kernel::$kernel;
+        }
+    };
+}
+bf16_twin!(LinearParams => LinearBf16);
+bf16_twin!(ConvParams => Conv1dBf16);
+bf16_twin!(PatchParams => PatchEmbedBf16);
+
 #[cfg(test)]
 mod tests {
     use super::*;
