@@ -36,6 +36,10 @@
 #define __noinline__ __attribute__((noinline))
 #define __restrict__ __restrict
 #define __launch_bounds__(...)
+// Shared memory must be declared with QUORUM_SHARED / QUORUM_DYNAMIC_SHARED
+// (block-local and poisoned here); a bare __shared__ stops the build with
+// this name in the error.
+#define __shared__ quorum_emu_error_use_QUORUM_SHARED_not_bare___shared__
 
 struct dim3 {
     unsigned x, y, z;

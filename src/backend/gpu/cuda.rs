@@ -67,7 +67,9 @@ impl Cuda {
         let ctx = CudaContext::new(ordinal).map_err(err)?;
         // SAFETY: all our work is on one stream; see the module comment.
         unsafe { ctx.disable_event_tracking() };
-        let stream = ctx.default_stream();
+        // Our own stream, not the legacy default one, which cannot be captured
+        // into a CUDA graph.
+        let stream = ctx.new_stream().map_err(err)?;
         let attr = |a| ctx.attribute(a).map_err(err);
         let major = attr(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR)?;
         let minor = attr(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR)?;
