@@ -4,6 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+echo "== NVIDIA's NVRTC and ptxas (PyPI wheels, into ~/.cache/quorum/cuda-wheels)"
+tools/install_cuda_wheels.sh
+
 echo "== rustfmt"
 cargo fmt --all -- --check
 

@@ -18,6 +18,7 @@
 //!   except `Epilogue::Accumulate`, which adds into it.
 
 pub mod cpu;
+pub mod gpu;
 
 use crate::error::Result;
 

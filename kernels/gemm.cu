@@ -1,0 +1,256 @@
+// Every matrix product of the forward pass, as one tiled f32 FMA GEMM with a
+// pluggable operand loader and epilogue:
+//   linear          y = x W^T + b, then nothing / GELU / accumulate into y
+//   conv1d          implicit im2col of a "same" Conv1d over channels-last rows,
+//                   bias, optional GELU, written at a column offset/stride
+//   multiscale      several conv1d branches in one launch (blockIdx.z = branch),
+//                   concatenated on channels
+//   patch_embed     implicit patch gather of a ViT patch embedding, + CLS row,
+//                   + bias, + position embedding
+//
+// The weight B is always the "prepared" (k, n) row-major matrix (Rust
+// prepare_linear: PyTorch's (n_out, n_in) transposed), so a tile of B is read
+// with consecutive threads on consecutive columns.
+//
+// Tiling: a 256-thread block computes a 64x64 tile of C, each thread a 4x4
+// sub-tile at rows ty + 16 i and columns tx + 16 j (strided, so the stores of
+// a warp are coalesced and the shared reads are broadcasts), stepping k by 16
+// through shared memory. Every load and store is masked: no size needs to be a
+// multiple of a tile (49, 60, 100 tokens; 112 features).
+#include "common.cuh"
+#include "mma.cuh"
+
+#define GEMM_BM 64
+#define GEMM_BN 64
+#define GEMM_BK 16
+#define GEMM_THREADS 256
+
+// C (rows, n) = A (rows, k) B (k, n), A read through P::a(r, kk), results
+// handed to P::store(r, c, acc). Called by every thread of the block, which
+// must all reach it (it has block barriers).
+template <class P> __device__ __forceinline__ void gemm_tile(const P &pr, const float *__restrict__ B, int rows, int k, int n) {
+    QUORUM_SHARED(float, As, [GEMM_BK][GEMM_BM + 1]);
+    QUORUM_SHARED(float, Bs, [GEMM_BK][GEMM_BN]);
+    QUORUM_REQUIRE(blockDim.x == GEMM_THREADS && blockDim.y == 1 && blockDim.z == 1);
+    const int tid = threadIdx.x;
+    const int tx = tid % 16, ty = tid / 16;
+    const int row0 = blockIdx.y * GEMM_BM, col0 = blockIdx.x * GEMM_BN;
+    float acc[4][4];
+    for (int i = 0; i < 4; i++)
+        for (int j = 0; j < 4; j++) acc[i][j] = 0.0f;
+    for (int k0 = 0; k0 < k; k0 += GEMM_BK) {
+        // A tile: 64 rows x 16 k, 4 per thread, k fastest across threads.
+        for (int e = tid; e < GEMM_BM * GEMM_BK; e += GEMM_THREADS) {
+            int r = e / GEMM_BK, kk = e % GEMM_BK;
+            int gr = row0 + r, gk = k0 + kk;
+            As[kk][r] = (gr < rows && gk < k) ? pr.a(gr, gk) : 0.0f;
+        }
+        // B tile: 16 k x 64 columns, columns fastest.
+        for (int e = tid; e < GEMM_BK * GEMM_BN; e += GEMM_THREADS) {
+            int kk = e / GEMM_BN, c = e % GEMM_BN;
+            int gk = k0 + kk, gc = col0 + c;
+            Bs[kk][c] = (gk < k && gc < n) ? B[(long long)gk * n + gc] : 0.0f;
+        }
+        __syncthreads();
+#pragma unroll
+        for (int kk = 0; kk < GEMM_BK; kk++) {
+            float a[4], b[4];
+            for (int i = 0; i < 4; i++) a[i] = As[kk][ty + 16 * i];
+            for (int j = 0; j < 4; j++) b[j] = Bs[kk][tx + 16 * j];
+            for (int i = 0; i < 4; i++)
+                for (int j = 0; j < 4; j++) acc[i][j] = fmaf(a[i], b[j], acc[i][j]);
+        }
+        // The next iteration overwrites the tiles others may still be reading.
+        __syncthreads();
+    }
+    for (int i = 0; i < 4; i++) {
+        int r = row0 + ty + 16 * i;
+        if (r >= rows) continue;
+        for (int j = 0; j < 4; j++) {
+            int c = col0 + tx + 16 * j;
+            if (c < n) pr.store(r, c, acc[i][j]);
+        }
+    }
+}
+
+// The bf16 tensor-core variant of gemm_tile: B is bf16 in PyTorch's (n, k)
+// layout with k padded to even (Rust prepare_linear in bf16 mode), so each
+// B fragment register is one aligned 32-bit load of two consecutive k; A is
+// read as f32 through P::a and rounded to bf16; accumulation is f32.
+// 4 warps per block, each a 16-row strip of a 64x32 block tile, four 16x8
+// mma tiles per k step of 16. Operands come straight from global memory
+// (L1/L2): a first version, correct at every size; staging through shared
+// memory with ldmatrix is the next step for throughput.
+#define MMA_THREADS 128
+#define MMA_BM 64
+#define MMA_BN 32
+
+template <class P>
+__device__ __forceinline__ void gemm_tile_bf16(const P &pr, const unsigned *__restrict__ W, int rows, int k, int n) {
+    QUORUM_REQUIRE(blockDim.x == MMA_THREADS && blockDim.y == 1 && blockDim.z == 1);
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int row0 = blockIdx.y * MMA_BM + warp * 16, col0 = blockIdx.x * MMA_BN;
+    const int kwords = (k + 1) / 2; // 32-bit words per row of W
+    MmaC acc[4];
+    for (int t = 0; t < 4; t++)
+        for (int i = 0; i < 4; i++) acc[t].c[i] = 0.0f;
+    // Every lane runs every step (mma.sync is warp-wide); masked loads give zeros.
+    for (int k0 = 0; k0 < k; k0 += 16) {
+        MmaA a;
+        for (int j = 0; j < 4; j++) {
+            const int r0 = row0 + mma_a_row(lane, 2 * j), c0 = k0 + mma_a_col(lane, 2 * j);
+            const float v0 = (r0 < rows && c0 < k) ? pr.a(r0, c0) : 0.0f;
+            const float v1 = (r0 < rows && c0 + 1 < k) ? pr.a(r0, c0 + 1) : 0.0f;
+            a.r[j] = pack_bf16x2(v0, v1);
+        }
+        for (int t = 0; t < 4; t++) {
+            const int col = col0 + t * 8 + mma_b_col(lane);
+            MmaB b;
+            for (int j = 0; j < 2; j++) {
+                const int kk = k0 + mma_b_k(lane, 2 * j); // even
+                b.r[j] = (col < n && kk < k) ? W[(long long)col * kwords + kk / 2] : 0u;
+            }
+            mma_bf16_16816(acc[t], a, b);
+        }
+    }
+    for (int t = 0; t < 4; t++)
+        for (int i = 0; i < 4; i++) {
+            const int r = row0 + mma_c_row(lane, i), c = col0 + t * 8 + mma_c_col(lane, i);
+            if (r < rows && c < n) pr.store(r, c, acc[t].c[i]);
+        }
+}
+
+// ---- linear -----------------------------------------------------------------
+
+struct LinearParams {
+    const float *x; // (rows, n_in)
+    const float *w; // prepared (n_in, n_out)
+    const float *b; // (n_out)
+    float *y;       // (rows, n_out)
+    int rows, n_in, n_out;
+    int epilogue; // 0 none, 1 GELU, 2 accumulate into y
+};
+
+struct LinearProblem {
+    const LinearParams &p;
+    __device__ float a(int r, int kk) const { return p.x[(long long)r * p.n_in + kk]; }
+    __device__ void store(int r, int c, float acc) const {
+        float *y = p.y + (long long)r * p.n_out + c;
+        float v = acc + p.b[c];
+        if (p.epilogue == 1) v = gelu_erf(v);
+        if (p.epilogue == 2) v += *y;
+        *y = v;
+    }
+};
+
+QUORUM_KERNEL void quorum_linear(LinearParams p) {
+    LinearProblem pr{p};
+    gemm_tile(pr, p.w, p.rows, p.n_in, p.n_out);
+}
+QUORUM_EMU_ENTRY(quorum_linear, LinearParams)
+
+// The same with w in bf16 (see gemm_tile_bf16).
+QUORUM_KERNEL void quorum_linear_bf16(LinearParams p) {
+    LinearProblem pr{p};
+    gemm_tile_bf16(pr, reinterpret_cast<const unsigned *>(p.w), p.rows, p.n_in, p.n_out);
+}
+QUORUM_EMU_ENTRY(quorum_linear_bf16, LinearParams)
+
+// ---- conv1d -------------------------------------------------------------------
+
+// A "same", stride-1 Conv1d over channels-last x (samples, len, c_in): the GEMM
+// row is (sample, t), the GEMM k index is c * ksize + j (PyTorch's weight
+// flattening), and A(row, c*ksize + j) = x[sample, t + j - ksize/2, c], zero
+// outside the sequence.
+struct ConvBranch {
+    const float *w; // prepared (c_in*ksize, c_out)
+    const float *b; // (c_out)
+    int ksize;
+};
+
+#define QUORUM_MAX_BRANCHES 4
+
+struct ConvParams {
+    const float *x;
+    float *y; // (samples, len, out_stride); branch z writes columns [out_offset + z*c_out, +c_out)
+    ConvBranch br[QUORUM_MAX_BRANCHES];
+    int samples, len, c_in, c_out, out_stride, out_offset, gelu;
+};
+
+struct ConvProblem {
+    const ConvParams &p;
+    int ksize, col_off;
+    const float *bias;
+    __device__ float a(int r, int kk) const {
+        int t = r % p.len, c = kk / ksize, j = kk % ksize;
+        int src = t + j - ksize / 2;
+        if (src < 0 || src >= p.len) return 0.0f;
+        return p.x[((long long)(r - t) + src) * p.c_in + c];
+    }
+    __device__ void store(int r, int c, float acc) const {
+        float v = acc + bias[c];
+        if (p.gelu) v = gelu_erf(v);
+        p.y[(long long)r * p.out_stride + col_off + c] = v;
+    }
+};
+
+QUORUM_KERNEL void quorum_conv1d(ConvParams p) {
+    const int z = blockIdx.z;
+    const ConvBranch br = p.br[z];
+    ConvProblem pr{p, br.ksize, p.out_offset + z * p.c_out, br.b};
+    gemm_tile(pr, br.w, p.samples * p.len, p.c_in * br.ksize, p.c_out);
+}
+QUORUM_EMU_ENTRY(quorum_conv1d, ConvParams)
+
+QUORUM_KERNEL void quorum_conv1d_bf16(ConvParams p) {
+    const int z = blockIdx.z;
+    const ConvBranch br = p.br[z];
+    ConvProblem pr{p, br.ksize, p.out_offset + z * p.c_out, br.b};
+    gemm_tile_bf16(pr, reinterpret_cast<const unsigned *>(br.w), p.samples * p.len, p.c_in * br.ksize, p.c_out);
+}
+QUORUM_EMU_ENTRY(quorum_conv1d_bf16, ConvParams)
+
+// ---- patch embedding ------------------------------------------------------------
+
+// ViT patch embedding of x (batch, height, width) into out (batch, tokens, dim):
+// GEMM row = (b, token); token 0 is the CLS token when cls != 0 (its A row is
+// zero and the epilogue adds cls instead of the bias); patch p = i*nf + j holds
+// v[rr*pw + cc] = x[b, i*ph + rr, j*pw + cc].
+struct PatchParams {
+    const float *x;
+    const float *w; // prepared (ph*pw, dim)
+    const float *b; // (dim)
+    const float *cls; // (dim), or null
+    const float *pos; // (tokens, dim)
+    float *out;
+    int batch, height, width, ph, pw, dim, tokens, has_cls;
+};
+
+struct PatchProblem {
+    const PatchParams &p;
+    __device__ float a(int r, int kk) const {
+        int b = r / p.tokens, tok = r % p.tokens;
+        int patch = tok - p.has_cls;
+        if (patch < 0) return 0.0f;
+        int nf = p.width / p.pw;
+        int i = patch / nf, j = patch % nf, rr = kk / p.pw, cc = kk % p.pw;
+        return p.x[((long long)b * p.height + i * p.ph + rr) * p.width + j * p.pw + cc];
+    }
+    __device__ void store(int r, int c, float acc) const {
+        int tok = r % p.tokens;
+        float add = (p.has_cls && tok == 0) ? p.cls[c] : p.b[c];
+        p.out[(long long)r * p.dim + c] = acc + add + p.pos[(long long)tok * p.dim + c];
+    }
+};
+
+QUORUM_KERNEL void quorum_patch_embed(PatchParams p) {
+    PatchProblem pr{p};
+    gemm_tile(pr, p.w, p.batch * p.tokens, p.ph * p.pw, p.dim);
+}
+QUORUM_EMU_ENTRY(quorum_patch_embed, PatchParams)
+
+QUORUM_KERNEL void quorum_patch_embed_bf16(PatchParams p) {
+    PatchProblem pr{p};
+    gemm_tile_bf16(pr, reinterpret_cast<const unsigned *>(p.w), p.batch * p.tokens, p.ph * p.pw, p.dim);
+}
+QUORUM_EMU_ENTRY(quorum_patch_embed_bf16, PatchParams)

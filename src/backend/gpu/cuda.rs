@@ -1,0 +1,237 @@
+//! `Cuda`: a real GPU through cudarc (the CUDA driver loaded at run time).
+//!
+//! The crate builds and runs with no CUDA installed: `Cuda::new` probes for
+//! the driver library first (cudarc panics on a missing library otherwise)
+//! and turns "no CUDA" into an error the CLI can print.
+//!
+//! Kernel images, per `.cu` file, in order of preference:
+//! 1. PTX built by build.rs with nvcc for this device's arch (rare: NVIDIA's
+//!    wheels have no nvcc);
+//! 2. a CUBIN compiled by NVRTC for this device's exact arch, cached on disk
+//!    keyed by a hash of the sources, the arch and NVRTC's version (a 12.x
+//!    cubin runs on any R525+ driver, where NVRTC 12.9's PTX 8.8 would need a
+//!    12.9-era driver to JIT).
+//!
+//! Event tracking is disabled right after the context is created: every op
+//! runs on one stream, and per-buffer events break stream capture (CUDA
+//! graphs, the next step for the batch-1 forward).
+//!
+//! Not yet run on a GPU: no machine of ours has one. `cargo test --features
+//! gpu-tests` runs the kernel tests on it the day one is there.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use cudarc::driver::{
+    sys, CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr, DevicePtrMut, DeviceRepr, PushKernelArg,
+};
+use cudarc::nvrtc::Ptx;
+
+use super::device::{Device, Kernel, LaunchConfig};
+use super::nvrtc::Nvrtc;
+use super::params::KernelParams;
+use super::sources;
+use crate::error::{Error, Result};
+
+fn err(reason: impl std::fmt::Display) -> Error {
+    Error::Backend { backend: "cuda".into(), reason: reason.to_string() }
+}
+
+/// A kernel parameter struct as cudarc's kernel argument, passed by value.
+#[repr(transparent)]
+struct Arg<P>(P);
+// SAFETY: every KernelParams is #[repr(C)] plain data (pointers as u64 and
+// ints) with the layout of the kernel's C struct.
+unsafe impl<P: KernelParams> DeviceRepr for Arg<P> {}
+
+pub struct Cuda {
+    ctx: Arc<CudaContext>,
+    stream: Arc<CudaStream>,
+    functions: HashMap<Kernel, CudaFunction>,
+    arch: String,
+}
+
+/// Whether a CUDA driver library can be loaded on this machine.
+pub fn driver_present() -> bool {
+    // SAFETY: only tries to dlopen the driver library.
+    unsafe { sys::is_culib_present() }
+}
+
+impl Cuda {
+    /// Opens device `ordinal` and loads every kernel.
+    pub fn new(ordinal: usize) -> Result<Self> {
+        if !driver_present() {
+            return Err(err("no CUDA driver found (libcuda.so could not be loaded)"));
+        }
+        let ctx = CudaContext::new(ordinal).map_err(err)?;
+        // SAFETY: all our work is on one stream; see the module comment.
+        unsafe { ctx.disable_event_tracking() };
+        // Our own stream, not the legacy default one, which cannot be captured
+        // into a CUDA graph.
+        let stream = ctx.new_stream().map_err(err)?;
+        let attr = |a| ctx.attribute(a).map_err(err);
+        let major = attr(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR)?;
+        let minor = attr(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR)?;
+        let arch = format!("sm_{major}{minor}");
+        let mut functions = HashMap::new();
+        let mut nvrtc = None;
+        for (file, _) in sources::SOURCES {
+            let image = match sources::PTX.iter().find(|(f, a, _)| f == file && *a == arch) {
+                Some((_, _, ptx)) => Ptx::from_src(*ptx),
+                None => {
+                    if nvrtc.is_none() {
+                        nvrtc = Some(Nvrtc::load()?);
+                    }
+                    Ptx::from_binary(cached_cubin(nvrtc.as_ref().expect("loaded above"), file, &arch)?)
+                }
+            };
+            let module = ctx.load_module(image).map_err(|e| err(format!("loading {file} for {arch}: {e}")))?;
+            for k in Kernel::ALL.iter().filter(|k| k.source_file() == *file) {
+                functions.insert(*k, module.load_function(k.symbol()).map_err(err)?);
+            }
+        }
+        Ok(Cuda { ctx, stream, functions, arch })
+    }
+
+    pub fn arch(&self) -> &str {
+        &self.arch
+    }
+
+    /// Waits for everything queued on the stream.
+    pub fn synchronize(&self) -> Result<()> {
+        self.stream.synchronize().map_err(err)
+    }
+
+    pub fn context(&self) -> &Arc<CudaContext> {
+        &self.ctx
+    }
+}
+
+/// FNV-1a: a hash that is the same in every build (the cache key must not
+/// change with the Rust version).
+fn fnv1a(parts: &[&[u8]]) -> u64 {
+    let mut h = 0xcbf2_9ce4_8422_2325u64;
+    for p in parts {
+        for &b in p.iter() {
+            h = (h ^ b as u64).wrapping_mul(0x100_0000_01b3);
+        }
+        h = (h ^ 0xff).wrapping_mul(0x100_0000_01b3);
+    }
+    h
+}
+
+fn cache_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("QUORUM_KERNEL_CACHE") {
+        return PathBuf::from(d);
+    }
+    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(std::env::temp_dir);
+    home.join(".cache/quorum/kernels")
+}
+
+/// The CUBIN of one `.cu` file for `arch`, from the disk cache or NVRTC.
+fn cached_cubin(nv: &Nvrtc, file: &str, arch: &str) -> Result<Vec<u8>> {
+    let src = sources::source(file).ok_or_else(|| err(format!("no embedded source {file}")))?;
+    let (maj, min) = nv.version();
+    let key = fnv1a(&[
+        src.as_bytes(),
+        &sources::HEADERS.iter().flat_map(|h| h.1.bytes()).collect::<Vec<u8>>(),
+        arch.as_bytes(),
+        format!("{maj}.{min}").as_bytes(),
+    ]);
+    let path = cache_dir().join(format!("{file}.{arch}.nvrtc{maj}.{min}.{key:016x}.cubin"));
+    if let Ok(bytes) = std::fs::read(&path) {
+        return Ok(bytes);
+    }
+    let opts = super::compile_check::options(arch);
+    let opts: Vec<&str> = opts.iter().map(String::as_str).collect();
+    let out = nv.compile(file, src, sources::headers(), &opts)?;
+    let cubin = out.cubin.ok_or_else(|| err(format!("NVRTC gave no cubin for {file} on {arch}")))?;
+    // A cache that cannot be written only costs a recompile next time.
+    if std::fs::create_dir_all(cache_dir()).is_ok() {
+        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+        if std::fs::write(&tmp, &cubin).is_ok() {
+            let _ = std::fs::rename(&tmp, &path);
+        }
+    }
+    Ok(cubin)
+}
+
+impl Device for Cuda {
+    type Mem = CudaSlice<f32>;
+
+    fn name(&self) -> &'static str {
+        "cuda"
+    }
+
+    fn alloc(&self, len: usize) -> Result<CudaSlice<f32>> {
+        self.stream.alloc_zeros(len.max(1)).map_err(err)
+    }
+
+    fn upload(&self, data: &[f32]) -> Result<CudaSlice<f32>> {
+        if data.is_empty() {
+            return self.alloc(0);
+        }
+        self.stream.clone_htod(data).map_err(err)
+    }
+
+    fn write(&self, dst: &mut CudaSlice<f32>, src: &[f32]) -> Result<()> {
+        if src.is_empty() {
+            return Ok(());
+        }
+        let mut view = dst.slice_mut(..src.len());
+        self.stream.memcpy_htod(src, &mut view).map_err(err)
+    }
+
+    fn read(&self, src: &CudaSlice<f32>, dst: &mut [f32]) -> Result<()> {
+        if dst.is_empty() {
+            return Ok(());
+        }
+        let view = src.slice(..dst.len());
+        self.stream.memcpy_dtoh(&view, dst).map_err(err)?;
+        self.synchronize()
+    }
+
+    fn len(&self, m: &CudaSlice<f32>) -> usize {
+        m.len()
+    }
+
+    fn ptr(&self, m: &CudaSlice<f32>) -> u64 {
+        // With event tracking off the guard records nothing.
+        m.device_ptr(&self.stream).0
+    }
+
+    fn ptr_mut(&self, m: &mut CudaSlice<f32>) -> u64 {
+        m.device_ptr_mut(&self.stream).0
+    }
+
+    unsafe fn launch<P: KernelParams>(&self, cfg: LaunchConfig, params: &P) -> Result<()> {
+        if cfg.blocks() == 0 {
+            return Ok(());
+        }
+        let f = self.functions.get(&P::KERNEL).ok_or_else(|| err(format!("{:?} not loaded", P::KERNEL)))?;
+        let arg = Arg(*params);
+        let mut b = self.stream.launch_builder(f);
+        b.arg(&arg);
+        let c = cudarc::driver::LaunchConfig {
+            grid_dim: (cfg.grid[0], cfg.grid[1], cfg.grid[2]),
+            block_dim: (cfg.block[0], cfg.block[1], cfg.block[2]),
+            shared_mem_bytes: cfg.shared_bytes,
+        };
+        // SAFETY: the caller guarantees the pointers in `params` (Device::launch).
+        unsafe { b.launch(c) }.map_err(|e| err(format!("{:?}: {e}", P::KERNEL)))?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cache_key_is_stable_and_sensitive() {
+        assert_eq!(fnv1a(&[b"a", b"b"]), fnv1a(&[b"a", b"b"]));
+        assert_ne!(fnv1a(&[b"ab"]), fnv1a(&[b"a", b"b"]), "part boundaries count");
+        assert_ne!(fnv1a(&[b"x", b"sm_80"]), fnv1a(&[b"x", b"sm_90"]));
+    }
+}

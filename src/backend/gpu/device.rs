@@ -1,0 +1,129 @@
+//! What `Gpu<D>` needs from a device: memory, and launching a kernel by name
+//! with one parameter struct and a launch configuration. `Emu` (the CPU
+//! emulator) implements it today; the cudarc device implements the same.
+
+use super::params::KernelParams;
+use crate::error::Result;
+
+/// Every kernel entry point of `kernels/*.cu`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Kernel {
+    Standardize,
+    BroadcastAdd,
+    Pool,
+    LayerNorm,
+    Linear,
+    Conv1d,
+    PatchEmbed,
+    Attention,
+    Lstm,
+    Heads,
+    /// mma_check.cu: a one-warp check of the bf16 tensor-core helper.
+    MmaCheck,
+    /// gemm.cu's bf16-weight tensor-core variants (`Precision::Bf16`).
+    LinearBf16,
+    Conv1dBf16,
+    PatchEmbedBf16,
+}
+
+impl Kernel {
+    pub const ALL: [Kernel; 14] = [
+        Kernel::Standardize,
+        Kernel::BroadcastAdd,
+        Kernel::Pool,
+        Kernel::LayerNorm,
+        Kernel::Linear,
+        Kernel::Conv1d,
+        Kernel::PatchEmbed,
+        Kernel::Attention,
+        Kernel::Lstm,
+        Kernel::Heads,
+        Kernel::MmaCheck,
+        Kernel::LinearBf16,
+        Kernel::Conv1dBf16,
+        Kernel::PatchEmbedBf16,
+    ];
+
+    /// The `extern "C"` symbol of the kernel in its `.cu` file.
+    pub fn symbol(self) -> &'static str {
+        match self {
+            Kernel::Standardize => "quorum_standardize",
+            Kernel::BroadcastAdd => "quorum_broadcast_add",
+            Kernel::Pool => "quorum_pool",
+            Kernel::LayerNorm => "quorum_layernorm",
+            Kernel::Linear => "quorum_linear",
+            Kernel::Conv1d => "quorum_conv1d",
+            Kernel::PatchEmbed => "quorum_patch_embed",
+            Kernel::Attention => "quorum_attention",
+            Kernel::Lstm => "quorum_lstm",
+            Kernel::Heads => "quorum_heads",
+            Kernel::MmaCheck => "quorum_mma_check",
+            Kernel::LinearBf16 => "quorum_linear_bf16",
+            Kernel::Conv1dBf16 => "quorum_conv1d_bf16",
+            Kernel::PatchEmbedBf16 => "quorum_patch_embed_bf16",
+        }
+    }
+
+    /// The `.cu` file (under `kernels/`) that defines it.
+    pub fn source_file(self) -> &'static str {
+        match self {
+            Kernel::Standardize | Kernel::BroadcastAdd | Kernel::Pool => "elementwise.cu",
+            Kernel::LayerNorm => "layernorm.cu",
+            Kernel::Linear
+            | Kernel::Conv1d
+            | Kernel::PatchEmbed
+            | Kernel::LinearBf16
+            | Kernel::Conv1dBf16
+            | Kernel::PatchEmbedBf16 => "gemm.cu",
+            Kernel::Attention => "attention.cu",
+            Kernel::Lstm => "lstm.cu",
+            Kernel::Heads => "heads.cu",
+            Kernel::MmaCheck => "mma_check.cu",
+        }
+    }
+}
+
+/// Grid and block sizes (x, y, z) and dynamic shared memory in bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LaunchConfig {
+    pub grid: [u32; 3],
+    pub block: [u32; 3],
+    pub shared_bytes: u32,
+}
+
+impl LaunchConfig {
+    pub fn blocks(&self) -> u64 {
+        self.grid.iter().map(|&g| g as u64).product()
+    }
+    pub fn threads_per_block(&self) -> u32 {
+        self.block.iter().product()
+    }
+}
+
+pub trait Device: Send + Sync {
+    /// A buffer of f32 in device memory.
+    type Mem: Send + Sync;
+
+    fn name(&self) -> &'static str;
+    fn alloc(&self, len: usize) -> Result<Self::Mem>;
+    fn upload(&self, data: &[f32]) -> Result<Self::Mem>;
+    /// Overwrites the start of `dst` with `src` (the caller checked the length).
+    fn write(&self, dst: &mut Self::Mem, src: &[f32]) -> Result<()>;
+    /// Copies the start of `src` into all of `dst` (the caller checked the length).
+    fn read(&self, src: &Self::Mem, dst: &mut [f32]) -> Result<()>;
+    /// Number of f32 the buffer holds.
+    fn len(&self, m: &Self::Mem) -> usize;
+    /// The device address of a buffer the kernel only reads.
+    fn ptr(&self, m: &Self::Mem) -> u64;
+    /// The device address of a buffer the kernel writes.
+    fn ptr_mut(&self, m: &mut Self::Mem) -> u64;
+
+    /// Runs `P::KERNEL` with `params` and waits for it (the emulator) or
+    /// queues it on the device's stream (CUDA).
+    ///
+    /// # Safety
+    /// Every pointer in `params` must be a buffer of this device, large enough
+    /// for every access the kernel makes at this configuration, and written
+    /// buffers must not be aliased by anything Rust reads meanwhile.
+    unsafe fn launch<P: KernelParams>(&self, cfg: LaunchConfig, params: &P) -> Result<()>;
+}

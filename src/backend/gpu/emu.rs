@@ -1,0 +1,320 @@
+//! `Emu`: the CUDA kernels compiled for the CPU with `kernels/emu/` (build.rs)
+//! and launched through the same parameter structs and launch
+//! configurations as on a GPU. Device memory is host memory.
+//!
+//! The blocks of a grid are split into ranges run in parallel on rayon's
+//! threads; within a block the emulator runs the threads as fibers on one OS
+//! thread (kernels/emu/emu.cpp), so results are exact and reproducible.
+
+use std::ffi::{c_char, c_int, c_void, CStr};
+
+use rayon::prelude::*;
+
+use super::device::{Device, Kernel, LaunchConfig};
+use super::params::KernelParams;
+use crate::error::{Error, Result};
+
+/// `QuorumEmuLaunch` of kernels/emu/cuda_emu.h.
+#[repr(C)]
+struct EmuLaunch {
+    grid: [u32; 3],
+    block: [u32; 3],
+    shared_bytes: u32,
+    block_begin: u64,
+    block_end: u64,
+    order: c_int,
+    err: *mut c_char,
+    err_len: usize,
+}
+
+type LaunchFn = unsafe extern "C" fn(*const EmuLaunch, *const c_void) -> c_int;
+
+macro_rules! entries {
+    ($($kernel:ident => $launch:ident, $size:ident;)*) => {
+        extern "C" {
+            $(fn $launch(l: *const EmuLaunch, p: *const c_void) -> c_int;
+              fn $size() -> usize;)*
+        }
+        fn entry(k: Kernel) -> (LaunchFn, unsafe extern "C" fn() -> usize) {
+            match k { $(Kernel::$kernel => ($launch, $size),)* }
+        }
+    };
+}
+
+entries! {
+    Standardize => quorum_emu_launch_quorum_standardize, quorum_emu_sizeof_quorum_standardize;
+    BroadcastAdd => quorum_emu_launch_quorum_broadcast_add, quorum_emu_sizeof_quorum_broadcast_add;
+    Pool => quorum_emu_launch_quorum_pool, quorum_emu_sizeof_quorum_pool;
+    LayerNorm => quorum_emu_launch_quorum_layernorm, quorum_emu_sizeof_quorum_layernorm;
+    Linear => quorum_emu_launch_quorum_linear, quorum_emu_sizeof_quorum_linear;
+    Conv1d => quorum_emu_launch_quorum_conv1d, quorum_emu_sizeof_quorum_conv1d;
+    PatchEmbed => quorum_emu_launch_quorum_patch_embed, quorum_emu_sizeof_quorum_patch_embed;
+    Attention => quorum_emu_launch_quorum_attention, quorum_emu_sizeof_quorum_attention;
+    Lstm => quorum_emu_launch_quorum_lstm, quorum_emu_sizeof_quorum_lstm;
+    Heads => quorum_emu_launch_quorum_heads, quorum_emu_sizeof_quorum_heads;
+    MmaCheck => quorum_emu_launch_quorum_mma_check, quorum_emu_sizeof_quorum_mma_check;
+    LinearBf16 => quorum_emu_launch_quorum_linear_bf16, quorum_emu_sizeof_quorum_linear_bf16;
+    Conv1dBf16 => quorum_emu_launch_quorum_conv1d_bf16, quorum_emu_sizeof_quorum_conv1d_bf16;
+    PatchEmbedBf16 => quorum_emu_launch_quorum_patch_embed_bf16, quorum_emu_sizeof_quorum_patch_embed_bf16;
+}
+
+/// The size of the C parameter struct of `k`, as the C++ compiler laid it out.
+pub fn c_params_size(k: Kernel) -> usize {
+    // SAFETY: a pure function of the emulator library returning sizeof.
+    unsafe { (entry(k).1)() }
+}
+
+/// In which order the emulator runs the threads of a block between barriers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ThreadOrder {
+    /// Forward in even blocks, reverse in odd ones: both directions of a
+    /// missing barrier show up in one launch.
+    #[default]
+    Alternate,
+    Forward,
+    Reverse,
+}
+
+/// A device buffer of the emulator: host memory, kept apart from CPU buffers by type.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct EmuBuf(Vec<f32>);
+
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Emu {
+    order: ThreadOrder,
+}
+
+impl Emu {
+    pub fn new() -> Self {
+        Emu::default()
+    }
+
+    pub fn with_order(order: ThreadOrder) -> Self {
+        Emu { order }
+    }
+}
+
+fn emu_err(reason: String) -> Error {
+    Error::Backend { backend: "emu".into(), reason }
+}
+
+impl Device for Emu {
+    type Mem = EmuBuf;
+
+    fn name(&self) -> &'static str {
+        "emu"
+    }
+
+    fn alloc(&self, len: usize) -> Result<EmuBuf> {
+        Ok(EmuBuf(vec![0.0; len]))
+    }
+
+    fn upload(&self, data: &[f32]) -> Result<EmuBuf> {
+        Ok(EmuBuf(data.to_vec()))
+    }
+
+    fn write(&self, dst: &mut EmuBuf, src: &[f32]) -> Result<()> {
+        dst.0[..src.len()].copy_from_slice(src);
+        Ok(())
+    }
+
+    fn read(&self, src: &EmuBuf, dst: &mut [f32]) -> Result<()> {
+        dst.copy_from_slice(&src.0[..dst.len()]);
+        Ok(())
+    }
+
+    fn len(&self, m: &EmuBuf) -> usize {
+        m.0.len()
+    }
+
+    fn ptr(&self, m: &EmuBuf) -> u64 {
+        m.0.as_ptr() as u64
+    }
+
+    fn ptr_mut(&self, m: &mut EmuBuf) -> u64 {
+        m.0.as_mut_ptr() as u64
+    }
+
+    unsafe fn launch<P: KernelParams>(&self, cfg: LaunchConfig, params: &P) -> Result<()> {
+        let (run, size) = entry(P::KERNEL);
+        if size() != std::mem::size_of::<P>() {
+            return Err(emu_err(format!(
+                "{:?}: parameter struct is {} bytes in Rust, {} in C",
+                P::KERNEL,
+                std::mem::size_of::<P>(),
+                size()
+            )));
+        }
+        let blocks = cfg.blocks();
+        if blocks == 0 {
+            return Ok(());
+        }
+        // A few ranges per thread, so an unlucky split does not idle a core.
+        let ranges = (rayon::current_num_threads() as u64 * 4).min(blocks);
+        let per = blocks.div_ceil(ranges);
+        let order = match self.order {
+            ThreadOrder::Alternate => 0,
+            ThreadOrder::Forward => 1,
+            ThreadOrder::Reverse => 2,
+        };
+        let params_addr = params as *const P as usize;
+        let failure = (0..blocks.div_ceil(per)).into_par_iter().find_map_any(|i| {
+            let mut msg = [0 as c_char; 512];
+            let l = EmuLaunch {
+                grid: cfg.grid,
+                block: cfg.block,
+                shared_bytes: cfg.shared_bytes,
+                block_begin: i * per,
+                block_end: ((i + 1) * per).min(blocks),
+                order,
+                err: msg.as_mut_ptr(),
+                err_len: msg.len(),
+            };
+            // SAFETY: the caller guarantees the pointers in `params`; `l`
+            // and `msg` outlive the call.
+            let rc = unsafe { run(&l, params_addr as *const c_void) };
+            (rc != 0).then(|| {
+                // SAFETY: the emulator NUL-terminates what it writes into msg.
+                unsafe { CStr::from_ptr(msg.as_ptr()) }.to_string_lossy().into_owned()
+            })
+        });
+        match failure {
+            Some(m) => Err(emu_err(format!("{:?}: {m}", P::KERNEL))),
+            None => Ok(()),
+        }
+    }
+}
+
+/// The emulator's own test kernels (kernels/emu/selftest.cu), for tests that
+/// show it catches what it should: a missing barrier, a divergent barrier,
+/// and that the warp collectives follow CUDA's rules.
+pub mod selftest {
+    use super::*;
+
+    #[repr(C)]
+    struct Params {
+        input: *const f32,
+        out: *mut f32,
+        n: c_int,
+    }
+
+    extern "C" {
+        fn quorum_emu_launch_emu_selftest_reverse(l: *const EmuLaunch, p: *const Params) -> c_int;
+        fn quorum_emu_launch_emu_selftest_reverse_broken(l: *const EmuLaunch, p: *const Params) -> c_int;
+        fn quorum_emu_launch_emu_selftest_divergent(l: *const EmuLaunch, p: *const Params) -> c_int;
+        fn quorum_emu_launch_emu_selftest_warp(l: *const EmuLaunch, p: *const Params) -> c_int;
+        fn quorum_emu_launch_emu_selftest_atomics(l: *const EmuLaunch, p: *const Params) -> c_int;
+    }
+
+    type SelfTestFn = unsafe extern "C" fn(*const EmuLaunch, *const Params) -> c_int;
+
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub enum SelfTest {
+        /// Reverses each block's slice through shared memory (correct).
+        Reverse,
+        /// The same without its `__syncthreads`.
+        ReverseMissingBarrier,
+        /// Half the block reaches a `__syncthreads`.
+        DivergentBarrier,
+        /// One block; per thread 7 outputs of warp collectives.
+        Warp,
+        /// Float and int atomics from every thread of the grid into out[0..3]
+        /// (out must start as [0, -inf, 0 as int bits]).
+        Atomics,
+    }
+
+    /// Runs a self-test kernel on `grid` blocks of `block` threads over
+    /// `input`, returning its output (`out_len` values, NaN where unwritten).
+    pub fn run(
+        which: SelfTest,
+        order: ThreadOrder,
+        grid: u32,
+        block: u32,
+        input: &[f32],
+        out_len: usize,
+    ) -> Result<Vec<f32>> {
+        let mut out = vec![f32::NAN; out_len];
+        if which == SelfTest::Atomics && out_len >= 3 {
+            out[..3].copy_from_slice(&[0.0, f32::NEG_INFINITY, 0.0]);
+        }
+        let p = Params { input: input.as_ptr(), out: out.as_mut_ptr(), n: input.len() as c_int };
+        let order = match order {
+            ThreadOrder::Alternate => 0,
+            ThreadOrder::Forward => 1,
+            ThreadOrder::Reverse => 2,
+        };
+        let f: SelfTestFn = match which {
+            SelfTest::Reverse => quorum_emu_launch_emu_selftest_reverse,
+            SelfTest::ReverseMissingBarrier => quorum_emu_launch_emu_selftest_reverse_broken,
+            SelfTest::DivergentBarrier => quorum_emu_launch_emu_selftest_divergent,
+            SelfTest::Warp => quorum_emu_launch_emu_selftest_warp,
+            SelfTest::Atomics => quorum_emu_launch_emu_selftest_atomics,
+        };
+        let need_in = (grid * block) as usize;
+        let need_out = match which {
+            SelfTest::Warp => 7 * need_in,
+            SelfTest::DivergentBarrier => block as usize,
+            SelfTest::Atomics => 3,
+            _ => need_in,
+        };
+        if input.len() < need_in || out_len < need_out || block > 1024 {
+            return Err(emu_err(format!("selftest {which:?}: buffers too small for {grid}x{block}")));
+        }
+        // One block per range, on rayon's threads: atomics really race.
+        let (p_addr, f_addr) = (&p as *const Params as usize, f as usize);
+        let failure = (0..grid as u64).into_par_iter().find_map_any(|b| {
+            let mut msg = [0 as c_char; 512];
+            let lb = EmuLaunch {
+                grid: [grid, 1, 1],
+                block: [block, 1, 1],
+                shared_bytes: 0,
+                block_begin: b,
+                block_end: b + 1,
+                order,
+                err: msg.as_mut_ptr(),
+                err_len: msg.len(),
+            };
+            // SAFETY: f_addr is one of the entry points above; input and out
+            // hold every index the kernel touches (checked above).
+            let rc = unsafe {
+                let f: SelfTestFn = std::mem::transmute(f_addr);
+                f(&lb, p_addr as *const Params)
+            };
+            // SAFETY: NUL-terminated by the emulator.
+            (rc != 0).then(|| unsafe { CStr::from_ptr(msg.as_ptr()) }.to_string_lossy().into_owned())
+        });
+        match failure {
+            Some(m) => Err(emu_err(format!("selftest {which:?}: {m}"))),
+            None => Ok(out),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::gpu::params::*;
+
+    #[test]
+    fn c_and_rust_parameter_structs_agree() {
+        let sizes = [
+            (Kernel::Standardize, std::mem::size_of::<StandardizeParams>()),
+            (Kernel::BroadcastAdd, std::mem::size_of::<BroadcastAddParams>()),
+            (Kernel::Pool, std::mem::size_of::<PoolParams>()),
+            (Kernel::LayerNorm, std::mem::size_of::<LayerNormParams>()),
+            (Kernel::Linear, std::mem::size_of::<LinearParams>()),
+            (Kernel::Conv1d, std::mem::size_of::<ConvParams>()),
+            (Kernel::PatchEmbed, std::mem::size_of::<PatchParams>()),
+            (Kernel::Attention, std::mem::size_of::<AttentionParams>()),
+            (Kernel::Lstm, std::mem::size_of::<LstmParams>()),
+            (Kernel::Heads, std::mem::size_of::<HeadsParams>()),
+            (Kernel::MmaCheck, std::mem::size_of::<MmaCheckParams>()),
+            (Kernel::LinearBf16, std::mem::size_of::<Bf16<LinearParams>>()),
+            (Kernel::Conv1dBf16, std::mem::size_of::<Bf16<ConvParams>>()),
+            (Kernel::PatchEmbedBf16, std::mem::size_of::<Bf16<PatchParams>>()),
+        ];
+        for (k, rust) in sizes {
+            assert_eq!(c_params_size(k), rust, "{k:?}");
+        }
+    }
+}

@@ -1,0 +1,122 @@
+//! Launch configurations: grid, block and shared-memory sizes for each kernel
+//! as plain functions of the problem shape, shared by every device. Each rule
+//! encodes an assumption of its kernel (e.g. 256 threads for the GEMM tile);
+//! the tests pin them.
+
+use super::device::LaunchConfig;
+use crate::error::{Error, Result};
+
+/// Threads per block of the GEMM tile (gemm.cu GEMM_THREADS) and its tile size.
+pub const GEMM_THREADS: u32 = 256;
+pub const GEMM_TILE: usize = 64;
+/// attention.cu: 4 warps, 16 queries per block, head dim at most 64.
+pub const ATT_THREADS: u32 = 128;
+pub const ATT_QUERIES_PER_BLOCK: usize = 16;
+pub const ATT_MAX_HEAD_DIM: usize = 64;
+/// Shared memory a block may use without opting in (every arch since sm_20).
+pub const DEFAULT_SHARED_LIMIT: usize = 48 * 1024;
+/// CUDA's limit on grid.y and grid.z.
+const MAX_GRID_YZ: usize = 65_535;
+/// Blocks of a grid-stride elementwise kernel: enough to fill a big GPU,
+/// bounded so tiny tensors do not launch empty blocks.
+const ELEMENTWISE_MAX_BLOCKS: usize = 1024;
+const ELEMENTWISE_THREADS: u32 = 256;
+
+fn err(reason: String) -> Error {
+    Error::Backend { backend: "gpu".into(), reason }
+}
+
+fn cfg(grid: [usize; 3], block: u32, shared: usize) -> Result<LaunchConfig> {
+    if grid[1] > MAX_GRID_YZ || grid[2] > MAX_GRID_YZ || grid[0] > u32::MAX as usize {
+        return Err(err(format!("grid {grid:?} exceeds CUDA's limits")));
+    }
+    if shared > DEFAULT_SHARED_LIMIT {
+        return Err(err(format!("{shared} bytes of shared memory exceed the {DEFAULT_SHARED_LIMIT}-byte default")));
+    }
+    Ok(LaunchConfig { grid: grid.map(|g| g as u32), block: [block, 1, 1], shared_bytes: shared as u32 })
+}
+
+/// Grid-stride kernels over `n` elements (standardize, broadcast_add, pool).
+pub fn elementwise(n: usize) -> Result<LaunchConfig> {
+    let blocks = n.div_ceil(ELEMENTWISE_THREADS as usize).clamp(1, ELEMENTWISE_MAX_BLOCKS);
+    cfg([blocks, 1, 1], ELEMENTWISE_THREADS, 0)
+}
+
+/// layernorm.cu: one warp per row, 8 rows per block.
+pub fn layernorm(rows: usize) -> Result<LaunchConfig> {
+    cfg([rows.div_ceil(8).max(1), 1, 1], 256, 0)
+}
+
+/// gemm.cu: one 256-thread block per 64×64 tile of the output, `branches`
+/// independent products along z.
+pub fn gemm(rows: usize, n: usize, branches: usize) -> Result<LaunchConfig> {
+    cfg([n.div_ceil(GEMM_TILE), rows.div_ceil(GEMM_TILE), branches], GEMM_THREADS, 0)
+}
+
+/// gemm.cu's bf16 tensor-core tile: 128 threads (4 warps) per 64×32 tile.
+pub fn gemm_bf16(rows: usize, n: usize, branches: usize) -> Result<LaunchConfig> {
+    cfg([n.div_ceil(32), rows.div_ceil(64), branches], 128, 0)
+}
+
+/// attention.cu's dynamic shared memory: K padded to hd + 1, V, one query per warp.
+pub fn attention_shared_bytes(tokens: usize, head_dim: usize) -> usize {
+    4 * (tokens * (head_dim + 1) + tokens * head_dim + (ATT_THREADS as usize / 32) * head_dim)
+}
+
+/// attention.cu: one block per (query tile, head, sample).
+pub fn attention(batch: usize, tokens: usize, heads: usize, head_dim: usize) -> Result<LaunchConfig> {
+    if head_dim == 0 || head_dim > ATT_MAX_HEAD_DIM {
+        return Err(err(format!("attention: head dim {head_dim} outside 1..={ATT_MAX_HEAD_DIM}")));
+    }
+    cfg([tokens.div_ceil(ATT_QUERIES_PER_BLOCK), heads, batch], ATT_THREADS, attention_shared_bytes(tokens, head_dim))
+}
+
+/// lstm.cu: one persistent block per sample; h (double-buffered) and c in shared memory.
+pub fn lstm(batch: usize, hidden: usize) -> Result<LaunchConfig> {
+    cfg([batch, 1, 1], 256, 3 * hidden * 4)
+}
+
+/// heads.cu: one block of 4 warps per sample.
+pub fn heads(batch: usize) -> Result<LaunchConfig> {
+    cfg([batch, 1, 1], 128, 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gemm_covers_awkward_sizes_with_whole_tiles() {
+        let c = gemm(49, 768, 1).unwrap();
+        assert_eq!(c.grid, [12, 1, 1]);
+        assert_eq!(c.block, [256, 1, 1]);
+        assert_eq!(gemm(17 * 100, 112, 3).unwrap().grid, [2, 27, 3]);
+        assert_eq!(gemm(64, 64, 1).unwrap().grid, [1, 1, 1]);
+        assert_eq!(gemm(65, 65, 1).unwrap().grid, [2, 2, 1]);
+        assert!(gemm(64 * 65_536, 8, 1).is_err(), "grid.y above 65535");
+        assert_eq!(gemm_bf16(49, 768, 1).unwrap().grid, [24, 1, 1]);
+        assert_eq!(gemm_bf16(100, 129, 3).unwrap().grid, [5, 2, 3]);
+        assert_eq!(gemm_bf16(1, 1, 1).unwrap().block, [128, 1, 1]);
+    }
+
+    #[test]
+    fn attention_fits_default_shared_memory_at_model_sizes() {
+        // TLOB: 100 tokens, head dim 32: 26.5 KiB.
+        let c = attention(17, 100, 4, 32).unwrap();
+        assert_eq!(c.grid, [7, 4, 17]);
+        assert_eq!(c.shared_bytes as usize, 4 * (100 * 33 + 100 * 32 + 4 * 32));
+        assert_eq!(attention(1, 49, 8, 32).unwrap().grid, [4, 8, 1]);
+        assert!(attention(1, 49, 1, 65).is_err());
+        assert!(attention(1, 400, 1, 32).is_err(), "K/V of 400 tokens exceed 48 KiB");
+    }
+
+    #[test]
+    fn small_kernels() {
+        assert_eq!(layernorm(49).unwrap().grid, [7, 1, 1]);
+        assert_eq!(layernorm(8).unwrap().grid, [1, 1, 1]);
+        assert_eq!(elementwise(1).unwrap().grid, [1, 1, 1]);
+        assert_eq!(elementwise(10_000_000).unwrap().grid, [1024, 1, 1]);
+        assert_eq!(lstm(3, 256).unwrap().shared_bytes, 3072);
+        assert_eq!(heads(17).unwrap().grid, [17, 1, 1]);
+    }
+}

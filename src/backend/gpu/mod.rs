@@ -1,0 +1,466 @@
+//! `Gpu<D>`: the `Backend` ops as launches of the hand-written kernels in
+//! `kernels/`, on any `Device`: `Emu` (the kernels compiled for the CPU with
+//! the CUDA emulator, kernels/emu) today; the cudarc device slots in beside it.
+//!
+//! Each op checks its buffers' sizes, builds the kernel's parameter struct
+//! (params.rs), picks the launch configuration (launch.rs) and launches.
+//! Weights of matrix products are prepared as `(n_in, n_out)` row-major, the
+//! layout the GEMM tile (gemm.cu) reads with coalesced loads.
+
+pub mod compile_check;
+pub mod cuda;
+pub mod device;
+pub mod emu;
+pub mod launch;
+pub mod nvrtc;
+pub mod params;
+pub mod sources;
+
+pub use cuda::Cuda;
+pub use device::{Device, Kernel, LaunchConfig};
+pub use emu::{Emu, EmuBuf, ThreadOrder};
+
+use self::params::*;
+use super::{
+    AttentionShape, Backend, BroadcastShape, ConvShape, ConvWeights, Epilogue, HeadsOut, HeadsRef, LinearShape,
+    LstmShape, PatchShape, Pool,
+};
+use crate::error::{Error, Result};
+
+/// How matrix-product weights are stored and multiplied. Activations,
+/// norms, attention and the LSTM stay f32 in every mode.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Precision {
+    /// f32 weights, FMA GEMM: models.md's f32 tolerances.
+    #[default]
+    F32,
+    /// bf16 weights (half the memory traffic), bf16 tensor-core products
+    /// with f32 accumulation: models.md's f16/bf16 tolerances.
+    Bf16,
+}
+
+pub struct Gpu<D: Device> {
+    dev: D,
+    precision: Precision,
+}
+
+impl<D: Device> Gpu<D> {
+    pub fn new(dev: D) -> Self {
+        Gpu { dev, precision: Precision::F32 }
+    }
+
+    pub fn with_precision(dev: D, precision: Precision) -> Self {
+        Gpu { dev, precision }
+    }
+
+    pub fn precision(&self) -> Precision {
+        self.precision
+    }
+
+    /// f32 slots a prepared `(n_out, n_in)` weight occupies: bf16 pairs
+    /// (k padded to even) share one slot.
+    fn weight_len(&self, n_out: usize, n_in: usize) -> usize {
+        match self.precision {
+            Precision::F32 => n_out * n_in,
+            Precision::Bf16 => n_out * n_in.div_ceil(2),
+        }
+    }
+
+    /// Launches a GEMM-family kernel in this backend's precision.
+    fn launch_gemm<P>(&self, rows: usize, n: usize, branches: usize, p: P) -> Result<()>
+    where
+        P: KernelParams,
+        Bf16<P>: KernelParams,
+    {
+        // SAFETY: the callers checked every buffer of `p` against its shape.
+        unsafe {
+            match self.precision {
+                Precision::F32 => self.dev.launch(launch::gemm(rows, n, branches)?, &p),
+                Precision::Bf16 => self.dev.launch(launch::gemm_bf16(rows, n, branches)?, &Bf16(p)),
+            }
+        }
+    }
+
+    pub fn device(&self) -> &D {
+        &self.dev
+    }
+
+    fn check(&self, op: &str, what: &str, m: &D::Mem, need: usize) -> Result<()> {
+        let have = self.dev.len(m);
+        if have < need {
+            return Err(self.err(format!("{op}: buffer {what} holds {have} values, needs {need}")));
+        }
+        Ok(())
+    }
+
+    fn err(&self, reason: String) -> Error {
+        Error::Backend { backend: self.dev.name().into(), reason }
+    }
+
+    /// Sizes as the kernels' `int`s; the kernels index with 64-bit offsets
+    /// where products may grow, but each dimension must fit.
+    fn int(&self, op: &str, v: usize) -> Result<i32> {
+        i32::try_from(v).map_err(|_| self.err(format!("{op}: size {v} exceeds the kernels' int range")))
+    }
+
+    /// One conv launch of up to `MAX_BRANCHES` branches over the same input;
+    /// branch z writes columns `s.out_offset + z·c_out ..` of each row.
+    fn conv_raw(
+        &self,
+        x: &D::Mem,
+        br: [ConvBranch; MAX_BRANCHES],
+        branches: usize,
+        y: &mut D::Mem,
+        s: ConvShape,
+        gelu: bool,
+    ) -> Result<()> {
+        let p = ConvParams {
+            x: self.dev.ptr(x),
+            y: self.dev.ptr_mut(y),
+            br,
+            samples: self.int("conv1d", s.samples)?,
+            len: self.int("conv1d", s.len)?,
+            c_in: self.int("conv1d", s.c_in)?,
+            c_out: self.int("conv1d", s.c_out)?,
+            out_stride: self.int("conv1d", s.out_stride)?,
+            out_offset: self.int("conv1d", s.out_offset)?,
+            gelu: i32::from(gelu),
+        };
+        self.launch_gemm(s.samples * s.len, s.c_out, branches, p)
+    }
+}
+
+impl<D: Device> Backend for Gpu<D> {
+    type Buf = D::Mem;
+
+    fn name(&self) -> &'static str {
+        self.dev.name()
+    }
+
+    fn alloc(&self, len: usize) -> Result<D::Mem> {
+        self.dev.alloc(len)
+    }
+
+    fn upload(&self, data: &[f32]) -> Result<D::Mem> {
+        self.dev.upload(data)
+    }
+
+    /// The LSTM kernel reads `W_hh` in PyTorch's `(4·hidden, hidden)` layout.
+    fn prepare_recurrent(&self, w_hh: &[f32], hidden: usize) -> Result<D::Mem> {
+        let n = 4 * hidden * hidden;
+        if w_hh.len() < n {
+            return Err(self.err(format!(
+                "prepare_recurrent: {} values for a ({}, {hidden}) matrix",
+                w_hh.len(),
+                4 * hidden
+            )));
+        }
+        self.upload(&w_hh[..n])
+    }
+
+    fn prepare_linear(&self, w: &[f32], n_out: usize, n_in: usize) -> Result<D::Mem> {
+        if w.len() < n_out * n_in {
+            return Err(self.err(format!("prepare_linear: {} values for a ({n_out}, {n_in}) matrix", w.len())));
+        }
+        if self.precision == Precision::Bf16 {
+            // PyTorch's (n_out, n_in) layout, k padded to even, two bf16 per
+            // 32-bit slot (low half first): gemm_tile_bf16's B fragments.
+            let words = n_in.div_ceil(2);
+            let mut packed = vec![0f32; n_out * words];
+            for o in 0..n_out {
+                for j in 0..words {
+                    let lo = half::bf16::from_f32(w[o * n_in + 2 * j]).to_bits() as u32;
+                    let hi = if 2 * j + 1 < n_in {
+                        half::bf16::from_f32(w[o * n_in + 2 * j + 1]).to_bits() as u32
+                    } else {
+                        0
+                    };
+                    packed[o * words + j] = f32::from_bits(lo | hi << 16);
+                }
+            }
+            return self.dev.upload(&packed);
+        }
+        let mut t = vec![0f32; n_out * n_in];
+        for o in 0..n_out {
+            for i in 0..n_in {
+                t[i * n_out + o] = w[o * n_in + i];
+            }
+        }
+        self.dev.upload(&t)
+    }
+
+    fn write(&self, dst: &mut D::Mem, src: &[f32]) -> Result<()> {
+        self.check("write", "dst", dst, src.len())?;
+        self.dev.write(dst, src)
+    }
+
+    fn read(&self, src: &D::Mem, dst: &mut [f32]) -> Result<()> {
+        self.check("read", "src", src, dst.len())?;
+        self.dev.read(src, dst)
+    }
+
+    fn standardize(&self, x: &mut D::Mem, mean: &D::Mem, std: &D::Mem, rows: usize, dim: usize) -> Result<()> {
+        self.check("standardize", "x", x, rows * dim)?;
+        self.check("standardize", "mean", mean, dim)?;
+        self.check("standardize", "std", std, dim)?;
+        let p = StandardizeParams {
+            x: self.dev.ptr_mut(x),
+            mean: self.dev.ptr(mean),
+            std: self.dev.ptr(std),
+            rows: self.int("standardize", rows)?,
+            dim: self.int("standardize", dim)?,
+        };
+        // SAFETY: sizes checked above.
+        unsafe { self.dev.launch(launch::elementwise(rows * dim)?, &p) }
+    }
+
+    fn linear(&self, x: &D::Mem, w: &D::Mem, b: &D::Mem, y: &mut D::Mem, s: LinearShape, epi: Epilogue) -> Result<()> {
+        self.check("linear", "x", x, s.rows * s.n_in)?;
+        self.check("linear", "w", w, self.weight_len(s.n_out, s.n_in))?;
+        self.check("linear", "b", b, s.n_out)?;
+        self.check("linear", "y", y, s.rows * s.n_out)?;
+        let p = LinearParams {
+            x: self.dev.ptr(x),
+            w: self.dev.ptr(w),
+            b: self.dev.ptr(b),
+            y: self.dev.ptr_mut(y),
+            rows: self.int("linear", s.rows)?,
+            n_in: self.int("linear", s.n_in)?,
+            n_out: self.int("linear", s.n_out)?,
+            epilogue: match epi {
+                Epilogue::None => 0,
+                Epilogue::Gelu => 1,
+                Epilogue::Accumulate => 2,
+            },
+        };
+        self.launch_gemm(s.rows, s.n_out, 1, p)
+    }
+
+    fn layernorm(&self, x: &D::Mem, g: &D::Mem, b: &D::Mem, y: &mut D::Mem, rows: usize, dim: usize) -> Result<()> {
+        self.check("layernorm", "x", x, rows * dim)?;
+        self.check("layernorm", "y", y, rows * dim)?;
+        self.check("layernorm", "gamma", g, dim)?;
+        self.check("layernorm", "beta", b, dim)?;
+        let p = LayerNormParams {
+            x: self.dev.ptr(x),
+            gamma: self.dev.ptr(g),
+            beta: self.dev.ptr(b),
+            y: self.dev.ptr_mut(y),
+            rows: self.int("layernorm", rows)?,
+            dim: self.int("layernorm", dim)?,
+        };
+        // SAFETY: sizes checked above.
+        unsafe { self.dev.launch(launch::layernorm(rows)?, &p) }
+    }
+
+    fn attention(&self, qkv: &D::Mem, out: &mut D::Mem, s: AttentionShape) -> Result<()> {
+        self.check("attention", "qkv", qkv, s.batch * s.tokens * 3 * s.dim())?;
+        self.check("attention", "out", out, s.batch * s.tokens * s.dim())?;
+        let cfg = launch::attention(s.batch, s.tokens, s.heads, s.head_dim)?;
+        let p = AttentionParams {
+            qkv: self.dev.ptr(qkv),
+            out: self.dev.ptr_mut(out),
+            batch: self.int("attention", s.batch)?,
+            tokens: self.int("attention", s.tokens)?,
+            heads: self.int("attention", s.heads)?,
+            head_dim: self.int("attention", s.head_dim)?,
+        };
+        // SAFETY: sizes checked above.
+        unsafe { self.dev.launch(cfg, &p) }
+    }
+
+    fn patch_embed(
+        &self,
+        x: &D::Mem,
+        w: &D::Mem,
+        b: &D::Mem,
+        cls: Option<&D::Mem>,
+        pos: &D::Mem,
+        out: &mut D::Mem,
+        s: PatchShape,
+    ) -> Result<()> {
+        let (tokens, plen) = (s.tokens(), s.patch_h * s.patch_w);
+        if s.patch_h == 0 || s.patch_w == 0 || s.height % s.patch_h != 0 || s.width % s.patch_w != 0 {
+            return Err(self.err(format!("patch_embed: inconsistent shape {s:?}")));
+        }
+        self.check("patch_embed", "x", x, s.batch * s.height * s.width)?;
+        self.check("patch_embed", "w", w, self.weight_len(s.dim, plen))?;
+        self.check("patch_embed", "b", b, s.dim)?;
+        self.check("patch_embed", "pos", pos, tokens * s.dim)?;
+        self.check("patch_embed", "out", out, s.batch * tokens * s.dim)?;
+        let cls_ptr = match (s.cls_token, cls) {
+            (false, _) => 0,
+            (true, Some(c)) => {
+                self.check("patch_embed", "cls", c, s.dim)?;
+                self.dev.ptr(c)
+            }
+            (true, None) => return Err(self.err("patch_embed: cls_token set but no cls buffer".into())),
+        };
+        let p = PatchParams {
+            x: self.dev.ptr(x),
+            w: self.dev.ptr(w),
+            b: self.dev.ptr(b),
+            cls: cls_ptr,
+            pos: self.dev.ptr(pos),
+            out: self.dev.ptr_mut(out),
+            batch: self.int("patch_embed", s.batch)?,
+            height: self.int("patch_embed", s.height)?,
+            width: self.int("patch_embed", s.width)?,
+            ph: self.int("patch_embed", s.patch_h)?,
+            pw: self.int("patch_embed", s.patch_w)?,
+            dim: self.int("patch_embed", s.dim)?,
+            tokens: self.int("patch_embed", tokens)?,
+            has_cls: i32::from(s.cls_token),
+        };
+        self.launch_gemm(s.batch * tokens, s.dim, 1, p)
+    }
+
+    fn conv1d(&self, x: &D::Mem, w: &D::Mem, b: &D::Mem, y: &mut D::Mem, s: ConvShape, gelu: bool) -> Result<()> {
+        if s.out_offset + s.c_out > s.out_stride || s.kernel % 2 == 0 {
+            return Err(self.err(format!("conv1d: inconsistent shape {s:?}")));
+        }
+        self.check("conv1d", "x", x, s.samples * s.len * s.c_in)?;
+        self.check("conv1d", "w", w, self.weight_len(s.c_out, s.c_in * s.kernel))?;
+        self.check("conv1d", "b", b, s.c_out)?;
+        self.check("conv1d", "y", y, s.samples * s.len * s.out_stride)?;
+        let mut br = [ConvBranch::default(); MAX_BRANCHES];
+        br[0] = ConvBranch { w: self.dev.ptr(w), b: self.dev.ptr(b), ksize: self.int("conv1d", s.kernel)?, _pad: 0 };
+        self.conv_raw(x, br, 1, y, s, gelu)
+    }
+
+    fn multiscale_conv(
+        &self,
+        x: &D::Mem,
+        branches: &[ConvWeights<Self>],
+        y: &mut D::Mem,
+        samples: usize,
+        len: usize,
+        dim: usize,
+    ) -> Result<()> {
+        let width = branches.len() * dim;
+        self.check("multiscale_conv", "x", x, samples * len * dim)?;
+        self.check("multiscale_conv", "y", y, samples * len * width)?;
+        // Up to MAX_BRANCHES branches per launch (blockIdx.z = branch).
+        for (chunk, group) in branches.chunks(MAX_BRANCHES).enumerate() {
+            let mut br = [ConvBranch::default(); MAX_BRANCHES];
+            for (slot, w) in br.iter_mut().zip(group) {
+                if w.c_in != dim || w.c_out != dim || w.kernel % 2 == 0 {
+                    return Err(self.err(format!(
+                        "multiscale_conv: branch ({}, {}, k {}) does not map {dim} to {dim} channels with an odd kernel",
+                        w.c_in, w.c_out, w.kernel
+                    )));
+                }
+                self.check("multiscale_conv", "branch w", &w.w, self.weight_len(dim, dim * w.kernel))?;
+                self.check("multiscale_conv", "branch b", &w.b, dim)?;
+                *slot = ConvBranch {
+                    w: self.dev.ptr(&w.w),
+                    b: self.dev.ptr(&w.b),
+                    ksize: self.int("multiscale_conv", w.kernel)?,
+                    _pad: 0,
+                };
+            }
+            let s = ConvShape {
+                samples,
+                len,
+                c_in: dim,
+                c_out: dim,
+                kernel: 1,
+                out_stride: width,
+                out_offset: chunk * MAX_BRANCHES * dim,
+            };
+            self.conv_raw(x, br, group.len(), y, s, true)?;
+        }
+        Ok(())
+    }
+
+    fn lstm(&self, gx: &D::Mem, w_hh: &D::Mem, h_seq: &mut D::Mem, s: LstmShape) -> Result<()> {
+        self.check("lstm", "gx", gx, s.batch * s.steps * 4 * s.hidden)?;
+        self.check("lstm", "w_hh", w_hh, 4 * s.hidden * s.hidden)?;
+        self.check("lstm", "h_seq", h_seq, s.batch * s.steps * s.hidden)?;
+        let p = LstmParams {
+            gx: self.dev.ptr(gx),
+            w_hh: self.dev.ptr(w_hh),
+            h_seq: self.dev.ptr_mut(h_seq),
+            batch: self.int("lstm", s.batch)?,
+            steps: self.int("lstm", s.steps)?,
+            hidden: self.int("lstm", s.hidden)?,
+        };
+        // SAFETY: sizes checked above.
+        unsafe { self.dev.launch(launch::lstm(s.batch, s.hidden)?, &p) }
+    }
+
+    fn broadcast_add(&self, x: &mut D::Mem, src: &D::Mem, s: BroadcastShape) -> Result<()> {
+        self.check("broadcast_add", "x", x, s.outer * s.inner * s.dim)?;
+        self.check("broadcast_add", "src", src, if s.per_outer { s.outer } else { s.inner } * s.dim)?;
+        let p = BroadcastAddParams {
+            x: self.dev.ptr_mut(x),
+            src: self.dev.ptr(src),
+            outer: self.int("broadcast_add", s.outer)?,
+            inner: self.int("broadcast_add", s.inner)?,
+            dim: self.int("broadcast_add", s.dim)?,
+            per_outer: i32::from(s.per_outer),
+        };
+        // SAFETY: sizes checked above.
+        unsafe { self.dev.launch(launch::elementwise(s.outer * s.inner * s.dim)?, &p) }
+    }
+
+    fn pool(&self, x: &D::Mem, out: &mut D::Mem, batch: usize, tokens: usize, dim: usize, how: Pool) -> Result<()> {
+        self.check("pool", "x", x, batch * tokens * dim)?;
+        self.check("pool", "out", out, batch * dim)?;
+        if tokens == 0 {
+            return Err(self.err("pool: zero tokens".into()));
+        }
+        let p = PoolParams {
+            x: self.dev.ptr(x),
+            out: self.dev.ptr_mut(out),
+            batch: self.int("pool", batch)?,
+            tokens: self.int("pool", tokens)?,
+            dim: self.int("pool", dim)?,
+            mode: match how {
+                Pool::First => 0,
+                Pool::Mean => 1,
+                Pool::Last => 2,
+            },
+        };
+        // SAFETY: sizes checked above.
+        unsafe { self.dev.launch(launch::elementwise(batch * dim)?, &p) }
+    }
+
+    fn heads(
+        &self,
+        z: &D::Mem,
+        p: HeadsRef<'_, Self>,
+        out: HeadsOut<'_, Self>,
+        batch: usize,
+        dim: usize,
+    ) -> Result<()> {
+        let c = p.classes;
+        self.check("heads", "z", z, batch * dim)?;
+        self.check("heads", "direction.weight", p.direction_w, c * dim)?;
+        self.check("heads", "direction.bias", p.direction_b, c)?;
+        self.check("heads", "confidence.weight", p.confidence_w, dim)?;
+        self.check("heads", "confidence.bias", p.confidence_b, 1)?;
+        self.check("heads", "expected_return.weight", p.return_w, dim)?;
+        self.check("heads", "expected_return.bias", p.return_b, 1)?;
+        self.check("heads", "logits", out.logits, batch * c)?;
+        self.check("heads", "confidence", out.confidence, batch)?;
+        self.check("heads", "expected_return", out.expected_return, batch)?;
+        let prm = HeadsParams {
+            z: self.dev.ptr(z),
+            dir_w: self.dev.ptr(p.direction_w),
+            dir_b: self.dev.ptr(p.direction_b),
+            conf_w: self.dev.ptr(p.confidence_w),
+            conf_b: self.dev.ptr(p.confidence_b),
+            ret_w: self.dev.ptr(p.return_w),
+            ret_b: self.dev.ptr(p.return_b),
+            logits: self.dev.ptr_mut(out.logits),
+            confidence: self.dev.ptr_mut(out.confidence),
+            expected_return: self.dev.ptr_mut(out.expected_return),
+            batch: self.int("heads", batch)?,
+            dim: self.int("heads", dim)?,
+            classes: self.int("heads", c)?,
+        };
+        // SAFETY: sizes checked above.
+        unsafe { self.dev.launch(launch::heads(batch)?, &prm) }
+    }
+}

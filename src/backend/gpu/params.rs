@@ -1,0 +1,131 @@
+//! The kernels' parameter structs, field for field the C structs of
+//! `kernels/*.cu`: each kernel takes one of these by value, on the GPU (as
+//! the single kernel argument) and in the emulator alike. Pointers are device
+//! addresses as `u64` (a host address for the emulator), `0` for "none".
+
+use super::device::Kernel;
+
+/// A parameter struct and the kernel it belongs to.
+///
+/// # Safety
+/// The implementor must be `#[repr(C)]` with exactly the layout of the C
+/// struct the kernel takes.
+pub unsafe trait KernelParams: Copy + Send + Sync + 'static {
+    const KERNEL: Kernel;
+}
+
+macro_rules! params {
+    ($(#[$m:meta])* $name:ident => $kernel:ident { $($field:ident : $ty:ty),* $(,)? }) => {
+        $(#[$m])*
+        #[repr(C)]
+        #[derive(Clone, Copy, Debug, Default, PartialEq)]
+        pub struct $name { $(pub $field: $ty),* }
+        // SAFETY: #[repr(C)], fields in the order and types of the C struct.
+        unsafe impl KernelParams for $name {
+            const KERNEL: Kernel = Kernel::$kernel;
+        }
+    };
+}
+
+params!(
+    /// `kernels/elementwise.cu` StandardizeParams
+    StandardizeParams => Standardize { x: u64, mean: u64, std: u64, rows: i32, dim: i32 }
+);
+params!(
+    /// `kernels/elementwise.cu` BroadcastAddParams
+    BroadcastAddParams => BroadcastAdd { x: u64, src: u64, outer: i32, inner: i32, dim: i32, per_outer: i32 }
+);
+params!(
+    /// `kernels/elementwise.cu` PoolParams (mode 0 first, 1 mean, 2 last)
+    PoolParams => Pool { x: u64, out: u64, batch: i32, tokens: i32, dim: i32, mode: i32 }
+);
+params!(
+    /// `kernels/layernorm.cu` LayerNormParams
+    LayerNormParams => LayerNorm { x: u64, gamma: u64, beta: u64, y: u64, rows: i32, dim: i32 }
+);
+params!(
+    /// `kernels/gemm.cu` LinearParams (epilogue 0 none, 1 GELU, 2 accumulate)
+    LinearParams => Linear { x: u64, w: u64, b: u64, y: u64, rows: i32, n_in: i32, n_out: i32, epilogue: i32 }
+);
+
+/// `kernels/gemm.cu` ConvBranch
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct ConvBranch {
+    pub w: u64,
+    pub b: u64,
+    pub ksize: i32,
+    pub _pad: i32,
+}
+
+/// Branches one conv launch can carry (`QUORUM_MAX_BRANCHES`).
+pub const MAX_BRANCHES: usize = 4;
+
+params!(
+    /// `kernels/gemm.cu` ConvParams; branch z of the grid uses `br[z]`.
+    ConvParams => Conv1d {
+        x: u64, y: u64, br: [ConvBranch; MAX_BRANCHES],
+        samples: i32, len: i32, c_in: i32, c_out: i32, out_stride: i32, out_offset: i32, gelu: i32,
+    }
+);
+params!(
+    /// `kernels/gemm.cu` PatchParams
+    PatchParams => PatchEmbed {
+        x: u64, w: u64, b: u64, cls: u64, pos: u64, out: u64,
+        batch: i32, height: i32, width: i32, ph: i32, pw: i32, dim: i32, tokens: i32, has_cls: i32,
+    }
+);
+params!(
+    /// `kernels/attention.cu` AttentionParams
+    AttentionParams => Attention { qkv: u64, out: u64, batch: i32, tokens: i32, heads: i32, head_dim: i32 }
+);
+params!(
+    /// `kernels/lstm.cu` LstmParams
+    LstmParams => Lstm { gx: u64, w_hh: u64, h_seq: u64, batch: i32, steps: i32, hidden: i32 }
+);
+params!(
+    /// `kernels/heads.cu` HeadsParams
+    HeadsParams => Heads {
+        z: u64, dir_w: u64, dir_b: u64, conf_w: u64, conf_b: u64, ret_w: u64, ret_b: u64,
+        logits: u64, confidence: u64, expected_return: u64, batch: i32, dim: i32, classes: i32,
+    }
+);
+
+params!(
+    /// `kernels/mma_check.cu` MmaCheckParams: d (16×8) = a (16×16) · b (16×8) + c, bf16 inputs.
+    MmaCheckParams => MmaCheck { a: u64, b: u64, c: u64, d: u64 }
+);
+
+/// The same parameters for a kernel's bf16-weight twin (`w` holds bf16).
+#[repr(transparent)]
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Bf16<P>(pub P);
+
+macro_rules! bf16_twin {
+    ($p:ty => $kernel:ident) => {
+        // SAFETY: repr(transparent) over a parameter struct of the same C layout.
+        unsafe impl KernelParams for Bf16<$p> {
+            const KERNEL: Kernel = Kernel::$kernel;
+        }
+    };
+}
+bf16_twin!(LinearParams => LinearBf16);
+bf16_twin!(ConvParams => Conv1dBf16);
+bf16_twin!(PatchParams => PatchEmbedBf16);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layouts_match_the_c_structs() {
+        // The C compiler's layout on LP64: pointers 8 bytes, ints 4, structs
+        // padded to 8. These sizes are what the kernels see.
+        assert_eq!(std::mem::size_of::<StandardizeParams>(), 32);
+        assert_eq!(std::mem::size_of::<LinearParams>(), 48);
+        assert_eq!(std::mem::size_of::<ConvBranch>(), 24);
+        assert_eq!(std::mem::size_of::<ConvParams>(), 16 + 4 * 24 + 7 * 4 + 4);
+        assert_eq!(std::mem::size_of::<HeadsParams>(), 10 * 8 + 3 * 4 + 4);
+        assert_eq!(std::mem::size_of::<PatchParams>(), 6 * 8 + 8 * 4);
+    }
+}

@@ -1,0 +1,347 @@
+//! Kernel-by-kernel comparisons of a backend under test (the GPU backend on
+//! the emulator, or on a real device) against the CPU backend, on awkward
+//! sizes (not multiples of any tile; batch 1, 3 and 17; 49 and 100 tokens;
+//! 112 features), within models.md's f32 tolerance: max abs diff ≤
+//! 1e-4·(1 + max |ref|) per output tensor (confidences: 1e-5 absolute).
+#![allow(dead_code)]
+
+use quorum::backend::gpu::params::MmaCheckParams;
+use quorum::backend::gpu::{Device, LaunchConfig};
+use quorum::backend::{
+    AttentionShape, Backend, BroadcastShape, ConvShape, ConvWeights, Epilogue, HeadsOut, HeadsRef, LinearShape,
+    LstmShape, PatchShape, Pool,
+};
+use quorum::Cpu;
+
+/// Deterministic values in [-scale, scale) (an LCG; no test depends on a seed's luck).
+pub fn data(n: usize, seed: u64, scale: f32) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    (0..n)
+        .map(|_| {
+            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
+        })
+        .collect()
+}
+
+pub fn assert_close(what: &str, got: &[f32], want: &[f32]) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    let max_ref = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let tol = 1e-4 * (1.0 + max_ref);
+    let (mut worst, mut at) = (0f32, 0);
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        // NaN (e.g. a read of poisoned shared memory) counts as infinitely wrong.
+        let d = if (g - w).is_nan() { f32::INFINITY } else { (g - w).abs() };
+        if d > worst {
+            worst = d;
+            at = i;
+        }
+    }
+    assert!(worst <= tol, "{what}: max abs diff {worst:e} at {at} > {tol:e} (got {} want {})", got[at], want[at]);
+}
+
+/// The CPU reference and the backend under test.
+pub struct Pair<'a, G: Backend> {
+    pub cpu: Cpu,
+    pub gpu: &'a G,
+}
+
+pub fn read<G: Backend>(g: &G, b: &G::Buf, n: usize) -> Vec<f32> {
+    let mut v = vec![0f32; n];
+    g.read(b, &mut v).unwrap();
+    v
+}
+
+pub fn linear_all_epilogues<G: Backend>(gpu: &G) {
+    let p = Pair { cpu: Cpu::new(), gpu };
+    for (i, &(rows, n_in, n_out)) in
+        [(1, 3, 5), (3, 33, 17), (17, 112, 100), (49, 256, 768), (100, 128, 129), (65, 17, 64)].iter().enumerate()
+    {
+        let x = data(rows * n_in, 1 + i as u64, 1.0);
+        let w = data(n_out * n_in, 2 + i as u64, 0.2);
+        let b = data(n_out, 3 + i as u64, 0.5);
+        let y0 = data(rows * n_out, 4 + i as u64, 1.0);
+        for epi in [Epilogue::None, Epilogue::Gelu, Epilogue::Accumulate] {
+            let s = LinearShape { rows, n_in, n_out };
+            let mut yc = y0.clone();
+            let wc = p.cpu.prepare_linear(&w, n_out, n_in).unwrap();
+            p.cpu.linear(&x, &wc, &b, &mut yc, s, epi).unwrap();
+            let (xg, wg, bg) =
+                (p.gpu.upload(&x).unwrap(), p.gpu.prepare_linear(&w, n_out, n_in).unwrap(), p.gpu.upload(&b).unwrap());
+            let mut yg = p.gpu.upload(&y0).unwrap();
+            p.gpu.linear(&xg, &wg, &bg, &mut yg, s, epi).unwrap();
+            assert_close(&format!("linear {rows}x{n_in}x{n_out} {epi:?}"), &read(p.gpu, &yg, rows * n_out), &yc);
+        }
+    }
+}
+
+pub fn layernorm_rows<G: Backend>(gpu: &G) {
+    let p = Pair { cpu: Cpu::new(), gpu };
+    for (i, &(rows, dim)) in [(1, 256), (3, 112), (17 * 49, 128), (7, 33), (17, 256)].iter().enumerate() {
+        // An offset mean, as in a residual stream.
+        let x: Vec<f32> = data(rows * dim, 10 + i as u64, 2.0).iter().map(|v| v + 3.0).collect();
+        let g = data(dim, 11, 1.0);
+        let b = data(dim, 12, 0.3);
+        let mut yc = vec![0f32; rows * dim];
+        p.cpu.layernorm(&x, &g, &b, &mut yc, rows, dim).unwrap();
+        let mut yg = p.gpu.alloc(rows * dim).unwrap();
+        let (xg, gg, bg) = (p.gpu.upload(&x).unwrap(), p.gpu.upload(&g).unwrap(), p.gpu.upload(&b).unwrap());
+        p.gpu.layernorm(&xg, &gg, &bg, &mut yg, rows, dim).unwrap();
+        assert_close(&format!("layernorm {rows}x{dim}"), &read(p.gpu, &yg, rows * dim), &yc);
+    }
+}
+
+pub fn attention_short_sequences<G: Backend>(gpu: &G) {
+    let p = Pair { cpu: Cpu::new(), gpu };
+    for (i, &(batch, tokens, heads, head_dim)) in
+        [(1, 49, 8, 32), (3, 100, 4, 32), (17, 49, 2, 32), (2, 37, 3, 48), (1, 1, 1, 32), (3, 60, 2, 7)]
+            .iter()
+            .enumerate()
+    {
+        let s = AttentionShape { batch, tokens, heads, head_dim };
+        let qkv = data(batch * tokens * 3 * s.dim(), 20 + i as u64, 2.0);
+        let mut oc = vec![0f32; batch * tokens * s.dim()];
+        p.cpu.attention(&qkv, &mut oc, s).unwrap();
+        let mut og = p.gpu.alloc(oc.len()).unwrap();
+        p.gpu.attention(&p.gpu.upload(&qkv).unwrap(), &mut og, s).unwrap();
+        assert_close(&format!("attention {s:?}"), &read(p.gpu, &og, oc.len()), &oc);
+    }
+}
+
+pub fn patch_embedding_with_and_without_cls<G: Backend>(gpu: &G) {
+    let p = Pair { cpu: Cpu::new(), gpu };
+    for (i, &(batch, height, width, ph, pw, dim, cls)) in
+        [(1, 60, 112, 10, 14, 256, true), (3, 60, 112, 10, 14, 40, false), (17, 20, 21, 5, 7, 33, true)]
+            .iter()
+            .enumerate()
+    {
+        let s = PatchShape { batch, height, width, patch_h: ph, patch_w: pw, dim, cls_token: cls };
+        let x = data(batch * height * width, 30 + i as u64, 1.0);
+        let w = data(dim * ph * pw, 31, 0.1);
+        let b = data(dim, 32, 0.5);
+        let c = data(dim, 33, 0.5);
+        let pos = data(s.tokens() * dim, 34, 0.5);
+        let n = batch * s.tokens() * dim;
+        let mut oc = vec![0f32; n];
+        let wc = p.cpu.prepare_linear(&w, dim, ph * pw).unwrap();
+        p.cpu.patch_embed(&x, &wc, &b, cls.then_some(&c), &pos, &mut oc, s).unwrap();
+        let g = p.gpu;
+        let (xg, wg, bg, cg, pg) = (
+            g.upload(&x).unwrap(),
+            g.prepare_linear(&w, dim, ph * pw).unwrap(),
+            g.upload(&b).unwrap(),
+            g.upload(&c).unwrap(),
+            g.upload(&pos).unwrap(),
+        );
+        let mut og = g.upload(&vec![f32::NAN; n]).unwrap();
+        g.patch_embed(&xg, &wg, &bg, cls.then_some(&cg), &pg, &mut og, s).unwrap();
+        assert_close(&format!("patch_embed {s:?}"), &read(g, &og, n), &oc);
+    }
+}
+
+pub fn conv1d_with_offsets_and_gelu<G: Backend>(gpu: &G) {
+    let p = Pair { cpu: Cpu::new(), gpu };
+    for (i, &(samples, len, c_in, c_out, k, stride, off, gelu)) in [
+        (3, 15, 24, 16, 3, 16, 0, false),
+        (2, 7, 5, 12, 5, 20, 7, true),
+        (17 * 3, 20, 4, 32, 3, 32, 0, true),
+        (1, 60, 112, 128, 3, 128, 0, true),
+        (17, 60, 128, 128, 3, 130, 1, true),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let s = ConvShape { samples, len, c_in, c_out, kernel: k, out_stride: stride, out_offset: off };
+        let x = data(samples * len * c_in, 40 + i as u64, 1.0);
+        let w = data(c_out * c_in * k, 41, 0.2);
+        let b = data(c_out, 42, 0.5);
+        // Columns outside [off, off + c_out) must be left alone.
+        let y0 = data(samples * len * stride, 43, 1.0);
+        let mut yc = y0.clone();
+        let wc = p.cpu.prepare_linear(&w, c_out, c_in * k).unwrap();
+        p.cpu.conv1d(&x, &wc, &b, &mut yc, s, gelu).unwrap();
+        let g = p.gpu;
+        let mut yg = g.upload(&y0).unwrap();
+        let (xg, wg, bg) =
+            (g.upload(&x).unwrap(), g.prepare_linear(&w, c_out, c_in * k).unwrap(), g.upload(&b).unwrap());
+        g.conv1d(&xg, &wg, &bg, &mut yg, s, gelu).unwrap();
+        assert_close(&format!("conv1d {s:?} gelu {gelu}"), &read(g, &yg, y0.len()), &yc);
+    }
+}
+
+pub fn multiscale_conv_in_one_launch_and_in_chunks<G: Backend>(gpu: &G) {
+    let p = Pair { cpu: Cpu::new(), gpu };
+    // Three branches (TLOB's 3, 5, 7) fit one launch; five take two.
+    for (i, kernels) in [vec![3usize, 5, 7], vec![1, 3, 5, 7, 9]].iter().enumerate() {
+        let (samples, len, dim) = (3, 100, 24);
+        let x = data(samples * len * dim, 50 + i as u64, 1.0);
+        let raw: Vec<(Vec<f32>, Vec<f32>, usize)> = kernels
+            .iter()
+            .enumerate()
+            .map(|(j, &k)| (data(dim * dim * k, 60 + j as u64, 0.2), data(dim, 70 + j as u64, 0.5), k))
+            .collect();
+        let cpu_br: Vec<ConvWeights<Cpu>> = raw
+            .iter()
+            .map(|(w, b, k)| ConvWeights {
+                w: p.cpu.prepare_linear(w, dim, dim * k).unwrap(),
+                b: b.clone(),
+                c_in: dim,
+                c_out: dim,
+                kernel: *k,
+            })
+            .collect();
+        let gpu_br: Vec<ConvWeights<G>> = raw
+            .iter()
+            .map(|(w, b, k)| ConvWeights {
+                w: p.gpu.prepare_linear(w, dim, dim * k).unwrap(),
+                b: p.gpu.upload(b).unwrap(),
+                c_in: dim,
+                c_out: dim,
+                kernel: *k,
+            })
+            .collect();
+        let n = samples * len * dim * kernels.len();
+        let mut yc = vec![0f32; n];
+        p.cpu.multiscale_conv(&x, &cpu_br, &mut yc, samples, len, dim).unwrap();
+        let mut yg = p.gpu.upload(&vec![f32::NAN; n]).unwrap();
+        p.gpu.multiscale_conv(&p.gpu.upload(&x).unwrap(), &gpu_br, &mut yg, samples, len, dim).unwrap();
+        assert_close(&format!("multiscale {kernels:?}"), &read(p.gpu, &yg, n), &yc);
+    }
+}
+
+pub fn lstm_recurrence_batch_1_3_17<G: Backend>(gpu: &G) {
+    let p = Pair { cpu: Cpu::new(), gpu };
+    for (i, &(batch, steps, hidden)) in [(1, 60, 256), (3, 60, 40), (17, 13, 33)].iter().enumerate() {
+        let s = LstmShape { batch, steps, hidden };
+        let gx = data(batch * steps * 4 * hidden, 80 + i as u64, 2.0);
+        let w = data(4 * hidden * hidden, 81, 1.0 / (hidden as f32).sqrt());
+        let mut hc = vec![0f32; batch * steps * hidden];
+        p.cpu.lstm(&gx, &p.cpu.prepare_recurrent(&w, hidden).unwrap(), &mut hc, s).unwrap();
+        let mut hg = p.gpu.alloc(hc.len()).unwrap();
+        let wg = p.gpu.prepare_recurrent(&w, hidden).unwrap();
+        p.gpu.lstm(&p.gpu.upload(&gx).unwrap(), &wg, &mut hg, s).unwrap();
+        assert_close(&format!("lstm {s:?}"), &read(p.gpu, &hg, hc.len()), &hc);
+    }
+}
+
+pub fn elementwise_ops<G: Backend>(gpu: &G) {
+    let p = Pair { cpu: Cpu::new(), gpu };
+    let g = p.gpu;
+    for (i, &(outer, inner, dim)) in [(1, 60, 112), (3, 100, 128), (17, 49, 33)].iter().enumerate() {
+        let x = data(outer * inner * dim, 90 + i as u64, 1.0);
+        for per_outer in [true, false] {
+            let src = data(if per_outer { outer } else { inner } * dim, 91, 1.0);
+            let s = BroadcastShape { outer, inner, dim, per_outer };
+            let mut xc = x.clone();
+            p.cpu.broadcast_add(&mut xc, &src, s).unwrap();
+            let mut xg = g.upload(&x).unwrap();
+            g.broadcast_add(&mut xg, &g.upload(&src).unwrap(), s).unwrap();
+            assert_close(&format!("broadcast_add {s:?}"), &read(g, &xg, x.len()), &xc);
+        }
+        for how in [Pool::First, Pool::Mean, Pool::Last] {
+            let mut oc = vec![0f32; outer * dim];
+            p.cpu.pool(&x, &mut oc, outer, inner, dim, how).unwrap();
+            let mut og = g.alloc(outer * dim).unwrap();
+            g.pool(&g.upload(&x).unwrap(), &mut og, outer, inner, dim, how).unwrap();
+            assert_close(&format!("pool {how:?} {outer}x{inner}x{dim}"), &read(g, &og, outer * dim), &oc);
+        }
+        let mean = data(dim, 92, 1.0);
+        let std: Vec<f32> = data(dim, 93, 1.0).iter().map(|v| 0.5 + v.abs()).collect();
+        let rows = outer * inner;
+        let mut xc = x.clone();
+        p.cpu.standardize(&mut xc, &mean, &std, rows, dim).unwrap();
+        let mut xg = g.upload(&x).unwrap();
+        g.standardize(&mut xg, &g.upload(&mean).unwrap(), &g.upload(&std).unwrap(), rows, dim).unwrap();
+        assert_close(&format!("standardize {rows}x{dim}"), &read(g, &xg, x.len()), &xc);
+    }
+}
+
+pub fn fused_heads<G: Backend>(gpu: &G) {
+    let p = Pair { cpu: Cpu::new(), gpu };
+    for (i, &(batch, dim)) in [(1, 256), (3, 128), (17, 33)].iter().enumerate() {
+        let classes = 3;
+        let z = data(batch * dim, 100 + i as u64, 1.0);
+        let ws: Vec<Vec<f32>> = [classes * dim, classes, dim, 1, dim, 1]
+            .iter()
+            .enumerate()
+            .map(|(j, &n)| data(n, 110 + j as u64, 0.3))
+            .collect();
+        let (mut lc, mut cc, mut rc) = (vec![0f32; batch * classes], vec![0f32; batch], vec![0f32; batch]);
+        let hp = HeadsRef::<Cpu> {
+            direction_w: &ws[0],
+            direction_b: &ws[1],
+            confidence_w: &ws[2],
+            confidence_b: &ws[3],
+            return_w: &ws[4],
+            return_b: &ws[5],
+            classes,
+        };
+        p.cpu
+            .heads(&z, hp, HeadsOut { logits: &mut lc, confidence: &mut cc, expected_return: &mut rc }, batch, dim)
+            .unwrap();
+        let g = p.gpu;
+        let wg: Vec<_> = ws.iter().map(|w| g.upload(w).unwrap()).collect();
+        let (mut lg, mut cg, mut rg) =
+            (g.alloc(batch * classes).unwrap(), g.alloc(batch).unwrap(), g.alloc(batch).unwrap());
+        let hg = HeadsRef::<G> {
+            direction_w: &wg[0],
+            direction_b: &wg[1],
+            confidence_w: &wg[2],
+            confidence_b: &wg[3],
+            return_w: &wg[4],
+            return_b: &wg[5],
+            classes,
+        };
+        g.heads(
+            &g.upload(&z).unwrap(),
+            hg,
+            HeadsOut { logits: &mut lg, confidence: &mut cg, expected_return: &mut rg },
+            batch,
+            dim,
+        )
+        .unwrap();
+        assert_close("heads logits", &read(g, &lg, batch * classes), &lc);
+        assert_close("heads return", &read(g, &rg, batch), &rc);
+        let conf = read(g, &cg, batch);
+        for (a, b) in conf.iter().zip(&cc) {
+            assert!((a - b).abs() <= 1e-5, "heads confidence {a} vs {b}");
+        }
+    }
+}
+
+/// bf16 rounding to nearest even, as mma.cuh's f32_to_bf16 (finite inputs).
+pub fn bf16(x: f32) -> f32 {
+    let u = x.to_bits();
+    f32::from_bits((u + 0x7fff + ((u >> 16) & 1)) & 0xffff_0000)
+}
+
+/// mma_check.cu on a device: D = A·B + C with bf16-rounded A and B, against
+/// an f64 reference. On the emulator this checks the kernel's use of the
+/// fragment helpers (the twin reads fragments through the same helpers); on a
+/// GPU it checks the helpers against the hardware's layout.
+pub fn mma_check<D: Device>(dev: &D) {
+    // Distinct values everywhere, so a fragment mix-up changes the result.
+    let a = data(16 * 16, 1, 1.0);
+    let b = data(16 * 8, 2, 1.0);
+    let c = data(16 * 8, 3, 1.0);
+    let (ab, bb, cb) = (dev.upload(&a).unwrap(), dev.upload(&b).unwrap(), dev.upload(&c).unwrap());
+    let mut db = dev.upload(&[f32::NAN; 128]).unwrap();
+    let p = MmaCheckParams { a: dev.ptr(&ab), b: dev.ptr(&bb), c: dev.ptr(&cb), d: dev.ptr_mut(&mut db) };
+    let cfg = LaunchConfig { grid: [1, 1, 1], block: [32, 1, 1], shared_bytes: 0 };
+    // SAFETY: the buffers hold the 16×16, 16×8 and 16×8 matrices the kernel reads and writes.
+    unsafe { dev.launch(cfg, &p) }.unwrap();
+    let mut d = vec![0f32; 128];
+    dev.read(&db, &mut d).unwrap();
+    for r in 0..16 {
+        for n in 0..8 {
+            let want: f64 = c[r * 8 + n] as f64
+                + (0..16).map(|k| bf16(a[r * 16 + k]) as f64 * bf16(b[k * 8 + n]) as f64).sum::<f64>();
+            let got = d[r * 8 + n] as f64;
+            // f32 accumulation of 16 exact bf16 products: a few ulp of the sum's scale.
+            assert!((got - want).abs() <= 1e-5 * (1.0 + want.abs()), "d[{r}][{n}] = {got}, want {want}");
+        }
+    }
+    // And the inputs really were rounded: with f32 inputs the answer differs.
+    let exact: f64 = c[0] as f64 + (0..16).map(|k| a[k] as f64 * b[k * 8] as f64).sum::<f64>();
+    assert!((d[0] as f64 - exact).abs() > 1e-6, "bf16 rounding is visible");
+}

@@ -1,0 +1,51 @@
+//! The GPU backend on a real device (`Gpu<Cuda>`): on a machine without CUDA,
+//! that opening the device is an error (not a panic); with `--features
+//! gpu-tests` on a machine with a GPU, every kernel against the CPU backend
+//! (the same cases as the emulator's) and every golden model case.
+
+#[path = "common/kernels.rs"]
+mod kernels;
+
+use quorum::backend::gpu::cuda::driver_present;
+use quorum::backend::gpu::Cuda;
+
+#[test]
+fn no_cuda_is_an_error_not_a_panic() {
+    if driver_present() {
+        // A machine with a driver: opening may succeed or fail (no device),
+        // but must not panic; the gpu-tests below cover the rest.
+        let _ = Cuda::new(0);
+        return;
+    }
+    let e = Cuda::new(0).err().expect("no driver, so no device");
+    assert!(e.to_string().contains("no CUDA driver"), "{e}");
+}
+
+#[cfg(feature = "gpu-tests")]
+mod on_gpu {
+    use super::kernels;
+    use quorum::backend::gpu::{Cuda, Gpu};
+
+    fn gpu() -> Gpu<Cuda> {
+        Gpu::new(Cuda::new(0).expect("gpu-tests need a CUDA device"))
+    }
+
+    #[test]
+    fn every_kernel_matches_the_cpu() {
+        let g = gpu();
+        kernels::linear_all_epilogues(&g);
+        kernels::layernorm_rows(&g);
+        kernels::attention_short_sequences(&g);
+        kernels::patch_embedding_with_and_without_cls(&g);
+        kernels::conv1d_with_offsets_and_gelu(&g);
+        kernels::multiscale_conv_in_one_launch_and_in_chunks(&g);
+        kernels::lstm_recurrence_batch_1_3_17(&g);
+        kernels::elementwise_ops(&g);
+        kernels::fused_heads(&g);
+    }
+
+    #[test]
+    fn bf16_tensor_core_fragments_match_the_hardware() {
+        kernels::mma_check(&Cuda::new(0).expect("gpu-tests need a CUDA device"));
+    }
+}

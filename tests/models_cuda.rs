@@ -1,0 +1,34 @@
+//! The golden model cases on a real GPU (`Gpu<Cuda>`); needs `--features gpu-tests`.
+#![cfg(feature = "gpu-tests")]
+
+mod common;
+
+use common::{assert_close, golden, ALL_CASES};
+use quorum::backend::gpu::{Cuda, Gpu};
+
+#[test]
+fn every_golden_case_on_cuda() {
+    let be = Gpu::new(Cuda::new(0).expect("gpu-tests need a CUDA device"));
+    for name in ALL_CASES {
+        let g = golden(name);
+        let mut model = g.model(&be);
+        let out = model.forward(&be, &g.inputs()).unwrap();
+        for (k, want) in &g.outputs {
+            assert_close(name, k, &out[k], want, false);
+        }
+    }
+}
+
+#[test]
+fn every_golden_case_on_cuda_in_bf16() {
+    use quorum::backend::gpu::Precision;
+    let be = Gpu::with_precision(Cuda::new(0).expect("gpu-tests need a CUDA device"), Precision::Bf16);
+    for name in ALL_CASES {
+        let g = golden(name);
+        let mut model = g.model(&be);
+        let out = model.forward(&be, &g.inputs()).unwrap();
+        for (k, want) in &g.outputs {
+            assert_close(name, k, &out[k], want, true);
+        }
+    }
+}

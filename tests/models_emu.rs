@@ -1,0 +1,127 @@
+//! The three models end to end on `Gpu<Emu>` (every op a CUDA kernel run by
+//! the emulator) against the committed PyTorch goldens, with models.md's f32
+//! tolerances: the GPU code path, tested without a GPU.
+
+mod common;
+
+use common::{assert_close, golden, ALL_CASES};
+use quorum::backend::gpu::{Emu, Gpu, Precision, ThreadOrder};
+
+fn check_case(name: &str) {
+    let g = golden(name);
+    let be = Gpu::new(Emu::new());
+    let mut model = g.model(&be);
+    let out = model.forward(&be, &g.inputs()).unwrap();
+    let got: Vec<&String> = out.keys().collect();
+    let want: Vec<&String> = g.outputs.keys().collect();
+    assert_eq!(got, want, "{name}: output names");
+    let mut worst = 0f64;
+    for (k, want) in &g.outputs {
+        worst = worst.max(assert_close(name, k, &out[k], want, false));
+    }
+    eprintln!("{name} on emu: worst error / tolerance = {worst:.3}");
+}
+
+#[test]
+fn mpd_default() {
+    check_case("mpd_default");
+}
+#[test]
+fn mpd_small_cls() {
+    check_case("mpd_small_cls");
+}
+#[test]
+fn mpd_small_without_cls_with_normalizer() {
+    check_case("mpd_small_nocls_norm");
+}
+#[test]
+fn tlob_default() {
+    check_case("tlob_default");
+}
+#[test]
+fn tlob_small_without_aux_two_horizons() {
+    check_case("tlob_small_noaux_2h");
+}
+#[test]
+fn tlob_small_with_aux_and_aux_normalizer() {
+    check_case("tlob_small_aux_norm");
+}
+#[test]
+fn tlob_with_aux_weights_run_without_aux() {
+    check_case("tlob_small_aux_unused");
+}
+#[test]
+fn cnn_lstm_default() {
+    check_case("cnn_lstm_default");
+}
+#[test]
+fn cnn_lstm_one_layer() {
+    check_case("cnn_lstm_small_1layer");
+}
+#[test]
+fn cnn_lstm_three_layers_with_normalizer() {
+    check_case("cnn_lstm_small_3layer_norm");
+}
+
+#[test]
+fn every_case_runs_on_emu() {
+    // Keep this file in step with the golden cases.
+    assert_eq!(ALL_CASES.len(), 10);
+}
+
+#[test]
+fn whole_model_is_independent_of_the_emulators_thread_order() {
+    // A race anywhere in the forward would show as a difference between the
+    // forward and reverse schedules (poisoned shared memory reads give NaN).
+    let g = golden("tlob_small_aux_norm");
+    let run = |order| {
+        let be = Gpu::new(Emu::with_order(order));
+        let mut model = g.model(&be);
+        model.forward(&be, &g.inputs()).unwrap()
+    };
+    let f = run(ThreadOrder::Forward);
+    let r = run(ThreadOrder::Reverse);
+    assert_eq!(f, r);
+    assert!(f.values().all(|t| t.data.iter().all(|v| v.is_finite())));
+}
+
+#[test]
+fn batch_results_equal_single_sample_results_on_emu() {
+    let g = golden("mpd_small_cls");
+    let be = Gpu::new(Emu::new());
+    let mut model = g.model(&be);
+    let full = model.forward(&be, &g.inputs()).unwrap();
+    let x = &g.inputs["features"];
+    let per = x.numel() / x.shape[0];
+    assert!(x.shape[0] > 1, "the case has a batch to split");
+    for b in 0..x.shape[0] {
+        let mut shape = x.shape.clone();
+        shape[0] = 1;
+        let one = quorum::Tensor::new(shape, x.data[b * per..(b + 1) * per].to_vec()).unwrap();
+        let out = model.forward(&be, &quorum::Inputs { features: Some(&one), lob: None, aux: None }).unwrap();
+        for (k, t) in &out {
+            let c = t.shape[1];
+            let want = &full[k].data[b * c..(b + 1) * c];
+            for (x, y) in t.data.iter().zip(want) {
+                assert!((x - y).abs() <= 1e-5 * (1.0 + y.abs()), "{k} sample {b}: {x} vs {y}");
+            }
+        }
+    }
+}
+
+/// Every golden case with bf16 weights and tensor-core products
+/// (`Precision::Bf16`), within models.md's f16/bf16 column.
+#[test]
+fn every_case_in_bf16_within_the_half_precision_tolerances() {
+    for name in ALL_CASES {
+        let g = golden(name);
+        let be = Gpu::with_precision(Emu::new(), Precision::Bf16);
+        let mut model = g.model(&be);
+        let out = model.forward(&be, &g.inputs()).unwrap();
+        let mut worst = 0f64;
+        for (k, want) in &g.outputs {
+            worst = worst.max(assert_close(name, k, &out[k], want, true));
+        }
+        eprintln!("{name} on emu, bf16: worst error / tolerance = {worst:.3}");
+    }
+}
