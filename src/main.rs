@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 
+mod market_cli;
+
 use quorum::model::{ModelConfig, ModelKind, ModelMeta};
 use quorum::weights::{self, generated};
 use quorum::{Cpu, Inputs, Model, Tensor};
@@ -61,6 +63,11 @@ enum Command {
         #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
         backend: BackendChoice,
     },
+    /// Run the synthetic market: write Parquet (`--out DIR --duration 2h`) or
+    /// serve it as a loopback exchange speaking Binance's protocol (`--serve 127.0.0.1:PORT`).
+    Simulate(market_cli::SimulateArgs),
+    /// Collect an order book from Binance (or any server speaking its protocol) into Parquet.
+    Collect(market_cli::CollectArgs),
 }
 
 fn main() -> Result<()> {
@@ -70,6 +77,8 @@ fn main() -> Result<()> {
         Command::Info { weights } => info(&weights),
         Command::Infer { weights, input, output, backend } => infer(&weights, &input, &output, backend),
         Command::Bench { batch, iters, backend } => bench(&batch, iters, backend),
+        Command::Simulate(args) => market_cli::simulate(args),
+        Command::Collect(args) => market_cli::collect(args),
     }
 }
 
