@@ -479,6 +479,8 @@ async fn serve_rest(stream: &mut TcpStream, inner: &Inner, path: &str) -> std::i
     stream.shutdown().await
 }
 
+// The handshake callback's `Result<Response, ErrorResponse>` is tungstenite's signature.
+#[allow(clippy::result_large_err)]
 async fn serve_ws(stream: TcpStream, inner: Arc<Inner>, mut shutdown: watch::Receiver<bool>) -> Result<(), String> {
     let mut want_depth = false;
     let mut want_trade = false;
