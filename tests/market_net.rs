@@ -43,14 +43,15 @@ fn exchange_config(faults: Vec<ScheduledFault>) -> ExchangeConfig {
         tick_interval: Duration::from_millis(10),
         wait_for_client: true,
         faults,
-        // Exercise ping/pong: the client must answer or be dropped.
-        ping_interval: Duration::from_millis(200),
-        pong_timeout: Duration::from_secs(5),
+        // Exercise ping/pong: a client that does not answer is dropped
+        // (and a clean run then shows reconnects).
+        ping_interval: Duration::from_millis(100),
+        pong_timeout: Duration::from_millis(1500),
         ..ExchangeConfig::default()
     }
 }
 
-fn collector_config(ex: &LoopbackExchange, out: PathBuf, stale_after: Duration) -> RawLOBConfig {
+fn collector_config(ex: &LoopbackExchange, out: PathBuf, tuning: ClientTuning) -> RawLOBConfig {
     RawLOBConfig {
         symbol: SYMBOL.into(),
         collection_interval: 0.015,
@@ -59,14 +60,7 @@ fn collector_config(ex: &LoopbackExchange, out: PathBuf, stale_after: Duration) 
         save_interval: 40,
         endpoint: ex.endpoint(),
         out_dir: out,
-        tuning: ClientTuning {
-            connect_timeout: Duration::from_secs(3),
-            request_timeout: Duration::from_secs(3),
-            stale_after,
-            backoff_initial: Duration::from_millis(20),
-            backoff_max: Duration::from_millis(200),
-            ..ClientTuning::default()
-        },
+        tuning,
         ..RawLOBConfig::default()
     }
 }
@@ -108,23 +102,38 @@ struct Outcome {
     fault_id: u64,
 }
 
+fn tuning(stale_after: Duration) -> ClientTuning {
+    ClientTuning {
+        connect_timeout: Duration::from_secs(3),
+        request_timeout: Duration::from_secs(3),
+        stale_after,
+        backoff_initial: Duration::from_millis(20),
+        backoff_max: Duration::from_millis(200),
+        ..ClientTuning::default()
+    }
+}
+
 /// Runs the exchange with `fault` at diff event [`FAULT_AT`], collects until
-/// 40 samples past the fault, stops and checks the stored books.
+/// `min_after` samples past the fault, stops and checks the stored books.
 async fn run_case(name: &str, fault: Option<Fault>, stale_after: Duration) -> Outcome {
+    run_case_with(name, fault, tuning(stale_after), 60).await
+}
+
+async fn run_case_with(name: &str, fault: Option<Fault>, tuning: ClientTuning, min_after: usize) -> Outcome {
     let out = scratch(name);
     let faults = fault.map(|f| vec![ScheduledFault { at_event: FAULT_AT, fault: f }]).unwrap_or_default();
     let want_fault = !faults.is_empty();
     let ex = LoopbackExchange::start(loopback(), exchange_config(faults)).await.unwrap();
     let counters = ex.counters();
     let truth = ex.truth();
-    let mut c = RawLOBCollector::new(collector_config(&ex, out.clone(), stale_after)).unwrap();
+    let mut c = RawLOBCollector::new(collector_config(&ex, out.clone(), tuning)).unwrap();
     c.start().await.unwrap();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(40);
     loop {
         let fired = counters.faults_fired.load(Ordering::Relaxed) > 0;
         let fault_id = counters.last_fault_update_id.load(Ordering::Relaxed);
         let after = c.buffer().iter().filter(|s| !want_fault || (fired && s.last_update_id > fault_id)).count();
-        if (!want_fault || fired) && after >= 60 {
+        if (!want_fault || fired) && after >= min_after {
             break;
         }
         assert!(
@@ -161,13 +170,47 @@ const STALE: Duration = Duration::from_secs(3);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clean_run_matches_truth() {
-    let o = run_case("clean", None, STALE).await;
+    // ~3 s: long enough for the exchange's pong timeout (1.5 s) to bite if pings went unanswered.
+    let o = run_case_with("clean", None, tuning(STALE), 200).await;
     assert_eq!(o.stats.client.resyncs, 0);
     assert_eq!(o.stats.client.gaps, 0);
     assert_eq!(o.stats.client.reconnects, 0);
     assert_eq!(o.stats.rejected_books, 0);
     assert!(o.stats.client.trades > 0);
     assert!(o.stats.files_written >= 2, "several saves: {:?}", o.stats);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_age_limit_reconnects() {
+    // Binance cuts a connection at 24 h; the client reconnects before its
+    // `max_connection_age` (here 400 ms) and resyncs, losing nothing stored.
+    let t = ClientTuning { max_connection_age: Duration::from_millis(400), ..tuning(STALE) };
+    let o = run_case_with("age", None, t, 120).await;
+    assert!(o.stats.client.reconnects >= 1, "{:?}", o.stats);
+    assert!(o.stats.client.resyncs >= 1, "{:?}", o.stats);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_exchange_backs_off_and_stops_cleanly() {
+    // Nothing listens on the port: connects fail, the client backs off, and
+    // stop() still returns promptly with nothing written.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let out = scratch("unreachable");
+    let cfg = RawLOBConfig {
+        symbol: SYMBOL.into(),
+        endpoint: quorum::market::Endpoint::new(format!("ws://127.0.0.1:{port}"), format!("http://127.0.0.1:{port}")),
+        out_dir: out.clone(),
+        tuning: tuning(STALE),
+        ..RawLOBConfig::default()
+    };
+    let mut c = RawLOBCollector::new(cfg).unwrap();
+    c.start().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let stats = tokio::time::timeout(Duration::from_secs(10), c.stop()).await.expect("stop() in time").unwrap();
+    assert!(stats.client.connect_failures >= 2, "{stats:?}");
+    assert_eq!(stats.samples, 0);
+    assert!(c.get_latest_sequence().is_none());
+    let _ = std::fs::remove_dir_all(&out);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -660,3 +660,61 @@ pub async fn run_client(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_follow_binance_conventions() {
+        let ep = Endpoint::default();
+        assert_eq!(
+            ep.stream_url("BTCUSDT"),
+            "wss://stream.binance.com:9443/stream?streams=btcusdt@depth@100ms/btcusdt@aggTrade"
+        );
+        assert_eq!(ep.depth_url("btcusdt", 1000), "https://api.binance.com/api/v3/depth?symbol=BTCUSDT&limit=1000");
+        let local = Endpoint::new("ws://127.0.0.1:9000/", "http://127.0.0.1:9000/");
+        assert_eq!(
+            local.stream_url("SIMUSDT"),
+            "ws://127.0.0.1:9000/stream?streams=simusdt@depth@100ms/simusdt@aggTrade"
+        );
+        assert_eq!(local.depth_url("SIMUSDT", 5), "http://127.0.0.1:9000/api/v3/depth?symbol=SIMUSDT&limit=5");
+    }
+
+    #[test]
+    fn backoff_is_capped_and_jittered() {
+        let t = ClientTuning {
+            backoff_initial: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(2),
+            ..ClientTuning::default()
+        };
+        let mut j = 7;
+        let mut distinct = std::collections::BTreeSet::new();
+        for attempt in 0..40 {
+            let d = backoff_delay(&t, attempt, &mut j);
+            let cap = Duration::from_millis(100).saturating_mul(1 << attempt.min(20)).min(t.backoff_max);
+            assert!(d <= cap.max(Duration::from_millis(10)), "attempt {attempt}: {d:?} > {cap:?}");
+            distinct.insert(d);
+        }
+        assert!(distinct.len() > 20, "jitter varies the delay");
+    }
+
+    #[test]
+    fn server_shutdown_is_recognised_in_any_wrapping() {
+        assert!(is_server_shutdown(r#"{"e":"serverShutdown","E":1}"#));
+        assert!(is_server_shutdown(r#"{"stream":"x","data":{"e":"serverShutdown","E":1}}"#));
+        assert!(is_server_shutdown(r#"{"event":{"e":"serverShutdown","E":1}}"#));
+        assert!(!is_server_shutdown(r#"{"e":"serverShutdown""#));
+        assert!(!is_server_shutdown(r#"{"stream":"serverShutdown","data":{"e":"aggTrade"}}"#));
+    }
+
+    #[test]
+    fn retry_after_defaults_to_one_second() {
+        let mut h = hyper::HeaderMap::new();
+        assert_eq!(retry_after(&h), Duration::from_secs(1));
+        h.insert(hyper::header::RETRY_AFTER, hyper::header::HeaderValue::from_static("7"));
+        assert_eq!(retry_after(&h), Duration::from_secs(7));
+        h.insert(hyper::header::RETRY_AFTER, hyper::header::HeaderValue::from_static("soon"));
+        assert_eq!(retry_after(&h), Duration::from_secs(1));
+    }
+}
