@@ -5,7 +5,9 @@
 //!
 //! A stored snapshot's `last_update_id` is the book's update id when it was
 //! sampled, `ts_exchange_ms` the exchange time (`E`) of the last diff event
-//! applied to it, and `ts_local_ns` the local time of the sample. Samples are
+//! applied to it, and `ts_local_ns` the local time that event arrived (so the
+//! two times describe the same event; an unchanged book sampled twice gives
+//! two rows with the same times). Samples are
 //! taken only while the book is synchronized; a crossed or invalid book is
 //! refused and counted.
 //!
@@ -23,7 +25,7 @@ use parking_lot::Mutex;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use super::client::{now_ns, run_client, ClientError, ClientShared, ClientStats, ClientTuning, Endpoint};
+use super::client::{run_client, ClientError, ClientShared, ClientStats, ClientTuning, Endpoint};
 use super::sequence::RawLOBSequence;
 use super::store::{write_snapshots, write_trades, StoreError};
 use super::types::{Level, Snapshot, Trade, NUM_LEVELS};
@@ -325,7 +327,7 @@ fn spawn_save(
 
 /// Takes one sample of the shared book, if it is synchronized and valid.
 fn take_sample(cfg: &RawLOBConfig, shared: &ClientShared, counters: &CollectorCounters) -> Option<Snapshot> {
-    let mut snap = Snapshot::empty(0, now_ns(), 0);
+    let mut snap = Snapshot::empty(0, 0, 0);
     {
         let mut live = shared.live.lock();
         if !live.book.is_synced() || live.last_event_ms == 0 {
@@ -337,6 +339,7 @@ fn take_sample(cfg: &RawLOBConfig, shared: &ClientShared, counters: &CollectorCo
             return None;
         }
         snap.ts_exchange_ms = live.last_event_ms;
+        snap.ts_local_ns = live.last_recv_ns;
     }
     for i in cfg.num_levels..NUM_LEVELS {
         snap.bids[i] = Level::MISSING;
