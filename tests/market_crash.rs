@@ -74,12 +74,19 @@ fn sigkill_leaves_only_complete_files() {
     });
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut last_saved = 0;
+    let mut log = Vec::new();
     while last_saved < 4 * SAVE_INTERVAL {
-        assert!(Instant::now() < deadline, "the collector did not save 4 times within 60 s");
+        assert!(Instant::now() < deadline, "the collector did not save 4 times within 60 s:\n{}", log.join("\n"));
         if let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) {
             if let Some(s) = saved_of(&line) {
                 last_saved = s;
             }
+            log.push(line);
+        } else if let Some(status) = child.try_wait().unwrap() {
+            while let Ok(line) = rx.try_recv() {
+                log.push(line);
+            }
+            panic!("quorum collect exited early ({status}):\n{}", log.join("\n"));
         }
     }
     // Let it run into the middle of the next saves, then kill it hard.
