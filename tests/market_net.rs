@@ -357,3 +357,28 @@ fn client_message_path_survives_garbage() {
     let got = shared.live.lock().book.snapshot(0, 0).unwrap();
     assert!(same_levels(&got, sim.snapshot()));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exchange_drops_a_client_that_never_answers_pings() {
+    use futures_util::StreamExt;
+    let cfg = ExchangeConfig {
+        ping_interval: Duration::from_millis(50),
+        pong_timeout: Duration::from_millis(300),
+        ..exchange_config(Vec::new())
+    };
+    let ex = LoopbackExchange::start(loopback(), cfg).await.unwrap();
+    let (mut ws, _) = tokio_tungstenite::connect_async(ex.endpoint().stream_url(SYMBOL)).await.unwrap();
+    // Not reading means not answering the pings.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // The server gave up on us: after what it had sent, the stream ends.
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(Ok(m)) = ws.next().await {
+            if m.is_close() {
+                break;
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the exchange kept a client that never answered a ping");
+    ex.shutdown().await;
+}
