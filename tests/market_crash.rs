@@ -130,3 +130,94 @@ fn sigkill_leaves_only_complete_files() {
     rt.block_on(ex.shutdown());
     let _ = std::fs::remove_dir_all(&out);
 }
+
+/// Runs `quorum collect` against a fresh exchange; `interrupt` sends SIGINT
+/// (Ctrl-C) after a few saves instead of waiting for `--duration`. Either way
+/// the process exits successfully with every snapshot it took on disk.
+fn collect_and_stop(interrupt: bool) {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let cfg = ExchangeConfig {
+        sim: SimConfig { symbol: SYMBOL.into(), seed: 9, ..SimConfig::default() },
+        tick_interval: Duration::from_millis(10),
+        ..ExchangeConfig::default()
+    };
+    let ex = rt.block_on(LoopbackExchange::start("127.0.0.1:0".parse().unwrap(), cfg)).unwrap();
+    let ep = ex.endpoint();
+    let out = std::env::temp_dir().join(format!("quorum_collect_{interrupt}_{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_quorum"))
+        .args(["collect", "--symbol", SYMBOL, "--out"])
+        .arg(&out)
+        .args(["--ws-url", &ep.ws_url, "--rest-url", &ep.rest_url])
+        .args(["--interval-ms", "10", "--save-interval", "30", "--status-ms", "50"])
+        .args(["--duration", if interrupt { "60s" } else { "2s" }])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn quorum collect");
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    if interrupt {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut saved = 0;
+        while saved < 60 {
+            assert!(Instant::now() < deadline, "no saves within 60 s");
+            if let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) {
+                saved = saved_of(&line).unwrap_or(saved);
+            } else if let Some(status) = child.try_wait().unwrap() {
+                panic!("quorum collect exited early ({status})");
+            }
+        }
+        let ok = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+        assert!(ok.success());
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "quorum collect did not stop by itself");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status}");
+    let mut stdout = String::new();
+    std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut stdout).unwrap();
+    // "collect: N snapshots saved in ..."
+    let saved: u64 = stdout
+        .split_whitespace()
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no summary line in {stdout:?}"));
+    let last_status = rx
+        .try_iter()
+        .filter_map(|l| {
+            l.split_whitespace().find_map(|w| w.strip_prefix("snapshots=")).and_then(|v| v.parse::<u64>().ok())
+        })
+        .last();
+    let rows: usize =
+        list_files(&out, SYMBOL, SNAPSHOT_PREFIX).unwrap().iter().map(|f| read_snapshot_file(f).unwrap().1.len()).sum();
+    assert!(saved > 0);
+    assert_eq!(rows as u64, saved, "every snapshot taken is on disk");
+    if let Some(taken) = last_status {
+        assert_eq!(taken, saved, "the final status line counts what was taken");
+    }
+    rt.block_on(ex.shutdown());
+    let _ = std::fs::remove_dir_all(&out);
+}
+
+#[test]
+fn collect_stops_by_itself_after_duration_and_flushes() {
+    collect_and_stop(false);
+}
+
+#[test]
+fn collect_flushes_on_ctrl_c() {
+    collect_and_stop(true);
+}
