@@ -127,6 +127,8 @@ pub fn simulate(args: SimulateArgs) -> Result<()> {
             sim,
             tick_interval: Duration::from_millis(args.tick_ms.max(1)),
             faults,
+            // Nobody reads the truth log of a served exchange: keep it small.
+            truth_capacity: 1_000,
             ..Default::default()
         };
         return runtime()?.block_on(serve(addr, cfg, limit));

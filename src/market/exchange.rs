@@ -74,7 +74,7 @@ pub struct ExchangeConfig {
     pub faults: Vec<ScheduledFault>,
     pub ping_interval: Duration,
     pub pong_timeout: Duration,
-    /// Update ids kept in the truth log (oldest dropped first).
+    /// Update ids kept in the truth log (oldest dropped first; ~700 bytes each).
     pub truth_capacity: usize,
 }
 
@@ -88,7 +88,7 @@ impl Default for ExchangeConfig {
             faults: Vec::new(),
             ping_interval: Duration::from_secs(20),
             pong_timeout: Duration::from_secs(60),
-            truth_capacity: 1_000_000,
+            truth_capacity: 100_000,
         }
     }
 }
