@@ -6,9 +6,12 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 
+mod market_cli;
+
+use quorum::backend::gpu::{Cuda, Emu, Gpu};
 use quorum::model::{ModelConfig, ModelKind, ModelMeta};
 use quorum::weights::{self, generated};
-use quorum::{Cpu, Inputs, Model, Tensor};
+use quorum::{Backend, Cpu, Inputs, Model, Tensor};
 
 #[derive(Parser)]
 #[command(name = "quorum", version, about = "An engine for an ensemble of order-book models")]
@@ -76,6 +79,11 @@ enum Command {
         #[arg(long)]
         symbol: Option<String>,
     },
+    /// Run the synthetic market: write Parquet (`--out DIR --duration 2h`) or
+    /// serve it as a loopback exchange speaking Binance's protocol (`--serve 127.0.0.1:PORT`).
+    Simulate(market_cli::SimulateArgs),
+    /// Collect an order book from Binance (or any server speaking its protocol) into Parquet.
+    Collect(market_cli::CollectArgs),
 }
 
 fn main() -> Result<()> {
@@ -86,18 +94,51 @@ fn main() -> Result<()> {
         Command::Infer { weights, input, output, backend } => infer(&weights, &input, &output, backend),
         Command::Bench { batch, iters, backend, model } => bench(&batch, iters, backend, &model),
         Command::Features { raw, out, symbol } => features(&raw, &out, symbol.as_deref()),
+        Command::Simulate(args) => market_cli::simulate(args),
+        Command::Collect(args) => market_cli::collect(args),
     }
 }
 
-/// Resolves `--backend`. Only the CPU backend exists so far: asking for the
-/// CUDA or emulated backends is an error that says so, not a silent fallback.
-fn cpu_backend(choice: BackendChoice) -> Result<Cpu> {
-    match choice {
-        BackendChoice::Auto | BackendChoice::Cpu => Ok(Cpu::new()),
-        BackendChoice::Cuda | BackendChoice::Emu => {
-            bail!("backend {:?} is not built yet: this build has the CPU backend only (use --backend cpu)", choice)
+/// The backend `--backend` names, resolved: `auto` is CUDA when a device
+/// answers, else the CPU. Asking for CUDA on a machine without it is an error
+/// that says why, never a silent fallback.
+enum Resolved {
+    Cpu,
+    Emu,
+    Cuda(Cuda),
+}
+
+fn resolve_backend(choice: BackendChoice) -> Result<Resolved> {
+    Ok(match choice {
+        BackendChoice::Cpu => Resolved::Cpu,
+        BackendChoice::Emu => Resolved::Emu,
+        BackendChoice::Cuda => Resolved::Cuda(Cuda::new(0).context("--backend cuda")?),
+        BackendChoice::Auto => match Cuda::new(0) {
+            Ok(dev) => Resolved::Cuda(dev),
+            Err(_) => Resolved::Cpu,
+        },
+    })
+}
+
+/// Runs `$body` with `$be` bound to the chosen backend (each arm is its own
+/// monomorphized copy: the models are generic over `Backend`).
+macro_rules! on_backend {
+    ($choice:expr, $be:ident => $body:expr) => {
+        match resolve_backend($choice)? {
+            Resolved::Cpu => {
+                let $be = &Cpu::new();
+                $body
+            }
+            Resolved::Emu => {
+                let $be = &Gpu::new(Emu::new());
+                $body
+            }
+            Resolved::Cuda(dev) => {
+                let $be = &Gpu::new(dev);
+                $body
+            }
         }
-    }
+    };
 }
 
 fn info(path: &Path) -> Result<()> {
@@ -124,8 +165,11 @@ fn info(path: &Path) -> Result<()> {
 }
 
 fn infer(weights_path: &Path, input: &Path, output: &Path, backend: BackendChoice) -> Result<()> {
-    let be = cpu_backend(backend)?;
-    let mut model = Model::load(&be, weights_path)?;
+    on_backend!(backend, be => infer_on(be, weights_path, input, output))
+}
+
+fn infer_on<B: Backend>(be: &B, weights_path: &Path, input: &Path, output: &Path) -> Result<()> {
+    let mut model = Model::load(be, weights_path)?;
     let bytes = std::fs::read(input).with_context(|| format!("reading {}", input.display()))?;
     let file = weights::read_tensor_file(&bytes, &input.display().to_string())?;
     let known = ["features", "lob", "aux"];
@@ -135,15 +179,16 @@ fn infer(weights_path: &Path, input: &Path, output: &Path, backend: BackendChoic
     let inputs =
         Inputs { features: file.tensors.get("features"), lob: file.tensors.get("lob"), aux: file.tensors.get("aux") };
     let start = std::time::Instant::now();
-    let out = model.forward(&be, &inputs)?;
+    let out = model.forward(be, &inputs)?;
     let elapsed = start.elapsed();
     let mut md = HashMap::new();
     md.insert("model".to_string(), model.kind().to_string());
     quorum::fsutil::write_atomic(output, &weights::to_bytes(&out, md)?)?;
     let batch = out.get("confidence").map_or(0, |t| t.shape[0]);
     println!(
-        "{}: batch {batch}, {} outputs written to {} in {:.3} ms",
+        "{} on {}: batch {batch}, {} outputs written to {} in {:.3} ms",
         model.kind(),
+        be.name(),
         out.len(),
         output.display(),
         elapsed.as_secs_f64() * 1e3
@@ -178,7 +223,7 @@ fn synthetic_inputs(kind: ModelKind, batch: usize, seed: u64) -> BTreeMap<&'stat
     m
 }
 
-fn default_model(be: &Cpu, kind: ModelKind) -> Result<Model<Cpu>> {
+fn default_model<B: Backend>(be: &B, kind: ModelKind) -> Result<Model<B>> {
     let config = ModelConfig::default_for(kind);
     Ok(Model::from_tensors(be, config.clone(), &generated::params(&config), ModelMeta::default())?)
 }
@@ -200,23 +245,31 @@ fn bench(batches: &[usize], iters: usize, backend: BackendChoice, models: &[Stri
     } else {
         models.iter().map(|m| ModelKind::parse(m)).collect::<Result<_, _>>()?
     };
-    let be = cpu_backend(backend)?;
-    println!("quorum {} bench, backend cpu, {} threads", env!("CARGO_PKG_VERSION"), rayon::current_num_threads());
+    on_backend!(backend, be => bench_on(be, batches, iters, &kinds))
+}
+
+fn bench_on<B: Backend>(be: &B, batches: &[usize], iters: usize, kinds: &[ModelKind]) -> Result<()> {
+    println!(
+        "quorum {} bench, backend {}, {} threads",
+        env!("CARGO_PKG_VERSION"),
+        be.name(),
+        rayon::current_num_threads()
+    );
     println!("| model           | batch | median µs | p90 µs | samples/s |");
     println!("|-----------------|------:|----------:|-------:|----------:|");
-    for kind in kinds {
-        let mut model = default_model(&be, kind)?;
+    for &kind in kinds {
+        let mut model = default_model(be, kind)?;
         for &batch in batches {
             let data = synthetic_inputs(kind, batch, 1);
             let inputs = as_inputs(&data);
             let mut out = quorum::Outputs::new();
             for _ in 0..(iters / 10).max(1) {
-                model.forward_into(&be, &inputs, &mut out)?;
+                model.forward_into(be, &inputs, &mut out)?;
             }
             let mut times: Vec<f64> = (0..iters)
                 .map(|_| {
                     let t = std::time::Instant::now();
-                    model.forward_into(&be, &inputs, &mut out).map(|_| t.elapsed().as_secs_f64() * 1e6)
+                    model.forward_into(be, &inputs, &mut out).map(|_| t.elapsed().as_secs_f64() * 1e6)
                 })
                 .collect::<Result<_, _>>()?;
             times.sort_by(f64::total_cmp);

@@ -1,0 +1,249 @@
+//! The `simulate` and `collect` subcommands (market data).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+
+use quorum::market::{
+    parse_duration, simulate_to_parquet, Endpoint, ExchangeConfig, Fault, LoopbackExchange, RawLOBCollector,
+    RawLOBConfig, ScheduledFault, SimConfig, BINANCE_REST_URL, BINANCE_WS_URL,
+};
+
+#[derive(Args, Debug)]
+pub struct SimulateArgs {
+    /// Write `DURATION` of snapshots and trades as Parquet under this directory.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// How much market time to write (`90s`, `15m`, `2h`, `1d`); with `--serve`, how long to serve.
+    #[arg(long)]
+    pub duration: Option<String>,
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// 0 = a pure random walk; up to 2.
+    #[arg(long, default_value_t = 1.0)]
+    pub signal_strength: f64,
+    #[arg(long, default_value = "SIMUSDT")]
+    pub symbol: String,
+    /// Serve the simulator as a loopback exchange (Binance protocol) on this address until Ctrl-C.
+    #[arg(long)]
+    pub serve: Option<SocketAddr>,
+    /// With `--serve`: wall-clock milliseconds per tick.
+    #[arg(long, default_value_t = 100)]
+    pub tick_ms: u64,
+    /// With `--serve`: inject a fault, `KIND@N` at the N-th diff event; KIND is drop, duplicate,
+    /// reorder, close, malformed, shutdown, stall:SECS, stale:TICKS or ratelimit:SECS. Repeatable.
+    #[arg(long = "fault")]
+    pub faults: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct CollectArgs {
+    #[arg(long, default_value = "BTCUSDT")]
+    pub symbol: String,
+    #[arg(long, default_value = "data/raw_lob")]
+    pub out: PathBuf,
+    /// WebSocket base URL (`wss://host:port` or `ws://host:port`).
+    #[arg(long, default_value = BINANCE_WS_URL)]
+    pub ws_url: String,
+    /// REST base URL (`https://host` or `http://host:port`).
+    #[arg(long, default_value = BINANCE_REST_URL)]
+    pub rest_url: String,
+    /// Stop by itself after this long (`30s`, `2h`; a bare number is seconds). Default: until Ctrl-C.
+    #[arg(long)]
+    pub duration: Option<String>,
+    /// Milliseconds between snapshots.
+    #[arg(long, default_value_t = 100)]
+    pub interval_ms: u64,
+    /// Snapshots between saves to Parquet.
+    #[arg(long, default_value_t = 1000)]
+    pub save_interval: usize,
+    #[arg(long, default_value_t = 20)]
+    pub levels: usize,
+    /// Seconds of stream silence before the watchdog reconnects.
+    #[arg(long, default_value_t = 15.0)]
+    pub stale_after: f64,
+    /// Milliseconds between status lines (on stderr).
+    #[arg(long, default_value_t = 1000)]
+    pub status_ms: u64,
+}
+
+fn duration_arg(text: &str) -> Result<Duration> {
+    if let Ok(secs) = text.trim().parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
+    }
+    Ok(parse_duration(text)?)
+}
+
+/// `KIND@N` → a scheduled fault.
+pub fn parse_fault(text: &str) -> Result<ScheduledFault> {
+    let (kind, at) = text.split_once('@').with_context(|| format!("--fault {text:?}: expected KIND@N"))?;
+    let at_event: u64 = at.parse().with_context(|| format!("--fault {text:?}: N must be a whole number"))?;
+    let (name, arg) = match kind.split_once(':') {
+        Some((n, a)) => (n, Some(a)),
+        None => (kind, None),
+    };
+    let num = |what: &str| -> Result<u64> {
+        arg.with_context(|| format!("--fault {text:?}: {name} needs :{what}"))?
+            .parse()
+            .with_context(|| format!("--fault {text:?}: {what} must be a whole number"))
+    };
+    let fault = match name {
+        "drop" => Fault::DropDiff,
+        "duplicate" => Fault::DuplicateDiff,
+        "reorder" => Fault::ReorderDiffs,
+        "close" => Fault::CloseSocket,
+        "malformed" => Fault::MalformedJson,
+        "shutdown" => Fault::ServerShutdown,
+        "stall" => Fault::Stall(Duration::from_secs(num("SECS")?)),
+        "stale" => Fault::StaleSnapshot { ticks_old: num("TICKS")? as usize },
+        "ratelimit" => Fault::RateLimit { retry_after_secs: num("SECS")? },
+        other => bail!("--fault {text:?}: unknown kind {other:?}"),
+    };
+    Ok(ScheduledFault { at_event, fault })
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().context("starting tokio")
+}
+
+pub fn simulate(args: SimulateArgs) -> Result<()> {
+    let sim = SimConfig {
+        symbol: args.symbol.clone(),
+        seed: args.seed,
+        signal_strength: args.signal_strength,
+        ..SimConfig::default()
+    };
+    sim.validate()?;
+    if let Some(addr) = args.serve {
+        if args.out.is_some() {
+            bail!("--serve and --out are separate modes: pick one");
+        }
+        let faults = args.faults.iter().map(|f| parse_fault(f)).collect::<Result<Vec<_>>>()?;
+        let limit = args.duration.as_deref().map(duration_arg).transpose()?;
+        let cfg = ExchangeConfig {
+            sim,
+            tick_interval: Duration::from_millis(args.tick_ms.max(1)),
+            faults,
+            // Nobody reads the truth log of a served exchange: keep it small.
+            truth_capacity: 1_000,
+            ..Default::default()
+        };
+        return runtime()?.block_on(serve(addr, cfg, limit));
+    }
+    let Some(out) = args.out else {
+        bail!("simulate needs --out DIR (write Parquet) or --serve ADDR (loopback exchange)");
+    };
+    let duration = duration_arg(args.duration.as_deref().unwrap_or("2h"))?;
+    let t0 = Instant::now();
+    let summary = simulate_to_parquet(&sim, &out, duration, |done, total| {
+        eprint!("\rsimulate: {done}/{total} ticks ({:.0}%)", 100.0 * done as f64 / total.max(1) as f64);
+    })?;
+    eprintln!();
+    println!(
+        "simulate: {} ticks, {} trades, {} diff events in {:.1} s; {} snapshot and {} trade files under {}",
+        summary.ticks,
+        summary.trades,
+        summary.depth_events,
+        t0.elapsed().as_secs_f64(),
+        summary.snapshot_files.len(),
+        summary.trade_files.len(),
+        out.display()
+    );
+    Ok(())
+}
+
+async fn serve(addr: SocketAddr, cfg: ExchangeConfig, limit: Option<Duration>) -> Result<()> {
+    let ex = LoopbackExchange::start(addr, cfg).await?;
+    let ep = ex.endpoint();
+    println!("serving {} (ws {}, rest {}); Ctrl-C to stop", ex.local_addr(), ep.ws_url, ep.rest_url);
+    let wait = async {
+        match limit {
+            Some(d) => tokio::time::sleep(d).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = wait => {}
+    }
+    let c = ex.counters();
+    println!(
+        "served {} ticks, {} diff events, {} WebSocket connections, {} REST requests",
+        c.ticks.load(std::sync::atomic::Ordering::Relaxed),
+        c.depth_events.load(std::sync::atomic::Ordering::Relaxed),
+        c.ws_connections.load(std::sync::atomic::Ordering::Relaxed),
+        c.rest_requests.load(std::sync::atomic::Ordering::Relaxed)
+    );
+    ex.shutdown().await;
+    Ok(())
+}
+
+pub fn collect(args: CollectArgs) -> Result<()> {
+    let mut cfg = RawLOBConfig {
+        symbol: args.symbol.to_ascii_uppercase(),
+        num_levels: args.levels,
+        collection_interval: args.interval_ms as f64 / 1000.0,
+        save_interval: args.save_interval,
+        endpoint: Endpoint::new(args.ws_url, args.rest_url),
+        out_dir: args.out.clone(),
+        ..RawLOBConfig::default()
+    };
+    if !(args.stale_after.is_finite() && args.stale_after > 0.0) {
+        bail!("--stale-after must be a positive number of seconds");
+    }
+    cfg.tuning.stale_after = Duration::from_secs_f64(args.stale_after);
+    let limit = args.duration.as_deref().map(duration_arg).transpose()?;
+    let status_every = Duration::from_millis(args.status_ms.max(50));
+    runtime()?.block_on(collect_async(cfg, limit, status_every, &args.out))
+}
+
+fn status_line(c: &RawLOBCollector) -> String {
+    let s = c.stats();
+    format!(
+        "status: snapshots={} saved={} trades_saved={} resyncs={} gaps={} reconnects={} rejected={} parse_errors={} MB={:.2}",
+        s.samples,
+        s.saved_snapshots,
+        s.saved_trades,
+        s.client.resyncs,
+        s.client.gaps,
+        s.client.reconnects,
+        s.rejected_books,
+        s.client.parse_errors,
+        s.bytes_written as f64 / 1e6
+    )
+}
+
+async fn collect_async(cfg: RawLOBConfig, limit: Option<Duration>, status_every: Duration, out: &Path) -> Result<()> {
+    let mut collector = RawLOBCollector::new(cfg)?;
+    collector.start().await?;
+    eprintln!("collect: writing under {}", out.display());
+    let deadline = limit.map(|d| tokio::time::Instant::now() + d);
+    let mut status = tokio::time::interval(status_every);
+    loop {
+        let until = async {
+            match deadline {
+                Some(d) => tokio::time::sleep_until(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = status.tick() => eprintln!("{}", status_line(&collector)),
+            _ = tokio::signal::ctrl_c() => { eprintln!("collect: Ctrl-C, flushing"); break; }
+            _ = until => break,
+        }
+    }
+    let stats = collector.stop().await?;
+    eprintln!("{}", status_line(&collector));
+    println!(
+        "collect: {} snapshots saved in {} files ({:.2} MB), {} resyncs, {} reconnects",
+        stats.saved_snapshots,
+        stats.files_written,
+        stats.bytes_written as f64 / 1e6,
+        stats.client.resyncs,
+        stats.client.reconnects
+    );
+    Ok(())
+}
