@@ -24,7 +24,16 @@ impl Barrier {
         Barrier { arrived: AtomicUsize::new(0), sense: AtomicBool::new(false) }
     }
 
-    /// Waits for the other party; `local` is this party's own sense flag.
+    /// Back to the initial state (sense false, nobody arrived), which each
+    /// run's parties assume by starting with `local = false`. Only while
+    /// nobody is at the barrier.
+    fn reset(&self) {
+        self.arrived.store(0, Ordering::Relaxed);
+        self.sense.store(false, Ordering::Relaxed);
+    }
+
+    /// Waits for the other party; `local` is this party's own sense flag,
+    /// `false` at the start of a run.
     pub(crate) fn wait(&self, local: &mut bool) {
         *local = !*local;
         if self.arrived.fetch_add(1, Ordering::AcqRel) == 1 {
@@ -111,6 +120,10 @@ pub(crate) fn run(f: &(dyn Fn(usize, &Barrier) + Sync)) -> bool {
     let job: Job<'_> = f;
     let job: Job<'static> = unsafe { std::mem::transmute::<Job<'_>, Job<'static>>(job) };
     let slot = &job as *const Job<'static> as *mut Job<'static>;
+    // The previous run ended with both parties past their last wait and the
+    // helper parked, so nobody is at the barrier: a run with an odd number
+    // of waits must not leave the next one starting on the other sense.
+    p.barrier.reset();
     p.done.store(false, Ordering::Relaxed);
     p.job.store(slot, Ordering::Release);
     {
@@ -141,8 +154,27 @@ pub(crate) fn run(f: &(dyn Fn(usize, &Barrier) + Sync)) -> bool {
 mod tests {
     use super::*;
 
+    /// Runs `body` on its own thread and fails if it takes over 30 s: a
+    /// broken barrier deadlocks, and a test should fail, not hang.
+    fn within_deadline(body: fn()) {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            body();
+            let _ = tx.send(());
+        });
+        match rx.recv_timeout(std::time::Duration::from_secs(30)) {
+            Ok(()) => {}
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => panic!("the pair deadlocked (barrier out of step)"),
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => panic!("the pair test body panicked"),
+        }
+    }
+
     #[test]
     fn halves_run_concurrently_and_meet_at_every_step() {
+        within_deadline(meet_at_every_step);
+    }
+
+    fn meet_at_every_step() {
         // Each step, each half writes its slot, then both read the other's
         // value from that step: this only works if the barrier really holds.
         let slots = [AtomicUsize::new(0), AtomicUsize::new(0)];
@@ -161,7 +193,33 @@ mod tests {
         assert!(ran);
         assert_eq!(seen[0].load(Ordering::Relaxed), 500);
         assert_eq!(seen[1].load(Ordering::Relaxed), 500);
-        // And it can be used again.
+        // And it can be used again, after runs with odd numbers of waits too:
+        // each run's first wait must still hold both parties.
+        for waits in [1usize, 3, 2, 7] {
+            let mark = [AtomicUsize::new(0), AtomicUsize::new(0)];
+            let ok = AtomicUsize::new(0);
+            assert!(run(&|part, barrier| {
+                let mut sense = false;
+                for step in 1..=waits {
+                    if part == 1 {
+                        // Arrive late: a barrier that does not wait lets part 0 read too early.
+                        std::thread::sleep(std::time::Duration::from_millis(2));
+                    }
+                    mark[part].store(step, Ordering::Relaxed);
+                    barrier.wait(&mut sense);
+                    if mark[1 - part].load(Ordering::Relaxed) >= step {
+                        ok.fetch_add(1, Ordering::Relaxed);
+                    }
+                    barrier.wait(&mut sense);
+                }
+            }));
+            assert_eq!(ok.load(Ordering::Relaxed), 2 * waits, "{waits} waits");
+            // An odd total of waits in a run, on purpose.
+            assert!(run(&|_, barrier| {
+                let mut sense = false;
+                barrier.wait(&mut sense);
+            }));
+        }
         let count = AtomicUsize::new(0);
         assert!(run(&|_, _| {
             count.fetch_add(1, Ordering::Relaxed);
