@@ -114,3 +114,70 @@ pub const ALL_CASES: [&str; 10] = [
     "cnn_lstm_small_1layer",
     "cnn_lstm_small_3layer_norm",
 ];
+
+/// Runs golden case `name` on `be` and checks every output: the same names as
+/// PyTorch's, the same shapes, models.md's f32 tolerances. Returns the worst
+/// error-to-tolerance ratio, for reporting.
+pub fn check_golden<B: Backend>(be: &B, name: &str) -> f64 {
+    let g = golden(name);
+    let mut model = g.model(be);
+    assert_eq!(model.kind(), g.kind);
+    let out = model.forward(be, &g.inputs()).unwrap();
+    let got: Vec<&String> = out.keys().collect();
+    let want: Vec<&String> = g.outputs.keys().collect();
+    assert_eq!(got, want, "{name}: output names");
+    let mut worst = 0f64;
+    for (k, want) in &g.outputs {
+        worst = worst.max(assert_close(name, k, &out[k], want, false));
+    }
+    worst
+}
+
+/// One `#[test]` per golden case of `ALL_CASES`, each calling `$check(name)`.
+#[allow(unused_macros)] // used by some of the test binaries that include this module
+macro_rules! golden_case_tests {
+    ($check:path) => {
+        #[test]
+        fn mpd_default() {
+            $check("mpd_default");
+        }
+        #[test]
+        fn mpd_small_cls() {
+            $check("mpd_small_cls");
+        }
+        #[test]
+        fn mpd_small_without_cls_with_normalizer() {
+            $check("mpd_small_nocls_norm");
+        }
+        #[test]
+        fn tlob_default() {
+            $check("tlob_default");
+        }
+        #[test]
+        fn tlob_small_without_aux_two_horizons() {
+            $check("tlob_small_noaux_2h");
+        }
+        #[test]
+        fn tlob_small_with_aux_and_aux_normalizer() {
+            $check("tlob_small_aux_norm");
+        }
+        #[test]
+        fn tlob_with_aux_weights_run_without_aux() {
+            $check("tlob_small_aux_unused");
+        }
+        #[test]
+        fn cnn_lstm_default() {
+            $check("cnn_lstm_default");
+        }
+        #[test]
+        fn cnn_lstm_one_layer() {
+            $check("cnn_lstm_small_1layer");
+        }
+        #[test]
+        fn cnn_lstm_three_layers_with_normalizer() {
+            $check("cnn_lstm_small_3layer_norm");
+        }
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use golden_case_tests;

@@ -11,8 +11,7 @@ use crate::backend::LstmShape;
 
 /// `w_hh` is `prepare_recurrent`'s `[W_hh | W_hhᵀ]`.
 pub(super) fn forward(gx: &[f32], w_hh: &[f32], h_seq: &mut [f32], s: LstmShape) {
-    let (w_rows, w_t) = w_hh.split_at(4 * s.hidden * s.hidden);
-    let w_hh = w_rows;
+    let (w_hh, w_t) = w_hh.split_at(4 * s.hidden * s.hidden);
     if s.batch == 1 && rayon::current_num_threads() > 1 && 4 * s.hidden * s.hidden >= PAR_MIN_MACS {
         return forward_single_split(gx, w_hh, h_seq, s.steps, s.hidden);
     }
