@@ -4,7 +4,7 @@
 //! shape, dtype and values — and reports all problems of a file in one error,
 //! so a user fixing an export sees the whole list the first time.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::Path;
 
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
@@ -195,9 +195,13 @@ pub fn metadata(config: &ModelConfig, meta: &ModelMeta) -> HashMap<String, Strin
 }
 
 /// Serializes named f32 tensors with a metadata map to safetensors bytes.
-pub fn to_bytes(tensors: &BTreeMap<String, Tensor>, metadata: HashMap<String, String>) -> Result<Vec<u8>> {
+/// The order of `tensors` does not matter: safetensors sorts them itself.
+pub fn to_bytes<'a>(
+    tensors: impl IntoIterator<Item = (&'a String, &'a Tensor)>,
+    metadata: HashMap<String, String>,
+) -> Result<Vec<u8>> {
     let views: Vec<(String, TensorView<'_>)> = tensors
-        .iter()
+        .into_iter()
         .map(|(name, t)| {
             TensorView::new(Dtype::F32, t.shape.clone(), bytemuck::cast_slice(&t.data))
                 .map(|v| (name.clone(), v))
@@ -213,8 +217,7 @@ pub fn save(path: &Path, config: &ModelConfig, meta: &ModelMeta, tensors: &HashM
     if !problems.is_empty() {
         return Err(Error::weights(path.display().to_string(), problems));
     }
-    let ordered: BTreeMap<String, Tensor> = tensors.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-    let bytes = to_bytes(&ordered, metadata(config, meta))?;
+    let bytes = to_bytes(tensors, metadata(config, meta))?;
     fsutil::write_atomic(path, &bytes)
 }
 
