@@ -275,3 +275,44 @@ pub trait Backend: Send + Sync {
         dim: usize,
     ) -> Result<()>;
 }
+
+/// One AdamW update (training.md): `g = grad_scale · grad`;
+/// `m = β1 m + (1−β1) g`; `v = β2 v + (1−β2) g²`;
+/// `p −= lr · (weight_decay · p + m̂ / (√v̂ + eps))` with the bias-corrected
+/// `m̂ = m / (1−β1^step)`, `v̂ = v / (1−β2^step)`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AdamWStep {
+    pub lr: f32,
+    pub beta1: f32,
+    pub beta2: f32,
+    pub eps: f32,
+    /// 0 for the tensors training.md exempts (biases, LayerNorm, embeddings).
+    pub weight_decay: f32,
+    /// 1-based, for the bias correction.
+    pub step: u32,
+    /// Applied to the gradient first: the mean over accumulated micro-batches
+    /// and the global-norm clip factor, folded into one multiplier.
+    pub grad_scale: f32,
+}
+
+/// The ops training needs beyond the forward: backward passes and the
+/// optimizer. A separate trait so a backend without them (today: the GPU
+/// backends) cannot be handed to the trainer by mistake.
+pub trait Train: Backend {
+    fn adamw(
+        &self,
+        param: &mut Self::Buf,
+        grad: &Self::Buf,
+        m: &mut Self::Buf,
+        v: &mut Self::Buf,
+        len: usize,
+        step: AdamWStep,
+    ) -> Result<()>;
+
+    /// `Σ x²` over the first `len` values, accumulated in f64 (for the
+    /// global gradient norm).
+    fn sum_squares(&self, x: &Self::Buf, len: usize) -> Result<f64>;
+
+    /// Sets the first `len` values to `value` (zeroing gradients).
+    fn fill(&self, x: &mut Self::Buf, len: usize, value: f32) -> Result<()>;
+}

@@ -1,9 +1,16 @@
-//! Training data: labels, sample windows, walk-forward splits, the
-//! normalizer (spec/data.md). The trainer itself is another issue.
+//! Training (spec/training.md) and its data (spec/data.md): labels, sample
+//! windows, walk-forward splits, the normalizer, the trainable models and the
+//! trainer.
 
+pub mod config;
 pub mod dataset;
+pub mod net;
+pub mod progress;
 
+pub use config::TrainingConfig;
 pub use dataset::{
     auto_alpha, gap_starts, purge_ticks, resolve_alpha, run_starts, walk_forward, Alpha, Dataset, DatasetError,
     Direction, Fold, HorizonLabels, Normalizer, TlobInput, FEATURE_WINDOW, TLOB_WINDOW,
 };
+pub use net::{HeadTargets, LossOut, LossWeights, Param, TrainBatch, TrainNet};
+pub use progress::{Progress, ProgressHandle};

@@ -8,6 +8,7 @@
 mod attention;
 mod conv;
 mod lstm;
+mod optim;
 mod pair;
 pub mod simd;
 

@@ -1,0 +1,198 @@
+//! `TrainingConfig`: every field of the seed's config (training.md, "Optimizer
+//! and loop"), plus what the seed left implicit (seed, label horizon and α,
+//! return scale, an optional model config override for small runs).
+//!
+//! Deserializes from the JSON of `/api/ensemble/training/start` and from the
+//! CLI; unknown fields are rejected so a typo is an error, not a default.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::model::{ModelConfig, ModelKind};
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrainingConfig {
+    pub architecture: ModelKind,
+    /// The feature window of MPD and CNN-LSTM (data.md: 60).
+    pub sequence_length: usize,
+    pub batch_size: usize,
+    pub learning_rate: f64,
+    pub weight_decay: f64,
+    pub epochs: usize,
+    pub early_stopping_patience: usize,
+    pub direction_weight: f64,
+    pub confidence_weight: f64,
+    pub return_weight: f64,
+    pub validation_split: f64,
+    pub walk_forward_splits: usize,
+    pub gradient_accumulation_steps: usize,
+    pub max_grad_norm: f64,
+    pub use_amp: bool,
+    pub save_best_only: bool,
+    pub checkpoint_dir: String,
+    /// Same seed, same data, same backend → bit-identical weights.
+    pub seed: u64,
+    /// The label horizon (ticks) of MPD's and CNN-LSTM's primary outputs;
+    /// TLOB uses its config's `horizons` and `primary_horizon`.
+    pub horizon: usize,
+    /// α of the labels (data.md): a fixed return threshold, or `None` for
+    /// `auto` (fit on each fold's training part).
+    pub alpha: Option<f64>,
+    /// The heads predict `bps / return_scale` (training.md).
+    pub return_scale: f64,
+    /// The model to train; `None` takes models.md's defaults for `architecture`.
+    /// Set from code (tests, the demo's small models), not from JSON.
+    #[serde(skip)]
+    pub model: Option<ModelConfig>,
+}
+
+impl Default for TrainingConfig {
+    fn default() -> Self {
+        TrainingConfig {
+            architecture: ModelKind::MpdTransformer,
+            sequence_length: 60,
+            batch_size: 32,
+            learning_rate: 1e-4,
+            weight_decay: 1e-5,
+            epochs: 100,
+            early_stopping_patience: 10,
+            direction_weight: 1.0,
+            confidence_weight: 0.5,
+            return_weight: 0.3,
+            validation_split: 0.2,
+            walk_forward_splits: 5,
+            gradient_accumulation_steps: 4,
+            max_grad_norm: 1.0,
+            use_amp: true,
+            save_best_only: true,
+            checkpoint_dir: "checkpoints/".into(),
+            seed: 42,
+            horizon: 30,
+            alpha: None,
+            return_scale: 10.0,
+            model: None,
+        }
+    }
+}
+
+impl TrainingConfig {
+    /// The model config this run trains: the override, or the defaults.
+    pub fn model_config(&self) -> ModelConfig {
+        self.model.clone().unwrap_or_else(|| ModelConfig::default_for(self.architecture))
+    }
+
+    /// Checks every field; the error names the first bad one.
+    pub fn validate(&self) -> Result<()> {
+        let positive = [
+            ("sequence_length", self.sequence_length),
+            ("batch_size", self.batch_size),
+            ("epochs", self.epochs),
+            ("walk_forward_splits", self.walk_forward_splits),
+            ("gradient_accumulation_steps", self.gradient_accumulation_steps),
+            ("horizon", self.horizon),
+        ];
+        for (field, v) in positive {
+            if v == 0 {
+                return Err(Error::config(field, "must be > 0"));
+            }
+        }
+        let finite_positive = [
+            ("learning_rate", self.learning_rate),
+            ("max_grad_norm", self.max_grad_norm),
+            ("return_scale", self.return_scale),
+        ];
+        for (field, v) in finite_positive {
+            if !(v.is_finite() && v > 0.0) {
+                return Err(Error::config(field, format!("must be a finite number > 0, got {v}")));
+            }
+        }
+        let finite_non_negative = [
+            ("weight_decay", self.weight_decay),
+            ("direction_weight", self.direction_weight),
+            ("confidence_weight", self.confidence_weight),
+            ("return_weight", self.return_weight),
+        ];
+        for (field, v) in finite_non_negative {
+            if !(v.is_finite() && v >= 0.0) {
+                return Err(Error::config(field, format!("must be a finite number ≥ 0, got {v}")));
+            }
+        }
+        if self.direction_weight + self.confidence_weight + self.return_weight == 0.0 {
+            return Err(Error::config("direction_weight", "the three loss weights are all 0: nothing to learn"));
+        }
+        if !(self.validation_split > 0.0 && self.validation_split < 1.0) {
+            return Err(Error::config("validation_split", format!("must be in (0, 1), got {}", self.validation_split)));
+        }
+        if let Some(a) = self.alpha {
+            if !(a.is_finite() && a >= 0.0) {
+                return Err(Error::config("alpha", format!("must be a finite number ≥ 0 (or null for auto), got {a}")));
+            }
+        }
+        if self.checkpoint_dir.is_empty() {
+            return Err(Error::config("checkpoint_dir", "must not be empty"));
+        }
+        let model = self.model_config();
+        if model.kind() != self.architecture {
+            return Err(Error::config(
+                "model",
+                format!("is a {} config but architecture is {}", model.kind(), self.architecture),
+            ));
+        }
+        model.validate()?;
+        let window = match &model {
+            ModelConfig::Mpd(c) => c.sequence_length,
+            ModelConfig::CnnLstm(c) => c.sequence_length,
+            ModelConfig::Tlob(_) => self.sequence_length,
+        };
+        if window != self.sequence_length {
+            return Err(Error::config(
+                "sequence_length",
+                format!("is {} but the model's config says {window}", self.sequence_length),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_the_seeds_and_valid() {
+        let c = TrainingConfig::default();
+        assert_eq!((c.batch_size, c.epochs, c.gradient_accumulation_steps), (32, 100, 4));
+        assert_eq!((c.direction_weight, c.confidence_weight, c.return_weight), (1.0, 0.5, 0.3));
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn bad_fields_are_named() {
+        type Breaker = fn(&mut TrainingConfig);
+        let cases: [(&str, Breaker); 5] = [
+            ("batch_size", |c| c.batch_size = 0),
+            ("learning_rate", |c| c.learning_rate = -1e-3),
+            ("validation_split", |c| c.validation_split = 1.0),
+            ("weight_decay", |c| c.weight_decay = f64::NAN),
+            ("sequence_length", |c| c.sequence_length = 50),
+        ];
+        for (field, break_it) in cases {
+            let mut c = TrainingConfig::default();
+            break_it(&mut c);
+            match c.validate() {
+                Err(Error::Config { field: f, .. }) => assert_eq!(f, field),
+                other => panic!("{field}: expected a config error, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn the_seeds_request_body_parses_and_typos_do_not() {
+        let ok: TrainingConfig =
+            serde_json::from_str(r#"{"architecture": "tlob", "epochs": 3, "batch_size": 16}"#).unwrap();
+        assert_eq!((ok.architecture, ok.epochs, ok.batch_size, ok.seed), (ModelKind::Tlob, 3, 16, 42));
+        let typo = serde_json::from_str::<TrainingConfig>(r#"{"architecture": "tlob", "epoch": 3}"#);
+        assert!(typo.unwrap_err().to_string().contains("epoch"));
+    }
+}

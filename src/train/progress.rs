@@ -1,0 +1,61 @@
+//! A training run's progress, shared between the trainer (which writes it),
+//! the terminal (a progress line) and the server's training-status endpoint
+//! (which reads it): training.md, "Progress". Also carries the stop request.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use serde::Serialize;
+
+/// The figures of training.md's Progress, as the status endpoint serves them.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Progress {
+    pub is_training: bool,
+    pub architecture: String,
+    /// 1-based; 0 before the first epoch starts.
+    pub current_epoch: usize,
+    pub total_epochs: usize,
+    /// The mean training loss of the epoch so far.
+    pub current_loss: Option<f64>,
+    /// The best validation loss of the current fold so far.
+    pub best_loss: Option<f64>,
+    pub progress_percent: f64,
+    /// 1-based fold being trained; 0 before the first.
+    pub fold: usize,
+    pub folds: usize,
+    pub samples_per_second: f64,
+    pub eta_seconds: Option<f64>,
+}
+
+/// A cheap handle to one run's progress and stop flag; clones share them.
+#[derive(Clone, Debug, Default)]
+pub struct ProgressHandle {
+    progress: Arc<Mutex<Progress>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl ProgressHandle {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A copy of the current figures.
+    pub fn snapshot(&self) -> Progress {
+        self.progress.lock().clone()
+    }
+
+    /// Changes the figures under the lock.
+    pub fn update(&self, f: impl FnOnce(&mut Progress)) {
+        f(&mut self.progress.lock());
+    }
+
+    /// Asks the run to stop; it saves a checkpoint first (training.md).
+    pub fn request_stop(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+
+    pub fn stop_requested(&self) -> bool {
+        self.stop.load(Ordering::SeqCst)
+    }
+}
