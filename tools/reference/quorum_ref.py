@@ -410,3 +410,37 @@ def metadata(model, return_scale: float | None = None) -> dict:
     if return_scale is not None:
         md["return_scale"] = str(return_scale)
     return md
+
+
+# ---------------------------------------------------------------- training loss (training.md)
+
+
+def heads_loss(logits, confidence, expected_return, label, ret_target, w_dir=1.0, w_conf=0.5, w_ret=0.3):
+    """One set of heads' multi-task loss, averaged over the batch.
+
+    `label` holds class ids (long), `ret_target` the return in bps / return_scale.
+    The confidence head's target is whether the direction head is right, taken
+    without gradient.
+    """
+    ce = F.cross_entropy(logits, label)
+    right = (logits.detach().argmax(dim=-1) == label).to(confidence.dtype)
+    bce = F.binary_cross_entropy(confidence.squeeze(-1), right)
+    huber = F.huber_loss(expected_return.squeeze(-1), ret_target, delta=1.0)
+    return w_dir * ce + w_conf * bce + w_ret * huber
+
+
+def multitask_loss(model, outputs, targets, w_dir=1.0, w_conf=0.5, w_ret=0.3):
+    """training.md's total: TLOB sums over its horizons, each weighted 1/len(horizons).
+
+    `targets` is a list of (label, ret_target), one per set of heads: the
+    primary heads, or each TLOB horizon in config order.
+    """
+    if isinstance(model, TLOBTransformer):
+        names = [(f"direction_{h}", f"confidence_{h}", f"expected_return_{h}") for h in model.cfg.horizons]
+    else:
+        names = [("direction_logits", "confidence", "expected_return")]
+    assert len(names) == len(targets)
+    total = 0.0
+    for (d, c, r), (label, ret) in zip(names, targets):
+        total = total + heads_loss(outputs[d], outputs[c], outputs[r], label, ret, w_dir, w_conf, w_ret)
+    return total / len(names)
