@@ -34,7 +34,8 @@ pub struct SimulateArgs {
     #[arg(long, default_value_t = 100)]
     pub tick_ms: u64,
     /// With `--serve`: inject a fault, `KIND@N` at the N-th diff event; KIND is drop, duplicate,
-    /// reorder, close, malformed, shutdown, stall:SECS, stale:TICKS or ratelimit:SECS. Repeatable.
+    /// reorder, close, malformed, shutdown, stall:SECS, stale:TICKS, ratelimit:SECS (HTTP 429) or
+    /// ipban:SECS (HTTP 418). Repeatable.
     #[arg(long = "fault")]
     pub faults: Vec<String>,
 }
@@ -100,6 +101,7 @@ pub fn parse_fault(text: &str) -> Result<ScheduledFault> {
         "stall" => Fault::Stall(Duration::from_secs(num("SECS")?)),
         "stale" => Fault::StaleSnapshot { ticks_old: num("TICKS")? as usize },
         "ratelimit" => Fault::RateLimit { retry_after_secs: num("SECS")? },
+        "ipban" => Fault::IpBan { retry_after_secs: num("SECS")? },
         other => bail!("--fault {text:?}: unknown kind {other:?}"),
     };
     Ok(ScheduledFault { at_event, fault })

@@ -292,6 +292,17 @@ async fn rate_limit_honours_retry_after() {
     assert!(t0.elapsed() >= Duration::from_secs(1));
 }
 
+/// HTTP 418 (an IP ban after ignored 429s) is waited out like a 429.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ip_ban_honours_retry_after() {
+    let t0 = std::time::Instant::now();
+    let o = run_case("ip_ban", Some(Fault::IpBan { retry_after_secs: 1 }), STALE).await;
+    assert_rows_after_fault(&o);
+    assert_eq!(o.stats.client.rate_limited, 1, "{:?}", o.stats);
+    assert!(o.stats.client.resyncs >= 1, "{:?}", o.stats);
+    assert!(t0.elapsed() >= Duration::from_secs(1));
+}
+
 /// Random, truncated and mutated messages through the client's message path:
 /// never a panic, and the book stays consistent.
 #[test]
