@@ -67,6 +67,10 @@ enum Command {
         /// Only these models (mpd_transformer, tlob, cnn_lstm); all by default.
         #[arg(long, value_delimiter = ',')]
         model: Vec<String>,
+        /// Launch every kernel one by one instead of replaying the recorded
+        /// forward (CUDA graph); no effect on the CPU.
+        #[arg(long)]
+        no_graphs: bool,
     },
     /// Build the 112-feature table (spec/features.md) of each symbol's stored
     /// snapshots and trades: `<out>/<SYMBOL>.parquet`.
@@ -93,7 +97,7 @@ fn main() -> Result<()> {
         Command::Demo { ticks } => demo(ticks),
         Command::Info { weights } => info(&weights),
         Command::Infer { weights, input, output, backend } => infer(&weights, &input, &output, backend),
-        Command::Bench { batch, iters, backend, model } => bench(&batch, iters, backend, &model),
+        Command::Bench { batch, iters, backend, model, no_graphs } => bench(&batch, iters, backend, &model, !no_graphs),
         Command::Features { raw, out, symbol } => features(&raw, &out, symbol.as_deref()),
         Command::Simulate(args) => market_cli::simulate(args),
         Command::Collect(args) => market_cli::collect(args),
@@ -237,7 +241,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
-fn bench(batches: &[usize], iters: usize, backend: BackendChoice, models: &[String]) -> Result<()> {
+fn bench(batches: &[usize], iters: usize, backend: BackendChoice, models: &[String], graphs: bool) -> Result<()> {
     if iters == 0 || batches.contains(&0) {
         bail!("--iters and every --batch must be at least 1");
     }
@@ -246,10 +250,10 @@ fn bench(batches: &[usize], iters: usize, backend: BackendChoice, models: &[Stri
     } else {
         models.iter().map(|m| ModelKind::parse(m)).collect::<Result<_, _>>()?
     };
-    on_backend!(backend, be => bench_on(be, batches, iters, &kinds))
+    on_backend!(backend, be => bench_on(be, batches, iters, &kinds, graphs))
 }
 
-fn bench_on<B: Backend>(be: &B, batches: &[usize], iters: usize, kinds: &[ModelKind]) -> Result<()> {
+fn bench_on<B: Backend>(be: &B, batches: &[usize], iters: usize, kinds: &[ModelKind], graphs: bool) -> Result<()> {
     println!(
         "quorum {} bench, backend {}, {} threads",
         env!("CARGO_PKG_VERSION"),
@@ -260,6 +264,7 @@ fn bench_on<B: Backend>(be: &B, batches: &[usize], iters: usize, kinds: &[ModelK
     println!("|-----------------|------:|----------:|-------:|----------:|");
     for &kind in kinds {
         let mut model = default_model(be, kind)?;
+        model.set_graphs(graphs);
         for &batch in batches {
             let data = synthetic_inputs(kind, batch, 1);
             let inputs = as_inputs(&data);

@@ -76,3 +76,9 @@ fn every_case_in_bf16_within_the_half_precision_tolerances() {
         eprintln!("{name} on emu, bf16: worst error / tolerance = {worst:.3}");
     }
 }
+
+/// The emulator's recording (its CUDA graph) replays exactly what the ops compute one by one.
+#[test]
+fn recorded_forwards_replay_exactly_what_direct_forwards_compute() {
+    common::check_recorded_replays(&Gpu::new(Emu::new()));
+}

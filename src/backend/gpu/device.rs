@@ -103,6 +103,8 @@ impl LaunchConfig {
 pub trait Device: Send + Sync {
     /// A buffer of f32 in device memory.
     type Mem: Send + Sync;
+    /// A recorded sequence of launches (a CUDA graph), replayed as one.
+    type Graph: Send + Sync;
 
     fn name(&self) -> &'static str;
     fn alloc(&self, len: usize) -> Result<Self::Mem>;
@@ -126,4 +128,14 @@ pub trait Device: Send + Sync {
     /// for every access the kernel makes at this configuration, and written
     /// buffers must not be aliased by anything Rust reads meanwhile.
     unsafe fn launch<P: KernelParams>(&self, cfg: LaunchConfig, params: &P) -> Result<()>;
+
+    /// From now until `end_capture`, launches on this thread are recorded,
+    /// not run (CUDA stream capture). Nothing but launches may happen while
+    /// capturing: no allocation, no copy.
+    fn begin_capture(&self) -> Result<()>;
+    /// Stops recording and returns what was recorded, ready to replay.
+    fn end_capture(&self) -> Result<Self::Graph>;
+    /// Runs a recorded sequence again, reading the buffers' current contents:
+    /// every pointer it was recorded with must still be live and unmoved.
+    fn replay(&self, graph: &Self::Graph) -> Result<()>;
 }

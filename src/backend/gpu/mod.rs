@@ -132,6 +132,7 @@ impl<D: Device> Gpu<D> {
 
 impl<D: Device> Backend for Gpu<D> {
     type Buf = D::Mem;
+    type Graph = D::Graph;
 
     fn name(&self) -> &'static str {
         self.dev.name()
@@ -462,5 +463,18 @@ impl<D: Device> Backend for Gpu<D> {
         };
         // SAFETY: sizes checked above.
         unsafe { self.dev.launch(launch::heads(batch)?, &prm) }
+    }
+
+    fn begin_capture(&self) -> Result<bool> {
+        self.dev.begin_capture()?;
+        Ok(true)
+    }
+
+    fn end_capture(&self) -> Result<D::Graph> {
+        self.dev.end_capture()
+    }
+
+    fn replay(&self, graph: &D::Graph) -> Result<()> {
+        self.dev.replay(graph)
     }
 }
