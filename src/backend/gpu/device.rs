@@ -24,10 +24,18 @@ pub enum Kernel {
     LinearBf16,
     Conv1dBf16,
     PatchEmbedBf16,
+    /// The IEEE f16 twins (`Precision::F16`).
+    LinearF16,
+    Conv1dF16,
+    PatchEmbedF16,
+    /// mma_check.cu with f16 operands.
+    MmaCheckF16,
+    /// mma_check.cu: the 16-bit float conversions, element by element.
+    HalfRoundTrip,
 }
 
 impl Kernel {
-    pub const ALL: [Kernel; 14] = [
+    pub const ALL: [Kernel; 19] = [
         Kernel::Standardize,
         Kernel::BroadcastAdd,
         Kernel::Pool,
@@ -42,6 +50,11 @@ impl Kernel {
         Kernel::LinearBf16,
         Kernel::Conv1dBf16,
         Kernel::PatchEmbedBf16,
+        Kernel::LinearF16,
+        Kernel::Conv1dF16,
+        Kernel::PatchEmbedF16,
+        Kernel::MmaCheckF16,
+        Kernel::HalfRoundTrip,
     ];
 
     /// The `extern "C"` symbol of the kernel in its `.cu` file.
@@ -61,6 +74,11 @@ impl Kernel {
             Kernel::LinearBf16 => "quorum_linear_bf16",
             Kernel::Conv1dBf16 => "quorum_conv1d_bf16",
             Kernel::PatchEmbedBf16 => "quorum_patch_embed_bf16",
+            Kernel::LinearF16 => "quorum_linear_f16",
+            Kernel::Conv1dF16 => "quorum_conv1d_f16",
+            Kernel::PatchEmbedF16 => "quorum_patch_embed_f16",
+            Kernel::MmaCheckF16 => "quorum_mma_check_f16",
+            Kernel::HalfRoundTrip => "quorum_half_round_trip",
         }
     }
 
@@ -74,11 +92,14 @@ impl Kernel {
             | Kernel::PatchEmbed
             | Kernel::LinearBf16
             | Kernel::Conv1dBf16
-            | Kernel::PatchEmbedBf16 => "gemm.cu",
+            | Kernel::PatchEmbedBf16
+            | Kernel::LinearF16
+            | Kernel::Conv1dF16
+            | Kernel::PatchEmbedF16 => "gemm.cu",
             Kernel::Attention => "attention.cu",
             Kernel::Lstm => "lstm.cu",
             Kernel::Heads => "heads.cu",
-            Kernel::MmaCheck => "mma_check.cu",
+            Kernel::MmaCheck | Kernel::MmaCheckF16 | Kernel::HalfRoundTrip => "mma_check.cu",
         }
     }
 }

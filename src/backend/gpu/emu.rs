@@ -57,6 +57,11 @@ entries! {
     LinearBf16 => quorum_emu_launch_quorum_linear_bf16, quorum_emu_sizeof_quorum_linear_bf16;
     Conv1dBf16 => quorum_emu_launch_quorum_conv1d_bf16, quorum_emu_sizeof_quorum_conv1d_bf16;
     PatchEmbedBf16 => quorum_emu_launch_quorum_patch_embed_bf16, quorum_emu_sizeof_quorum_patch_embed_bf16;
+    LinearF16 => quorum_emu_launch_quorum_linear_f16, quorum_emu_sizeof_quorum_linear_f16;
+    Conv1dF16 => quorum_emu_launch_quorum_conv1d_f16, quorum_emu_sizeof_quorum_conv1d_f16;
+    PatchEmbedF16 => quorum_emu_launch_quorum_patch_embed_f16, quorum_emu_sizeof_quorum_patch_embed_f16;
+    MmaCheckF16 => quorum_emu_launch_quorum_mma_check_f16, quorum_emu_sizeof_quorum_mma_check_f16;
+    HalfRoundTrip => quorum_emu_launch_quorum_half_round_trip, quorum_emu_sizeof_quorum_half_round_trip;
 }
 
 /// The size of the C parameter struct of `k`, as the C++ compiler laid it out.
@@ -385,6 +390,11 @@ mod tests {
             (Kernel::LinearBf16, std::mem::size_of::<Bf16<LinearParams>>()),
             (Kernel::Conv1dBf16, std::mem::size_of::<Bf16<ConvParams>>()),
             (Kernel::PatchEmbedBf16, std::mem::size_of::<Bf16<PatchParams>>()),
+            (Kernel::LinearF16, std::mem::size_of::<F16<LinearParams>>()),
+            (Kernel::Conv1dF16, std::mem::size_of::<F16<ConvParams>>()),
+            (Kernel::PatchEmbedF16, std::mem::size_of::<F16<PatchParams>>()),
+            (Kernel::MmaCheckF16, std::mem::size_of::<F16<MmaCheckParams>>()),
+            (Kernel::HalfRoundTrip, std::mem::size_of::<HalfRoundTripParams>()),
         ];
         for (k, rust) in sizes {
             assert_eq!(c_params_size(k), rust, "{k:?}");
