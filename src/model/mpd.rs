@@ -97,14 +97,20 @@ impl<B: Backend> MpdNet<B> {
             cls_token: c.use_cls_token,
         };
         be.patch_embed(&acts.input, &self.patch_w, &self.patch_b, self.cls.as_ref(), &self.pos, &mut acts.x, shape)?;
-        for block in &self.blocks {
-            block.forward(be, &mut acts.x, &mut acts.block, batch, n)?;
-        }
         if c.use_cls_token {
-            // LayerNorm is per token: normalizing only the pooled CLS token is exact.
-            be.pool(&acts.x, &mut acts.pooled, batch, n, d, Pool::First)?;
+            // Only the CLS token reaches the heads, and LayerNorm is per token:
+            // the last block runs its projection and MLP on that token alone,
+            // and only it is normalized.
+            let (last, early) = self.blocks.split_last().expect("validated: num_layers > 0");
+            for block in early {
+                block.forward(be, &mut acts.x, &mut acts.block, batch, n)?;
+            }
+            last.forward_first_token(be, &acts.x, &mut acts.pooled, &mut acts.block, batch, n)?;
             self.norm.forward(be, &acts.pooled, &mut acts.normed, batch)?;
         } else {
+            for block in &self.blocks {
+                block.forward(be, &mut acts.x, &mut acts.block, batch, n)?;
+            }
             self.norm.forward(be, &acts.x, &mut acts.block.h, batch * n)?;
             be.pool(&acts.block.h, &mut acts.normed, batch, n, d, Pool::Mean)?;
         }
