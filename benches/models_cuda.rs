@@ -8,32 +8,21 @@
 //! Each iteration ends with the outputs read back to the host, which waits for
 //! the stream: the figures are end-to-end latencies.
 
+mod common;
+
+use common::{default_model, inputs};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use quorum::backend::gpu::{Cuda, Gpu, Precision};
 use quorum::backend::{AttentionShape, Backend, ConvShape, ConvWeights, Epilogue, LinearShape, LstmShape, PatchShape};
-use quorum::model::{ModelConfig, ModelKind, ModelMeta};
-use quorum::weights::generated;
-use quorum::{Inputs, Model, Outputs, Tensor};
-
-fn inputs(kind: ModelKind, batch: usize) -> (Option<Tensor>, Option<Tensor>, Option<Tensor>) {
-    let fill = |shape: Vec<usize>| {
-        let n: usize = shape.iter().product();
-        Tensor::new(shape, (0..n).map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0).collect()).unwrap()
-    };
-    match kind {
-        ModelKind::Tlob => (None, Some(fill(vec![batch, 100, 20, 4])), Some(fill(vec![batch, 112]))),
-        _ => (Some(fill(vec![batch, 60, 112])), None, None),
-    }
-}
+use quorum::model::ModelKind;
+use quorum::{Inputs, Outputs};
 
 fn forward(c: &mut Criterion) {
     let mut group = c.benchmark_group("forward_cuda");
     for precision in [Precision::F32, Precision::Bf16, Precision::F16] {
         let be = Gpu::with_precision(Cuda::new(0).expect("a CUDA device"), precision);
         for kind in ModelKind::ALL {
-            let config = ModelConfig::default_for(kind);
-            let mut model =
-                Model::from_tensors(&be, config.clone(), &generated::params(&config), ModelMeta::default()).unwrap();
+            let mut model = default_model(&be, kind);
             for (batch, graphs) in [(1usize, true), (1, false), (32, true)] {
                 model.set_graphs(graphs);
                 let (f, l, a) = inputs(kind, batch);
