@@ -34,6 +34,17 @@ impl Task {
     /// MPD / CNN-LSTM: their config's window, one horizon (`horizon`);
     /// TLOB: 100 snapshots, its config's horizons.
     pub fn of(config: &ModelConfig, horizon: usize) -> Result<Task> {
+        let input_features = match config {
+            ModelConfig::Mpd(c) => c.input_features,
+            ModelConfig::CnnLstm(c) => c.input_features,
+            ModelConfig::Tlob(_) => NUM_FEATURES,
+        };
+        if input_features != NUM_FEATURES {
+            return Err(Error::config(
+                "model.input_features",
+                format!("is {input_features}, the feature table has {NUM_FEATURES} columns"),
+            ));
+        }
         Ok(match config {
             ModelConfig::Mpd(c) => {
                 Task { window: c.sequence_length, horizons: vec![horizon], primary: 0, tlob: false, aux: false }

@@ -40,7 +40,8 @@ pub struct FoldResult {
     pub epochs: Vec<EpochResult>,
     /// The epoch with the lowest validation loss (the fold's model).
     pub best_epoch: usize,
-    pub best_val_loss: f64,
+    /// `None` until the first epoch is validated.
+    pub best_val_loss: Option<f64>,
     pub best_val_accuracy: f64,
     pub stopped_early: bool,
     /// Logistic regression on the order-flow features, same labels and samples.
@@ -78,7 +79,8 @@ pub struct Results {
     pub horizon: usize,
     pub horizons: Vec<usize>,
     pub best_val_accuracy: f64,
-    pub best_val_loss: f64,
+    /// `None` until the first epoch is validated.
+    pub best_val_loss: Option<f64>,
     pub training_time_seconds: f64,
     pub model_path: String,
     pub completed: bool,

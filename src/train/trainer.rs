@@ -258,7 +258,7 @@ impl<'b, B: Train, N: Net<B>> MultiModelTrainer<'b, B, N> {
             horizon: self.task.primary_horizon(),
             horizons: self.task.horizons.clone(),
             best_val_accuracy: 0.0,
-            best_val_loss: f64::NAN,
+            best_val_loss: None,
             training_time_seconds: 0.0,
             model_path: self.paths.best.display().to_string(),
             completed: false,
@@ -452,7 +452,7 @@ impl<'b, B: Train, N: Net<B>> MultiModelTrainer<'b, B, N> {
             p.eta_seconds = Some(0.0);
         });
         self.log(&format!(
-            "{}: done in {:.0} s; model {} (fold {} best epoch: val loss {:.4}, accuracy {:.2}%); mean over folds: accuracy {:.2}% (baseline {:.2}%, majority {:.2}%)",
+            "{}: done in {:.0} s; model {} (fold {} best epoch: val loss {:.4?}, accuracy {:.2}%); mean over folds: accuracy {:.2}% (baseline {:.2}%, majority {:.2}%)",
             self.config.architecture,
             st.results.training_time_seconds,
             st.results.model_path,
@@ -570,7 +570,7 @@ impl<'b, B: Train, N: Net<B>> MultiModelTrainer<'b, B, N> {
                 alpha: plan.alphas.clone(),
                 epochs: Vec::new(),
                 best_epoch: 0,
-                best_val_loss: f64::NAN,
+                best_val_loss: None,
                 best_val_accuracy: 0.0,
                 stopped_early: false,
                 baseline,
@@ -663,7 +663,7 @@ impl<'b, B: Train, N: Net<B>> MultiModelTrainer<'b, B, N> {
                 metrics: metrics.clone(),
             });
             fr.best_epoch = st.best_epoch;
-            fr.best_val_loss = st.best_val_loss.unwrap_or(f64::NAN);
+            fr.best_val_loss = st.best_val_loss;
             fr.best_val_accuracy = fr.best().map_or(0.0, |e| e.metrics.accuracy);
             let patience = cfg.early_stopping_patience;
             let early = patience > 0 && st.epochs_without_improvement >= patience && epoch < cfg.epochs;
