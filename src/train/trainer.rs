@@ -586,6 +586,12 @@ impl<'b, B: Train, N: Net<B>> MultiModelTrainer<'b, B, N> {
         let weights = self.loss_weights();
         let mut batch = TrainBatch::default();
         let live = self.print && std::io::stdout().is_terminal();
+        let patience = cfg.early_stopping_patience;
+        if patience > 0 && st.epochs_without_improvement >= patience {
+            // Resumed from the save at the end of the epoch that stopped this
+            // fold early (a crash before the fold-boundary save): it is done.
+            return Ok(FoldEnd::Done);
+        }
 
         while st.epoch <= cfg.epochs {
             let epoch = st.epoch;
@@ -665,7 +671,6 @@ impl<'b, B: Train, N: Net<B>> MultiModelTrainer<'b, B, N> {
             fr.best_epoch = st.best_epoch;
             fr.best_val_loss = st.best_val_loss;
             fr.best_val_accuracy = fr.best().map_or(0.0, |e| e.metrics.accuracy);
-            let patience = cfg.early_stopping_patience;
             let early = patience > 0 && st.epochs_without_improvement >= patience && epoch < cfg.epochs;
             fr.stopped_early = early;
             if live {
