@@ -532,6 +532,7 @@ fn the_loop_learns_writes_results_and_a_loadable_model() {
     let progress = ProgressHandle::new();
     set_hook(Hook { progress: Some(progress.clone()), ..Hook::default() });
     let mut t = trainer(&be, tiny_training(&dir)).with_progress(progress.clone());
+    t.print = true; // the log lines, for `--nocapture`
     let r = t.train_walk_forward().unwrap();
     assert!(r.completed);
     assert_eq!(r.folds.len(), 2);
@@ -750,4 +751,51 @@ fn resume_refuses_other_settings_and_mismatched_files() {
     let mut none = trainer(&be, tiny_training(&tempdir("resume-none")));
     none.resume = true;
     assert!(none.train_walk_forward().unwrap_err().to_string().contains("no training state"));
+}
+
+#[test]
+fn accumulating_two_half_batches_steps_like_one_whole_batch() {
+    use quorum::train::optim::AdamW;
+    let be = Cpu::new();
+    let ds = strong_dataset();
+    let task = Task::of(&tiny_config(), 20).unwrap();
+    let labels = vec![ds.labels(20)];
+    let ends = ds.sample_ends(WINDOW, &labels);
+    let folds = walk_forward(ds.len(), 1, 0.2, purge_ticks(&[20], WINDOW)).unwrap();
+    let norm = Normalizer::fit_fold(ds, &folds[0]);
+    let alphas = [resolve_alpha(Alpha::Auto, &labels[0], folds[0].train.clone()).unwrap()];
+    let b = Batcher { ds, task: &task, labels: &labels, alphas: &alphas, norm: &norm, return_scale: 10.0 };
+    let w = LossWeights { direction: 1.0, confidence: 0.5, ret: 0.3 };
+    let rows = &ends[..128];
+    let (mut whole, mut halves) = (TrainBatch::default(), [TrainBatch::default(), TrainBatch::default()]);
+    b.fill(rows, &mut whole).unwrap();
+    b.fill(&rows[..64], &mut halves[0]).unwrap();
+    b.fill(&rows[64..], &mut halves[1]).unwrap();
+    set_hook(Hook::default());
+
+    let mut one = Tiny::init(&be, tiny_config(), 1).unwrap();
+    let mut opt1 = AdamW::new(&be, one.params(), 0.01, 0.5).unwrap();
+    one.forward_backward(&be, &whole, w, 0).unwrap();
+    let i1 = opt1.step(&be, one.params_mut(), 1, 1e-2).unwrap();
+
+    let mut two = Tiny::init(&be, tiny_config(), 1).unwrap();
+    let mut opt2 = AdamW::new(&be, two.params(), 0.01, 0.5).unwrap();
+    for h in &halves {
+        two.forward_backward(&be, h, w, 0).unwrap();
+    }
+    let i2 = opt2.step(&be, two.params_mut(), 2, 1e-2).unwrap();
+    // The mean of two equal halves' mean gradients is the whole batch's mean gradient.
+    assert!((i1.grad_norm - i2.grad_norm).abs() < 1e-5 * i1.grad_norm, "{i1:?} vs {i2:?}");
+    assert!(i1.clip < 1.0, "the clip is exercised: {i1:?}");
+    let (p1, p2) = (&one.params()[one.w].value, &two.params()[two.w].value);
+    let max = p1.iter().zip(p2).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+    assert!(max < 1e-6, "weights differ by {max}");
+    // And a step that forgot to divide by the micro-batches would not match.
+    let mut wrong = Tiny::init(&be, tiny_config(), 1).unwrap();
+    let mut opt3 = AdamW::new(&be, wrong.params(), 0.01, 0.5).unwrap();
+    for h in &halves {
+        wrong.forward_backward(&be, h, w, 0).unwrap();
+    }
+    let i3 = opt3.step(&be, wrong.params_mut(), 1, 1e-2).unwrap();
+    assert!((i3.grad_norm - 2.0 * i1.grad_norm).abs() < 1e-4 * i1.grad_norm);
 }

@@ -452,12 +452,12 @@ impl<'b, B: Train, N: Net<B>> MultiModelTrainer<'b, B, N> {
             p.eta_seconds = Some(0.0);
         });
         self.log(&format!(
-            "{}: done in {:.0} s; model {} (fold {} best epoch: val loss {:.4?}, accuracy {:.2}%); mean over folds: accuracy {:.2}% (baseline {:.2}%, majority {:.2}%)",
+            "{}: done in {:.0} s; model {} (fold {} best epoch: val loss {:.4}, accuracy {:.2}%); mean over folds: accuracy {:.2}% (baseline {:.2}%, majority {:.2}%)",
             self.config.architecture,
             st.results.training_time_seconds,
             st.results.model_path,
             folds,
-            st.results.best_val_loss,
+            st.results.best_val_loss.unwrap_or(f64::NAN),
             100.0 * st.results.best_val_accuracy,
             100.0 * st.results.mean.accuracy,
             100.0 * st.results.mean.baseline_accuracy,
