@@ -7,6 +7,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 
 mod market_cli;
+mod train_cli;
 
 use quorum::backend::gpu::{Cuda, Emu, Gpu, Precision};
 use quorum::ensemble::{unix_now_s, EnsembleConfig, EnsembleConsensus, ModelType, PredictionAdapter, RawModelOutput};
@@ -95,6 +96,8 @@ enum Command {
     Simulate(market_cli::SimulateArgs),
     /// Collect an order book from Binance (or any server speaking its protocol) into Parquet.
     Collect(market_cli::CollectArgs),
+    /// Train one architecture (or all three) with walk-forward validation on a data folder.
+    Train(train_cli::TrainArgs),
 }
 
 fn main() -> Result<()> {
@@ -111,6 +114,7 @@ fn main() -> Result<()> {
         Command::Features { raw, out, symbol } => features(&raw, &out, symbol.as_deref()),
         Command::Simulate(args) => market_cli::simulate(args),
         Command::Collect(args) => market_cli::collect(args),
+        Command::Train(args) => train_cli::train(args),
     }
 }
 

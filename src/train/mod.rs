@@ -2,10 +2,18 @@
 //! windows, walk-forward splits, the normalizer, the trainable models and the
 //! trainer.
 
+pub mod baseline;
+pub mod batches;
+pub mod checkpoint;
 pub mod config;
+pub mod data;
 pub mod dataset;
+pub mod metrics;
 pub mod net;
+pub mod optim;
 pub mod progress;
+pub mod report;
+pub mod trainer;
 
 pub use config::TrainingConfig;
 pub use dataset::{
@@ -14,3 +22,4 @@ pub use dataset::{
 };
 pub use net::{HeadTargets, LossOut, LossWeights, Param, TrainBatch, TrainNet};
 pub use progress::{Progress, ProgressHandle};
+pub use trainer::{MultiModelTrainer, Net};

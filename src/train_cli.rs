@@ -1,0 +1,244 @@
+//! The `train` subcommand: walk-forward training of one architecture or all
+//! three (training.md), on the folder layout `quorum simulate` / `collect` /
+//! `features` produce.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+
+use quorum::model::{ModelConfig, ModelKind};
+use quorum::train::report::Results;
+use quorum::train::{MultiModelTrainer, ProgressHandle, TrainNet, TrainingConfig};
+use quorum::{Backend, Cpu};
+
+#[derive(Args, Debug)]
+pub struct TrainArgs {
+    /// mpd_transformer, tlob, cnn_lstm, or all (the three in turn).
+    #[arg(long)]
+    pub architecture: String,
+    /// The data folder: `DIR/raw_lob/<SYMBOL>/<day>/*.parquet` (the collector's
+    /// store; `DIR/<SYMBOL>/…` directly, as `quorum simulate --out DIR` writes,
+    /// works too) and optionally `DIR/features/<SYMBOL>.parquet` (`quorum features`).
+    #[arg(long)]
+    pub data: PathBuf,
+    #[arg(long, default_value = "BTCUSDT")]
+    pub symbol: String,
+    /// A TrainingConfig as JSON (the training-start request body); the flags below override it.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Model configs as JSON: `{"mpd_transformer": {...}, "tlob": {...}, "cnn_lstm": {...}}`
+    /// (any subset), or one config when training one architecture. Default: models.md's sizes.
+    #[arg(long)]
+    pub model_config: Option<PathBuf>,
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// A negative value is let through to be refused by name, not taken for a flag.
+    #[arg(long, allow_hyphen_values = true)]
+    pub learning_rate: Option<f64>,
+    #[arg(long)]
+    pub walk_forward_splits: Option<usize>,
+    #[arg(long)]
+    pub early_stopping_patience: Option<usize>,
+    /// The label horizon (ticks) of MPD's and CNN-LSTM's outputs.
+    #[arg(long)]
+    pub horizon: Option<usize>,
+    #[arg(long)]
+    pub seed: Option<u64>,
+    #[arg(long)]
+    pub checkpoint_dir: Option<String>,
+    /// Continue the run whose checkpoint is in the checkpoint folder.
+    #[arg(long)]
+    pub resume: bool,
+    /// cpu (the only backend with training today), cuda or emu.
+    #[arg(long, default_value = "cpu")]
+    pub backend: String,
+}
+
+/// The raw store and the feature table under `--data`.
+fn data_paths(data: &Path, symbol: &str) -> Result<(Option<PathBuf>, PathBuf)> {
+    if !data.is_dir() {
+        bail!("--data {}: no such folder", data.display());
+    }
+    let raw = if data.join("raw_lob").is_dir() {
+        Some(data.join("raw_lob"))
+    } else if data.join(symbol).is_dir() {
+        Some(data.to_path_buf())
+    } else {
+        None
+    };
+    Ok((raw, data.join("features")))
+}
+
+fn model_configs(path: &Path, kinds: &[ModelKind]) -> Result<Vec<(ModelKind, ModelConfig)>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("--model-config {}", path.display()))?;
+    let value: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("--model-config {}: not JSON", path.display()))?;
+    let keyed = value.as_object().is_some_and(|o| o.keys().any(|k| ModelKind::parse(k).is_ok()));
+    let mut out = Vec::new();
+    if keyed {
+        for (k, v) in value.as_object().into_iter().flatten() {
+            let kind = ModelKind::parse(k).with_context(|| format!("--model-config {}", path.display()))?;
+            let cfg = ModelConfig::from_json(kind, &v.to_string())
+                .with_context(|| format!("--model-config {}: {k}", path.display()))?;
+            out.push((kind, cfg));
+        }
+    } else {
+        let [kind] = kinds else {
+            bail!(
+                "--model-config {}: with --architecture all, key the configs by architecture \
+                 ({{\"mpd_transformer\": {{...}}, ...}})",
+                path.display()
+            );
+        };
+        let cfg = ModelConfig::from_json(*kind, &text).with_context(|| format!("--model-config {}", path.display()))?;
+        out.push((*kind, cfg));
+    }
+    Ok(out)
+}
+
+pub fn train(args: TrainArgs) -> Result<()> {
+    match args.backend.as_str() {
+        "cpu" => {}
+        "cuda" | "emu" => bail!(
+            "--backend {}: training on that backend is not built yet (only the CPU backend implements \
+             training today); use --backend cpu",
+            args.backend
+        ),
+        other => bail!("--backend {other:?}: expected cpu, cuda or emu"),
+    }
+    let kinds: Vec<ModelKind> = if args.architecture == "all" {
+        ModelKind::ALL.to_vec()
+    } else {
+        vec![ModelKind::parse(&args.architecture).context("--architecture")?]
+    };
+    let mut base = match &args.config {
+        Some(p) => {
+            let text = std::fs::read_to_string(p).with_context(|| format!("--config {}", p.display()))?;
+            serde_json::from_str::<TrainingConfig>(&text).with_context(|| format!("--config {}", p.display()))?
+        }
+        None => TrainingConfig::default(),
+    };
+    if let Some(v) = args.epochs {
+        base.epochs = v;
+    }
+    if let Some(v) = args.batch_size {
+        base.batch_size = v;
+    }
+    if let Some(v) = args.learning_rate {
+        base.learning_rate = v;
+    }
+    if let Some(v) = args.walk_forward_splits {
+        base.walk_forward_splits = v;
+    }
+    if let Some(v) = args.early_stopping_patience {
+        base.early_stopping_patience = v;
+    }
+    if let Some(v) = args.horizon {
+        base.horizon = v;
+    }
+    if let Some(v) = args.seed {
+        base.seed = v;
+    }
+    if let Some(v) = &args.checkpoint_dir {
+        base.checkpoint_dir = v.clone();
+    }
+    let overrides = match &args.model_config {
+        Some(p) => model_configs(p, &kinds)?,
+        None => Vec::new(),
+    };
+    let (raw, features) = data_paths(&args.data, &args.symbol)?;
+
+    // Every architecture's config is checked before the first one trains.
+    let mut configs = Vec::with_capacity(kinds.len());
+    for &kind in &kinds {
+        let mut cfg = TrainingConfig { architecture: kind, ..base.clone() };
+        cfg.model = overrides.iter().find(|(k, _)| *k == kind).map(|(_, c)| c.clone());
+        match cfg.model_config() {
+            ModelConfig::Mpd(c) => cfg.sequence_length = c.sequence_length,
+            ModelConfig::CnnLstm(c) => cfg.sequence_length = c.sequence_length,
+            ModelConfig::Tlob(_) => {}
+        }
+        cfg.validate().with_context(|| format!("{kind}"))?;
+        if kind == ModelKind::Tlob && raw.is_none() {
+            bail!(
+                "tlob: trains on the raw order-book snapshots, and --data {} has no raw LOB folder \
+                 ({}/raw_lob/{}/ or {}/{}/)",
+                args.data.display(),
+                args.data.display(),
+                args.symbol,
+                args.data.display(),
+                args.symbol
+            );
+        }
+        configs.push(cfg);
+    }
+
+    let progress = ProgressHandle::new();
+    stop_on_ctrl_c(progress.clone());
+    let be = Cpu::new();
+    let mut all: Vec<(ModelKind, Results)> = Vec::new();
+    for cfg in configs {
+        let kind = cfg.architecture;
+        println!(
+            "== {kind}: {} on {} ({}), checkpoints in {}",
+            args.symbol,
+            args.data.display(),
+            be.name(),
+            cfg.checkpoint_dir
+        );
+        let mut trainer = MultiModelTrainer::<Cpu, TrainNet<Cpu>>::new(&be, cfg)
+            .with_context(|| kind.to_string())?
+            .with_progress(progress.clone());
+        trainer.print = true;
+        trainer.resume = args.resume;
+        trainer.load_data(Some(&features), raw.as_deref(), &args.symbol).with_context(|| kind.to_string())?;
+        let results = trainer.train_walk_forward().with_context(|| kind.to_string())?;
+        println!("{kind}: results in {}", trainer.paths().results.display());
+        let stopped = !results.completed;
+        all.push((kind, results));
+        if stopped {
+            println!("stopped by request; resume with the same command and --resume");
+            break;
+        }
+    }
+    if all.len() > 1 {
+        println!("\n| model           | val accuracy | val loss | mean accuracy | baseline | majority | model file |");
+        println!("|-----------------|-------------:|---------:|--------------:|---------:|---------:|------------|");
+        for (kind, r) in &all {
+            println!(
+                "| {:15} | {:11.2}% | {:8.4} | {:12.2}% | {:7.2}% | {:7.2}% | {} |",
+                kind.as_str(),
+                100.0 * r.best_val_accuracy,
+                r.best_val_loss.unwrap_or(f64::NAN),
+                100.0 * r.mean.accuracy,
+                100.0 * r.mean.baseline_accuracy,
+                100.0 * r.mean.majority_class_rate,
+                r.model_path
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Ctrl-C asks the run to stop; it saves a checkpoint at the next optimizer step.
+fn stop_on_ctrl_c(progress: ProgressHandle) {
+    std::thread::spawn(move || {
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+            return;
+        };
+        rt.block_on(async {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                eprintln!(
+                    "\nCtrl-C: stopping after the current optimizer step (a checkpoint is saved); again to abort"
+                );
+                progress.request_stop();
+            }
+            if tokio::signal::ctrl_c().await.is_ok() {
+                std::process::exit(130);
+            }
+        });
+    });
+}
