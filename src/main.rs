@@ -7,6 +7,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 
 mod market_cli;
+mod server_cli;
 
 use quorum::backend::gpu::{Cuda, Emu, Gpu};
 use quorum::ensemble::{unix_now_s, EnsembleConfig, EnsembleConsensus, ModelType, PredictionAdapter, RawModelOutput};
@@ -85,6 +86,8 @@ enum Command {
     Simulate(market_cli::SimulateArgs),
     /// Collect an order book from Binance (or any server speaking its protocol) into Parquet.
     Collect(market_cli::CollectArgs),
+    /// Serve the ensemble over HTTP (spec/api.md), optionally live from the simulator or Binance.
+    Serve(Box<server_cli::ServeArgs>),
 }
 
 fn main() -> Result<()> {
@@ -97,6 +100,7 @@ fn main() -> Result<()> {
         Command::Features { raw, out, symbol } => features(&raw, &out, symbol.as_deref()),
         Command::Simulate(args) => market_cli::simulate(args),
         Command::Collect(args) => market_cli::collect(args),
+        Command::Serve(args) => server_cli::serve(*args),
     }
 }
 
