@@ -449,12 +449,16 @@ impl TrainingLauncher for TestLauncher {
         });
         let h = handle.clone();
         std::thread::spawn(move || {
-            while !h.stop_requested() {
+            // At least one epoch, then one every 5 ms until asked to stop.
+            loop {
                 h.update(|p| {
                     p.current_epoch = (p.current_epoch + 1).min(p.total_epochs);
                     p.current_loss = Some(1.0 / p.current_epoch as f64);
                     p.progress_percent = 100.0 * p.current_epoch as f64 / p.total_epochs as f64;
                 });
+                if h.stop_requested() {
+                    break;
+                }
                 std::thread::sleep(Duration::from_millis(5));
             }
             h.update(|p| {
@@ -647,4 +651,60 @@ async fn raw_exchange(addr: std::net::SocketAddr, request: Vec<u8>) -> String {
     let _ = tokio::time::timeout(Duration::from_secs(20), rd.read_to_end(&mut buf)).await;
     drop(writer.await);
     String::from_utf8_lossy(&buf).into_owned()
+}
+
+#[test]
+fn the_engine_loads_a_weights_folder_and_reports_the_missing_models() {
+    let configs = small_configs();
+    let dir = tempdir("folder");
+    save_weights(&dir.join("tlob.safetensors"), &weights(&configs[1], 1.0));
+    save_weights(&dir.join("cnn_lstm.safetensors"), &weights(&configs[2], 1.0));
+    let engine = bare_engine();
+    let report = engine.load_dir(&dir).unwrap();
+    let loaded: Vec<_> = report.loaded.iter().map(|(m, _)| m.as_str()).collect();
+    let missing: Vec<_> = report.missing.iter().map(|(m, _)| m.as_str()).collect();
+    assert_eq!((loaded, missing), (vec!["cnn_lstm", "tlob"], vec!["mpd_transformer"]));
+    let layout = engine.input_layout();
+    assert_eq!((layout.features, layout.lob, layout.aux), (Some([60, 112]), Some([100, 20, 4]), Some(112)));
+    // A broken file is an error that names it, and loads nothing more.
+    std::fs::write(dir.join("mpd_transformer.safetensors"), b"not safetensors").unwrap();
+    let err = engine.load_dir(&dir).unwrap_err().to_string();
+    assert!(err.contains("mpd_transformer.safetensors"), "{err}");
+    assert!(!engine.is_loaded(quorum::ensemble::ModelType::MpdTransformer));
+    assert!(engine.load_dir(&dir.join("nope")).is_err());
+}
+
+#[test]
+fn quorum_serve_without_weights_serves_and_says_which_models_are_not_loaded() {
+    use std::io::BufRead;
+    let dir = tempdir("cli");
+    save_weights(&dir.join("tlob.safetensors"), &weights(&small_configs()[1], 1.0));
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_quorum"))
+        .args(["serve", "--bind", "127.0.0.1:0", "--backend", "cpu", "--duration", "60", "--weights"])
+        .arg(&dir)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    let addr = loop {
+        let line = lines.next().expect("quorum serve prints its address").unwrap();
+        seen.push(line.clone());
+        if let Some(rest) = line.strip_prefix("quorum serve: listening on http://") {
+            break rest.split(';').next().unwrap().parse::<std::net::SocketAddr>().unwrap();
+        }
+    };
+    let text = seen.join("\n");
+    assert!(text.contains("loaded tlob from"), "{text}");
+    assert!(text.contains("not loaded: mpd_transformer") && text.contains("not loaded: cnn_lstm"), "{text}");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let (status, ready) = rt.block_on(async {
+        let http = Http::new(addr);
+        (http.get("/api/ensemble/status").await.status, http.get("/health/ready").await.json())
+    });
+    child.kill().unwrap();
+    let _ = child.wait();
+    assert_eq!(status, 200);
+    assert_eq!(ready["models_loaded"], json!(["tlob"]));
+    assert_eq!(ready["ready"], true);
 }
