@@ -573,6 +573,9 @@ async fn a_slow_client_does_not_stall_the_others_and_is_dropped() {
     let config = ServerConfig {
         header_timeout: Duration::from_millis(500),
         body_timeout: Duration::from_millis(500),
+        // Fewer places than stalled clients: they must not hold places while they stall.
+        max_in_flight: 2,
+        queue_timeout: Duration::from_millis(100),
         ..loopback()
     };
     let (server, http) = start(bare_engine(), config, Extras::default()).await;
@@ -580,23 +583,28 @@ async fn a_slow_client_does_not_stall_the_others_and_is_dropped() {
     // Half the headers, then nothing.
     let mut half_headers = tokio::net::TcpStream::connect(addr).await.unwrap();
     half_headers.write_all(b"POST /api/ensemble/predict HTTP/1.1\r\nHost: x\r\nContent-Le").await.unwrap();
-    // Whole headers, half the body, then nothing.
-    let mut half_body = tokio::net::TcpStream::connect(addr).await.unwrap();
-    half_body
-        .write_all(b"POST /api/ensemble/strategy HTTP/1.1\r\nHost: x\r\nContent-Length: 40\r\n\r\n{\"strategy\":")
-        .await
-        .unwrap();
+    // Whole headers, half the body, then nothing: four of them.
+    let mut stalled = Vec::new();
+    for _ in 0..4 {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"POST /api/ensemble/strategy HTTP/1.1\r\nHost: x\r\nContent-Length: 40\r\n\r\n{\"strategy\":")
+            .await
+            .unwrap();
+        stalled.push(s);
+    }
 
     // Everyone else is served meanwhile.
     for _ in 0..20 {
         assert_eq!(http.post_json("/api/ensemble/predict", &seed_predictions()).await.status, 200);
     }
     // The stalled body gets 408 and its change is not made; the stalled headers are cut off.
-    let mut buf = Vec::new();
-    tokio::time::timeout(Duration::from_secs(20), half_body.read_to_end(&mut buf)).await.unwrap().unwrap();
-    let text = String::from_utf8_lossy(&buf);
-    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
-    assert!(text.contains("body_timeout"), "{text}");
+    for mut half_body in stalled {
+        let mut buf = Vec::new();
+        tokio::time::timeout(Duration::from_secs(20), half_body.read_to_end(&mut buf)).await.unwrap().unwrap();
+        let text = String::from_utf8_lossy(&buf);
+        assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+        assert!(text.contains("body_timeout"), "{text}");
+    }
     let mut rest = Vec::new();
     let r = tokio::time::timeout(Duration::from_secs(20), half_headers.read_to_end(&mut rest)).await.unwrap();
     assert!(r.is_err() || !String::from_utf8_lossy(&rest).contains("200 OK"), "the stalled request was not served");

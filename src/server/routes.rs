@@ -131,10 +131,19 @@ async fn guarded(state: &Arc<AppState>, route: Route, req: Request<Incoming>) ->
         Route::LiveStream => return live_stream(state),
         _ => {}
     }
+    // The body is read before taking a place, so a client that sends it
+    // slowly holds no place that others wait for (only its own connection).
+    let (parts, body, req) = if req.method() == Method::POST {
+        let (parts, body) = read_body(state, req).await?;
+        (Some(parts), body, None)
+    } else {
+        (None, Bytes::new(), Some(req))
+    };
     let _permit = tokio::time::timeout(state.config.queue_timeout, state.in_flight.acquire())
         .await
         .map_err(|_| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded", "too many requests in flight"))?
         .map_err(|_| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", "the server is stopping"))?;
+    let query = req.as_ref().and_then(|r| r.uri().query());
     let e = &state.engine;
     match route {
         Route::Status => json(StatusCode::OK, &e.consensus().get_status()),
@@ -142,12 +151,14 @@ async fn guarded(state: &Arc<AppState>, route: Route, req: Request<Incoming>) ->
         Route::Layout => json(StatusCode::OK, &layout_body(state)),
         Route::TrainStatus => json(StatusCode::OK, &state.training.status()),
         Route::LiveLatest => live_latest(state),
-        Route::LiveHistory => live_history(state, req.uri().query()),
+        Route::LiveHistory => live_history(state, query),
         Route::LiveStatus => json(StatusCode::OK, &live_hub(state)?.status()),
-        post => {
-            let (parts, body) = read_body(state, req).await?;
-            post_route(state, post, &parts, body).await
-        }
+        post => match &parts {
+            Some(parts) => post_route(state, post, parts, body).await,
+            None => {
+                Err(ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this endpoint takes POST"))
+            }
+        },
     }
 }
 
