@@ -10,11 +10,13 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 
 use quorum::backend::gpu::{Emu, Gpu};
-use quorum::engine::Engine;
+use quorum::engine::{model_type, Engine};
 use quorum::ensemble::EnsembleConfig;
 use quorum::live::{LiveConfig, LiveObserver, LiveRunner};
 use quorum::market::{Endpoint, ExchangeConfig, LoopbackExchange, SimConfig, BINANCE_REST_URL, BINANCE_WS_URL};
+use quorum::model::{ModelConfig, ModelKind, ModelMeta};
 use quorum::server::{Extras, Metrics, Server, ServerConfig};
+use quorum::weights::{generated, WeightsFile};
 use quorum::Cpu;
 
 use super::{resolve_backend, BackendChoice, Resolved};
@@ -34,6 +36,10 @@ pub struct ServeArgs {
     /// (any missing model is not loaded; predict then runs the others, or the consensus only).
     #[arg(long)]
     pub weights: Option<PathBuf>,
+    /// Load the three models at their default configs with the built-in deterministic,
+    /// untrained weights (as `quorum demo`): for trying the server without trained weights.
+    #[arg(long, conflicts_with = "weights")]
+    pub demo_weights: bool,
     /// The ensemble's JSON config (ensemble.md); default: the seed's.
     #[arg(long)]
     pub ensemble_config: Option<PathBuf>,
@@ -77,6 +83,14 @@ pub fn serve(args: ServeArgs) -> Result<()> {
         for (m, p) in &report.missing {
             println!("not loaded: {m} ({} does not exist)", p.display());
         }
+    }
+    if args.demo_weights {
+        for kind in ModelKind::ALL {
+            let config = ModelConfig::default_for(kind);
+            let tensors = generated::params(&config);
+            engine.load_weights(model_type(kind), WeightsFile { config, meta: ModelMeta::default(), tensors })?;
+        }
+        println!("loaded the three models with built-in untrained weights (--demo-weights)");
     }
     if engine.loaded_models().is_empty() {
         println!(
