@@ -113,7 +113,12 @@ pub async fn handle(
         }
         Some((route, _, _)) => guarded(&state, *route, req).await,
     };
-    let resp = resp.unwrap_or_else(|e| error_response(&e));
+    let mut resp = resp.unwrap_or_else(|e| error_response(&e));
+    if matches!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE | StatusCode::REQUEST_TIMEOUT) {
+        // The rest of that body is never read: end the connection rather than
+        // leave it waiting for bytes that belong to no request.
+        resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     state.metrics.request(label, method, resp.status().as_u16(), start.elapsed());
     Ok(resp)
 }
