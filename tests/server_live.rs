@@ -209,7 +209,27 @@ async fn live_decisions_on_every_tick_are_scored_and_move_the_adaptive_weights()
     let count_line = metrics.lines().find(|l| l.starts_with("quorum_live_tick_to_decision_seconds_count")).unwrap();
     assert!(count_line.split(' ').nth(1).unwrap().parse::<u64>().unwrap() >= 31, "{count_line}");
 
-    server.shutdown().await;
+    // Stopping the server ends an open event stream cleanly (the last chunk
+    // arrives), instead of leaving it to be cut off.
+    let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let url = format!("http://{}/api/ensemble/live/stream", server.local_addr());
+    let mut stream = client.get(url.parse().unwrap()).await.unwrap().into_body();
+    let first = stream.frame().await.unwrap().unwrap().into_data().unwrap();
+    assert_eq!(&first[..], b": connected\n\n");
+    let stopping = tokio::spawn(server.shutdown());
+    let ended = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            match stream.frame().await {
+                None => break Ok(()),
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => break Err(e.to_string()),
+            }
+        }
+    })
+    .await
+    .expect("the stream ends when the server stops");
+    assert_eq!(ended, Ok(()));
+    stopping.await.unwrap();
     live.stop().await;
     exchange.shutdown().await;
 }

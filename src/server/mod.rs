@@ -128,6 +128,8 @@ pub struct AppState {
     pub training: training::TrainingSlot,
     pub in_flight: Semaphore,
     pub streams: Arc<Semaphore>,
+    /// Turns true when the server stops: event streams end on it.
+    pub stopping: watch::Receiver<bool>,
 }
 
 /// A running server; dropping it stops accepting.
@@ -154,7 +156,9 @@ impl Server {
         let listener =
             TcpListener::bind(config.bind).await.map_err(|source| ServerError::Bind { addr: config.bind, source })?;
         let addr = listener.local_addr().map_err(|source| ServerError::Bind { addr: config.bind, source })?;
+        let (shutdown, rx) = watch::channel(false);
         let state = Arc::new(AppState {
+            stopping: rx.clone(),
             in_flight: Semaphore::new(config.max_in_flight),
             streams: Arc::new(Semaphore::new(config.max_streams)),
             config,
@@ -164,7 +168,6 @@ impl Server {
             launcher: extras.launcher,
             training: training::TrainingSlot::default(),
         });
-        let (shutdown, rx) = watch::channel(false);
         let task = tokio::spawn(accept_loop(listener, state.clone(), rx));
         Ok(Server { addr, state, shutdown, task: Some(task) })
     }

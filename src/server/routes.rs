@@ -505,11 +505,20 @@ fn live_stream(state: &Arc<AppState>) -> Result<Response<Body>, ApiError> {
     })?;
     let rx = hub.subscribe();
     let first = Bytes::from_static(b": connected\n\n");
-    let stream = futures_util::stream::unfold((rx, permit, Some(first)), |(mut rx, permit, first)| async move {
+    let init = (rx, permit, Some(first), state.stopping.clone());
+    let stream = futures_util::stream::unfold(init, |(mut rx, permit, first, mut stop)| async move {
         if let Some(b) = first {
-            return Some((Ok(Frame::data(b)), (rx, permit, None)));
+            return Some((Ok(Frame::data(b)), (rx, permit, None, stop)));
         }
-        let bytes = match tokio::time::timeout(Duration::from_secs(15), rx.recv()).await {
+        if *stop.borrow() {
+            return None;
+        }
+        let next = tokio::select! {
+            // The server is stopping: end the stream so the connection can close.
+            _ = stop.changed() => return None,
+            r = tokio::time::timeout(Duration::from_secs(15), rx.recv()) => r,
+        };
+        let bytes = match next {
             Err(_) => Bytes::from_static(b": keep-alive\n\n"),
             Ok(Ok(entry)) => sse_event(&entry),
             Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(n))) => {
@@ -517,7 +526,7 @@ fn live_stream(state: &Arc<AppState>) -> Result<Response<Body>, ApiError> {
             }
             Ok(Err(tokio::sync::broadcast::error::RecvError::Closed)) => return None,
         };
-        Some((Ok::<_, Infallible>(Frame::data(bytes)), (rx, permit, None)))
+        Some((Ok::<_, Infallible>(Frame::data(bytes)), (rx, permit, None, stop)))
     });
     let mut r = Response::new(BodyExt::boxed_unsync(StreamBody::new(stream)));
     let h = r.headers_mut();
