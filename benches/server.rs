@@ -9,6 +9,9 @@
 //!   book to the published decision (features, windows, TLOB tensor, the
 //!   three models, consensus, JSON, publish), driven by the simulator directly.
 //!
+//! `engine/predict_3_models` (printed only) is the same decision called
+//! in-process, for the split between the server and the models.
+//!
 //! Criterion gives the mean and median; each bench also prints the median
 //! and p99 of a separate run of timed iterations (criterion has no p99).
 
@@ -19,7 +22,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use quorum::engine::{model_type, Engine};
+use quorum::engine::{model_type, Engine, EngineInputs};
 use quorum::ensemble::EnsembleConfig;
 use quorum::live::{LiveHub, LiveState};
 use quorum::market::{MarketSimulator, SimConfig, Trade};
@@ -46,10 +49,21 @@ fn report(name: &str, mut us: Vec<f64>) {
 fn server_benches(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let engine = default_engine();
+    // The same decision without HTTP, for the split between the server and the models.
+    let (f, l, a) = inputs(1);
+    let direct = || {
+        let inputs = EngineInputs { features: Some(f.clone()), lob: Some(l.clone()), aux: Some(a.clone()) };
+        let t = Instant::now();
+        engine.predict(inputs).unwrap();
+        t.elapsed().as_secs_f64() * 1e6
+    };
+    for _ in 0..20 {
+        direct();
+    }
+    report("engine/predict_3_models (no HTTP)", (0..300).map(|_| direct()).collect());
     let cfg = ServerConfig { bind: "127.0.0.1:0".parse().unwrap(), ..ServerConfig::default() };
     let server = rt.block_on(Server::start(cfg, engine, Extras::default())).unwrap();
     let http = Http::new(server.local_addr());
-    let (f, l, a) = inputs(1);
     let floats: Vec<f32> = f.iter().chain(&l).chain(&a).copied().collect();
     let binary = |http: &Http| {
         let a = rt.block_on(http.post_binary("/api/ensemble/predict", &floats));
