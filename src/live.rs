@@ -321,7 +321,13 @@ impl LiveState {
             ((self.feature_win.len(), need_f), (self.lob_win.len(), need_l), self.features.completed_candles());
 
         let loaded = need_f > 0 || need_l > 0;
-        let warm = loaded && self.feature_win.len() >= need_f && self.lob_win.len() >= need_l;
+        // A TLOB that reads aux waits for a feature vector too: run without
+        // it, a model trained with aux would answer something else.
+        let need_aux = need_l > 0 && layout.aux == Some(NUM_FEATURES);
+        let warm = loaded
+            && self.feature_win.len() >= need_f
+            && self.lob_win.len() >= need_l
+            && (!need_aux || !self.feature_win.is_empty());
         self.hub.warm.store(warm, Ordering::Relaxed);
         if !warm {
             return None;

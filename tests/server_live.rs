@@ -233,3 +233,52 @@ async fn live_decisions_on_every_tick_are_scored_and_move_the_adaptive_weights()
     live.stop().await;
     exchange.shutdown().await;
 }
+
+/// The live pipeline without the network, driven by the simulator directly.
+#[test]
+fn live_state_waits_for_every_input_a_model_reads_and_refills_after_a_break() {
+    use quorum::live::{LiveHub, LiveState};
+    use quorum::market::{MarketSimulator, Trade};
+    use std::time::Instant;
+
+    // TLOB alone, with aux: its lob window fills at tick 100, but it must also
+    // wait for the first feature vector (after 200 one-second candles).
+    let ensemble =
+        EnsembleConfig { model_weights: vec![ModelWeight::new(ModelType::Tlob, 1.0)], ..EnsembleConfig::default() };
+    let engine = engine_with(&small_configs()[1..2], ensemble);
+    let hub = LiveHub::new("SIMUSDT", 100);
+    let mut state = LiveState::new(engine, hub.clone(), None);
+    let mut sim = MarketSimulator::new(SimConfig { interval_ms: 1000, ..SimConfig::default() }).unwrap();
+    let mut step = |state: &mut LiveState| {
+        let view = sim.step().unwrap();
+        let trades: Vec<Trade> = view.trades.iter().map(|t| t.to_trade()).collect();
+        let snap = *view.snapshot;
+        state.on_sample(&trades, &snap, Instant::now())
+    };
+    let mut candles_before = 0;
+    let mut first = None;
+    for tick in 1..=1000u64 {
+        if let Some(e) = step(&mut state) {
+            first = Some((tick, e));
+            break;
+        }
+        candles_before = hub.status().completed_candles;
+    }
+    let (tick, entry) = first.expect("a decision within 1000 ticks");
+    assert!(tick > 100, "decided at tick {tick}, before the lob window was full");
+    assert!(candles_before < 200, "it waited for the features, not the book: {candles_before} candles before");
+    let v: Value = serde_json::from_str(&entry.json).unwrap();
+    assert_eq!(v["decision"]["predictions"].as_array().unwrap().len(), 1, "{v}");
+    assert!(v["decision"]["skipped"].as_object().unwrap().is_empty(), "{v}");
+    for _ in 0..5 {
+        assert!(step(&mut state).is_some(), "every tick once warm decides");
+    }
+    // After a break the book window refills: 99 ticks without a decision, then one.
+    state.break_windows();
+    assert!(!hub.is_warm());
+    for k in 1..100 {
+        assert!(step(&mut state).is_none(), "a decision {k} ticks after the break");
+    }
+    assert!(step(&mut state).is_some(), "the 100th tick after the break decides");
+    assert_eq!(hub.counters().window_breaks, 1);
+}
