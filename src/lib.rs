@@ -6,12 +6,15 @@
 //! exactly as PyTorch saves them. See `../shared/design.md` for the layout.
 
 pub mod backend;
+pub mod engine;
 pub mod ensemble;
 pub mod error;
 pub mod features;
 pub mod fsutil;
+pub mod live;
 pub mod market;
 pub mod model;
+pub mod server;
 pub mod tensor;
 pub mod train;
 pub mod weights;

@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 mod market_cli;
 mod train_cli;
+mod server_cli;
 
 use quorum::backend::gpu::{Cuda, Emu, Gpu, Precision};
 use quorum::ensemble::{unix_now_s, EnsembleConfig, EnsembleConsensus, ModelType, PredictionAdapter, RawModelOutput};
@@ -98,6 +99,8 @@ enum Command {
     Collect(market_cli::CollectArgs),
     /// Train one architecture (or all three) with walk-forward validation on a data folder.
     Train(train_cli::TrainArgs),
+    /// Serve the ensemble over HTTP (spec/api.md), optionally live from the simulator or Binance.
+    Serve(Box<server_cli::ServeArgs>),
 }
 
 fn main() -> Result<()> {
@@ -115,6 +118,7 @@ fn main() -> Result<()> {
         Command::Simulate(args) => market_cli::simulate(args),
         Command::Collect(args) => market_cli::collect(args),
         Command::Train(args) => train_cli::train(args),
+        Command::Serve(args) => server_cli::serve(*args),
     }
 }
 

@@ -1,0 +1,598 @@
+//! The serving engine: the three models on one backend, the prediction
+//! adapter and the shared consensus, behind `&self` methods that any number
+//! of threads may call at once.
+//!
+//! * **Loading.** [`Engine::load_dir`] takes `mpd_transformer.safetensors`,
+//!   `tlob.safetensors` and `cnn_lstm.safetensors` from a folder; a missing
+//!   file leaves that model unloaded (reported), a broken one is an error.
+//! * **Hot swap.** Each loaded model sits in an `Arc`; a request clones the
+//!   `Arc`s it needs under a short read lock and runs on them. Loading new
+//!   weights builds the model first, outside any lock, then swaps the pointer:
+//!   requests already running finish on the old model, which is dropped when
+//!   the last of them lets go. No request is refused or stalled by a swap.
+//! * **Concurrency.** A model's activations are preallocated and reused
+//!   (`Model::forward_into`), so one model runs one request at a time (its own
+//!   mutex); different models, and the consensus, run concurrently.
+//! * **Input layout.** The inputs' shapes come from the loaded configs
+//!   ([`InputLayout`]); MPD and CNN-LSTM share the feature window, so a model
+//!   whose window disagrees with the other loaded one is refused at load.
+//!
+//! One decision ([`Decision`]) carries the consensus result, each model's own
+//! prediction, why any model was left out, and the time spent per stage.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use parking_lot::{Mutex, RwLock};
+use serde::Serialize;
+
+use crate::backend::Backend;
+use crate::ensemble::{
+    unix_now_s, EnsembleConfig, EnsembleConsensus, EnsembleError, EnsembleResult, ModelPrediction, ModelType,
+    PredictionAdapter, RawModelOutput,
+};
+use crate::model::{Inputs, Model, ModelConfig, ModelKind, Outputs};
+use crate::tensor::Tensor;
+use crate::weights::{self, WeightsFile};
+
+/// The ensemble's name for a model kind.
+pub fn model_type(kind: ModelKind) -> ModelType {
+    match kind {
+        ModelKind::MpdTransformer => ModelType::MpdTransformer,
+        ModelKind::Tlob => ModelType::Tlob,
+        ModelKind::CnnLstm => ModelType::CnnLstm,
+    }
+}
+
+/// The model kind of an ensemble member.
+pub fn model_kind(model: ModelType) -> ModelKind {
+    match model {
+        ModelType::MpdTransformer => ModelKind::MpdTransformer,
+        ModelType::Tlob => ModelKind::Tlob,
+        ModelType::CnnLstm => ModelKind::CnnLstm,
+    }
+}
+
+/// The weights file of `model` in a weights folder.
+pub fn weights_file_name(model: ModelType) -> String {
+    format!("{}.safetensors", model.as_str())
+}
+
+/// Errors of the engine. Each names the field at fault; `code()` and
+/// `field()` are what the server puts in its error body.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// An input is missing, mis-shaped or not finite.
+    #[error("{field}: {reason}")]
+    Input { field: String, reason: String },
+    /// The consensus refused its input or call (it changed nothing).
+    #[error(transparent)]
+    Ensemble(#[from] EnsembleError),
+    /// A weights file could not be loaded, or does not fit.
+    #[error("{field}: {reason}")]
+    Load { field: &'static str, reason: String },
+    /// Inputs were given but no loaded model can run on them.
+    #[error("no model is loaded: load weights first (POST /api/ensemble/models/load or --weights)")]
+    NoModels,
+}
+
+impl EngineError {
+    pub fn input(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        EngineError::Input { field: field.into(), reason: reason.into() }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            EngineError::Input { .. } => "invalid_input",
+            EngineError::Ensemble(e) => e.code(),
+            EngineError::Load { .. } => "invalid_weights",
+            EngineError::NoModels => "no_models_loaded",
+        }
+    }
+
+    pub fn field(&self) -> Option<String> {
+        match self {
+            EngineError::Input { field, .. } => Some(field.clone()),
+            EngineError::Ensemble(e) => e.field().map(str::to_owned),
+            EngineError::Load { field, .. } => Some((*field).to_owned()),
+            EngineError::NoModels => None,
+        }
+    }
+}
+
+/// The shapes of one sample's inputs (no batch axis), from the loaded models.
+/// `None`: no loaded model reads that input.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct InputLayout {
+    /// `[sequence_length, input_features]` of MPD and CNN-LSTM.
+    pub features: Option<[usize; 2]>,
+    /// `[sequence_length, num_levels, lob_features]` of TLOB.
+    pub lob: Option<[usize; 3]>,
+    /// TLOB's `aux_features` (when > 0).
+    pub aux: Option<usize>,
+}
+
+impl InputLayout {
+    pub fn features_len(&self) -> usize {
+        self.features.map_or(0, |[a, b]| a * b)
+    }
+    pub fn lob_len(&self) -> usize {
+        self.lob.map_or(0, |[a, b, c]| a * b * c)
+    }
+    pub fn aux_len(&self) -> usize {
+        self.aux.unwrap_or(0)
+    }
+    /// f32 values of a binary request: features, then lob, then aux.
+    pub fn total_len(&self) -> usize {
+        self.features_len() + self.lob_len() + self.aux_len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.total_len() == 0
+    }
+}
+
+/// One sample's inputs, flat and row-major (no batch axis); any may be absent.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EngineInputs {
+    pub features: Option<Vec<f32>>,
+    pub lob: Option<Vec<f32>>,
+    pub aux: Option<Vec<f32>>,
+}
+
+/// Why a model gave no prediction for a request.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Skip {
+    /// `not_loaded`, `not_in_ensemble`, `missing_input` or `failed`.
+    pub reason: &'static str,
+    pub detail: String,
+}
+
+/// Time per stage of one decision, in µs.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct StageTimes {
+    /// Parsing the request (set by the server; absent for library calls).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub decode_us: Option<f64>,
+    /// Each model's forward pass plus its adapter.
+    pub models_us: BTreeMap<ModelType, f64>,
+    pub consensus_us: f64,
+    /// From the call into the engine to the decision.
+    pub total_us: f64,
+}
+
+/// One decision: the consensus result plus what went into it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Decision {
+    #[serde(flatten)]
+    pub result: EnsembleResult,
+    /// Each model's own prediction, in canonical model order.
+    pub predictions: Vec<ModelPrediction>,
+    /// Models that gave no prediction, and why.
+    pub skipped: BTreeMap<ModelType, Skip>,
+    pub timings: StageTimes,
+}
+
+/// One loaded model, behind the engine's type erasure of the backend.
+trait Runner: Send + Sync {
+    fn run(&self, inputs: &Inputs<'_>) -> crate::Result<RawModelOutput>;
+}
+
+struct Loaded<B: Backend> {
+    be: Arc<B>,
+    /// The model and its reused output tensors: one forward at a time.
+    state: Mutex<(Model<B>, Outputs)>,
+}
+
+impl<B: Backend> Runner for Loaded<B> {
+    fn run(&self, inputs: &Inputs<'_>) -> crate::Result<RawModelOutput> {
+        let mut guard = self.state.lock();
+        let (model, out) = &mut *guard;
+        model.forward_into(&self.be, inputs, out)?;
+        let first = |name: &str| -> crate::Result<&[f32]> {
+            out.get(name)
+                .map(|t| t.data.as_slice())
+                .filter(|d| !d.is_empty())
+                .ok_or_else(|| crate::Error::input(name, "the model produced no such output"))
+        };
+        let l = first("direction_logits")?;
+        if l.len() < 3 {
+            return Err(crate::Error::input("direction_logits", "fewer than 3 classes"));
+        }
+        Ok(RawModelOutput {
+            direction_logits: [l[0], l[1], l[2]],
+            confidence: first("confidence")?[0],
+            expected_return: first("expected_return")?[0],
+        })
+    }
+}
+
+/// Builds runners on one backend (the engine is not generic over it).
+trait Build: Send + Sync {
+    fn build(&self, file: &WeightsFile) -> crate::Result<Box<dyn Runner>>;
+    fn name(&self) -> &'static str;
+}
+
+struct OnBackend<B: Backend>(Arc<B>);
+
+impl<B: Backend + 'static> Build for OnBackend<B> {
+    fn build(&self, file: &WeightsFile) -> crate::Result<Box<dyn Runner>> {
+        let model = Model::from_tensors(&*self.0, file.config.clone(), &file.tensors, file.meta.clone())?;
+        Ok(Box::new(Loaded { be: self.0.clone(), state: Mutex::new((model, Outputs::new())) }))
+    }
+    fn name(&self) -> &'static str {
+        self.0.name()
+    }
+}
+
+/// A loaded model and what the API reports about it.
+struct Slot {
+    runner: Box<dyn Runner>,
+    config: ModelConfig,
+    adapter: PredictionAdapter,
+    source: Option<PathBuf>,
+    param_count: usize,
+    loaded_at: f64,
+}
+
+impl Slot {
+    fn features_shape(&self) -> Option<[usize; 2]> {
+        match &self.config {
+            ModelConfig::Mpd(c) => Some([c.sequence_length, c.input_features]),
+            ModelConfig::CnnLstm(c) => Some([c.sequence_length, c.input_features]),
+            ModelConfig::Tlob(_) => None,
+        }
+    }
+}
+
+/// One model's line in `GET /api/ensemble/models`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ModelEntry {
+    pub model_type: ModelType,
+    /// In the consensus config (a loaded model outside it is never run).
+    pub in_ensemble: bool,
+    pub enabled: Option<bool>,
+    pub weight: Option<f64>,
+    pub min_confidence: Option<f64>,
+    pub loaded: bool,
+    /// The weights file it was loaded from (`None` when built in memory).
+    pub weights_file: Option<String>,
+    pub parameters: Option<usize>,
+    pub backend: Option<&'static str>,
+    pub return_scale: Option<f64>,
+    /// Unix seconds of the last load.
+    pub loaded_at: Option<f64>,
+    pub accuracy: Option<f64>,
+    pub profit_factor: Option<f64>,
+    pub performance_reports: u64,
+}
+
+/// What [`Engine::load_dir`] did.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct LoadReport {
+    pub loaded: Vec<(ModelType, PathBuf)>,
+    /// Files that do not exist: those models stay unloaded.
+    pub missing: Vec<(ModelType, PathBuf)>,
+}
+
+pub struct Engine {
+    builder: Box<dyn Build>,
+    consensus: EnsembleConsensus,
+    /// Indexed like `ModelType::ALL`. Cloned (a few `Arc`s) per request.
+    slots: RwLock<Vec<Option<Arc<Slot>>>>,
+    /// Serializes loads, so the layout check and the swap see the same slots.
+    load_lock: Mutex<()>,
+}
+
+fn index_of(model: ModelType) -> usize {
+    ModelType::ALL.iter().position(|&m| m == model).expect("every model type is in ModelType::ALL")
+}
+
+fn us_since(t: Instant) -> f64 {
+    t.elapsed().as_secs_f64() * 1e6
+}
+
+impl Engine {
+    /// An engine with no model loaded, on `backend`, with the consensus of `config`.
+    pub fn new<B: Backend + 'static>(backend: B, config: EnsembleConfig) -> Result<Engine, EngineError> {
+        Ok(Engine {
+            builder: Box::new(OnBackend(Arc::new(backend))),
+            consensus: EnsembleConsensus::new(config)?,
+            slots: RwLock::new(vec![None; ModelType::ALL.len()]),
+            load_lock: Mutex::new(()),
+        })
+    }
+
+    /// The shared consensus (its own methods are thread-safe).
+    pub fn consensus(&self) -> &EnsembleConsensus {
+        &self.consensus
+    }
+
+    pub fn backend_name(&self) -> &'static str {
+        self.builder.name()
+    }
+
+    /// Loads every model's file found in `dir` (see the module docs).
+    pub fn load_dir(&self, dir: &Path) -> Result<LoadReport, EngineError> {
+        if !dir.is_dir() {
+            return Err(EngineError::Load { field: "weights", reason: format!("{} is not a folder", dir.display()) });
+        }
+        let mut report = LoadReport::default();
+        for &model in ModelType::ALL {
+            let path = dir.join(weights_file_name(model));
+            if path.is_file() {
+                self.load_file(model, &path)?;
+                report.loaded.push((model, path));
+            } else {
+                report.missing.push((model, path));
+            }
+        }
+        Ok(report)
+    }
+
+    /// Loads (or hot-swaps) `model` from a weights file; the file must hold
+    /// that kind of model and fit the other loaded models' inputs.
+    pub fn load_file(&self, model: ModelType, path: &Path) -> Result<ModelEntry, EngineError> {
+        let file = weights::load(path).map_err(|e| EngineError::Load { field: "path", reason: e.to_string() })?;
+        self.install(model, file, Some(path.to_path_buf()))
+    }
+
+    /// Loads (or hot-swaps) `model` from weights already in memory.
+    pub fn load_weights(&self, model: ModelType, file: WeightsFile) -> Result<ModelEntry, EngineError> {
+        self.install(model, file, None)
+    }
+
+    fn install(&self, model: ModelType, file: WeightsFile, source: Option<PathBuf>) -> Result<ModelEntry, EngineError> {
+        if model_type(file.kind()) != model {
+            return Err(EngineError::Load {
+                field: "model_type",
+                reason: format!("the weights file holds a {} model, not {model}", file.kind()),
+            });
+        }
+        let adapter = PredictionAdapter::new(file.meta.return_scale)
+            .map_err(|e| EngineError::Load { field: "return_scale", reason: e.to_string() })?;
+        // The slow part (reading, checking, uploading) happens before any lock.
+        let runner =
+            self.builder.build(&file).map_err(|e| EngineError::Load { field: "path", reason: e.to_string() })?;
+        let param_count = crate::model::param_specs(&file.config).count();
+        let slot =
+            Arc::new(Slot { runner, config: file.config, adapter, source, param_count, loaded_at: unix_now_s() });
+        let _serial = self.load_lock.lock();
+        if let Some(shape) = slot.features_shape() {
+            let slots = self.slots.read();
+            let clash = slots.iter().enumerate().filter(|(i, _)| *i != index_of(model)).find_map(|(_, s)| {
+                s.as_ref().and_then(|s| s.features_shape().filter(|&o| o != shape).map(|o| (s.config.kind(), o)))
+            });
+            if let Some((other, o)) = clash {
+                return Err(EngineError::Load {
+                    field: "config",
+                    reason: format!(
+                        "its feature window is {shape:?} but the loaded {other} reads {o:?}: both share one features input"
+                    ),
+                });
+            }
+        }
+        // The swap: requests that already cloned the old Arc finish on it.
+        self.slots.write()[index_of(model)] = Some(slot);
+        Ok(self.entry(model))
+    }
+
+    /// Unloads `model`; requests already running on it finish.
+    pub fn unload(&self, model: ModelType) -> bool {
+        let _serial = self.load_lock.lock();
+        self.slots.write()[index_of(model)].take().is_some()
+    }
+
+    pub fn is_loaded(&self, model: ModelType) -> bool {
+        self.slots.read()[index_of(model)].is_some()
+    }
+
+    /// The models loaded now.
+    pub fn loaded_models(&self) -> Vec<ModelType> {
+        let slots = self.slots.read();
+        ModelType::ALL.iter().copied().filter(|&m| slots[index_of(m)].is_some()).collect()
+    }
+
+    /// The inputs' shapes for the models loaded now.
+    pub fn input_layout(&self) -> InputLayout {
+        layout_of(&self.slots.read())
+    }
+
+    /// Every model of the consensus config, then any loaded model outside it.
+    pub fn models(&self) -> Vec<ModelEntry> {
+        let config = self.consensus.config();
+        let loaded = self.loaded_models();
+        let mut out: Vec<ModelEntry> = config.model_weights.iter().map(|mw| self.entry(mw.model_type)).collect();
+        for m in loaded {
+            if config.model(m).is_none() {
+                out.push(self.entry(m));
+            }
+        }
+        out
+    }
+
+    /// One model's entry (also for a model neither configured nor loaded).
+    pub fn entry(&self, model: ModelType) -> ModelEntry {
+        let config = self.consensus.config();
+        let mw = config.model(model);
+        let status = self.consensus.model_status(model).ok();
+        let slot = self.slots.read()[index_of(model)].clone();
+        ModelEntry {
+            model_type: model,
+            in_ensemble: mw.is_some(),
+            enabled: mw.map(|m| m.enabled),
+            weight: mw.map(|m| m.weight),
+            min_confidence: mw.map(|m| m.min_confidence),
+            loaded: slot.is_some(),
+            weights_file: slot.as_ref().and_then(|s| s.source.as_ref()).map(|p| p.display().to_string()),
+            parameters: slot.as_ref().map(|s| s.param_count),
+            backend: slot.as_ref().map(|_| self.builder.name()),
+            return_scale: slot.as_ref().map(|s| s.adapter.return_scale()),
+            loaded_at: slot.as_ref().map(|s| s.loaded_at),
+            accuracy: status.as_ref().and_then(|s| s.accuracy),
+            profit_factor: status.as_ref().and_then(|s| s.profit_factor),
+            performance_reports: status.map_or(0, |s| s.performance_reports),
+        }
+    }
+
+    /// Consensus only: `predictions` as given (ensemble.md validation applies).
+    pub fn predict_consensus(&self, predictions: &[ModelPrediction]) -> Result<Decision, EngineError> {
+        let t0 = Instant::now();
+        let result = self.consensus.predict(predictions)?;
+        let consensus_us = us_since(t0);
+        let mut predictions = predictions.to_vec();
+        predictions.sort_by_key(|p| p.model_type);
+        Ok(Decision {
+            result,
+            predictions,
+            skipped: BTreeMap::new(),
+            timings: StageTimes { decode_us: None, models_us: BTreeMap::new(), consensus_us, total_us: us_since(t0) },
+        })
+    }
+
+    /// Runs every loaded model of the ensemble whose input is given, then the
+    /// consensus. Inputs are checked against [`Engine::input_layout`] first:
+    /// a bad input is an error and nothing runs.
+    pub fn predict(&self, inputs: EngineInputs) -> Result<Decision, EngineError> {
+        let t0 = Instant::now();
+        let slots = self.slots.read().clone();
+        let layout = layout_of(&slots);
+        if inputs.features.is_none() && inputs.lob.is_none() && inputs.aux.is_none() {
+            return Err(EngineError::input("features", "no input given (features, lob or aux)"));
+        }
+        if slots.iter().all(Option::is_none) {
+            return Err(EngineError::NoModels);
+        }
+        let features = check_input("features", inputs.features, layout.features.map(|s| s.to_vec()))?;
+        let lob = check_input("lob", inputs.lob, layout.lob.map(|s| s.to_vec()))?;
+        let aux = check_input("aux", inputs.aux, layout.aux.map(|a| vec![a]))?;
+
+        let config = self.consensus.config();
+        let mut predictions = Vec::with_capacity(slots.len());
+        let mut skipped = BTreeMap::new();
+        let mut models_us = BTreeMap::new();
+        for (&model, slot) in ModelType::ALL.iter().zip(&slots) {
+            let Some(slot) = slot else {
+                if config.model(model).is_some() {
+                    skipped.insert(model, Skip { reason: "not_loaded", detail: "no weights loaded".into() });
+                }
+                continue;
+            };
+            if config.model(model).is_none() {
+                skipped.insert(
+                    model,
+                    Skip { reason: "not_in_ensemble", detail: "the consensus config does not name it".into() },
+                );
+                continue;
+            }
+            let model_inputs = match &slot.config {
+                ModelConfig::Tlob(c) => Inputs {
+                    features: None,
+                    lob: lob.as_ref(),
+                    aux: if c.aux_features > 0 { aux.as_ref() } else { None },
+                },
+                _ => Inputs { features: features.as_ref(), lob: None, aux: None },
+            };
+            let needed =
+                if matches!(slot.config, ModelConfig::Tlob(_)) { ("lob", &lob) } else { ("features", &features) };
+            if needed.1.is_none() {
+                skipped.insert(model, Skip { reason: "missing_input", detail: format!("{} was not given", needed.0) });
+                continue;
+            }
+            let t = Instant::now();
+            let outcome = slot
+                .runner
+                .run(&model_inputs)
+                .map_err(|e| e.to_string())
+                .and_then(|raw| slot.adapter.to_prediction(model, &raw, unix_now_s()).map_err(|e| e.to_string()));
+            models_us.insert(model, us_since(t));
+            match outcome {
+                Ok(p) => predictions.push(p),
+                // An internal failure of one model (a backend error, a
+                // non-finite output) leaves it out rather than failing the
+                // whole decision; the answer says so.
+                Err(detail) => {
+                    skipped.insert(model, Skip { reason: "failed", detail });
+                }
+            }
+        }
+        let tc = Instant::now();
+        let result = self.consensus.predict(&predictions)?;
+        let consensus_us = us_since(tc);
+        Ok(Decision {
+            result,
+            predictions,
+            skipped,
+            timings: StageTimes { decode_us: None, models_us, consensus_us, total_us: us_since(t0) },
+        })
+    }
+}
+
+fn layout_of(slots: &[Option<Arc<Slot>>]) -> InputLayout {
+    let mut layout = InputLayout::default();
+    for slot in slots.iter().flatten() {
+        match &slot.config {
+            ModelConfig::Tlob(c) => {
+                layout.lob = Some([c.sequence_length, c.num_levels, c.lob_features]);
+                layout.aux = (c.aux_features > 0).then_some(c.aux_features);
+            }
+            _ => layout.features = layout.features.or(slot.features_shape()),
+        }
+    }
+    layout
+}
+
+/// `data` as a batch-1 tensor of `shape`, checking its length and values.
+/// An input no loaded model reads is ignored (`Ok(None)`).
+fn check_input(name: &str, data: Option<Vec<f32>>, shape: Option<Vec<usize>>) -> Result<Option<Tensor>, EngineError> {
+    let (Some(data), Some(shape)) = (data, shape) else {
+        return Ok(None);
+    };
+    let n: usize = shape.iter().product();
+    if data.len() != n {
+        return Err(EngineError::input(
+            name,
+            format!("expected {n} values (shape {shape:?} of the loaded model), got {}", data.len()),
+        ));
+    }
+    if let Some(i) = data.iter().position(|v| !v.is_finite()) {
+        return Err(EngineError::input(index_path(name, &shape, i), format!("{} is not finite", data[i])));
+    }
+    let mut full = Vec::with_capacity(shape.len() + 1);
+    full.push(1);
+    full.extend_from_slice(&shape);
+    Ok(Some(Tensor { shape: full, data }))
+}
+
+/// `features[3][7]` for flat index `i` of a row-major `shape`.
+pub fn index_path(name: &str, shape: &[usize], mut i: usize) -> String {
+    let mut idx = vec![0; shape.len()];
+    for (k, &d) in shape.iter().enumerate().rev() {
+        idx[k] = i % d.max(1);
+        i /= d.max(1);
+    }
+    let mut s = name.to_owned();
+    for k in idx {
+        s.push_str(&format!("[{k}]"));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn index_paths_are_row_major() {
+        assert_eq!(index_path("features", &[60, 112], 0), "features[0][0]");
+        assert_eq!(index_path("features", &[60, 112], 112 * 3 + 7), "features[3][7]");
+        assert_eq!(index_path("lob", &[100, 20, 4], 4 * 20 + 4 + 2), "lob[1][1][2]");
+    }
+
+    #[test]
+    fn engine_is_send_and_sync() {
+        fn check<T: Send + Sync>() {}
+        check::<Engine>();
+    }
+}

@@ -1,0 +1,517 @@
+//! Live mode: an exchange feed turned into a decision on every tick.
+//!
+//! The Binance protocol client (`market::client::run_client`, the same one the
+//! collector uses) keeps the order book; a sampler thread takes a snapshot of
+//! it every `sample_interval` exactly as the collector does (synchronized
+//! books only), feeds the trades and the snapshot to the streaming
+//! [`FeatureEngine`], and keeps two windows: the last feature vectors (60 ×
+//! 112) and the last snapshots (100, normalized with `to_normalized_tensor`).
+//! Once every window a loaded model needs is full ("warm"), each tick runs the
+//! [`Engine`] and publishes the decision to the [`LiveHub`]: the latest, a
+//! bounded history, and a broadcast that the server streams as server-sent
+//! events. Decision ids are the consensus's, so `/outcome` scores them.
+//!
+//! Windows hold only consecutive ticks (data.md, "Samples"): a resync of the
+//! client, a feature-engine reset or an undefined feature vector empties them
+//! and the pipeline warms up again.
+//!
+//! The sampler is a plain thread: the models are CPU work and must not sit on
+//! the async runtime that serves HTTP and the WebSocket.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Mutex, RwLock};
+use serde::Serialize;
+use tokio::sync::{broadcast, watch};
+
+use crate::engine::{Decision, Engine, EngineInputs, InputLayout};
+use crate::features::{FeatureEngine, Update, NUM_FEATURES};
+use crate::market::client::{run_client, ClientShared};
+use crate::market::sequence::FEATURES_PER_LEVEL;
+use crate::market::{ClientTuning, Endpoint, Level, RawLOBSequence, Snapshot, Trade, NUM_LEVELS};
+
+/// Live mode's settings.
+#[derive(Clone, Debug)]
+pub struct LiveConfig {
+    pub symbol: String,
+    pub endpoint: Endpoint,
+    pub tuning: ClientTuning,
+    /// Wall-clock time between samples of the book (the collector's 100 ms).
+    pub sample_interval: Duration,
+    /// Decisions kept for `/live/history`.
+    pub history: usize,
+}
+
+impl Default for LiveConfig {
+    fn default() -> Self {
+        LiveConfig {
+            symbol: "BTCUSDT".into(),
+            endpoint: Endpoint::default(),
+            tuning: ClientTuning::default(),
+            sample_interval: Duration::from_millis(100),
+            history: 1000,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LiveError {
+    #[error("live config field {field}: {reason}")]
+    Config { field: &'static str, reason: String },
+    #[error("live mode needs a tokio runtime: {0}")]
+    NoRuntime(String),
+    #[error("starting the sampler thread: {0}")]
+    Thread(String),
+}
+
+/// Told of every live decision (the server's metrics).
+pub trait LiveObserver: Send + Sync {
+    fn decision(&self, decision: &Decision, tick_to_decision_us: f64);
+}
+
+/// The tick a decision was made on.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct TickInfo {
+    pub ts_exchange_ms: i64,
+    pub last_update_id: u64,
+    pub mid: f64,
+}
+
+/// One published decision: its JSON is built once and shared by every reader.
+#[derive(Debug)]
+pub struct LiveEntry {
+    /// The consensus result id (for `/outcome`).
+    pub id: u64,
+    /// The tick number (1-based count of samples taken).
+    pub seq: u64,
+    pub json: Arc<str>,
+}
+
+#[derive(Serialize)]
+struct Record<'a> {
+    id: u64,
+    seq: u64,
+    symbol: &'a str,
+    tick: TickInfo,
+    tick_to_decision_us: f64,
+    decision: &'a Decision,
+}
+
+/// Counters of the live pipeline.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct LiveCounters {
+    /// Samples taken (the book was synchronized).
+    pub ticks: u64,
+    /// Ticks once warm that made a decision.
+    pub decisions: u64,
+    /// Ticks once warm that made none (an engine error; logged).
+    pub failed_ticks: u64,
+    /// Times the windows were emptied (resync, reset, undefined features).
+    pub window_breaks: u64,
+    pub resyncs: u64,
+    pub reconnects: u64,
+}
+
+/// `GET /api/ensemble/live/status`.
+#[derive(Debug, Clone, Serialize)]
+pub struct LiveStatus {
+    pub symbol: String,
+    pub warm: bool,
+    /// Feature vectors and snapshots in the windows, and how many are needed.
+    pub feature_window: (usize, usize),
+    pub lob_window: (usize, usize),
+    pub completed_candles: u64,
+    #[serde(flatten)]
+    pub counters: LiveCounters,
+}
+
+/// `(feature window, needed)`, `(lob window, needed)`, completed candles.
+type Windows = ((usize, usize), (usize, usize), u64);
+
+/// Where live decisions are published; the server reads it.
+pub struct LiveHub {
+    symbol: String,
+    latest: RwLock<Option<Arc<LiveEntry>>>,
+    history: Mutex<VecDeque<Arc<LiveEntry>>>,
+    capacity: usize,
+    tx: broadcast::Sender<Arc<LiveEntry>>,
+    ticks: AtomicU64,
+    decisions: AtomicU64,
+    failed: AtomicU64,
+    breaks: AtomicU64,
+    warm: AtomicBool,
+    windows: Mutex<Windows>,
+    client: Mutex<Option<Arc<ClientShared>>>,
+}
+
+impl LiveHub {
+    pub fn new(symbol: &str, history: usize) -> Arc<LiveHub> {
+        Arc::new(LiveHub {
+            symbol: symbol.to_owned(),
+            latest: RwLock::new(None),
+            history: Mutex::new(VecDeque::with_capacity(history.min(1 << 16))),
+            capacity: history.max(1),
+            tx: broadcast::channel(1024).0,
+            ticks: AtomicU64::new(0),
+            decisions: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            breaks: AtomicU64::new(0),
+            warm: AtomicBool::new(false),
+            windows: Mutex::new(((0, 0), (0, 0), 0)),
+            client: Mutex::new(None),
+        })
+    }
+
+    pub fn symbol(&self) -> &str {
+        &self.symbol
+    }
+
+    pub fn latest(&self) -> Option<Arc<LiveEntry>> {
+        self.latest.read().clone()
+    }
+
+    /// The last `limit` decisions, oldest first.
+    pub fn history(&self, limit: usize) -> Vec<Arc<LiveEntry>> {
+        let h = self.history.lock();
+        h.iter().skip(h.len().saturating_sub(limit)).cloned().collect()
+    }
+
+    /// Every decision published from now on. A subscriber that falls more
+    /// than 1024 behind loses the oldest (and is told so).
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<LiveEntry>> {
+        self.tx.subscribe()
+    }
+
+    pub fn is_warm(&self) -> bool {
+        self.warm.load(Ordering::Relaxed)
+    }
+
+    pub fn counters(&self) -> LiveCounters {
+        let client = self.client.lock().as_ref().map(|c| c.counters.stats()).unwrap_or_default();
+        LiveCounters {
+            ticks: self.ticks.load(Ordering::Relaxed),
+            decisions: self.decisions.load(Ordering::Relaxed),
+            failed_ticks: self.failed.load(Ordering::Relaxed),
+            window_breaks: self.breaks.load(Ordering::Relaxed),
+            resyncs: client.resyncs,
+            reconnects: client.reconnects,
+        }
+    }
+
+    pub fn status(&self) -> LiveStatus {
+        let (feature_window, lob_window, completed_candles) = *self.windows.lock();
+        LiveStatus {
+            symbol: self.symbol.clone(),
+            warm: self.is_warm(),
+            feature_window,
+            lob_window,
+            completed_candles,
+            counters: self.counters(),
+        }
+    }
+
+    fn publish(&self, entry: Arc<LiveEntry>) {
+        {
+            let mut h = self.history.lock();
+            if h.len() >= self.capacity {
+                h.pop_front();
+            }
+            h.push_back(entry.clone());
+        }
+        *self.latest.write() = Some(entry.clone());
+        // No subscriber is not an error.
+        let _ = self.tx.send(entry);
+    }
+}
+
+/// The per-tick work of live mode, without the network: feed it samples and
+/// trades in exchange-time order (benchmarks and tests drive it directly).
+pub struct LiveState {
+    engine: Arc<Engine>,
+    hub: Arc<LiveHub>,
+    observer: Option<Arc<dyn LiveObserver>>,
+    features: FeatureEngine,
+    feature_win: VecDeque<[f32; NUM_FEATURES]>,
+    lob_win: VecDeque<Snapshot>,
+    /// Trades received after the last sample's exchange time: they belong to the next tick.
+    pending: Vec<Trade>,
+    seq: u64,
+}
+
+/// Windows kept at least this long (the data.md defaults), longer if a loaded config asks.
+const MIN_FEATURE_WINDOW: usize = 60;
+const MIN_LOB_WINDOW: usize = 100;
+
+impl LiveState {
+    pub fn new(engine: Arc<Engine>, hub: Arc<LiveHub>, observer: Option<Arc<dyn LiveObserver>>) -> LiveState {
+        LiveState {
+            engine,
+            hub,
+            observer,
+            features: FeatureEngine::new().quiet(),
+            feature_win: VecDeque::new(),
+            lob_win: VecDeque::new(),
+            pending: Vec::new(),
+            seq: 0,
+        }
+    }
+
+    /// Empties the windows: what follows is not consecutive with what was in them.
+    pub fn break_windows(&mut self) {
+        if !self.feature_win.is_empty() || !self.lob_win.is_empty() {
+            self.hub.breaks.fetch_add(1, Ordering::Relaxed);
+        }
+        self.feature_win.clear();
+        self.lob_win.clear();
+        self.hub.warm.store(false, Ordering::Relaxed);
+    }
+
+    /// The windows the loaded models need: `(features, lob)` lengths, 0 when
+    /// no loaded model reads that input (or its shape is not the live feed's).
+    fn needs(layout: &InputLayout) -> (usize, usize) {
+        let f = layout.features.filter(|&[_, n]| n == NUM_FEATURES).map_or(0, |[t, _]| t);
+        let l = layout.lob.filter(|&[_, n, k]| n == NUM_LEVELS && k == FEATURES_PER_LEVEL).map_or(0, |[t, _, _]| t);
+        (f, l)
+    }
+
+    /// One tick: `trades` received since the last call, then the sampled
+    /// book. Returns the decision published, if the pipeline is warm.
+    pub fn on_sample(&mut self, trades: &[Trade], snap: &Snapshot, sampled_at: Instant) -> Option<Arc<LiveEntry>> {
+        self.seq += 1;
+        self.hub.ticks.fetch_add(1, Ordering::Relaxed);
+        // Trades up to the snapshot's time go before it; later ones wait for the next tick.
+        self.pending.extend_from_slice(trades);
+        self.pending.sort_by_key(|t| (t.ts_exchange_ms, t.trade_id));
+        let cut = self.pending.partition_point(|t| t.ts_exchange_ms <= snap.ts_exchange_ms);
+        for t in self.pending.drain(..cut) {
+            // A refused trade is counted by the engine; the tick goes on.
+            let _ = self.features.push_trade(&t);
+        }
+        let layout = self.engine.input_layout();
+        let (need_f, need_l) = Self::needs(&layout);
+        let keep_f = need_f.max(MIN_FEATURE_WINDOW);
+        let keep_l = need_l.max(MIN_LOB_WINDOW);
+        match self.features.push_snapshot(snap) {
+            Update::Rejected(_) => return None,
+            Update::Ready(v) => {
+                let mut row = [0f32; NUM_FEATURES];
+                for (o, &x) in row.iter_mut().zip(v.iter()) {
+                    *o = x as f32;
+                }
+                if self.feature_win.len() >= keep_f {
+                    self.feature_win.pop_front();
+                }
+                self.feature_win.push_back(row);
+            }
+            Update::WarmingUp { .. } | Update::Undefined { .. } => {
+                if !self.feature_win.is_empty() {
+                    self.hub.breaks.fetch_add(1, Ordering::Relaxed);
+                }
+                self.feature_win.clear();
+            }
+        }
+        while self.lob_win.len() >= keep_l {
+            self.lob_win.pop_front();
+        }
+        self.lob_win.push_back(*snap);
+        *self.hub.windows.lock() =
+            ((self.feature_win.len(), need_f), (self.lob_win.len(), need_l), self.features.completed_candles());
+
+        let loaded = need_f > 0 || need_l > 0;
+        // A TLOB that reads aux waits for a feature vector too: run without
+        // it, a model trained with aux would answer something else.
+        let need_aux = need_l > 0 && layout.aux == Some(NUM_FEATURES);
+        let warm = loaded
+            && self.feature_win.len() >= need_f
+            && self.lob_win.len() >= need_l
+            && (!need_aux || !self.feature_win.is_empty());
+        self.hub.warm.store(warm, Ordering::Relaxed);
+        if !warm {
+            return None;
+        }
+        let inputs = self.inputs(&layout, need_f, need_l);
+        let tick = TickInfo {
+            ts_exchange_ms: snap.ts_exchange_ms,
+            last_update_id: snap.last_update_id,
+            mid: snap.mid().unwrap_or(f64::NAN),
+        };
+        let decision = match self.engine.predict(inputs) {
+            Ok(d) => d,
+            Err(e) => {
+                let n = self.hub.failed.fetch_add(1, Ordering::Relaxed);
+                if n < 10 {
+                    eprintln!("[live {}] tick {}: no decision: {e}", self.hub.symbol, self.seq);
+                }
+                return None;
+            }
+        };
+        let mut tick_to_decision_us = sampled_at.elapsed().as_secs_f64() * 1e6;
+        let record = Record {
+            id: decision.result.id,
+            seq: self.seq,
+            symbol: &self.hub.symbol,
+            tick,
+            tick_to_decision_us,
+            decision: &decision,
+        };
+        let json: Arc<str> = match serde_json::to_string(&record) {
+            Ok(s) => s.into(),
+            Err(e) => {
+                // Only a non-finite number can fail here (the mid of a book without one).
+                self.hub.failed.fetch_add(1, Ordering::Relaxed);
+                eprintln!("[live {}] tick {}: decision not serializable: {e}", self.hub.symbol, self.seq);
+                return None;
+            }
+        };
+        let entry = Arc::new(LiveEntry { id: decision.result.id, seq: self.seq, json });
+        self.hub.publish(entry.clone());
+        self.hub.decisions.fetch_add(1, Ordering::Relaxed);
+        tick_to_decision_us = sampled_at.elapsed().as_secs_f64() * 1e6;
+        if let Some(o) = &self.observer {
+            o.decision(&decision, tick_to_decision_us);
+        }
+        Some(entry)
+    }
+
+    fn inputs(&self, layout: &InputLayout, need_f: usize, need_l: usize) -> EngineInputs {
+        let features = (need_f > 0).then(|| {
+            let mut v = Vec::with_capacity(need_f * NUM_FEATURES);
+            for row in self.feature_win.iter().skip(self.feature_win.len() - need_f) {
+                v.extend_from_slice(row);
+            }
+            v
+        });
+        let lob = (need_l > 0).then(|| {
+            let snaps: Vec<Snapshot> = self.lob_win.iter().skip(self.lob_win.len() - need_l).copied().collect();
+            // A snapshot in the window always has a mid (the book was valid and synced).
+            RawLOBSequence::new(snaps).map(|s| s.to_normalized_tensor()).unwrap_or_default()
+        });
+        // aux is the feature vector at the tick (data.md): only once one exists.
+        let aux =
+            layout.aux.filter(|&a| a == NUM_FEATURES).and_then(|_| self.feature_win.back()).map(|row| row.to_vec());
+        EngineInputs { features, lob, aux }
+    }
+}
+
+/// A running live pipeline; dropping it stops it.
+pub struct LiveRunner {
+    hub: Arc<LiveHub>,
+    stop_tx: watch::Sender<bool>,
+    stop_flag: Arc<AtomicBool>,
+    client: Option<tokio::task::JoinHandle<Result<(), crate::market::ClientError>>>,
+    sampler: Option<std::thread::JoinHandle<()>>,
+}
+
+impl LiveRunner {
+    /// Connects to `cfg.endpoint` and starts sampling. Needs a tokio runtime.
+    pub fn start(
+        cfg: LiveConfig,
+        engine: Arc<Engine>,
+        observer: Option<Arc<dyn LiveObserver>>,
+    ) -> Result<LiveRunner, LiveError> {
+        if cfg.sample_interval.is_zero() {
+            return Err(LiveError::Config { field: "sample_interval", reason: "must be positive".into() });
+        }
+        if cfg.symbol.is_empty() || !cfg.symbol.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            return Err(LiveError::Config {
+                field: "symbol",
+                reason: "must be non-empty ASCII letters and digits".into(),
+            });
+        }
+        let rt = tokio::runtime::Handle::try_current().map_err(|e| LiveError::NoRuntime(e.to_string()))?;
+        let hub = LiveHub::new(&cfg.symbol, cfg.history);
+        let shared = Arc::new(ClientShared::new(&cfg.symbol));
+        *hub.client.lock() = Some(shared.clone());
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let client = rt.spawn(run_client(cfg.endpoint.clone(), cfg.tuning.clone(), shared.clone(), stop_rx));
+        let stop_flag = Arc::new(AtomicBool::new(false));
+        let mut state = LiveState::new(engine, hub.clone(), observer);
+        let flag = stop_flag.clone();
+        let interval = cfg.sample_interval;
+        let sampler = std::thread::Builder::new()
+            .name(format!("live-{}", cfg.symbol))
+            .spawn(move || sample_loop(&mut state, &shared, interval, &flag))
+            .map_err(|e| LiveError::Thread(e.to_string()))?;
+        Ok(LiveRunner { hub, stop_tx, stop_flag, client: Some(client), sampler: Some(sampler) })
+    }
+
+    pub fn hub(&self) -> Arc<LiveHub> {
+        self.hub.clone()
+    }
+
+    /// Stops the client and the sampler and waits for both.
+    pub async fn stop(mut self) {
+        self.signal();
+        if let Some(c) = self.client.take() {
+            let _ = c.await;
+        }
+        if let Some(s) = self.sampler.take() {
+            let _ = tokio::task::spawn_blocking(move || s.join()).await;
+        }
+    }
+
+    fn signal(&self) {
+        let _ = self.stop_tx.send(true);
+        self.stop_flag.store(true, Ordering::SeqCst);
+    }
+}
+
+impl Drop for LiveRunner {
+    fn drop(&mut self) {
+        self.signal();
+        if let Some(c) = &self.client {
+            c.abort();
+        }
+    }
+}
+
+/// Takes one sample of the shared book as the collector does: only when it
+/// is synchronized and valid, stamped with its last event's times.
+fn take_sample(shared: &ClientShared, out: &mut Snapshot) -> bool {
+    {
+        let mut live = shared.live.lock();
+        if !live.book.is_synced() || live.last_event_ms == 0 || live.book.snapshot_into(out).is_err() {
+            return false;
+        }
+        out.ts_exchange_ms = live.last_event_ms;
+        out.ts_local_ns = live.last_recv_ns;
+    }
+    out.validate().is_ok()
+}
+
+fn sample_loop(state: &mut LiveState, shared: &ClientShared, interval: Duration, stop: &AtomicBool) {
+    let mut next = Instant::now();
+    let mut resyncs = shared.counters.resyncs.load(Ordering::Relaxed);
+    let mut snap = Snapshot::empty(0, 0, 0);
+    for lvl in 0..NUM_LEVELS {
+        snap.bids[lvl] = Level::MISSING;
+        snap.asks[lvl] = Level::MISSING;
+    }
+    while !stop.load(Ordering::SeqCst) {
+        next += interval;
+        let now = Instant::now();
+        if next > now {
+            std::thread::sleep(next - now);
+        } else {
+            // Behind (a slow tick): skip the missed samples rather than burst.
+            next = now;
+        }
+        if stop.load(Ordering::SeqCst) {
+            break;
+        }
+        let r = shared.counters.resyncs.load(Ordering::Relaxed);
+        if r != resyncs {
+            resyncs = r;
+            state.break_windows();
+        }
+        let sampled_at = Instant::now();
+        if !take_sample(shared, &mut snap) {
+            continue;
+        }
+        let trades = std::mem::take(&mut *shared.trades.lock());
+        state.on_sample(&trades, &snap, sampled_at);
+    }
+}

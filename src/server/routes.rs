@@ -1,0 +1,633 @@
+//! The endpoints of spec/api.md. The seed's, under `/api/ensemble`, answer
+//! with the seed's bodies; the rest are documented in the README's API table.
+//!
+//! Every handler validates its whole input before it changes anything, so an
+//! error answer always means "nothing changed".
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::header::{self, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use serde::{Deserialize, Serialize};
+
+use super::codec::{decode_binary, flatten2, flatten3, from_json, from_value};
+use super::error::ApiError;
+use super::metrics::{LiveFigures, TrainingFigures};
+use super::training::StartError;
+use super::AppState;
+use crate::engine::{EngineError, EngineInputs};
+use crate::ensemble::{ConsensusStrategy, Direction, ModelPrediction, ModelType};
+use crate::live::LiveEntry;
+use crate::train::TrainingConfig;
+
+pub type Body = UnsyncBoxBody<Bytes, Infallible>;
+
+/// One endpoint: its path, method and label in the metrics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Route {
+    Status,
+    Models,
+    Enable,
+    Weight,
+    Load,
+    Strategy,
+    TrainStart,
+    TrainStatus,
+    TrainStop,
+    Performance,
+    Predict,
+    Outcome,
+    Layout,
+    LiveLatest,
+    LiveHistory,
+    LiveStream,
+    LiveStatus,
+    HealthLive,
+    HealthReady,
+    Metrics,
+}
+
+const ROUTES: [(Route, Method, &str); 20] = [
+    (Route::Status, Method::GET, "/api/ensemble/status"),
+    (Route::Models, Method::GET, "/api/ensemble/models"),
+    (Route::Enable, Method::POST, "/api/ensemble/models/enable"),
+    (Route::Weight, Method::POST, "/api/ensemble/models/weight"),
+    (Route::Load, Method::POST, "/api/ensemble/models/load"),
+    (Route::Strategy, Method::POST, "/api/ensemble/strategy"),
+    (Route::TrainStart, Method::POST, "/api/ensemble/training/start"),
+    (Route::TrainStatus, Method::GET, "/api/ensemble/training/status"),
+    (Route::TrainStop, Method::POST, "/api/ensemble/training/stop"),
+    (Route::Performance, Method::POST, "/api/ensemble/performance/update"),
+    (Route::Predict, Method::POST, "/api/ensemble/predict"),
+    (Route::Outcome, Method::POST, "/api/ensemble/outcome"),
+    (Route::Layout, Method::GET, "/api/ensemble/predict/layout"),
+    (Route::LiveLatest, Method::GET, "/api/ensemble/live/latest"),
+    (Route::LiveHistory, Method::GET, "/api/ensemble/live/history"),
+    (Route::LiveStream, Method::GET, "/api/ensemble/live/stream"),
+    (Route::LiveStatus, Method::GET, "/api/ensemble/live/status"),
+    (Route::HealthLive, Method::GET, "/health/live"),
+    (Route::HealthReady, Method::GET, "/health/ready"),
+    (Route::Metrics, Method::GET, "/metrics"),
+];
+
+fn method_label(m: &Method) -> &'static str {
+    match *m {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::HEAD => "HEAD",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::OPTIONS => "OPTIONS",
+        _ => "OTHER",
+    }
+}
+
+/// Every request: route, guard, answer, count.
+pub async fn handle(
+    state: Arc<AppState>,
+    _peer: SocketAddr,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
+    let start = Instant::now();
+    let method = method_label(req.method());
+    let found = ROUTES.iter().find(|(_, _, p)| *p == req.uri().path());
+    let label = found.map_or("other", |(_, _, p)| *p);
+    let resp = match found {
+        None => Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no endpoint {}", req.uri().path()))),
+        Some((_, m, p)) if m != req.method() => {
+            let mut r = error_response(&ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                format!("{p} takes {m}"),
+            ));
+            r.headers_mut().insert(header::ALLOW, HeaderValue::from_static(m.as_str()));
+            Ok(r)
+        }
+        Some((route, _, _)) => guarded(&state, *route, req).await,
+    };
+    let mut resp = resp.unwrap_or_else(|e| error_response(&e));
+    if matches!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE | StatusCode::REQUEST_TIMEOUT) {
+        // The rest of that body is never read: end the connection rather than
+        // leave it waiting for bytes that belong to no request.
+        resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    state.metrics.request(label, method, resp.status().as_u16(), start.elapsed());
+    Ok(resp)
+}
+
+/// Auth for POSTs, then a place among the requests in flight (not for health,
+/// metrics and the event stream, which must answer even under load).
+async fn guarded(state: &Arc<AppState>, route: Route, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+    if req.method() == Method::POST {
+        check_token(state, &req)?;
+    }
+    match route {
+        Route::HealthLive => return json(StatusCode::OK, &serde_json::json!({"status": "ok"})),
+        Route::HealthReady => return ready(state),
+        Route::Metrics => return metrics(state),
+        Route::LiveStream => return live_stream(state),
+        _ => {}
+    }
+    // The body is read before taking a place, so a client that sends it
+    // slowly holds no place that others wait for (only its own connection).
+    let (parts, body, req) = if req.method() == Method::POST {
+        let (parts, body) = read_body(state, req).await?;
+        (Some(parts), body, None)
+    } else {
+        (None, Bytes::new(), Some(req))
+    };
+    let _permit = tokio::time::timeout(state.config.queue_timeout, state.in_flight.acquire())
+        .await
+        .map_err(|_| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded", "too many requests in flight"))?
+        .map_err(|_| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", "the server is stopping"))?;
+    let query = req.as_ref().and_then(|r| r.uri().query());
+    let e = &state.engine;
+    match route {
+        Route::Status => json(StatusCode::OK, &e.consensus().get_status()),
+        Route::Models => json(StatusCode::OK, &serde_json::json!({"models": e.models(), "backend": e.backend_name()})),
+        Route::Layout => json(StatusCode::OK, &layout_body(state)),
+        Route::TrainStatus => json(StatusCode::OK, &state.training.status()),
+        Route::LiveLatest => live_latest(state),
+        Route::LiveHistory => live_history(state, query),
+        Route::LiveStatus => json(StatusCode::OK, &live_hub(state)?.status()),
+        post => match &parts {
+            Some(parts) => post_route(state, post, parts, body).await,
+            None => {
+                Err(ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this endpoint takes POST"))
+            }
+        },
+    }
+}
+
+async fn post_route(
+    state: &Arc<AppState>,
+    route: Route,
+    parts: &hyper::http::request::Parts,
+    body: Bytes,
+) -> Result<Response<Body>, ApiError> {
+    let e = &state.engine;
+    if route == Route::Predict {
+        return predict(state, parts, body).await;
+    }
+    require_json(parts)?;
+    match route {
+        Route::Enable => {
+            let b: EnableBody = from_json(&body)?;
+            e.consensus().set_enabled(b.model_type, b.enabled)?;
+            json(StatusCode::OK, &e.entry(b.model_type))
+        }
+        Route::Weight => {
+            let b: WeightBody = from_json(&body)?;
+            e.consensus().update_weight(b.model_type, b.weight)?;
+            json(StatusCode::OK, &e.entry(b.model_type))
+        }
+        Route::Strategy => {
+            let b: StrategyBody = from_json(&body)?;
+            e.consensus().set_strategy(b.strategy);
+            json(StatusCode::OK, &e.consensus().get_status())
+        }
+        Route::Performance => {
+            let b: PerformanceBody = from_json(&body)?;
+            e.consensus().update_model_performance(b.model_type, b.accuracy, b.profit_factor)?;
+            json(StatusCode::OK, &e.entry(b.model_type))
+        }
+        Route::Outcome => {
+            let b: OutcomeBody = from_json(&body)?;
+            e.consensus().record_outcome(b.result_id, b.realized_direction, b.realized_return)?;
+            let status = e.consensus().get_status();
+            json(
+                StatusCode::OK,
+                &serde_json::json!({"result_id": b.result_id, "recorded": true, "models": status.models}),
+            )
+        }
+        Route::Load => {
+            let b: LoadBody = from_json(&body)?;
+            if b.path.is_empty() {
+                return Err(ApiError::bad("invalid_value", "path", "must not be empty"));
+            }
+            let engine = state.engine.clone();
+            let entry = blocking(move || engine.load_file(b.model_type, std::path::Path::new(&b.path))).await??;
+            json(StatusCode::OK, &entry)
+        }
+        Route::TrainStart => training_start(state, &body),
+        Route::TrainStop => {
+            let job = state.training.current().filter(|j| j.handle.snapshot().is_training).ok_or_else(|| {
+                ApiError::new(StatusCode::CONFLICT, "no_training_running", "no training job is running")
+            })?;
+            job.handle.request_stop();
+            let mut status = serde_json::to_value(state.training.status()).unwrap_or_default();
+            status["stop_requested"] = true.into();
+            json(StatusCode::ACCEPTED, &status)
+        }
+        _ => Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EnableBody {
+    model_type: ModelType,
+    enabled: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WeightBody {
+    model_type: ModelType,
+    weight: f64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StrategyBody {
+    strategy: ConsensusStrategy,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PerformanceBody {
+    model_type: ModelType,
+    accuracy: f64,
+    profit_factor: f64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OutcomeBody {
+    result_id: u64,
+    realized_direction: Direction,
+    realized_return: f64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LoadBody {
+    model_type: ModelType,
+    path: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PredictBody {
+    predictions: Option<Vec<ModelPrediction>>,
+    features: Option<Vec<Vec<f32>>>,
+    lob: Option<Vec<Vec<Vec<f32>>>>,
+    aux: Option<Vec<f32>>,
+}
+
+/// Runs `f` on the blocking pool (inference, loading: CPU and disk work).
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("worker failed: {e}")))
+}
+
+async fn predict(
+    state: &Arc<AppState>,
+    parts: &hyper::http::request::Parts,
+    body: Bytes,
+) -> Result<Response<Body>, ApiError> {
+    let t0 = Instant::now();
+    // Anything but octet-stream is read as JSON (curl's default form type included).
+    let binary = content_type(parts).is_some_and(|ct| ct.starts_with("application/octet-stream"));
+    let engine = state.engine.clone();
+    let mut decision = if binary {
+        let layout = engine.input_layout();
+        if layout.is_empty() {
+            return Err(EngineError::NoModels.into());
+        }
+        let inputs = decode_binary(&body, &layout)?;
+        let decode_us = t0.elapsed().as_secs_f64() * 1e6;
+        let mut d = blocking(move || engine.predict(inputs)).await??;
+        d.timings.decode_us = Some(decode_us);
+        d
+    } else {
+        let b: PredictBody = from_json(&body)?;
+        let has_inputs = b.features.is_some() || b.lob.is_some() || b.aux.is_some();
+        match b.predictions {
+            Some(_) if has_inputs => {
+                return Err(ApiError::bad(
+                    "invalid_input",
+                    "predictions",
+                    "give either predictions (consensus only) or features/lob/aux (run the models), not both",
+                ))
+            }
+            Some(preds) => {
+                let decode_us = t0.elapsed().as_secs_f64() * 1e6;
+                let mut d = engine.predict_consensus(&preds).map_err(|e| name_prediction(e, &preds))?;
+                d.timings.decode_us = Some(decode_us);
+                d
+            }
+            None if !has_inputs => {
+                return Err(ApiError::bad(
+                    "missing_field",
+                    "predictions",
+                    "give predictions (consensus only) or features/lob/aux (run the models)",
+                ))
+            }
+            None => {
+                let layout = engine.input_layout();
+                let inputs = EngineInputs {
+                    features: b
+                        .features
+                        .map(|f| flatten2("features", f, layout.features.map(|[_, w]| w)))
+                        .transpose()?,
+                    lob: b.lob.map(|l| flatten3("lob", l, layout.lob.map(|[_, n, k]| [n, k]))).transpose()?,
+                    aux: b.aux,
+                };
+                let decode_us = t0.elapsed().as_secs_f64() * 1e6;
+                let mut d = blocking(move || engine.predict(inputs)).await??;
+                d.timings.decode_us = Some(decode_us);
+                d
+            }
+        }
+    };
+    decision.timings.total_us = t0.elapsed().as_secs_f64() * 1e6;
+    state.metrics.decision(&decision);
+    json(StatusCode::OK, &decision)
+}
+
+/// A consensus error about one model's prediction, with the field named as
+/// `predictions[i].confidence`.
+fn name_prediction(e: EngineError, preds: &[ModelPrediction]) -> ApiError {
+    let model = match &e {
+        EngineError::Ensemble(inner) => inner.model(),
+        _ => None,
+    };
+    let mut api: ApiError = e.into();
+    if let (Some(m), Some(field)) = (model, api.field.clone()) {
+        if let Some(i) = preds.iter().position(|p| p.model_type == m) {
+            api.field = Some(format!("predictions[{i}].{field}"));
+        }
+    }
+    api
+}
+
+fn training_start(state: &Arc<AppState>, body: &[u8]) -> Result<Response<Body>, ApiError> {
+    let mut obj: serde_json::Map<String, serde_json::Value> = from_json(body)?;
+    let symbol = match obj.remove("symbol") {
+        None => return Err(ApiError::bad("missing_field", "symbol", "missing field `symbol`")),
+        Some(serde_json::Value::String(s)) => s,
+        Some(other) => return Err(ApiError::bad("invalid_type", "symbol", format!("expected a string, got {other}"))),
+    };
+    if symbol.is_empty() || symbol.len() > 32 || !symbol.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return Err(ApiError::bad("invalid_value", "symbol", "must be 1 to 32 ASCII letters and digits"));
+    }
+    let config: TrainingConfig = from_value(serde_json::Value::Object(obj))?;
+    config.validate().map_err(|e| match e {
+        crate::Error::Config { field, reason } => ApiError::bad("invalid_value", field, reason),
+        other => ApiError::bad("invalid_value", "body", other.to_string()),
+    })?;
+    let launcher = state.launcher.as_ref().ok_or_else(|| {
+        ApiError::new(StatusCode::NOT_IMPLEMENTED, "training_unavailable", "this server was started without a trainer")
+    })?;
+    match state.training.start(launcher.as_ref(), config, symbol.to_ascii_uppercase()) {
+        Ok(_) => json(StatusCode::ACCEPTED, &state.training.status()),
+        Err(StartError::Running(job)) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "training_running",
+            format!("job {} ({}) is still training; stop it first", job.id, job.symbol),
+        )),
+        Err(StartError::Launch(e)) => Err(ApiError {
+            status: StatusCode::BAD_REQUEST,
+            code: "training_rejected",
+            message: e.message,
+            field: e.field,
+        }),
+    }
+}
+
+fn layout_body(state: &AppState) -> serde_json::Value {
+    let l = state.engine.input_layout();
+    serde_json::json!({
+        "features": l.features, "lob": l.lob, "aux": l.aux,
+        "binary_f32_counts": [l.features_len(), l.lob_len(), l.aux_len()],
+        "binary_bytes": 4 * l.total_len(),
+    })
+}
+
+fn ready(state: &AppState) -> Result<Response<Body>, ApiError> {
+    let loaded = state.engine.loaded_models();
+    let not_loaded: Vec<ModelType> = ModelType::ALL.iter().copied().filter(|m| !loaded.contains(m)).collect();
+    let live_warm = state.live.as_ref().map(|l| l.is_warm());
+    let ready = !loaded.is_empty() && live_warm.unwrap_or(true);
+    let body = serde_json::json!({
+        "ready": ready, "models_loaded": loaded, "models_not_loaded": not_loaded, "live_warm": live_warm,
+    });
+    json(if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }, &body)
+}
+
+fn metrics(state: &AppState) -> Result<Response<Body>, ApiError> {
+    let live = state.live.as_ref().map(|l| {
+        let c = l.counters();
+        LiveFigures {
+            ticks: c.ticks,
+            decisions: c.decisions,
+            resyncs: c.resyncs,
+            reconnects: c.reconnects,
+            warm: l.is_warm(),
+        }
+    });
+    let p = state.training.status().progress;
+    let training = TrainingFigures {
+        active: p.is_training,
+        epoch: p.current_epoch,
+        progress_percent: p.progress_percent,
+        loss: p.current_loss,
+    };
+    let text = state.metrics.render(live, &training);
+    let mut r = Response::new(full(text));
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
+    Ok(r)
+}
+
+fn live_hub(state: &AppState) -> Result<&Arc<crate::live::LiveHub>, ApiError> {
+    state.live.as_ref().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "live_mode_off",
+            "live mode is off (start with --simulate or --live SYMBOL)",
+        )
+    })
+}
+
+fn live_latest(state: &AppState) -> Result<Response<Body>, ApiError> {
+    let hub = live_hub(state)?;
+    let entry = hub.latest().ok_or_else(|| {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "warming_up", "no live decision yet: the windows are filling")
+    })?;
+    Ok(json_text(StatusCode::OK, entry.json.to_string()))
+}
+
+fn live_history(state: &AppState, query: Option<&str>) -> Result<Response<Body>, ApiError> {
+    let hub = live_hub(state)?;
+    let mut limit = 100usize;
+    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        match pair.split_once('=') {
+            Some(("limit", v)) => {
+                limit = v
+                    .parse()
+                    .ok()
+                    .filter(|&n| n > 0)
+                    .ok_or_else(|| ApiError::bad("invalid_value", "limit", "must be a positive integer"))?;
+            }
+            _ => return Err(ApiError::bad("unknown_field", pair, "the only query parameter is limit")),
+        }
+    }
+    let entries = hub.history(limit);
+    let mut s = String::with_capacity(entries.iter().map(|e| e.json.len() + 1).sum::<usize>() + 2);
+    s.push('[');
+    for (i, e) in entries.iter().enumerate() {
+        if i > 0 {
+            s.push(',');
+        }
+        s.push_str(&e.json);
+    }
+    s.push(']');
+    Ok(json_text(StatusCode::OK, s))
+}
+
+/// Server-sent events: one `decision` event per live decision (`id:` is the
+/// result id), a comment every 15 s so dead peers are noticed, and a
+/// `lagged` event when this subscriber fell behind and lost some.
+fn live_stream(state: &Arc<AppState>) -> Result<Response<Body>, ApiError> {
+    let hub = live_hub(state)?;
+    let permit = state.streams.clone().try_acquire_owned().map_err(|_| {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "too_many_streams", "the event stream has no free place")
+    })?;
+    let rx = hub.subscribe();
+    let first = Bytes::from_static(b": connected\n\n");
+    let init = (rx, permit, Some(first), state.stopping.clone());
+    let stream = futures_util::stream::unfold(init, |(mut rx, permit, first, mut stop)| async move {
+        if let Some(b) = first {
+            return Some((Ok(Frame::data(b)), (rx, permit, None, stop)));
+        }
+        if *stop.borrow() {
+            return None;
+        }
+        let next = tokio::select! {
+            // The server is stopping: end the stream so the connection can close.
+            _ = stop.changed() => return None,
+            r = tokio::time::timeout(Duration::from_secs(15), rx.recv()) => r,
+        };
+        let bytes = match next {
+            Err(_) => Bytes::from_static(b": keep-alive\n\n"),
+            Ok(Ok(entry)) => sse_event(&entry),
+            Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(n))) => {
+                Bytes::from(format!("event: lagged\ndata: {{\"missed\": {n}}}\n\n"))
+            }
+            Ok(Err(tokio::sync::broadcast::error::RecvError::Closed)) => return None,
+        };
+        Some((Ok::<_, Infallible>(Frame::data(bytes)), (rx, permit, None, stop)))
+    });
+    let mut r = Response::new(BodyExt::boxed_unsync(StreamBody::new(stream)));
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    Ok(r)
+}
+
+fn sse_event(entry: &LiveEntry) -> Bytes {
+    // The JSON is one line (serde_json never emits raw newlines), as SSE needs.
+    Bytes::from(format!("id: {}\nevent: decision\ndata: {}\n\n", entry.id, entry.json))
+}
+
+/// Constant-time comparison of the bearer token.
+fn check_token(state: &AppState, req: &Request<Incoming>) -> Result<(), ApiError> {
+    let Some(token) = state.config.token.as_deref() else {
+        return Ok(());
+    };
+    let unauthorized =
+        |m: &str| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", m.to_owned()).with_field("Authorization");
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .ok_or_else(|| unauthorized("this server needs Authorization: Bearer <token> on every POST"))?;
+    let given = given.as_bytes().strip_prefix(b"Bearer ").unwrap_or(b"");
+    let want = token.as_bytes();
+    let diff = given.iter().zip(want).fold(given.len() ^ want.len(), |acc, (a, b)| acc | usize::from(a ^ b));
+    if diff != 0 {
+        return Err(unauthorized("the bearer token is wrong"));
+    }
+    Ok(())
+}
+
+fn content_type(parts: &hyper::http::request::Parts) -> Option<&str> {
+    parts.headers.get(header::CONTENT_TYPE).map(|v| v.to_str().unwrap_or("?"))
+}
+
+fn unsupported(ct: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported_media_type",
+        format!("Content-Type {ct:?}: this endpoint takes JSON"),
+    )
+    .with_field("Content-Type")
+}
+
+/// JSON endpoints read any body as JSON (curl sends form-urlencoded by
+/// default), except a binary or multipart one, which is surely a mistake.
+fn require_json(parts: &hyper::http::request::Parts) -> Result<(), ApiError> {
+    match content_type(parts) {
+        Some(ct) if ct.starts_with("application/octet-stream") || ct.starts_with("multipart/") => Err(unsupported(ct)),
+        _ => Ok(()),
+    }
+}
+
+/// The whole body, within the size limit and the body timeout.
+async fn read_body(state: &AppState, req: Request<Incoming>) -> Result<(hyper::http::request::Parts, Bytes), ApiError> {
+    let max = state.config.max_body_bytes;
+    let too_large = || {
+        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", format!("the body is over {max} bytes"))
+            .with_field("body")
+    };
+    let (parts, body) = req.into_parts();
+    if let Some(len) = parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()) {
+        if len.parse::<u64>().map_or(true, |n| n > max as u64) {
+            return Err(too_large());
+        }
+    }
+    let collected =
+        tokio::time::timeout(state.config.body_timeout, Limited::new(body, max).collect()).await.map_err(|_| {
+            ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "body_timeout",
+                format!("the body did not arrive within {:?}", state.config.body_timeout),
+            )
+        })?;
+    match collected {
+        Ok(c) => Ok((parts, c.to_bytes())),
+        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(too_large()),
+        Err(e) => Err(ApiError::bad("invalid_body", "body", format!("reading the body: {e}"))),
+    }
+}
+
+fn full(s: impl Into<Bytes>) -> Body {
+    BodyExt::boxed_unsync(Full::new(s.into()))
+}
+
+fn json_text(status: StatusCode, text: String) -> Response<Body> {
+    let mut r = Response::new(full(text));
+    *r.status_mut() = status;
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}
+
+fn json<T: Serialize>(status: StatusCode, value: &T) -> Result<Response<Body>, ApiError> {
+    let text = serde_json::to_string(value).map_err(|e| {
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("answer not serializable: {e}"))
+    })?;
+    Ok(json_text(status, text))
+}
+
+pub fn error_response(e: &ApiError) -> Response<Body> {
+    json_text(e.status, e.to_json())
+}

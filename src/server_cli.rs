@@ -1,0 +1,175 @@
+//! The `serve` subcommand: the engine behind the HTTP API, optionally fed live
+//! from the built-in simulator (`--simulate`) or Binance (`--live SYMBOL`).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+
+use quorum::backend::gpu::{Emu, Gpu};
+use quorum::engine::{model_type, Engine};
+use quorum::ensemble::EnsembleConfig;
+use quorum::live::{LiveConfig, LiveObserver, LiveRunner};
+use quorum::market::{Endpoint, ExchangeConfig, LoopbackExchange, SimConfig, BINANCE_REST_URL, BINANCE_WS_URL};
+use quorum::model::{ModelConfig, ModelKind, ModelMeta};
+use quorum::server::{Extras, Metrics, Server, ServerConfig};
+use quorum::weights::{generated, WeightsFile};
+use quorum::Cpu;
+
+use super::{resolve_backend, BackendChoice, Resolved};
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// Address to listen on. Anything but loopback needs --allow-remote and --token.
+    #[arg(long, default_value = "127.0.0.1:8000")]
+    pub bind: SocketAddr,
+    /// Allow a non-loopback --bind (every POST then needs the token).
+    #[arg(long)]
+    pub allow_remote: bool,
+    /// Bearer token required on every POST (at least 16 characters).
+    #[arg(long)]
+    pub token: Option<String>,
+    /// Folder with mpd_transformer.safetensors, tlob.safetensors, cnn_lstm.safetensors
+    /// (any missing model is not loaded; predict then runs the others, or the consensus only).
+    #[arg(long)]
+    pub weights: Option<PathBuf>,
+    /// Load the three models at their default configs with the built-in deterministic,
+    /// untrained weights (as `quorum demo`): for trying the server without trained weights.
+    #[arg(long, conflicts_with = "weights")]
+    pub demo_weights: bool,
+    /// The ensemble's JSON config (ensemble.md); default: the seed's.
+    #[arg(long)]
+    pub ensemble_config: Option<PathBuf>,
+    #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
+    pub backend: BackendChoice,
+    /// Live mode on the built-in simulator, served as a loopback exchange.
+    #[arg(long, conflicts_with = "live")]
+    pub simulate: bool,
+    /// Live mode on Binance spot for this symbol (e.g. BTCUSDT).
+    #[arg(long)]
+    pub live: Option<String>,
+    /// With --simulate: wall-clock milliseconds per simulated 100 ms tick (lower runs the market faster).
+    #[arg(long, default_value_t = 100)]
+    pub sim_tick_ms: u64,
+    /// With --simulate: the simulator's seed.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Live mode: milliseconds between samples of the book (one decision per sample once warm).
+    #[arg(long, default_value_t = 100)]
+    pub sample_ms: u64,
+    /// Stop by itself after this many seconds (default: until Ctrl-C).
+    #[arg(long)]
+    pub duration: Option<f64>,
+}
+
+pub fn serve(args: ServeArgs) -> Result<()> {
+    let config = match &args.ensemble_config {
+        Some(p) => EnsembleConfig::from_file(p)?,
+        None => EnsembleConfig::default(),
+    };
+    let engine = match resolve_backend(args.backend)? {
+        Resolved::Cpu => Engine::new(Cpu::new(), config)?,
+        Resolved::Emu => Engine::new(Gpu::new(Emu::new()), config)?,
+        Resolved::Cuda(dev) => Engine::new(Gpu::new(dev), config)?,
+    };
+    if let Some(dir) = &args.weights {
+        let report = engine.load_dir(dir)?;
+        for (m, p) in &report.loaded {
+            println!("loaded {m} from {}", p.display());
+        }
+        for (m, p) in &report.missing {
+            println!("not loaded: {m} ({} does not exist)", p.display());
+        }
+    }
+    if args.demo_weights {
+        for kind in ModelKind::ALL {
+            let config = ModelConfig::default_for(kind);
+            let tensors = generated::params(&config);
+            engine.load_weights(model_type(kind), WeightsFile { config, meta: ModelMeta::default(), tensors })?;
+        }
+        println!("loaded the three models with built-in untrained weights (--demo-weights)");
+    }
+    if engine.loaded_models().is_empty() {
+        println!(
+            "no model loaded: predict serves the consensus of given predictions only; every management endpoint works"
+        );
+    }
+    if args.sample_ms == 0 || args.sim_tick_ms == 0 {
+        bail!("--sample-ms and --sim-tick-ms must be at least 1");
+    }
+    if let Some(d) = args.duration {
+        if !(d.is_finite() && d > 0.0) {
+            bail!("--duration must be a positive number of seconds");
+        }
+    }
+    let rt =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().context("starting tokio")?;
+    rt.block_on(run(args, Arc::new(engine)))
+}
+
+async fn run(args: ServeArgs, engine: Arc<Engine>) -> Result<()> {
+    let metrics = Arc::new(Metrics::default());
+    let mut exchange = None;
+    let live_cfg = if args.simulate {
+        let sim = SimConfig { seed: args.seed, ..SimConfig::default() };
+        let symbol = sim.symbol.clone();
+        let cfg = ExchangeConfig {
+            sim,
+            tick_interval: Duration::from_millis(args.sim_tick_ms),
+            truth_capacity: 1_000,
+            ..Default::default()
+        };
+        let ex = LoopbackExchange::start(SocketAddr::from(([127, 0, 0, 1], 0)), cfg).await?;
+        println!("simulator exchange on {} ({symbol})", ex.local_addr());
+        let endpoint = ex.endpoint();
+        exchange = Some(ex);
+        Some(LiveConfig { symbol, endpoint, ..LiveConfig::default() })
+    } else {
+        args.live.as_ref().map(|symbol| LiveConfig {
+            symbol: symbol.to_ascii_uppercase(),
+            endpoint: Endpoint::new(BINANCE_WS_URL, BINANCE_REST_URL),
+            ..LiveConfig::default()
+        })
+    };
+    let live = match live_cfg {
+        Some(cfg) => {
+            let cfg = LiveConfig { sample_interval: Duration::from_millis(args.sample_ms), ..cfg };
+            let observer: Arc<dyn LiveObserver> = metrics.clone();
+            let runner = LiveRunner::start(cfg.clone(), engine.clone(), Some(observer))?;
+            println!(
+                "live mode: {} every {} ms; decisions once warm (200 one-second candles, then 60 feature vectors)",
+                cfg.symbol, args.sample_ms
+            );
+            Some(runner)
+        }
+        None => None,
+    };
+    let config =
+        ServerConfig { bind: args.bind, allow_remote: args.allow_remote, token: args.token, ..Default::default() };
+    let extras = Extras { live: live.as_ref().map(|l| l.hub()), launcher: None, metrics: Some(metrics) };
+    let server = Server::start(config, engine, extras).await?;
+    println!("quorum serve: listening on http://{}; Ctrl-C to stop", server.local_addr());
+    let wait = async {
+        match args.duration {
+            Some(s) => tokio::time::sleep(Duration::from_secs_f64(s)).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => println!("quorum serve: Ctrl-C, stopping"),
+        _ = wait => println!("quorum serve: --duration reached, stopping"),
+    }
+    server.shutdown().await;
+    if let Some(l) = live {
+        let c = l.hub().counters();
+        l.stop().await;
+        println!("live: {} ticks, {} decisions, {} resyncs", c.ticks, c.decisions, c.resyncs);
+    }
+    if let Some(ex) = exchange {
+        ex.shutdown().await;
+    }
+    Ok(())
+}
