@@ -392,7 +392,6 @@ pub(super) fn conv1d_backward(
                 1.0,
             );
         }
-        col_sums(dy, s.out_stride, s.out_offset, rows, s.c_out, db);
         if let Some(dx) = dx {
             unsafe {
                 gemm_strided(
@@ -430,6 +429,8 @@ pub(super) fn conv1d_backward(
             });
         }
     });
+    // Outside the closure above: col_sums takes the thread's scratch too.
+    col_sums(dy, s.out_stride, s.out_offset, rows, s.c_out, db);
 }
 
 fn sigmoid(x: f32) -> f32 {

@@ -7,7 +7,7 @@ use super::parts::{
 use super::{heads_stage, Ctx, Param, TrainBatch};
 use crate::backend::{BroadcastShape, ConvShape, Epilogue, Pool, Train};
 use crate::error::Result;
-use crate::model::tlob::{positional_encoding, spatial_proj_to_internal};
+use crate::model::tlob::positional_encoding;
 use crate::model::TlobConfig;
 
 pub(super) struct Tlob<B: Train> {
@@ -124,12 +124,19 @@ impl<B: Train> Tlob<B> {
             }
         }
         let (d, l) = (self.cfg.temporal_hidden, self.cfg.num_levels);
+        // The relabeling of model/tlob.rs's `spatial_proj_to_internal`, into reused scratch.
         let w = read_host(be, &params[self.proj.w], host)?;
-        let internal = spatial_proj_to_internal(w, d, self.channels, l);
-        host2.clear();
-        host2.extend_from_slice(&internal);
-        be.write(&mut self.w_int, host2)?;
-        be.prepare_linear_into(host2, d, self.channels * l, &mut self.proj.wt)
+        let (ch, flat) = (self.channels, self.channels * l);
+        host2.resize(flat * d, 0.0);
+        for o in 0..d {
+            for c in 0..ch {
+                for li in 0..l {
+                    host2[o * flat + li * ch + c] = w[o * flat + c * l + li];
+                }
+            }
+        }
+        be.write(&mut self.w_int, &host2[..flat * d])?;
+        be.prepare_linear_into(&host2[..flat * d], d, flat, &mut self.proj.wt)
     }
 
     pub fn tape(&mut self, be: &B, batch: usize) -> Result<&mut Tape<B>> {
