@@ -258,19 +258,7 @@ impl<B: Train> TrainNet<B> {
                 (total, &m.tape_ref().heads[0])
             }
         };
-        let mut out = LossOut {
-            loss: total / (n * sets) as f64,
-            logits: vec![[0.0; 3]; n],
-            confidence: vec![0.0; n],
-            expected_return: vec![0.0; n],
-        };
-        let mut flat = vec![0f32; 3 * n];
-        be.read(&primary.logits, &mut flat)?;
-        for (dst, src) in out.logits.iter_mut().zip(flat.chunks(3)) {
-            dst.copy_from_slice(src);
-        }
-        be.read(&primary.confidence, &mut out.confidence)?;
-        be.read(&primary.ret, &mut out.expected_return)?;
+        let out = loss_out(be, primary, n, total / (n * sets) as f64)?;
         if !out.loss.is_finite() {
             return Err(Error::input("batch", format!("the loss is not finite ({})", out.loss)));
         }
@@ -285,9 +273,10 @@ impl<B: Train> TrainNet<B> {
         }
         let check = |t: Option<&Tensor>, name: &str, dims: &[usize]| -> Result<()> {
             let t = t.ok_or_else(|| Error::input(name, format!("required by {} but not given", self.config.kind())))?;
-            let mut want = vec![n];
-            want.extend_from_slice(dims);
-            if t.shape != want || t.data.len() != t.numel() {
+            // Compared in place: this runs every step and must not allocate.
+            if t.shape.len() != dims.len() + 1 || t.shape[0] != n || t.shape[1..] != *dims || t.data.len() != t.numel()
+            {
+                let want: Vec<usize> = [&[n][..], dims].concat();
                 return Err(Error::input(name, format!("expected shape {want:?}, got {:?}", t.shape)));
             }
             t.expect_finite(name)
@@ -380,6 +369,16 @@ pub(crate) struct Ctx<'a> {
     pub backward: bool,
     pub host: &'a mut Vec<f32>,
     pub host2: &'a mut Vec<f32>,
+}
+
+/// The step's result: the only allocations of a steady-state step (the
+/// returned vectors; tests/train_no_alloc.rs recognizes this frame).
+fn loss_out<B: Train>(be: &B, primary: &HeadsTape<B>, n: usize, loss: f64) -> Result<LossOut> {
+    let mut out = LossOut { loss, logits: vec![[0.0; 3]; n], confidence: vec![0.0; n], expected_return: vec![0.0; n] };
+    be.read(&primary.logits, out.logits.as_flattened_mut())?;
+    be.read(&primary.confidence, &mut out.confidence)?;
+    be.read(&primary.ret, &mut out.expected_return)?;
+    Ok(out)
 }
 
 fn upload_targets<B: Train>(be: &B, batch: &TrainBatch, tapes: &mut [HeadsTape<B>], host: &mut Vec<f32>) -> Result<()> {
