@@ -481,3 +481,23 @@ fn bad_batches_are_errors_naming_the_input() {
     let e = TrainNet::from_tensors(&be, configs[0].clone(), &t).err().expect("missing tensor").to_string();
     assert!(e.contains("norm.bias"), "{e}");
 }
+
+/// A smaller batch after a larger one runs in the larger one's tape and
+/// gives exactly what a fresh model gives at that size.
+#[test]
+fn a_smaller_batch_reuses_the_tape_exactly() {
+    let be = Cpu::new();
+    for config in small_configs(0.2) {
+        let kind = config.kind();
+        let (big, small) = (batch_for(&config, 5, 1), batch_for(&config, 2, 2));
+        let mut used = TrainNet::init(&be, config.clone(), 4).unwrap();
+        used.forward_backward(&be, &big, WEIGHTS, 1).unwrap();
+        used.zero_grads(&be).unwrap();
+        let a = used.forward_backward(&be, &small, WEIGHTS, 2).unwrap();
+        let mut fresh = TrainNet::init(&be, config, 4).unwrap();
+        let b = fresh.forward_backward(&be, &small, WEIGHTS, 2).unwrap();
+        assert_eq!(a, b, "{kind}: outputs");
+        assert_eq!(grads_of(&be, &used), grads_of(&be, &fresh), "{kind}: gradients");
+        assert_eq!(a.logits.len(), 2);
+    }
+}

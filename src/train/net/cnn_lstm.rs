@@ -39,6 +39,8 @@ struct LayerTape<B: Train> {
 }
 
 pub(super) struct Tape<B: Train> {
+    /// The largest batch the buffers hold: every op is sized by the batch it
+    /// is given, so a smaller batch (an epoch's last) runs in the same tape.
     batch: usize,
     input: B::Buf,
     convs: ConvTape<B>,
@@ -110,7 +112,7 @@ impl<B: Train> CnnLstm<B> {
     }
 
     pub fn tape(&mut self, be: &B, batch: usize) -> Result<&mut Tape<B>> {
-        if self.tape.as_ref().is_none_or(|t| t.batch != batch) {
+        if self.tape.as_ref().is_none_or(|t| t.batch < batch) {
             let c = &self.cfg;
             let rows = batch * c.sequence_length;
             let h = c.lstm_hidden;

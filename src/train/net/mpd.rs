@@ -21,6 +21,8 @@ pub(super) struct Mpd<B: Train> {
 }
 
 pub(super) struct Tape<B: Train> {
+    /// The largest batch the buffers hold: every op is sized by the batch it
+    /// is given, so a smaller batch (an epoch's last) runs in the same tape.
     batch: usize,
     input: B::Buf,
     emb: B::Buf,
@@ -70,7 +72,7 @@ impl<B: Train> Mpd<B> {
     }
 
     pub fn tape(&mut self, be: &B, batch: usize) -> Result<&mut Tape<B>> {
-        if self.tape.as_ref().is_none_or(|t| t.batch != batch) {
+        if self.tape.as_ref().is_none_or(|t| t.batch < batch) {
             let c = &self.cfg;
             let (d, n) = (c.embed_dim, c.tokens());
             let hidden = (c.mlp_ratio * d as f64) as usize;

@@ -32,6 +32,8 @@ pub(super) struct Tlob<B: Train> {
 }
 
 pub(super) struct Tape<B: Train> {
+    /// The largest batch the buffers hold: every op is sized by the batch it
+    /// is given, so a smaller batch (an epoch's last) runs in the same tape.
     batch: usize,
     lob: B::Buf,
     spatial: ConvTape<B>,
@@ -140,7 +142,7 @@ impl<B: Train> Tlob<B> {
     }
 
     pub fn tape(&mut self, be: &B, batch: usize) -> Result<&mut Tape<B>> {
-        if self.tape.as_ref().is_none_or(|t| t.batch != batch) {
+        if self.tape.as_ref().is_none_or(|t| t.batch < batch) {
             let c = &self.cfg;
             let (t, l, d) = (c.sequence_length, c.num_levels, c.temporal_hidden);
             let hidden = (c.mlp_ratio * d as f64) as usize;
