@@ -399,3 +399,20 @@ fn backward_ops_reject_short_buffers() {
         .attention_backward(&x, &x, &mut dx, AttentionShape { batch: 1, tokens: 2, heads: 1, head_dim: 2 })
         .is_err());
 }
+
+#[test]
+fn prepare_into_matches_prepare() {
+    let be = Cpu::new();
+    for &(n_out, n_in) in &[(1usize, 1usize), (5, 7), (33, 65), (100, 31)] {
+        let w = rand(n_out * n_in, 40);
+        let mut dst = vec![f32::NAN; n_out * n_in];
+        be.prepare_linear_into(&w, n_out, n_in, &mut dst).unwrap();
+        assert_eq!(dst, be.prepare_linear(&w, n_out, n_in).unwrap(), "{n_out}x{n_in}");
+    }
+    for hidden in [1usize, 5, 37] {
+        let w = rand(4 * hidden * hidden, 41);
+        let mut dst = vec![f32::NAN; 8 * hidden * hidden];
+        be.prepare_recurrent_into(&w, hidden, &mut dst).unwrap();
+        assert_eq!(dst, be.prepare_recurrent(&w, hidden).unwrap(), "hidden {hidden}");
+    }
+}

@@ -9,6 +9,7 @@
 
 use std::cell::RefCell;
 
+use multiversion::multiversion;
 use rand_chacha::rand_core::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
@@ -147,16 +148,20 @@ pub(super) fn linear_backward(
 }
 
 pub(super) fn gelu_backward(pre: &[f32], dy: &mut [f32]) {
-    // GELU'(x) = Φ(x) + x·φ(x).
-    let run = |(d, &x): (&mut f32, &f32)| {
-        let cdf = 0.5 * (1.0 + simd::erf(x * std::f32::consts::FRAC_1_SQRT_2));
-        let pdf = (-0.5 * x * x).exp() * 0.398_942_3;
-        *d *= cdf + x * pdf;
-    };
     if dy.len() >= 1 << 15 {
-        dy.par_iter_mut().zip(pre.par_iter()).for_each(run);
+        dy.par_chunks_mut(1 << 14).zip(pre.par_chunks(1 << 14)).for_each(|(d, p)| gelu_backward_chunk(p, d));
     } else {
-        dy.iter_mut().zip(pre).for_each(run);
+        gelu_backward_chunk(pre, dy);
+    }
+}
+
+/// `dy *= GELU'(x) = Φ(x) + x·φ(x)`, with the forward's erf and the backend's exp.
+#[multiversion(targets("x86_64+avx512f+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
+fn gelu_backward_chunk(pre: &[f32], dy: &mut [f32]) {
+    for (d, &x) in dy.iter_mut().zip(pre) {
+        let cdf = 0.5 * (1.0 + simd::erf(x * std::f32::consts::FRAC_1_SQRT_2));
+        let pdf = simd::exp(-0.5 * x * x) * 0.398_942_3;
+        *d *= cdf + x * pdf;
     }
 }
 
@@ -433,8 +438,53 @@ pub(super) fn conv1d_backward(
     col_sums(dy, s.out_stride, s.out_offset, rows, s.c_out, db);
 }
 
-fn sigmoid(x: f32) -> f32 {
-    1.0 / (1.0 + (-x).exp())
+/// One step's cell update for one sample: activates the gates in place
+/// (i, f, g, o, the backend's sigmoid and tanh as in the inference
+/// recurrence) and writes `c` and `h`.
+#[multiversion(targets("x86_64+avx512f+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
+fn cell_forward(g: &mut [f32], c_prev: Option<&[f32]>, c: &mut [f32], h: &mut [f32]) {
+    let n = c.len();
+    for u in 0..n {
+        let i = simd::sigmoid(g[u]);
+        let f = simd::sigmoid(g[n + u]);
+        let gg = simd::tanh(g[2 * n + u]);
+        let o = simd::sigmoid(g[3 * n + u]);
+        g[u] = i;
+        g[n + u] = f;
+        g[2 * n + u] = gg;
+        g[3 * n + u] = o;
+        let cp = c_prev.map_or(0.0, |p| p[u]);
+        c[u] = f * cp + i * gg;
+        h[u] = o * simd::tanh(c[u]);
+    }
+}
+
+/// One step's backward for one sample: from the output gradient `dh` (this
+/// step's plus the recurrent one) and the cell gradient carried in `dc_next`
+/// (updated to the previous step's), writes the gate pre-activation gradients.
+#[multiversion(targets("x86_64+avx512f+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
+fn cell_backward(
+    g: &[f32],
+    c: &[f32],
+    c_prev: Option<&[f32]>,
+    dh_out: &[f32],
+    dh_rec: &[f32],
+    dc_next: &mut [f32],
+    dg: &mut [f32],
+) {
+    let n = c.len();
+    for u in 0..n {
+        let dh = dh_out[u] + dh_rec[u];
+        let tc = simd::tanh(c[u]);
+        let cp = c_prev.map_or(0.0, |p| p[u]);
+        let (i, f, gg, o) = (g[u], g[n + u], g[2 * n + u], g[3 * n + u]);
+        let dc = dc_next[u] + dh * o * (1.0 - tc * tc);
+        dc_next[u] = dc * f;
+        dg[u] = dc * gg * i * (1.0 - i);
+        dg[n + u] = dc * cp * f * (1.0 - f);
+        dg[2 * n + u] = dc * i * (1.0 - gg * gg);
+        dg[3 * n + u] = dh * tc * o * (1.0 - o);
+    }
 }
 
 /// `w_t` is the `W_hhᵀ (H, 4H)` half of `prepare_recurrent`'s layout.
@@ -474,20 +524,10 @@ pub(super) fn lstm_train(
         for bi in 0..batch {
             let row = bi * steps + t;
             let g = &mut gates[row * g4..(row + 1) * g4];
-            for u in 0..h {
-                let i = sigmoid(g[u]);
-                let f = sigmoid(g[h + u]);
-                let gg = g[2 * h + u].tanh();
-                let o = sigmoid(g[3 * h + u]);
-                g[u] = i;
-                g[h + u] = f;
-                g[2 * h + u] = gg;
-                g[3 * h + u] = o;
-                let c_prev = if t > 0 { c_seq[(row - 1) * h + u] } else { 0.0 };
-                let c = f * c_prev + i * gg;
-                c_seq[row * h + u] = c;
-                h_seq[row * h + u] = o * c.tanh();
-            }
+            // c_{t−1} and c_t are neighbouring rows of c_seq.
+            let (before, cur) = c_seq.split_at_mut(row * h);
+            let c_prev = if t > 0 { Some(&before[(row - 1) * h..]) } else { None };
+            cell_forward(g, c_prev, &mut cur[..h], &mut h_seq[row * h..(row + 1) * h]);
         }
     }
 }
@@ -512,21 +552,16 @@ pub(super) fn lstm_backward(
         for t in (0..steps).rev() {
             for bi in 0..batch {
                 let row = bi * steps + t;
-                let g = &gates[row * g4..(row + 1) * g4];
-                let dg = &mut dgx[row * g4..(row + 1) * g4];
-                for u in 0..h {
-                    let dh = dh_seq[row * h + u] + dh_next[bi * h + u];
-                    let c = c_seq[row * h + u];
-                    let tc = c.tanh();
-                    let c_prev = if t > 0 { c_seq[(row - 1) * h + u] } else { 0.0 };
-                    let (i, f, gg, o) = (g[u], g[h + u], g[2 * h + u], g[3 * h + u]);
-                    let dc = dc_next[bi * h + u] + dh * o * (1.0 - tc * tc);
-                    dc_next[bi * h + u] = dc * f;
-                    dg[u] = dc * gg * i * (1.0 - i);
-                    dg[h + u] = dc * c_prev * f * (1.0 - f);
-                    dg[2 * h + u] = dc * i * (1.0 - gg * gg);
-                    dg[3 * h + u] = dh * tc * o * (1.0 - o);
-                }
+                let c_prev = if t > 0 { Some(&c_seq[(row - 1) * h..row * h]) } else { None };
+                cell_backward(
+                    &gates[row * g4..(row + 1) * g4],
+                    &c_seq[row * h..(row + 1) * h],
+                    c_prev,
+                    &dh_seq[row * h..(row + 1) * h],
+                    &dh_next[bi * h..(bi + 1) * h],
+                    &mut dc_next[bi * h..(bi + 1) * h],
+                    &mut dgx[row * g4..(row + 1) * g4],
+                );
             }
             if t > 0 {
                 // dh_{t−1} = dgates_t · W_hh (batch rows of stride steps·4H).

@@ -17,6 +17,26 @@ type Chunks<'a> = (((&'a mut [f32], &'a [f32]), &'a mut [f32]), &'a mut [f32]);
 /// Elements per rayon task; below one chunk the loop stays on this thread.
 const CHUNK: usize = 1 << 14;
 
+/// `(rows, cols)` → `(cols, rows)` row-major, in tiles so both sides stay in
+/// cache (a plain double loop strides through the destination); runs after
+/// every optimizer step for every matrix.
+fn transpose_into(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
+    const T: usize = 32;
+    // Parallel over destination row blocks (source column blocks): disjoint writes.
+    dst.par_chunks_mut(T * rows).enumerate().for_each(|(cb, block)| {
+        let c0 = cb * T;
+        let c1 = (c0 + T).min(cols);
+        for r0 in (0..rows).step_by(T) {
+            for r in r0..(r0 + T).min(rows) {
+                let row = &src[r * cols..];
+                for c in c0..c1 {
+                    block[(c - c0) * rows + r] = row[c];
+                }
+            }
+        }
+    });
+}
+
 impl Train for Cpu {
     fn adamw(
         &self,
@@ -68,11 +88,7 @@ impl Train for Cpu {
     fn prepare_linear_into(&self, w: &[f32], n_out: usize, n_in: usize, dst: &mut Vec<f32>) -> Result<()> {
         check_len("prepare_linear_into", "w", w.len(), n_out * n_in)?;
         check_len("prepare_linear_into", "dst", dst.len(), n_out * n_in)?;
-        for o in 0..n_out {
-            for i in 0..n_in {
-                dst[i * n_out + o] = w[o * n_in + i];
-            }
-        }
+        transpose_into(&w[..n_out * n_in], n_out, n_in, &mut dst[..n_out * n_in]);
         Ok(())
     }
 
@@ -81,13 +97,7 @@ impl Train for Cpu {
         check_len("prepare_recurrent_into", "w_hh", w_hh.len(), n)?;
         check_len("prepare_recurrent_into", "dst", dst.len(), 2 * n)?;
         dst[..n].copy_from_slice(&w_hh[..n]);
-        let (rows, cols) = (4 * hidden, hidden);
-        let (_, t) = dst.split_at_mut(n);
-        for o in 0..rows {
-            for i in 0..cols {
-                t[i * rows + o] = w_hh[o * cols + i];
-            }
-        }
+        transpose_into(&w_hh[..n], 4 * hidden, hidden, &mut dst[n..2 * n]);
         Ok(())
     }
 
