@@ -501,3 +501,26 @@ fn a_smaller_batch_reuses_the_tape_exactly() {
         assert_eq!(a.logits.len(), 2);
     }
 }
+
+/// At the default sizes the products are split over threads; the split
+/// must not change a bit of the result (training.md: same seed, same data →
+/// same weights, whatever the pool). Batch 2 by default;
+/// `QUORUM_BITS_BATCH=32` checks the training batch size (a few seconds).
+#[test]
+fn default_sizes_give_the_same_bits_on_one_thread_and_on_all() {
+    let be = Cpu::new();
+    for kind in ModelKind::ALL {
+        let config = ModelConfig::default_for(kind);
+        let size: usize = std::env::var("QUORUM_BITS_BATCH").ok().and_then(|v| v.parse().ok()).unwrap_or(2);
+        let batch = batch_for(&config, size, 3);
+        let run = || {
+            let mut net = TrainNet::init(&be, config.clone(), 8).unwrap();
+            let out = net.forward_backward(&be, &batch, WEIGHTS, 5).unwrap();
+            (out, grads_of(&be, &net))
+        };
+        let all = run();
+        let one = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap().install(run);
+        assert_eq!(all.0, one.0, "{kind}: outputs");
+        assert!(all.1 == one.1, "{kind}: gradients differ between one thread and {}", rayon::current_num_threads());
+    }
+}

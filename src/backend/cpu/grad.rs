@@ -21,6 +21,9 @@ use crate::backend::{AttentionShape, BroadcastShape, ConvShape, HeadsLoss, LstmS
 /// depend on the thread count).
 const ROW_CHUNK: usize = 64;
 
+/// Output columns per task of a large product (a multiple of 16 floats, one AVX-512 register).
+const COL_BLOCK: usize = 64;
+
 /// `dst (m, n) [+]= scale · lhs (m, k) · rhs (k, n)` over strided views; the
 /// destination's columns are contiguous. Split over column blocks when large.
 ///
@@ -54,9 +57,10 @@ pub(super) unsafe fn gemm_strided(
         }
         return;
     }
-    let threads = rayon::current_num_threads();
-    let blocks = if m * n * k >= PAR_MIN_MACS && n >= 32 && threads > 1 { threads.min(n / 16) } else { 1 };
-    let width = n.div_ceil(blocks).div_ceil(16) * 16;
+    // Column blocks of a width that depends on the sizes only, never on the
+    // thread count: gemm's result for a column can depend on the block it
+    // is computed in, and training must give the same bits on any pool.
+    let width = if m * n * k >= PAR_MIN_MACS && n >= 2 * COL_BLOCK { COL_BLOCK } else { n };
     let (dst, lhs, rhs) = (SendPtr(dst), SendPtr(lhs as *mut f32), SendPtr(rhs as *mut f32));
     let run = |j0: usize| {
         let nb = width.min(n - j0);
@@ -82,7 +86,7 @@ pub(super) unsafe fn gemm_strided(
             gemm::Parallelism::None,
         );
     };
-    if blocks == 1 {
+    if width == n {
         run(0);
     } else {
         (0..n.div_ceil(width)).into_par_iter().for_each(|b| run(b * width));
