@@ -385,6 +385,16 @@ fn dropout_masks_are_seeded_and_have_the_right_rate() {
     assert!((dropped - 0.1).abs() < 0.005, "dropped fraction {dropped}");
     assert!(a.iter().all(|&v| v == 0.0 || (v - 1.0 / 0.9).abs() < 1e-7), "kept values are scaled by 1/(1-p)");
     assert!(be.dropout_mask(&mut a, n, 1.0, 1, 1).is_err(), "p = 1 is an error, not a division by zero");
+    // The mask is one ChaCha8 sequence (drawn in parallel chunks that seek):
+    // element i is decided by word i of the stream.
+    use rand_chacha::rand_core::{Rng, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(42);
+    rng.set_stream(3);
+    let cut = (0.1f64 * 4_294_967_296.0) as u64;
+    for (i, &m) in b.iter().enumerate() {
+        let dropped = u64::from(rng.next_u32()) < cut;
+        assert_eq!(m == 0.0, dropped, "element {i}");
+    }
 }
 
 #[test]

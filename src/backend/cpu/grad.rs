@@ -179,22 +179,45 @@ pub(super) fn gelu(x: &[f32], y: &mut [f32]) {
 }
 
 pub(super) fn dropout_mask(mask: &mut [f32], p: f32, seed: u64, stream: u64) {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    rng.set_stream(stream);
     let keep = 1.0 / (1.0 - p);
     // Drop when a uniform u32 falls below p·2³².
     let cut = (f64::from(p) * 4_294_967_296.0) as u64;
-    for m in mask.iter_mut() {
-        *m = if u64::from(rng.next_u32()) < cut { 0.0 } else { keep };
-    }
+    // Element i takes word i of the stream whatever the chunking: each chunk
+    // seeks to its first word, so chunks run in parallel and the mask is
+    // the same as drawn in one sequence.
+    const CHUNK: usize = 1 << 14;
+    mask.par_chunks_mut(CHUNK).enumerate().for_each(|(c, part)| {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        rng.set_stream(stream);
+        rng.set_word_pos((c * CHUNK) as u128);
+        for m in part.iter_mut() {
+            *m = if u64::from(rng.next_u32()) < cut { 0.0 } else { keep };
+        }
+    });
 }
 
-/// Mean and 1/σ of one row, as the forward computes them.
-fn row_stats(x: &[f32]) -> (f32, f32) {
+/// One row of LayerNorm's backward: `dx += …`, and this row's terms of
+/// `dgamma` and `dbeta` added into the chunk's partial sums.
+#[multiversion(targets("x86_64+avx512f+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
+fn layernorm_backward_row(x: &[f32], gamma: &[f32], dy: &[f32], dx: &mut [f32], ag: &mut [f32], ab: &mut [f32]) {
     let d = x.len() as f32;
     let mean = x.iter().sum::<f32>() / d;
     let var = x.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / d;
-    (mean, 1.0 / (var + 1e-5).sqrt())
+    let rstd = 1.0 / (var + 1e-5).sqrt();
+    let (mut s1, mut s2) = (0f32, 0f32);
+    for i in 0..x.len() {
+        let xh = (x[i] - mean) * rstd;
+        let g = dy[i] * gamma[i];
+        s1 += g;
+        s2 += g * xh;
+        ag[i] += dy[i] * xh;
+        ab[i] += dy[i];
+    }
+    let (m1, m2) = (s1 / d, s2 / d);
+    for i in 0..x.len() {
+        let xh = (x[i] - mean) * rstd;
+        dx[i] += rstd * (dy[i] * gamma[i] - m1 - xh * m2);
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -219,21 +242,7 @@ pub(super) fn layernorm_backward(
                 let (xr, dyr) = (&x[r * dim..(r + 1) * dim], &dy[r * dim..(r + 1) * dim]);
                 // SAFETY: chunk c owns rows [c·64, (c+1)·64) of dx.
                 let dxr = unsafe { std::slice::from_raw_parts_mut(dxp.at(r * dim), dim) };
-                let (mean, rstd) = row_stats(xr);
-                let (mut s1, mut s2) = (0f32, 0f32);
-                for i in 0..dim {
-                    let xh = (xr[i] - mean) * rstd;
-                    let g = dyr[i] * gamma[i];
-                    s1 += g;
-                    s2 += g * xh;
-                    ag[i] += dyr[i] * xh;
-                    ab[i] += dyr[i];
-                }
-                let (m1, m2) = (s1 / dim as f32, s2 / dim as f32);
-                for i in 0..dim {
-                    let xh = (xr[i] - mean) * rstd;
-                    dxr[i] += rstd * (dyr[i] * gamma[i] - m1 - xh * m2);
-                }
+                layernorm_backward_row(xr, &gamma[..dim], dyr, dxr, ag, ab);
             }
         });
         for acc in part.chunks(2 * dim) {
