@@ -134,8 +134,17 @@ fn attention_backward_matches_finite_differences() {
         let d = s.dim();
         let qkv: Vec<f32> = rand(batch * tokens * 3 * d, 11).iter().map(|v| v * 1.5).collect();
         let r = rand(batch * tokens * d, 12);
+        // The keeping forward gives the inference op's output.
+        let (mut out, mut want) = (vec![0f32; batch * tokens * d], vec![0f32; batch * tokens * d]);
+        let mut probs = vec![f32::NAN; batch * heads * tokens * tokens];
+        be.attention_train(&qkv, &mut out, &mut probs, s).unwrap();
+        be.attention(&qkv, &mut want, s).unwrap();
+        for (a, b) in out.iter().zip(&want) {
+            assert!((a - b).abs() < 1e-6, "attention_train vs attention: {a} vs {b}");
+        }
         let mut dqkv = vec![f32::NAN; qkv.len()];
-        be.attention_backward(&qkv, &r, &mut dqkv, s).unwrap();
+        let mut scratch = vec![f32::NAN; probs.len()];
+        be.attention_backward(&qkv, &probs, &r, &mut dqkv, &mut scratch, s).unwrap();
         fd_check(&format!("attention {s:?}"), &mut qkv.clone(), &dqkv, |q| {
             let mut out = vec![0f32; batch * tokens * d];
             be.attention(&q.to_vec(), &mut out, s).unwrap();
@@ -405,9 +414,9 @@ fn backward_ops_reject_short_buffers() {
     let mut dw = vec![0f32; 20];
     assert!(be.linear_backward(&x, &w, &dy, None, &mut dw, None, s, false).is_err());
     let mut dx = vec![0f32; 5];
-    assert!(be
-        .attention_backward(&x, &x, &mut dx, AttentionShape { batch: 1, tokens: 2, heads: 1, head_dim: 2 })
-        .is_err());
+    let att = AttentionShape { batch: 1, tokens: 2, heads: 1, head_dim: 2 };
+    let mut scratch = vec![0f32; 4];
+    assert!(be.attention_backward(&x, &x, &x, &mut dx, &mut scratch, att).is_err());
 }
 
 #[test]

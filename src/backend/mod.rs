@@ -388,12 +388,25 @@ pub trait Train: Backend {
         dim: usize,
     ) -> Result<()>;
 
-    /// Backward of `attention` (probabilities recomputed): writes `dqkv`.
+    /// `attention`, also keeping the softmax probabilities
+    /// `probs (batch, heads, tokens, tokens)` for the backward.
+    fn attention_train(
+        &self,
+        qkv: &Self::Buf,
+        out: &mut Self::Buf,
+        probs: &mut Self::Buf,
+        shape: AttentionShape,
+    ) -> Result<()>;
+
+    /// Backward of `attention` from the kept probabilities: writes `dqkv`;
+    /// `scratch` has the size of `probs` (the probabilities' gradient).
     fn attention_backward(
         &self,
         qkv: &Self::Buf,
+        probs: &Self::Buf,
         dout: &Self::Buf,
         dqkv: &mut Self::Buf,
+        scratch: &mut Self::Buf,
         shape: AttentionShape,
     ) -> Result<()>;
 

@@ -7,8 +7,6 @@
 //! order. Together: the same inputs give bit-identical gradients whatever the
 //! thread scheduling (training.md: same seed, same data, same weights).
 
-use std::cell::RefCell;
-
 use multiversion::multiversion;
 use rand_chacha::rand_core::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -252,55 +250,71 @@ pub(super) fn layernorm_backward(
     });
 }
 
-thread_local! {
-    /// Probabilities and their gradient for one (sample, head).
-    static ATT: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
-}
-
-pub(super) fn attention_backward(qkv: &[f32], dout: &[f32], dqkv: &mut [f32], s: AttentionShape) {
+/// Attention as the forward op computes it, keeping `P` per (sample, head)
+/// at `probs[(b·heads + h)·n²..]`.
+pub(super) fn attention_train(qkv: &[f32], out: &mut [f32], probs: &mut [f32], s: AttentionShape) {
     let (n, d, dh) = (s.tokens, s.dim(), s.head_dim);
     let scale = 1.0 / (dh as f32).sqrt();
-    let dst = SendPtr(dqkv.as_mut_ptr());
-    let task = |pair: usize| {
+    let dst = SendPtr(out.as_mut_ptr());
+    probs[..s.batch * s.heads * n * n].par_chunks_mut(n * n).enumerate().for_each(|(pair, p)| {
         let (b, h) = (pair / s.heads, pair % s.heads);
         let seq = &qkv[b * n * 3 * d..(b + 1) * n * 3 * d];
         let (q, k, v) = (seq[h * dh..].as_ptr(), seq[d + h * dh..].as_ptr(), seq[2 * d + h * dh..].as_ptr());
+        // SAFETY: views stay inside `seq` (rows < n of stride 3d, columns
+        // < dh) or this pair's n×n block; the output columns of head h of
+        // sample b are this task's alone.
+        unsafe {
+            gemm_strided(n, n, dh, p.as_mut_ptr(), n, false, q, 3 * d, 1, k, 1, 3 * d, scale);
+        }
+        for row in p.chunks_mut(n) {
+            simd::softmax_inplace(row);
+        }
+        unsafe {
+            gemm_strided(n, dh, n, dst.at(b * n * d + h * dh), d, false, p.as_ptr(), n, 1, v, 3 * d, 1, 1.0);
+        }
+    });
+}
+
+/// `scratch` holds one n×n block per (sample, head) for dP (no per-thread
+/// buffers: which thread runs which pair must not decide what allocates).
+pub(super) fn attention_backward(
+    qkv: &[f32],
+    probs: &[f32],
+    dout: &[f32],
+    dqkv: &mut [f32],
+    scratch: &mut [f32],
+    s: AttentionShape,
+) {
+    let (n, d, dh) = (s.tokens, s.dim(), s.head_dim);
+    let scale = 1.0 / (dh as f32).sqrt();
+    let dst = SendPtr(dqkv.as_mut_ptr());
+    scratch.par_chunks_mut(n * n).enumerate().for_each(|(pair, dp)| {
+        let (b, h) = (pair / s.heads, pair % s.heads);
+        let seq = &qkv[b * n * 3 * d..(b + 1) * n * 3 * d];
+        let (q, k, v) = (seq[h * dh..].as_ptr(), seq[d + h * dh..].as_ptr(), seq[2 * d + h * dh..].as_ptr());
+        let p = &probs[pair * n * n..(pair + 1) * n * n];
         let dout = dout[b * n * d + h * dh..].as_ptr();
         let base = b * n * 3 * d;
-        ATT.with(|cell| {
-            let mut buf = cell.borrow_mut();
-            if buf.len() < 2 * n * n {
-                buf.resize(2 * n * n, 0.0);
-            }
-            let (p, dp) = buf[..2 * n * n].split_at_mut(n * n);
-            // SAFETY (every call): views stay inside `seq` (rows < n of stride
-            // 3d, columns < dh), `dout` (rows of stride d) or the n×n scratch;
-            // this task alone writes the columns of head h of sample b in dqkv.
-            unsafe {
-                // P = softmax(scale · Q Kᵀ), recomputed.
-                gemm_strided(n, n, dh, p.as_mut_ptr(), n, false, q, 3 * d, 1, k, 1, 3 * d, scale);
-                for row in p.chunks_mut(n) {
-                    simd::softmax_inplace(row);
-                }
-                // dV = Pᵀ dO.
-                gemm_strided(n, dh, n, dst.at(base + 2 * d + h * dh), 3 * d, false, p.as_ptr(), 1, n, dout, d, 1, 1.0);
-                // dP = dO Vᵀ.
-                gemm_strided(n, n, dh, dp.as_mut_ptr(), n, false, dout, d, 1, v, 1, 3 * d, 1.0);
-            }
-            // dS = P ⊙ (dP − rowsum(dP ⊙ P)), times the scale of S.
-            for (pr, dr) in p.chunks(n).zip(dp.chunks_mut(n)) {
-                let dot: f32 = pr.iter().zip(dr.iter()).map(|(a, b)| a * b).sum();
-                dr.iter_mut().zip(pr).for_each(|(g, pv)| *g = pv * (*g - dot) * scale);
-            }
-            unsafe {
-                // dQ = dS K; dK = dSᵀ Q.
-                gemm_strided(n, dh, n, dst.at(base + h * dh), 3 * d, false, dp.as_ptr(), n, 1, k, 3 * d, 1, 1.0);
-                gemm_strided(n, dh, n, dst.at(base + d + h * dh), 3 * d, false, dp.as_ptr(), 1, n, q, 3 * d, 1, 1.0);
-            }
-        });
-    };
-    let pairs = s.batch * s.heads;
-    (0..pairs).into_par_iter().for_each(task);
+        // SAFETY (every call): views stay inside `seq` (rows < n of stride
+        // 3d, columns < dh), `dout` (rows of stride d), `p` or this pair's
+        // scratch block; this task alone writes the columns of head h of sample b in dqkv.
+        unsafe {
+            // dV = Pᵀ dO.
+            gemm_strided(n, dh, n, dst.at(base + 2 * d + h * dh), 3 * d, false, p.as_ptr(), 1, n, dout, d, 1, 1.0);
+            // dP = dO Vᵀ.
+            gemm_strided(n, n, dh, dp.as_mut_ptr(), n, false, dout, d, 1, v, 1, 3 * d, 1.0);
+        }
+        // dS = P ⊙ (dP − rowsum(dP ⊙ P)), times the scale of S.
+        for (pr, dr) in p.chunks(n).zip(dp.chunks_mut(n)) {
+            let dot: f32 = pr.iter().zip(dr.iter()).map(|(a, b)| a * b).sum();
+            dr.iter_mut().zip(pr).for_each(|(g, pv)| *g = pv * (*g - dot) * scale);
+        }
+        unsafe {
+            // dQ = dS K; dK = dSᵀ Q.
+            gemm_strided(n, dh, n, dst.at(base + h * dh), 3 * d, false, dp.as_ptr(), n, 1, k, 3 * d, 1, 1.0);
+            gemm_strided(n, dh, n, dst.at(base + d + h * dh), 3 * d, false, dp.as_ptr(), 1, n, q, 3 * d, 1, 1.0);
+        }
+    });
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -220,18 +220,38 @@ impl Train for Cpu {
         Ok(())
     }
 
-    fn attention_backward(
+    fn attention_train(
         &self,
         qkv: &Vec<f32>,
-        dout: &Vec<f32>,
-        dqkv: &mut Vec<f32>,
+        out: &mut Vec<f32>,
+        probs: &mut Vec<f32>,
         s: AttentionShape,
     ) -> Result<()> {
         let n = s.batch * s.tokens;
+        check_len("attention_train", "qkv", qkv.len(), n * 3 * s.dim())?;
+        check_len("attention_train", "out", out.len(), n * s.dim())?;
+        check_len("attention_train", "probs", probs.len(), s.batch * s.heads * s.tokens * s.tokens)?;
+        grad::attention_train(qkv, out, probs, s);
+        Ok(())
+    }
+
+    fn attention_backward(
+        &self,
+        qkv: &Vec<f32>,
+        probs: &Vec<f32>,
+        dout: &Vec<f32>,
+        dqkv: &mut Vec<f32>,
+        scratch: &mut Vec<f32>,
+        s: AttentionShape,
+    ) -> Result<()> {
+        let n = s.batch * s.tokens;
+        let pn = s.batch * s.heads * s.tokens * s.tokens;
         check_len("attention_backward", "qkv", qkv.len(), n * 3 * s.dim())?;
+        check_len("attention_backward", "probs", probs.len(), pn)?;
+        check_len("attention_backward", "scratch", scratch.len(), pn)?;
         check_len("attention_backward", "dout", dout.len(), n * s.dim())?;
         check_len("attention_backward", "dqkv", dqkv.len(), n * 3 * s.dim())?;
-        grad::attention_backward(qkv, dout, dqkv, s);
+        grad::attention_backward(qkv, probs, dout, dqkv, &mut scratch[..pn], s);
         Ok(())
     }
 

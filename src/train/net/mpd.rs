@@ -83,7 +83,7 @@ impl<B: Train> Mpd<B> {
                 emb: be.alloc(rows * d)?,
                 m_emb: mask(be, c.dropout, rows * d)?,
                 blocks: (0..c.num_layers)
-                    .map(|_| BlockTape::new(be, rows, d, hidden, c.dropout))
+                    .map(|_| BlockTape::new(be, batch, n, d, hidden, c.num_heads, c.dropout))
                     .collect::<Result<_>>()?,
                 tmp: be.alloc(rows * d)?,
                 normed_all: be.alloc(if c.use_cls_token { 0 } else { rows * d })?,
@@ -92,7 +92,7 @@ impl<B: Train> Mpd<B> {
                 zd: be.alloc(batch * d)?,
                 zmask: mask(be, c.dropout, batch * d)?,
                 heads: vec![HeadsTape::new(be, batch)?],
-                g: BlockGrads::new(be, rows, d, hidden)?,
+                g: BlockGrads::new(be, batch, n, d, hidden, c.num_heads)?,
                 d: be.alloc(rows * d)?,
                 dn: be.alloc(if c.use_cls_token { 0 } else { rows * d })?,
                 dz: be.alloc(batch * d)?,

@@ -318,7 +318,7 @@ impl<B: Train> Block<B> {
         let n = rows * self.dim;
         self.norm1.fwd(be, params, x_in, &mut t.h1, rows)?;
         self.qkv.fwd(be, params, &t.h1, &mut t.qkv, rows, Epilogue::None)?;
-        be.attention(&t.qkv, &mut t.att, self.att_shape(batch, tokens))?;
+        be.attention_train(&t.qkv, &mut t.att, &mut t.probs, self.att_shape(batch, tokens))?;
         be.copy(x_in, &mut t.x_mid, n)?;
         if drop.active() {
             self.proj.fwd(be, params, &t.att, tmp, rows, Epilogue::None)?;
@@ -378,7 +378,8 @@ impl<B: Train> Block<B> {
             d
         };
         self.proj.bwd(be, params, &t.att, dy, Some((&mut g.datt, false)), rows)?;
-        be.attention_backward(&t.qkv, &g.datt, &mut g.dqkv, self.att_shape(batch, tokens))?;
+        let shape = self.att_shape(batch, tokens);
+        be.attention_backward(&t.qkv, &t.probs, &g.datt, &mut g.dqkv, &mut g.dprobs, shape)?;
         self.qkv.bwd(be, params, &t.h1, &g.dqkv, Some((&mut g.dh, false)), rows)?;
         self.norm1.bwd(be, params, x_in, &g.dh, d, rows)
     }
@@ -388,6 +389,8 @@ impl<B: Train> Block<B> {
 pub(super) struct BlockTape<B: Train> {
     pub h1: B::Buf,
     pub qkv: B::Buf,
+    /// Softmax probabilities `(batch, heads, tokens, tokens)`.
+    pub probs: B::Buf,
     pub att: B::Buf,
     pub x_mid: B::Buf,
     pub h2: B::Buf,
@@ -399,10 +402,12 @@ pub(super) struct BlockTape<B: Train> {
 }
 
 impl<B: Train> BlockTape<B> {
-    pub fn new(be: &B, rows: usize, dim: usize, hidden: usize, p: f64) -> Result<Self> {
+    pub fn new(be: &B, batch: usize, tokens: usize, dim: usize, hidden: usize, heads: usize, p: f64) -> Result<Self> {
+        let rows = batch * tokens;
         Ok(BlockTape {
             h1: be.alloc(rows * dim)?,
             qkv: be.alloc(rows * 3 * dim)?,
+            probs: be.alloc(batch * heads * tokens * tokens)?,
             att: be.alloc(rows * dim)?,
             x_mid: be.alloc(rows * dim)?,
             h2: be.alloc(rows * dim)?,
@@ -422,11 +427,14 @@ pub(super) struct BlockGrads<B: Train> {
     pub datt: B::Buf,
     pub dqkv: B::Buf,
     pub dact: B::Buf,
+    pub dprobs: B::Buf,
 }
 
 impl<B: Train> BlockGrads<B> {
-    pub fn new(be: &B, rows: usize, dim: usize, hidden: usize) -> Result<Self> {
+    pub fn new(be: &B, batch: usize, tokens: usize, dim: usize, hidden: usize, heads: usize) -> Result<Self> {
+        let rows = batch * tokens;
         Ok(BlockGrads {
+            dprobs: be.alloc(batch * heads * tokens * tokens)?,
             g: be.alloc(rows * dim)?,
             dh: be.alloc(rows * dim)?,
             datt: be.alloc(rows * dim)?,

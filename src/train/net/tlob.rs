@@ -167,14 +167,14 @@ impl<B: Train> Tlob<B> {
                 emb: be.alloc(rows * d)?,
                 m_emb: mask(be, c.dropout, rows * d)?,
                 blocks: (0..c.num_temporal_layers)
-                    .map(|_| BlockTape::new(be, rows, d, hidden, c.dropout))
+                    .map(|_| BlockTape::new(be, batch, t, d, hidden, c.num_heads, c.dropout))
                     .collect::<Result<_>>()?,
                 normed_all: be.alloc(rows * d)?,
                 pooled: be.alloc(batch * d)?,
                 zd: be.alloc(batch * d)?,
                 zmask: mask(be, c.dropout, batch * d)?,
                 heads: c.horizons.iter().map(|_| HeadsTape::new(be, batch)).collect::<Result<_>>()?,
-                g: BlockGrads::new(be, rows, d, hidden)?,
+                g: BlockGrads::new(be, batch, t, d, hidden, c.num_heads)?,
                 d: be.alloc(rows * d)?,
                 dn: be.alloc(rows * d)?,
                 dz: be.alloc(batch * d)?,
