@@ -6,29 +6,18 @@
 //! Compare with PyTorch eager on the same machine:
 //!     ~/.cache/quorum/ref-venv/bin/python tools/reference/bench_torch.py
 
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-use quorum::model::{ModelConfig, ModelKind, ModelMeta};
-use quorum::weights::generated;
-use quorum::{Cpu, Inputs, Model, Outputs, Tensor};
+mod common;
 
-fn inputs(kind: ModelKind, batch: usize) -> (Option<Tensor>, Option<Tensor>, Option<Tensor>) {
-    let fill = |shape: Vec<usize>| {
-        let n: usize = shape.iter().product();
-        Tensor::new(shape, (0..n).map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0).collect()).unwrap()
-    };
-    match kind {
-        ModelKind::Tlob => (None, Some(fill(vec![batch, 100, 20, 4])), Some(fill(vec![batch, 112]))),
-        _ => (Some(fill(vec![batch, 60, 112])), None, None),
-    }
-}
+use common::{default_model, inputs};
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
+use quorum::model::ModelKind;
+use quorum::{Cpu, Inputs, Outputs};
 
 fn forward(c: &mut Criterion) {
     let be = Cpu::new();
     let mut group = c.benchmark_group("forward_cpu");
     for kind in ModelKind::ALL {
-        let config = ModelConfig::default_for(kind);
-        let mut model =
-            Model::from_tensors(&be, config.clone(), &generated::params(&config), ModelMeta::default()).unwrap();
+        let mut model = default_model(&be, kind);
         for batch in [1usize, 32] {
             let (f, l, a) = inputs(kind, batch);
             let inp = Inputs { features: f.as_ref(), lob: l.as_ref(), aux: a.as_ref() };

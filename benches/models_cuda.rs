@@ -1,45 +1,41 @@
 //! Each model's forward on a CUDA GPU (`Gpu<Cuda>`) at batch 1 and 32, default
-//! configs, generated weights; and the kernels at the models' sizes. Needs a
-//! GPU:
+//! configs, generated weights, in f32, bf16 and f16, replaying the recorded
+//! CUDA graph (and at batch 1 without it, to show what the graph saves); and
+//! each kernel family at the models' sizes. Needs a GPU:
 //!
 //!     cargo bench --features gpu-tests --bench models_cuda
 //!
 //! Each iteration ends with the outputs read back to the host, which waits for
 //! the stream: the figures are end-to-end latencies.
 
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-use quorum::backend::gpu::{Cuda, Gpu};
-use quorum::backend::{AttentionShape, Backend, Epilogue, LinearShape, LstmShape};
-use quorum::model::{ModelConfig, ModelKind, ModelMeta};
-use quorum::weights::generated;
-use quorum::{Inputs, Model, Outputs, Tensor};
+mod common;
 
-fn inputs(kind: ModelKind, batch: usize) -> (Option<Tensor>, Option<Tensor>, Option<Tensor>) {
-    let fill = |shape: Vec<usize>| {
-        let n: usize = shape.iter().product();
-        Tensor::new(shape, (0..n).map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0).collect()).unwrap()
-    };
-    match kind {
-        ModelKind::Tlob => (None, Some(fill(vec![batch, 100, 20, 4])), Some(fill(vec![batch, 112]))),
-        _ => (Some(fill(vec![batch, 60, 112])), None, None),
-    }
-}
+use common::{default_model, inputs};
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
+use quorum::backend::gpu::{Cuda, Gpu, Precision};
+use quorum::backend::{AttentionShape, Backend, ConvShape, ConvWeights, Epilogue, LinearShape, LstmShape, PatchShape};
+use quorum::model::ModelKind;
+use quorum::{Inputs, Outputs};
 
 fn forward(c: &mut Criterion) {
-    let be = Gpu::new(Cuda::new(0).expect("a CUDA device"));
     let mut group = c.benchmark_group("forward_cuda");
-    for kind in ModelKind::ALL {
-        let config = ModelConfig::default_for(kind);
-        let mut model =
-            Model::from_tensors(&be, config.clone(), &generated::params(&config), ModelMeta::default()).unwrap();
-        for batch in [1usize, 32] {
-            let (f, l, a) = inputs(kind, batch);
-            let inp = Inputs { features: f.as_ref(), lob: l.as_ref(), aux: a.as_ref() };
-            let mut out = Outputs::new();
-            model.forward_into(&be, &inp, &mut out).unwrap();
-            group.bench_with_input(BenchmarkId::new(kind.as_str(), batch), &batch, |b, _| {
-                b.iter(|| model.forward_into(&be, &inp, &mut out).unwrap())
-            });
+    for precision in [Precision::F32, Precision::Bf16, Precision::F16] {
+        let be = Gpu::with_precision(Cuda::new(0).expect("a CUDA device"), precision);
+        for kind in ModelKind::ALL {
+            let mut model = default_model(&be, kind);
+            for (batch, graphs) in [(1usize, true), (1, false), (32, true)] {
+                model.set_graphs(graphs);
+                let (f, l, a) = inputs(kind, batch);
+                let inp = Inputs { features: f.as_ref(), lob: l.as_ref(), aux: a.as_ref() };
+                let mut out = Outputs::new();
+                // Two calls: the second records the graph.
+                model.forward_into(&be, &inp, &mut out).unwrap();
+                model.forward_into(&be, &inp, &mut out).unwrap();
+                let id = format!("{}/{precision:?}/{}", kind.as_str(), if graphs { "graph" } else { "launches" });
+                group.bench_with_input(BenchmarkId::new(id, batch), &batch, |b, _| {
+                    b.iter(|| model.forward_into(&be, &inp, &mut out).unwrap())
+                });
+            }
         }
     }
     group.finish();
@@ -72,6 +68,68 @@ fn kernels(c: &mut Criterion) {
         bn.iter(|| {
             be.attention(&qkv, &mut o, s).unwrap();
             sync(&o);
+        })
+    });
+    // The same product with 16-bit weights on the tensor cores.
+    for precision in [Precision::Bf16, Precision::F16] {
+        let half = Gpu::with_precision(Cuda::new(0).expect("a CUDA device"), precision);
+        let (x, b) = (half.alloc(rows * n_in).unwrap(), half.alloc(n_out).unwrap());
+        let w = half.prepare_linear(&vec![0.01; n_in * n_out], n_out, n_in).unwrap();
+        let mut y = half.alloc(rows * n_out).unwrap();
+        group.bench_function(format!("linear_1568x256x1024_gelu_{precision:?}"), |bn| {
+            bn.iter(|| {
+                half.linear(&x, &w, &b, &mut y, LinearShape { rows, n_in, n_out }, Epilogue::Gelu).unwrap();
+                let mut one = [0f32; 1];
+                half.read(&y, &mut one).unwrap();
+            })
+        });
+    }
+    // MPD's layernorm at batch 32: 1568 rows of 256.
+    let (g, beta) = (be.upload(&vec![1.0; 256]).unwrap(), be.alloc(256).unwrap());
+    group.bench_function("layernorm_1568x256", |bn| {
+        bn.iter(|| {
+            be.layernorm(&x, &g, &beta, &mut y, rows, 256).unwrap();
+            sync(&y);
+        })
+    });
+    // MPD's patch embedding at batch 32.
+    let ps = PatchShape { batch: 32, height: 60, width: 112, patch_h: 10, patch_w: 14, dim: 256, cls_token: true };
+    let (img, pw) = (be.alloc(32 * 60 * 112).unwrap(), be.prepare_linear(&vec![0.01; 256 * 140], 256, 140).unwrap());
+    let (pos, cls) = (be.alloc(ps.tokens() * 256).unwrap(), be.alloc(256).unwrap());
+    group.bench_function("patch_embed_32x60x112_d256", |bn| {
+        bn.iter(|| {
+            be.patch_embed(&img, &pw, &b, Some(&cls), &pos, &mut y, ps).unwrap();
+            sync(&y);
+        })
+    });
+    // TLOB's multi-scale temporal conv at batch 32 (k = 3, 5, 7 in one launch), and one spatial conv.
+    let (t, d) = (100, 128);
+    let branches: Vec<ConvWeights<Gpu<Cuda>>> = [3usize, 5, 7]
+        .iter()
+        .map(|&k| ConvWeights {
+            w: be.prepare_linear(&vec![0.01; d * d * k], d, d * k).unwrap(),
+            b: be.alloc(d).unwrap(),
+            c_in: d,
+            c_out: d,
+            kernel: k,
+        })
+        .collect();
+    let seq = be.alloc(32 * t * d).unwrap();
+    let mut cat = be.alloc(32 * t * 3 * d).unwrap();
+    group.bench_function("multiscale_conv_32x100x128_k357", |bn| {
+        bn.iter(|| {
+            be.multiscale_conv(&seq, &branches, &mut cat, 32, t, d).unwrap();
+            sync(&cat);
+        })
+    });
+    let cs = ConvShape::dense(32 * 100, 20, 64, 128, 3);
+    let cw = be.prepare_linear(&vec![0.01; 128 * 64 * 3], 128, 64 * 3).unwrap();
+    let cx = be.alloc(32 * 100 * 20 * 64).unwrap();
+    let mut cy = be.alloc(32 * 100 * 20 * 128).unwrap();
+    group.bench_function("spatial_conv_3200x20_64to128", |bn| {
+        bn.iter(|| {
+            be.conv1d(&cx, &cw, &branches[0].b, &mut cy, cs, true).unwrap();
+            sync(&cy);
         })
     });
     // CNN-LSTM's recurrence at batch 1: 60 steps, hidden 256.

@@ -1,8 +1,9 @@
-// Tensor-core matrix multiply-accumulate for bf16 inputs with f32
-// accumulators (sm_80+), as our own helper rather than nvcuda::wmma, so the
-// kernels need no toolkit header under NVRTC. The instruction is inline PTX
-// (mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32), and this header
-// gives it its emulated twin (design.md: inline PTX only with a twin).
+// Tensor-core matrix multiply-accumulate for 16-bit float inputs (bf16 or
+// IEEE f16) with f32 accumulators (sm_80+), as our own helper rather than
+// nvcuda::wmma, so the kernels need no toolkit header under NVRTC. The
+// instruction is inline PTX (mma.sync.aligned.m16n8k16.row.col.f32.{bf16,f16}.
+// {bf16,f16}.f32), and this header gives it its emulated twin (design.md:
+// inline PTX only with a twin). Both input types share the fragment layout.
 //
 // Fragment layout (PTX ISA, "Matrix Fragments for mma.m16n8k16"), for lane l,
 // g = l >> 2, t = l & 3; element i of a fragment is at:
@@ -33,12 +34,59 @@ __device__ __forceinline__ unsigned short f32_to_bf16(float f) {
     u += 0x7fffu + ((u >> 16) & 1u);
     return (unsigned short)(u >> 16);
 }
-__device__ __forceinline__ unsigned pack_bf16x2(float lo, float hi) {
-    return (unsigned)f32_to_bf16(lo) | ((unsigned)f32_to_bf16(hi) << 16);
+
+// IEEE binary16 as raw bits (no cuda_fp16.h): narrowing rounds to nearest
+// even, with subnormals, overflow to infinity, NaN kept quiet; widening is exact.
+__device__ __forceinline__ unsigned short f32_to_f16(float f) {
+    const unsigned x = (unsigned)__float_as_int(f);
+    const unsigned sign = (x >> 16) & 0x8000u, ax = x & 0x7fffffffu;
+    if (ax > 0x7f800000u) return (unsigned short)(sign | 0x7e00u | ((ax >> 13) & 0x3ffu));
+    if (ax >= 0x477ff000u) return (unsigned short)(sign | 0x7c00u); // rounds past 65504
+    if (ax < 0x38800000u) {                                        // below 2^-14: subnormal or zero
+        if (ax < 0x33000000u) return (unsigned short)sign;          // below half the smallest subnormal
+        const unsigned e = ax >> 23, m = (ax & 0x7fffffu) | 0x800000u, shift = 126u - e;
+        unsigned q = m >> shift;
+        const unsigned rem = m & ((1u << shift) - 1u), halfway = 1u << (shift - 1u);
+        q += (rem > halfway || (rem == halfway && (q & 1u))) ? 1u : 0u;
+        return (unsigned short)(sign | q);
+    }
+    unsigned r = ax - 0x38000000u; // exponent bias 127 -> 15
+    r += 0xfffu + ((r >> 13) & 1u);
+    return (unsigned short)(sign | (r >> 13));
 }
-__device__ __forceinline__ float unpack_bf16(unsigned r, int half) {
-    return bf16_to_f32((unsigned short)(half ? r >> 16 : r & 0xffffu));
+__device__ __forceinline__ float f16_to_f32(unsigned short h) {
+    const unsigned sign = (unsigned)(h & 0x8000u) << 16, e = (h >> 10) & 0x1fu, m = h & 0x3ffu;
+    if (e == 0x1fu) return __int_as_float((int)(sign | 0x7f800000u | (m << 13)));
+    if (e == 0) {
+        const float v = (float)m * 5.9604644775390625e-8f; // m * 2^-24, exact
+        return sign ? -v : v;
+    }
+    return __int_as_float((int)(sign | ((e + 112u) << 23) | (m << 13)));
 }
+
+// Which 16-bit float a kernel's tensor-core operands are.
+#define QUORUM_HALF_BF16 0
+#define QUORUM_HALF_F16 1
+
+template <int H> struct HalfBits;
+template <> struct HalfBits<QUORUM_HALF_BF16> {
+    static __device__ __forceinline__ unsigned short from(float f) { return f32_to_bf16(f); }
+    static __device__ __forceinline__ float to(unsigned short h) { return bf16_to_f32(h); }
+};
+template <> struct HalfBits<QUORUM_HALF_F16> {
+    static __device__ __forceinline__ unsigned short from(float f) { return f32_to_f16(f); }
+    static __device__ __forceinline__ float to(unsigned short h) { return f16_to_f32(h); }
+};
+
+// Two values in one 32-bit register, `lo` in the low half.
+template <int H> __device__ __forceinline__ unsigned pack_half2(float lo, float hi) {
+    return (unsigned)HalfBits<H>::from(lo) | ((unsigned)HalfBits<H>::from(hi) << 16);
+}
+template <int H> __device__ __forceinline__ float unpack_half(unsigned r, int half) {
+    return HalfBits<H>::to((unsigned short)(half ? r >> 16 : r & 0xffffu));
+}
+__device__ __forceinline__ unsigned pack_bf16x2(float lo, float hi) { return pack_half2<QUORUM_HALF_BF16>(lo, hi); }
+__device__ __forceinline__ float unpack_bf16(unsigned r, int half) { return unpack_half<QUORUM_HALF_BF16>(r, half); }
 
 struct MmaA {
     unsigned r[4];
@@ -50,19 +98,22 @@ struct MmaC {
     float c[4];
 };
 
-// d += a * b, by the whole warp (every lane must call it, converged).
-__device__ __forceinline__ void mma_bf16_16816(MmaC &d, const MmaA &a, const MmaB &b) {
+// d += a * b, by the whole warp (every lane must call it, converged), with
+// a and b holding 16-bit floats of kind H.
+template <int H> __device__ __forceinline__ void mma_16816(MmaC &d, const MmaA &a, const MmaB &b);
+
 #ifdef QUORUM_EMU
-    // The twin: gather every lane's fragments, form the 16x16 and 16x8
-    // operands, and compute this lane's four outputs with f32 FMAs in k order.
+// The twin: gather every lane's fragments, form the 16x16 and 16x8 operands,
+// and compute this lane's four outputs with f32 FMAs in k order.
+template <int H> __device__ __forceinline__ void mma_16816(MmaC &d, const MmaA &a, const MmaB &b) {
     MmaA as[32];
     MmaB bs[32];
     ::quorum_emu::warp_gather(QUORUM_FULL_MASK, &a, sizeof a, as, __FILE__, __LINE__);
     ::quorum_emu::warp_gather(QUORUM_FULL_MASK, &b, sizeof b, bs, __FILE__, __LINE__);
     float A[16][16], B[16][8];
     for (int l = 0; l < 32; l++) {
-        for (int i = 0; i < 8; i++) A[mma_a_row(l, i)][mma_a_col(l, i)] = unpack_bf16(as[l].r[i >> 1], i & 1);
-        for (int i = 0; i < 4; i++) B[mma_b_k(l, i)][mma_b_col(l)] = unpack_bf16(bs[l].r[i >> 1], i & 1);
+        for (int i = 0; i < 8; i++) A[mma_a_row(l, i)][mma_a_col(l, i)] = unpack_half<H>(as[l].r[i >> 1], i & 1);
+        for (int i = 0; i < 4; i++) B[mma_b_k(l, i)][mma_b_col(l)] = unpack_half<H>(bs[l].r[i >> 1], i & 1);
     }
     const int lane = ::quorum_emu::lane_id();
     for (int i = 0; i < 4; i++) {
@@ -71,10 +122,22 @@ __device__ __forceinline__ void mma_bf16_16816(MmaC &d, const MmaA &a, const Mma
         for (int k = 0; k < 16; k++) s = fmaf(A[row][k], B[k][col], s);
         d.c[i] = s;
     }
+}
 #else
+template <> __device__ __forceinline__ void mma_16816<QUORUM_HALF_BF16>(MmaC &d, const MmaA &a, const MmaB &b) {
     asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
                  "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};"
                  : "+f"(d.c[0]), "+f"(d.c[1]), "+f"(d.c[2]), "+f"(d.c[3])
                  : "r"(a.r[0]), "r"(a.r[1]), "r"(a.r[2]), "r"(a.r[3]), "r"(b.r[0]), "r"(b.r[1]));
+}
+template <> __device__ __forceinline__ void mma_16816<QUORUM_HALF_F16>(MmaC &d, const MmaA &a, const MmaB &b) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 "
+                 "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};"
+                 : "+f"(d.c[0]), "+f"(d.c[1]), "+f"(d.c[2]), "+f"(d.c[3])
+                 : "r"(a.r[0]), "r"(a.r[1]), "r"(a.r[2]), "r"(a.r[3]), "r"(b.r[0]), "r"(b.r[1]));
+}
 #endif
+
+__device__ __forceinline__ void mma_bf16_16816(MmaC &d, const MmaA &a, const MmaB &b) {
+    mma_16816<QUORUM_HALF_BF16>(d, a, b);
 }

@@ -1,8 +1,8 @@
 // A one-warp check of mma.cuh: D (16x8) = A (16x16) B (16x8) + C with A and B
-// rounded to bf16, every operand built through the fragment-layout helpers.
-// Run by the emulator against a CPU reference (tests/kernels_emu.rs) and
-// compiled by NVRTC like every kernel, so the inline PTX is checked too; the
-// first step of the bf16 tensor-core GEMM (not yet written).
+// rounded to bf16 (or f16), every operand built through the fragment-layout
+// helpers. Run by the emulator against a CPU reference (tests/kernels_emu.rs)
+// and compiled by NVRTC like every kernel, so the inline PTX is checked too;
+// on a GPU (gpu-tests) it is what proves the helpers match the hardware.
 #include "mma.cuh"
 
 struct MmaCheckParams {
@@ -12,7 +12,7 @@ struct MmaCheckParams {
     float *d;       // (16, 8)
 };
 
-QUORUM_KERNEL void quorum_mma_check(MmaCheckParams p) {
+template <int H> __device__ __forceinline__ void mma_check(const MmaCheckParams &p) {
     QUORUM_REQUIRE(blockDim.x == 32);
     const int lane = threadIdx.x;
     MmaA a;
@@ -20,15 +20,36 @@ QUORUM_KERNEL void quorum_mma_check(MmaCheckParams p) {
     MmaC acc;
     for (int j = 0; j < 4; j++) {
         const int i0 = 2 * j, i1 = 2 * j + 1;
-        a.r[j] = pack_bf16x2(p.a[mma_a_row(lane, i0) * 16 + mma_a_col(lane, i0)],
+        a.r[j] = pack_half2<H>(p.a[mma_a_row(lane, i0) * 16 + mma_a_col(lane, i0)],
                              p.a[mma_a_row(lane, i1) * 16 + mma_a_col(lane, i1)]);
         acc.c[j] = p.c[mma_c_row(lane, j) * 8 + mma_c_col(lane, j)];
     }
     for (int j = 0; j < 2; j++) {
         const int i0 = 2 * j, i1 = 2 * j + 1;
-        b.r[j] = pack_bf16x2(p.b[mma_b_k(lane, i0) * 8 + mma_b_col(lane)], p.b[mma_b_k(lane, i1) * 8 + mma_b_col(lane)]);
+        b.r[j] = pack_half2<H>(p.b[mma_b_k(lane, i0) * 8 + mma_b_col(lane)], p.b[mma_b_k(lane, i1) * 8 + mma_b_col(lane)]);
     }
-    mma_bf16_16816(acc, a, b);
+    mma_16816<H>(acc, a, b);
     for (int i = 0; i < 4; i++) p.d[mma_c_row(lane, i) * 8 + mma_c_col(lane, i)] = acc.c[i];
 }
+
+QUORUM_KERNEL void quorum_mma_check(MmaCheckParams p) { mma_check<QUORUM_HALF_BF16>(p); }
 QUORUM_EMU_ENTRY(quorum_mma_check, MmaCheckParams)
+
+QUORUM_KERNEL void quorum_mma_check_f16(MmaCheckParams p) { mma_check<QUORUM_HALF_F16>(p); }
+QUORUM_EMU_ENTRY(quorum_mma_check_f16, MmaCheckParams)
+
+// y[i] = widen(narrow(x[i])) for the 16-bit float `kind` (0 bf16, 1 f16): the
+// hand-written conversions above, checked against a reference on edge cases
+// (ties, subnormals, overflow, NaN) by tests/kernels_emu.rs.
+struct HalfRoundTripParams {
+    const float *x;
+    float *y;
+    int n, kind;
+};
+
+QUORUM_KERNEL void quorum_half_round_trip(HalfRoundTripParams p) {
+    QUORUM_GRID_STRIDE(i, p.n) {
+        p.y[i] = p.kind == QUORUM_HALF_F16 ? f16_to_f32(f32_to_f16(p.x[i])) : bf16_to_f32(f32_to_bf16(p.x[i]));
+    }
+}
+QUORUM_EMU_ENTRY(quorum_half_round_trip, HalfRoundTripParams)

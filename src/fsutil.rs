@@ -1,29 +1,120 @@
-//! File writes that a crash cannot leave half-done.
+//! File writes that a crash cannot leave half-done: the one place that knows
+//! the temporary-name, fsync, rename, fsync-the-folder sequence. Every file
+//! quorum publishes (weights, checkpoints, Parquet tables and day files) goes
+//! through it.
 
+use std::fs::File;
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 
-/// Writes `bytes` to `path` via a temporary file in the same folder: write,
-/// fsync, rename, fsync the folder. Readers see the old file or the new one,
-/// never a torn one.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let io = |source: std::io::Error| Error::Io { path: path.display().to_string(), source };
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(io)?;
-    let name = path.file_name().ok_or_else(|| io(std::io::Error::other("path has no file name")))?;
-    let tmp = dir.join(format!(".{}.tmp-{}", name.to_string_lossy(), std::process::id()));
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        // The rename itself must reach the disk too.
-        std::fs::File::open(dir)?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
+/// A hidden temporary file (`.<name>.tmp-<pid>`) in the folder of the file it
+/// will become. Write through the `File` that `create` returns, then
+/// `persist` it under its final name; dropped without persisting, it is
+/// removed. A process killed meanwhile leaves only the hidden name, which
+/// readers skip (and `market::store::remove_stale_temp_files` cleans up).
+#[derive(Debug)]
+pub struct TempFile {
+    path: PathBuf,
+    dir: PathBuf,
+    persisted: bool,
+}
+
+impl TempFile {
+    /// Creates the folder if needed and the temporary file for `name` in it.
+    pub fn create(dir: &Path, name: &str) -> std::io::Result<(TempFile, File)> {
+        std::fs::create_dir_all(dir)?;
+        let path = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+        let file = File::create(&path)?;
+        Ok((TempFile { path, dir: dir.to_path_buf(), persisted: false }, file))
     }
-    result.map_err(io)
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// fsyncs `file` (this temporary file, handed back by whatever wrote it),
+    /// renames it to `dest` (in the same folder), and fsyncs the folder so the
+    /// rename itself is durable. On error the temporary file is removed.
+    pub fn persist(mut self, file: File, dest: &Path) -> std::io::Result<()> {
+        file.sync_all()?;
+        drop(file);
+        std::fs::rename(&self.path, dest)?;
+        self.persisted = true;
+        #[cfg(unix)]
+        File::open(&self.dir)?.sync_all()?;
+        Ok(())
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if !self.persisted {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// The folder and file name of `path` (the folder `.` for a bare name).
+pub fn split_path(path: &Path) -> std::io::Result<(&Path, String)> {
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let name = path.file_name().ok_or_else(|| std::io::Error::other("path has no file name"))?;
+    Ok((dir, name.to_string_lossy().into_owned()))
+}
+
+/// Writes `bytes` to `path` atomically: readers see the old file or the new
+/// one, never a torn one.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let write = || {
+        let (dir, name) = split_path(path)?;
+        let (tmp, mut file) = TempFile::create(dir, &name)?;
+        file.write_all(bytes)?;
+        tmp.persist(file, path)
+    };
+    write().map_err(|source| Error::Io { path: path.display().to_string(), source })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scratch(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("quorum_fsutil_{name}_{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        d
+    }
+
+    #[test]
+    fn write_atomic_replaces_whole_files_and_leaves_no_temporary() {
+        let dir = scratch("replace");
+        let path = dir.join("a.bin");
+        write_atomic(&path, b"first").unwrap();
+        write_atomic(&path, b"second, longer").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"second, longer");
+        let names: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("a.bin")]);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_temp_file_dropped_unpersisted_is_removed_and_the_old_file_kept() {
+        let dir = scratch("drop");
+        let path = dir.join("b.bin");
+        write_atomic(&path, b"old").unwrap();
+        let (tmp, mut file) = TempFile::create(&dir, "b.bin").unwrap();
+        file.write_all(b"half a new fi").unwrap();
+        let tmp_path = tmp.path().to_path_buf();
+        assert!(tmp_path.exists());
+        drop(file);
+        drop(tmp);
+        assert!(!tmp_path.exists());
+        assert_eq!(std::fs::read(&path).unwrap(), b"old");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_path_without_a_file_name_is_an_error() {
+        assert!(write_atomic(Path::new("/"), b"x").is_err());
+    }
 }

@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 mod market_cli;
 
-use quorum::backend::gpu::{Cuda, Emu, Gpu};
+use quorum::backend::gpu::{Cuda, Emu, Gpu, Precision};
 use quorum::ensemble::{unix_now_s, EnsembleConfig, EnsembleConsensus, ModelType, PredictionAdapter, RawModelOutput};
 use quorum::model::{ModelConfig, ModelKind, ModelMeta};
 use quorum::weights::{self, generated};
@@ -53,6 +53,9 @@ enum Command {
         output: PathBuf,
         #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
         backend: BackendChoice,
+        /// Weights and products on the GPU backends: f32, bf16 or f16 (tensor cores).
+        #[arg(long, default_value = "f32")]
+        precision: String,
     },
     /// Time each model's forward pass and print a table to paste into an issue.
     Bench {
@@ -67,6 +70,13 @@ enum Command {
         /// Only these models (mpd_transformer, tlob, cnn_lstm); all by default.
         #[arg(long, value_delimiter = ',')]
         model: Vec<String>,
+        /// Launch every kernel one by one instead of replaying the recorded
+        /// forward (CUDA graph); no effect on the CPU.
+        #[arg(long)]
+        no_graphs: bool,
+        /// Weights and products on the GPU backends: f32, bf16 or f16 (tensor cores).
+        #[arg(long, default_value = "f32")]
+        precision: String,
     },
     /// Build the 112-feature table (spec/features.md) of each symbol's stored
     /// snapshots and trades: `<out>/<SYMBOL>.parquet`.
@@ -92,8 +102,12 @@ fn main() -> Result<()> {
     match cli.command {
         Command::Demo { ticks } => demo(ticks),
         Command::Info { weights } => info(&weights),
-        Command::Infer { weights, input, output, backend } => infer(&weights, &input, &output, backend),
-        Command::Bench { batch, iters, backend, model } => bench(&batch, iters, backend, &model),
+        Command::Infer { weights, input, output, backend, precision } => {
+            infer(&weights, &input, &output, backend, Precision::parse(&precision)?)
+        }
+        Command::Bench { batch, iters, backend, model, no_graphs, precision } => {
+            bench(&batch, iters, backend, &model, !no_graphs, Precision::parse(&precision)?)
+        }
         Command::Features { raw, out, symbol } => features(&raw, &out, symbol.as_deref()),
         Command::Simulate(args) => market_cli::simulate(args),
         Command::Collect(args) => market_cli::collect(args),
@@ -122,20 +136,27 @@ fn resolve_backend(choice: BackendChoice) -> Result<Resolved> {
 }
 
 /// Runs `$body` with `$be` bound to the chosen backend (each arm is its own
-/// monomorphized copy: the models are generic over `Backend`).
+/// monomorphized copy: the models are generic over `Backend`), the GPU ones
+/// in `$precision` (f32 when not given); the CPU is f32 only.
 macro_rules! on_backend {
     ($choice:expr, $be:ident => $body:expr) => {
+        on_backend!($choice, Precision::F32; $be => $body)
+    };
+    ($choice:expr, $precision:expr; $be:ident => $body:expr) => {
         match resolve_backend($choice)? {
             Resolved::Cpu => {
+                if $precision != Precision::F32 {
+                    bail!("--precision: the CPU backend computes in f32 only (bf16 and f16 are for --backend cuda or emu)");
+                }
                 let $be = &Cpu::new();
                 $body
             }
             Resolved::Emu => {
-                let $be = &Gpu::new(Emu::new());
+                let $be = &Gpu::with_precision(Emu::new(), $precision);
                 $body
             }
             Resolved::Cuda(dev) => {
-                let $be = &Gpu::new(dev);
+                let $be = &Gpu::with_precision(dev, $precision);
                 $body
             }
         }
@@ -165,8 +186,8 @@ fn info(path: &Path) -> Result<()> {
     Ok(())
 }
 
-fn infer(weights_path: &Path, input: &Path, output: &Path, backend: BackendChoice) -> Result<()> {
-    on_backend!(backend, be => infer_on(be, weights_path, input, output))
+fn infer(weights_path: &Path, input: &Path, output: &Path, backend: BackendChoice, precision: Precision) -> Result<()> {
+    on_backend!(backend, precision; be => infer_on(be, weights_path, input, output))
 }
 
 fn infer_on<B: Backend>(be: &B, weights_path: &Path, input: &Path, output: &Path) -> Result<()> {
@@ -237,7 +258,14 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
-fn bench(batches: &[usize], iters: usize, backend: BackendChoice, models: &[String]) -> Result<()> {
+fn bench(
+    batches: &[usize],
+    iters: usize,
+    backend: BackendChoice,
+    models: &[String],
+    graphs: bool,
+    precision: Precision,
+) -> Result<()> {
     if iters == 0 || batches.contains(&0) {
         bail!("--iters and every --batch must be at least 1");
     }
@@ -246,10 +274,10 @@ fn bench(batches: &[usize], iters: usize, backend: BackendChoice, models: &[Stri
     } else {
         models.iter().map(|m| ModelKind::parse(m)).collect::<Result<_, _>>()?
     };
-    on_backend!(backend, be => bench_on(be, batches, iters, &kinds))
+    on_backend!(backend, precision; be => bench_on(be, batches, iters, &kinds, graphs))
 }
 
-fn bench_on<B: Backend>(be: &B, batches: &[usize], iters: usize, kinds: &[ModelKind]) -> Result<()> {
+fn bench_on<B: Backend>(be: &B, batches: &[usize], iters: usize, kinds: &[ModelKind], graphs: bool) -> Result<()> {
     println!(
         "quorum {} bench, backend {}, {} threads",
         env!("CARGO_PKG_VERSION"),
@@ -260,6 +288,7 @@ fn bench_on<B: Backend>(be: &B, batches: &[usize], iters: usize, kinds: &[ModelK
     println!("|-----------------|------:|----------:|-------:|----------:|");
     for &kind in kinds {
         let mut model = default_model(be, kind)?;
+        model.set_graphs(graphs);
         for &batch in batches {
             let data = synthetic_inputs(kind, batch, 1);
             let inputs = as_inputs(&data);

@@ -6,6 +6,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::CertificateDer;
 
 use quorum::market::{
     parse_duration, simulate_to_parquet, Endpoint, ExchangeConfig, Fault, LoopbackExchange, RawLOBCollector,
@@ -34,7 +36,8 @@ pub struct SimulateArgs {
     #[arg(long, default_value_t = 100)]
     pub tick_ms: u64,
     /// With `--serve`: inject a fault, `KIND@N` at the N-th diff event; KIND is drop, duplicate,
-    /// reorder, close, malformed, shutdown, stall:SECS, stale:TICKS or ratelimit:SECS. Repeatable.
+    /// reorder, close, malformed, shutdown, stall:SECS, stale:TICKS, ratelimit:SECS (HTTP 429) or
+    /// ipban:SECS (HTTP 418). Repeatable.
     #[arg(long = "fault")]
     pub faults: Vec<String>,
 }
@@ -68,6 +71,10 @@ pub struct CollectArgs {
     /// Milliseconds between status lines (on stderr).
     #[arg(long, default_value_t = 1000)]
     pub status_ms: u64,
+    /// A PEM file of certificates to trust besides the public roots (a private CA
+    /// in front of a colocated gateway). Repeatable.
+    #[arg(long = "ca-cert")]
+    pub ca_certs: Vec<PathBuf>,
 }
 
 fn duration_arg(text: &str) -> Result<Duration> {
@@ -100,6 +107,7 @@ pub fn parse_fault(text: &str) -> Result<ScheduledFault> {
         "stall" => Fault::Stall(Duration::from_secs(num("SECS")?)),
         "stale" => Fault::StaleSnapshot { ticks_old: num("TICKS")? as usize },
         "ratelimit" => Fault::RateLimit { retry_after_secs: num("SECS")? },
+        "ipban" => Fault::IpBan { retry_after_secs: num("SECS")? },
         other => bail!("--fault {text:?}: unknown kind {other:?}"),
     };
     Ok(ScheduledFault { at_event, fault })
@@ -195,6 +203,15 @@ pub fn collect(args: CollectArgs) -> Result<()> {
         bail!("--stale-after must be a positive number of seconds");
     }
     cfg.tuning.stale_after = Duration::from_secs_f64(args.stale_after);
+    for path in &args.ca_certs {
+        let certs = CertificateDer::pem_file_iter(path)
+            .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| anyhow::anyhow!("--ca-cert {}: {e}", path.display()))?;
+        if certs.is_empty() {
+            bail!("--ca-cert {}: no certificate in the file", path.display());
+        }
+        cfg.tuning.extra_roots.extend(certs);
+    }
     let limit = args.duration.as_deref().map(duration_arg).transpose()?;
     let status_every = Duration::from_millis(args.status_ms.max(50));
     runtime()?.block_on(collect_async(cfg, limit, status_every, &args.out))

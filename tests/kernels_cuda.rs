@@ -45,7 +45,9 @@ mod on_gpu {
     }
 
     #[test]
-    fn bf16_tensor_core_fragments_match_the_hardware() {
-        kernels::mma_check(&Cuda::new(0).expect("gpu-tests need a CUDA device"));
+    fn tensor_core_fragments_match_the_hardware() {
+        let cuda = Cuda::new(0).expect("gpu-tests need a CUDA device");
+        kernels::mma_check(&cuda, quorum::backend::gpu::Precision::Bf16);
+        kernels::mma_check(&cuda, quorum::backend::gpu::Precision::F16);
     }
 }

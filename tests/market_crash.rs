@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use quorum::market::store::{list_files, read_snapshot_file, SNAPSHOT_PREFIX};
+use quorum::market::store::{list_files, read_snapshot_file, remove_stale_temp_files, SNAPSHOT_PREFIX};
 use quorum::market::{ExchangeConfig, LoopbackExchange, SimConfig, NUM_LEVELS};
 
 const SYMBOL: &str = "SIMUSDT";
@@ -119,6 +119,13 @@ fn sigkill_leaves_only_complete_files() {
         }
     }
     assert!(rows.len() as u64 >= last_saved, "{} rows on disk, {last_saved} reported saved", rows.len());
+    // What a restarted collector does first: the dead writer's temporary files go, published ones stay.
+    let before = files_under(&out);
+    let removed = remove_stale_temp_files(&out, SYMBOL).unwrap();
+    let after = files_under(&out);
+    assert!(after.iter().all(|f| !f.file_name().unwrap().to_string_lossy().contains(".tmp-")), "{after:?}");
+    assert_eq!(before.len() - removed.len(), after.len());
+    assert_eq!(list_files(&out, SYMBOL, SNAPSHOT_PREFIX).unwrap(), published);
     let eq = |x: f64, y: f64| x.to_bits() == y.to_bits();
     for r in &rows {
         let t = truth.get(r.last_update_id).expect("true book at the row's update id");
@@ -128,6 +135,31 @@ fn sigkill_leaves_only_complete_files() {
             && eq(r.asks[i].quantity, t.asks[i].quantity)));
     }
     rt.block_on(ex.shutdown());
+    let _ = std::fs::remove_dir_all(&out);
+}
+
+/// Only temporary files of processes that no longer run are removed.
+#[test]
+fn stale_temp_files_of_dead_writers_only_are_removed() {
+    let out = std::env::temp_dir().join(format!("quorum_stale_tmp_{}", std::process::id()));
+    let day = out.join(SYMBOL).join("2026-11-24");
+    std::fs::create_dir_all(&day).unwrap();
+    // Above Linux's largest pid (2^22), so surely not running.
+    let dead = day.join(".snapshots_1764000000000.parquet.tmp-4294967295");
+    let ours = day.join(format!(".trades_1764000000000.parquet.tmp-{}", std::process::id()));
+    let published = day.join("snapshots_1764000000000_1764000001000.parquet");
+    let unrelated = day.join(".notes.tmp-4294967295");
+    for f in [&dead, &ours, &published, &unrelated] {
+        std::fs::write(f, b"x").unwrap();
+    }
+    let removed = remove_stale_temp_files(&out, SYMBOL).unwrap();
+    if Path::new("/proc/self").exists() {
+        assert_eq!(removed, vec![dead.clone()]);
+        assert!(!dead.exists());
+    } else {
+        assert!(removed.is_empty(), "without /proc liveness is unknown: nothing is removed");
+    }
+    assert!(ours.exists() && published.exists() && unrelated.exists());
     let _ = std::fs::remove_dir_all(&out);
 }
 

@@ -16,12 +16,13 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use quorum::market::client::{handle_text, ClientShared, MessageAction};
+use quorum::market::client::{handle_text, ClientShared, Endpoint, MessageAction};
 use quorum::market::store::read_trades;
 use quorum::market::{
     read_snapshots, ClientTuning, CollectorStats, ExchangeConfig, Fault, LoopbackExchange, RawLOBCollector,
     RawLOBConfig, ScheduledFault, SimConfig, Snapshot, TruthLog, NUM_LEVELS,
 };
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
 const SYMBOL: &str = "SIMUSDT";
 const FAULT_AT: u64 = 40;
@@ -120,13 +121,32 @@ async fn run_case(name: &str, fault: Option<Fault>, stale_after: Duration) -> Ou
 }
 
 async fn run_case_with(name: &str, fault: Option<Fault>, tuning: ClientTuning, min_after: usize) -> Outcome {
+    run_case_on(name, fault, tuning, min_after, false).await
+}
+
+/// `run_case_with`, optionally through a TLS front (`wss://` and `https://`).
+async fn run_case_on(
+    name: &str,
+    fault: Option<Fault>,
+    mut tuning: ClientTuning,
+    min_after: usize,
+    tls: bool,
+) -> Outcome {
     let out = scratch(name);
     let faults = fault.map(|f| vec![ScheduledFault { at_event: FAULT_AT, fault: f }]).unwrap_or_default();
     let want_fault = !faults.is_empty();
     let ex = LoopbackExchange::start(loopback(), exchange_config(faults)).await.unwrap();
     let counters = ex.counters();
     let truth = ex.truth();
-    let mut c = RawLOBCollector::new(collector_config(&ex, out.clone(), tuning)).unwrap();
+    let mut config = collector_config(&ex, out.clone(), tuning.clone());
+    if tls {
+        let (front, cert) = tls_front(exchange_addr(&ex)).await;
+        config.endpoint =
+            Endpoint::new(format!("wss://localhost:{}", front.port()), format!("https://localhost:{}", front.port()));
+        tuning.extra_roots.push(cert);
+        config.tuning = tuning;
+    }
+    let mut c = RawLOBCollector::new(config).unwrap();
     c.start().await.unwrap();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(40);
     loop {
@@ -167,6 +187,72 @@ fn assert_rows_after_fault(o: &Outcome) {
 }
 
 const STALE: Duration = Duration::from_secs(3);
+
+fn exchange_addr(ex: &LoopbackExchange) -> SocketAddr {
+    ex.endpoint().ws_url.trim_start_matches("ws://").parse().unwrap()
+}
+
+/// A TLS front for the exchange, as a real exchange's edge would be: it
+/// terminates TLS with a fresh self-signed certificate for `localhost` and
+/// relays the plain bytes to `backend`. Returns its address and certificate.
+async fn tls_front(backend: SocketAddr) -> (SocketAddr, CertificateDer<'static>) {
+    quorum::market::client::install_crypto_provider();
+    let issued = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let cert = issued.cert.der().clone();
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(issued.signing_key.serialize_der()));
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.clone()], key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind(loopback()).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else { return };
+                let Ok(mut plain) = tokio::net::TcpStream::connect(backend).await else { return };
+                let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+            });
+        }
+    });
+    (addr, cert)
+}
+
+/// The real wss:// and https:// path: WebSocket over TLS, the REST snapshot
+/// over TLS, the certificate checked against a trusted root.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_stream_and_snapshot_match_truth() {
+    let o = run_case_on("tls", Some(Fault::CloseSocket), tuning(STALE), 60, true).await;
+    assert_rows_after_fault(&o);
+    assert!(o.stats.client.snapshots_fetched >= 2, "a snapshot before and after the fault: {:?}", o.stats);
+    assert_eq!(o.stats.client.connect_failures, 0, "{:?}", o.stats);
+}
+
+/// Without the test root, the certificate is refused: no connection, no data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_with_an_untrusted_certificate_is_refused() {
+    let ex = LoopbackExchange::start(loopback(), exchange_config(Vec::new())).await.unwrap();
+    let (front, _cert) = tls_front(exchange_addr(&ex)).await;
+    let out = scratch("tls_untrusted");
+    let mut config = collector_config(&ex, out.clone(), tuning(STALE));
+    config.endpoint =
+        Endpoint::new(format!("wss://localhost:{}", front.port()), format!("https://localhost:{}", front.port()));
+    let mut c = RawLOBCollector::new(config).unwrap();
+    c.start().await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while c.stats().client.connect_failures < 2 {
+        assert!(tokio::time::Instant::now() < deadline, "no refused connection within 20 s: {:?}", c.stats());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let stats = c.stop().await.unwrap();
+    assert_eq!((stats.client.messages, stats.samples), (0, 0), "{stats:?}");
+    ex.shutdown().await;
+    let _ = std::fs::remove_dir_all(&out);
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clean_run_matches_truth() {
@@ -289,6 +375,17 @@ async fn rate_limit_honours_retry_after() {
     assert_eq!(o.stats.client.rate_limited, 1, "{:?}", o.stats);
     assert!(o.stats.client.resyncs >= 1, "{:?}", o.stats);
     // The 1 s wait happened (a lower bound only).
+    assert!(t0.elapsed() >= Duration::from_secs(1));
+}
+
+/// HTTP 418 (an IP ban after ignored 429s) is waited out like a 429.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ip_ban_honours_retry_after() {
+    let t0 = std::time::Instant::now();
+    let o = run_case("ip_ban", Some(Fault::IpBan { retry_after_secs: 1 }), STALE).await;
+    assert_rows_after_fault(&o);
+    assert_eq!(o.stats.client.rate_limited, 1, "{:?}", o.stats);
+    assert!(o.stats.client.resyncs >= 1, "{:?}", o.stats);
     assert!(t0.elapsed() >= Duration::from_secs(1));
 }
 

@@ -32,3 +32,10 @@ fn every_golden_case_on_cuda_in_bf16() {
         }
     }
 }
+
+/// The batch-1 (and any-batch) forward captured into a CUDA graph replays
+/// bit-identically to launching its kernels one by one.
+#[test]
+fn cuda_graph_replays_match_direct_launches() {
+    common::check_recorded_replays(&Gpu::new(Cuda::new(0).expect("gpu-tests need a CUDA device")));
+}

@@ -60,19 +60,27 @@ fn batch_results_equal_single_sample_results_on_emu() {
     }
 }
 
-/// Every golden case with bf16 weights and tensor-core products
-/// (`Precision::Bf16`), within models.md's f16/bf16 column.
+/// Every golden case with 16-bit weights and tensor-core products
+/// (`Precision::Bf16` and `Precision::F16`), within models.md's f16/bf16 column.
 #[test]
-fn every_case_in_bf16_within_the_half_precision_tolerances() {
-    for name in ALL_CASES {
-        let g = golden(name);
-        let be = Gpu::with_precision(Emu::new(), Precision::Bf16);
-        let mut model = g.model(&be);
-        let out = model.forward(&be, &g.inputs()).unwrap();
-        let mut worst = 0f64;
-        for (k, want) in &g.outputs {
-            worst = worst.max(assert_close(name, k, &out[k], want, true));
+fn every_case_in_bf16_and_f16_within_the_half_precision_tolerances() {
+    for precision in [Precision::Bf16, Precision::F16] {
+        for name in ALL_CASES {
+            let g = golden(name);
+            let be = Gpu::with_precision(Emu::new(), precision);
+            let mut model = g.model(&be);
+            let out = model.forward(&be, &g.inputs()).unwrap();
+            let mut worst = 0f64;
+            for (k, want) in &g.outputs {
+                worst = worst.max(assert_close(name, k, &out[k], want, true));
+            }
+            eprintln!("{name} on emu, {precision:?}: worst error / tolerance = {worst:.3}");
         }
-        eprintln!("{name} on emu, bf16: worst error / tolerance = {worst:.3}");
     }
+}
+
+/// The emulator's recording (its CUDA graph) replays exactly what the ops compute one by one.
+#[test]
+fn recorded_forwards_replay_exactly_what_direct_forwards_compute() {
+    common::check_recorded_replays(&Gpu::new(Emu::new()));
 }

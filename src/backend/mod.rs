@@ -165,6 +165,8 @@ pub struct ConvWeights<B: Backend + ?Sized> {
 pub trait Backend: Send + Sync {
     /// A buffer of f32 values in this backend's memory.
     type Buf: Send + Sync;
+    /// A recorded sequence of ops (a CUDA graph); `()` where nothing records.
+    type Graph: Send + Sync;
 
     fn name(&self) -> &'static str;
 
@@ -274,6 +276,16 @@ pub trait Backend: Send + Sync {
         batch: usize,
         dim: usize,
     ) -> Result<()>;
+
+    /// Starts recording the ops that follow instead of running them, until
+    /// `end_capture`; `Ok(false)` when this backend does not record (the CPU:
+    /// an op is already just a function call), and the caller runs the ops.
+    /// Between the two, only compute ops: no `alloc`, `upload`, `write`, `read`.
+    fn begin_capture(&self) -> Result<bool>;
+    fn end_capture(&self) -> Result<Self::Graph>;
+    /// Runs a recording again on the buffers' current contents; every buffer
+    /// it was recorded with must still be alive and unmoved.
+    fn replay(&self, graph: &Self::Graph) -> Result<()>;
 }
 
 /// One AdamW update (training.md): `g = grad_scale · grad`;

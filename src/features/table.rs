@@ -4,7 +4,7 @@
 //! fsynced, renamed, folder fsynced: a reader never sees a torn file.
 
 use std::fs::File;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use arrow_array::{Array, ArrayRef, Float32Array, Int64Array, RecordBatch, StringArray};
@@ -17,6 +17,7 @@ use parquet::file::properties::WriterProperties;
 use super::batch::FeatureTable;
 use super::names::{FEATURE_NAMES, NUM_FEATURES};
 use super::FeatureError;
+use crate::fsutil::{split_path, TempFile};
 
 const BATCH_ROWS: usize = 65_536;
 
@@ -35,27 +36,17 @@ fn pq(path: &Path) -> impl FnOnce(parquet::errors::ParquetError) -> FeatureError
     move |source| FeatureError::Parquet { path: path.to_path_buf(), source }
 }
 
-/// Writes `table` for `symbol` to `path`, atomically.
+/// Writes `table` for `symbol` to `path`, atomically (`fsutil::TempFile`).
 pub fn write_feature_table(path: &Path, symbol: &str, table: &FeatureTable) -> Result<(), FeatureError> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(io(dir))?;
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp: PathBuf = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    let result = write_to(&tmp, symbol, table).and_then(|()| {
-        std::fs::rename(&tmp, path).map_err(io(path))?;
-        #[cfg(unix)]
-        File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))?;
-        Ok(())
-    });
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
+    let (dir, name) = split_path(path).map_err(io(path))?;
+    let (tmp, file) = TempFile::create(dir, &name).map_err(io(dir))?;
+    let file = write_to(file, tmp.path(), symbol, table)?;
+    tmp.persist(file, path).map_err(io(path))
 }
 
-fn write_to(tmp: &Path, symbol: &str, table: &FeatureTable) -> Result<(), FeatureError> {
+/// Writes the table through `file` (at `tmp`, named in errors) and hands the file back.
+fn write_to(file: File, tmp: &Path, symbol: &str, table: &FeatureTable) -> Result<File, FeatureError> {
     let schema = table_schema();
-    let file = File::create(tmp).map_err(io(tmp))?;
     let props =
         WriterProperties::builder().set_compression(Compression::ZSTD(ZstdLevel::try_new(3).map_err(pq(tmp))?)).build();
     let mut w = ArrowWriter::try_new(file, schema.clone(), Some(props)).map_err(pq(tmp))?;
@@ -75,8 +66,7 @@ fn write_to(tmp: &Path, symbol: &str, table: &FeatureTable) -> Result<(), Featur
         w.write(&batch).map_err(pq(tmp))?;
         start = end;
     }
-    let file = w.into_inner().map_err(pq(tmp))?;
-    file.sync_all().map_err(io(tmp))
+    w.into_inner().map_err(pq(tmp))
 }
 
 /// A feature table read back: row-major f32 values, `NUM_FEATURES` a row.

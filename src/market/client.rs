@@ -33,6 +33,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use parking_lot::Mutex;
+use rustls_pki_types::CertificateDer;
 use tokio::sync::watch;
 use tokio::time::{sleep, timeout, Instant};
 use tokio_tungstenite::tungstenite::Message;
@@ -101,6 +102,10 @@ pub struct ClientTuning {
     pub max_connection_age: Duration,
     /// Snapshots in a row that fail to sync (too old, gap, refused) before reconnecting.
     pub max_sync_attempts: u32,
+    /// Certificates trusted for `wss://` and `https://` besides the public
+    /// (webpki) roots: a private CA in front of a colocated gateway, or a test
+    /// exchange's own certificate.
+    pub extra_roots: Vec<CertificateDer<'static>>,
 }
 
 impl Default for ClientTuning {
@@ -114,6 +119,7 @@ impl Default for ClientTuning {
             backoff_max: Duration::from_secs(30),
             max_connection_age: Duration::from_secs(23 * 3600 + 50 * 60),
             max_sync_attempts: 10,
+            extra_roots: Vec::new(),
         }
     }
 }
@@ -353,15 +359,29 @@ pub fn handle_text(shared: &ClientShared, text: &str, recv_ns: i64) -> MessageAc
 
 type HttpClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Empty<Bytes>>;
 
-fn http_client(tuning: &ClientTuning) -> Result<HttpClient, ClientError> {
-    install_crypto_provider();
+/// The TLS config of both the WebSocket and the REST connections: ring's
+/// provider, the public roots plus `extra_roots`.
+fn tls_config(tuning: &ClientTuning) -> Result<Arc<rustls::ClientConfig>, ClientError> {
+    let tls_err = |reason: String| ClientError::Http { url: "<TLS config>".into(), reason };
+    let mut roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
+    for (i, cert) in tuning.extra_roots.iter().enumerate() {
+        roots.add(cert.clone()).map_err(|e| tls_err(format!("extra_roots[{i}]: {e}")))?;
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| tls_err(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+fn http_client(tuning: &ClientTuning, tls: Arc<rustls::ClientConfig>) -> Result<HttpClient, ClientError> {
     let mut http = HttpConnector::new();
     http.set_nodelay(true);
     http.enforce_http(false);
     http.set_connect_timeout(Some(tuning.connect_timeout));
     let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())
-        .map_err(|e| ClientError::Http { url: "<TLS config>".into(), reason: e.to_string() })?
+        .with_tls_config((*tls).clone())
         .https_or_http()
         .enable_http1()
         .wrap_connector(http);
@@ -443,6 +463,7 @@ struct Session<'a> {
     symbol: &'a str,
     endpoint: &'a Endpoint,
     tuning: &'a ClientTuning,
+    tls: &'a Arc<rustls::ClientConfig>,
     shared: &'a ClientShared,
     http: &'a HttpClient,
     /// Whether any sync happened before (so the next one counts as a resync).
@@ -472,7 +493,8 @@ impl Session<'_> {
 
     async fn run(&mut self, stop: &mut watch::Receiver<bool>) -> Result<SessionEnd, ClientError> {
         let url = self.endpoint.stream_url(self.symbol);
-        let connect = tokio_tungstenite::connect_async_tls_with_config(url.as_str(), None, true, None);
+        let tls = tokio_tungstenite::Connector::Rustls(self.tls.clone());
+        let connect = tokio_tungstenite::connect_async_tls_with_config(url.as_str(), None, true, Some(tls));
         let (mut ws, _) = tokio::select! {
             r = timeout(self.tuning.connect_timeout, connect) => r
                 .map_err(|_| ClientError::ConnectTimeout { url: url.clone(), timeout: self.tuning.connect_timeout })?
@@ -608,7 +630,9 @@ pub async fn run_client(
     shared: Arc<ClientShared>,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), ClientError> {
-    let http = http_client(&tuning)?;
+    install_crypto_provider();
+    let tls = tls_config(&tuning)?;
+    let http = http_client(&tuning, tls.clone())?;
     let symbol = shared.symbol.clone();
     let mut synced_once = false;
     let mut attempt = 0u32;
@@ -628,6 +652,7 @@ pub async fn run_client(
             tuning: &tuning,
             shared: &shared,
             http: &http,
+            tls: &tls,
             synced_once: &mut synced_once,
             healthy: false,
         };

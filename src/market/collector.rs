@@ -194,6 +194,16 @@ impl RawLOBCollector {
         tokio::runtime::Handle::try_current().map_err(|e| CollectorError::NoRuntime(e.to_string()))?;
         std::fs::create_dir_all(&self.config.out_dir)
             .map_err(|e| StoreError::Io { path: self.config.out_dir.clone(), source: e })?;
+        // A collector killed mid-save leaves a hidden temporary file; readers skip it, but
+        // it would stay forever.
+        let stale = super::store::remove_stale_temp_files(&self.config.out_dir, &self.config.symbol)?;
+        if !stale.is_empty() {
+            eprintln!(
+                "[collector {}] removed {} temporary file(s) of a writer that no longer runs",
+                self.config.symbol,
+                stale.len()
+            );
+        }
         let (stop_tx, stop_rx) = watch::channel(false);
         let client = tokio::spawn(run_client(
             self.config.endpoint.clone(),

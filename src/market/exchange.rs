@@ -53,6 +53,9 @@ pub enum Fault {
     /// Every open stream is closed, and the next REST request gets HTTP 429
     /// with `Retry-After: retry_after_secs`.
     RateLimit { retry_after_secs: u64 },
+    /// Like `RateLimit`, with HTTP 418: Binance's answer to a client that kept
+    /// going after 429s (an IP ban for `Retry-After` seconds).
+    IpBan { retry_after_secs: u64 },
 }
 
 /// A fault injected at the `at_event`-th diff event generated (1-based).
@@ -168,7 +171,8 @@ struct RestState {
     /// The last few ticks' full books, newest last.
     history: VecDeque<DepthSnapshot>,
     stale_next: Option<usize>,
-    rate_limit_next: Option<u64>,
+    /// The status (429 or 418) and `Retry-After` of the next REST answer.
+    rate_limit_next: Option<(u16, u64)>,
 }
 
 const REST_HISTORY: usize = 64;
@@ -345,7 +349,11 @@ async fn tick_loop(mut sim: MarketSimulator, inner: Arc<Inner>, mut shutdown: wa
                     let _ = tx.send(Item::Close);
                 }
                 Fault::RateLimit { retry_after_secs } => {
-                    inner.rest.lock().rate_limit_next = Some(*retry_after_secs);
+                    inner.rest.lock().rate_limit_next = Some((429, *retry_after_secs));
+                    let _ = tx.send(Item::Close);
+                }
+                Fault::IpBan { retry_after_secs } => {
+                    inner.rest.lock().rate_limit_next = Some((418, *retry_after_secs));
                     let _ = tx.send(Item::Close);
                 }
             }
@@ -451,12 +459,9 @@ async fn serve_rest(stream: &mut TcpStream, inner: &Inner, path: &str) -> std::i
         ("400 Bad Request", String::new(), "{\"code\":-1121,\"msg\":\"Invalid symbol.\"}".to_owned())
     } else {
         let mut rest = inner.rest.lock();
-        if let Some(secs) = rest.rate_limit_next.take() {
-            (
-                "429 Too Many Requests",
-                format!("Retry-After: {secs}\r\n"),
-                "{\"code\":-1003,\"msg\":\"Too many requests.\"}".to_owned(),
-            )
+        if let Some((status, secs)) = rest.rate_limit_next.take() {
+            let line = if status == 418 { "418 I'm a teapot" } else { "429 Too Many Requests" };
+            (line, format!("Retry-After: {secs}\r\n"), "{\"code\":-1003,\"msg\":\"Too many requests.\"}".to_owned())
         } else {
             let back = rest.stale_next.take().unwrap_or(0);
             let idx = rest.history.len().saturating_sub(1 + back);

@@ -25,6 +25,7 @@ use parquet::file::metadata::KeyValue;
 use parquet::file::properties::WriterProperties;
 
 use super::types::{Level, Snapshot, Trade, NUM_LEVELS};
+use crate::fsutil::TempFile;
 
 /// zstd level used for every file.
 pub const ZSTD_LEVEL: i32 = 3;
@@ -273,7 +274,8 @@ impl Rows for TradeRows {
 struct OpenFile {
     day: i64,
     dir: PathBuf,
-    tmp_path: PathBuf,
+    /// Removed if the file is never published (an error, or the writer dropped).
+    tmp: TempFile,
     first_ts: i64,
     last_ts: i64,
     writer: ArrowWriter<File>,
@@ -367,11 +369,11 @@ impl<R: Rows> PartitionedWriter<R> {
     fn create(&self, day: i64, first_ts: i64) -> Result<OpenFile, StoreError> {
         let dir = self.root.join(&self.symbol).join(utc_day(day * MS_PER_DAY));
         std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
-        let tmp_path = dir.join(format!(".{}_{first_ts:013}.parquet.tmp-{}", R::PREFIX, std::process::id()));
-        let file = File::create(&tmp_path).map_err(io_err(&tmp_path))?;
+        let (tmp, file) =
+            TempFile::create(&dir, &format!("{}_{first_ts:013}.parquet", R::PREFIX)).map_err(io_err(&dir))?;
         let writer =
-            ArrowWriter::try_new(file, self.schema.clone(), Some(self.props.clone())).map_err(pq_err(&tmp_path))?;
-        Ok(OpenFile { day, dir, tmp_path, first_ts, last_ts: first_ts, writer })
+            ArrowWriter::try_new(file, self.schema.clone(), Some(self.props.clone())).map_err(pq_err(tmp.path()))?;
+        Ok(OpenFile { day, dir, tmp, first_ts, last_ts: first_ts, writer })
     }
 
     fn flush_rows(&mut self) -> Result<(), StoreError> {
@@ -381,7 +383,7 @@ impl<R: Rows> PartitionedWriter<R> {
         let n = self.rows.row_count() as u64;
         let batch = self.rows.take_batch(&self.schema)?;
         if let Some(f) = self.open.as_mut() {
-            f.writer.write(&batch).map_err(pq_err(&f.tmp_path))?;
+            f.writer.write(&batch).map_err(pq_err(f.tmp.path()))?;
         }
         self.rows_written += n;
         Ok(())
@@ -392,20 +394,7 @@ impl<R: Rows> PartitionedWriter<R> {
         let Some(f) = self.open.take() else {
             return Ok(());
         };
-        let tmp = f.tmp_path.clone();
-        let file = match f.writer.into_inner() {
-            Ok(file) => file,
-            Err(e) => {
-                let _ = std::fs::remove_file(&tmp);
-                return Err(pq_err(&tmp)(e));
-            }
-        };
-        if let Err(e) = file.sync_all() {
-            drop(file);
-            let _ = std::fs::remove_file(&tmp);
-            return Err(io_err(&tmp)(e));
-        }
-        drop(file);
+        let file = f.writer.into_inner().map_err(pq_err(f.tmp.path()))?;
         let base = format!("{}_{:013}_{:013}", R::PREFIX, f.first_ts, f.last_ts);
         let mut dest = f.dir.join(format!("{base}.parquet"));
         let mut k = 1;
@@ -413,22 +402,9 @@ impl<R: Rows> PartitionedWriter<R> {
             dest = f.dir.join(format!("{base}-{k}.parquet"));
             k += 1;
         }
-        std::fs::rename(&tmp, &dest).map_err(io_err(&dest))?;
-        // Make the rename itself durable (directories can be fsynced on Unix).
-        #[cfg(unix)]
-        File::open(&f.dir).and_then(|d| d.sync_all()).map_err(io_err(&f.dir))?;
+        f.tmp.persist(file, &dest).map_err(io_err(&dest))?;
         self.written.push(dest);
         Ok(())
-    }
-}
-
-impl<R: Rows> Drop for PartitionedWriter<R> {
-    fn drop(&mut self) {
-        if let Some(f) = self.open.take() {
-            let tmp = f.tmp_path.clone();
-            drop(f);
-            let _ = std::fs::remove_file(tmp);
-        }
     }
 }
 
@@ -502,6 +478,41 @@ pub fn list_files(root: &Path, symbol: &str, prefix: &str) -> Result<Vec<PathBuf
         out.extend(files.into_iter().map(|(_, p)| p));
     }
     Ok(out)
+}
+
+/// Removes the temporary files a killed writer left under `<root>/<symbol>/`:
+/// `.<name>.tmp-<pid>` whose process no longer runs. Files of this process or
+/// of a live one are kept; where liveness cannot be checked (no `/proc`),
+/// nothing is removed. Returns the removed paths.
+pub fn remove_stale_temp_files(root: &Path, symbol: &str) -> Result<Vec<PathBuf>, StoreError> {
+    let proc_fs = Path::new("/proc/self").exists();
+    let mut removed = Vec::new();
+    if !proc_fs {
+        return Ok(removed);
+    }
+    for day in list_days(root, symbol)? {
+        let dir = root.join(symbol).join(&day);
+        for e in std::fs::read_dir(&dir).map_err(io_err(&dir))? {
+            let e = e.map_err(io_err(&dir))?;
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Some(pid) = temp_file_pid(&name) else { continue };
+            if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+                let path = e.path();
+                std::fs::remove_file(&path).map_err(io_err(&path))?;
+                removed.push(path);
+            }
+        }
+    }
+    Ok(removed)
+}
+
+/// The writer's pid in a temporary file name `.<prefix>_<first>.parquet.tmp-<pid>`.
+fn temp_file_pid(name: &str) -> Option<u32> {
+    let rest = name.strip_prefix('.')?;
+    if !(rest.starts_with(SNAPSHOT_PREFIX) || rest.starts_with(TRADE_PREFIX)) {
+        return None;
+    }
+    rest.rsplit_once(".parquet.tmp-")?.1.parse().ok()
 }
 
 // ---- reading -------------------------------------------------------------------

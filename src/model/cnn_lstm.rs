@@ -2,9 +2,9 @@
 //! heads on the top layer's last hidden state (models.md §3).
 
 use super::layers::{conv_chain, HeadsBufs, HeadsP, LinearP, Loader, NormP, ParamSpecs};
-use super::{batch_of, write_heads, Inputs, Normalizers, Outputs, PRIMARY};
+use super::{batch_of, write_heads, Inputs, Normalizers, Outputs, RunShape, PRIMARY};
 use crate::backend::{Backend, ConvWeights, Epilogue, LstmShape, Pool};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::model::config::CnnLstmConfig;
 
 pub fn param_specs(c: &CnnLstmConfig) -> ParamSpecs {
@@ -90,13 +90,23 @@ impl<B: Backend> CnnLstmNet<B> {
         })
     }
 
-    pub fn forward(&mut self, be: &B, norms: &Normalizers<B>, inputs: &Inputs<'_>, out: &mut Outputs) -> Result<()> {
+    /// Checks the inputs and writes them into the activations; returns the run's shape.
+    pub fn stage(&mut self, be: &B, inputs: &Inputs<'_>) -> Result<RunShape> {
+        let c = &self.cfg;
+        let features = inputs.require("features", "cnn_lstm")?;
+        let batch = batch_of(features, "features", &[c.sequence_length, c.input_features])?;
+        let acts = ensure_acts(&mut self.acts, c, be, batch)?;
+        be.write(&mut acts.input, &features.data)?;
+        Ok(RunShape { batch, aux: false })
+    }
+
+    /// The forward's ops, from the staged inputs to the heads' buffers: only
+    /// compute ops, so a backend can record them once and replay them.
+    pub fn compute(&mut self, be: &B, norms: &Normalizers<B>) -> Result<()> {
         let CnnLstmNet { cfg: c, convs, layers, norm, heads, acts } = self;
         let (t, f, h) = (c.sequence_length, c.input_features, c.lstm_hidden);
-        let features = inputs.require("features", "cnn_lstm")?;
-        let batch = batch_of(features, "features", &[t, f])?;
-        let acts = ensure_acts(acts, c, be, batch)?;
-        be.write(&mut acts.input, &features.data)?;
+        let acts = acts.as_mut().ok_or_else(|| Error::input("features", "compute before stage"))?;
+        let batch = acts.batch;
         if let Some((mean, std)) = &norms.input {
             be.standardize(&mut acts.input, mean, std, batch * t, f)?;
         }
@@ -116,8 +126,13 @@ impl<B: Backend> CnnLstmNet<B> {
         }
         be.pool(&acts.h_seq, &mut acts.last, batch, t, h, Pool::Last)?;
         norm.forward(be, &acts.last, &mut acts.normed, batch)?;
-        heads.forward(be, &acts.normed, &mut acts.heads, batch)?;
-        write_heads(be, &acts.heads, batch, c.num_classes, PRIMARY, out)
+        heads.forward(be, &acts.normed, &mut acts.heads, batch)
+    }
+
+    /// Reads the heads' buffers into the named outputs.
+    pub fn emit(&self, be: &B, out: &mut Outputs) -> Result<()> {
+        let acts = self.acts.as_ref().ok_or_else(|| Error::input("features", "emit before compute"))?;
+        write_heads(be, &acts.heads, acts.batch, self.cfg.num_classes, PRIMARY, out)
     }
 }
 

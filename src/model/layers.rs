@@ -4,7 +4,9 @@
 
 use std::collections::HashMap;
 
-use crate::backend::{AttentionShape, Backend, ConvShape, ConvWeights, Epilogue, HeadsOut, HeadsRef, LinearShape};
+use crate::backend::{
+    AttentionShape, Backend, ConvShape, ConvWeights, Epilogue, HeadsOut, HeadsRef, LinearShape, Pool,
+};
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
 
@@ -268,12 +270,47 @@ impl<B: Backend> BlockP<B> {
     /// `x = x + proj(attn(norm1(x)))`; `x = x + fc2(GELU(fc1(norm2(x))))`, in place.
     pub fn forward(&self, be: &B, x: &mut B::Buf, a: &mut BlockActs<B>, batch: usize, tokens: usize) -> Result<()> {
         let rows = batch * tokens;
+        self.attend(be, x, a, batch, tokens)?;
+        self.proj.forward(be, &a.att, x, rows, Epilogue::Accumulate)?;
+        self.mlp(be, x, a, rows)
+    }
+
+    /// The block's output for each sample's first token only, into `x0
+    /// (batch, dim)`: what a model that pools the first token (MPD's CLS) needs
+    /// of its last block. Every token still feeds the attention (as keys and
+    /// values), but the projection and the MLP, most of the block's work, run
+    /// on one row per sample instead of `tokens`. Uses `a`'s buffers; `x` is
+    /// left as the block's input.
+    pub fn forward_first_token(
+        &self,
+        be: &B,
+        x: &B::Buf,
+        x0: &mut B::Buf,
+        a: &mut BlockActs<B>,
+        batch: usize,
+        tokens: usize,
+    ) -> Result<()> {
+        let dim = self.norm1.dim;
+        self.attend(be, x, a, batch, tokens)?;
+        be.pool(x, x0, batch, tokens, dim, Pool::First)?;
+        // The first token's attention output, gathered into the rows of `h` (free again).
+        be.pool(&a.att, &mut a.h, batch, tokens, dim, Pool::First)?;
+        self.proj.forward(be, &a.h, x0, batch, Epilogue::Accumulate)?;
+        self.mlp(be, x0, a, batch)
+    }
+
+    /// `att = attn(norm1(x))` (`h` and `qkv` as scratch).
+    fn attend(&self, be: &B, x: &B::Buf, a: &mut BlockActs<B>, batch: usize, tokens: usize) -> Result<()> {
+        let rows = batch * tokens;
         let dim = self.norm1.dim;
         self.norm1.forward(be, x, &mut a.h, rows)?;
         self.qkv.forward(be, &a.h, &mut a.qkv, rows, Epilogue::None)?;
         let shape = AttentionShape { batch, tokens, heads: self.heads, head_dim: dim / self.heads };
-        be.attention(&a.qkv, &mut a.att, shape)?;
-        self.proj.forward(be, &a.att, x, rows, Epilogue::Accumulate)?;
+        be.attention(&a.qkv, &mut a.att, shape)
+    }
+
+    /// `x += fc2(GELU(fc1(norm2(x))))` over `rows` rows.
+    fn mlp(&self, be: &B, x: &mut B::Buf, a: &mut BlockActs<B>, rows: usize) -> Result<()> {
         self.norm2.forward(be, x, &mut a.h, rows)?;
         self.fc1.forward(be, &a.h, &mut a.mlp, rows, Epilogue::Gelu)?;
         self.fc2.forward(be, &a.mlp, x, rows, Epilogue::Accumulate)

@@ -4,6 +4,14 @@
 //! normalizer, and activations preallocated for the last batch size seen.
 //! `forward_into` writes the named outputs of models.md into host tensors that
 //! are reused from call to call, so steady-state inference allocates nothing.
+//!
+//! A forward is three phases: stage (check the inputs, write them into the
+//! activations), compute (only compute ops), emit (read the heads). On a
+//! backend that records (a CUDA graph), the compute phase of the second call
+//! at the same shape is recorded, and every later call at that shape replays
+//! the recording: one launch instead of dozens, which is most of the batch-1
+//! latency on a GPU. The activations do not move while their shape holds, so
+//! the recorded pointers stay valid; a new shape drops the recording.
 
 pub mod cnn_lstm;
 pub mod config;
@@ -78,6 +86,25 @@ pub struct Model<B: Backend> {
     param_count: usize,
     norms: Normalizers<B>,
     net: Net<B>,
+    graphs: Graphs<B>,
+}
+
+/// What the op list of a forward depends on (besides the weights): the
+/// batch size (the activations' size) and, for TLOB, whether the auxiliary
+/// encoder runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RunShape {
+    pub batch: usize,
+    pub aux: bool,
+}
+
+/// The recorded compute phase and when to record it.
+struct Graphs<B: Backend> {
+    enabled: bool,
+    /// The shape of the previous forward: a second one at this shape is recorded.
+    last: Option<RunShape>,
+    recorded: Option<(RunShape, B::Graph)>,
+    replays: u64,
 }
 
 /// The expected parameters of a config (models.md's names and shapes).
@@ -145,7 +172,8 @@ impl<B: Backend> Model<B> {
             Ok(Some((be.upload(&mean.data)?, be.upload(&std)?)))
         };
         let norms = Normalizers { input: norm("input_norm")?, aux: norm("aux_norm")? };
-        Ok(Model { param_count: param_specs(&config).count(), config, meta, norms, net })
+        let graphs = Graphs { enabled: true, last: None, recorded: None, replays: 0 };
+        Ok(Model { param_count: param_specs(&config).count(), config, meta, norms, net, graphs })
     }
 
     /// Loads a weights file (models.md's format), checking every tensor.
@@ -180,11 +208,62 @@ impl<B: Backend> Model<B> {
 
     /// Runs the model; outputs are written into `out`, reusing its tensors.
     pub fn forward_into(&mut self, be: &B, inputs: &Inputs<'_>, out: &mut Outputs) -> Result<()> {
-        match &mut self.net {
-            Net::Mpd(n) => n.forward(be, &self.norms, inputs, out),
-            Net::Tlob(n) => n.forward(be, &self.norms, inputs, out),
-            Net::CnnLstm(n) => n.forward(be, &self.norms, inputs, out),
+        let shape = match &mut self.net {
+            Net::Mpd(n) => n.stage(be, inputs)?,
+            Net::Tlob(n) => n.stage(be, inputs)?,
+            Net::CnnLstm(n) => n.stage(be, inputs)?,
+        };
+        self.run_compute(be, shape)?;
+        match &self.net {
+            Net::Mpd(n) => n.emit(be, out),
+            Net::Tlob(n) => n.emit(be, out),
+            Net::CnnLstm(n) => n.emit(be, out),
         }
+    }
+
+    /// The compute phase: replayed, recorded then replayed, or run.
+    fn run_compute(&mut self, be: &B, shape: RunShape) -> Result<()> {
+        let g = &mut self.graphs;
+        if g.recorded.as_ref().is_some_and(|(s, _)| *s != shape) {
+            g.recorded = None;
+        }
+        if let Some((_, graph)) = &g.recorded {
+            be.replay(graph)?;
+            g.replays += 1;
+            return Ok(());
+        }
+        let record = g.enabled && g.last == Some(shape) && be.begin_capture()?;
+        g.last = Some(shape);
+        let ran = match &mut self.net {
+            Net::Mpd(n) => n.compute(be, &self.norms),
+            Net::Tlob(n) => n.compute(be, &self.norms, shape.aux),
+            Net::CnnLstm(n) => n.compute(be, &self.norms),
+        };
+        if !record {
+            return ran;
+        }
+        // End the capture whatever happened, so the backend is not left recording.
+        let graph = be.end_capture();
+        ran?;
+        let graph = graph?;
+        be.replay(&graph)?;
+        g.recorded = Some((shape, graph));
+        g.replays += 1;
+        Ok(())
+    }
+
+    /// Whether forwards may be recorded and replayed (on by default; the CPU
+    /// backend never records). Turning it off drops any recording.
+    pub fn set_graphs(&mut self, enabled: bool) {
+        self.graphs.enabled = enabled;
+        if !enabled {
+            self.graphs.recorded = None;
+        }
+    }
+
+    /// How many forwards ran as a replay of a recording.
+    pub fn graph_replays(&self) -> u64 {
+        self.graphs.replays
     }
 
     pub fn forward(&mut self, be: &B, inputs: &Inputs<'_>) -> Result<Outputs> {

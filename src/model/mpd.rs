@@ -1,9 +1,9 @@
 //! MPDTransformer: a ViT over the (60 × 112) feature window (models.md §1).
 
 use super::layers::{BlockActs, BlockP, HeadsBufs, HeadsP, Loader, NormP, ParamSpecs};
-use super::{batch_of, mlp_width, write_heads, Inputs, Normalizers, Outputs, PRIMARY};
+use super::{batch_of, mlp_width, write_heads, Inputs, Normalizers, Outputs, RunShape, PRIMARY};
 use crate::backend::{Backend, PatchShape, Pool};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::model::config::MpdConfig;
 
 pub fn param_specs(c: &MpdConfig) -> ParamSpecs {
@@ -67,13 +67,23 @@ impl<B: Backend> MpdNet<B> {
         })
     }
 
-    pub fn forward(&mut self, be: &B, norms: &Normalizers<B>, inputs: &Inputs<'_>, out: &mut Outputs) -> Result<()> {
-        let c = self.cfg.clone();
-        let (t, f, d, n) = (c.sequence_length, c.input_features, c.embed_dim, c.tokens());
+    /// Checks the inputs and writes them into the activations; returns the run's shape.
+    pub fn stage(&mut self, be: &B, inputs: &Inputs<'_>) -> Result<RunShape> {
+        let c = &self.cfg;
         let features = inputs.require("features", "mpd_transformer")?;
-        let batch = batch_of(features, "features", &[t, f])?;
-        let acts = ensure_acts(&mut self.acts, &c, be, batch)?;
+        let batch = batch_of(features, "features", &[c.sequence_length, c.input_features])?;
+        let acts = ensure_acts(&mut self.acts, c, be, batch)?;
         be.write(&mut acts.input, &features.data)?;
+        Ok(RunShape { batch, aux: false })
+    }
+
+    /// The forward's ops, from the staged inputs to the heads' buffers: only
+    /// compute ops, so a backend can record them once and replay them.
+    pub fn compute(&mut self, be: &B, norms: &Normalizers<B>) -> Result<()> {
+        let c = &self.cfg;
+        let (t, f, d, n) = (c.sequence_length, c.input_features, c.embed_dim, c.tokens());
+        let acts = self.acts.as_mut().ok_or_else(|| Error::input("features", "compute before stage"))?;
+        let batch = acts.batch;
         if let Some((mean, std)) = &norms.input {
             be.standardize(&mut acts.input, mean, std, batch * t, f)?;
         }
@@ -87,19 +97,30 @@ impl<B: Backend> MpdNet<B> {
             cls_token: c.use_cls_token,
         };
         be.patch_embed(&acts.input, &self.patch_w, &self.patch_b, self.cls.as_ref(), &self.pos, &mut acts.x, shape)?;
-        for block in &self.blocks {
-            block.forward(be, &mut acts.x, &mut acts.block, batch, n)?;
-        }
         if c.use_cls_token {
-            // LayerNorm is per token: normalizing only the pooled CLS token is exact.
-            be.pool(&acts.x, &mut acts.pooled, batch, n, d, Pool::First)?;
+            // Only the CLS token reaches the heads, and LayerNorm is per token:
+            // the last block runs its projection and MLP on that token alone,
+            // and only it is normalized.
+            let (last, early) = self.blocks.split_last().expect("validated: num_layers > 0");
+            for block in early {
+                block.forward(be, &mut acts.x, &mut acts.block, batch, n)?;
+            }
+            last.forward_first_token(be, &acts.x, &mut acts.pooled, &mut acts.block, batch, n)?;
             self.norm.forward(be, &acts.pooled, &mut acts.normed, batch)?;
         } else {
+            for block in &self.blocks {
+                block.forward(be, &mut acts.x, &mut acts.block, batch, n)?;
+            }
             self.norm.forward(be, &acts.x, &mut acts.block.h, batch * n)?;
             be.pool(&acts.block.h, &mut acts.normed, batch, n, d, Pool::Mean)?;
         }
-        self.heads.forward(be, &acts.normed, &mut acts.heads, batch)?;
-        write_heads(be, &acts.heads, batch, c.num_classes, PRIMARY, out)
+        self.heads.forward(be, &acts.normed, &mut acts.heads, batch)
+    }
+
+    /// Reads the heads' buffers into the named outputs.
+    pub fn emit(&self, be: &B, out: &mut Outputs) -> Result<()> {
+        let acts = self.acts.as_ref().ok_or_else(|| Error::input("features", "emit before compute"))?;
+        write_heads(be, &acts.heads, acts.batch, self.cfg.num_classes, PRIMARY, out)
     }
 }
 

@@ -3,7 +3,7 @@
 //! horizon (models.md §2).
 
 use super::layers::{conv_chain, BlockActs, BlockP, HeadsBufs, HeadsP, LinearP, Loader, NormP, ParamSpecs};
-use super::{batch_of, horizon_names, mlp_width, write_heads, Inputs, Normalizers, Outputs, PRIMARY};
+use super::{batch_of, horizon_names, mlp_width, write_heads, Inputs, Normalizers, Outputs, RunShape, PRIMARY};
 use crate::backend::{Backend, BroadcastShape, ConvWeights, Epilogue, Pool};
 use crate::error::{Error, Result};
 use crate::model::config::TlobConfig;
@@ -149,11 +149,12 @@ impl<B: Backend> TlobNet<B> {
         })
     }
 
-    pub fn forward(&mut self, be: &B, norms: &Normalizers<B>, inputs: &Inputs<'_>, out: &mut Outputs) -> Result<()> {
-        let TlobNet { cfg: c, convs, proj, branches, ms_proj, aux, pe, blocks, norm, heads, head_names, acts } = self;
-        let (t, l, d) = (c.sequence_length, c.num_levels, c.temporal_hidden);
+    /// Checks the inputs and writes them into the activations; returns the
+    /// run's shape (whether the auxiliary encoder runs changes the op list).
+    pub fn stage(&mut self, be: &B, inputs: &Inputs<'_>) -> Result<RunShape> {
+        let TlobNet { cfg: c, aux, acts, .. } = self;
         let lob = inputs.require("lob", "tlob")?;
-        let batch = batch_of(lob, "lob", &[t, l, c.lob_features])?;
+        let batch = batch_of(lob, "lob", &[c.sequence_length, c.num_levels, c.lob_features])?;
         let aux_input = match (inputs.aux, aux.is_some()) {
             (Some(_), false) => {
                 return Err(Error::input("aux", "this tlob model has no auxiliary encoder (aux_features = 0)"));
@@ -169,6 +170,19 @@ impl<B: Backend> TlobNet<B> {
         };
         let acts = ensure_acts(acts, c, be, batch)?;
         be.write(&mut acts.lob, &lob.data)?;
+        if let Some(a) = aux_input {
+            be.write(&mut acts.aux_in, &a.data)?;
+        }
+        Ok(RunShape { batch, aux: aux_input.is_some() })
+    }
+
+    /// The forward's ops, from the staged inputs to the heads' buffers: only
+    /// compute ops, so a backend can record them once and replay them.
+    pub fn compute(&mut self, be: &B, norms: &Normalizers<B>, with_aux: bool) -> Result<()> {
+        let TlobNet { cfg: c, convs, proj, branches, ms_proj, aux, pe, blocks, norm, heads, acts, .. } = self;
+        let (t, l, d) = (c.sequence_length, c.num_levels, c.temporal_hidden);
+        let acts = acts.as_mut().ok_or_else(|| Error::input("lob", "compute before stage"))?;
+        let batch = acts.batch;
 
         // 1-2. Spatial CNN per snapshot, then one token per snapshot.
         let samples = batch * t;
@@ -181,8 +195,7 @@ impl<B: Backend> TlobNet<B> {
         ms_proj.forward(be, &acts.cat, &mut acts.x, samples, Epilogue::Accumulate)?;
 
         // 4. Auxiliary features, broadcast over time.
-        if let (Some(a), Some((fc1, fc2))) = (aux_input, aux.as_ref()) {
-            be.write(&mut acts.aux_in, &a.data)?;
+        if let (true, Some((fc1, fc2))) = (with_aux, aux.as_ref()) {
             if let Some((mean, std)) = &norms.aux {
                 be.standardize(&mut acts.aux_in, mean, std, batch, c.aux_features)?;
             }
@@ -203,12 +216,22 @@ impl<B: Backend> TlobNet<B> {
         norm.forward(be, &acts.x, &mut acts.block.h, samples)?;
         be.pool(&acts.block.h, &mut acts.pooled, batch, t, d, Pool::Mean)?;
 
-        // 8. Heads per horizon; the primary one again under the plain names.
-        for (((h, p), bufs), names) in heads.iter().zip(acts.heads.iter_mut()).zip(head_names.iter()) {
+        // 8. Heads per horizon.
+        for ((_, p), bufs) in heads.iter().zip(acts.heads.iter_mut()) {
             p.forward(be, &acts.pooled, bufs, batch)?;
-            write_heads(be, bufs, batch, c.num_classes, [&names[0], &names[1], &names[2]], out)?;
+        }
+        Ok(())
+    }
+
+    /// Reads the heads' buffers into the named outputs: each horizon's, and
+    /// the primary one's again under the plain names.
+    pub fn emit(&self, be: &B, out: &mut Outputs) -> Result<()> {
+        let c = &self.cfg;
+        let acts = self.acts.as_ref().ok_or_else(|| Error::input("lob", "emit before compute"))?;
+        for (((h, _), bufs), names) in self.heads.iter().zip(acts.heads.iter()).zip(self.head_names.iter()) {
+            write_heads(be, bufs, acts.batch, c.num_classes, [&names[0], &names[1], &names[2]], out)?;
             if *h == c.primary_horizon {
-                write_heads(be, bufs, batch, c.num_classes, PRIMARY, out)?;
+                write_heads(be, bufs, acts.batch, c.num_classes, PRIMARY, out)?;
             }
         }
         Ok(())

@@ -5,8 +5,8 @@
 //! 1e-4·(1 + max |ref|) per output tensor (confidences: 1e-5 absolute).
 #![allow(dead_code)]
 
-use quorum::backend::gpu::params::MmaCheckParams;
-use quorum::backend::gpu::{Device, LaunchConfig};
+use quorum::backend::gpu::params::{MmaCheckParams, F16};
+use quorum::backend::gpu::{Device, LaunchConfig, Precision};
 use quorum::backend::{
     AttentionShape, Backend, BroadcastShape, ConvShape, ConvWeights, Epilogue, HeadsOut, HeadsRef, LinearShape,
     LstmShape, PatchShape, Pool,
@@ -315,11 +315,25 @@ pub fn bf16(x: f32) -> f32 {
     f32::from_bits((u + 0x7fff + ((u >> 16) & 1)) & 0xffff_0000)
 }
 
-/// mma_check.cu on a device: D = A·B + C with bf16-rounded A and B, against
-/// an f64 reference. On the emulator this checks the kernel's use of the
-/// fragment helpers (the twin reads fragments through the same helpers); on a
-/// GPU it checks the helpers against the hardware's layout.
-pub fn mma_check<D: Device>(dev: &D) {
+/// IEEE f16 rounding to nearest even (the `half` crate's, a reference for mma.cuh's f32_to_f16).
+pub fn f16(x: f32) -> f32 {
+    half::f16::from_f32(x).to_f32()
+}
+
+/// `x` rounded to the 16-bit type of `precision` (f32: unchanged).
+pub fn round_to(precision: Precision, x: f32) -> f32 {
+    match precision {
+        Precision::F32 => x,
+        Precision::Bf16 => bf16(x),
+        Precision::F16 => f16(x),
+    }
+}
+
+/// mma_check.cu on a device: D = A·B + C with A and B rounded to bf16 or f16
+/// (`precision`), against an f64 reference. On the emulator this checks the
+/// kernel's use of the fragment helpers (the twin reads fragments through the
+/// same helpers); on a GPU it checks the helpers against the hardware's layout.
+pub fn mma_check<D: Device>(dev: &D, precision: Precision) {
     // Distinct values everywhere, so a fragment mix-up changes the result.
     let a = data(16 * 16, 1, 1.0);
     let b = data(16 * 8, 2, 1.0);
@@ -329,19 +343,24 @@ pub fn mma_check<D: Device>(dev: &D) {
     let p = MmaCheckParams { a: dev.ptr(&ab), b: dev.ptr(&bb), c: dev.ptr(&cb), d: dev.ptr_mut(&mut db) };
     let cfg = LaunchConfig { grid: [1, 1, 1], block: [32, 1, 1], shared_bytes: 0 };
     // SAFETY: the buffers hold the 16×16, 16×8 and 16×8 matrices the kernel reads and writes.
-    unsafe { dev.launch(cfg, &p) }.unwrap();
+    match precision {
+        Precision::Bf16 => unsafe { dev.launch(cfg, &p) }.unwrap(),
+        Precision::F16 => unsafe { dev.launch(cfg, &F16(p)) }.unwrap(),
+        Precision::F32 => panic!("mma_check is for the 16-bit precisions"),
+    }
+    let round = |x: f32| round_to(precision, x);
     let mut d = vec![0f32; 128];
     dev.read(&db, &mut d).unwrap();
     for r in 0..16 {
         for n in 0..8 {
             let want: f64 = c[r * 8 + n] as f64
-                + (0..16).map(|k| bf16(a[r * 16 + k]) as f64 * bf16(b[k * 8 + n]) as f64).sum::<f64>();
+                + (0..16).map(|k| round(a[r * 16 + k]) as f64 * round(b[k * 8 + n]) as f64).sum::<f64>();
             let got = d[r * 8 + n] as f64;
-            // f32 accumulation of 16 exact bf16 products: a few ulp of the sum's scale.
+            // f32 accumulation of 16 exact 16-bit products: a few ulp of the sum's scale.
             assert!((got - want).abs() <= 1e-5 * (1.0 + want.abs()), "d[{r}][{n}] = {got}, want {want}");
         }
     }
     // And the inputs really were rounded: with f32 inputs the answer differs.
     let exact: f64 = c[0] as f64 + (0..16).map(|k| a[k] as f64 * b[k * 8] as f64).sum::<f64>();
-    assert!((d[0] as f64 - exact).abs() > 1e-6, "bf16 rounding is visible");
+    assert!((d[0] as f64 - exact).abs() > 1e-6, "{precision:?} rounding is visible");
 }

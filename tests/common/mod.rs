@@ -181,3 +181,56 @@ macro_rules! golden_case_tests {
 }
 #[allow(unused_imports)]
 pub(crate) use golden_case_tests;
+
+/// `g.inputs` with every value scaled and shifted by `k`: a different input
+/// of the same shape, so a replay that ignored its input would show.
+fn varied(g: &Golden, k: f32) -> BTreeMap<String, Tensor> {
+    g.inputs
+        .iter()
+        .map(|(name, t)| {
+            let data = t.data.iter().enumerate().map(|(i, v)| v * (1.0 + 0.1 * k) + 0.01 * k * (i % 7) as f32);
+            (name.clone(), Tensor::new(t.shape.clone(), data.collect()).unwrap())
+        })
+        .collect()
+}
+
+fn inputs_of(t: &BTreeMap<String, Tensor>, with_aux: bool) -> quorum::Inputs<'_> {
+    quorum::Inputs { features: t.get("features"), lob: t.get("lob"), aux: if with_aux { t.get("aux") } else { None } }
+}
+
+/// A recorded forward (a CUDA graph, or the emulator's): the second call at
+/// a shape is recorded, later ones replay it; every result is bit-identical
+/// to running the ops one by one on the same input, through changes of shape
+/// (batch size, TLOB with and without aux) that must drop the recording.
+pub fn check_recorded_replays<B: Backend>(be: &B) {
+    for name in ["mpd_small_cls", "tlob_small_aux_norm", "cnn_lstm_small_3layer_norm"] {
+        let g = golden(name);
+        let mut recorded = g.model(be);
+        let mut direct = g.model(be);
+        direct.set_graphs(false);
+        let has_aux = g.inputs.contains_key("aux");
+        // (variation, aux, first sample only)
+        let mut plan = vec![(0.0, true, false), (1.0, true, false), (2.0, true, false), (3.0, true, false)];
+        plan.extend([(4.0, true, true), (5.0, true, true), (6.0, true, true), (7.0, true, false), (8.0, true, false)]);
+        if has_aux {
+            plan.extend([(9.0, false, false), (10.0, false, false), (11.0, false, false), (12.0, true, false)]);
+        }
+        for (k, with_aux, first_only) in plan {
+            let mut inputs = varied(&g, k);
+            if first_only {
+                for t in inputs.values_mut() {
+                    let per = t.numel() / t.shape[0];
+                    t.shape[0] = 1;
+                    t.data.truncate(per);
+                }
+            }
+            let want = direct.forward(be, &inputs_of(&inputs, with_aux)).unwrap();
+            let got = recorded.forward(be, &inputs_of(&inputs, with_aux)).unwrap();
+            assert_eq!(got, want, "{name}, variation {k}");
+        }
+        // Every call after the first of a run at one shape replays: runs of 4, 3, 2 (and 3 without aux, 1 back with it).
+        let want_replays = if has_aux { 3 + 2 + 1 + 2 } else { 3 + 2 + 1 };
+        assert_eq!(recorded.graph_replays(), want_replays, "{name}");
+        assert_eq!(direct.graph_replays(), 0);
+    }
+}

@@ -176,6 +176,7 @@ pub(crate) fn bias_act(y: &mut [f32], b: &[f32], rows: usize, ld: usize, off: us
 
 impl Backend for Cpu {
     type Buf = Vec<f32>;
+    type Graph = ();
 
     fn name(&self) -> &'static str {
         "cpu"
@@ -446,6 +447,18 @@ impl Backend for Cpu {
             out.expected_return[bi] = simd::dot(zr, &p.return_w[..dim]) + p.return_b[0];
         }
         Ok(())
+    }
+
+    fn begin_capture(&self) -> Result<bool> {
+        Ok(false)
+    }
+
+    fn end_capture(&self) -> Result<()> {
+        Err(Error::Backend { backend: "cpu".into(), reason: "end_capture: the CPU backend does not record".into() })
+    }
+
+    fn replay(&self, _graph: &()) -> Result<()> {
+        Err(Error::Backend { backend: "cpu".into(), reason: "replay: the CPU backend does not record".into() })
     }
 }
 

@@ -13,8 +13,8 @@
 //!    12.9-era driver to JIT).
 //!
 //! Event tracking is disabled right after the context is created: every op
-//! runs on one stream, and per-buffer events break stream capture (CUDA
-//! graphs, the next step for the batch-1 forward).
+//! runs on one stream, and per-buffer events would break stream capture, which
+//! records a model's forward into a CUDA graph (`Device::begin_capture`).
 //!
 //! Not yet run on a GPU: no machine of ours has one. `cargo test --features
 //! gpu-tests` runs the kernel tests on it the day one is there.
@@ -24,7 +24,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use cudarc::driver::{
-    sys, CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr, DevicePtrMut, DeviceRepr, PushKernelArg,
+    sys, CudaContext, CudaFunction, CudaGraph, CudaSlice, CudaStream, DevicePtr, DevicePtrMut, DeviceRepr,
+    PushKernelArg,
 };
 use cudarc::nvrtc::Ptx;
 
@@ -44,6 +45,14 @@ struct Arg<P>(P);
 // SAFETY: every KernelParams is #[repr(C)] plain data (pointers as u64 and
 // ints) with the layout of the kernel's C struct.
 unsafe impl<P: KernelParams> DeviceRepr for Arg<P> {}
+
+/// An instantiated CUDA graph of our stream.
+pub struct CudaGraphExec(CudaGraph);
+// SAFETY: the graph is only launched through `Device::replay`, onto the one
+// stream it was captured from; the driver API is thread-safe, and a model
+// replays under `&mut self`, so one graph is never launched concurrently.
+unsafe impl Send for CudaGraphExec {}
+unsafe impl Sync for CudaGraphExec {}
 
 pub struct Cuda {
     ctx: Arc<CudaContext>,
@@ -159,6 +168,7 @@ fn cached_cubin(nv: &Nvrtc, file: &str, arch: &str) -> Result<Vec<u8>> {
 
 impl Device for Cuda {
     type Mem = CudaSlice<f32>;
+    type Graph = CudaGraphExec;
 
     fn name(&self) -> &'static str {
         "cuda"
@@ -221,6 +231,28 @@ impl Device for Cuda {
         // SAFETY: the caller guarantees the pointers in `params` (Device::launch).
         unsafe { b.launch(c) }.map_err(|e| err(format!("{:?}: {e}", P::KERNEL)))?;
         Ok(())
+    }
+
+    fn begin_capture(&self) -> Result<()> {
+        // Thread-local: a launch from another thread meanwhile is not captured
+        // (and is not an error, as it would be in global mode).
+        self.stream
+            .begin_capture(sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
+            .map_err(|e| err(format!("begin_capture: {e}")))
+    }
+
+    fn end_capture(&self) -> Result<CudaGraphExec> {
+        // Upload at instantiation, so the first replay is as fast as the rest.
+        let flags = sys::CUgraphInstantiate_flags::CUDA_GRAPH_INSTANTIATE_FLAG_UPLOAD;
+        match self.stream.end_capture(flags) {
+            Ok(Some(g)) => Ok(CudaGraphExec(g)),
+            Ok(None) => Err(err("end_capture: nothing was captured")),
+            Err(e) => Err(err(format!("end_capture: {e}"))),
+        }
+    }
+
+    fn replay(&self, graph: &CudaGraphExec) -> Result<()> {
+        graph.0.launch().map_err(|e| err(format!("graph replay: {e}")))
     }
 }
 

@@ -24,10 +24,18 @@ pub enum Kernel {
     LinearBf16,
     Conv1dBf16,
     PatchEmbedBf16,
+    /// The IEEE f16 twins (`Precision::F16`).
+    LinearF16,
+    Conv1dF16,
+    PatchEmbedF16,
+    /// mma_check.cu with f16 operands.
+    MmaCheckF16,
+    /// mma_check.cu: the 16-bit float conversions, element by element.
+    HalfRoundTrip,
 }
 
 impl Kernel {
-    pub const ALL: [Kernel; 14] = [
+    pub const ALL: [Kernel; 19] = [
         Kernel::Standardize,
         Kernel::BroadcastAdd,
         Kernel::Pool,
@@ -42,6 +50,11 @@ impl Kernel {
         Kernel::LinearBf16,
         Kernel::Conv1dBf16,
         Kernel::PatchEmbedBf16,
+        Kernel::LinearF16,
+        Kernel::Conv1dF16,
+        Kernel::PatchEmbedF16,
+        Kernel::MmaCheckF16,
+        Kernel::HalfRoundTrip,
     ];
 
     /// The `extern "C"` symbol of the kernel in its `.cu` file.
@@ -61,6 +74,11 @@ impl Kernel {
             Kernel::LinearBf16 => "quorum_linear_bf16",
             Kernel::Conv1dBf16 => "quorum_conv1d_bf16",
             Kernel::PatchEmbedBf16 => "quorum_patch_embed_bf16",
+            Kernel::LinearF16 => "quorum_linear_f16",
+            Kernel::Conv1dF16 => "quorum_conv1d_f16",
+            Kernel::PatchEmbedF16 => "quorum_patch_embed_f16",
+            Kernel::MmaCheckF16 => "quorum_mma_check_f16",
+            Kernel::HalfRoundTrip => "quorum_half_round_trip",
         }
     }
 
@@ -74,11 +92,14 @@ impl Kernel {
             | Kernel::PatchEmbed
             | Kernel::LinearBf16
             | Kernel::Conv1dBf16
-            | Kernel::PatchEmbedBf16 => "gemm.cu",
+            | Kernel::PatchEmbedBf16
+            | Kernel::LinearF16
+            | Kernel::Conv1dF16
+            | Kernel::PatchEmbedF16 => "gemm.cu",
             Kernel::Attention => "attention.cu",
             Kernel::Lstm => "lstm.cu",
             Kernel::Heads => "heads.cu",
-            Kernel::MmaCheck => "mma_check.cu",
+            Kernel::MmaCheck | Kernel::MmaCheckF16 | Kernel::HalfRoundTrip => "mma_check.cu",
         }
     }
 }
@@ -103,6 +124,8 @@ impl LaunchConfig {
 pub trait Device: Send + Sync {
     /// A buffer of f32 in device memory.
     type Mem: Send + Sync;
+    /// A recorded sequence of launches (a CUDA graph), replayed as one.
+    type Graph: Send + Sync;
 
     fn name(&self) -> &'static str;
     fn alloc(&self, len: usize) -> Result<Self::Mem>;
@@ -126,4 +149,14 @@ pub trait Device: Send + Sync {
     /// for every access the kernel makes at this configuration, and written
     /// buffers must not be aliased by anything Rust reads meanwhile.
     unsafe fn launch<P: KernelParams>(&self, cfg: LaunchConfig, params: &P) -> Result<()>;
+
+    /// From now until `end_capture`, launches on this thread are recorded,
+    /// not run (CUDA stream capture). Nothing but launches may happen while
+    /// capturing: no allocation, no copy.
+    fn begin_capture(&self) -> Result<()>;
+    /// Stops recording and returns what was recorded, ready to replay.
+    fn end_capture(&self) -> Result<Self::Graph>;
+    /// Runs a recorded sequence again, reading the buffers' current contents:
+    /// every pointer it was recorded with must still be live and unmoved.
+    fn replay(&self, graph: &Self::Graph) -> Result<()>;
 }

@@ -6,6 +6,7 @@
 //! threads; within a block the emulator runs the threads as fibers on one OS
 //! thread (kernels/emu/emu.cpp), so results are exact and reproducible.
 
+use std::cell::RefCell;
 use std::ffi::{c_char, c_int, c_void, CStr};
 
 use rayon::prelude::*;
@@ -56,6 +57,11 @@ entries! {
     LinearBf16 => quorum_emu_launch_quorum_linear_bf16, quorum_emu_sizeof_quorum_linear_bf16;
     Conv1dBf16 => quorum_emu_launch_quorum_conv1d_bf16, quorum_emu_sizeof_quorum_conv1d_bf16;
     PatchEmbedBf16 => quorum_emu_launch_quorum_patch_embed_bf16, quorum_emu_sizeof_quorum_patch_embed_bf16;
+    LinearF16 => quorum_emu_launch_quorum_linear_f16, quorum_emu_sizeof_quorum_linear_f16;
+    Conv1dF16 => quorum_emu_launch_quorum_conv1d_f16, quorum_emu_sizeof_quorum_conv1d_f16;
+    PatchEmbedF16 => quorum_emu_launch_quorum_patch_embed_f16, quorum_emu_sizeof_quorum_patch_embed_f16;
+    MmaCheckF16 => quorum_emu_launch_quorum_mma_check_f16, quorum_emu_sizeof_quorum_mma_check_f16;
+    HalfRoundTrip => quorum_emu_launch_quorum_half_round_trip, quorum_emu_sizeof_quorum_half_round_trip;
 }
 
 /// The size of the C parameter struct of `k`, as the C++ compiler laid it out.
@@ -84,6 +90,30 @@ pub struct Emu {
     order: ThreadOrder,
 }
 
+/// A launch recorded during capture: the kernel run with a copy of its parameters.
+type RecordedLaunch = Box<dyn Fn(&Emu) -> Result<()> + Send + Sync>;
+
+/// The emulator's CUDA graph: launches recorded in order.
+pub struct EmuGraph {
+    launches: Vec<RecordedLaunch>,
+}
+
+impl EmuGraph {
+    pub fn len(&self) -> usize {
+        self.launches.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.launches.is_empty()
+    }
+}
+
+thread_local! {
+    // Per thread, as CUDA's thread-local capture mode: another thread's
+    // launches on the same device run as usual meanwhile.
+    static CAPTURE: RefCell<Option<Vec<RecordedLaunch>>> = const { RefCell::new(None) };
+}
+
 impl Emu {
     pub fn new() -> Self {
         Emu::default()
@@ -100,6 +130,7 @@ fn emu_err(reason: String) -> Error {
 
 impl Device for Emu {
     type Mem = EmuBuf;
+    type Graph = EmuGraph;
 
     fn name(&self) -> &'static str {
         "emu"
@@ -136,6 +167,53 @@ impl Device for Emu {
     }
 
     unsafe fn launch<P: KernelParams>(&self, cfg: LaunchConfig, params: &P) -> Result<()> {
+        let params = *params;
+        let record = move |emu: &Emu| {
+            // SAFETY: replay's contract: the recorded pointers are still live.
+            unsafe { emu.run(cfg, &params) }
+        };
+        let recorded = CAPTURE.with(|c| match c.borrow_mut().as_mut() {
+            Some(launches) => {
+                launches.push(Box::new(record));
+                true
+            }
+            None => false,
+        });
+        if recorded {
+            return Ok(());
+        }
+        // SAFETY: the caller's guarantee (Device::launch).
+        unsafe { self.run(cfg, &params) }
+    }
+
+    fn begin_capture(&self) -> Result<()> {
+        CAPTURE.with(|c| {
+            let mut c = c.borrow_mut();
+            if c.is_some() {
+                return Err(emu_err("begin_capture: this thread is already capturing".into()));
+            }
+            *c = Some(Vec::new());
+            Ok(())
+        })
+    }
+
+    fn end_capture(&self) -> Result<EmuGraph> {
+        let launches = CAPTURE.with(|c| c.borrow_mut().take());
+        let launches = launches.ok_or_else(|| emu_err("end_capture: no capture in progress".into()))?;
+        Ok(EmuGraph { launches })
+    }
+
+    fn replay(&self, graph: &EmuGraph) -> Result<()> {
+        graph.launches.iter().try_for_each(|launch| launch(self))
+    }
+}
+
+impl Emu {
+    /// Runs one kernel launch to completion.
+    ///
+    /// # Safety
+    /// As `Device::launch`.
+    unsafe fn run<P: KernelParams>(&self, cfg: LaunchConfig, params: &P) -> Result<()> {
         let (run, size) = entry(P::KERNEL);
         if size() != std::mem::size_of::<P>() {
             return Err(emu_err(format!(
@@ -312,6 +390,11 @@ mod tests {
             (Kernel::LinearBf16, std::mem::size_of::<Bf16<LinearParams>>()),
             (Kernel::Conv1dBf16, std::mem::size_of::<Bf16<ConvParams>>()),
             (Kernel::PatchEmbedBf16, std::mem::size_of::<Bf16<PatchParams>>()),
+            (Kernel::LinearF16, std::mem::size_of::<F16<LinearParams>>()),
+            (Kernel::Conv1dF16, std::mem::size_of::<F16<ConvParams>>()),
+            (Kernel::PatchEmbedF16, std::mem::size_of::<F16<PatchParams>>()),
+            (Kernel::MmaCheckF16, std::mem::size_of::<F16<MmaCheckParams>>()),
+            (Kernel::HalfRoundTrip, std::mem::size_of::<HalfRoundTripParams>()),
         ];
         for (k, rust) in sizes {
             assert_eq!(c_params_size(k), rust, "{k:?}");

@@ -53,8 +53,8 @@ pub fn gemm(rows: usize, n: usize, branches: usize) -> Result<LaunchConfig> {
     cfg([n.div_ceil(GEMM_TILE), rows.div_ceil(GEMM_TILE), branches], GEMM_THREADS, 0)
 }
 
-/// gemm.cu's bf16 tensor-core tile: 128 threads (4 warps) per 64×32 tile.
-pub fn gemm_bf16(rows: usize, n: usize, branches: usize) -> Result<LaunchConfig> {
+/// gemm.cu's tensor-core tile (bf16 and f16): 128 threads (4 warps) per 64×32 tile.
+pub fn gemm_mma(rows: usize, n: usize, branches: usize) -> Result<LaunchConfig> {
     cfg([n.div_ceil(32), rows.div_ceil(64), branches], 128, 0)
 }
 
@@ -94,9 +94,9 @@ mod tests {
         assert_eq!(gemm(64, 64, 1).unwrap().grid, [1, 1, 1]);
         assert_eq!(gemm(65, 65, 1).unwrap().grid, [2, 2, 1]);
         assert!(gemm(64 * 65_536, 8, 1).is_err(), "grid.y above 65535");
-        assert_eq!(gemm_bf16(49, 768, 1).unwrap().grid, [24, 1, 1]);
-        assert_eq!(gemm_bf16(100, 129, 3).unwrap().grid, [5, 2, 3]);
-        assert_eq!(gemm_bf16(1, 1, 1).unwrap().block, [128, 1, 1]);
+        assert_eq!(gemm_mma(49, 768, 1).unwrap().grid, [24, 1, 1]);
+        assert_eq!(gemm_mma(100, 129, 3).unwrap().grid, [5, 2, 3]);
+        assert_eq!(gemm_mma(1, 1, 1).unwrap().block, [128, 1, 1]);
     }
 
     #[test]

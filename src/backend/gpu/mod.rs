@@ -37,6 +37,22 @@ pub enum Precision {
     /// bf16 weights (half the memory traffic), bf16 tensor-core products
     /// with f32 accumulation: models.md's f16/bf16 tolerances.
     Bf16,
+    /// IEEE f16 weights and tensor-core products, f32 accumulation: three
+    /// more mantissa bits than bf16 and a range to ±65504, which weights and
+    /// normalized activations stay well inside; same tolerances.
+    F16,
+}
+
+impl Precision {
+    /// The `--precision` names.
+    pub fn parse(s: &str) -> Result<Self> {
+        match s {
+            "f32" => Ok(Precision::F32),
+            "bf16" => Ok(Precision::Bf16),
+            "f16" => Ok(Precision::F16),
+            _ => Err(Error::config("precision", format!("unknown precision {s:?} (expected f32, bf16 or f16)"))),
+        }
+    }
 }
 
 pub struct Gpu<D: Device> {
@@ -62,7 +78,7 @@ impl<D: Device> Gpu<D> {
     fn weight_len(&self, n_out: usize, n_in: usize) -> usize {
         match self.precision {
             Precision::F32 => n_out * n_in,
-            Precision::Bf16 => n_out * n_in.div_ceil(2),
+            Precision::Bf16 | Precision::F16 => n_out * n_in.div_ceil(2),
         }
     }
 
@@ -71,12 +87,14 @@ impl<D: Device> Gpu<D> {
     where
         P: KernelParams,
         Bf16<P>: KernelParams,
+        F16<P>: KernelParams,
     {
         // SAFETY: the callers checked every buffer of `p` against its shape.
         unsafe {
             match self.precision {
                 Precision::F32 => self.dev.launch(launch::gemm(rows, n, branches)?, &p),
-                Precision::Bf16 => self.dev.launch(launch::gemm_bf16(rows, n, branches)?, &Bf16(p)),
+                Precision::Bf16 => self.dev.launch(launch::gemm_mma(rows, n, branches)?, &Bf16(p)),
+                Precision::F16 => self.dev.launch(launch::gemm_mma(rows, n, branches)?, &F16(p)),
             }
         }
     }
@@ -132,6 +150,7 @@ impl<D: Device> Gpu<D> {
 
 impl<D: Device> Backend for Gpu<D> {
     type Buf = D::Mem;
+    type Graph = D::Graph;
 
     fn name(&self) -> &'static str {
         self.dev.name()
@@ -162,19 +181,20 @@ impl<D: Device> Backend for Gpu<D> {
         if w.len() < n_out * n_in {
             return Err(self.err(format!("prepare_linear: {} values for a ({n_out}, {n_in}) matrix", w.len())));
         }
-        if self.precision == Precision::Bf16 {
-            // PyTorch's (n_out, n_in) layout, k padded to even, two bf16 per
-            // 32-bit slot (low half first): gemm_tile_bf16's B fragments.
+        let bits: fn(f32) -> u32 = match self.precision {
+            Precision::F32 => |_| 0,
+            Precision::Bf16 => |v| u32::from(half::bf16::from_f32(v).to_bits()),
+            Precision::F16 => |v| u32::from(half::f16::from_f32(v).to_bits()),
+        };
+        if self.precision != Precision::F32 {
+            // PyTorch's (n_out, n_in) layout, k padded to even, two 16-bit
+            // values per 32-bit slot (low half first): gemm_tile_mma's B words.
             let words = n_in.div_ceil(2);
             let mut packed = vec![0f32; n_out * words];
             for o in 0..n_out {
                 for j in 0..words {
-                    let lo = half::bf16::from_f32(w[o * n_in + 2 * j]).to_bits() as u32;
-                    let hi = if 2 * j + 1 < n_in {
-                        half::bf16::from_f32(w[o * n_in + 2 * j + 1]).to_bits() as u32
-                    } else {
-                        0
-                    };
+                    let lo = bits(w[o * n_in + 2 * j]);
+                    let hi = if 2 * j + 1 < n_in { bits(w[o * n_in + 2 * j + 1]) } else { 0 };
                     packed[o * words + j] = f32::from_bits(lo | hi << 16);
                 }
             }
@@ -462,5 +482,18 @@ impl<D: Device> Backend for Gpu<D> {
         };
         // SAFETY: sizes checked above.
         unsafe { self.dev.launch(launch::heads(batch)?, &prm) }
+    }
+
+    fn begin_capture(&self) -> Result<bool> {
+        self.dev.begin_capture()?;
+        Ok(true)
+    }
+
+    fn end_capture(&self) -> Result<D::Graph> {
+        self.dev.end_capture()
+    }
+
+    fn replay(&self, graph: &D::Graph) -> Result<()> {
+        self.dev.replay(graph)
     }
 }

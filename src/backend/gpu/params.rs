@@ -96,22 +96,36 @@ params!(
     MmaCheckParams => MmaCheck { a: u64, b: u64, c: u64, d: u64 }
 );
 
+params!(
+    /// `kernels/mma_check.cu` HalfRoundTripParams: y = widen(narrow(x)), kind 0 bf16, 1 f16.
+    HalfRoundTripParams => HalfRoundTrip { x: u64, y: u64, n: i32, kind: i32 }
+);
+
 /// The same parameters for a kernel's bf16-weight twin (`w` holds bf16).
 #[repr(transparent)]
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Bf16<P>(pub P);
 
-macro_rules! bf16_twin {
-    ($p:ty => $kernel:ident) => {
+/// The same parameters for a kernel's IEEE-f16 twin (`w` holds f16).
+#[repr(transparent)]
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct F16<P>(pub P);
+
+macro_rules! twin {
+    ($wrap:ident, $p:ty => $kernel:ident) => {
         // SAFETY: repr(transparent) over a parameter struct of the same C layout.
-        unsafe impl KernelParams for Bf16<$p> {
+        unsafe impl KernelParams for $wrap<$p> {
             const KERNEL: Kernel = Kernel::$kernel;
         }
     };
 }
-bf16_twin!(LinearParams => LinearBf16);
-bf16_twin!(ConvParams => Conv1dBf16);
-bf16_twin!(PatchParams => PatchEmbedBf16);
+twin!(Bf16, LinearParams => LinearBf16);
+twin!(Bf16, ConvParams => Conv1dBf16);
+twin!(Bf16, PatchParams => PatchEmbedBf16);
+twin!(F16, LinearParams => LinearF16);
+twin!(F16, ConvParams => Conv1dF16);
+twin!(F16, PatchParams => PatchEmbedF16);
+twin!(F16, MmaCheckParams => MmaCheckF16);
 
 #[cfg(test)]
 mod tests {
