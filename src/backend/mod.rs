@@ -307,10 +307,213 @@ pub struct AdamWStep {
     pub grad_scale: f32,
 }
 
+/// The gradients of one set of heads' parameters, PyTorch layout; the
+/// backward adds into them.
+pub struct HeadsGrads<'a, B: Backend + ?Sized> {
+    pub direction_w: &'a mut B::Buf,
+    pub direction_b: &'a mut B::Buf,
+    pub confidence_w: &'a mut B::Buf,
+    pub confidence_b: &'a mut B::Buf,
+    pub return_w: &'a mut B::Buf,
+    pub return_b: &'a mut B::Buf,
+}
+
+/// training.md's multi-task loss of one set of heads: the weights of its three
+/// terms, and the factor applied to every gradient (`1 / batch` for the mean
+/// over the batch, times `1 / sets` for TLOB's horizons).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct HeadsLoss {
+    pub direction: f32,
+    pub confidence: f32,
+    pub ret: f32,
+    pub grad_scale: f32,
+}
+
+/// One set of heads' targets over a batch: `class (batch)` holds the class
+/// ids as f32 (0, 1, 2), `ret (batch)` the return target.
+pub struct HeadsTargets<'a, B: Backend + ?Sized> {
+    pub class: &'a B::Buf,
+    pub ret: &'a B::Buf,
+}
+
 /// The ops training needs beyond the forward: backward passes and the
 /// optimizer. A separate trait so a backend without them (today: the GPU
 /// backends) cannot be handed to the trainer by mistake.
+///
+/// Backward conventions: weights are passed in PyTorch's layout (the master
+/// copy, not `prepare_linear`'s); parameter gradients are always added into
+/// (so accumulation over micro-batches is free); an input gradient is written
+/// unless the op says it adds. Reductions run in a fixed order, so the same
+/// inputs give bit-identical gradients whatever the thread scheduling.
 pub trait Train: Backend {
+    /// `prepare_linear` into an existing buffer (re-deriving the layout after
+    /// an optimizer step without allocating).
+    fn prepare_linear_into(&self, w: &[f32], n_out: usize, n_in: usize, dst: &mut Self::Buf) -> Result<()>;
+    /// `prepare_recurrent` into an existing buffer.
+    fn prepare_recurrent_into(&self, w_hh: &[f32], hidden: usize, dst: &mut Self::Buf) -> Result<()>;
+
+    /// `dst[..len] = src[..len]`.
+    fn copy(&self, src: &Self::Buf, dst: &mut Self::Buf, len: usize) -> Result<()>;
+    /// `dst[..len] += src[..len]`.
+    fn add(&self, dst: &mut Self::Buf, src: &Self::Buf, len: usize) -> Result<()>;
+    /// `x[..len] *= m[..len]` (applying a dropout mask, forward or backward).
+    fn mul(&self, x: &mut Self::Buf, m: &Self::Buf, len: usize) -> Result<()>;
+    /// `y = GELU(x)` elementwise (the training forward keeps `x`).
+    fn gelu(&self, x: &Self::Buf, y: &mut Self::Buf, len: usize) -> Result<()>;
+    /// `dy *= GELU'(pre)`: turns the gradient of a GELU's output into that of its input.
+    fn gelu_backward(&self, pre: &Self::Buf, dy: &mut Self::Buf, len: usize) -> Result<()>;
+    /// An inverted-dropout mask: each value is `1 / (1 − p)` with probability
+    /// `1 − p`, else 0, drawn from ChaCha8 seeded with `seed` on stream `stream`.
+    fn dropout_mask(&self, mask: &mut Self::Buf, len: usize, p: f32, seed: u64, stream: u64) -> Result<()>;
+
+    /// Backward of `y = x Wᵀ + b` with `w (n_out, n_in)`: `dw += dyᵀ x`,
+    /// `db += Σ_rows dy` when given, and `dx = dy W` (`+=` when
+    /// `accumulate_dx`) when given.
+    #[allow(clippy::too_many_arguments)]
+    fn linear_backward(
+        &self,
+        x: &Self::Buf,
+        w: &Self::Buf,
+        dy: &Self::Buf,
+        dx: Option<&mut Self::Buf>,
+        dw: &mut Self::Buf,
+        db: Option<&mut Self::Buf>,
+        shape: LinearShape,
+        accumulate_dx: bool,
+    ) -> Result<()>;
+
+    /// `db[..n] += Σ_rows dy (rows, n)`.
+    fn bias_backward(&self, dy: &Self::Buf, db: &mut Self::Buf, rows: usize, n: usize) -> Result<()>;
+
+    /// Backward of `layernorm`, statistics recomputed from `x`: `dx += …`,
+    /// `dgamma += …`, `dbeta += …`.
+    #[allow(clippy::too_many_arguments)]
+    fn layernorm_backward(
+        &self,
+        x: &Self::Buf,
+        gamma: &Self::Buf,
+        dy: &Self::Buf,
+        dx: &mut Self::Buf,
+        dgamma: &mut Self::Buf,
+        dbeta: &mut Self::Buf,
+        rows: usize,
+        dim: usize,
+    ) -> Result<()>;
+
+    /// `attention`, also keeping the softmax probabilities
+    /// `probs (batch, heads, tokens, tokens)` for the backward.
+    fn attention_train(
+        &self,
+        qkv: &Self::Buf,
+        out: &mut Self::Buf,
+        probs: &mut Self::Buf,
+        shape: AttentionShape,
+    ) -> Result<()>;
+
+    /// Backward of `attention` from the kept probabilities: writes `dqkv`;
+    /// `scratch` has the size of `probs` (the probabilities' gradient).
+    fn attention_backward(
+        &self,
+        qkv: &Self::Buf,
+        probs: &Self::Buf,
+        dout: &Self::Buf,
+        dqkv: &mut Self::Buf,
+        scratch: &mut Self::Buf,
+        shape: AttentionShape,
+    ) -> Result<()>;
+
+    /// Backward of `patch_embed`: `dw (dim, patch_h·patch_w) += …`, `db += …`,
+    /// `dcls += …` (with a class token), `dpos (tokens, dim) += …`.
+    #[allow(clippy::too_many_arguments)]
+    fn patch_embed_backward(
+        &self,
+        x: &Self::Buf,
+        dout: &Self::Buf,
+        dw: &mut Self::Buf,
+        db: &mut Self::Buf,
+        dcls: Option<&mut Self::Buf>,
+        dpos: &mut Self::Buf,
+        shape: PatchShape,
+    ) -> Result<()>;
+
+    /// Backward of a `conv1d` without its activation (`dy` is the gradient of
+    /// the pre-activation, read at `shape.out_offset` of rows of
+    /// `shape.out_stride`); `w` is PyTorch's `(c_out, c_in, k)`; `dw += …`,
+    /// `db += …`, `dx += …` when given.
+    #[allow(clippy::too_many_arguments)]
+    fn conv1d_backward(
+        &self,
+        x: &Self::Buf,
+        w: &Self::Buf,
+        dy: &Self::Buf,
+        dx: Option<&mut Self::Buf>,
+        dw: &mut Self::Buf,
+        db: &mut Self::Buf,
+        shape: ConvShape,
+    ) -> Result<()>;
+
+    /// The LSTM recurrence of `lstm`, also keeping every step's cell state
+    /// `c_seq (batch, steps, hidden)` and activated gates
+    /// `gates (batch, steps, 4·hidden)` (i, f, g, o) for the backward.
+    fn lstm_train(
+        &self,
+        gx: &Self::Buf,
+        w_hh: &Self::Buf,
+        h_seq: &mut Self::Buf,
+        c_seq: &mut Self::Buf,
+        gates: &mut Self::Buf,
+        shape: LstmShape,
+    ) -> Result<()>;
+
+    /// Backpropagation through time of one LSTM layer: from the gradient of
+    /// every step's output `dh_seq`, writes the gradient of the gate
+    /// pre-activations `dgx (batch, steps, 4·hidden)` (which is also the
+    /// gradient of both biases and, through `W_ih`, of the input) and adds
+    /// `dw_hh (4·hidden, hidden) += …`. `w_hh` in PyTorch's layout.
+    #[allow(clippy::too_many_arguments)]
+    fn lstm_backward(
+        &self,
+        w_hh: &Self::Buf,
+        h_seq: &Self::Buf,
+        c_seq: &Self::Buf,
+        gates: &Self::Buf,
+        dh_seq: &Self::Buf,
+        dgx: &mut Self::Buf,
+        dw_hh: &mut Self::Buf,
+        shape: LstmShape,
+    ) -> Result<()>;
+
+    /// Backward of `broadcast_add` for its source: `dsrc += Σ dx` over the broadcast axis.
+    fn broadcast_add_backward(&self, dx: &Self::Buf, dsrc: &mut Self::Buf, shape: BroadcastShape) -> Result<()>;
+
+    /// Backward of `pool`: writes all of `dx (batch, tokens, dim)`.
+    fn pool_backward(
+        &self,
+        dout: &Self::Buf,
+        dx: &mut Self::Buf,
+        batch: usize,
+        tokens: usize,
+        dim: usize,
+        how: Pool,
+    ) -> Result<()>;
+
+    /// The heads' forward (as `heads`) and training.md's loss of one set of
+    /// heads; returns the loss summed over the batch (not yet averaged).
+    /// With `grads`, adds `loss.grad_scale ·` the gradient into the heads'
+    /// parameter gradients and into `dz (batch, dim)`.
+    #[allow(clippy::too_many_arguments)]
+    fn heads_loss(
+        &self,
+        z: &Self::Buf,
+        p: HeadsRef<'_, Self>,
+        out: HeadsOut<'_, Self>,
+        targets: HeadsTargets<'_, Self>,
+        loss: HeadsLoss,
+        grads: Option<(HeadsGrads<'_, Self>, &mut Self::Buf)>,
+        batch: usize,
+        dim: usize,
+    ) -> Result<f64>;
+
     fn adamw(
         &self,
         param: &mut Self::Buf,

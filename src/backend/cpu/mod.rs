@@ -7,6 +7,7 @@
 
 mod attention;
 mod conv;
+mod grad;
 mod lstm;
 mod optim;
 mod pair;

@@ -4,15 +4,38 @@
 
 use rayon::prelude::*;
 
-use super::{check_len, Cpu};
-use crate::backend::{AdamWStep, Train};
-use crate::error::Result;
+use super::{check_len, grad, simd, Cpu};
+use crate::backend::{
+    AdamWStep, AttentionShape, Backend, BroadcastShape, ConvShape, HeadsGrads, HeadsLoss, HeadsOut, HeadsRef,
+    HeadsTargets, LinearShape, LstmShape, PatchShape, Pool, Train,
+};
+use crate::error::{Error, Result};
 
 /// One rayon task's slices of param, grad, m and v, as the zipped iterators yield them.
 type Chunks<'a> = (((&'a mut [f32], &'a [f32]), &'a mut [f32]), &'a mut [f32]);
 
 /// Elements per rayon task; below one chunk the loop stays on this thread.
 const CHUNK: usize = 1 << 14;
+
+/// `(rows, cols)` → `(cols, rows)` row-major, in tiles so both sides stay in
+/// cache (a plain double loop strides through the destination); runs after
+/// every optimizer step for every matrix.
+fn transpose_into(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
+    const T: usize = 32;
+    // Parallel over destination row blocks (source column blocks): disjoint writes.
+    dst.par_chunks_mut(T * rows).enumerate().for_each(|(cb, block)| {
+        let c0 = cb * T;
+        let c1 = (c0 + T).min(cols);
+        for r0 in (0..rows).step_by(T) {
+            for r in r0..(r0 + T).min(rows) {
+                let row = &src[r * cols..];
+                for c in c0..c1 {
+                    block[(c - c0) * rows + r] = row[c];
+                }
+            }
+        }
+    });
+}
 
 impl Train for Cpu {
     fn adamw(
@@ -60,6 +83,363 @@ impl Train for Cpu {
         check_len("fill", "x", x.len(), len)?;
         x[..len].fill(value);
         Ok(())
+    }
+
+    fn prepare_linear_into(&self, w: &[f32], n_out: usize, n_in: usize, dst: &mut Vec<f32>) -> Result<()> {
+        check_len("prepare_linear_into", "w", w.len(), n_out * n_in)?;
+        check_len("prepare_linear_into", "dst", dst.len(), n_out * n_in)?;
+        transpose_into(&w[..n_out * n_in], n_out, n_in, &mut dst[..n_out * n_in]);
+        Ok(())
+    }
+
+    fn prepare_recurrent_into(&self, w_hh: &[f32], hidden: usize, dst: &mut Vec<f32>) -> Result<()> {
+        let n = 4 * hidden * hidden;
+        check_len("prepare_recurrent_into", "w_hh", w_hh.len(), n)?;
+        check_len("prepare_recurrent_into", "dst", dst.len(), 2 * n)?;
+        dst[..n].copy_from_slice(&w_hh[..n]);
+        transpose_into(&w_hh[..n], 4 * hidden, hidden, &mut dst[n..2 * n]);
+        Ok(())
+    }
+
+    fn copy(&self, src: &Vec<f32>, dst: &mut Vec<f32>, len: usize) -> Result<()> {
+        check_len("copy", "src", src.len(), len)?;
+        check_len("copy", "dst", dst.len(), len)?;
+        dst[..len].copy_from_slice(&src[..len]);
+        Ok(())
+    }
+
+    fn add(&self, dst: &mut Vec<f32>, src: &Vec<f32>, len: usize) -> Result<()> {
+        check_len("add", "src", src.len(), len)?;
+        check_len("add", "dst", dst.len(), len)?;
+        dst[..len].par_chunks_mut(CHUNK).zip(src[..len].par_chunks(CHUNK)).for_each(|(d, s)| simd::axpy(1.0, s, d));
+        Ok(())
+    }
+
+    fn mul(&self, x: &mut Vec<f32>, m: &Vec<f32>, len: usize) -> Result<()> {
+        check_len("mul", "x", x.len(), len)?;
+        check_len("mul", "mask", m.len(), len)?;
+        x[..len].par_chunks_mut(CHUNK).zip(m[..len].par_chunks(CHUNK)).for_each(|(x, m)| {
+            x.iter_mut().zip(m).for_each(|(a, b)| *a *= b);
+        });
+        Ok(())
+    }
+
+    fn gelu(&self, x: &Vec<f32>, y: &mut Vec<f32>, len: usize) -> Result<()> {
+        check_len("gelu", "x", x.len(), len)?;
+        check_len("gelu", "y", y.len(), len)?;
+        grad::gelu(&x[..len], &mut y[..len]);
+        Ok(())
+    }
+
+    fn gelu_backward(&self, pre: &Vec<f32>, dy: &mut Vec<f32>, len: usize) -> Result<()> {
+        check_len("gelu_backward", "pre", pre.len(), len)?;
+        check_len("gelu_backward", "dy", dy.len(), len)?;
+        grad::gelu_backward(&pre[..len], &mut dy[..len]);
+        Ok(())
+    }
+
+    fn dropout_mask(&self, mask: &mut Vec<f32>, len: usize, p: f32, seed: u64, stream: u64) -> Result<()> {
+        check_len("dropout_mask", "mask", mask.len(), len)?;
+        if !(0.0..1.0).contains(&p) {
+            return Err(Error::Backend {
+                backend: "cpu".into(),
+                reason: format!("dropout_mask: p = {p} not in [0, 1)"),
+            });
+        }
+        grad::dropout_mask(&mut mask[..len], p, seed, stream);
+        Ok(())
+    }
+
+    fn linear_backward(
+        &self,
+        x: &Vec<f32>,
+        w: &Vec<f32>,
+        dy: &Vec<f32>,
+        dx: Option<&mut Vec<f32>>,
+        dw: &mut Vec<f32>,
+        db: Option<&mut Vec<f32>>,
+        s: LinearShape,
+        accumulate_dx: bool,
+    ) -> Result<()> {
+        let op = "linear_backward";
+        check_len(op, "x", x.len(), s.rows * s.n_in)?;
+        check_len(op, "w", w.len(), s.n_out * s.n_in)?;
+        check_len(op, "dy", dy.len(), s.rows * s.n_out)?;
+        check_len(op, "dw", dw.len(), s.n_out * s.n_in)?;
+        if let Some(dx) = &dx {
+            check_len(op, "dx", dx.len(), s.rows * s.n_in)?;
+        }
+        if let Some(db) = &db {
+            check_len(op, "db", db.len(), s.n_out)?;
+        }
+        grad::linear_backward(
+            x,
+            w,
+            dy,
+            dx.map(|v| v.as_mut_slice()),
+            dw,
+            db.map(|v| v.as_mut_slice()),
+            s.rows,
+            s.n_in,
+            s.n_out,
+            accumulate_dx,
+        );
+        Ok(())
+    }
+
+    fn bias_backward(&self, dy: &Vec<f32>, db: &mut Vec<f32>, rows: usize, n: usize) -> Result<()> {
+        check_len("bias_backward", "dy", dy.len(), rows * n)?;
+        check_len("bias_backward", "db", db.len(), n)?;
+        grad::col_sums(dy, n, 0, rows, n, db);
+        Ok(())
+    }
+
+    fn layernorm_backward(
+        &self,
+        x: &Vec<f32>,
+        gamma: &Vec<f32>,
+        dy: &Vec<f32>,
+        dx: &mut Vec<f32>,
+        dgamma: &mut Vec<f32>,
+        dbeta: &mut Vec<f32>,
+        rows: usize,
+        dim: usize,
+    ) -> Result<()> {
+        let op = "layernorm_backward";
+        for (what, have, need) in [
+            ("x", x.len(), rows * dim),
+            ("gamma", gamma.len(), dim),
+            ("dy", dy.len(), rows * dim),
+            ("dx", dx.len(), rows * dim),
+            ("dgamma", dgamma.len(), dim),
+            ("dbeta", dbeta.len(), dim),
+        ] {
+            check_len(op, what, have, need)?;
+        }
+        grad::layernorm_backward(x, gamma, dy, dx, dgamma, dbeta, rows, dim);
+        Ok(())
+    }
+
+    fn attention_train(
+        &self,
+        qkv: &Vec<f32>,
+        out: &mut Vec<f32>,
+        probs: &mut Vec<f32>,
+        s: AttentionShape,
+    ) -> Result<()> {
+        let n = s.batch * s.tokens;
+        check_len("attention_train", "qkv", qkv.len(), n * 3 * s.dim())?;
+        check_len("attention_train", "out", out.len(), n * s.dim())?;
+        check_len("attention_train", "probs", probs.len(), s.batch * s.heads * s.tokens * s.tokens)?;
+        grad::attention_train(qkv, out, probs, s);
+        Ok(())
+    }
+
+    fn attention_backward(
+        &self,
+        qkv: &Vec<f32>,
+        probs: &Vec<f32>,
+        dout: &Vec<f32>,
+        dqkv: &mut Vec<f32>,
+        scratch: &mut Vec<f32>,
+        s: AttentionShape,
+    ) -> Result<()> {
+        let n = s.batch * s.tokens;
+        let pn = s.batch * s.heads * s.tokens * s.tokens;
+        check_len("attention_backward", "qkv", qkv.len(), n * 3 * s.dim())?;
+        check_len("attention_backward", "probs", probs.len(), pn)?;
+        check_len("attention_backward", "scratch", scratch.len(), pn)?;
+        check_len("attention_backward", "dout", dout.len(), n * s.dim())?;
+        check_len("attention_backward", "dqkv", dqkv.len(), n * 3 * s.dim())?;
+        grad::attention_backward(qkv, probs, dout, dqkv, &mut scratch[..pn], s);
+        Ok(())
+    }
+
+    fn patch_embed_backward(
+        &self,
+        x: &Vec<f32>,
+        dout: &Vec<f32>,
+        dw: &mut Vec<f32>,
+        db: &mut Vec<f32>,
+        dcls: Option<&mut Vec<f32>>,
+        dpos: &mut Vec<f32>,
+        s: PatchShape,
+    ) -> Result<()> {
+        let op = "patch_embed_backward";
+        let plen = s.patch_h * s.patch_w;
+        check_len(op, "x", x.len(), s.batch * s.height * s.width)?;
+        check_len(op, "dout", dout.len(), s.batch * s.tokens() * s.dim)?;
+        check_len(op, "dw", dw.len(), s.dim * plen)?;
+        check_len(op, "db", db.len(), s.dim)?;
+        check_len(op, "dpos", dpos.len(), s.tokens() * s.dim)?;
+        if s.cls_token {
+            check_len(op, "dcls", dcls.as_ref().map_or(0, |c| c.len()), s.dim)?;
+        }
+        grad::patch_embed_backward(x, dout, dw, db, dcls.map(|c| c.as_mut_slice()), dpos, s);
+        Ok(())
+    }
+
+    fn conv1d_backward(
+        &self,
+        x: &Vec<f32>,
+        w: &Vec<f32>,
+        dy: &Vec<f32>,
+        dx: Option<&mut Vec<f32>>,
+        dw: &mut Vec<f32>,
+        db: &mut Vec<f32>,
+        s: ConvShape,
+    ) -> Result<()> {
+        let op = "conv1d_backward";
+        let rows = s.samples * s.len;
+        check_len(op, "x", x.len(), rows * s.c_in)?;
+        check_len(op, "w", w.len(), s.c_out * s.c_in * s.kernel)?;
+        check_len(op, "dy", dy.len(), rows * s.out_stride)?;
+        check_len(op, "dw", dw.len(), s.c_out * s.c_in * s.kernel)?;
+        check_len(op, "db", db.len(), s.c_out)?;
+        if let Some(dx) = &dx {
+            check_len(op, "dx", dx.len(), rows * s.c_in)?;
+        }
+        if s.out_offset + s.c_out > s.out_stride || s.kernel % 2 == 0 {
+            return Err(Error::Backend { backend: "cpu".into(), reason: format!("{op}: inconsistent shape {s:?}") });
+        }
+        grad::conv1d_backward(x, w, dy, dx.map(|v| v.as_mut_slice()), dw, db, s);
+        Ok(())
+    }
+
+    fn lstm_train(
+        &self,
+        gx: &Vec<f32>,
+        w_hh: &Vec<f32>,
+        h_seq: &mut Vec<f32>,
+        c_seq: &mut Vec<f32>,
+        gates: &mut Vec<f32>,
+        s: LstmShape,
+    ) -> Result<()> {
+        let rows = s.batch * s.steps;
+        let h = s.hidden;
+        check_len("lstm_train", "gx", gx.len(), rows * 4 * h)?;
+        check_len("lstm_train", "w_hh", w_hh.len(), 8 * h * h)?;
+        check_len("lstm_train", "h_seq", h_seq.len(), rows * h)?;
+        check_len("lstm_train", "c_seq", c_seq.len(), rows * h)?;
+        check_len("lstm_train", "gates", gates.len(), rows * 4 * h)?;
+        grad::lstm_train(gx, &w_hh[4 * h * h..8 * h * h], h_seq, c_seq, gates, s);
+        Ok(())
+    }
+
+    fn lstm_backward(
+        &self,
+        w_hh: &Vec<f32>,
+        h_seq: &Vec<f32>,
+        c_seq: &Vec<f32>,
+        gates: &Vec<f32>,
+        dh_seq: &Vec<f32>,
+        dgx: &mut Vec<f32>,
+        dw_hh: &mut Vec<f32>,
+        s: LstmShape,
+    ) -> Result<()> {
+        let op = "lstm_backward";
+        let (rows, h) = (s.batch * s.steps, s.hidden);
+        for (what, have, need) in [
+            ("w_hh", w_hh.len(), 4 * h * h),
+            ("h_seq", h_seq.len(), rows * h),
+            ("c_seq", c_seq.len(), rows * h),
+            ("gates", gates.len(), rows * 4 * h),
+            ("dh_seq", dh_seq.len(), rows * h),
+            ("dgx", dgx.len(), rows * 4 * h),
+            ("dw_hh", dw_hh.len(), 4 * h * h),
+        ] {
+            check_len(op, what, have, need)?;
+        }
+        grad::lstm_backward(w_hh, h_seq, c_seq, gates, dh_seq, dgx, dw_hh, s);
+        Ok(())
+    }
+
+    fn broadcast_add_backward(&self, dx: &Vec<f32>, dsrc: &mut Vec<f32>, s: BroadcastShape) -> Result<()> {
+        check_len("broadcast_add_backward", "dx", dx.len(), s.outer * s.inner * s.dim)?;
+        let src_rows = if s.per_outer { s.outer } else { s.inner };
+        check_len("broadcast_add_backward", "dsrc", dsrc.len(), src_rows * s.dim)?;
+        grad::broadcast_add_backward(dx, dsrc, s);
+        Ok(())
+    }
+
+    fn pool_backward(
+        &self,
+        dout: &Vec<f32>,
+        dx: &mut Vec<f32>,
+        batch: usize,
+        tokens: usize,
+        dim: usize,
+        how: Pool,
+    ) -> Result<()> {
+        check_len("pool_backward", "dout", dout.len(), batch * dim)?;
+        check_len("pool_backward", "dx", dx.len(), batch * tokens * dim)?;
+        if tokens == 0 {
+            return Err(Error::Backend { backend: "cpu".into(), reason: "pool_backward: zero tokens".into() });
+        }
+        grad::pool_backward(dout, dx, batch, tokens, dim, how);
+        Ok(())
+    }
+
+    fn heads_loss(
+        &self,
+        z: &Vec<f32>,
+        p: HeadsRef<'_, Self>,
+        out: HeadsOut<'_, Self>,
+        targets: HeadsTargets<'_, Self>,
+        loss: HeadsLoss,
+        grads: Option<(HeadsGrads<'_, Self>, &mut Vec<f32>)>,
+        batch: usize,
+        dim: usize,
+    ) -> Result<f64> {
+        let c = p.classes;
+        if c != 3 {
+            return Err(Error::Backend { backend: "cpu".into(), reason: format!("heads_loss: {c} classes, needs 3") });
+        }
+        check_len("heads_loss", "class", targets.class.len(), batch)?;
+        check_len("heads_loss", "ret", targets.ret.len(), batch)?;
+        let (logits_buf, conf_buf, ret_buf) = (out.logits, out.confidence, out.expected_return);
+        self.heads(
+            z,
+            HeadsRef { ..p },
+            HeadsOut { logits: &mut *logits_buf, confidence: &mut *conf_buf, expected_return: &mut *ret_buf },
+            batch,
+            dim,
+        )?;
+        let mut grads = grads;
+        if let Some((g, dz)) = &grads {
+            check_len("heads_loss", "dz", dz.len(), batch * dim)?;
+            check_len("heads_loss", "direction.weight grad", g.direction_w.len(), c * dim)?;
+            check_len("heads_loss", "confidence.weight grad", g.confidence_w.len(), dim)?;
+            check_len("heads_loss", "expected_return.weight grad", g.return_w.len(), dim)?;
+        }
+        let mut total = 0f64;
+        for bi in 0..batch {
+            let zr = &z[bi * dim..(bi + 1) * dim];
+            let class = targets.class[bi];
+            if !(class == 0.0 || class == 1.0 || class == 2.0) {
+                return Err(Error::input("targets.class", format!("sample {bi}: class {class} is not 0, 1 or 2")));
+            }
+            // The confidence head's pre-sigmoid value, recomputed exactly.
+            let conf_pre = simd::dot(zr, &p.confidence_w[..dim]) + p.confidence_b[0];
+            let logits = &logits_buf[bi * c..(bi + 1) * c];
+            let (l, g) = grad::sample_loss(logits, conf_pre, ret_buf[bi], class as usize, targets.ret[bi], loss);
+            total += l;
+            if let Some((hg, dz)) = grads.as_mut() {
+                let dzr = &mut dz[bi * dim..(bi + 1) * dim];
+                for (k, &gk) in g[..c].iter().enumerate() {
+                    simd::axpy(gk, zr, &mut hg.direction_w[k * dim..(k + 1) * dim]);
+                    hg.direction_b[k] += gk;
+                    simd::axpy(gk, &p.direction_w[k * dim..(k + 1) * dim], dzr);
+                }
+                simd::axpy(g[3], zr, &mut hg.confidence_w[..dim]);
+                hg.confidence_b[0] += g[3];
+                simd::axpy(g[3], &p.confidence_w[..dim], dzr);
+                simd::axpy(g[4], zr, &mut hg.return_w[..dim]);
+                hg.return_b[0] += g[4];
+                simd::axpy(g[4], &p.return_w[..dim], dzr);
+            }
+        }
+        Ok(total)
     }
 }
 

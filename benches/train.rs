@@ -1,0 +1,84 @@
+//! One training step per model on the CPU backend at the default configs,
+//! batch 32: `forward_backward` (dropout on) plus AdamW over every parameter
+//! and `refresh` (what the trainer does per optimizer step).
+//!
+//!     cargo bench --bench train
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use quorum::backend::{AdamWStep, Train};
+use quorum::model::{ModelConfig, ModelKind};
+use quorum::train::{HeadTargets, LossWeights, TrainBatch, TrainNet};
+use quorum::{Backend, Cpu, Tensor};
+
+const BATCH: usize = 32;
+
+fn batch_for(config: &ModelConfig) -> TrainBatch {
+    let fill = |shape: Vec<usize>| {
+        let n: usize = shape.iter().product();
+        Tensor::new(shape, (0..n).map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0).collect()).unwrap()
+    };
+    let target = || HeadTargets {
+        class: (0..BATCH).map(|i| (i % 3) as u8).collect(),
+        ret: (0..BATCH).map(|i| i as f32 * 0.1 - 1.5).collect(),
+    };
+    let mut b = TrainBatch { batch: BATCH, ..Default::default() };
+    match config {
+        ModelConfig::Tlob(c) => {
+            b.lob = Some(fill(vec![BATCH, c.sequence_length, c.num_levels, c.lob_features]));
+            b.aux = Some(fill(vec![BATCH, c.aux_features]));
+            b.targets = c.horizons.iter().map(|_| target()).collect();
+        }
+        ModelConfig::Mpd(c) => {
+            b.features = Some(fill(vec![BATCH, c.sequence_length, c.input_features]));
+            b.targets = vec![target()];
+        }
+        ModelConfig::CnnLstm(c) => {
+            b.features = Some(fill(vec![BATCH, c.sequence_length, c.input_features]));
+            b.targets = vec![target()];
+        }
+    }
+    b
+}
+
+fn train_step(c: &mut Criterion) {
+    let be = Cpu::new();
+    let weights = LossWeights { direction: 1.0, confidence: 0.5, ret: 0.3 };
+    let mut group = c.benchmark_group("train_step_cpu");
+    for kind in ModelKind::ALL {
+        let config = ModelConfig::default_for(kind);
+        let mut net = TrainNet::init(&be, config.clone(), 1).unwrap();
+        let batch = batch_for(&config);
+        let mut state: Vec<(Vec<f32>, Vec<f32>)> =
+            net.params().iter().map(|p| (be.alloc(p.numel()).unwrap(), be.alloc(p.numel()).unwrap())).collect();
+        let mut step = 0u32;
+        group.bench_function(format!("{}/{BATCH}", kind.as_str()), |b| {
+            b.iter(|| {
+                step += 1;
+                net.zero_grads(&be).unwrap();
+                net.forward_backward(&be, &batch, weights, u64::from(step)).unwrap();
+                for (p, (m, v)) in net.params_mut().iter_mut().zip(state.iter_mut()) {
+                    let s = AdamWStep {
+                        lr: 1e-4,
+                        beta1: 0.9,
+                        beta2: 0.999,
+                        eps: 1e-8,
+                        weight_decay: if p.decay { 0.01 } else { 0.0 },
+                        step,
+                        grad_scale: 1.0,
+                    };
+                    let n = p.numel();
+                    be.adamw(&mut p.value, &p.grad, m, v, n, s).unwrap();
+                }
+                net.refresh(&be).unwrap();
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().sample_size(10);
+    targets = train_step
+}
+criterion_main!(benches);

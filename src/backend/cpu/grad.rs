@@ -1,0 +1,717 @@
+//! The backward ops of the CPU backend (the `Train` trait's gradients).
+//!
+//! Every product is a `gemm` call on strided views (no transposed copies);
+//! large ones are split over output columns, one block per task, so each
+//! output value is reduced by one thread in one order. Row reductions
+//! (biases, LayerNorm's affine parameters) run in fixed chunks combined in
+//! order. Together: the same inputs give bit-identical gradients whatever the
+//! thread scheduling (training.md: same seed, same data, same weights).
+
+use multiversion::multiversion;
+use rand_chacha::rand_core::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
+
+use super::{simd, with_scratch, SendPtr, PAR_MIN_MACS};
+use crate::backend::{AttentionShape, BroadcastShape, ConvShape, HeadsLoss, LstmShape, PatchShape, Pool};
+
+/// Rows per chunk of a parallel row reduction (fixed, so results do not
+/// depend on the thread count).
+const ROW_CHUNK: usize = 64;
+
+/// Output columns per task of a large product (a multiple of 16 floats, one AVX-512 register).
+const COL_BLOCK: usize = 64;
+
+/// `dst (m, n) [+]= scale · lhs (m, k) · rhs (k, n)` over strided views; the
+/// destination's columns are contiguous. Split over column blocks when large.
+///
+/// # Safety
+/// Every `(row, col)` the strides form must lie inside the buffers the
+/// pointers come from, and `dst` must not overlap `lhs` or `rhs`.
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn gemm_strided(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: *mut f32,
+    dst_rs: usize,
+    accumulate: bool,
+    lhs: *const f32,
+    lhs_rs: usize,
+    lhs_cs: usize,
+    rhs: *const f32,
+    rhs_rs: usize,
+    rhs_cs: usize,
+    scale: f32,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        if !accumulate {
+            for i in 0..m {
+                std::slice::from_raw_parts_mut(dst.add(i * dst_rs), n).fill(0.0);
+            }
+        }
+        return;
+    }
+    // Column blocks of a width that depends on the sizes only, never on the
+    // thread count: gemm's result for a column can depend on the block it
+    // is computed in, and training must give the same bits on any pool.
+    let width = if m * n * k >= PAR_MIN_MACS && n >= 2 * COL_BLOCK { COL_BLOCK } else { n };
+    let (dst, lhs, rhs) = (SendPtr(dst), SendPtr(lhs as *mut f32), SendPtr(rhs as *mut f32));
+    let run = |j0: usize| {
+        let nb = width.min(n - j0);
+        gemm::gemm(
+            m,
+            nb,
+            k,
+            dst.at(j0),
+            1,
+            dst_rs as isize,
+            accumulate,
+            lhs.at(0) as *const f32,
+            lhs_cs as isize,
+            lhs_rs as isize,
+            rhs.at(j0 * rhs_cs) as *const f32,
+            rhs_cs as isize,
+            rhs_rs as isize,
+            1.0,
+            scale,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
+    };
+    if width == n {
+        run(0);
+    } else {
+        (0..n.div_ceil(width)).into_par_iter().for_each(|b| run(b * width));
+    }
+}
+
+/// `db[..n] += Σ_r dy[r·ld + off ..][..n]` in fixed row chunks combined in order.
+pub(super) fn col_sums(dy: &[f32], ld: usize, off: usize, rows: usize, n: usize, db: &mut [f32]) {
+    let chunks = rows.div_ceil(ROW_CHUNK);
+    with_scratch(chunks * n, |part| {
+        part.par_chunks_mut(n).enumerate().for_each(|(c, acc)| {
+            acc.fill(0.0);
+            for r in c * ROW_CHUNK..((c + 1) * ROW_CHUNK).min(rows) {
+                acc.iter_mut().zip(&dy[r * ld + off..r * ld + off + n]).for_each(|(a, v)| *a += v);
+            }
+        });
+        for acc in part.chunks(n) {
+            db[..n].iter_mut().zip(acc).for_each(|(d, a)| *d += a);
+        }
+    });
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(super) fn linear_backward(
+    x: &[f32],
+    w: &[f32],
+    dy: &[f32],
+    dx: Option<&mut [f32]>,
+    dw: &mut [f32],
+    db: Option<&mut [f32]>,
+    rows: usize,
+    n_in: usize,
+    n_out: usize,
+    accumulate_dx: bool,
+) {
+    // SAFETY: the caller checked x (rows, n_in), w and dw (n_out, n_in),
+    // dy (rows, n_out), dx (rows, n_in); outputs are distinct buffers.
+    unsafe {
+        // dW (n_out, n_in) += dyᵀ · x: lhs element (o, r) at dy[r·n_out + o].
+        gemm_strided(n_out, n_in, rows, dw.as_mut_ptr(), n_in, true, dy.as_ptr(), 1, n_out, x.as_ptr(), n_in, 1, 1.0);
+        if let Some(dx) = dx {
+            // dX (rows, n_in) = dy · W.
+            gemm_strided(
+                rows,
+                n_in,
+                n_out,
+                dx.as_mut_ptr(),
+                n_in,
+                accumulate_dx,
+                dy.as_ptr(),
+                n_out,
+                1,
+                w.as_ptr(),
+                n_in,
+                1,
+                1.0,
+            );
+        }
+    }
+    if let Some(db) = db {
+        col_sums(dy, n_out, 0, rows, n_out, db);
+    }
+}
+
+pub(super) fn gelu_backward(pre: &[f32], dy: &mut [f32]) {
+    if dy.len() >= 1 << 15 {
+        dy.par_chunks_mut(1 << 14).zip(pre.par_chunks(1 << 14)).for_each(|(d, p)| gelu_backward_chunk(p, d));
+    } else {
+        gelu_backward_chunk(pre, dy);
+    }
+}
+
+/// `dy *= GELU'(x) = Φ(x) + x·φ(x)`, with the forward's erf and the backend's exp.
+#[multiversion(targets("x86_64+avx512f+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
+fn gelu_backward_chunk(pre: &[f32], dy: &mut [f32]) {
+    for (d, &x) in dy.iter_mut().zip(pre) {
+        let cdf = 0.5 * (1.0 + simd::erf(x * std::f32::consts::FRAC_1_SQRT_2));
+        let pdf = simd::exp(-0.5 * x * x) * 0.398_942_3;
+        *d *= cdf + x * pdf;
+    }
+}
+
+pub(super) fn gelu(x: &[f32], y: &mut [f32]) {
+    y.copy_from_slice(x);
+    if y.len() >= 1 << 15 {
+        y.par_chunks_mut(1 << 14).for_each(simd::gelu_inplace);
+    } else {
+        simd::gelu_inplace(y);
+    }
+}
+
+pub(super) fn dropout_mask(mask: &mut [f32], p: f32, seed: u64, stream: u64) {
+    let keep = 1.0 / (1.0 - p);
+    // Drop when a uniform u32 falls below p·2³².
+    let cut = (f64::from(p) * 4_294_967_296.0) as u64;
+    // Element i takes word i of the stream whatever the chunking: each chunk
+    // seeks to its first word, so chunks run in parallel and the mask is
+    // the same as drawn in one sequence.
+    const CHUNK: usize = 1 << 14;
+    mask.par_chunks_mut(CHUNK).enumerate().for_each(|(c, part)| {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        rng.set_stream(stream);
+        rng.set_word_pos((c * CHUNK) as u128);
+        for m in part.iter_mut() {
+            *m = if u64::from(rng.next_u32()) < cut { 0.0 } else { keep };
+        }
+    });
+}
+
+/// One row of LayerNorm's backward: `dx += …`, and this row's terms of
+/// `dgamma` and `dbeta` added into the chunk's partial sums.
+#[multiversion(targets("x86_64+avx512f+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
+fn layernorm_backward_row(x: &[f32], gamma: &[f32], dy: &[f32], dx: &mut [f32], ag: &mut [f32], ab: &mut [f32]) {
+    let d = x.len() as f32;
+    let mean = x.iter().sum::<f32>() / d;
+    let var = x.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / d;
+    let rstd = 1.0 / (var + 1e-5).sqrt();
+    let (mut s1, mut s2) = (0f32, 0f32);
+    for i in 0..x.len() {
+        let xh = (x[i] - mean) * rstd;
+        let g = dy[i] * gamma[i];
+        s1 += g;
+        s2 += g * xh;
+        ag[i] += dy[i] * xh;
+        ab[i] += dy[i];
+    }
+    let (m1, m2) = (s1 / d, s2 / d);
+    for i in 0..x.len() {
+        let xh = (x[i] - mean) * rstd;
+        dx[i] += rstd * (dy[i] * gamma[i] - m1 - xh * m2);
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(super) fn layernorm_backward(
+    x: &[f32],
+    gamma: &[f32],
+    dy: &[f32],
+    dx: &mut [f32],
+    dgamma: &mut [f32],
+    dbeta: &mut [f32],
+    rows: usize,
+    dim: usize,
+) {
+    let chunks = rows.div_ceil(ROW_CHUNK);
+    let dxp = SendPtr(dx.as_mut_ptr());
+    with_scratch(chunks * 2 * dim, |part| {
+        part.par_chunks_mut(2 * dim).enumerate().for_each(|(c, acc)| {
+            let (ag, ab) = acc.split_at_mut(dim);
+            ag.fill(0.0);
+            ab.fill(0.0);
+            for r in c * ROW_CHUNK..((c + 1) * ROW_CHUNK).min(rows) {
+                let (xr, dyr) = (&x[r * dim..(r + 1) * dim], &dy[r * dim..(r + 1) * dim]);
+                // SAFETY: chunk c owns rows [c·64, (c+1)·64) of dx.
+                let dxr = unsafe { std::slice::from_raw_parts_mut(dxp.at(r * dim), dim) };
+                layernorm_backward_row(xr, &gamma[..dim], dyr, dxr, ag, ab);
+            }
+        });
+        for acc in part.chunks(2 * dim) {
+            dgamma[..dim].iter_mut().zip(&acc[..dim]).for_each(|(d, a)| *d += a);
+            dbeta[..dim].iter_mut().zip(&acc[dim..]).for_each(|(d, a)| *d += a);
+        }
+    });
+}
+
+/// Attention as the forward op computes it, keeping `P` per (sample, head)
+/// at `probs[(b·heads + h)·n²..]`.
+pub(super) fn attention_train(qkv: &[f32], out: &mut [f32], probs: &mut [f32], s: AttentionShape) {
+    let (n, d, dh) = (s.tokens, s.dim(), s.head_dim);
+    let scale = 1.0 / (dh as f32).sqrt();
+    let dst = SendPtr(out.as_mut_ptr());
+    probs[..s.batch * s.heads * n * n].par_chunks_mut(n * n).enumerate().for_each(|(pair, p)| {
+        let (b, h) = (pair / s.heads, pair % s.heads);
+        let seq = &qkv[b * n * 3 * d..(b + 1) * n * 3 * d];
+        let (q, k, v) = (seq[h * dh..].as_ptr(), seq[d + h * dh..].as_ptr(), seq[2 * d + h * dh..].as_ptr());
+        // SAFETY: views stay inside `seq` (rows < n of stride 3d, columns
+        // < dh) or this pair's n×n block; the output columns of head h of
+        // sample b are this task's alone.
+        unsafe {
+            gemm_strided(n, n, dh, p.as_mut_ptr(), n, false, q, 3 * d, 1, k, 1, 3 * d, scale);
+        }
+        for row in p.chunks_mut(n) {
+            simd::softmax_inplace(row);
+        }
+        unsafe {
+            gemm_strided(n, dh, n, dst.at(b * n * d + h * dh), d, false, p.as_ptr(), n, 1, v, 3 * d, 1, 1.0);
+        }
+    });
+}
+
+/// `scratch` holds one n×n block per (sample, head) for dP (no per-thread
+/// buffers: which thread runs which pair must not decide what allocates).
+pub(super) fn attention_backward(
+    qkv: &[f32],
+    probs: &[f32],
+    dout: &[f32],
+    dqkv: &mut [f32],
+    scratch: &mut [f32],
+    s: AttentionShape,
+) {
+    let (n, d, dh) = (s.tokens, s.dim(), s.head_dim);
+    let scale = 1.0 / (dh as f32).sqrt();
+    let dst = SendPtr(dqkv.as_mut_ptr());
+    scratch.par_chunks_mut(n * n).enumerate().for_each(|(pair, dp)| {
+        let (b, h) = (pair / s.heads, pair % s.heads);
+        let seq = &qkv[b * n * 3 * d..(b + 1) * n * 3 * d];
+        let (q, k, v) = (seq[h * dh..].as_ptr(), seq[d + h * dh..].as_ptr(), seq[2 * d + h * dh..].as_ptr());
+        let p = &probs[pair * n * n..(pair + 1) * n * n];
+        let dout = dout[b * n * d + h * dh..].as_ptr();
+        let base = b * n * 3 * d;
+        // SAFETY (every call): views stay inside `seq` (rows < n of stride
+        // 3d, columns < dh), `dout` (rows of stride d), `p` or this pair's
+        // scratch block; this task alone writes the columns of head h of sample b in dqkv.
+        unsafe {
+            // dV = Pᵀ dO.
+            gemm_strided(n, dh, n, dst.at(base + 2 * d + h * dh), 3 * d, false, p.as_ptr(), 1, n, dout, d, 1, 1.0);
+            // dP = dO Vᵀ.
+            gemm_strided(n, n, dh, dp.as_mut_ptr(), n, false, dout, d, 1, v, 1, 3 * d, 1.0);
+        }
+        // dS = P ⊙ (dP − rowsum(dP ⊙ P)), times the scale of S.
+        for (pr, dr) in p.chunks(n).zip(dp.chunks_mut(n)) {
+            let dot: f32 = pr.iter().zip(dr.iter()).map(|(a, b)| a * b).sum();
+            dr.iter_mut().zip(pr).for_each(|(g, pv)| *g = pv * (*g - dot) * scale);
+        }
+        unsafe {
+            // dQ = dS K; dK = dSᵀ Q.
+            gemm_strided(n, dh, n, dst.at(base + h * dh), 3 * d, false, dp.as_ptr(), n, 1, k, 3 * d, 1, 1.0);
+            gemm_strided(n, dh, n, dst.at(base + d + h * dh), 3 * d, false, dp.as_ptr(), 1, n, q, 3 * d, 1, 1.0);
+        }
+    });
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(super) fn patch_embed_backward(
+    x: &[f32],
+    dout: &[f32],
+    dw: &mut [f32],
+    db: &mut [f32],
+    mut dcls: Option<&mut [f32]>,
+    dpos: &mut [f32],
+    s: PatchShape,
+) {
+    let (pt, pf, d) = (s.patch_h, s.patch_w, s.dim);
+    let (n_t, n_f) = (s.height / pt, s.width / pf);
+    let (patches, tokens, plen) = (s.patches(), s.tokens(), pt * pf);
+    let first = usize::from(s.cls_token);
+    with_scratch(patches * plen, |v| {
+        for bi in 0..s.batch {
+            let img = &x[bi * s.height * s.width..(bi + 1) * s.height * s.width];
+            for i in 0..n_t {
+                for j in 0..n_f {
+                    let dst = &mut v[(i * n_f + j) * plen..(i * n_f + j + 1) * plen];
+                    for r in 0..pt {
+                        let src = (i * pt + r) * s.width + j * pf;
+                        dst[r * pf..(r + 1) * pf].copy_from_slice(&img[src..src + pf]);
+                    }
+                }
+            }
+            let de = &dout[(bi * tokens + first) * d..(bi + 1) * tokens * d];
+            // SAFETY: dW (d, plen) += dEᵀ (d × patches) · V (patches × plen), all in bounds.
+            unsafe {
+                gemm_strided(d, plen, patches, dw.as_mut_ptr(), plen, true, de.as_ptr(), 1, d, v.as_ptr(), plen, 1, 1.0)
+            };
+        }
+    });
+    for bi in 0..s.batch {
+        let seq = &dout[bi * tokens * d..(bi + 1) * tokens * d];
+        for (t, row) in seq.chunks(d).enumerate() {
+            dpos[t * d..(t + 1) * d].iter_mut().zip(row).for_each(|(a, g)| *a += g);
+            if t < first {
+                if let Some(c) = dcls.as_deref_mut() {
+                    c[..d].iter_mut().zip(row).for_each(|(a, g)| *a += g);
+                }
+            } else {
+                db[..d].iter_mut().zip(row).for_each(|(a, g)| *a += g);
+            }
+        }
+    }
+}
+
+/// The conv's im2col matrix `(samples·len, c_in·k)` (see conv.rs).
+fn im2col(x: &[f32], cols: &mut [f32], len: usize, cin: usize, k: usize) {
+    let pad = k / 2;
+    let width = cin * k;
+    let fill = |(r, dst): (usize, &mut [f32])| {
+        let (smp, t) = (r / len, r % len);
+        for j in 0..k {
+            let src_t = t as isize + j as isize - pad as isize;
+            if src_t < 0 || src_t >= len as isize {
+                for c in 0..cin {
+                    dst[c * k + j] = 0.0;
+                }
+            } else {
+                let src = &x[(smp * len + src_t as usize) * cin..][..cin];
+                for (c, v) in src.iter().enumerate() {
+                    dst[c * k + j] = *v;
+                }
+            }
+        }
+    };
+    cols.par_chunks_mut(width).enumerate().for_each(fill);
+}
+
+pub(super) fn conv1d_backward(
+    x: &[f32],
+    w: &[f32],
+    dy: &[f32],
+    dx: Option<&mut [f32]>,
+    dw: &mut [f32],
+    db: &mut [f32],
+    s: ConvShape,
+) {
+    let (len, cin, k) = (s.len, s.c_in, s.kernel);
+    let pad = k / 2;
+    let rows = s.samples * len;
+    let width = cin * k;
+    let dy_at = dy[s.out_offset..].as_ptr();
+    with_scratch(2 * rows * width, |scr| {
+        let (cols, dcols) = scr.split_at_mut(rows * width);
+        im2col(x, cols, len, cin, k);
+        // SAFETY: dy rows of stride out_stride hold c_out values at out_offset;
+        // cols (rows, width); dw and w (c_out, width); dcols (rows, width).
+        unsafe {
+            gemm_strided(
+                s.c_out,
+                width,
+                rows,
+                dw.as_mut_ptr(),
+                width,
+                true,
+                dy_at,
+                1,
+                s.out_stride,
+                cols.as_ptr(),
+                width,
+                1,
+                1.0,
+            );
+        }
+        if let Some(dx) = dx {
+            unsafe {
+                gemm_strided(
+                    rows,
+                    width,
+                    s.c_out,
+                    dcols.as_mut_ptr(),
+                    width,
+                    false,
+                    dy_at,
+                    s.out_stride,
+                    1,
+                    w.as_ptr(),
+                    width,
+                    1,
+                    1.0,
+                );
+            }
+            // col2im: each sample's rows of dx belong to one task.
+            let dcols = &*dcols;
+            dx[..rows * cin].par_chunks_mut(len * cin).enumerate().for_each(|(smp, dxs)| {
+                for t in 0..len {
+                    let src = &dcols[(smp * len + t) * width..][..width];
+                    for j in 0..k {
+                        let tt = t as isize + j as isize - pad as isize;
+                        if tt < 0 || tt >= len as isize {
+                            continue;
+                        }
+                        let row = &mut dxs[tt as usize * cin..][..cin];
+                        for (c, v) in row.iter_mut().enumerate() {
+                            *v += src[c * k + j];
+                        }
+                    }
+                }
+            });
+        }
+    });
+    // Outside the closure above: col_sums takes the thread's scratch too.
+    col_sums(dy, s.out_stride, s.out_offset, rows, s.c_out, db);
+}
+
+/// One step's cell update for one sample: activates the gates in place
+/// (i, f, g, o, the backend's sigmoid and tanh as in the inference
+/// recurrence) and writes `c` and `h`.
+#[multiversion(targets("x86_64+avx512f+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
+fn cell_forward(g: &mut [f32], c_prev: Option<&[f32]>, c: &mut [f32], h: &mut [f32]) {
+    let n = c.len();
+    for u in 0..n {
+        let i = simd::sigmoid(g[u]);
+        let f = simd::sigmoid(g[n + u]);
+        let gg = simd::tanh(g[2 * n + u]);
+        let o = simd::sigmoid(g[3 * n + u]);
+        g[u] = i;
+        g[n + u] = f;
+        g[2 * n + u] = gg;
+        g[3 * n + u] = o;
+        let cp = c_prev.map_or(0.0, |p| p[u]);
+        c[u] = f * cp + i * gg;
+        h[u] = o * simd::tanh(c[u]);
+    }
+}
+
+/// One step's backward for one sample: from the output gradient `dh` (this
+/// step's plus the recurrent one) and the cell gradient carried in `dc_next`
+/// (updated to the previous step's), writes the gate pre-activation gradients.
+#[multiversion(targets("x86_64+avx512f+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
+fn cell_backward(
+    g: &[f32],
+    c: &[f32],
+    c_prev: Option<&[f32]>,
+    dh_out: &[f32],
+    dh_rec: &[f32],
+    dc_next: &mut [f32],
+    dg: &mut [f32],
+) {
+    let n = c.len();
+    for u in 0..n {
+        let dh = dh_out[u] + dh_rec[u];
+        let tc = simd::tanh(c[u]);
+        let cp = c_prev.map_or(0.0, |p| p[u]);
+        let (i, f, gg, o) = (g[u], g[n + u], g[2 * n + u], g[3 * n + u]);
+        let dc = dc_next[u] + dh * o * (1.0 - tc * tc);
+        dc_next[u] = dc * f;
+        dg[u] = dc * gg * i * (1.0 - i);
+        dg[n + u] = dc * cp * f * (1.0 - f);
+        dg[2 * n + u] = dc * i * (1.0 - gg * gg);
+        dg[3 * n + u] = dh * tc * o * (1.0 - o);
+    }
+}
+
+/// `w_t` is the `W_hhᵀ (H, 4H)` half of `prepare_recurrent`'s layout.
+pub(super) fn lstm_train(
+    gx: &[f32],
+    w_t: &[f32],
+    h_seq: &mut [f32],
+    c_seq: &mut [f32],
+    gates: &mut [f32],
+    s: LstmShape,
+) {
+    let (batch, steps, h) = (s.batch, s.steps, s.hidden);
+    let g4 = 4 * h;
+    gates[..batch * steps * g4].copy_from_slice(&gx[..batch * steps * g4]);
+    for t in 0..steps {
+        if t > 0 {
+            // SAFETY: gates rows (b, t) of stride steps·4H, h_seq rows (b, t−1)
+            // of stride steps·H, w_t (H, 4H): all in bounds, distinct buffers.
+            unsafe {
+                gemm_strided(
+                    batch,
+                    g4,
+                    h,
+                    gates[t * g4..].as_mut_ptr(),
+                    steps * g4,
+                    true,
+                    h_seq[(t - 1) * h..].as_ptr(),
+                    steps * h,
+                    1,
+                    w_t.as_ptr(),
+                    g4,
+                    1,
+                    1.0,
+                );
+            }
+        }
+        for bi in 0..batch {
+            let row = bi * steps + t;
+            let g = &mut gates[row * g4..(row + 1) * g4];
+            // c_{t−1} and c_t are neighbouring rows of c_seq.
+            let (before, cur) = c_seq.split_at_mut(row * h);
+            let c_prev = if t > 0 { Some(&before[(row - 1) * h..]) } else { None };
+            cell_forward(g, c_prev, &mut cur[..h], &mut h_seq[row * h..(row + 1) * h]);
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(super) fn lstm_backward(
+    w_hh: &[f32],
+    h_seq: &[f32],
+    c_seq: &[f32],
+    gates: &[f32],
+    dh_seq: &[f32],
+    dgx: &mut [f32],
+    dw_hh: &mut [f32],
+    s: LstmShape,
+) {
+    let (batch, steps, h) = (s.batch, s.steps, s.hidden);
+    let g4 = 4 * h;
+    with_scratch(2 * batch * h, |scr| {
+        let (dh_next, dc_next) = scr.split_at_mut(batch * h);
+        dh_next.fill(0.0);
+        dc_next.fill(0.0);
+        for t in (0..steps).rev() {
+            for bi in 0..batch {
+                let row = bi * steps + t;
+                let c_prev = if t > 0 { Some(&c_seq[(row - 1) * h..row * h]) } else { None };
+                cell_backward(
+                    &gates[row * g4..(row + 1) * g4],
+                    &c_seq[row * h..(row + 1) * h],
+                    c_prev,
+                    &dh_seq[row * h..(row + 1) * h],
+                    &dh_next[bi * h..(bi + 1) * h],
+                    &mut dc_next[bi * h..(bi + 1) * h],
+                    &mut dgx[row * g4..(row + 1) * g4],
+                );
+            }
+            if t > 0 {
+                // dh_{t−1} = dgates_t · W_hh (batch rows of stride steps·4H).
+                // SAFETY: in bounds as checked by the caller; distinct buffers.
+                unsafe {
+                    gemm_strided(
+                        batch,
+                        h,
+                        g4,
+                        dh_next.as_mut_ptr(),
+                        h,
+                        false,
+                        dgx[t * g4..].as_ptr(),
+                        steps * g4,
+                        1,
+                        w_hh.as_ptr(),
+                        h,
+                        1,
+                        1.0,
+                    );
+                }
+            }
+        }
+    });
+    if steps > 1 {
+        // dW_hh += Σ_b Σ_{t≥1} dgates[b, t]ᵀ h[b, t−1], one product per sample, in order.
+        for bi in 0..batch {
+            // SAFETY: rows 1..steps of sample bi in dgx and 0..steps−1 in h_seq.
+            unsafe {
+                gemm_strided(
+                    g4,
+                    h,
+                    steps - 1,
+                    dw_hh.as_mut_ptr(),
+                    h,
+                    true,
+                    dgx[(bi * steps + 1) * g4..].as_ptr(),
+                    1,
+                    g4,
+                    h_seq[bi * steps * h..].as_ptr(),
+                    h,
+                    1,
+                    1.0,
+                );
+            }
+        }
+    }
+}
+
+pub(super) fn broadcast_add_backward(dx: &[f32], dsrc: &mut [f32], s: BroadcastShape) {
+    for (o, block) in dx[..s.outer * s.inner * s.dim].chunks(s.inner * s.dim).enumerate() {
+        for (t, row) in block.chunks(s.dim).enumerate() {
+            let r = if s.per_outer { o } else { t };
+            dsrc[r * s.dim..(r + 1) * s.dim].iter_mut().zip(row).for_each(|(a, g)| *a += g);
+        }
+    }
+}
+
+pub(super) fn pool_backward(dout: &[f32], dx: &mut [f32], batch: usize, tokens: usize, dim: usize, how: Pool) {
+    for bi in 0..batch {
+        let g = &dout[bi * dim..(bi + 1) * dim];
+        let seq = &mut dx[bi * tokens * dim..(bi + 1) * tokens * dim];
+        match how {
+            Pool::First | Pool::Last => {
+                seq.fill(0.0);
+                let t = if how == Pool::First { 0 } else { tokens - 1 };
+                seq[t * dim..(t + 1) * dim].copy_from_slice(g);
+            }
+            Pool::Mean => {
+                let inv = 1.0 / tokens as f32;
+                for row in seq.chunks_mut(dim) {
+                    row.iter_mut().zip(g).for_each(|(a, v)| *a = v * inv);
+                }
+            }
+        }
+    }
+}
+
+/// `ln σ(s)` without overflow: `−softplus(−s)`.
+fn log_sigmoid(s: f64) -> f64 {
+    if s >= 0.0 {
+        -(-s).exp().ln_1p()
+    } else {
+        s - s.exp().ln_1p()
+    }
+}
+
+/// The per-sample loss of one set of heads and the gradients of its three
+/// head values: training.md's CE + BCE (on the sigmoid, target "argmax is
+/// right", PyTorch's log clamp at −100) + Huber δ = 1.
+pub(super) fn sample_loss(
+    logits: &[f32],
+    conf_pre: f32,
+    ret: f32,
+    class: usize,
+    target: f32,
+    w: HeadsLoss,
+) -> (f64, [f32; 5]) {
+    let c = logits.len();
+    let m = logits.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)) as f64;
+    let z: f64 = logits.iter().map(|&v| (v as f64 - m).exp()).sum();
+    let lse = m + z.ln();
+    let ce = lse - logits[class] as f64;
+    // argmax: the first maximum, as torch.argmax.
+    let mut best = 0;
+    for k in 1..c {
+        if logits[k] > logits[best] {
+            best = k;
+        }
+    }
+    let right = if best == class { 1.0 } else { 0.0 };
+    let s = conf_pre as f64;
+    let bce = -(right * log_sigmoid(s).max(-100.0) + (1.0 - right) * log_sigmoid(-s).max(-100.0));
+    let d = ret as f64 - target as f64;
+    let huber = if d.abs() < 1.0 { 0.5 * d * d } else { d.abs() - 0.5 };
+    let loss = w.direction as f64 * ce + w.confidence as f64 * bce + w.ret as f64 * huber;
+    let mut g = [0f32; 5];
+    for k in 0..c.min(3) {
+        let p = (logits[k] as f64 - lse).exp();
+        g[k] = (w.direction as f64 * (p - if k == class { 1.0 } else { 0.0 })) as f32 * w.grad_scale;
+    }
+    let p = 1.0 / (1.0 + (-s).exp());
+    g[3] = (w.confidence as f64 * (p - right)) as f32 * w.grad_scale;
+    g[4] = w.ret * (d.clamp(-1.0, 1.0) as f32) * w.grad_scale;
+    (loss, g)
+}
