@@ -193,7 +193,13 @@ pub fn train(args: TrainArgs) -> Result<()> {
             .with_context(|| kind.to_string())?
             .with_progress(progress.clone());
         trainer.print = true;
-        trainer.resume = args.resume;
+        // With `all`, a model the stopped run never reached has no checkpoint:
+        // it starts. For one model, --resume without a checkpoint stays an error.
+        let reached = trainer.paths().state.exists() || trainer.paths().results.exists();
+        trainer.resume = args.resume && (kinds.len() == 1 || reached);
+        if args.resume && !trainer.resume {
+            println!("{kind}: no checkpoint yet, starting");
+        }
         trainer.load_data(Some(&features), raw.as_deref(), &args.symbol).with_context(|| kind.to_string())?;
         let results = trainer.train_walk_forward().with_context(|| kind.to_string())?;
         println!("{kind}: results in {}", trainer.paths().results.display());

@@ -609,6 +609,18 @@ fn save_best_only_keeps_only_the_best_model() {
     assert!(r.completed && t.paths().best.exists() && t.paths().results.exists());
     assert!(!t.paths().last.exists() && !t.paths().optim.exists() && !t.paths().state.exists());
     no_temp_files(&dir);
+    // Resuming a completed run (e.g. `train --architecture all --resume` after a
+    // stop in the second model) returns its results without training again.
+    let cfg = TrainingConfig { save_best_only: true, epochs: 1, walk_forward_splits: 1, ..tiny_training(&dir) };
+    let mut again = trainer(&be, cfg.clone());
+    again.resume = true;
+    let before = HOOK.with(|c| c.borrow().batches);
+    assert_eq!(again.train_walk_forward().unwrap(), r);
+    assert_eq!(HOOK.with(|c| c.borrow().batches), before, "no batch was trained");
+    // Other settings are not that run: no state to resume from.
+    let mut other = trainer(&be, TrainingConfig { seed: 7, ..cfg });
+    other.resume = true;
+    assert!(other.train_walk_forward().unwrap_err().to_string().contains("no training state"));
 }
 
 #[test]

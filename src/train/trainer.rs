@@ -287,6 +287,18 @@ impl<'b, B: Train, N: Net<B>> MultiModelTrainer<'b, B, N> {
         out
     }
 
+    /// With `resume`: the results of a run that already completed (its state
+    /// file is gone with `save_best_only`), if they are this run's.
+    fn completed_before(&self, data: &Prepared) -> Option<Results> {
+        if !self.resume || self.paths.state.exists() || !self.paths.results.exists() {
+            return None;
+        }
+        let r = read_results(&self.paths.results).ok()?;
+        let (config, model_config) = self.config_json();
+        (r.completed && r.config == config && r.model_config == model_config && r.symbol == data.source.symbol)
+            .then_some(r)
+    }
+
     fn start_state(&self, data: &Prepared) -> Result<RunState> {
         let (config, model_config) = self.config_json();
         let fresh = RunState {
@@ -366,6 +378,14 @@ impl<'b, B: Train, N: Net<B>> MultiModelTrainer<'b, B, N> {
             let note = "use_amp is ignored on the CPU: training runs in f32 throughout".to_string();
             self.log(&format!("note: {note}"));
             self.notes.push(note);
+        }
+        if let Some(done) = self.completed_before(data) {
+            self.log(&format!(
+                "{}: this run already completed ({}); nothing to resume",
+                self.config.architecture,
+                self.paths.results.display()
+            ));
+            return Ok(done);
         }
         let mut st = self.start_state(data)?;
         st.results.notes = self.notes.clone();
