@@ -7,8 +7,8 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 
 mod market_cli;
-mod train_cli;
 mod server_cli;
+mod train_cli;
 
 use quorum::backend::gpu::{Cuda, Emu, Gpu, Precision};
 use quorum::ensemble::{unix_now_s, EnsembleConfig, EnsembleConsensus, ModelType, PredictionAdapter, RawModelOutput};

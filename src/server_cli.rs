@@ -15,7 +15,7 @@ use quorum::ensemble::EnsembleConfig;
 use quorum::live::{LiveConfig, LiveObserver, LiveRunner};
 use quorum::market::{Endpoint, ExchangeConfig, LoopbackExchange, SimConfig, BINANCE_REST_URL, BINANCE_WS_URL};
 use quorum::model::{ModelConfig, ModelKind, ModelMeta};
-use quorum::server::{Extras, Metrics, Server, ServerConfig};
+use quorum::server::{DataFolderLauncher, Extras, Metrics, Server, ServerConfig, TrainingLauncher};
 use quorum::weights::{generated, WeightsFile};
 use quorum::Cpu;
 
@@ -63,6 +63,10 @@ pub struct ServeArgs {
     /// Stop by itself after this many seconds (default: until Ctrl-C).
     #[arg(long)]
     pub duration: Option<f64>,
+    /// A data folder as `quorum train --data` reads it: enables the training
+    /// endpoints, which train on the CPU from it (without it they answer 501).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
 }
 
 pub fn serve(args: ServeArgs) -> Result<()> {
@@ -149,7 +153,8 @@ async fn run(args: ServeArgs, engine: Arc<Engine>) -> Result<()> {
     };
     let config =
         ServerConfig { bind: args.bind, allow_remote: args.allow_remote, token: args.token, ..Default::default() };
-    let extras = Extras { live: live.as_ref().map(|l| l.hub()), launcher: None, metrics: Some(metrics) };
+    let launcher = args.data.as_ref().map(|d| Arc::new(DataFolderLauncher::new(d)) as Arc<dyn TrainingLauncher>);
+    let extras = Extras { live: live.as_ref().map(|l| l.hub()), launcher, metrics: Some(metrics) };
     let server = Server::start(config, engine, extras).await?;
     println!("quorum serve: listening on http://{}; Ctrl-C to stop", server.local_addr());
     let wait = async {

@@ -57,21 +57,6 @@ pub struct TrainArgs {
     pub backend: String,
 }
 
-/// The raw store and the feature table under `--data`.
-fn data_paths(data: &Path, symbol: &str) -> Result<(Option<PathBuf>, PathBuf)> {
-    if !data.is_dir() {
-        bail!("--data {}: no such folder", data.display());
-    }
-    let raw = if data.join("raw_lob").is_dir() {
-        Some(data.join("raw_lob"))
-    } else if data.join(symbol).is_dir() {
-        Some(data.to_path_buf())
-    } else {
-        None
-    };
-    Ok((raw, data.join("features")))
-}
-
 fn model_configs(path: &Path, kinds: &[ModelKind]) -> Result<Vec<(ModelKind, ModelConfig)>> {
     let text = std::fs::read_to_string(path).with_context(|| format!("--model-config {}", path.display()))?;
     let value: serde_json::Value =
@@ -149,7 +134,8 @@ pub fn train(args: TrainArgs) -> Result<()> {
         Some(p) => model_configs(p, &kinds)?,
         None => Vec::new(),
     };
-    let (raw, features) = data_paths(&args.data, &args.symbol)?;
+    let (raw, features) = quorum::train::data::data_folder(&args.data, &args.symbol)
+        .with_context(|| format!("--data {}", args.data.display()))?;
 
     // Every architecture's config is checked before the first one trains.
     let mut configs = Vec::with_capacity(kinds.len());

@@ -716,3 +716,65 @@ fn quorum_serve_without_weights_serves_and_says_which_models_are_not_loaded() {
     assert_eq!(ready["models_loaded"], json!(["tlob"]));
     assert_eq!(ready["ready"], true);
 }
+
+/// The real launcher (`quorum serve --data DIR`): a small CNN-LSTM trained
+/// from a simulated data folder through the HTTP endpoints, its progress
+/// readable while it runs, its result in the status when it is over, and its
+/// model promoted into serving, where predict runs it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_trained_through_the_api_is_promoted_into_serving() {
+    use quorum::market::{simulate_to_parquet, SimConfig};
+    let data = std::env::temp_dir().join(format!("quorum_server_train_{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&data);
+    let sim = SimConfig { symbol: "SIMUSDT".into(), seed: 3, signal_strength: 2.0, ..SimConfig::default() };
+    simulate_to_parquet(&sim, &data.join("raw_lob"), Duration::from_secs(20 * 60), |_, _| {}).unwrap();
+    let launcher = Arc::new(quorum::server::DataFolderLauncher::new(&data));
+    let extras = Extras { launcher: Some(launcher), ..Extras::default() };
+    let (_server, http) = start(bare_engine(), loopback(), extras).await;
+
+    let no_data = json!({"architecture": "cnn_lstm", "symbol": "BTCUSDT"});
+    let a = http.post_json("/api/ensemble/training/start", &no_data).await;
+    assert_eq!((a.status, a.error()), (400, ("training_rejected".to_owned(), Some("symbol".to_owned()))));
+    let bad_model = json!({"architecture": "cnn_lstm", "symbol": "SIMUSDT", "model_config": {"lstm_hidden": 0}});
+    let a = http.post_json("/api/ensemble/training/start", &bad_model).await;
+    assert_eq!((a.status, a.error().1), (400, Some("model_config".to_owned())), "{}", a.text());
+
+    let ckpt = data.join("ckpt");
+    let body = json!({
+        "architecture": "cnn_lstm", "symbol": "SIMUSDT", "epochs": 2, "batch_size": 64, "learning_rate": 1e-3,
+        "walk_forward_splits": 1, "gradient_accumulation_steps": 1, "sequence_length": 20,
+        "checkpoint_dir": ckpt.display().to_string(),
+        "model_config": {"sequence_length": 20, "conv_channels": [16], "lstm_hidden": 16, "lstm_layers": 1},
+    });
+    let a = http.post_json("/api/ensemble/training/start", &body).await;
+    assert_eq!(a.status, 202, "{}", a.text());
+    let mut last = Value::Null;
+    for _ in 0..1200 {
+        last = http.get("/api/ensemble/training/status").await.json();
+        if !last["result"].is_null() || !last["error"].is_null() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(last["error"], Value::Null, "{last}");
+    let result = &last["result"];
+    assert_eq!((last["is_training"].clone(), result["completed"].clone()), (json!(false), json!(true)), "{last}");
+    assert_eq!(last["current_epoch"], json!(2), "{last}");
+    let accuracy = result["best_val_accuracy"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&accuracy) && accuracy > 0.0, "{last}");
+    let results: Value =
+        serde_json::from_str(&std::fs::read_to_string(result["results_path"].as_str().unwrap()).unwrap()).unwrap();
+    assert_eq!(results["model_path"], result["model_path"]);
+
+    // Promote it, and predict with it.
+    let load = json!({"model_type": "cnn_lstm", "path": result["model_path"]});
+    let a = http.post_json("/api/ensemble/models/load", &load).await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    let window: Vec<Vec<f32>> =
+        (0..20).map(|t| (0..112).map(|j| ((t * 112 + j) % 13) as f32 / 13.0).collect()).collect();
+    let a = http.post_json("/api/ensemble/predict", &json!({ "features": window })).await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    let answer = a.json();
+    assert!(answer.to_string().contains("cnn_lstm"), "{answer}");
+    let _ = std::fs::remove_dir_all(&data);
+}

@@ -3,9 +3,9 @@
 //! the CPU, beats the majority-class rate on the held-out fold by ≥ 10 points
 //! on its primary horizon; with `signal_strength = 0` it does not.
 //!
-//! Ignored until the models' backward (`TrainNet`, issue 4) is built: today
-//! `TrainNet::init` answers "not built yet". Run with
-//! `cargo test --release --test train_acceptance -- --ignored --nocapture`.
+//! The slowest test of the suite (a few minutes on 2 cores; TLOB most of it):
+//! `cargo test --release --test train_acceptance -- --nocapture` shows each
+//! epoch and the figures.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -94,7 +94,6 @@ fn held_out(kind: ModelKind, data: &Path, tag: &str) -> (f64, f64) {
 }
 
 #[test]
-#[ignore = "needs the backward (issue 4)"]
 fn each_model_learns_a_planted_signal_and_not_noise() {
     let strong = market(2.0);
     let dead = market(0.0);

@@ -381,7 +381,21 @@ fn training_start(state: &Arc<AppState>, body: &[u8]) -> Result<Response<Body>, 
     if symbol.is_empty() || symbol.len() > 32 || !symbol.bytes().all(|b| b.is_ascii_alphanumeric()) {
         return Err(ApiError::bad("invalid_value", "symbol", "must be 1 to 32 ASCII letters and digits"));
     }
-    let config: TrainingConfig = from_value(serde_json::Value::Object(obj))?;
+    // The model's own config (models.md, a small model for a quick run), beside the TrainingConfig fields.
+    let model = obj.remove("model_config");
+    let mut config: TrainingConfig = from_value(serde_json::Value::Object(obj))?;
+    if let Some(m) = model {
+        if !m.is_object() {
+            return Err(ApiError::bad("invalid_type", "model_config", format!("expected an object, got {m}")));
+        }
+        config.model =
+            Some(crate::model::ModelConfig::from_json(config.architecture, &m.to_string()).map_err(|e| match e {
+                crate::Error::Config { field, reason } => {
+                    ApiError::bad("invalid_value", "model_config", format!("{field}: {reason}"))
+                }
+                other => ApiError::bad("invalid_value", "model_config", other.to_string()),
+            })?);
+    }
     config.validate().map_err(|e| match e {
         crate::Error::Config { field, reason } => ApiError::bad("invalid_value", field, reason),
         other => ApiError::bad("invalid_value", "body", other.to_string()),

@@ -1,10 +1,14 @@
 //! The training endpoints' side of the server: a [`TrainingLauncher`] (the
 //! trainer plugs in here) and the one job that may run at a time.
 
+use std::path::PathBuf;
+
 use parking_lot::Mutex;
 use serde::Serialize;
 
-use crate::train::{Progress, ProgressHandle, TrainingConfig};
+use crate::train::data::data_folder;
+use crate::train::{JobResult, MultiModelTrainer, Progress, ProgressHandle, TrainingConfig};
+use crate::Cpu;
 
 /// Why a launcher refused a job (bad symbol, no data, …). Answered as 400
 /// `training_rejected` naming `field`.
@@ -86,5 +90,70 @@ impl TrainingSlot {
             Some(j) => JobStatus { progress: j.handle.snapshot(), job_id: Some(j.id), symbol: Some(j.symbol) },
             None => JobStatus { progress: Progress::default(), job_id: None, symbol: None },
         }
+    }
+}
+
+/// The launcher `quorum serve --data DIR` plugs in: trains on the CPU (the
+/// backend with training today), on a thread of its own, from `DIR` laid out
+/// as `quorum train --data` reads it; checkpoints go to the job's
+/// `checkpoint_dir` as usual. When the job is over, its `result` (the model
+/// to promote with `POST /api/ensemble/models/load`) or `error` is in the
+/// status.
+pub struct DataFolderLauncher {
+    data_dir: PathBuf,
+}
+
+impl DataFolderLauncher {
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        DataFolderLauncher { data_dir: data_dir.into() }
+    }
+}
+
+impl TrainingLauncher for DataFolderLauncher {
+    fn start(&self, config: TrainingConfig, symbol: String) -> Result<ProgressHandle, LaunchError> {
+        let refuse = |field: &str, message: String| LaunchError { field: Some(field.into()), message };
+        let (raw, features) =
+            data_folder(&self.data_dir, &symbol).map_err(|e| refuse("symbol", format!("the server's data: {e}")))?;
+        let Some(raw) = raw.filter(|r| r.join(&symbol).is_dir()) else {
+            return Err(refuse(
+                "symbol",
+                format!("no raw order book for {symbol} under the server's data folder {}", self.data_dir.display()),
+            ));
+        };
+        let handle = ProgressHandle::new();
+        let architecture = config.architecture.as_str().to_string();
+        handle.update(|p| {
+            p.is_training = true;
+            p.architecture = architecture;
+            p.total_epochs = config.epochs;
+        });
+        let job = handle.clone();
+        std::thread::Builder::new()
+            .name(format!("train-{symbol}"))
+            .spawn(move || {
+                let be = Cpu::new();
+                let outcome = (|| {
+                    let mut t = MultiModelTrainer::<Cpu>::new(&be, config)?.with_progress(job.clone());
+                    t.load_data(Some(&features), Some(&raw), &symbol)?;
+                    let r = t.train_walk_forward()?;
+                    Ok::<_, crate::Error>(JobResult {
+                        model_path: r.model_path.clone(),
+                        results_path: t.paths().results.display().to_string(),
+                        best_val_accuracy: r.best_val_accuracy,
+                        best_val_loss: r.best_val_loss,
+                        training_time_seconds: r.training_time_seconds,
+                        completed: r.completed,
+                    })
+                })();
+                job.update(|p| {
+                    match outcome {
+                        Ok(r) => p.result = Some(r),
+                        Err(e) => p.error = Some(e.to_string()),
+                    }
+                    p.is_training = false;
+                });
+            })
+            .map_err(|e| LaunchError { field: None, message: format!("cannot start the training thread: {e}") })?;
+        Ok(handle)
     }
 }

@@ -44,6 +44,24 @@ pub fn feature_table_path(path: &Path, symbol: &str) -> PathBuf {
     }
 }
 
+/// The raw store and the feature folder of a data folder laid out as
+/// `quorum simulate` / `collect` / `features` write it: the raw store is
+/// `<data>/raw_lob` (or `<data>` itself when it holds `<data>/<SYMBOL>/`),
+/// the features `<data>/features`. `None` for the raw store when neither exists.
+pub fn data_folder(data: &Path, symbol: &str) -> Result<(Option<PathBuf>, PathBuf)> {
+    if !data.is_dir() {
+        return Err(input_err(data, "no such data folder"));
+    }
+    let raw = if data.join("raw_lob").is_dir() {
+        Some(data.join("raw_lob"))
+    } else if data.join(symbol).is_dir() {
+        Some(data.to_path_buf())
+    } else {
+        None
+    };
+    Ok((raw, data.join("features")))
+}
+
 fn input_err(path: &Path, reason: impl Into<String>) -> Error {
     Error::input(path.display().to_string(), reason)
 }

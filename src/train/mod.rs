@@ -21,5 +21,5 @@ pub use dataset::{
     Direction, Fold, HorizonLabels, Normalizer, TlobInput, FEATURE_WINDOW, TLOB_WINDOW,
 };
 pub use net::{HeadTargets, LossOut, LossWeights, Param, TrainBatch, TrainNet};
-pub use progress::{Progress, ProgressHandle};
+pub use progress::{JobResult, Progress, ProgressHandle};
 pub use trainer::{MultiModelTrainer, Net};

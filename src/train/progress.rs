@@ -26,6 +26,24 @@ pub struct Progress {
     pub folds: usize,
     pub samples_per_second: f64,
     pub eta_seconds: Option<f64>,
+    /// Once a job is over: what it produced (the "last job's result" of the
+    /// status endpoint), or why it failed.
+    pub result: Option<JobResult>,
+    pub error: Option<String>,
+}
+
+/// A finished (or stopped) job's outcome, enough to promote its model.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct JobResult {
+    /// The weights file of the last fold's best epoch, with its normalizer.
+    pub model_path: String,
+    /// Next to it: the results JSON of training.md.
+    pub results_path: String,
+    pub best_val_accuracy: f64,
+    pub best_val_loss: Option<f64>,
+    pub training_time_seconds: f64,
+    /// False when a stop request ended the run (a checkpoint was saved).
+    pub completed: bool,
 }
 
 /// A cheap handle to one run's progress and stop flag; clones share them.
