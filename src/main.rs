@@ -6,12 +6,12 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 
+mod demo_cli;
 mod market_cli;
 mod server_cli;
 mod train_cli;
 
 use quorum::backend::gpu::{Cuda, Emu, Gpu, Precision};
-use quorum::ensemble::{unix_now_s, EnsembleConfig, EnsembleConsensus, ModelType, PredictionAdapter, RawModelOutput};
 use quorum::model::{ModelConfig, ModelKind, ModelMeta};
 use quorum::weights::{self, generated};
 use quorum::{Backend, Cpu, Inputs, Model, Tensor};
@@ -34,13 +34,10 @@ enum BackendChoice {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the three models on built-in default weights and synthetic market
-    /// windows, and print what each one says and how long it took.
-    Demo {
-        /// Windows to run through each model.
-        #[arg(long, default_value_t = 200)]
-        ticks: usize,
-    },
+    /// The whole system on a built-in default, no setup, no network: a simulated
+    /// market's history, a short training of the three models, then the ensemble
+    /// live on a simulated exchange with the server up.
+    Demo(demo_cli::DemoArgs),
     /// Print a weights file's model kind, config and parameter count.
     Info { weights: PathBuf },
     /// Run one model on the tensors of an input file and write its outputs.
@@ -106,7 +103,7 @@ enum Command {
 fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Demo { ticks } => demo(ticks),
+        Command::Demo(args) => demo_cli::demo(args),
         Command::Info { weights } => info(&weights),
         Command::Infer { weights, input, output, backend, precision } => {
             infer(&weights, &input, &output, backend, Precision::parse(&precision)?)
@@ -324,106 +321,6 @@ fn bench_on<B: Backend>(be: &B, batches: &[usize], iters: usize, kinds: &[ModelK
 }
 
 /// The ensemble's name for a model kind.
-fn model_type(kind: ModelKind) -> ModelType {
-    match kind {
-        ModelKind::MpdTransformer => ModelType::MpdTransformer,
-        ModelKind::Tlob => ModelType::Tlob,
-        ModelKind::CnnLstm => ModelType::CnnLstm,
-    }
-}
-
-fn demo(ticks: usize) -> Result<()> {
-    if ticks == 0 {
-        bail!("--ticks must be at least 1");
-    }
-    let be = Cpu::new();
-    println!("quorum demo: the three models on built-in default weights (deterministic, untrained),");
-    println!("synthetic market windows, and the ensemble consensus (the seed's default config), on the CPU.\n");
-    let mut models: Vec<(ModelKind, Model<Cpu>)> =
-        ModelKind::ALL.into_iter().map(|kind| Ok((kind, default_model(&be, kind)?))).collect::<Result<_>>()?;
-    let consensus = EnsembleConsensus::new(EnsembleConfig::default())?;
-    let adapter = PredictionAdapter::default();
-    let mut outs: Vec<quorum::Outputs> = models.iter().map(|_| quorum::Outputs::new()).collect();
-    let mut model_us: Vec<Vec<f64>> = models.iter().map(|_| Vec::with_capacity(ticks)).collect();
-    let mut consensus_us = Vec::with_capacity(ticks);
-    let mut decisions: BTreeMap<String, usize> = BTreeMap::new();
-    let mut last = String::new();
-    for tick in 0..ticks {
-        let mut predictions = Vec::with_capacity(models.len());
-        for (i, (kind, model)) in models.iter_mut().enumerate() {
-            let data = synthetic_inputs(*kind, 1, tick as u64 + 1);
-            let t = std::time::Instant::now();
-            model.forward_into(&be, &as_inputs(&data), &mut outs[i])?;
-            model_us[i].push(t.elapsed().as_secs_f64() * 1e6);
-            let o = &outs[i];
-            let l = &o["direction_logits"].data;
-            let raw = RawModelOutput {
-                direction_logits: [l[0], l[1], l[2]],
-                confidence: o["confidence"].data[0],
-                expected_return: o["expected_return"].data[0],
-            };
-            predictions.push(adapter.to_prediction(model_type(*kind), &raw, unix_now_s())?);
-        }
-        let t = std::time::Instant::now();
-        let result = consensus.predict(&predictions)?;
-        consensus_us.push(t.elapsed().as_secs_f64() * 1e6);
-        let label = match result.reason {
-            None => format!("trade {}", result.direction),
-            Some(r) => format!("{} ({})", result.direction, serde_json::to_string(&r)?.trim_matches('"')),
-        };
-        *decisions.entry(label.clone()).or_default() += 1;
-        last = format!(
-            "{label}: confidence {:.3}, agreement {:.2}, {} eligible, {} excluded",
-            result.confidence,
-            result.agreement_score,
-            result.eligible_models.len(),
-            result.excluded_models.len()
-        );
-        if tick == ticks - 1 {
-            for p in &predictions {
-                println!(
-                    "{:16} {:>7} p=[{:.3} {:.3} {:.3}] confidence {:.3} expected return {:+.5}%",
-                    p.model_type.as_str(),
-                    p.direction.as_str(),
-                    p.probabilities[0],
-                    p.probabilities[1],
-                    p.probabilities[2],
-                    p.confidence,
-                    p.expected_return * 100.0
-                );
-            }
-        }
-    }
-    println!("\nlast decision:  {last}");
-    println!("decisions over {ticks} windows:");
-    for (label, n) in &decisions {
-        println!("  {n:6}  {label}");
-    }
-    println!("\nlatency per stage (batch 1, median / p90):");
-    for ((kind, model), times) in models.iter().zip(model_us.iter_mut()) {
-        times.sort_by(f64::total_cmp);
-        println!(
-            "  {:16} {:>8.0} µs / {:>8.0} µs   ({} parameters)",
-            kind.as_str(),
-            percentile(times, 0.5),
-            percentile(times, 0.9),
-            model.param_count()
-        );
-    }
-    consensus_us.sort_by(f64::total_cmp);
-    println!(
-        "  {:16} {:>8.2} µs / {:>8.2} µs",
-        "consensus",
-        percentile(&consensus_us, 0.5),
-        percentile(&consensus_us, 0.9)
-    );
-    println!("\nThe weights are untrained, so the models' confidences sit near 0.5 and most windows");
-    println!("fall below the default min_confidence (0.6 / 0.55 / 0.5): that is the consensus");
-    println!("working as specified. Not in this build yet: training and the live pipeline from the");
-    println!("simulated exchange to the ensemble's decisions, served over HTTP (issues 4 and 8).");
-    Ok(())
-}
-
 /// `quorum features`: the batch path over each symbol's whole stored history.
 fn features(raw: &Path, out: &Path, symbol: Option<&str>) -> Result<()> {
     use quorum::features::{build_from_store, write_feature_table, StoreBuild};

@@ -111,3 +111,24 @@ fn infer_errors_name_the_problem_and_write_nothing() {
     }
     assert!(!output.exists(), "no output file after a failed run");
 }
+
+/// `quorum demo --quick`: history, training of the three models, then live
+/// decisions on the simulated exchange with the server up; it stops by itself
+/// after `--decisions` and reports each stage. Its temporary data is removed.
+#[test]
+fn the_quick_demo_trains_decides_live_and_cleans_up() {
+    let out = quorum(&["demo", "--quick", "--bind", "127.0.0.1:0", "--decisions", "60"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    for stage in ["[1/4] simulated", "[3/4] training", "[4/4] live", "curl http://127.0.0.1:", "summary:"] {
+        assert!(text.contains(stage), "missing {stage:?} in:\n{text}");
+    }
+    for model in ["mpd_transformer", "tlob", "cnn_lstm"] {
+        assert!(text.contains(&format!("  {model:16} held-out accuracy")), "{model} trained:\n{text}");
+    }
+    let summary = text.lines().find(|l| l.starts_with("summary:")).unwrap();
+    assert!(summary.contains(" 60 decisions shown"), "{summary}");
+    let data = text.lines().find_map(|l| l.strip_prefix("data folder: ")).unwrap();
+    let data = data.split(" (").next().unwrap();
+    assert!(!std::path::Path::new(data).exists(), "the temporary data folder {data} is removed");
+}

@@ -17,4 +17,4 @@ echo "== tests"
 cargo test --release
 
 echo "== demo (short)"
-cargo run --release --quiet -- demo --ticks 20
+cargo run --release --quiet -- demo --quick --bind 127.0.0.1:0
