@@ -51,7 +51,8 @@ pub struct DemoArgs {
     /// Keep the data, checkpoints and models here (default: a temporary folder, removed at the end).
     #[arg(long)]
     pub data: Option<PathBuf>,
-    #[arg(long, default_value_t = 7)]
+    /// The simulated markets' seed (history: this one; live: the next).
+    #[arg(long, default_value_t = 5)]
     pub seed: u64,
 }
 
@@ -284,6 +285,8 @@ async fn live(args: &DemoArgs, data: &Path, trained: &Trained, target: u64) -> R
     let mut mids: BTreeMap<u64, f64> = BTreeMap::new();
     let mut pending: VecDeque<Pending> = VecDeque::new();
     let (mut ensemble, mut per_model) = (Score::default(), BTreeMap::<String, Score>::new());
+    // How often each direction was realized: the majority-class rate is the bar to beat.
+    let mut realized_counts = [0u64; 3];
     let mut stage_us: BTreeMap<String, Vec<f64>> = BTreeMap::new();
     let mut seen = 0u64;
     let mut last_warmup = Instant::now();
@@ -347,6 +350,7 @@ async fn live(args: &DemoArgs, data: &Path, trained: &Trained, target: u64) -> R
                     quorum::train::Direction::Neutral => Direction::Neutral,
                     quorum::train::Direction::Up => Direction::Up,
                 };
+                realized_counts[realized as usize] += 1;
                 for (m, dir) in &p.models {
                     per_model.entry(m.clone()).or_default().add(*dir == realized);
                 }
@@ -377,7 +381,7 @@ async fn live(args: &DemoArgs, data: &Path, trained: &Trained, target: u64) -> R
             let call = if trades { format!("TRADE {}", d["direction"].as_str().unwrap_or("?")) } else { "hold".into() };
             let accuracy: Vec<String> = per_model.iter().map(|(m, s)| format!("{} {}", short(m), s.show())).collect();
             println!(
-                "#{:<6} mid {:>10.2} | {:<10} | {} | {:>6.0} µs | accuracy so far: ensemble {} ({} trades), {}",
+                "#{:<6} mid {:>10.2} | {:<10} | {} | {:>6.0} µs | accuracy so far: ensemble {} ({} trades), {} (majority {})",
                 entry.seq,
                 mid,
                 call,
@@ -385,7 +389,8 @@ async fn live(args: &DemoArgs, data: &Path, trained: &Trained, target: u64) -> R
                 d["timings"]["total_us"].as_f64().unwrap_or(0.0),
                 ensemble.show(),
                 ensemble.total,
-                accuracy.join(", ")
+                accuracy.join(", "),
+                majority(&realized_counts)
             );
         }
         if !args.forever && seen >= target {
@@ -398,7 +403,12 @@ async fn live(args: &DemoArgs, data: &Path, trained: &Trained, target: u64) -> R
     let counters = hub.counters();
 
     println!("\nsummary: {} ticks, {seen} decisions shown, {} resyncs", counters.ticks, counters.resyncs);
-    println!("  accuracy on the primary horizon ({HORIZON} ticks, α = {:.2e}):", trained.alpha);
+    println!(
+        "  accuracy on the primary horizon ({HORIZON} ticks, α = {:.2e}); realized down/neutral/up {:?}, majority class {}:",
+        trained.alpha,
+        realized_counts,
+        majority(&realized_counts)
+    );
     println!("    {:16} {} over {} trades", "ensemble", ensemble.show(), ensemble.total);
     for (m, s) in &per_model {
         println!("    {:16} {} over {} decisions", m, s.show(), s.total);
@@ -412,6 +422,13 @@ async fn live(args: &DemoArgs, data: &Path, trained: &Trained, target: u64) -> R
     let status = engine.consensus().get_status();
     println!("  ensemble status after scoring: {}", serde_json::to_string(&status)?);
     Ok(())
+}
+
+/// The share of the most frequent realized direction.
+fn majority(counts: &[u64; 3]) -> String {
+    let total: u64 = counts.iter().sum();
+    let top = counts.iter().copied().max().unwrap_or(0);
+    Score { right: top, total }.show()
 }
 
 fn short(model: &str) -> &str {
