@@ -1,63 +1,14 @@
 //! After the first forward at a batch size, inference allocates nothing of its
-//! own: a global allocator watches every thread (rayon's workers included).
-//!
-//! Two known exceptions, both outside our code: the `gemm` crate (0.19)
-//! allocates a tiny `vec![false; mc / MR]` inside every call (gemm-common's
-//! `gemm_basic_generic`), and rayon's global job queue (crossbeam-deque's
-//! injector) allocates a block per 63 jobs pushed from outside the pool. Each
-//! allocation in the measured window is therefore traced, and any whose stack
-//! passes through neither fails the test with its stack printed. One test in
-//! this binary, so no other test allocates concurrently.
+//! own: every allocation of a warm forward, on every thread, is traced
+//! (`alloc_watch`), and any outside the known exceptions fails the test with
+//! its stack printed. One test in this binary, so no other test allocates
+//! concurrently.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Mutex;
+mod alloc_watch;
 
 use quorum::model::{ModelConfig, ModelKind, ModelMeta};
 use quorum::weights::generated;
 use quorum::{Cpu, Inputs, Model, Outputs, Tensor};
-
-struct Tracing;
-
-static WATCHING: AtomicBool = AtomicBool::new(false);
-static GEMM_ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
-static OFFENDERS: Mutex<Vec<String>> = Mutex::new(Vec::new());
-
-thread_local! {
-    /// Set while this thread inspects an allocation (which itself allocates).
-    static INSPECTING: Cell<bool> = const { Cell::new(false) };
-}
-
-fn inspect() {
-    if !WATCHING.load(Ordering::SeqCst) || INSPECTING.with(|f| f.replace(true)) {
-        return;
-    }
-    let stack = std::backtrace::Backtrace::force_capture().to_string();
-    if stack.contains("gemm_basic_generic") {
-        GEMM_ALLOCATIONS.fetch_add(1, Ordering::SeqCst);
-    } else if !stack.contains("crossbeam-deque") {
-        OFFENDERS.lock().unwrap().push(stack);
-    }
-    INSPECTING.with(|f| f.set(false));
-}
-
-unsafe impl GlobalAlloc for Tracing {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        inspect();
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        inspect();
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
-#[global_allocator]
-static GLOBAL: Tracing = Tracing;
 
 #[test]
 fn steady_state_forward_allocates_nothing_of_its_own() {
@@ -80,11 +31,8 @@ fn steady_state_forward_allocates_nothing_of_its_own() {
             for _ in 0..3 {
                 model.forward_into(&be, &inputs, &mut out).unwrap();
             }
-            WATCHING.store(true, Ordering::SeqCst);
-            let result = model.forward_into(&be, &inputs, &mut out);
-            WATCHING.store(false, Ordering::SeqCst);
+            let (result, offenders) = alloc_watch::watch(&[], || model.forward_into(&be, &inputs, &mut out));
             result.unwrap();
-            let offenders = std::mem::take(&mut *OFFENDERS.lock().unwrap());
             assert!(
                 offenders.is_empty(),
                 "{kind} at batch {batch}: {} allocations outside gemm; the first:\n{}",
@@ -94,5 +42,5 @@ fn steady_state_forward_allocates_nothing_of_its_own() {
         }
     }
     // The watcher must have seen something, or it watched nothing at all.
-    assert!(GEMM_ALLOCATIONS.load(Ordering::SeqCst) > 0, "no allocation was traced: the watcher is broken");
+    assert!(alloc_watch::gemm_allocations() > 0, "no allocation was traced: the watcher is broken");
 }
