@@ -18,7 +18,7 @@ use quorum::engine::{model_type, Engine};
 use quorum::ensemble::{Direction, EnsembleConfig};
 use quorum::live::{LiveConfig, LiveRunner};
 use quorum::market::{simulate_to_parquet, ExchangeConfig, LoopbackExchange, SimConfig};
-use quorum::model::{CnnLstmConfig, ModelConfig, ModelKind, MpdConfig, TlobConfig};
+use quorum::model::{ModelConfig, ModelKind};
 use quorum::server::{DataFolderLauncher, Extras, Server, ServerConfig, TrainingLauncher};
 use quorum::train::{MultiModelTrainer, TrainingConfig};
 use quorum::Cpu;
@@ -54,43 +54,6 @@ pub struct DemoArgs {
     /// The simulated markets' seed (history: this one; live: the next).
     #[arg(long, default_value_t = 5)]
     pub seed: u64,
-}
-
-/// The demo's models: small enough to train in about a minute each on 2 cores.
-fn small_config(kind: ModelKind) -> ModelConfig {
-    match kind {
-        ModelKind::MpdTransformer => ModelConfig::Mpd(MpdConfig {
-            sequence_length: 20,
-            embed_dim: 32,
-            num_layers: 2,
-            num_heads: 4,
-            mlp_ratio: 2.0,
-            ..MpdConfig::default()
-        }),
-        ModelKind::Tlob => ModelConfig::Tlob(TlobConfig {
-            spatial_channels: vec![8, 16],
-            temporal_hidden: 32,
-            num_temporal_layers: 1,
-            num_heads: 4,
-            mlp_ratio: 2.0,
-            ..TlobConfig::default()
-        }),
-        ModelKind::CnnLstm => ModelConfig::CnnLstm(CnnLstmConfig {
-            sequence_length: 20,
-            conv_channels: vec![32],
-            lstm_hidden: 32,
-            lstm_layers: 1,
-            ..CnnLstmConfig::default()
-        }),
-    }
-}
-
-fn window_of(config: &ModelConfig) -> usize {
-    match config {
-        ModelConfig::Mpd(c) => c.sequence_length,
-        ModelConfig::CnnLstm(c) => c.sequence_length,
-        ModelConfig::Tlob(c) => c.sequence_length,
-    }
 }
 
 /// What the demo trained: each model's file and held-out figures, and the
@@ -160,10 +123,10 @@ fn train_all(data: &Path, epochs: usize, seed: u64) -> Result<Trained> {
     let mut alpha = None;
     let mut rows = Vec::new();
     for kind in ModelKind::ALL {
-        let model = small_config(kind);
+        let model = ModelConfig::small(kind);
         let cfg = TrainingConfig {
             architecture: kind,
-            sequence_length: window_of(&model),
+            sequence_length: model.sequence_length(),
             batch_size: 64,
             learning_rate: 1e-3,
             epochs,

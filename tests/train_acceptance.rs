@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use quorum::features::{build_from_store, write_feature_table};
 use quorum::market::{simulate_to_parquet, SimConfig};
-use quorum::model::{CnnLstmConfig, ModelConfig, ModelKind, MpdConfig, TlobConfig};
+use quorum::model::{ModelConfig, ModelKind};
 use quorum::train::{MultiModelTrainer, TrainingConfig};
 use quorum::Cpu;
 
@@ -28,42 +28,10 @@ fn market(signal: f64) -> PathBuf {
     dir
 }
 
-fn small(kind: ModelKind) -> ModelConfig {
-    match kind {
-        ModelKind::MpdTransformer => ModelConfig::Mpd(MpdConfig {
-            sequence_length: 20,
-            embed_dim: 32,
-            num_layers: 2,
-            num_heads: 4,
-            mlp_ratio: 2.0,
-            ..MpdConfig::default()
-        }),
-        ModelKind::CnnLstm => ModelConfig::CnnLstm(CnnLstmConfig {
-            sequence_length: 20,
-            conv_channels: vec![32],
-            lstm_hidden: 32,
-            lstm_layers: 1,
-            ..CnnLstmConfig::default()
-        }),
-        ModelKind::Tlob => ModelConfig::Tlob(TlobConfig {
-            spatial_channels: vec![8, 16],
-            temporal_hidden: 32,
-            num_temporal_layers: 1,
-            num_heads: 4,
-            mlp_ratio: 2.0,
-            ..TlobConfig::default()
-        }),
-    }
-}
-
 /// (held-out accuracy, majority-class rate) of `kind` trained on `data`.
 fn held_out(kind: ModelKind, data: &Path, tag: &str) -> (f64, f64) {
-    let model = small(kind);
-    let sequence_length = match &model {
-        ModelConfig::Mpd(c) => c.sequence_length,
-        ModelConfig::CnnLstm(c) => c.sequence_length,
-        ModelConfig::Tlob(c) => c.sequence_length,
-    };
+    let model = ModelConfig::small(kind);
+    let sequence_length = model.sequence_length();
     let cfg = TrainingConfig {
         architecture: kind,
         sequence_length,

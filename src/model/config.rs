@@ -159,6 +159,46 @@ impl ModelConfig {
         }
     }
 
+    /// Small configs of each kind, quick to train on 2 cores (about a minute
+    /// each on an hour of 100 ms data): the demo's models and the planted-
+    /// signal acceptance test's.
+    pub fn small(kind: ModelKind) -> Self {
+        match kind {
+            ModelKind::MpdTransformer => ModelConfig::Mpd(MpdConfig {
+                sequence_length: 20,
+                embed_dim: 32,
+                num_layers: 2,
+                num_heads: 4,
+                mlp_ratio: 2.0,
+                ..MpdConfig::default()
+            }),
+            ModelKind::Tlob => ModelConfig::Tlob(TlobConfig {
+                spatial_channels: vec![8, 16],
+                temporal_hidden: 32,
+                num_temporal_layers: 1,
+                num_heads: 4,
+                mlp_ratio: 2.0,
+                ..TlobConfig::default()
+            }),
+            ModelKind::CnnLstm => ModelConfig::CnnLstm(CnnLstmConfig {
+                sequence_length: 20,
+                conv_channels: vec![32],
+                lstm_hidden: 32,
+                lstm_layers: 1,
+                ..CnnLstmConfig::default()
+            }),
+        }
+    }
+
+    /// The model's input window: feature vectors (MPD, CNN-LSTM) or snapshots (TLOB).
+    pub fn sequence_length(&self) -> usize {
+        match self {
+            ModelConfig::Mpd(c) => c.sequence_length,
+            ModelConfig::Tlob(c) => c.sequence_length,
+            ModelConfig::CnnLstm(c) => c.sequence_length,
+        }
+    }
+
     pub fn kind(&self) -> ModelKind {
         match self {
             ModelConfig::Mpd(_) => ModelKind::MpdTransformer,

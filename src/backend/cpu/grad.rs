@@ -328,21 +328,11 @@ pub(super) fn patch_embed_backward(
     s: PatchShape,
 ) {
     let (pt, pf, d) = (s.patch_h, s.patch_w, s.dim);
-    let (n_t, n_f) = (s.height / pt, s.width / pf);
     let (patches, tokens, plen) = (s.patches(), s.tokens(), pt * pf);
     let first = usize::from(s.cls_token);
     with_scratch(patches * plen, |v| {
         for bi in 0..s.batch {
-            let img = &x[bi * s.height * s.width..(bi + 1) * s.height * s.width];
-            for i in 0..n_t {
-                for j in 0..n_f {
-                    let dst = &mut v[(i * n_f + j) * plen..(i * n_f + j + 1) * plen];
-                    for r in 0..pt {
-                        let src = (i * pt + r) * s.width + j * pf;
-                        dst[r * pf..(r + 1) * pf].copy_from_slice(&img[src..src + pf]);
-                    }
-                }
-            }
+            super::gather_patches(&x[bi * s.height * s.width..(bi + 1) * s.height * s.width], v, s);
             let de = &dout[(bi * tokens + first) * d..(bi + 1) * tokens * d];
             // SAFETY: dW (d, plen) += dEᵀ (d × patches) · V (patches × plen), all in bounds.
             unsafe {
@@ -365,29 +355,6 @@ pub(super) fn patch_embed_backward(
     }
 }
 
-/// The conv's im2col matrix `(samples·len, c_in·k)` (see conv.rs).
-fn im2col(x: &[f32], cols: &mut [f32], len: usize, cin: usize, k: usize) {
-    let pad = k / 2;
-    let width = cin * k;
-    let fill = |(r, dst): (usize, &mut [f32])| {
-        let (smp, t) = (r / len, r % len);
-        for j in 0..k {
-            let src_t = t as isize + j as isize - pad as isize;
-            if src_t < 0 || src_t >= len as isize {
-                for c in 0..cin {
-                    dst[c * k + j] = 0.0;
-                }
-            } else {
-                let src = &x[(smp * len + src_t as usize) * cin..][..cin];
-                for (c, v) in src.iter().enumerate() {
-                    dst[c * k + j] = *v;
-                }
-            }
-        }
-    };
-    cols.par_chunks_mut(width).enumerate().for_each(fill);
-}
-
 pub(super) fn conv1d_backward(
     x: &[f32],
     w: &[f32],
@@ -404,7 +371,7 @@ pub(super) fn conv1d_backward(
     let dy_at = dy[s.out_offset..].as_ptr();
     with_scratch(2 * rows * width, |scr| {
         let (cols, dcols) = scr.split_at_mut(rows * width);
-        im2col(x, cols, len, cin, k);
+        super::conv::im2col(x, cols, len, cin, k);
         // SAFETY: dy rows of stride out_stride hold c_out values at out_offset;
         // cols (rows, width); dw and w (c_out, width); dcols (rows, width).
         unsafe {

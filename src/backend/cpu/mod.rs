@@ -151,6 +151,23 @@ pub(crate) fn matmul(
     }
 }
 
+/// One image's patches as rows: patch `p = i·n_f + j` becomes
+/// `v[p, r·pf + c] = img[i·pt + r, j·pf + c]` (models.md's order). Shared by
+/// the patch embedding's forward and backward.
+pub(crate) fn gather_patches(img: &[f32], v: &mut [f32], s: PatchShape) {
+    let (pt, pf) = (s.patch_h, s.patch_w);
+    let (n_t, n_f, plen) = (s.height / pt, s.width / pf, pt * pf);
+    for i in 0..n_t {
+        for j in 0..n_f {
+            let dst = &mut v[(i * n_f + j) * plen..(i * n_f + j + 1) * plen];
+            for r in 0..pt {
+                let src = (i * pt + r) * s.width + j * pf;
+                dst[r * pf..(r + 1) * pf].copy_from_slice(&img[src..src + pf]);
+            }
+        }
+    }
+}
+
 /// `(n_out, n_in)` row-major → `(n_in, n_out)` row-major.
 pub(crate) fn transpose(w: &[f32], n_out: usize, n_in: usize) -> Vec<f32> {
     let mut t = vec![0f32; w.len()];
@@ -289,7 +306,6 @@ impl Backend for Cpu {
         s: PatchShape,
     ) -> Result<()> {
         let (pt, pf, d) = (s.patch_h, s.patch_w, s.dim);
-        let (n_t, n_f) = (s.height / pt, s.width / pf);
         let (patches, tokens, plen) = (s.patches(), s.tokens(), pt * pf);
         check_len("patch_embed", "x", x.len(), s.batch * s.height * s.width)?;
         check_len("patch_embed", "w", w.len(), d * plen)?;
@@ -301,17 +317,7 @@ impl Backend for Cpu {
         let first = usize::from(s.cls_token);
         with_scratch(patches * plen, |v| {
             for bi in 0..s.batch {
-                let img = &x[bi * s.height * s.width..(bi + 1) * s.height * s.width];
-                // Gather patch p = i·n_f + j as v[p, r·pf + c] = img[i·pt + r, j·pf + c].
-                for i in 0..n_t {
-                    for j in 0..n_f {
-                        let dst = &mut v[(i * n_f + j) * plen..(i * n_f + j + 1) * plen];
-                        for r in 0..pt {
-                            let src = (i * pt + r) * s.width + j * pf;
-                            dst[r * pf..(r + 1) * pf].copy_from_slice(&img[src..src + pf]);
-                        }
-                    }
-                }
+                gather_patches(&x[bi * s.height * s.width..(bi + 1) * s.height * s.width], v, s);
                 let o = &mut out[(bi * tokens + first) * d..(bi + 1) * tokens * d];
                 matmul(v, w, o, patches, plen, d, d, false);
             }
