@@ -323,8 +323,9 @@ async fn live(args: &DemoArgs, data: &Path, trained: &Trained, target: u64) -> R
                 let ret = (future[HORIZON - 1] / p.mid).ln();
                 let _ = engine.consensus().record_outcome(p.id, realized, ret);
             }
-            mids.retain(|&s, _| s + 2 * HORIZON as u64 > entry.seq);
         }
+        // Mids older than any pending decision's horizon are no longer needed.
+        mids.retain(|&s, _| s + 2 * HORIZON as u64 > entry.seq);
         if seen == 1 || seen % 50 == 0 {
             let votes: Vec<String> = d["predictions"]
                 .as_array()
