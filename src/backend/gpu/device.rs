@@ -32,10 +32,18 @@ pub enum Kernel {
     MmaCheckF16,
     /// mma_check.cu: the 16-bit float conversions, element by element.
     HalfRoundTrip,
+    // Training, elementwise, optimizer and heads (train_elementwise.cu, heads_train.cu):
+    // (entries below this line)
+
+    // Training, the GEMM family and LayerNorm (train_gemm.cu, layernorm_backward.cu):
+    // (entries below this line)
+
+    // Training, attention and the LSTM (attention_train.cu, lstm_train.cu):
+    // (entries below this line)
 }
 
 impl Kernel {
-    pub const ALL: [Kernel; 19] = [
+    pub const ALL: &'static [Kernel] = &[
         Kernel::Standardize,
         Kernel::BroadcastAdd,
         Kernel::Pool,
@@ -55,6 +63,14 @@ impl Kernel {
         Kernel::PatchEmbedF16,
         Kernel::MmaCheckF16,
         Kernel::HalfRoundTrip,
+        // Training, elementwise, optimizer and heads:
+        // (entries below this line)
+
+        // Training, the GEMM family and LayerNorm:
+        // (entries below this line)
+
+        // Training, attention and the LSTM:
+        // (entries below this line)
     ];
 
     /// The `extern "C"` symbol of the kernel in its `.cu` file.
@@ -79,6 +95,14 @@ impl Kernel {
             Kernel::PatchEmbedF16 => "quorum_patch_embed_f16",
             Kernel::MmaCheckF16 => "quorum_mma_check_f16",
             Kernel::HalfRoundTrip => "quorum_half_round_trip",
+            // Training, elementwise, optimizer and heads:
+            // (entries below this line)
+
+            // Training, the GEMM family and LayerNorm:
+            // (entries below this line)
+
+            // Training, attention and the LSTM:
+            // (entries below this line)
         }
     }
 
@@ -100,6 +124,14 @@ impl Kernel {
             Kernel::Lstm => "lstm.cu",
             Kernel::Heads => "heads.cu",
             Kernel::MmaCheck | Kernel::MmaCheckF16 | Kernel::HalfRoundTrip => "mma_check.cu",
+            // Training, elementwise, optimizer and heads:
+            // (entries below this line)
+
+            // Training, the GEMM family and LayerNorm:
+            // (entries below this line)
+
+            // Training, attention and the LSTM:
+            // (entries below this line)
         }
     }
 }

@@ -62,6 +62,14 @@ entries! {
     PatchEmbedF16 => quorum_emu_launch_quorum_patch_embed_f16, quorum_emu_sizeof_quorum_patch_embed_f16;
     MmaCheckF16 => quorum_emu_launch_quorum_mma_check_f16, quorum_emu_sizeof_quorum_mma_check_f16;
     HalfRoundTrip => quorum_emu_launch_quorum_half_round_trip, quorum_emu_sizeof_quorum_half_round_trip;
+    // Training, elementwise, optimizer and heads:
+    // (entries below this line)
+
+    // Training, the GEMM family and LayerNorm:
+    // (entries below this line)
+
+    // Training, attention and the LSTM:
+    // (entries below this line)
 }
 
 /// The size of the C parameter struct of `k`, as the C++ compiler laid it out.

@@ -22,11 +22,11 @@ const MAX_GRID_YZ: usize = 65_535;
 const ELEMENTWISE_MAX_BLOCKS: usize = 1024;
 const ELEMENTWISE_THREADS: u32 = 256;
 
-fn err(reason: String) -> Error {
+pub(crate) fn err(reason: String) -> Error {
     Error::Backend { backend: "gpu".into(), reason }
 }
 
-fn cfg(grid: [usize; 3], block: u32, shared: usize) -> Result<LaunchConfig> {
+pub(crate) fn cfg(grid: [usize; 3], block: u32, shared: usize) -> Result<LaunchConfig> {
     if grid[1] > MAX_GRID_YZ || grid[2] > MAX_GRID_YZ || grid[0] > u32::MAX as usize {
         return Err(err(format!("grid {grid:?} exceeds CUDA's limits")));
     }

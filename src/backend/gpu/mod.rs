@@ -15,6 +15,7 @@ pub mod launch;
 pub mod nvrtc;
 pub mod params;
 pub mod sources;
+pub mod train;
 
 pub use cuda::Cuda;
 pub use device::{Device, Kernel, LaunchConfig};
@@ -58,15 +59,29 @@ impl Precision {
 pub struct Gpu<D: Device> {
     dev: D,
     precision: Precision,
+    /// Device memory the training ops reuse for what they hand back to the
+    /// host (per-block partial sums, per-sample losses); grown on demand.
+    scratch: std::sync::Mutex<Option<D::Mem>>,
 }
 
 impl<D: Device> Gpu<D> {
     pub fn new(dev: D) -> Self {
-        Gpu { dev, precision: Precision::F32 }
+        Gpu::with_precision(dev, Precision::F32)
     }
 
     pub fn with_precision(dev: D, precision: Precision) -> Self {
-        Gpu { dev, precision }
+        Gpu { dev, precision, scratch: std::sync::Mutex::new(None) }
+    }
+
+    /// Runs `f` with the backend's scratch buffer, at least `len` values long
+    /// (its contents are whatever the last user left).
+    #[allow(dead_code)] // until a training op hands results back through it
+    pub(crate) fn with_scratch<R>(&self, len: usize, f: impl FnOnce(&mut D::Mem) -> Result<R>) -> Result<R> {
+        let mut slot = self.scratch.lock().unwrap_or_else(|e| e.into_inner());
+        if slot.as_ref().is_none_or(|m| self.dev.len(m) < len) {
+            *slot = Some(self.dev.alloc(len.max(1024))?);
+        }
+        f(slot.as_mut().expect("allocated above"))
     }
 
     pub fn precision(&self) -> Precision {

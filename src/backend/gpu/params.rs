@@ -27,6 +27,11 @@ macro_rules! params {
     };
 }
 
+// Usable by the training ops' modules (gpu/train/), which declare their own
+// parameter structs beside the ops that launch them.
+#[allow(unused_imports)] // until a training module declares its parameters
+pub(crate) use params;
+
 params!(
     /// `kernels/elementwise.cu` StandardizeParams
     StandardizeParams => Standardize { x: u64, mean: u64, std: u64, rows: i32, dim: i32 }

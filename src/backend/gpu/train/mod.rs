@@ -1,0 +1,227 @@
+//! `impl Train for Gpu<D>`: the backward passes and the optimizer as launches
+//! of the training kernels, on any device (the emulator today, cudarc's
+//! device on a GPU). Each op lives in the module of its kernel family, next
+//! to the parameter structs and launch rules of its kernels:
+//! - `elementwise`: copy/add/mul/fill, GELU and its backward, dropout masks,
+//!   AdamW, sums of squares, the bias/broadcast/pool backwards, the heads'
+//!   loss (train_elementwise.cu, heads_train.cu);
+//! - `gemm`: linear, conv1d and patch-embedding backwards, LayerNorm's
+//!   backward, re-preparing weights (train_gemm.cu, layernorm_backward.cu);
+//! - `seq`: attention and the LSTM, training forward and backward
+//!   (attention_train.cu, lstm_train.cu).
+//!
+//! The same conventions as the CPU's `Train` (backend/mod.rs): parameter
+//! gradients add, reductions run in a fixed order (no float atomics), so the
+//! same inputs give bit-identical results whatever the block scheduling.
+//! Training runs at `Precision::F32` only: the 16-bit modes are for inference.
+
+mod elementwise;
+mod gemm;
+mod seq;
+
+use super::{Device, Gpu, Precision};
+use crate::backend::{
+    AdamWStep, AttentionShape, BroadcastShape, ConvShape, HeadsGrads, HeadsLoss, HeadsOut, HeadsRef, HeadsTargets,
+    LinearShape, LstmShape, PatchShape, Pool, Train,
+};
+use crate::error::Result;
+
+impl<D: Device> Gpu<D> {
+    /// The error of an op whose kernel is not written yet.
+    fn not_built(&self, op: &str) -> crate::error::Error {
+        self.err(format!("{op}: no training kernel for this op yet"))
+    }
+
+    /// Training keeps f32 weights (models.md's f32 tolerances on the gradients).
+    fn require_f32(&self, op: &str) -> Result<()> {
+        if self.precision != Precision::F32 {
+            return Err(self.err(format!("{op}: training runs at f32 precision, not {:?}", self.precision)));
+        }
+        Ok(())
+    }
+}
+
+impl<D: Device> Train for Gpu<D> {
+    fn prepare_linear_into(&self, w: &[f32], n_out: usize, n_in: usize, dst: &mut D::Mem) -> Result<()> {
+        self.require_f32("prepare_linear_into")?;
+        self.prepare_linear_into_op(w, n_out, n_in, dst)
+    }
+
+    fn prepare_recurrent_into(&self, w_hh: &[f32], hidden: usize, dst: &mut D::Mem) -> Result<()> {
+        self.prepare_recurrent_into_op(w_hh, hidden, dst)
+    }
+
+    fn copy(&self, src: &D::Mem, dst: &mut D::Mem, len: usize) -> Result<()> {
+        self.copy_op(src, dst, len)
+    }
+
+    fn add(&self, dst: &mut D::Mem, src: &D::Mem, len: usize) -> Result<()> {
+        self.add_op(dst, src, len)
+    }
+
+    fn mul(&self, x: &mut D::Mem, m: &D::Mem, len: usize) -> Result<()> {
+        self.mul_op(x, m, len)
+    }
+
+    fn gelu(&self, x: &D::Mem, y: &mut D::Mem, len: usize) -> Result<()> {
+        self.gelu_op(x, y, len)
+    }
+
+    fn gelu_backward(&self, pre: &D::Mem, dy: &mut D::Mem, len: usize) -> Result<()> {
+        self.gelu_backward_op(pre, dy, len)
+    }
+
+    fn dropout_mask(&self, mask: &mut D::Mem, len: usize, p: f32, seed: u64, stream: u64) -> Result<()> {
+        self.dropout_mask_op(mask, len, p, seed, stream)
+    }
+
+    fn linear_backward(
+        &self,
+        x: &D::Mem,
+        w: &D::Mem,
+        dy: &D::Mem,
+        dx: Option<&mut D::Mem>,
+        dw: &mut D::Mem,
+        db: Option<&mut D::Mem>,
+        shape: LinearShape,
+        accumulate_dx: bool,
+    ) -> Result<()> {
+        self.linear_backward_op(x, w, dy, dx, dw, db, shape, accumulate_dx)
+    }
+
+    fn bias_backward(&self, dy: &D::Mem, db: &mut D::Mem, rows: usize, n: usize) -> Result<()> {
+        self.bias_backward_op(dy, db, rows, n)
+    }
+
+    fn layernorm_backward(
+        &self,
+        x: &D::Mem,
+        gamma: &D::Mem,
+        dy: &D::Mem,
+        dx: &mut D::Mem,
+        dgamma: &mut D::Mem,
+        dbeta: &mut D::Mem,
+        rows: usize,
+        dim: usize,
+    ) -> Result<()> {
+        self.layernorm_backward_op(x, gamma, dy, dx, dgamma, dbeta, rows, dim)
+    }
+
+    fn attention_train(&self, qkv: &D::Mem, out: &mut D::Mem, probs: &mut D::Mem, shape: AttentionShape) -> Result<()> {
+        self.attention_train_op(qkv, out, probs, shape)
+    }
+
+    fn attention_backward(
+        &self,
+        qkv: &D::Mem,
+        probs: &D::Mem,
+        dout: &D::Mem,
+        dqkv: &mut D::Mem,
+        scratch: &mut D::Mem,
+        shape: AttentionShape,
+    ) -> Result<()> {
+        self.attention_backward_op(qkv, probs, dout, dqkv, scratch, shape)
+    }
+
+    fn patch_embed_backward(
+        &self,
+        x: &D::Mem,
+        dout: &D::Mem,
+        dw: &mut D::Mem,
+        db: &mut D::Mem,
+        dcls: Option<&mut D::Mem>,
+        dpos: &mut D::Mem,
+        shape: PatchShape,
+    ) -> Result<()> {
+        self.patch_embed_backward_op(x, dout, dw, db, dcls, dpos, shape)
+    }
+
+    fn conv1d_backward(
+        &self,
+        x: &D::Mem,
+        w: &D::Mem,
+        dy: &D::Mem,
+        dx: Option<&mut D::Mem>,
+        dw: &mut D::Mem,
+        db: &mut D::Mem,
+        shape: ConvShape,
+    ) -> Result<()> {
+        self.conv1d_backward_op(x, w, dy, dx, dw, db, shape)
+    }
+
+    fn lstm_train(
+        &self,
+        gx: &D::Mem,
+        w_hh: &D::Mem,
+        h_seq: &mut D::Mem,
+        c_seq: &mut D::Mem,
+        gates: &mut D::Mem,
+        shape: LstmShape,
+    ) -> Result<()> {
+        self.lstm_train_op(gx, w_hh, h_seq, c_seq, gates, shape)
+    }
+
+    fn lstm_backward(
+        &self,
+        w_hh: &D::Mem,
+        h_seq: &D::Mem,
+        c_seq: &D::Mem,
+        gates: &D::Mem,
+        dh_seq: &D::Mem,
+        dgx: &mut D::Mem,
+        dw_hh: &mut D::Mem,
+        shape: LstmShape,
+    ) -> Result<()> {
+        self.lstm_backward_op(w_hh, h_seq, c_seq, gates, dh_seq, dgx, dw_hh, shape)
+    }
+
+    fn broadcast_add_backward(&self, dx: &D::Mem, dsrc: &mut D::Mem, shape: BroadcastShape) -> Result<()> {
+        self.broadcast_add_backward_op(dx, dsrc, shape)
+    }
+
+    fn pool_backward(
+        &self,
+        dout: &D::Mem,
+        dx: &mut D::Mem,
+        batch: usize,
+        tokens: usize,
+        dim: usize,
+        how: Pool,
+    ) -> Result<()> {
+        self.pool_backward_op(dout, dx, batch, tokens, dim, how)
+    }
+
+    fn heads_loss(
+        &self,
+        z: &D::Mem,
+        p: HeadsRef<'_, Self>,
+        out: HeadsOut<'_, Self>,
+        targets: HeadsTargets<'_, Self>,
+        loss: HeadsLoss,
+        grads: Option<(HeadsGrads<'_, Self>, &mut D::Mem)>,
+        batch: usize,
+        dim: usize,
+    ) -> Result<f64> {
+        self.heads_loss_op(z, p, out, targets, loss, grads, batch, dim)
+    }
+
+    fn adamw(
+        &self,
+        param: &mut D::Mem,
+        grad: &D::Mem,
+        m: &mut D::Mem,
+        v: &mut D::Mem,
+        len: usize,
+        step: AdamWStep,
+    ) -> Result<()> {
+        self.adamw_op(param, grad, m, v, len, step)
+    }
+
+    fn sum_squares(&self, x: &D::Mem, len: usize) -> Result<f64> {
+        self.sum_squares_op(x, len)
+    }
+
+    fn fill(&self, x: &mut D::Mem, len: usize, value: f32) -> Result<()> {
+        self.fill_op(x, len, value)
+    }
+}

@@ -1,0 +1,37 @@
+//! The training kernels on a real device (`Gpu<Cuda>`), with
+//! `--features gpu-tests` on a machine with a GPU: the same cases as
+//! tests/train_kernels_emu.rs.
+
+#[cfg(feature = "gpu-tests")]
+#[path = "common/kernels.rs"]
+mod kernels;
+#[cfg(feature = "gpu-tests")]
+#[path = "common/train_elementwise.rs"]
+mod train_elementwise;
+#[cfg(feature = "gpu-tests")]
+#[path = "common/train_gemm.rs"]
+mod train_gemm;
+#[cfg(feature = "gpu-tests")]
+#[path = "common/train_seq.rs"]
+mod train_seq;
+
+#[cfg(feature = "gpu-tests")]
+mod on_gpu {
+    #[allow(unused_imports)]
+    use super::{train_elementwise, train_gemm, train_seq};
+    use quorum::backend::gpu::{Cuda, Gpu};
+
+    #[allow(dead_code)]
+    fn gpu() -> Gpu<Cuda> {
+        Gpu::new(Cuda::new(0).expect("gpu-tests need a CUDA device"))
+    }
+
+    // Elementwise, optimizer and heads:
+    // (tests below this line)
+
+    // The GEMM family and LayerNorm:
+    // (tests below this line)
+
+    // Attention and the LSTM:
+    // (tests below this line)
+}

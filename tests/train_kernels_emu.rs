@@ -1,0 +1,33 @@
+//! The training kernels (`impl Train for Gpu<D>`) run by the CUDA emulator
+//! against the CPU's `Train` ops, on awkward sizes, under each of the
+//! emulator's thread orders; results must also be bit-identical across
+//! orders and runs (no float atomics: training is reproducible on a GPU too).
+
+#[path = "common/kernels.rs"]
+mod kernels;
+#[path = "common/train_elementwise.rs"]
+mod train_elementwise;
+#[path = "common/train_gemm.rs"]
+mod train_gemm;
+#[path = "common/train_seq.rs"]
+mod train_seq;
+
+use quorum::backend::gpu::{Emu, Gpu, ThreadOrder};
+
+/// Runs a case under each of the emulator's schedules: forward and reverse
+/// thread order everywhere, and alternating per block.
+#[allow(dead_code)]
+fn each_order(case: fn(&Gpu<Emu>)) {
+    for order in [ThreadOrder::Alternate, ThreadOrder::Forward, ThreadOrder::Reverse] {
+        case(&Gpu::new(Emu::with_order(order)));
+    }
+}
+
+// Elementwise, optimizer and heads:
+// (tests below this line)
+
+// The GEMM family and LayerNorm:
+// (tests below this line)
+
+// Attention and the LSTM:
+// (tests below this line)
