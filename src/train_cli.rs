@@ -7,10 +7,12 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 
+use quorum::backend::gpu::{Cuda, Emu, Gpu};
+use quorum::backend::Train;
 use quorum::model::{ModelConfig, ModelKind};
 use quorum::train::report::Results;
 use quorum::train::{MultiModelTrainer, ProgressHandle, TrainNet, TrainingConfig};
-use quorum::{Backend, Cpu};
+use quorum::Cpu;
 
 #[derive(Args, Debug)]
 pub struct TrainArgs {
@@ -52,7 +54,8 @@ pub struct TrainArgs {
     /// Continue the run whose checkpoint is in the checkpoint folder.
     #[arg(long)]
     pub resume: bool,
-    /// cpu (the only backend with training today), cuda or emu.
+    /// cpu; cuda (the GPU kernels, device 0); or emu (the same kernels run by
+    /// the CPU emulator: slow, for checking the GPU path without a GPU).
     #[arg(long, default_value = "cpu")]
     pub backend: String,
 }
@@ -85,15 +88,16 @@ fn model_configs(path: &Path, kinds: &[ModelKind]) -> Result<Vec<(ModelKind, Mod
 }
 
 pub fn train(args: TrainArgs) -> Result<()> {
+    // The backend is opened first: a missing GPU is the first thing to say.
     match args.backend.as_str() {
-        "cpu" => {}
-        "cuda" | "emu" => bail!(
-            "--backend {}: training on that backend is not built yet (only the CPU backend implements \
-             training today); use --backend cpu",
-            args.backend
-        ),
+        "cpu" => train_on(&Cpu::new(), &args),
+        "emu" => train_on(&Gpu::new(Emu::new()), &args),
+        "cuda" => train_on(&Gpu::new(Cuda::new(0).context("--backend cuda")?), &args),
         other => bail!("--backend {other:?}: expected cpu, cuda or emu"),
     }
+}
+
+fn train_on<B: Train>(be: &B, args: &TrainArgs) -> Result<()> {
     let kinds: Vec<ModelKind> = if args.architecture == "all" {
         ModelKind::ALL.to_vec()
     } else {
@@ -164,7 +168,6 @@ pub fn train(args: TrainArgs) -> Result<()> {
 
     let progress = ProgressHandle::new();
     stop_on_ctrl_c(progress.clone());
-    let be = Cpu::new();
     let mut all: Vec<(ModelKind, Results)> = Vec::new();
     for cfg in configs {
         let kind = cfg.architecture;
@@ -175,7 +178,7 @@ pub fn train(args: TrainArgs) -> Result<()> {
             be.name(),
             cfg.checkpoint_dir
         );
-        let mut trainer = MultiModelTrainer::<Cpu, TrainNet<Cpu>>::new(&be, cfg)
+        let mut trainer = MultiModelTrainer::<B, TrainNet<B>>::new(be, cfg)
             .with_context(|| kind.to_string())?
             .with_progress(progress.clone());
         trainer.print = true;

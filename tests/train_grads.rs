@@ -3,99 +3,18 @@
 //! per case, the loss and every parameter's gradient within models.md's
 //! tolerance (relative L2 error ≤ 1e-3 per tensor).
 
-use std::collections::HashMap;
-use std::path::Path;
+#[path = "common/grads.rs"]
+mod grads;
 
-use quorum::model::{ModelConfig, ModelKind};
+use grads::{batch_for, check_golden, grads_of, small_configs, WEIGHTS};
+use quorum::backend::Backend;
+use quorum::model::{Model, ModelConfig, ModelKind, ModelMeta};
 use quorum::tensor::Tensor;
-use quorum::train::{HeadTargets, LossWeights, TrainBatch, TrainNet};
-use quorum::weights::read_tensor_file;
-use quorum::Cpu;
-
-struct Case {
-    config: ModelConfig,
-    params: HashMap<String, Tensor>,
-    batch: TrainBatch,
-    weights: LossWeights,
-    loss: f64,
-    grads: HashMap<String, Tensor>,
-}
-
-fn load(name: &str) -> Case {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/grads").join(format!("{name}.safetensors"));
-    let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let file = read_tensor_file(&bytes, name).unwrap();
-    let md = &file.metadata;
-    let kind = ModelKind::parse(&md["model"]).unwrap();
-    let config = ModelConfig::from_json(kind, &md["config"]).unwrap();
-    let w = |k: &str| md[k].parse::<f32>().unwrap();
-    let weights =
-        LossWeights { direction: w("direction_weight"), confidence: w("confidence_weight"), ret: w("return_weight") };
-    let mut params = HashMap::new();
-    let mut grads = HashMap::new();
-    let mut targets: Vec<HeadTargets> = Vec::new();
-    let mut batch = TrainBatch::default();
-    for (k, t) in &file.tensors {
-        if let Some(n) = k.strip_prefix("param.") {
-            params.insert(n.to_string(), t.clone());
-        } else if let Some(n) = k.strip_prefix("grad.") {
-            grads.insert(n.to_string(), t.clone());
-        } else if let Some(n) = k.strip_prefix("input.") {
-            batch.batch = t.shape[0];
-            match n {
-                "features" => batch.features = Some(t.clone()),
-                "lob" => batch.lob = Some(t.clone()),
-                "aux" => batch.aux = Some(t.clone()),
-                other => panic!("unexpected input {other}"),
-            }
-        }
-    }
-    for i in 0.. {
-        let Some(class) = file.tensors.get(&format!("target.{i}.class")) else { break };
-        let ret = &file.tensors[&format!("target.{i}.ret")];
-        targets.push(HeadTargets { class: class.data.iter().map(|&c| c as u8).collect(), ret: ret.data.clone() });
-    }
-    batch.targets = targets;
-    let loss = f64::from(file.tensors["output.loss"].data[0]);
-    Case { config, params, batch, weights, loss, grads }
-}
-
-fn rel_l2(got: &[f32], want: &[f32]) -> f64 {
-    let num: f64 = got.iter().zip(want).map(|(a, b)| (f64::from(*a) - f64::from(*b)).powi(2)).sum();
-    let den: f64 = want.iter().map(|b| f64::from(*b).powi(2)).sum();
-    (num / den.max(1e-30)).sqrt()
-}
+use quorum::train::{LossWeights, TrainBatch, TrainNet};
+use quorum::{Cpu, Inputs};
 
 fn check(name: &str) {
-    let case = load(name);
-    let be = Cpu::new();
-    let mut net = TrainNet::from_tensors(&be, case.config.clone(), &case.params).unwrap();
-    net.zero_grads(&be).unwrap();
-    let out = net.forward_backward(&be, &case.batch, case.weights, 7).unwrap();
-    assert!(
-        (out.loss - case.loss).abs() <= 1e-5 * (1.0 + case.loss.abs()),
-        "{name}: loss {} vs PyTorch {}",
-        out.loss,
-        case.loss
-    );
-    assert_eq!(out.logits.len(), case.batch.batch);
-    let mut worst = (0.0, String::new());
-    let mut failures = Vec::new();
-    for p in net.params() {
-        let want = case.grads.get(&p.name).unwrap_or_else(|| panic!("{name}: no golden gradient for {}", p.name));
-        let mut got = vec![0f32; p.numel()];
-        quorum::backend::Backend::read(&be, &p.grad, &mut got).unwrap();
-        assert_eq!(want.numel(), got.len(), "{name}: {}", p.name);
-        let e = rel_l2(&got, &want.data);
-        if e > worst.0 {
-            worst = (e, p.name.clone());
-        }
-        if e.is_nan() || e > 1e-3 {
-            failures.push(format!("{}: relative L2 error {e:.3e}", p.name));
-        }
-    }
-    assert!(failures.is_empty(), "{name}: gradients off:\n{}", failures.join("\n"));
-    eprintln!("{name}: loss {:.6} (PyTorch {:.6}), worst gradient {} at {:.2e}", out.loss, case.loss, worst.1, worst.0);
+    check_golden(&Cpu::new(), name);
 }
 
 #[test]
@@ -126,125 +45,6 @@ fn cnn_lstm_one_layer_matches_pytorch() {
 #[test]
 fn cnn_lstm_three_layers_matches_pytorch() {
     check("cnn_lstm_3layer");
-}
-
-// ---------------------------------------------------------------- beyond the goldens
-
-use quorum::backend::Backend;
-use quorum::model::{CnnLstmConfig, Model, ModelMeta, MpdConfig, TlobConfig};
-use quorum::Inputs;
-
-const WEIGHTS: LossWeights = LossWeights { direction: 1.0, confidence: 0.5, ret: 0.3 };
-
-fn small_configs(dropout: f64) -> Vec<ModelConfig> {
-    vec![
-        ModelConfig::Mpd(MpdConfig {
-            input_features: 12,
-            sequence_length: 10,
-            patch_size: (5, 4),
-            embed_dim: 12,
-            num_layers: 2,
-            num_heads: 3,
-            mlp_ratio: 2.0,
-            dropout,
-            ..Default::default()
-        }),
-        ModelConfig::Tlob(TlobConfig {
-            num_levels: 5,
-            sequence_length: 7,
-            spatial_channels: vec![6, 5],
-            temporal_kernels: vec![3, 5],
-            temporal_hidden: 8,
-            num_temporal_layers: 2,
-            num_heads: 2,
-            dropout,
-            horizons: vec![10, 30],
-            primary_horizon: 30,
-            aux_features: 6,
-            ..Default::default()
-        }),
-        ModelConfig::CnnLstm(CnnLstmConfig {
-            input_features: 9,
-            sequence_length: 6,
-            conv_channels: vec![7],
-            lstm_hidden: 5,
-            lstm_layers: 2,
-            dropout,
-            ..Default::default()
-        }),
-        // No convs: the LSTM reads the features directly; one layer, so no inter-layer dropout.
-        ModelConfig::CnnLstm(CnnLstmConfig {
-            input_features: 4,
-            sequence_length: 5,
-            conv_channels: vec![],
-            lstm_hidden: 3,
-            lstm_layers: 1,
-            dropout,
-            ..Default::default()
-        }),
-        ModelConfig::Mpd(MpdConfig {
-            input_features: 6,
-            sequence_length: 4,
-            patch_size: (2, 3),
-            embed_dim: 4,
-            num_layers: 1,
-            num_heads: 1,
-            mlp_ratio: 1.5,
-            dropout,
-            use_cls_token: false,
-            ..Default::default()
-        }),
-    ]
-}
-
-fn batch_for(config: &ModelConfig, n: usize, seed: u64) -> TrainBatch {
-    let mut s = seed;
-    let mut fill = |shape: Vec<usize>| {
-        let len: usize = shape.iter().product();
-        let data = (0..len)
-            .map(|_| {
-                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-            })
-            .collect();
-        Tensor::new(shape, data).unwrap()
-    };
-    let targets = |sets: usize| -> Vec<HeadTargets> {
-        (0..sets)
-            .map(|k| HeadTargets {
-                class: (0..n).map(|i| ((i + k) % 3) as u8).collect(),
-                ret: (0..n).map(|i| (i as f32 - 1.0) * 0.9).collect(),
-            })
-            .collect()
-    };
-    let mut b = TrainBatch { batch: n, ..Default::default() };
-    match config {
-        ModelConfig::Mpd(c) => {
-            b.features = Some(fill(vec![n, c.sequence_length, c.input_features]));
-            b.targets = targets(1);
-        }
-        ModelConfig::CnnLstm(c) => {
-            b.features = Some(fill(vec![n, c.sequence_length, c.input_features]));
-            b.targets = targets(1);
-        }
-        ModelConfig::Tlob(c) => {
-            b.lob = Some(fill(vec![n, c.sequence_length, c.num_levels, c.lob_features]));
-            b.aux = Some(fill(vec![n, c.aux_features]));
-            b.targets = targets(c.horizons.len());
-        }
-    }
-    b
-}
-
-fn grads_of(be: &Cpu, net: &TrainNet<Cpu>) -> Vec<Vec<f32>> {
-    net.params()
-        .iter()
-        .map(|p| {
-            let mut g = vec![0f32; p.numel()];
-            be.read(&p.grad, &mut g).unwrap();
-            g
-        })
-        .collect()
 }
 
 /// With dropout on (the goldens have none), finite differences of the loss

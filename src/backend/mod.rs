@@ -346,11 +346,25 @@ pub struct HeadsTargets<'a, B: Backend + ?Sized> {
 /// unless the op says it adds. Reductions run in a fixed order, so the same
 /// inputs give bit-identical gradients whatever the thread scheduling.
 pub trait Train: Backend {
-    /// `prepare_linear` into an existing buffer (re-deriving the layout after
-    /// an optimizer step without allocating).
-    fn prepare_linear_into(&self, w: &[f32], n_out: usize, n_in: usize, dst: &mut Self::Buf) -> Result<()>;
-    /// `prepare_recurrent` into an existing buffer.
-    fn prepare_recurrent_into(&self, w_hh: &[f32], hidden: usize, dst: &mut Self::Buf) -> Result<()>;
+    /// `prepare_linear` from a weight already on this backend (PyTorch's
+    /// `(n_out, n_in)` layout) into an existing buffer: re-deriving the
+    /// layout after an optimizer step without allocating or leaving the device.
+    fn prepare_linear_from(&self, w: &Self::Buf, n_out: usize, n_in: usize, dst: &mut Self::Buf) -> Result<()>;
+    /// `prepare_recurrent` from a `W_hh` already on this backend into an existing buffer.
+    fn prepare_recurrent_from(&self, w_hh: &Self::Buf, hidden: usize, dst: &mut Self::Buf) -> Result<()>;
+    /// `dst (outer, cols, rows) = src (outer, rows, cols)` with the last two
+    /// axes swapped, or `+=` when `accumulate` (TLOB's relabeling of
+    /// `spatial.proj` between PyTorch's and our flattening, and back for its gradient).
+    #[allow(clippy::too_many_arguments)]
+    fn swap_last_axes(
+        &self,
+        src: &Self::Buf,
+        dst: &mut Self::Buf,
+        outer: usize,
+        rows: usize,
+        cols: usize,
+        accumulate: bool,
+    ) -> Result<()>;
 
     /// `dst[..len] = src[..len]`.
     fn copy(&self, src: &Self::Buf, dst: &mut Self::Buf, len: usize) -> Result<()>;

@@ -85,19 +85,43 @@ impl Train for Cpu {
         Ok(())
     }
 
-    fn prepare_linear_into(&self, w: &[f32], n_out: usize, n_in: usize, dst: &mut Vec<f32>) -> Result<()> {
-        check_len("prepare_linear_into", "w", w.len(), n_out * n_in)?;
-        check_len("prepare_linear_into", "dst", dst.len(), n_out * n_in)?;
+    fn prepare_linear_from(&self, w: &Vec<f32>, n_out: usize, n_in: usize, dst: &mut Vec<f32>) -> Result<()> {
+        check_len("prepare_linear_from", "w", w.len(), n_out * n_in)?;
+        check_len("prepare_linear_from", "dst", dst.len(), n_out * n_in)?;
         transpose_into(&w[..n_out * n_in], n_out, n_in, &mut dst[..n_out * n_in]);
         Ok(())
     }
 
-    fn prepare_recurrent_into(&self, w_hh: &[f32], hidden: usize, dst: &mut Vec<f32>) -> Result<()> {
+    fn prepare_recurrent_from(&self, w_hh: &Vec<f32>, hidden: usize, dst: &mut Vec<f32>) -> Result<()> {
         let n = 4 * hidden * hidden;
-        check_len("prepare_recurrent_into", "w_hh", w_hh.len(), n)?;
-        check_len("prepare_recurrent_into", "dst", dst.len(), 2 * n)?;
+        check_len("prepare_recurrent_from", "w_hh", w_hh.len(), n)?;
+        check_len("prepare_recurrent_from", "dst", dst.len(), 2 * n)?;
         dst[..n].copy_from_slice(&w_hh[..n]);
         transpose_into(&w_hh[..n], 4 * hidden, hidden, &mut dst[n..2 * n]);
+        Ok(())
+    }
+
+    fn swap_last_axes(
+        &self,
+        src: &Vec<f32>,
+        dst: &mut Vec<f32>,
+        outer: usize,
+        rows: usize,
+        cols: usize,
+        accumulate: bool,
+    ) -> Result<()> {
+        let plane = rows * cols;
+        check_len("swap_last_axes", "src", src.len(), outer * plane)?;
+        check_len("swap_last_axes", "dst", dst.len(), outer * plane)?;
+        for (s, d) in src[..outer * plane].chunks_exact(plane.max(1)).zip(dst.chunks_exact_mut(plane.max(1))) {
+            for r in 0..rows {
+                for c in 0..cols {
+                    let v = s[r * cols + c];
+                    let at = &mut d[c * rows + r];
+                    *at = if accumulate { *at + v } else { v };
+                }
+            }
+        }
         Ok(())
     }
 

@@ -32,6 +32,8 @@ pub enum Kernel {
     MmaCheckF16,
     /// mma_check.cu: the 16-bit float conversions, element by element.
     HalfRoundTrip,
+    /// train_layout.cu: transposes on the device (re-preparing weights after a step).
+    SwapLastAxes,
     // Training, elementwise, optimizer and heads (train_elementwise.cu, heads_train.cu):
     // (entries below this line)
 
@@ -63,6 +65,7 @@ impl Kernel {
         Kernel::PatchEmbedF16,
         Kernel::MmaCheckF16,
         Kernel::HalfRoundTrip,
+        Kernel::SwapLastAxes,
         // Training, elementwise, optimizer and heads:
         // (entries below this line)
 
@@ -95,6 +98,7 @@ impl Kernel {
             Kernel::PatchEmbedF16 => "quorum_patch_embed_f16",
             Kernel::MmaCheckF16 => "quorum_mma_check_f16",
             Kernel::HalfRoundTrip => "quorum_half_round_trip",
+            Kernel::SwapLastAxes => "quorum_swap_last_axes",
             // Training, elementwise, optimizer and heads:
             // (entries below this line)
 
@@ -124,6 +128,7 @@ impl Kernel {
             Kernel::Lstm => "lstm.cu",
             Kernel::Heads => "heads.cu",
             Kernel::MmaCheck | Kernel::MmaCheckF16 | Kernel::HalfRoundTrip => "mma_check.cu",
+            Kernel::SwapLastAxes => "train_layout.cu",
             // Training, elementwise, optimizer and heads:
             // (entries below this line)
 

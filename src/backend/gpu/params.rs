@@ -22,7 +22,7 @@ macro_rules! params {
         pub struct $name { $(pub $field: $ty),* }
         // SAFETY: #[repr(C)], fields in the order and types of the C struct.
         unsafe impl KernelParams for $name {
-            const KERNEL: Kernel = Kernel::$kernel;
+            const KERNEL: $crate::backend::gpu::device::Kernel = $crate::backend::gpu::device::Kernel::$kernel;
         }
     };
 }
@@ -120,7 +120,7 @@ macro_rules! twin {
     ($wrap:ident, $p:ty => $kernel:ident) => {
         // SAFETY: repr(transparent) over a parameter struct of the same C layout.
         unsafe impl KernelParams for $wrap<$p> {
-            const KERNEL: Kernel = Kernel::$kernel;
+            const KERNEL: $crate::backend::gpu::device::Kernel = $crate::backend::gpu::device::Kernel::$kernel;
         }
     };
 }

@@ -1,8 +1,6 @@
 //! CNN-LSTM v2's training forward and backward through time (models.md §3).
 
-use super::parts::{
-    conv_chain_bwd, conv_chain_fwd, index, mask, read_host, Conv, ConvTape, Dropout, Heads, HeadsTape, Norm,
-};
+use super::parts::{conv_chain_bwd, conv_chain_fwd, index, mask, Conv, ConvTape, Dropout, Heads, HeadsTape, Norm};
 use super::{heads_stage, Ctx, Param, TrainBatch};
 use crate::backend::{Epilogue, LinearShape, LstmShape, Pool, Train};
 use crate::error::{Error, Result};
@@ -94,16 +92,14 @@ impl<B: Train> CnnLstm<B> {
         })
     }
 
-    pub fn refresh(&mut self, be: &B, params: &[Param<B>], host: &mut Vec<f32>) -> Result<()> {
+    pub fn refresh(&mut self, be: &B, params: &[Param<B>]) -> Result<()> {
         for c in &mut self.convs {
-            c.lin.refresh(be, params, host)?;
+            c.lin.refresh(be, params)?;
         }
         let h = self.cfg.lstm_hidden;
         for l in &mut self.layers {
-            let w = read_host(be, &params[l.w_ih], host)?;
-            be.prepare_linear_into(w, 4 * h, l.n_in, &mut l.wt_ih)?;
-            let w = read_host(be, &params[l.w_ih + 1], host)?;
-            be.prepare_recurrent_into(w, h, &mut l.w_hh)?;
+            be.prepare_linear_from(&params[l.w_ih].value, 4 * h, l.n_in, &mut l.wt_ih)?;
+            be.prepare_recurrent_from(&params[l.w_ih + 1].value, h, &mut l.w_hh)?;
             // The input projection's bias is b_ih + b_hh, as in the inference model.
             be.copy(&params[l.w_ih + 2].value, &mut l.bias, 4 * h)?;
             be.add(&mut l.bias, &params[l.w_ih + 3].value, 4 * h)?;

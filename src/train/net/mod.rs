@@ -89,9 +89,8 @@ pub struct TrainNet<B: Train> {
     config: ModelConfig,
     params: Vec<Param<B>>,
     net: Net<B>,
-    /// Host scratch for re-deriving layouts and relabeling (reused).
+    /// Host scratch for the targets' class ids (reused).
     host: Vec<f32>,
-    host2: Vec<f32>,
 }
 
 // Boxed: the variants differ in size, and there is one per network.
@@ -180,7 +179,7 @@ impl<B: Train> TrainNet<B> {
             ModelConfig::Tlob(c) => Net::Tlob(Box::new(tlob::Tlob::new(be, c, &params)?)),
             ModelConfig::CnnLstm(c) => Net::CnnLstm(Box::new(cnn_lstm::CnnLstm::new(be, c, &params)?)),
         };
-        let mut net = TrainNet { config, params, net, host: Vec::new(), host2: Vec::new() };
+        let mut net = TrainNet { config, params, net, host: Vec::new() };
         net.refresh(be)?;
         Ok(net)
     }
@@ -235,8 +234,8 @@ impl<B: Train> TrainNet<B> {
             ret: weights.ret,
             grad_scale: 1.0 / (n * sets) as f32,
         };
-        let TrainNet { params, net, host, host2, .. } = self;
-        let ctx = Ctx { batch: n, loss, backward, host, host2 };
+        let TrainNet { params, net, host, .. } = self;
+        let ctx = Ctx { batch: n, loss, backward, host };
         let (total, primary) = match net {
             Net::Mpd(m) => {
                 let t = m.tape(be, n)?;
@@ -342,11 +341,11 @@ impl<B: Train> TrainNet<B> {
 
     /// Re-derives the backend-layout copies after the parameters changed.
     pub fn refresh(&mut self, be: &B) -> Result<()> {
-        let TrainNet { params, net, host, host2, .. } = self;
+        let TrainNet { params, net, .. } = self;
         match net {
-            Net::Mpd(m) => m.refresh(be, params, host),
-            Net::Tlob(m) => m.refresh(be, params, host, host2),
-            Net::CnnLstm(m) => m.refresh(be, params, host),
+            Net::Mpd(m) => m.refresh(be, params),
+            Net::Tlob(m) => m.refresh(be, params),
+            Net::CnnLstm(m) => m.refresh(be, params),
         }
     }
 
@@ -368,7 +367,6 @@ pub(crate) struct Ctx<'a> {
     pub loss: HeadsLoss,
     pub backward: bool,
     pub host: &'a mut Vec<f32>,
-    pub host2: &'a mut Vec<f32>,
 }
 
 /// The step's result: the only allocations of a steady-state step (the

@@ -61,11 +61,11 @@ impl<B: Train> Mpd<B> {
         })
     }
 
-    pub fn refresh(&mut self, be: &B, params: &[Param<B>], host: &mut Vec<f32>) -> Result<()> {
-        self.patch.refresh(be, params, host)?;
+    pub fn refresh(&mut self, be: &B, params: &[Param<B>]) -> Result<()> {
+        self.patch.refresh(be, params)?;
         for b in &mut self.blocks {
             for l in b.lins_mut() {
-                l.refresh(be, params, host)?;
+                l.refresh(be, params)?;
             }
         }
         Ok(())

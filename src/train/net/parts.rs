@@ -17,16 +17,6 @@ pub(super) fn index<B: Train>(params: &[Param<B>], name: &str) -> Result<usize> 
         .ok_or_else(|| Error::weights("(parameters)", vec![format!("missing tensor {name}")]))
 }
 
-/// Reads a parameter's value into the host scratch (grown as needed).
-pub(super) fn read_host<'h, B: Train>(be: &B, p: &Param<B>, host: &'h mut Vec<f32>) -> Result<&'h mut [f32]> {
-    let n = p.numel();
-    if host.len() < n {
-        host.resize(n, 0.0);
-    }
-    be.read(&p.value, &mut host[..n])?;
-    Ok(&mut host[..n])
-}
-
 /// A matrix product `y = x Wᵀ + b`: `w` and `b` index the parameters
 /// (`b = w + 1`, models.md's order), `wt` is `prepare_linear`'s copy.
 pub(super) struct Lin<B: Train> {
@@ -47,9 +37,8 @@ impl<B: Train> Lin<B> {
         Ok(Lin { w, b, n_in, n_out, wt: be.alloc(n_in * n_out)? })
     }
 
-    pub fn refresh(&mut self, be: &B, params: &[Param<B>], host: &mut Vec<f32>) -> Result<()> {
-        let w = read_host(be, &params[self.w], host)?;
-        be.prepare_linear_into(w, self.n_out, self.n_in, &mut self.wt)
+    pub fn refresh(&mut self, be: &B, params: &[Param<B>]) -> Result<()> {
+        be.prepare_linear_from(&params[self.w].value, self.n_out, self.n_in, &mut self.wt)
     }
 
     pub fn shape(&self, rows: usize) -> LinearShape {

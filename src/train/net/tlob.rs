@@ -1,8 +1,8 @@
 //! TLOB's training forward and backward (models.md §2).
 
 use super::parts::{
-    blocks_bwd, blocks_fwd, conv_chain_bwd, conv_chain_fwd, mask, read_host, Block, BlockGrads, BlockTape, Conv,
-    ConvTape, Dropout, Heads, HeadsTape, Lin, Norm,
+    blocks_bwd, blocks_fwd, conv_chain_bwd, conv_chain_fwd, mask, Block, BlockGrads, BlockTape, Conv, ConvTape,
+    Dropout, Heads, HeadsTape, Lin, Norm,
 };
 use super::{heads_stage, Ctx, Param, TrainBatch};
 use crate::backend::{BroadcastShape, ConvShape, Epilogue, Pool, Train};
@@ -111,34 +111,24 @@ impl<B: Train> Tlob<B> {
         self.cfg.horizons.iter().position(|&h| h == self.cfg.primary_horizon).unwrap_or(0)
     }
 
-    pub fn refresh(&mut self, be: &B, params: &[Param<B>], host: &mut Vec<f32>, host2: &mut Vec<f32>) -> Result<()> {
+    pub fn refresh(&mut self, be: &B, params: &[Param<B>]) -> Result<()> {
         for c in self.convs.iter_mut().chain(self.branches.iter_mut()) {
-            c.lin.refresh(be, params, host)?;
+            c.lin.refresh(be, params)?;
         }
-        self.ms_proj.refresh(be, params, host)?;
+        self.ms_proj.refresh(be, params)?;
         if let Some((a, b)) = &mut self.aux {
-            a.refresh(be, params, host)?;
-            b.refresh(be, params, host)?;
+            a.refresh(be, params)?;
+            b.refresh(be, params)?;
         }
         for b in &mut self.blocks {
             for l in b.lins_mut() {
-                l.refresh(be, params, host)?;
+                l.refresh(be, params)?;
             }
         }
-        let (d, l) = (self.cfg.temporal_hidden, self.cfg.num_levels);
-        // The relabeling of model/tlob.rs's `spatial_proj_to_internal`, into reused scratch.
-        let w = read_host(be, &params[self.proj.w], host)?;
-        let (ch, flat) = (self.channels, self.channels * l);
-        host2.resize(flat * d, 0.0);
-        for o in 0..d {
-            for c in 0..ch {
-                for li in 0..l {
-                    host2[o * flat + li * ch + c] = w[o * flat + c * l + li];
-                }
-            }
-        }
-        be.write(&mut self.w_int, &host2[..flat * d])?;
-        be.prepare_linear_into(&host2[..flat * d], d, flat, &mut self.proj.wt)
+        // model/tlob.rs's `spatial_proj_to_internal`: w[o, c·L + l] → w_int[o, l·C + c].
+        let (d, l, ch) = (self.cfg.temporal_hidden, self.cfg.num_levels, self.channels);
+        be.swap_last_axes(&params[self.proj.w].value, &mut self.w_int, d, ch, l, false)?;
+        be.prepare_linear_from(&self.w_int, d, ch * l, &mut self.proj.wt)
     }
 
     pub fn tape(&mut self, be: &B, batch: usize) -> Result<&mut Tape<B>> {
@@ -334,21 +324,7 @@ impl<B: Train> Tlob<B> {
         }
         conv_chain_bwd(be, params, convs, &t.lob, &t.spatial, &mut t.dmap_a, &mut t.dmap_b, samples, l)?;
         // g_int[o, l·C + c] → grad[o, c·L + l].
-        let (host, host2) = (ctx.host, ctx.host2);
-        let n = flat * d;
-        host.resize(n.max(host.len()), 0.0);
-        host2.resize(n.max(host2.len()), 0.0);
-        be.read(g_int, &mut host[..n])?;
-        be.read(&params[proj.w].grad, &mut host2[..n])?;
-        let ch = *channels;
-        for o in 0..d {
-            for cc in 0..ch {
-                for li in 0..l {
-                    host2[o * flat + cc * l + li] += host[o * flat + li * ch + cc];
-                }
-            }
-        }
-        be.write(&mut params[proj.w].grad, &host2[..n])?;
+        be.swap_last_axes(g_int, &mut params[proj.w].grad, d, l, *channels, true)?;
         Ok(total)
     }
 }

@@ -1,26 +1,11 @@
 //! Backward passes of the GEMM family (linear, conv1d, patch embedding) and
-//! of LayerNorm, and re-preparing weights after an optimizer step
-//! (kernels/train_gemm.cu, kernels/layernorm_backward.cu).
+//! of LayerNorm (kernels/train_gemm.cu, kernels/layernorm_backward.cu).
 
 use crate::backend::gpu::{Device, Gpu};
 use crate::backend::{ConvShape, LinearShape, PatchShape};
 use crate::error::Result;
 
 impl<D: Device> Gpu<D> {
-    pub(super) fn prepare_linear_into_op(
-        &self,
-        _w: &[f32],
-        _n_out: usize,
-        _n_in: usize,
-        _dst: &mut D::Mem,
-    ) -> Result<()> {
-        Err(self.not_built("prepare_linear_into"))
-    }
-
-    pub(super) fn prepare_recurrent_into_op(&self, _w_hh: &[f32], _hidden: usize, _dst: &mut D::Mem) -> Result<()> {
-        Err(self.not_built("prepare_recurrent_into"))
-    }
-
     #[allow(clippy::too_many_arguments)]
     pub(super) fn linear_backward_op(
         &self,

@@ -6,7 +6,9 @@
 //!   AdamW, sums of squares, the bias/broadcast/pool backwards, the heads'
 //!   loss (train_elementwise.cu, heads_train.cu);
 //! - `gemm`: linear, conv1d and patch-embedding backwards, LayerNorm's
-//!   backward, re-preparing weights (train_gemm.cu, layernorm_backward.cu);
+//!   backward (train_gemm.cu, layernorm_backward.cu);
+//! - `layout`: transposes on the device, so re-preparing weights after an
+//!   optimizer step never goes through the host (train_layout.cu);
 //! - `seq`: attention and the LSTM, training forward and backward
 //!   (attention_train.cu, lstm_train.cu).
 //!
@@ -17,6 +19,7 @@
 
 mod elementwise;
 mod gemm;
+mod layout;
 mod seq;
 
 use super::{Device, Gpu, Precision};
@@ -42,13 +45,30 @@ impl<D: Device> Gpu<D> {
 }
 
 impl<D: Device> Train for Gpu<D> {
-    fn prepare_linear_into(&self, w: &[f32], n_out: usize, n_in: usize, dst: &mut D::Mem) -> Result<()> {
-        self.require_f32("prepare_linear_into")?;
-        self.prepare_linear_into_op(w, n_out, n_in, dst)
+    /// At f32 the prepared layout is the transpose, `(n_in, n_out)`.
+    fn prepare_linear_from(&self, w: &D::Mem, n_out: usize, n_in: usize, dst: &mut D::Mem) -> Result<()> {
+        self.require_f32("prepare_linear_from")?;
+        self.swap_last_axes_op("prepare_linear_from", w, dst, 1, n_out, n_in, false)
     }
 
-    fn prepare_recurrent_into(&self, w_hh: &[f32], hidden: usize, dst: &mut D::Mem) -> Result<()> {
-        self.prepare_recurrent_into_op(w_hh, hidden, dst)
+    /// The LSTM kernels read `W_hh` in PyTorch's layout: a copy.
+    fn prepare_recurrent_from(&self, w_hh: &D::Mem, hidden: usize, dst: &mut D::Mem) -> Result<()> {
+        let n = 4 * hidden * hidden;
+        self.check("prepare_recurrent_from", "w_hh", w_hh, n)?;
+        self.check("prepare_recurrent_from", "dst", dst, n)?;
+        self.copy(w_hh, dst, n)
+    }
+
+    fn swap_last_axes(
+        &self,
+        src: &D::Mem,
+        dst: &mut D::Mem,
+        outer: usize,
+        rows: usize,
+        cols: usize,
+        accumulate: bool,
+    ) -> Result<()> {
+        self.swap_last_axes_op("swap_last_axes", src, dst, outer, rows, cols, accumulate)
     }
 
     fn copy(&self, src: &D::Mem, dst: &mut D::Mem, len: usize) -> Result<()> {
