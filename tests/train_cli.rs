@@ -75,3 +75,61 @@ fn train_refuses_bad_input_by_name_and_writes_nothing() {
     assert!(!ok && text.contains("/nonexistent/quorum"), "{text}");
     assert!(!ckpt.exists(), "nothing is written for refused input");
 }
+
+/// `--backend emu` trains through the GPU kernels (run by the emulator) and
+/// ends where the CPU ends: the same data, seed and config give the same
+/// folds and weights within f32 rounding of a few hundred steps.
+#[test]
+fn training_on_the_emulated_gpu_ends_where_the_cpu_does() {
+    let data = std::env::temp_dir().join(format!("quorum-train-cli-emu-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&data);
+    let sim = SimConfig { symbol: "SIMUSDT".into(), signal_strength: 2.0, ..SimConfig::default() };
+    simulate_to_parquet(&sim, &data.join("raw_lob"), Duration::from_secs(8 * 60), |_, _| {}).unwrap();
+    let mc = data.join("model.json");
+    std::fs::write(&mc, r#"{"sequence_length": 10, "conv_channels": [8], "lstm_hidden": 8, "lstm_layers": 1}"#)
+        .unwrap();
+    let run = |backend: &str| {
+        let ckpt = data.join(format!("ckpt-{backend}"));
+        let (ok, text) = quorum(&[
+            "train",
+            "--architecture",
+            "cnn_lstm",
+            "--data",
+            data.to_str().unwrap(),
+            "--symbol",
+            "SIMUSDT",
+            "--model-config",
+            mc.to_str().unwrap(),
+            "--epochs",
+            "2",
+            "--walk-forward-splits",
+            "2",
+            "--seed",
+            "4",
+            "--backend",
+            backend,
+            "--checkpoint-dir",
+            ckpt.to_str().unwrap(),
+        ]);
+        assert!(ok, "--backend {backend}:\n{text}");
+        let results: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(ckpt.join("cnn_lstm_results.json")).unwrap()).unwrap();
+        let model = results["model_path"].as_str().unwrap().to_string();
+        let tensors = quorum::weights::read_tensor_file(&std::fs::read(&model).unwrap(), &model).unwrap().tensors;
+        (results, tensors)
+    };
+    let (cpu, cpu_w) = run("cpu");
+    let (emu, emu_w) = run("emu");
+    assert_eq!(emu["backend"], "emu");
+    assert_eq!(cpu["folds"].as_array().unwrap().len(), emu["folds"].as_array().unwrap().len());
+    let acc = |r: &serde_json::Value| r["best_val_accuracy"].as_f64().unwrap();
+    assert!((acc(&cpu) - acc(&emu)).abs() <= 0.01, "accuracy {} (cpu) vs {} (emu)", acc(&cpu), acc(&emu));
+    assert_eq!(cpu_w.keys().collect::<Vec<_>>(), emu_w.keys().collect::<Vec<_>>());
+    for (name, a) in &cpu_w {
+        let b = &emu_w[name];
+        let num: f64 = a.data.iter().zip(&b.data).map(|(x, y)| f64::from(x - y).powi(2)).sum();
+        let den: f64 = a.data.iter().map(|x| f64::from(*x).powi(2)).sum();
+        let e = (num / den.max(1e-30)).sqrt();
+        assert!(e <= 1e-3, "{name}: the emulated GPU's weights are off the CPU's by {e:e}");
+    }
+}
