@@ -1,14 +1,17 @@
-//! One training step per model on the CPU backend at the default configs,
-//! batch 32: `forward_backward` (dropout on) plus AdamW over every parameter
-//! and `refresh` (what the trainer does per optimizer step).
+//! One training step per model at the default configs, batch 32:
+//! `forward_backward` (dropout on) plus AdamW over every parameter and
+//! `refresh` (what the trainer does per optimizer step). On the CPU backend,
+//! and with `--features gpu-tests` on a CUDA device as well (the training
+//! kernels, f32).
 //!
 //!     cargo bench --bench train
+//!     cargo bench --features gpu-tests --bench train
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use quorum::backend::{AdamWStep, Train};
 use quorum::model::{ModelConfig, ModelKind};
 use quorum::train::{HeadTargets, LossWeights, TrainBatch, TrainNet};
-use quorum::{Backend, Cpu, Tensor};
+use quorum::{Cpu, Tensor};
 
 const BATCH: usize = 32;
 
@@ -41,21 +44,30 @@ fn batch_for(config: &ModelConfig) -> TrainBatch {
 }
 
 fn train_step(c: &mut Criterion) {
-    let be = Cpu::new();
+    train_step_on(c, &Cpu::new(), "train_step_cpu");
+    #[cfg(feature = "gpu-tests")]
+    {
+        use quorum::backend::gpu::{Cuda, Gpu};
+        let gpu = Gpu::new(Cuda::new(0).expect("--features gpu-tests needs a CUDA device"));
+        train_step_on(c, &gpu, "train_step_cuda");
+    }
+}
+
+fn train_step_on<B: Train>(c: &mut Criterion, be: &B, group_name: &str) {
     let weights = LossWeights { direction: 1.0, confidence: 0.5, ret: 0.3 };
-    let mut group = c.benchmark_group("train_step_cpu");
+    let mut group = c.benchmark_group(group_name);
     for kind in ModelKind::ALL {
         let config = ModelConfig::default_for(kind);
-        let mut net = TrainNet::init(&be, config.clone(), 1).unwrap();
+        let mut net = TrainNet::init(be, config.clone(), 1).unwrap();
         let batch = batch_for(&config);
-        let mut state: Vec<(Vec<f32>, Vec<f32>)> =
+        let mut state: Vec<(B::Buf, B::Buf)> =
             net.params().iter().map(|p| (be.alloc(p.numel()).unwrap(), be.alloc(p.numel()).unwrap())).collect();
         let mut step = 0u32;
         group.bench_function(format!("{}/{BATCH}", kind.as_str()), |b| {
             b.iter(|| {
                 step += 1;
-                net.zero_grads(&be).unwrap();
-                net.forward_backward(&be, &batch, weights, u64::from(step)).unwrap();
+                net.zero_grads(be).unwrap();
+                net.forward_backward(be, &batch, weights, u64::from(step)).unwrap();
                 for (p, (m, v)) in net.params_mut().iter_mut().zip(state.iter_mut()) {
                     let s = AdamWStep {
                         lr: 1e-4,
@@ -69,7 +81,10 @@ fn train_step(c: &mut Criterion) {
                     let n = p.numel();
                     be.adamw(&mut p.value, &p.grad, m, v, n, s).unwrap();
                 }
-                net.refresh(&be).unwrap();
+                net.refresh(be).unwrap();
+                // Waits for a device's queue to drain (a no-op on the CPU).
+                let mut one = [0f32];
+                be.read(&net.params()[0].value, &mut one).unwrap();
             })
         });
     }
