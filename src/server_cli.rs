@@ -15,7 +15,7 @@ use quorum::ensemble::EnsembleConfig;
 use quorum::live::{LiveConfig, LiveObserver, LiveRunner};
 use quorum::market::{Endpoint, ExchangeConfig, LoopbackExchange, SimConfig, BINANCE_REST_URL, BINANCE_WS_URL};
 use quorum::model::{ModelConfig, ModelKind, ModelMeta};
-use quorum::server::{DataFolderLauncher, Extras, Metrics, Server, ServerConfig, TrainingLauncher};
+use quorum::server::{DataFolderLauncher, Extras, Metrics, Server, ServerConfig, TrainOn, TrainingLauncher};
 use quorum::weights::{generated, WeightsFile};
 use quorum::Cpu;
 
@@ -64,7 +64,7 @@ pub struct ServeArgs {
     #[arg(long)]
     pub duration: Option<f64>,
     /// A data folder as `quorum train --data` reads it: enables the training
-    /// endpoints, which train on the CPU from it (without it they answer 501).
+    /// endpoints, which train from it on the serving backend (without it they answer 501).
     #[arg(long)]
     pub data: Option<PathBuf>,
 }
@@ -74,10 +74,11 @@ pub fn serve(args: ServeArgs) -> Result<()> {
         Some(p) => EnsembleConfig::from_file(p)?,
         None => EnsembleConfig::default(),
     };
-    let engine = match resolve_backend(args.backend)? {
-        Resolved::Cpu => Engine::new(Cpu::new(), config)?,
-        Resolved::Emu => Engine::new(Gpu::new(Emu::new()), config)?,
-        Resolved::Cuda(dev) => Engine::new(Gpu::new(dev), config)?,
+    // Training jobs (--data) run on the serving backend.
+    let (engine, train_on) = match resolve_backend(args.backend)? {
+        Resolved::Cpu => (Engine::new(Cpu::new(), config)?, TrainOn::Cpu),
+        Resolved::Emu => (Engine::new(Gpu::new(Emu::new()), config)?, TrainOn::Emu),
+        Resolved::Cuda(dev) => (Engine::new(Gpu::new(dev), config)?, TrainOn::Cuda),
     };
     if let Some(dir) = &args.weights {
         let report = engine.load_dir(dir)?;
@@ -111,10 +112,10 @@ pub fn serve(args: ServeArgs) -> Result<()> {
     }
     let rt =
         tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().context("starting tokio")?;
-    rt.block_on(run(args, Arc::new(engine)))
+    rt.block_on(run(args, Arc::new(engine), train_on))
 }
 
-async fn run(args: ServeArgs, engine: Arc<Engine>) -> Result<()> {
+async fn run(args: ServeArgs, engine: Arc<Engine>, train_on: TrainOn) -> Result<()> {
     let metrics = Arc::new(Metrics::default());
     let mut exchange = None;
     let live_cfg = if args.simulate {
@@ -153,7 +154,8 @@ async fn run(args: ServeArgs, engine: Arc<Engine>) -> Result<()> {
     };
     let config =
         ServerConfig { bind: args.bind, allow_remote: args.allow_remote, token: args.token, ..Default::default() };
-    let launcher = args.data.as_ref().map(|d| Arc::new(DataFolderLauncher::new(d)) as Arc<dyn TrainingLauncher>);
+    let launcher =
+        args.data.as_ref().map(|d| Arc::new(DataFolderLauncher::new(d).on(train_on)) as Arc<dyn TrainingLauncher>);
     let extras = Extras { live: live.as_ref().map(|l| l.hub()), launcher, metrics: Some(metrics) };
     let server = Server::start(config, engine, extras).await?;
     println!("quorum serve: listening on http://{}; Ctrl-C to stop", server.local_addr());

@@ -1,11 +1,13 @@
 //! The training endpoints' side of the server: a [`TrainingLauncher`] (the
 //! trainer plugs in here) and the one job that may run at a time.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use parking_lot::Mutex;
 use serde::Serialize;
 
+use crate::backend::gpu::{Cuda, Emu, Gpu};
+use crate::backend::Train;
 use crate::train::data::data_folder;
 use crate::train::{JobResult, MultiModelTrainer, Progress, ProgressHandle, TrainingConfig};
 use crate::Cpu;
@@ -93,20 +95,61 @@ impl TrainingSlot {
     }
 }
 
-/// The launcher `quorum serve --data DIR` plugs in: trains on the CPU (the
-/// backend with training today), on a thread of its own, from `DIR` laid out
+/// Which backend a training job runs on; a job opens its own (a CUDA device
+/// is opened per job, beside the serving engine's).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum TrainOn {
+    #[default]
+    Cpu,
+    /// The GPU kernels run by the CPU emulator (slow; for checking the path).
+    Emu,
+    /// The GPU kernels on CUDA device 0.
+    Cuda,
+}
+
+/// The launcher `quorum serve --data DIR` plugs in: trains on the serving
+/// backend (`TrainOn`), on a thread of its own, from `DIR` laid out
 /// as `quorum train --data` reads it; checkpoints go to the job's
 /// `checkpoint_dir` as usual. When the job is over, its `result` (the model
 /// to promote with `POST /api/ensemble/models/load`) or `error` is in the
 /// status.
 pub struct DataFolderLauncher {
     data_dir: PathBuf,
+    backend: TrainOn,
 }
 
 impl DataFolderLauncher {
+    /// Trains on the CPU.
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
-        DataFolderLauncher { data_dir: data_dir.into() }
+        DataFolderLauncher { data_dir: data_dir.into(), backend: TrainOn::Cpu }
     }
+
+    pub fn on(mut self, backend: TrainOn) -> Self {
+        self.backend = backend;
+        self
+    }
+}
+
+/// One training job from start to result, on `be`.
+fn run_job<B: Train>(
+    be: &B,
+    config: TrainingConfig,
+    job: &ProgressHandle,
+    features: &Path,
+    raw: &Path,
+    symbol: &str,
+) -> crate::Result<JobResult> {
+    let mut t = MultiModelTrainer::<B>::new(be, config)?.with_progress(job.clone());
+    t.load_data(Some(features), Some(raw), symbol)?;
+    let r = t.train_walk_forward()?;
+    Ok(JobResult {
+        model_path: r.model_path.clone(),
+        results_path: t.paths().results.display().to_string(),
+        best_val_accuracy: r.best_val_accuracy,
+        best_val_loss: r.best_val_loss,
+        training_time_seconds: r.training_time_seconds,
+        completed: r.completed,
+    })
 }
 
 impl TrainingLauncher for DataFolderLauncher {
@@ -128,23 +171,17 @@ impl TrainingLauncher for DataFolderLauncher {
             p.total_epochs = config.epochs;
         });
         let job = handle.clone();
+        let backend = self.backend;
         std::thread::Builder::new()
             .name(format!("train-{symbol}"))
             .spawn(move || {
-                let be = Cpu::new();
-                let outcome = (|| {
-                    let mut t = MultiModelTrainer::<Cpu>::new(&be, config)?.with_progress(job.clone());
-                    t.load_data(Some(&features), Some(&raw), &symbol)?;
-                    let r = t.train_walk_forward()?;
-                    Ok::<_, crate::Error>(JobResult {
-                        model_path: r.model_path.clone(),
-                        results_path: t.paths().results.display().to_string(),
-                        best_val_accuracy: r.best_val_accuracy,
-                        best_val_loss: r.best_val_loss,
-                        training_time_seconds: r.training_time_seconds,
-                        completed: r.completed,
-                    })
-                })();
+                let outcome = match backend {
+                    TrainOn::Cpu => run_job(&Cpu::new(), config, &job, &features, &raw, &symbol),
+                    TrainOn::Emu => run_job(&Gpu::new(Emu::new()), config, &job, &features, &raw, &symbol),
+                    TrainOn::Cuda => {
+                        Cuda::new(0).and_then(|dev| run_job(&Gpu::new(dev), config, &job, &features, &raw, &symbol))
+                    }
+                };
                 job.update(|p| {
                     match outcome {
                         Ok(r) => p.result = Some(r),
