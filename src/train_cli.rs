@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 
-use quorum::backend::gpu::{Cuda, Emu, Gpu};
+use quorum::backend::gpu::{Cuda, Emu, Gpu, Precision};
 use quorum::backend::Train;
 use quorum::model::{ModelConfig, ModelKind};
 use quorum::train::report::Results;
@@ -51,6 +51,10 @@ pub struct TrainArgs {
     pub seed: Option<u64>,
     #[arg(long)]
     pub checkpoint_dir: Option<String>,
+    /// training.md's use_amp (default on): on cuda and emu, the forward's
+    /// matrix products in bf16 from f32 master weights; ignored on the CPU.
+    #[arg(long)]
+    pub use_amp: Option<bool>,
     /// Continue the run whose checkpoint is in the checkpoint folder.
     #[arg(long)]
     pub resume: bool,
@@ -88,21 +92,20 @@ fn model_configs(path: &Path, kinds: &[ModelKind]) -> Result<Vec<(ModelKind, Mod
 }
 
 pub fn train(args: TrainArgs) -> Result<()> {
-    // The backend is opened first: a missing GPU is the first thing to say.
+    let base = base_config(&args)?;
+    // training.md's use_amp on the GPU: the forward's matrix products in bf16
+    // from the f32 master weights (the CPU trains in f32 and notes it).
+    let precision = if base.use_amp { Precision::Bf16 } else { Precision::F32 };
     match args.backend.as_str() {
-        "cpu" => train_on(&Cpu::new(), &args),
-        "emu" => train_on(&Gpu::new(Emu::new()), &args),
-        "cuda" => train_on(&Gpu::new(Cuda::new(0).context("--backend cuda")?), &args),
+        "cpu" => train_on(&Cpu::new(), &args, base),
+        "emu" => train_on(&Gpu::with_precision(Emu::new(), precision), &args, base),
+        "cuda" => train_on(&Gpu::with_precision(Cuda::new(0).context("--backend cuda")?, precision), &args, base),
         other => bail!("--backend {other:?}: expected cpu, cuda or emu"),
     }
 }
 
-fn train_on<B: Train>(be: &B, args: &TrainArgs) -> Result<()> {
-    let kinds: Vec<ModelKind> = if args.architecture == "all" {
-        ModelKind::ALL.to_vec()
-    } else {
-        vec![ModelKind::parse(&args.architecture).context("--architecture")?]
-    };
+/// The TrainingConfig of `--config` (or the defaults) with the flags applied.
+fn base_config(args: &TrainArgs) -> Result<TrainingConfig> {
     let mut base = match &args.config {
         Some(p) => {
             let text = std::fs::read_to_string(p).with_context(|| format!("--config {}", p.display()))?;
@@ -134,6 +137,18 @@ fn train_on<B: Train>(be: &B, args: &TrainArgs) -> Result<()> {
     if let Some(v) = &args.checkpoint_dir {
         base.checkpoint_dir = v.clone();
     }
+    if let Some(v) = args.use_amp {
+        base.use_amp = v;
+    }
+    Ok(base)
+}
+
+fn train_on<B: Train>(be: &B, args: &TrainArgs, base: TrainingConfig) -> Result<()> {
+    let kinds: Vec<ModelKind> = if args.architecture == "all" {
+        ModelKind::ALL.to_vec()
+    } else {
+        vec![ModelKind::parse(&args.architecture).context("--architecture")?]
+    };
     let overrides = match &args.model_config {
         Some(p) => model_configs(p, &kinds)?,
         None => Vec::new(),

@@ -14,7 +14,7 @@ use quorum::train::{LossWeights, TrainBatch, TrainNet};
 use quorum::{Cpu, Inputs};
 
 fn check(name: &str) {
-    check_golden(&Cpu::new(), name);
+    check_golden(&Cpu::new(), name, grads::F32);
 }
 
 #[test]

@@ -422,7 +422,9 @@ fn backward_ops_reject_short_buffers() {
 /// Re-preparing from a weight already on the backend gives what preparing
 /// from the host gives, and the device-side relabeling is the naive one; on
 /// the CPU and on the GPU backend (emulated), whose layouts differ.
-fn prepare_from_matches_prepare<B: Train>(be: &B) {
+/// `prepared_len(n_out, n_in)`: the values `prepare_linear` gives (16-bit
+/// modes pack two per slot).
+fn prepare_from_matches_prepare<B: Train>(be: &B, prepared_len: fn(usize, usize) -> usize) {
     let read = |b: &B::Buf, n: usize| {
         let mut v = vec![0f32; n];
         be.read(b, &mut v).unwrap();
@@ -430,7 +432,7 @@ fn prepare_from_matches_prepare<B: Train>(be: &B) {
     };
     for &(n_out, n_in) in &[(1usize, 1usize), (5, 7), (33, 65), (100, 31)] {
         let w = rand(n_out * n_in, 40);
-        let n = n_out * n_in;
+        let n = prepared_len(n_out, n_in);
         let mut dst = be.upload(&vec![f32::NAN; n]).unwrap();
         be.prepare_linear_from(&be.upload(&w).unwrap(), n_out, n_in, &mut dst).unwrap();
         assert_eq!(read(&dst, n), read(&be.prepare_linear(&w, n_out, n_in).unwrap(), n), "{n_out}x{n_in}");
@@ -475,11 +477,15 @@ fn prepare_from_matches_prepare<B: Train>(be: &B) {
 
 #[test]
 fn prepare_from_matches_prepare_on_the_cpu() {
-    prepare_from_matches_prepare(&Cpu::new());
+    prepare_from_matches_prepare(&Cpu::new(), |o, i| o * i);
 }
 
 #[test]
 fn prepare_from_matches_prepare_on_the_emulated_gpu() {
-    use quorum::backend::gpu::{Emu, Gpu};
-    prepare_from_matches_prepare(&Gpu::new(Emu::new()));
+    use quorum::backend::gpu::{Emu, Gpu, Precision};
+    prepare_from_matches_prepare(&Gpu::new(Emu::new()), |o, i| o * i);
+    // Mixed precision: the f32 master weights packed on the device as the host packs them.
+    for p in [Precision::Bf16, Precision::F16] {
+        prepare_from_matches_prepare(&Gpu::with_precision(Emu::new(), p), |o, i| o * i.div_ceil(2));
+    }
 }

@@ -346,6 +346,12 @@ pub struct HeadsTargets<'a, B: Backend + ?Sized> {
 /// unless the op says it adds. Reductions run in a fixed order, so the same
 /// inputs give bit-identical gradients whatever the thread scheduling.
 pub trait Train: Backend {
+    /// The 16-bit format the forward's matrix products use while training
+    /// (training.md's `use_amp`), or `None` when everything runs in f32.
+    fn mixed_precision(&self) -> Option<&'static str> {
+        None
+    }
+
     /// `prepare_linear` from a weight already on this backend (PyTorch's
     /// `(n_out, n_in)` layout) into an existing buffer: re-deriving the
     /// layout after an optimizer step without allocating or leaving the device.

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use parking_lot::Mutex;
 use serde::Serialize;
 
-use crate::backend::gpu::{Cuda, Emu, Gpu};
+use crate::backend::gpu::{Cuda, Emu, Gpu, Precision};
 use crate::backend::Train;
 use crate::train::data::data_folder;
 use crate::train::{JobResult, MultiModelTrainer, Progress, ProgressHandle, TrainingConfig};
@@ -175,12 +175,16 @@ impl TrainingLauncher for DataFolderLauncher {
         std::thread::Builder::new()
             .name(format!("train-{symbol}"))
             .spawn(move || {
+                // training.md's use_amp: bf16 forward products on the GPU backends.
+                let precision = if config.use_amp { Precision::Bf16 } else { Precision::F32 };
                 let outcome = match backend {
                     TrainOn::Cpu => run_job(&Cpu::new(), config, &job, &features, &raw, &symbol),
-                    TrainOn::Emu => run_job(&Gpu::new(Emu::new()), config, &job, &features, &raw, &symbol),
-                    TrainOn::Cuda => {
-                        Cuda::new(0).and_then(|dev| run_job(&Gpu::new(dev), config, &job, &features, &raw, &symbol))
+                    TrainOn::Emu => {
+                        run_job(&Gpu::with_precision(Emu::new(), precision), config, &job, &features, &raw, &symbol)
                     }
+                    TrainOn::Cuda => Cuda::new(0).and_then(|dev| {
+                        run_job(&Gpu::with_precision(dev, precision), config, &job, &features, &raw, &symbol)
+                    }),
                 };
                 job.update(|p| {
                     match outcome {

@@ -374,8 +374,16 @@ impl<'b, B: Train, N: Net<B>> MultiModelTrainer<'b, B, N> {
     }
 
     fn run(&mut self, data: &Prepared) -> Result<Results> {
-        if self.config.use_amp && self.be.name() == "cpu" {
-            let note = "use_amp is ignored on the CPU: training runs in f32 throughout".to_string();
+        let note = match (self.config.use_amp, self.be.mixed_precision()) {
+            (true, None) => Some(format!("use_amp is ignored on {}: training runs in f32 throughout", self.be.name())),
+            (_, Some(h)) => Some(format!(
+                "mixed precision on {}: the forward's matrix products in {h} from f32 master weights; \
+                 the rest and the backward in f32",
+                self.be.name()
+            )),
+            (false, None) => None,
+        };
+        if let Some(note) = note {
             self.log(&format!("note: {note}"));
             self.notes.push(note);
         }

@@ -75,15 +75,33 @@ pub fn rel_l2(got: &[f32], want: &[f32]) -> f64 {
     (num / den.max(1e-30)).sqrt()
 }
 
+/// How close a backend must come to PyTorch's float64 autograd.
+#[derive(Clone, Copy, Debug)]
+pub struct Tolerance {
+    /// |loss − PyTorch's| ≤ loss · (1 + |PyTorch's|).
+    pub loss: f64,
+    /// Relative L2 error of every parameter's gradient.
+    pub grad: f64,
+}
+
+/// models.md's f32 bounds: gradients ≤ 1e-3 relative L2; the loss as tight
+/// as f32 sums allow.
+pub const F32: Tolerance = Tolerance { loss: 1e-5, grad: 1e-3 };
+
+/// Mixed precision (use_amp: bf16 forward products). models.md gives no
+/// gradient bound for 16-bit modes ("n/a"); we hold gradients and the loss
+/// to its 16-bit output bound, 3e-2, which is ~8× bf16's unit roundoff (2⁻⁸).
+pub const BF16: Tolerance = Tolerance { loss: 3e-2, grad: 3e-2 };
+
 /// One `forward_backward` of golden case `name` on `be`: the loss and every
 /// parameter's gradient against PyTorch's. Returns the worst relative L2 error.
-pub fn check_golden<B: Train>(be: &B, name: &str) -> f64 {
+pub fn check_golden<B: Train>(be: &B, name: &str, tol: Tolerance) -> f64 {
     let case = load(name);
     let mut net = TrainNet::from_tensors(be, case.config.clone(), &case.params).unwrap();
     net.zero_grads(be).unwrap();
     let out = net.forward_backward(be, &case.batch, case.weights, 7).unwrap();
     assert!(
-        (out.loss - case.loss).abs() <= 1e-5 * (1.0 + case.loss.abs()),
+        (out.loss - case.loss).abs() <= tol.loss * (1.0 + case.loss.abs()),
         "{name}: loss {} vs PyTorch {}",
         out.loss,
         case.loss
@@ -100,7 +118,7 @@ pub fn check_golden<B: Train>(be: &B, name: &str) -> f64 {
         if e > worst.0 {
             worst = (e, p.name.clone());
         }
-        if e.is_nan() || e > 1e-3 {
+        if e.is_nan() || e > tol.grad {
             failures.push(format!("{}: relative L2 error {e:.3e}", p.name));
         }
     }

@@ -34,6 +34,8 @@ pub enum Kernel {
     HalfRoundTrip,
     /// train_layout.cu: transposes on the device (re-preparing weights after a step).
     SwapLastAxes,
+    /// train_layout.cu: f32 master weights packed into the 16-bit GEMM layout (use_amp).
+    PackHalf,
     // Training, elementwise, optimizer and heads (train_elementwise.cu, heads_train.cu):
     // (entries below this line)
 
@@ -66,6 +68,7 @@ impl Kernel {
         Kernel::MmaCheckF16,
         Kernel::HalfRoundTrip,
         Kernel::SwapLastAxes,
+        Kernel::PackHalf,
         // Training, elementwise, optimizer and heads:
         // (entries below this line)
 
@@ -99,6 +102,7 @@ impl Kernel {
             Kernel::MmaCheckF16 => "quorum_mma_check_f16",
             Kernel::HalfRoundTrip => "quorum_half_round_trip",
             Kernel::SwapLastAxes => "quorum_swap_last_axes",
+            Kernel::PackHalf => "quorum_pack_half",
             // Training, elementwise, optimizer and heads:
             // (entries below this line)
 
@@ -128,7 +132,7 @@ impl Kernel {
             Kernel::Lstm => "lstm.cu",
             Kernel::Heads => "heads.cu",
             Kernel::MmaCheck | Kernel::MmaCheckF16 | Kernel::HalfRoundTrip => "mma_check.cu",
-            Kernel::SwapLastAxes => "train_layout.cu",
+            Kernel::SwapLastAxes | Kernel::PackHalf => "train_layout.cu",
             // Training, elementwise, optimizer and heads:
             // (entries below this line)
 

@@ -63,6 +63,7 @@ entries! {
     MmaCheckF16 => quorum_emu_launch_quorum_mma_check_f16, quorum_emu_sizeof_quorum_mma_check_f16;
     HalfRoundTrip => quorum_emu_launch_quorum_half_round_trip, quorum_emu_sizeof_quorum_half_round_trip;
     SwapLastAxes => quorum_emu_launch_quorum_swap_last_axes, quorum_emu_sizeof_quorum_swap_last_axes;
+    PackHalf => quorum_emu_launch_quorum_pack_half, quorum_emu_sizeof_quorum_pack_half;
     // Training, elementwise, optimizer and heads:
     // (entries below this line)
 

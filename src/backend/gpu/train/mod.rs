@@ -15,7 +15,13 @@
 //! The same conventions as the CPU's `Train` (backend/mod.rs): parameter
 //! gradients add, reductions run in a fixed order (no float atomics), so the
 //! same inputs give bit-identical results whatever the block scheduling.
-//! Training runs at `Precision::F32` only: the 16-bit modes are for inference.
+//!
+//! Mixed precision (training.md's `use_amp`): on a `Gpu` built with
+//! `Precision::Bf16` (or F16) the forward's matrix products (linear, conv,
+//! patch embedding) run on the 16-bit tensor-core kernels, from weights
+//! re-packed after each step from the f32 master copy the optimizer updates;
+//! everything else, and every backward op, stays f32 (the backward's matrix
+//! products read the f32 master weights).
 
 mod elementwise;
 mod gemm;
@@ -34,21 +40,19 @@ impl<D: Device> Gpu<D> {
     fn not_built(&self, op: &str) -> crate::error::Error {
         self.err(format!("{op}: no training kernel for this op yet"))
     }
-
-    /// Training keeps f32 weights (models.md's f32 tolerances on the gradients).
-    fn require_f32(&self, op: &str) -> Result<()> {
-        if self.precision != Precision::F32 {
-            return Err(self.err(format!("{op}: training runs at f32 precision, not {:?}", self.precision)));
-        }
-        Ok(())
-    }
 }
 
 impl<D: Device> Train for Gpu<D> {
-    /// At f32 the prepared layout is the transpose, `(n_in, n_out)`.
+    fn mixed_precision(&self) -> Option<&'static str> {
+        match self.precision {
+            Precision::F32 => None,
+            Precision::Bf16 => Some("bf16"),
+            Precision::F16 => Some("f16"),
+        }
+    }
+
     fn prepare_linear_from(&self, w: &D::Mem, n_out: usize, n_in: usize, dst: &mut D::Mem) -> Result<()> {
-        self.require_f32("prepare_linear_from")?;
-        self.swap_last_axes_op("prepare_linear_from", w, dst, 1, n_out, n_in, false)
+        self.prepare_linear_from_op(w, n_out, n_in, dst)
     }
 
     /// The LSTM kernels read `W_hh` in PyTorch's layout: a copy.
