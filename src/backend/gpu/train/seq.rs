@@ -273,6 +273,22 @@ mod tests {
     }
 
     #[test]
+    fn parameter_structs_match_the_c_layouts() {
+        use crate::backend::gpu::emu::c_params_size;
+        use std::mem::size_of;
+        for (k, rust) in [
+            (Kernel::AttentionTrain, size_of::<AttentionTrainParams>()),
+            (Kernel::AttentionDq, size_of::<AttentionDqParams>()),
+            (Kernel::AttentionDkv, size_of::<AttentionDkvParams>()),
+            (Kernel::LstmTrain, size_of::<LstmTrainParams>()),
+            (Kernel::LstmBackward, size_of::<LstmBackwardParams>()),
+            (Kernel::LstmDw, size_of::<LstmDwParams>()),
+        ] {
+            assert_eq!(c_params_size(k), rust, "{k:?}");
+        }
+    }
+
+    #[test]
     fn lstm_training_launches() {
         assert_eq!(lstm_train_launch(3, 256).unwrap().shared_bytes, 3072);
         let c = lstm_backward_launch(17, 256).unwrap();
