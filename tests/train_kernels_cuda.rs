@@ -34,4 +34,35 @@ mod on_gpu {
 
     // Attention and the LSTM:
     // (tests below this line)
+
+    #[test]
+    fn attention_train_matches_cpu() {
+        train_seq::attention_train_matches_cpu(&gpu());
+    }
+
+    #[test]
+    fn attention_backward_matches_cpu() {
+        train_seq::attention_backward_matches_cpu(&gpu());
+    }
+
+    #[test]
+    fn lstm_train_matches_cpu() {
+        train_seq::lstm_train_matches_cpu(&gpu());
+    }
+
+    #[test]
+    fn lstm_backward_matches_cpu() {
+        train_seq::lstm_backward_matches_cpu(&gpu());
+    }
+
+    #[test]
+    fn seq_ops_bit_identical_across_runs() {
+        let g = gpu();
+        train_seq::seq_ops_bit_identical(&g, &g);
+    }
+
+    #[test]
+    fn seq_short_buffers_are_errors() {
+        train_seq::seq_short_buffers_are_errors(&gpu());
+    }
 }

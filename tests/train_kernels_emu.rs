@@ -31,3 +31,36 @@ fn each_order(case: fn(&Gpu<Emu>)) {
 
 // Attention and the LSTM:
 // (tests below this line)
+
+#[test]
+fn attention_train_matches_cpu() {
+    each_order(train_seq::attention_train_matches_cpu);
+}
+
+#[test]
+fn attention_backward_matches_cpu() {
+    each_order(train_seq::attention_backward_matches_cpu);
+}
+
+#[test]
+fn lstm_train_matches_cpu() {
+    each_order(train_seq::lstm_train_matches_cpu);
+}
+
+#[test]
+fn lstm_backward_matches_cpu() {
+    each_order(train_seq::lstm_backward_matches_cpu);
+}
+
+#[test]
+fn seq_ops_bit_identical_across_thread_orders_and_runs() {
+    let forward = Gpu::new(Emu::with_order(ThreadOrder::Forward));
+    let reverse = Gpu::new(Emu::with_order(ThreadOrder::Reverse));
+    train_seq::seq_ops_bit_identical(&forward, &reverse);
+    train_seq::seq_ops_bit_identical(&forward, &forward);
+}
+
+#[test]
+fn seq_short_buffers_are_errors() {
+    train_seq::seq_short_buffers_are_errors(&Gpu::new(Emu::default()));
+}

@@ -44,6 +44,15 @@ pub enum Kernel {
 
     // Training, attention and the LSTM (attention_train.cu, lstm_train.cu):
     // (entries below this line)
+    /// attention_train.cu: the forward keeping the probabilities, and the
+    /// backward's two passes (a warp per query row, a warp per key).
+    AttentionTrain,
+    AttentionDq,
+    AttentionDkv,
+    /// lstm_train.cu: the recurrence keeping c and the gates, BPTT, and dW_hh.
+    LstmTrain,
+    LstmBackward,
+    LstmDw,
 }
 
 impl Kernel {
@@ -77,6 +86,12 @@ impl Kernel {
 
         // Training, attention and the LSTM:
         // (entries below this line)
+        Kernel::AttentionTrain,
+        Kernel::AttentionDq,
+        Kernel::AttentionDkv,
+        Kernel::LstmTrain,
+        Kernel::LstmBackward,
+        Kernel::LstmDw,
     ];
 
     /// The `extern "C"` symbol of the kernel in its `.cu` file.
@@ -111,6 +126,12 @@ impl Kernel {
 
             // Training, attention and the LSTM:
             // (entries below this line)
+            Kernel::AttentionTrain => "quorum_attention_train",
+            Kernel::AttentionDq => "quorum_attention_dq",
+            Kernel::AttentionDkv => "quorum_attention_dkv",
+            Kernel::LstmTrain => "quorum_lstm_train",
+            Kernel::LstmBackward => "quorum_lstm_backward",
+            Kernel::LstmDw => "quorum_lstm_dw",
         }
     }
 
@@ -141,6 +162,8 @@ impl Kernel {
 
             // Training, attention and the LSTM:
             // (entries below this line)
+            Kernel::AttentionTrain | Kernel::AttentionDq | Kernel::AttentionDkv => "attention_train.cu",
+            Kernel::LstmTrain | Kernel::LstmBackward | Kernel::LstmDw => "lstm_train.cu",
         }
     }
 }

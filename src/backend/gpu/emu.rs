@@ -72,6 +72,12 @@ entries! {
 
     // Training, attention and the LSTM:
     // (entries below this line)
+    AttentionTrain => quorum_emu_launch_quorum_attention_train, quorum_emu_sizeof_quorum_attention_train;
+    AttentionDq => quorum_emu_launch_quorum_attention_dq, quorum_emu_sizeof_quorum_attention_dq;
+    AttentionDkv => quorum_emu_launch_quorum_attention_dkv, quorum_emu_sizeof_quorum_attention_dkv;
+    LstmTrain => quorum_emu_launch_quorum_lstm_train, quorum_emu_sizeof_quorum_lstm_train;
+    LstmBackward => quorum_emu_launch_quorum_lstm_backward, quorum_emu_sizeof_quorum_lstm_backward;
+    LstmDw => quorum_emu_launch_quorum_lstm_dw, quorum_emu_sizeof_quorum_lstm_dw;
 }
 
 /// The size of the C parameter struct of `k`, as the C++ compiler laid it out.
