@@ -45,7 +45,6 @@ pub enum Kernel {
     GemmBiasGrad,
     LayerNormDx,
     LayerNormDparams,
-
     // Training, attention and the LSTM (attention_train.cu, lstm_train.cu):
     // (entries below this line)
 }
@@ -84,7 +83,6 @@ impl Kernel {
         Kernel::GemmBiasGrad,
         Kernel::LayerNormDx,
         Kernel::LayerNormDparams,
-
         // Training, attention and the LSTM:
         // (entries below this line)
     ];
@@ -124,7 +122,6 @@ impl Kernel {
             Kernel::GemmBiasGrad => "quorum_gemm_bias_grad",
             Kernel::LayerNormDx => "quorum_layernorm_dx",
             Kernel::LayerNormDparams => "quorum_layernorm_dparams",
-
             // Training, attention and the LSTM:
             // (entries below this line)
         }
@@ -160,7 +157,6 @@ impl Kernel {
             | Kernel::PatchEmbedDw
             | Kernel::GemmBiasGrad => "train_gemm.cu",
             Kernel::LayerNormDx | Kernel::LayerNormDparams => "layernorm_backward.cu",
-
             // Training, attention and the LSTM:
             // (entries below this line)
         }

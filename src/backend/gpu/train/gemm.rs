@@ -173,7 +173,14 @@ impl<D: Device> Gpu<D> {
         }
         let (rows, n_in, n_out) = (self.int(op, s.rows)?, self.int(op, s.n_in)?, self.int(op, s.n_out)?);
         if s.rows > 0 {
-            let p = LinearDwParams { x: self.dev.ptr(x), dy: self.dev.ptr(dy), dw: self.dev.ptr_mut(dw), rows, n_in, n_out };
+            let p = LinearDwParams {
+                x: self.dev.ptr(x),
+                dy: self.dev.ptr(dy),
+                dw: self.dev.ptr_mut(dw),
+                rows,
+                n_in,
+                n_out,
+            };
             launch_nonempty(self, gemm_cfg(s.n_out, s.n_in)?, &p)?;
         }
         if let Some(dx) = dx {
@@ -189,7 +196,8 @@ impl<D: Device> Gpu<D> {
             launch_nonempty(self, gemm_cfg(s.rows, s.n_in)?, &p)?;
         }
         if let Some(db) = db {
-            let sum = ColumnSum { n: s.n_out, groups: 1, rows: s.rows, group_stride: 0, row_stride: s.n_out, offset: 0 };
+            let sum =
+                ColumnSum { n: s.n_out, groups: 1, rows: s.rows, group_stride: 0, row_stride: s.n_out, offset: 0 };
             column_sum(self, op, dy, db, sum)?;
         }
         Ok(())
@@ -287,8 +295,14 @@ impl<D: Device> Gpu<D> {
         let first = usize::from(s.cls_token);
         let per_sample = tokens * d;
         // The bias: every patch token of every sample.
-        let bias =
-            ColumnSum { n: d, groups: s.batch, rows: patches, group_stride: per_sample, row_stride: d, offset: first * d };
+        let bias = ColumnSum {
+            n: d,
+            groups: s.batch,
+            rows: patches,
+            group_stride: per_sample,
+            row_stride: d,
+            offset: first * d,
+        };
         column_sum(self, op, dout, db, bias)?;
         if let Some(dcls) = dcls {
             // The class token: token 0 of every sample.
@@ -296,7 +310,8 @@ impl<D: Device> Gpu<D> {
             column_sum(self, op, dout, dcls, cls)?;
         }
         // The position embedding: each (token, feature) summed over the samples.
-        let pos = ColumnSum { n: per_sample, groups: s.batch, rows: 1, group_stride: per_sample, row_stride: 0, offset: 0 };
+        let pos =
+            ColumnSum { n: per_sample, groups: s.batch, rows: 1, group_stride: per_sample, row_stride: 0, offset: 0 };
         column_sum(self, op, dout, dpos, pos)
     }
 
