@@ -12,66 +12,12 @@
 // prepare_linear: PyTorch's (n_out, n_in) transposed), so a tile of B is read
 // with consecutive threads on consecutive columns.
 //
-// Tiling: a 256-thread block computes a 64x64 tile of C, each thread a 4x4
-// sub-tile at rows ty + 16 i and columns tx + 16 j (strided, so the stores of
-// a warp are coalesced and the shared reads are broadcasts), stepping k by 16
-// through shared memory. Every load and store is masked: no size needs to be a
-// multiple of a tile (49, 60, 100 tokens; 112 features).
+// Tiling (gemm_tile.cuh, shared with the backward products of
+// train_gemm.cu): a 256-thread block per 64x64 tile of C, 4x4 per thread, k
+// step 16 through shared memory, every load and store masked.
 #include "common.cuh"
+#include "gemm_tile.cuh"
 #include "mma.cuh"
-
-#define GEMM_BM 64
-#define GEMM_BN 64
-#define GEMM_BK 16
-#define GEMM_THREADS 256
-
-// C (rows, n) = A (rows, k) B (k, n), A read through P::a(r, kk), results
-// handed to P::store(r, c, acc). Called by every thread of the block, which
-// must all reach it (it has block barriers).
-template <class P> __device__ __forceinline__ void gemm_tile(const P &pr, const float *__restrict__ B, int rows, int k, int n) {
-    QUORUM_SHARED(float, As, [GEMM_BK][GEMM_BM + 1]);
-    QUORUM_SHARED(float, Bs, [GEMM_BK][GEMM_BN]);
-    QUORUM_REQUIRE(blockDim.x == GEMM_THREADS && blockDim.y == 1 && blockDim.z == 1);
-    const int tid = threadIdx.x;
-    const int tx = tid % 16, ty = tid / 16;
-    const int row0 = blockIdx.y * GEMM_BM, col0 = blockIdx.x * GEMM_BN;
-    float acc[4][4];
-    for (int i = 0; i < 4; i++)
-        for (int j = 0; j < 4; j++) acc[i][j] = 0.0f;
-    for (int k0 = 0; k0 < k; k0 += GEMM_BK) {
-        // A tile: 64 rows x 16 k, 4 per thread, k fastest across threads.
-        for (int e = tid; e < GEMM_BM * GEMM_BK; e += GEMM_THREADS) {
-            int r = e / GEMM_BK, kk = e % GEMM_BK;
-            int gr = row0 + r, gk = k0 + kk;
-            As[kk][r] = (gr < rows && gk < k) ? pr.a(gr, gk) : 0.0f;
-        }
-        // B tile: 16 k x 64 columns, columns fastest.
-        for (int e = tid; e < GEMM_BK * GEMM_BN; e += GEMM_THREADS) {
-            int kk = e / GEMM_BN, c = e % GEMM_BN;
-            int gk = k0 + kk, gc = col0 + c;
-            Bs[kk][c] = (gk < k && gc < n) ? B[(long long)gk * n + gc] : 0.0f;
-        }
-        __syncthreads();
-#pragma unroll
-        for (int kk = 0; kk < GEMM_BK; kk++) {
-            float a[4], b[4];
-            for (int i = 0; i < 4; i++) a[i] = As[kk][ty + 16 * i];
-            for (int j = 0; j < 4; j++) b[j] = Bs[kk][tx + 16 * j];
-            for (int i = 0; i < 4; i++)
-                for (int j = 0; j < 4; j++) acc[i][j] = fmaf(a[i], b[j], acc[i][j]);
-        }
-        // The next iteration overwrites the tiles others may still be reading.
-        __syncthreads();
-    }
-    for (int i = 0; i < 4; i++) {
-        int r = row0 + ty + 16 * i;
-        if (r >= rows) continue;
-        for (int j = 0; j < 4; j++) {
-            int c = col0 + tx + 16 * j;
-            if (c < n) pr.store(r, c, acc[i][j]);
-        }
-    }
-}
 
 // The tensor-core variant of gemm_tile, for weights in a 16-bit float H
 // (bf16 or f16): B is in PyTorch's (n, k) layout with k padded to even, two

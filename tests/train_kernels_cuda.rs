@@ -31,6 +31,40 @@ mod on_gpu {
 
     // The GEMM family and LayerNorm:
     // (tests below this line)
+    #[test]
+    fn gemm_linear_backward_model_shapes() {
+        train_gemm::linear_backward_shapes(&gpu());
+    }
+
+    #[test]
+    fn gemm_conv1d_backward_kernels_offsets_samples() {
+        train_gemm::conv1d_backward_shapes(&gpu());
+    }
+
+    #[test]
+    fn gemm_patch_embed_backward_patches_cls_batch() {
+        train_gemm::patch_embed_backward_shapes(&gpu());
+    }
+
+    #[test]
+    fn gemm_layernorm_backward_rows_dims() {
+        train_gemm::layernorm_backward_shapes(&gpu());
+    }
+
+    #[test]
+    fn gemm_prepare_from_matches_prepare() {
+        train_gemm::prepare_from_matches_prepare(&gpu());
+    }
+
+    #[test]
+    fn gemm_short_buffers_are_errors() {
+        train_gemm::short_buffers_are_errors(&gpu());
+    }
+
+    #[test]
+    fn gemm_gradients_bit_identical_across_runs() {
+        train_gemm::gradients_bit_identical_across_runs(&gpu());
+    }
 
     // Attention and the LSTM:
     // (tests below this line)

@@ -28,6 +28,45 @@ fn each_order(case: fn(&Gpu<Emu>)) {
 
 // The GEMM family and LayerNorm:
 // (tests below this line)
+#[test]
+fn gemm_linear_backward_model_shapes() {
+    each_order(train_gemm::linear_backward_shapes);
+}
+
+#[test]
+fn gemm_conv1d_backward_kernels_offsets_samples() {
+    each_order(train_gemm::conv1d_backward_shapes);
+}
+
+#[test]
+fn gemm_patch_embed_backward_patches_cls_batch() {
+    each_order(train_gemm::patch_embed_backward_shapes);
+}
+
+#[test]
+fn gemm_layernorm_backward_rows_dims() {
+    each_order(train_gemm::layernorm_backward_shapes);
+}
+
+#[test]
+fn gemm_prepare_from_matches_prepare() {
+    each_order(train_gemm::prepare_from_matches_prepare);
+}
+
+#[test]
+fn gemm_short_buffers_are_errors() {
+    each_order(train_gemm::short_buffers_are_errors);
+}
+
+#[test]
+fn gemm_gradients_bit_identical_across_runs_and_thread_orders() {
+    let orders = [ThreadOrder::Alternate, ThreadOrder::Forward, ThreadOrder::Reverse];
+    let runs: Vec<_> = orders.iter().map(|&o| train_gemm::gradient_bits(&Gpu::new(Emu::with_order(o)))).collect();
+    for (o, r) in orders.iter().zip(&runs).skip(1) {
+        assert!(*r == runs[0], "{o:?} differs from {:?}", orders[0]);
+    }
+    train_gemm::gradients_bit_identical_across_runs(&Gpu::new(Emu::new()));
+}
 
 // Attention and the LSTM:
 // (tests below this line)

@@ -41,7 +41,14 @@ pub enum Kernel {
 
     // Training, the GEMM family and LayerNorm (train_gemm.cu, layernorm_backward.cu):
     // (entries below this line)
-
+    LinearDw,
+    LinearDx,
+    Conv1dDw,
+    Conv1dDx,
+    PatchEmbedDw,
+    GemmBiasGrad,
+    LayerNormDx,
+    LayerNormDparams,
     // Training, attention and the LSTM (attention_train.cu, lstm_train.cu):
     // (entries below this line)
     /// attention_train.cu: the forward keeping the probabilities, and the
@@ -83,7 +90,14 @@ impl Kernel {
 
         // Training, the GEMM family and LayerNorm:
         // (entries below this line)
-
+        Kernel::LinearDw,
+        Kernel::LinearDx,
+        Kernel::Conv1dDw,
+        Kernel::Conv1dDx,
+        Kernel::PatchEmbedDw,
+        Kernel::GemmBiasGrad,
+        Kernel::LayerNormDx,
+        Kernel::LayerNormDparams,
         // Training, attention and the LSTM:
         // (entries below this line)
         Kernel::AttentionTrain,
@@ -123,7 +137,14 @@ impl Kernel {
 
             // Training, the GEMM family and LayerNorm:
             // (entries below this line)
-
+            Kernel::LinearDw => "quorum_linear_dw",
+            Kernel::LinearDx => "quorum_linear_dx",
+            Kernel::Conv1dDw => "quorum_conv1d_dw",
+            Kernel::Conv1dDx => "quorum_conv1d_dx",
+            Kernel::PatchEmbedDw => "quorum_patch_embed_dw",
+            Kernel::GemmBiasGrad => "quorum_gemm_bias_grad",
+            Kernel::LayerNormDx => "quorum_layernorm_dx",
+            Kernel::LayerNormDparams => "quorum_layernorm_dparams",
             // Training, attention and the LSTM:
             // (entries below this line)
             Kernel::AttentionTrain => "quorum_attention_train",
@@ -159,7 +180,13 @@ impl Kernel {
 
             // Training, the GEMM family and LayerNorm:
             // (entries below this line)
-
+            Kernel::LinearDw
+            | Kernel::LinearDx
+            | Kernel::Conv1dDw
+            | Kernel::Conv1dDx
+            | Kernel::PatchEmbedDw
+            | Kernel::GemmBiasGrad => "train_gemm.cu",
+            Kernel::LayerNormDx | Kernel::LayerNormDparams => "layernorm_backward.cu",
             // Training, attention and the LSTM:
             // (entries below this line)
             Kernel::AttentionTrain | Kernel::AttentionDq | Kernel::AttentionDkv => "attention_train.cu",

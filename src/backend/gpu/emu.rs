@@ -69,6 +69,14 @@ entries! {
 
     // Training, the GEMM family and LayerNorm:
     // (entries below this line)
+    LinearDw => quorum_emu_launch_quorum_linear_dw, quorum_emu_sizeof_quorum_linear_dw;
+    LinearDx => quorum_emu_launch_quorum_linear_dx, quorum_emu_sizeof_quorum_linear_dx;
+    Conv1dDw => quorum_emu_launch_quorum_conv1d_dw, quorum_emu_sizeof_quorum_conv1d_dw;
+    Conv1dDx => quorum_emu_launch_quorum_conv1d_dx, quorum_emu_sizeof_quorum_conv1d_dx;
+    PatchEmbedDw => quorum_emu_launch_quorum_patch_embed_dw, quorum_emu_sizeof_quorum_patch_embed_dw;
+    GemmBiasGrad => quorum_emu_launch_quorum_gemm_bias_grad, quorum_emu_sizeof_quorum_gemm_bias_grad;
+    LayerNormDx => quorum_emu_launch_quorum_layernorm_dx, quorum_emu_sizeof_quorum_layernorm_dx;
+    LayerNormDparams => quorum_emu_launch_quorum_layernorm_dparams, quorum_emu_sizeof_quorum_layernorm_dparams;
 
     // Training, attention and the LSTM:
     // (entries below this line)

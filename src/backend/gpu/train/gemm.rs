@@ -1,66 +1,388 @@
 //! Backward passes of the GEMM family (linear, conv1d, patch embedding) and
 //! of LayerNorm (kernels/train_gemm.cu, kernels/layernorm_backward.cu).
+//!
+//! Every weight gradient is one launch of the forward's GEMM tile
+//! (gemm_tile.cuh) reducing over the forward's rows, `dW (m, n) += Σ_k
+//! dy(k, m)·input(k, n)`, with the input read as plain rows, an implicit
+//! im2col or an implicit patch gather; data gradients are the same tile with
+//! PyTorch's weight layout as its `(k, n)` operand; biases (and the class
+//! token and position embedding) are column sums, one thread per column.
+//! No split over the reduced axis: each output's sum runs in one thread in
+//! a fixed order, so gradients are bit-identical run to run.
 
-use crate::backend::gpu::{Device, Gpu};
+use crate::backend::gpu::launch::{self, cfg};
+use crate::backend::gpu::params::{params, KernelParams};
+use crate::backend::gpu::{Device, Gpu, LaunchConfig};
 use crate::backend::{ConvShape, LinearShape, PatchShape};
 use crate::error::Result;
+
+params!(
+    /// `kernels/train_gemm.cu` LinearDwParams: `dw (n_out, n_in) += dyᵀ x`.
+    LinearDwParams => LinearDw { x: u64, dy: u64, dw: u64, rows: i32, n_in: i32, n_out: i32 }
+);
+params!(
+    /// `kernels/train_gemm.cu` LinearDxParams: `dx = dy W` (`+=` when `accumulate`).
+    LinearDxParams => LinearDx { dy: u64, w: u64, dx: u64, rows: i32, n_in: i32, n_out: i32, accumulate: i32 }
+);
+params!(
+    /// `kernels/train_gemm.cu` ConvDwParams: `dw (c_out, c_in·k) += dyᵀ im2col(x)`.
+    ConvDwParams => Conv1dDw {
+        x: u64, dy: u64, dw: u64,
+        samples: i32, len: i32, c_in: i32, c_out: i32, ksize: i32, out_stride: i32, out_offset: i32,
+    }
+);
+params!(
+    /// `kernels/train_gemm.cu` ConvDxParams: `dx +=` dy convolved with the flipped, transposed kernel.
+    ConvDxParams => Conv1dDx {
+        dy: u64, w: u64, dx: u64,
+        samples: i32, len: i32, c_in: i32, c_out: i32, ksize: i32, out_stride: i32, out_offset: i32,
+    }
+);
+params!(
+    /// `kernels/train_gemm.cu` PatchDwParams: `dw (dim, ph·pw) +=` dout's patch rows ᵀ · the patches.
+    PatchDwParams => PatchEmbedDw {
+        x: u64, dout: u64, dw: u64,
+        batch: i32, height: i32, width: i32, ph: i32, pw: i32, dim: i32, tokens: i32, has_cls: i32,
+    }
+);
+params!(
+    /// `kernels/train_gemm.cu` BiasGradParams:
+    /// `dst[c] += Σ_g Σ_r src[g·group_stride + r·row_stride + offset + c]` for `c < n`.
+    BiasGradParams => GemmBiasGrad {
+        src: u64, dst: u64, n: i32, groups: i32, rows: i32, group_stride: i32, row_stride: i32, offset: i32,
+    }
+);
+params!(
+    /// `kernels/layernorm_backward.cu` LayerNormDxParams: `dx += …`, a warp per row.
+    LayerNormDxParams => LayerNormDx { x: u64, gamma: u64, dy: u64, dx: u64, rows: i32, dim: i32 }
+);
+params!(
+    /// `kernels/layernorm_backward.cu` LayerNormDparamsParams: `dgamma += …`, `dbeta += …`.
+    LayerNormDparamsParams => LayerNormDparams { x: u64, dy: u64, dgamma: u64, dbeta: u64, rows: i32, dim: i32 }
+);
+
+/// layernorm_backward.cu's parameter kernel: 8 warps per block, 32 columns (a lane each) per block.
+const LN_DPARAMS_THREADS: u32 = 256;
+const LN_DPARAMS_COLUMNS: usize = 32;
+
+/// The GEMM tile's launch (gemm_tile.cuh): one 256-thread block per 64×64
+/// tile of the `(rows, n)` output.
+fn gemm_cfg(rows: usize, n: usize) -> Result<LaunchConfig> {
+    launch::gemm(rows, n, 1)
+}
+
+/// `quorum_layernorm_dparams`: one block per 32 columns.
+fn layernorm_dparams_cfg(dim: usize) -> Result<LaunchConfig> {
+    cfg([dim.div_ceil(LN_DPARAMS_COLUMNS), 1, 1], LN_DPARAMS_THREADS, 0)
+}
+
+/// One column sum (`BiasGradParams`) over a strided view of `src`.
+#[derive(Clone, Copy)]
+struct ColumnSum {
+    n: usize,
+    groups: usize,
+    rows: usize,
+    group_stride: usize,
+    row_stride: usize,
+    offset: usize,
+}
+
+/// Launches unless the grid is empty (a zero-sized problem: nothing to
+/// compute, and CUDA rejects empty grids). Free functions, not methods: the
+/// other training modules add methods to `Gpu` too.
+fn launch_nonempty<D: Device, P: KernelParams>(gpu: &Gpu<D>, cfg: LaunchConfig, p: &P) -> Result<()> {
+    if cfg.blocks() == 0 {
+        return Ok(());
+    }
+    // SAFETY: every caller checked the buffers of `p` against its shape.
+    unsafe { gpu.dev.launch(cfg, p) }
+}
+
+/// `dst[..s.n] +=` column sums of `src` (sizes checked by the caller).
+fn column_sum<D: Device>(gpu: &Gpu<D>, op: &str, src: &D::Mem, dst: &mut D::Mem, s: ColumnSum) -> Result<()> {
+    if s.n == 0 || s.groups == 0 || s.rows == 0 {
+        return Ok(());
+    }
+    let p = BiasGradParams {
+        src: gpu.dev.ptr(src),
+        dst: gpu.dev.ptr_mut(dst),
+        n: gpu.int(op, s.n)?,
+        groups: gpu.int(op, s.groups)?,
+        rows: gpu.int(op, s.rows)?,
+        group_stride: gpu.int(op, s.group_stride)?,
+        row_stride: gpu.int(op, s.row_stride)?,
+        offset: gpu.int(op, s.offset)?,
+    };
+    launch_nonempty(gpu, launch::elementwise(s.n)?, &p)
+}
 
 impl<D: Device> Gpu<D> {
     #[allow(clippy::too_many_arguments)]
     pub(super) fn linear_backward_op(
         &self,
-        _x: &D::Mem,
-        _w: &D::Mem,
-        _dy: &D::Mem,
-        _dx: Option<&mut D::Mem>,
-        _dw: &mut D::Mem,
-        _db: Option<&mut D::Mem>,
-        _s: LinearShape,
-        _accumulate_dx: bool,
+        x: &D::Mem,
+        w: &D::Mem,
+        dy: &D::Mem,
+        dx: Option<&mut D::Mem>,
+        dw: &mut D::Mem,
+        db: Option<&mut D::Mem>,
+        s: LinearShape,
+        accumulate_dx: bool,
     ) -> Result<()> {
-        Err(self.not_built("linear_backward"))
+        let op = "linear_backward";
+        self.check(op, "x", x, s.rows * s.n_in)?;
+        self.check(op, "w", w, s.n_out * s.n_in)?;
+        self.check(op, "dy", dy, s.rows * s.n_out)?;
+        self.check(op, "dw", dw, s.n_out * s.n_in)?;
+        if let Some(dx) = &dx {
+            self.check(op, "dx", dx, s.rows * s.n_in)?;
+        }
+        if let Some(db) = &db {
+            self.check(op, "db", db, s.n_out)?;
+        }
+        let (rows, n_in, n_out) = (self.int(op, s.rows)?, self.int(op, s.n_in)?, self.int(op, s.n_out)?);
+        if s.rows > 0 {
+            let p = LinearDwParams {
+                x: self.dev.ptr(x),
+                dy: self.dev.ptr(dy),
+                dw: self.dev.ptr_mut(dw),
+                rows,
+                n_in,
+                n_out,
+            };
+            launch_nonempty(self, gemm_cfg(s.n_out, s.n_in)?, &p)?;
+        }
+        if let Some(dx) = dx {
+            let p = LinearDxParams {
+                dy: self.dev.ptr(dy),
+                w: self.dev.ptr(w),
+                dx: self.dev.ptr_mut(dx),
+                rows,
+                n_in,
+                n_out,
+                accumulate: i32::from(accumulate_dx),
+            };
+            launch_nonempty(self, gemm_cfg(s.rows, s.n_in)?, &p)?;
+        }
+        if let Some(db) = db {
+            let sum =
+                ColumnSum { n: s.n_out, groups: 1, rows: s.rows, group_stride: 0, row_stride: s.n_out, offset: 0 };
+            column_sum(self, op, dy, db, sum)?;
+        }
+        Ok(())
     }
 
     #[allow(clippy::too_many_arguments)]
     pub(super) fn layernorm_backward_op(
         &self,
-        _x: &D::Mem,
-        _gamma: &D::Mem,
-        _dy: &D::Mem,
-        _dx: &mut D::Mem,
-        _dgamma: &mut D::Mem,
-        _dbeta: &mut D::Mem,
-        _rows: usize,
-        _dim: usize,
+        x: &D::Mem,
+        gamma: &D::Mem,
+        dy: &D::Mem,
+        dx: &mut D::Mem,
+        dgamma: &mut D::Mem,
+        dbeta: &mut D::Mem,
+        rows: usize,
+        dim: usize,
     ) -> Result<()> {
-        Err(self.not_built("layernorm_backward"))
+        let op = "layernorm_backward";
+        self.check(op, "x", x, rows * dim)?;
+        self.check(op, "gamma", gamma, dim)?;
+        self.check(op, "dy", dy, rows * dim)?;
+        self.check(op, "dx", dx, rows * dim)?;
+        self.check(op, "dgamma", dgamma, dim)?;
+        self.check(op, "dbeta", dbeta, dim)?;
+        if rows == 0 || dim == 0 {
+            return Ok(());
+        }
+        let (r, d) = (self.int(op, rows)?, self.int(op, dim)?);
+        let p = LayerNormDxParams {
+            x: self.dev.ptr(x),
+            gamma: self.dev.ptr(gamma),
+            dy: self.dev.ptr(dy),
+            dx: self.dev.ptr_mut(dx),
+            rows: r,
+            dim: d,
+        };
+        // The forward's launch rule: a warp per row.
+        launch_nonempty(self, launch::layernorm(rows)?, &p)?;
+        let p = LayerNormDparamsParams {
+            x: self.dev.ptr(x),
+            dy: self.dev.ptr(dy),
+            dgamma: self.dev.ptr_mut(dgamma),
+            dbeta: self.dev.ptr_mut(dbeta),
+            rows: r,
+            dim: d,
+        };
+        launch_nonempty(self, layernorm_dparams_cfg(dim)?, &p)
     }
 
     #[allow(clippy::too_many_arguments)]
     pub(super) fn patch_embed_backward_op(
         &self,
-        _x: &D::Mem,
-        _dout: &D::Mem,
-        _dw: &mut D::Mem,
-        _db: &mut D::Mem,
-        _dcls: Option<&mut D::Mem>,
-        _dpos: &mut D::Mem,
-        _s: PatchShape,
+        x: &D::Mem,
+        dout: &D::Mem,
+        dw: &mut D::Mem,
+        db: &mut D::Mem,
+        dcls: Option<&mut D::Mem>,
+        dpos: &mut D::Mem,
+        s: PatchShape,
     ) -> Result<()> {
-        Err(self.not_built("patch_embed_backward"))
+        let op = "patch_embed_backward";
+        if s.patch_h == 0 || s.patch_w == 0 || s.height % s.patch_h != 0 || s.width % s.patch_w != 0 {
+            return Err(self.err(format!("{op}: inconsistent shape {s:?}")));
+        }
+        let (tokens, patches, plen, d) = (s.tokens(), s.patches(), s.patch_h * s.patch_w, s.dim);
+        self.check(op, "x", x, s.batch * s.height * s.width)?;
+        self.check(op, "dout", dout, s.batch * tokens * d)?;
+        self.check(op, "dw", dw, d * plen)?;
+        self.check(op, "db", db, d)?;
+        self.check(op, "dpos", dpos, tokens * d)?;
+        let dcls = match (s.cls_token, dcls) {
+            (false, _) => None,
+            (true, Some(c)) => {
+                self.check(op, "dcls", c, d)?;
+                Some(c)
+            }
+            (true, None) => return Err(self.err(format!("{op}: cls_token set but no dcls buffer"))),
+        };
+        if s.batch * patches > 0 {
+            let p = PatchDwParams {
+                x: self.dev.ptr(x),
+                dout: self.dev.ptr(dout),
+                dw: self.dev.ptr_mut(dw),
+                batch: self.int(op, s.batch)?,
+                height: self.int(op, s.height)?,
+                width: self.int(op, s.width)?,
+                ph: self.int(op, s.patch_h)?,
+                pw: self.int(op, s.patch_w)?,
+                dim: self.int(op, d)?,
+                tokens: self.int(op, tokens)?,
+                has_cls: i32::from(s.cls_token),
+            };
+            launch_nonempty(self, gemm_cfg(d, plen)?, &p)?;
+        }
+        let first = usize::from(s.cls_token);
+        let per_sample = tokens * d;
+        // The bias: every patch token of every sample.
+        let bias = ColumnSum {
+            n: d,
+            groups: s.batch,
+            rows: patches,
+            group_stride: per_sample,
+            row_stride: d,
+            offset: first * d,
+        };
+        column_sum(self, op, dout, db, bias)?;
+        if let Some(dcls) = dcls {
+            // The class token: token 0 of every sample.
+            let cls = ColumnSum { n: d, groups: s.batch, rows: 1, group_stride: per_sample, row_stride: d, offset: 0 };
+            column_sum(self, op, dout, dcls, cls)?;
+        }
+        // The position embedding: each (token, feature) summed over the samples.
+        let pos =
+            ColumnSum { n: per_sample, groups: s.batch, rows: 1, group_stride: per_sample, row_stride: 0, offset: 0 };
+        column_sum(self, op, dout, dpos, pos)
     }
 
     #[allow(clippy::too_many_arguments)]
     pub(super) fn conv1d_backward_op(
         &self,
-        _x: &D::Mem,
-        _w: &D::Mem,
-        _dy: &D::Mem,
-        _dx: Option<&mut D::Mem>,
-        _dw: &mut D::Mem,
-        _db: &mut D::Mem,
-        _s: ConvShape,
+        x: &D::Mem,
+        w: &D::Mem,
+        dy: &D::Mem,
+        dx: Option<&mut D::Mem>,
+        dw: &mut D::Mem,
+        db: &mut D::Mem,
+        s: ConvShape,
     ) -> Result<()> {
-        Err(self.not_built("conv1d_backward"))
+        let op = "conv1d_backward";
+        if s.out_offset + s.c_out > s.out_stride || s.kernel % 2 == 0 {
+            return Err(self.err(format!("{op}: inconsistent shape {s:?}")));
+        }
+        let rows = s.samples * s.len;
+        let width = s.c_in * s.kernel;
+        self.check(op, "x", x, rows * s.c_in)?;
+        self.check(op, "w", w, s.c_out * width)?;
+        self.check(op, "dy", dy, rows * s.out_stride)?;
+        self.check(op, "dw", dw, s.c_out * width)?;
+        self.check(op, "db", db, s.c_out)?;
+        if let Some(dx) = &dx {
+            self.check(op, "dx", dx, rows * s.c_in)?;
+        }
+        let samples = self.int(op, s.samples)?;
+        let len = self.int(op, s.len)?;
+        let c_in = self.int(op, s.c_in)?;
+        let c_out = self.int(op, s.c_out)?;
+        let ksize = self.int(op, s.kernel)?;
+        let out_stride = self.int(op, s.out_stride)?;
+        let out_offset = self.int(op, s.out_offset)?;
+        self.int(op, rows)?;
+        self.int(op, s.c_out * s.kernel)?;
+        if rows > 0 {
+            let p = ConvDwParams {
+                x: self.dev.ptr(x),
+                dy: self.dev.ptr(dy),
+                dw: self.dev.ptr_mut(dw),
+                samples,
+                len,
+                c_in,
+                c_out,
+                ksize,
+                out_stride,
+                out_offset,
+            };
+            launch_nonempty(self, gemm_cfg(s.c_out, width)?, &p)?;
+        }
+        if let Some(dx) = dx {
+            if s.c_out > 0 {
+                let p = ConvDxParams {
+                    dy: self.dev.ptr(dy),
+                    w: self.dev.ptr(w),
+                    dx: self.dev.ptr_mut(dx),
+                    samples,
+                    len,
+                    c_in,
+                    c_out,
+                    ksize,
+                    out_stride,
+                    out_offset,
+                };
+                launch_nonempty(self, gemm_cfg(rows, s.c_in)?, &p)?;
+            }
+        }
+        let bias =
+            ColumnSum { n: s.c_out, groups: 1, rows, group_stride: 0, row_stride: s.out_stride, offset: s.out_offset };
+        column_sum(self, op, dy, db, bias)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::gpu::emu::c_params_size;
+
+    #[test]
+    fn parameter_structs_match_the_c_compilers() {
+        for (k, rust) in [
+            (Kernel::LinearDw, std::mem::size_of::<LinearDwParams>()),
+            (Kernel::LinearDx, std::mem::size_of::<LinearDxParams>()),
+            (Kernel::Conv1dDw, std::mem::size_of::<ConvDwParams>()),
+            (Kernel::Conv1dDx, std::mem::size_of::<ConvDxParams>()),
+            (Kernel::PatchEmbedDw, std::mem::size_of::<PatchDwParams>()),
+            (Kernel::GemmBiasGrad, std::mem::size_of::<BiasGradParams>()),
+            (Kernel::LayerNormDx, std::mem::size_of::<LayerNormDxParams>()),
+            (Kernel::LayerNormDparams, std::mem::size_of::<LayerNormDparamsParams>()),
+        ] {
+            assert_eq!(c_params_size(k), rust, "{k:?}");
+        }
+    }
+
+    #[test]
+    fn launch_rules() {
+        assert_eq!(layernorm_dparams_cfg(256).unwrap().grid, [8, 1, 1]);
+        assert_eq!(layernorm_dparams_cfg(17).unwrap().grid, [1, 1, 1]);
+        assert_eq!(layernorm_dparams_cfg(112).unwrap().block, [256, 1, 1]);
+        // dW of a 768×256 linear: 12×4 tiles of the (n_out, n_in) output.
+        assert_eq!(gemm_cfg(768, 256).unwrap().grid, [4, 12, 1]);
     }
 }

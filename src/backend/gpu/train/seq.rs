@@ -6,7 +6,7 @@
 
 use crate::backend::gpu::launch::{cfg, err};
 use crate::backend::gpu::params::{params, KernelParams};
-use crate::backend::gpu::{Device, Gpu, Kernel, LaunchConfig};
+use crate::backend::gpu::{Device, Gpu, LaunchConfig};
 use crate::backend::{AttentionShape, LstmShape};
 use crate::error::Result;
 
