@@ -97,6 +97,13 @@ pub fn dropout_mask_bits<G: Train>(gpu: &G) {
         }
     }
     assert!(seen_drop, "no value was ever dropped");
+    // Past one pass of the largest grid (1024 blocks of 4096 values): the grid-stride loop.
+    let len = 1024 * 4096 + 33;
+    let mut g = gpu.alloc(len).unwrap();
+    gpu.dropout_mask(&mut g, len, 0.25, 99, 3).unwrap();
+    let mut want = vec![0f32; len];
+    cpu.dropout_mask(&mut want, len, 0.25, 99, 3).unwrap();
+    assert_bits(&format!("dropout len {len}"), &read(gpu, &g, len), &want);
     let mut g = gpu.alloc(4).unwrap();
     assert!(gpu.dropout_mask(&mut g, 4, 1.0, 1, 1).is_err(), "p = 1 is refused");
     assert!(gpu.dropout_mask(&mut g, 4, -0.1, 1, 1).is_err(), "p < 0 is refused");
