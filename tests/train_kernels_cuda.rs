@@ -28,6 +28,46 @@ mod on_gpu {
 
     // Elementwise, optimizer and heads:
     // (tests below this line)
+    #[test]
+    fn copy_add_mul_fill_gelu_and_gelu_backward() {
+        train_elementwise::map_ops(&gpu());
+    }
+    #[test]
+    fn dropout_mask_is_the_cpus_bit_for_bit() {
+        train_elementwise::dropout_mask_bits(&gpu());
+    }
+    #[test]
+    fn adamw_matches_cpu_over_steps() {
+        train_elementwise::adamw_steps(&gpu());
+    }
+    #[test]
+    fn sum_squares_matches_cpu() {
+        train_elementwise::sum_squares_close(&gpu());
+    }
+    #[test]
+    fn bias_backward_is_the_cpus_bit_for_bit() {
+        train_elementwise::bias_backward_bits(&gpu());
+    }
+    #[test]
+    fn broadcast_add_backward_is_the_cpus_bit_for_bit() {
+        train_elementwise::broadcast_add_backward_bits(&gpu());
+    }
+    #[test]
+    fn pool_backward_every_mode() {
+        train_elementwise::pool_backward_all_modes(&gpu());
+    }
+    #[test]
+    fn heads_loss_with_and_without_grads() {
+        train_elementwise::heads_loss_matches_cpu(&gpu());
+    }
+    #[test]
+    fn reductions_repeat_bit_for_bit() {
+        train_elementwise::reductions_repeat(&gpu());
+    }
+    #[test]
+    fn short_buffers_are_errors() {
+        train_elementwise::short_buffers_are_errors(&gpu());
+    }
 
     // The GEMM family and LayerNorm:
     // (tests below this line)

@@ -25,6 +25,53 @@ fn each_order(case: fn(&Gpu<Emu>)) {
 
 // Elementwise, optimizer and heads:
 // (tests below this line)
+#[test]
+fn copy_add_mul_fill_gelu_and_gelu_backward() {
+    each_order(train_elementwise::map_ops);
+}
+#[test]
+fn dropout_mask_is_the_cpus_bit_for_bit() {
+    each_order(train_elementwise::dropout_mask_bits);
+}
+#[test]
+fn adamw_matches_cpu_over_steps() {
+    each_order(train_elementwise::adamw_steps);
+}
+#[test]
+fn sum_squares_matches_cpu() {
+    each_order(train_elementwise::sum_squares_close);
+}
+#[test]
+fn bias_backward_is_the_cpus_bit_for_bit() {
+    each_order(train_elementwise::bias_backward_bits);
+}
+#[test]
+fn broadcast_add_backward_is_the_cpus_bit_for_bit() {
+    each_order(train_elementwise::broadcast_add_backward_bits);
+}
+#[test]
+fn pool_backward_every_mode() {
+    each_order(train_elementwise::pool_backward_all_modes);
+}
+#[test]
+fn heads_loss_with_and_without_grads() {
+    each_order(train_elementwise::heads_loss_matches_cpu);
+}
+#[test]
+fn reductions_repeat_bit_for_bit() {
+    each_order(train_elementwise::reductions_repeat);
+}
+#[test]
+fn short_buffers_are_errors() {
+    each_order(train_elementwise::short_buffers_are_errors);
+}
+#[test]
+fn reductions_bit_identical_across_thread_orders() {
+    let forward = train_elementwise::reduction_bits(&Gpu::new(Emu::with_order(ThreadOrder::Forward)));
+    let reverse = train_elementwise::reduction_bits(&Gpu::new(Emu::with_order(ThreadOrder::Reverse)));
+    let alternate = train_elementwise::reduction_bits(&Gpu::new(Emu::with_order(ThreadOrder::Alternate)));
+    assert!(forward == reverse && forward == alternate, "the reductions' bits depend on the thread order");
+}
 
 // The GEMM family and LayerNorm:
 // (tests below this line)

@@ -38,7 +38,16 @@ pub enum Kernel {
     PackHalf,
     // Training, elementwise, optimizer and heads (train_elementwise.cu, heads_train.cu):
     // (entries below this line)
-
+    TrainMap,
+    DropoutMask,
+    AdamW,
+    SumSquares,
+    BiasPartials,
+    BiasFinish,
+    BroadcastAddBackward,
+    PoolBackward,
+    HeadsLoss,
+    HeadsParamGrads,
     // Training, the GEMM family and LayerNorm (train_gemm.cu, layernorm_backward.cu):
     // (entries below this line)
     LinearDw,
@@ -87,7 +96,16 @@ impl Kernel {
         Kernel::PackHalf,
         // Training, elementwise, optimizer and heads:
         // (entries below this line)
-
+        Kernel::TrainMap,
+        Kernel::DropoutMask,
+        Kernel::AdamW,
+        Kernel::SumSquares,
+        Kernel::BiasPartials,
+        Kernel::BiasFinish,
+        Kernel::BroadcastAddBackward,
+        Kernel::PoolBackward,
+        Kernel::HeadsLoss,
+        Kernel::HeadsParamGrads,
         // Training, the GEMM family and LayerNorm:
         // (entries below this line)
         Kernel::LinearDw,
@@ -134,7 +152,16 @@ impl Kernel {
             Kernel::PackHalf => "quorum_pack_half",
             // Training, elementwise, optimizer and heads:
             // (entries below this line)
-
+            Kernel::TrainMap => "quorum_train_map",
+            Kernel::DropoutMask => "quorum_dropout_mask",
+            Kernel::AdamW => "quorum_adamw",
+            Kernel::SumSquares => "quorum_sum_squares",
+            Kernel::BiasPartials => "quorum_bias_partials",
+            Kernel::BiasFinish => "quorum_bias_finish",
+            Kernel::BroadcastAddBackward => "quorum_broadcast_add_backward",
+            Kernel::PoolBackward => "quorum_pool_backward",
+            Kernel::HeadsLoss => "quorum_heads_loss",
+            Kernel::HeadsParamGrads => "quorum_heads_param_grads",
             // Training, the GEMM family and LayerNorm:
             // (entries below this line)
             Kernel::LinearDw => "quorum_linear_dw",
@@ -177,7 +204,15 @@ impl Kernel {
             Kernel::SwapLastAxes | Kernel::PackHalf => "train_layout.cu",
             // Training, elementwise, optimizer and heads:
             // (entries below this line)
-
+            Kernel::TrainMap
+            | Kernel::DropoutMask
+            | Kernel::AdamW
+            | Kernel::SumSquares
+            | Kernel::BiasPartials
+            | Kernel::BiasFinish
+            | Kernel::BroadcastAddBackward
+            | Kernel::PoolBackward => "train_elementwise.cu",
+            Kernel::HeadsLoss | Kernel::HeadsParamGrads => "heads_train.cu",
             // Training, the GEMM family and LayerNorm:
             // (entries below this line)
             Kernel::LinearDw

@@ -66,6 +66,16 @@ entries! {
     PackHalf => quorum_emu_launch_quorum_pack_half, quorum_emu_sizeof_quorum_pack_half;
     // Training, elementwise, optimizer and heads:
     // (entries below this line)
+    TrainMap => quorum_emu_launch_quorum_train_map, quorum_emu_sizeof_quorum_train_map;
+    DropoutMask => quorum_emu_launch_quorum_dropout_mask, quorum_emu_sizeof_quorum_dropout_mask;
+    AdamW => quorum_emu_launch_quorum_adamw, quorum_emu_sizeof_quorum_adamw;
+    SumSquares => quorum_emu_launch_quorum_sum_squares, quorum_emu_sizeof_quorum_sum_squares;
+    BiasPartials => quorum_emu_launch_quorum_bias_partials, quorum_emu_sizeof_quorum_bias_partials;
+    BiasFinish => quorum_emu_launch_quorum_bias_finish, quorum_emu_sizeof_quorum_bias_finish;
+    BroadcastAddBackward => quorum_emu_launch_quorum_broadcast_add_backward, quorum_emu_sizeof_quorum_broadcast_add_backward;
+    PoolBackward => quorum_emu_launch_quorum_pool_backward, quorum_emu_sizeof_quorum_pool_backward;
+    HeadsLoss => quorum_emu_launch_quorum_heads_loss, quorum_emu_sizeof_quorum_heads_loss;
+    HeadsParamGrads => quorum_emu_launch_quorum_heads_param_grads, quorum_emu_sizeof_quorum_heads_param_grads;
 
     // Training, the GEMM family and LayerNorm:
     // (entries below this line)

@@ -75,7 +75,6 @@ impl<D: Device> Gpu<D> {
 
     /// Runs `f` with the backend's scratch buffer, at least `len` values long
     /// (its contents are whatever the last user left).
-    #[allow(dead_code)] // until a training op hands results back through it
     pub(crate) fn with_scratch<R>(&self, len: usize, f: impl FnOnce(&mut D::Mem) -> Result<R>) -> Result<R> {
         let mut slot = self.scratch.lock().unwrap_or_else(|e| e.into_inner());
         if slot.as_ref().is_none_or(|m| self.dev.len(m) < len) {

@@ -29,7 +29,6 @@ macro_rules! params {
 
 // Usable by the training ops' modules (gpu/train/), which declare their own
 // parameter structs beside the ops that launch them.
-#[allow(unused_imports)] // until a training module declares its parameters
 pub(crate) use params;
 
 params!(

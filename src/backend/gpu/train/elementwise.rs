@@ -1,95 +1,468 @@
 //! Training ops over flat buffers: copy/add/mul/fill, GELU and its backward,
 //! dropout masks, AdamW, sums of squares, the bias/broadcast/pool backwards,
 //! and the heads' loss (kernels/train_elementwise.cu, kernels/heads_train.cu).
+//!
+//! What comes back to the host (the sum of squares' per-block partials, the
+//! heads' loss) goes through the backend's scratch buffer; the bias backward
+//! keeps its per-chunk partials there between its two launches.
 
-use crate::backend::gpu::{Device, Gpu};
+use rand_chacha::rand_core::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+use crate::backend::gpu::device::LaunchConfig;
+use crate::backend::gpu::launch::{self, cfg};
+use crate::backend::gpu::params::{params, KernelParams};
+use crate::backend::gpu::{Device, Gpu, Kernel};
 use crate::backend::{AdamWStep, BroadcastShape, HeadsGrads, HeadsLoss, HeadsOut, HeadsRef, HeadsTargets, Pool};
-use crate::error::Result;
+use crate::error::{Error, Result};
+
+params!(
+    /// `kernels/train_elementwise.cu` TrainMapParams: `dst op= src` (see `MapOp`).
+    TrainMapParams => TrainMap { src: u64, dst: u64, n: i32, op: i32, value: f32, _pad: i32 }
+);
+params!(
+    /// `kernels/train_elementwise.cu` DropoutParams: ChaCha8 `key` words, stream id, drop threshold.
+    DropoutParams => DropoutMask { mask: u64, stream: u64, cut: u64, key: [u32; 8], n: i32, keep: f32 }
+);
+params!(
+    /// `kernels/train_elementwise.cu` AdamWParams; `c1`, `c2` the bias corrections' reciprocals.
+    AdamWParams => AdamW {
+        param: u64, grad: u64, m: u64, v: u64, n: i32,
+        lr: f32, beta1: f32, beta2: f32, eps: f32, weight_decay: f32, grad_scale: f32, c1: f32, c2: f32,
+    }
+);
+params!(
+    /// `kernels/train_elementwise.cu` SumSquaresParams: block b's f64 partial as words 2b, 2b+1.
+    SumSquaresParams => SumSquares { x: u64, partials: u64, n: i32, _pad: i32 }
+);
+params!(
+    /// `kernels/train_elementwise.cu` BiasPartialsParams: `part (chunks, n)` column sums of row chunks.
+    BiasPartialsParams => BiasPartials { dy: u64, part: u64, rows: i32, n: i32, chunk: i32, _pad: i32 }
+);
+params!(
+    /// `kernels/train_elementwise.cu` BiasFinishParams: `db += Σ_chunks part` in chunk order.
+    BiasFinishParams => BiasFinish { part: u64, db: u64, chunks: i32, n: i32 }
+);
+params!(
+    /// `kernels/train_elementwise.cu` BroadcastBackwardParams
+    BroadcastBackwardParams => BroadcastAddBackward { dx: u64, dsrc: u64, outer: i32, inner: i32, dim: i32, per_outer: i32 }
+);
+params!(
+    /// `kernels/train_elementwise.cu` PoolBackwardParams (mode 0 first, 1 mean, 2 last)
+    PoolBackwardParams => PoolBackward { dout: u64, dx: u64, batch: i32, tokens: i32, dim: i32, mode: i32 }
+);
+params!(
+    /// `kernels/heads_train.cu` HeadsLossParams; `dz` 0 for the loss alone.
+    HeadsLossParams => HeadsLoss {
+        z: u64, dir_w: u64, dir_b: u64, conf_w: u64, conf_b: u64, ret_w: u64, ret_b: u64,
+        logits: u64, confidence: u64, expected_return: u64, target_class: u64, target_ret: u64, dz: u64, scratch: u64,
+        batch: i32, dim: i32, classes: i32, w_direction: f32, w_confidence: f32, w_ret: f32, grad_scale: f32,
+    }
+);
+params!(
+    /// `kernels/heads_train.cu` HeadsParamGradsParams; `grads` 0: only the loss sum.
+    HeadsParamGradsParams => HeadsParamGrads {
+        z: u64, scratch: u64, dir_w: u64, dir_b: u64, conf_w: u64, conf_b: u64, ret_w: u64, ret_b: u64,
+        batch: i32, dim: i32, grads: i32, _pad: i32,
+    }
+);
+
+/// `TrainMapParams::op` (train_elementwise.cu TRAIN_MAP_*).
+#[derive(Clone, Copy)]
+enum MapOp {
+    Copy = 0,
+    Add = 1,
+    Mul = 2,
+    Fill = 3,
+    Gelu = 4,
+    GeluBackward = 5,
+}
+
+/// train_elementwise.cu DROPOUT_THREADS and the mask values one block
+/// covers per pass (16 ChaCha words per thread).
+const DROPOUT_THREADS: u32 = 256;
+const DROPOUT_TILE: usize = DROPOUT_THREADS as usize * 16;
+/// train_elementwise.cu SUMSQ_THREADS; at most `SUMSQ_MAX_BLOCKS` partials
+/// (read into a stack array), each block summing at least a few thousand values.
+const SUMSQ_THREADS: u32 = 256;
+const SUMSQ_MAX_BLOCKS: usize = 512;
+const SUMSQ_PER_BLOCK: usize = 8 * SUMSQ_THREADS as usize;
+/// Rows per partial sum of the bias backward: the CPU's chunk (grad.rs
+/// ROW_CHUNK), so both sum in the same order and agree bit for bit.
+const BIAS_ROW_CHUNK: usize = 64;
+const BIAS_THREADS: u32 = 256;
+/// heads_train.cu: the class count, the scratch header and per-sample record
+/// (32-bit words), threads per sample.
+const HEADS_CLASSES: usize = 3;
+const HEADS_HEADER: usize = 4;
+const HEADS_RECORD: usize = 8;
+const HEADS_THREADS: u32 = 128;
+
+/// quorum_dropout_mask: one 256-thread block per 4096 values per pass.
+fn dropout(n: usize) -> Result<LaunchConfig> {
+    cfg([n.div_ceil(DROPOUT_TILE).clamp(1, 1024), 1, 1], DROPOUT_THREADS, 0)
+}
+
+/// quorum_sum_squares: blocks (the number of partials) as a function of `n` alone.
+fn sum_squares_blocks(n: usize) -> usize {
+    n.div_ceil(SUMSQ_PER_BLOCK).clamp(1, SUMSQ_MAX_BLOCKS)
+}
+
+/// quorum_bias_partials: a thread per (column, chunk of rows).
+fn bias_partials(n: usize, chunks: usize) -> Result<LaunchConfig> {
+    cfg([n.div_ceil(BIAS_THREADS as usize).max(1), chunks.max(1), 1], BIAS_THREADS, 0)
+}
+
+/// quorum_heads_loss: one block of 4 warps per sample.
+fn heads_loss(batch: usize) -> Result<LaunchConfig> {
+    cfg([batch, 1, 1], HEADS_THREADS, 0)
+}
+
+/// The f64 whose bits two f32 slots hold (low word first), as the kernels write them.
+fn f64_from_words(lo: f32, hi: f32) -> f64 {
+    f64::from_bits(u64::from(lo.to_bits()) | u64::from(hi.to_bits()) << 32)
+}
 
 impl<D: Device> Gpu<D> {
-    pub(super) fn copy_op(&self, _src: &D::Mem, _dst: &mut D::Mem, _len: usize) -> Result<()> {
-        Err(self.not_built("copy"))
+    /// One `quorum_train_map` launch over `n` values.
+    fn map(&self, op_name: &str, op: MapOp, src: u64, dst: u64, n: usize, value: f32) -> Result<()> {
+        let p = TrainMapParams { src, dst, n: self.int(op_name, n)?, op: op as i32, value, _pad: 0 };
+        // SAFETY: the callers checked `src` (when read) and `dst` for n values.
+        unsafe { self.dev.launch(launch::elementwise(n)?, &p) }
     }
 
-    pub(super) fn add_op(&self, _dst: &mut D::Mem, _src: &D::Mem, _len: usize) -> Result<()> {
-        Err(self.not_built("add"))
+    pub(super) fn copy_op(&self, src: &D::Mem, dst: &mut D::Mem, len: usize) -> Result<()> {
+        self.check("copy", "src", src, len)?;
+        self.check("copy", "dst", dst, len)?;
+        self.map("copy", MapOp::Copy, self.dev.ptr(src), self.dev.ptr_mut(dst), len, 0.0)
     }
 
-    pub(super) fn mul_op(&self, _x: &mut D::Mem, _m: &D::Mem, _len: usize) -> Result<()> {
-        Err(self.not_built("mul"))
+    pub(super) fn add_op(&self, dst: &mut D::Mem, src: &D::Mem, len: usize) -> Result<()> {
+        self.check("add", "src", src, len)?;
+        self.check("add", "dst", dst, len)?;
+        self.map("add", MapOp::Add, self.dev.ptr(src), self.dev.ptr_mut(dst), len, 0.0)
     }
 
-    pub(super) fn gelu_op(&self, _x: &D::Mem, _y: &mut D::Mem, _len: usize) -> Result<()> {
-        Err(self.not_built("gelu"))
+    pub(super) fn mul_op(&self, x: &mut D::Mem, m: &D::Mem, len: usize) -> Result<()> {
+        self.check("mul", "x", x, len)?;
+        self.check("mul", "mask", m, len)?;
+        self.map("mul", MapOp::Mul, self.dev.ptr(m), self.dev.ptr_mut(x), len, 0.0)
     }
 
-    pub(super) fn gelu_backward_op(&self, _pre: &D::Mem, _dy: &mut D::Mem, _len: usize) -> Result<()> {
-        Err(self.not_built("gelu_backward"))
+    pub(super) fn gelu_op(&self, x: &D::Mem, y: &mut D::Mem, len: usize) -> Result<()> {
+        self.check("gelu", "x", x, len)?;
+        self.check("gelu", "y", y, len)?;
+        self.map("gelu", MapOp::Gelu, self.dev.ptr(x), self.dev.ptr_mut(y), len, 0.0)
     }
 
-    pub(super) fn dropout_mask_op(
+    pub(super) fn gelu_backward_op(&self, pre: &D::Mem, dy: &mut D::Mem, len: usize) -> Result<()> {
+        self.check("gelu_backward", "pre", pre, len)?;
+        self.check("gelu_backward", "dy", dy, len)?;
+        self.map("gelu_backward", MapOp::GeluBackward, self.dev.ptr(pre), self.dev.ptr_mut(dy), len, 0.0)
+    }
+
+    pub(super) fn fill_op(&self, x: &mut D::Mem, len: usize, value: f32) -> Result<()> {
+        self.check("fill", "x", x, len)?;
+        self.map("fill", MapOp::Fill, 0, self.dev.ptr_mut(x), len, value)
+    }
+
+    /// The CPU's mask (grad.rs `dropout_mask`) bit for bit: the key is the
+    /// seed `ChaCha8Rng::seed_from_u64` derives, the kernel runs the ChaCha8
+    /// block function on it with the same counter and stream words.
+    pub(super) fn dropout_mask_op(&self, mask: &mut D::Mem, len: usize, p: f32, seed: u64, stream: u64) -> Result<()> {
+        self.check("dropout_mask", "mask", mask, len)?;
+        if !(0.0..1.0).contains(&p) {
+            return Err(self.err(format!("dropout_mask: p = {p} not in [0, 1)")));
+        }
+        let bytes = ChaCha8Rng::seed_from_u64(seed).get_seed();
+        let key = std::array::from_fn(|i| u32::from_le_bytes([0, 1, 2, 3].map(|j| bytes[4 * i + j])));
+        let prm = DropoutParams {
+            mask: self.dev.ptr_mut(mask),
+            stream,
+            cut: (f64::from(p) * 4_294_967_296.0) as u64,
+            key,
+            n: self.int("dropout_mask", len)?,
+            keep: 1.0 / (1.0 - p),
+        };
+        // SAFETY: mask checked above.
+        unsafe { self.dev.launch(dropout(len)?, &prm) }
+    }
+
+    /// The bias corrections computed in f32 on the host exactly as the CPU does.
+    pub(super) fn adamw_op(
         &self,
-        _mask: &mut D::Mem,
-        _len: usize,
-        _p: f32,
-        _seed: u64,
-        _stream: u64,
+        param: &mut D::Mem,
+        grad: &D::Mem,
+        m: &mut D::Mem,
+        v: &mut D::Mem,
+        len: usize,
+        s: AdamWStep,
     ) -> Result<()> {
-        Err(self.not_built("dropout_mask"))
+        self.check("adamw", "param", param, len)?;
+        self.check("adamw", "grad", grad, len)?;
+        self.check("adamw", "m", m, len)?;
+        self.check("adamw", "v", v, len)?;
+        let step = s.step.max(1) as i32;
+        let p = AdamWParams {
+            param: self.dev.ptr_mut(param),
+            grad: self.dev.ptr(grad),
+            m: self.dev.ptr_mut(m),
+            v: self.dev.ptr_mut(v),
+            n: self.int("adamw", len)?,
+            lr: s.lr,
+            beta1: s.beta1,
+            beta2: s.beta2,
+            eps: s.eps,
+            weight_decay: s.weight_decay,
+            grad_scale: s.grad_scale,
+            c1: 1.0 / (1.0 - s.beta1.powi(step)),
+            c2: 1.0 / (1.0 - s.beta2.powi(step)),
+        };
+        // SAFETY: sizes checked above.
+        unsafe { self.dev.launch(launch::elementwise(len)?, &p) }
     }
 
-    pub(super) fn bias_backward_op(&self, _dy: &D::Mem, _db: &mut D::Mem, _rows: usize, _n: usize) -> Result<()> {
-        Err(self.not_built("bias_backward"))
+    /// Per-block f64 partials through the scratch buffer, added on the host in block order.
+    pub(super) fn sum_squares_op(&self, x: &D::Mem, len: usize) -> Result<f64> {
+        self.check("sum_squares", "x", x, len)?;
+        let blocks = sum_squares_blocks(len);
+        let n = self.int("sum_squares", len)?;
+        let mut words = [0f32; 2 * SUMSQ_MAX_BLOCKS];
+        let words = &mut words[..2 * blocks];
+        self.with_scratch(2 * blocks, |scratch| {
+            let p = SumSquaresParams { x: self.dev.ptr(x), partials: self.dev.ptr_mut(scratch), n, _pad: 0 };
+            // SAFETY: x checked above; the scratch holds 2·blocks values.
+            unsafe { self.dev.launch(cfg([blocks, 1, 1], SUMSQ_THREADS, 0)?, &p)? };
+            self.dev.read(scratch, words)
+        })?;
+        Ok(words.chunks(2).map(|w| f64_from_words(w[0], w[1])).sum())
     }
 
-    pub(super) fn broadcast_add_backward_op(&self, _dx: &D::Mem, _dsrc: &mut D::Mem, _s: BroadcastShape) -> Result<()> {
-        Err(self.not_built("broadcast_add_backward"))
+    /// Two launches in the CPU's order (row chunks of 64 summed from zero,
+    /// then added into `db` in chunk order): the same bits as the CPU.
+    pub(super) fn bias_backward_op(&self, dy: &D::Mem, db: &mut D::Mem, rows: usize, n: usize) -> Result<()> {
+        self.check("bias_backward", "dy", dy, rows * n)?;
+        self.check("bias_backward", "db", db, n)?;
+        let chunks = rows.div_ceil(BIAS_ROW_CHUNK);
+        let (rows_i, n_i, chunks_i) =
+            (self.int("bias_backward", rows)?, self.int("bias_backward", n)?, self.int("bias_backward", chunks)?);
+        if chunks == 0 || n == 0 {
+            return Ok(());
+        }
+        self.with_scratch(chunks * n, |part| {
+            let p1 = BiasPartialsParams {
+                dy: self.dev.ptr(dy),
+                part: self.dev.ptr_mut(part),
+                rows: rows_i,
+                n: n_i,
+                chunk: BIAS_ROW_CHUNK as i32,
+                _pad: 0,
+            };
+            let p2 = BiasFinishParams { part: self.dev.ptr(part), db: self.dev.ptr_mut(db), chunks: chunks_i, n: n_i };
+            // SAFETY: dy and db checked above; the scratch holds chunks·n values.
+            unsafe {
+                self.dev.launch(bias_partials(n, chunks)?, &p1)?;
+                self.dev.launch(launch::elementwise(n)?, &p2)
+            }
+        })
+    }
+
+    pub(super) fn broadcast_add_backward_op(&self, dx: &D::Mem, dsrc: &mut D::Mem, s: BroadcastShape) -> Result<()> {
+        let op = "broadcast_add_backward";
+        self.check(op, "dx", dx, s.outer * s.inner * s.dim)?;
+        let src_rows = if s.per_outer { s.outer } else { s.inner };
+        self.check(op, "dsrc", dsrc, src_rows * s.dim)?;
+        self.int(op, s.outer * s.inner * s.dim)?;
+        let p = BroadcastBackwardParams {
+            dx: self.dev.ptr(dx),
+            dsrc: self.dev.ptr_mut(dsrc),
+            outer: self.int(op, s.outer)?,
+            inner: self.int(op, s.inner)?,
+            dim: self.int(op, s.dim)?,
+            per_outer: i32::from(s.per_outer),
+        };
+        // SAFETY: sizes checked above.
+        unsafe { self.dev.launch(launch::elementwise(src_rows * s.dim)?, &p) }
     }
 
     pub(super) fn pool_backward_op(
         &self,
-        _dout: &D::Mem,
-        _dx: &mut D::Mem,
-        _batch: usize,
-        _tokens: usize,
-        _dim: usize,
-        _how: Pool,
+        dout: &D::Mem,
+        dx: &mut D::Mem,
+        batch: usize,
+        tokens: usize,
+        dim: usize,
+        how: Pool,
     ) -> Result<()> {
-        Err(self.not_built("pool_backward"))
+        let op = "pool_backward";
+        self.check(op, "dout", dout, batch * dim)?;
+        self.check(op, "dx", dx, batch * tokens * dim)?;
+        if tokens == 0 {
+            return Err(self.err(format!("{op}: zero tokens")));
+        }
+        self.int(op, batch * tokens * dim)?;
+        let p = PoolBackwardParams {
+            dout: self.dev.ptr(dout),
+            dx: self.dev.ptr_mut(dx),
+            batch: self.int(op, batch)?,
+            tokens: self.int(op, tokens)?,
+            dim: self.int(op, dim)?,
+            mode: match how {
+                Pool::First => 0,
+                Pool::Mean => 1,
+                Pool::Last => 2,
+            },
+        };
+        // SAFETY: sizes checked above.
+        unsafe { self.dev.launch(launch::elementwise(batch * tokens * dim)?, &p) }
     }
 
+    /// Per-sample losses and head-value gradients into the scratch (one
+    /// block per sample, which also adds its dz row), then the parameter
+    /// gradients (a thread per element over the samples in order) and the
+    /// loss summed in sample order (f64) on the device; the host reads the
+    /// sum and whether a class target was invalid.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn heads_loss_op(
         &self,
-        _z: &D::Mem,
-        _p: HeadsRef<'_, Self>,
-        _out: HeadsOut<'_, Self>,
-        _targets: HeadsTargets<'_, Self>,
-        _loss: HeadsLoss,
-        _grads: Option<(HeadsGrads<'_, Self>, &mut D::Mem)>,
-        _batch: usize,
-        _dim: usize,
+        z: &D::Mem,
+        p: HeadsRef<'_, Self>,
+        out: HeadsOut<'_, Self>,
+        targets: HeadsTargets<'_, Self>,
+        loss: HeadsLoss,
+        grads: Option<(HeadsGrads<'_, Self>, &mut D::Mem)>,
+        batch: usize,
+        dim: usize,
     ) -> Result<f64> {
-        Err(self.not_built("heads_loss"))
+        let (op, c) = ("heads_loss", p.classes);
+        if c != HEADS_CLASSES {
+            return Err(self.err(format!("{op}: {c} classes, needs {HEADS_CLASSES}")));
+        }
+        self.check(op, "z", z, batch * dim)?;
+        self.check(op, "direction.weight", p.direction_w, c * dim)?;
+        self.check(op, "direction.bias", p.direction_b, c)?;
+        self.check(op, "confidence.weight", p.confidence_w, dim)?;
+        self.check(op, "confidence.bias", p.confidence_b, 1)?;
+        self.check(op, "expected_return.weight", p.return_w, dim)?;
+        self.check(op, "expected_return.bias", p.return_b, 1)?;
+        self.check(op, "logits", out.logits, batch * c)?;
+        self.check(op, "confidence", out.confidence, batch)?;
+        self.check(op, "expected_return", out.expected_return, batch)?;
+        self.check(op, "class", targets.class, batch)?;
+        self.check(op, "ret", targets.ret, batch)?;
+        if let Some((g, dz)) = &grads {
+            self.check(op, "dz", dz, batch * dim)?;
+            self.check(op, "direction.weight grad", g.direction_w, c * dim)?;
+            self.check(op, "direction.bias grad", g.direction_b, c)?;
+            self.check(op, "confidence.weight grad", g.confidence_w, dim)?;
+            self.check(op, "confidence.bias grad", g.confidence_b, 1)?;
+            self.check(op, "expected_return.weight grad", g.return_w, dim)?;
+            self.check(op, "expected_return.bias grad", g.return_b, 1)?;
+        }
+        let (batch_i, dim_i) = (self.int(op, batch)?, self.int(op, dim)?);
+        let elems = if grads.is_some() { self.int(op, 5 * dim + 5)? as usize } else { 0 };
+        let mut header = [0f32; HEADS_HEADER];
+        self.with_scratch(HEADS_HEADER + HEADS_RECORD * batch, |scratch| {
+            let scratch_ptr = self.dev.ptr_mut(scratch);
+            let mut pg = HeadsParamGradsParams {
+                z: self.dev.ptr(z),
+                scratch: scratch_ptr,
+                batch: batch_i,
+                dim: dim_i,
+                ..Default::default()
+            };
+            let mut dz_ptr = 0;
+            if let Some((g, dz)) = grads {
+                dz_ptr = self.dev.ptr_mut(dz);
+                pg.dir_w = self.dev.ptr_mut(g.direction_w);
+                pg.dir_b = self.dev.ptr_mut(g.direction_b);
+                pg.conf_w = self.dev.ptr_mut(g.confidence_w);
+                pg.conf_b = self.dev.ptr_mut(g.confidence_b);
+                pg.ret_w = self.dev.ptr_mut(g.return_w);
+                pg.ret_b = self.dev.ptr_mut(g.return_b);
+                pg.grads = 1;
+            }
+            let pl = HeadsLossParams {
+                z: self.dev.ptr(z),
+                dir_w: self.dev.ptr(p.direction_w),
+                dir_b: self.dev.ptr(p.direction_b),
+                conf_w: self.dev.ptr(p.confidence_w),
+                conf_b: self.dev.ptr(p.confidence_b),
+                ret_w: self.dev.ptr(p.return_w),
+                ret_b: self.dev.ptr(p.return_b),
+                logits: self.dev.ptr_mut(out.logits),
+                confidence: self.dev.ptr_mut(out.confidence),
+                expected_return: self.dev.ptr_mut(out.expected_return),
+                target_class: self.dev.ptr(targets.class),
+                target_ret: self.dev.ptr(targets.ret),
+                dz: dz_ptr,
+                scratch: scratch_ptr,
+                batch: batch_i,
+                dim: dim_i,
+                classes: HEADS_CLASSES as i32,
+                w_direction: loss.direction,
+                w_confidence: loss.confidence,
+                w_ret: loss.ret,
+                grad_scale: loss.grad_scale,
+            };
+            // SAFETY: every buffer checked above; the scratch holds the header and a record per sample.
+            unsafe {
+                self.dev.launch(heads_loss(batch)?, &pl)?;
+                self.dev.launch(launch::elementwise(elems + 1)?, &pg)?;
+            }
+            self.dev.read(scratch, &mut header)
+        })?;
+        let bad = header[2].to_bits();
+        if bad != 0 {
+            return Err(Error::input("targets.class", format!("sample {}: class is not 0, 1 or 2", bad - 1)));
+        }
+        Ok(f64_from_words(header[0], header[1]))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::gpu::emu::c_params_size;
+
+    #[test]
+    fn c_and_rust_parameter_structs_agree() {
+        for (k, rust) in [
+            (Kernel::TrainMap, std::mem::size_of::<TrainMapParams>()),
+            (Kernel::DropoutMask, std::mem::size_of::<DropoutParams>()),
+            (Kernel::AdamW, std::mem::size_of::<AdamWParams>()),
+            (Kernel::SumSquares, std::mem::size_of::<SumSquaresParams>()),
+            (Kernel::BiasPartials, std::mem::size_of::<BiasPartialsParams>()),
+            (Kernel::BiasFinish, std::mem::size_of::<BiasFinishParams>()),
+            (Kernel::BroadcastAddBackward, std::mem::size_of::<BroadcastBackwardParams>()),
+            (Kernel::PoolBackward, std::mem::size_of::<PoolBackwardParams>()),
+            (Kernel::HeadsLoss, std::mem::size_of::<HeadsLossParams>()),
+            (Kernel::HeadsParamGrads, std::mem::size_of::<HeadsParamGradsParams>()),
+        ] {
+            assert_eq!(c_params_size(k), rust, "{k:?}");
+        }
+        assert_eq!(std::mem::size_of::<DropoutParams>(), 3 * 8 + 8 * 4 + 2 * 4);
+        assert_eq!(std::mem::size_of::<HeadsLossParams>(), 14 * 8 + 7 * 4 + 4);
     }
 
-    pub(super) fn adamw_op(
-        &self,
-        _param: &mut D::Mem,
-        _grad: &D::Mem,
-        _m: &mut D::Mem,
-        _v: &mut D::Mem,
-        _len: usize,
-        _step: AdamWStep,
-    ) -> Result<()> {
-        Err(self.not_built("adamw"))
+    #[test]
+    fn launch_rules() {
+        assert_eq!(dropout(1).unwrap().grid, [1, 1, 1]);
+        assert_eq!(dropout(4097).unwrap().grid, [2, 1, 1]);
+        assert_eq!(dropout(100_000_000).unwrap().grid, [1024, 1, 1]);
+        assert_eq!(sum_squares_blocks(0), 1);
+        assert_eq!(sum_squares_blocks(70_000), 35);
+        assert_eq!(sum_squares_blocks(1 << 30), SUMSQ_MAX_BLOCKS);
+        assert_eq!(bias_partials(300, 27).unwrap().grid, [2, 27, 1]);
+        assert!(bias_partials(8, 70_000).is_err(), "grid.y above 65535");
+        assert_eq!(heads_loss(17).unwrap().grid, [17, 1, 1]);
     }
 
-    pub(super) fn sum_squares_op(&self, _x: &D::Mem, _len: usize) -> Result<f64> {
-        Err(self.not_built("sum_squares"))
-    }
-
-    pub(super) fn fill_op(&self, _x: &mut D::Mem, _len: usize, _value: f32) -> Result<()> {
-        Err(self.not_built("fill"))
+    #[test]
+    fn f64_words_round_trip() {
+        for v in [0.0, 1.5, -3.25e-300, f64::MAX, 123_456.789] {
+            let b = f64::to_bits(v);
+            assert_eq!(f64_from_words(f32::from_bits(b as u32), f32::from_bits((b >> 32) as u32)), v);
+        }
     }
 }

@@ -1,0 +1,316 @@
+// Training ops over flat buffers (src/backend/gpu/train/elementwise.rs):
+// copy/add/mul/fill and GELU with its backward (one kernel, the op a uniform
+// switch), inverted-dropout masks drawn from ChaCha8 bit for bit as the CPU's
+// rand_chacha stream, AdamW, the f64 sum of squares, and the backwards of the
+// bias, the broadcast add and pooling.
+//
+// Determinism: no float atomics. Every reduction has one owner per output
+// that loops in a fixed order (the bias, broadcast and pool backwards follow
+// the CPU's order exactly, so they match it bit for bit), or writes
+// per-block partials the host combines in block order (sum of squares).
+#include "common.cuh"
+
+// The bits of a double as two 32-bit words and back: partial sums travel
+// through f32 buffers (whose start need only be 4-byte aligned).
+__device__ __forceinline__ unsigned long long train_double_bits(double d) {
+#ifdef QUORUM_EMU
+    return quorum_emu::to_bits(d);
+#else
+    return (unsigned long long)__double_as_longlong(d);
+#endif
+}
+
+// ---------------------------------------------------------------------------
+// dst[i] op= src[i] over n values.
+#define TRAIN_MAP_COPY 0     // dst = src
+#define TRAIN_MAP_ADD 1      // dst += src
+#define TRAIN_MAP_MUL 2      // dst *= src
+#define TRAIN_MAP_FILL 3     // dst = value (src unused)
+#define TRAIN_MAP_GELU 4     // dst = GELU(src)
+#define TRAIN_MAP_GELU_BWD 5 // dst *= GELU'(src)
+
+struct TrainMapParams {
+    const float *src;
+    float *dst;
+    int n, op;
+    float value;
+    int _pad;
+};
+
+// GELU'(x) = Φ(x) + x·φ(x), with the forward's erf.
+__device__ __forceinline__ float gelu_grad(float x) {
+    float cdf = 0.5f * (1.0f + erff(x * 0.70710678118654752f));
+    float pdf = expf(-0.5f * x * x) * 0.3989422804014327f;
+    return cdf + x * pdf;
+}
+
+QUORUM_KERNEL void quorum_train_map(TrainMapParams p) {
+    switch (p.op) {
+    case TRAIN_MAP_COPY:
+        QUORUM_GRID_STRIDE(i, p.n) p.dst[i] = p.src[i];
+        break;
+    case TRAIN_MAP_ADD:
+        QUORUM_GRID_STRIDE(i, p.n) p.dst[i] += p.src[i];
+        break;
+    case TRAIN_MAP_MUL:
+        QUORUM_GRID_STRIDE(i, p.n) p.dst[i] *= p.src[i];
+        break;
+    case TRAIN_MAP_FILL:
+        QUORUM_GRID_STRIDE(i, p.n) p.dst[i] = p.value;
+        break;
+    case TRAIN_MAP_GELU:
+        QUORUM_GRID_STRIDE(i, p.n) p.dst[i] = gelu_erf(p.src[i]);
+        break;
+    case TRAIN_MAP_GELU_BWD:
+        QUORUM_GRID_STRIDE(i, p.n) p.dst[i] *= gelu_grad(p.src[i]);
+        break;
+    default:
+        QUORUM_REQUIRE(p.op >= TRAIN_MAP_COPY && p.op <= TRAIN_MAP_GELU_BWD);
+    }
+}
+QUORUM_EMU_ENTRY(quorum_train_map, TrainMapParams)
+
+// ---------------------------------------------------------------------------
+// Dropout mask: mask[i] = 0 when word i of the ChaCha8 stream (key, stream)
+// is below `cut`, else `keep`. rand_chacha's state (ChaCha8Rng after
+// seed_from_u64 and set_stream): words 0-3 the constants, 4-11 the key
+// (little-endian words of the 32-byte seed), 12-13 the 64-bit block counter
+// (low word first), 14-15 the 64-bit stream id (low word first); word i of the
+// output is word i % 16 of block i / 16, words in the block's state order.
+//
+// Each thread computes whole blocks (16 words); a thread block stages its
+// 256 ChaCha blocks in shared memory so the writes to `mask` are coalesced.
+#define DROPOUT_THREADS 256
+#define DROPOUT_TILE (DROPOUT_THREADS * 16)
+// Row stride 17: the 16 words a thread writes fall in distinct banks across a warp.
+#define DROPOUT_STRIDE 17
+
+struct DropoutParams {
+    float *mask;
+    unsigned long long stream, cut;
+    unsigned key[8];
+    int n;
+    float keep;
+};
+
+__device__ __forceinline__ unsigned rotl32(unsigned v, int s) { return (v << s) | (v >> (32 - s)); }
+
+#define CHACHA_QR(a, b, c, d)                                                                                  \
+    do {                                                                                                       \
+        a += b;                                                                                                \
+        d = rotl32(d ^ a, 16);                                                                                 \
+        c += d;                                                                                                \
+        b = rotl32(b ^ c, 12);                                                                                 \
+        a += b;                                                                                                \
+        d = rotl32(d ^ a, 8);                                                                                  \
+        c += d;                                                                                                \
+        b = rotl32(b ^ c, 7);                                                                                  \
+    } while (0)
+
+// ChaCha with 8 rounds (4 double rounds) of block `counter`; out = the 16
+// output words (working state plus input state).
+__device__ __forceinline__ void chacha8_block(const DropoutParams &p, unsigned long long counter, unsigned out[16]) {
+    unsigned s[16];
+    s[0] = 0x61707865u;
+    s[1] = 0x3320646eu;
+    s[2] = 0x79622d32u;
+    s[3] = 0x6b206574u;
+    for (int k = 0; k < 8; k++) s[4 + k] = p.key[k];
+    s[12] = (unsigned)counter;
+    s[13] = (unsigned)(counter >> 32);
+    s[14] = (unsigned)p.stream;
+    s[15] = (unsigned)(p.stream >> 32);
+    unsigned x0 = s[0], x1 = s[1], x2 = s[2], x3 = s[3], x4 = s[4], x5 = s[5], x6 = s[6], x7 = s[7];
+    unsigned x8 = s[8], x9 = s[9], x10 = s[10], x11 = s[11], x12 = s[12], x13 = s[13], x14 = s[14], x15 = s[15];
+    for (int r = 0; r < 4; r++) {
+        CHACHA_QR(x0, x4, x8, x12);
+        CHACHA_QR(x1, x5, x9, x13);
+        CHACHA_QR(x2, x6, x10, x14);
+        CHACHA_QR(x3, x7, x11, x15);
+        CHACHA_QR(x0, x5, x10, x15);
+        CHACHA_QR(x1, x6, x11, x12);
+        CHACHA_QR(x2, x7, x8, x13);
+        CHACHA_QR(x3, x4, x9, x14);
+    }
+    out[0] = x0 + s[0];
+    out[1] = x1 + s[1];
+    out[2] = x2 + s[2];
+    out[3] = x3 + s[3];
+    out[4] = x4 + s[4];
+    out[5] = x5 + s[5];
+    out[6] = x6 + s[6];
+    out[7] = x7 + s[7];
+    out[8] = x8 + s[8];
+    out[9] = x9 + s[9];
+    out[10] = x10 + s[10];
+    out[11] = x11 + s[11];
+    out[12] = x12 + s[12];
+    out[13] = x13 + s[13];
+    out[14] = x14 + s[14];
+    out[15] = x15 + s[15];
+}
+
+QUORUM_KERNEL void quorum_dropout_mask(DropoutParams p) {
+    QUORUM_REQUIRE(blockDim.x == DROPOUT_THREADS);
+    QUORUM_SHARED(float, stage, [DROPOUT_THREADS * DROPOUT_STRIDE]);
+    const int t = threadIdx.x;
+    for (long long base = (long long)blockIdx.x * DROPOUT_TILE; base < p.n; base += (long long)gridDim.x * DROPOUT_TILE) {
+        unsigned words[16];
+        chacha8_block(p, (unsigned long long)(base / 16 + t), words);
+        for (int j = 0; j < 16; j++) stage[t * DROPOUT_STRIDE + j] = (unsigned long long)words[j] < p.cut ? 0.0f : p.keep;
+        __syncthreads();
+        for (int e = t; e < DROPOUT_TILE; e += DROPOUT_THREADS) {
+            long long i = base + e;
+            if (i < p.n) p.mask[i] = stage[(e >> 4) * DROPOUT_STRIDE + (e & 15)];
+        }
+        __syncthreads(); // the next tile overwrites the stage
+    }
+}
+QUORUM_EMU_ENTRY(quorum_dropout_mask, DropoutParams)
+
+// ---------------------------------------------------------------------------
+// AdamW (backend/mod.rs AdamWStep), the bias corrections c1 = 1/(1−β1^t),
+// c2 = 1/(1−β2^t) computed on the host as the CPU does.
+struct AdamWParams {
+    float *param;
+    const float *grad;
+    float *m, *v;
+    int n;
+    float lr, beta1, beta2, eps, weight_decay, grad_scale, c1, c2;
+};
+
+QUORUM_KERNEL void quorum_adamw(AdamWParams p) {
+    QUORUM_GRID_STRIDE(i, p.n) {
+        float g = p.grad_scale * p.grad[i];
+        float m = p.beta1 * p.m[i] + (1.0f - p.beta1) * g;
+        float v = p.beta2 * p.v[i] + (1.0f - p.beta2) * g * g;
+        p.m[i] = m;
+        p.v[i] = v;
+        float step = (m * p.c1) / (sqrtf(v * p.c2) + p.eps);
+        float w = p.param[i];
+        p.param[i] = w - p.lr * (p.weight_decay * w + step);
+    }
+}
+QUORUM_EMU_ENTRY(quorum_adamw, AdamWParams)
+
+// ---------------------------------------------------------------------------
+// Σ x² over n values in f64: each thread sums its grid-stride elements, the
+// block reduces by warp shuffles then warps in order, and block b writes its
+// partial as the two 32-bit words (low, high) at partials[2b]. The host adds
+// the partials in block order; the grid is a function of n only.
+#define SUMSQ_THREADS 256
+
+struct SumSquaresParams {
+    const float *x;
+    unsigned *partials;
+    int n, _pad;
+};
+
+QUORUM_KERNEL void quorum_sum_squares(SumSquaresParams p) {
+    QUORUM_REQUIRE(blockDim.x == SUMSQ_THREADS);
+    QUORUM_SHARED(double, warp_sums, [SUMSQ_THREADS / 32]);
+    double s = 0.0;
+    QUORUM_GRID_STRIDE(i, p.n) {
+        double v = (double)p.x[i];
+        s += v * v;
+    }
+    for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(QUORUM_FULL_MASK, s, o);
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    if (lane == 0) warp_sums[warp] = s;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        double total = 0.0;
+        for (int w = 0; w < SUMSQ_THREADS / 32; w++) total += warp_sums[w];
+        unsigned long long b = train_double_bits(total);
+        p.partials[2 * blockIdx.x] = (unsigned)b;
+        p.partials[2 * blockIdx.x + 1] = (unsigned)(b >> 32);
+    }
+}
+QUORUM_EMU_ENTRY(quorum_sum_squares, SumSquaresParams)
+
+// ---------------------------------------------------------------------------
+// db[..n] += Σ_rows dy (rows, n) in the CPU's order (grad.rs col_sums): rows
+// in chunks of `chunk`, each chunk summed from zero in row order, the chunk
+// sums then added into db in chunk order. Two launches: partials
+// part (chunks, n), one thread per (chunk, column); then one thread per column.
+struct BiasPartialsParams {
+    const float *dy;
+    float *part;
+    int rows, n, chunk, _pad;
+};
+
+QUORUM_KERNEL void quorum_bias_partials(BiasPartialsParams p) {
+    const int col = blockIdx.x * blockDim.x + threadIdx.x, c = blockIdx.y;
+    if (col >= p.n) return;
+    const int r0 = c * p.chunk, r1 = min(r0 + p.chunk, p.rows);
+    float acc = 0.0f;
+    for (int r = r0; r < r1; r++) acc += p.dy[(long long)r * p.n + col];
+    p.part[(long long)c * p.n + col] = acc;
+}
+QUORUM_EMU_ENTRY(quorum_bias_partials, BiasPartialsParams)
+
+struct BiasFinishParams {
+    const float *part;
+    float *db;
+    int chunks, n;
+};
+
+QUORUM_KERNEL void quorum_bias_finish(BiasFinishParams p) {
+    QUORUM_GRID_STRIDE(col, p.n) {
+        float v = p.db[col];
+        for (int c = 0; c < p.chunks; c++) v += p.part[(long long)c * p.n + col];
+        p.db[col] = v;
+    }
+}
+QUORUM_EMU_ENTRY(quorum_bias_finish, BiasFinishParams)
+
+// ---------------------------------------------------------------------------
+// Backward of broadcast_add for its source: dsrc (src_rows, dim) += Σ dx over
+// the broadcast axis, one thread per dsrc value adding the rows into it in
+// the CPU's order (samples, then tokens).
+struct BroadcastBackwardParams {
+    const float *dx;
+    float *dsrc;
+    int outer, inner, dim, per_outer;
+};
+
+QUORUM_KERNEL void quorum_broadcast_add_backward(BroadcastBackwardParams p) {
+    const int src_rows = p.per_outer ? p.outer : p.inner;
+    QUORUM_GRID_STRIDE(i, src_rows * p.dim) {
+        const int r = i / p.dim, c = i % p.dim;
+        float v = p.dsrc[i];
+        if (p.per_outer) {
+            const float *block = p.dx + (long long)r * p.inner * p.dim + c;
+            for (int t = 0; t < p.inner; t++) v += block[(long long)t * p.dim];
+        } else {
+            const float *col = p.dx + (long long)r * p.dim + c;
+            for (int o = 0; o < p.outer; o++) v += col[(long long)o * p.inner * p.dim];
+        }
+        p.dsrc[i] = v;
+    }
+}
+QUORUM_EMU_ENTRY(quorum_broadcast_add_backward, BroadcastBackwardParams)
+
+// ---------------------------------------------------------------------------
+// Backward of pool: writes all of dx (batch, tokens, dim); mode 0 first, 1 mean, 2 last.
+struct PoolBackwardParams {
+    const float *dout;
+    float *dx;
+    int batch, tokens, dim, mode;
+};
+
+QUORUM_KERNEL void quorum_pool_backward(PoolBackwardParams p) {
+    const float inv = 1.0f / (float)p.tokens;
+    QUORUM_GRID_STRIDE(i, p.batch * p.tokens * p.dim) {
+        const int c = i % p.dim, row = i / p.dim;
+        const int b = row / p.tokens, t = row % p.tokens;
+        const float g = p.dout[(long long)b * p.dim + c];
+        float v;
+        if (p.mode == 1)
+            v = g * inv;
+        else
+            v = t == (p.mode == 0 ? 0 : p.tokens - 1) ? g : 0.0f;
+        p.dx[i] = v;
+    }
+}
+QUORUM_EMU_ENTRY(quorum_pool_backward, PoolBackwardParams)
