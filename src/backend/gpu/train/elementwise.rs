@@ -12,7 +12,7 @@ use rand_chacha::ChaCha8Rng;
 use crate::backend::gpu::device::LaunchConfig;
 use crate::backend::gpu::launch::{self, cfg};
 use crate::backend::gpu::params::{params, KernelParams};
-use crate::backend::gpu::{Device, Gpu, Kernel};
+use crate::backend::gpu::{Device, Gpu};
 use crate::backend::{AdamWStep, BroadcastShape, HeadsGrads, HeadsLoss, HeadsOut, HeadsRef, HeadsTargets, Pool};
 use crate::error::{Error, Result};
 
@@ -424,6 +424,7 @@ impl<D: Device> Gpu<D> {
 mod tests {
     use super::*;
     use crate::backend::gpu::emu::c_params_size;
+    use crate::backend::gpu::Kernel;
 
     #[test]
     fn c_and_rust_parameter_structs_agree() {

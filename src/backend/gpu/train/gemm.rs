@@ -360,6 +360,7 @@ impl<D: Device> Gpu<D> {
 mod tests {
     use super::*;
     use crate::backend::gpu::emu::c_params_size;
+    use crate::backend::gpu::Kernel;
 
     #[test]
     fn parameter_structs_match_the_c_compilers() {

@@ -35,13 +35,6 @@ use crate::backend::{
 };
 use crate::error::Result;
 
-impl<D: Device> Gpu<D> {
-    /// The error of an op whose kernel is not written yet.
-    fn not_built(&self, op: &str) -> crate::error::Error {
-        self.err(format!("{op}: no training kernel for this op yet"))
-    }
-}
-
 impl<D: Device> Train for Gpu<D> {
     fn mixed_precision(&self) -> Option<&'static str> {
         match self.precision {

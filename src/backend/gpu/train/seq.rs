@@ -254,6 +254,7 @@ impl<D: Device> Gpu<D> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::gpu::Kernel;
 
     #[test]
     fn attention_training_fits_default_shared_memory_at_model_sizes() {
