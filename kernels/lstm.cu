@@ -17,6 +17,7 @@
 // and the blocks run the recurrences concurrently on different SMs; each
 // block reads W_hh from L2, which the concurrent blocks share.
 #include "common.cuh"
+#include "lstm_step.cuh"
 
 struct LstmParams {
     const float *gx;   // (batch, steps, 4H)
@@ -28,38 +29,6 @@ struct LstmParams {
 QUORUM_KERNEL void quorum_lstm(LstmParams p) {
     QUORUM_DYNAMIC_SHARED(float, smem);
     QUORUM_REQUIRE(blockDim.x % 32 == 0); // whole warps: the shuffles use full masks
-    const int H = p.hidden, b = blockIdx.x;
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
-    float *hbuf = smem;       // [2][H]: h of step t-1 in hbuf[t & 1], step t writes the other
-    float *cs = smem + 2 * H; // [H]
-    for (int j = threadIdx.x; j < H; j += blockDim.x) {
-        hbuf[j] = 0.0f;
-        cs[j] = 0.0f;
-    }
-    __syncthreads();
-    for (int t = 0; t < p.steps; t++) {
-        const float *hp = hbuf + (t & 1) * H;
-        float *hn = hbuf + ((t + 1) & 1) * H;
-        const float *g = p.gx + ((long long)b * p.steps + t) * 4 * H;
-        for (int j = warp; j < H; j += warps) {
-            float z[4];
-            for (int q = 0; q < 4; q++) {
-                const float *w = p.w_hh + (long long)(q * H + j) * H;
-                float s = 0.0f;
-                if (t > 0)
-                    for (int k = lane; k < H; k += 32) s = fmaf(w[k], hp[k], s);
-                z[q] = warp_sum(s) + g[q * H + j];
-            }
-            if (lane == 0) {
-                const float c = sigmoidf(z[1]) * cs[j] + sigmoidf(z[0]) * tanhf(z[2]);
-                const float hv = sigmoidf(z[3]) * tanhf(c);
-                cs[j] = c;
-                hn[j] = hv;
-                p.h_seq[((long long)b * p.steps + t) * H + j] = hv;
-            }
-        }
-        // Step t+1 reads every unit's new h.
-        __syncthreads();
-    }
+    lstm_recurrence(p.gx, p.w_hh, p.h_seq, nullptr, nullptr, p.steps, p.hidden, smem);
 }
 QUORUM_EMU_ENTRY(quorum_lstm, LstmParams)

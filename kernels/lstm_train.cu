@@ -4,8 +4,8 @@
 //
 // quorum_lstm_train: lstm.cu's persistent recurrence (one block per sample,
 // h double-buffered and c in shared memory, a warp per hidden unit computing
-// its four gate rows, one barrier per step) with the same arithmetic, so its
-// h matches the inference kernel's bit for bit; it also writes every step's
+// its four gate rows, one barrier per step), the same code (lstm_step.cuh),
+// so its h matches the inference kernel's bit for bit; it also writes every step's
 // cell state c_seq (batch, steps, H) and the activated gates
 // (batch, steps, 4H) in i, f, g, o order, as the CPU's lstm_train does.
 //
@@ -24,6 +24,7 @@
 // 4 outputs and sums over M in order, so the result does not depend on the
 // schedule.
 #include "common.cuh"
+#include "lstm_step.cuh"
 
 #define LSTM_BWD_THREADS 256
 #define LSTM_DW_TILE 32
@@ -57,47 +58,7 @@ struct LstmDwParams {
 QUORUM_KERNEL void quorum_lstm_train(LstmTrainParams p) {
     QUORUM_DYNAMIC_SHARED(float, smem);
     QUORUM_REQUIRE(blockDim.x % 32 == 0 && (int)gridDim.x == p.batch); // whole warps: full-mask shuffles
-    const int H = p.hidden, b = blockIdx.x;
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
-    float *hbuf = smem;       // [2][H]: h of step t-1 in hbuf[t & 1], step t writes the other
-    float *cs = smem + 2 * H; // [H]
-    for (int j = threadIdx.x; j < H; j += blockDim.x) {
-        hbuf[j] = 0.0f;
-        cs[j] = 0.0f;
-    }
-    __syncthreads();
-    for (int t = 0; t < p.steps; t++) {
-        const float *hp = hbuf + (t & 1) * H;
-        float *hn = hbuf + ((t + 1) & 1) * H;
-        const long long row = (long long)b * p.steps + t;
-        const float *g = p.gx + row * 4 * H;
-        float *ga = p.gates + row * 4 * H;
-        for (int j = warp; j < H; j += warps) {
-            float z[4];
-            for (int q = 0; q < 4; q++) {
-                const float *w = p.w_hh + (long long)(q * H + j) * H;
-                float s = 0.0f;
-                if (t > 0)
-                    for (int k = lane; k < H; k += 32) s = fmaf(w[k], hp[k], s);
-                z[q] = warp_sum(s) + g[q * H + j];
-            }
-            if (lane == 0) {
-                const float i = sigmoidf(z[0]), f = sigmoidf(z[1]), gg = tanhf(z[2]), o = sigmoidf(z[3]);
-                const float c = f * cs[j] + i * gg;
-                const float hv = o * tanhf(c);
-                cs[j] = c;
-                hn[j] = hv;
-                ga[j] = i;
-                ga[H + j] = f;
-                ga[2 * H + j] = gg;
-                ga[3 * H + j] = o;
-                p.c_seq[row * H + j] = c;
-                p.h_seq[row * H + j] = hv;
-            }
-        }
-        // Step t+1 reads every unit's new h.
-        __syncthreads();
-    }
+    lstm_recurrence(p.gx, p.w_hh, p.h_seq, p.c_seq, p.gates, p.steps, p.hidden, smem);
 }
 QUORUM_EMU_ENTRY(quorum_lstm_train, LstmTrainParams)
 

@@ -125,6 +125,29 @@ impl<D: Device> Gpu<D> {
         Ok(())
     }
 
+    /// The heads' inputs, parameters and outputs (`heads`, and the training `heads_loss`).
+    fn check_heads(
+        &self,
+        op: &str,
+        z: &D::Mem,
+        p: &HeadsRef<'_, Self>,
+        out: &HeadsOut<'_, Self>,
+        batch: usize,
+        dim: usize,
+    ) -> Result<()> {
+        let c = p.classes;
+        self.check(op, "z", z, batch * dim)?;
+        self.check(op, "direction.weight", p.direction_w, c * dim)?;
+        self.check(op, "direction.bias", p.direction_b, c)?;
+        self.check(op, "confidence.weight", p.confidence_w, dim)?;
+        self.check(op, "confidence.bias", p.confidence_b, 1)?;
+        self.check(op, "expected_return.weight", p.return_w, dim)?;
+        self.check(op, "expected_return.bias", p.return_b, 1)?;
+        self.check(op, "logits", out.logits, batch * c)?;
+        self.check(op, "confidence", out.confidence, batch)?;
+        self.check(op, "expected_return", out.expected_return, batch)
+    }
+
     fn err(&self, reason: String) -> Error {
         Error::Backend { backend: self.dev.name().into(), reason }
     }
@@ -468,17 +491,7 @@ impl<D: Device> Backend for Gpu<D> {
         batch: usize,
         dim: usize,
     ) -> Result<()> {
-        let c = p.classes;
-        self.check("heads", "z", z, batch * dim)?;
-        self.check("heads", "direction.weight", p.direction_w, c * dim)?;
-        self.check("heads", "direction.bias", p.direction_b, c)?;
-        self.check("heads", "confidence.weight", p.confidence_w, dim)?;
-        self.check("heads", "confidence.bias", p.confidence_b, 1)?;
-        self.check("heads", "expected_return.weight", p.return_w, dim)?;
-        self.check("heads", "expected_return.bias", p.return_b, 1)?;
-        self.check("heads", "logits", out.logits, batch * c)?;
-        self.check("heads", "confidence", out.confidence, batch)?;
-        self.check("heads", "expected_return", out.expected_return, batch)?;
+        self.check_heads("heads", z, &p, &out, batch, dim)?;
         let prm = HeadsParams {
             z: self.dev.ptr(z),
             dir_w: self.dev.ptr(p.direction_w),
@@ -492,7 +505,7 @@ impl<D: Device> Backend for Gpu<D> {
             expected_return: self.dev.ptr_mut(out.expected_return),
             batch: self.int("heads", batch)?,
             dim: self.int("heads", dim)?,
-            classes: self.int("heads", c)?,
+            classes: self.int("heads", p.classes)?,
         };
         // SAFETY: sizes checked above.
         unsafe { self.dev.launch(launch::heads(batch)?, &prm) }

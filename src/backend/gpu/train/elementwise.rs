@@ -338,16 +338,7 @@ impl<D: Device> Gpu<D> {
         if c != HEADS_CLASSES {
             return Err(self.err(format!("{op}: {c} classes, needs {HEADS_CLASSES}")));
         }
-        self.check(op, "z", z, batch * dim)?;
-        self.check(op, "direction.weight", p.direction_w, c * dim)?;
-        self.check(op, "direction.bias", p.direction_b, c)?;
-        self.check(op, "confidence.weight", p.confidence_w, dim)?;
-        self.check(op, "confidence.bias", p.confidence_b, 1)?;
-        self.check(op, "expected_return.weight", p.return_w, dim)?;
-        self.check(op, "expected_return.bias", p.return_b, 1)?;
-        self.check(op, "logits", out.logits, batch * c)?;
-        self.check(op, "confidence", out.confidence, batch)?;
-        self.check(op, "expected_return", out.expected_return, batch)?;
+        self.check_heads(op, z, &p, &out, batch, dim)?;
         self.check(op, "class", targets.class, batch)?;
         self.check(op, "ret", targets.ret, batch)?;
         if let Some((g, dz)) = &grads {
