@@ -105,11 +105,42 @@ pub(crate) fn matmul(
     ld_y: usize,
     accumulate: bool,
 ) {
+    matmul_on(x, wt, y, rows, k, n, ld_y, accumulate, true);
+}
+
+/// `matmul` on this thread only: for callers that already split the work
+/// across the cores (a fork/join inside would only add scheduling).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn matmul_serial(
+    x: &[f32],
+    wt: &[f32],
+    y: &mut [f32],
+    rows: usize,
+    k: usize,
+    n: usize,
+    ld_y: usize,
+    accumulate: bool,
+) {
+    matmul_on(x, wt, y, rows, k, n, ld_y, accumulate, false);
+}
+
+#[allow(clippy::too_many_arguments)]
+fn matmul_on(
+    x: &[f32],
+    wt: &[f32],
+    y: &mut [f32],
+    rows: usize,
+    k: usize,
+    n: usize,
+    ld_y: usize,
+    accumulate: bool,
+    parallel: bool,
+) {
     if rows == 0 || n == 0 {
         return;
     }
     assert!(x.len() >= rows * k && wt.len() >= k * n && y.len() >= (rows - 1) * ld_y + n && n <= ld_y);
-    let threads = rayon::current_num_threads();
+    let threads = if parallel { rayon::current_num_threads() } else { 1 };
     let blocks = if rows * k * n >= PAR_MIN_MACS && n >= 32 && threads > 1 { threads.min(n / 16) } else { 1 };
     // Column blocks in multiples of 16 floats (one AVX-512 register).
     let width = n.div_ceil(blocks).div_ceil(16) * 16;
