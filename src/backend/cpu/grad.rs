@@ -44,6 +44,31 @@ pub(super) unsafe fn gemm_strided(
     rhs_cs: usize,
     scale: f32,
 ) {
+    gemm_strided_on(m, n, k, dst, dst_rs, accumulate, lhs, lhs_rs, lhs_cs, rhs, rhs_rs, rhs_cs, scale, true);
+}
+
+/// `gemm_strided`, its column blocks run here in order unless `parallel`:
+/// the same blocks either way, so the same bits.
+///
+/// # Safety
+/// As `gemm_strided`.
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm_strided_on(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: *mut f32,
+    dst_rs: usize,
+    accumulate: bool,
+    lhs: *const f32,
+    lhs_rs: usize,
+    lhs_cs: usize,
+    rhs: *const f32,
+    rhs_rs: usize,
+    rhs_cs: usize,
+    scale: f32,
+    parallel: bool,
+) {
     if m == 0 || n == 0 {
         return;
     }
@@ -86,8 +111,10 @@ pub(super) unsafe fn gemm_strided(
     };
     if width == n {
         run(0);
-    } else {
+    } else if parallel {
         (0..n.div_ceil(width)).into_par_iter().for_each(|b| run(b * width));
+    } else {
+        (0..n.div_ceil(width)).for_each(|b| run(b * width));
     }
 }
 
@@ -481,6 +508,23 @@ fn cell_backward(
     }
 }
 
+/// Runs `part(first_sample, samples, parallel)` over the batch: at batch 2
+/// and more, the two halves at once (the samples' recurrences are
+/// independent), on the caller and `pair`'s helper core (or one
+/// `rayon::join` if the helper is busy), each with serial products: no
+/// fork/join per step. Where a half runs does not change its bits, and the
+/// split depends on the batch only, so results do not depend on the threads.
+fn lstm_batch_halves(batch: usize, part: &(dyn Fn(usize, usize, bool) + Sync)) {
+    if batch < 2 {
+        return part(0, batch, true);
+    }
+    let first = batch.div_ceil(2);
+    let half = |p: usize| if p == 0 { part(0, first, false) } else { part(first, batch - first, false) };
+    if !super::pair::run(&|p, _barrier| half(p)) {
+        rayon::join(|| half(0), || half(1));
+    }
+}
+
 /// `w_t` is the `W_hhᵀ (H, 4H)` half of `prepare_recurrent`'s layout.
 pub(super) fn lstm_train(
     gx: &[f32],
@@ -490,6 +534,33 @@ pub(super) fn lstm_train(
     gates: &mut [f32],
     s: LstmShape,
 ) {
+    let (steps, h) = (s.steps, s.hidden);
+    let (hp, cp, gp) = (SendPtr(h_seq.as_mut_ptr()), SendPtr(c_seq.as_mut_ptr()), SendPtr(gates.as_mut_ptr()));
+    lstm_batch_halves(s.batch, &|b0, nb, parallel| {
+        // SAFETY: each part owns samples [b0, b0 + nb) of h_seq, c_seq and
+        // gates (contiguous, disjoint between parts), all of which the caller
+        // holds mutably and sized for the whole batch.
+        let (h_part, c_part, g_part) = unsafe {
+            (
+                std::slice::from_raw_parts_mut(hp.at(b0 * steps * h), nb * steps * h),
+                std::slice::from_raw_parts_mut(cp.at(b0 * steps * h), nb * steps * h),
+                std::slice::from_raw_parts_mut(gp.at(b0 * steps * 4 * h), nb * steps * 4 * h),
+            )
+        };
+        let gx_part = &gx[b0 * steps * 4 * h..(b0 + nb) * steps * 4 * h];
+        lstm_train_part(gx_part, w_t, h_part, c_part, g_part, LstmShape { batch: nb, steps, hidden: h }, parallel);
+    });
+}
+
+fn lstm_train_part(
+    gx: &[f32],
+    w_t: &[f32],
+    h_seq: &mut [f32],
+    c_seq: &mut [f32],
+    gates: &mut [f32],
+    s: LstmShape,
+    parallel: bool,
+) {
     let (batch, steps, h) = (s.batch, s.steps, s.hidden);
     let g4 = 4 * h;
     gates[..batch * steps * g4].copy_from_slice(&gx[..batch * steps * g4]);
@@ -498,7 +569,7 @@ pub(super) fn lstm_train(
             // SAFETY: gates rows (b, t) of stride steps·4H, h_seq rows (b, t−1)
             // of stride steps·H, w_t (H, 4H): all in bounds, distinct buffers.
             unsafe {
-                gemm_strided(
+                gemm_strided_on(
                     batch,
                     g4,
                     h,
@@ -512,6 +583,7 @@ pub(super) fn lstm_train(
                     g4,
                     1,
                     1.0,
+                    parallel,
                 );
             }
         }
@@ -539,46 +611,21 @@ pub(super) fn lstm_backward(
 ) {
     let (batch, steps, h) = (s.batch, s.steps, s.hidden);
     let g4 = 4 * h;
-    with_scratch(2 * batch * h, |scr| {
-        let (dh_next, dc_next) = scr.split_at_mut(batch * h);
-        dh_next.fill(0.0);
-        dc_next.fill(0.0);
-        for t in (0..steps).rev() {
-            for bi in 0..batch {
-                let row = bi * steps + t;
-                let c_prev = if t > 0 { Some(&c_seq[(row - 1) * h..row * h]) } else { None };
-                cell_backward(
-                    &gates[row * g4..(row + 1) * g4],
-                    &c_seq[row * h..(row + 1) * h],
-                    c_prev,
-                    &dh_seq[row * h..(row + 1) * h],
-                    &dh_next[bi * h..(bi + 1) * h],
-                    &mut dc_next[bi * h..(bi + 1) * h],
-                    &mut dgx[row * g4..(row + 1) * g4],
-                );
-            }
-            if t > 0 {
-                // dh_{t−1} = dgates_t · W_hh (batch rows of stride steps·4H).
-                // SAFETY: in bounds as checked by the caller; distinct buffers.
-                unsafe {
-                    gemm_strided(
-                        batch,
-                        h,
-                        g4,
-                        dh_next.as_mut_ptr(),
-                        h,
-                        false,
-                        dgx[t * g4..].as_ptr(),
-                        steps * g4,
-                        1,
-                        w_hh.as_ptr(),
-                        h,
-                        1,
-                        1.0,
-                    );
-                }
-            }
-        }
+    let dgx_ptr = SendPtr(dgx.as_mut_ptr());
+    lstm_batch_halves(batch, &|b0, nb, parallel| {
+        let (rows, rows_end) = (b0 * steps, (b0 + nb) * steps);
+        // SAFETY: each part owns samples [b0, b0 + nb) of dgx (contiguous,
+        // disjoint between parts), which the caller holds mutably.
+        let dgx_part = unsafe { std::slice::from_raw_parts_mut(dgx_ptr.at(rows * g4), nb * steps * g4) };
+        lstm_bptt_part(
+            w_hh,
+            &c_seq[rows * h..rows_end * h],
+            &gates[rows * g4..rows_end * g4],
+            &dh_seq[rows * h..rows_end * h],
+            dgx_part,
+            LstmShape { batch: nb, steps, hidden: h },
+            parallel,
+        );
     });
     if steps > 1 {
         // dW_hh += Σ_b Σ_{t≥1} dgates[b, t]ᵀ h[b, t−1], one product per sample, in order.
@@ -603,6 +650,62 @@ pub(super) fn lstm_backward(
             }
         }
     }
+}
+
+/// Backpropagation through time of `s.batch` samples: writes their `dgx`.
+fn lstm_bptt_part(
+    w_hh: &[f32],
+    c_seq: &[f32],
+    gates: &[f32],
+    dh_seq: &[f32],
+    dgx: &mut [f32],
+    s: LstmShape,
+    parallel: bool,
+) {
+    let (batch, steps, h) = (s.batch, s.steps, s.hidden);
+    let g4 = 4 * h;
+    with_scratch(2 * batch * h, |scr| {
+        let (dh_next, dc_next) = scr.split_at_mut(batch * h);
+        dh_next.fill(0.0);
+        dc_next.fill(0.0);
+        for t in (0..steps).rev() {
+            for bi in 0..batch {
+                let row = bi * steps + t;
+                let c_prev = if t > 0 { Some(&c_seq[(row - 1) * h..row * h]) } else { None };
+                cell_backward(
+                    &gates[row * g4..(row + 1) * g4],
+                    &c_seq[row * h..(row + 1) * h],
+                    c_prev,
+                    &dh_seq[row * h..(row + 1) * h],
+                    &dh_next[bi * h..(bi + 1) * h],
+                    &mut dc_next[bi * h..(bi + 1) * h],
+                    &mut dgx[row * g4..(row + 1) * g4],
+                );
+            }
+            if t > 0 {
+                // dh_{t−1} = dgates_t · W_hh (batch rows of stride steps·4H).
+                // SAFETY: in bounds as checked by the caller; distinct buffers.
+                unsafe {
+                    gemm_strided_on(
+                        batch,
+                        h,
+                        g4,
+                        dh_next.as_mut_ptr(),
+                        h,
+                        false,
+                        dgx[t * g4..].as_ptr(),
+                        steps * g4,
+                        1,
+                        w_hh.as_ptr(),
+                        h,
+                        1,
+                        1.0,
+                        parallel,
+                    );
+                }
+            }
+        }
+    });
 }
 
 pub(super) fn broadcast_add_backward(dx: &[f32], dsrc: &mut [f32], s: BroadcastShape) {
