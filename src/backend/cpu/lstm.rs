@@ -7,7 +7,7 @@
 //! larger batches, a GEMM per step against the transposed copy, the batch
 //! split across two cores.
 
-use super::{matmul, matmul_serial, pair, simd, with_scratch, SendPtr, PAR_MIN_MACS};
+use super::{matmul_on, pair, simd, with_scratch, SendPtr, PAR_MIN_MACS};
 use crate::backend::LstmShape;
 
 /// `w_hh` is `prepare_recurrent`'s `[W_hh | W_hhᵀ]`.
@@ -70,10 +70,8 @@ fn forward_batch(
             if t > 0 {
                 if batch == 1 {
                     simd::gemv_acc(w_hh, h_prev, gates);
-                } else if parallel {
-                    matmul(h_prev, w_t, gates, batch, h, g4, g4, true);
                 } else {
-                    matmul_serial(h_prev, w_t, gates, batch, h, g4, g4, true);
+                    matmul_on(h_prev, w_t, gates, batch, h, g4, g4, true, parallel);
                 }
             }
             for bi in 0..batch {

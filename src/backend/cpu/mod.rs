@@ -108,24 +108,11 @@ pub(crate) fn matmul(
     matmul_on(x, wt, y, rows, k, n, ld_y, accumulate, true);
 }
 
-/// `matmul` on this thread only: for callers that already split the work
-/// across the cores (a fork/join inside would only add scheduling).
+/// `matmul`, split across the cores only when `parallel` (callers that
+/// already split the work across the cores pass `false`: a fork/join inside
+/// would only add scheduling).
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn matmul_serial(
-    x: &[f32],
-    wt: &[f32],
-    y: &mut [f32],
-    rows: usize,
-    k: usize,
-    n: usize,
-    ld_y: usize,
-    accumulate: bool,
-) {
-    matmul_on(x, wt, y, rows, k, n, ld_y, accumulate, false);
-}
-
-#[allow(clippy::too_many_arguments)]
-fn matmul_on(
+pub(crate) fn matmul_on(
     x: &[f32],
     wt: &[f32],
     y: &mut [f32],
