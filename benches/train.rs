@@ -1,6 +1,7 @@
 //! One training step per model at the default configs, batch 32:
-//! `forward_backward` (dropout on) plus AdamW over every parameter and
-//! `refresh` (what the trainer does per optimizer step). On the CPU backend,
+//! `forward_backward` (dropout on), the trainer's optimizer step (gradient
+//! norm, clip, AdamW over every parameter) and `refresh`: what the trainer
+//! does per optimizer step. On the CPU backend,
 //! and with `--features gpu-tests` on a CUDA device as well (the training
 //! kernels, f32).
 //!
@@ -8,8 +9,9 @@
 //!     cargo bench --features gpu-tests --bench train
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use quorum::backend::{AdamWStep, Train};
+use quorum::backend::Train;
 use quorum::model::{ModelConfig, ModelKind};
+use quorum::train::optim::AdamW;
 use quorum::train::{HeadTargets, LossWeights, TrainBatch, TrainNet};
 use quorum::{Cpu, Tensor};
 
@@ -60,27 +62,14 @@ fn train_step_on<B: Train>(c: &mut Criterion, be: &B, group_name: &str) {
         let config = ModelConfig::default_for(kind);
         let mut net = TrainNet::init(be, config.clone(), 1).unwrap();
         let batch = batch_for(&config);
-        let mut state: Vec<(B::Buf, B::Buf)> =
-            net.params().iter().map(|p| (be.alloc(p.numel()).unwrap(), be.alloc(p.numel()).unwrap())).collect();
-        let mut step = 0u32;
+        let mut opt = AdamW::new(be, net.params(), 0.01, 1.0).unwrap();
+        let mut step = 0u64;
         group.bench_function(format!("{}/{BATCH}", kind.as_str()), |b| {
             b.iter(|| {
                 step += 1;
                 net.zero_grads(be).unwrap();
-                net.forward_backward(be, &batch, weights, u64::from(step)).unwrap();
-                for (p, (m, v)) in net.params_mut().iter_mut().zip(state.iter_mut()) {
-                    let s = AdamWStep {
-                        lr: 1e-4,
-                        beta1: 0.9,
-                        beta2: 0.999,
-                        eps: 1e-8,
-                        weight_decay: if p.decay { 0.01 } else { 0.0 },
-                        step,
-                        grad_scale: 1.0,
-                    };
-                    let n = p.numel();
-                    be.adamw(&mut p.value, &p.grad, m, v, n, s).unwrap();
-                }
+                net.forward_backward(be, &batch, weights, step).unwrap();
+                opt.step(be, net.params_mut(), 1, 1e-4).unwrap();
                 net.refresh(be).unwrap();
                 // Waits for a device's queue to drain (a no-op on the CPU).
                 let mut one = [0f32];

@@ -93,9 +93,8 @@ fn model_configs(path: &Path, kinds: &[ModelKind]) -> Result<Vec<(ModelKind, Mod
 
 pub fn train(args: TrainArgs) -> Result<()> {
     let base = base_config(&args)?;
-    // training.md's use_amp on the GPU: the forward's matrix products in bf16
-    // from the f32 master weights (the CPU trains in f32 and notes it).
-    let precision = if base.use_amp { Precision::Bf16 } else { Precision::F32 };
+    // The CPU trains in f32 and notes that use_amp is ignored.
+    let precision = Precision::for_training(base.use_amp);
     match args.backend.as_str() {
         "cpu" => train_on(&Cpu::new(), &args, base),
         "emu" => train_on(&Gpu::with_precision(Emu::new(), precision), &args, base),

@@ -9,7 +9,8 @@ mod grads;
 
 use grads::{batch_for, check_golden, grads_of, rel_l2, small_configs, GOLDEN_CASES, WEIGHTS};
 use quorum::backend::gpu::{Emu, Gpu, Precision, ThreadOrder};
-use quorum::backend::{AdamWStep, Train};
+use quorum::backend::Train;
+use quorum::train::optim::AdamW;
 use quorum::train::TrainNet;
 use quorum::Cpu;
 
@@ -33,8 +34,9 @@ fn mixed_precision_gradients_stay_near_pytorch_on_the_emulator() {
     assert!(worst > grads::F32.grad, "bf16 gradients as close as f32's ({worst:e}): is the bf16 path running?");
 }
 
-/// `steps` AdamW steps of `forward_backward` on fixed batches with dropout
-/// on, from the same initialization; returns every parameter's values.
+/// `steps` optimizer steps (the trainer's `AdamW`: global-norm clip 1,
+/// weight decay 0.01, lr 1e-3) of `forward_backward` on fixed batches with
+/// dropout on, from the same initialization; returns every parameter's values.
 ///
 /// AdamW's ε is 1e-3 here, not 1e-8: some coordinates' true gradient is
 /// exactly zero (the key part of an attention's qkv bias: softmax ignores a
@@ -45,27 +47,13 @@ fn mixed_precision_gradients_stay_near_pytorch_on_the_emulator() {
 /// normalized steps, so the comparison tests the kernels, not the noise.
 fn train_steps<B: Train>(be: &B, config: &quorum::model::ModelConfig, steps: u32) -> Vec<Vec<f32>> {
     let mut net = TrainNet::init(be, config.clone(), 17).unwrap();
-    let mut moments: Vec<(B::Buf, B::Buf)> =
-        net.params().iter().map(|p| (be.alloc(p.numel()).unwrap(), be.alloc(p.numel()).unwrap())).collect();
+    let mut opt = AdamW::new(be, net.params(), 0.01, 1.0).unwrap();
+    opt.eps = 1e-3;
     for step in 1..=steps {
         let batch = batch_for(config, 3, 40 + u64::from(step));
         net.zero_grads(be).unwrap();
         net.forward_backward(be, &batch, WEIGHTS, 1000 + u64::from(step)).unwrap();
-        let norm: f64 = net.params().iter().map(|p| be.sum_squares(&p.grad, p.numel()).unwrap()).sum::<f64>().sqrt();
-        let clip = if norm > 1.0 { (1.0 / norm) as f32 } else { 1.0 };
-        for (p, (m, v)) in net.params_mut().iter_mut().zip(&mut moments) {
-            let n = p.numel();
-            let s = AdamWStep {
-                lr: 1e-3,
-                beta1: 0.9,
-                beta2: 0.999,
-                eps: 1e-3,
-                weight_decay: if p.decay { 0.01 } else { 0.0 },
-                step,
-                grad_scale: clip,
-            };
-            be.adamw(&mut p.value, &p.grad, m, v, n, s).unwrap();
-        }
+        opt.step(be, net.params_mut(), 1, 1e-3).unwrap();
         net.refresh(be).unwrap();
     }
     net.params()

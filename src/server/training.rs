@@ -175,8 +175,7 @@ impl TrainingLauncher for DataFolderLauncher {
         std::thread::Builder::new()
             .name(format!("train-{symbol}"))
             .spawn(move || {
-                // training.md's use_amp: bf16 forward products on the GPU backends.
-                let precision = if config.use_amp { Precision::Bf16 } else { Precision::F32 };
+                let precision = Precision::for_training(config.use_amp);
                 let outcome = match backend {
                     TrainOn::Cpu => run_job(&Cpu::new(), config, &job, &features, &raw, &symbol),
                     TrainOn::Emu => {

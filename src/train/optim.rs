@@ -66,6 +66,10 @@ pub struct AdamW<B: Train> {
     pub step: u64,
     pub weight_decay: f64,
     pub max_grad_norm: f64,
+    /// AdamW's ε: training.md's `EPS` unless set (a test comparing two
+    /// backends raises it, so coordinates whose gradient is only rounding
+    /// noise are not moved by ±lr).
+    pub eps: f32,
 }
 
 impl<B: Train> AdamW<B> {
@@ -73,7 +77,7 @@ impl<B: Train> AdamW<B> {
     pub fn new(be: &B, params: &[Param<B>], weight_decay: f64, max_grad_norm: f64) -> Result<Self> {
         let m = params.iter().map(|p| be.alloc(p.numel())).collect::<Result<_>>()?;
         let v = params.iter().map(|p| be.alloc(p.numel())).collect::<Result<_>>()?;
-        Ok(AdamW { m, v, step: 0, weight_decay, max_grad_norm })
+        Ok(AdamW { m, v, step: 0, weight_decay, max_grad_norm, eps: EPS })
     }
 
     /// The L2 norm of the summed gradients (before dividing by the micro-batches).
@@ -110,7 +114,7 @@ impl<B: Train> AdamW<B> {
                 lr: lr as f32,
                 beta1: BETA1,
                 beta2: BETA2,
-                eps: EPS,
+                eps: self.eps,
                 weight_decay: if p.decay { self.weight_decay as f32 } else { 0.0 },
                 step: self.step.min(u32::MAX as u64) as u32,
                 grad_scale: (clip / accumulated) as f32,
@@ -183,7 +187,7 @@ impl<B: Train> AdamW<B> {
         if !problems.is_empty() {
             return Err(Error::weights(label, problems));
         }
-        Ok(AdamW { m, v, step, weight_decay, max_grad_norm })
+        Ok(AdamW { m, v, step, weight_decay, max_grad_norm, eps: EPS })
     }
 
     pub fn save(&self, be: &B, params: &[Param<B>], path: &Path) -> Result<()> {

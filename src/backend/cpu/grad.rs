@@ -509,20 +509,15 @@ fn cell_backward(
 }
 
 /// Runs `part(first_sample, samples, parallel)` over the batch: at batch 2
-/// and more, the two halves at once (the samples' recurrences are
-/// independent), on the caller and `pair`'s helper core (or one
-/// `rayon::join` if the helper is busy), each with serial products: no
-/// fork/join per step. Where a half runs does not change its bits, and the
-/// split depends on the batch only, so results do not depend on the threads.
+/// and more, the two halves at once (`pair::run_halves`: the samples'
+/// recurrences are independent), each with serial products: no fork/join per
+/// step. Where a half runs does not change its bits, and the split depends on
+/// the batch only, so results do not depend on the threads.
 fn lstm_batch_halves(batch: usize, part: &(dyn Fn(usize, usize, bool) + Sync)) {
     if batch < 2 {
         return part(0, batch, true);
     }
-    let first = batch.div_ceil(2);
-    let half = |p: usize| if p == 0 { part(0, first, false) } else { part(first, batch - first, false) };
-    if !super::pair::run(&|p, _barrier| half(p)) {
-        rayon::join(|| half(0), || half(1));
-    }
+    super::pair::run_halves(batch, &|b0, nb| part(b0, nb, false));
 }
 
 /// `w_t` is the `W_hhᵀ (H, 4H)` half of `prepare_recurrent`'s layout.

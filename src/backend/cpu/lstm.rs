@@ -27,21 +27,16 @@ pub(super) fn forward(gx: &[f32], w_hh: &[f32], h_seq: &mut [f32], s: LstmShape)
 /// core runs every step for half of the batch, with serial products, and the
 /// two meet once at the end instead of at a fork/join per step (which, with
 /// the per-step cell update left on one core, cost a third of the time at
-/// batch 32). The second core is `pair`'s helper; if it is busy, one `rayon::join`.
+/// batch 32).
 fn forward_batch_split(gx: &[f32], w_hh: &[f32], w_t: &[f32], h_seq: &mut [f32], s: LstmShape) {
     let (steps, h) = (s.steps, s.hidden);
-    let first = s.batch.div_ceil(2);
     let out = SendPtr(h_seq.as_mut_ptr());
-    let part = |p: usize| {
-        let (b0, nb) = if p == 0 { (0, first) } else { (first, s.batch - first) };
+    pair::run_halves(s.batch, &|b0, nb| {
         // SAFETY: the halves write the disjoint sample ranges [0, first) and
         // [first, batch) of h_seq, which the caller holds mutably throughout.
         let hs = unsafe { std::slice::from_raw_parts_mut(out.at(b0 * steps * h), nb * steps * h) };
         forward_batch(&gx[b0 * steps * 4 * h..][..nb * steps * 4 * h], w_hh, w_t, hs, nb, steps, h, false);
-    };
-    if !pair::run(&|p, _barrier| part(p)) {
-        rayon::join(|| part(0), || part(1));
-    }
+    });
 }
 
 /// Every step of `batch` samples on this thread (`parallel`: the per-step

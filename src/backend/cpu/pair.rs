@@ -108,6 +108,18 @@ fn helper(p: &'static Pair) {
     }
 }
 
+/// Splits `n` items into two halves, `[0, ⌈n/2⌉)` and the rest, and runs
+/// `part(first, count)` for both at once: here and on the helper core, or by
+/// one `rayon::join` if the helper is busy. For work whose halves never need
+/// to meet until the end (an LSTM's samples over a whole sequence).
+pub(crate) fn run_halves(n: usize, part: &(dyn Fn(usize, usize) + Sync)) {
+    let first = n.div_ceil(2);
+    let half = |p: usize| if p == 0 { part(0, first) } else { part(first, n - first) };
+    if !run(&|p, _barrier| half(p)) {
+        rayon::join(|| half(0), || half(1));
+    }
+}
+
 /// Runs `f(0, barrier)` here and `f(1, barrier)` on the helper core at the
 /// same time, and returns once both are done; `false` (nothing run) if the
 /// helper is busy with another caller.

@@ -45,6 +45,16 @@ pub enum Precision {
 }
 
 impl Precision {
+    /// The precision a GPU backend trains at: training.md's `use_amp` means
+    /// bf16 products in the forward (f32 master weights); otherwise f32.
+    pub fn for_training(use_amp: bool) -> Self {
+        if use_amp {
+            Precision::Bf16
+        } else {
+            Precision::F32
+        }
+    }
+
     /// The `--precision` names.
     pub fn parse(s: &str) -> Result<Self> {
         match s {
