@@ -8,9 +8,7 @@
 
 use std::cell::RefCell;
 
-use rayon::prelude::*;
-
-use super::{simd, SendPtr};
+use super::{simd, split_items, SendPtr};
 use crate::backend::AttentionShape;
 
 thread_local! {
@@ -90,9 +88,5 @@ pub(super) fn forward(qkv: &[f32], out: &mut [f32], s: AttentionShape) {
         });
     };
     let pairs = s.batch * s.heads;
-    if pairs > 1 {
-        (0..pairs).into_par_iter().for_each(task);
-    } else {
-        (0..pairs).for_each(task);
-    }
+    split_items(pairs, true, &|range| range.for_each(task));
 }

@@ -12,10 +12,13 @@ mod lstm;
 mod optim;
 mod pair;
 pub mod simd;
+mod small_gemm;
 
 use std::cell::RefCell;
+use std::ops::Range;
 
 use rayon::prelude::*;
+use small_gemm::Elem;
 
 use super::{
     AttentionShape, Backend, BroadcastShape, ConvShape, ConvWeights, Epilogue, HeadsOut, HeadsRef, LinearShape,
@@ -127,6 +130,20 @@ pub(crate) fn matmul_on(
         return;
     }
     assert!(x.len() >= rows * k && wt.len() >= k * n && y.len() >= (rows - 1) * ld_y + n && n <= ld_y);
+    if small_gemm::f32_available() {
+        let pr = small_gemm::Product {
+            a: small_gemm::Lhs::rows(x.as_ptr() as *const u32, k),
+            b: small_gemm::Operand { ptr: wt.as_ptr() as *const u32, ld: n },
+            y: small_gemm::Output { ptr: y.as_mut_ptr(), ld: ld_y, accumulate },
+            rows,
+            depth: k,
+            taps: small_gemm::Taps::ONE,
+        };
+        // SAFETY: the assertion above bounds every row and column the kernel
+        // reads or writes; the halves write disjoint columns.
+        let part = |cols: Range<usize>| unsafe { small_gemm::run(Elem::F32, &pr, cols) };
+        return split_columns(n, parallel && rows * k * n >= PAR_MIN_MACS, &part);
+    }
     let threads = if parallel { rayon::current_num_threads() } else { 1 };
     let blocks = if rows * k * n >= PAR_MIN_MACS && n >= 32 && threads > 1 { threads.min(n / 16) } else { 1 };
     // Column blocks in multiples of 16 floats (one AVX-512 register).
@@ -169,6 +186,27 @@ pub(crate) fn matmul_on(
     }
 }
 
+/// Runs `part` over the columns `0..n`: in two halves on the two cores when
+/// `worth` it, split on a 16-column boundary (one AVX-512 register).
+pub(crate) fn split_columns(n: usize, worth: bool, part: &(dyn Fn(Range<usize>) + Sync)) {
+    if worth && n >= 32 && rayon::current_num_threads() > 1 {
+        let mid = (n / 2).div_ceil(16) * 16;
+        pair::run_split(mid, n, &|lo, hi| part(lo..hi));
+    } else {
+        part(0..n);
+    }
+}
+
+/// Runs `part` over the items `0..n` (rows, tasks): in two halves on the two
+/// cores when `worth` it.
+pub(crate) fn split_items(n: usize, worth: bool, part: &(dyn Fn(Range<usize>) + Sync)) {
+    if worth && n >= 2 && rayon::current_num_threads() > 1 {
+        pair::run_split(n.div_ceil(2), n, &|lo, hi| part(lo..hi));
+    } else {
+        part(0..n);
+    }
+}
+
 /// One image's patches as rows: patch `p = i·n_f + j` becomes
 /// `v[p, r·pf + c] = img[i·pt + r, j·pf + c]` (models.md's order). Shared by
 /// the patch embedding's forward and backward.
@@ -200,13 +238,16 @@ pub(crate) fn transpose(w: &[f32], n_out: usize, n_in: usize) -> Vec<f32> {
 /// Adds the bias (then GELU) to columns `off..off+b.len()` of every row.
 pub(crate) fn bias_act(y: &mut [f32], b: &[f32], rows: usize, ld: usize, off: usize, gelu: bool) {
     let n = b.len();
-    let run = |row: &mut [f32]| simd::bias_act_row(&mut row[off..off + n], b, gelu);
-    let y = &mut y[..rows * ld];
-    if rows * n >= PAR_MIN_ELEMS {
-        y.par_chunks_mut(ld).for_each(run);
-    } else {
-        y.chunks_mut(ld).for_each(run);
-    }
+    assert!(rows == 0 || (y.len() >= (rows - 1) * ld + off + n && off + n <= ld));
+    let dst = SendPtr(y.as_mut_ptr());
+    split_items(rows, rows * n >= PAR_MIN_ELEMS, &|range| {
+        for r in range {
+            // SAFETY: row r's columns off..off + n are inside y (asserted)
+            // and belong to this half alone.
+            let row = unsafe { std::slice::from_raw_parts_mut(dst.at(r * ld + off), n) };
+            simd::bias_act_row(row, b, gelu);
+        }
+    });
 }
 
 impl Backend for Cpu {
@@ -298,11 +339,14 @@ impl Backend for Cpu {
         let (g, b) = (&g[..dim], &b[..dim]);
         let x = &x[..rows * dim];
         let y = &mut y[..rows * dim];
-        if rows * dim >= PAR_MIN_ELEMS {
-            y.par_chunks_mut(dim).zip(x.par_chunks(dim)).for_each(|(yr, xr)| simd::layernorm_row(xr, g, b, yr));
-        } else {
-            y.chunks_mut(dim).zip(x.chunks(dim)).for_each(|(yr, xr)| simd::layernorm_row(xr, g, b, yr));
-        }
+        let dst = SendPtr(y.as_mut_ptr());
+        split_items(rows, rows * dim >= PAR_MIN_ELEMS, &|range| {
+            for r in range {
+                // SAFETY: row r of y (rows·dim values, checked) is this half's alone.
+                let yr = unsafe { std::slice::from_raw_parts_mut(dst.at(r * dim), dim) };
+                simd::layernorm_row(&x[r * dim..(r + 1) * dim], g, b, yr);
+            }
+        });
         Ok(())
     }
 

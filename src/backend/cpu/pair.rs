@@ -1,17 +1,27 @@
-//! A second core for latency-critical sequential loops (the batch-1 LSTM
-//! recurrence: 60 dependent steps per layer, each a few microseconds).
+//! A second core for latency-critical work: the batch-1 LSTM recurrence (60
+//! dependent steps per layer, each a few microseconds) and every op of a
+//! batch-1 forward (tens of microseconds each).
 //!
-//! rayon's `join` per step puts the other worker to sleep and wakes it again
-//! each time, which costs more than the step. Here a helper thread, spawned
-//! once and parked between calls, runs its half of the loop while the caller
-//! runs the other, and the two meet at a spin barrier after every step
-//! (falling back to yielding if the other side has been descheduled).
-//! If the helper is already busy (two models' recurrences at once), `run`
-//! says so and the caller takes its plain path instead.
+//! rayon's `join` puts the other worker to sleep after each op and wakes it
+//! again for the next (a futex wake, a context switch, then `sched_yield`
+//! rounds: a fifth of a batch-1 TLOB forward went to the kernel's
+//! scheduler). Here a helper thread, spawned once, runs its half of the work
+//! while the caller runs the other; the two meet at a spin barrier where a
+//! loop needs it. Between jobs the helper keeps watching for the next one
+//! for a short while (`LINGER`, yielding its core to anything else runnable)
+//! and only then sleeps, so the ops of one forward reach it in well under a
+//! microsecond. If the helper is already busy (two models' forwards at once),
+//! `run` says so and the caller takes its plain path instead.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+/// How long the idle helper watches for the next job before it sleeps: far
+/// longer than the gaps between a forward's ops, far shorter than the time
+/// between forwards of a server at market-data rates.
+const LINGER: Duration = Duration::from_micros(300);
 
 /// A two-party, sense-reversing spin barrier.
 pub(crate) struct Barrier {
@@ -60,7 +70,12 @@ struct Pair {
     busy: Mutex<()>,
     /// Points at the caller's `Job` (on its stack) while a run is in flight.
     job: AtomicPtr<Job<'static>>,
-    wake: (Mutex<u64>, Condvar),
+    /// Bumped once per job; the helper runs a job when it differs from the
+    /// last one it saw.
+    generation: AtomicU64,
+    /// The helper is asleep on `wake` (or about to be): a new job must notify.
+    sleeping: AtomicBool,
+    wake: (Mutex<()>, Condvar),
     done: AtomicBool,
     helper_panicked: AtomicBool,
     barrier: Barrier,
@@ -73,7 +88,9 @@ fn pair() -> &'static Pair {
         let p: &'static Pair = Box::leak(Box::new(Pair {
             busy: Mutex::new(()),
             job: AtomicPtr::new(std::ptr::null_mut()),
-            wake: (Mutex::new(0), Condvar::new()),
+            generation: AtomicU64::new(0),
+            sleeping: AtomicBool::new(false),
+            wake: (Mutex::new(()), Condvar::new()),
             done: AtomicBool::new(false),
             helper_panicked: AtomicBool::new(false),
             barrier: Barrier::new(),
@@ -89,14 +106,7 @@ fn pair() -> &'static Pair {
 fn helper(p: &'static Pair) {
     let mut seen = 0u64;
     loop {
-        {
-            let (lock, cv) = &p.wake;
-            let mut g = lock.lock().unwrap_or_else(|e| e.into_inner());
-            while *g == seen {
-                g = cv.wait(g).unwrap_or_else(|e| e.into_inner());
-            }
-            seen = *g;
-        }
+        seen = next_job(p, seen);
         let job = p.job.load(Ordering::Acquire);
         // SAFETY: `run` published a pointer to a `Job` that lives on its stack
         // and does not return before it sees `done`, set below.
@@ -108,16 +118,68 @@ fn helper(p: &'static Pair) {
     }
 }
 
+/// Waits for a generation other than `seen` and returns it: watching for
+/// `LINGER`, then asleep on the condition variable.
+fn next_job(p: &Pair, seen: u64) -> u64 {
+    let start = Instant::now();
+    let mut spins = 0u32;
+    loop {
+        let g = p.generation.load(Ordering::Acquire);
+        if g != seen {
+            return g;
+        }
+        spins = spins.wrapping_add(1);
+        if spins % 64 != 0 {
+            std::hint::spin_loop();
+        } else if start.elapsed() < LINGER {
+            // Let anything else runnable have the core (rayon's workers, a
+            // server's threads): a spinning helper must not starve them.
+            std::thread::yield_now();
+        } else {
+            break;
+        }
+    }
+    let (lock, cv) = &p.wake;
+    let mut guard = lock.lock().unwrap_or_else(|e| e.into_inner());
+    // Sequentially consistent with `post`: either it sees `sleeping` and
+    // notifies (under the lock, so not before this thread waits), or this
+    // thread sees its new generation here.
+    p.sleeping.store(true, Ordering::SeqCst);
+    loop {
+        let g = p.generation.load(Ordering::SeqCst);
+        if g != seen {
+            p.sleeping.store(false, Ordering::SeqCst);
+            return g;
+        }
+        guard = cv.wait(guard).unwrap_or_else(|e| e.into_inner());
+    }
+}
+
+/// Hands the published job to the helper.
+fn post(p: &Pair) {
+    p.generation.fetch_add(1, Ordering::SeqCst);
+    if p.sleeping.load(Ordering::SeqCst) {
+        let (lock, cv) = &p.wake;
+        let _guard = lock.lock().unwrap_or_else(|e| e.into_inner());
+        cv.notify_one();
+    }
+}
+
+/// Runs `part(lo, hi)` for `[0, mid)` and `[mid, n)` at once: here and on the
+/// helper core, or by one `rayon::join` if the helper is busy.
+pub(crate) fn run_split(mid: usize, n: usize, part: &(dyn Fn(usize, usize) + Sync)) {
+    let half = |p: usize| if p == 0 { part(0, mid) } else { part(mid, n) };
+    if !run(&|p, _barrier| half(p)) {
+        rayon::join(|| half(0), || half(1));
+    }
+}
+
 /// Splits `n` items into two halves, `[0, ⌈n/2⌉)` and the rest, and runs
 /// `part(first, count)` for both at once: here and on the helper core, or by
 /// one `rayon::join` if the helper is busy. For work whose halves never need
 /// to meet until the end (an LSTM's samples over a whole sequence).
 pub(crate) fn run_halves(n: usize, part: &(dyn Fn(usize, usize) + Sync)) {
-    let first = n.div_ceil(2);
-    let half = |p: usize| if p == 0 { part(0, first) } else { part(first, n - first) };
-    if !run(&|p, _barrier| half(p)) {
-        rayon::join(|| half(0), || half(1));
-    }
+    run_split(n.div_ceil(2), n, &|lo, hi| part(lo, hi - lo));
 }
 
 /// Runs `f(0, barrier)` here and `f(1, barrier)` on the helper core at the
@@ -138,12 +200,7 @@ pub(crate) fn run(f: &(dyn Fn(usize, &Barrier) + Sync)) -> bool {
     p.barrier.reset();
     p.done.store(false, Ordering::Relaxed);
     p.job.store(slot, Ordering::Release);
-    {
-        let (lock, cv) = &p.wake;
-        let mut g = lock.lock().unwrap_or_else(|e| e.into_inner());
-        *g += 1;
-        cv.notify_one();
-    }
+    post(p);
     let mine = catch_unwind(AssertUnwindSafe(|| f(0, &p.barrier)));
     let mut spins = 0u32;
     while !p.done.load(Ordering::Acquire) {

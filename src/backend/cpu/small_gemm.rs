@@ -1,0 +1,450 @@
+//! Products of tens of rows against a prepared weight, the shape of every
+//! batch-1 layer here (49 to 100 tokens by 128 to 2560 inputs), as AVX-512
+//! micro-kernels: f32 fused multiply-adds, and bf16 pair dot-products
+//! (`vdpbf16ps`, AVX512_BF16: two products per f32 lane per instruction, so
+//! twice f32's peak on this Zen 4).
+//!
+//! The weight is the right-hand side `B (depth, ldb)`, row-major, read in
+//! place: a panel of `16·NV` columns is `NV` vector loads per depth step, and
+//! the left-hand rows are broadcast one element at a time, so neither operand
+//! is packed per call (the `gemm` crate packs both; at these sizes that was a
+//! seventh of the time). A tile keeps `MR × NV` accumulators in registers.
+//!
+//! In bf16 both operands are pairs: element `p` of a row is the `u32` holding
+//! the bf16 values of depth `2p` (low half) and `2p + 1` (high half), which is
+//! what `vdpbf16ps` multiplies and adds into one f32 lane. The weight's pairs
+//! are made once at load (`pack_bf16`), the activations' per product
+//! (`to_bf16_pairs`), both rounding to nearest even. Sums are f32 throughout.
+
+use std::ops::Range;
+
+#[cfg(target_arch = "x86_64")]
+use std::arch::x86_64::*;
+
+/// Whether the f32 kernel can run here (AVX-512F).
+pub(crate) fn f32_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::is_x86_feature_detected!("avx512f")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// Whether the bf16 kernel can run here (AVX-512F and AVX512_BF16).
+pub(crate) fn bf16_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("avx512bf16")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// The bf16 bits of `v`, rounded to nearest even (`half`'s conversion, as the
+/// GPU backend's packing uses).
+fn bf16_bits(v: f32) -> u32 {
+    u32::from(half::bf16::from_f32(v).to_bits())
+}
+
+/// `w (n_out, n_in)` row-major as the bf16 pairs of its transpose:
+/// `(⌈n_in/2⌉, n_out)`, element `(p, j)` holding `w[j, 2p]` and `w[j, 2p+1]`
+/// (zero past `n_in`).
+pub(crate) fn pack_bf16(w: &[f32], n_out: usize, n_in: usize) -> Vec<u32> {
+    let pairs = n_in.div_ceil(2);
+    let mut out = vec![0u32; pairs * n_out];
+    for j in 0..n_out {
+        let row = &w[j * n_in..(j + 1) * n_in];
+        for (p, two) in row.chunks(2).enumerate() {
+            let hi = two.get(1).map_or(0, |&v| bf16_bits(v));
+            out[p * n_out + j] = bf16_bits(two[0]) | (hi << 16);
+        }
+    }
+    out
+}
+
+/// Rows `x (rows, k)` with row stride `ldx` as bf16 pairs into
+/// `out (rows, ⌈k/2⌉)`. Needs `bf16_available()`.
+pub(crate) fn to_bf16_pairs(x: &[f32], rows: usize, k: usize, ldx: usize, out: &mut [u32]) {
+    let pairs = k.div_ceil(2);
+    assert!(bf16_available(), "to_bf16_pairs needs AVX512_BF16");
+    assert!(rows == 0 || (x.len() >= (rows - 1) * ldx + k && out.len() >= rows * pairs));
+    for r in 0..rows {
+        // SAFETY: the feature was checked; the assertion bounds both rows.
+        #[cfg(target_arch = "x86_64")]
+        unsafe {
+            row_to_bf16(&x[r * ldx..r * ldx + k], &mut out[r * pairs..(r + 1) * pairs])
+        };
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bf16,avx512vl")]
+unsafe fn row_to_bf16(x: &[f32], out: &mut [u32]) {
+    let dst = out.as_mut_ptr() as *mut u16;
+    let k = x.len();
+    let mut i = 0;
+    while i < k {
+        let n = (k - i).min(16);
+        let mask: __mmask16 = if n == 16 { !0 } else { (1u16 << n) - 1 };
+        let v = _mm512_maskz_loadu_ps(mask, x.as_ptr().add(i));
+        let h: __m256i = std::mem::transmute(_mm512_cvtneps_pbh(v));
+        _mm256_mask_storeu_epi16(dst.add(i) as *mut i16, mask, h);
+        i += 16;
+    }
+    if k % 2 == 1 {
+        *dst.add(k) = 0;
+    }
+}
+
+/// How one depth step multiplies and adds (bits in, f32 sums out).
+#[cfg(target_arch = "x86_64")]
+trait Madd {
+    unsafe fn madd(acc: __m512, a: __m512, b: __m512) -> __m512;
+}
+
+#[cfg(target_arch = "x86_64")]
+struct F32;
+#[cfg(target_arch = "x86_64")]
+struct Bf16;
+
+#[cfg(target_arch = "x86_64")]
+impl Madd for F32 {
+    #[inline(always)]
+    unsafe fn madd(acc: __m512, a: __m512, b: __m512) -> __m512 {
+        _mm512_fmadd_ps(a, b, acc)
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+impl Madd for Bf16 {
+    #[inline(always)]
+    unsafe fn madd(acc: __m512, a: __m512, b: __m512) -> __m512 {
+        _mm512_dpbf16_ps(acc, std::mem::transmute::<__m512, __m512bh>(a), std::mem::transmute::<__m512, __m512bh>(b))
+    }
+}
+
+/// The right-hand operand: `depth` rows (per tap), `ld` elements apart.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Operand {
+    pub ptr: *const u32,
+    pub ld: usize,
+}
+
+/// The left-hand operand: `rows` rows of `depth` elements (per tap), `ld`
+/// elements apart; with `seq = Some((len, stored))`, row `r` is row `r % len`
+/// of sequence `r / len`, and sequences are stored `stored` rows apart (a
+/// convolution's input with its zero padding).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Lhs {
+    pub ptr: *const u32,
+    pub ld: usize,
+    pub seq: Option<(usize, usize)>,
+}
+
+impl Lhs {
+    /// Plain rows.
+    pub(crate) fn rows(ptr: *const u32, ld: usize) -> Self {
+        Lhs { ptr, ld, seq: None }
+    }
+
+    fn row(&self, r: usize) -> *const u32 {
+        let stored = match self.seq {
+            Some((len, stored)) => r / len * stored + r % len,
+            None => r,
+        };
+        self.ptr.wrapping_add(stored * self.ld)
+    }
+}
+
+/// The product is a sum over `count` taps; tap `j` reads the left rows
+/// `j·lhs_step` elements on and the right operand `j·rhs_step` elements on.
+/// One tap is a plain product; a "same" Conv1d of kernel k over a padded
+/// input is k taps, each a shift by one row.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Taps {
+    pub count: usize,
+    pub lhs_step: usize,
+    pub rhs_step: usize,
+}
+
+impl Taps {
+    pub(crate) const ONE: Taps = Taps { count: 1, lhs_step: 0, rhs_step: 0 };
+}
+
+/// The output: rows `ld` apart, overwritten or (`accumulate`) added to.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Output {
+    pub ptr: *mut f32,
+    pub ld: usize,
+    pub accumulate: bool,
+}
+
+// SAFETY: plain addresses handed to the two cores of one product, which read
+// the operands and write disjoint column ranges of the output (`run`'s
+// contract) before the caller's borrows end.
+unsafe impl Send for Operand {}
+unsafe impl Sync for Operand {}
+unsafe impl Send for Lhs {}
+unsafe impl Sync for Lhs {}
+unsafe impl Send for Output {}
+unsafe impl Sync for Output {}
+
+/// What one call computes: `y[r, j] (+)= Σ_taps Σ_p a[r, p] · b[p, j]` for
+/// `r < rows`, `j ∈ cols`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Product {
+    pub a: Lhs,
+    pub b: Operand,
+    pub y: Output,
+    pub rows: usize,
+    pub depth: usize,
+    pub taps: Taps,
+}
+
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn product<K: Madd>(pr: &Product, cols: Range<usize>) {
+    // Few rows (the LSTM's step, a CLS-only layer): wide panels, so enough
+    // independent accumulators hide the multiply-add latency. Narrow column
+    // ranges (a 32- or 64-channel conv split in two): panels no wider than
+    // the range, so no lanes are masked off, and more rows per tile instead.
+    let width = cols.end - cols.start;
+    if pr.rows <= 2 {
+        panels::<K, 2, 8>(pr, cols);
+    } else if width <= 16 {
+        panels::<K, 12, 1>(pr, cols);
+    } else if width <= 32 {
+        panels::<K, 8, 2>(pr, cols);
+    } else {
+        panels::<K, 6, 4>(pr, cols);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn panels<K: Madd, const MR: usize, const NV: usize>(pr: &Product, cols: Range<usize>) {
+    let mut j = cols.start;
+    while j < cols.end {
+        let width = (cols.end - j).min(16 * NV);
+        let mut masks = [0 as __mmask16; NV];
+        for (v, m) in masks.iter_mut().enumerate() {
+            let n = width.saturating_sub(16 * v).min(16);
+            *m = if n == 16 { !0 } else { (1u16 << n) - 1 };
+        }
+        let mut r = 0;
+        while r < pr.rows {
+            // Full tiles, then the last rows in tiles of 4, 2 and 1.
+            let step = match pr.rows - r {
+                n if n >= MR => {
+                    tile::<K, MR, NV>(pr, r, j, masks);
+                    MR
+                }
+                n if n >= 4 => {
+                    tile::<K, 4, NV>(pr, r, j, masks);
+                    4
+                }
+                n if n >= 2 => {
+                    tile::<K, 2, NV>(pr, r, j, masks);
+                    2
+                }
+                _ => {
+                    tile::<K, 1, NV>(pr, r, j, masks);
+                    1
+                }
+            };
+            r += step;
+        }
+        j += 16 * NV;
+    }
+}
+
+/// Rows `r0..r0 + R` by `NV` vectors of columns from `j0` (masked past the
+/// panel's width), every tap summed in registers before one store.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn tile<K: Madd, const R: usize, const NV: usize>(pr: &Product, r0: usize, j0: usize, masks: [__mmask16; NV]) {
+    let mut rows = [std::ptr::null::<u32>(); R];
+    for (i, row) in rows.iter_mut().enumerate() {
+        *row = pr.a.row(r0 + i);
+    }
+    let mut acc = [[_mm512_setzero_ps(); NV]; R];
+    for tap in 0..pr.taps.count {
+        let a_off = tap * pr.taps.lhs_step;
+        let b = pr.b.ptr.add(tap * pr.taps.rhs_step + j0);
+        for p in 0..pr.depth {
+            let mut bv = [_mm512_setzero_ps(); NV];
+            for (v, bv) in bv.iter_mut().enumerate() {
+                *bv =
+                    _mm512_castsi512_ps(_mm512_maskz_loadu_epi32(masks[v], b.add(p * pr.b.ld + 16 * v) as *const i32));
+            }
+            for (acc, row) in acc.iter_mut().zip(&rows) {
+                let av = _mm512_castsi512_ps(_mm512_set1_epi32(*row.add(a_off + p) as i32));
+                for v in 0..NV {
+                    acc[v] = K::madd(acc[v], av, bv[v]);
+                }
+            }
+        }
+    }
+    for (i, acc) in acc.iter().enumerate() {
+        for v in 0..NV {
+            let dst = pr.y.ptr.add((r0 + i) * pr.y.ld + j0 + 16 * v);
+            let sum =
+                if pr.y.accumulate { _mm512_add_ps(acc[v], _mm512_maskz_loadu_ps(masks[v], dst)) } else { acc[v] };
+            _mm512_mask_storeu_ps(dst, masks[v], sum);
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn product_f32(pr: &Product, cols: Range<usize>) {
+    product::<F32>(pr, cols)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bf16")]
+unsafe fn product_bf16(pr: &Product, cols: Range<usize>) {
+    product::<Bf16>(pr, cols)
+}
+
+/// The element type of both operands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Elem {
+    /// f32 values, one per depth step.
+    F32,
+    /// bf16 pairs, one `u32` per two depth steps (`depth` counts pairs).
+    Bf16Pairs,
+}
+
+/// Computes the columns `cols` of `pr`.
+///
+/// # Safety
+/// The feature for `elem` must be available (`f32_available`,
+/// `bf16_available`); every row, tap and column the product reads or writes
+/// must lie inside its buffers; and no other thread may touch `y`'s block
+/// meanwhile.
+pub(crate) unsafe fn run(elem: Elem, pr: &Product, cols: Range<usize>) {
+    #[cfg(target_arch = "x86_64")]
+    match elem {
+        Elem::F32 => product_f32(pr, cols),
+        Elem::Bf16Pairs => product_bf16(pr, cols),
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    unreachable!("small_gemm::run without AVX-512 ({elem:?}, {pr:?}, {cols:?})")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data(n: usize, seed: f32) -> Vec<f32> {
+        (0..n).map(|i| ((i as f32 + seed) * 0.618).sin()).collect()
+    }
+
+    /// Sizes around every tile and panel edge: rows 1..=2 (the wide panels),
+    /// 3..=27 (full tiles of 6, 8 and 12 rows and every tail), column ranges
+    /// of at most 16, at most 32 and wider (the three panel widths).
+    const SIZES: &[(usize, usize, usize)] = &[
+        (1, 7, 5),
+        (2, 33, 70),
+        (3, 16, 64),
+        (5, 1, 17),
+        (6, 40, 65),
+        (7, 129, 128),
+        (13, 64, 200),
+        (49, 256, 96),
+        (27, 12, 32),
+        (23, 20, 60),
+        (15, 9, 24),
+    ];
+
+    fn check(elem: Elem, round: fn(f32) -> f32) {
+        for &(rows, k, n) in SIZES {
+            let (x, w) = (data(rows * k, 1.0), data(n * k, 2.0));
+            let y0 = data(rows * n, 3.0);
+            for accumulate in [false, true] {
+                let mut y = y0.clone();
+                let (a, b, depth) = match elem {
+                    Elem::F32 => {
+                        let wt = super::super::transpose(&w, n, k);
+                        (x.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), wt.iter().map(|v| v.to_bits()).collect(), k)
+                    }
+                    Elem::Bf16Pairs => {
+                        let mut a = vec![0u32; rows * k.div_ceil(2)];
+                        to_bf16_pairs(&x, rows, k, k, &mut a);
+                        (a, pack_bf16(&w, n, k), k.div_ceil(2))
+                    }
+                };
+                // Two column ranges, as two cores would split them.
+                let mid = (n / 2).div_ceil(16) * 16;
+                let pr = Product {
+                    a: Lhs::rows(a.as_ptr(), depth),
+                    b: Operand { ptr: b.as_ptr(), ld: n },
+                    y: Output { ptr: y.as_mut_ptr(), ld: n, accumulate },
+                    rows,
+                    depth,
+                    taps: Taps::ONE,
+                };
+                for cols in [0..mid.min(n), mid.min(n)..n] {
+                    unsafe { run(elem, &pr, cols) };
+                }
+                for r in 0..rows {
+                    for j in 0..n {
+                        let terms = (0..k).map(|i| f64::from(round(x[r * k + i])) * f64::from(round(w[j * k + i])));
+                        let start = if accumulate { f64::from(y0[r * n + j]) } else { 0.0 };
+                        let (want, magnitude) = terms.fold((start, start.abs()), |(s, m), t| (s + t, m + t.abs()));
+                        // Any order of k + 1 f32 additions is within (k + 1)·2⁻²⁴
+                        // of the magnitude sum (products are exact in bf16, and
+                        // fused in f32); a wrong element or pair is far outside.
+                        let bound = (k + 2) as f64 * f64::from(f32::EPSILON) / 2.0 * magnitude;
+                        let got = f64::from(y[r * n + j]);
+                        assert!(
+                            (got - want).abs() <= bound,
+                            "{elem:?} {rows}x{k}x{n} acc {accumulate} ({r},{j}): {got} vs {want} (bound {bound:e})"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn f32_product_matches_a_plain_sum_at_every_edge() {
+        if !f32_available() {
+            eprintln!("skipped: no AVX-512F here");
+            return;
+        }
+        check(Elem::F32, |v| v);
+    }
+
+    #[test]
+    fn bf16_product_is_the_exact_sum_of_the_rounded_operands() {
+        if !bf16_available() {
+            eprintln!("skipped: no AVX512_BF16 here");
+            return;
+        }
+        // Products of two bf16 values are exact in f32, so the only error
+        // left is the f32 summation: the reference rounds the operands the
+        // same way and sums in f64.
+        check(Elem::Bf16Pairs, |v| half::bf16::from_f32(v).to_f32());
+    }
+
+    #[test]
+    fn bf16_packing_pairs_depth_steps_and_pads_odd_depths_with_zero() {
+        // w (2, 3): rows [1, 2, 3] and [4, 5, 6] → pairs (⌈3/2⌉ = 2, 2).
+        let w = [1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0];
+        let p = pack_bf16(&w, 2, 3);
+        let b = |v: f32| u32::from(half::bf16::from_f32(v).to_bits());
+        assert_eq!(p, vec![b(1.0) | b(2.0) << 16, b(4.0) | b(5.0) << 16, b(3.0), b(6.0)]);
+        if bf16_available() {
+            let mut a = vec![u32::MAX; 4];
+            to_bf16_pairs(&[1.0, 2.0, 3.0, 9.0, 4.0, 5.0, 6.0], 2, 3, 4, &mut a);
+            assert_eq!(a, vec![b(1.0) | b(2.0) << 16, b(3.0), b(4.0) | b(5.0) << 16, b(6.0)]);
+        }
+    }
+}
