@@ -326,7 +326,7 @@ async fn live(args: &DemoArgs, data: &Path, trained: &Trained, target: u64) -> R
         }
         // Mids older than any pending decision's horizon are no longer needed.
         mids.retain(|&s, _| s + 2 * HORIZON as u64 > entry.seq);
-        if seen == 1 || seen % 50 == 0 {
+        if seen == 1 || seen.is_multiple_of(50) {
             let votes: Vec<String> = d["predictions"]
                 .as_array()
                 .map(|ps| {

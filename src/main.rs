@@ -52,7 +52,8 @@ enum Command {
         output: PathBuf,
         #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
         backend: BackendChoice,
-        /// Weights and products on the GPU backends: f32, bf16 or f16 (tensor cores).
+        /// Weights and products: f32, bf16 (GPU tensor cores, or a CPU with
+        /// AVX512_BF16) or f16 (GPU backends only).
         #[arg(long, default_value = "f32")]
         precision: String,
     },
@@ -73,7 +74,8 @@ enum Command {
         /// forward (CUDA graph); no effect on the CPU.
         #[arg(long)]
         no_graphs: bool,
-        /// Weights and products on the GPU backends: f32, bf16 or f16 (tensor cores).
+        /// Weights and products: f32, bf16 (GPU tensor cores, or a CPU with
+        /// AVX512_BF16) or f16 (GPU backends only).
         #[arg(long, default_value = "f32")]
         precision: String,
     },
@@ -141,8 +143,8 @@ fn resolve_backend(choice: BackendChoice) -> Result<Resolved> {
 }
 
 /// Runs `$body` with `$be` bound to the chosen backend (each arm is its own
-/// monomorphized copy: the models are generic over `Backend`), the GPU ones
-/// in `$precision` (f32 when not given); the CPU is f32 only.
+/// monomorphized copy: the models are generic over `Backend`), in
+/// `$precision` (f32 when not given; the CPU takes f32 and bf16).
 macro_rules! on_backend {
     ($choice:expr, $be:ident => $body:expr) => {
         on_backend!($choice, Precision::F32; $be => $body)
@@ -150,10 +152,7 @@ macro_rules! on_backend {
     ($choice:expr, $precision:expr; $be:ident => $body:expr) => {
         match resolve_backend($choice)? {
             Resolved::Cpu => {
-                if $precision != Precision::F32 {
-                    bail!("--precision: the CPU backend computes in f32 only (bf16 and f16 are for --backend cuda or emu)");
-                }
-                let $be = &Cpu::new();
+                let $be = &Cpu::with_precision($precision)?;
                 $body
             }
             Resolved::Emu => {

@@ -10,6 +10,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 
 use quorum::backend::gpu::{Emu, Gpu};
+use quorum::backend::Precision;
 use quorum::engine::{model_type, Engine};
 use quorum::ensemble::EnsembleConfig;
 use quorum::live::{LiveConfig, LiveObserver, LiveRunner};
@@ -67,6 +68,12 @@ pub struct ServeArgs {
     /// endpoints, which train from it on the serving backend (without it they answer 501).
     #[arg(long)]
     pub data: Option<PathBuf>,
+    /// The served models' weights and products: f32, bf16 (GPU tensor cores,
+    /// or a CPU with AVX512_BF16: about twice as fast there, within
+    /// models.md's 16-bit tolerances) or f16 (GPU backends only). Training
+    /// jobs follow `use_amp` instead.
+    #[arg(long, default_value = "f32")]
+    pub precision: String,
 }
 
 pub fn serve(args: ServeArgs) -> Result<()> {
@@ -75,10 +82,11 @@ pub fn serve(args: ServeArgs) -> Result<()> {
         None => EnsembleConfig::default(),
     };
     // Training jobs (--data) run on the serving backend.
+    let precision = Precision::parse(&args.precision)?;
     let (engine, train_on) = match resolve_backend(args.backend)? {
-        Resolved::Cpu => (Engine::new(Cpu::new(), config)?, TrainOn::Cpu),
-        Resolved::Emu => (Engine::new(Gpu::new(Emu::new()), config)?, TrainOn::Emu),
-        Resolved::Cuda(dev) => (Engine::new(Gpu::new(dev), config)?, TrainOn::Cuda),
+        Resolved::Cpu => (Engine::new(Cpu::with_precision(precision)?, config)?, TrainOn::Cpu),
+        Resolved::Emu => (Engine::new(Gpu::with_precision(Emu::new(), precision), config)?, TrainOn::Emu),
+        Resolved::Cuda(dev) => (Engine::new(Gpu::with_precision(dev, precision), config)?, TrainOn::Cuda),
     };
     if let Some(dir) = &args.weights {
         let report = engine.load_dir(dir)?;

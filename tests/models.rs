@@ -4,6 +4,7 @@
 mod common;
 
 use common::{assert_close, check_golden, golden, ALL_CASES};
+use quorum::backend::Precision;
 use quorum::model::{param_specs, ModelConfig, ModelKind};
 use quorum::{Cpu, Inputs};
 
@@ -57,4 +58,61 @@ fn every_case_run_one_sample_at_a_time_matches_the_goldens() {
             }
         }
     }
+}
+
+/// The CPU's bf16 mode (`--precision bf16`: bf16 weights, `vdpbf16ps`
+/// products, f32 sums) on every golden case, within models.md's f16/bf16
+/// column; where the CPU lacks AVX512_BF16, asking for it must say so.
+#[test]
+fn every_case_in_bf16_on_the_cpu_within_the_half_precision_tolerances() {
+    let be = match Cpu::with_precision(Precision::Bf16) {
+        Ok(be) => be,
+        Err(e) => {
+            assert!(e.to_string().contains("AVX512_BF16"), "{e}");
+            eprintln!("skipped: {e}");
+            return;
+        }
+    };
+    for name in ALL_CASES {
+        let g = golden(name);
+        let mut model = g.model(&be);
+        let out = model.forward(&be, &g.inputs()).unwrap();
+        let mut worst = 0f64;
+        for (k, want) in &g.outputs {
+            worst = worst.max(assert_close(name, k, &out[k], want, true));
+        }
+        eprintln!("{name} on the CPU in bf16: worst error / tolerance = {worst:.3}");
+    }
+}
+
+/// In bf16 each sample's rows are rounded and multiplied on their own, so a
+/// sample computes the same bits alone as inside its batch (batch 1 takes
+/// other paths: two-row tiles, the recurrence split by units).
+#[test]
+fn bf16_on_the_cpu_gives_each_sample_the_same_bits_alone_as_in_its_batch() {
+    let Ok(be) = Cpu::with_precision(Precision::Bf16) else {
+        eprintln!("skipped: no AVX512_BF16 here");
+        return;
+    };
+    for name in ALL_CASES {
+        let g = golden(name);
+        let mut model = g.model(&be);
+        let whole = model.forward(&be, &g.inputs()).unwrap();
+        let batch = g.inputs.values().next().unwrap().shape[0];
+        for b in 0..batch {
+            let one: std::collections::BTreeMap<&str, quorum::Tensor> =
+                g.inputs.iter().map(|(k, t)| (k.as_str(), sample(t, b))).collect();
+            let inputs = Inputs { features: one.get("features"), lob: one.get("lob"), aux: one.get("aux") };
+            let out = model.forward(&be, &inputs).unwrap();
+            for (k, all) in &whole {
+                assert_eq!(out[k].data, sample(all, b).data, "{name}[{b}] {k}");
+            }
+        }
+    }
+}
+
+#[test]
+fn the_cpu_refuses_f16_by_name() {
+    let e = Cpu::with_precision(Precision::F16).unwrap_err().to_string();
+    assert!(e.contains("precision") && e.contains("f16"), "{e}");
 }

@@ -20,7 +20,7 @@
 pub mod cpu;
 pub mod gpu;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// What a linear op does after the matrix product and bias.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -153,13 +153,54 @@ pub struct HeadsOut<'a, B: Backend + ?Sized> {
 }
 
 /// A Conv1d's parameters: `w` prepared from PyTorch's `(c_out, c_in, kernel)`
-/// as a `(c_out, c_in·kernel)` matrix, `b (c_out)`.
+/// by `prepare_conv`, `b (c_out)`.
 pub struct ConvWeights<B: Backend + ?Sized> {
     pub w: B::Buf,
     pub b: B::Buf,
     pub c_in: usize,
     pub c_out: usize,
     pub kernel: usize,
+}
+
+/// How matrix-product weights are stored and multiplied. Activations,
+/// norms, attention and the cell updates stay f32 in every mode. The GPU
+/// backends take all three; the CPU takes f32 and, where the CPU has
+/// AVX512_BF16, bf16.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Precision {
+    /// f32 weights, FMA GEMM: models.md's f32 tolerances.
+    #[default]
+    F32,
+    /// bf16 weights (half the memory traffic), bf16 products with f32
+    /// accumulation (tensor cores on a GPU, `vdpbf16ps` on a CPU):
+    /// models.md's f16/bf16 tolerances.
+    Bf16,
+    /// IEEE f16 weights and tensor-core products, f32 accumulation: three
+    /// more mantissa bits than bf16 and a range to ±65504, which weights and
+    /// normalized activations stay well inside; same tolerances.
+    F16,
+}
+
+impl Precision {
+    /// The precision a GPU backend trains at: training.md's `use_amp` means
+    /// bf16 products in the forward (f32 master weights); otherwise f32.
+    pub fn for_training(use_amp: bool) -> Self {
+        if use_amp {
+            Precision::Bf16
+        } else {
+            Precision::F32
+        }
+    }
+
+    /// The `--precision` names.
+    pub fn parse(s: &str) -> Result<Self> {
+        match s {
+            "f32" => Ok(Precision::F32),
+            "bf16" => Ok(Precision::Bf16),
+            "f16" => Ok(Precision::F16),
+            _ => Err(Error::config("precision", format!("unknown precision {s:?} (expected f32, bf16 or f16)"))),
+        }
+    }
 }
 
 pub trait Backend: Send + Sync {
@@ -177,6 +218,12 @@ pub trait Backend: Send + Sync {
     /// layout, in whatever layout this backend's `linear`, `conv1d` and
     /// `patch_embed` expect.
     fn prepare_linear(&self, w: &[f32], n_out: usize, n_in: usize) -> Result<Self::Buf>;
+    /// Uploads a Conv1d weight given in PyTorch's `(c_out, c_in, kernel)`
+    /// layout, in whatever layout `conv1d` and `multiscale_conv` expect; by
+    /// default `prepare_linear`'s of the `(c_out, c_in·kernel)` matrix.
+    fn prepare_conv(&self, w: &[f32], c_out: usize, c_in: usize, kernel: usize) -> Result<Self::Buf> {
+        self.prepare_linear(w, c_out, c_in * kernel)
+    }
     /// Uploads an LSTM layer's recurrent weight `W_hh` given in PyTorch's
     /// `(4·hidden, hidden)` layout, in whatever layout `lstm` expects.
     fn prepare_recurrent(&self, w_hh: &[f32], hidden: usize) -> Result<Self::Buf>;

@@ -317,7 +317,7 @@ pub fn build_from_store(
                 kept.push(s);
             }
             seen += 1;
-            if seen % 100_000 == 0 {
+            if seen.is_multiple_of(100_000) {
                 progress(seen);
             }
         }

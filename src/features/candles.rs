@@ -235,7 +235,7 @@ impl InputStats {
 
 /// Logs a refused input: the first 10 of each kind, then every 10 000th.
 pub(crate) fn log_reject(n: u64, r: &Reject, quiet: bool) {
-    if !quiet && (n <= 10 || n % 10_000 == 0) {
+    if !quiet && (n <= 10 || n.is_multiple_of(10_000)) {
         eprintln!("quorum features: skipped input #{n} of its kind: {r}");
     }
 }

@@ -634,7 +634,7 @@ pub fn simulate_to_parquet(
         }
         summary.trades += tick.trades.len() as u64;
         summary.ticks += 1;
-        if summary.ticks % 10_000 == 0 {
+        if summary.ticks.is_multiple_of(10_000) {
             progress(summary.ticks, total);
         }
     }

@@ -271,7 +271,7 @@ pub(crate) fn mlp_hidden(kind: &str, ratio: f64, dim: usize) -> Result<usize> {
 }
 
 fn check_kernel(kind: &str, field: &str, k: usize) -> Result<()> {
-    if k == 0 || k % 2 == 0 {
+    if k == 0 || k.is_multiple_of(2) {
         return Err(Error::config(format!("{kind}.{field}"), format!("kernel sizes must be odd and > 0, got {k}")));
     }
     Ok(())
@@ -289,19 +289,19 @@ impl MpdConfig {
         nonzero(K, "num_heads", self.num_heads)?;
         check_classes(K, self.num_classes)?;
         check_dropout(K, self.dropout)?;
-        if self.sequence_length % self.patch_size.0 != 0 {
+        if !self.sequence_length.is_multiple_of(self.patch_size.0) {
             return Err(Error::config(
                 format!("{K}.patch_size.0"),
                 format!("sequence_length {} is not a multiple of {}", self.sequence_length, self.patch_size.0),
             ));
         }
-        if self.input_features % self.patch_size.1 != 0 {
+        if !self.input_features.is_multiple_of(self.patch_size.1) {
             return Err(Error::config(
                 format!("{K}.patch_size.1"),
                 format!("input_features {} is not a multiple of {}", self.input_features, self.patch_size.1),
             ));
         }
-        if self.embed_dim % self.num_heads != 0 {
+        if !self.embed_dim.is_multiple_of(self.num_heads) {
             return Err(Error::config(
                 format!("{K}.num_heads"),
                 format!("embed_dim {} is not a multiple of num_heads {}", self.embed_dim, self.num_heads),
@@ -344,7 +344,7 @@ impl TlobConfig {
         for (i, &k) in self.temporal_kernels.iter().enumerate() {
             check_kernel(K, &format!("temporal_kernels[{i}]"), k)?;
         }
-        if self.temporal_hidden % self.num_heads != 0 {
+        if !self.temporal_hidden.is_multiple_of(self.num_heads) {
             return Err(Error::config(
                 format!("{K}.num_heads"),
                 format!("temporal_hidden {} is not a multiple of num_heads {}", self.temporal_hidden, self.num_heads),

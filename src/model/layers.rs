@@ -99,7 +99,12 @@ impl<'a, B: Backend> Loader<'a, B> {
 
     pub fn conv1d(&self, prefix: &str, c_in: usize, c_out: usize, kernel: usize) -> Result<ConvWeights<B>> {
         Ok(ConvWeights {
-            w: self.matrix(&format!("{prefix}.weight"), c_out, c_in * kernel)?,
+            w: self.be.prepare_conv(
+                self.host(&format!("{prefix}.weight"), c_out * c_in * kernel)?,
+                c_out,
+                c_in,
+                kernel,
+            )?,
             b: self.buf(&format!("{prefix}.bias"), c_out)?,
             c_in,
             c_out,

@@ -106,7 +106,7 @@ fn forward_single_split(gx: &[f32], w_hh: &[f32], h_seq: &mut [f32], steps: usiz
         // both read the whole current `h`, which neither writes in that step.
         let half = |u0: usize, u1: usize, t: usize| {
             let n = u1 - u0;
-            let (cur, next) = if t % 2 == 0 { (0, h) } else { (h, 0) };
+            let (cur, next) = if t.is_multiple_of(2) { (0, h) } else { (h, 0) };
             // SAFETY: see above; the caller orders steps (join or barrier).
             let (h_cur, c, h_next, out, g) = unsafe {
                 (

@@ -6,6 +6,7 @@
 //! after the first forward at a given batch size, nothing allocates.
 
 mod attention;
+mod bf16;
 mod conv;
 mod grad;
 mod lstm;
@@ -22,7 +23,7 @@ use small_gemm::Elem;
 
 use super::{
     AttentionShape, Backend, BroadcastShape, ConvShape, ConvWeights, Epilogue, HeadsOut, HeadsRef, LinearShape,
-    LstmShape, PatchShape, Pool,
+    LstmShape, PatchShape, Pool, Precision,
 };
 use crate::error::{Error, Result};
 
@@ -30,11 +31,72 @@ use crate::error::{Error, Result};
 const PAR_MIN_ELEMS: usize = 1 << 15;
 
 #[derive(Clone, Copy, Debug, Default)]
-pub struct Cpu;
+pub struct Cpu {
+    precision: Precision,
+}
 
 impl Cpu {
+    /// f32 throughout: models.md's f32 tolerances, and the reference the
+    /// other backends are tested against.
     pub fn new() -> Self {
-        Cpu
+        Cpu { precision: Precision::F32 }
+    }
+
+    /// `Precision::Bf16` stores the matrix-product weights as bf16 and
+    /// multiplies with AVX512_BF16 (`bf16.rs`); it fails on a CPU without
+    /// that extension, and for f16, which CPUs here cannot multiply natively.
+    pub fn with_precision(precision: Precision) -> Result<Self> {
+        match precision {
+            Precision::F32 => Ok(Cpu::new()),
+            Precision::Bf16 if small_gemm::bf16_available() => Ok(Cpu { precision }),
+            Precision::Bf16 => Err(Error::config(
+                "precision",
+                "bf16 on the CPU backend needs AVX512_BF16 (and AVX-512F), which this CPU lacks; use f32",
+            )),
+            Precision::F16 => Err(Error::config(
+                "precision",
+                "the CPU backend computes in f32 or bf16 (f16 is for --backend cuda or emu)",
+            )),
+        }
+    }
+
+    pub fn precision(&self) -> Precision {
+        self.precision
+    }
+
+    fn bf16(&self) -> bool {
+        self.precision == Precision::Bf16
+    }
+
+    /// Values a prepared `(n_out, n_in)` weight holds in this precision.
+    fn linear_len(&self, n_out: usize, n_in: usize) -> usize {
+        if self.bf16() {
+            bf16::linear_len(n_out, n_in)
+        } else {
+            n_out * n_in
+        }
+    }
+
+    /// `y[.., ..n] (rows, ld_y) [+]= x (rows, k) · W` for a weight from
+    /// `prepare_linear`, in this backend's precision.
+    #[allow(clippy::too_many_arguments)]
+    fn product(&self, x: &[f32], w: &[f32], y: &mut [f32], rows: usize, k: usize, n: usize, ld_y: usize, acc: bool) {
+        if self.bf16() {
+            bf16::product(x, w, y, rows, k, n, ld_y, acc);
+        } else {
+            matmul(x, w, y, rows, k, n, ld_y, acc);
+        }
+    }
+
+    /// Training runs in f32 on the CPU: its ops read f32 prepared weights.
+    pub(crate) fn f32_only(&self, op: &str) -> Result<()> {
+        if self.bf16() {
+            return Err(Error::Backend {
+                backend: "cpu".into(),
+                reason: format!("{op}: training on the CPU runs in f32; this backend was made with bf16 weights"),
+            });
+        }
+        Ok(())
     }
 }
 
@@ -268,9 +330,13 @@ impl Backend for Cpu {
 
     /// `[W_hh (4H, H) | W_hhᵀ (H, 4H)]`: rows for the batch-1 dot products,
     /// the transpose for the batched per-step GEMM.
+    /// In bf16: `W_hh` packed as a linear weight (`bf16.rs`).
     fn prepare_recurrent(&self, w_hh: &[f32], hidden: usize) -> Result<Vec<f32>> {
         let n = 4 * hidden * hidden;
         check_len("prepare_recurrent", "w_hh", w_hh.len(), n)?;
+        if self.bf16() {
+            return Ok(bf16::pack_linear(w_hh, 4 * hidden, hidden));
+        }
         let mut both = w_hh[..n].to_vec();
         both.extend_from_slice(&transpose(&w_hh[..n], 4 * hidden, hidden));
         Ok(both)
@@ -278,7 +344,18 @@ impl Backend for Cpu {
 
     fn prepare_linear(&self, w: &[f32], n_out: usize, n_in: usize) -> Result<Vec<f32>> {
         check_len("prepare_linear", "w", w.len(), n_out * n_in)?;
+        if self.bf16() {
+            return Ok(bf16::pack_linear(w, n_out, n_in));
+        }
         Ok(transpose(&w[..n_out * n_in], n_out, n_in))
+    }
+
+    fn prepare_conv(&self, w: &[f32], c_out: usize, c_in: usize, kernel: usize) -> Result<Vec<f32>> {
+        check_len("prepare_conv", "w", w.len(), c_out * c_in * kernel)?;
+        if self.bf16() {
+            return Ok(bf16::pack_conv(w, c_out, c_in, kernel));
+        }
+        self.prepare_linear(w, c_out, c_in * kernel)
     }
 
     fn write(&self, dst: &mut Vec<f32>, src: &[f32]) -> Result<()> {
@@ -315,10 +392,10 @@ impl Backend for Cpu {
         epi: Epilogue,
     ) -> Result<()> {
         check_len("linear", "x", x.len(), s.rows * s.n_in)?;
-        check_len("linear", "w", w.len(), s.n_out * s.n_in)?;
+        check_len("linear", "w", w.len(), self.linear_len(s.n_out, s.n_in))?;
         check_len("linear", "b", b.len(), s.n_out)?;
         check_len("linear", "y", y.len(), s.rows * s.n_out)?;
-        matmul(x, w, y, s.rows, s.n_in, s.n_out, s.n_out, epi == Epilogue::Accumulate);
+        self.product(x, w, y, s.rows, s.n_in, s.n_out, s.n_out, epi == Epilogue::Accumulate);
         bias_act(y, &b[..s.n_out], s.rows, s.n_out, 0, epi == Epilogue::Gelu);
         Ok(())
     }
@@ -370,7 +447,7 @@ impl Backend for Cpu {
         let (pt, pf, d) = (s.patch_h, s.patch_w, s.dim);
         let (patches, tokens, plen) = (s.patches(), s.tokens(), pt * pf);
         check_len("patch_embed", "x", x.len(), s.batch * s.height * s.width)?;
-        check_len("patch_embed", "w", w.len(), d * plen)?;
+        check_len("patch_embed", "w", w.len(), self.linear_len(d, plen))?;
         check_len("patch_embed", "pos", pos.len(), tokens * d)?;
         check_len("patch_embed", "out", out.len(), s.batch * tokens * d)?;
         if s.cls_token {
@@ -381,7 +458,7 @@ impl Backend for Cpu {
             for bi in 0..s.batch {
                 gather_patches(&x[bi * s.height * s.width..(bi + 1) * s.height * s.width], v, s);
                 let o = &mut out[(bi * tokens + first) * d..(bi + 1) * tokens * d];
-                matmul(v, w, o, patches, plen, d, d, false);
+                self.product(v, w, o, patches, plen, d, d, false);
             }
         });
         for bi in 0..s.batch {
@@ -411,13 +488,19 @@ impl Backend for Cpu {
         gelu: bool,
     ) -> Result<()> {
         check_len("conv1d", "x", x.len(), s.samples * s.len * s.c_in)?;
-        check_len("conv1d", "w", w.len(), s.c_out * s.c_in * s.kernel)?;
+        let w_len = if self.bf16() { bf16::conv_len(s.c_out, s.c_in, s.kernel) } else { s.c_out * s.c_in * s.kernel };
+        check_len("conv1d", "w", w.len(), w_len)?;
         check_len("conv1d", "b", b.len(), s.c_out)?;
         check_len("conv1d", "y", y.len(), s.samples * s.len * s.out_stride)?;
-        if s.out_offset + s.c_out > s.out_stride || s.kernel % 2 == 0 {
+        if s.out_offset + s.c_out > s.out_stride || s.kernel.is_multiple_of(2) {
             return Err(Error::Backend { backend: "cpu".into(), reason: format!("conv1d: inconsistent shape {s:?}") });
         }
-        conv::forward(x, w, &b[..s.c_out], y, s, gelu);
+        if self.bf16() {
+            bf16::conv(x, w, y, s);
+            bias_act(y, &b[..s.c_out], s.samples * s.len, s.out_stride, s.out_offset, gelu);
+        } else {
+            conv::forward(x, w, &b[..s.c_out], y, s, gelu);
+        }
         Ok(())
     }
 
@@ -448,9 +531,14 @@ impl Backend for Cpu {
 
     fn lstm(&self, gx: &Vec<f32>, w_hh: &Vec<f32>, h_seq: &mut Vec<f32>, s: LstmShape) -> Result<()> {
         check_len("lstm", "gx", gx.len(), s.batch * s.steps * 4 * s.hidden)?;
-        check_len("lstm", "w_hh", w_hh.len(), 8 * s.hidden * s.hidden)?;
+        let w_len = if self.bf16() { self.linear_len(4 * s.hidden, s.hidden) } else { 8 * s.hidden * s.hidden };
+        check_len("lstm", "w_hh", w_hh.len(), w_len)?;
         check_len("lstm", "h_seq", h_seq.len(), s.batch * s.steps * s.hidden)?;
-        lstm::forward(gx, w_hh, h_seq, s);
+        if self.bf16() {
+            bf16::lstm(gx, w_hh, h_seq, s);
+        } else {
+            lstm::forward(gx, w_hh, h_seq, s);
+        }
         Ok(())
     }
 

@@ -86,6 +86,7 @@ impl Train for Cpu {
     }
 
     fn prepare_linear_from(&self, w: &Vec<f32>, n_out: usize, n_in: usize, dst: &mut Vec<f32>) -> Result<()> {
+        self.f32_only("prepare_linear_from")?;
         check_len("prepare_linear_from", "w", w.len(), n_out * n_in)?;
         check_len("prepare_linear_from", "dst", dst.len(), n_out * n_in)?;
         transpose_into(&w[..n_out * n_in], n_out, n_in, &mut dst[..n_out * n_in]);
@@ -93,6 +94,7 @@ impl Train for Cpu {
     }
 
     fn prepare_recurrent_from(&self, w_hh: &Vec<f32>, hidden: usize, dst: &mut Vec<f32>) -> Result<()> {
+        self.f32_only("prepare_recurrent_from")?;
         let n = 4 * hidden * hidden;
         check_len("prepare_recurrent_from", "w_hh", w_hh.len(), n)?;
         check_len("prepare_recurrent_from", "dst", dst.len(), 2 * n)?;
@@ -185,6 +187,7 @@ impl Train for Cpu {
         s: LinearShape,
         accumulate_dx: bool,
     ) -> Result<()> {
+        self.f32_only("linear_backward")?;
         let op = "linear_backward";
         check_len(op, "x", x.len(), s.rows * s.n_in)?;
         check_len(op, "w", w.len(), s.n_out * s.n_in)?;
@@ -313,6 +316,7 @@ impl Train for Cpu {
         db: &mut Vec<f32>,
         s: ConvShape,
     ) -> Result<()> {
+        self.f32_only("conv1d_backward")?;
         let op = "conv1d_backward";
         let rows = s.samples * s.len;
         check_len(op, "x", x.len(), rows * s.c_in)?;
@@ -323,7 +327,7 @@ impl Train for Cpu {
         if let Some(dx) = &dx {
             check_len(op, "dx", dx.len(), rows * s.c_in)?;
         }
-        if s.out_offset + s.c_out > s.out_stride || s.kernel % 2 == 0 {
+        if s.out_offset + s.c_out > s.out_stride || s.kernel.is_multiple_of(2) {
             return Err(Error::Backend { backend: "cpu".into(), reason: format!("{op}: inconsistent shape {s:?}") });
         }
         grad::conv1d_backward(x, w, dy, dx.map(|v| v.as_mut_slice()), dw, db, s);
@@ -339,6 +343,7 @@ impl Train for Cpu {
         gates: &mut Vec<f32>,
         s: LstmShape,
     ) -> Result<()> {
+        self.f32_only("lstm_train")?;
         let rows = s.batch * s.steps;
         let h = s.hidden;
         check_len("lstm_train", "gx", gx.len(), rows * 4 * h)?;
@@ -361,6 +366,7 @@ impl Train for Cpu {
         dw_hh: &mut Vec<f32>,
         s: LstmShape,
     ) -> Result<()> {
+        self.f32_only("lstm_backward")?;
         let op = "lstm_backward";
         let (rows, h) = (s.batch * s.steps, s.hidden);
         for (what, have, need) in [
@@ -496,7 +502,7 @@ mod tests {
         let (mut p, mut m, mut v) = (p0.clone(), vec![0.0; n], vec![0.0; n]);
         for t in 0..3 {
             let g: Vec<f32> = (0..n).map(|i| grad_at(t, i)).collect();
-            Cpu.adamw(&mut p, &g, &mut m, &mut v, n, AdamWStep { step: t as u32 + 1, ..s0 }).unwrap();
+            Cpu::new().adamw(&mut p, &g, &mut m, &mut v, n, AdamWStep { step: t as u32 + 1, ..s0 }).unwrap();
         }
         for i in [0, 1, 17, 16_384, n - 1] {
             let grads: Vec<f64> = (0..3).map(|t| f64::from(grad_at(t, i))).collect();
@@ -509,9 +515,9 @@ mod tests {
     fn sum_squares_and_fill() {
         let mut x: Vec<f32> = (0..50_000).map(|i| (i % 10) as f32).collect();
         let want: f64 = x.iter().map(|&v| f64::from(v * v)).sum();
-        assert_eq!(Cpu.sum_squares(&x, x.len()).unwrap(), want);
-        Cpu.fill(&mut x, 10, 3.0).unwrap();
+        assert_eq!(Cpu::new().sum_squares(&x, x.len()).unwrap(), want);
+        Cpu::new().fill(&mut x, 10, 3.0).unwrap();
         assert_eq!(&x[..11], &[3.0; 10].iter().copied().chain([0.0]).collect::<Vec<_>>()[..]);
-        assert!(Cpu.sum_squares(&x, 60_000).is_err(), "a short buffer is an error, not a panic");
+        assert!(Cpu::new().sum_squares(&x, 60_000).is_err(), "a short buffer is an error, not a panic");
     }
 }

@@ -129,7 +129,7 @@ fn next_job(p: &Pair, seen: u64) -> u64 {
             return g;
         }
         spins = spins.wrapping_add(1);
-        if spins % 64 != 0 {
+        if !spins.is_multiple_of(64) {
             std::hint::spin_loop();
         } else if start.elapsed() < LINGER {
             // Let anything else runnable have the core (rayon's workers, a

@@ -28,43 +28,7 @@ use super::{
 };
 use crate::error::{Error, Result};
 
-/// How matrix-product weights are stored and multiplied. Activations,
-/// norms, attention and the LSTM stay f32 in every mode.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Precision {
-    /// f32 weights, FMA GEMM: models.md's f32 tolerances.
-    #[default]
-    F32,
-    /// bf16 weights (half the memory traffic), bf16 tensor-core products
-    /// with f32 accumulation: models.md's f16/bf16 tolerances.
-    Bf16,
-    /// IEEE f16 weights and tensor-core products, f32 accumulation: three
-    /// more mantissa bits than bf16 and a range to ±65504, which weights and
-    /// normalized activations stay well inside; same tolerances.
-    F16,
-}
-
-impl Precision {
-    /// The precision a GPU backend trains at: training.md's `use_amp` means
-    /// bf16 products in the forward (f32 master weights); otherwise f32.
-    pub fn for_training(use_amp: bool) -> Self {
-        if use_amp {
-            Precision::Bf16
-        } else {
-            Precision::F32
-        }
-    }
-
-    /// The `--precision` names.
-    pub fn parse(s: &str) -> Result<Self> {
-        match s {
-            "f32" => Ok(Precision::F32),
-            "bf16" => Ok(Precision::Bf16),
-            "f16" => Ok(Precision::F16),
-            _ => Err(Error::config("precision", format!("unknown precision {s:?} (expected f32, bf16 or f16)"))),
-        }
-    }
-}
+pub use super::Precision;
 
 pub struct Gpu<D: Device> {
     dev: D,
@@ -347,7 +311,8 @@ impl<D: Device> Backend for Gpu<D> {
         s: PatchShape,
     ) -> Result<()> {
         let (tokens, plen) = (s.tokens(), s.patch_h * s.patch_w);
-        if s.patch_h == 0 || s.patch_w == 0 || s.height % s.patch_h != 0 || s.width % s.patch_w != 0 {
+        if s.patch_h == 0 || s.patch_w == 0 || !s.height.is_multiple_of(s.patch_h) || !s.width.is_multiple_of(s.patch_w)
+        {
             return Err(self.err(format!("patch_embed: inconsistent shape {s:?}")));
         }
         self.check("patch_embed", "x", x, s.batch * s.height * s.width)?;
@@ -383,7 +348,7 @@ impl<D: Device> Backend for Gpu<D> {
     }
 
     fn conv1d(&self, x: &D::Mem, w: &D::Mem, b: &D::Mem, y: &mut D::Mem, s: ConvShape, gelu: bool) -> Result<()> {
-        if s.out_offset + s.c_out > s.out_stride || s.kernel % 2 == 0 {
+        if s.out_offset + s.c_out > s.out_stride || s.kernel.is_multiple_of(2) {
             return Err(self.err(format!("conv1d: inconsistent shape {s:?}")));
         }
         self.check("conv1d", "x", x, s.samples * s.len * s.c_in)?;

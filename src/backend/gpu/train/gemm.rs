@@ -228,7 +228,8 @@ impl<D: Device> Gpu<D> {
         s: PatchShape,
     ) -> Result<()> {
         let op = "patch_embed_backward";
-        if s.patch_h == 0 || s.patch_w == 0 || s.height % s.patch_h != 0 || s.width % s.patch_w != 0 {
+        if s.patch_h == 0 || s.patch_w == 0 || !s.height.is_multiple_of(s.patch_h) || !s.width.is_multiple_of(s.patch_w)
+        {
             return Err(self.err(format!("{op}: inconsistent shape {s:?}")));
         }
         let (tokens, patches, plen, d) = (s.tokens(), s.patches(), s.patch_h * s.patch_w, s.dim);
@@ -296,7 +297,7 @@ impl<D: Device> Gpu<D> {
         s: ConvShape,
     ) -> Result<()> {
         let op = "conv1d_backward";
-        if s.out_offset + s.c_out > s.out_stride || s.kernel % 2 == 0 {
+        if s.out_offset + s.c_out > s.out_stride || s.kernel.is_multiple_of(2) {
             return Err(self.err(format!("{op}: inconsistent shape {s:?}")));
         }
         let rows = s.samples * s.len;
