@@ -1,9 +1,11 @@
 """Time PyTorch eager CPU forward of the reference models, for comparison with
 `cargo bench --bench models` (same configs, batch 1 and 32).
 
-    ~/.cache/quorum/ref-venv/bin/python tools/reference/bench_torch.py [--threads 2]
+    ~/.cache/quorum/ref-venv/bin/python tools/reference/bench_torch.py [--threads 2] [--dtype bf16]
 
 Prints the median over repeated runs of `model(**inputs)` under no_grad/eval.
+`--dtype bf16` converts the models and inputs to bfloat16 (PyTorch's own
+bf16 CPU kernels), the counterpart of `quorum bench --precision bf16`.
 """
 
 import argparse
@@ -32,9 +34,11 @@ def median_ms(fn, warmup=20, reps=200):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--dtype", choices=["f32", "bf16"], default="f32")
     args = ap.parse_args()
+    dtype = torch.bfloat16 if args.dtype == "bf16" else torch.float32
     torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.dtype}")
     for batch in (1, 32):
         cases = [
             ("mpd_transformer", MPDTransformer(MPDConfig()), lambda b: {"features": torch.randn(b, 60, 112)}),
@@ -44,7 +48,8 @@ def main():
         for name, model, make in cases:
             model.eval()
             fill_generated(model)
-            inputs = make(batch)
+            model.to(dtype)
+            inputs = {k: v.to(dtype) for k, v in make(batch).items()}
             with torch.no_grad():
                 reps = 200 if batch == 1 else 30
                 ms = median_ms(lambda: model(**inputs), reps=reps)

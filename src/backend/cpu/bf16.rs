@@ -9,7 +9,8 @@
 //! for bit): a linear weight `(n_out, n_in)` as `(⌈n_in/2⌉, n_out)` pairs of
 //! consecutive inputs (`small_gemm::pack_bf16`); a Conv1d weight
 //! `(c_out, c_in, k)` tap-major, `(k·⌈c_in/2⌉, c_out)`, so each tap is a
-//! plain block of pairs of consecutive channels; `W_hh` as a linear weight.
+//! plain block of pairs of consecutive channels; `W_hh` in one block of
+//! panels per core (`pack_recurrent`).
 
 use std::cell::RefCell;
 
@@ -73,6 +74,40 @@ pub(super) fn pack_conv(w: &[f32], c_out: usize, c_in: usize, k: usize) -> Vec<f
         out.extend(small_gemm::pack_bf16(&tap, c_out, c_in));
     }
     debug_assert_eq!(out.len(), k * cp * c_out);
+    to_bits(out)
+}
+
+/// The hidden units `[0, mid)` and `[mid, H)` of the recurrence's two
+/// halves, split on a 16-unit boundary.
+fn unit_halves(h: usize) -> [(usize, usize); 2] {
+    let mid = ((h / 2).div_ceil(16) * 16).min(h);
+    [(0, mid), (mid, h)]
+}
+
+/// Columns of one recurrent panel: what a one-row product keeps in registers.
+const PANEL: usize = 128;
+
+/// `W_hh (4H, H)` as two blocks, one per half of the hidden units: block `p`
+/// holds the `(4·n_p, H)` matrix of the gate rows `[i | f | g | o]` of its
+/// units, packed as a linear weight `(⌈H/2⌉, 4·n_p)` and then cut into
+/// panels of `PANEL` columns stored one after the other. Each core streams
+/// its quarter megabyte per step (at H = 256) front to back: with the
+/// gates' columns 4 KiB apart, both layers' halves did not fit the L2's
+/// ways, and strided panels left its prefetchers behind.
+pub(super) fn pack_recurrent(w_hh: &[f32], h: usize) -> Vec<f32> {
+    let hp = h.div_ceil(2);
+    let mut out = Vec::with_capacity(linear_len(4 * h, h));
+    for (u0, u1) in unit_halves(h) {
+        let cols = 4 * (u1 - u0);
+        let rows: Vec<f32> = (0..4).flat_map(|q| w_hh[(q * h + u0) * h..(q * h + u1) * h].iter().copied()).collect();
+        let packed = small_gemm::pack_bf16(&rows, cols, h);
+        for c0 in (0..cols).step_by(PANEL) {
+            let width = PANEL.min(cols - c0);
+            for p in 0..hp {
+                out.extend_from_slice(&packed[p * cols + c0..p * cols + c0 + width]);
+            }
+        }
+    }
     to_bits(out)
 }
 
@@ -143,14 +178,14 @@ pub(super) fn conv(x: &[f32], w: &[f32], y: &mut [f32], s: ConvShape) {
     });
 }
 
-/// The LSTM recurrence over a `W_hh` from `pack_linear(w_hh, 4H, H)`.
+/// The LSTM recurrence over a `W_hh` from `pack_recurrent`.
 ///
 /// Each step, each of the two cores takes half of the hidden units: it
 /// rounds the whole previous `h` of every sample to bf16 pairs, computes the
-/// four gates of its units (four column ranges of `W_hh`, one product each,
-/// into a local `[i | f | g | o]` block per sample), updates their cells and
-/// writes their `h`; then the two meet at a barrier, since the next step
-/// reads all of `h`. Without the helper core, the halves run in turn.
+/// four gates of its units (one product over its block of `W_hh`, into a
+/// local `[i | f | g | o]` row per sample), updates their cells and writes
+/// their `h`; then the two meet at a barrier, since the next step reads all
+/// of `h`. Without the helper core, the halves run in turn.
 pub(super) fn lstm(gx: &[f32], w_hh: &[f32], h_seq: &mut [f32], s: LstmShape) {
     let (batch, steps, h) = (s.batch, s.steps, s.hidden);
     let (g4, hp) = (4 * h, h.div_ceil(2));
@@ -158,8 +193,7 @@ pub(super) fn lstm(gx: &[f32], w_hh: &[f32], h_seq: &mut [f32], s: LstmShape) {
         return;
     }
     assert!(gx.len() >= batch * steps * g4 && w_hh.len() >= linear_len(g4, h) && h_seq.len() >= batch * steps * h);
-    let mid = ((h / 2).div_ceil(16) * 16).min(h);
-    let units = [(0, mid), (mid, h)];
+    let units = unit_halves(h);
     let w = as_pairs(w_hh);
     // Scratch: the cell state (batch, H), then per half its h pairs
     // (batch, ⌈H/2⌉) and its gate blocks (batch, 4·units).
@@ -198,18 +232,21 @@ pub(super) fn lstm(gx: &[f32], w_hh: &[f32], h_seq: &mut [f32], s: LstmShape) {
                         let prev = unsafe { std::slice::from_raw_parts(out_ptr.at((bi * steps + t - 1) * h), h) };
                         small_gemm::to_bf16_pairs(prev, 1, h, h, &mut pairs[bi * hp..(bi + 1) * hp]);
                     }
-                    for q in 0..4 {
+                    for c0 in (0..4 * n).step_by(PANEL) {
+                        let width = PANEL.min(4 * n - c0);
                         let pr = Product {
                             a: Lhs::rows(pairs.as_ptr(), hp),
-                            b: Operand { ptr: w[q * h + u0..].as_ptr(), ld: g4 },
-                            y: Output { ptr: gates[q * n..].as_mut_ptr(), ld: 4 * n, accumulate: true },
+                            b: Operand { ptr: w[hp * (4 * u0 + c0)..].as_ptr(), ld: width },
+                            y: Output { ptr: gates[c0..].as_mut_ptr(), ld: 4 * n, accumulate: true },
                             rows: batch,
                             depth: hp,
                             taps: Taps::ONE,
                         };
-                        // SAFETY: columns q·H + u0 .. q·H + u1 of W_hh's pairs
-                        // (asserted above), rows of this half's gate blocks.
-                        unsafe { small_gemm::run(Elem::Bf16Pairs, &pr, 0..n) };
+                        // SAFETY: one panel of this half's block of W_hh's
+                        // pairs (after the first half's hp·4·mid; the whole
+                        // size is asserted above), columns c0.. of this half's
+                        // gate rows.
+                        unsafe { small_gemm::run(Elem::Bf16Pairs, &pr, 0..width) };
                     }
                 }
                 for bi in 0..batch {

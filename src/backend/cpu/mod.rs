@@ -330,12 +330,12 @@ impl Backend for Cpu {
 
     /// `[W_hh (4H, H) | W_hhᵀ (H, 4H)]`: rows for the batch-1 dot products,
     /// the transpose for the batched per-step GEMM.
-    /// In bf16: `W_hh` packed as a linear weight (`bf16.rs`).
+    /// In bf16: `W_hh` packed in one block per core (`bf16::pack_recurrent`).
     fn prepare_recurrent(&self, w_hh: &[f32], hidden: usize) -> Result<Vec<f32>> {
         let n = 4 * hidden * hidden;
         check_len("prepare_recurrent", "w_hh", w_hh.len(), n)?;
         if self.bf16() {
-            return Ok(bf16::pack_linear(w_hh, 4 * hidden, hidden));
+            return Ok(bf16::pack_recurrent(w_hh, hidden));
         }
         let mut both = w_hh[..n].to_vec();
         both.extend_from_slice(&transpose(&w_hh[..n], 4 * hidden, hidden));

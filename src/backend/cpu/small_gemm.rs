@@ -277,6 +277,14 @@ unsafe fn tile<K: Madd, const R: usize, const NV: usize>(pr: &Product, r0: usize
         let a_off = tap * pr.taps.lhs_step;
         let b = pr.b.ptr.add(tap * pr.taps.rhs_step + j0);
         for p in 0..pr.depth {
+            // One or two rows stream the weight once (the LSTM's steps): ask
+            // for its lines eight depth steps ahead, which the hardware
+            // prefetchers did not (a layer's 60 steps, 257 -> 219 µs median).
+            if R <= 2 {
+                for v in 0..NV {
+                    _mm_prefetch::<_MM_HINT_T0>(b.wrapping_add((p + 8) * pr.b.ld + 16 * v) as *const i8);
+                }
+            }
             let mut bv = [_mm512_setzero_ps(); NV];
             for (v, bv) in bv.iter_mut().enumerate() {
                 *bv =
