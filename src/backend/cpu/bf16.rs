@@ -14,8 +14,8 @@
 
 use std::cell::RefCell;
 
-use super::small_gemm::{self, Elem, Lhs, Operand, Output, Product, Taps};
-use super::{pair, simd, split_columns, with_scratch, SendPtr, PAR_MIN_MACS};
+use super::small_gemm::{self, Bias, Elem, Lhs, Operand, Output, Product, Taps};
+use super::{pair, simd, split_columns, split_items, with_scratch, SendPtr, PAR_MIN_ELEMS, PAR_MIN_MACS};
 use crate::backend::{ConvShape, LstmShape};
 
 thread_local! {
@@ -111,7 +111,8 @@ pub(super) fn pack_recurrent(w_hh: &[f32], h: usize) -> Vec<f32> {
     to_bits(out)
 }
 
-/// `y[.., ..n] (rows, ld_y) [+]= x (rows, k) · W` for `W` from `pack_linear`.
+/// `y[.., ..n] (rows, ld_y) [+]= x (rows, k) · W (+ bias, GELU)` for `W`
+/// from `pack_linear`.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn product(
     x: &[f32],
@@ -122,14 +123,22 @@ pub(super) fn product(
     n: usize,
     ld_y: usize,
     accumulate: bool,
+    bias: Option<(&[f32], bool)>,
 ) {
     if rows == 0 || n == 0 {
         return;
     }
     let kp = k.div_ceil(2);
     assert!(x.len() >= rows * k && w.len() >= linear_len(n, k) && y.len() >= (rows - 1) * ld_y + n && n <= ld_y);
+    assert!(bias.is_none_or(|(b, _)| b.len() >= n));
     with_pairs(rows * kp, |a| {
-        small_gemm::to_bf16_pairs(x, rows, k, k, a);
+        let dst = SendPtr(a.as_mut_ptr() as *mut f32);
+        split_items(rows, rows * k >= PAR_MIN_ELEMS, &|range| {
+            // SAFETY: this half's rows of the pairs buffer (rows·kp long).
+            let part =
+                unsafe { std::slice::from_raw_parts_mut(dst.at(range.start * kp) as *mut u32, range.len() * kp) };
+            small_gemm::to_bf16_pairs(&x[range.start * k..range.end * k], range.len(), k, k, part);
+        });
         let pr = Product {
             a: Lhs::rows(a.as_ptr(), kp),
             b: Operand { ptr: as_pairs(w).as_ptr(), ld: n },
@@ -137,31 +146,38 @@ pub(super) fn product(
             rows,
             depth: kp,
             taps: Taps::ONE,
+            bias: bias.map(|(b, gelu)| Bias { ptr: b.as_ptr(), gelu }),
         };
-        // SAFETY: the assertion bounds every pair, weight and output element;
+        // SAFETY: the assertions bound every pair, weight, bias and output element;
         // the halves write disjoint columns.
         split_columns(n, rows * k * n >= PAR_MIN_MACS, &|cols| unsafe { small_gemm::run(Elem::Bf16Pairs, &pr, cols) });
     });
 }
 
-/// A "same" Conv1d without bias (the caller adds it) for a weight from
+/// A "same" Conv1d (then bias, GELU if asked) for a weight from
 /// `pack_conv`: each sample's rows as pairs between `k/2` zero rows on
 /// either side, then one product summing the k row-shifted taps.
-pub(super) fn conv(x: &[f32], w: &[f32], y: &mut [f32], s: ConvShape) {
+pub(super) fn conv(x: &[f32], w: &[f32], b: &[f32], y: &mut [f32], s: ConvShape, gelu: bool) {
     let (len, cin, k, pad) = (s.len, s.c_in, s.kernel, s.kernel / 2);
     let (cp, stored) = (cin.div_ceil(2), len + 2 * pad);
     let rows = s.samples * len;
     if rows == 0 {
         return;
     }
-    assert!(x.len() >= rows * cin && w.len() >= conv_len(s.c_out, cin, k));
+    assert!(x.len() >= rows * cin && w.len() >= conv_len(s.c_out, cin, k) && b.len() >= s.c_out);
     assert!(y.len() >= (rows - 1) * s.out_stride + s.out_offset + s.c_out && s.out_offset + s.c_out <= s.out_stride);
     with_pairs(s.samples * stored * cp, |xp| {
-        for (src, dst) in x.chunks(len * cin).zip(xp.chunks_mut(stored * cp)).take(s.samples) {
-            dst[..pad * cp].fill(0);
-            small_gemm::to_bf16_pairs(src, len, cin, cin, &mut dst[pad * cp..(pad + len) * cp]);
-            dst[(pad + len) * cp..].fill(0);
-        }
+        let out = SendPtr(xp.as_mut_ptr() as *mut f32);
+        split_items(s.samples, rows * cin >= PAR_MIN_ELEMS, &|range| {
+            for smp in range {
+                // SAFETY: sample smp's padded block of the pairs buffer, this half's alone.
+                let dst = unsafe { std::slice::from_raw_parts_mut(out.at(smp * stored * cp) as *mut u32, stored * cp) };
+                dst[..pad * cp].fill(0);
+                let src = &x[smp * len * cin..(smp + 1) * len * cin];
+                small_gemm::to_bf16_pairs(src, len, cin, cin, &mut dst[pad * cp..(pad + len) * cp]);
+                dst[(pad + len) * cp..].fill(0);
+            }
+        });
         let pr = Product {
             a: Lhs { ptr: xp.as_ptr(), ld: cp, seq: Some((len, stored)) },
             b: Operand { ptr: as_pairs(w).as_ptr(), ld: s.c_out },
@@ -169,6 +185,7 @@ pub(super) fn conv(x: &[f32], w: &[f32], y: &mut [f32], s: ConvShape) {
             rows,
             depth: cp,
             taps: Taps { count: k, lhs_step: cp, rhs_step: cp * s.c_out },
+            bias: Some(Bias { ptr: b.as_ptr(), gelu }),
         };
         // SAFETY: the assertions bound every padded row, tap and output
         // element; the halves write disjoint columns.
@@ -241,6 +258,7 @@ pub(super) fn lstm(gx: &[f32], w_hh: &[f32], h_seq: &mut [f32], s: LstmShape) {
                             rows: batch,
                             depth: hp,
                             taps: Taps::ONE,
+                            bias: None,
                         };
                         // SAFETY: one panel of this half's block of W_hh's
                         // pairs (after the first half's hp·4·mid; the whole

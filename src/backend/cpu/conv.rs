@@ -5,7 +5,7 @@
 //! `c·k + j`: exactly the flattening of PyTorch's `(c_out, c_in, k)` weight, so
 //! the weight is the `(c_out, c_in·k)` matrix `prepare_linear` was given.
 
-use super::small_gemm::{self, Elem, Lhs, Operand, Output, Product, Taps};
+use super::small_gemm::{self, Bias, Elem, Lhs, Operand, Output, Product, Taps};
 use super::{bias_act, matmul, split_columns, split_items, with_scratch, SendPtr, PAR_MIN_MACS};
 use crate::backend::ConvShape;
 
@@ -13,15 +13,15 @@ pub(super) fn forward(x: &[f32], w: &[f32], b: &[f32], y: &mut [f32], s: ConvSha
     let (len, cin, k) = (s.len, s.c_in, s.kernel);
     let rows = s.samples * len;
     if small_gemm::f32_available() {
-        forward_taps(x, w, y, s);
+        forward_taps(x, w, b, y, s, gelu);
     } else {
         let width = cin * k;
         with_scratch(rows * width, |cols| {
             im2col(x, cols, len, cin, k);
             matmul(cols, w, &mut y[s.out_offset..], rows, width, s.c_out, s.out_stride, false);
         });
+        bias_act(y, b, rows, s.out_stride, s.out_offset, gelu);
     }
-    bias_act(y, b, rows, s.out_stride, s.out_offset, gelu);
 }
 
 /// The conv as a sum of k row-shifted products, summed in registers: no
@@ -30,10 +30,10 @@ pub(super) fn forward(x: &[f32], w: &[f32], b: &[f32], y: &mut [f32], s: ConvSha
 /// `c·k + j` of the prepared weight (a strided view of it), so the input
 /// only needs its zero padding: each sample is copied between `k/2` zero
 /// rows on either side.
-fn forward_taps(x: &[f32], w: &[f32], y: &mut [f32], s: ConvShape) {
+fn forward_taps(x: &[f32], w: &[f32], b: &[f32], y: &mut [f32], s: ConvShape, gelu: bool) {
     let (len, cin, k, pad) = (s.len, s.c_in, s.kernel, s.kernel / 2);
     let stored = len + 2 * pad;
-    assert!(x.len() >= s.samples * len * cin && w.len() >= cin * k * s.c_out);
+    assert!(x.len() >= s.samples * len * cin && w.len() >= cin * k * s.c_out && b.len() >= s.c_out);
     assert!(s.samples == 0 || y.len() >= (s.samples * len - 1) * s.out_stride + s.out_offset + s.c_out);
     with_scratch(s.samples * stored * cin, |xp| {
         for (src, dst) in x.chunks(len * cin).zip(xp.chunks_mut(stored * cin)).take(s.samples) {
@@ -48,6 +48,7 @@ fn forward_taps(x: &[f32], w: &[f32], y: &mut [f32], s: ConvShape) {
             rows: s.samples * len,
             depth: cin,
             taps: Taps { count: k, lhs_step: cin, rhs_step: s.c_out },
+            bias: Some(Bias { ptr: b.as_ptr(), gelu }),
         };
         let macs = s.samples * len * cin * k * s.c_out;
         // SAFETY: the assertions bound every padded input row, weight row and

@@ -77,14 +77,25 @@ impl Cpu {
         }
     }
 
-    /// `y[.., ..n] (rows, ld_y) [+]= x (rows, k) · W` for a weight from
-    /// `prepare_linear`, in this backend's precision.
+    /// `y[.., ..n] (rows, ld_y) [+]= x (rows, k) · W (+ bias, GELU)` for a
+    /// weight from `prepare_linear`, in this backend's precision.
     #[allow(clippy::too_many_arguments)]
-    fn product(&self, x: &[f32], w: &[f32], y: &mut [f32], rows: usize, k: usize, n: usize, ld_y: usize, acc: bool) {
+    fn product(
+        &self,
+        x: &[f32],
+        w: &[f32],
+        y: &mut [f32],
+        rows: usize,
+        k: usize,
+        n: usize,
+        ld_y: usize,
+        acc: bool,
+        bias: Option<(&[f32], bool)>,
+    ) {
         if self.bf16() {
-            bf16::product(x, w, y, rows, k, n, ld_y, acc);
+            bf16::product(x, w, y, rows, k, n, ld_y, acc, bias);
         } else {
-            matmul(x, w, y, rows, k, n, ld_y, acc);
+            matmul_then(x, w, y, rows, k, n, ld_y, acc, bias);
         }
     }
 
@@ -173,6 +184,23 @@ pub(crate) fn matmul(
     matmul_on(x, wt, y, rows, k, n, ld_y, accumulate, true);
 }
 
+/// `matmul`, then `+ bias[j]` (and GELU) on every row: in the product's own
+/// tiles where the AVX-512 kernel runs.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn matmul_then(
+    x: &[f32],
+    wt: &[f32],
+    y: &mut [f32],
+    rows: usize,
+    k: usize,
+    n: usize,
+    ld_y: usize,
+    accumulate: bool,
+    bias: Option<(&[f32], bool)>,
+) {
+    product_on(x, wt, y, rows, k, n, ld_y, accumulate, true, bias);
+}
+
 /// `matmul`, split across the cores only when `parallel` (callers that
 /// already split the work across the cores pass `false`: a fork/join inside
 /// would only add scheduling).
@@ -188,10 +216,27 @@ pub(crate) fn matmul_on(
     accumulate: bool,
     parallel: bool,
 ) {
+    product_on(x, wt, y, rows, k, n, ld_y, accumulate, parallel, None);
+}
+
+#[allow(clippy::too_many_arguments)]
+fn product_on(
+    x: &[f32],
+    wt: &[f32],
+    y: &mut [f32],
+    rows: usize,
+    k: usize,
+    n: usize,
+    ld_y: usize,
+    accumulate: bool,
+    parallel: bool,
+    bias: Option<(&[f32], bool)>,
+) {
     if rows == 0 || n == 0 {
         return;
     }
     assert!(x.len() >= rows * k && wt.len() >= k * n && y.len() >= (rows - 1) * ld_y + n && n <= ld_y);
+    assert!(bias.is_none_or(|(b, _)| b.len() >= n));
     if small_gemm::f32_available() {
         let pr = small_gemm::Product {
             a: small_gemm::Lhs::rows(x.as_ptr() as *const u32, k),
@@ -200,9 +245,10 @@ pub(crate) fn matmul_on(
             rows,
             depth: k,
             taps: small_gemm::Taps::ONE,
+            bias: bias.map(|(b, gelu)| small_gemm::Bias { ptr: b.as_ptr(), gelu }),
         };
-        // SAFETY: the assertion above bounds every row and column the kernel
-        // reads or writes; the halves write disjoint columns.
+        // SAFETY: the assertions above bound every row, column and bias the
+        // kernel reads or writes; the halves write disjoint columns.
         let part = |cols: Range<usize>| unsafe { small_gemm::run(Elem::F32, &pr, cols) };
         return split_columns(n, parallel && rows * k * n >= PAR_MIN_MACS, &part);
     }
@@ -245,6 +291,9 @@ pub(crate) fn matmul_on(
         // A parallel iterator rather than scope/spawn: spawned closures are
         // boxed, and the inference path must not allocate.
         (0..n.div_ceil(width)).into_par_iter().for_each(|blk| run(blk * width));
+    }
+    if let Some((b, gelu)) = bias {
+        bias_act(y, &b[..n], rows, ld_y, 0, gelu);
     }
 }
 
@@ -395,8 +444,8 @@ impl Backend for Cpu {
         check_len("linear", "w", w.len(), self.linear_len(s.n_out, s.n_in))?;
         check_len("linear", "b", b.len(), s.n_out)?;
         check_len("linear", "y", y.len(), s.rows * s.n_out)?;
-        self.product(x, w, y, s.rows, s.n_in, s.n_out, s.n_out, epi == Epilogue::Accumulate);
-        bias_act(y, &b[..s.n_out], s.rows, s.n_out, 0, epi == Epilogue::Gelu);
+        let bias = Some((&b[..s.n_out], epi == Epilogue::Gelu));
+        self.product(x, w, y, s.rows, s.n_in, s.n_out, s.n_out, epi == Epilogue::Accumulate, bias);
         Ok(())
     }
 
@@ -458,7 +507,7 @@ impl Backend for Cpu {
             for bi in 0..s.batch {
                 gather_patches(&x[bi * s.height * s.width..(bi + 1) * s.height * s.width], v, s);
                 let o = &mut out[(bi * tokens + first) * d..(bi + 1) * tokens * d];
-                self.product(v, w, o, patches, plen, d, d, false);
+                self.product(v, w, o, patches, plen, d, d, false, None);
             }
         });
         for bi in 0..s.batch {
@@ -496,8 +545,7 @@ impl Backend for Cpu {
             return Err(Error::Backend { backend: "cpu".into(), reason: format!("conv1d: inconsistent shape {s:?}") });
         }
         if self.bf16() {
-            bf16::conv(x, w, y, s);
-            bias_act(y, &b[..s.c_out], s.samples * s.len, s.out_stride, s.out_offset, gelu);
+            bf16::conv(x, w, &b[..s.c_out], y, s, gelu);
         } else {
             conv::forward(x, w, &b[..s.c_out], y, s, gelu);
         }

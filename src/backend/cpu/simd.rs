@@ -166,8 +166,17 @@ pub fn layernorm_row(x: &[f32], gamma: &[f32], beta: &[f32], y: &mut [f32]) {
 /// In-place softmax of `s`, returning nothing; max-subtracted for stability.
 #[multiversion(targets("x86_64+avx512f+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
 pub fn softmax_inplace(s: &mut [f32]) {
-    let mut m = f32::NEG_INFINITY;
-    for &v in s.iter() {
+    // Lane-wise maxima and a padded last block: a scalar max and a scalar
+    // tail of exps (4 of a 100-token row) cost as much as the vector body.
+    let mut lanes = [f32::NEG_INFINITY; LANES];
+    let mut chunks = s.chunks_exact(LANES);
+    for c in &mut chunks {
+        for i in 0..LANES {
+            lanes[i] = lanes[i].max(c[i]);
+        }
+    }
+    let mut m = chunks.remainder().iter().fold(f32::NEG_INFINITY, |a, &v| a.max(v));
+    for v in lanes {
         m = m.max(v);
     }
     let mut acc = [0f32; LANES];
@@ -178,11 +187,16 @@ pub fn softmax_inplace(s: &mut [f32]) {
             acc[i] += c[i];
         }
     }
-    let mut total = acc.iter().sum::<f32>();
-    for v in chunks.into_remainder() {
-        *v = exp(*v - m);
-        total += *v;
+    let rest = chunks.into_remainder();
+    // exp(−∞ − m) is 0 (below exp's range): padding adds nothing.
+    let mut tail = [f32::NEG_INFINITY; LANES];
+    tail[..rest.len()].copy_from_slice(rest);
+    for i in 0..LANES {
+        tail[i] = exp(tail[i] - m);
+        acc[i] += tail[i];
     }
+    rest.copy_from_slice(&tail[..rest.len()]);
+    let total = acc.iter().sum::<f32>();
     let inv = 1.0 / total;
     for v in s.iter_mut() {
         *v *= inv;

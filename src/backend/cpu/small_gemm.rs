@@ -73,6 +73,16 @@ pub(crate) fn to_bf16_pairs(x: &[f32], rows: usize, k: usize, ldx: usize, out: &
     let pairs = k.div_ceil(2);
     assert!(bf16_available(), "to_bf16_pairs needs AVX512_BF16");
     assert!(rows == 0 || (x.len() >= (rows - 1) * ldx + k && out.len() >= rows * pairs));
+    if k % 2 == 0 && ldx == k {
+        // Dense rows of whole pairs are one run of bf16 values: one pass,
+        // not one short masked pass per row (a conv's 4 to 64 channels).
+        // SAFETY: as below, over the rows·k values as one row.
+        #[cfg(target_arch = "x86_64")]
+        unsafe {
+            row_to_bf16(&x[..rows * k], &mut out[..rows * pairs])
+        };
+        return;
+    }
     for r in 0..rows {
         // SAFETY: the feature was checked; the assertion bounds both rows.
         #[cfg(target_arch = "x86_64")]
@@ -194,8 +204,20 @@ unsafe impl Sync for Lhs {}
 unsafe impl Send for Output {}
 unsafe impl Sync for Output {}
 
-/// What one call computes: `y[r, j] (+)= Σ_taps Σ_p a[r, p] · b[p, j]` for
-/// `r < rows`, `j ∈ cols`.
+/// Added to every output row after its sums (`bias[j]` to column `j`), then
+/// GELU if asked: done per tile while it is in L1, instead of a pass over
+/// the whole output afterwards.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Bias {
+    pub ptr: *const f32,
+    pub gelu: bool,
+}
+
+unsafe impl Send for Bias {}
+unsafe impl Sync for Bias {}
+
+/// What one call computes: `y[r, j] (+)= Σ_taps Σ_p a[r, p] · b[p, j]`
+/// (then `+ bias[j]`, GELU) for `r < rows`, `j ∈ cols`.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Product {
     pub a: Lhs,
@@ -204,6 +226,7 @@ pub(crate) struct Product {
     pub rows: usize,
     pub depth: usize,
     pub taps: Taps,
+    pub bias: Option<Bias>,
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -257,6 +280,13 @@ unsafe fn panels<K: Madd, const MR: usize, const NV: usize>(pr: &Product, cols: 
                     1
                 }
             };
+            if let Some(bias) = pr.bias {
+                let b = std::slice::from_raw_parts(bias.ptr.add(j), width);
+                for i in r..r + step {
+                    let row = std::slice::from_raw_parts_mut(pr.y.ptr.add(i * pr.y.ld + j), width);
+                    super::simd::bias_act_row(row, b, bias.gelu);
+                }
+            }
             r += step;
         }
         j += 16 * NV;
@@ -333,8 +363,8 @@ pub(crate) enum Elem {
 ///
 /// # Safety
 /// The feature for `elem` must be available (`f32_available`,
-/// `bf16_available`); every row, tap and column the product reads or writes
-/// must lie inside its buffers; and no other thread may touch `y`'s block
+/// `bf16_available`); every row, tap, column and bias the product reads or
+/// writes must lie inside its buffers; and no other thread may touch `y`'s block
 /// meanwhile.
 pub(crate) unsafe fn run(elem: Elem, pr: &Product, cols: Range<usize>) {
     #[cfg(target_arch = "x86_64")]
@@ -397,6 +427,7 @@ mod tests {
                     rows,
                     depth,
                     taps: Taps::ONE,
+                    bias: None,
                 };
                 for cols in [0..mid.min(n), mid.min(n)..n] {
                     unsafe { run(elem, &pr, cols) };
