@@ -73,7 +73,7 @@ pub(crate) fn to_bf16_pairs(x: &[f32], rows: usize, k: usize, ldx: usize, out: &
     let pairs = k.div_ceil(2);
     assert!(bf16_available(), "to_bf16_pairs needs AVX512_BF16");
     assert!(rows == 0 || (x.len() >= (rows - 1) * ldx + k && out.len() >= rows * pairs));
-    if k % 2 == 0 && ldx == k {
+    if k.is_multiple_of(2) && ldx == k {
         // Dense rows of whole pairs are one run of bf16 values: one pass,
         // not one short masked pass per row (a conv's 4 to 64 channels).
         // SAFETY: as below, over the rows·k values as one row.
