@@ -3,10 +3,10 @@
 
 mod common;
 
-use common::{assert_close, check_golden, golden, ALL_CASES};
+use common::{assert_close, check_golden, check_golden_within, golden, inputs_of, one_sample, sample, ALL_CASES};
 use quorum::backend::Precision;
 use quorum::model::{param_specs, ModelConfig, ModelKind};
-use quorum::{Cpu, Inputs};
+use quorum::Cpu;
 
 fn check_case(name: &str) {
     let worst = check_golden(&Cpu::new(), name);
@@ -31,14 +31,6 @@ fn parameter_counts_at_defaults_match_the_spec() {
     assert_eq!(count(ModelKind::CnnLstm), 1_015_813);
 }
 
-/// Row `b` of a `(batch, …)` tensor as a batch of one.
-fn sample(t: &quorum::Tensor, b: usize) -> quorum::Tensor {
-    let per = t.numel() / t.shape[0];
-    let mut shape = t.shape.clone();
-    shape[0] = 1;
-    quorum::Tensor::new(shape, t.data[b * per..(b + 1) * per].to_vec()).unwrap()
-}
-
 #[test]
 fn every_case_run_one_sample_at_a_time_matches_the_goldens() {
     // Batch 1 takes its own code paths (the split LSTM recurrence, one
@@ -49,10 +41,7 @@ fn every_case_run_one_sample_at_a_time_matches_the_goldens() {
         let mut model = g.model(&be);
         let batch = g.inputs.values().next().unwrap().shape[0];
         for b in 0..batch {
-            let one: std::collections::BTreeMap<&str, quorum::Tensor> =
-                g.inputs.iter().map(|(k, t)| (k.as_str(), sample(t, b))).collect();
-            let inputs = Inputs { features: one.get("features"), lob: one.get("lob"), aux: one.get("aux") };
-            let out = model.forward(&be, &inputs).unwrap();
+            let out = model.forward(&be, &inputs_of(&one_sample(&g, b), true)).unwrap();
             for (k, want) in &g.outputs {
                 assert_close(&format!("{name}[{b}]"), k, &out[k], &sample(want, b), false);
             }
@@ -74,13 +63,7 @@ fn every_case_in_bf16_on_the_cpu_within_the_half_precision_tolerances() {
         }
     };
     for name in ALL_CASES {
-        let g = golden(name);
-        let mut model = g.model(&be);
-        let out = model.forward(&be, &g.inputs()).unwrap();
-        let mut worst = 0f64;
-        for (k, want) in &g.outputs {
-            worst = worst.max(assert_close(name, k, &out[k], want, true));
-        }
+        let worst = check_golden_within(&be, name, true);
         eprintln!("{name} on the CPU in bf16: worst error / tolerance = {worst:.3}");
     }
 }
@@ -100,10 +83,7 @@ fn bf16_on_the_cpu_gives_each_sample_the_same_bits_alone_as_in_its_batch() {
         let whole = model.forward(&be, &g.inputs()).unwrap();
         let batch = g.inputs.values().next().unwrap().shape[0];
         for b in 0..batch {
-            let one: std::collections::BTreeMap<&str, quorum::Tensor> =
-                g.inputs.iter().map(|(k, t)| (k.as_str(), sample(t, b))).collect();
-            let inputs = Inputs { features: one.get("features"), lob: one.get("lob"), aux: one.get("aux") };
-            let out = model.forward(&be, &inputs).unwrap();
+            let out = model.forward(&be, &inputs_of(&one_sample(&g, b), true)).unwrap();
             for (k, all) in &whole {
                 assert_eq!(out[k].data, sample(all, b).data, "{name}[{b}] {k}");
             }

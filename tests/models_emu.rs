@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{assert_close, check_golden, golden, ALL_CASES};
+use common::{check_golden, check_golden_within, golden, ALL_CASES};
 use quorum::backend::gpu::{Emu, Gpu, Precision, ThreadOrder};
 
 fn check_case(name: &str) {
@@ -66,14 +66,7 @@ fn batch_results_equal_single_sample_results_on_emu() {
 fn every_case_in_bf16_and_f16_within_the_half_precision_tolerances() {
     for precision in [Precision::Bf16, Precision::F16] {
         for name in ALL_CASES {
-            let g = golden(name);
-            let be = Gpu::with_precision(Emu::new(), precision);
-            let mut model = g.model(&be);
-            let out = model.forward(&be, &g.inputs()).unwrap();
-            let mut worst = 0f64;
-            for (k, want) in &g.outputs {
-                worst = worst.max(assert_close(name, k, &out[k], want, true));
-            }
+            let worst = check_golden_within(&Gpu::with_precision(Emu::new(), precision), name, true);
             eprintln!("{name} on emu, {precision:?}: worst error / tolerance = {worst:.3}");
         }
     }

@@ -119,6 +119,11 @@ pub const ALL_CASES: [&str; 10] = [
 /// PyTorch's, the same shapes, models.md's f32 tolerances. Returns the worst
 /// error-to-tolerance ratio, for reporting.
 pub fn check_golden<B: Backend>(be: &B, name: &str) -> f64 {
+    check_golden_within(be, name, false)
+}
+
+/// `check_golden` within models.md's f16/bf16 column (`half`) or its f32 one.
+pub fn check_golden_within<B: Backend>(be: &B, name: &str, half: bool) -> f64 {
     let g = golden(name);
     let mut model = g.model(be);
     assert_eq!(model.kind(), g.kind);
@@ -128,9 +133,22 @@ pub fn check_golden<B: Backend>(be: &B, name: &str) -> f64 {
     assert_eq!(got, want, "{name}: output names");
     let mut worst = 0f64;
     for (k, want) in &g.outputs {
-        worst = worst.max(assert_close(name, k, &out[k], want, false));
+        worst = worst.max(assert_close(name, k, &out[k], want, half));
     }
     worst
+}
+
+/// Sample `b` of a golden case's inputs, as a batch of one.
+pub fn one_sample(g: &Golden, b: usize) -> BTreeMap<String, Tensor> {
+    g.inputs.iter().map(|(k, t)| (k.clone(), sample(t, b))).collect()
+}
+
+/// Row `b` of a `(batch, …)` tensor as a batch of one.
+pub fn sample(t: &Tensor, b: usize) -> Tensor {
+    let per = t.numel() / t.shape[0];
+    let mut shape = t.shape.clone();
+    shape[0] = 1;
+    Tensor::new(shape, t.data[b * per..(b + 1) * per].to_vec()).unwrap()
 }
 
 /// One `#[test]` per golden case of `ALL_CASES`, each calling `$check(name)`.
@@ -194,7 +212,8 @@ fn varied(g: &Golden, k: f32) -> BTreeMap<String, Tensor> {
         .collect()
 }
 
-fn inputs_of(t: &BTreeMap<String, Tensor>, with_aux: bool) -> quorum::Inputs<'_> {
+/// The model inputs among `t` (without `aux` unless `with_aux`).
+pub fn inputs_of(t: &BTreeMap<String, Tensor>, with_aux: bool) -> quorum::Inputs<'_> {
     quorum::Inputs { features: t.get("features"), lob: t.get("lob"), aux: if with_aux { t.get("aux") } else { None } }
 }
 

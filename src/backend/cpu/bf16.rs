@@ -15,7 +15,9 @@
 use std::cell::RefCell;
 
 use super::small_gemm::{self, Bias, Elem, Lhs, Operand, Output, Product, Taps};
-use super::{pair, simd, split_columns, split_items, with_scratch, SendPtr, PAR_MIN_ELEMS, PAR_MIN_MACS};
+use super::{
+    pair, simd, split_columns, split_items, with_local, with_scratch, Gemm, SendPtr, PAR_MIN_ELEMS, PAR_MIN_MACS,
+};
 use crate::backend::{ConvShape, LstmShape};
 
 thread_local! {
@@ -25,15 +27,7 @@ thread_local! {
 }
 
 fn with_pairs<R>(len: usize, f: impl FnOnce(&mut [u32]) -> R) -> R {
-    PAIRS.with(|s| match s.try_borrow_mut() {
-        Ok(mut s) => {
-            if s.len() < len {
-                s.resize(len, 0);
-            }
-            f(&mut s[..len])
-        }
-        Err(_) => f(&mut vec![0; len]),
-    })
+    with_local(&PAIRS, len, f)
 }
 
 fn to_bits(v: Vec<u32>) -> Vec<f32> {
@@ -111,20 +105,9 @@ pub(super) fn pack_recurrent(w_hh: &[f32], h: usize) -> Vec<f32> {
     to_bits(out)
 }
 
-/// `y[.., ..n] (rows, ld_y) [+]= x (rows, k) · W (+ bias, GELU)` for `W`
-/// from `pack_linear`.
-#[allow(clippy::too_many_arguments)]
-pub(super) fn product(
-    x: &[f32],
-    w: &[f32],
-    y: &mut [f32],
-    rows: usize,
-    k: usize,
-    n: usize,
-    ld_y: usize,
-    accumulate: bool,
-    bias: Option<(&[f32], bool)>,
-) {
+/// `g`'s product (then `+ bias[j]`, GELU) for `W` from `pack_linear`.
+pub(super) fn product(x: &[f32], w: &[f32], y: &mut [f32], g: Gemm, bias: Option<(&[f32], bool)>) {
+    let Gemm { rows, k, n, ld_y, accumulate } = g;
     if rows == 0 || n == 0 {
         return;
     }

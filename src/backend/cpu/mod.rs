@@ -77,25 +77,13 @@ impl Cpu {
         }
     }
 
-    /// `y[.., ..n] (rows, ld_y) [+]= x (rows, k) · W (+ bias, GELU)` for a
-    /// weight from `prepare_linear`, in this backend's precision.
-    #[allow(clippy::too_many_arguments)]
-    fn product(
-        &self,
-        x: &[f32],
-        w: &[f32],
-        y: &mut [f32],
-        rows: usize,
-        k: usize,
-        n: usize,
-        ld_y: usize,
-        acc: bool,
-        bias: Option<(&[f32], bool)>,
-    ) {
+    /// `g`'s product (then `+ bias[j]`, GELU) for a weight from
+    /// `prepare_linear`, in this backend's precision.
+    fn product(&self, x: &[f32], w: &[f32], y: &mut [f32], g: Gemm, bias: Option<(&[f32], bool)>) {
         if self.bf16() {
-            bf16::product(x, w, y, rows, k, n, ld_y, acc, bias);
+            bf16::product(x, w, y, g, bias);
         } else {
-            matmul_then(x, w, y, rows, k, n, ld_y, acc, bias);
+            product_on(x, w, y, g, true, bias);
         }
     }
 
@@ -118,16 +106,26 @@ thread_local! {
 /// Runs `f` with a thread-local scratch slice of at least `len` floats
 /// (contents unspecified).
 pub(crate) fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
-    SCRATCH.with(|s| match s.try_borrow_mut() {
+    with_local(&SCRATCH, len, f)
+}
+
+/// Runs `f` with the first `len` elements of this thread's vector in `cell`,
+/// grown as needed (contents unspecified).
+pub(crate) fn with_local<T: Copy + Default, R>(
+    cell: &'static std::thread::LocalKey<RefCell<Vec<T>>>,
+    len: usize,
+    f: impl FnOnce(&mut [T]) -> R,
+) -> R {
+    cell.with(|s| match s.try_borrow_mut() {
         Ok(mut s) => {
             if s.len() < len {
-                s.resize(len, 0.0);
+                s.resize(len, T::default());
             }
             f(&mut s[..len])
         }
         // Re-entered: this thread stole another op's task while inside a GEMM
         // that holds the scratch. Rare; a temporary buffer keeps it correct.
-        Err(_) => f(&mut vec![0.0; len]),
+        Err(_) => f(&mut vec![T::default(); len]),
     })
 }
 
@@ -161,6 +159,16 @@ impl SendPtr {
 /// Multiply-adds below which a product runs on one thread.
 const PAR_MIN_MACS: usize = 1 << 17;
 
+/// The shape of `y[.., ..n] (rows, ld_y) [+]= x (rows, k) · W`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Gemm {
+    pub rows: usize,
+    pub k: usize,
+    pub n: usize,
+    pub ld_y: usize,
+    pub accumulate: bool,
+}
+
 /// `y[.., ..n] (rows, ld_y) [+]= x (rows, k) · wt` for a weight prepared as
 /// `wt (k, n)` row-major (`prepare_linear`'s layout).
 ///
@@ -181,24 +189,7 @@ pub(crate) fn matmul(
     ld_y: usize,
     accumulate: bool,
 ) {
-    matmul_on(x, wt, y, rows, k, n, ld_y, accumulate, true);
-}
-
-/// `matmul`, then `+ bias[j]` (and GELU) on every row: in the product's own
-/// tiles where the AVX-512 kernel runs.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn matmul_then(
-    x: &[f32],
-    wt: &[f32],
-    y: &mut [f32],
-    rows: usize,
-    k: usize,
-    n: usize,
-    ld_y: usize,
-    accumulate: bool,
-    bias: Option<(&[f32], bool)>,
-) {
-    product_on(x, wt, y, rows, k, n, ld_y, accumulate, true, bias);
+    product_on(x, wt, y, Gemm { rows, k, n, ld_y, accumulate }, true, None);
 }
 
 /// `matmul`, split across the cores only when `parallel` (callers that
@@ -216,22 +207,13 @@ pub(crate) fn matmul_on(
     accumulate: bool,
     parallel: bool,
 ) {
-    product_on(x, wt, y, rows, k, n, ld_y, accumulate, parallel, None);
+    product_on(x, wt, y, Gemm { rows, k, n, ld_y, accumulate }, parallel, None);
 }
 
-#[allow(clippy::too_many_arguments)]
-fn product_on(
-    x: &[f32],
-    wt: &[f32],
-    y: &mut [f32],
-    rows: usize,
-    k: usize,
-    n: usize,
-    ld_y: usize,
-    accumulate: bool,
-    parallel: bool,
-    bias: Option<(&[f32], bool)>,
-) {
+/// `matmul_on`, then `+ bias[j]` (and GELU) on every row: in the product's
+/// own tiles where the AVX-512 kernel runs.
+fn product_on(x: &[f32], wt: &[f32], y: &mut [f32], g: Gemm, parallel: bool, bias: Option<(&[f32], bool)>) {
+    let Gemm { rows, k, n, ld_y, accumulate } = g;
     if rows == 0 || n == 0 {
         return;
     }
@@ -444,8 +426,8 @@ impl Backend for Cpu {
         check_len("linear", "w", w.len(), self.linear_len(s.n_out, s.n_in))?;
         check_len("linear", "b", b.len(), s.n_out)?;
         check_len("linear", "y", y.len(), s.rows * s.n_out)?;
-        let bias = Some((&b[..s.n_out], epi == Epilogue::Gelu));
-        self.product(x, w, y, s.rows, s.n_in, s.n_out, s.n_out, epi == Epilogue::Accumulate, bias);
+        let g = Gemm { rows: s.rows, k: s.n_in, n: s.n_out, ld_y: s.n_out, accumulate: epi == Epilogue::Accumulate };
+        self.product(x, w, y, g, Some((&b[..s.n_out], epi == Epilogue::Gelu)));
         Ok(())
     }
 
@@ -507,7 +489,7 @@ impl Backend for Cpu {
             for bi in 0..s.batch {
                 gather_patches(&x[bi * s.height * s.width..(bi + 1) * s.height * s.width], v, s);
                 let o = &mut out[(bi * tokens + first) * d..(bi + 1) * tokens * d];
-                self.product(v, w, o, patches, plen, d, d, false, None);
+                self.product(v, w, o, Gemm { rows: patches, k: plen, n: d, ld_y: d, accumulate: false }, None);
             }
         });
         for bi in 0..s.batch {

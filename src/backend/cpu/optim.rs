@@ -520,4 +520,17 @@ mod tests {
         assert_eq!(&x[..11], &[3.0; 10].iter().copied().chain([0.0]).collect::<Vec<_>>()[..]);
         assert!(Cpu::new().sum_squares(&x, 60_000).is_err(), "a short buffer is an error, not a panic");
     }
+
+    #[test]
+    fn a_bf16_cpu_refuses_the_training_ops_that_read_prepared_weights() {
+        let Ok(be) = Cpu::with_precision(crate::backend::Precision::Bf16) else {
+            eprintln!("skipped: no AVX512_BF16 here");
+            return;
+        };
+        let w = vec![0.5f32; 12];
+        let mut dst = vec![0f32; 12];
+        let e = be.prepare_linear_from(&w, 3, 4, &mut dst).unwrap_err().to_string();
+        assert!(e.contains("prepare_linear_from") && e.contains("f32"), "{e}");
+        assert_eq!(dst, vec![0f32; 12], "a refused op changes nothing");
+    }
 }
