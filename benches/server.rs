@@ -31,8 +31,8 @@ use quorum::server::{Extras, Server, ServerConfig};
 use quorum::Cpu;
 use server_util::{inputs, weights, Http};
 
-fn default_engine() -> Arc<Engine> {
-    let engine = Engine::new(Cpu::new(), EnsembleConfig::default()).unwrap();
+fn default_engine(be: Cpu) -> Arc<Engine> {
+    let engine = Engine::new(be, EnsembleConfig::default()).unwrap();
     for kind in ModelKind::ALL {
         let config = ModelConfig::default_for(kind);
         engine.load_weights(model_type(kind), weights(&config, 1.0)).unwrap();
@@ -48,19 +48,26 @@ fn report(name: &str, mut us: Vec<f64>) {
 
 fn server_benches(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    let engine = default_engine();
-    // The same decision without HTTP, for the split between the server and the models.
+    let engine = default_engine(Cpu::new());
+    // The same decision without HTTP, for the split between the server and
+    // the models; and in bf16 (`serve --precision bf16`) where the CPU has it.
     let (f, l, a) = inputs(1);
-    let direct = || {
+    let direct = |engine: &Engine| {
         let inputs = EngineInputs { features: Some(f.clone()), lob: Some(l.clone()), aux: Some(a.clone()) };
         let t = Instant::now();
         engine.predict(inputs).unwrap();
         t.elapsed().as_secs_f64() * 1e6
     };
-    for _ in 0..20 {
-        direct();
+    let mut engines = vec![("engine/predict_3_models (no HTTP)", engine.clone())];
+    if let Ok(bf16) = Cpu::with_precision(quorum::backend::Precision::Bf16) {
+        engines.push(("engine/predict_3_models bf16 (no HTTP)", default_engine(bf16)));
     }
-    report("engine/predict_3_models (no HTTP)", (0..300).map(|_| direct()).collect());
+    for (name, e) in &engines {
+        for _ in 0..20 {
+            direct(e);
+        }
+        report(name, (0..300).map(|_| direct(e)).collect());
+    }
     let cfg = ServerConfig { bind: "127.0.0.1:0".parse().unwrap(), ..ServerConfig::default() };
     let server = rt.block_on(Server::start(cfg, engine, Extras::default())).unwrap();
     let http = Http::new(server.local_addr());
@@ -108,7 +115,7 @@ fn warm_live() -> (MarketSimulator, LiveState, Arc<LiveHub>) {
     // One tick per second of exchange time: the 200-candle warm-up is 200 ticks.
     let mut sim = MarketSimulator::new(SimConfig { interval_ms: 1000, ..SimConfig::default() }).unwrap();
     let hub = LiveHub::new("SIMUSDT", 1000);
-    let mut state = LiveState::new(default_engine(), hub.clone(), None);
+    let mut state = LiveState::new(default_engine(Cpu::new()), hub.clone(), None);
     let mut trades: Vec<Trade> = Vec::new();
     for _ in 0..2000 {
         let view = sim.step().unwrap();
