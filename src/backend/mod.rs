@@ -215,8 +215,8 @@ pub trait Backend: Send + Sync {
     fn alloc(&self, len: usize) -> Result<Self::Buf>;
     fn upload(&self, data: &[f32]) -> Result<Self::Buf>;
     /// Uploads a matrix-product weight given in PyTorch's `(n_out, n_in)`
-    /// layout, in whatever layout this backend's `linear`, `conv1d` and
-    /// `patch_embed` expect.
+    /// layout, in whatever layout this backend's `linear` and `patch_embed`
+    /// expect.
     fn prepare_linear(&self, w: &[f32], n_out: usize, n_in: usize) -> Result<Self::Buf>;
     /// Uploads a Conv1d weight given in PyTorch's `(c_out, c_in, kernel)`
     /// layout, in whatever layout `conv1d` and `multiscale_conv` expect; by

@@ -1,8 +1,12 @@
 //! The CPU backend: the reference every other backend is tested against, and a
-//! fast path in its own right (f32, rayon, the `gemm` crate, fused loops).
+//! fast path in its own right: hand-written AVX-512 products over the weights
+//! as prepared at load (`small_gemm`), each batch-1 op split across two cores
+//! (`pair`), fused loops (`simd`), the `gemm` crate where AVX-512 is missing
+//! and for attention; f32, or bf16 products on CPUs with AVX512_BF16 (`bf16`).
 //!
-//! Buffers are plain `Vec<f32>`. Scratch space (im2col, patches, gates) lives
-//! in thread-local vectors that grow to the largest size seen and are reused:
+//! Buffers are plain `Vec<f32>` (bf16 weights are pairs stored bit for bit).
+//! Scratch space (padded inputs, patches, gates, bf16 pairs) lives in
+//! thread-local vectors that grow to the largest size seen and are reused:
 //! after the first forward at a given batch size, nothing allocates.
 
 mod attention;
