@@ -14,9 +14,10 @@
 
 use std::cell::RefCell;
 
+use super::conv::{conv_taps, TapWeight};
 use super::small_gemm::{self, Bias, Elem, Lhs, Operand, Output, Product, Taps};
 use super::{
-    pair, simd, split_columns, split_items, with_local, with_scratch, Gemm, SendPtr, PAR_MIN_ELEMS, PAR_MIN_MACS,
+    pair, run_product, simd, split_chunks, with_local, with_scratch, Gemm, SendPtr, PAR_MIN_ELEMS, PAR_MIN_MACS,
 };
 use crate::backend::{ConvShape, LstmShape};
 
@@ -115,12 +116,8 @@ pub(super) fn product(x: &[f32], w: &[f32], y: &mut [f32], g: Gemm, bias: Option
     assert!(x.len() >= rows * k && w.len() >= linear_len(n, k) && y.len() >= (rows - 1) * ld_y + n && n <= ld_y);
     assert!(bias.is_none_or(|(b, _)| b.len() >= n));
     with_pairs(rows * kp, |a| {
-        let dst = SendPtr(a.as_mut_ptr() as *mut f32);
-        split_items(rows, rows * k >= PAR_MIN_ELEMS, &|range| {
-            // SAFETY: this half's rows of the pairs buffer (rows·kp long).
-            let part =
-                unsafe { std::slice::from_raw_parts_mut(dst.at(range.start * kp) as *mut u32, range.len() * kp) };
-            small_gemm::to_bf16_pairs(&x[range.start * k..range.end * k], range.len(), k, k, part);
+        split_chunks(a, rows, kp, kp, rows * k >= PAR_MIN_ELEMS, &|r, pairs| {
+            small_gemm::to_bf16_pairs(&x[r * k..(r + 1) * k], 1, k, k, pairs)
         });
         let pr = Product {
             a: Lhs::rows(a.as_ptr(), kp),
@@ -131,49 +128,22 @@ pub(super) fn product(x: &[f32], w: &[f32], y: &mut [f32], g: Gemm, bias: Option
             taps: Taps::ONE,
             bias: bias.map(|(b, gelu)| Bias { ptr: b.as_ptr(), gelu }),
         };
-        // SAFETY: the assertions bound every pair, weight, bias and output element;
-        // the halves write disjoint columns.
-        split_columns(n, rows * k * n >= PAR_MIN_MACS, &|cols| unsafe { small_gemm::run(Elem::Bf16Pairs, &pr, cols) });
+        // SAFETY: the assertions bound every pair, weight, bias and output element.
+        unsafe { run_product(Elem::Bf16Pairs, &pr, n, rows * k * n >= PAR_MIN_MACS) };
     });
 }
 
 /// A "same" Conv1d (then bias, GELU if asked) for a weight from
-/// `pack_conv`: each sample's rows as pairs between `k/2` zero rows on
-/// either side, then one product summing the k row-shifted taps.
+/// `pack_conv`: each sample's rows rounded to pairs between `k/2` zero rows
+/// on either side, then one product summing the k row-shifted taps.
 pub(super) fn conv(x: &[f32], w: &[f32], b: &[f32], y: &mut [f32], s: ConvShape, gelu: bool) {
-    let (len, cin, k, pad) = (s.len, s.c_in, s.kernel, s.kernel / 2);
-    let (cp, stored) = (cin.div_ceil(2), len + 2 * pad);
-    let rows = s.samples * len;
-    if rows == 0 {
-        return;
-    }
-    assert!(x.len() >= rows * cin && w.len() >= conv_len(s.c_out, cin, k) && b.len() >= s.c_out);
-    assert!(y.len() >= (rows - 1) * s.out_stride + s.out_offset + s.c_out && s.out_offset + s.c_out <= s.out_stride);
-    with_pairs(s.samples * stored * cp, |xp| {
-        let out = SendPtr(xp.as_mut_ptr() as *mut f32);
-        split_items(s.samples, rows * cin >= PAR_MIN_ELEMS, &|range| {
-            for smp in range {
-                // SAFETY: sample smp's padded block of the pairs buffer, this half's alone.
-                let dst = unsafe { std::slice::from_raw_parts_mut(out.at(smp * stored * cp) as *mut u32, stored * cp) };
-                dst[..pad * cp].fill(0);
-                let src = &x[smp * len * cin..(smp + 1) * len * cin];
-                small_gemm::to_bf16_pairs(src, len, cin, cin, &mut dst[pad * cp..(pad + len) * cp]);
-                dst[(pad + len) * cp..].fill(0);
-            }
-        });
-        let pr = Product {
-            a: Lhs { ptr: xp.as_ptr(), ld: cp, seq: Some((len, stored)) },
-            b: Operand { ptr: as_pairs(w).as_ptr(), ld: s.c_out },
-            y: Output { ptr: y[s.out_offset..].as_mut_ptr(), ld: s.out_stride, accumulate: false },
-            rows,
-            depth: cp,
-            taps: Taps { count: k, lhs_step: cp, rhs_step: cp * s.c_out },
-            bias: Some(Bias { ptr: b.as_ptr(), gelu }),
-        };
-        // SAFETY: the assertions bound every padded row, tap and output
-        // element; the halves write disjoint columns.
-        split_columns(s.c_out, rows * cin * k * s.c_out >= PAR_MIN_MACS, &|cols| unsafe {
-            small_gemm::run(Elem::Bf16Pairs, &pr, cols)
+    let (len, cin, k) = (s.len, s.c_in, s.kernel);
+    let cp = cin.div_ceil(2);
+    assert!(x.len() >= s.samples * len * cin && w.len() >= conv_len(s.c_out, cin, k));
+    let taps = TapWeight { elem: Elem::Bf16Pairs, ptr: as_pairs(w).as_ptr(), ld: s.c_out, tap_step: cp * s.c_out };
+    with_pairs(s.samples * (len + k - 1) * cp, |xp| {
+        conv_taps(xp, cp, taps, b, y, s, gelu, &|smp, rows| {
+            small_gemm::to_bf16_pairs(&x[smp * len * cin..][..len * cin], len, cin, cin, rows)
         });
     });
 }

@@ -6,7 +6,7 @@
 //! the weight is the `(c_out, c_in·k)` matrix `prepare_linear` was given.
 
 use super::small_gemm::{self, Bias, Elem, Lhs, Operand, Output, Product, Taps};
-use super::{bias_act, matmul, split_columns, split_items, with_scratch, SendPtr, PAR_MIN_MACS};
+use super::{matmul, run_product, split_chunks, with_scratch, Gemm, PAR_MIN_ELEMS, PAR_MIN_MACS};
 use crate::backend::ConvShape;
 
 pub(super) fn forward(x: &[f32], w: &[f32], b: &[f32], y: &mut [f32], s: ConvShape, gelu: bool) {
@@ -18,9 +18,9 @@ pub(super) fn forward(x: &[f32], w: &[f32], b: &[f32], y: &mut [f32], s: ConvSha
         let width = cin * k;
         with_scratch(rows * width, |cols| {
             im2col(x, cols, len, cin, k);
-            matmul(cols, w, &mut y[s.out_offset..], rows, width, s.c_out, s.out_stride, false);
+            let g = Gemm { rows, k: width, n: s.c_out, ld_y: s.out_stride, accumulate: false };
+            matmul(cols, w, &mut y[s.out_offset..], g, true, Some((b, gelu)));
         });
-        bias_act(y, b, rows, s.out_stride, s.out_offset, gelu);
     }
 }
 
@@ -28,33 +28,69 @@ pub(super) fn forward(x: &[f32], w: &[f32], b: &[f32], y: &mut [f32], s: ConvSha
 /// im2col matrix (k times the input, written with a stride; a seventh of a
 /// TLOB forward). Tap `j` multiplies input row `t + j − k/2` by the rows
 /// `c·k + j` of the prepared weight (a strided view of it), so the input
-/// only needs its zero padding: each sample is copied between `k/2` zero
-/// rows on either side.
+/// only needs its zero padding.
 fn forward_taps(x: &[f32], w: &[f32], b: &[f32], y: &mut [f32], s: ConvShape, gelu: bool) {
-    let (len, cin, k, pad) = (s.len, s.c_in, s.kernel, s.kernel / 2);
-    let stored = len + 2 * pad;
-    assert!(x.len() >= s.samples * len * cin && w.len() >= cin * k * s.c_out && b.len() >= s.c_out);
-    assert!(s.samples == 0 || y.len() >= (s.samples * len - 1) * s.out_stride + s.out_offset + s.c_out);
-    with_scratch(s.samples * stored * cin, |xp| {
-        for (src, dst) in x.chunks(len * cin).zip(xp.chunks_mut(stored * cin)).take(s.samples) {
-            dst[..pad * cin].fill(0.0);
-            dst[pad * cin..(pad + len) * cin].copy_from_slice(src);
-            dst[(pad + len) * cin..].fill(0.0);
-        }
-        let pr = Product {
-            a: Lhs { ptr: xp.as_ptr() as *const u32, ld: cin, seq: Some((len, stored)) },
-            b: Operand { ptr: w.as_ptr() as *const u32, ld: k * s.c_out },
-            y: Output { ptr: y[s.out_offset..].as_mut_ptr(), ld: s.out_stride, accumulate: false },
-            rows: s.samples * len,
-            depth: cin,
-            taps: Taps { count: k, lhs_step: cin, rhs_step: s.c_out },
-            bias: Some(Bias { ptr: b.as_ptr(), gelu }),
-        };
-        let macs = s.samples * len * cin * k * s.c_out;
-        // SAFETY: the assertions bound every padded input row, weight row and
-        // output element the taps touch; the halves write disjoint columns.
-        split_columns(s.c_out, macs >= PAR_MIN_MACS, &|cols| unsafe { small_gemm::run(Elem::F32, &pr, cols) });
+    let (len, cin, k) = (s.len, s.c_in, s.kernel);
+    assert!(x.len() >= s.samples * len * cin && w.len() >= cin * k * s.c_out);
+    let taps = TapWeight { elem: Elem::F32, ptr: w.as_ptr() as *const u32, ld: k * s.c_out, tap_step: s.c_out };
+    with_scratch(s.samples * (len + k - 1) * cin, |xp| {
+        conv_taps(xp, cin, taps, b, y, s, gelu, &|smp, rows| rows.copy_from_slice(&x[smp * len * cin..][..len * cin]));
     });
+}
+
+/// Where tap `j`'s weight block starts (`j·tap_step` on from `ptr`), its
+/// row stride, and the elements of both operands.
+#[derive(Clone, Copy)]
+pub(super) struct TapWeight {
+    pub elem: Elem,
+    pub ptr: *const u32,
+    pub ld: usize,
+    pub tap_step: usize,
+}
+
+/// A "same" Conv1d (then bias, GELU if asked) as `s.kernel` row-shifted
+/// products over `xp`: each sample laid out between `k/2` zero rows on
+/// either side, its own rows written by `fill(sample, rows)`, `width`
+/// elements a row (f32 values, or bf16 pairs).
+#[allow(clippy::too_many_arguments)]
+pub(super) fn conv_taps<T: Copy + Default + Send>(
+    xp: &mut [T],
+    width: usize,
+    w: TapWeight,
+    b: &[f32],
+    y: &mut [f32],
+    s: ConvShape,
+    gelu: bool,
+    fill: &(dyn Fn(usize, &mut [T]) + Sync),
+) {
+    assert_eq!(std::mem::size_of::<T>(), 4, "the kernel reads 32-bit elements");
+    let (len, k, pad) = (s.len, s.kernel, s.kernel / 2);
+    let (stored, rows) = (len + 2 * pad, s.samples * len);
+    if rows == 0 {
+        return;
+    }
+    assert!(b.len() >= s.c_out && s.out_offset + s.c_out <= s.out_stride);
+    assert!(y.len() >= (rows - 1) * s.out_stride + s.out_offset + s.c_out);
+    let block = stored * width;
+    split_chunks(xp, s.samples, block, block, rows * width >= PAR_MIN_ELEMS, &|smp, dst| {
+        dst[..pad * width].fill(T::default());
+        fill(smp, &mut dst[pad * width..(pad + len) * width]);
+        dst[(pad + len) * width..].fill(T::default());
+    });
+    let pr = Product {
+        a: Lhs { ptr: xp.as_ptr() as *const u32, ld: width, seq: Some((len, stored)) },
+        b: Operand { ptr: w.ptr, ld: w.ld },
+        y: Output { ptr: y[s.out_offset..].as_mut_ptr(), ld: s.out_stride, accumulate: false },
+        rows,
+        depth: width,
+        taps: Taps { count: k, lhs_step: width, rhs_step: w.tap_step },
+        bias: Some(Bias { ptr: b.as_ptr(), gelu }),
+    };
+    let macs = rows * width * k * s.c_out;
+    // SAFETY: every padded row the taps read is inside xp (split_chunks
+    // asserted its length), the output and bias are asserted above, and the
+    // callers assert their weight's length.
+    unsafe { run_product(w.elem, &pr, s.c_out, macs >= PAR_MIN_MACS) };
 }
 
 /// The im2col matrix `cols (samples·len, c_in·k)` of a "same" Conv1d over
@@ -81,11 +117,5 @@ pub(super) fn im2col(x: &[f32], cols: &mut [f32], len: usize, cin: usize, k: usi
         }
     };
     let rows = cols.len() / width;
-    let dst = SendPtr(cols.as_mut_ptr());
-    split_items(rows, cols.len() >= 1 << 16, &|range| {
-        for r in range {
-            // SAFETY: row r of cols is inside it and this half's alone.
-            fill((r, unsafe { std::slice::from_raw_parts_mut(dst.at(r * width), width) }));
-        }
-    });
+    split_chunks(cols, rows, width, width, cols.len() >= 1 << 16, &|r, row| fill((r, row)));
 }

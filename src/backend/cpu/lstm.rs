@@ -7,7 +7,7 @@
 //! larger batches, a GEMM per step against the transposed copy, the batch
 //! split across two cores.
 
-use super::{matmul_on, pair, simd, with_scratch, SendPtr, PAR_MIN_MACS};
+use super::{matmul, pair, simd, with_scratch, Gemm, SendPtr, PAR_MIN_MACS};
 use crate::backend::LstmShape;
 
 /// `w_hh` is `prepare_recurrent`'s `[W_hh | W_hhᵀ]`.
@@ -66,7 +66,14 @@ fn forward_batch(
                 if batch == 1 {
                     simd::gemv_acc(w_hh, h_prev, gates);
                 } else {
-                    matmul_on(h_prev, w_t, gates, batch, h, g4, g4, true, parallel);
+                    matmul(
+                        h_prev,
+                        w_t,
+                        gates,
+                        Gemm { rows: batch, k: h, n: g4, ld_y: g4, accumulate: true },
+                        parallel,
+                        None,
+                    );
                 }
             }
             for bi in 0..batch {

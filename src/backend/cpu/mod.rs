@@ -87,7 +87,7 @@ impl Cpu {
         if self.bf16() {
             bf16::product(x, w, y, g, bias);
         } else {
-            product_on(x, w, y, g, true, bias);
+            matmul(x, w, y, g, true, bias);
         }
     }
 
@@ -173,50 +173,18 @@ pub(crate) struct Gemm {
     pub accumulate: bool,
 }
 
-/// `y[.., ..n] (rows, ld_y) [+]= x (rows, k) · wt` for a weight prepared as
-/// `wt (k, n)` row-major (`prepare_linear`'s layout).
+/// `y[.., ..n] (rows, ld_y) [+]= x (rows, k) · wt (+ bias[j], GELU)` for a
+/// weight prepared as `wt (k, n)` row-major (`prepare_linear`'s layout),
+/// split across the cores only when `parallel` (callers that already split
+/// the work across the cores pass `false`: a split inside would only add
+/// scheduling).
 ///
-/// The `gemm` crate computes `dst = alpha·dst + beta·lhs·rhs` (alpha and beta
-/// swapped relative to BLAS). With the weight pre-transposed it reads it in
-/// place instead of packing it on every call (about 2× at our sizes), and at
-/// our sizes (tens of rows) its own threading does not pay: we split the
-/// output columns across threads ourselves, so each core streams half the
-/// weight.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn matmul(
-    x: &[f32],
-    wt: &[f32],
-    y: &mut [f32],
-    rows: usize,
-    k: usize,
-    n: usize,
-    ld_y: usize,
-    accumulate: bool,
-) {
-    product_on(x, wt, y, Gemm { rows, k, n, ld_y, accumulate }, true, None);
-}
-
-/// `matmul`, split across the cores only when `parallel` (callers that
-/// already split the work across the cores pass `false`: a fork/join inside
-/// would only add scheduling).
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn matmul_on(
-    x: &[f32],
-    wt: &[f32],
-    y: &mut [f32],
-    rows: usize,
-    k: usize,
-    n: usize,
-    ld_y: usize,
-    accumulate: bool,
-    parallel: bool,
-) {
-    product_on(x, wt, y, Gemm { rows, k, n, ld_y, accumulate }, parallel, None);
-}
-
-/// `matmul_on`, then `+ bias[j]` (and GELU) on every row: in the product's
-/// own tiles where the AVX-512 kernel runs.
-fn product_on(x: &[f32], wt: &[f32], y: &mut [f32], g: Gemm, parallel: bool, bias: Option<(&[f32], bool)>) {
+/// Where AVX-512 runs, `small_gemm` reads the weight in place and adds the
+/// bias per tile. Elsewhere the `gemm` crate does (it computes `dst =
+/// alpha·dst + beta·lhs·rhs`, alpha and beta swapped relative to BLAS), over
+/// column blocks we split across threads ourselves: at tens of rows its own
+/// threading does not pay.
+pub(crate) fn matmul(x: &[f32], wt: &[f32], y: &mut [f32], g: Gemm, parallel: bool, bias: Option<(&[f32], bool)>) {
     let Gemm { rows, k, n, ld_y, accumulate } = g;
     if rows == 0 || n == 0 {
         return;
@@ -234,9 +202,8 @@ fn product_on(x: &[f32], wt: &[f32], y: &mut [f32], g: Gemm, parallel: bool, bia
             bias: bias.map(|(b, gelu)| small_gemm::Bias { ptr: b.as_ptr(), gelu }),
         };
         // SAFETY: the assertions above bound every row, column and bias the
-        // kernel reads or writes; the halves write disjoint columns.
-        let part = |cols: Range<usize>| unsafe { small_gemm::run(Elem::F32, &pr, cols) };
-        return split_columns(n, parallel && rows * k * n >= PAR_MIN_MACS, &part);
+        // kernel reads or writes.
+        return unsafe { run_product(Elem::F32, &pr, n, parallel && rows * k * n >= PAR_MIN_MACS) };
     }
     let threads = if parallel { rayon::current_num_threads() } else { 1 };
     let blocks = if rows * k * n >= PAR_MIN_MACS && n >= 32 && threads > 1 { threads.min(n / 16) } else { 1 };
@@ -304,6 +271,42 @@ pub(crate) fn split_items(n: usize, worth: bool, part: &(dyn Fn(Range<usize>) + 
     }
 }
 
+/// Runs `f(i, chunk)` for the chunks `i < n` of `data`, chunk `i` being
+/// `data[i·stride..][..len]` (rows of a matrix, `len ≤ stride`), in two
+/// halves on the two cores when `worth` it.
+pub(crate) fn split_chunks<T: Send>(
+    data: &mut [T],
+    n: usize,
+    stride: usize,
+    len: usize,
+    worth: bool,
+    f: &(dyn Fn(usize, &mut [T]) + Sync),
+) {
+    assert!(n == 0 || (len <= stride && data.len() >= (n - 1) * stride + len));
+    struct Base<T>(*mut T);
+    // SAFETY: the halves take disjoint chunks of `data`, which stays borrowed
+    // mutably until both are done.
+    unsafe impl<T: Send> Sync for Base<T> {}
+    let base = Base(data.as_mut_ptr());
+    let base = &base;
+    split_items(n, worth, &|range| {
+        for i in range {
+            // SAFETY: chunk i is inside `data` (asserted) and this half's alone.
+            f(i, unsafe { std::slice::from_raw_parts_mut(base.0.wrapping_add(i * stride), len) });
+        }
+    });
+}
+
+/// Runs `pr` over its columns `0..n` as elements `elem`, in two halves on
+/// the two cores when `worth` it.
+///
+/// # Safety
+/// As `small_gemm::run`, for every column of `0..n`.
+pub(crate) unsafe fn run_product(elem: Elem, pr: &small_gemm::Product, n: usize, worth: bool) {
+    // SAFETY: the caller's; the halves write disjoint columns.
+    split_columns(n, worth, &|cols| unsafe { small_gemm::run(elem, pr, cols) });
+}
+
 /// One image's patches as rows: patch `p = i·n_f + j` becomes
 /// `v[p, r·pf + c] = img[i·pt + r, j·pf + c]` (models.md's order). Shared by
 /// the patch embedding's forward and backward.
@@ -335,16 +338,7 @@ pub(crate) fn transpose(w: &[f32], n_out: usize, n_in: usize) -> Vec<f32> {
 /// Adds the bias (then GELU) to columns `off..off+b.len()` of every row.
 pub(crate) fn bias_act(y: &mut [f32], b: &[f32], rows: usize, ld: usize, off: usize, gelu: bool) {
     let n = b.len();
-    assert!(rows == 0 || (y.len() >= (rows - 1) * ld + off + n && off + n <= ld));
-    let dst = SendPtr(y.as_mut_ptr());
-    split_items(rows, rows * n >= PAR_MIN_ELEMS, &|range| {
-        for r in range {
-            // SAFETY: row r's columns off..off + n are inside y (asserted)
-            // and belong to this half alone.
-            let row = unsafe { std::slice::from_raw_parts_mut(dst.at(r * ld + off), n) };
-            simd::bias_act_row(row, b, gelu);
-        }
-    });
+    split_chunks(&mut y[off..], rows, ld, n, rows * n >= PAR_MIN_ELEMS, &|_, row| simd::bias_act_row(row, b, gelu));
 }
 
 impl Backend for Cpu {
@@ -451,13 +445,8 @@ impl Backend for Cpu {
         let (g, b) = (&g[..dim], &b[..dim]);
         let x = &x[..rows * dim];
         let y = &mut y[..rows * dim];
-        let dst = SendPtr(y.as_mut_ptr());
-        split_items(rows, rows * dim >= PAR_MIN_ELEMS, &|range| {
-            for r in range {
-                // SAFETY: row r of y (rows·dim values, checked) is this half's alone.
-                let yr = unsafe { std::slice::from_raw_parts_mut(dst.at(r * dim), dim) };
-                simd::layernorm_row(&x[r * dim..(r + 1) * dim], g, b, yr);
-            }
+        split_chunks(y, rows, dim, dim, rows * dim >= PAR_MIN_ELEMS, &|r, yr| {
+            simd::layernorm_row(&x[r * dim..(r + 1) * dim], g, b, yr)
         });
         Ok(())
     }
