@@ -252,23 +252,29 @@ pub struct HeadsRun {
     pub outputs: Vec<Vec<f32>>,
 }
 
+/// The heads' parameters `[direction_w, direction_b, confidence_w,
+/// confidence_b, return_w, return_b]` on a backend, three classes.
+fn heads_ref<B: Train>(p: &[B::Buf; 6]) -> HeadsRef<'_, B> {
+    HeadsRef {
+        direction_w: &p[0],
+        direction_b: &p[1],
+        confidence_w: &p[2],
+        confidence_b: &p[3],
+        return_w: &p[4],
+        return_b: &p[5],
+        classes: 3,
+    }
+}
+
 pub fn run_heads<B: Train>(be: &B, c: &HeadsCase, with_grads: bool) -> quorum::error::Result<HeadsRun> {
     let up = |v: &[f32]| be.upload(v).unwrap();
     let (batch, dim) = (c.batch, c.dim);
-    let [p0, p1, p2, p3, p4, p5] = c.params.each_ref().map(|v| up(v));
+    let params = c.params.each_ref().map(|v| up(v));
     let (z, class, target) = (up(&c.z), up(&c.class), up(&c.target));
     let (mut lg, mut cf, mut rt) = (up(&vec![7.0; batch * 3]), up(&vec![7.0; batch]), up(&vec![7.0; batch]));
     let [mut g0, mut g1, mut g2, mut g3, mut g4, mut g5] = c.grads0.each_ref().map(|v| up(v));
     let mut dz = up(&c.dz0);
-    let p = HeadsRef {
-        direction_w: &p0,
-        direction_b: &p1,
-        confidence_w: &p2,
-        confidence_b: &p3,
-        return_w: &p4,
-        return_b: &p5,
-        classes: 3,
-    };
+    let p = heads_ref::<B>(&params);
     let out = HeadsOut { logits: &mut lg, confidence: &mut cf, expected_return: &mut rt };
     let grads = with_grads.then_some((
         HeadsGrads {
@@ -328,19 +334,11 @@ pub fn heads_loss_matches_cpu<G: Train>(gpu: &G) {
         }
         // The forward outputs are the `heads` op's, bit for bit.
         let up = |v: &[f32]| gpu.upload(v).unwrap();
-        let [p0, p1, p2, p3, p4, p5] = c.params.each_ref().map(|v| up(v));
+        let params = c.params.each_ref().map(|v| up(v));
         let z = up(&c.z);
         let (mut lg, mut cf, mut rt) =
             (gpu.alloc(batch * 3).unwrap(), gpu.alloc(batch).unwrap(), gpu.alloc(batch).unwrap());
-        let p = HeadsRef {
-            direction_w: &p0,
-            direction_b: &p1,
-            confidence_w: &p2,
-            confidence_b: &p3,
-            return_w: &p4,
-            return_b: &p5,
-            classes: 3,
-        };
+        let p = heads_ref::<G>(&params);
         gpu.heads(&z, p, HeadsOut { logits: &mut lg, confidence: &mut cf, expected_return: &mut rt }, batch, dim)
             .unwrap();
         let got = run_heads(gpu, &c, true).unwrap();
