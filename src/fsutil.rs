@@ -6,11 +6,13 @@
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::error::{Error, Result};
 
-/// A hidden temporary file (`.<name>.tmp-<pid>`) in the folder of the file it
-/// will become. Write through the `File` that `create` returns, then
+/// A hidden temporary file (`.<name>.tmp-<pid>-<n>`, `n` counting this
+/// process's temporary files, so two threads writing one file never share
+/// one) in the folder of the file it will become. Write through the `File` that `create` returns, then
 /// `persist` it under its final name; dropped without persisting, it is
 /// removed. A process killed meanwhile leaves only the hidden name, which
 /// readers skip (and `market::store::remove_stale_temp_files` cleans up).
@@ -24,9 +26,12 @@ pub struct TempFile {
 impl TempFile {
     /// Creates the folder if needed and the temporary file for `name` in it.
     pub fn create(dir: &Path, name: &str) -> std::io::Result<(TempFile, File)> {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
         std::fs::create_dir_all(dir)?;
-        let path = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-        let file = File::create(&path)?;
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let path = dir.join(format!(".{name}.tmp-{}-{n}", std::process::id()));
+        // create_new: a name left by an earlier process with our pid is never reused half-written.
+        let file = File::options().write(true).create_new(true).open(&path)?;
         Ok((TempFile { path, dir: dir.to_path_buf(), persisted: false }, file))
     }
 
@@ -54,6 +59,15 @@ impl Drop for TempFile {
             let _ = std::fs::remove_file(&self.path);
         }
     }
+}
+
+/// The pid of the process that made a temporary file named `name` (a
+/// [`TempFile`]: `.<final name>.tmp-<pid>-<n>`, or `.tmp-<pid>` as written
+/// before the counter), with the final name it was meant to get.
+pub fn temp_file_owner(name: &str) -> Option<(&str, u32)> {
+    let (final_name, tail) = name.strip_prefix('.')?.rsplit_once(".tmp-")?;
+    let pid = tail.split_once('-').map_or(tail, |(pid, n)| if n.parse::<u64>().is_ok() { pid } else { "" });
+    Some((final_name, pid.parse().ok()?))
 }
 
 /// The folder and file name of `path` (the folder `.` for a bare name).
@@ -110,6 +124,62 @@ mod tests {
         drop(tmp);
         assert!(!tmp_path.exists());
         assert_eq!(std::fs::read(&path).unwrap(), b"old");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn concurrent_writers_of_one_file_never_tear_it() {
+        // Each writer writes a file of one repeated byte, of its own length;
+        // a reader must only ever see one writer's whole file.
+        let dir = scratch("concurrent");
+        let path = dir.join("c.bin");
+        write_atomic(&path, &[0u8; 10]).unwrap();
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|s| {
+            let reader = s.spawn(|| {
+                let mut reads = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let b = std::fs::read(&path).unwrap();
+                    let v = b[0];
+                    let want = if v == 0 { 10 } else { 1000 * v as usize };
+                    assert!(b.len() == want && b.iter().all(|&x| x == v), "torn: {} bytes, first {v}", b.len());
+                    reads += 1;
+                }
+                reads
+            });
+            let writers: Vec<_> = (1..=6u8)
+                .map(|t| {
+                    let path = &path;
+                    s.spawn(move || {
+                        for _ in 0..40 {
+                            write_atomic(path, &vec![t; 1000 * t as usize]).unwrap();
+                        }
+                    })
+                })
+                .collect();
+            for w in writers {
+                w.join().unwrap();
+            }
+            stop.store(true, Ordering::Relaxed);
+            assert!(reader.join().unwrap() > 0);
+        });
+        let names: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("c.bin")], "no temporary file left");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn temporary_names_give_their_owner() {
+        let dir = scratch("owner");
+        let (tmp, _file) = TempFile::create(&dir, "x.parquet").unwrap();
+        let name = tmp.path().file_name().unwrap().to_string_lossy().into_owned();
+        assert_eq!(temp_file_owner(&name), Some(("x.parquet", std::process::id())));
+        assert_eq!(temp_file_owner(".x.parquet.tmp-42"), Some(("x.parquet", 42)));
+        assert_eq!(temp_file_owner(".x.parquet.tmp-42-7"), Some(("x.parquet", 42)));
+        for not_ours in ["x.parquet", ".x.parquet", ".x.parquet.tmp-", ".x.tmp-4a", ".x.tmp-42-z"] {
+            assert_eq!(temp_file_owner(not_ours), None, "{not_ours}");
+        }
+        drop(tmp);
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -481,7 +481,7 @@ pub fn list_files(root: &Path, symbol: &str, prefix: &str) -> Result<Vec<PathBuf
 }
 
 /// Removes the temporary files a killed writer left under `<root>/<symbol>/`:
-/// `.<name>.tmp-<pid>` whose process no longer runs. Files of this process or
+/// `.<name>.tmp-<pid>-<n>` whose process no longer runs. Files of this process or
 /// of a live one are kept; where liveness cannot be checked (no `/proc`),
 /// nothing is removed. Returns the removed paths.
 pub fn remove_stale_temp_files(root: &Path, symbol: &str) -> Result<Vec<PathBuf>, StoreError> {
@@ -506,13 +506,12 @@ pub fn remove_stale_temp_files(root: &Path, symbol: &str) -> Result<Vec<PathBuf>
     Ok(removed)
 }
 
-/// The writer's pid in a temporary file name `.<prefix>_<first>.parquet.tmp-<pid>`.
+/// The writer's pid in the temporary name of a day file (`fsutil::TempFile`
+/// of `<prefix>_<first>.parquet`).
 fn temp_file_pid(name: &str) -> Option<u32> {
-    let rest = name.strip_prefix('.')?;
-    if !(rest.starts_with(SNAPSHOT_PREFIX) || rest.starts_with(TRADE_PREFIX)) {
-        return None;
-    }
-    rest.rsplit_once(".parquet.tmp-")?.1.parse().ok()
+    let (final_name, pid) = crate::fsutil::temp_file_owner(name)?;
+    let ours = final_name.starts_with(SNAPSHOT_PREFIX) || final_name.starts_with(TRADE_PREFIX);
+    (ours && final_name.ends_with(".parquet")).then_some(pid)
 }
 
 // ---- reading -------------------------------------------------------------------
