@@ -10,6 +10,41 @@ use quorum::backend::gpu::compile_check::{compile_all, ptxas_stats};
 use quorum::backend::gpu::nvrtc::{wheel_ptxas, Nvrtc};
 use quorum::backend::gpu::Kernel;
 
+/// CUDA 13's NVRTC as its wheel lays it out (`nvidia/cu13/lib`), which
+/// tools/install_cuda_wheels.sh puts in a folder of its own.
+fn cuda13_wheels() -> std::path::PathBuf {
+    if let Some(d) = std::env::var_os("QUORUM_CUDA13_WHEELS") {
+        return d.into();
+    }
+    let home = std::env::var_os("HOME").map(std::path::PathBuf::from).unwrap_or_else(|| "/".into());
+    home.join(".cache/quorum/cuda13-wheels")
+}
+
+/// NVRTC 13 opens `libnvrtc-builtins.so.13.0` by name, which the loader finds
+/// only on its path; a CUDA 13 machine's library is found by full path, so
+/// the builtins beside it must be loaded first (nvrtc.rs). Not on the loader
+/// path here, this compile fails ("failed to open libnvrtc-builtins") unless
+/// that is done.
+#[test]
+fn cuda_13_nvrtc_is_found_in_its_wheel_layout_and_compiles_every_kernel() {
+    use quorum::backend::gpu::nvrtc::SearchRoots;
+    let root = cuda13_wheels();
+    let roots = SearchRoots { wheel_roots: vec![root.clone()], ..Default::default() };
+    let first = roots.candidates().into_iter().next().expect("a candidate");
+    assert_eq!(
+        first,
+        root.join("nvidia/cu13/lib/libnvrtc.so.13"),
+        "NVRTC 13 not installed => run tools/install_cuda_wheels.sh"
+    );
+    let nv = Nvrtc::load_from(&first).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(nv.version().0, 13);
+    let out = compile_all(&nv, "sm_90").unwrap_or_else(|e| panic!("NVRTC 13, sm_90: {e}"));
+    for (file, c) in &out {
+        assert!(c.log.is_empty(), "NVRTC 13 {file}: log not empty:\n{}", c.log);
+        assert!(c.cubin.as_ref().is_some_and(|b| b.starts_with(b"\x7fELF")), "NVRTC 13 {file}: no cubin");
+    }
+}
+
 fn nvrtc() -> Nvrtc {
     Nvrtc::load().unwrap_or_else(|e| panic!("{e}\n=> run tools/install_cuda_wheels.sh to install NVRTC and ptxas"))
 }
