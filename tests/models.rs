@@ -96,3 +96,26 @@ fn the_cpu_refuses_f16_by_name() {
     let e = Cpu::with_precision(Precision::F16).unwrap_err().to_string();
     assert!(e.contains("precision") && e.contains("f16"), "{e}");
 }
+
+#[test]
+fn fixtures_are_found_from_the_variable_the_tree_or_beside_the_binary() {
+    use common::fixtures::resolve;
+    let root = std::env::temp_dir().join(format!("quorum_fixtures_{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let carried = root.join("carry");
+    std::fs::create_dir_all(carried.join("fixtures/models")).unwrap();
+    std::fs::create_dir_all(root.join("tree/tests/fixtures")).unwrap();
+    let exe = carried.join("bin/models_cuda-0123");
+    let gone = root.join("no-such-tree");
+    assert_eq!(resolve(Some(root.join("set")), &root.join("tree"), &exe), root.join("set"), "the variable wins");
+    assert_eq!(resolve(None, &root.join("tree"), &exe), root.join("tree/tests/fixtures"), "then the source tree");
+    assert_eq!(resolve(None, &gone, &exe), carried.join("fixtures"), "then beside the binary");
+    assert_eq!(resolve(Some("".into()), &gone, &exe), carried.join("fixtures"), "an empty variable is unset");
+    let lone = root.join("elsewhere/bin/x");
+    assert_eq!(
+        resolve(None, &gone, &lone),
+        gone.join("tests/fixtures"),
+        "nothing found: the tree's path, for the error"
+    );
+    let _ = std::fs::remove_dir_all(&root);
+}

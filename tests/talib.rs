@@ -9,7 +9,12 @@
 use quorum::features::talib::{self as ta, TalibError};
 use serde_json::Value;
 
-const GOLDENS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/talib/goldens.json");
+#[path = "common/fixtures.rs"]
+mod fixtures;
+
+fn goldens_path() -> std::path::PathBuf {
+    fixtures::fixtures_dir().join("talib/goldens.json")
+}
 
 #[derive(Debug, Clone)]
 struct Series {
@@ -35,7 +40,7 @@ fn floats(v: &Value) -> Vec<f64> {
 }
 
 fn load() -> Value {
-    let text = std::fs::read_to_string(GOLDENS).expect("read goldens.json");
+    let text = std::fs::read_to_string(goldens_path()).expect("read goldens.json");
     serde_json::from_str(&text).expect("parse goldens.json")
 }
 

@@ -7,7 +7,9 @@
 #![allow(dead_code)]
 
 use std::collections::HashMap;
-use std::path::Path;
+
+#[path = "fixtures.rs"]
+mod fixtures;
 
 use quorum::backend::Train;
 use quorum::model::{CnnLstmConfig, ModelConfig, ModelKind, MpdConfig, TlobConfig};
@@ -31,7 +33,7 @@ pub struct Case {
 }
 
 pub fn load(name: &str) -> Case {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/grads").join(format!("{name}.safetensors"));
+    let path = fixtures::fixtures_dir().join("grads").join(format!("{name}.safetensors"));
     let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let file = read_tensor_file(&bytes, name).unwrap();
     let md = &file.metadata;
