@@ -24,7 +24,7 @@ fn no_cuda_is_an_error_not_a_panic() {
 #[cfg(feature = "gpu-tests")]
 mod on_gpu {
     use super::kernels;
-    use quorum::backend::gpu::{Cuda, Gpu};
+    use quorum::backend::gpu::{Cuda, Gpu, Precision};
 
     fn gpu() -> Gpu<Cuda> {
         Gpu::new(Cuda::new(0).expect("gpu-tests need a CUDA device"))
@@ -47,7 +47,45 @@ mod on_gpu {
     #[test]
     fn tensor_core_fragments_match_the_hardware() {
         let cuda = Cuda::new(0).expect("gpu-tests need a CUDA device");
-        kernels::mma_check(&cuda, quorum::backend::gpu::Precision::Bf16);
-        kernels::mma_check(&cuda, quorum::backend::gpu::Precision::F16);
+        kernels::mma_check(&cuda, Precision::Bf16);
+        kernels::mma_check(&cuda, Precision::F16);
+    }
+
+    // The 16-bit kernels: the same cases as the emulator's (tests/kernels_emu.rs).
+    const HALVES: [Precision; 2] = [Precision::Bf16, Precision::F16];
+
+    fn gpu_in(p: Precision) -> Gpu<Cuda> {
+        Gpu::with_precision(Cuda::new(0).expect("gpu-tests need a CUDA device"), p)
+    }
+
+    #[test]
+    fn half_linear_all_epilogues() {
+        for p in HALVES {
+            kernels::half_linear_all_epilogues(&gpu_in(p), p);
+        }
+    }
+
+    #[test]
+    fn half_conv_and_patch_embedding() {
+        for p in HALVES {
+            kernels::half_conv_and_patch_embedding(&gpu_in(p), p);
+        }
+    }
+
+    #[test]
+    fn half_weights_really_are_rounded() {
+        kernels::half_weights_really_are_rounded(gpu_in);
+    }
+
+    #[test]
+    fn half_conversions_round_to_nearest_even() {
+        kernels::half_conversions_round_to_nearest_even(&Cuda::new(0).expect("gpu-tests need a CUDA device"));
+    }
+
+    /// A capture on the shared device records only the capturing thread's
+    /// launches; another thread's work waits and is run, not recorded.
+    #[test]
+    fn capture_belongs_to_the_stream() {
+        kernels::capture_is_exclusive_to_its_thread(&gpu());
     }
 }

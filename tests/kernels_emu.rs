@@ -189,181 +189,49 @@ fn tensor_core_helper_matches_a_reference_product() {
     }
 }
 
-/// mma.cuh's hand-written conversions (device f32 → bf16/f16 → f32) equal
-/// round-to-nearest-even, on the cases that break naive ones: ties either
-/// way, subnormals and the boundary to zero, overflow to infinity, NaN.
-#[test]
-fn half_conversions_round_to_nearest_even() {
-    use quorum::backend::gpu::params::HalfRoundTripParams;
-    use quorum::backend::gpu::{Device, LaunchConfig};
-    let mut x: Vec<f32> = vec![
-        0.0,
-        -0.0,
-        1.0,
-        -1.0,
-        65504.0,
-        65519.0,
-        65520.0,
-        -70000.0,
-        1e30,
-        f32::INFINITY,
-        f32::NEG_INFINITY,
-        6.103_515_6e-5, // 2^-14: smallest normal f16
-        6.0e-5,
-        3.0e-6,
-        5.960_464_5e-8,
-        2.980_232_2e-8,
-        2.980_233e-8,
-        1e-9,
-        -4.5e-7,
-        1.000_488_3,
-        1.000_976_6,
-        1.001_464_8, // f16 ties at 1 + 2^-11, 1 + 2^-10 + 2^-11 (to even: down, up)
-        1.003_906_3,
-        1.005_859_4, // bf16 ties at 1 + 2^-8 and 1 + 3·2^-8
-        1e-40,
-        3.4e38,
-        -2.5,
-    ];
-    x.extend(data(2000, 9, 8.0));
-    let emu = Emu::new();
-    let xb = emu.upload(&x).unwrap();
-    for (kind, p) in [(0, Precision::Bf16), (1, Precision::F16)] {
-        let mut yb = emu.upload(&vec![f32::NAN; x.len()]).unwrap();
-        let params = HalfRoundTripParams { x: emu.ptr(&xb), y: emu.ptr_mut(&mut yb), n: x.len() as i32, kind };
-        let cfg = LaunchConfig { grid: [8, 1, 1], block: [128, 1, 1], shared_bytes: 0 };
-        // SAFETY: x and y hold n floats.
-        unsafe { emu.launch(cfg, &params) }.unwrap();
-        let mut y = vec![0f32; x.len()];
-        emu.read(&yb, &mut y).unwrap();
-        for (i, (&xi, &yi)) in x.iter().zip(&y).enumerate() {
-            let want = match p {
-                Precision::F16 => half::f16::from_f32(xi).to_f32(),
-                _ => half::bf16::from_f32(xi).to_f32(),
-            };
-            assert!(want.to_bits() == yi.to_bits(), "{p:?} x[{i}] = {xi:e}: got {yi:e}, want {want:e}");
-        }
-        let nan = emu.upload(&[f32::NAN]).unwrap();
-        let mut out = emu.upload(&[0.0]).unwrap();
-        let params = HalfRoundTripParams { x: emu.ptr(&nan), y: emu.ptr_mut(&mut out), n: 1, kind };
-        // SAFETY: one float each.
-        unsafe { emu.launch(LaunchConfig { grid: [1, 1, 1], block: [32, 1, 1], shared_bytes: 0 }, &params) }.unwrap();
-        assert!(read_one(&emu, &out).is_nan(), "{p:?}: NaN stays NaN");
-    }
-}
-
-fn read_one(emu: &Emu, b: &quorum::backend::gpu::EmuBuf) -> f32 {
-    use quorum::backend::gpu::Device;
-    let mut v = [0f32];
-    emu.read(b, &mut v).unwrap();
-    v[0]
-}
-
-/// Values already exact in the 16-bit type, so the kernels' own rounding of
-/// their inputs and weights is the identity and the CPU reference can be
-/// exact f32: what is compared is the tensor-core tiling, staging, fragments
-/// and epilogues, at the f32 tolerance.
-fn half_data(p: Precision, n: usize, seed: u64, scale: f32) -> Vec<f32> {
-    data(n, seed, scale).into_iter().map(|v| kernels::round_to(p, v)).collect()
-}
-
 #[test]
 fn half_linear_all_epilogues() {
-    use quorum::backend::{Epilogue, LinearShape};
     for p in HALVES {
-        let (cpu, g) = (quorum::Cpu::new(), Gpu::with_precision(Emu::new(), p));
-        for (i, &(rows, n_in, n_out)) in
-            [(1, 3, 5), (3, 33, 17), (17, 112, 100), (49, 256, 768), (65, 17, 64), (130, 40, 33)].iter().enumerate()
-        {
-            let x = half_data(p, rows * n_in, 1 + i as u64, 1.0);
-            let w = half_data(p, n_out * n_in, 2 + i as u64, 0.2);
-            let b = data(n_out, 3 + i as u64, 0.5);
-            let y0 = data(rows * n_out, 4 + i as u64, 1.0);
-            for epi in [Epilogue::None, Epilogue::Gelu, Epilogue::Accumulate] {
-                let s = LinearShape { rows, n_in, n_out };
-                let mut yc = y0.clone();
-                cpu.linear(&x, &cpu.prepare_linear(&w, n_out, n_in).unwrap(), &b, &mut yc, s, epi).unwrap();
-                let mut yg = g.upload(&y0).unwrap();
-                let wg = g.prepare_linear(&w, n_out, n_in).unwrap();
-                g.linear(&g.upload(&x).unwrap(), &wg, &g.upload(&b).unwrap(), &mut yg, s, epi).unwrap();
-                kernels::assert_close(&format!("{p:?} linear {s:?} {epi:?}"), &read(&g, &yg, yc.len()), &yc);
-            }
-        }
+        kernels::half_linear_all_epilogues(&Gpu::with_precision(Emu::new(), p), p);
     }
 }
 
 #[test]
 fn half_conv_and_patch_embedding() {
-    use quorum::backend::{ConvShape, PatchShape};
     for p in HALVES {
-        let (cpu, g) = (quorum::Cpu::new(), Gpu::with_precision(Emu::new(), p));
-        for (i, &(samples, len, c_in, c_out, k, stride, off)) in [
-            (3, 15, 24, 16, 3, 16, 0),
-            (2, 7, 5, 12, 5, 20, 7),
-            (17, 20, 4, 32, 3, 32, 0),
-            (1, 60, 112, 128, 3, 130, 1),
-        ]
-        .iter()
-        .enumerate()
-        {
-            let s = ConvShape { samples, len, c_in, c_out, kernel: k, out_stride: stride, out_offset: off };
-            let x = half_data(p, samples * len * c_in, 40 + i as u64, 1.0);
-            let w = half_data(p, c_out * c_in * k, 41, 0.2);
-            let b = data(c_out, 42, 0.5);
-            let y0 = data(samples * len * stride, 43, 1.0);
-            let mut yc = y0.clone();
-            cpu.conv1d(&x, &cpu.prepare_linear(&w, c_out, c_in * k).unwrap(), &b, &mut yc, s, true).unwrap();
-            let mut yg = g.upload(&y0).unwrap();
-            let wg = g.prepare_linear(&w, c_out, c_in * k).unwrap();
-            g.conv1d(&g.upload(&x).unwrap(), &wg, &g.upload(&b).unwrap(), &mut yg, s, true).unwrap();
-            kernels::assert_close(&format!("{p:?} conv1d {s:?}"), &read(&g, &yg, yc.len()), &yc);
-        }
-        for (i, &(batch, cls)) in [(1, true), (3, false)].iter().enumerate() {
-            let s = PatchShape { batch, height: 60, width: 112, patch_h: 10, patch_w: 14, dim: 40, cls_token: cls };
-            let x = half_data(p, batch * 60 * 112, 30 + i as u64, 1.0);
-            let w = half_data(p, 40 * 140, 31, 0.1);
-            let (b, c, pos) = (data(40, 32, 0.5), data(40, 33, 0.5), data(s.tokens() * 40, 34, 0.5));
-            let n = batch * s.tokens() * 40;
-            let mut oc = vec![0f32; n];
-            cpu.patch_embed(&x, &cpu.prepare_linear(&w, 40, 140).unwrap(), &b, cls.then_some(&c), &pos, &mut oc, s)
-                .unwrap();
-            let mut og = g.upload(&vec![f32::NAN; n]).unwrap();
-            let (wg, cg) = (g.prepare_linear(&w, 40, 140).unwrap(), g.upload(&c).unwrap());
-            g.patch_embed(
-                &g.upload(&x).unwrap(),
-                &wg,
-                &g.upload(&b).unwrap(),
-                cls.then_some(&cg),
-                &g.upload(&pos).unwrap(),
-                &mut og,
-                s,
-            )
-            .unwrap();
-            kernels::assert_close(&format!("{p:?} patch_embed {s:?}"), &read(&g, &og, n), &oc);
-        }
+        kernels::half_conv_and_patch_embedding(&Gpu::with_precision(Emu::new(), p), p);
     }
 }
 
 #[test]
 fn half_weights_really_are_rounded() {
-    // With f32 inputs that are not exact in the 16-bit type, the path must
-    // differ from f32 (by about its relative step: bf16 2^-9, f16 2^-12), or
-    // it is not using that type at all; f16 must be the closer of the two.
-    use quorum::backend::{Epilogue, LinearShape};
-    let (x, w, b) = (data(8 * 64, 1, 1.0), data(64 * 8, 2, 1.0), vec![0f32; 8]);
-    let s = LinearShape { rows: 8, n_in: 64, n_out: 8 };
-    let run = |g: &Gpu<Emu>| {
-        let mut y = g.alloc(64).unwrap();
-        let wg = g.prepare_linear(&w, 8, 64).unwrap();
-        g.linear(&g.upload(&x).unwrap(), &wg, &g.upload(&b).unwrap(), &mut y, s, Epilogue::None).unwrap();
-        read(g, &y, 64)
-    };
-    let yf = run(&Gpu::new(Emu::new()));
-    let diff = |p| {
-        let yh = run(&Gpu::with_precision(Emu::new(), p));
-        yf.iter().zip(&yh).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max)
-    };
-    let (wb, wh) = (diff(Precision::Bf16), diff(Precision::F16));
-    assert!(wb > 1e-4 && wb < 0.1, "bf16 vs f32 max difference {wb}");
-    assert!(wh > 1e-6 && wh < wb / 2.0, "f16 vs f32 max difference {wh} (bf16: {wb})");
+    kernels::half_weights_really_are_rounded(|p| Gpu::with_precision(Emu::new(), p));
+}
+
+#[test]
+fn capture_belongs_to_the_stream_not_the_thread() {
+    kernels::capture_is_exclusive_to_its_thread(&Gpu::new(Emu::new()));
+}
+
+#[test]
+fn a_copy_on_the_capturing_stream_invalidates_the_capture() {
+    // CUDA's rule, which the emulator follows so a forward that copies
+    // while recording fails here, not first on a GPU.
+    use quorum::backend::gpu::Device;
+    let emu = Emu::new();
+    let buf = emu.upload(&[1.0, 2.0]).unwrap();
+    emu.begin_capture().unwrap();
+    let mut out = [0f32; 2];
+    let e = emu.read(&buf, &mut out).unwrap_err();
+    assert!(e.to_string().contains("stream is capturing"), "{e}");
+    let e = emu.end_capture().err().expect("the capture was invalidated");
+    assert!(e.to_string().contains("invalidated"), "{e}");
+    // The stream is usable again.
+    emu.read(&buf, &mut out).unwrap();
+    assert_eq!(out, [1.0, 2.0]);
+}
+
+#[test]
+fn half_conversions_round_to_nearest_even() {
+    kernels::half_conversions_round_to_nearest_even(&Emu::new());
 }

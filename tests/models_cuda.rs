@@ -39,3 +39,9 @@ fn every_golden_case_on_cuda_in_bf16() {
 fn cuda_graph_replays_match_direct_launches() {
     common::check_recorded_replays(&Gpu::new(Cuda::new(0).expect("gpu-tests need a CUDA device")));
 }
+
+/// Three models on one device from three threads, as the engine runs them.
+#[test]
+fn models_sharing_the_device_across_threads_stay_apart() {
+    common::check_concurrent_models(&Gpu::new(Cuda::new(0).expect("gpu-tests need a CUDA device")), true);
+}

@@ -77,3 +77,8 @@ fn every_case_in_bf16_and_f16_within_the_half_precision_tolerances() {
 fn recorded_forwards_replay_exactly_what_direct_forwards_compute() {
     common::check_recorded_replays(&Gpu::new(Emu::new()));
 }
+
+#[test]
+fn models_sharing_the_emulated_device_across_threads_stay_apart() {
+    common::check_concurrent_models(&Gpu::new(Emu::new()), true);
+}

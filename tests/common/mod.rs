@@ -10,8 +10,10 @@ use quorum::weights::generated;
 use quorum::{Backend, Tensor};
 use safetensors::SafeTensors;
 
+pub mod fixtures;
+
 pub fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/models").join(name)
+    fixtures::fixtures_dir().join("models").join(name)
 }
 
 /// A golden case written by tools/reference/make_goldens.py.
@@ -252,4 +254,55 @@ pub fn check_recorded_replays<B: Backend>(be: &B) {
         assert_eq!(recorded.graph_replays(), want_replays, "{name}");
         assert_eq!(direct.graph_replays(), 0);
     }
+}
+
+/// Models sharing one backend across threads, as the engine's do: each
+/// thread's forwards (recorded from the second on) give what the same model
+/// gives alone with its launches one by one. On a GPU backend a capture
+/// belongs to the device's stream, not to the thread that began it, so
+/// without the backend keeping other threads off the stream meanwhile, one
+/// model's launches would land in another's graph.
+pub fn check_concurrent_models<B: Backend + Sync>(be: &B, records: bool) {
+    const NAMES: [&str; 3] = ["mpd_small_cls", "tlob_small_aux_norm", "cnn_lstm_small_3layer_norm"];
+    // Pairs of calls at one shape, the shape changing between pairs: the
+    // second call of each pair records a new graph (and replays it), so every
+    // thread captures again and again while the others run.
+    const CALLS: usize = 12;
+    let cases: Vec<Golden> = NAMES.iter().map(|n| golden(n)).collect();
+    let inputs: Vec<Vec<BTreeMap<String, Tensor>>> = cases
+        .iter()
+        .map(|g| {
+            (0..CALLS)
+                .map(|k| {
+                    let mut i = varied(g, k as f32);
+                    if (k / 2) % 2 == 1 {
+                        i.values_mut().for_each(|t| *t = sample(t, 0));
+                    }
+                    i
+                })
+                .collect()
+        })
+        .collect();
+    let want: Vec<Vec<quorum::Outputs>> = cases
+        .iter()
+        .zip(&inputs)
+        .map(|(g, ins)| {
+            let mut alone = g.model(be);
+            alone.set_graphs(false);
+            ins.iter().map(|i| alone.forward(be, &inputs_of(i, true)).unwrap()).collect()
+        })
+        .collect();
+    std::thread::scope(|s| {
+        for ((g, ins), want) in cases.iter().zip(&inputs).zip(&want) {
+            s.spawn(move || {
+                let mut model = g.model(be);
+                for (k, (i, w)) in ins.iter().zip(want).enumerate() {
+                    let got = model.forward(be, &inputs_of(i, true)).unwrap();
+                    assert_eq!(&got, w, "{} call {k} beside the other models", g.name);
+                }
+                let replays = if records { CALLS as u64 / 2 } else { 0 };
+                assert_eq!(model.graph_replays(), replays, "{}: the second call of each pair replays", g.name);
+            });
+        }
+    });
 }

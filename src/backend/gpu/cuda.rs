@@ -15,9 +15,11 @@
 //! Event tracking is disabled right after the context is created: every op
 //! runs on one stream, and per-buffer events would break stream capture, which
 //! records a model's forward into a CUDA graph (`Device::begin_capture`).
+//! Capture belongs to the stream, so a [`StreamGate`] holds every other
+//! thread's stream operations back while one thread captures.
 //!
-//! Not yet run on a GPU: no machine of ours has one. `cargo test --features
-//! gpu-tests` runs the kernel tests on it the day one is there.
+//! `cargo test --release --features gpu-tests` (or `tools/gpu_check.sh`)
+//! runs the kernel and model tests on a GPU.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -29,7 +31,7 @@ use cudarc::driver::{
 };
 use cudarc::nvrtc::Ptx;
 
-use super::device::{Device, Kernel, LaunchConfig};
+use super::device::{Device, Kernel, LaunchConfig, StreamGate};
 use super::nvrtc::Nvrtc;
 use super::params::KernelParams;
 use super::sources;
@@ -59,6 +61,10 @@ pub struct Cuda {
     stream: Arc<CudaStream>,
     functions: HashMap<Kernel, CudaFunction>,
     arch: String,
+    /// The NVRTC library the kernels were compiled with (None: all from PTX
+    /// built by nvcc, or all from the disk cache).
+    nvrtc: Option<PathBuf>,
+    gate: StreamGate,
 }
 
 /// Whether a CUDA driver library can be loaded on this machine.
@@ -84,27 +90,40 @@ impl Cuda {
         let minor = attr(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR)?;
         let arch = format!("sm_{major}{minor}");
         let mut functions = HashMap::new();
-        let mut nvrtc = None;
+        let mut nvrtc: Option<Nvrtc> = None;
         for (file, _) in sources::SOURCES {
             let image = match sources::PTX.iter().find(|(f, a, _)| f == file && *a == arch) {
                 Some((_, _, ptx)) => Ptx::from_src(*ptx),
-                None => {
-                    if nvrtc.is_none() {
-                        nvrtc = Some(Nvrtc::load()?);
-                    }
-                    Ptx::from_binary(cached_cubin(nvrtc.as_ref().expect("loaded above"), file, &arch)?)
-                }
+                None => Ptx::from_binary(cached_cubin(&mut nvrtc, file, &arch)?),
             };
             let module = ctx.load_module(image).map_err(|e| err(format!("loading {file} for {arch}: {e}")))?;
             for k in Kernel::ALL.iter().filter(|k| k.source_file() == *file) {
                 functions.insert(*k, module.load_function(k.symbol()).map_err(err)?);
             }
         }
-        Ok(Cuda { ctx, stream, functions, arch })
+        let nvrtc = nvrtc.map(|n| n.path().to_path_buf());
+        Ok(Cuda { ctx, stream, functions, arch, nvrtc, gate: StreamGate::default() })
     }
 
     pub fn arch(&self) -> &str {
         &self.arch
+    }
+
+    /// One line for logs: the device, its architecture, and where its
+    /// kernels came from (which NVRTC library, or the disk cache).
+    pub fn describe(&self) -> String {
+        let name = self.ctx.name().unwrap_or_else(|e| format!("(name unavailable: {e})"));
+        let kernels = match &self.nvrtc {
+            Some(p) => format!("kernels compiled by NVRTC {}", p.display()),
+            None => format!("kernels from the cache {}", cache_dir().display()),
+        };
+        format!("CUDA device {} ({name}, {}), {kernels}", self.ctx.ordinal(), self.arch)
+    }
+
+    /// The NVRTC library this device's kernels were compiled with, when any
+    /// were compiled in this process (not all found in the disk cache).
+    pub fn nvrtc_path(&self) -> Option<&std::path::Path> {
+        self.nvrtc.as_deref()
     }
 
     /// Waits for everything queued on the stream.
@@ -138,9 +157,14 @@ fn cache_dir() -> PathBuf {
     home.join(".cache/quorum/kernels")
 }
 
-/// The CUBIN of one `.cu` file for `arch`, from the disk cache or NVRTC.
-fn cached_cubin(nv: &Nvrtc, file: &str, arch: &str) -> Result<Vec<u8>> {
+/// The CUBIN of one `.cu` file for `arch`, from the disk cache or NVRTC
+/// (loaded into `nv` on first need).
+fn cached_cubin(nv: &mut Option<Nvrtc>, file: &str, arch: &str) -> Result<Vec<u8>> {
     let src = sources::source(file).ok_or_else(|| err(format!("no embedded source {file}")))?;
+    if nv.is_none() {
+        *nv = Some(Nvrtc::load()?);
+    }
+    let nv = nv.as_ref().expect("loaded above");
     let (maj, min) = nv.version();
     let key = fnv1a(&[
         src.as_bytes(),
@@ -158,10 +182,7 @@ fn cached_cubin(nv: &Nvrtc, file: &str, arch: &str) -> Result<Vec<u8>> {
     let cubin = out.cubin.ok_or_else(|| err(format!("NVRTC gave no cubin for {file} on {arch}")))?;
     // A cache that cannot be written only costs a recompile next time.
     if std::fs::create_dir_all(cache_dir()).is_ok() {
-        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-        if std::fs::write(&tmp, &cubin).is_ok() {
-            let _ = std::fs::rename(&tmp, &path);
-        }
+        let _ = crate::fsutil::write_atomic(&path, &cubin);
     }
     Ok(cubin)
 }
@@ -175,17 +196,20 @@ impl Device for Cuda {
     }
 
     fn alloc(&self, len: usize) -> Result<CudaSlice<f32>> {
+        let _pass = self.gate.enter();
         self.stream.alloc_zeros(len.max(1)).map_err(err)
     }
 
     fn upload(&self, data: &[f32]) -> Result<CudaSlice<f32>> {
+        let _pass = self.gate.enter();
         if data.is_empty() {
-            return self.alloc(0);
+            return self.stream.alloc_zeros(1).map_err(err);
         }
         self.stream.clone_htod(data).map_err(err)
     }
 
     fn write(&self, dst: &mut CudaSlice<f32>, src: &[f32]) -> Result<()> {
+        let _pass = self.gate.enter();
         if src.is_empty() {
             return Ok(());
         }
@@ -194,12 +218,13 @@ impl Device for Cuda {
     }
 
     fn read(&self, src: &CudaSlice<f32>, dst: &mut [f32]) -> Result<()> {
+        let _pass = self.gate.enter();
         if dst.is_empty() {
             return Ok(());
         }
         let view = src.slice(..dst.len());
         self.stream.memcpy_dtoh(&view, dst).map_err(err)?;
-        self.synchronize()
+        self.stream.synchronize().map_err(err)
     }
 
     fn len(&self, m: &CudaSlice<f32>) -> usize {
@@ -220,6 +245,7 @@ impl Device for Cuda {
             return Ok(());
         }
         let f = self.functions.get(&P::KERNEL).ok_or_else(|| err(format!("{:?} not loaded", P::KERNEL)))?;
+        let _pass = self.gate.enter();
         let arg = Arg(*params);
         let mut b = self.stream.launch_builder(f);
         b.arg(&arg);
@@ -234,31 +260,58 @@ impl Device for Cuda {
     }
 
     fn begin_capture(&self) -> Result<()> {
-        // Thread-local: a launch from another thread meanwhile is not captured
-        // (and is not an error, as it would be in global mode).
-        self.stream
-            .begin_capture(sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
-            .map_err(|e| err(format!("begin_capture: {e}")))
+        self.gate.begin(|| {
+            // Thread-local mode: an unsafe API call (a synchronous copy, say)
+            // from another thread meanwhile is not made illegal by our
+            // capture; the gate keeps other threads off our stream anyway.
+            self.stream
+                .begin_capture(sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
+                .map_err(|e| err(format!("begin_capture: {e}")))
+        })
     }
 
     fn end_capture(&self) -> Result<CudaGraphExec> {
-        // Upload at instantiation, so the first replay is as fast as the rest.
-        let flags = sys::CUgraphInstantiate_flags::CUDA_GRAPH_INSTANTIATE_FLAG_UPLOAD;
-        match self.stream.end_capture(flags) {
-            Ok(Some(g)) => Ok(CudaGraphExec(g)),
+        self.gate.end(|| match self.stream.end_capture(INSTANTIATE_FLAGS) {
+            Ok(Some(g)) => {
+                // Upload now, so the first replay is as fast as the rest
+                // (cuGraphInstantiateWithFlags takes no upload flag).
+                g.upload().map_err(|e| err(format!("graph upload: {e}")))?;
+                Ok(CudaGraphExec(g))
+            }
             Ok(None) => Err(err("end_capture: nothing was captured")),
             Err(e) => Err(err(format!("end_capture: {e}"))),
-        }
+        })
     }
 
     fn replay(&self, graph: &CudaGraphExec) -> Result<()> {
+        let _pass = self.gate.enter();
         graph.0.launch().map_err(|e| err(format!("graph replay: {e}")))
     }
 }
 
+/// The flags cudarc hands to `cuGraphInstantiateWithFlags`. cuda.h allows
+/// only AUTO_FREE_ON_LAUNCH, DEVICE_LAUNCH and USE_NODE_PRIORITY there;
+/// UPLOAD is valid with `cuGraphInstantiateWithParams` alone and makes the
+/// instantiation fail with CUDA_ERROR_INVALID_VALUE.
+const INSTANTIATE_FLAGS: sys::CUgraphInstantiate_flags = sys::CUgraphInstantiate_flags(0);
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn graph_instantiation_flags_are_ones_cu_graph_instantiate_with_flags_takes() {
+        use sys::CUgraphInstantiate_flags as F;
+        let allowed = F::CUDA_GRAPH_INSTANTIATE_FLAG_AUTO_FREE_ON_LAUNCH.0
+            | F::CUDA_GRAPH_INSTANTIATE_FLAG_DEVICE_LAUNCH.0
+            | F::CUDA_GRAPH_INSTANTIATE_FLAG_USE_NODE_PRIORITY.0;
+        assert_eq!(
+            INSTANTIATE_FLAGS.0 & !allowed,
+            0,
+            "flags {:#x} include one only WithParams takes",
+            INSTANTIATE_FLAGS.0
+        );
+    }
 
     #[test]
     fn cache_key_is_stable_and_sensitive() {

@@ -2,6 +2,9 @@
 //! with one parameter struct and a launch configuration. `Emu` (the CPU
 //! emulator) implements it today; the cudarc device implements the same.
 
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::thread::ThreadId;
+
 use super::params::KernelParams;
 use crate::error::Result;
 
@@ -276,13 +279,130 @@ pub trait Device: Send + Sync {
     /// buffers must not be aliased by anything Rust reads meanwhile.
     unsafe fn launch<P: KernelParams>(&self, cfg: LaunchConfig, params: &P) -> Result<()>;
 
-    /// From now until `end_capture`, launches on this thread are recorded,
-    /// not run (CUDA stream capture). Nothing but launches may happen while
-    /// capturing: no allocation, no copy.
+    /// From now until `end_capture`, this thread's launches are recorded,
+    /// not run (CUDA stream capture). CUDA records every launch queued on a
+    /// capturing stream, whichever thread queues it, so every other thread's
+    /// use of the device waits until the capture ends ([`StreamGate`]).
+    /// Nothing but launches may happen while capturing: no allocation, no
+    /// copy (on the device, a copy or a wait invalidates the capture).
     fn begin_capture(&self) -> Result<()>;
-    /// Stops recording and returns what was recorded, ready to replay.
+    /// Stops recording and returns what was recorded, ready to replay. Ends
+    /// the capture (and lets the other threads on) even when it fails.
     fn end_capture(&self) -> Result<Self::Graph>;
     /// Runs a recorded sequence again, reading the buffers' current contents:
     /// every pointer it was recorded with must still be live and unmoved.
     fn replay(&self, graph: &Self::Graph) -> Result<()>;
+}
+
+/// Makes one thread's stream capture exclusive on a device with one stream.
+///
+/// CUDA captures into a graph every operation queued on the capturing
+/// stream, from any thread. The engine shares one device between models that
+/// run on different threads, so without this gate a second model's launches
+/// (or its copies, or a wait, which invalidates the capture) would land in
+/// the first model's graph. Every stream operation goes through
+/// [`StreamGate::enter`]: while another thread captures it waits; the
+/// capturing thread itself passes. A capture starts once the operations
+/// already in flight on other threads are done.
+#[derive(Debug, Default)]
+pub struct StreamGate {
+    state: Mutex<GateState>,
+    changed: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct GateState {
+    /// The thread capturing now, if any.
+    capturer: Option<ThreadId>,
+    /// Operations of other threads under way (queued, not yet returned).
+    in_flight: usize,
+}
+
+/// Held for one stream operation; lets a waiting capture start when dropped.
+pub struct GatePass<'a> {
+    gate: Option<&'a StreamGate>,
+}
+
+impl Drop for GatePass<'_> {
+    fn drop(&mut self) {
+        if let Some(gate) = self.gate {
+            let mut st = gate.lock();
+            st.in_flight -= 1;
+            if st.in_flight == 0 {
+                gate.changed.notify_all();
+            }
+        }
+    }
+}
+
+impl StreamGate {
+    fn lock(&self) -> MutexGuard<'_, GateState> {
+        // The state is two plain fields, valid after any panic.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Waits until no other thread is capturing, then holds the stream for
+    /// one operation. The capturing thread passes at once.
+    pub fn enter(&self) -> GatePass<'_> {
+        let me = std::thread::current().id();
+        let mut st = self.lock();
+        loop {
+            match st.capturer {
+                Some(t) if t == me => return GatePass { gate: None },
+                Some(_) => st = self.changed.wait(st).unwrap_or_else(|e| e.into_inner()),
+                None => {
+                    st.in_flight += 1;
+                    return GatePass { gate: Some(self) };
+                }
+            }
+        }
+    }
+
+    /// Whether the calling thread is the one capturing.
+    pub fn capturing_here(&self) -> bool {
+        self.lock().capturer == Some(std::thread::current().id())
+    }
+
+    /// Makes the calling thread the capturer, once no other thread captures
+    /// and no other thread's operation is under way. `run` starts the
+    /// capture on the device; if it fails, the gate opens again.
+    pub fn begin(&self, run: impl FnOnce() -> Result<()>) -> Result<()> {
+        let me = std::thread::current().id();
+        let mut st = self.lock();
+        while st.capturer.is_some_and(|t| t != me) || st.in_flight > 0 {
+            st = self.changed.wait(st).unwrap_or_else(|e| e.into_inner());
+        }
+        if st.capturer == Some(me) {
+            return Err(crate::error::Error::Backend {
+                backend: "gpu".into(),
+                reason: "begin_capture: this thread is already capturing".into(),
+            });
+        }
+        st.capturer = Some(me);
+        drop(st);
+        let started = run();
+        if started.is_err() {
+            self.release();
+        }
+        started
+    }
+
+    /// Ends the calling thread's capture (after `run`, which ends it on the
+    /// device, whatever `run` returns) and lets the waiting threads on.
+    pub fn end<T>(&self, run: impl FnOnce() -> Result<T>) -> Result<T> {
+        if !self.capturing_here() {
+            return Err(crate::error::Error::Backend {
+                backend: "gpu".into(),
+                reason: "end_capture: this thread is not capturing".into(),
+            });
+        }
+        let out = run();
+        self.release();
+        out
+    }
+
+    fn release(&self) {
+        self.lock().capturer = None;
+        self.changed.notify_all();
+    }
 }

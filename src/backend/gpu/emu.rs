@@ -6,12 +6,12 @@
 //! threads; within a block the emulator runs the threads as fibers on one OS
 //! thread (kernels/emu/emu.cpp), so results are exact and reproducible.
 
-use std::cell::RefCell;
 use std::ffi::{c_char, c_int, c_void, CStr};
+use std::sync::{Arc, Mutex};
 
 use rayon::prelude::*;
 
-use super::device::{Device, Kernel, LaunchConfig};
+use super::device::{Device, Kernel, LaunchConfig, StreamGate};
 use super::params::KernelParams;
 use crate::error::{Error, Result};
 
@@ -119,13 +119,16 @@ pub enum ThreadOrder {
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct EmuBuf(Vec<f32>);
 
-#[derive(Clone, Copy, Debug, Default)]
+/// The emulated device with its one stream. Clones share the stream (and so
+/// any capture under way), as handles to one CUDA device and stream would.
+#[derive(Clone, Debug, Default)]
 pub struct Emu {
     order: ThreadOrder,
+    stream: Arc<EmuStream>,
 }
 
 /// A launch recorded during capture: the kernel run with a copy of its parameters.
-type RecordedLaunch = Box<dyn Fn(&Emu) -> Result<()> + Send + Sync>;
+type RecordedLaunch = Arc<dyn Fn(&Emu) -> Result<()> + Send + Sync>;
 
 /// The emulator's CUDA graph: launches recorded in order.
 pub struct EmuGraph {
@@ -142,10 +145,46 @@ impl EmuGraph {
     }
 }
 
-thread_local! {
-    // Per thread, as CUDA's thread-local capture mode: another thread's
-    // launches on the same device run as usual meanwhile.
-    static CAPTURE: RefCell<Option<Vec<RecordedLaunch>>> = const { RefCell::new(None) };
+/// The stream's capture, following CUDA's rules: it belongs to the stream,
+/// not to a thread, so whatever reaches the stream while it is on is
+/// recorded (a launch) or breaks it (anything else).
+#[derive(Default)]
+struct EmuStream {
+    gate: StreamGate,
+    capture: Mutex<Option<Capture>>,
+}
+
+impl std::fmt::Debug for EmuStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmuStream").finish_non_exhaustive()
+    }
+}
+
+#[derive(Default)]
+struct Capture {
+    launches: Vec<RecordedLaunch>,
+    /// Why the capture can no longer give a graph (CUDA's
+    /// `CUDA_ERROR_STREAM_CAPTURE_INVALIDATED`), if something broke it.
+    invalidated: Option<String>,
+}
+
+impl EmuStream {
+    fn capture(&self) -> std::sync::MutexGuard<'_, Option<Capture>> {
+        self.capture.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A copy or a wait on the stream: an error while capturing, and the
+    /// capture is then invalidated, as CUDA does.
+    fn not_capturing(&self, op: &str) -> Result<()> {
+        match self.capture().as_mut() {
+            None => Ok(()),
+            Some(c) => {
+                let reason = format!("{op}: operation not permitted when the stream is capturing");
+                c.invalidated.get_or_insert(reason.clone());
+                Err(emu_err(reason))
+            }
+        }
+    }
 }
 
 impl Emu {
@@ -154,7 +193,7 @@ impl Emu {
     }
 
     pub fn with_order(order: ThreadOrder) -> Self {
-        Emu { order }
+        Emu { order, stream: Arc::default() }
     }
 }
 
@@ -171,19 +210,27 @@ impl Device for Emu {
     }
 
     fn alloc(&self, len: usize) -> Result<EmuBuf> {
+        let _pass = self.stream.gate.enter();
+        self.stream.not_capturing("alloc")?;
         Ok(EmuBuf(vec![0.0; len]))
     }
 
     fn upload(&self, data: &[f32]) -> Result<EmuBuf> {
+        let _pass = self.stream.gate.enter();
+        self.stream.not_capturing("upload")?;
         Ok(EmuBuf(data.to_vec()))
     }
 
     fn write(&self, dst: &mut EmuBuf, src: &[f32]) -> Result<()> {
+        let _pass = self.stream.gate.enter();
+        self.stream.not_capturing("write")?;
         dst.0[..src.len()].copy_from_slice(src);
         Ok(())
     }
 
     fn read(&self, src: &EmuBuf, dst: &mut [f32]) -> Result<()> {
+        let _pass = self.stream.gate.enter();
+        self.stream.not_capturing("read")?;
         dst.copy_from_slice(&src.0[..dst.len()]);
         Ok(())
     }
@@ -201,19 +248,13 @@ impl Device for Emu {
     }
 
     unsafe fn launch<P: KernelParams>(&self, cfg: LaunchConfig, params: &P) -> Result<()> {
+        let _pass = self.stream.gate.enter();
         let params = *params;
-        let record = move |emu: &Emu| {
-            // SAFETY: replay's contract: the recorded pointers are still live.
-            unsafe { emu.run(cfg, &params) }
-        };
-        let recorded = CAPTURE.with(|c| match c.borrow_mut().as_mut() {
-            Some(launches) => {
-                launches.push(Box::new(record));
-                true
-            }
-            None => false,
-        });
-        if recorded {
+        if let Some(c) = self.stream.capture().as_mut() {
+            c.launches.push(Arc::new(move |emu: &Emu| {
+                // SAFETY: replay's contract: the recorded pointers are still live.
+                unsafe { emu.run(cfg, &params) }
+            }));
             return Ok(());
         }
         // SAFETY: the caller's guarantee (Device::launch).
@@ -221,23 +262,34 @@ impl Device for Emu {
     }
 
     fn begin_capture(&self) -> Result<()> {
-        CAPTURE.with(|c| {
-            let mut c = c.borrow_mut();
+        self.stream.gate.begin(|| {
+            let mut c = self.stream.capture();
             if c.is_some() {
-                return Err(emu_err("begin_capture: this thread is already capturing".into()));
+                return Err(emu_err("begin_capture: the stream is already capturing".into()));
             }
-            *c = Some(Vec::new());
+            *c = Some(Capture::default());
             Ok(())
         })
     }
 
     fn end_capture(&self) -> Result<EmuGraph> {
-        let launches = CAPTURE.with(|c| c.borrow_mut().take());
-        let launches = launches.ok_or_else(|| emu_err("end_capture: no capture in progress".into()))?;
-        Ok(EmuGraph { launches })
+        self.stream.gate.end(|| {
+            let c =
+                self.stream.capture().take().ok_or_else(|| emu_err("end_capture: no capture in progress".into()))?;
+            match c.invalidated {
+                Some(why) => Err(emu_err(format!("end_capture: the capture was invalidated ({why})"))),
+                None => Ok(EmuGraph { launches: c.launches }),
+            }
+        })
     }
 
     fn replay(&self, graph: &EmuGraph) -> Result<()> {
+        let _pass = self.stream.gate.enter();
+        // A graph launched into a capturing stream becomes part of the capture.
+        if let Some(c) = self.stream.capture().as_mut() {
+            c.launches.extend(graph.launches.iter().cloned());
+            return Ok(());
+        }
         graph.launches.iter().try_for_each(|launch| launch(self))
     }
 }
