@@ -3,7 +3,7 @@
 //! norm, clip, AdamW over every parameter) and `refresh`: what the trainer
 //! does per optimizer step. On the CPU backend,
 //! and with `--features gpu-tests` on a CUDA device as well (the training
-//! kernels, f32).
+//! kernels, f32, and with use_amp's bf16 forward products).
 //!
 //!     cargo bench --bench train
 //!     cargo bench --features gpu-tests --bench train
@@ -50,8 +50,13 @@ fn train_step(c: &mut Criterion) {
     #[cfg(feature = "gpu-tests")]
     {
         use quorum::backend::gpu::{Cuda, Gpu};
+        use quorum::backend::Precision;
         let gpu = Gpu::new(Cuda::new(0).expect("--features gpu-tests needs a CUDA device"));
         train_step_on(c, &gpu, "train_step_cuda");
+        // use_amp: bf16 products in the forward, f32 master weights (the
+        // peer of PyTorch's autocast bf16 step).
+        let amp = Gpu::with_precision(Cuda::new(0).expect("a CUDA device"), Precision::for_training(true));
+        train_step_on(c, &amp, "train_step_cuda_amp");
     }
 }
 

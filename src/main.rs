@@ -78,6 +78,12 @@ enum Command {
         /// AVX512_BF16) or f16 (GPU backends only).
         #[arg(long, default_value = "f32")]
         precision: String,
+        /// Also time the ensemble tick: the engine's decision (the three
+        /// models at batch 1, one after the other on the backend's stream,
+        /// then the consensus), as `serve` makes it per request (recorded
+        /// forwards always: the engine replays them).
+        #[arg(long)]
+        ensemble: bool,
     },
     /// Build the 112-feature table (spec/features.md) of each symbol's stored
     /// snapshots and trades: `<out>/<SYMBOL>.parquet`.
@@ -110,8 +116,13 @@ fn main() -> Result<()> {
         Command::Infer { weights, input, output, backend, precision } => {
             infer(&weights, &input, &output, backend, Precision::parse(&precision)?)
         }
-        Command::Bench { batch, iters, backend, model, no_graphs, precision } => {
-            bench(&batch, iters, backend, &model, !no_graphs, Precision::parse(&precision)?)
+        Command::Bench { batch, iters, backend, model, no_graphs, precision, ensemble } => {
+            let precision = Precision::parse(&precision)?;
+            bench(&batch, iters, backend, &model, !no_graphs, precision)?;
+            if ensemble {
+                bench_ensemble(iters, backend, precision)?;
+            }
+            Ok(())
         }
         Command::Features { raw, out, symbol } => features(&raw, &out, symbol.as_deref()),
         Command::Simulate(args) => market_cli::simulate(args),
@@ -139,6 +150,11 @@ fn resolve_backend(choice: BackendChoice) -> Result<Resolved> {
             Ok(dev) => Resolved::Cuda(dev),
             Err(_) => Resolved::Cpu,
         },
+    })
+    .inspect(|r| {
+        if let Resolved::Cuda(dev) = r {
+            eprintln!("{}", dev.describe());
+        }
     })
 }
 
@@ -288,8 +304,8 @@ fn bench_on<B: Backend>(be: &B, batches: &[usize], iters: usize, kinds: &[ModelK
         be.name(),
         rayon::current_num_threads()
     );
-    println!("| model           | batch | median µs | p90 µs | samples/s |");
-    println!("|-----------------|------:|----------:|-------:|----------:|");
+    println!("| model           | batch | median µs | p90 µs | p99 µs | samples/s |");
+    println!("|-----------------|------:|----------:|-------:|-------:|----------:|");
     for &kind in kinds {
         let mut model = default_model(be, kind)?;
         model.set_graphs(graphs);
@@ -309,13 +325,84 @@ fn bench_on<B: Backend>(be: &B, batches: &[usize], iters: usize, kinds: &[ModelK
             times.sort_by(f64::total_cmp);
             let med = percentile(&times, 0.5);
             println!(
-                "| {:15} | {batch:5} | {med:9.1} | {:6.1} | {:9.0} |",
+                "| {:15} | {batch:5} | {med:9.1} | {:6.1} | {:6.1} | {:9.0} |",
                 kind.as_str(),
                 percentile(&times, 0.9),
+                percentile(&times, 0.99),
                 batch as f64 / med * 1e6
             );
         }
     }
+    Ok(())
+}
+
+/// `quorum bench --ensemble`: the engine's whole decision at batch 1.
+fn bench_ensemble(iters: usize, backend: BackendChoice, precision: Precision) -> Result<()> {
+    use quorum::engine::Engine;
+    let engine = match resolve_backend(backend)? {
+        Resolved::Cpu => Engine::new(Cpu::with_precision(precision)?, Default::default()),
+        Resolved::Emu => Engine::new(Gpu::with_precision(Emu::new(), precision), Default::default()),
+        Resolved::Cuda(dev) => Engine::new(Gpu::with_precision(dev, precision), Default::default()),
+    }?;
+    for kind in ModelKind::ALL {
+        let config = ModelConfig::default_for(kind);
+        let file = weights::WeightsFile {
+            config: config.clone(),
+            meta: ModelMeta::default(),
+            tensors: generated::params(&config),
+        };
+        engine.load_weights(quorum::engine::model_type(kind), file)?;
+    }
+    let take = |kind: ModelKind, name: &str| synthetic_inputs(kind, 1, 1).remove(name).map(|t| t.data);
+    let tick = || {
+        let inputs = quorum::engine::EngineInputs {
+            features: take(ModelKind::MpdTransformer, "features"),
+            lob: take(ModelKind::Tlob, "lob"),
+            aux: take(ModelKind::Tlob, "aux"),
+        };
+        let t = std::time::Instant::now();
+        engine.predict(inputs).map(|d| (t.elapsed().as_secs_f64() * 1e6, d))
+    };
+    for _ in 0..(iters / 10).max(2) {
+        tick()?;
+    }
+    let mut times = Vec::with_capacity(iters);
+    let mut stages: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    for _ in 0..iters {
+        let (us, d) = tick()?;
+        if d.predictions.len() != ModelKind::ALL.len() {
+            bail!("ensemble tick: {} of 3 models answered ({:?})", d.predictions.len(), d.skipped);
+        }
+        times.push(us);
+        for (m, t) in &d.timings.models_us {
+            stages.entry(m.to_string()).or_default().push(*t);
+        }
+        stages.entry("consensus".into()).or_default().push(d.timings.consensus_us);
+    }
+    times.sort_by(f64::total_cmp);
+    println!();
+    println!(
+        "ensemble tick ({} models at batch 1 + consensus, engine.predict, input copy included), {iters} ticks:",
+        3
+    );
+    println!("| stage           | median µs | p90 µs | p99 µs |");
+    println!("|-----------------|----------:|-------:|-------:|");
+    for (name, mut t) in stages {
+        t.sort_by(f64::total_cmp);
+        println!(
+            "| {name:15} | {:9.1} | {:6.1} | {:6.1} |",
+            percentile(&t, 0.5),
+            percentile(&t, 0.9),
+            percentile(&t, 0.99)
+        );
+    }
+    println!(
+        "| {:15} | {:9.1} | {:6.1} | {:6.1} |",
+        "whole tick",
+        percentile(&times, 0.5),
+        percentile(&times, 0.9),
+        percentile(&times, 0.99)
+    );
     Ok(())
 }
 
