@@ -17,7 +17,7 @@ use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use serde::{Deserialize, Serialize};
 
-use super::codec::{decode_binary, flatten2, flatten3, from_json, from_value};
+use super::codec::{decode_binary, flatten2, flatten3, from_json, from_json_object, from_value};
 use super::error::ApiError;
 use super::metrics::{LiveFigures, TrainingFigures};
 use super::training::StartError;
@@ -372,8 +372,13 @@ fn name_prediction(e: EngineError, preds: &[ModelPrediction]) -> ApiError {
 }
 
 fn training_start(state: &Arc<AppState>, body: &[u8]) -> Result<Response<Body>, ApiError> {
-    let mut obj: serde_json::Map<String, serde_json::Value> = from_json(body)?;
-    let symbol = match obj.remove("symbol") {
+    let mut obj = from_json_object(body)?;
+    let symbol = obj.remove("symbol");
+    // The model's own config (models.md, a small model for a quick run), beside the TrainingConfig fields.
+    let model = obj.remove("model_config");
+    // The TrainingConfig fields first: a misspelt key (`symbl`) is named as unknown, not as a missing `symbol`.
+    let mut config: TrainingConfig = from_value(serde_json::Value::Object(obj))?;
+    let symbol = match symbol {
         None => return Err(ApiError::bad("missing_field", "symbol", "missing field `symbol`")),
         Some(serde_json::Value::String(s)) => s,
         Some(other) => return Err(ApiError::bad("invalid_type", "symbol", format!("expected a string, got {other}"))),
@@ -381,9 +386,6 @@ fn training_start(state: &Arc<AppState>, body: &[u8]) -> Result<Response<Body>, 
     if symbol.is_empty() || symbol.len() > 32 || !symbol.bytes().all(|b| b.is_ascii_alphanumeric()) {
         return Err(ApiError::bad("invalid_value", "symbol", "must be 1 to 32 ASCII letters and digits"));
     }
-    // The model's own config (models.md, a small model for a quick run), beside the TrainingConfig fields.
-    let model = obj.remove("model_config");
-    let mut config: TrainingConfig = from_value(serde_json::Value::Object(obj))?;
     if let Some(m) = model {
         if !m.is_object() {
             return Err(ApiError::bad("invalid_type", "model_config", format!("expected an object, got {m}")));
