@@ -2,6 +2,10 @@
 //!
 //! Safety rails, each against a way one client could hurt the others:
 //! - loopback only unless `allow_remote`, and then a bearer token for every POST;
+//! - a request gate against web pages ([`guard`]): POST bodies must be
+//!   declared JSON (or the binary predict type), cross-origin requests are
+//!   refused unless allowed, and the `Host` must be a name the server was
+//!   bound as (no DNS rebinding);
 //! - a body size limit (`Content-Length` checked before reading, and the
 //!   read itself capped), a header read timeout and a body read timeout, so
 //!   a client that stalls mid-request is dropped and holds nothing for long;
@@ -11,12 +15,14 @@
 //! - inference and weight loading run on the blocking pool, never on the
 //!   threads that serve sockets.
 //!
-//! Modules: [`routes`] (the endpoints), [`codec`] (JSON and binary bodies),
+//! Modules: [`routes`] (the endpoints), [`guard`] (origin, host, content
+//! type), [`codec`] (JSON and binary bodies),
 //! [`metrics`] (Prometheus text), [`error`] (the error body), [`training`]
 //! (the launcher the trainer plugs into).
 
 pub mod codec;
 pub mod error;
+pub mod guard;
 pub mod metrics;
 pub mod routes;
 pub mod training;
@@ -60,6 +66,12 @@ pub struct ServerConfig {
     pub queue_timeout: Duration,
     /// Server-sent-event subscribers at most.
     pub max_streams: usize,
+    /// Origins (`scheme://host[:port]`) whose pages may call the API; a
+    /// request with any other `Origin` is refused.
+    pub allow_origins: Vec<String>,
+    /// `Host` names accepted besides the ones the server is bound as
+    /// (`name` with any port, or `name:port`): a proxy's or a DNS name.
+    pub allow_hosts: Vec<String>,
 }
 
 impl Default for ServerConfig {
@@ -76,6 +88,8 @@ impl Default for ServerConfig {
             max_in_flight: 64,
             queue_timeout: Duration::from_secs(2),
             max_streams: 64,
+            allow_origins: Vec::new(),
+            allow_hosts: Vec::new(),
         }
     }
 }
@@ -114,6 +128,12 @@ impl ServerConfig {
         if self.header_timeout.is_zero() || self.body_timeout.is_zero() {
             return bad("*_timeout", "timeouts must be positive");
         }
+        for o in &self.allow_origins {
+            guard::parse_allowed_origin(o).map_err(|reason| ServerError::Config { field: "allow_origin", reason })?;
+        }
+        for h in &self.allow_hosts {
+            guard::parse_allowed_host(h).map_err(|reason| ServerError::Config { field: "allow_host", reason })?;
+        }
         Ok(())
     }
 }
@@ -121,6 +141,10 @@ impl ServerConfig {
 /// Everything a request handler can reach.
 pub struct AppState {
     pub config: ServerConfig,
+    /// The `Host` names this server answers to (from the address bound and `allow_hosts`).
+    pub hosts: guard::HostPolicy,
+    /// The origins whose pages may call it (`allow_origins`).
+    pub origins: guard::OriginPolicy,
     pub engine: Arc<Engine>,
     pub metrics: Arc<Metrics>,
     pub live: Option<Arc<LiveHub>>,
@@ -158,6 +182,8 @@ impl Server {
         let addr = listener.local_addr().map_err(|source| ServerError::Bind { addr: config.bind, source })?;
         let (shutdown, rx) = watch::channel(false);
         let state = Arc::new(AppState {
+            hosts: guard::HostPolicy::new(addr, &config.allow_hosts),
+            origins: guard::OriginPolicy::new(&config.allow_origins),
             stopping: rx.clone(),
             in_flight: Semaphore::new(config.max_in_flight),
             streams: Arc::new(Semaphore::new(config.max_streams)),
@@ -216,6 +242,7 @@ async fn accept_loop(listener: TcpListener, state: Arc<AppState>, mut shutdown: 
             },
         };
         let _ = stream.set_nodelay(true);
+        let ctx = guard::ConnCtx { peer, local: stream.local_addr().unwrap_or(state.config.bind) };
         let state = state.clone();
         let mut stop = shutdown.clone();
         // Reap finished connection tasks so the set does not grow.
@@ -223,7 +250,7 @@ async fn accept_loop(listener: TcpListener, state: Arc<AppState>, mut shutdown: 
         let header_timeout = state.config.header_timeout;
         tasks.spawn(async move {
             let _permit = permit;
-            let svc = service_fn(move |req| routes::handle(state.clone(), peer, req));
+            let svc = service_fn(move |req| routes::handle(state.clone(), ctx, req));
             let conn = http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(header_timeout)
