@@ -43,6 +43,14 @@ pub struct ServeArgs {
     /// (no DNS rebinding).
     #[arg(long = "allow-host", value_name = "HOST")]
     pub allow_hosts: Vec<String>,
+    /// Open connections at most; over it the longest-idle one is closed to make
+    /// room (health stays reachable through a small reserve).
+    #[arg(long, default_value_t = 1024)]
+    pub max_connections: usize,
+    /// Open connections of one client address (IPv6: one /64) at most; over it
+    /// that client's longest-idle connection is closed to make room.
+    #[arg(long, default_value_t = 128)]
+    pub max_connections_per_ip: usize,
     /// Folder with mpd_transformer.safetensors, tlob.safetensors, cnn_lstm.safetensors
     /// (any missing model is not loaded; predict then runs the others, or the consensus only).
     #[arg(long)]
@@ -176,6 +184,8 @@ async fn run(args: ServeArgs, engine: Arc<Engine>, train_on: TrainOn) -> Result<
         token: args.token,
         allow_origins: args.allow_origins,
         allow_hosts: args.allow_hosts,
+        max_connections: args.max_connections,
+        max_connections_per_ip: args.max_connections_per_ip,
         ..Default::default()
     };
     let launcher =

@@ -1,7 +1,8 @@
 //! The HTTP transport held against a hostile web page and a greedy or broken
 //! client (issue 15, items 4, 5 and 7): POSTs need a JSON content type,
-//! cross-origin requests and foreign `Host` names are refused, and JSON
-//! errors name the repeated or misspelt key.
+//! cross-origin requests and foreign `Host` names are refused, one client
+//! cannot starve the others or health, and every rejection (including the
+//! ones made while parsing the request head) carries the JSON error body.
 //!
 //! Loopback only; every test opens tens of sockets at most and bounds every
 //! wait with a timeout.
@@ -241,7 +242,253 @@ async fn allowed_origins_and_hosts_are_served_with_cors() {
     }
 }
 
+// ---- item 5: one client must not starve the others or health ------------------------------
+
+/// Opens `n` connections that each finish one request and then sit idle (keep-alive).
+async fn idle_keep_alive(addr: SocketAddr, n: usize) -> Vec<TcpStream> {
+    let mut out = Vec::new();
+    for _ in 0..n {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(&get("/health/live", &addr.to_string(), "")).await.unwrap();
+        let a = read_response(&mut s).await;
+        assert_eq!(a.map(|a| a.status), Some(200));
+        out.push(s);
+    }
+    out
+}
+
+/// A GET on a new connection, answered within 2 s (a liveness bound, not a timing).
+async fn probe(addr: SocketAddr, path: &str) -> Option<Raw> {
+    tokio::time::timeout(Duration::from_secs(2), raw(addr, get(path, &addr.to_string(), ""))).await.ok().flatten()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_answers_while_idle_connections_fill_the_server() {
+    // Idle sockets are not reaped by time during the test: only pressure may close them.
+    let config = ServerConfig { max_connections: 8, header_timeout: Duration::from_secs(30), ..loopback() };
+    let (server, _http) = start(config).await;
+    let addr = server.local_addr();
+    let _idle = idle_keep_alive(addr, 8).await;
+    // And as many again that connect and never send a byte.
+    let mut silent = Vec::new();
+    for _ in 0..8 {
+        silent.push(TcpStream::connect(addr).await.unwrap());
+    }
+    for _ in 0..3 {
+        let a = probe(addr, "/health/live").await;
+        assert_eq!(a.map(|a| a.status), Some(200), "health must answer while idle connections fill every place");
+        let a = probe(addr, "/api/ensemble/status").await;
+        assert_eq!(a.map(|a| a.status), Some(200), "an idle connection must make room for a new client");
+    }
+}
+
+/// `n` connections that each send a POST's head and half its body, then stall:
+/// each holds a request in progress until the body timeout.
+async fn stalled_uploads(addr: SocketAddr, n: usize) -> Vec<TcpStream> {
+    let mut out = Vec::new();
+    for _ in 0..n {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        let head = format!(
+            "POST /api/ensemble/strategy HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: 40\r\n\r\n{{\"strategy\":"
+        );
+        s.write_all(head.as_bytes()).await.unwrap();
+        out.push(s);
+    }
+    // Let the server take them in (their heads read, their requests begun).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_answers_when_every_connection_is_busy_and_the_api_says_why() {
+    let config = ServerConfig { max_connections: 4, body_timeout: Duration::from_secs(30), ..loopback() };
+    let (server, _http) = start(config).await;
+    let addr = server.local_addr();
+    let _busy = stalled_uploads(addr, 4).await;
+    for _ in 0..3 {
+        let a = probe(addr, "/health/live").await;
+        assert_eq!(a.map(|a| a.status), Some(200), "health must answer while every place is busy");
+        let a = probe(addr, "/health/ready").await;
+        assert_eq!(a.map(|a| a.status), Some(503), "ready answers too (no model loaded here)");
+    }
+    let a = probe(addr, "/api/ensemble/status").await.expect("an answer, not a hang");
+    assert_eq!((a.status, a.error().0.as_str()), (503, "too_many_connections"), "{a:?}");
+    assert_eq!(a.header("connection").as_deref(), Some("close"), "{a:?}");
+}
+
+/// A connection from another loopback address (127.0.0.2): another client.
+async fn connect_from(source: &str, addr: SocketAddr) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{source}:0").parse().unwrap()).unwrap();
+    socket.connect(addr).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_client_over_its_cap_closes_its_own_idle_connections_and_leaves_room_for_others() {
+    let config = ServerConfig {
+        max_connections: 64,
+        max_connections_per_ip: 4,
+        header_timeout: Duration::from_secs(30),
+        body_timeout: Duration::from_secs(30),
+        ..loopback()
+    };
+    let (server, _http) = start(config).await;
+    let addr = server.local_addr();
+    // Idle connections over the client's cap: its own longest-idle one is closed to make room.
+    let mut idle = idle_keep_alive(addr, 4).await;
+    let a = probe(addr, "/api/ensemble/status").await;
+    assert_eq!(a.map(|a| a.status), Some(200), "a fifth connection of the client is served");
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(2), idle[0].read_to_end(&mut rest)).await;
+    assert!(matches!(closed, Ok(Ok(0)) | Ok(Err(_))), "its longest-idle connection was closed: {closed:?}");
+    drop(idle);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    // Busy connections up to the cap: the client's next connection gets health only...
+    let _busy = stalled_uploads(addr, 4).await;
+    let a = probe(addr, "/api/ensemble/status").await.expect("an answer");
+    assert_eq!((a.status, a.error().0.as_str()), (503, "too_many_connections"), "{a:?}");
+    assert!(a.json()["error"]["message"].as_str().unwrap().contains("4 per client address"), "{a:?}");
+    assert_eq!(probe(addr, "/health/live").await.map(|a| a.status), Some(200));
+    // ... while another client is served as usual.
+    let mut other = connect_from("127.0.0.2", addr).await;
+    other.write_all(&get("/api/ensemble/status", &addr.to_string(), "")).await.unwrap();
+    assert_eq!(read_response(&mut other).await.map(|a| a.status), Some(200), "another client is not starved");
+    let m = probe(addr, "/metrics").await;
+    assert!(m.is_none() || m.as_ref().is_some_and(|m| m.status == 503), "the capped client gets no metrics either");
+    other.write_all(&get("/metrics", &addr.to_string(), "")).await.unwrap();
+    let metrics = read_response(&mut other).await.unwrap().body;
+    let count = |name: &str| -> u64 {
+        let line = metrics.lines().find(|l| l.starts_with(name)).unwrap_or_else(|| panic!("{name} in {metrics}"));
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    assert!(count("quorum_http_connections_evicted_total ") >= 1, "{metrics}");
+    assert!(count("quorum_http_connections_reserve_total ") >= 2, "{metrics}");
+    assert!(count("quorum_http_connections_open ") >= 5, "{metrics}");
+}
+
 // ---- item 7: every rejection carries the JSON error ---------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rejections_made_while_parsing_the_head_carry_the_json_error() {
+    let (server, http) = start(loopback()).await;
+    let addr = server.local_addr();
+    let big = "a".repeat(20 << 10);
+    let many: String = (0..120).map(|i| format!("X-H{i}: {i}\r\n")).collect();
+    let json_ct = "Content-Type: application/json\r\n";
+    let cases: Vec<(&str, Vec<u8>, u16, &str, &str)> = vec![
+        (
+            "two Content-Lengths that differ",
+            post(addr, "/api/ensemble/strategy", &format!("{json_ct}Content-Length: 3\r\n"), "{}"),
+            400,
+            "invalid_header",
+            "Content-Length",
+        ),
+        (
+            "a Content-Length that is no number",
+            format!("POST /api/ensemble/strategy HTTP/1.1\r\nHost: {addr}\r\n{json_ct}Content-Length: 2x\r\n\r\n{{}}")
+                .into_bytes(),
+            400,
+            "invalid_header",
+            "Content-Length",
+        ),
+        (
+            "a negative Content-Length",
+            format!("POST /api/ensemble/strategy HTTP/1.1\r\nHost: {addr}\r\n{json_ct}Content-Length: -1\r\n\r\n")
+                .into_bytes(),
+            400,
+            "invalid_header",
+            "Content-Length",
+        ),
+        (
+            "a transfer coding other than chunked",
+            format!("POST /api/ensemble/strategy HTTP/1.1\r\nHost: {addr}\r\n{json_ct}Transfer-Encoding: gzip\r\n\r\n")
+                .into_bytes(),
+            400,
+            "invalid_header",
+            "Transfer-Encoding",
+        ),
+        (
+            "Transfer-Encoding in HTTP/1.0",
+            format!(
+                "POST /api/ensemble/strategy HTTP/1.0\r\nHost: {addr}\r\n{json_ct}Transfer-Encoding: chunked\r\n\r\n"
+            )
+            .into_bytes(),
+            400,
+            "invalid_header",
+            "Transfer-Encoding",
+        ),
+        (
+            "headers over the size limit",
+            get("/health/live", &addr.to_string(), &format!("X-Big: {big}\r\n")),
+            431,
+            "headers_too_large",
+            "headers",
+        ),
+        ("too many headers", get("/health/live", &addr.to_string(), &many), 431, "headers_too_large", "headers"),
+        (
+            "a header name with a space",
+            get("/health/live", &addr.to_string(), "Bad Name: 1\r\n"),
+            400,
+            "invalid_header",
+            "headers",
+        ),
+        (
+            "a control character in a value",
+            get("/health/live", &addr.to_string(), "X-Bad: a\x01b\r\n"),
+            400,
+            "invalid_header",
+            "X-Bad",
+        ),
+        (
+            "a control character in the target",
+            get("/health/\x7flive", &addr.to_string(), ""),
+            400,
+            "invalid_uri",
+            "uri",
+        ),
+        ("a target that is no URI", get("http://", &addr.to_string(), ""), 400, "invalid_uri", "uri"),
+        (
+            "a method that is no token",
+            format!("G@T / HTTP/1.1\r\nHost: {addr}\r\n\r\n").into_bytes(),
+            400,
+            "invalid_method",
+            "method",
+        ),
+        ("HTTP/2 over HTTP/1", b"GET / HTTP/2.0\r\n\r\n".to_vec(), 400, "invalid_version", "version"),
+    ];
+    for (what, request, status, code, field) in cases {
+        let a = raw(addr, request).await.unwrap_or_else(|| panic!("{what}: closed without an answer"));
+        assert_eq!(a.status, status, "{what}: {a:?}");
+        assert!(a.header("content-type").is_some_and(|c| c.starts_with("application/json")), "{what}: {a:?}");
+        assert_eq!(a.error(), (code.to_owned(), Some(field.to_owned())), "{what}: {a:?}");
+    }
+    assert_eq!(http.get("/health/live").await.status, 200, "the server still serves");
+    assert_eq!(strategy(&http).await, "weighted_voting");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_head_not_sent_in_time_gets_408_with_the_json_error() {
+    let config = ServerConfig { header_timeout: Duration::from_millis(300), ..loopback() };
+    let (server, _http) = start(config).await;
+    let addr = server.local_addr();
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(format!("GET /api/ensemble/status HTTP/1.1\r\nHost: {addr}\r\nAcc").as_bytes()).await.unwrap();
+    let a = read_response(&mut s).await.expect("a 408, not a silent close");
+    assert_eq!((a.status, a.error()), (408, ("header_timeout".into(), Some("headers".into()))), "{a:?}");
+    // The same after a first request on a kept-alive connection.
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(&get("/health/live", &addr.to_string(), "")).await.unwrap();
+    assert_eq!(read_response(&mut s).await.map(|a| a.status), Some(200));
+    s.write_all(b"GET /health/live HTTP/1.1\r\n").await.unwrap();
+    let a = read_response(&mut s).await.expect("a 408 on a kept-alive connection");
+    assert_eq!(a.status, 408, "{a:?}");
+    // A connection that never sends a byte is closed without an answer (nothing was asked).
+    let mut quiet = TcpStream::connect(addr).await.unwrap();
+    let mut buf = Vec::new();
+    let n = tokio::time::timeout(Duration::from_secs(5), quiet.read_to_end(&mut buf)).await;
+    assert!(matches!(n, Ok(Ok(0)) | Ok(Err(_))), "closed, silently: {:?}", String::from_utf8_lossy(&buf));
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_errors_name_the_duplicate_and_the_unknown_key() {
@@ -292,4 +539,61 @@ async fn json_errors_name_the_duplicate_and_the_unknown_key() {
         assert_eq!(a.error(), ((*code).to_owned(), Some((*field).to_owned())), "{path} {body}: {}", a.text());
     }
     assert_eq!(strategy(&http).await, "weighted_voting");
+}
+
+/// The head gate frames requests as hyper does: pipelined requests, bodies
+/// in pieces, `Expect: 100-continue` and chunked bodies all work through it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_pass_the_head_gate_pipelined_in_pieces_and_chunked() {
+    let (server, http) = start(loopback()).await;
+    let addr = server.local_addr();
+    let json = "Content-Type: application/json\r\n";
+    // Two requests in one write, then a malformed third: answered in order.
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let mut two = post(addr, "/api/ensemble/strategy", json, r#"{"strategy": "majority"}"#);
+    two.extend(get("/api/ensemble/status", &addr.to_string(), ""));
+    two.extend(format!("GET /health/live HTTP/1.1\r\nHost: {addr}\r\nContent-Length: x\r\n\r\n").into_bytes());
+    s.write_all(&two).await.unwrap();
+    assert_eq!(read_response(&mut s).await.map(|a| a.status), Some(200));
+    let status = read_response(&mut s).await.unwrap();
+    assert_eq!(status.json()["strategy"], "majority", "{status:?}");
+    let bad = read_response(&mut s).await.expect("the malformed third is answered too");
+    assert_eq!((bad.status, bad.error().1.as_deref()), (400, Some("Content-Length")), "{bad:?}");
+
+    // A head and a body sent a few bytes at a time.
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let request = post(addr, "/api/ensemble/strategy", json, r#"{"strategy": "adaptive"}"#);
+    for piece in request.chunks(7) {
+        s.write_all(piece).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    assert_eq!(read_response(&mut s).await.map(|a| a.status), Some(200));
+    // Then a second request on the same connection.
+    s.write_all(&get("/api/ensemble/status", &addr.to_string(), "")).await.unwrap();
+    assert_eq!(read_response(&mut s).await.unwrap().json()["strategy"], "adaptive");
+
+    // Expect: 100-continue (curl sends it for bodies over 1 kB).
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let body = r#"{"strategy": "majority"}"#;
+    let head = format!(
+        "POST /api/ensemble/strategy HTTP/1.1\r\nHost: {addr}\r\n{json}Expect: 100-continue\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    let mut cont = [0u8; 25];
+    tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut cont)).await.unwrap().unwrap();
+    assert!(cont.starts_with(b"HTTP/1.1 100 Continue\r\n\r\n"), "{:?}", String::from_utf8_lossy(&cont));
+    s.write_all(body.as_bytes()).await.unwrap();
+    assert_eq!(read_response(&mut s).await.map(|a| a.status), Some(200));
+
+    // A chunked body: served, and the connection closed after its answer.
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let chunked = format!(
+        "POST /api/ensemble/strategy HTTP/1.1\r\nHost: {addr}\r\n{json}Transfer-Encoding: chunked\r\n\r\n\
+         a\r\n{{\"strategy\r\ne\r\n\": \"adaptive\"}}\r\n0\r\n\r\n"
+    );
+    s.write_all(chunked.as_bytes()).await.unwrap();
+    let a = read_response(&mut s).await.unwrap();
+    assert_eq!((a.status, a.header("connection").as_deref()), (200, Some("close")), "{a:?}");
+    assert_eq!(strategy(&http).await, "adaptive");
 }

@@ -29,6 +29,8 @@ pub struct ConnCtx {
     /// The server's address the client connected to (the bound one, or the
     /// interface's when bound to 0.0.0.0 / ::).
     pub local: SocketAddr,
+    /// Taken over the connection caps: only the health probes are served.
+    pub reserve: bool,
 }
 
 /// The `Host` names a server answers to.

@@ -96,6 +96,8 @@ pub async fn handle(state: Arc<AppState>, conn: ConnCtx, req: Request<Incoming>)
     let method = method_label(req.method());
     let found = ROUTES.iter().find(|(_, _, p)| *p == req.uri().path());
     let label = found.map_or("other", |(_, _, p)| *p);
+    // The head gate does not follow a chunked body (nor a CONNECT): the connection ends with this answer.
+    let close_after = req.method() == Method::CONNECT || req.headers().contains_key(header::TRANSFER_ENCODING);
     let origin = state.origins.check(req.headers());
     let resp = match gate(&state, &conn, found.map(|(r, _, _)| *r), &req, &origin) {
         Err(e) => Err(e),
@@ -108,17 +110,21 @@ pub async fn handle(state: Arc<AppState>, conn: ConnCtx, req: Request<Incoming>)
         h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, o);
         h.insert(header::VARY, HeaderValue::from_static("Origin"));
     }
-    if matches!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE | StatusCode::REQUEST_TIMEOUT) {
-        // The rest of that body is never read: end the connection rather than
-        // leave it waiting for bytes that belong to no request.
+    let closing = close_after
+        || conn.reserve
+        || matches!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE | StatusCode::REQUEST_TIMEOUT);
+    if closing {
+        // 413/408: the rest of that body is never read, so no bytes may be left
+        // that belong to no request; a chunked body (or CONNECT), which the head
+        // gate does not follow; a connection taken over the caps.
         resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     state.metrics.request(label, method, resp.status().as_u16(), start.elapsed());
     Ok(resp)
 }
 
-/// The request gate (guard.rs): a page's origin, a rebound `Host`; answers
-/// an allowed origin's preflight.
+/// The request gate (guard.rs): a page's origin, a rebound `Host`, a
+/// connection taken over the caps; answers an allowed origin's preflight.
 fn gate(
     state: &AppState,
     conn: &ConnCtx,
@@ -130,6 +136,14 @@ fn gate(
     let health = matches!(route, Some(Route::HealthLive | Route::HealthReady));
     if !health {
         state.hosts.check(req, conn.local)?;
+        if conn.reserve {
+            let c = &state.config;
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too_many_connections",
+                super::conn::full_message(c.max_connections, c.max_connections_per_ip),
+            ));
+        }
     }
     if req.method() == Method::OPTIONS && allowed_origin.is_some() && route.is_some() {
         let mut r = Response::new(full(Bytes::new()));
