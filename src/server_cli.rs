@@ -33,6 +33,24 @@ pub struct ServeArgs {
     /// Bearer token required on every POST (at least 16 characters).
     #[arg(long)]
     pub token: Option<String>,
+    /// An origin (scheme://host[:port]) whose web pages may call the API
+    /// (repeatable). Requests carrying any other Origin header are refused.
+    #[arg(long = "allow-origin", value_name = "ORIGIN")]
+    pub allow_origins: Vec<String>,
+    /// A Host name accepted besides the address bound (and loopback names when
+    /// bound to loopback): NAME (any port) or NAME:PORT, e.g. a proxy's or a
+    /// DNS name in front of the server (repeatable). Other Hosts are refused
+    /// (no DNS rebinding).
+    #[arg(long = "allow-host", value_name = "HOST")]
+    pub allow_hosts: Vec<String>,
+    /// Open connections at most; over it the longest-idle one is closed to make
+    /// room (health stays reachable through a small reserve).
+    #[arg(long, default_value_t = 1024)]
+    pub max_connections: usize,
+    /// Open connections of one client address (IPv6: one /64) at most; over it
+    /// that client's longest-idle connection is closed to make room.
+    #[arg(long, default_value_t = 128)]
+    pub max_connections_per_ip: usize,
     /// Folder with mpd_transformer.safetensors, tlob.safetensors, cnn_lstm.safetensors
     /// (any missing model is not loaded; predict then runs the others, or the consensus only).
     #[arg(long)]
@@ -160,8 +178,16 @@ async fn run(args: ServeArgs, engine: Arc<Engine>, train_on: TrainOn) -> Result<
         }
         None => None,
     };
-    let config =
-        ServerConfig { bind: args.bind, allow_remote: args.allow_remote, token: args.token, ..Default::default() };
+    let config = ServerConfig {
+        bind: args.bind,
+        allow_remote: args.allow_remote,
+        token: args.token,
+        allow_origins: args.allow_origins,
+        allow_hosts: args.allow_hosts,
+        max_connections: args.max_connections,
+        max_connections_per_ip: args.max_connections_per_ip,
+        ..Default::default()
+    };
     let launcher =
         args.data.as_ref().map(|d| Arc::new(DataFolderLauncher::new(d).on(train_on)) as Arc<dyn TrainingLauncher>);
     let extras = Extras { live: live.as_ref().map(|l| l.hub()), launcher, metrics: Some(metrics) };

@@ -311,11 +311,21 @@ async fn every_bad_input_gets_its_4xx_naming_the_field_and_changes_nothing() {
     // Too large: announced by Content-Length (refused before reading), or sent chunked (cut at the limit).
     let announced = raw_exchange(
         http.addr,
-        b"POST /api/ensemble/predict HTTP/1.1\r\nHost: x\r\nContent-Length: 2000000\r\n\r\n".to_vec(),
+        format!(
+            "POST /api/ensemble/predict HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\n\
+             Content-Length: 2000000\r\n\r\n",
+            http.addr
+        )
+        .into_bytes(),
     )
     .await;
     assert!(announced.starts_with("HTTP/1.1 413") && announced.contains("body_too_large"), "{announced}");
-    let mut chunked = b"POST /api/ensemble/predict HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    let mut chunked = format!(
+        "POST /api/ensemble/predict HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\n\
+         Transfer-Encoding: chunked\r\n\r\n",
+        http.addr
+    )
+    .into_bytes();
     let n = (1 << 20) + 1;
     chunked.extend_from_slice(format!("{n:x}\r\n").as_bytes());
     chunked.extend(std::iter::repeat_n(b' ', n));
@@ -582,14 +592,19 @@ async fn a_slow_client_does_not_stall_the_others_and_is_dropped() {
     let addr = server.local_addr();
     // Half the headers, then nothing.
     let mut half_headers = tokio::net::TcpStream::connect(addr).await.unwrap();
-    half_headers.write_all(b"POST /api/ensemble/predict HTTP/1.1\r\nHost: x\r\nContent-Le").await.unwrap();
+    half_headers
+        .write_all(format!("POST /api/ensemble/predict HTTP/1.1\r\nHost: {addr}\r\nContent-Le").as_bytes())
+        .await
+        .unwrap();
     // Whole headers, half the body, then nothing: four of them.
     let mut stalled = Vec::new();
     for _ in 0..4 {
         let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-        s.write_all(b"POST /api/ensemble/strategy HTTP/1.1\r\nHost: x\r\nContent-Length: 40\r\n\r\n{\"strategy\":")
-            .await
-            .unwrap();
+        let head = format!(
+            "POST /api/ensemble/strategy HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+             Content-Length: 40\r\n\r\n{{\"strategy\":"
+        );
+        s.write_all(head.as_bytes()).await.unwrap();
         stalled.push(s);
     }
 
@@ -597,7 +612,7 @@ async fn a_slow_client_does_not_stall_the_others_and_is_dropped() {
     for _ in 0..20 {
         assert_eq!(http.post_json("/api/ensemble/predict", &seed_predictions()).await.status, 200);
     }
-    // The stalled body gets 408 and its change is not made; the stalled headers are cut off.
+    // The stalled body gets 408 and its change is not made; the stalled headers get a 408 too.
     for mut half_body in stalled {
         let mut buf = Vec::new();
         tokio::time::timeout(Duration::from_secs(20), half_body.read_to_end(&mut buf)).await.unwrap().unwrap();
@@ -607,7 +622,9 @@ async fn a_slow_client_does_not_stall_the_others_and_is_dropped() {
     }
     let mut rest = Vec::new();
     let r = tokio::time::timeout(Duration::from_secs(20), half_headers.read_to_end(&mut rest)).await.unwrap();
-    assert!(r.is_err() || !String::from_utf8_lossy(&rest).contains("200 OK"), "the stalled request was not served");
+    let text = String::from_utf8_lossy(&rest);
+    assert!(r.is_err() || !text.contains("200 OK"), "the stalled request was not served");
+    assert!(text.starts_with("HTTP/1.1 408") && text.contains("header_timeout"), "{text}");
     assert_eq!(http.get("/api/ensemble/status").await.json()["strategy"], "weighted_voting");
 }
 

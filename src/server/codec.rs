@@ -2,20 +2,157 @@
 //! error) and the binary predict body (little-endian f32: features, then lob,
 //! then aux, lengths fixed by the loaded configs).
 
-use serde::de::DeserializeOwned;
+use serde::de::{self, DeserializeOwned, MapAccess, SeqAccess, Visitor};
+use serde::{Deserialize, Deserializer};
 use serde_json::error::Category;
+use serde_path_to_error::Segment;
 
 use super::error::ApiError;
 use crate::engine::{EngineInputs, InputLayout};
 
 /// Parses a whole body as `T`. Errors name the field (`features[3][7]`,
-/// `model_type`) and tell malformed JSON, a wrong type, a missing or unknown
-/// field and an unknown model or strategy apart.
+/// `model_type`) and tell malformed JSON, a wrong type, a missing, unknown or
+/// repeated field and an unknown model or strategy apart. A missing field
+/// next to a key that is one or two letters off it (`model_typ`) is reported
+/// as that unknown key, the likelier mistake.
 pub fn from_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     let mut de = serde_json::Deserializer::from_slice(body);
-    let value = serde_path_to_error::deserialize(&mut de).map_err(json_error)?;
+    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let segments: Vec<Segment> = e.path().iter().cloned().collect();
+        let err = json_error(e);
+        match err.code {
+            "missing_field" => misspelt(body, &segments, &err).unwrap_or(err),
+            _ => err,
+        }
+    })?;
     de.end().map_err(|e| ApiError::bad("invalid_json", "body", format!("malformed JSON: {e}")))?;
     Ok(value)
+}
+
+/// Parses a body that must be one JSON object, kept as a map (the training
+/// body, read in parts). A key given twice anywhere in it is an error naming
+/// that key, as the typed bodies' own fields are.
+pub fn from_json_object(body: &[u8]) -> Result<serde_json::Map<String, serde_json::Value>, ApiError> {
+    let Strict(value) = from_json(body)?;
+    match value {
+        serde_json::Value::Object(map) => Ok(map),
+        other => Err(ApiError::bad("invalid_type", "body", format!("expected a JSON object, got {}", kind(&other)))),
+    }
+}
+
+fn kind(v: &serde_json::Value) -> &'static str {
+    match v {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
+    }
+}
+
+/// A JSON value in which no object repeats a key.
+struct Strict(serde_json::Value);
+
+impl<'de> Deserialize<'de> for Strict {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(StrictVisitor).map(Strict)
+    }
+}
+
+struct StrictVisitor;
+
+impl<'de> Visitor<'de> for StrictVisitor {
+    type Value = serde_json::Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Self::Value, E> {
+        Ok(serde_json::Number::from_f64(v).map_or(serde_json::Value::Null, serde_json::Value::Number))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+    fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(serde_json::Value::Null)
+    }
+    fn visit_none<E>(self) -> Result<Self::Value, E> {
+        Ok(serde_json::Value::Null)
+    }
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        Strict::deserialize(d).map(|s| s.0)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut out = Vec::new();
+        while let Some(Strict(v)) = seq.next_element()? {
+            out.push(v);
+        }
+        Ok(serde_json::Value::Array(out))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut out = serde_json::Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if out.contains_key(&key) {
+                return Err(de::Error::custom(format_args!("duplicate field `{key}`")));
+            }
+            let Strict(v) = map.next_value()?;
+            out.insert(key, v);
+        }
+        Ok(serde_json::Value::Object(out))
+    }
+}
+
+/// The unknown key a missing field was most likely misspelt as, if the
+/// object at `segments` has one (edit distance 1 or 2, case aside).
+fn misspelt(body: &[u8], segments: &[Segment], missing: &ApiError) -> Option<ApiError> {
+    let want = missing.field.as_deref()?.rsplit(['.', ']']).next()?;
+    let root: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let mut at = &root;
+    for s in segments {
+        at = match s {
+            Segment::Seq { index } => at.get(index)?,
+            Segment::Map { key } => at.get(key)?,
+            _ => return None,
+        };
+    }
+    let near = at.as_object()?.keys().find(|k| *k != want && edit_distance(k, want) <= 2)?;
+    let path = missing.field.as_deref()?.strip_suffix(want)?.trim_end_matches('.');
+    Some(ApiError::bad(
+        "unknown_field",
+        join(if path.is_empty() { "." } else { path }, near),
+        format!("unknown field `{near}`: is it `{want}`? (`{want}` is missing)"),
+    ))
+}
+
+/// Levenshtein distance of two short keys, ASCII case ignored.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let (a, b): (Vec<char>, Vec<char>) =
+        (a.chars().map(|c| c.to_ascii_lowercase()).collect(), b.chars().map(|c| c.to_ascii_lowercase()).collect());
+    if a.len().abs_diff(b.len()) > 2 || a.len() > 64 || b.len() > 64 {
+        return usize::MAX;
+    }
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.iter().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            cur[j + 1] = (prev[j] + usize::from(ca != cb)).min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
 }
 
 /// Deserializes an already parsed value (the training body, after `symbol` is taken out).
@@ -73,6 +210,10 @@ fn data_error(path: &str, msg: &str) -> ApiError {
             None => at_root,
         };
         return ApiError::bad("unknown_field", field, msg);
+    }
+    if msg.starts_with("duplicate field") {
+        let field = quoted(msg).map_or(at_root, |f| join(path, f));
+        return ApiError::bad("duplicate_field", field, format!("{msg}: give each key once"));
     }
     if msg.starts_with("unknown variant") {
         let last = path.rsplit('.').next().unwrap_or(path);
@@ -170,6 +311,22 @@ mod tests {
         assert_eq!(e.code, "invalid_json");
         let e = from_json::<Enable>(br#"{"model_type": "tlob", "enabled": true} x"#).unwrap_err();
         assert_eq!(e.code, "invalid_json");
+    }
+
+    #[test]
+    fn repeated_and_misspelt_keys_are_named() {
+        let e = from_json::<Enable>(br#"{"model_type": "tlob", "enabled": true, "enabled": false}"#).unwrap_err();
+        assert_eq!((e.code, e.field.as_deref()), ("duplicate_field", Some("enabled")));
+        let e = from_json::<Enable>(br#"{"model_type": "tlob", "Enabled": true}"#).unwrap_err();
+        assert_eq!((e.code, e.field.as_deref()), ("unknown_field", Some("Enabled")));
+        let e = from_json_object(br#"{"a": {"b": 1, "b": 2}}"#).unwrap_err();
+        assert_eq!((e.code, e.field.as_deref()), ("duplicate_field", Some("a.b")));
+        let e = from_json_object(br#"[1]"#).unwrap_err();
+        assert_eq!((e.code, e.field.as_deref()), ("invalid_type", Some("body")));
+        let m = from_json_object(br#"{"a": [1, 2.5, "x", null, true, {"c": -1}]}"#).unwrap();
+        assert_eq!(serde_json::Value::Object(m), serde_json::json!({"a": [1, 2.5, "x", null, true, {"c": -1}]}));
+        assert_eq!(edit_distance("model_typ", "model_type"), 1);
+        assert_eq!(edit_distance("epochs", "sequence_length"), usize::MAX);
     }
 
     #[test]

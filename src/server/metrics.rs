@@ -8,7 +8,11 @@
 //! - `decisions_total{direction}`;
 //! - live mode: `live_ticks_total`, `live_decisions_total`, `live_tick_to_decision_seconds`,
 //!   `collector_resyncs_total`, `collector_reconnects_total`, `live_warm`;
-//! - training: `training_active`, `training_epoch`, `training_progress_percent`, `training_loss`.
+//! - training: `training_active`, `training_epoch`, `training_progress_percent`, `training_loss`;
+//! - connections: `http_connections_open`, `http_connections_evicted_total`
+//!   (idle ones closed to make room), `http_connections_reserve_total` (taken
+//!   over the caps, health only), `http_connections_refused_total`,
+//!   `http_heads_rejected_total` (malformed or late request heads).
 //!
 //! Endpoints are the fixed route labels, never raw paths, so a client cannot
 //! grow the series without bound.
@@ -88,8 +92,19 @@ pub struct TrainingFigures {
     pub loss: Option<f64>,
 }
 
+/// The connection layer's figures (server/conn.rs).
+#[derive(Default)]
+pub struct ConnCounters {
+    pub open: AtomicU64,
+    pub evicted: AtomicU64,
+    pub reserve: AtomicU64,
+    pub refused: AtomicU64,
+    pub head_rejected: AtomicU64,
+}
+
 #[derive(Default)]
 pub struct Metrics {
+    pub connections: ConnCounters,
     requests: Mutex<BTreeMap<(&'static str, &'static str, u16), u64>>,
     request_latency: Mutex<BTreeMap<&'static str, std::sync::Arc<Histogram>>>,
     pub decode: Histogram,
@@ -130,6 +145,27 @@ impl Metrics {
         out.push_str("# TYPE quorum_http_requests_total counter\n");
         for ((e, m, s), n) in self.requests.lock().iter() {
             let _ = writeln!(out, "quorum_http_requests_total{{endpoint=\"{e}\",method=\"{m}\",status=\"{s}\"}} {n}");
+        }
+        let c = &self.connections;
+        let _ = writeln!(
+            out,
+            "# HELP quorum_http_connections_open Connections open now.\n# TYPE quorum_http_connections_open gauge\n\
+             quorum_http_connections_open {}",
+            c.open.load(Ordering::Relaxed)
+        );
+        let conn_counters = [
+            ("http_connections_evicted_total", "Idle connections closed to make room for new ones.", &c.evicted),
+            ("http_connections_reserve_total", "Connections taken over the caps, served health only.", &c.reserve),
+            ("http_connections_refused_total", "Connections refused outright (every place busy).", &c.refused),
+            (
+                "http_heads_rejected_total",
+                "Request heads refused before routing (malformed, too large, late).",
+                &c.head_rejected,
+            ),
+        ];
+        for (n, help, v) in conn_counters {
+            let v = v.load(Ordering::Relaxed);
+            let _ = writeln!(out, "# HELP quorum_{n} {help}\n# TYPE quorum_{n} counter\nquorum_{n} {v}");
         }
         out.push_str("# HELP quorum_http_request_duration_seconds Time from request to answer, by endpoint.\n");
         out.push_str("# TYPE quorum_http_request_duration_seconds histogram\n");

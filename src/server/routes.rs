@@ -5,7 +5,6 @@
 //! error answer always means "nothing changed".
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,8 +16,9 @@ use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use serde::{Deserialize, Serialize};
 
-use super::codec::{decode_binary, flatten2, flatten3, from_json, from_value};
+use super::codec::{decode_binary, flatten2, flatten3, from_json, from_json_object, from_value};
 use super::error::ApiError;
+use super::guard::{body_kind, BodyKind, ConnCtx};
 use super::metrics::{LiveFigures, TrainingFigures};
 use super::training::StartError;
 use super::AppState;
@@ -54,7 +54,7 @@ enum Route {
     Metrics,
 }
 
-const ROUTES: [(Route, Method, &str); 20] = [
+static ROUTES: [(Route, Method, &str); 20] = [
     (Route::Status, Method::GET, "/api/ensemble/status"),
     (Route::Models, Method::GET, "/api/ensemble/models"),
     (Route::Enable, Method::POST, "/api/ensemble/models/enable"),
@@ -90,17 +90,79 @@ fn method_label(m: &Method) -> &'static str {
     }
 }
 
-/// Every request: route, guard, answer, count.
-pub async fn handle(
-    state: Arc<AppState>,
-    _peer: SocketAddr,
-    req: Request<Incoming>,
-) -> Result<Response<Body>, Infallible> {
+/// Every request: gate, route, guard, answer, count.
+pub async fn handle(state: Arc<AppState>, conn: ConnCtx, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
     let start = Instant::now();
     let method = method_label(req.method());
     let found = ROUTES.iter().find(|(_, _, p)| *p == req.uri().path());
     let label = found.map_or("other", |(_, _, p)| *p);
-    let resp = match found {
+    // The head gate does not follow a chunked body (nor a CONNECT): the connection ends with this answer.
+    let close_after = req.method() == Method::CONNECT || req.headers().contains_key(header::TRANSFER_ENCODING);
+    let origin = state.origins.check(req.headers());
+    let resp = match gate(&state, &conn, found.map(|(r, _, _)| *r), &req, &origin) {
+        Err(e) => Err(e),
+        Ok(Some(preflight)) => Ok(preflight),
+        Ok(None) => route(&state, found, req).await,
+    };
+    let mut resp = resp.unwrap_or_else(|e| error_response(&e));
+    if let Ok(Some(o)) = origin {
+        let h = resp.headers_mut();
+        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, o);
+        h.insert(header::VARY, HeaderValue::from_static("Origin"));
+    }
+    let closing = close_after
+        || conn.reserve
+        || matches!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE | StatusCode::REQUEST_TIMEOUT);
+    if closing {
+        // 413/408: the rest of that body is never read, so no bytes may be left
+        // that belong to no request; a chunked body (or CONNECT), which the head
+        // gate does not follow; a connection taken over the caps.
+        resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    state.metrics.request(label, method, resp.status().as_u16(), start.elapsed());
+    Ok(resp)
+}
+
+/// The request gate (guard.rs): a page's origin, a rebound `Host`, a
+/// connection taken over the caps; answers an allowed origin's preflight.
+fn gate(
+    state: &AppState,
+    conn: &ConnCtx,
+    route: Option<Route>,
+    req: &Request<Incoming>,
+    origin: &Result<Option<HeaderValue>, ApiError>,
+) -> Result<Option<Response<Body>>, ApiError> {
+    let allowed_origin = origin.clone()?;
+    let health = matches!(route, Some(Route::HealthLive | Route::HealthReady));
+    if !health {
+        state.hosts.check(req, conn.local)?;
+        if conn.reserve {
+            let c = &state.config;
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too_many_connections",
+                super::conn::full_message(c.max_connections, c.max_connections_per_ip),
+            ));
+        }
+    }
+    if req.method() == Method::OPTIONS && allowed_origin.is_some() && route.is_some() {
+        let mut r = Response::new(full(Bytes::new()));
+        *r.status_mut() = StatusCode::NO_CONTENT;
+        let h = r.headers_mut();
+        h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("GET, POST"));
+        h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, HeaderValue::from_static("Content-Type, Authorization"));
+        h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600"));
+        return Ok(Some(r));
+    }
+    Ok(None)
+}
+
+async fn route(
+    state: &Arc<AppState>,
+    found: Option<&'static (Route, Method, &'static str)>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    match found {
         None => Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no endpoint {}", req.uri().path()))),
         Some((_, m, p)) if m != req.method() => {
             let mut r = error_response(&ApiError::new(
@@ -111,23 +173,19 @@ pub async fn handle(
             r.headers_mut().insert(header::ALLOW, HeaderValue::from_static(m.as_str()));
             Ok(r)
         }
-        Some((route, _, _)) => guarded(&state, *route, req).await,
-    };
-    let mut resp = resp.unwrap_or_else(|e| error_response(&e));
-    if matches!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE | StatusCode::REQUEST_TIMEOUT) {
-        // The rest of that body is never read: end the connection rather than
-        // leave it waiting for bytes that belong to no request.
-        resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+        Some((route, _, _)) => guarded(state, *route, req).await,
     }
-    state.metrics.request(label, method, resp.status().as_u16(), start.elapsed());
-    Ok(resp)
 }
 
-/// Auth for POSTs, then a place among the requests in flight (not for health,
-/// metrics and the event stream, which must answer even under load).
+/// Auth and the declared body type for POSTs, then a place among the
+/// requests in flight (not for health, metrics and the event stream, which
+/// must answer even under load).
 async fn guarded(state: &Arc<AppState>, route: Route, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+    let mut kind = BodyKind::Json;
     if req.method() == Method::POST {
         check_token(state, &req)?;
+        // Before the body is read: a page's text/plain or form POST is refused unread.
+        kind = body_kind(req.headers(), route == Route::Predict)?;
     }
     match route {
         Route::HealthLive => return json(StatusCode::OK, &serde_json::json!({"status": "ok"})),
@@ -159,7 +217,7 @@ async fn guarded(state: &Arc<AppState>, route: Route, req: Request<Incoming>) ->
         Route::LiveHistory => live_history(state, query),
         Route::LiveStatus => json(StatusCode::OK, &live_hub(state)?.status()),
         post => match &parts {
-            Some(parts) => post_route(state, post, parts, body).await,
+            Some(_) => post_route(state, post, kind, body).await,
             None => {
                 Err(ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this endpoint takes POST"))
             }
@@ -170,14 +228,13 @@ async fn guarded(state: &Arc<AppState>, route: Route, req: Request<Incoming>) ->
 async fn post_route(
     state: &Arc<AppState>,
     route: Route,
-    parts: &hyper::http::request::Parts,
+    kind: BodyKind,
     body: Bytes,
 ) -> Result<Response<Body>, ApiError> {
     let e = &state.engine;
     if route == Route::Predict {
-        return predict(state, parts, body).await;
+        return predict(state, kind, body).await;
     }
-    require_json(parts)?;
     match route {
         Route::Enable => {
             let b: EnableBody = from_json(&body)?;
@@ -290,14 +347,9 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("worker failed: {e}")))
 }
 
-async fn predict(
-    state: &Arc<AppState>,
-    parts: &hyper::http::request::Parts,
-    body: Bytes,
-) -> Result<Response<Body>, ApiError> {
+async fn predict(state: &Arc<AppState>, kind: BodyKind, body: Bytes) -> Result<Response<Body>, ApiError> {
     let t0 = Instant::now();
-    // Anything but octet-stream is read as JSON (curl's default form type included).
-    let binary = content_type(parts).is_some_and(|ct| ct.starts_with("application/octet-stream"));
+    let binary = kind == BodyKind::Binary;
     let engine = state.engine.clone();
     let mut decision = if binary {
         let layout = engine.input_layout();
@@ -372,8 +424,13 @@ fn name_prediction(e: EngineError, preds: &[ModelPrediction]) -> ApiError {
 }
 
 fn training_start(state: &Arc<AppState>, body: &[u8]) -> Result<Response<Body>, ApiError> {
-    let mut obj: serde_json::Map<String, serde_json::Value> = from_json(body)?;
-    let symbol = match obj.remove("symbol") {
+    let mut obj = from_json_object(body)?;
+    let symbol = obj.remove("symbol");
+    // The model's own config (models.md, a small model for a quick run), beside the TrainingConfig fields.
+    let model = obj.remove("model_config");
+    // The TrainingConfig fields first: a misspelt key (`symbl`) is named as unknown, not as a missing `symbol`.
+    let mut config: TrainingConfig = from_value(serde_json::Value::Object(obj))?;
+    let symbol = match symbol {
         None => return Err(ApiError::bad("missing_field", "symbol", "missing field `symbol`")),
         Some(serde_json::Value::String(s)) => s,
         Some(other) => return Err(ApiError::bad("invalid_type", "symbol", format!("expected a string, got {other}"))),
@@ -381,9 +438,6 @@ fn training_start(state: &Arc<AppState>, body: &[u8]) -> Result<Response<Body>, 
     if symbol.is_empty() || symbol.len() > 32 || !symbol.bytes().all(|b| b.is_ascii_alphanumeric()) {
         return Err(ApiError::bad("invalid_value", "symbol", "must be 1 to 32 ASCII letters and digits"));
     }
-    // The model's own config (models.md, a small model for a quick run), beside the TrainingConfig fields.
-    let model = obj.remove("model_config");
-    let mut config: TrainingConfig = from_value(serde_json::Value::Object(obj))?;
     if let Some(m) = model {
         if !m.is_object() {
             return Err(ApiError::bad("invalid_type", "model_config", format!("expected an object, got {m}")));
@@ -572,28 +626,6 @@ fn check_token(state: &AppState, req: &Request<Incoming>) -> Result<(), ApiError
         return Err(unauthorized("the bearer token is wrong"));
     }
     Ok(())
-}
-
-fn content_type(parts: &hyper::http::request::Parts) -> Option<&str> {
-    parts.headers.get(header::CONTENT_TYPE).map(|v| v.to_str().unwrap_or("?"))
-}
-
-fn unsupported(ct: &str) -> ApiError {
-    ApiError::new(
-        StatusCode::UNSUPPORTED_MEDIA_TYPE,
-        "unsupported_media_type",
-        format!("Content-Type {ct:?}: this endpoint takes JSON"),
-    )
-    .with_field("Content-Type")
-}
-
-/// JSON endpoints read any body as JSON (curl sends form-urlencoded by
-/// default), except a binary or multipart one, which is surely a mistake.
-fn require_json(parts: &hyper::http::request::Parts) -> Result<(), ApiError> {
-    match content_type(parts) {
-        Some(ct) if ct.starts_with("application/octet-stream") || ct.starts_with("multipart/") => Err(unsupported(ct)),
-        _ => Ok(()),
-    }
 }
 
 /// The whole body, within the size limit and the body timeout.
