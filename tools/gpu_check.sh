@@ -46,18 +46,21 @@ die() {
 
 # ---------------------------------------------------------------- prepare
 
-# The executables cargo built for the given targets (JSON messages on stdin).
+# The executables cargo built for targets of kind $1 named $2.. (cargo's JSON
+# messages on stdin; the CLI built for the tests' CARGO_BIN_EXE is left out).
 executables() {
     python3 -c '
 import json, sys
+kind, names = sys.argv[1], set(sys.argv[2:])
 for line in sys.stdin:
     try:
         m = json.loads(line)
     except ValueError:
         continue
-    if m.get("reason") == "compiler-artifact" and m.get("executable"):
-        print(m["target"]["name"], m["executable"])
-'
+    t = m.get("target", {})
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and kind in t.get("kind", []) and t.get("name") in names:
+        print(t["name"], m["executable"])
+' "$@"
 }
 
 prepare() {
@@ -68,11 +71,13 @@ prepare() {
     echo "== building the gpu-tests test binaries"
     local args=()
     for t in "${TEST_BINS[@]}"; do args+=(--test "$t"); done
-    cargo test --release --features gpu-tests --no-run --message-format=json "${args[@]}" | executables >"$CARRY/tests.txt"
+    cargo test --release --features gpu-tests --no-run --message-format=json "${args[@]}" |
+        executables test "${TEST_BINS[@]}" >"$CARRY/tests.txt"
     echo "== building the CUDA benches"
     args=()
     for b in "${BENCH_BINS[@]}"; do args+=(--bench "$b"); done
-    cargo bench --features gpu-tests --no-run --message-format=json "${args[@]}" | executables >"$CARRY/benches.txt"
+    cargo bench --features gpu-tests --no-run --message-format=json "${args[@]}" |
+        executables bench "${BENCH_BINS[@]}" >"$CARRY/benches.txt"
     echo "== building the CLI"
     # With the same features as the tests, so the library is built once.
     cargo build --release --features gpu-tests --bin quorum
@@ -165,9 +170,6 @@ run() {
     } >"$LOGS/env.log" 2>&1
     printf 'env\tok\t0\tnvidia-smi, nvcc, torch, quorum bench --backend cuda\n' >>"$OUTDIR/steps.tsv"
 
-    local cuda=cuda
-    [[ $DRY == 1 ]] && cuda=emu
-
     # tests
     for t in "${TEST_BINS[@]}"; do
         if [[ $DRY == 1 ]]; then
@@ -192,15 +194,20 @@ run() {
     fi
 
     # bench
-    local iters=2000 batches=1,32
-    [[ $DRY == 1 ]] && iters=2 batches=1
-    step bench_f32 90 "$bin/quorum" bench --backend $cuda --iters $iters --batch $batches --ensemble
-    step bench_bf16 90 "$bin/quorum" bench --backend $cuda --iters $iters --batch $batches --precision bf16 --ensemble
-    step bench_f32_no_graphs 60 "$bin/quorum" bench --backend $cuda --iters $iters --batch 1 --no-graphs
     if [[ $DRY == 1 ]]; then
-        step criterion_models_cuda 30 "$bin/bench_models_cuda" --bench --list
-        step criterion_train 30 "$bin/bench_train" --bench --list
+        # The emulator runs each kernel on the CPU (seconds a forward; its
+        # bf16 tensor-core emulation slower still): one model in bf16.
+        step bench_f32 90 "$bin/quorum" bench --backend emu --iters 2 --batch 1 --ensemble
+        step bench_bf16 90 "$bin/quorum" bench --backend emu --iters 1 --batch 1 --precision bf16 --model cnn_lstm
+        step bench_f32_no_graphs 60 "$bin/quorum" bench --backend emu --iters 1 --batch 1 --no-graphs
+        # Both benches open the CUDA device before criterion would list them:
+        # here, only that the binaries start and are criterion's.
+        step criterion_models_cuda 30 "$bin/bench_models_cuda" --help
+        step criterion_train 30 "$bin/bench_train" --help
     else
+        step bench_f32 90 "$bin/quorum" bench --backend cuda --iters 2000 --batch 1,32 --ensemble
+        step bench_bf16 90 "$bin/quorum" bench --backend cuda --iters 2000 --batch 1,32 --precision bf16 --ensemble
+        step bench_f32_no_graphs 60 "$bin/quorum" bench --backend cuda --iters 2000 --batch 1 --no-graphs
         step criterion_models_cuda 120 "$bin/bench_models_cuda" --bench --noplot \
             --warm-up-time 0.5 --measurement-time 1 --sample-size 20
         step criterion_train 90 "$bin/bench_train" --bench --noplot train_step_cuda \
