@@ -1,7 +1,10 @@
-//! File writes that a crash cannot leave half-done: the one place that knows
-//! the temporary-name, fsync, rename, fsync-the-folder sequence. Every file
-//! quorum publishes (weights, checkpoints, Parquet tables and day files) goes
-//! through it.
+//! The file system, carefully.
+//!
+//! - Writes that a crash cannot leave half-done: the one place that knows
+//!   the temporary-name, fsync, rename, fsync-the-folder sequence. Every file
+//!   quorum publishes (weights, checkpoints, Parquet tables and day files)
+//!   goes through it, and [`remove_dead_writers_temp_files`] is the one
+//!   clean-up of what a killed writer left.
 
 use std::fs::File;
 use std::io::Write;
@@ -13,7 +16,9 @@ use crate::error::{Error, Result};
 /// will become. Write through the `File` that `create` returns, then
 /// `persist` it under its final name; dropped without persisting, it is
 /// removed. A process killed meanwhile leaves only the hidden name, which
-/// readers skip (and `market::store::remove_stale_temp_files` cleans up).
+/// readers skip and [`remove_dead_writers_temp_files`] cleans up (the
+/// collector and `simulate --out` call it through
+/// `market::store::remove_stale_temp_files` when they start).
 #[derive(Debug)]
 pub struct TempFile {
     path: PathBuf,
@@ -75,6 +80,38 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     write().map_err(|source| Error::Io { path: path.display().to_string(), source })
 }
 
+/// The final name and the writer's pid of a [`TempFile`] name
+/// (`.<name>.tmp-<pid>`), `None` for any other name.
+pub fn temp_file_owner(file_name: &str) -> Option<(&str, u32)> {
+    let (name, pid) = file_name.strip_prefix('.')?.rsplit_once(".tmp-")?;
+    if name.is_empty() || pid.is_empty() || !pid.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some((name, pid.parse().ok()?))
+}
+
+/// Removes from `dir` the [`TempFile`]s whose writer no longer runs and whose
+/// final name `wanted` accepts; those of this process or of a live one are
+/// kept, and where liveness cannot be checked (no `/proc`) nothing is
+/// removed. Returns the removed paths.
+pub fn remove_dead_writers_temp_files(dir: &Path, wanted: impl Fn(&str) -> bool) -> std::io::Result<Vec<PathBuf>> {
+    let mut removed = Vec::new();
+    if !Path::new("/proc/self").exists() {
+        return Ok(removed);
+    }
+    for e in std::fs::read_dir(dir)? {
+        let e = e?;
+        let name = e.file_name();
+        let Some((final_name, pid)) = name.to_str().and_then(temp_file_owner) else { continue };
+        if wanted(final_name) && pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+            let path = e.path();
+            std::fs::remove_file(&path)?;
+            removed.push(path);
+        }
+    }
+    Ok(removed)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -116,5 +153,14 @@ mod tests {
     #[test]
     fn a_path_without_a_file_name_is_an_error() {
         assert!(write_atomic(Path::new("/"), b"x").is_err());
+    }
+
+    #[test]
+    fn temp_file_names_give_their_writer() {
+        assert_eq!(temp_file_owner(".a.bin.tmp-42"), Some(("a.bin", 42)));
+        assert_eq!(temp_file_owner(".snapshots_1.parquet.tmp-4294967295"), Some(("snapshots_1.parquet", u32::MAX)));
+        for other in ["a.bin.tmp-42", ".a.bin", ".a.tmp-", ".a.tmp-4x", ".tmp-42", ".a.tmp-99999999999"] {
+            assert_eq!(temp_file_owner(other), None, "{other}");
+        }
     }
 }
