@@ -74,6 +74,10 @@ pub struct ServeArgs {
     /// jobs follow `use_amp` instead.
     #[arg(long, default_value = "f32")]
     pub precision: String,
+    /// The memory a training job (--data) may be estimated to need, in MiB;
+    /// a larger job is refused before it starts (docs/security.md, "Limits").
+    #[arg(long, default_value_t = 4096)]
+    pub training_memory_mb: u64,
 }
 
 pub fn serve(args: ServeArgs) -> Result<()> {
@@ -160,8 +164,13 @@ async fn run(args: ServeArgs, engine: Arc<Engine>, train_on: TrainOn) -> Result<
         }
         None => None,
     };
-    let config =
-        ServerConfig { bind: args.bind, allow_remote: args.allow_remote, token: args.token, ..Default::default() };
+    let config = ServerConfig {
+        bind: args.bind,
+        allow_remote: args.allow_remote,
+        token: args.token,
+        training_memory_budget: args.training_memory_mb.saturating_mul(1 << 20),
+        ..Default::default()
+    };
     let launcher =
         args.data.as_ref().map(|d| Arc::new(DataFolderLauncher::new(d).on(train_on)) as Arc<dyn TrainingLauncher>);
     let extras = Extras { live: live.as_ref().map(|l| l.hub()), launcher, metrics: Some(metrics) };

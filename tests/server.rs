@@ -737,7 +737,7 @@ async fn a_job_trained_through_the_api_is_promoted_into_serving() {
     assert_eq!((a.status, a.error()), (400, ("training_rejected".to_owned(), Some("symbol".to_owned()))));
     let bad_model = json!({"architecture": "cnn_lstm", "symbol": "SIMUSDT", "model_config": {"lstm_hidden": 0}});
     let a = http.post_json("/api/ensemble/training/start", &bad_model).await;
-    assert_eq!((a.status, a.error().1), (400, Some("model_config".to_owned())), "{}", a.text());
+    assert_eq!((a.status, a.error().1), (400, Some("model_config.lstm_hidden".to_owned())), "{}", a.text());
 
     let ckpt = data.join("ckpt");
     let body = json!({

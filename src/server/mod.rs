@@ -9,7 +9,9 @@
 //!   wait a little, then get 503);
 //! - TCP_NODELAY on every accepted socket (answers are small);
 //! - inference and weight loading run on the blocking pool, never on the
-//!   threads that serve sockets.
+//!   threads that serve sockets;
+//! - training jobs within documented size bounds and a memory budget
+//!   (docs/security.md, "Limits").
 //!
 //! Modules: [`routes`] (the endpoints), [`codec`] (JSON and binary bodies),
 //! [`metrics`] (Prometheus text), [`error`] (the error body), [`training`]
@@ -60,6 +62,10 @@ pub struct ServerConfig {
     pub queue_timeout: Duration,
     /// Server-sent-event subscribers at most.
     pub max_streams: usize,
+    /// Memory a training job may be estimated to need, in bytes
+    /// (`--training-memory-mb`, default 4 GiB; `train::memory::estimate`);
+    /// a job over it is refused before it starts.
+    pub training_memory_budget: u64,
 }
 
 impl Default for ServerConfig {
@@ -76,6 +82,7 @@ impl Default for ServerConfig {
             max_in_flight: 64,
             queue_timeout: Duration::from_secs(2),
             max_streams: 64,
+            training_memory_budget: 4 << 30,
         }
     }
 }
@@ -109,6 +116,9 @@ impl ServerConfig {
             }
         }
         if self.max_body_bytes == 0 || self.max_connections == 0 || self.max_in_flight == 0 || self.max_streams == 0 {
+            return bad("max_*", "limits must be positive");
+        }
+        if self.training_memory_budget == 0 {
             return bad("max_*", "limits must be positive");
         }
         if self.header_timeout.is_zero() || self.body_timeout.is_zero() {

@@ -391,7 +391,10 @@ fn training_start(state: &Arc<AppState>, body: &[u8]) -> Result<Response<Body>, 
         config.model =
             Some(crate::model::ModelConfig::from_json(config.architecture, &m.to_string()).map_err(|e| match e {
                 crate::Error::Config { field, reason } => {
-                    ApiError::bad("invalid_value", "model_config", format!("{field}: {reason}"))
+                    // `cnn_lstm.lstm_hidden` → `model_config.lstm_hidden` (`cnn_lstm.config`: the JSON itself).
+                    let inner = field.split_once('.').map(|(_, f)| f).filter(|f| *f != "config");
+                    let api_field = inner.map_or_else(|| "model_config".to_owned(), |f| format!("model_config.{f}"));
+                    ApiError::bad("invalid_value", api_field, format!("{field}: {reason}"))
                 }
                 other => ApiError::bad("invalid_value", "model_config", other.to_string()),
             })?);
@@ -400,6 +403,7 @@ fn training_start(state: &Arc<AppState>, body: &[u8]) -> Result<Response<Body>, 
         crate::Error::Config { field, reason } => ApiError::bad("invalid_value", field, reason),
         other => ApiError::bad("invalid_value", "body", other.to_string()),
     })?;
+    check_memory_budget(state, &config)?;
     let launcher = state.launcher.as_ref().ok_or_else(|| {
         ApiError::new(StatusCode::NOT_IMPLEMENTED, "training_unavailable", "this server was started without a trainer")
     })?;
@@ -417,6 +421,32 @@ fn training_start(state: &Arc<AppState>, body: &[u8]) -> Result<Response<Body>, 
             field: e.field,
         }),
     }
+}
+
+/// Refuses a job whose estimated memory (`train::memory::estimate`) is over
+/// the server's `training_memory_budget`, naming what to lower.
+fn check_memory_budget(state: &AppState, config: &TrainingConfig) -> Result<(), ApiError> {
+    let need = crate::train::memory::estimate(config);
+    let budget = state.config.training_memory_budget;
+    if need.total() <= budget {
+        return Ok(());
+    }
+    let mib = |b: u64| b.div_ceil(1 << 20);
+    let field = if need.params_bytes > budget / 2 { "model_config" } else { "batch_size" };
+    Err(ApiError::bad(
+        "over_memory_budget",
+        field,
+        format!(
+            "the job is estimated to need {} MiB ({} MiB for the parameters and optimizer state, {} MiB for the \
+             activations of a batch of {}), over this server's training memory budget of {} MiB: lower batch_size \
+             or the model's sizes, or start the server with a larger --training-memory-mb",
+            mib(need.total()),
+            mib(need.params_bytes),
+            mib(need.activations_bytes),
+            config.batch_size,
+            mib(budget)
+        ),
+    ))
 }
 
 fn layout_body(state: &AppState) -> serde_json::Value {

@@ -112,7 +112,8 @@ pub enum TrainOn {
 /// as `quorum train --data` reads it; checkpoints go to the job's
 /// `checkpoint_dir` as usual. When the job is over, its `result` (the model
 /// to promote with `POST /api/ensemble/models/load`) or `error` is in the
-/// status.
+/// status; a job that fails in any way, a panic included, ends with an
+/// `error` and the server goes on.
 pub struct DataFolderLauncher {
     data_dir: PathBuf,
     backend: TrainOn,
@@ -176,7 +177,9 @@ impl TrainingLauncher for DataFolderLauncher {
             .name(format!("train-{symbol}"))
             .spawn(move || {
                 let precision = Precision::for_training(config.use_amp);
-                let outcome = match backend {
+                // A panic anywhere in the job is the job's error, not a thread
+                // gone silently with `is_training` stuck at true.
+                let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match backend {
                     TrainOn::Cpu => run_job(&Cpu::new(), config, &job, &features, &raw, &symbol),
                     TrainOn::Emu => {
                         run_job(&Gpu::with_precision(Emu::new(), precision), config, &job, &features, &raw, &symbol)
@@ -184,7 +187,15 @@ impl TrainingLauncher for DataFolderLauncher {
                     TrainOn::Cuda => Cuda::new(0).and_then(|dev| {
                         run_job(&Gpu::with_precision(dev, precision), config, &job, &features, &raw, &symbol)
                     }),
-                };
+                }))
+                .unwrap_or_else(|panic| {
+                    let what = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "unknown".into());
+                    Err(crate::Error::Backend { backend: "training job".into(), reason: format!("panicked: {what}") })
+                });
                 job.update(|p| {
                     match outcome {
                         Ok(r) => p.result = Some(r),

@@ -170,12 +170,13 @@ impl Device for Emu {
         "emu"
     }
 
+    /// Fallible, as device memory is: a size the memory cannot hold is an error.
     fn alloc(&self, len: usize) -> Result<EmuBuf> {
-        Ok(EmuBuf(vec![0.0; len]))
+        Ok(EmuBuf(crate::tensor::try_zeros(len, "emu buffer")?))
     }
 
     fn upload(&self, data: &[f32]) -> Result<EmuBuf> {
-        Ok(EmuBuf(data.to_vec()))
+        Ok(EmuBuf(crate::tensor::try_copy(data, "emu buffer")?))
     }
 
     fn write(&self, dst: &mut EmuBuf, src: &[f32]) -> Result<()> {
