@@ -29,7 +29,7 @@ pub mod limits {
     /// `horizon`, in ticks (default 30).
     pub const MAX_HORIZON: usize = crate::model::config::limits::MAX_HORIZON;
     /// `checkpoint_dir`, in bytes (default `"checkpoints/"`).
-    pub const MAX_CHECKPOINT_DIR_BYTES: usize = 1024;
+    pub const MAX_CHECKPOINT_DIR_BYTES: usize = crate::fsutil::MAX_REQUEST_PATH_BYTES;
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
