@@ -6,6 +6,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,6 +25,7 @@ use super::training::StartError;
 use super::AppState;
 use crate::engine::{EngineError, EngineInputs};
 use crate::ensemble::{ConsensusStrategy, Direction, ModelPrediction, ModelType};
+use crate::fsutil;
 use crate::live::LiveEntry;
 use crate::train::TrainingConfig;
 
@@ -213,9 +215,7 @@ async fn post_route(
             if b.path.is_empty() {
                 return Err(ApiError::bad("invalid_value", "path", "must not be empty"));
             }
-            let engine = state.engine.clone();
-            let entry = blocking(move || engine.load_file(b.model_type, std::path::Path::new(&b.path))).await??;
-            json(StatusCode::OK, &entry)
+            load_model(state, b).await
         }
         Route::TrainStart => training_start(state, &body),
         Route::TrainStop => {
@@ -288,6 +288,66 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("worker failed: {e}")))
+}
+
+/// `POST /models/load`: only a regular file inside the weights folder (or
+/// the training jobs' output folder) is read, one load at a time, on the
+/// blocking pool, answered within `load_timeout`. Every path that is refused
+/// gets one answer, whatever lies at it, so a client learns nothing about
+/// files outside those folders.
+async fn load_model(state: &Arc<AppState>, b: LoadBody) -> Result<Response<Body>, ApiError> {
+    let roots: Vec<PathBuf> =
+        state.config.weights_dir.iter().cloned().chain(state.launcher.as_ref().and_then(|l| l.output_root())).collect();
+    if roots.is_empty() {
+        return Err(ApiError::bad(
+            "invalid_weights",
+            "path",
+            "this server loads weights only from its weights folder, and it was started without one: \
+             start it with --weights DIR and give a path inside DIR",
+        ));
+    }
+    let timeout = state.config.load_timeout;
+    let busy = || {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "load_busy",
+            format!("another load has been running for over {timeout:?}; try again later"),
+        )
+    };
+    let permit = tokio::time::timeout(timeout, state.loads.clone().acquire_owned())
+        .await
+        .map_err(|_| busy())?
+        .map_err(|_| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", "the server is stopping"))?;
+    let engine = state.engine.clone();
+    let max_bytes = state.config.max_weights_bytes;
+    let task = tokio::task::spawn_blocking(move || {
+        // Held until the load is over, even after the request timed out.
+        let _permit = permit;
+        let requested = Path::new(&b.path);
+        let path = roots.iter().find_map(|root| fsutil::file_inside(root, requested).ok()).ok_or_else(|| {
+            ApiError::bad(
+                "invalid_weights",
+                "path",
+                format!(
+                    "no regular file {:?} inside the weights folder (or the training output): give a path \
+                     relative to the folder given to --weights, without `..`",
+                    b.path
+                ),
+            )
+        })?;
+        engine.load_file_limited(b.model_type, &path, max_bytes).map_err(ApiError::from)
+    });
+    match tokio::time::timeout(timeout, task).await {
+        Err(_) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "load_timeout",
+            format!("the load did not finish within {timeout:?}; it goes on, and takes effect if it succeeds"),
+        )),
+        Ok(Err(e)) => {
+            Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("the load failed: {e}")))
+        }
+        Ok(Ok(entry)) => json(StatusCode::OK, &entry?),
+    }
 }
 
 async fn predict(
