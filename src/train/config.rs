@@ -23,7 +23,7 @@ pub mod limits {
     /// `epochs` and `early_stopping_patience` (defaults 100 and 10).
     pub const MAX_EPOCHS: usize = 100_000;
     /// `walk_forward_splits` (default 5).
-    pub const MAX_WALK_FORWARD_SPLITS: usize = 100;
+    pub const MAX_WALK_FORWARD_SPLITS: usize = 1000;
     /// `gradient_accumulation_steps` (default 4).
     pub const MAX_GRADIENT_ACCUMULATION_STEPS: usize = 1024;
     /// `horizon`, in ticks (default 30).
