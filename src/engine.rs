@@ -334,7 +334,13 @@ impl Engine {
     /// Loads (or hot-swaps) `model` from a weights file; the file must hold
     /// that kind of model and fit the other loaded models' inputs.
     pub fn load_file(&self, model: ModelType, path: &Path) -> Result<ModelEntry, EngineError> {
-        let file = weights::load(path).map_err(|e| EngineError::Load { field: "path", reason: e.to_string() })?;
+        self.load_file_limited(model, path, weights::MAX_WEIGHTS_FILE_BYTES)
+    }
+
+    /// [`Engine::load_file`] of a file of at most `max_bytes` (checked before reading).
+    pub fn load_file_limited(&self, model: ModelType, path: &Path, max_bytes: u64) -> Result<ModelEntry, EngineError> {
+        let file = weights::load_limited(path, max_bytes)
+            .map_err(|e| EngineError::Load { field: "path", reason: e.to_string() })?;
         self.install(model, file, Some(path.to_path_buf()))
     }
 

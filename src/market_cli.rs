@@ -150,6 +150,12 @@ pub fn simulate(args: SimulateArgs) -> Result<()> {
         eprint!("\rsimulate: {done}/{total} ticks ({:.0}%)", 100.0 * done as f64 / total.max(1) as f64);
     })?;
     eprintln!();
+    if !summary.stale_removed.is_empty() {
+        println!(
+            "simulate: removed {} temporary file(s) of an earlier run that was killed mid-write",
+            summary.stale_removed.len()
+        );
+    }
     println!(
         "simulate: {} ticks, {} trades, {} diff events in {:.1} s; {} snapshot and {} trade files under {}",
         summary.ticks,

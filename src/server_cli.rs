@@ -53,6 +53,7 @@ pub struct ServeArgs {
     pub max_connections_per_ip: usize,
     /// Folder with mpd_transformer.safetensors, tlob.safetensors, cnn_lstm.safetensors
     /// (any missing model is not loaded; predict then runs the others, or the consensus only).
+    /// `POST /api/ensemble/models/load` reads only files inside it (and the training output under --data).
     #[arg(long)]
     pub weights: Option<PathBuf>,
     /// Load the three models at their default configs with the built-in deterministic,
@@ -92,6 +93,13 @@ pub struct ServeArgs {
     /// jobs follow `use_amp` instead.
     #[arg(long, default_value = "f32")]
     pub precision: String,
+    /// The memory a training job (--data) may be estimated to need, in MiB;
+    /// a larger job is refused before it starts (docs/security.md, "Limits").
+    #[arg(long, default_value_t = 4096)]
+    pub training_memory_mb: u64,
+    /// The largest weights file `POST /api/ensemble/models/load` reads, in MiB.
+    #[arg(long, default_value_t = 1024)]
+    pub max_weights_mb: u64,
 }
 
 pub fn serve(args: ServeArgs) -> Result<()> {
@@ -186,6 +194,9 @@ async fn run(args: ServeArgs, engine: Arc<Engine>, train_on: TrainOn) -> Result<
         allow_hosts: args.allow_hosts,
         max_connections: args.max_connections,
         max_connections_per_ip: args.max_connections_per_ip,
+        weights_dir: args.weights.clone(),
+        max_weights_bytes: args.max_weights_mb.saturating_mul(1 << 20),
+        training_memory_budget: args.training_memory_mb.saturating_mul(1 << 20),
         ..Default::default()
     };
     let launcher =

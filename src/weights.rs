@@ -31,9 +31,85 @@ impl WeightsFile {
     }
 }
 
+/// Largest weights file [`load`] reads (1 GiB; models.md's default models are
+/// under 100 MB). The server's limit is `ServerConfig::max_weights_bytes`
+/// (`quorum serve --max-weights-mb`).
+pub const MAX_WEIGHTS_FILE_BYTES: u64 = 1 << 30;
+
+/// Reads and checks a weights file of at most [`MAX_WEIGHTS_FILE_BYTES`].
 pub fn load(path: &Path) -> Result<WeightsFile> {
-    let bytes = std::fs::read(path).map_err(|source| Error::Io { path: path.display().to_string(), source })?;
+    load_limited(path, MAX_WEIGHTS_FILE_BYTES)
+}
+
+/// Reads and checks a weights file of at most `max_bytes` (see [`read_safetensors`]).
+pub fn load_limited(path: &Path, max_bytes: u64) -> Result<WeightsFile> {
+    let bytes = read_safetensors(path, max_bytes)?;
     parse(&bytes, &path.display().to_string())
+}
+
+/// The bytes of the safetensors file at `path`, read only once it proved a
+/// regular file (opened without blocking: a FIFO or a device is refused,
+/// `fsutil::open_regular`) of at most `max_bytes`, whose header is readable
+/// and describes exactly the file's length. The read itself is bounded by
+/// that length, and its buffer allocated fallibly, so a file that lies about
+/// its size or grows meanwhile cannot make it read without end.
+pub fn read_safetensors(path: &Path, max_bytes: u64) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let label = path.display().to_string();
+    let fail = |m: String| Error::weights(label.clone(), vec![m]);
+    let io = |source| Error::Io { path: label.clone(), source };
+    let (file, len) = fsutil::open_regular(path).map_err(io)?;
+    if len > max_bytes {
+        return Err(fail(format!(
+            "the file is {len} bytes, over the limit of {max_bytes} bytes (raise it with quorum serve --max-weights-mb)"
+        )));
+    }
+    if len < 8 {
+        return Err(fail(format!("the file is {len} bytes: too short for a safetensors header")));
+    }
+    let mut reader = file.take(len);
+    let mut head = [0u8; 8];
+    reader.read_exact(&mut head).map_err(io)?;
+    let header_len = u64::from_le_bytes(head);
+    if header_len > len - 8 {
+        return Err(fail(format!("the header says it is {header_len} bytes, but the file has only {len} bytes")));
+    }
+    let mut bytes = Vec::new();
+    bytes
+        .try_reserve_exact(len as usize)
+        .map_err(|e| fail(format!("cannot allocate {len} bytes to read the file: {e}")))?;
+    bytes.extend_from_slice(&head);
+    (&mut reader).take(header_len).read_to_end(&mut bytes).map_err(io)?;
+    let data_len = data_len(&bytes[8..]).map_err(|e| fail(format!("unreadable header: {e}")))?;
+    let described = 8u64.saturating_add(header_len).saturating_add(data_len);
+    if described != len {
+        return Err(fail(format!(
+            "the header describes {described} bytes but the file has {len} (truncated, or something appended?)"
+        )));
+    }
+    reader.read_to_end(&mut bytes).map_err(io)?;
+    if bytes.len() as u64 != len {
+        return Err(fail(format!("the file changed while it was read ({} of {len} bytes)", bytes.len())));
+    }
+    Ok(bytes)
+}
+
+/// The length of the data a safetensors header describes: the largest end
+/// of its tensors' `data_offsets`.
+fn data_len(header: &[u8]) -> std::result::Result<u64, String> {
+    let map: HashMap<String, serde_json::Value> = serde_json::from_slice(header).map_err(|e| e.to_string())?;
+    let mut end = 0u64;
+    for (name, entry) in &map {
+        if name == "__metadata__" {
+            continue;
+        }
+        let offsets = entry.get("data_offsets").and_then(|o| o.as_array()).filter(|o| o.len() == 2);
+        match offsets.and_then(|o| o[1].as_u64()) {
+            Some(e) => end = end.max(e),
+            None => return Err(format!("tensor {name:?} has no data_offsets [begin, end]")),
+        }
+    }
+    Ok(end)
 }
 
 /// Any safetensors file as named f32 tensors plus its metadata map

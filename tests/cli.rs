@@ -132,3 +132,26 @@ fn the_quick_demo_trains_decides_live_and_cleans_up() {
     let data = data.split(" (").next().unwrap();
     assert!(!std::path::Path::new(data).exists(), "the temporary data folder {data} is removed");
 }
+
+/// Issue 15.8: `simulate --out` killed mid-write leaves a hidden temporary
+/// file; the next run removes it (as the collector does), and keeps what is
+/// not a dead writer's.
+#[test]
+fn simulate_removes_the_temporary_files_a_killed_run_left() {
+    let out = tempdir("sim-stale");
+    let _ = std::fs::remove_dir_all(&out);
+    let day = out.join("SIMUSDT").join("2025-01-01");
+    std::fs::create_dir_all(&day).unwrap();
+    // Above Linux's largest pid (2^22), so surely not running.
+    let dead = day.join(".snapshots_1735689600000.parquet.tmp-4294967295");
+    std::fs::write(&dead, vec![0u8; 1 << 20]).unwrap();
+    let other = day.join(".notes.tmp-4294967295");
+    std::fs::write(&other, b"not a writer's").unwrap();
+    let run = quorum(&["simulate", "--out", out.to_str().unwrap(), "--duration", "10s"]);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    assert!(!dead.exists(), "the dead writer's temporary file is still there");
+    assert!(other.exists(), "a file that is not a writer's temporary was removed");
+    let text = String::from_utf8_lossy(&run.stdout);
+    assert!(text.contains("removed 1 temporary file"), "{text}");
+    let _ = std::fs::remove_dir_all(&out);
+}

@@ -388,7 +388,9 @@ async fn a_model_hot_swaps_from_a_weights_file_without_dropping_requests() {
     save_weights(&second, &weights(&cnn, 0.5));
     save_weights(&wrong, &weights(&configs[1], 1.0));
     let engine = engine_with(&configs[..2], EnsembleConfig::default());
-    let (_server, http) = start(engine, loopback(), Extras::default()).await;
+    // Loads read only inside the weights folder (tests/server_abuse.rs has the rest).
+    let config = ServerConfig { weights_dir: Some(dir.clone()), ..loopback() };
+    let (_server, http) = start(engine, config, Extras::default()).await;
 
     let load = |p: &std::path::Path| json!({"model_type": "cnn_lstm", "path": p.to_str().unwrap()});
     let a = http.post_json("/api/ensemble/models/load", &load(&first)).await;
@@ -754,13 +756,13 @@ async fn a_job_trained_through_the_api_is_promoted_into_serving() {
     assert_eq!((a.status, a.error()), (400, ("training_rejected".to_owned(), Some("symbol".to_owned()))));
     let bad_model = json!({"architecture": "cnn_lstm", "symbol": "SIMUSDT", "model_config": {"lstm_hidden": 0}});
     let a = http.post_json("/api/ensemble/training/start", &bad_model).await;
-    assert_eq!((a.status, a.error().1), (400, Some("model_config".to_owned())), "{}", a.text());
+    assert_eq!((a.status, a.error().1), (400, Some("model_config.lstm_hidden".to_owned())), "{}", a.text());
 
-    let ckpt = data.join("ckpt");
+    // The checkpoints go under the data folder (a relative path; tests/server_abuse.rs has the refusals).
     let body = json!({
         "architecture": "cnn_lstm", "symbol": "SIMUSDT", "epochs": 2, "batch_size": 64, "learning_rate": 1e-3,
         "walk_forward_splits": 1, "gradient_accumulation_steps": 1, "sequence_length": 20,
-        "checkpoint_dir": ckpt.display().to_string(),
+        "checkpoint_dir": "ckpt",
         "model_config": {"sequence_length": 20, "conv_channels": [16], "lstm_hidden": 16, "lstm_layers": 1},
     });
     let a = http.post_json("/api/ensemble/training/start", &body).await;

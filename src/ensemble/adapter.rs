@@ -88,13 +88,24 @@ impl PredictionAdapter {
         } else {
             Direction::Neutral
         };
-        Ok(ModelPrediction {
-            model_type: model,
-            direction,
-            confidence,
-            probabilities,
-            expected_return: head * self.return_scale / 10_000.0,
-            timestamp,
-        })
+        // A finite head times a large (finite) return_scale can overflow.
+        let expected_return = head * self.return_scale / 10_000.0;
+        check_model(model, "expected_return", expected_return, finite_rule(expected_return))?;
+        Ok(ModelPrediction { model_type: model, direction, confidence, probabilities, expected_return, timestamp })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_head_that_overflows_with_its_return_scale_is_an_error() {
+        let adapter = PredictionAdapter::new(1e308).unwrap();
+        let raw = RawModelOutput { direction_logits: [0.0; 3], confidence: 0.5, expected_return: 1e30 };
+        let err = adapter.to_prediction(ModelType::Tlob, &raw, 0.0).unwrap_err();
+        assert_eq!((err.model(), err.field()), (Some(ModelType::Tlob), Some("expected_return")), "{err}");
+        let ok = RawModelOutput { expected_return: 1e-30, ..raw };
+        assert!(adapter.to_prediction(ModelType::Tlob, &ok, 0.0).unwrap().expected_return.is_finite());
     }
 }

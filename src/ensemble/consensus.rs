@@ -462,7 +462,12 @@ fn decide(
 
     // Steps 6–10.
     let confidence = p_comb[di].min(1.0);
-    let (mut agreeing, mut w_agreeing, mut w_tv, mut w_ret, mut w_pd) = (0usize, 0.0, 0.0, 0.0, 0.0);
+    let (mut agreeing, mut w_agreeing, mut w_tv, mut w_pd) = (0usize, 0.0, 0.0, 0.0);
+    // E[r] as Σ (w_m / Σw) · r_m: every term is at most |r_m| (never the
+    // Σ w·r that overflows for returns near f64::MAX), and the weighted mean
+    // lies in [min r, max r], which the clamp keeps exact under rounding.
+    // So any finite returns give a finite E[r].
+    let (mut ret, mut r_min, mut r_max) = (0.0f64, f64::INFINITY, f64::NEG_INFINITY);
     for slot in 0..n {
         if eligible[slot] {
             let p = &predictions[index_of[slot]];
@@ -473,7 +478,9 @@ fn decide(
             }
             let tv = 0.5 * ((pm[0] - p_comb[0]).abs() + (pm[1] - p_comb[1]).abs() + (pm[2] - p_comb[2]).abs());
             w_tv += w[slot] * tv;
-            w_ret += w[slot] * p.expected_return;
+            ret += (w[slot] / w_sum) * p.expected_return;
+            r_min = r_min.min(p.expected_return);
+            r_max = r_max.max(p.expected_return);
             w_pd += w[slot] * pm[di];
         }
     }
@@ -481,7 +488,7 @@ fn decide(
     let weighted_agreement = w_agreeing / w_sum;
     // TV and the weight shares are in [0, 1]; the clamp only absorbs rounding.
     let meta_confidence = (1.0 - w_tv / w_sum).clamp(0.0, 1.0);
-    let expected_return = w_ret / w_sum;
+    let expected_return = ret.clamp(r_min, r_max);
     out.model_contributions.reserve_exact(n_eligible);
     for slot in 0..n {
         if eligible[slot] {
@@ -541,6 +548,58 @@ mod tests {
         assert_eq!(argmax_ties_neutral(&[0.45, 0.1, 0.45]), Direction::Neutral);
         assert_eq!(argmax_ties_neutral(&[0.1, 0.45, 0.45]), Direction::Neutral);
         assert_eq!(argmax_ties_neutral(&[0.45, 0.45, 0.1]), Direction::Neutral);
+    }
+
+    #[test]
+    fn returns_near_the_largest_f64_give_a_finite_expected_return() {
+        let e = create_ensemble_consensus(
+            ConsensusStrategy::WeightedVoting,
+            [(ModelType::CnnLstm, 0.4), (ModelType::Tlob, 0.25), (ModelType::MpdTransformer, 1e-300)],
+        )
+        .unwrap();
+        let p = |model_type, expected_return| ModelPrediction {
+            model_type,
+            direction: Direction::Up,
+            confidence: 0.9,
+            probabilities: [0.05, 0.05, 0.9],
+            expected_return,
+            timestamp: 0.0,
+        };
+        for (a, b) in [(1.7e308, 1.7e308), (f64::MAX, f64::MAX), (-f64::MAX, -f64::MAX), (f64::MAX, -f64::MAX)] {
+            let preds = [p(ModelType::CnnLstm, a), p(ModelType::Tlob, b), p(ModelType::MpdTransformer, a)];
+            let r = e.predict_at(&preds, 0.0).unwrap();
+            assert!(r.expected_return.is_finite(), "{a} and {b} gave {}", r.expected_return);
+            assert!((a.min(b)..=a.max(b)).contains(&r.expected_return), "{} is outside [{a}, {b}]", r.expected_return);
+            assert!(serde_json::to_value(&r).unwrap()["expected_return"].is_f64());
+        }
+        // Equal returns: their mean, exactly.
+        let r = e.predict_at(&[p(ModelType::CnnLstm, 1.7e308), p(ModelType::Tlob, 1.7e308)], 0.0).unwrap();
+        assert_eq!(r.expected_return, 1.7e308);
+    }
+
+    #[test]
+    fn a_non_finite_number_in_a_decision_fails_to_serialize_instead_of_becoming_null() {
+        let mut r = EnsembleResult::empty(1);
+        assert!(serde_json::to_string(&r).is_ok());
+        r.expected_return = f64::INFINITY;
+        let err = serde_json::to_string(&r).unwrap_err().to_string();
+        assert!(err.contains("non-finite"), "{err}");
+        r.expected_return = 0.0;
+        r.probabilities[1] = f64::NAN;
+        assert!(serde_json::to_string(&r).is_err());
+        r.probabilities[1] = 0.0;
+        r.model_contributions.push((ModelType::Tlob, f64::NAN));
+        assert!(serde_json::to_string(&r).is_err());
+        let p = ModelPrediction {
+            model_type: ModelType::Tlob,
+            direction: Direction::Up,
+            confidence: 0.5,
+            probabilities: [0.2, 0.3, 0.5],
+            expected_return: f64::NEG_INFINITY,
+            timestamp: 0.0,
+        };
+        assert!(serde_json::to_string(&p).is_err());
+        assert!(serde_json::to_string(&ModelPrediction { expected_return: 0.1, ..p }).is_ok());
     }
 
     #[test]

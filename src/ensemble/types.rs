@@ -137,9 +137,13 @@ impl fmt::Display for ConsensusStrategy {
 pub struct ModelPrediction {
     pub model_type: ModelType,
     pub direction: Direction,
+    #[serde(serialize_with = "finite::one")]
     pub confidence: f64,
+    #[serde(serialize_with = "finite::three")]
     pub probabilities: [f64; 3],
+    #[serde(serialize_with = "finite::one")]
     pub expected_return: f64,
+    #[serde(serialize_with = "finite::one")]
     pub timestamp: f64,
 }
 
@@ -316,22 +320,31 @@ pub struct EnsembleResult {
     /// `record_outcome`.
     pub id: u64,
     /// When the consensus was computed (the `now` of step 1), Unix seconds.
+    #[serde(serialize_with = "finite::one")]
     pub timestamp: f64,
     pub strategy: ConsensusStrategy,
     pub direction: Direction,
     /// `P[d]`.
+    #[serde(serialize_with = "finite::one")]
     pub confidence: f64,
+    #[serde(serialize_with = "finite::one")]
     pub meta_confidence: f64,
+    #[serde(serialize_with = "finite::one")]
     pub agreement_score: f64,
+    #[serde(serialize_with = "finite::one")]
     pub weighted_agreement: f64,
+    /// The weighted mean of the eligible returns; always within their
+    /// range, so finite (the consensus computes it so that it cannot overflow).
+    #[serde(serialize_with = "finite::one")]
     pub expected_return: f64,
     pub should_trade: bool,
     /// Why it does not trade; `None` when `should_trade`.
     pub reason: Option<DecisionReason>,
     /// The combined distribution `P = [p_down, p_neutral, p_up]`;
     /// `[0, 0, 0]` when E is empty or the total weight is 0.
+    #[serde(serialize_with = "finite::three")]
     pub probabilities: [f64; 3],
-    #[serde(with = "pairs_as_map")]
+    #[serde(serialize_with = "finite::pairs", deserialize_with = "pairs_as_map::deserialize")]
     pub model_contributions: Vec<(ModelType, f64)>,
     pub eligible_models: Vec<ModelType>,
     #[serde(with = "pairs_as_map")]
@@ -397,6 +410,45 @@ impl EnsembleResult {
     /// Why `model`'s prediction was excluded, `None` when it was not.
     pub fn exclusion(&self, model: ModelType) -> Option<ExclusionReason> {
         self.excluded_models.iter().find(|(m, _)| *m == model).map(|&(_, r)| r)
+    }
+}
+
+/// Serializers of the numbers of a decision: a non-finite one is a
+/// serialization error (the server answers 500, the live feed drops the
+/// decision and counts it), never serde_json's silent `null` beside a
+/// `should_trade` that relied on it.
+mod finite {
+    use serde::ser::{Error, SerializeMap};
+    use serde::Serializer;
+
+    use super::ModelType;
+
+    fn check<E: Error>(v: f64) -> Result<f64, E> {
+        if v.is_finite() {
+            Ok(v)
+        } else {
+            Err(E::custom(format_args!("a decision holds the non-finite number {v}, which JSON cannot carry")))
+        }
+    }
+
+    pub fn one<S: Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(check(*v)?)
+    }
+
+    pub fn three<S: Serializer>(v: &[f64; 3], s: S) -> Result<S::Ok, S::Error> {
+        for &x in v {
+            check::<S::Error>(x)?;
+        }
+        serde::Serialize::serialize(v, s)
+    }
+
+    /// As `pairs_as_map`, each value checked.
+    pub fn pairs<S: Serializer>(pairs: &[(ModelType, f64)], s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(Some(pairs.len()))?;
+        for (k, v) in pairs {
+            map.serialize_entry(k, &check::<S::Error>(*v)?)?;
+        }
+        map.end()
     }
 }
 

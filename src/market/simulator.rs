@@ -584,6 +584,9 @@ pub struct SimSummary {
     pub last_update_id: u64,
     pub snapshot_files: Vec<PathBuf>,
     pub trade_files: Vec<PathBuf>,
+    /// Temporary files of an earlier run killed mid-write, removed before
+    /// this one started (`store::remove_stale_temp_files`, as the collector).
+    pub stale_removed: Vec<PathBuf>,
 }
 
 /// Runs the simulator for `duration` (rounded down to whole ticks) and writes
@@ -591,6 +594,8 @@ pub struct SimSummary {
 /// snapshot is the initial book at `start_ms`; trades of a tick fall in the
 /// interval that ends at its snapshot.
 /// `progress(done, total)` is called every 10,000 ticks and at the end.
+/// A run killed mid-write leaves hidden temporary files; the next run removes
+/// them first, as the collector does (`summary.stale_removed`).
 pub fn simulate_to_parquet(
     config: &SimConfig,
     out_dir: &Path,
@@ -600,6 +605,7 @@ pub fn simulate_to_parquet(
     config.validate()?;
     let total = (duration.as_millis() / config.interval_ms as u128) as u64;
     let mut sim = MarketSimulator::new(config.clone())?;
+    let stale_removed = super::store::remove_stale_temp_files(out_dir, &config.symbol)?;
     let mut snaps = SnapshotWriter::new(out_dir, &config.symbol)?;
     let mut trades = TradeWriter::new(out_dir, &config.symbol)?;
     let mut summary = SimSummary {
@@ -611,6 +617,7 @@ pub fn simulate_to_parquet(
         last_update_id: 0,
         snapshot_files: Vec::new(),
         trade_files: Vec::new(),
+        stale_removed,
     };
     // Tick 0 is the initial book at `start_ms`; each step adds one interval,
     // so `total` ticks cover [start, start + duration) and a day from midnight

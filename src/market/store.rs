@@ -481,37 +481,23 @@ pub fn list_files(root: &Path, symbol: &str, prefix: &str) -> Result<Vec<PathBuf
 }
 
 /// Removes the temporary files a killed writer left under `<root>/<symbol>/`:
-/// `.<name>.tmp-<pid>-<n>` whose process no longer runs. Files of this process or
-/// of a live one are kept; where liveness cannot be checked (no `/proc`),
-/// nothing is removed. Returns the removed paths.
+/// `.<name>.tmp-<pid>-<n>` of a day file whose process no longer runs (through
+/// [`crate::fsutil::remove_dead_writers_temp_files`]). Files of this process
+/// or of a live one are kept; where liveness cannot be checked (no `/proc`),
+/// nothing is removed. The collector and `simulate_to_parquet` call it when
+/// they start. Returns the removed paths.
 pub fn remove_stale_temp_files(root: &Path, symbol: &str) -> Result<Vec<PathBuf>, StoreError> {
-    let proc_fs = Path::new("/proc/self").exists();
     let mut removed = Vec::new();
-    if !proc_fs {
-        return Ok(removed);
-    }
     for day in list_days(root, symbol)? {
         let dir = root.join(symbol).join(&day);
-        for e in std::fs::read_dir(&dir).map_err(io_err(&dir))? {
-            let e = e.map_err(io_err(&dir))?;
-            let name = e.file_name().to_string_lossy().into_owned();
-            let Some(pid) = temp_file_pid(&name) else { continue };
-            if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
-                let path = e.path();
-                std::fs::remove_file(&path).map_err(io_err(&path))?;
-                removed.push(path);
-            }
-        }
+        removed.extend(crate::fsutil::remove_dead_writers_temp_files(&dir, is_day_file_name).map_err(io_err(&dir))?);
     }
     Ok(removed)
 }
 
-/// The writer's pid in the temporary name of a day file (`fsutil::TempFile`
-/// of `<prefix>_<first>.parquet`).
-fn temp_file_pid(name: &str) -> Option<u32> {
-    let (final_name, pid) = crate::fsutil::temp_file_owner(name)?;
-    let ours = final_name.starts_with(SNAPSHOT_PREFIX) || final_name.starts_with(TRADE_PREFIX);
-    (ours && final_name.ends_with(".parquet")).then_some(pid)
+/// Whether `name` is a day file's (`<prefix>_<first>.parquet`).
+fn is_day_file_name(name: &str) -> bool {
+    (name.starts_with(SNAPSHOT_PREFIX) || name.starts_with(TRADE_PREFIX)) && name.ends_with(".parquet")
 }
 
 // ---- reading -------------------------------------------------------------------

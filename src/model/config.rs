@@ -237,6 +237,75 @@ impl ModelConfig {
     }
 }
 
+/// Upper bounds of every size in a model config, far above models.md's
+/// defaults (listed in docs/security.md, "Limits"). A config beyond them, from
+/// a training request or a weights file's metadata, is refused naming the
+/// field; what fits within them is then up to the training memory budget (and,
+/// for weights files, the file size limit). Compile-time constants: change
+/// them here.
+pub mod limits {
+    /// `input_features`, `aux_features` (default 112).
+    pub const MAX_FEATURES: usize = 4096;
+    /// `sequence_length` (defaults 60 and 100).
+    pub const MAX_SEQUENCE_LENGTH: usize = 4096;
+    /// Widths: `embed_dim`, `temporal_hidden`, `lstm_hidden`, each of
+    /// `conv_channels` and `spatial_channels` (defaults 32 to 256).
+    pub const MAX_WIDTH: usize = 4096;
+    /// `num_layers`, `num_temporal_layers`, `lstm_layers`, and how many
+    /// `conv_channels` / `spatial_channels` (defaults 1 to 6).
+    pub const MAX_LAYERS: usize = 64;
+    /// `num_heads` (defaults 4 and 8).
+    pub const MAX_HEADS: usize = 64;
+    /// `mlp_ratio` (default 4).
+    pub const MAX_MLP_RATIO: f64 = 16.0;
+    /// MPD's tokens, `(sequence_length / patch_size.0) · (input_features /
+    /// patch_size.1)` (default 48): attention is quadratic in them.
+    pub const MAX_PATCHES: usize = 4096;
+    /// Kernel sizes: `conv_kernel`, `spatial_kernel`, each of `temporal_kernels` (defaults 3 to 7).
+    pub const MAX_KERNEL: usize = 63;
+    /// TLOB's `num_levels` (default 20).
+    pub const MAX_LEVELS: usize = 1000;
+    /// TLOB's `lob_features` (default 4).
+    pub const MAX_LOB_FEATURES: usize = 64;
+    /// How many `temporal_kernels` and `horizons` (default 3).
+    pub const MAX_BRANCHES: usize = 16;
+    /// Each of TLOB's `horizons`, in ticks (defaults 10 to 50).
+    pub const MAX_HORIZON: usize = 1_000_000;
+}
+
+/// `v` must be at most `max`.
+fn at_most(kind: &str, field: &str, v: usize, max: usize) -> Result<()> {
+    if v > max {
+        return Err(Error::config(format!("{kind}.{field}"), format!("must be at most {max}, got {v}")));
+    }
+    Ok(())
+}
+
+/// A list of sizes: at most `max_len` entries, each in `1..=max`.
+fn sizes(kind: &str, field: &str, values: &[usize], max_len: usize, max: usize) -> Result<()> {
+    if values.len() > max_len {
+        return Err(Error::config(
+            format!("{kind}.{field}"),
+            format!("must have at most {max_len} entries, got {}", values.len()),
+        ));
+    }
+    for (i, &v) in values.iter().enumerate() {
+        nonzero(kind, &format!("{field}[{i}]"), v)?;
+        at_most(kind, &format!("{field}[{i}]"), v, max)?;
+    }
+    Ok(())
+}
+
+fn check_mlp_ratio(kind: &str, ratio: f64) -> Result<()> {
+    if ratio > limits::MAX_MLP_RATIO {
+        return Err(Error::config(
+            format!("{kind}.mlp_ratio"),
+            format!("must be at most {}, got {ratio}", limits::MAX_MLP_RATIO),
+        ));
+    }
+    Ok(())
+}
+
 fn nonzero(kind: &str, field: &str, v: usize) -> Result<()> {
     if v == 0 {
         return Err(Error::config(format!("{kind}.{field}"), "must be > 0"));
@@ -271,6 +340,7 @@ pub(crate) fn mlp_hidden(kind: &str, ratio: f64, dim: usize) -> Result<usize> {
 }
 
 fn check_kernel(kind: &str, field: &str, k: usize) -> Result<()> {
+    at_most(kind, field, k, limits::MAX_KERNEL)?;
     if k == 0 || k.is_multiple_of(2) {
         return Err(Error::config(format!("{kind}.{field}"), format!("kernel sizes must be odd and > 0, got {k}")));
     }
@@ -280,13 +350,20 @@ fn check_kernel(kind: &str, field: &str, k: usize) -> Result<()> {
 impl MpdConfig {
     pub fn validate(&self) -> Result<()> {
         const K: &str = "mpd_transformer";
+        use limits::*;
         nonzero(K, "input_features", self.input_features)?;
+        at_most(K, "input_features", self.input_features, MAX_FEATURES)?;
         nonzero(K, "sequence_length", self.sequence_length)?;
+        at_most(K, "sequence_length", self.sequence_length, MAX_SEQUENCE_LENGTH)?;
         nonzero(K, "patch_size.0", self.patch_size.0)?;
         nonzero(K, "patch_size.1", self.patch_size.1)?;
         nonzero(K, "embed_dim", self.embed_dim)?;
+        at_most(K, "embed_dim", self.embed_dim, MAX_WIDTH)?;
         nonzero(K, "num_layers", self.num_layers)?;
+        at_most(K, "num_layers", self.num_layers, MAX_LAYERS)?;
         nonzero(K, "num_heads", self.num_heads)?;
+        at_most(K, "num_heads", self.num_heads, MAX_HEADS)?;
+        check_mlp_ratio(K, self.mlp_ratio)?;
         check_classes(K, self.num_classes)?;
         check_dropout(K, self.dropout)?;
         if !self.sequence_length.is_multiple_of(self.patch_size.0) {
@@ -299,6 +376,17 @@ impl MpdConfig {
             return Err(Error::config(
                 format!("{K}.patch_size.1"),
                 format!("input_features {} is not a multiple of {}", self.input_features, self.patch_size.1),
+            ));
+        }
+        if self.patches() > MAX_PATCHES {
+            return Err(Error::config(
+                format!("{K}.patch_size"),
+                format!(
+                    "gives {} patches ({} × {}), must give at most {MAX_PATCHES}: use larger patches",
+                    self.patches(),
+                    self.sequence_length / self.patch_size.0,
+                    self.input_features / self.patch_size.1
+                ),
             ));
         }
         if !self.embed_dim.is_multiple_of(self.num_heads) {
@@ -323,23 +411,36 @@ impl MpdConfig {
 impl TlobConfig {
     pub fn validate(&self) -> Result<()> {
         const K: &str = "tlob";
+        use limits::*;
         nonzero(K, "num_levels", self.num_levels)?;
+        at_most(K, "num_levels", self.num_levels, MAX_LEVELS)?;
         nonzero(K, "lob_features", self.lob_features)?;
+        at_most(K, "lob_features", self.lob_features, MAX_LOB_FEATURES)?;
         nonzero(K, "sequence_length", self.sequence_length)?;
+        at_most(K, "sequence_length", self.sequence_length, MAX_SEQUENCE_LENGTH)?;
         nonzero(K, "temporal_hidden", self.temporal_hidden)?;
+        at_most(K, "temporal_hidden", self.temporal_hidden, MAX_WIDTH)?;
         nonzero(K, "num_temporal_layers", self.num_temporal_layers)?;
+        at_most(K, "num_temporal_layers", self.num_temporal_layers, MAX_LAYERS)?;
         nonzero(K, "num_heads", self.num_heads)?;
+        at_most(K, "num_heads", self.num_heads, MAX_HEADS)?;
+        at_most(K, "aux_features", self.aux_features, MAX_FEATURES)?;
+        check_mlp_ratio(K, self.mlp_ratio)?;
         check_classes(K, self.num_classes)?;
         check_dropout(K, self.dropout)?;
         if self.spatial_channels.is_empty() {
             return Err(Error::config(format!("{K}.spatial_channels"), "needs at least one conv layer"));
         }
-        for (i, &c) in self.spatial_channels.iter().enumerate() {
-            nonzero(K, &format!("spatial_channels[{i}]"), c)?;
-        }
+        sizes(K, "spatial_channels", &self.spatial_channels, MAX_LAYERS, MAX_WIDTH)?;
         check_kernel(K, "spatial_kernel", self.spatial_kernel)?;
         if self.temporal_kernels.is_empty() {
             return Err(Error::config(format!("{K}.temporal_kernels"), "needs at least one branch"));
+        }
+        if self.temporal_kernels.len() > MAX_BRANCHES {
+            return Err(Error::config(
+                format!("{K}.temporal_kernels"),
+                format!("must have at most {MAX_BRANCHES} entries, got {}", self.temporal_kernels.len()),
+            ));
         }
         for (i, &k) in self.temporal_kernels.iter().enumerate() {
             check_kernel(K, &format!("temporal_kernels[{i}]"), k)?;
@@ -354,8 +455,8 @@ impl TlobConfig {
         if self.horizons.is_empty() {
             return Err(Error::config(format!("{K}.horizons"), "needs at least one horizon"));
         }
+        sizes(K, "horizons", &self.horizons, MAX_BRANCHES, MAX_HORIZON)?;
         for (i, &h) in self.horizons.iter().enumerate() {
-            nonzero(K, &format!("horizons[{i}]"), h)?;
             if self.horizons[..i].contains(&h) {
                 return Err(Error::config(format!("{K}.horizons"), format!("horizon {h} is listed twice")));
             }
@@ -373,21 +474,84 @@ impl TlobConfig {
 impl CnnLstmConfig {
     pub fn validate(&self) -> Result<()> {
         const K: &str = "cnn_lstm";
+        use limits::*;
         nonzero(K, "input_features", self.input_features)?;
+        at_most(K, "input_features", self.input_features, MAX_FEATURES)?;
         nonzero(K, "sequence_length", self.sequence_length)?;
+        at_most(K, "sequence_length", self.sequence_length, MAX_SEQUENCE_LENGTH)?;
         nonzero(K, "lstm_hidden", self.lstm_hidden)?;
+        at_most(K, "lstm_hidden", self.lstm_hidden, MAX_WIDTH)?;
         nonzero(K, "lstm_layers", self.lstm_layers)?;
+        at_most(K, "lstm_layers", self.lstm_layers, MAX_LAYERS)?;
         check_classes(K, self.num_classes)?;
         check_dropout(K, self.dropout)?;
         check_kernel(K, "conv_kernel", self.conv_kernel)?;
-        for (i, &c) in self.conv_channels.iter().enumerate() {
-            nonzero(K, &format!("conv_channels[{i}]"), c)?;
-        }
+        sizes(K, "conv_channels", &self.conv_channels, MAX_LAYERS, MAX_WIDTH)?;
         Ok(())
     }
 
     /// The LSTM's input width: the last conv's channels (the features if no conv).
     pub fn lstm_input(&self) -> usize {
         self.conv_channels.last().copied().unwrap_or(self.input_features)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn field_of(kind: ModelKind, json: &str) -> String {
+        match ModelConfig::from_json(kind, json) {
+            Err(Error::Config { field, reason }) => {
+                assert!(reason.contains("at most"), "{json}: {reason}");
+                field
+            }
+            other => panic!("{json}: expected a config error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_defaults_and_small_configs_are_within_the_bounds() {
+        for kind in ModelKind::ALL {
+            ModelConfig::default_for(kind).validate().unwrap();
+            ModelConfig::small(kind).validate().unwrap();
+        }
+    }
+
+    #[test]
+    fn every_size_has_an_upper_bound_named_in_the_error() {
+        use ModelKind::*;
+        let cases: Vec<(ModelKind, String, &str)> = vec![
+            (CnnLstm, r#"{"lstm_hidden": 2000000}"#.into(), "cnn_lstm.lstm_hidden"),
+            (CnnLstm, r#"{"lstm_layers": 65}"#.into(), "cnn_lstm.lstm_layers"),
+            (CnnLstm, r#"{"input_features": 4097}"#.into(), "cnn_lstm.input_features"),
+            (CnnLstm, r#"{"sequence_length": 4097}"#.into(), "cnn_lstm.sequence_length"),
+            (CnnLstm, r#"{"conv_kernel": 65}"#.into(), "cnn_lstm.conv_kernel"),
+            (CnnLstm, r#"{"conv_channels": [4097]}"#.into(), "cnn_lstm.conv_channels[0]"),
+            (CnnLstm, format!(r#"{{"conv_channels": {:?}}}"#, vec![8; 65]), "cnn_lstm.conv_channels"),
+            (MpdTransformer, r#"{"embed_dim": 8192}"#.into(), "mpd_transformer.embed_dim"),
+            (MpdTransformer, r#"{"num_layers": 65}"#.into(), "mpd_transformer.num_layers"),
+            (MpdTransformer, r#"{"num_heads": 128, "embed_dim": 256}"#.into(), "mpd_transformer.num_heads"),
+            (MpdTransformer, r#"{"mlp_ratio": 17.0}"#.into(), "mpd_transformer.mlp_ratio"),
+            (MpdTransformer, r#"{"patch_size": [1, 1]}"#.into(), "mpd_transformer.patch_size"),
+            (Tlob, r#"{"num_levels": 1001}"#.into(), "tlob.num_levels"),
+            (Tlob, r#"{"lob_features": 65}"#.into(), "tlob.lob_features"),
+            (Tlob, r#"{"temporal_hidden": 4100, "num_heads": 4}"#.into(), "tlob.temporal_hidden"),
+            (Tlob, r#"{"num_temporal_layers": 65}"#.into(), "tlob.num_temporal_layers"),
+            (Tlob, r#"{"aux_features": 4097}"#.into(), "tlob.aux_features"),
+            (Tlob, r#"{"spatial_channels": [8, 5000]}"#.into(), "tlob.spatial_channels[1]"),
+            (Tlob, r#"{"spatial_kernel": 101}"#.into(), "tlob.spatial_kernel"),
+            (Tlob, format!(r#"{{"temporal_kernels": {:?}}}"#, vec![3; 17]), "tlob.temporal_kernels"),
+            (Tlob, r#"{"temporal_kernels": [3, 99]}"#.into(), "tlob.temporal_kernels[1]"),
+            (Tlob, r#"{"horizons": [10, 1000001], "primary_horizon": 10}"#.into(), "tlob.horizons[1]"),
+            (
+                Tlob,
+                format!(r#"{{"horizons": {:?}, "primary_horizon": 1}}"#, (1..=17).collect::<Vec<_>>()),
+                "tlob.horizons",
+            ),
+        ];
+        for (kind, json, field) in &cases {
+            assert_eq!(field_of(*kind, json), *field, "{json}");
+        }
     }
 }

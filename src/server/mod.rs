@@ -18,7 +18,10 @@
 //!   get 503);
 //! - TCP_NODELAY on every accepted socket (answers are small);
 //! - inference and weight loading run on the blocking pool, never on the
-//!   threads that serve sockets.
+//!   threads that serve sockets; loads only from the weights folder (and the
+//!   training output), one at a time, with a timeout;
+//! - training jobs within documented size bounds and a memory budget
+//!   (docs/security.md, "Limits").
 //!
 //! Modules: [`routes`] (the endpoints), [`guard`] (origin, host, content
 //! type), [`codec`] (JSON and binary bodies), [`metrics`] (Prometheus text),
@@ -34,6 +37,7 @@ pub mod routes;
 pub mod training;
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -89,6 +93,21 @@ pub struct ServerConfig {
     pub queue_timeout: Duration,
     /// Server-sent-event subscribers at most.
     pub max_streams: usize,
+    /// The folder `POST /models/load` reads weights from (`--weights`); the
+    /// path a request gives must name a regular file inside it
+    /// (`fsutil::file_inside`). `None`: loading by path reads only the
+    /// training jobs' output (under `--data`), if any.
+    pub weights_dir: Option<PathBuf>,
+    /// Largest weights file a load reads, in bytes (`--max-weights-mb`,
+    /// default 1 GiB); checked against the file's size before reading.
+    pub max_weights_bytes: u64,
+    /// How long `POST /models/load` waits for a load (default 30 s) before
+    /// answering 503; loads run one at a time on the blocking pool.
+    pub load_timeout: Duration,
+    /// Memory a training job may be estimated to need, in bytes
+    /// (`--training-memory-mb`, default 4 GiB; `train::memory::estimate`);
+    /// a job over it is refused before it starts.
+    pub training_memory_budget: u64,
 }
 
 impl Default for ServerConfig {
@@ -111,6 +130,10 @@ impl Default for ServerConfig {
             max_in_flight: 64,
             queue_timeout: Duration::from_secs(2),
             max_streams: 64,
+            weights_dir: None,
+            max_weights_bytes: crate::weights::MAX_WEIGHTS_FILE_BYTES,
+            load_timeout: Duration::from_secs(30),
+            training_memory_budget: 4 << 30,
         }
     }
 }
@@ -164,7 +187,10 @@ impl ServerConfig {
         for h in &self.allow_hosts {
             guard::parse_allowed_host(h).map_err(|reason| ServerError::Config { field: "allow_host", reason })?;
         }
-        if self.header_timeout.is_zero() || self.body_timeout.is_zero() {
+        if self.max_weights_bytes == 0 || self.training_memory_budget == 0 {
+            return bad("max_*", "limits must be positive");
+        }
+        if self.header_timeout.is_zero() || self.body_timeout.is_zero() || self.load_timeout.is_zero() {
             return bad("*_timeout", "timeouts must be positive");
         }
         Ok(())
@@ -185,6 +211,8 @@ pub struct AppState {
     pub training: training::TrainingSlot,
     pub in_flight: Semaphore,
     pub streams: Arc<Semaphore>,
+    /// One weights load at a time (a stuck one holds it, so stuck loads never pile up).
+    pub loads: Arc<Semaphore>,
     /// Turns true when the server stops: event streams end on it.
     pub stopping: watch::Receiver<bool>,
 }
@@ -220,6 +248,7 @@ impl Server {
             stopping: rx.clone(),
             in_flight: Semaphore::new(config.max_in_flight),
             streams: Arc::new(Semaphore::new(config.max_streams)),
+            loads: Arc::new(Semaphore::new(1)),
             config,
             engine,
             metrics: extras.metrics.unwrap_or_default(),

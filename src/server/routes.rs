@@ -5,6 +5,7 @@
 //! error answer always means "nothing changed".
 
 use std::convert::Infallible;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,6 +25,7 @@ use super::training::StartError;
 use super::AppState;
 use crate::engine::{EngineError, EngineInputs};
 use crate::ensemble::{ConsensusStrategy, Direction, ModelPrediction, ModelType};
+use crate::fsutil;
 use crate::live::LiveEntry;
 use crate::train::TrainingConfig;
 
@@ -270,9 +272,7 @@ async fn post_route(
             if b.path.is_empty() {
                 return Err(ApiError::bad("invalid_value", "path", "must not be empty"));
             }
-            let engine = state.engine.clone();
-            let entry = blocking(move || engine.load_file(b.model_type, std::path::Path::new(&b.path))).await??;
-            json(StatusCode::OK, &entry)
+            load_model(state, b).await
         }
         Route::TrainStart => training_start(state, &body),
         Route::TrainStop => {
@@ -345,6 +345,66 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("worker failed: {e}")))
+}
+
+/// `POST /models/load`: only a regular file inside the weights folder (or
+/// the training jobs' output folder) is read, one load at a time, on the
+/// blocking pool, answered within `load_timeout`. Every path that is refused
+/// gets one answer, whatever lies at it, so a client learns nothing about
+/// files outside those folders.
+async fn load_model(state: &Arc<AppState>, b: LoadBody) -> Result<Response<Body>, ApiError> {
+    let roots: Vec<PathBuf> =
+        state.config.weights_dir.iter().cloned().chain(state.launcher.as_ref().and_then(|l| l.output_root())).collect();
+    if roots.is_empty() {
+        return Err(ApiError::bad(
+            "invalid_weights",
+            "path",
+            "this server loads weights only from its weights folder, and it was started without one: \
+             start it with --weights DIR and give a path inside DIR",
+        ));
+    }
+    let timeout = state.config.load_timeout;
+    let busy = || {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "load_busy",
+            format!("another load has been running for over {timeout:?}; try again later"),
+        )
+    };
+    let permit = tokio::time::timeout(timeout, state.loads.clone().acquire_owned())
+        .await
+        .map_err(|_| busy())?
+        .map_err(|_| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", "the server is stopping"))?;
+    let engine = state.engine.clone();
+    let max_bytes = state.config.max_weights_bytes;
+    let task = tokio::task::spawn_blocking(move || {
+        // Held until the load is over, even after the request timed out.
+        let _permit = permit;
+        let requested = Path::new(&b.path);
+        let path = roots.iter().find_map(|root| fsutil::file_inside(root, requested).ok()).ok_or_else(|| {
+            ApiError::bad(
+                "invalid_weights",
+                "path",
+                format!(
+                    "no regular file {:?} inside the weights folder (or the training output): give a path \
+                     relative to the folder given to --weights, without `..`",
+                    b.path
+                ),
+            )
+        })?;
+        engine.load_file_limited(b.model_type, &path, max_bytes).map_err(ApiError::from)
+    });
+    match tokio::time::timeout(timeout, task).await {
+        Err(_) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "load_timeout",
+            format!("the load did not finish within {timeout:?}; it goes on, and takes effect if it succeeds"),
+        )),
+        Ok(Err(e)) => {
+            Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("the load failed: {e}")))
+        }
+        Ok(Ok(entry)) => json(StatusCode::OK, &entry?),
+    }
 }
 
 async fn predict(state: &Arc<AppState>, kind: BodyKind, body: Bytes) -> Result<Response<Body>, ApiError> {
@@ -445,7 +505,10 @@ fn training_start(state: &Arc<AppState>, body: &[u8]) -> Result<Response<Body>, 
         config.model =
             Some(crate::model::ModelConfig::from_json(config.architecture, &m.to_string()).map_err(|e| match e {
                 crate::Error::Config { field, reason } => {
-                    ApiError::bad("invalid_value", "model_config", format!("{field}: {reason}"))
+                    // `cnn_lstm.lstm_hidden` → `model_config.lstm_hidden` (`cnn_lstm.config`: the JSON itself).
+                    let inner = field.split_once('.').map(|(_, f)| f).filter(|f| *f != "config");
+                    let api_field = inner.map_or_else(|| "model_config".to_owned(), |f| format!("model_config.{f}"));
+                    ApiError::bad("invalid_value", api_field, format!("{field}: {reason}"))
                 }
                 other => ApiError::bad("invalid_value", "model_config", other.to_string()),
             })?);
@@ -454,6 +517,7 @@ fn training_start(state: &Arc<AppState>, body: &[u8]) -> Result<Response<Body>, 
         crate::Error::Config { field, reason } => ApiError::bad("invalid_value", field, reason),
         other => ApiError::bad("invalid_value", "body", other.to_string()),
     })?;
+    check_memory_budget(state, &config)?;
     let launcher = state.launcher.as_ref().ok_or_else(|| {
         ApiError::new(StatusCode::NOT_IMPLEMENTED, "training_unavailable", "this server was started without a trainer")
     })?;
@@ -471,6 +535,32 @@ fn training_start(state: &Arc<AppState>, body: &[u8]) -> Result<Response<Body>, 
             field: e.field,
         }),
     }
+}
+
+/// Refuses a job whose estimated memory (`train::memory::estimate`) is over
+/// the server's `training_memory_budget`, naming what to lower.
+fn check_memory_budget(state: &AppState, config: &TrainingConfig) -> Result<(), ApiError> {
+    let need = crate::train::memory::estimate(config);
+    let budget = state.config.training_memory_budget;
+    if need.total() <= budget {
+        return Ok(());
+    }
+    let mib = |b: u64| b.div_ceil(1 << 20);
+    let field = if need.params_bytes > budget / 2 { "model_config" } else { "batch_size" };
+    Err(ApiError::bad(
+        "over_memory_budget",
+        field,
+        format!(
+            "the job is estimated to need {} MiB ({} MiB for the parameters and optimizer state, {} MiB for the \
+             activations of a batch of {}), over this server's training memory budget of {} MiB: lower batch_size \
+             or the model's sizes, or start the server with a larger --training-memory-mb",
+            mib(need.total()),
+            mib(need.params_bytes),
+            mib(need.activations_bytes),
+            config.batch_size,
+            mib(budget)
+        ),
+    ))
 }
 
 fn layout_body(state: &AppState) -> serde_json::Value {

@@ -8,6 +8,7 @@ use serde::Serialize;
 
 use crate::backend::gpu::{Cuda, Emu, Gpu, Precision};
 use crate::backend::Train;
+use crate::fsutil;
 use crate::train::data::data_folder;
 use crate::train::{JobResult, MultiModelTrainer, Progress, ProgressHandle, TrainingConfig};
 use crate::Cpu;
@@ -30,6 +31,13 @@ pub struct LaunchError {
 /// endpoint.
 pub trait TrainingLauncher: Send + Sync {
     fn start(&self, config: TrainingConfig, symbol: String) -> Result<ProgressHandle, LaunchError>;
+
+    /// The folder the jobs write their output under, if any: the server's
+    /// `POST /models/load` reads from it too (besides the weights folder), so
+    /// a trained model can be promoted by its `model_path`.
+    fn output_root(&self) -> Option<PathBuf> {
+        None
+    }
 }
 
 /// The current (or last) job.
@@ -109,10 +117,12 @@ pub enum TrainOn {
 
 /// The launcher `quorum serve --data DIR` plugs in: trains on the serving
 /// backend (`TrainOn`), on a thread of its own, from `DIR` laid out
-/// as `quorum train --data` reads it; checkpoints go to the job's
-/// `checkpoint_dir` as usual. When the job is over, its `result` (the model
-/// to promote with `POST /api/ensemble/models/load`) or `error` is in the
-/// status.
+/// as `quorum train --data` reads it. The job's `checkpoint_dir` is a
+/// relative path under `DIR` (`fsutil::dir_inside`: no `..`, no absolute
+/// path, no link leading out; default `DIR/checkpoints/`). When the job is
+/// over, its `result` (the model to promote with `POST
+/// /api/ensemble/models/load`) or `error` is in the status; a job that fails
+/// in any way, a panic included, ends with an `error` and the server goes on.
 pub struct DataFolderLauncher {
     data_dir: PathBuf,
     backend: TrainOn,
@@ -153,7 +163,11 @@ fn run_job<B: Train>(
 }
 
 impl TrainingLauncher for DataFolderLauncher {
-    fn start(&self, config: TrainingConfig, symbol: String) -> Result<ProgressHandle, LaunchError> {
+    fn output_root(&self) -> Option<PathBuf> {
+        Some(self.data_dir.clone())
+    }
+
+    fn start(&self, mut config: TrainingConfig, symbol: String) -> Result<ProgressHandle, LaunchError> {
         let refuse = |field: &str, message: String| LaunchError { field: Some(field.into()), message };
         let (raw, features) =
             data_folder(&self.data_dir, &symbol).map_err(|e| refuse("symbol", format!("the server's data: {e}")))?;
@@ -163,6 +177,21 @@ impl TrainingLauncher for DataFolderLauncher {
                 format!("no raw order book for {symbol} under the server's data folder {}", self.data_dir.display()),
             ));
         };
+        // Output only under the data folder, checked before anything is written.
+        let out = fsutil::dir_inside(&self.data_dir, Path::new(&config.checkpoint_dir))
+            .ok()
+            .and_then(|p| p.to_str().map(str::to_owned))
+            .ok_or_else(|| {
+                refuse(
+                    "checkpoint_dir",
+                    format!(
+                        "{:?} is not a folder inside the server's data folder: give a relative path without `..` \
+                         (e.g. \"checkpoints\"); it is created under the data folder",
+                        config.checkpoint_dir
+                    ),
+                )
+            })?;
+        config.checkpoint_dir = out;
         let handle = ProgressHandle::new();
         let architecture = config.architecture.as_str().to_string();
         handle.update(|p| {
@@ -176,7 +205,9 @@ impl TrainingLauncher for DataFolderLauncher {
             .name(format!("train-{symbol}"))
             .spawn(move || {
                 let precision = Precision::for_training(config.use_amp);
-                let outcome = match backend {
+                // A panic anywhere in the job is the job's error, not a thread
+                // gone silently with `is_training` stuck at true.
+                let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match backend {
                     TrainOn::Cpu => run_job(&Cpu::new(), config, &job, &features, &raw, &symbol),
                     TrainOn::Emu => {
                         run_job(&Gpu::with_precision(Emu::new(), precision), config, &job, &features, &raw, &symbol)
@@ -184,7 +215,15 @@ impl TrainingLauncher for DataFolderLauncher {
                     TrainOn::Cuda => Cuda::new(0).and_then(|dev| {
                         run_job(&Gpu::with_precision(dev, precision), config, &job, &features, &raw, &symbol)
                     }),
-                };
+                }))
+                .unwrap_or_else(|panic| {
+                    let what = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "unknown".into());
+                    Err(crate::Error::Backend { backend: "training job".into(), reason: format!("panicked: {what}") })
+                });
                 job.update(|p| {
                     match outcome {
                         Ok(r) => p.result = Some(r),

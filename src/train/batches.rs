@@ -91,11 +91,17 @@ pub struct Batcher<'a> {
     pub return_scale: f64,
 }
 
-fn refill(slot: &mut Option<Tensor>, shape: Vec<usize>) -> &mut Vec<f32> {
+/// The slot's tensor emptied and reshaped, with room for the whole shape
+/// (allocated fallibly: the shape comes from the job's config).
+fn refill<'a>(slot: &'a mut Option<Tensor>, shape: Vec<usize>, what: &str) -> Result<&'a mut Vec<f32>> {
     let t = slot.get_or_insert_with(|| Tensor { shape: Vec::new(), data: Vec::new() });
+    let n = shape.iter().fold(1usize, |a, &d| a.saturating_mul(d));
     t.shape = shape;
     t.data.clear();
-    &mut t.data
+    if t.data.capacity() < n {
+        t.data = crate::tensor::try_vec(n, what)?;
+    }
+    Ok(&mut t.data)
 }
 
 impl Batcher<'_> {
@@ -115,8 +121,7 @@ impl Batcher<'_> {
         let task = self.task;
         if task.tlob {
             out.features = None;
-            let lob = refill(&mut out.lob, vec![b, TLOB_WINDOW, 20, 4]);
-            lob.reserve(b * TLOB_WINDOW * 80);
+            let lob = refill(&mut out.lob, vec![b, TLOB_WINDOW, 20, 4], "lob")?;
             for &t in rows {
                 let input = self
                     .ds
@@ -126,7 +131,7 @@ impl Batcher<'_> {
                 lob.extend_from_slice(&input.lob);
             }
             if task.aux {
-                let aux = refill(&mut out.aux, vec![b, NUM_FEATURES]);
+                let aux = refill(&mut out.aux, vec![b, NUM_FEATURES], "aux")?;
                 for &t in rows {
                     let start = aux.len();
                     aux.extend_from_slice(self.ds.row(t));
@@ -139,7 +144,7 @@ impl Batcher<'_> {
             out.lob = None;
             out.aux = None;
             let w = task.window;
-            let f = refill(&mut out.features, vec![b, w, NUM_FEATURES]);
+            let f = refill(&mut out.features, vec![b, w, NUM_FEATURES], "features")?;
             for &t in rows {
                 let win = self
                     .ds

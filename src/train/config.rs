@@ -10,6 +10,28 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::model::{ModelConfig, ModelKind};
 
+/// Upper bounds of the training config's sizes, far above training.md's
+/// defaults (listed in docs/security.md, "Limits"); a config beyond them is
+/// refused naming the field. Whether a job within them fits is then the
+/// server's training memory budget's call ([`crate::train::memory`]).
+/// Compile-time constants: change them here.
+pub mod limits {
+    /// `batch_size` (default 32).
+    pub const MAX_BATCH_SIZE: usize = 4096;
+    /// `sequence_length` (default 60), as the models' own bound.
+    pub const MAX_SEQUENCE_LENGTH: usize = crate::model::config::limits::MAX_SEQUENCE_LENGTH;
+    /// `epochs` and `early_stopping_patience` (defaults 100 and 10).
+    pub const MAX_EPOCHS: usize = 100_000;
+    /// `walk_forward_splits` (default 5).
+    pub const MAX_WALK_FORWARD_SPLITS: usize = 1000;
+    /// `gradient_accumulation_steps` (default 4).
+    pub const MAX_GRADIENT_ACCUMULATION_STEPS: usize = 1024;
+    /// `horizon`, in ticks (default 30).
+    pub const MAX_HORIZON: usize = crate::model::config::limits::MAX_HORIZON;
+    /// `checkpoint_dir`, in bytes (default `"checkpoints/"`).
+    pub const MAX_CHECKPOINT_DIR_BYTES: usize = crate::fsutil::MAX_REQUEST_PATH_BYTES;
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TrainingConfig {
@@ -95,6 +117,22 @@ impl TrainingConfig {
         for (field, v) in positive {
             if v == 0 {
                 return Err(Error::config(field, "must be > 0"));
+            }
+        }
+        let bounded = [
+            ("sequence_length", self.sequence_length, limits::MAX_SEQUENCE_LENGTH),
+            ("batch_size", self.batch_size, limits::MAX_BATCH_SIZE),
+            ("epochs", self.epochs, limits::MAX_EPOCHS),
+            ("early_stopping_patience", self.early_stopping_patience, limits::MAX_EPOCHS),
+            ("walk_forward_splits", self.walk_forward_splits, limits::MAX_WALK_FORWARD_SPLITS),
+            ("gradient_accumulation_steps", self.gradient_accumulation_steps, limits::MAX_GRADIENT_ACCUMULATION_STEPS),
+            ("horizon", self.horizon, limits::MAX_HORIZON),
+            ("checkpoint_dir", self.checkpoint_dir.len(), limits::MAX_CHECKPOINT_DIR_BYTES),
+        ];
+        for (field, v, max) in bounded {
+            if v > max {
+                let unit = if field == "checkpoint_dir" { " bytes long" } else { "" };
+                return Err(Error::config(field, format!("must be at most {max}{unit}, got {v}")));
             }
         }
         let finite_positive = [
@@ -185,6 +223,35 @@ mod tests {
                 other => panic!("{field}: expected a config error, got {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn every_size_has_an_upper_bound_named_in_the_error() {
+        type Breaker = fn(&mut TrainingConfig);
+        let cases: [(&str, Breaker); 8] = [
+            ("batch_size", |c| c.batch_size = limits::MAX_BATCH_SIZE + 1),
+            ("sequence_length", |c| c.sequence_length = usize::MAX),
+            ("epochs", |c| c.epochs = limits::MAX_EPOCHS + 1),
+            ("early_stopping_patience", |c| c.early_stopping_patience = usize::MAX),
+            ("walk_forward_splits", |c| c.walk_forward_splits = 1_000_000),
+            ("gradient_accumulation_steps", |c| c.gradient_accumulation_steps = 1 << 40),
+            ("horizon", |c| c.horizon = 1 << 50),
+            ("checkpoint_dir", |c| c.checkpoint_dir = "d/".repeat(600)),
+        ];
+        for (field, break_it) in cases {
+            let mut c = TrainingConfig::default();
+            break_it(&mut c);
+            match c.validate() {
+                Err(Error::Config { field: f, reason }) => {
+                    assert_eq!(f, field);
+                    assert!(reason.contains("at most"), "{field}: {reason}");
+                }
+                other => panic!("{field}: expected a config error, got {other:?}"),
+            }
+        }
+        let mut at_bounds = TrainingConfig { batch_size: limits::MAX_BATCH_SIZE, ..TrainingConfig::default() };
+        at_bounds.epochs = limits::MAX_EPOCHS;
+        at_bounds.validate().unwrap();
     }
 
     #[test]

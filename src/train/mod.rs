@@ -8,6 +8,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod data;
 pub mod dataset;
+pub mod memory;
 pub mod metrics;
 pub mod net;
 pub mod optim;

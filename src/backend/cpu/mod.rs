@@ -349,12 +349,13 @@ impl Backend for Cpu {
         "cpu"
     }
 
+    /// Fallible: a size the memory cannot hold is an error, not an abort.
     fn alloc(&self, len: usize) -> Result<Vec<f32>> {
-        Ok(vec![0.0; len])
+        crate::tensor::try_zeros(len, "cpu buffer")
     }
 
     fn upload(&self, data: &[f32]) -> Result<Vec<f32>> {
-        Ok(data.to_vec())
+        crate::tensor::try_copy(data, "cpu buffer")
     }
 
     /// `[W_hh (4H, H) | W_hhᵀ (H, 4H)]`: rows for the batch-1 dot products,

@@ -209,16 +209,17 @@ impl Device for Emu {
         "emu"
     }
 
+    /// Fallible, as device memory is: a size the memory cannot hold is an error.
     fn alloc(&self, len: usize) -> Result<EmuBuf> {
         let _pass = self.stream.gate.enter();
         self.stream.not_capturing("alloc")?;
-        Ok(EmuBuf(vec![0.0; len]))
+        Ok(EmuBuf(crate::tensor::try_zeros(len, "emu buffer")?))
     }
 
     fn upload(&self, data: &[f32]) -> Result<EmuBuf> {
         let _pass = self.stream.gate.enter();
         self.stream.not_capturing("upload")?;
-        Ok(EmuBuf(data.to_vec()))
+        Ok(EmuBuf(crate::tensor::try_copy(data, "emu buffer")?))
     }
 
     fn write(&self, dst: &mut EmuBuf, src: &[f32]) -> Result<()> {

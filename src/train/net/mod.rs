@@ -145,16 +145,16 @@ impl<B: Train> TrainNet<B> {
         let mut tensors = HashMap::new();
         for (name, shape) in &specs.0 {
             let n: usize = shape.iter().product();
-            let data = match init_rule(name, shape, &specs.0, hidden) {
-                (_, Some(c)) => vec![c; n],
-                (bound, None) => (0..n)
-                    .map(|_| {
-                        // 24 random bits → [0, 1), exact in f32.
-                        let u = (rng.next_u32() >> 8) as f32 * (1.0 / 16_777_216.0);
-                        bound * (2.0 * u - 1.0)
-                    })
-                    .collect(),
-            };
+            // Sized by the config, which may come from a request: fallible.
+            let mut data = crate::tensor::try_vec(n, name)?;
+            match init_rule(name, shape, &specs.0, hidden) {
+                (_, Some(c)) => data.resize(n, c),
+                (bound, None) => data.extend((0..n).map(|_| {
+                    // 24 random bits → [0, 1), exact in f32.
+                    let u = (rng.next_u32() >> 8) as f32 * (1.0 / 16_777_216.0);
+                    bound * (2.0 * u - 1.0)
+                })),
+            }
             tensors.insert(name.clone(), Tensor { shape: shape.clone(), data });
         }
         Self::from_tensors(be, config, &tensors)
