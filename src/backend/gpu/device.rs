@@ -301,9 +301,10 @@ pub trait Device: Send + Sync {
 /// run on different threads, so without this gate a second model's launches
 /// (or its copies, or a wait, which invalidates the capture) would land in
 /// the first model's graph. Every stream operation goes through
-/// [`StreamGate::enter`]: while another thread captures it waits; the
-/// capturing thread itself passes. A capture starts once the operations
-/// already in flight on other threads are done.
+/// [`StreamGate::enter`]: while another thread captures, or waits to, it
+/// waits; the capturing thread itself passes. A capture starts once the
+/// operations already in flight on other threads are done (and no new one
+/// starts meanwhile, so a busy stream cannot starve a capture).
 #[derive(Debug, Default)]
 pub struct StreamGate {
     state: Mutex<GateState>,
@@ -316,6 +317,8 @@ struct GateState {
     capturer: Option<ThreadId>,
     /// Operations of other threads under way (queued, not yet returned).
     in_flight: usize,
+    /// Threads waiting in `begin` for the stream.
+    waiting_to_capture: usize,
 }
 
 /// Held for one stream operation; lets a waiting capture start when dropped.
@@ -349,11 +352,11 @@ impl StreamGate {
         loop {
             match st.capturer {
                 Some(t) if t == me => return GatePass { gate: None },
-                Some(_) => st = self.changed.wait(st).unwrap_or_else(|e| e.into_inner()),
-                None => {
+                None if st.waiting_to_capture == 0 => {
                     st.in_flight += 1;
                     return GatePass { gate: Some(self) };
                 }
+                _ => st = self.changed.wait(st).unwrap_or_else(|e| e.into_inner()),
             }
         }
     }
@@ -369,15 +372,17 @@ impl StreamGate {
     pub fn begin(&self, run: impl FnOnce() -> Result<()>) -> Result<()> {
         let me = std::thread::current().id();
         let mut st = self.lock();
-        while st.capturer.is_some_and(|t| t != me) || st.in_flight > 0 {
-            st = self.changed.wait(st).unwrap_or_else(|e| e.into_inner());
-        }
         if st.capturer == Some(me) {
             return Err(crate::error::Error::Backend {
                 backend: "gpu".into(),
                 reason: "begin_capture: this thread is already capturing".into(),
             });
         }
+        st.waiting_to_capture += 1;
+        while st.capturer.is_some() || st.in_flight > 0 {
+            st = self.changed.wait(st).unwrap_or_else(|e| e.into_inner());
+        }
+        st.waiting_to_capture -= 1;
         st.capturer = Some(me);
         drop(st);
         let started = run();
