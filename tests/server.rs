@@ -9,28 +9,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use quorum::engine::Engine;
 use quorum::ensemble::EnsembleConfig;
-use quorum::server::{Extras, LaunchError, Server, ServerConfig, TrainingLauncher};
+use quorum::server::{Extras, LaunchError, ServerConfig, TrainingLauncher};
 use quorum::train::{ProgressHandle, TrainingConfig};
-use quorum::Cpu;
 use serde_json::{json, Value};
 use server_util::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-fn loopback() -> ServerConfig {
-    ServerConfig { bind: "127.0.0.1:0".parse().unwrap(), ..ServerConfig::default() }
-}
-
-fn bare_engine() -> Arc<Engine> {
-    Arc::new(Engine::new(Cpu::new(), EnsembleConfig::default()).unwrap())
-}
-
-async fn start(engine: Arc<Engine>, config: ServerConfig, extras: Extras) -> (Server, Http) {
-    let server = Server::start(config, engine, extras).await.unwrap();
-    let http = Http::new(server.local_addr());
-    (server, http)
-}
 
 /// The seed's worked example (ensemble.md).
 fn seed_predictions() -> Value {

@@ -10,25 +10,13 @@
 mod server_util;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
-use quorum::engine::Engine;
-use quorum::ensemble::EnsembleConfig;
 use quorum::server::{Extras, Server, ServerConfig};
-use quorum::Cpu;
 use serde_json::Value;
 use server_util::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-
-fn loopback() -> ServerConfig {
-    ServerConfig { bind: "127.0.0.1:0".parse().unwrap(), ..ServerConfig::default() }
-}
-
-fn bare_engine() -> Arc<Engine> {
-    Arc::new(Engine::new(Cpu::new(), EnsembleConfig::default()).unwrap())
-}
 
 async fn start(config: ServerConfig) -> (Server, Http) {
     let server = Server::start(config, bare_engine(), Extras::default()).await.unwrap();

@@ -164,3 +164,24 @@ pub fn inputs_json(f: &[f32], l: &[f32], a: &[f32]) -> serde_json::Value {
     let lob: Vec<Vec<&[f32]>> = l.chunks(80).map(|t| t.chunks(4).collect()).collect();
     serde_json::json!({"features": features, "lob": lob, "aux": a})
 }
+
+/// A server config on a free loopback port, otherwise the defaults.
+pub fn loopback() -> quorum::server::ServerConfig {
+    quorum::server::ServerConfig { bind: "127.0.0.1:0".parse().unwrap(), ..Default::default() }
+}
+
+/// An engine with no model loaded, on the CPU.
+pub fn bare_engine() -> Arc<Engine> {
+    Arc::new(Engine::new(Cpu::new(), EnsembleConfig::default()).unwrap())
+}
+
+/// Starts a server and a client of it.
+pub async fn start(
+    engine: Arc<Engine>,
+    config: quorum::server::ServerConfig,
+    extras: quorum::server::Extras,
+) -> (quorum::server::Server, Http) {
+    let server = quorum::server::Server::start(config, engine, extras).await.unwrap();
+    let http = Http::new(server.local_addr());
+    (server, http)
+}
