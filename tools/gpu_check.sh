@@ -159,14 +159,16 @@ run() {
     cp "$CARRY/kernel_report.txt" "$CARRY/commit.txt" "$LOGS/" 2>/dev/null || true
 
     # env
+    # Each with a limit: nothing here may hang the run. The quorum call also
+    # compiles every kernel once with NVRTC into the cache the steps share.
     {
         date -u
         uname -a
-        nvidia-smi 2>&1 || echo "nvidia-smi: not available"
-        nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,clocks.max.mem --format=csv 2>&1 || true
-        nvcc --version 2>&1 || echo "nvcc: not available"
-        python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda, "available", torch.cuda.is_available())' 2>&1 || echo "torch: not importable"
-        "$bin/quorum" bench --backend cuda --iters 1 --batch 1 --model cnn_lstm 2>&1 || echo "quorum: no CUDA device"
+        timeout 30 nvidia-smi 2>&1 || echo "nvidia-smi: not available"
+        timeout 30 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,clocks.max.mem --format=csv 2>&1 || true
+        timeout 30 nvcc --version 2>&1 || echo "nvcc: not available"
+        timeout 60 python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda, "available", torch.cuda.is_available())' 2>&1 || echo "torch: not importable"
+        timeout 150 "$bin/quorum" bench --backend cuda --iters 1 --batch 1 --model cnn_lstm 2>&1 || echo "quorum: no CUDA device"
     } >"$LOGS/env.log" 2>&1
     printf 'env\tok\t0\tnvidia-smi, nvcc, torch, quorum bench --backend cuda\n' >>"$OUTDIR/steps.tsv"
 
