@@ -353,13 +353,15 @@ fn bench_ensemble(iters: usize, backend: BackendChoice, precision: Precision) ->
         };
         engine.load_weights(quorum::engine::model_type(kind), file)?;
     }
-    let take = |kind: ModelKind, name: &str| synthetic_inputs(kind, 1, 1).remove(name).map(|t| t.data);
+    // One tick's inputs, made once; each tick gets its own copy (outside the timing).
+    let mut tlob = synthetic_inputs(ModelKind::Tlob, 1, 1);
+    let inputs = quorum::engine::EngineInputs {
+        features: synthetic_inputs(ModelKind::MpdTransformer, 1, 1).remove("features").map(|t| t.data),
+        lob: tlob.remove("lob").map(|t| t.data),
+        aux: tlob.remove("aux").map(|t| t.data),
+    };
     let tick = || {
-        let inputs = quorum::engine::EngineInputs {
-            features: take(ModelKind::MpdTransformer, "features"),
-            lob: take(ModelKind::Tlob, "lob"),
-            aux: take(ModelKind::Tlob, "aux"),
-        };
+        let inputs = inputs.clone();
         let t = std::time::Instant::now();
         engine.predict(inputs).map(|d| (t.elapsed().as_secs_f64() * 1e6, d))
     };
