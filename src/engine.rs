@@ -28,7 +28,8 @@ use std::time::Instant;
 use parking_lot::{Mutex, RwLock};
 use serde::Serialize;
 
-use crate::backend::Backend;
+use crate::backend::select::OpenDevice;
+use crate::backend::{Backend, Precision};
 use crate::ensemble::{
     unix_now_s, EnsembleConfig, EnsembleConsensus, EnsembleError, EnsembleResult, ModelPrediction, ModelType,
     PredictionAdapter, RawModelOutput,
@@ -302,6 +303,13 @@ impl Engine {
             slots: RwLock::new(vec![None; ModelType::ALL.len()]),
             load_lock: Mutex::new(()),
         })
+    }
+
+    /// An engine with no model loaded on an opened device at `precision`:
+    /// how the CLI and the server make one.
+    pub fn on(device: OpenDevice, precision: Precision, config: EnsembleConfig) -> crate::Result<Engine> {
+        let engine = crate::on_device!(device, precision, be => Engine::new(be, config));
+        engine.map_err(|e| crate::Error::config("ensemble config", e.to_string()))
     }
 
     /// The shared consensus (its own methods are thread-safe).

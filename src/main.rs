@@ -4,32 +4,24 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
 
 mod demo_cli;
 mod market_cli;
 mod server_cli;
 mod train_cli;
 
-use quorum::backend::gpu::{Cuda, Emu, Gpu, Precision};
+use quorum::backend::gpu::Precision;
+use quorum::backend::select::Device;
 use quorum::model::{ModelConfig, ModelKind, ModelMeta};
 use quorum::weights::{self, generated};
-use quorum::{Backend, Cpu, Inputs, Model, Tensor};
+use quorum::{Backend, Inputs, Model, Tensor};
 
 #[derive(Parser)]
 #[command(name = "quorum", version, about = "An engine for an ensemble of order-book models")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-enum BackendChoice {
-    /// CUDA when a device answers, else the CPU.
-    Auto,
-    Cpu,
-    Cuda,
-    Emu,
 }
 
 #[derive(Subcommand)]
@@ -50,8 +42,8 @@ enum Command {
         /// safetensors to write, one tensor per output name.
         #[arg(long)]
         output: PathBuf,
-        #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
-        backend: BackendChoice,
+        #[arg(long, value_enum, default_value_t = Device::Auto)]
+        backend: Device,
         /// Weights and products: f32, bf16 (GPU tensor cores, or a CPU with
         /// AVX512_BF16) or f16 (GPU backends only).
         #[arg(long, default_value = "f32")]
@@ -65,8 +57,8 @@ enum Command {
         /// Timed runs per model and batch size (after 10% warm-up).
         #[arg(long, default_value_t = 200)]
         iters: usize,
-        #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
-        backend: BackendChoice,
+        #[arg(long, value_enum, default_value_t = Device::Auto)]
+        backend: Device,
         /// Only these models (mpd_transformer, tlob, cnn_lstm); all by default.
         #[arg(long, value_delimiter = ',')]
         model: Vec<String>,
@@ -132,57 +124,6 @@ fn main() -> Result<()> {
     }
 }
 
-/// The backend `--backend` names, resolved: `auto` is CUDA when a device
-/// answers, else the CPU. Asking for CUDA on a machine without it is an error
-/// that says why, never a silent fallback.
-enum Resolved {
-    Cpu,
-    Emu,
-    Cuda(Cuda),
-}
-
-fn resolve_backend(choice: BackendChoice) -> Result<Resolved> {
-    Ok(match choice {
-        BackendChoice::Cpu => Resolved::Cpu,
-        BackendChoice::Emu => Resolved::Emu,
-        BackendChoice::Cuda => Resolved::Cuda(Cuda::new(0).context("--backend cuda")?),
-        BackendChoice::Auto => match Cuda::new(0) {
-            Ok(dev) => Resolved::Cuda(dev),
-            Err(_) => Resolved::Cpu,
-        },
-    })
-    .inspect(|r| {
-        if let Resolved::Cuda(dev) = r {
-            eprintln!("{}", dev.describe());
-        }
-    })
-}
-
-/// Runs `$body` with `$be` bound to the chosen backend (each arm is its own
-/// monomorphized copy: the models are generic over `Backend`), in
-/// `$precision` (f32 when not given; the CPU takes f32 and bf16).
-macro_rules! on_backend {
-    ($choice:expr, $be:ident => $body:expr) => {
-        on_backend!($choice, Precision::F32; $be => $body)
-    };
-    ($choice:expr, $precision:expr; $be:ident => $body:expr) => {
-        match resolve_backend($choice)? {
-            Resolved::Cpu => {
-                let $be = &Cpu::with_precision($precision)?;
-                $body
-            }
-            Resolved::Emu => {
-                let $be = &Gpu::with_precision(Emu::new(), $precision);
-                $body
-            }
-            Resolved::Cuda(dev) => {
-                let $be = &Gpu::with_precision(dev, $precision);
-                $body
-            }
-        }
-    };
-}
-
 fn info(path: &Path) -> Result<()> {
     let file = weights::load(path)?;
     let specs = quorum::model::param_specs(&file.config);
@@ -206,8 +147,8 @@ fn info(path: &Path) -> Result<()> {
     Ok(())
 }
 
-fn infer(weights_path: &Path, input: &Path, output: &Path, backend: BackendChoice, precision: Precision) -> Result<()> {
-    on_backend!(backend, precision; be => infer_on(be, weights_path, input, output))
+fn infer(weights_path: &Path, input: &Path, output: &Path, backend: Device, precision: Precision) -> Result<()> {
+    quorum::on_device!(backend.open()?, precision, be => infer_on(&be, weights_path, input, output))
 }
 
 fn infer_on<B: Backend>(be: &B, weights_path: &Path, input: &Path, output: &Path) -> Result<()> {
@@ -281,7 +222,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 fn bench(
     batches: &[usize],
     iters: usize,
-    backend: BackendChoice,
+    backend: Device,
     models: &[String],
     graphs: bool,
     precision: Precision,
@@ -294,7 +235,7 @@ fn bench(
     } else {
         models.iter().map(|m| ModelKind::parse(m)).collect::<Result<_, _>>()?
     };
-    on_backend!(backend, precision; be => bench_on(be, batches, iters, &kinds, graphs))
+    quorum::on_device!(backend.open()?, precision, be => bench_on(&be, batches, iters, &kinds, graphs))
 }
 
 fn bench_on<B: Backend>(be: &B, batches: &[usize], iters: usize, kinds: &[ModelKind], graphs: bool) -> Result<()> {
@@ -337,13 +278,9 @@ fn bench_on<B: Backend>(be: &B, batches: &[usize], iters: usize, kinds: &[ModelK
 }
 
 /// `quorum bench --ensemble`: the engine's whole decision at batch 1.
-fn bench_ensemble(iters: usize, backend: BackendChoice, precision: Precision) -> Result<()> {
+fn bench_ensemble(iters: usize, backend: Device, precision: Precision) -> Result<()> {
     use quorum::engine::Engine;
-    let engine = match resolve_backend(backend)? {
-        Resolved::Cpu => Engine::new(Cpu::with_precision(precision)?, Default::default()),
-        Resolved::Emu => Engine::new(Gpu::with_precision(Emu::new(), precision), Default::default()),
-        Resolved::Cuda(dev) => Engine::new(Gpu::with_precision(dev, precision), Default::default()),
-    }?;
+    let engine = Engine::on(backend.open()?, precision, Default::default())?;
     for kind in ModelKind::ALL {
         let config = ModelConfig::default_for(kind);
         let file = weights::WeightsFile {

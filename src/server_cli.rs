@@ -9,18 +9,15 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 
-use quorum::backend::gpu::{Emu, Gpu};
+use quorum::backend::select::Device;
 use quorum::backend::Precision;
 use quorum::engine::{model_type, Engine};
 use quorum::ensemble::EnsembleConfig;
 use quorum::live::{LiveConfig, LiveObserver, LiveRunner};
 use quorum::market::{Endpoint, ExchangeConfig, LoopbackExchange, SimConfig, BINANCE_REST_URL, BINANCE_WS_URL};
 use quorum::model::{ModelConfig, ModelKind, ModelMeta};
-use quorum::server::{DataFolderLauncher, Extras, Metrics, Server, ServerConfig, TrainOn, TrainingLauncher};
+use quorum::server::{DataFolderLauncher, Extras, Metrics, Server, ServerConfig, TrainingLauncher};
 use quorum::weights::{generated, WeightsFile};
-use quorum::Cpu;
-
-use super::{resolve_backend, BackendChoice, Resolved};
 
 #[derive(Args, Debug)]
 pub struct ServeArgs {
@@ -63,8 +60,8 @@ pub struct ServeArgs {
     /// The ensemble's JSON config (ensemble.md); default: the seed's.
     #[arg(long)]
     pub ensemble_config: Option<PathBuf>,
-    #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
-    pub backend: BackendChoice,
+    #[arg(long, value_enum, default_value_t = Device::Auto)]
+    pub backend: Device,
     /// Live mode on the built-in simulator, served as a loopback exchange.
     #[arg(long, conflicts_with = "live")]
     pub simulate: bool,
@@ -109,11 +106,9 @@ pub fn serve(args: ServeArgs) -> Result<()> {
     };
     // Training jobs (--data) run on the serving backend.
     let precision = Precision::parse(&args.precision)?;
-    let (engine, train_on) = match resolve_backend(args.backend)? {
-        Resolved::Cpu => (Engine::new(Cpu::with_precision(precision)?, config)?, TrainOn::Cpu),
-        Resolved::Emu => (Engine::new(Gpu::with_precision(Emu::new(), precision), config)?, TrainOn::Emu),
-        Resolved::Cuda(dev) => (Engine::new(Gpu::with_precision(dev, precision), config)?, TrainOn::Cuda),
-    };
+    let device = args.backend.open()?;
+    let train_on = device.device();
+    let engine = Engine::on(device, precision, config)?;
     if let Some(dir) = &args.weights {
         let report = engine.load_dir(dir)?;
         for (m, p) in &report.loaded {
@@ -149,7 +144,7 @@ pub fn serve(args: ServeArgs) -> Result<()> {
     rt.block_on(run(args, Arc::new(engine), train_on))
 }
 
-async fn run(args: ServeArgs, engine: Arc<Engine>, train_on: TrainOn) -> Result<()> {
+async fn run(args: ServeArgs, engine: Arc<Engine>, train_on: Device) -> Result<()> {
     let metrics = Arc::new(Metrics::default());
     let mut exchange = None;
     let live_cfg = if args.simulate {

@@ -7,12 +7,11 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 
-use quorum::backend::gpu::{Cuda, Emu, Gpu, Precision};
+use quorum::backend::select::Device;
 use quorum::backend::Train;
 use quorum::model::{ModelConfig, ModelKind};
 use quorum::train::report::Results;
 use quorum::train::{MultiModelTrainer, ProgressHandle, TrainNet, TrainingConfig};
-use quorum::Cpu;
 
 #[derive(Args, Debug)]
 pub struct TrainArgs {
@@ -58,10 +57,11 @@ pub struct TrainArgs {
     /// Continue the run whose checkpoint is in the checkpoint folder.
     #[arg(long)]
     pub resume: bool,
-    /// cpu; cuda (the GPU kernels, device 0); or emu (the same kernels run by
-    /// the CPU emulator: slow, for checking the GPU path without a GPU).
-    #[arg(long, default_value = "cpu")]
-    pub backend: String,
+    /// Where to train: auto (CUDA when a device answers, else the CPU), cpu,
+    /// cuda (the GPU kernels, device 0) or emu (the same kernels run by the
+    /// CPU emulator: slow, for checking the GPU path without a GPU).
+    #[arg(long, value_enum, default_value_t = Device::Auto)]
+    pub backend: Device,
 }
 
 fn model_configs(path: &Path, kinds: &[ModelKind]) -> Result<Vec<(ModelKind, ModelConfig)>> {
@@ -93,14 +93,10 @@ fn model_configs(path: &Path, kinds: &[ModelKind]) -> Result<Vec<(ModelKind, Mod
 
 pub fn train(args: TrainArgs) -> Result<()> {
     let base = base_config(&args)?;
+    let device = args.backend.open()?;
     // The CPU trains in f32 and notes that use_amp is ignored.
-    let precision = Precision::for_training(base.use_amp);
-    match args.backend.as_str() {
-        "cpu" => train_on(&Cpu::new(), &args, base),
-        "emu" => train_on(&Gpu::with_precision(Emu::new(), precision), &args, base),
-        "cuda" => train_on(&Gpu::with_precision(Cuda::new(0).context("--backend cuda")?, precision), &args, base),
-        other => bail!("--backend {other:?}: expected cpu, cuda or emu"),
-    }
+    let precision = device.training_precision(base.use_amp);
+    quorum::on_device!(device, precision, be => train_on(&be, &args, base))
 }
 
 /// The TrainingConfig of `--config` (or the defaults) with the flags applied.

@@ -39,6 +39,12 @@ fn train_refuses_bad_input_by_name_and_writes_nothing() {
         // No GPU here: opening the device is the error, named, before anything is read.
         assert!(!ok && text.contains("--backend cuda") && text.contains("no CUDA driver"), "{text}");
     }
+    // The backend is one of the named devices, as on every other command;
+    // auto is accepted (it gets as far as the config check here).
+    let (ok, text) = run(&["--architecture", "cnn_lstm", "--backend", "gpu"]);
+    assert!(!ok && ["auto", "cpu", "cuda", "emu"].iter().all(|d| text.contains(d)), "{text}");
+    let (ok, text) = run(&["--architecture", "cnn_lstm", "--backend", "auto", "--batch-size", "0"]);
+    assert!(!ok && text.contains("batch_size") && !text.contains("--backend"), "{text}");
     let (ok, text) = run(&["--architecture", "cnn_lstm", "--batch-size", "0"]);
     assert!(!ok && text.contains("batch_size"), "{text}");
     let (ok, text) = run(&["--architecture", "mpd_transformer", "--learning-rate", "-0.001"]);

@@ -52,7 +52,7 @@ use crate::engine::Engine;
 use crate::live::LiveHub;
 pub use error::ApiError;
 pub use metrics::Metrics;
-pub use training::{DataFolderLauncher, LaunchError, TrainOn, TrainingLauncher};
+pub use training::{DataFolderLauncher, LaunchError, TrainingLauncher};
 
 /// The server's settings; the defaults are api.md's.
 #[derive(Clone, Debug)]

@@ -6,12 +6,11 @@ use std::path::{Path, PathBuf};
 use parking_lot::Mutex;
 use serde::Serialize;
 
-use crate::backend::gpu::{Cuda, Emu, Gpu, Precision};
+use crate::backend::select::Device;
 use crate::backend::Train;
 use crate::fsutil;
 use crate::train::data::data_folder;
 use crate::train::{JobResult, MultiModelTrainer, Progress, ProgressHandle, TrainingConfig};
-use crate::Cpu;
 
 /// Why a launcher refused a job (bad symbol, no data, …). Answered as 400
 /// `training_rejected` naming `field`.
@@ -103,20 +102,9 @@ impl TrainingSlot {
     }
 }
 
-/// Which backend a training job runs on; a job opens its own (a CUDA device
-/// is opened per job, beside the serving engine's).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum TrainOn {
-    #[default]
-    Cpu,
-    /// The GPU kernels run by the CPU emulator (slow; for checking the path).
-    Emu,
-    /// The GPU kernels on CUDA device 0.
-    Cuda,
-}
-
 /// The launcher `quorum serve --data DIR` plugs in: trains on the serving
-/// backend (`TrainOn`), on a thread of its own, from `DIR` laid out
+/// backend (a `Device`, opened again by each job: a CUDA job gets its own
+/// context beside the serving engine's), on a thread of its own, from `DIR` laid out
 /// as `quorum train --data` reads it. The job's `checkpoint_dir` is a
 /// relative path under `DIR` (`fsutil::dir_inside`: no `..`, no absolute
 /// path, no link leading out; default `DIR/checkpoints/`). When the job is
@@ -125,16 +113,16 @@ pub enum TrainOn {
 /// in any way, a panic included, ends with an `error` and the server goes on.
 pub struct DataFolderLauncher {
     data_dir: PathBuf,
-    backend: TrainOn,
+    backend: Device,
 }
 
 impl DataFolderLauncher {
     /// Trains on the CPU.
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
-        DataFolderLauncher { data_dir: data_dir.into(), backend: TrainOn::Cpu }
+        DataFolderLauncher { data_dir: data_dir.into(), backend: Device::Cpu }
     }
 
-    pub fn on(mut self, backend: TrainOn) -> Self {
+    pub fn on(mut self, backend: Device) -> Self {
         self.backend = backend;
         self
     }
@@ -204,17 +192,12 @@ impl TrainingLauncher for DataFolderLauncher {
         std::thread::Builder::new()
             .name(format!("train-{symbol}"))
             .spawn(move || {
-                let precision = Precision::for_training(config.use_amp);
                 // A panic anywhere in the job is the job's error, not a thread
                 // gone silently with `is_training` stuck at true.
-                let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match backend {
-                    TrainOn::Cpu => run_job(&Cpu::new(), config, &job, &features, &raw, &symbol),
-                    TrainOn::Emu => {
-                        run_job(&Gpu::with_precision(Emu::new(), precision), config, &job, &features, &raw, &symbol)
-                    }
-                    TrainOn::Cuda => Cuda::new(0).and_then(|dev| {
-                        run_job(&Gpu::with_precision(dev, precision), config, &job, &features, &raw, &symbol)
-                    }),
+                let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| -> crate::Result<JobResult> {
+                    let device = backend.open()?;
+                    let precision = device.training_precision(config.use_amp);
+                    crate::on_device!(device, precision, be => run_job(&be, config, &job, &features, &raw, &symbol))
                 }))
                 .unwrap_or_else(|panic| {
                     let what = panic
