@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 
 use rayon::prelude::*;
 
+use super::device::emu_entries::entry;
 use super::device::{Device, Kernel, LaunchConfig, StreamGate};
 use super::params::KernelParams;
 use crate::error::{Error, Result};
@@ -28,80 +29,18 @@ struct EmuLaunch {
     err_len: usize,
 }
 
-type LaunchFn = unsafe extern "C" fn(*const EmuLaunch, *const c_void) -> c_int;
-
-macro_rules! entries {
-    ($($kernel:ident => $launch:ident, $size:ident;)*) => {
-        extern "C" {
-            $(fn $launch(l: *const EmuLaunch, p: *const c_void) -> c_int;
-              fn $size() -> usize;)*
-        }
-        fn entry(k: Kernel) -> (LaunchFn, unsafe extern "C" fn() -> usize) {
-            match k { $(Kernel::$kernel => ($launch, $size),)* }
-        }
-    };
-}
-
-entries! {
-    Standardize => quorum_emu_launch_quorum_standardize, quorum_emu_sizeof_quorum_standardize;
-    BroadcastAdd => quorum_emu_launch_quorum_broadcast_add, quorum_emu_sizeof_quorum_broadcast_add;
-    Pool => quorum_emu_launch_quorum_pool, quorum_emu_sizeof_quorum_pool;
-    LayerNorm => quorum_emu_launch_quorum_layernorm, quorum_emu_sizeof_quorum_layernorm;
-    Linear => quorum_emu_launch_quorum_linear, quorum_emu_sizeof_quorum_linear;
-    Conv1d => quorum_emu_launch_quorum_conv1d, quorum_emu_sizeof_quorum_conv1d;
-    PatchEmbed => quorum_emu_launch_quorum_patch_embed, quorum_emu_sizeof_quorum_patch_embed;
-    Attention => quorum_emu_launch_quorum_attention, quorum_emu_sizeof_quorum_attention;
-    Lstm => quorum_emu_launch_quorum_lstm, quorum_emu_sizeof_quorum_lstm;
-    Heads => quorum_emu_launch_quorum_heads, quorum_emu_sizeof_quorum_heads;
-    MmaCheck => quorum_emu_launch_quorum_mma_check, quorum_emu_sizeof_quorum_mma_check;
-    LinearBf16 => quorum_emu_launch_quorum_linear_bf16, quorum_emu_sizeof_quorum_linear_bf16;
-    Conv1dBf16 => quorum_emu_launch_quorum_conv1d_bf16, quorum_emu_sizeof_quorum_conv1d_bf16;
-    PatchEmbedBf16 => quorum_emu_launch_quorum_patch_embed_bf16, quorum_emu_sizeof_quorum_patch_embed_bf16;
-    LinearF16 => quorum_emu_launch_quorum_linear_f16, quorum_emu_sizeof_quorum_linear_f16;
-    Conv1dF16 => quorum_emu_launch_quorum_conv1d_f16, quorum_emu_sizeof_quorum_conv1d_f16;
-    PatchEmbedF16 => quorum_emu_launch_quorum_patch_embed_f16, quorum_emu_sizeof_quorum_patch_embed_f16;
-    MmaCheckF16 => quorum_emu_launch_quorum_mma_check_f16, quorum_emu_sizeof_quorum_mma_check_f16;
-    HalfRoundTrip => quorum_emu_launch_quorum_half_round_trip, quorum_emu_sizeof_quorum_half_round_trip;
-    SwapLastAxes => quorum_emu_launch_quorum_swap_last_axes, quorum_emu_sizeof_quorum_swap_last_axes;
-    PackHalf => quorum_emu_launch_quorum_pack_half, quorum_emu_sizeof_quorum_pack_half;
-    // Training, elementwise, optimizer and heads:
-    // (entries below this line)
-    TrainMap => quorum_emu_launch_quorum_train_map, quorum_emu_sizeof_quorum_train_map;
-    DropoutMask => quorum_emu_launch_quorum_dropout_mask, quorum_emu_sizeof_quorum_dropout_mask;
-    AdamW => quorum_emu_launch_quorum_adamw, quorum_emu_sizeof_quorum_adamw;
-    SumSquares => quorum_emu_launch_quorum_sum_squares, quorum_emu_sizeof_quorum_sum_squares;
-    BiasPartials => quorum_emu_launch_quorum_bias_partials, quorum_emu_sizeof_quorum_bias_partials;
-    BiasFinish => quorum_emu_launch_quorum_bias_finish, quorum_emu_sizeof_quorum_bias_finish;
-    BroadcastAddBackward => quorum_emu_launch_quorum_broadcast_add_backward, quorum_emu_sizeof_quorum_broadcast_add_backward;
-    PoolBackward => quorum_emu_launch_quorum_pool_backward, quorum_emu_sizeof_quorum_pool_backward;
-    HeadsLoss => quorum_emu_launch_quorum_heads_loss, quorum_emu_sizeof_quorum_heads_loss;
-    HeadsParamGrads => quorum_emu_launch_quorum_heads_param_grads, quorum_emu_sizeof_quorum_heads_param_grads;
-
-    // Training, the GEMM family and LayerNorm:
-    // (entries below this line)
-    LinearDw => quorum_emu_launch_quorum_linear_dw, quorum_emu_sizeof_quorum_linear_dw;
-    LinearDx => quorum_emu_launch_quorum_linear_dx, quorum_emu_sizeof_quorum_linear_dx;
-    Conv1dDw => quorum_emu_launch_quorum_conv1d_dw, quorum_emu_sizeof_quorum_conv1d_dw;
-    Conv1dDx => quorum_emu_launch_quorum_conv1d_dx, quorum_emu_sizeof_quorum_conv1d_dx;
-    PatchEmbedDw => quorum_emu_launch_quorum_patch_embed_dw, quorum_emu_sizeof_quorum_patch_embed_dw;
-    GemmBiasGrad => quorum_emu_launch_quorum_gemm_bias_grad, quorum_emu_sizeof_quorum_gemm_bias_grad;
-    LayerNormDx => quorum_emu_launch_quorum_layernorm_dx, quorum_emu_sizeof_quorum_layernorm_dx;
-    LayerNormDparams => quorum_emu_launch_quorum_layernorm_dparams, quorum_emu_sizeof_quorum_layernorm_dparams;
-
-    // Training, attention and the LSTM:
-    // (entries below this line)
-    AttentionTrain => quorum_emu_launch_quorum_attention_train, quorum_emu_sizeof_quorum_attention_train;
-    AttentionDq => quorum_emu_launch_quorum_attention_dq, quorum_emu_sizeof_quorum_attention_dq;
-    AttentionDkv => quorum_emu_launch_quorum_attention_dkv, quorum_emu_sizeof_quorum_attention_dkv;
-    LstmTrain => quorum_emu_launch_quorum_lstm_train, quorum_emu_sizeof_quorum_lstm_train;
-    LstmBackward => quorum_emu_launch_quorum_lstm_backward, quorum_emu_sizeof_quorum_lstm_backward;
-    LstmDw => quorum_emu_launch_quorum_lstm_dw, quorum_emu_sizeof_quorum_lstm_dw;
-}
-
 /// The size of the C parameter struct of `k`, as the C++ compiler laid it out.
 pub fn c_params_size(k: Kernel) -> usize {
     // SAFETY: a pure function of the emulator library returning sizeof.
     unsafe { (entry(k).1)() }
+}
+
+/// Checks that `P`'s size is its kernel's C struct's, and names the kernel
+/// (for the tests' list of every parameter struct).
+#[cfg(test)]
+pub(crate) fn c_size_agrees<P: KernelParams>() -> Kernel {
+    assert_eq!(c_params_size(P::KERNEL), std::mem::size_of::<P>(), "{:?}", P::KERNEL);
+    P::KERNEL
 }
 
 /// In which order the emulator runs the threads of a block between barriers.
@@ -337,7 +276,7 @@ impl Emu {
             };
             // SAFETY: the caller guarantees the pointers in `params`; `l`
             // and `msg` outlive the call.
-            let rc = unsafe { run(&l, params_addr as *const c_void) };
+            let rc = unsafe { run(&l as *const EmuLaunch as *const c_void, params_addr as *const c_void) };
             (rc != 0).then(|| {
                 // SAFETY: the emulator NUL-terminates what it writes into msg.
                 unsafe { CStr::from_ptr(msg.as_ptr()) }.to_string_lossy().into_owned()
@@ -460,31 +399,38 @@ mod tests {
     use super::*;
     use crate::backend::gpu::params::*;
 
+    /// Every kernel's Rust parameter struct has the size the C++ compiler
+    /// gives its C struct, and every kernel of the registry has one (a new
+    /// kernel without its Rust struct fails here). Each module lists its
+    /// structs by type only: the kernel comes from `KernelParams::KERNEL`.
     #[test]
-    fn c_and_rust_parameter_structs_agree() {
-        let sizes = [
-            (Kernel::Standardize, std::mem::size_of::<StandardizeParams>()),
-            (Kernel::BroadcastAdd, std::mem::size_of::<BroadcastAddParams>()),
-            (Kernel::Pool, std::mem::size_of::<PoolParams>()),
-            (Kernel::LayerNorm, std::mem::size_of::<LayerNormParams>()),
-            (Kernel::Linear, std::mem::size_of::<LinearParams>()),
-            (Kernel::Conv1d, std::mem::size_of::<ConvParams>()),
-            (Kernel::PatchEmbed, std::mem::size_of::<PatchParams>()),
-            (Kernel::Attention, std::mem::size_of::<AttentionParams>()),
-            (Kernel::Lstm, std::mem::size_of::<LstmParams>()),
-            (Kernel::Heads, std::mem::size_of::<HeadsParams>()),
-            (Kernel::MmaCheck, std::mem::size_of::<MmaCheckParams>()),
-            (Kernel::LinearBf16, std::mem::size_of::<Bf16<LinearParams>>()),
-            (Kernel::Conv1dBf16, std::mem::size_of::<Bf16<ConvParams>>()),
-            (Kernel::PatchEmbedBf16, std::mem::size_of::<Bf16<PatchParams>>()),
-            (Kernel::LinearF16, std::mem::size_of::<F16<LinearParams>>()),
-            (Kernel::Conv1dF16, std::mem::size_of::<F16<ConvParams>>()),
-            (Kernel::PatchEmbedF16, std::mem::size_of::<F16<PatchParams>>()),
-            (Kernel::MmaCheckF16, std::mem::size_of::<F16<MmaCheckParams>>()),
-            (Kernel::HalfRoundTrip, std::mem::size_of::<HalfRoundTripParams>()),
+    fn every_kernel_has_a_rust_parameter_struct_of_its_c_size() {
+        let mut checked = vec![
+            c_size_agrees::<StandardizeParams>(),
+            c_size_agrees::<BroadcastAddParams>(),
+            c_size_agrees::<PoolParams>(),
+            c_size_agrees::<LayerNormParams>(),
+            c_size_agrees::<LinearParams>(),
+            c_size_agrees::<ConvParams>(),
+            c_size_agrees::<PatchParams>(),
+            c_size_agrees::<AttentionParams>(),
+            c_size_agrees::<LstmParams>(),
+            c_size_agrees::<HeadsParams>(),
+            c_size_agrees::<MmaCheckParams>(),
+            c_size_agrees::<Bf16<LinearParams>>(),
+            c_size_agrees::<Bf16<ConvParams>>(),
+            c_size_agrees::<Bf16<PatchParams>>(),
+            c_size_agrees::<F16<LinearParams>>(),
+            c_size_agrees::<F16<ConvParams>>(),
+            c_size_agrees::<F16<PatchParams>>(),
+            c_size_agrees::<F16<MmaCheckParams>>(),
+            c_size_agrees::<HalfRoundTripParams>(),
         ];
-        for (k, rust) in sizes {
-            assert_eq!(c_params_size(k), rust, "{k:?}");
-        }
+        checked.extend(crate::backend::gpu::train::parameter_structs_checked());
+        let mut registry = Kernel::ALL.to_vec();
+        let key = |k: &Kernel| k.symbol();
+        checked.sort_by_key(key);
+        registry.sort_by_key(key);
+        assert_eq!(checked, registry);
     }
 }

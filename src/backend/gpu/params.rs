@@ -45,7 +45,7 @@ params!(
 );
 params!(
     /// `kernels/layernorm.cu` LayerNormParams
-    LayerNormParams => LayerNorm { x: u64, gamma: u64, beta: u64, y: u64, rows: i32, dim: i32 }
+    LayerNormParams => Layernorm { x: u64, gamma: u64, beta: u64, y: u64, rows: i32, dim: i32 }
 );
 params!(
     /// `kernels/gemm.cu` LinearParams (epilogue 0 none, 1 GELU, 2 accumulate)

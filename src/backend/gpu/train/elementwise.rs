@@ -26,7 +26,7 @@ params!(
 );
 params!(
     /// `kernels/train_elementwise.cu` AdamWParams; `c1`, `c2` the bias corrections' reciprocals.
-    AdamWParams => AdamW {
+    AdamWParams => Adamw {
         param: u64, grad: u64, m: u64, v: u64, n: i32,
         lr: f32, beta1: f32, beta2: f32, eps: f32, weight_decay: f32, grad_scale: f32, c1: f32, c2: f32,
     }
@@ -414,25 +414,9 @@ impl<D: Device> Gpu<D> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::gpu::emu::c_params_size;
-    use crate::backend::gpu::Kernel;
 
     #[test]
-    fn c_and_rust_parameter_structs_agree() {
-        for (k, rust) in [
-            (Kernel::TrainMap, std::mem::size_of::<TrainMapParams>()),
-            (Kernel::DropoutMask, std::mem::size_of::<DropoutParams>()),
-            (Kernel::AdamW, std::mem::size_of::<AdamWParams>()),
-            (Kernel::SumSquares, std::mem::size_of::<SumSquaresParams>()),
-            (Kernel::BiasPartials, std::mem::size_of::<BiasPartialsParams>()),
-            (Kernel::BiasFinish, std::mem::size_of::<BiasFinishParams>()),
-            (Kernel::BroadcastAddBackward, std::mem::size_of::<BroadcastBackwardParams>()),
-            (Kernel::PoolBackward, std::mem::size_of::<PoolBackwardParams>()),
-            (Kernel::HeadsLoss, std::mem::size_of::<HeadsLossParams>()),
-            (Kernel::HeadsParamGrads, std::mem::size_of::<HeadsParamGradsParams>()),
-        ] {
-            assert_eq!(c_params_size(k), rust, "{k:?}");
-        }
+    fn parameter_structs_have_the_documented_sizes() {
         assert_eq!(std::mem::size_of::<DropoutParams>(), 3 * 8 + 8 * 4 + 2 * 4);
         assert_eq!(std::mem::size_of::<HeadsLossParams>(), 14 * 8 + 7 * 4 + 4);
     }
@@ -457,4 +441,22 @@ mod tests {
             assert_eq!(f64_from_words(f32::from_bits(b as u32), f32::from_bits((b >> 32) as u32)), v);
         }
     }
+}
+
+/// This module's parameter structs, each checked against its C size.
+#[cfg(test)]
+pub(super) fn parameter_structs_checked() -> Vec<crate::backend::gpu::Kernel> {
+    use crate::backend::gpu::emu::c_size_agrees;
+    vec![
+        c_size_agrees::<TrainMapParams>(),
+        c_size_agrees::<DropoutParams>(),
+        c_size_agrees::<AdamWParams>(),
+        c_size_agrees::<SumSquaresParams>(),
+        c_size_agrees::<BiasPartialsParams>(),
+        c_size_agrees::<BiasFinishParams>(),
+        c_size_agrees::<BroadcastBackwardParams>(),
+        c_size_agrees::<PoolBackwardParams>(),
+        c_size_agrees::<HeadsLossParams>(),
+        c_size_agrees::<HeadsParamGradsParams>(),
+    ]
 }

@@ -97,3 +97,10 @@ mod tests {
         assert!(swap_last_axes(70_000, 1, 1).is_err(), "grid.z above 65535");
     }
 }
+
+/// This module's parameter structs, each checked against its C size.
+#[cfg(test)]
+pub(super) fn parameter_structs_checked() -> Vec<crate::backend::gpu::Kernel> {
+    use crate::backend::gpu::emu::c_size_agrees;
+    vec![c_size_agrees::<SwapLastAxesParams>(), c_size_agrees::<PackHalfParams>()]
+}

@@ -28,6 +28,19 @@ mod gemm;
 mod layout;
 mod seq;
 
+/// Every training kernel's parameter struct, each checked against its C size
+/// (for the emulator's test that every registered kernel has one).
+#[cfg(test)]
+pub(crate) fn parameter_structs_checked() -> Vec<super::Kernel> {
+    [
+        elementwise::parameter_structs_checked(),
+        gemm::parameter_structs_checked(),
+        layout::parameter_structs_checked(),
+        seq::parameter_structs_checked(),
+    ]
+    .concat()
+}
+
 use super::{Device, Gpu, Precision};
 use crate::backend::{
     AdamWStep, AttentionShape, BroadcastShape, ConvShape, HeadsGrads, HeadsLoss, HeadsOut, HeadsRef, HeadsTargets,
