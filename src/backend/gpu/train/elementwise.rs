@@ -411,6 +411,24 @@ impl<D: Device> Gpu<D> {
     }
 }
 
+/// This module's parameter structs, each checked against its C size.
+#[cfg(test)]
+pub(super) fn parameter_structs_checked() -> Vec<crate::backend::gpu::Kernel> {
+    use crate::backend::gpu::emu::c_size_agrees;
+    vec![
+        c_size_agrees::<TrainMapParams>(),
+        c_size_agrees::<DropoutParams>(),
+        c_size_agrees::<AdamWParams>(),
+        c_size_agrees::<SumSquaresParams>(),
+        c_size_agrees::<BiasPartialsParams>(),
+        c_size_agrees::<BiasFinishParams>(),
+        c_size_agrees::<BroadcastBackwardParams>(),
+        c_size_agrees::<PoolBackwardParams>(),
+        c_size_agrees::<HeadsLossParams>(),
+        c_size_agrees::<HeadsParamGradsParams>(),
+    ]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -441,22 +459,4 @@ mod tests {
             assert_eq!(f64_from_words(f32::from_bits(b as u32), f32::from_bits((b >> 32) as u32)), v);
         }
     }
-}
-
-/// This module's parameter structs, each checked against its C size.
-#[cfg(test)]
-pub(super) fn parameter_structs_checked() -> Vec<crate::backend::gpu::Kernel> {
-    use crate::backend::gpu::emu::c_size_agrees;
-    vec![
-        c_size_agrees::<TrainMapParams>(),
-        c_size_agrees::<DropoutParams>(),
-        c_size_agrees::<AdamWParams>(),
-        c_size_agrees::<SumSquaresParams>(),
-        c_size_agrees::<BiasPartialsParams>(),
-        c_size_agrees::<BiasFinishParams>(),
-        c_size_agrees::<BroadcastBackwardParams>(),
-        c_size_agrees::<PoolBackwardParams>(),
-        c_size_agrees::<HeadsLossParams>(),
-        c_size_agrees::<HeadsParamGradsParams>(),
-    ]
 }

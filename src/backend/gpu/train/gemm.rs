@@ -357,20 +357,6 @@ impl<D: Device> Gpu<D> {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn launch_rules() {
-        assert_eq!(layernorm_dparams_cfg(256).unwrap().grid, [8, 1, 1]);
-        assert_eq!(layernorm_dparams_cfg(17).unwrap().grid, [1, 1, 1]);
-        assert_eq!(layernorm_dparams_cfg(112).unwrap().block, [256, 1, 1]);
-        // dW of a 768×256 linear: 12×4 tiles of the (n_out, n_in) output.
-        assert_eq!(gemm_cfg(768, 256).unwrap().grid, [4, 12, 1]);
-    }
-}
-
 /// This module's parameter structs, each checked against its C size.
 #[cfg(test)]
 pub(super) fn parameter_structs_checked() -> Vec<crate::backend::gpu::Kernel> {
@@ -385,4 +371,18 @@ pub(super) fn parameter_structs_checked() -> Vec<crate::backend::gpu::Kernel> {
         c_size_agrees::<LayerNormDxParams>(),
         c_size_agrees::<LayerNormDparamsParams>(),
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn launch_rules() {
+        assert_eq!(layernorm_dparams_cfg(256).unwrap().grid, [8, 1, 1]);
+        assert_eq!(layernorm_dparams_cfg(17).unwrap().grid, [1, 1, 1]);
+        assert_eq!(layernorm_dparams_cfg(112).unwrap().block, [256, 1, 1]);
+        // dW of a 768×256 linear: 12×4 tiles of the (n_out, n_in) output.
+        assert_eq!(gemm_cfg(768, 256).unwrap().grid, [4, 12, 1]);
+    }
 }

@@ -85,6 +85,13 @@ impl<D: Device> Gpu<D> {
     }
 }
 
+/// This module's parameter structs, each checked against its C size.
+#[cfg(test)]
+pub(super) fn parameter_structs_checked() -> Vec<crate::backend::gpu::Kernel> {
+    use crate::backend::gpu::emu::c_size_agrees;
+    vec![c_size_agrees::<SwapLastAxesParams>(), c_size_agrees::<PackHalfParams>()]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -96,11 +103,4 @@ mod tests {
         assert_eq!(c.block, [32, 8, 1]);
         assert!(swap_last_axes(70_000, 1, 1).is_err(), "grid.z above 65535");
     }
-}
-
-/// This module's parameter structs, each checked against its C size.
-#[cfg(test)]
-pub(super) fn parameter_structs_checked() -> Vec<crate::backend::gpu::Kernel> {
-    use crate::backend::gpu::emu::c_size_agrees;
-    vec![c_size_agrees::<SwapLastAxesParams>(), c_size_agrees::<PackHalfParams>()]
 }

@@ -251,6 +251,20 @@ impl<D: Device> Gpu<D> {
     }
 }
 
+/// This module's parameter structs, each checked against its C size.
+#[cfg(test)]
+pub(super) fn parameter_structs_checked() -> Vec<crate::backend::gpu::Kernel> {
+    use crate::backend::gpu::emu::c_size_agrees;
+    vec![
+        c_size_agrees::<AttentionTrainParams>(),
+        c_size_agrees::<AttentionDqParams>(),
+        c_size_agrees::<AttentionDkvParams>(),
+        c_size_agrees::<LstmTrainParams>(),
+        c_size_agrees::<LstmBackwardParams>(),
+        c_size_agrees::<LstmDwParams>(),
+    ]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -280,18 +294,4 @@ mod tests {
         assert_eq!(lstm_dw_launch(256).unwrap().grid, [8, 32, 1]);
         assert_eq!(lstm_dw_launch(33).unwrap().grid, [2, 5, 1]);
     }
-}
-
-/// This module's parameter structs, each checked against its C size.
-#[cfg(test)]
-pub(super) fn parameter_structs_checked() -> Vec<crate::backend::gpu::Kernel> {
-    use crate::backend::gpu::emu::c_size_agrees;
-    vec![
-        c_size_agrees::<AttentionTrainParams>(),
-        c_size_agrees::<AttentionDqParams>(),
-        c_size_agrees::<AttentionDkvParams>(),
-        c_size_agrees::<LstmTrainParams>(),
-        c_size_agrees::<LstmBackwardParams>(),
-        c_size_agrees::<LstmDwParams>(),
-    ]
 }
