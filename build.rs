@@ -1,4 +1,4 @@
-//! Builds the CUDA kernels two ways (design.md, "Kernels without a GPU"):
+//! Builds the CUDA kernels two ways (docs/kernels.md, "Built"):
 //! - always, for the CPU emulator: every `kernels/*.cu` compiled by the
 //!   machine's C++ compiler with `QUORUM_EMU` and the runtime in
 //!   `kernels/emu/`, into one static library the `Emu` device links;

@@ -1,4 +1,4 @@
-//! The consensus of 3 models (ensemble.md's worked example): target ≤ 1 µs.
+//! The consensus of 3 models (docs/consensus.md's worked example): target ≤ 1 µs.
 
 use std::hint::black_box;
 

@@ -1,5 +1,5 @@
 //! TA-Lib indicator layer: one streaming tick of every indicator of the
-//! feature table (spec/features.md rows 75–111), and the batch form of all
+//! feature table (docs/features.md rows 75–111), and the batch form of all
 //! of them over a day of 1 s candles (86,400 bars).
 //!
 //! Run: `cargo bench --bench talib`.

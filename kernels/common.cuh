@@ -48,7 +48,7 @@ __device__ __forceinline__ float warp_max(float v) {
     return v;
 }
 
-// Exact GELU (erf form), as PyTorch's default and models.md.
+// Exact GELU (erf form), as PyTorch's default and docs/models.md.
 __device__ __forceinline__ float gelu_erf(float x) { return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f)); }
 
 __device__ __forceinline__ float sigmoidf(float x) { return 1.0f / (1.0f + expf(-x)); }

@@ -1,5 +1,5 @@
 // The heads' training step (src/backend/gpu/train/elementwise.rs heads_loss):
-// the forward of heads.cu, training.md's multi-task loss per sample, and the
+// the forward of heads.cu, docs/training.md's multi-task loss per sample, and the
 // gradients, in two launches with no float atomics:
 // 1. quorum_heads_loss, one block per sample: the three heads (the same warp
 //    dot products as quorum_heads, so the same outputs bit for bit), then one

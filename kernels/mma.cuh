@@ -2,7 +2,7 @@
 // IEEE f16) with f32 accumulators (sm_80+), as our own helper rather than
 // nvcuda::wmma, so the kernels need no toolkit header under NVRTC. The
 // instruction is inline PTX (mma.sync.aligned.m16n8k16.row.col.f32.{bf16,f16}.
-// {bf16,f16}.f32), and this header gives it its emulated twin (design.md:
+// {bf16,f16}.f32), and this header gives it its emulated twin (docs/kernels.md:
 // inline PTX only with a twin). Both input types share the fragment layout.
 //
 // Fragment layout (PTX ISA, "Matrix Fragments for mma.m16n8k16"), for lane l,

@@ -299,7 +299,7 @@ async fn live(args: &DemoArgs, data: &Path, trained: &Trained, target: u64) -> R
             }
         }
         stage_us.entry("consensus".into()).or_default().push(d["timings"]["consensus_us"].as_f64().unwrap_or(0.0));
-        // Score every decision whose horizon has passed: data.md's label on the live mids.
+        // Score every decision whose horizon has passed: the label of docs/training.md ("Labels") on the live mids.
         while let Some(p) = pending.front() {
             if p.seq + HORIZON as u64 > entry.seq {
                 break;

@@ -450,7 +450,7 @@ impl Engine {
         }
     }
 
-    /// Consensus only: `predictions` as given (ensemble.md validation applies).
+    /// Consensus only: `predictions` as given (docs/consensus.md validation applies).
     pub fn predict_consensus(&self, predictions: &[ModelPrediction]) -> Result<Decision, EngineError> {
         let t0 = Instant::now();
         let result = self.consensus.predict(predictions)?;

@@ -1,9 +1,10 @@
 //! quorum: an engine for an ensemble of order-book models.
 //!
 //! Three models (MPDTransformer, TLOB, CNN-LSTM v2) written once over the
-//! [`backend::Backend`] trait and run on the CPU backend (and, with the CUDA
-//! issue, on hand-written kernels); weights in safetensors, loaded by name
-//! exactly as PyTorch saves them. See `../shared/design.md` for the layout.
+//! [`backend::Backend`] trait and run on the CPU backend or on hand-written
+//! CUDA kernels (`Gpu<Cuda>`, or `Gpu<Emu>` in the emulator); weights in
+//! safetensors, loaded by name exactly as PyTorch saves them. See
+//! docs/architecture.md for the layout.
 
 pub mod backend;
 pub mod engine;

@@ -11,7 +11,7 @@
 //! bounded history, and a broadcast that the server streams as server-sent
 //! events. Decision ids are the consensus's, so `/outcome` scores them.
 //!
-//! Windows hold only consecutive ticks (data.md, "Samples"): a resync of the
+//! Windows hold only consecutive ticks (docs/training.md, "Samples"): a resync of the
 //! client, a feature-engine reset or an undefined feature vector empties them
 //! and the pipeline warms up again.
 //!
@@ -241,7 +241,7 @@ pub struct LiveState {
     seq: u64,
 }
 
-/// Windows kept at least this long (the data.md defaults), longer if a loaded config asks.
+/// Windows kept at least this long (the defaults of docs/training.md, "Samples"), longer if a loaded config asks.
 const MIN_FEATURE_WINDOW: usize = 60;
 const MIN_LOB_WINDOW: usize = 100;
 
@@ -389,7 +389,7 @@ impl LiveState {
             // A snapshot in the window always has a mid (the book was valid and synced).
             RawLOBSequence::new(snaps).map(|s| s.to_normalized_tensor()).unwrap_or_default()
         });
-        // aux is the feature vector at the tick (data.md): only once one exists.
+        // aux is the feature vector at the tick (docs/training.md, "Samples"): only once one exists.
         let aux =
             layout.aux.filter(|&a| a == NUM_FEATURES).and_then(|_| self.feature_win.back()).map(|row| row.to_vec());
         EngineInputs { features, lob, aux }

@@ -77,7 +77,7 @@ enum Command {
         #[arg(long)]
         ensemble: bool,
     },
-    /// Build the 112-feature table (spec/features.md) of each symbol's stored
+    /// Build the 112-feature table (docs/features.md) of each symbol's stored
     /// snapshots and trades: `<out>/<SYMBOL>.parquet`.
     Features {
         /// The collector's store: `<raw>/<SYMBOL>/<YYYY-MM-DD>/*.parquet`.
@@ -96,7 +96,7 @@ enum Command {
     Collect(market_cli::CollectArgs),
     /// Train one architecture (or all three) with walk-forward validation on a data folder.
     Train(train_cli::TrainArgs),
-    /// Serve the ensemble over HTTP (spec/api.md), optionally live from the simulator or Binance.
+    /// Serve the ensemble over HTTP (docs/api.md), optionally live from the simulator or Binance.
     Serve(Box<server_cli::ServeArgs>),
 }
 

@@ -57,7 +57,7 @@ pub struct ServeArgs {
     /// untrained weights (as `quorum demo`): for trying the server without trained weights.
     #[arg(long, conflicts_with = "weights")]
     pub demo_weights: bool,
-    /// The ensemble's JSON config (ensemble.md); default: the seed's.
+    /// The ensemble's JSON config (docs/consensus.md); default: docs/consensus.md's default config.
     #[arg(long)]
     pub ensemble_config: Option<PathBuf>,
     #[arg(long, value_enum, default_value_t = Device::Auto)]
@@ -86,7 +86,7 @@ pub struct ServeArgs {
     pub data: Option<PathBuf>,
     /// The served models' weights and products: f32, bf16 (GPU tensor cores,
     /// or a CPU with AVX512_BF16: about twice as fast there, within
-    /// models.md's 16-bit tolerances) or f16 (GPU backends only). Training
+    /// docs/models.md's 16-bit tolerances) or f16 (GPU backends only). Training
     /// jobs follow `use_amp` instead.
     #[arg(long, default_value = "f32")]
     pub precision: String,

@@ -1,5 +1,5 @@
 //! The `train` subcommand: walk-forward training of one architecture or all
-//! three (training.md), on the folder layout `quorum simulate` / `collect` /
+//! three (docs/training.md), on the folder layout `quorum simulate` / `collect` /
 //! `features` produce.
 
 use std::path::{Path, PathBuf};
@@ -29,7 +29,7 @@ pub struct TrainArgs {
     #[arg(long)]
     pub config: Option<PathBuf>,
     /// Model configs as JSON: `{"mpd_transformer": {...}, "tlob": {...}, "cnn_lstm": {...}}`
-    /// (any subset), or one config when training one architecture. Default: models.md's sizes.
+    /// (any subset), or one config when training one architecture. Default: docs/models.md's sizes.
     #[arg(long)]
     pub model_config: Option<PathBuf>,
     #[arg(long)]
@@ -50,7 +50,7 @@ pub struct TrainArgs {
     pub seed: Option<u64>,
     #[arg(long)]
     pub checkpoint_dir: Option<String>,
-    /// training.md's use_amp (default on): on cuda and emu, the forward's
+    /// docs/training.md's use_amp (default on): on cuda and emu, the forward's
     /// matrix products in bf16 from f32 master weights; ignored on the CPU.
     #[arg(long)]
     pub use_amp: Option<bool>,

@@ -1,4 +1,4 @@
-//! Weights files: safetensors in and out, per models.md "The weights file".
+//! Weights files: safetensors in and out, per docs/models.md "The weights file".
 //!
 //! Loading checks everything at once — the metadata, every tensor's name,
 //! shape, dtype and values — and reports all problems of a file in one error,
@@ -31,7 +31,7 @@ impl WeightsFile {
     }
 }
 
-/// Largest weights file [`load`] reads (1 GiB; models.md's default models are
+/// Largest weights file [`load`] reads (1 GiB; docs/models.md's default models are
 /// under 100 MB). The server's limit is `ServerConfig::max_weights_bytes`
 /// (`quorum serve --max-weights-mb`).
 pub const MAX_WEIGHTS_FILE_BYTES: u64 = 1 << 30;

@@ -1,4 +1,4 @@
-//! ensemble.md, checked: the worked example, every strategy's edge cases,
+//! docs/consensus.md, checked: the worked example, every strategy's edge cases,
 //! validation, performance tracking, the JSON forms and the adapter.
 
 // Parallel arrays (P, expected P, probabilities) read best indexed.
@@ -9,7 +9,7 @@ use serde_json::json;
 
 const NOW: f64 = 1_764_000_000.0;
 
-// The spec asks for at least the last 10,000 results.
+// docs/consensus.md promises at least the last 10,000 results.
 const _: () = assert!(HISTORY_CAPACITY >= 10_000);
 
 fn pred(
@@ -25,7 +25,7 @@ fn pred(
 use Direction::{Down, Neutral, Up};
 use ModelType::{CnnLstm, MpdTransformer, Tlob};
 
-/// The seed's three predictions.
+/// The worked example's three predictions (docs/consensus.md).
 fn seed_predictions() -> Vec<ModelPrediction> {
     vec![
         pred(CnnLstm, Up, 0.75, [0.1, 0.15, 0.75], 0.002),
@@ -79,7 +79,7 @@ fn worked_example_reproduces_every_figure() {
     assert_close(r.weighted_agreement, 0.75, 1e-9);
     assert_close(r.meta_confidence, 0.82475, 1e-9);
     assert_close(r.expected_return, 0.001455, 1e-9);
-    // The spec prints the contributions rounded to 5 decimals; their exact
+    // docs/consensus.md prints the contributions rounded to 5 decimals; their exact
     // values are w·p_up / P_up: 0.3/0.6005, 0.238/0.6005, 0.0625/0.6005.
     let exact = [0.3 / 0.6005, 0.238 / 0.6005, 0.0625 / 0.6005];
     let printed = [0.49958, 0.39634, 0.10408];
@@ -270,7 +270,7 @@ fn neutral_threshold_turns_a_narrow_lead_neutral_and_is_strict() {
         assert_eq!(r.should_trade, expected == Up);
         assert_eq!(r.reason, if expected == Up { None } else { Some(DecisionReason::Neutral) });
     }
-    // The seed's example with a threshold above its margin of 0.4685.
+    // The worked example with a threshold above its margin of 0.4685.
     let e = with_config(|c| c.neutral_threshold = 0.5);
     let r = e.predict_at(&seed_predictions(), NOW).unwrap();
     assert_eq!(r.direction, Neutral);
@@ -458,7 +458,7 @@ fn contributions_fall_back_to_weight_shares_when_the_direction_has_no_mass() {
 // ---------------------------------------------------------------------------
 // adaptive and performance.
 
-/// adaptive's score, written out from the spec.
+/// adaptive's score, written out from docs/consensus.md.
 fn score(acc: f64, pf: f64) -> f64 {
     f64::max(0.05, (acc - 1.0 / 3.0) / (2.0 / 3.0)) * pf.min(3.0) / 3.0
 }

@@ -148,7 +148,7 @@ proptest! {
         prop_assert!(same_bits(&a, &b), "{:?}\n{:?}", a, b);
     }
 
-    /// Any positive constant: the spec's invariance is exact in real
+    /// Any positive constant: the invariance (docs/consensus.md) is exact in real
     /// arithmetic; in floating point the figures move by rounding only
     /// (bounded here by 1e-12), and the decision is the same unless the base
     /// case sits within 1e-9 of a tie or a threshold, which is skipped.

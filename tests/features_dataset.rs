@@ -1,4 +1,4 @@
-//! Labels, windows, walk-forward splits and the normalizer (spec/data.md).
+//! Labels, windows, walk-forward splits and the normalizer (docs/training.md).
 
 use quorum::features::NUM_FEATURES;
 use quorum::market::{Level, Snapshot};

@@ -591,7 +591,7 @@ fn table_round_trip() {
     let leftovers: Vec<_> =
         std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).filter(|n| n != "SIM.parquet").collect();
     assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
-    // Column names and order are the spec's.
+    // Column names and order are docs/features.md's.
     let file = std::fs::File::open(&path).unwrap();
     let meta = parquet::file::reader::SerializedFileReader::new(file).unwrap();
     use parquet::file::reader::FileReader;

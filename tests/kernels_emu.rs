@@ -1,6 +1,6 @@
 //! Every kernel of kernels/*.cu, run by the CUDA emulator (`Gpu<Emu>`),
 //! against the CPU backend on awkward sizes (not multiples of any tile;
-//! batch 1, 3 and 17; 49 and 100 tokens; 112 features), within models.md's
+//! batch 1, 3 and 17; 49 and 100 tokens; 112 features), within docs/models.md's
 //! f32 tolerance: max abs diff ≤ 1e-4·(1 + max |ref|) per output tensor
 //! (confidences: 1e-5 absolute). And tests of the emulator itself: it catches
 //! a missing `__syncthreads`, a divergent barrier, and implements CUDA's

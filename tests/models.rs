@@ -1,5 +1,5 @@
 //! Every model, at the default configs and at non-default ones, against the
-//! PyTorch goldens in tests/fixtures/models (models.md's tolerances).
+//! PyTorch goldens in tests/fixtures/models (docs/models.md's tolerances).
 
 mod common;
 
@@ -50,7 +50,7 @@ fn every_case_run_one_sample_at_a_time_matches_the_goldens() {
 }
 
 /// The CPU's bf16 mode (`--precision bf16`: bf16 weights, `vdpbf16ps`
-/// products, f32 sums) on every golden case, within models.md's f16/bf16
+/// products, f32 sums) on every golden case, within docs/models.md's f16/bf16
 /// column; where the CPU lacks AVX512_BF16, asking for it must say so.
 #[test]
 fn every_case_in_bf16_on_the_cpu_within_the_half_precision_tolerances() {

@@ -1,5 +1,5 @@
 //! The three models end to end on `Gpu<Emu>` (every op a CUDA kernel run by
-//! the emulator) against the committed PyTorch goldens, with models.md's f32
+//! the emulator) against the committed PyTorch goldens, with docs/models.md's f32
 //! tolerances: the GPU code path, tested without a GPU.
 
 mod common;
@@ -61,7 +61,7 @@ fn batch_results_equal_single_sample_results_on_emu() {
 }
 
 /// Every golden case with 16-bit weights and tensor-core products
-/// (`Precision::Bf16` and `Precision::F16`), within models.md's f16/bf16 column.
+/// (`Precision::Bf16` and `Precision::F16`), within docs/models.md's f16/bf16 column.
 #[test]
 fn every_case_in_bf16_and_f16_within_the_half_precision_tolerances() {
     for precision in [Precision::Bf16, Precision::F16] {

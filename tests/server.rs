@@ -1,5 +1,5 @@
 //! The HTTP server for real: started on a loopback port, called with hyper's
-//! client. Every endpoint with the seed's bodies; every kind of bad input gets
+//! client. Every endpoint of docs/api.md; every kind of bad input gets
 //! its documented 4xx and leaves the state as it was; hot swap under load;
 //! the training endpoints through a test launcher; the token; a slow client.
 
@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 use server_util::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// The seed's worked example (ensemble.md).
+/// The worked example of docs/consensus.md.
 fn seed_predictions() -> Value {
     json!({"predictions": [
         {"model_type": "cnn_lstm", "direction": "up", "confidence": 0.75,

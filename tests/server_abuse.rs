@@ -103,7 +103,7 @@ async fn oversized_training_requests_are_refused_before_a_job_starts() {
 }
 
 /// Issue 15.1: the budget is the server's setting: a tiny one refuses even
-/// the seed's default job, naming the budget.
+/// the default job, naming the budget.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_training_memory_budget_is_configurable() {
     let launcher = Arc::new(CountingLauncher::default());

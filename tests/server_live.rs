@@ -62,7 +62,7 @@ async fn read_events(addr: std::net::SocketAddr, path: &str, want: usize) -> Vec
     events
 }
 
-/// ensemble.md's adaptive score from a model's status line.
+/// docs/consensus.md's adaptive score from a model's status line.
 fn adaptive_score(model: &Value) -> f64 {
     let acc = model["accuracy"].as_f64().unwrap_or(0.5);
     let pf = model["profit_factor"].as_f64().unwrap_or(1.0);

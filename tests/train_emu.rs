@@ -1,6 +1,6 @@
 //! Training on the GPU backend, run by the CUDA emulator (`Gpu<Emu>`): the
 //! training kernels put together into whole models. Every PyTorch gradient
-//! golden within models.md's tolerance; dropout (the same ChaCha8 masks as
+//! golden within docs/models.md's tolerance; dropout (the same ChaCha8 masks as
 //! the CPU) and several AdamW steps agreeing with the CPU backend; and the
 //! same seed giving bit-identical weights whatever the emulator's schedule.
 

@@ -1,6 +1,6 @@
 //! Gradients of whole models against PyTorch (tests/fixtures/grads, written
 //! by tools/reference/make_grad_goldens.py in float64): one `forward_backward`
-//! per case, the loss and every parameter's gradient within models.md's
+//! per case, the loss and every parameter's gradient within docs/models.md's
 //! tolerance (relative L2 error ≤ 1e-3 per tensor).
 
 #[path = "common/grads.rs"]
@@ -327,7 +327,7 @@ fn a_smaller_batch_reuses_the_tape_exactly() {
 }
 
 /// At the default sizes the products are split over threads; the split
-/// must not change a bit of the result (training.md: same seed, same data →
+/// must not change a bit of the result (docs/training.md: same seed, same data →
 /// same weights, whatever the pool). Batch 2 by default;
 /// `QUORUM_BITS_BATCH=32` checks the training batch size (a few seconds).
 #[test]

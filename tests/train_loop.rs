@@ -1,12 +1,14 @@
-//! The trainer (spec/training.md) on simulator data: loading, batches, bad
+//! The trainer (docs/training.md) on simulator data: loading, batches, bad
 //! input, the baseline, and the loop itself (early stopping, resume bit for
 //! bit, determinism, progress, checkpoints, the results JSON).
 //!
 //! The loop runs here with `Tiny`, a small learner implementing `Net`
 //! (multinomial logistic regression on the window's last feature vector,
-//! with a real gradient and the real AdamW), because the models' backward
-//! (`TrainNet`) is not built yet. Its parameters are those of a tiny
-//! CNN-LSTM config, so its checkpoints are real weights files that
+//! with a real gradient and the real AdamW), so the loop's own behaviour is
+//! tested in seconds; the real models (`TrainNet`) go through the same loop
+//! in tests/train_acceptance.rs and tests/train_cli.rs, and their gradients
+//! are checked in tests/train_grads.rs. `Tiny`'s parameters are those of a
+//! tiny CNN-LSTM config, so its checkpoints are real weights files that
 //! `Model::load` reads; it only trains `conv.0.*` (a `(3, 112, 1)` kernel is
 //! a 3 × 112 matrix) and leaves the rest as initialized.
 
@@ -562,7 +564,7 @@ fn the_loop_learns_writes_results_and_a_loadable_model() {
     assert_eq!(r.best_val_loss, r.folds[1].best_val_loss);
     assert_eq!(r.best_val_accuracy, r.folds[1].best_val_accuracy);
 
-    // The JSON on disk, by the names training.md and the seed use.
+    // The JSON on disk, by the names of docs/training.md, "Results".
     let json: serde_json::Value = serde_json::from_slice(&bytes(&t.paths().results)).unwrap();
     for key in ["best_val_accuracy", "best_val_loss", "training_time_seconds", "model_path", "folds", "mean"] {
         assert!(json.get(key).is_some(), "results lack {key}");

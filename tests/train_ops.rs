@@ -292,7 +292,7 @@ fn broadcast_and_pool_backward_match_finite_differences() {
     }
 }
 
-/// training.md's loss of one sample written out in f64.
+/// docs/training.md's loss of one sample written out in f64.
 fn loss_f64(logits: &[f64], s: f64, r: f64, class: usize, target: f64, w: (f64, f64, f64)) -> f64 {
     let m = logits.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
     let lse = m + logits.iter().map(|v| (v - m).exp()).sum::<f64>().ln();

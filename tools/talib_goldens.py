@@ -9,7 +9,7 @@ How to run (needs the pinned reference package, in a private venv):
 
 It writes tests/fixtures/talib/goldens.json (relative to the crate root): the
 input series (high, low, close, volume) and, for each of the 25 TA-Lib
-functions used by the feature table (spec/features.md, rows 75-111), the
+functions used by the feature table (docs/features.md, rows 75-111), the
 output of `ta-lib` 0.8.2 with the table's parameters (and, on the first two
 series, extra parameter sets: other periods, period 1, swapped fast/slow,
 unsorted ULTOSC periods), on three series: a random walk; a trending series
@@ -134,7 +134,7 @@ def calls():
     """(function, params, inputs, in_table) for every call.
 
     `inputs` name the series columns; `in_table` marks the parameter sets of
-    the feature table (spec/features.md rows 75-111), the others are extra
+    the feature table (docs/features.md rows 75-111), the others are extra
     sets (other periods, period 1, swapped fast/slow, unsorted ULTOSC).
     """
     c, hlc, hlcv, hl = ["close"], ["high", "low", "close"], ["high", "low", "close", "volume"], ["high", "low"]

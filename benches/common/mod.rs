@@ -17,7 +17,7 @@ pub fn inputs(kind: ModelKind, batch: usize) -> (Option<Tensor>, Option<Tensor>,
     }
 }
 
-/// `kind` at models.md's default config, generated weights.
+/// `kind` at docs/models.md's default config, generated weights.
 pub fn default_model<B: Backend>(be: &B, kind: ModelKind) -> Model<B> {
     let config = ModelConfig::default_for(kind);
     Model::from_tensors(be, config.clone(), &generated::params(&config), ModelMeta::default()).unwrap()

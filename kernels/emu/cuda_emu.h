@@ -215,7 +215,7 @@ inline int atomicExch(int *p, int v) { return __atomic_exchange_n(p, v, __ATOMIC
 inline void __threadfence() { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
 
 // Math: the C library's functions stand in for CUDA's (both are within a
-// couple of ulp of exact, well inside models.md's tolerances).
+// couple of ulp of exact, well inside docs/models.md's tolerances).
 inline float rsqrtf(float x) { return 1.0f / std::sqrt(x); }
 inline float __expf(float x) { return std::exp(x); }
 inline float __fdividef(float a, float b) { return a / b; }

@@ -169,12 +169,12 @@ pub struct ConvWeights<B: Backend + ?Sized> {
 /// AVX512_BF16, bf16.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Precision {
-    /// f32 weights, FMA GEMM: models.md's f32 tolerances.
+    /// f32 weights, FMA GEMM: docs/models.md's f32 tolerances.
     #[default]
     F32,
     /// bf16 weights (half the memory traffic), bf16 products with f32
     /// accumulation (tensor cores on a GPU, `vdpbf16ps` on a CPU):
-    /// models.md's f16/bf16 tolerances.
+    /// docs/models.md's f16/bf16 tolerances.
     Bf16,
     /// IEEE f16 weights and tensor-core products, f32 accumulation: three
     /// more mantissa bits than bf16 and a range to ±65504, which weights and
@@ -183,7 +183,7 @@ pub enum Precision {
 }
 
 impl Precision {
-    /// The precision a GPU backend trains at: training.md's `use_amp` means
+    /// The precision a GPU backend trains at: docs/training.md's `use_amp` means
     /// bf16 products in the forward (f32 master weights); otherwise f32.
     pub fn for_training(use_amp: bool) -> Self {
         if use_amp {
@@ -336,7 +336,7 @@ pub trait Backend: Send + Sync {
     fn replay(&self, graph: &Self::Graph) -> Result<()>;
 }
 
-/// One AdamW update (training.md): `g = grad_scale · grad`;
+/// One AdamW update (docs/training.md): `g = grad_scale · grad`;
 /// `m = β1 m + (1−β1) g`; `v = β2 v + (1−β2) g²`;
 /// `p −= lr · (weight_decay · p + m̂ / (√v̂ + eps))` with the bias-corrected
 /// `m̂ = m / (1−β1^step)`, `v̂ = v / (1−β2^step)`.
@@ -346,7 +346,7 @@ pub struct AdamWStep {
     pub beta1: f32,
     pub beta2: f32,
     pub eps: f32,
-    /// 0 for the tensors training.md exempts (biases, LayerNorm, embeddings).
+    /// 0 for the tensors docs/training.md exempts (biases, LayerNorm, embeddings).
     pub weight_decay: f32,
     /// 1-based, for the bias correction.
     pub step: u32,
@@ -366,7 +366,7 @@ pub struct HeadsGrads<'a, B: Backend + ?Sized> {
     pub return_b: &'a mut B::Buf,
 }
 
-/// training.md's multi-task loss of one set of heads: the weights of its three
+/// docs/training.md's multi-task loss of one set of heads: the weights of its three
 /// terms, and the factor applied to every gradient (`1 / batch` for the mean
 /// over the batch, times `1 / sets` for TLOB's horizons).
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -385,8 +385,8 @@ pub struct HeadsTargets<'a, B: Backend + ?Sized> {
 }
 
 /// The ops training needs beyond the forward: backward passes and the
-/// optimizer. A separate trait so a backend without them (today: the GPU
-/// backends) cannot be handed to the trainer by mistake.
+/// optimizer. A separate trait so a backend without them cannot be handed
+/// to the trainer by mistake (the CPU and `Gpu<D>` implement both).
 ///
 /// Backward conventions: weights are passed in PyTorch's layout (the master
 /// copy, not `prepare_linear`'s); parameter gradients are always added into
@@ -395,7 +395,7 @@ pub struct HeadsTargets<'a, B: Backend + ?Sized> {
 /// inputs give bit-identical gradients whatever the thread scheduling.
 pub trait Train: Backend {
     /// The 16-bit format the forward's matrix products use while training
-    /// (training.md's `use_amp`), or `None` when everything runs in f32.
+    /// (docs/training.md's `use_amp`), or `None` when everything runs in f32.
     fn mixed_precision(&self) -> Option<&'static str> {
         None
     }
@@ -565,7 +565,7 @@ pub trait Train: Backend {
         how: Pool,
     ) -> Result<()>;
 
-    /// The heads' forward (as `heads`) and training.md's loss of one set of
+    /// The heads' forward (as `heads`) and docs/training.md's loss of one set of
     /// heads; returns the loss summed over the batch (not yet averaged).
     /// With `grads`, adds `loss.grad_scale ·` the gradient into the heads'
     /// parameter gradients and into `dz (batch, dim)`.

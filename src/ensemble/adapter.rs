@@ -1,12 +1,12 @@
-//! From a model's raw outputs to a [`ModelPrediction`] (models.md, "Heads";
-//! training.md, `return_scale`), so the engine can feed the consensus
+//! From a model's raw outputs to a [`ModelPrediction`] (docs/models.md, "Heads";
+//! docs/training.md, `return_scale`), so the engine can feed the consensus
 //! directly.
 //!
 //! * `direction_logits` are raw logits over `[DOWN, NEUTRAL, UP]`: the
 //!   probabilities are their softmax, computed in f64 after subtracting the
 //!   largest logit.
 //! * `direction` is the argmax of those probabilities; a tie at the top
-//!   resolves to NEUTRAL, as in the consensus (our choice: the spec is silent).
+//!   resolves to NEUTRAL, as in the consensus (our choice, docs/consensus.md).
 //! * `confidence` is already through the sigmoid and is passed on as is.
 //! * the `expected_return` head predicts `bps / return_scale`; the prediction
 //!   carries a plain fraction, `head · return_scale / 10_000`.
@@ -15,7 +15,7 @@ use super::error::{check_model, check_value, finite_rule, unit_rule, Rule};
 use super::types::{Direction, ModelPrediction, ModelType};
 use super::EnsembleError;
 
-/// The default `return_scale` of a weights file without one (models.md).
+/// The default `return_scale` of a weights file without one (docs/models.md).
 pub const DEFAULT_RETURN_SCALE: f64 = 10.0;
 
 /// One sample's raw head outputs, as the models produce them (f32).

@@ -1,4 +1,4 @@
-//! [`EnsembleConsensus`]: ensemble.md's decision, step by step, behind a
+//! [`EnsembleConsensus`]: docs/consensus.md's decision, step by step, behind a
 //! thread-safe handle.
 //!
 //! # Determinism
@@ -232,7 +232,7 @@ impl EnsembleConsensus {
         Ok(state.model_status(state.slot(model)?))
     }
 
-    /// ensemble.md's status JSON.
+    /// docs/consensus.md's status JSON.
     pub fn get_status(&self) -> EnsembleStatus {
         let (strategy, total_models, enabled_models, models) = {
             let state = self.state.read();
@@ -246,7 +246,7 @@ impl EnsembleConsensus {
     }
 }
 
-/// The seed's `create_ensemble_consensus(strategy, {model: weight})`: every
+/// `create_ensemble_consensus(strategy, {model: weight})` (docs/consensus.md): every
 /// model enabled with `min_confidence` 0, every other field at its default.
 /// A model named twice is an error.
 pub fn create_ensemble_consensus(
@@ -263,7 +263,7 @@ pub fn create_ensemble_consensus(
 
 const NO_PREDICTION: usize = usize::MAX;
 
-/// ensemble.md's steps 1–11 on one state, into `out` (untouched on an error).
+/// docs/consensus.md's steps 1–11 on one state, into `out` (untouched on an error).
 /// Returns the votes of E for the history.
 fn decide(
     state: &State,

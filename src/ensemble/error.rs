@@ -2,7 +2,7 @@
 //!
 //! Every error names what is wrong: the model (when there is one) and the
 //! field, so that the server can answer `{"error": {"code", "message",
-//! "field"}}` (api.md) straight from [`EnsembleError::code`],
+//! "field"}}` (docs/api.md) straight from [`EnsembleError::code`],
 //! `to_string()` and [`EnsembleError::field`]. An error is always returned
 //! before anything changes: a call that fails leaves the ensemble as it was.
 

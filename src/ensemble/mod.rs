@@ -1,12 +1,12 @@
-//! Ensemble consensus (spec/ensemble.md): one prediction per model in, one
+//! Ensemble consensus (docs/consensus.md): one prediction per model in, one
 //! trading decision out.
 //!
 //! This room uses nothing but its own types. [`EnsembleConsensus`] is the
 //! thread-safe engine; [`EnsembleConfig`] its serde config (defaults: the
-//! seed's example); [`PredictionAdapter`] turns a model's raw head outputs
+//! worked example's config); [`PredictionAdapter`] turns a model's raw head outputs
 //! into a [`ModelPrediction`].
 //!
-//! Where ensemble.md is silent, the choices are documented where they are
+//! Where docs/consensus.md is silent, the choices are documented where they are
 //! made: [`consensus`] (canonical order, weight normalization, locking,
 //! contributions when no model gives the chosen direction any probability),
 //! [`performance`] (how an outcome scores a model), [`types`] (JSON shapes,

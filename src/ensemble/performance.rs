@@ -1,4 +1,4 @@
-//! Performance tracking (ensemble.md, "Performance and adaptation") and the
+//! Performance tracking (docs/consensus.md, "Performance and adaptation") and the
 //! bounded history of issued results that `record_outcome` scores against.
 //!
 //! # Tracked figures
@@ -9,8 +9,8 @@
 //! `λ = performance_decay`. Reports come from two sources:
 //!
 //! * `update_model_performance(model, a, pf)`: one report, as given.
-//! * `record_outcome(result_id, realized_direction, realized_return)` (the
-//!   spec leaves the arithmetic open; these are our choices):
+//! * `record_outcome(result_id, realized_direction, realized_return)` (our
+//!   choices, written into docs/consensus.md, "Performance and adaptation"):
 //!   - the models scored are the result's eligible models E, every one of
 //!     them, including those whose effective weight was 0 and those of a
 //!     `zero_total_weight` result: otherwise a model that `adaptive` had
@@ -40,8 +40,8 @@ pub const OUTCOME_WINDOW: usize = 100;
 pub const MIN_OUTCOMES: usize = 10;
 /// The largest profit factor an outcome window reports.
 pub const OUTCOME_PF_CAP: f64 = 10.0;
-/// How many issued results `record_outcome` can still find (the spec asks
-/// for at least 10,000).
+/// How many issued results `record_outcome` can still find (at least
+/// 10,000, as docs/consensus.md promises).
 pub const HISTORY_CAPACITY: usize = 16_384;
 
 /// A model's tracked figures.

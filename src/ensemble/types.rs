@@ -1,4 +1,4 @@
-//! The consensus's own types and their JSON form (ensemble.md, "Types").
+//! The consensus's own types and their JSON form (docs/consensus.md, "Types").
 
 use std::fmt;
 use std::path::Path;
@@ -61,7 +61,7 @@ impl fmt::Display for Direction {
 }
 
 /// A member model of the ensemble. JSON: `"cnn_lstm" | "mpd_transformer" |
-/// "tlob"`. More members (the seed names Stockformer and DGT) are new
+/// "tlob"`. More members (e.g. Stockformer or DGT) would be new
 /// variants; the consensus works over however many the config lists. The
 /// declaration order is the canonical order in which the consensus sums.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -91,7 +91,7 @@ impl fmt::Display for ModelType {
     }
 }
 
-/// How the predictions are combined (ensemble.md, steps 3 and 5).
+/// How the predictions are combined (docs/consensus.md, steps 3 and 5).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ConsensusStrategy {
@@ -176,8 +176,8 @@ impl ModelWeight {
     }
 }
 
-/// The ensemble's configuration. Every field has the default of the seed's
-/// example, so a JSON file need only name what it changes; unknown fields are
+/// The ensemble's configuration. Every field has a default (docs/consensus.md,
+/// "Types"), so a JSON file need only name what it changes; unknown fields are
 /// an error (a misspelt key must not be silently ignored).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -194,7 +194,7 @@ pub struct EnsembleConfig {
 }
 
 impl Default for EnsembleConfig {
-    /// The seed's example: weighted voting; cnn_lstm 0.4 (min_confidence 0.6),
+    /// The worked example's config: weighted voting; cnn_lstm 0.4 (min_confidence 0.6),
     /// mpd_transformer 0.35 (0.55), tlob 0.25 (0.5); min_agreement 0.6,
     /// confidence_threshold 0.5, neutral_threshold 0.1; no age limit;
     /// performance_decay 0.1.
@@ -217,8 +217,8 @@ impl Default for EnsembleConfig {
 }
 
 impl EnsembleConfig {
-    /// Checks every rule of ensemble.md's "Validation" that concerns a config.
-    /// Where the spec is silent: `performance_decay` must be in [0, 1],
+    /// Checks every rule of docs/consensus.md's "Validation" that concerns a config.
+    /// Also (docs/consensus.md, "Validation"): `performance_decay` must be in [0, 1],
     /// `max_prediction_age_s` finite and ≥ 0, and at most [`MAX_MODELS`]
     /// models. An empty `model_weights` is allowed (every prediction is then
     /// an unknown model, and an empty call gives `no_eligible_predictions`).
@@ -269,7 +269,7 @@ impl EnsembleConfig {
     }
 }
 
-/// Why a prediction was left out of E (ensemble.md step 1). When several
+/// Why a prediction was left out of E (docs/consensus.md step 1). When several
 /// apply, the first in this order is reported.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -505,7 +505,7 @@ pub struct ModelStatus {
     pub performance_reports: u64,
 }
 
-/// `get_status()`: ensemble.md's status JSON, key for key.
+/// `get_status()`: docs/consensus.md's status JSON, key for key.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EnsembleStatus {
     pub strategy: ConsensusStrategy,

@@ -14,7 +14,7 @@
 //! It uses the same per-value functions as the engine (book formulas,
 //! `candle_features`, `transform`), and TA-Lib's batch functions are the
 //! fold of its streams, so batch and streaming agree bit for bit (the
-//! tests hold them to `1e-9 · (1 + |x|)` as features.md asks).
+//! tests hold them to `1e-9 · (1 + |x|)` as docs/features.md asks).
 //! Memory: ≈ 0.5 KB per accepted tick while building, plus the table.
 
 use std::ops::Range;

@@ -7,7 +7,7 @@
 //! streaming engine ([`BookState`]) and the batch builder call the same
 //! functions, and both sum `ofi_10` oldest first, so they agree bit for bit.
 //!
-//! Choices where features.md is silent:
+//! Choices where docs/features.md is silent:
 //! - "the previous tick" is the previous *accepted* tick of the same
 //!   segment (rejected snapshots are skipped; a segment restarts after a
 //!   reset, see [`super::candles`]), so `mid_return` and `ofi_1` are 0 on the
@@ -37,7 +37,7 @@ pub enum BookReject {
     /// `bid_px_0` or `ask_px_0` missing.
     #[error("empty top of book: {field} is missing")]
     EmptyTop { field: &'static str },
-    /// The book breaks a rule of spec/data.md (crossed, NaN or non-positive
+    /// The book breaks a rule of docs/data.md, "Book rules" (crossed, NaN or non-positive
     /// price, negative quantity, …).
     #[error("invalid snapshot: {0}")]
     Invalid(#[from] SnapshotError),

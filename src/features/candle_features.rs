@@ -9,7 +9,7 @@
 //! (two-pass moments: O(60) per candle, a constant, once a second), which
 //! keeps them exact instead of drifting like running sums would.
 //!
-//! Definitions where features.md is silent:
+//! Definitions where docs/features.md is silent:
 //! - a feature is *undefined* (NaN, so the vector is not emitted) until its
 //!   window is full: `ret_n` needs `n + 1` candles, window features over `w`
 //!   candles need `w` candles, and those over `w` values of `ret_1` need

@@ -2,7 +2,7 @@
 //! inputs are used (shared by the streaming engine and the batch builder,
 //! so both see the same accepted ticks and the same candles).
 //!
-//! Rules (features.md "Clock and inputs", plus the choices it leaves open):
+//! Rules (docs/features.md "Clock and inputs", plus the choices it leaves open):
 //! - bucket = `floor(ts_ms / 1000)` of exchange time; OHLC from the mids of
 //!   the accepted snapshots in the bucket; volume, taker-buy volume (trades
 //!   whose buyer was *not* the maker) and trade count from the accepted

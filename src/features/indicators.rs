@@ -1,5 +1,5 @@
 //! Indicator features (indices 75–111): TA-Lib over completed candles, then
-//! the transforms of features.md.
+//! the transforms of docs/features.md.
 //!
 //! Each candle yields the [`NUM_RAW`] raw TA-Lib outputs in the order of
 //! [`RAW`]; [`transform`] turns them into the 37 features. The streaming
@@ -10,7 +10,7 @@
 //! makes the same features, as long as both start from the same first
 //! candle of the segment (they do: the segment's first completed candle).
 //!
-//! Transforms where features.md leaves a detail open: `obv_flow_14` is
+//! Transforms where docs/features.md leaves a detail open: `obv_flow_14` is
 //! undefined until `OBV_{n−14}` exists (15 candles); `adosc`'s "mean volume
 //! over the last 10 candles" is undefined before 10 candles; `bb_percent_b`
 //! is 0.5 when `upper = lower` exactly.

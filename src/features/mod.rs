@@ -1,5 +1,5 @@
 //! Features: TA-Lib-exact indicators ([`talib`]) and the 112-feature
-//! pipeline of spec/features.md, in two paths that agree bit for bit.
+//! pipeline of docs/features.md, in two paths that agree bit for bit.
 //!
 //! - [`FeatureEngine`] (streaming, serving): push snapshots and trades in
 //!   exchange-time order; each accepted snapshot answers the 112 features or
@@ -17,7 +17,7 @@
 //! (1-second candles, input gate, counts), [`candle_features`] (50–74),
 //! [`indicators`] (75–111), [`engine`], [`batch`], [`table`] (on disk).
 //!
-//! Choices where features.md is silent are documented in each module; in
+//! Choices where docs/features.md is silent are documented in each module; in
 //! short: rejected inputs are skipped entirely (they neither make a tick
 //! nor move the clock); "previous tick" means previous accepted tick; a
 //! snapshot needs 10 levels a side; partial windows are undefined (the

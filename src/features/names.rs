@@ -1,4 +1,4 @@
-//! The 112 feature names of spec/features.md, in order.
+//! The 112 feature names of docs/features.md, in order.
 
 /// Entries in a feature vector.
 pub const NUM_FEATURES: usize = 112;

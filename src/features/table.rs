@@ -1,4 +1,4 @@
-//! The feature table on disk (features.md): Parquet, one row per tick,
+//! The feature table on disk (docs/features.md): Parquet, one row per tick,
 //! `ts_ms` (i64, exchange time), `symbol` (utf8), then the 112 features by
 //! name as f32; zstd. Written under a temporary name in the same folder,
 //! fsynced, renamed, folder fsynced: a reader never sees a torn file.

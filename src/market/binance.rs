@@ -64,7 +64,7 @@ pub struct AggTrade {
 }
 
 impl AggTrade {
-    /// The stored trade row (spec/data.md): trade time, aggregate id, price,
+    /// The stored trade row (docs/data.md): trade time, aggregate id, price,
     /// quantity, buyer-is-maker.
     pub fn to_trade(&self) -> Trade {
         Trade {

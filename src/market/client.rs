@@ -1,6 +1,6 @@
 //! The Binance spot market-data client: the combined stream
 //! `<symbol>@depth@100ms/<symbol>@aggTrade` over WebSocket, kept in sync with
-//! the REST depth snapshot by the book's rules (spec/data.md).
+//! the REST depth snapshot by the book's rules (docs/data.md).
 //!
 //! One task ([`run_client`]) owns the connection. It
 //! - connects (TCP_NODELAY; rustls with ring's provider for `wss://`), with a

@@ -1,7 +1,7 @@
 //! `RawLOBCollector`: samples the book the Binance client maintains every
 //! `collection_interval` into a ring buffer, and appends the snapshots (and
 //! the trades) to the Parquet store every `save_interval` snapshots and at
-//! `stop()` (spec/data.md, "The collector").
+//! `stop()` (docs/data.md, "The collector").
 //!
 //! A stored snapshot's `last_update_id` is the book's update id when it was
 //! sampled, `ts_exchange_ms` the exchange time (`E`) of the last diff event
@@ -30,7 +30,7 @@ use super::sequence::RawLOBSequence;
 use super::store::{write_snapshots, write_trades, StoreError};
 use super::types::{Level, Snapshot, Trade, NUM_LEVELS};
 
-/// The collector's settings (the seed's fields, plus where to connect and write).
+/// The collector's settings (docs/data.md, "The collector").
 #[derive(Clone, Debug)]
 pub struct RawLOBConfig {
     pub symbol: String,

@@ -1,6 +1,6 @@
 //! Market data: exact L2 order book, Binance protocol messages, the seeded
 //! market simulator, the Parquet store and the TLOB input sequence
-//! (spec/data.md); the Binance client, the collector and the loopback exchange.
+//! (docs/data.md); the Binance client, the collector and the loopback exchange.
 
 pub mod binance;
 pub mod book;

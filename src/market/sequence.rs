@@ -1,5 +1,5 @@
 //! `RawLOBSequence`: the last `sequence_length` snapshots, and the TLOB input
-//! tensor built from them (spec/data.md, `to_normalized_tensor`).
+//! tensor built from them (docs/data.md, "The TLOB input tensor").
 
 use super::types::{Snapshot, NUM_LEVELS};
 

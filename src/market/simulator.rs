@@ -1,4 +1,4 @@
-//! A seeded synthetic market (spec/data.md, "Synthetic market").
+//! A seeded synthetic market (docs/data.md, "Synthetic market").
 //!
 //! Every tick (100 ms by default) the simulator moves an exact book of
 //! `depth` (≥ 20) levels a side on a price grid, emits the Binance diff-depth

@@ -1,4 +1,4 @@
-//! The Parquet store (spec/data.md, "Parquet schema").
+//! The Parquet store (docs/data.md, "Parquet schema").
 //!
 //! Layout: `<root>/<symbol>/<YYYY-MM-DD>/snapshots_<first_ms>_<last_ms>.parquet`
 //! and `trades_<first_ms>_<last_ms>.parquet` (UTC days of `ts_exchange_ms`,

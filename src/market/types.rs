@@ -1,5 +1,5 @@
 //! Order-book snapshots and trades as stored and fed to the models
-//! (spec/data.md, "Order-book snapshots").
+//! (docs/data.md, "Order-book snapshots").
 
 /// Levels per side in a snapshot (and in the Parquet schema).
 pub const NUM_LEVELS: usize = 20;
@@ -104,7 +104,7 @@ impl Snapshot {
         }
     }
 
-    /// Checks the rules of spec/data.md: finite positive prices, finite
+    /// Checks the rules of docs/data.md ("Book rules"): finite positive prices, finite
     /// non-negative quantities, no level after a missing one, bids strictly
     /// descending, asks strictly ascending, and not crossed
     /// (`bid_px_0 >= ask_px_0`).

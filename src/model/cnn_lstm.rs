@@ -1,5 +1,5 @@
 //! CNN-LSTM v2: temporal convs over the feature window, a stacked LSTM, and
-//! heads on the top layer's last hidden state (models.md §3).
+//! heads on the top layer's last hidden state (docs/models.md §3).
 
 use super::layers::{conv_chain, HeadsBufs, HeadsP, LinearP, Loader, NormP, ParamSpecs};
 use super::{batch_of, write_heads, Inputs, Normalizers, Outputs, RunShape, PRIMARY};

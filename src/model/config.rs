@@ -1,4 +1,4 @@
-//! Model configs exactly as spec/models.md names them, with its defaults.
+//! Model configs exactly as docs/models.md names them, with its defaults.
 //!
 //! Configs are serde (the weights file stores them as JSON in its metadata);
 //! missing fields take the defaults, unknown fields are errors, and
@@ -237,7 +237,7 @@ impl ModelConfig {
     }
 }
 
-/// Upper bounds of every size in a model config, far above models.md's
+/// Upper bounds of every size in a model config, far above docs/models.md's
 /// defaults (listed in docs/security.md, "Limits"). A config beyond them, from
 /// a training request or a weights file's metadata, is refused naming the
 /// field; what fits within them is then up to the training memory budget (and,

@@ -1,4 +1,4 @@
-//! The pieces the three models share (models.md, "Common pieces"): their
+//! The pieces the three models share (docs/models.md, "Common pieces"): their
 //! parameter names and shapes, their device-side parameters, and the pre-norm
 //! transformer block's forward as a list of backend ops.
 
@@ -240,7 +240,7 @@ impl<B: Backend> HeadsBufs<B> {
     }
 }
 
-/// A pre-norm transformer block (models.md "Block").
+/// A pre-norm transformer block (docs/models.md "Block").
 pub struct BlockP<B: Backend> {
     pub norm1: NormP<B>,
     pub qkv: LinearP<B>,

@@ -2,7 +2,7 @@
 //!
 //! A `Model<B>` holds one model's parameters on a backend, its optional input
 //! normalizer, and activations preallocated for the last batch size seen.
-//! `forward_into` writes the named outputs of models.md into host tensors that
+//! `forward_into` writes the named outputs of docs/models.md into host tensors that
 //! are reused from call to call, so steady-state inference allocates nothing.
 //!
 //! A forward is three phases: stage (check the inputs, write them into the
@@ -59,10 +59,10 @@ pub struct Normalizers<B: Backend> {
     pub aux: Option<(B::Buf, B::Buf)>,
 }
 
-/// What the weights file says beyond the tensors (models.md, "The weights file").
+/// What the weights file says beyond the tensors (docs/models.md, "The weights file").
 #[derive(Clone, Debug, PartialEq)]
 pub struct ModelMeta {
-    /// The heads' `expected_return` is `bps / return_scale` (training.md).
+    /// The heads' `expected_return` is `bps / return_scale` (docs/training.md).
     pub return_scale: f64,
     /// The label horizon, in ticks, of the primary outputs, when recorded.
     pub horizon: Option<u64>,
@@ -107,7 +107,7 @@ struct Graphs<B: Backend> {
     replays: u64,
 }
 
-/// The expected parameters of a config (models.md's names and shapes).
+/// The expected parameters of a config (docs/models.md's names and shapes).
 pub fn param_specs(config: &ModelConfig) -> ParamSpecs {
     match config {
         ModelConfig::Mpd(c) => mpd::param_specs(c),
@@ -167,7 +167,7 @@ impl<B: Backend> Model<B> {
             else {
                 return Ok(None);
             };
-            // models.md: a std of 0 counts as 1.
+            // docs/models.md: a std of 0 counts as 1.
             let std: Vec<f32> = std.data.iter().map(|&s| if s == 0.0 { 1.0 } else { s }).collect();
             Ok(Some((be.upload(&mean.data)?, be.upload(&std)?)))
         };
@@ -176,7 +176,7 @@ impl<B: Backend> Model<B> {
         Ok(Model { param_count: param_specs(&config).count(), config, meta, norms, net, graphs })
     }
 
-    /// Loads a weights file (models.md's format), checking every tensor.
+    /// Loads a weights file (docs/models.md's format), checking every tensor.
     pub fn load(be: &B, path: &Path) -> Result<Self> {
         let file = weights::load(path)?;
         Self::from_file(be, file)

@@ -1,4 +1,4 @@
-//! MPDTransformer: a ViT over the (60 × 112) feature window (models.md §1).
+//! MPDTransformer: a ViT over the (60 × 112) feature window (docs/models.md §1).
 
 use super::layers::{BlockActs, BlockP, HeadsBufs, HeadsP, Loader, NormP, ParamSpecs};
 use super::{batch_of, mlp_width, write_heads, Inputs, Normalizers, Outputs, RunShape, PRIMARY};

@@ -1,6 +1,6 @@
 //! TLOB: spatial CNN over levels, multi-scale temporal conv, optional
 //! auxiliary features, a temporal transformer, and one set of heads per
-//! horizon (models.md §2).
+//! horizon (docs/models.md §2).
 
 use super::layers::{conv_chain, BlockActs, BlockP, HeadsBufs, HeadsP, LinearP, Loader, NormP, ParamSpecs};
 use super::{batch_of, horizon_names, mlp_width, write_heads, Inputs, Normalizers, Outputs, RunShape, PRIMARY};

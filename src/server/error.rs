@@ -1,5 +1,5 @@
 //! The API's error answer: `{"error": {"code", "message", "field"}}` with the
-//! status api.md asks for. Every failure of a request becomes one of these;
+//! status docs/api.md asks for. Every failure of a request becomes one of these;
 //! none of them is raised after anything changed.
 
 use hyper::StatusCode;

@@ -1,4 +1,4 @@
-//! The HTTP server of spec/api.md on hyper 1 (HTTP/1.1) and tokio.
+//! The HTTP server of docs/api.md on hyper 1 (HTTP/1.1) and tokio.
 //!
 //! Safety rails, each against a way one client could hurt the others
 //! (docs/security.md, "HTTP", lists them with their defaults):
@@ -54,7 +54,7 @@ pub use error::ApiError;
 pub use metrics::Metrics;
 pub use training::{DataFolderLauncher, LaunchError, TrainingLauncher};
 
-/// The server's settings; the defaults are api.md's.
+/// The server's settings; the defaults are docs/api.md's.
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
     pub bind: SocketAddr,

@@ -1,5 +1,5 @@
-//! The endpoints of spec/api.md. The seed's, under `/api/ensemble`, answer
-//! with the seed's bodies; the rest are documented in the README's API table.
+//! The endpoints of docs/api.md, every one listed in `ROUTES` below and
+//! documented there with its bodies and errors.
 //!
 //! Every handler validates its whole input before it changes anything, so an
 //! error answer always means "nothing changed".
@@ -486,7 +486,7 @@ fn name_prediction(e: EngineError, preds: &[ModelPrediction]) -> ApiError {
 fn training_start(state: &Arc<AppState>, body: &[u8]) -> Result<Response<Body>, ApiError> {
     let mut obj = from_json_object(body)?;
     let symbol = obj.remove("symbol");
-    // The model's own config (models.md, a small model for a quick run), beside the TrainingConfig fields.
+    // The model's own config (docs/models.md, a small model for a quick run), beside the TrainingConfig fields.
     let model = obj.remove("model_config");
     // The TrainingConfig fields first: a misspelt key (`symbl`) is named as unknown, not as a missing `symbol`.
     let mut config: TrainingConfig = from_value(serde_json::Value::Object(obj))?;

@@ -14,7 +14,7 @@ use crate::features::feature_index;
 use crate::train::dataset::{Dataset, Normalizer};
 use crate::train::metrics::{compute, Metrics};
 
-/// The order-flow / imbalance columns of features.md the baseline sees.
+/// The order-flow / imbalance columns of docs/features.md the baseline sees.
 pub const BASELINE_FEATURES: [&str; 9] = [
     "microprice_offset",
     "imbalance_1",

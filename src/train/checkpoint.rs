@@ -1,5 +1,5 @@
-//! Checkpoints (training.md, "Checkpoints"): the model as a weights file per
-//! models.md (with its normalizer and `return_scale` / `horizon`), the AdamW
+//! Checkpoints (docs/training.md, "Checkpoints"): the model as a weights file per
+//! docs/models.md (with its normalizer and `return_scale` / `horizon`), the AdamW
 //! state as a second safetensors file, and the run's position as JSON.
 //!
 //! Files under `checkpoint_dir`, for architecture `A`:
@@ -86,7 +86,7 @@ pub struct RunState {
     pub results: Results,
 }
 
-/// The normalizer as models.md's tensors: `input_norm.*` for the feature
+/// The normalizer as docs/models.md's tensors: `input_norm.*` for the feature
 /// window models, `aux_norm.*` for TLOB with an auxiliary encoder.
 pub fn normalizer_tensors(config: &ModelConfig, norm: &Normalizer) -> HashMap<String, Tensor> {
     let prefix = match config {

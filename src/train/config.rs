@@ -1,5 +1,5 @@
-//! `TrainingConfig`: every field of the seed's config (training.md, "Optimizer
-//! and loop"), plus what the seed left implicit (seed, label horizon and α,
+//! `TrainingConfig`: every field of docs/training.md's table ("Optimizer and
+//! loop"), including what the original design left implicit (seed, label horizon and α,
 //! return scale, an optional model config override for small runs).
 //!
 //! Deserializes from the JSON of `/api/ensemble/training/start` and from the
@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::model::{ModelConfig, ModelKind};
 
-/// Upper bounds of the training config's sizes, far above training.md's
+/// Upper bounds of the training config's sizes, far above docs/training.md's
 /// defaults (listed in docs/security.md, "Limits"); a config beyond them is
 /// refused naming the field. Whether a job within them fits is then the
 /// server's training memory budget's call ([`crate::train::memory`]).
@@ -36,7 +36,7 @@ pub mod limits {
 #[serde(default, deny_unknown_fields)]
 pub struct TrainingConfig {
     pub architecture: ModelKind,
-    /// The feature window of MPD and CNN-LSTM (data.md: 60).
+    /// The feature window of MPD and CNN-LSTM (docs/training.md, "Samples": 60).
     pub sequence_length: usize,
     pub batch_size: usize,
     pub learning_rate: f64,
@@ -58,12 +58,12 @@ pub struct TrainingConfig {
     /// The label horizon (ticks) of MPD's and CNN-LSTM's primary outputs;
     /// TLOB uses its config's `horizons` and `primary_horizon`.
     pub horizon: usize,
-    /// α of the labels (data.md): a fixed return threshold, or `None` for
+    /// α of the labels (docs/training.md, "Labels"): a fixed return threshold, or `None` for
     /// `auto` (fit on each fold's training part).
     pub alpha: Option<f64>,
-    /// The heads predict `bps / return_scale` (training.md).
+    /// The heads predict `bps / return_scale` (docs/training.md).
     pub return_scale: f64,
-    /// The model to train; `None` takes models.md's defaults for `architecture`.
+    /// The model to train; `None` takes docs/models.md's defaults for `architecture`.
     /// Set from code (tests, the demo's small models), not from JSON.
     #[serde(skip)]
     pub model: Option<ModelConfig>,

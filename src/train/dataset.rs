@@ -1,11 +1,12 @@
 //! Labels, sample windows, walk-forward splits and the normalizer of
-//! spec/data.md — a data layer: plain structs and index lists for the
+//! docs/training.md — a data layer: plain structs and index lists for the
 //! trainer, no training code.
 //!
 //! Ticks are the rows of a [`Dataset`] (in practice the emitted rows of a
 //! [`FeatureTable`], with their mids and, for TLOB, their snapshots).
 //!
-//! Choices where data.md is silent or loose:
+//! Choices where the contract was silent or loose (now written into
+//! docs/training.md):
 //! - **Gaps** are consecutive timestamps more than `3 × interval_ms` apart.
 //!   A *run* is a maximal gap-free stretch of rows. Windows and labels both
 //!   stay inside one run: a label at `t` for horizon `k` needs `t + k` in

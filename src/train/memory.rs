@@ -115,7 +115,7 @@ mod tests {
             let config = TrainingConfig { architecture: kind, ..TrainingConfig::default() };
             let e = estimate(&config);
             assert!(e.params_bytes > 0 && e.activations_bytes > 0, "{kind}: {e:?}");
-            assert!(e.total() < 2 * GIB, "{kind}: the seed's job is estimated at {e:?}");
+            assert!(e.total() < 2 * GIB, "{kind}: the default job is estimated at {e:?}");
             let double = estimate(&TrainingConfig { batch_size: 2 * config.batch_size, ..config.clone() });
             assert_eq!(double.activations_bytes, 2 * e.activations_bytes, "{kind}");
             assert_eq!(double.params_bytes, e.params_bytes, "{kind}");

@@ -1,4 +1,4 @@
-//! Classification and trading metrics of training.md's results: accuracy,
+//! Classification and trading metrics of docs/training.md's results: accuracy,
 //! F1 macro, Matthews correlation (multiclass), the confusion matrix, and the
 //! profit factor of trading the predicted direction.
 //!

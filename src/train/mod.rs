@@ -1,4 +1,4 @@
-//! Training (spec/training.md) and its data (spec/data.md): labels, sample
+//! Training (docs/training.md), labels and samples included: labels, sample
 //! windows, walk-forward splits, the normalizer, the trainable models and the
 //! trainer.
 

@@ -1,4 +1,4 @@
-//! AdamW with training.md's schedule, gradient accumulation and global-norm
+//! AdamW with docs/training.md's schedule, gradient accumulation and global-norm
 //! clipping, over the parameters of any trainable net on a `Train` backend.
 //!
 //! One optimizer step after `accumulated` micro-batches:
@@ -28,7 +28,7 @@ pub const WARMUP_FRACTION: f64 = 0.05;
 /// The learning rate at the last step, as a fraction of the peak.
 pub const FINAL_LR_FRACTION: f64 = 0.1;
 
-/// training.md's schedule: linear warm-up over the first 5% of steps (at
+/// docs/training.md's schedule: linear warm-up over the first 5% of steps (at
 /// least one step), then cosine decay from the peak to 10% of it at the last
 /// step. `step` is 1-based; steps past `total` stay at the floor.
 pub fn lr_at(base: f64, step: u64, total: u64) -> f64 {
@@ -66,7 +66,7 @@ pub struct AdamW<B: Train> {
     pub step: u64,
     pub weight_decay: f64,
     pub max_grad_norm: f64,
-    /// AdamW's ε: training.md's `EPS` unless set (a test comparing two
+    /// AdamW's ε: docs/training.md's `EPS` unless set (a test comparing two
     /// backends raises it, so coordinates whose gradient is only rounding
     /// noise are not moved by ±lr).
     pub eps: f32,

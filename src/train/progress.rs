@@ -1,6 +1,6 @@
 //! A training run's progress, shared between the trainer (which writes it),
 //! the terminal (a progress line) and the server's training-status endpoint
-//! (which reads it): training.md, "Progress". Also carries the stop request.
+//! (which reads it): docs/training.md, "Progress". Also carries the stop request.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -8,7 +8,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use serde::Serialize;
 
-/// The figures of training.md's Progress, as the status endpoint serves them.
+/// The figures of docs/training.md's Progress, as the status endpoint serves them.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct Progress {
     pub is_training: bool,
@@ -37,7 +37,7 @@ pub struct Progress {
 pub struct JobResult {
     /// The weights file of the last fold's best epoch, with its normalizer.
     pub model_path: String,
-    /// Next to it: the results JSON of training.md.
+    /// Next to it: the results JSON of docs/training.md.
     pub results_path: String,
     pub best_val_accuracy: f64,
     pub best_val_loss: Option<f64>,
@@ -68,7 +68,7 @@ impl ProgressHandle {
         f(&mut self.progress.lock());
     }
 
-    /// Asks the run to stop; it saves a checkpoint first (training.md).
+    /// Asks the run to stop; it saves a checkpoint first (docs/training.md).
     pub fn request_stop(&self) {
         self.stop.store(true, Ordering::SeqCst);
     }

@@ -1,4 +1,4 @@
-//! The results of a run (training.md, "Results"), as written to
+//! The results of a run (docs/training.md, "Results"), as written to
 //! `<checkpoint_dir>/<architecture>_results.json`.
 //!
 //! `best_val_loss` and `best_val_accuracy` are those of the returned model:

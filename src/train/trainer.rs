@@ -1,7 +1,7 @@
 //! `MultiModelTrainer`: walk-forward training of one architecture
-//! (training.md), generic over the backend and over the trainable net.
+//! (docs/training.md), generic over the backend and over the trainable net.
 //!
-//! Per fold (data.md's purged expanding splits), from a fresh initialization
+//! Per fold (the purged expanding splits of docs/training.md, "Walk-forward"), from a fresh initialization
 //! with the run's `seed`: the normalizer and auto α are fit on the fold's
 //! training part; each epoch shuffles the training samples (ChaCha8 seeded by
 //! seed, fold, epoch), runs micro-batches of `batch_size`, steps AdamW every
@@ -17,8 +17,7 @@
 //! uninterrupted one.
 //!
 //! The net is anything implementing [`Net`]: the real [`TrainNet`], or a
-//! small learner in tests (so the loop is tested before the models'
-//! backward exists).
+//! small learner in tests (so the loop's own behaviour is tested fast).
 
 use std::collections::HashMap;
 use std::io::{IsTerminal, Write};
@@ -56,7 +55,7 @@ pub trait Net<B: Train>: Sized {
     fn params_mut(&mut self) -> &mut [Param<B>];
     /// After the optimizer changed the values.
     fn refresh(&mut self, be: &B) -> Result<()>;
-    /// models.md's tensors.
+    /// docs/models.md's tensors.
     fn export(&self, be: &B) -> Result<HashMap<String, Tensor>>;
 }
 
@@ -180,7 +179,7 @@ impl<'b, B: Train, N: Net<B>> MultiModelTrainer<'b, B, N> {
         }
     }
 
-    /// The seed's `load_data(features_path, lob_path, symbol)`: reads the
+    /// `load_data(features_path, lob_path, symbol)` (docs/training.md, "Data"): reads the
     /// feature table (a file, or a folder with `<SYMBOL>.parquet`) and the raw
     /// snapshot store (see [`crate::train::data`]), then plans the folds. TLOB
     /// needs `lob_path`; a missing one is an error here, before any training.

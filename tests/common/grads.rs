@@ -2,7 +2,7 @@
 //! train_emu.rs on the GPU backend): the PyTorch gradient goldens
 //! (tests/fixtures/grads, float64 autograd by
 //! tools/reference/make_grad_goldens.py), checked on any `Train` backend
-//! within models.md's tolerance (relative L2 ≤ 1e-3 per tensor), and small
+//! within docs/models.md's tolerance (relative L2 ≤ 1e-3 per tensor), and small
 //! configs and batches for checks beyond the goldens.
 #![allow(dead_code)]
 
@@ -86,11 +86,11 @@ pub struct Tolerance {
     pub grad: f64,
 }
 
-/// models.md's f32 bounds: gradients ≤ 1e-3 relative L2; the loss as tight
+/// docs/models.md's f32 bounds: gradients ≤ 1e-3 relative L2; the loss as tight
 /// as f32 sums allow.
 pub const F32: Tolerance = Tolerance { loss: 1e-5, grad: 1e-3 };
 
-/// Mixed precision (use_amp: bf16 forward products). models.md gives no
+/// Mixed precision (use_amp: bf16 forward products). docs/models.md gives no
 /// gradient bound for 16-bit modes ("n/a"); we hold gradients and the loss
 /// to its 16-bit output bound, 3e-2, which is ~8× bf16's unit roundoff (2⁻⁸).
 pub const BF16: Tolerance = Tolerance { loss: 3e-2, grad: 3e-2 };

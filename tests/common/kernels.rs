@@ -1,7 +1,7 @@
 //! Kernel-by-kernel comparisons of a backend under test (the GPU backend on
 //! the emulator, or on a real device) against the CPU backend, on awkward
 //! sizes (not multiples of any tile; batch 1, 3 and 17; 49 and 100 tokens;
-//! 112 features), within models.md's f32 tolerance: max abs diff ≤
+//! 112 features), within docs/models.md's f32 tolerance: max abs diff ≤
 //! 1e-4·(1 + max |ref|) per output tensor (confidences: 1e-5 absolute).
 #![allow(dead_code)]
 

@@ -1,5 +1,5 @@
 //! Helpers shared by the integration tests: reading golden cases and
-//! comparing outputs with models.md's tolerances.
+//! comparing outputs with docs/models.md's tolerances.
 #![allow(dead_code)]
 
 use std::collections::{BTreeMap, HashMap};
@@ -77,7 +77,7 @@ impl Golden {
     }
 }
 
-/// models.md's f32 tolerances: logits and returns within 1e-4·(1 + max|ref|),
+/// docs/models.md's f32 tolerances: logits and returns within 1e-4·(1 + max|ref|),
 /// confidences within 1e-5 absolute. Returns the worst ratio of error to
 /// tolerance (≤ 1 passes) for reporting.
 pub fn assert_close(case: &str, name: &str, got: &Tensor, want: &Tensor, f16: bool) -> f64 {
@@ -118,13 +118,13 @@ pub const ALL_CASES: [&str; 10] = [
 ];
 
 /// Runs golden case `name` on `be` and checks every output: the same names as
-/// PyTorch's, the same shapes, models.md's f32 tolerances. Returns the worst
+/// PyTorch's, the same shapes, docs/models.md's f32 tolerances. Returns the worst
 /// error-to-tolerance ratio, for reporting.
 pub fn check_golden<B: Backend>(be: &B, name: &str) -> f64 {
     check_golden_within(be, name, false)
 }
 
-/// `check_golden` within models.md's f16/bf16 column (`half`) or its f32 one.
+/// `check_golden` within docs/models.md's f16/bf16 column (`half`) or its f32 one.
 pub fn check_golden_within<B: Backend>(be: &B, name: &str, half: bool) -> f64 {
     let g = golden(name);
     let mut model = g.model(be);

@@ -6,12 +6,12 @@ Usage (from the repository root, with the venv of make_goldens.py):
 
 Each case is `<case>.safetensors` holding everything one training step needs
 and what it must give, for a small config with dropout 0 and batch 3:
-- `param.<name>`: the weights (PyTorch layout, models.md names);
+- `param.<name>`: the weights (PyTorch layout, docs/models.md names);
 - `input.features` / `input.lob` / `input.aux`: the (already normalized) inputs;
 - `target.<i>.class` (f32 holding 0, 1, 2) and `target.<i>.ret` (bps /
   return_scale), one pair per set of heads: the primary heads, or each TLOB
   horizon in config order;
-- `output.loss` (shape [1]): training.md's total loss, mean over the batch;
+- `output.loss` (shape [1]): docs/training.md's total loss, mean over the batch;
 - `grad.<name>`: the gradient of that loss for every parameter.
 `__metadata__`: `model`, `config` (JSON), `direction_weight`,
 `confidence_weight`, `return_weight`.

@@ -1,9 +1,9 @@
 """PyTorch reference modules for quorum's three models.
 
-Written from ../../../shared/spec/models.md (the contract), not from the Rust
+Written from docs/models.md (the contract), not from the Rust
 code: these are the modules users train with before exporting weights, and the
 source of the golden files in tests/fixtures/models/. Parameter names and
-shapes are exactly the spec's, so `safetensors.torch.save_file(model.state_dict(),
+shapes are exactly docs/models.md's, so `safetensors.torch.save_file(model.state_dict(),
 path, metadata)` produces a file the engine loads unchanged.
 """
 
@@ -412,7 +412,7 @@ def metadata(model, return_scale: float | None = None) -> dict:
     return md
 
 
-# ---------------------------------------------------------------- training loss (training.md)
+# ---------------------------------------------------------------- training loss (docs/training.md)
 
 
 def heads_loss(logits, confidence, expected_return, label, ret_target, w_dir=1.0, w_conf=0.5, w_ret=0.3):
@@ -430,7 +430,7 @@ def heads_loss(logits, confidence, expected_return, label, ret_target, w_dir=1.0
 
 
 def multitask_loss(model, outputs, targets, w_dir=1.0, w_conf=0.5, w_ret=0.3):
-    """training.md's total: TLOB sums over its horizons, each weighted 1/len(horizons).
+    """docs/training.md's total: TLOB sums over its horizons, each weighted 1/len(horizons).
 
     `targets` is a list of (label, ret_target), one per set of heads: the
     primary heads, or each TLOB horizon in config order.

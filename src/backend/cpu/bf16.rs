@@ -3,7 +3,7 @@
 //! multiplied by `vdpbf16ps` against the activations rounded to bf16, with
 //! f32 sums; everything else (bias, GELU, norms, attention, the LSTM's cell
 //! update) stays f32, as on the GPU's bf16 path. Twice the f32 kernel's
-//! peak and half the weight traffic, within models.md's 16-bit tolerances.
+//! peak and half the weight traffic, within docs/models.md's 16-bit tolerances.
 //!
 //! Layouts (all `u32` pairs stored in the backend's `Vec<f32>` buffers, bit
 //! for bit): a linear weight `(n_out, n_in)` as `(⌈n_in/2⌉, n_out)` pairs of

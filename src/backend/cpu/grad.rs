@@ -5,7 +5,7 @@
 //! output value is reduced by one thread in one order. Row reductions
 //! (biases, LayerNorm's affine parameters) run in fixed chunks combined in
 //! order. Together: the same inputs give bit-identical gradients whatever the
-//! thread scheduling (training.md: same seed, same data, same weights).
+//! thread scheduling (docs/training.md: same seed, same data, same weights).
 
 use multiversion::multiversion;
 use rand_chacha::rand_core::{Rng, SeedableRng};
@@ -742,7 +742,7 @@ fn log_sigmoid(s: f64) -> f64 {
 }
 
 /// The per-sample loss of one set of heads and the gradients of its three
-/// head values: training.md's CE + BCE (on the sigmoid, target "argmax is
+/// head values: docs/training.md's CE + BCE (on the sigmoid, target "argmax is
 /// right", PyTorch's log clamp at −100) + Huber δ = 1.
 pub(super) fn sample_loss(
     logits: &[f32],

@@ -40,7 +40,7 @@ pub struct Cpu {
 }
 
 impl Cpu {
-    /// f32 throughout: models.md's f32 tolerances, and the reference the
+    /// f32 throughout: docs/models.md's f32 tolerances, and the reference the
     /// other backends are tested against.
     pub fn new() -> Self {
         Cpu { precision: Precision::F32 }
@@ -308,7 +308,7 @@ pub(crate) unsafe fn run_product(elem: Elem, pr: &small_gemm::Product, n: usize,
 }
 
 /// One image's patches as rows: patch `p = i·n_f + j` becomes
-/// `v[p, r·pf + c] = img[i·pt + r, j·pf + c]` (models.md's order). Shared by
+/// `v[p, r·pf + c] = img[i·pt + r, j·pf + c]` (docs/models.md's order). Shared by
 /// the patch embedding's forward and backward.
 pub(crate) fn gather_patches(img: &[f32], v: &mut [f32], s: PatchShape) {
     let (pt, pf) = (s.patch_h, s.patch_w);

@@ -1,5 +1,5 @@
 //! Compiling every embedded kernel with NVRTC, and reading `ptxas -v`'s
-//! resource usage: the checks of design.md "Kernels without a GPU", shared by
+//! resource usage: the checks of docs/kernels.md, "The checks", shared by
 //! tests/kernels_nvrtc.rs and examples/kernel_report.rs.
 
 use std::io::Write;

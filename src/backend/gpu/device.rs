@@ -1,6 +1,6 @@
 //! What `Gpu<D>` needs from a device: memory, and launching a kernel by name
 //! with one parameter struct and a launch configuration. `Emu` (the CPU
-//! emulator) implements it today; the cudarc device implements the same.
+//! emulator) and `Cuda` (cudarc) implement it.
 
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::thread::ThreadId;

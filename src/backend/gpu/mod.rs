@@ -1,6 +1,6 @@
 //! `Gpu<D>`: the `Backend` ops as launches of the hand-written kernels in
 //! `kernels/`, on any `Device`: `Emu` (the kernels compiled for the CPU with
-//! the CUDA emulator, kernels/emu) today; the cudarc device slots in beside it.
+//! the CUDA emulator, kernels/emu) or `Cuda` (a real GPU through cudarc).
 //!
 //! Each op checks its buffers' sizes, builds the kernel's parameter struct
 //! (params.rs), picks the launch configuration (launch.rs) and launches.

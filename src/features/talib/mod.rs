@@ -2,7 +2,7 @@
 //! package 0.8.2 (which bundles TA-Lib C 0.8.1), in a batch form and a
 //! streaming form.
 //!
-//! Every indicator of the feature table (spec/features.md, rows 75–111) is
+//! Every indicator of the feature table (docs/features.md, rows 75–111) is
 //! here twice:
 //!
 //! * a **batch** function over slices (`rsi(close, 14)`), returning a vector

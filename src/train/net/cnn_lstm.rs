@@ -1,4 +1,4 @@
-//! CNN-LSTM v2's training forward and backward through time (models.md §3).
+//! CNN-LSTM v2's training forward and backward through time (docs/models.md §3).
 
 use super::parts::{conv_chain_bwd, conv_chain_fwd, index, mask, Conv, ConvTape, Dropout, Heads, HeadsTape, Norm};
 use super::{heads_stage, Ctx, Param, TrainBatch};
@@ -7,7 +7,7 @@ use crate::error::{Error, Result};
 use crate::model::CnnLstmConfig;
 
 /// One LSTM layer: `w_ih` indexes `weight_ih_l{k}`, followed by `weight_hh`,
-/// `bias_ih`, `bias_hh` (models.md's order). The forward reads the prepared
+/// `bias_ih`, `bias_hh` (docs/models.md's order). The forward reads the prepared
 /// `W_ih`, the summed bias and the prepared `W_hh`.
 struct Layer<B: Train> {
     w_ih: usize,

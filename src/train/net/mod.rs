@@ -1,7 +1,7 @@
 //! The trainable form of the three models: parameters in PyTorch's layout
 //! (the master copy the optimizer updates and checkpoints store), their
 //! gradients, a training forward that keeps what the backward needs, and the
-//! multi-task loss of training.md.
+//! multi-task loss of docs/training.md.
 //!
 //! The contract the trainer relies on:
 //! - `forward_backward` adds the gradient of the batch's *mean* loss into
@@ -9,7 +9,7 @@
 //!   optimizer step with `grad_scale = 1 / steps`);
 //! - after the optimizer changes `Param::value`, `refresh` re-derives whatever
 //!   the backend's forward ops read (prepared weight layouts);
-//! - `export` gives models.md's tensors, loadable by `Model::from_tensors`.
+//! - `export` gives docs/models.md's tensors, loadable by `Model::from_tensors`.
 
 mod cnn_lstm;
 mod mpd;
@@ -28,7 +28,7 @@ use crate::tensor::Tensor;
 use crate::weights;
 use parts::{Dropout, Heads, HeadsTape};
 
-/// training.md's loss weights.
+/// docs/training.md's loss weights.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct LossWeights {
     pub direction: f32,
@@ -69,7 +69,7 @@ pub struct LossOut {
     pub expected_return: Vec<f32>,
 }
 
-/// One parameter tensor, by models.md's name, in PyTorch's layout.
+/// One parameter tensor, by docs/models.md's name, in PyTorch's layout.
 pub struct Param<B: Train> {
     pub name: String,
     pub shape: Vec<usize>,
@@ -160,7 +160,7 @@ impl<B: Train> TrainNet<B> {
         Self::from_tensors(be, config, &tensors)
     }
 
-    /// A model from models.md's tensors (a checkpoint, or PyTorch weights).
+    /// A model from docs/models.md's tensors (a checkpoint, or PyTorch weights).
     /// Normalizer tensors are accepted and ignored (training batches come normalized).
     pub fn from_tensors(be: &B, config: ModelConfig, tensors: &HashMap<String, Tensor>) -> Result<Self> {
         config.validate()?;
@@ -349,7 +349,7 @@ impl<B: Train> TrainNet<B> {
         }
     }
 
-    /// models.md's tensors, PyTorch layout.
+    /// docs/models.md's tensors, PyTorch layout.
     pub fn export(&self, be: &B) -> Result<HashMap<String, Tensor>> {
         let mut out = HashMap::new();
         for p in &self.params {

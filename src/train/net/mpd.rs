@@ -1,4 +1,4 @@
-//! MPDTransformer's training forward and backward (models.md §1).
+//! MPDTransformer's training forward and backward (docs/models.md §1).
 
 use super::parts::{
     blocks_bwd, blocks_fwd, index, mask, Block, BlockGrads, BlockTape, Dropout, Heads, HeadsTape, Lin, Norm,
@@ -184,7 +184,7 @@ impl<B: Train> Mpd<B> {
         if dropping {
             be.mul(&mut t.d, &t.m_emb, rows * d)?;
         }
-        // Parameters in models.md's order: patch weight, patch bias, [cls], pos.
+        // Parameters in docs/models.md's order: patch weight, patch bias, [cls], pos.
         let (head, rest) = params.split_at_mut(patch.b + 1);
         let (pw, pb) = head.split_at_mut(patch.b);
         let (dcls, dpos) = match cls {

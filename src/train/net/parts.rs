@@ -18,7 +18,7 @@ pub(super) fn index<B: Train>(params: &[Param<B>], name: &str) -> Result<usize> 
 }
 
 /// A matrix product `y = x Wᵀ + b`: `w` and `b` index the parameters
-/// (`b = w + 1`, models.md's order), `wt` is `prepare_linear`'s copy.
+/// (`b = w + 1`, docs/models.md's order), `wt` is `prepare_linear`'s copy.
 pub(super) struct Lin<B: Train> {
     pub w: usize,
     pub b: usize,

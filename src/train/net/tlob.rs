@@ -1,4 +1,4 @@
-//! TLOB's training forward and backward (models.md §2).
+//! TLOB's training forward and backward (docs/models.md §2).
 
 use super::parts::{
     blocks_bwd, blocks_fwd, conv_chain_bwd, conv_chain_fwd, mask, Block, BlockGrads, BlockTape, Conv, ConvTape,

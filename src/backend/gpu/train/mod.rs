@@ -16,7 +16,7 @@
 //! gradients add, reductions run in a fixed order (no float atomics), so the
 //! same inputs give bit-identical results whatever the block scheduling.
 //!
-//! Mixed precision (training.md's `use_amp`): on a `Gpu` built with
+//! Mixed precision (docs/training.md's `use_amp`): on a `Gpu` built with
 //! `Precision::Bf16` (or F16) the forward's matrix products (linear, conv,
 //! patch embedding) run on the 16-bit tensor-core kernels, from weights
 //! re-packed after each step from the f32 master copy the optimizer updates;
