@@ -218,8 +218,11 @@ fn uses(room: &str) -> Vec<(String, String)> {
             for (i, _) in line.match_indices("crate::") {
                 let used: String =
                     line[i + 7..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
-                // Lower case: a room; upper case: a re-export at the root (`crate::Cpu`).
-                if used.starts_with(|c: char| c.is_ascii_lowercase()) && used != room {
+                // Lower case: a room; upper case: a re-export at the root
+                // (`crate::Cpu`); followed by `!`: an exported macro, which
+                // lives at the root whatever room defines it (`crate::on_device!`).
+                let is_macro = line[i + 7 + used.len()..].starts_with('!');
+                if used.starts_with(|c: char| c.is_ascii_lowercase()) && used != room && !is_macro {
                     out.push((rel(&p), used));
                 }
             }
