@@ -39,7 +39,7 @@ use tokio::time::{sleep, timeout, Instant};
 use tokio_tungstenite::tungstenite::Message;
 
 use super::binance::{parse_combined, parse_depth_snapshot, BinanceError, DepthSnapshot, StreamEvent};
-use super::book::{BookError, DiffOutcome, OrderBook};
+use super::book::{BookError, DiffOutcome, OrderBook, SyncReport};
 use super::types::Trade;
 
 /// Binance spot's WebSocket base URL.
@@ -311,15 +311,23 @@ pub fn handle_text(shared: &ClientShared, text: &str, recv_ns: i64) -> MessageAc
         bump(&c.server_shutdowns);
         return MessageAction::ServerShutdown;
     }
-    let msg = match parse_combined(text) {
-        Ok(m) => m,
+    match parse_combined(text) {
+        Ok(m) => handle_event(shared, m.event, recv_ns),
         Err(e) => {
             bump(&c.parse_errors);
-            return MessageAction::Resync(format!("unparseable message: {e}"));
+            MessageAction::Resync(format!("unparseable message: {e}"))
         }
-    };
+    }
+}
+
+/// Applies one parsed stream event received at `recv_ns` (local time, ns
+/// since the epoch) to the shared book and trade list: the book's sequence
+/// rules, the times of the last event, the counters. The live connection and
+/// `quorum import` (recorded frames) both go through here.
+pub fn handle_event(shared: &ClientShared, event: StreamEvent, recv_ns: i64) -> MessageAction {
+    let c = &shared.counters;
     bump(&c.messages);
-    match msg.event {
+    match event {
         StreamEvent::Depth(ev) => {
             bump(&c.depth_events);
             let mut live = shared.live.lock();
@@ -353,8 +361,51 @@ pub fn handle_text(shared: &ClientShared, text: &str, recv_ns: i64) -> MessageAc
             }
             MessageAction::Continue
         }
-        StreamEvent::Other => MessageAction::Continue,
+        StreamEvent::Trade(t) => {
+            if t.symbol.eq_ignore_ascii_case(&shared.symbol) {
+                bump(&c.trades);
+                shared.trades.lock().push(t.to_trade());
+            }
+            MessageAction::Continue
+        }
+        StreamEvent::BookTicker(_) | StreamEvent::Other => MessageAction::Continue,
     }
+}
+
+/// Loads a REST depth snapshot into the shared book (which replays the
+/// buffered events by the book's rules) and counts the outcome. On success
+/// the book's times become those of the last event received, and a load
+/// after an earlier one (`synced_once`) counts as a resync. The live
+/// connection and `quorum import` both go through here.
+pub fn load_snapshot(
+    shared: &ClientShared,
+    snap: &DepthSnapshot,
+    synced_once: &mut bool,
+) -> Result<SyncReport, BookError> {
+    let c = &shared.counters;
+    bump(&c.snapshots_fetched);
+    let result = {
+        let mut live = shared.live.lock();
+        let r = live.book.apply_snapshot(snap);
+        if r.is_ok() {
+            // Every buffered event is in the book now: its time is the last one received.
+            live.last_event_ms = live.last_seen_ms;
+            live.last_recv_ns = live.last_seen_recv_ns;
+        }
+        r
+    };
+    match &result {
+        Ok(_) => {
+            if *synced_once {
+                bump(&c.resyncs);
+            }
+            *synced_once = true;
+        }
+        Err(BookError::SnapshotTooOld { .. }) => bump(&c.snapshots_too_old),
+        Err(BookError::Gap { .. }) => bump(&c.gaps),
+        Err(_) => bump(&c.rejected_books),
+    }
+    result
 }
 
 type HttpClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Empty<Bytes>>;
@@ -521,32 +572,12 @@ impl Session<'_> {
                     pending = None;
                     match snap {
                         Ok(snap) => {
-                            bump(&self.shared.counters.snapshots_fetched);
-                            let result = {
-                                let mut live = self.shared.live.lock();
-                                let r = live.book.apply_snapshot(&snap);
-                                if r.is_ok() {
-                                    // Every buffered event is in the book now: its time is the last one received.
-                                    live.last_event_ms = live.last_seen_ms;
-                                    live.last_recv_ns = live.last_seen_recv_ns;
-                                }
-                                r
-                            };
-                            match result {
+                            match load_snapshot(self.shared, &snap, self.synced_once) {
                                 Ok(_) => {
-                                    if *self.synced_once {
-                                        bump(&self.shared.counters.resyncs);
-                                    }
-                                    *self.synced_once = true;
                                     self.healthy = true;
                                     failed_syncs = 0;
                                 }
                                 Err(e) => {
-                                    match e {
-                                        BookError::SnapshotTooOld { .. } => bump(&self.shared.counters.snapshots_too_old),
-                                        BookError::Gap { .. } => bump(&self.shared.counters.gaps),
-                                        _ => bump(&self.shared.counters.rejected_books),
-                                    }
                                     failed_syncs += 1;
                                     if failed_syncs >= self.tuning.max_sync_attempts {
                                         return Err(ClientError::SyncFailed { attempts: failed_syncs, last: e.to_string() });

@@ -335,32 +335,62 @@ fn spawn_save(
     tokio::task::spawn_blocking(move || save(&out, &symbol, &snaps, &trades, &counters))
 }
 
-/// Takes one sample of the shared book, if it is synchronized and valid.
-fn take_sample(cfg: &RawLOBConfig, shared: &ClientShared, counters: &CollectorCounters) -> Option<Snapshot> {
+/// What sampling the shared book gave.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Sample {
+    Taken(Box<Snapshot>),
+    /// The book is not synchronized (or no event has been applied yet).
+    Unsynced,
+    /// The book is crossed.
+    Crossed(String),
+    /// A level is invalid (a non-finite or non-positive value).
+    Invalid(String),
+}
+
+/// Samples the shared book: its top `num_levels` levels a side (deeper ones
+/// missing), stamped with the exchange time and local receive time of the
+/// last event applied. The collector and `quorum import` both sample here.
+pub(crate) fn sample_book(shared: &ClientShared, num_levels: usize) -> Sample {
     let mut snap = Snapshot::empty(0, 0, 0);
     {
         let mut live = shared.live.lock();
         if !live.book.is_synced() || live.last_event_ms == 0 {
-            counters.samples_unsynced.fetch_add(1, Ordering::Relaxed);
-            return None;
+            return Sample::Unsynced;
         }
-        if live.book.snapshot_into(&mut snap).is_err() {
-            counters.rejected_books.fetch_add(1, Ordering::Relaxed);
-            return None;
+        if let Err(e) = live.book.snapshot_into(&mut snap) {
+            return Sample::Crossed(e.to_string());
         }
         snap.ts_exchange_ms = live.last_event_ms;
         snap.ts_local_ns = live.last_recv_ns;
     }
-    for i in cfg.num_levels..NUM_LEVELS {
+    for i in num_levels..NUM_LEVELS {
         snap.bids[i] = Level::MISSING;
         snap.asks[i] = Level::MISSING;
     }
     if let Err(e) = snap.validate() {
-        counters.rejected_books.fetch_add(1, Ordering::Relaxed);
-        eprintln!("[collector {}] refused book at update id {}: {e}", cfg.symbol, snap.last_update_id);
-        return None;
+        return Sample::Invalid(format!("refused book at update id {}: {e}", snap.last_update_id));
     }
-    Some(snap)
+    Sample::Taken(Box::new(snap))
+}
+
+/// Takes one sample of the shared book, if it is synchronized and valid.
+fn take_sample(cfg: &RawLOBConfig, shared: &ClientShared, counters: &CollectorCounters) -> Option<Snapshot> {
+    match sample_book(shared, cfg.num_levels) {
+        Sample::Taken(snap) => Some(*snap),
+        Sample::Unsynced => {
+            counters.samples_unsynced.fetch_add(1, Ordering::Relaxed);
+            None
+        }
+        Sample::Crossed(_) => {
+            counters.rejected_books.fetch_add(1, Ordering::Relaxed);
+            None
+        }
+        Sample::Invalid(reason) => {
+            counters.rejected_books.fetch_add(1, Ordering::Relaxed);
+            eprintln!("[collector {}] {reason}", cfg.symbol);
+            None
+        }
+    }
 }
 
 async fn sample_loop(
