@@ -1,4 +1,4 @@
-//! The `simulate` and `collect` subcommands (market data).
+//! The `simulate`, `collect` and `import` subcommands (market data).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -10,8 +10,9 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
 
 use quorum::market::{
-    parse_duration, simulate_to_parquet, Endpoint, ExchangeConfig, Fault, LoopbackExchange, RawLOBCollector,
-    RawLOBConfig, ScheduledFault, SimConfig, BINANCE_REST_URL, BINANCE_WS_URL,
+    import_files, parse_duration, simulate_to_parquet, Endpoint, ExchangeConfig, Fault, ImportOptions,
+    LoopbackExchange, RawLOBCollector, RawLOBConfig, RecordFormat, ScheduledFault, SimConfig, BINANCE_REST_URL,
+    BINANCE_WS_URL,
 };
 
 #[derive(Args, Debug)]
@@ -75,6 +76,59 @@ pub struct CollectArgs {
     /// in front of a colocated gateway). Repeatable.
     #[arg(long = "ca-cert")]
     pub ca_certs: Vec<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct ImportArgs {
+    /// The tool that recorded the files.
+    #[arg(long, value_enum)]
+    pub format: RecordFormat,
+    /// The symbol to import (a recording may hold several).
+    #[arg(long)]
+    pub symbol: String,
+    /// The store's root, as `collect --out`.
+    #[arg(long, default_value = "data/raw_lob")]
+    pub out: PathBuf,
+    /// Exchange-time milliseconds between stored snapshots.
+    #[arg(long, default_value_t = 100)]
+    pub interval_ms: i64,
+    #[arg(long, default_value_t = 20)]
+    pub levels: usize,
+    /// Also write the report as JSON to this file.
+    #[arg(long)]
+    pub report_json: Option<PathBuf>,
+    /// The recorded files, in time order (a later file may continue an earlier
+    /// one; cryptofeed's REST `.http` files may come anywhere).
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+}
+
+/// `quorum import`: fails (after writing) when the rebuilt book disagrees
+/// with Binance's own bookTicker, or when nothing could be stored.
+pub fn import(args: ImportArgs) -> Result<()> {
+    let mut opts = ImportOptions::new(args.format, &args.symbol, &args.out);
+    opts.interval_ms = args.interval_ms;
+    opts.num_levels = args.levels;
+    let started = Instant::now();
+    let report = import_files(&opts, &args.files, &mut |line| eprintln!("[import] {line}"))?;
+    print!("{report}");
+    println!("  took {:.2} s", started.elapsed().as_secs_f64());
+    if let Some(path) = &args.report_json {
+        let json = serde_json::to_vec_pretty(&report)?;
+        quorum::fsutil::write_atomic(path, &json).with_context(|| format!("--report-json {}", path.display()))?;
+    }
+    let t = &report.book_ticker;
+    if t.compared > t.equal {
+        bail!(
+            "the rebuilt book disagrees with Binance's bookTicker at {} of {} update ids: the files are written but do not trust them",
+            t.compared - t.equal,
+            t.compared
+        );
+    }
+    if report.snapshots_written == 0 {
+        bail!("no snapshot of {} could be stored (see the problems above)", opts.symbol);
+    }
+    Ok(())
 }
 
 fn duration_arg(text: &str) -> Result<Duration> {
