@@ -76,6 +76,11 @@ pub struct CollectArgs {
     /// in front of a colocated gateway). Repeatable.
     #[arg(long = "ca-cert")]
     pub ca_certs: Vec<PathBuf>,
+    /// Also write every frame as received, with its receive time in ns, to this
+    /// folder (hftbacktest's format, gzip, one file per UTC hour), for
+    /// `quorum import` or `simulate --replay` later.
+    #[arg(long)]
+    pub record_frames: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -257,6 +262,7 @@ pub fn collect(args: CollectArgs) -> Result<()> {
         save_interval: args.save_interval,
         endpoint: Endpoint::new(args.ws_url, args.rest_url),
         out_dir: args.out.clone(),
+        record_frames: args.record_frames.clone(),
         ..RawLOBConfig::default()
     };
     if !(args.stale_after.is_finite() && args.stale_after > 0.0) {
@@ -322,5 +328,14 @@ async fn collect_async(cfg: RawLOBConfig, limit: Option<Duration>, status_every:
         stats.client.resyncs,
         stats.client.reconnects
     );
+    if let Some(rec) = collector.recorded_frames() {
+        println!(
+            "collect: {} frames recorded in {} files ({} dropped: the writer fell behind){}",
+            rec.frames,
+            rec.files.len(),
+            rec.dropped,
+            rec.files.last().map(|f| format!(", last {}", f.display())).unwrap_or_default()
+        );
+    }
     Ok(())
 }

@@ -19,8 +19,8 @@ use std::time::Duration;
 use quorum::market::client::{handle_text, ClientShared, Endpoint, MessageAction};
 use quorum::market::store::read_trades;
 use quorum::market::{
-    read_snapshots, ClientTuning, CollectorStats, ExchangeConfig, Fault, LoopbackExchange, RawLOBCollector,
-    RawLOBConfig, ScheduledFault, SimConfig, Snapshot, TruthLog, NUM_LEVELS,
+    import_files, read_snapshots, ClientTuning, CollectorStats, ExchangeConfig, Fault, ImportOptions, LoopbackExchange,
+    RawLOBCollector, RawLOBConfig, RecordFormat, ScheduledFault, SimConfig, Snapshot, TruthLog, NUM_LEVELS,
 };
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
@@ -478,4 +478,54 @@ async fn exchange_drops_a_client_that_never_answers_pings() {
     .await;
     assert!(ended.is_ok(), "the exchange kept a client that never answered a ping");
     ex.shutdown().await;
+}
+
+/// `collect --record-frames`, then `import` of what it recorded, gives back
+/// every snapshot the collector stored, bit for bit with both times, and the
+/// same trades, through a dropped diff (a gap both must see and both must
+/// resync from the same recorded snapshot). The import samples every 1 ms of
+/// exchange time, so each state the collector could have sampled is a row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recorded_frames_import_back_to_every_snapshot_the_collector_stored() {
+    let out = scratch("record_frames");
+    let faults = vec![ScheduledFault { at_event: FAULT_AT, fault: Fault::DropDiff }];
+    let ex = LoopbackExchange::start(loopback(), exchange_config(faults)).await.unwrap();
+    let mut config = collector_config(&ex, out.join("raw"), tuning(STALE));
+    config.record_frames = Some(out.join("frames"));
+    let mut c = RawLOBCollector::new(config).unwrap();
+    c.start().await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(40);
+    while c.stats().client.resyncs == 0 || c.stats().samples < 150 {
+        assert!(tokio::time::Instant::now() < deadline, "no resync and 150 samples within 40 s: {:?}", c.stats());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let stats = c.stop().await.unwrap();
+    ex.shutdown().await;
+    let recorded = c.recorded_frames().expect("the recorder ran");
+    assert_eq!(recorded.dropped, 0);
+    assert!(recorded.frames >= stats.client.messages, "every frame is recorded: {recorded:?} {stats:?}");
+
+    let mut opts = ImportOptions::new(RecordFormat::Hftbacktest, SYMBOL, out.join("imported"));
+    opts.interval_ms = 1;
+    let report = import_files(&opts, &recorded.files, &mut |_| {}).unwrap();
+    assert_eq!(report.gaps, stats.client.gaps, "the dropped diff is a gap in the recording too: {report}");
+    assert!(report.gaps >= 1);
+    assert_eq!(report.snapshots_loaded, stats.client.snapshots_fetched, "{report}");
+
+    let imported: std::collections::HashMap<u64, Snapshot> = read_snapshots(&out.join("imported"), SYMBOL)
+        .unwrap()
+        .map(|r| r.map(|s| (s.last_update_id, s)))
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let collected: Vec<Snapshot> = read_snapshots(&out.join("raw"), SYMBOL).unwrap().collect::<Result<_, _>>().unwrap();
+    assert_eq!(collected.len() as u64, stats.samples);
+    for (i, row) in collected.iter().enumerate() {
+        let again = imported
+            .get(&row.last_update_id)
+            .unwrap_or_else(|| panic!("row {i}: the import has no book at update id {}", row.last_update_id));
+        assert_eq!(again, row, "row {i} (update id {})", row.last_update_id);
+    }
+    let trades = |dir: &str| -> Vec<_> { read_trades(&out.join(dir), SYMBOL).unwrap().map(|t| t.unwrap()).collect() };
+    assert_eq!(trades("imported"), trades("raw"));
+    let _ = std::fs::remove_dir_all(&out);
 }

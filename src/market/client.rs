@@ -40,6 +40,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 use super::binance::{parse_combined, parse_depth_snapshot, BinanceError, DepthSnapshot, StreamEvent};
 use super::book::{BookError, DiffOutcome, OrderBook, SyncReport};
+use super::recording::FrameRecorder;
 use super::types::Trade;
 
 /// Binance spot's WebSocket base URL.
@@ -246,6 +247,8 @@ pub struct ClientShared {
     /// Trades received and not yet taken by the collector.
     pub trades: Mutex<Vec<Trade>>,
     pub counters: ClientCounters,
+    /// Where every frame goes as received (`collect --record-frames`), if anywhere.
+    pub recorder: Mutex<Option<FrameRecorder>>,
 }
 
 impl ClientShared {
@@ -261,6 +264,7 @@ impl ClientShared {
             }),
             trades: Mutex::new(Vec::new()),
             counters: ClientCounters::default(),
+            recorder: Mutex::new(None),
         }
     }
 }
@@ -307,6 +311,9 @@ fn is_server_shutdown(text: &str) -> bool {
 /// to the shared book and trade list. Never panics on any input.
 pub fn handle_text(shared: &ClientShared, text: &str, recv_ns: i64) -> MessageAction {
     let c = &shared.counters;
+    if let Some(recorder) = shared.recorder.lock().as_ref() {
+        recorder.record(recv_ns, text);
+    }
     if is_server_shutdown(text) {
         bump(&c.server_shutdowns);
         return MessageAction::ServerShutdown;
@@ -454,7 +461,7 @@ async fn fetch_snapshot(
     client: HttpClient,
     url: String,
     request_timeout: Duration,
-) -> Result<DepthSnapshot, ClientError> {
+) -> Result<ReceivedSnapshot, ClientError> {
     let uri: hyper::Uri = url
         .parse()
         .map_err(|e: hyper::http::uri::InvalidUri| ClientError::Url { url: url.clone(), reason: e.to_string() })?;
@@ -480,7 +487,13 @@ async fn fetch_snapshot(
         .map_err(|e| http_err(format!("reading the body: {e}")))?
         .to_bytes();
     let text = std::str::from_utf8(&body).map_err(|e| http_err(format!("body is not UTF-8: {e}")))?;
-    Ok(parse_depth_snapshot(text)?)
+    Ok(ReceivedSnapshot { snapshot: parse_depth_snapshot(text)?, body: text.to_owned() })
+}
+
+/// A REST depth snapshot and the body it was read from (for the frame recorder).
+struct ReceivedSnapshot {
+    snapshot: DepthSnapshot,
+    body: String,
 }
 
 /// Full-jitter exponential backoff: uniform in `[0, min(max, initial · 2^attempt)]`,
@@ -508,7 +521,7 @@ enum SessionEnd {
     Reconnect,
 }
 
-type SnapshotFuture = Pin<Box<dyn Future<Output = Result<DepthSnapshot, ClientError>> + Send>>;
+type SnapshotFuture = Pin<Box<dyn Future<Output = Result<ReceivedSnapshot, ClientError>> + Send>>;
 
 struct Session<'a> {
     symbol: &'a str,
@@ -571,7 +584,10 @@ impl Session<'_> {
                 snap = async { match pending.as_mut() { Some(f) => f.await, None => std::future::pending().await } } => {
                     pending = None;
                     match snap {
-                        Ok(snap) => {
+                        Ok(ReceivedSnapshot { snapshot: snap, body }) => {
+                            if let Some(recorder) = self.shared.recorder.lock().as_ref() {
+                                recorder.record(now_ns(), &body);
+                            }
                             match load_snapshot(self.shared, &snap, self.synced_once) {
                                 Ok(_) => {
                                     self.healthy = true;

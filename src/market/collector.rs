@@ -26,6 +26,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::client::{run_client, ClientError, ClientShared, ClientStats, ClientTuning, Endpoint};
+use super::recording::{FrameRecorder, RecorderStats};
 use super::sequence::RawLOBSequence;
 use super::store::{write_snapshots, write_trades, StoreError};
 use super::types::{Level, Snapshot, Trade, NUM_LEVELS};
@@ -45,6 +46,9 @@ pub struct RawLOBConfig {
     pub endpoint: Endpoint,
     pub out_dir: PathBuf,
     pub tuning: ClientTuning,
+    /// Also write every frame as received to this folder (hftbacktest's
+    /// format, gzip, hourly files: [`FrameRecorder`]).
+    pub record_frames: Option<PathBuf>,
 }
 
 impl Default for RawLOBConfig {
@@ -59,6 +63,7 @@ impl Default for RawLOBConfig {
             endpoint: Endpoint::default(),
             out_dir: PathBuf::from("data/raw_lob"),
             tuning: ClientTuning::default(),
+            record_frames: None,
         }
     }
 }
@@ -77,6 +82,12 @@ pub enum CollectorError {
     Client(#[from] ClientError),
     #[error("collector task failed: {0}")]
     Task(String),
+    #[error("recording frames under {path}: {source}")]
+    Recorder {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 fn cfg_err(field: &'static str, reason: impl Into<String>) -> CollectorError {
@@ -164,6 +175,7 @@ pub struct RawLOBCollector {
     ring: Arc<Mutex<VecDeque<Snapshot>>>,
     counters: Arc<CollectorCounters>,
     running: Option<Running>,
+    recorded: Mutex<Option<RecorderStats>>,
 }
 
 impl RawLOBCollector {
@@ -174,6 +186,7 @@ impl RawLOBCollector {
             ring: Arc::new(Mutex::new(VecDeque::with_capacity(config.buffer_size))),
             counters: Arc::new(CollectorCounters::default()),
             running: None,
+            recorded: Mutex::new(None),
             config,
         })
     }
@@ -204,6 +217,11 @@ impl RawLOBCollector {
                 stale.len()
             );
         }
+        if let Some(dir) = &self.config.record_frames {
+            let recorder = FrameRecorder::start(dir, &self.config.symbol)
+                .map_err(|source| CollectorError::Recorder { path: dir.clone(), source })?;
+            *self.shared.recorder.lock() = Some(recorder);
+        }
         let (stop_tx, stop_rx) = watch::channel(false);
         let client = tokio::spawn(run_client(
             self.config.endpoint.clone(),
@@ -231,9 +249,23 @@ impl RawLOBCollector {
         let _ = r.stop_tx.send(true);
         let client = r.client.await.map_err(|e| CollectorError::Task(e.to_string()))?;
         let sampler = r.sampler.await.map_err(|e| CollectorError::Task(e.to_string()))?;
+        let recorder = self.shared.recorder.lock().take();
+        if let Some(recorder) = recorder {
+            let dir = self.config.record_frames.clone().unwrap_or_default();
+            let stats = tokio::task::spawn_blocking(move || recorder.finish())
+                .await
+                .map_err(|e| CollectorError::Task(e.to_string()))?
+                .map_err(|source| CollectorError::Recorder { path: dir, source })?;
+            *self.recorded.lock() = Some(stats);
+        }
         client?;
         sampler?;
         Ok(self.stats())
+    }
+
+    /// What the frame recorder wrote, once `stop()` has closed it.
+    pub fn recorded_frames(&self) -> Option<RecorderStats> {
+        self.recorded.lock().clone()
     }
 
     /// Snapshots in the ring buffer.

@@ -10,13 +10,19 @@
 //!   frame; a REST file holds `<url> -> <unix seconds>: <JSON body>` per
 //!   request, the symbol in the URL's `symbol=` parameter.
 //!
-//! This module only splits lines into a receive time and a JSON text; what
-//! the JSON means is [`super::binance`]'s job and what to do with it the
-//! importer's ([`super::import`]).
+//! This module splits lines into a receive time and a JSON text (what the
+//! JSON means is [`super::binance`]'s job, what to do with it the
+//! importer's, [`super::import`]), and writes them: [`FrameRecorder`] is
+//! `quorum collect --record-frames`, in hftbacktest's format.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, Read};
-use std::path::Path;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 /// The tool that wrote a recording.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -180,6 +186,177 @@ pub fn read_line_bounded(r: &mut dyn BufRead, buf: &mut Vec<u8>) -> std::io::Res
     }
 }
 
+// ---- recording ------------------------------------------------------------------
+
+/// Frames queued for the writer thread before new ones are dropped (and
+/// counted): the client's task never waits on the disk.
+const RECORDER_QUEUE: usize = 65_536;
+/// How often the open file is flushed through gzip and fsynced: a crash
+/// loses at most this much of it.
+pub const RECORDER_FLUSH_EVERY: Duration = Duration::from_secs(1);
+const NS_PER_HOUR: i64 = 3_600_000_000_000;
+
+/// What a [`FrameRecorder`] wrote.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecorderStats {
+    pub frames: u64,
+    /// Frames dropped because the writer fell behind (the update ids show the hole).
+    pub dropped: u64,
+    /// Every file written, in order (the last one was open until `finish`).
+    pub files: Vec<PathBuf>,
+}
+
+/// Writes every frame as received, with its local receive time in ns, in
+/// hftbacktest's line format (`<ns> <JSON>`; a REST snapshot is a bare line),
+/// gzip, one file per UTC hour of receive time:
+/// `<dir>/<SYMBOL>_<YYYY-MM-DD>T<HH>.gz` (`-<k>` appended if taken).
+///
+/// A writer thread owns the files. Every [`RECORDER_FLUSH_EVERY`] the open
+/// file is sync-flushed through gzip and fsynced, so a crash loses at most
+/// the last second of it, and what is on disk decodes up to there; a closed
+/// file is a finished gzip, fsynced. Newlines inside a frame (only ever
+/// insignificant JSON whitespace) are written as spaces: one frame, one line.
+pub struct FrameRecorder {
+    tx: Option<SyncSender<(i64, String)>>,
+    dropped: Arc<AtomicU64>,
+    thread: Option<JoinHandle<std::io::Result<RecorderStats>>>,
+}
+
+impl FrameRecorder {
+    /// Creates `dir` and starts the writer thread. No file exists before the first frame.
+    pub fn start(dir: &Path, symbol: &str) -> std::io::Result<FrameRecorder> {
+        if symbol.is_empty() || !symbol.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            return Err(std::io::Error::other(format!("symbol {symbol:?} must be ASCII letters and digits")));
+        }
+        std::fs::create_dir_all(dir)?;
+        let (tx, rx) = sync_channel(RECORDER_QUEUE);
+        let dropped = Arc::new(AtomicU64::new(0));
+        let writer = HourlyWriter { dir: dir.to_owned(), symbol: symbol.to_ascii_uppercase(), open: None };
+        let thread =
+            std::thread::Builder::new().name("frame-recorder".into()).spawn(move || writer_loop(writer, rx))?;
+        Ok(FrameRecorder { tx: Some(tx), dropped, thread: Some(thread) })
+    }
+
+    /// Queues one frame received at `recv_ns`. Never blocks.
+    pub fn record(&self, recv_ns: i64, text: &str) {
+        let Some(tx) = &self.tx else { return };
+        if tx.try_send((recv_ns, text.to_owned())).is_err() {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Writes what is queued, closes the open file and returns what was written.
+    pub fn finish(mut self) -> std::io::Result<RecorderStats> {
+        self.tx = None;
+        let thread = self.thread.take().expect("finish runs once");
+        let mut stats = thread.join().map_err(|_| std::io::Error::other("the frame recorder's thread panicked"))??;
+        stats.dropped = self.dropped.load(Ordering::Relaxed);
+        Ok(stats)
+    }
+}
+
+impl std::fmt::Debug for FrameRecorder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FrameRecorder").field("dropped", &self.dropped.load(Ordering::Relaxed)).finish()
+    }
+}
+
+impl Drop for FrameRecorder {
+    fn drop(&mut self) {
+        self.tx = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+struct OpenFrames {
+    hour: i64,
+    gz: flate2::write::GzEncoder<File>,
+}
+
+struct HourlyWriter {
+    dir: PathBuf,
+    symbol: String,
+    open: Option<OpenFrames>,
+}
+
+impl HourlyWriter {
+    fn write(&mut self, recv_ns: i64, text: &str, stats: &mut RecorderStats) -> std::io::Result<()> {
+        let hour = recv_ns.div_euclid(NS_PER_HOUR);
+        if self.open.as_ref().is_some_and(|f| f.hour != hour) {
+            self.close()?;
+        }
+        if self.open.is_none() {
+            let (path, file) = self.create(hour)?;
+            stats.files.push(path);
+            self.open =
+                Some(OpenFrames { hour, gz: flate2::write::GzEncoder::new(file, flate2::Compression::default()) });
+        }
+        if let Some(f) = self.open.as_mut() {
+            let line = if text.contains(['\n', '\r']) { text.replace(['\n', '\r'], " ") } else { text.to_owned() };
+            writeln!(f.gz, "{recv_ns} {line}")?;
+            stats.frames += 1;
+        }
+        Ok(())
+    }
+
+    fn create(&self, hour: i64) -> std::io::Result<(PathBuf, File)> {
+        let ms = hour * (NS_PER_HOUR / 1_000_000);
+        let base = format!("{}_{}T{:02}", self.symbol, super::store::utc_day(ms), hour.rem_euclid(24));
+        for k in 0.. {
+            let name = if k == 0 { format!("{base}.gz") } else { format!("{base}-{k}.gz") };
+            let path = self.dir.join(name);
+            match File::options().write(true).create_new(true).open(&path) {
+                Ok(f) => return Ok((path, f)),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        unreachable!("some name is free")
+    }
+
+    /// Sync-flushes gzip and fsyncs: everything written so far survives a crash.
+    fn flush(&mut self) -> std::io::Result<()> {
+        if let Some(f) = self.open.as_mut() {
+            f.gz.flush()?;
+            f.gz.get_ref().sync_data()?;
+        }
+        Ok(())
+    }
+
+    fn close(&mut self) -> std::io::Result<()> {
+        if let Some(f) = self.open.take() {
+            let file = f.gz.finish()?;
+            file.sync_all()?;
+        }
+        Ok(())
+    }
+}
+
+fn writer_loop(mut w: HourlyWriter, rx: Receiver<(i64, String)>) -> std::io::Result<RecorderStats> {
+    let mut stats = RecorderStats::default();
+    let mut last_flush = Instant::now();
+    let mut dirty = false;
+    loop {
+        match rx.recv_timeout(RECORDER_FLUSH_EVERY / 4) {
+            Ok((recv_ns, text)) => {
+                w.write(recv_ns, &text, &mut stats)?;
+                dirty = true;
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => break,
+        }
+        if dirty && last_flush.elapsed() >= RECORDER_FLUSH_EVERY {
+            w.flush()?;
+            last_flush = Instant::now();
+            dirty = false;
+        }
+    }
+    w.close()?;
+    Ok(stats)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -235,5 +412,74 @@ mod tests {
         assert_eq!(read_line_bounded(&mut *r, &mut buf).unwrap(), LineRead::Line);
         assert_eq!(buf, b"next");
         assert_eq!(read_line_bounded(&mut *r, &mut buf).unwrap(), LineRead::End);
+    }
+
+    fn read_all(path: &Path) -> (Vec<String>, bool) {
+        let mut r = open_recording(path).unwrap();
+        let mut lines = Vec::new();
+        let mut buf = Vec::new();
+        loop {
+            match read_line_bounded(&mut *r, &mut buf) {
+                Ok(LineRead::Line) => lines.push(String::from_utf8(buf.clone()).unwrap()),
+                Ok(LineRead::End) => return (lines, false),
+                Ok(LineRead::TooLong) => panic!("no long lines here"),
+                Err(_) => return (lines, true),
+            }
+        }
+    }
+
+    #[test]
+    fn the_recorder_rotates_by_utc_hour_and_its_files_read_back_line_for_line() {
+        let dir = std::env::temp_dir().join(format!("quorum-recorder-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let rec = FrameRecorder::start(&dir, "btcusdt").unwrap();
+        let hour = 1_723_161_600_000_000_000i64; // 2024-08-09T00:00 UTC
+        rec.record(hour - 2, r#"{"stream":"a","data":{}}"#);
+        rec.record(hour - 1, "{\"lastUpdateId\":1,\n\"bids\":[],\"asks\":[]}");
+        rec.record(hour, r#"{"stream":"b","data":{}}"#);
+        let stats = rec.finish().unwrap();
+        assert_eq!(stats.frames, 3);
+        assert_eq!(stats.dropped, 0);
+        let names: Vec<String> =
+            stats.files.iter().map(|p| p.file_name().unwrap().to_string_lossy().into_owned()).collect();
+        assert_eq!(names, ["BTCUSDT_2024-08-08T23.gz", "BTCUSDT_2024-08-09T00.gz"]);
+        let (first, truncated) = read_all(&stats.files[0]);
+        assert!(!truncated, "a closed file is a whole gzip");
+        assert_eq!(first.len(), 2);
+        assert_eq!(
+            split_line(RecordFormat::Hftbacktest, &first[0]).unwrap(),
+            RecordedLine::Stream { recv_ns: hour - 2, json: r#"{"stream":"a","data":{}}"# }
+        );
+        assert!(matches!(
+            split_line(RecordFormat::Hftbacktest, &first[1]).unwrap(),
+            RecordedLine::Snapshot { recv_ns, .. } if recv_ns == hour - 1
+        ));
+        // A second recorder in the same hour does not overwrite the first's file.
+        let rec = FrameRecorder::start(&dir, "BTCUSDT").unwrap();
+        rec.record(hour + 5, "{}");
+        let again = rec.finish().unwrap();
+        assert_eq!(again.files[0].file_name().unwrap(), "BTCUSDT_2024-08-09T00-1.gz");
+        assert_eq!(read_all(&stats.files[1]).0.len(), 1);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn what_the_recorder_flushed_survives_a_crash_and_decodes() {
+        let dir = std::env::temp_dir().join(format!("quorum-recorder-crash-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let rec = FrameRecorder::start(&dir, "X").unwrap();
+        for i in 0..1000 {
+            rec.record(1_000_000_000 + i, &format!("{{\"stream\":\"x\",\"data\":{{\"i\":{i}}}}}"));
+        }
+        std::thread::sleep(RECORDER_FLUSH_EVERY * 2);
+        // The file as a crash now would leave it: open, no gzip trailer.
+        let path = dir.join("X_1970-01-01T00.gz");
+        let (lines, truncated) = read_all(&path);
+        assert!(truncated, "an open file has no gzip trailer yet");
+        assert_eq!(lines.len(), 1000, "every frame older than a second is readable");
+        assert!(lines.iter().all(|l| split_line(RecordFormat::Hftbacktest, l).is_ok()));
+        rec.finish().unwrap();
+        assert!(!read_all(&path).1, "finished: a whole gzip");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
