@@ -23,7 +23,7 @@
 //! statistics are bounded, so memory does not grow with the file's length.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde::Serialize;
 
@@ -31,7 +31,8 @@ use super::binance::{parse_combined, parse_depth_snapshot, BookTicker, PriceLeve
 use super::book::BookError;
 use super::client::{handle_event, load_snapshot, ClientShared, MessageAction};
 use super::collector::{sample_book, Sample};
-use super::recording::{open_recording, read_line_bounded, split_line, LineRead, RecordFormat, RecordedLine};
+pub use super::recording::FileReport;
+use super::recording::{FrameKind, FrameSource, RecordFormat};
 use super::store::{SnapshotWriter, StoreError, TradeWriter};
 use super::types::NUM_LEVELS;
 
@@ -85,17 +86,6 @@ const MAX_PENDING_TICKERS: usize = 4096;
 const TOPS_REMEMBERED: usize = 256;
 /// The clock-offset histogram covers ±this many ms (1 ms buckets; beyond is clamped).
 const OFFSET_RANGE_MS: i64 = 60_000;
-
-/// One input file, as read.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct FileReport {
-    pub path: PathBuf,
-    pub lines: u64,
-    /// Lines that could not be used (listed in the problems).
-    pub bad_lines: u64,
-    /// The file ended in a read error (e.g. a truncated gzip): the rest of it is lost.
-    pub truncated: bool,
-}
 
 /// A run of stored rows from one sync to the next gap (or the end).
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
@@ -204,7 +194,7 @@ struct Importer<'a> {
 }
 
 /// Imports `files` (in time order) into the store under `opts.out_dir`.
-/// `progress` is called after each file and every million lines.
+/// `progress` is called as each file is finished and every million frames.
 pub fn import_files(
     opts: &ImportOptions,
     files: &[PathBuf],
@@ -228,31 +218,41 @@ pub fn import_files(
         offset_histogram: vec![0; (2 * OFFSET_RANGE_MS + 1) as usize],
         waiting_since: None,
     };
-    // REST responses recorded in files of their own (cryptofeed's `.http`)
-    // are replayed at their receive time, between the stream's frames.
-    let mut rest_snapshots = Vec::new();
-    let mut stream_files = Vec::new();
-    for path in files {
-        if imp.is_rest_file(path) {
-            imp.read_rest_file(path, &mut rest_snapshots);
-        } else {
-            stream_files.push(path.clone());
+    let mut problems = Vec::new();
+    let mut source = FrameSource::open(opts.format, &opts.symbol, files, &mut |p| problems.push(p));
+    let mut frames = 0u64;
+    let mut last_file = None;
+    loop {
+        let frame = source.next_frame(&mut |p| problems.push(p));
+        for p in problems.drain(..) {
+            imp.report.problem(p);
+        }
+        let Some(frame) = frame else { break };
+        if last_file.is_some_and(|f| f != frame.file) {
+            progress(&imp.progress_line(&source, last_file));
+        }
+        last_file = Some(frame.file);
+        frames += 1;
+        if frames % 1_000_000 == 0 {
+            progress(&format!("{}: {frames} frames", frame.origin(source.files())));
+        }
+        let origin = || frame.origin(source.files());
+        match frame.kind {
+            FrameKind::Snapshot => imp.on_snapshot(&frame.json, &origin()),
+            FrameKind::Stream => match imp.on_frame(&frame.json, frame.recv_ns, &origin) {
+                Ok(()) => {}
+                Err(FrameError::Line(e)) => {
+                    imp.report.problem(format!("{}: {e}; line skipped", origin()));
+                    source.mark_bad(frame.file);
+                }
+                Err(FrameError::Store(e)) => return Err(e.into()),
+            },
         }
     }
-    rest_snapshots.sort_by_key(|s: &TimedSnapshot| s.recv_ns);
-    let mut rest_snapshots: VecDeque<TimedSnapshot> = rest_snapshots.into();
-    for path in &stream_files {
-        imp.read_stream_file(path, &mut rest_snapshots, progress)?;
-        progress(&format!(
-            "{}: {} lines, {} snapshots and {} trades so far",
-            path.display(),
-            imp.report.files.last().map_or(0, |f| f.lines),
-            imp.report.snapshots_written + imp.snapshots.rows_written(),
-            imp.trades.rows_written()
-        ));
-    }
-    while let Some(s) = rest_snapshots.pop_front() {
-        imp.on_snapshot(&s.json, &s.origin);
+    progress(&imp.progress_line(&source, last_file));
+    imp.report.files = source.files().to_vec();
+    for (symbol, n) in source.other_symbols() {
+        *imp.report.other_symbols.entry(symbol.clone()).or_default() += n;
     }
     imp.finish()
 }
@@ -274,155 +274,19 @@ fn check_options(opts: &ImportOptions) -> Result<(), ImportError> {
     Ok(())
 }
 
-/// A REST snapshot from a file of its own, held until the stream reaches its time.
-struct TimedSnapshot {
-    recv_ns: i64,
-    json: String,
-    origin: String,
-}
-
 /// The smallest multiple of `step` that is `>= x`.
 fn grid_ceil(x: i64, step: i64) -> i64 {
     x.div_euclid(step) * step + if x.rem_euclid(step) == 0 { 0 } else { step }
 }
 
 impl Importer<'_> {
-    /// A file whose first line is a recorded REST response (cryptofeed's `.http`).
-    fn is_rest_file(&mut self, path: &Path) -> bool {
-        if self.opts.format != RecordFormat::Cryptofeed {
-            return false;
-        }
-        let Ok(mut r) = open_recording(path) else { return false };
-        let mut buf = Vec::new();
-        matches!(read_line_bounded(&mut *r, &mut buf), Ok(LineRead::Line))
-            && matches!(
-                std::str::from_utf8(&buf).map(|l| split_line(RecordFormat::Cryptofeed, l)),
-                Ok(Ok(RecordedLine::Snapshot { .. }))
-            )
-    }
-
-    fn read_rest_file(&mut self, path: &Path, out: &mut Vec<TimedSnapshot>) {
-        let mut file = FileReport { path: path.to_owned(), ..Default::default() };
-        self.each_line(path, &mut file, &mut |imp, line_no, line| match split_line(RecordFormat::Cryptofeed, line) {
-            Ok(RecordedLine::Snapshot { recv_ns, symbol, json }) => {
-                if symbol.as_deref().is_none_or(|s| s == imp.opts.symbol) {
-                    out.push(TimedSnapshot {
-                        recv_ns,
-                        json: json.to_owned(),
-                        origin: format!("{}:{line_no}", path.display()),
-                    });
-                } else if let Some(s) = symbol {
-                    ImportReport::count(&mut imp.report.other_symbols, &s);
-                }
-                Ok(())
-            }
-            Ok(RecordedLine::Header) => Ok(()),
-            Ok(RecordedLine::Stream { .. }) => {
-                Err("a stream frame in a file of REST responses: give stream files separately".to_owned())
-            }
-            Err(e) => Err(e),
-        });
-        self.report.files.push(file);
-    }
-
-    /// Calls `f` on each line of `path` (as UTF-8); an `Err` from `f` is a
-    /// problem at that line. A read error ends the file (the rest is lost).
-    fn each_line(
-        &mut self,
-        path: &Path,
-        file: &mut FileReport,
-        f: &mut dyn FnMut(&mut Self, u64, &str) -> Result<(), String>,
-    ) {
-        let mut reader = match open_recording(path) {
-            Ok(r) => r,
-            Err(e) => {
-                self.report.problem(format!("{}: cannot open: {e}; file skipped", path.display()));
-                file.truncated = true;
-                return;
-            }
-        };
-        let mut buf = Vec::with_capacity(1 << 16);
-        loop {
-            let line_no = file.lines + 1;
-            match read_line_bounded(&mut *reader, &mut buf) {
-                Ok(LineRead::End) => break,
-                Ok(LineRead::TooLong) => {
-                    file.lines += 1;
-                    file.bad_lines += 1;
-                    self.report.problem(format!(
-                        "{}:{line_no}: line longer than {} bytes; skipped",
-                        path.display(),
-                        super::recording::MAX_LINE_BYTES
-                    ));
-                }
-                Ok(LineRead::Line) => {
-                    file.lines += 1;
-                    let result = match std::str::from_utf8(&buf) {
-                        Ok(line) => f(self, line_no, line),
-                        Err(_) => Err("not UTF-8 text".to_owned()),
-                    };
-                    if let Err(e) = result {
-                        file.bad_lines += 1;
-                        self.report.problem(format!("{}:{line_no}: {e}; line skipped", path.display()));
-                    }
-                }
-                Err(e) => {
-                    file.truncated = true;
-                    self.report.problem(format!(
-                        "{}:{line_no}: read error after {} lines ({e}): the rest of this file is lost",
-                        path.display(),
-                        file.lines
-                    ));
-                    break;
-                }
-            }
-        }
-    }
-
-    fn read_stream_file(
-        &mut self,
-        path: &Path,
-        rest: &mut VecDeque<TimedSnapshot>,
-        progress: &mut dyn FnMut(&str),
-    ) -> Result<(), ImportError> {
-        let mut file = FileReport { path: path.to_owned(), ..Default::default() };
-        let format = self.opts.format;
-        let mut store_error = None;
-        self.each_line(path, &mut file, &mut |imp, line_no, line| {
-            if line_no % 1_000_000 == 0 {
-                progress(&format!("{}: {line_no} lines", path.display()));
-            }
-            let origin = || format!("{}:{line_no}", path.display());
-            match split_line(format, line)? {
-                RecordedLine::Header => Ok(()),
-                RecordedLine::Snapshot { symbol, json, .. } => {
-                    if symbol.as_deref().is_none_or(|s| s == imp.opts.symbol) {
-                        imp.on_snapshot(json, &origin());
-                    }
-                    Ok(())
-                }
-                RecordedLine::Stream { recv_ns, json } => {
-                    while rest.front().is_some_and(|s| s.recv_ns <= recv_ns) {
-                        if let Some(s) = rest.pop_front() {
-                            imp.on_snapshot(&s.json, &s.origin);
-                        }
-                    }
-                    imp.on_frame(json, recv_ns, &origin).map_err(|e| match e {
-                        FrameError::Line(text) => text,
-                        FrameError::Store(e) => {
-                            let text = format!("writing the store: {e}");
-                            store_error.get_or_insert(e);
-                            text
-                        }
-                    })
-                }
-            }
-        });
-        self.report.files.push(file);
-        match store_error {
-            Some(e) => Err(e.into()),
-            None => Ok(()),
-        }
+    fn progress_line(&self, source: &FrameSource, file: Option<usize>) -> String {
+        let name = file.and_then(|f| source.files().get(f)).map_or("?".into(), |f| f.path.display().to_string());
+        format!(
+            "{name}: done; {} snapshots and {} trades so far",
+            self.snapshots.rows_written(),
+            self.trades.rows_written()
+        )
     }
 
     fn on_snapshot(&mut self, json: &str, origin: &str) {

@@ -15,6 +15,7 @@
 //! importer's, [`super::import`]), and writes them: [`FrameRecorder`] is
 //! `quorum collect --record-frames`, in hftbacktest's format.
 
+use std::collections::{BTreeMap, VecDeque};
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
@@ -184,6 +185,251 @@ pub fn read_line_bounded(r: &mut dyn BufRead, buf: &mut Vec<u8>) -> std::io::Res
             return Ok(if too_long { LineRead::TooLong } else { LineRead::Line });
         }
     }
+}
+
+// ---- reading frames in order ---------------------------------------------------------
+
+/// One input file, as read.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct FileReport {
+    pub path: PathBuf,
+    pub lines: u64,
+    /// Lines that could not be used (each named in the problems).
+    pub bad_lines: u64,
+    /// The file ended in a read error (e.g. a truncated gzip): the rest of it is lost.
+    pub truncated: bool,
+}
+
+/// What a recorded frame is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FrameKind {
+    /// A combined-stream message.
+    Stream,
+    /// A REST depth snapshot of the symbol read.
+    Snapshot,
+}
+
+/// One frame of a recording, in the order it was received.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordedFrame {
+    pub recv_ns: i64,
+    pub kind: FrameKind,
+    pub json: String,
+    /// Index of the file in [`FrameSource::files`] (cryptofeed's REST files included).
+    pub file: usize,
+    pub line: u64,
+}
+
+impl RecordedFrame {
+    /// `path:line`, for messages.
+    pub fn origin(&self, files: &[FileReport]) -> String {
+        format!("{}:{}", files.get(self.file).map_or(Path::new("?"), |f| f.path.as_path()).display(), self.line)
+    }
+}
+
+struct OpenReader {
+    file: usize,
+    reader: Box<dyn BufRead + Send>,
+}
+
+/// The frames of a recording, one at a time, in receive order: the stream
+/// files in the order given (a later file may continue an earlier one), with
+/// REST snapshots that sit in files of their own (cryptofeed's `.http`)
+/// merged in by receive time, before a frame received at the same instant.
+/// REST snapshots of other symbols are counted, not returned. Memory is one
+/// line (at most [`MAX_LINE_BYTES`]) plus the separate REST snapshots.
+///
+/// Unusable lines are skipped and named through `problem`; a read error ends
+/// that file and the next one goes on.
+pub struct FrameSource {
+    format: RecordFormat,
+    symbol: String,
+    files: Vec<FileReport>,
+    stream_files: VecDeque<usize>,
+    rest: VecDeque<RecordedFrame>,
+    open: Option<OpenReader>,
+    /// The stream's next frame, read ahead to merge the REST snapshots in.
+    peeked: Option<RecordedFrame>,
+    buf: Vec<u8>,
+    other_symbols: BTreeMap<String, u64>,
+}
+
+impl FrameSource {
+    /// Opens the recording of `symbol` in `paths`. REST-only files are read now.
+    pub fn open(format: RecordFormat, symbol: &str, paths: &[PathBuf], problem: &mut dyn FnMut(String)) -> FrameSource {
+        let mut src = FrameSource {
+            format,
+            symbol: symbol.to_ascii_uppercase(),
+            files: paths.iter().map(|p| FileReport { path: p.clone(), ..Default::default() }).collect(),
+            stream_files: VecDeque::new(),
+            rest: VecDeque::new(),
+            open: None,
+            peeked: None,
+            buf: Vec::with_capacity(1 << 16),
+            other_symbols: BTreeMap::new(),
+        };
+        let mut rest = Vec::new();
+        for i in 0..paths.len() {
+            if src.is_rest_file(i) {
+                while let Some(f) = src.next_line_frame(i, problem) {
+                    match f {
+                        LineFrame::Frame(frame) if frame.kind == FrameKind::Snapshot => rest.push(frame),
+                        LineFrame::Frame(frame) => {
+                            src.files[i].bad_lines += 1;
+                            problem(format!(
+                                "{}: a stream frame in a file of REST responses; skipped (give stream files separately)",
+                                frame.origin(&src.files)
+                            ));
+                        }
+                        LineFrame::Skipped => {}
+                    }
+                }
+            } else {
+                src.stream_files.push_back(i);
+            }
+        }
+        rest.sort_by_key(|f| f.recv_ns);
+        src.rest = rest.into();
+        src
+    }
+
+    /// Every file, with what was read of it so far.
+    pub fn files(&self) -> &[FileReport] {
+        &self.files
+    }
+
+    /// REST snapshots of other symbols seen, by symbol.
+    pub fn other_symbols(&self) -> &BTreeMap<String, u64> {
+        &self.other_symbols
+    }
+
+    /// Counts a line the caller could not use (its problem said why).
+    pub fn mark_bad(&mut self, file: usize) {
+        if let Some(f) = self.files.get_mut(file) {
+            f.bad_lines += 1;
+        }
+    }
+
+    /// The next frame in receive order, or `None` at the end of the recording.
+    pub fn next_frame(&mut self, problem: &mut dyn FnMut(String)) -> Option<RecordedFrame> {
+        if self.peeked.is_none() {
+            self.peeked = self.next_stream_frame(problem);
+        }
+        match (&self.peeked, self.rest.front()) {
+            (Some(f), Some(r)) if r.recv_ns <= f.recv_ns => self.rest.pop_front(),
+            (Some(_), _) => self.peeked.take(),
+            (None, _) => self.rest.pop_front(),
+        }
+    }
+
+    /// The next frame of the stream files, across files.
+    fn next_stream_frame(&mut self, problem: &mut dyn FnMut(String)) -> Option<RecordedFrame> {
+        loop {
+            let file = match &self.open {
+                Some(o) => o.file,
+                None => *self.stream_files.front()?,
+            };
+            match self.next_line_frame(file, problem) {
+                Some(LineFrame::Frame(frame)) => return Some(frame),
+                Some(LineFrame::Skipped) => {}
+                None => {
+                    self.stream_files.pop_front();
+                }
+            }
+        }
+    }
+
+    /// A cryptofeed file whose first line is a recorded REST response.
+    fn is_rest_file(&mut self, i: usize) -> bool {
+        if self.format != RecordFormat::Cryptofeed {
+            return false;
+        }
+        let Ok(mut r) = open_recording(&self.files[i].path) else { return false };
+        let mut buf = Vec::new();
+        matches!(read_line_bounded(&mut *r, &mut buf), Ok(LineRead::Line))
+            && matches!(
+                std::str::from_utf8(&buf).map(|l| split_line(RecordFormat::Cryptofeed, l)),
+                Ok(Ok(RecordedLine::Snapshot { .. }))
+            )
+    }
+
+    /// Reads the next line of file `i` (opening it for REST-only files read
+    /// whole by `open`); `None` at its end or on a read error.
+    fn next_line_frame(&mut self, i: usize, problem: &mut dyn FnMut(String)) -> Option<LineFrame> {
+        if self.open.as_ref().is_none_or(|o| o.file != i) {
+            match open_recording(&self.files[i].path) {
+                Ok(reader) => self.open = Some(OpenReader { file: i, reader }),
+                Err(e) => {
+                    self.files[i].truncated = true;
+                    problem(format!("{}: cannot open: {e}; file skipped", self.files[i].path.display()));
+                    return None;
+                }
+            }
+        }
+        let open = self.open.as_mut()?;
+        let report = &mut self.files[i];
+        let line_no = report.lines + 1;
+        let at = |report: &FileReport| format!("{}:{line_no}", report.path.display());
+        match read_line_bounded(&mut *open.reader, &mut self.buf) {
+            Ok(LineRead::End) => {
+                self.open = None;
+                None
+            }
+            Err(e) => {
+                report.truncated = true;
+                problem(format!(
+                    "{}: read error after {} lines ({e}): the rest of this file is lost",
+                    at(report),
+                    report.lines
+                ));
+                self.open = None;
+                None
+            }
+            Ok(LineRead::TooLong) => {
+                report.lines += 1;
+                report.bad_lines += 1;
+                problem(format!("{}: line longer than {MAX_LINE_BYTES} bytes; skipped", at(report)));
+                Some(LineFrame::Skipped)
+            }
+            Ok(LineRead::Line) => {
+                report.lines += 1;
+                let split = match std::str::from_utf8(&self.buf) {
+                    Ok(line) => split_line(self.format, line),
+                    Err(_) => Err("not UTF-8 text".to_owned()),
+                };
+                let frame = |recv_ns, kind, json: &str| RecordedFrame {
+                    recv_ns,
+                    kind,
+                    json: json.to_owned(),
+                    file: i,
+                    line: line_no,
+                };
+                match split {
+                    Ok(RecordedLine::Header) => Some(LineFrame::Skipped),
+                    Ok(RecordedLine::Stream { recv_ns, json }) => {
+                        Some(LineFrame::Frame(frame(recv_ns, FrameKind::Stream, json)))
+                    }
+                    Ok(RecordedLine::Snapshot { recv_ns, symbol, json }) => match symbol {
+                        Some(s) if s != self.symbol => {
+                            *self.other_symbols.entry(s).or_default() += 1;
+                            Some(LineFrame::Skipped)
+                        }
+                        _ => Some(LineFrame::Frame(frame(recv_ns, FrameKind::Snapshot, json))),
+                    },
+                    Err(e) => {
+                        report.bad_lines += 1;
+                        problem(format!("{}: {e}; line skipped", at(report)));
+                        Some(LineFrame::Skipped)
+                    }
+                }
+            }
+        }
+    }
+}
+
+enum LineFrame {
+    Frame(RecordedFrame),
+    Skipped,
 }
 
 // ---- recording ------------------------------------------------------------------
