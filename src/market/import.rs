@@ -233,7 +233,7 @@ pub fn import_files(
         }
         last_file = Some(frame.file);
         frames += 1;
-        if frames % 1_000_000 == 0 {
+        if frames.is_multiple_of(1_000_000) {
             progress(&format!("{}: {frames} frames", frame.origin(source.files())));
         }
         let origin = || frame.origin(source.files());
