@@ -11,8 +11,8 @@ use rustls_pki_types::CertificateDer;
 
 use quorum::market::{
     import_files, parse_duration, simulate_to_parquet, Endpoint, ExchangeConfig, Fault, ImportOptions,
-    LoopbackExchange, RawLOBCollector, RawLOBConfig, RecordFormat, ScheduledFault, SimConfig, BINANCE_REST_URL,
-    BINANCE_WS_URL,
+    LoopbackExchange, RawLOBCollector, RawLOBConfig, RecordFormat, ReplayFeed, ScheduledFault, SimConfig,
+    BINANCE_REST_URL, BINANCE_WS_URL,
 };
 
 #[derive(Args, Debug)]
@@ -28,8 +28,9 @@ pub struct SimulateArgs {
     /// 0 = a pure random walk; up to 2.
     #[arg(long, default_value_t = 1.0)]
     pub signal_strength: f64,
-    #[arg(long, default_value = "SIMUSDT")]
-    pub symbol: String,
+    /// The simulator's symbol (default SIMUSDT); with `--replay`, the recording's symbol to serve (required).
+    #[arg(long)]
+    pub symbol: Option<String>,
     /// Serve the simulator as a loopback exchange (Binance protocol) on this address until Ctrl-C.
     #[arg(long)]
     pub serve: Option<SocketAddr>,
@@ -41,6 +42,16 @@ pub struct SimulateArgs {
     /// ipban:SECS (HTTP 418). Repeatable.
     #[arg(long = "fault")]
     pub faults: Vec<String>,
+    /// With `--serve`: serve these recorded files (in time order) instead of
+    /// the simulator, at their recorded pace divided by `--speed`.
+    #[arg(long, num_args = 1.., requires = "serve")]
+    pub replay: Vec<PathBuf>,
+    /// The tool that recorded the `--replay` files.
+    #[arg(long, value_enum, default_value = "hftbacktest")]
+    pub replay_format: RecordFormat,
+    /// With `--replay`: how many times faster than recorded.
+    #[arg(long, default_value_t = 1.0)]
+    pub speed: f64,
 }
 
 #[derive(Args, Debug)]
@@ -177,8 +188,16 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 }
 
 pub fn simulate(args: SimulateArgs) -> Result<()> {
+    let replay = if args.replay.is_empty() {
+        None
+    } else {
+        let Some(symbol) = args.symbol.as_deref() else {
+            bail!("--replay needs --symbol: the recording's symbol to serve (e.g. BTCUSDT)");
+        };
+        Some(ReplayFeed::open(args.replay_format, symbol, &args.replay, args.speed)?)
+    };
     let sim = SimConfig {
-        symbol: args.symbol.clone(),
+        symbol: args.symbol.clone().unwrap_or_else(|| "SIMUSDT".into()),
         seed: args.seed,
         signal_strength: args.signal_strength,
         ..SimConfig::default()
@@ -198,7 +217,7 @@ pub fn simulate(args: SimulateArgs) -> Result<()> {
             truth_capacity: 1_000,
             ..Default::default()
         };
-        return runtime()?.block_on(serve(addr, cfg, limit));
+        return runtime()?.block_on(serve(addr, cfg, replay, limit));
     }
     let Some(out) = args.out else {
         bail!("simulate needs --out DIR (write Parquet) or --serve ADDR (loopback exchange)");
@@ -228,8 +247,16 @@ pub fn simulate(args: SimulateArgs) -> Result<()> {
     Ok(())
 }
 
-async fn serve(addr: SocketAddr, cfg: ExchangeConfig, limit: Option<Duration>) -> Result<()> {
-    let ex = LoopbackExchange::start(addr, cfg).await?;
+async fn serve(
+    addr: SocketAddr,
+    cfg: ExchangeConfig,
+    replay: Option<ReplayFeed>,
+    limit: Option<Duration>,
+) -> Result<()> {
+    let ex = match replay {
+        Some(feed) => LoopbackExchange::start_replay(addr, cfg, feed).await?,
+        None => LoopbackExchange::start(addr, cfg).await?,
+    };
     let ep = ex.endpoint();
     println!("serving {} (ws {}, rest {}); Ctrl-C to stop", ex.local_addr(), ep.ws_url, ep.rest_url);
     let wait = async {
