@@ -205,7 +205,7 @@ impl LoopbackExchange {
     /// Binds `bind` (use port 0 for any free port) and starts serving the simulator.
     pub async fn start(bind: SocketAddr, cfg: ExchangeConfig) -> Result<LoopbackExchange, ExchangeError> {
         let sim = MarketSimulator::new(cfg.sim.clone())?;
-        let feed = Feed::Sim { sim, first: true };
+        let feed = Feed::Sim { sim: Box::new(sim), first: true };
         LoopbackExchange::start_feed(bind, cfg, feed).await
     }
 
@@ -296,7 +296,7 @@ fn text(s: String) -> Item {
 /// What the exchange serves: the simulator, one tick per `tick_interval`,
 /// or a recording at its own pace.
 enum Feed {
-    Sim { sim: MarketSimulator, first: bool },
+    Sim { sim: Box<MarketSimulator>, first: bool },
     Replay(Box<ReplayFeed>),
 }
 
