@@ -78,6 +78,10 @@ pub enum ImportError {
     Store(#[from] StoreError),
 }
 
+/// Rows per Parquet row group of an import: the writer holds one row group
+/// in memory, so small ones keep memory flat however long the recording (the
+/// collector's saves of 1,000 snapshots make row groups no larger).
+const IMPORT_ROW_GROUP_ROWS: usize = 8192;
 /// Largest number of problems kept word for word (the rest are counted).
 const MAX_PROBLEMS: usize = 100;
 /// Largest number of bookTicker frames held while the book has not reached their update id.
@@ -209,8 +213,8 @@ pub fn import_files(
         shared: ClientShared::new(&opts.symbol),
         synced_once: false,
         next_row_ms: None,
-        snapshots: SnapshotWriter::new(&opts.out_dir, &opts.symbol)?,
-        trades: TradeWriter::new(&opts.out_dir, &opts.symbol)?,
+        snapshots: SnapshotWriter::new(&opts.out_dir, &opts.symbol)?.with_row_group_rows(IMPORT_ROW_GROUP_ROWS)?,
+        trades: TradeWriter::new(&opts.out_dir, &opts.symbol)?.with_row_group_rows(IMPORT_ROW_GROUP_ROWS)?,
         report: ImportReport { symbol: opts.symbol.clone(), ..Default::default() },
         segment: None,
         tops: VecDeque::with_capacity(TOPS_REMEMBERED),
