@@ -44,7 +44,7 @@ fn imported_btcusdt_gives_features_and_every_model_runs_on_its_windows() {
         built.stats.rejected()
     );
     assert_eq!(built.stats.rejected(), 0, "real books are all accepted: {:?}", built.stats);
-    assert!(built.table.len() > 0, "rows come out after the warm-up");
+    assert!(!built.table.is_empty(), "rows come out after the warm-up");
     assert_eq!(built.table.len() as u64 + built.stats.warming_up, snapshots as u64, "every tick is a row or warm-up");
 
     // The windows, and the three models (docs/models.md's default sizes,
