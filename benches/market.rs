@@ -1,7 +1,13 @@
 //! Market-data benches: diff-event apply and snapshot extraction on a
-//! 1000-level book, JSON parsing, and the simulator's throughput.
+//! 1000-level book, JSON parsing, the simulator's throughput, and
+//! `quorum import` of real recordings.
 //!
 //! `cargo bench --bench market -- --warm-up-time 1 --measurement-time 3`
+//!
+//! The import bench reads the whole BTCUSDT recording (11 minutes, two
+//! files) from `../shared/data/binance/` or `$QUORUM_BINANCE_DATA`; without
+//! it, the one-minute excerpt in tests/fixtures/binance/. It prints the
+//! recording's length, so a median reads as seconds per minute of data.
 
 use std::hint::black_box;
 use std::time::Duration;
@@ -10,7 +16,9 @@ use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughpu
 use quorum::market::binance::parse_depth_update;
 use quorum::market::decimal::Fixed;
 use quorum::market::simulator::{simulate_to_parquet, MarketSimulator, SimConfig};
-use quorum::market::{DepthSnapshot, DepthUpdate, OrderBook, PriceLevel, Snapshot};
+use quorum::market::{
+    import_files, DepthSnapshot, DepthUpdate, ImportOptions, OrderBook, PriceLevel, RecordFormat, Snapshot,
+};
 
 const EVENTS: usize = 1_000;
 
@@ -110,5 +118,44 @@ fn sim_benches(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, book_benches, sim_benches);
+/// The BTCUSDT recording: the full files if this machine has them, else the excerpt.
+fn btcusdt_recording() -> Vec<std::path::PathBuf> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let shared = std::env::var_os("QUORUM_BINANCE_DATA")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| root.join("../shared/data/binance"));
+    let full = [shared.join("spot_btcusdt_20240808.gz"), shared.join("spot_btcusdt_20240809.gz")];
+    if full.iter().all(|f| f.is_file()) {
+        return full.to_vec();
+    }
+    let fixtures = root.join("tests/fixtures/binance");
+    vec![fixtures.join("btcusdt_excerpt_a.gz"), fixtures.join("btcusdt_excerpt_b.gz")]
+}
+
+fn import_benches(c: &mut Criterion) {
+    let files = btcusdt_recording();
+    let out = std::env::temp_dir().join(format!("quorum-bench-import-{}", std::process::id()));
+    let opts = ImportOptions::new(RecordFormat::Hftbacktest, "BTCUSDT", &out);
+    let probe = import_files(&opts, &files, &mut |_| {}).expect("the recording imports");
+    let seconds = probe.segments.iter().map(|s| s.last_exchange_ms - s.first_exchange_ms).sum::<i64>() as f64 / 1e3;
+    eprintln!(
+        "import: {} files, {:.1} minutes of data, {} snapshots, {} trades",
+        files.len(),
+        seconds / 60.0,
+        probe.snapshots_written,
+        probe.trades_written
+    );
+    let mut g = c.benchmark_group("import");
+    g.sample_size(10);
+    g.bench_function("btcusdt_hftbacktest", |b| {
+        b.iter(|| {
+            let _ = std::fs::remove_dir_all(&out);
+            black_box(import_files(&opts, &files, &mut |_| {}).unwrap())
+        })
+    });
+    g.finish();
+    let _ = std::fs::remove_dir_all(&out);
+}
+
+criterion_group!(benches, book_benches, sim_benches, import_benches);
 criterion_main!(benches);

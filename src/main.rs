@@ -94,6 +94,8 @@ enum Command {
     Simulate(market_cli::SimulateArgs),
     /// Collect an order book from Binance (or any server speaking its protocol) into Parquet.
     Collect(market_cli::CollectArgs),
+    /// Import recorded Binance frames (hftbacktest, cryptofeed) into the store `collect` writes.
+    Import(market_cli::ImportArgs),
     /// Train one architecture (or all three) with walk-forward validation on a data folder.
     Train(train_cli::TrainArgs),
     /// Serve the ensemble over HTTP (docs/api.md), optionally live from the simulator or Binance.
@@ -119,6 +121,7 @@ fn main() -> Result<()> {
         Command::Features { raw, out, symbol } => features(&raw, &out, symbol.as_deref()),
         Command::Simulate(args) => market_cli::simulate(args),
         Command::Collect(args) => market_cli::collect(args),
+        Command::Import(args) => market_cli::import(args),
         Command::Train(args) => train_cli::train(args),
         Command::Serve(args) => server_cli::serve(*args),
     }

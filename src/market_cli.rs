@@ -1,4 +1,4 @@
-//! The `simulate` and `collect` subcommands (market data).
+//! The `simulate`, `collect` and `import` subcommands (market data).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -10,8 +10,9 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
 
 use quorum::market::{
-    parse_duration, simulate_to_parquet, Endpoint, ExchangeConfig, Fault, LoopbackExchange, RawLOBCollector,
-    RawLOBConfig, ScheduledFault, SimConfig, BINANCE_REST_URL, BINANCE_WS_URL,
+    import_files, parse_duration, simulate_to_parquet, Endpoint, ExchangeConfig, Fault, ImportOptions,
+    LoopbackExchange, RawLOBCollector, RawLOBConfig, RecordFormat, ReplayFeed, ScheduledFault, SimConfig,
+    BINANCE_REST_URL, BINANCE_WS_URL,
 };
 
 #[derive(Args, Debug)]
@@ -27,8 +28,9 @@ pub struct SimulateArgs {
     /// 0 = a pure random walk; up to 2.
     #[arg(long, default_value_t = 1.0)]
     pub signal_strength: f64,
-    #[arg(long, default_value = "SIMUSDT")]
-    pub symbol: String,
+    /// The simulator's symbol (default SIMUSDT); with `--replay`, the recording's symbol to serve (required).
+    #[arg(long)]
+    pub symbol: Option<String>,
     /// Serve the simulator as a loopback exchange (Binance protocol) on this address until Ctrl-C.
     #[arg(long)]
     pub serve: Option<SocketAddr>,
@@ -40,6 +42,16 @@ pub struct SimulateArgs {
     /// ipban:SECS (HTTP 418). Repeatable.
     #[arg(long = "fault")]
     pub faults: Vec<String>,
+    /// With `--serve`: serve these recorded files (in time order) instead of
+    /// the simulator, at their recorded pace divided by `--speed`.
+    #[arg(long, num_args = 1.., requires = "serve")]
+    pub replay: Vec<PathBuf>,
+    /// The tool that recorded the `--replay` files.
+    #[arg(long, value_enum, default_value = "hftbacktest")]
+    pub replay_format: RecordFormat,
+    /// With `--replay`: how many times faster than recorded.
+    #[arg(long, default_value_t = 1.0)]
+    pub speed: f64,
 }
 
 #[derive(Args, Debug)]
@@ -75,6 +87,64 @@ pub struct CollectArgs {
     /// in front of a colocated gateway). Repeatable.
     #[arg(long = "ca-cert")]
     pub ca_certs: Vec<PathBuf>,
+    /// Also write every frame as received, with its receive time in ns, to this
+    /// folder (hftbacktest's format, gzip, one file per UTC hour), for
+    /// `quorum import` or `simulate --replay` later.
+    #[arg(long)]
+    pub record_frames: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct ImportArgs {
+    /// The tool that recorded the files.
+    #[arg(long, value_enum)]
+    pub format: RecordFormat,
+    /// The symbol to import (a recording may hold several).
+    #[arg(long)]
+    pub symbol: String,
+    /// The store's root, as `collect --out`.
+    #[arg(long, default_value = "data/raw_lob")]
+    pub out: PathBuf,
+    /// Exchange-time milliseconds between stored snapshots.
+    #[arg(long, default_value_t = 100)]
+    pub interval_ms: i64,
+    #[arg(long, default_value_t = 20)]
+    pub levels: usize,
+    /// Also write the report as JSON to this file.
+    #[arg(long)]
+    pub report_json: Option<PathBuf>,
+    /// The recorded files, in time order (a later file may continue an earlier
+    /// one; cryptofeed's REST `.http` files may come anywhere).
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+}
+
+/// `quorum import`: fails (after writing) when the rebuilt book disagrees
+/// with Binance's own bookTicker, or when nothing could be stored.
+pub fn import(args: ImportArgs) -> Result<()> {
+    let mut opts = ImportOptions::new(args.format, &args.symbol, &args.out);
+    opts.interval_ms = args.interval_ms;
+    opts.num_levels = args.levels;
+    let started = Instant::now();
+    let report = import_files(&opts, &args.files, &mut |line| eprintln!("[import] {line}"))?;
+    print!("{report}");
+    println!("  took {:.2} s", started.elapsed().as_secs_f64());
+    if let Some(path) = &args.report_json {
+        let json = serde_json::to_vec_pretty(&report)?;
+        quorum::fsutil::write_atomic(path, &json).with_context(|| format!("--report-json {}", path.display()))?;
+    }
+    let t = &report.book_ticker;
+    if t.compared > t.equal {
+        bail!(
+            "the rebuilt book disagrees with Binance's bookTicker at {} of {} update ids: the files are written but do not trust them",
+            t.compared - t.equal,
+            t.compared
+        );
+    }
+    if report.snapshots_written == 0 {
+        bail!("no snapshot of {} could be stored (see the problems above)", opts.symbol);
+    }
+    Ok(())
 }
 
 fn duration_arg(text: &str) -> Result<Duration> {
@@ -118,8 +188,16 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 }
 
 pub fn simulate(args: SimulateArgs) -> Result<()> {
+    let replay = if args.replay.is_empty() {
+        None
+    } else {
+        let Some(symbol) = args.symbol.as_deref() else {
+            bail!("--replay needs --symbol: the recording's symbol to serve (e.g. BTCUSDT)");
+        };
+        Some(ReplayFeed::open(args.replay_format, symbol, &args.replay, args.speed)?)
+    };
     let sim = SimConfig {
-        symbol: args.symbol.clone(),
+        symbol: args.symbol.clone().unwrap_or_else(|| "SIMUSDT".into()),
         seed: args.seed,
         signal_strength: args.signal_strength,
         ..SimConfig::default()
@@ -139,7 +217,7 @@ pub fn simulate(args: SimulateArgs) -> Result<()> {
             truth_capacity: 1_000,
             ..Default::default()
         };
-        return runtime()?.block_on(serve(addr, cfg, limit));
+        return runtime()?.block_on(serve(addr, cfg, replay, limit));
     }
     let Some(out) = args.out else {
         bail!("simulate needs --out DIR (write Parquet) or --serve ADDR (loopback exchange)");
@@ -169,8 +247,16 @@ pub fn simulate(args: SimulateArgs) -> Result<()> {
     Ok(())
 }
 
-async fn serve(addr: SocketAddr, cfg: ExchangeConfig, limit: Option<Duration>) -> Result<()> {
-    let ex = LoopbackExchange::start(addr, cfg).await?;
+async fn serve(
+    addr: SocketAddr,
+    cfg: ExchangeConfig,
+    replay: Option<ReplayFeed>,
+    limit: Option<Duration>,
+) -> Result<()> {
+    let ex = match replay {
+        Some(feed) => LoopbackExchange::start_replay(addr, cfg, feed).await?,
+        None => LoopbackExchange::start(addr, cfg).await?,
+    };
     let ep = ex.endpoint();
     println!("serving {} (ws {}, rest {}); Ctrl-C to stop", ex.local_addr(), ep.ws_url, ep.rest_url);
     let wait = async {
@@ -203,6 +289,7 @@ pub fn collect(args: CollectArgs) -> Result<()> {
         save_interval: args.save_interval,
         endpoint: Endpoint::new(args.ws_url, args.rest_url),
         out_dir: args.out.clone(),
+        record_frames: args.record_frames.clone(),
         ..RawLOBConfig::default()
     };
     if !(args.stale_after.is_finite() && args.stale_after > 0.0) {
@@ -268,5 +355,14 @@ async fn collect_async(cfg: RawLOBConfig, limit: Option<Duration>, status_every:
         stats.client.resyncs,
         stats.client.reconnects
     );
+    if let Some(rec) = collector.recorded_frames() {
+        println!(
+            "collect: {} frames recorded in {} files ({} dropped: the writer fell behind){}",
+            rec.frames,
+            rec.files.len(),
+            rec.dropped,
+            rec.files.last().map(|f| format!(", last {}", f.display())).unwrap_or_default()
+        );
+    }
     Ok(())
 }

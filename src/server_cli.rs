@@ -68,6 +68,13 @@ pub struct ServeArgs {
     /// Live mode on Binance spot for this symbol (e.g. BTCUSDT).
     #[arg(long)]
     pub live: Option<String>,
+    /// With --live: the WebSocket base URL (`wss://host:port` or `ws://host:port`),
+    /// e.g. a `quorum simulate --serve ADDR --replay FILE...` of a recording.
+    #[arg(long, requires = "live", default_value = BINANCE_WS_URL)]
+    pub ws_url: String,
+    /// With --live: the REST base URL (`https://host` or `http://host:port`).
+    #[arg(long, requires = "live", default_value = BINANCE_REST_URL)]
+    pub rest_url: String,
     /// With --simulate: wall-clock milliseconds per simulated 100 ms tick (lower runs the market faster).
     #[arg(long, default_value_t = 100)]
     pub sim_tick_ms: u64,
@@ -164,7 +171,7 @@ async fn run(args: ServeArgs, engine: Arc<Engine>, train_on: Device) -> Result<(
     } else {
         args.live.as_ref().map(|symbol| LiveConfig {
             symbol: symbol.to_ascii_uppercase(),
-            endpoint: Endpoint::new(BINANCE_WS_URL, BINANCE_REST_URL),
+            endpoint: Endpoint::new(args.ws_url.clone(), args.rest_url.clone()),
             ..LiveConfig::default()
         })
     };

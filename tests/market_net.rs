@@ -10,6 +10,8 @@
 //! Each case is bounded: the exchange ticks every 10 ms, the wait for enough
 //! data after the fault has a 40 s deadline, and the collector stops itself.
 
+mod common;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -19,8 +21,8 @@ use std::time::Duration;
 use quorum::market::client::{handle_text, ClientShared, Endpoint, MessageAction};
 use quorum::market::store::read_trades;
 use quorum::market::{
-    read_snapshots, ClientTuning, CollectorStats, ExchangeConfig, Fault, LoopbackExchange, RawLOBCollector,
-    RawLOBConfig, ScheduledFault, SimConfig, Snapshot, TruthLog, NUM_LEVELS,
+    import_files, read_snapshots, ClientTuning, CollectorStats, ExchangeConfig, Fault, ImportOptions, LoopbackExchange,
+    RawLOBCollector, RawLOBConfig, RecordFormat, ReplayFeed, ScheduledFault, SimConfig, Snapshot, TruthLog, NUM_LEVELS,
 };
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
@@ -478,4 +480,149 @@ async fn exchange_drops_a_client_that_never_answers_pings() {
     .await;
     assert!(ended.is_ok(), "the exchange kept a client that never answered a ping");
     ex.shutdown().await;
+}
+
+/// `collect --record-frames`, then `import` of what it recorded, gives back
+/// every snapshot the collector stored, bit for bit with both times, and the
+/// same trades, through a dropped diff (a gap both must see and both must
+/// resync from the same recorded snapshot). The import samples every 1 ms of
+/// exchange time, so each state the collector could have sampled is a row.
+async fn record_then_import(name: &str, ex: LoopbackExchange, symbol: &str, min_samples: u64) {
+    let out = scratch(name);
+    let mut config = collector_config(&ex, out.join("raw"), tuning(STALE));
+    config.symbol = symbol.into();
+    config.record_frames = Some(out.join("frames"));
+    let mut c = RawLOBCollector::new(config).unwrap();
+    c.start().await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(40);
+    while c.stats().client.resyncs == 0 || c.stats().samples < min_samples {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{name}: no resync and {min_samples} samples within 40 s: {:?}",
+            c.stats()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let stats = c.stop().await.unwrap();
+    ex.shutdown().await;
+    let recorded = c.recorded_frames().expect("the recorder ran");
+    assert_eq!(recorded.dropped, 0);
+    assert!(recorded.frames >= stats.client.messages, "every frame is recorded: {recorded:?} {stats:?}");
+
+    let mut opts = ImportOptions::new(RecordFormat::Hftbacktest, symbol, out.join("imported"));
+    opts.interval_ms = 1;
+    let report = import_files(&opts, &recorded.files, &mut |_| {}).unwrap();
+    assert_eq!(report.gaps, stats.client.gaps, "{name}: the dropped diff is a gap in the recording too: {report}");
+    assert!(report.gaps >= 1);
+    assert_eq!(report.snapshots_loaded, stats.client.snapshots_fetched, "{report}");
+
+    let imported: std::collections::HashMap<u64, Snapshot> = read_snapshots(&out.join("imported"), symbol)
+        .unwrap()
+        .map(|r| r.map(|s| (s.last_update_id, s)))
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let collected: Vec<Snapshot> = read_snapshots(&out.join("raw"), symbol).unwrap().collect::<Result<_, _>>().unwrap();
+    assert_eq!(collected.len() as u64, stats.samples);
+    for (i, row) in collected.iter().enumerate() {
+        let again = imported
+            .get(&row.last_update_id)
+            .unwrap_or_else(|| panic!("{name}: row {i}: the import has no book at update id {}", row.last_update_id));
+        assert_eq!(again, row, "{name}: row {i} (update id {})", row.last_update_id);
+    }
+    let trades = |dir: &str| -> Vec<_> { read_trades(&out.join(dir), symbol).unwrap().map(|t| t.unwrap()).collect() };
+    assert_eq!(trades("imported"), trades("raw"));
+    let _ = std::fs::remove_dir_all(&out);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recorded_frames_of_the_simulator_import_back_to_every_stored_snapshot() {
+    let faults = vec![ScheduledFault { at_event: FAULT_AT, fault: Fault::DropDiff }];
+    let ex = LoopbackExchange::start(loopback(), exchange_config(faults)).await.unwrap();
+    record_then_import("record_sim", ex, SYMBOL, 150).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recorded_frames_of_a_replay_import_back_to_every_stored_snapshot() {
+    let dir = common::fixtures::fixtures_dir().join("binance");
+    let files = [dir.join("btcusdt_excerpt_a.gz"), dir.join("btcusdt_excerpt_b.gz")];
+    let feed = ReplayFeed::open(RecordFormat::Hftbacktest, "BTCUSDT", &files, 8.0).unwrap();
+    let faults = vec![ScheduledFault { at_event: FAULT_AT, fault: Fault::DropDiff }];
+    let ex = LoopbackExchange::start_replay(loopback(), exchange_config(faults), feed).await.unwrap();
+    record_then_import("record_replay", ex, "BTCUSDT", 150).await;
+}
+
+/// `simulate --serve --replay`: the real BTCUSDT recording served over the
+/// protocol at 8× its pace, with one fault of every kind injected in turn.
+/// Every row the collector stores equals the replayed book (the replay's
+/// own truth log) at its update id, before, between and after the faults.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replayed_recording_is_collected_exactly_through_every_fault() {
+    let dir = common::fixtures::fixtures_dir().join("binance");
+    let files = [dir.join("btcusdt_excerpt_a.gz"), dir.join("btcusdt_excerpt_b.gz")];
+    let feed = ReplayFeed::open(RecordFormat::Hftbacktest, "btcusdt", &files, 8.0).unwrap();
+    let kinds = [
+        Fault::DropDiff,
+        Fault::DuplicateDiff,
+        Fault::ReorderDiffs,
+        Fault::MalformedJson,
+        Fault::CloseSocket,
+        Fault::StaleSnapshot { ticks_old: 3 },
+        Fault::ServerShutdown,
+        Fault::Stall(Duration::from_millis(300)),
+        Fault::RateLimit { retry_after_secs: 1 },
+    ];
+    let faults: Vec<ScheduledFault> = kinds
+        .iter()
+        .enumerate()
+        .map(|(i, f)| ScheduledFault { at_event: 30 * (i as u64 + 1), fault: f.clone() })
+        .collect();
+    let n_faults = faults.len() as u64;
+    let ex = LoopbackExchange::start_replay(loopback(), exchange_config(faults), feed).await.unwrap();
+    let (counters, truth) = (ex.counters(), ex.truth());
+    let out = scratch("replay");
+    let config = RawLOBConfig {
+        symbol: "BTCUSDT".into(),
+        collection_interval: 0.015,
+        save_interval: 40,
+        endpoint: ex.endpoint(),
+        out_dir: out.clone(),
+        tuning: tuning(STALE),
+        ..RawLOBConfig::default()
+    };
+    let mut c = RawLOBCollector::new(config).unwrap();
+    c.start().await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let fired = counters.faults_fired.load(Ordering::Relaxed);
+        let last_id = counters.last_fault_update_id.load(Ordering::Relaxed);
+        let after = c.buffer().iter().filter(|s| s.last_update_id > last_id).count();
+        if fired == n_faults && after >= 40 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{fired} faults and {after} rows after the last in 60 s: {:?}",
+            c.stats()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let stats = c.stop().await.unwrap();
+    ex.shutdown().await;
+    let rows: Vec<Snapshot> = read_snapshots(&out, "BTCUSDT").unwrap().collect::<Result<_, _>>().unwrap();
+    assert_eq!(rows.len() as u64, stats.samples);
+    assert!(rows.len() >= 150, "{} rows", rows.len());
+    for (i, r) in rows.iter().enumerate() {
+        let t = truth
+            .get(r.last_update_id)
+            .unwrap_or_else(|| panic!("row {i}: no replayed book at id {}", r.last_update_id));
+        assert!(
+            same_levels(r, &t),
+            "row {i} (update id {}): stored book differs from the replayed one",
+            r.last_update_id
+        );
+    }
+    assert!(stats.client.resyncs >= 5, "the faults made the client resync: {stats:?}");
+    assert!(stats.client.rate_limited >= 1, "{stats:?}");
+    assert!(stats.saved_trades > 0, "the recording's trades arrive as aggTrades: {stats:?}");
+    let _ = std::fs::remove_dir_all(&out);
 }

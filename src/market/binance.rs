@@ -1,6 +1,7 @@
 //! Binance spot public market-data messages: the combined-stream envelope,
-//! `depthUpdate` (`<symbol>@depth@100ms`), `aggTrade` (`<symbol>@aggTrade`) and
-//! the REST depth snapshot (`/api/v3/depth`). Parsing never panics: malformed,
+//! `depthUpdate` (`<symbol>@depth@100ms`), `aggTrade` (`<symbol>@aggTrade`),
+//! `trade` (`<symbol>@trade`), the best bid and ask (`<symbol>@bookTicker`,
+//! whose payload has no `e`) and the REST depth snapshot (`/api/v3/depth`). Parsing never panics: malformed,
 //! truncated or out-of-range input is a [`BinanceError`]. Prices and quantities
 //! are parsed exactly into [`Fixed`]. The `to_json` methods write the same
 //! formats (for the simulator's loopback exchange).
@@ -77,6 +78,51 @@ impl AggTrade {
     }
 }
 
+/// A single trade (`"e": "trade"`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TradeEvent {
+    /// `E`
+    pub event_time_ms: i64,
+    /// `s`
+    pub symbol: String,
+    /// `t`
+    pub trade_id: u64,
+    /// `p`
+    pub price: Fixed,
+    /// `q`
+    pub quantity: Fixed,
+    /// `T`
+    pub trade_time_ms: i64,
+    /// `m`: the buyer is the maker (the aggressor sold).
+    pub is_buyer_maker: bool,
+}
+
+impl TradeEvent {
+    /// The stored trade row, as [`AggTrade::to_trade`] with the trade's own id.
+    pub fn to_trade(&self) -> Trade {
+        Trade {
+            ts_exchange_ms: self.trade_time_ms,
+            trade_id: self.trade_id,
+            price: self.price.to_f64(),
+            quantity: self.quantity.to_f64(),
+            is_buyer_maker: self.is_buyer_maker,
+        }
+    }
+}
+
+/// The best bid and ask (`<symbol>@bookTicker`): the top of the book at update id `u`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BookTicker {
+    /// `u`, the order book update id.
+    pub update_id: u64,
+    /// `s`
+    pub symbol: String,
+    /// `b`, `B`
+    pub bid: PriceLevel,
+    /// `a`, `A`
+    pub ask: PriceLevel,
+}
+
 /// The REST depth snapshot (`GET /api/v3/depth`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DepthSnapshot {
@@ -90,6 +136,8 @@ pub struct DepthSnapshot {
 pub enum StreamEvent {
     Depth(DepthUpdate),
     AggTrade(AggTrade),
+    Trade(TradeEvent),
+    BookTicker(BookTicker),
     /// Any other event type (ignored by the collector, but not an error).
     Other,
 }
@@ -132,8 +180,9 @@ fn json_err(e: serde_json::Error) -> BinanceError {
 struct RawEnvelope<'a> {
     #[serde(borrow)]
     stream: &'a str,
+    /// Parsed once the stream name is known (a `bookTicker` payload has no `e`).
     #[serde(borrow)]
-    data: RawEvent<'a>,
+    data: &'a serde_json::value::RawValue,
 }
 
 #[derive(Deserialize)]
@@ -143,6 +192,8 @@ enum RawEvent<'a> {
     Depth(#[serde(borrow)] RawDepth<'a>),
     #[serde(rename = "aggTrade")]
     AggTrade(#[serde(borrow)] RawAggTrade<'a>),
+    #[serde(rename = "trade")]
+    Trade(#[serde(borrow)] RawTrade<'a>),
     #[serde(other)]
     Other,
 }
@@ -183,6 +234,40 @@ struct RawAggTrade<'a> {
     trade_time: i64,
     #[serde(rename = "m")]
     buyer_maker: bool,
+}
+
+#[derive(Deserialize)]
+struct RawTrade<'a> {
+    #[serde(rename = "E")]
+    event_time: i64,
+    #[serde(rename = "s", borrow)]
+    symbol: &'a str,
+    #[serde(rename = "t")]
+    trade_id: u64,
+    #[serde(rename = "p", borrow)]
+    price: &'a str,
+    #[serde(rename = "q", borrow)]
+    quantity: &'a str,
+    #[serde(rename = "T")]
+    trade_time: i64,
+    #[serde(rename = "m")]
+    buyer_maker: bool,
+}
+
+#[derive(Deserialize)]
+struct RawBookTicker<'a> {
+    #[serde(rename = "u")]
+    update_id: u64,
+    #[serde(rename = "s", borrow)]
+    symbol: &'a str,
+    #[serde(rename = "b", borrow)]
+    bid_price: &'a str,
+    #[serde(rename = "B", borrow)]
+    bid_qty: &'a str,
+    #[serde(rename = "a", borrow)]
+    ask_price: &'a str,
+    #[serde(rename = "A", borrow)]
+    ask_qty: &'a str,
 }
 
 #[derive(Deserialize)]
@@ -254,18 +339,68 @@ fn convert_agg(r: RawAggTrade<'_>) -> Result<AggTrade, BinanceError> {
     })
 }
 
+fn decimal(text: &str, field: &str) -> Result<Fixed, BinanceError> {
+    Fixed::parse(text).map_err(|source| BinanceError::Decimal { field: field.into(), source })
+}
+
+fn positive_price(text: &str, field: &str) -> Result<Fixed, BinanceError> {
+    let price = decimal(text, field)?;
+    if price.is_zero() {
+        return Err(BinanceError::ZeroPrice { field: field.into() });
+    }
+    Ok(price)
+}
+
+fn convert_trade(r: RawTrade<'_>) -> Result<TradeEvent, BinanceError> {
+    if r.symbol.is_empty() {
+        return Err(BinanceError::EmptySymbol);
+    }
+    Ok(TradeEvent {
+        event_time_ms: r.event_time,
+        symbol: r.symbol.to_owned(),
+        trade_id: r.trade_id,
+        price: positive_price(r.price, "p")?,
+        quantity: decimal(r.quantity, "q")?,
+        trade_time_ms: r.trade_time,
+        is_buyer_maker: r.buyer_maker,
+    })
+}
+
+fn convert_book_ticker(r: RawBookTicker<'_>) -> Result<BookTicker, BinanceError> {
+    if r.symbol.is_empty() {
+        return Err(BinanceError::EmptySymbol);
+    }
+    Ok(BookTicker {
+        update_id: r.update_id,
+        symbol: r.symbol.to_owned(),
+        bid: PriceLevel::new(positive_price(r.bid_price, "b")?, decimal(r.bid_qty, "B")?),
+        ask: PriceLevel::new(positive_price(r.ask_price, "a")?, decimal(r.ask_qty, "A")?),
+    })
+}
+
 fn convert_event(r: RawEvent<'_>) -> Result<StreamEvent, BinanceError> {
     Ok(match r {
         RawEvent::Depth(d) => StreamEvent::Depth(convert_depth(d)?),
         RawEvent::AggTrade(t) => StreamEvent::AggTrade(convert_agg(t)?),
+        RawEvent::Trade(t) => StreamEvent::Trade(convert_trade(t)?),
         RawEvent::Other => StreamEvent::Other,
     })
 }
 
-/// Parses a combined-stream message `{"stream": "...", "data": {...}}`.
+/// Parses a combined-stream message `{"stream": "...", "data": {...}}`. The
+/// payload of a `<symbol>@bookTicker` stream (no `e` field) is a
+/// [`StreamEvent::BookTicker`]; any other payload is read by its `e`.
 pub fn parse_combined(text: &str) -> Result<StreamMessage, BinanceError> {
     let env: RawEnvelope<'_> = serde_json::from_str(text).map_err(json_err)?;
-    Ok(StreamMessage { stream: env.stream.to_owned(), event: convert_event(env.data)? })
+    let data = env.data.get();
+    let event = if env.stream.ends_with("@bookTicker") {
+        let raw: RawBookTicker<'_> = serde_json::from_str(data).map_err(json_err)?;
+        StreamEvent::BookTicker(convert_book_ticker(raw)?)
+    } else {
+        let raw: RawEvent<'_> = serde_json::from_str(data).map_err(json_err)?;
+        convert_event(raw)?
+    };
+    Ok(StreamMessage { stream: env.stream.to_owned(), event })
 }
 
 /// Parses a raw-stream payload (no envelope).

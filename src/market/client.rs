@@ -39,7 +39,8 @@ use tokio::time::{sleep, timeout, Instant};
 use tokio_tungstenite::tungstenite::Message;
 
 use super::binance::{parse_combined, parse_depth_snapshot, BinanceError, DepthSnapshot, StreamEvent};
-use super::book::{BookError, DiffOutcome, OrderBook};
+use super::book::{BookError, DiffOutcome, OrderBook, SyncReport};
+use super::recording::FrameRecorder;
 use super::types::Trade;
 
 /// Binance spot's WebSocket base URL.
@@ -246,6 +247,8 @@ pub struct ClientShared {
     /// Trades received and not yet taken by the collector.
     pub trades: Mutex<Vec<Trade>>,
     pub counters: ClientCounters,
+    /// Where every frame goes as received (`collect --record-frames`), if anywhere.
+    pub recorder: Mutex<Option<FrameRecorder>>,
 }
 
 impl ClientShared {
@@ -261,6 +264,7 @@ impl ClientShared {
             }),
             trades: Mutex::new(Vec::new()),
             counters: ClientCounters::default(),
+            recorder: Mutex::new(None),
         }
     }
 }
@@ -307,19 +311,30 @@ fn is_server_shutdown(text: &str) -> bool {
 /// to the shared book and trade list. Never panics on any input.
 pub fn handle_text(shared: &ClientShared, text: &str, recv_ns: i64) -> MessageAction {
     let c = &shared.counters;
+    if let Some(recorder) = shared.recorder.lock().as_ref() {
+        recorder.record(recv_ns, text);
+    }
     if is_server_shutdown(text) {
         bump(&c.server_shutdowns);
         return MessageAction::ServerShutdown;
     }
-    let msg = match parse_combined(text) {
-        Ok(m) => m,
+    match parse_combined(text) {
+        Ok(m) => handle_event(shared, m.event, recv_ns),
         Err(e) => {
             bump(&c.parse_errors);
-            return MessageAction::Resync(format!("unparseable message: {e}"));
+            MessageAction::Resync(format!("unparseable message: {e}"))
         }
-    };
+    }
+}
+
+/// Applies one parsed stream event received at `recv_ns` (local time, ns
+/// since the epoch) to the shared book and trade list: the book's sequence
+/// rules, the times of the last event, the counters. The live connection and
+/// `quorum import` (recorded frames) both go through here.
+pub fn handle_event(shared: &ClientShared, event: StreamEvent, recv_ns: i64) -> MessageAction {
+    let c = &shared.counters;
     bump(&c.messages);
-    match msg.event {
+    match event {
         StreamEvent::Depth(ev) => {
             bump(&c.depth_events);
             let mut live = shared.live.lock();
@@ -353,8 +368,51 @@ pub fn handle_text(shared: &ClientShared, text: &str, recv_ns: i64) -> MessageAc
             }
             MessageAction::Continue
         }
-        StreamEvent::Other => MessageAction::Continue,
+        StreamEvent::Trade(t) => {
+            if t.symbol.eq_ignore_ascii_case(&shared.symbol) {
+                bump(&c.trades);
+                shared.trades.lock().push(t.to_trade());
+            }
+            MessageAction::Continue
+        }
+        StreamEvent::BookTicker(_) | StreamEvent::Other => MessageAction::Continue,
     }
+}
+
+/// Loads a REST depth snapshot into the shared book (which replays the
+/// buffered events by the book's rules) and counts the outcome. On success
+/// the book's times become those of the last event received, and a load
+/// after an earlier one (`synced_once`) counts as a resync. The live
+/// connection and `quorum import` both go through here.
+pub fn load_snapshot(
+    shared: &ClientShared,
+    snap: &DepthSnapshot,
+    synced_once: &mut bool,
+) -> Result<SyncReport, BookError> {
+    let c = &shared.counters;
+    bump(&c.snapshots_fetched);
+    let result = {
+        let mut live = shared.live.lock();
+        let r = live.book.apply_snapshot(snap);
+        if r.is_ok() {
+            // Every buffered event is in the book now: its time is the last one received.
+            live.last_event_ms = live.last_seen_ms;
+            live.last_recv_ns = live.last_seen_recv_ns;
+        }
+        r
+    };
+    match &result {
+        Ok(_) => {
+            if *synced_once {
+                bump(&c.resyncs);
+            }
+            *synced_once = true;
+        }
+        Err(BookError::SnapshotTooOld { .. }) => bump(&c.snapshots_too_old),
+        Err(BookError::Gap { .. }) => bump(&c.gaps),
+        Err(_) => bump(&c.rejected_books),
+    }
+    result
 }
 
 type HttpClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Empty<Bytes>>;
@@ -403,7 +461,7 @@ async fn fetch_snapshot(
     client: HttpClient,
     url: String,
     request_timeout: Duration,
-) -> Result<DepthSnapshot, ClientError> {
+) -> Result<ReceivedSnapshot, ClientError> {
     let uri: hyper::Uri = url
         .parse()
         .map_err(|e: hyper::http::uri::InvalidUri| ClientError::Url { url: url.clone(), reason: e.to_string() })?;
@@ -429,7 +487,13 @@ async fn fetch_snapshot(
         .map_err(|e| http_err(format!("reading the body: {e}")))?
         .to_bytes();
     let text = std::str::from_utf8(&body).map_err(|e| http_err(format!("body is not UTF-8: {e}")))?;
-    Ok(parse_depth_snapshot(text)?)
+    Ok(ReceivedSnapshot { snapshot: parse_depth_snapshot(text)?, body: text.to_owned() })
+}
+
+/// A REST depth snapshot and the body it was read from (for the frame recorder).
+struct ReceivedSnapshot {
+    snapshot: DepthSnapshot,
+    body: String,
 }
 
 /// Full-jitter exponential backoff: uniform in `[0, min(max, initial · 2^attempt)]`,
@@ -457,7 +521,7 @@ enum SessionEnd {
     Reconnect,
 }
 
-type SnapshotFuture = Pin<Box<dyn Future<Output = Result<DepthSnapshot, ClientError>> + Send>>;
+type SnapshotFuture = Pin<Box<dyn Future<Output = Result<ReceivedSnapshot, ClientError>> + Send>>;
 
 struct Session<'a> {
     symbol: &'a str,
@@ -520,33 +584,16 @@ impl Session<'_> {
                 snap = async { match pending.as_mut() { Some(f) => f.await, None => std::future::pending().await } } => {
                     pending = None;
                     match snap {
-                        Ok(snap) => {
-                            bump(&self.shared.counters.snapshots_fetched);
-                            let result = {
-                                let mut live = self.shared.live.lock();
-                                let r = live.book.apply_snapshot(&snap);
-                                if r.is_ok() {
-                                    // Every buffered event is in the book now: its time is the last one received.
-                                    live.last_event_ms = live.last_seen_ms;
-                                    live.last_recv_ns = live.last_seen_recv_ns;
-                                }
-                                r
-                            };
-                            match result {
+                        Ok(ReceivedSnapshot { snapshot: snap, body }) => {
+                            if let Some(recorder) = self.shared.recorder.lock().as_ref() {
+                                recorder.record(now_ns(), &body);
+                            }
+                            match load_snapshot(self.shared, &snap, self.synced_once) {
                                 Ok(_) => {
-                                    if *self.synced_once {
-                                        bump(&self.shared.counters.resyncs);
-                                    }
-                                    *self.synced_once = true;
                                     self.healthy = true;
                                     failed_syncs = 0;
                                 }
                                 Err(e) => {
-                                    match e {
-                                        BookError::SnapshotTooOld { .. } => bump(&self.shared.counters.snapshots_too_old),
-                                        BookError::Gap { .. } => bump(&self.shared.counters.gaps),
-                                        _ => bump(&self.shared.counters.rejected_books),
-                                    }
                                     failed_syncs += 1;
                                     if failed_syncs >= self.tuning.max_sync_attempts {
                                         return Err(ClientError::SyncFailed { attempts: failed_syncs, last: e.to_string() });

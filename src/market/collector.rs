@@ -26,6 +26,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::client::{run_client, ClientError, ClientShared, ClientStats, ClientTuning, Endpoint};
+use super::recording::{FrameRecorder, RecorderStats};
 use super::sequence::RawLOBSequence;
 use super::store::{write_snapshots, write_trades, StoreError};
 use super::types::{Level, Snapshot, Trade, NUM_LEVELS};
@@ -45,6 +46,9 @@ pub struct RawLOBConfig {
     pub endpoint: Endpoint,
     pub out_dir: PathBuf,
     pub tuning: ClientTuning,
+    /// Also write every frame as received to this folder (hftbacktest's
+    /// format, gzip, hourly files: [`FrameRecorder`]).
+    pub record_frames: Option<PathBuf>,
 }
 
 impl Default for RawLOBConfig {
@@ -59,6 +63,7 @@ impl Default for RawLOBConfig {
             endpoint: Endpoint::default(),
             out_dir: PathBuf::from("data/raw_lob"),
             tuning: ClientTuning::default(),
+            record_frames: None,
         }
     }
 }
@@ -77,6 +82,12 @@ pub enum CollectorError {
     Client(#[from] ClientError),
     #[error("collector task failed: {0}")]
     Task(String),
+    #[error("recording frames under {path}: {source}")]
+    Recorder {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 fn cfg_err(field: &'static str, reason: impl Into<String>) -> CollectorError {
@@ -164,6 +175,7 @@ pub struct RawLOBCollector {
     ring: Arc<Mutex<VecDeque<Snapshot>>>,
     counters: Arc<CollectorCounters>,
     running: Option<Running>,
+    recorded: Mutex<Option<RecorderStats>>,
 }
 
 impl RawLOBCollector {
@@ -174,6 +186,7 @@ impl RawLOBCollector {
             ring: Arc::new(Mutex::new(VecDeque::with_capacity(config.buffer_size))),
             counters: Arc::new(CollectorCounters::default()),
             running: None,
+            recorded: Mutex::new(None),
             config,
         })
     }
@@ -204,6 +217,11 @@ impl RawLOBCollector {
                 stale.len()
             );
         }
+        if let Some(dir) = &self.config.record_frames {
+            let recorder = FrameRecorder::start(dir, &self.config.symbol)
+                .map_err(|source| CollectorError::Recorder { path: dir.clone(), source })?;
+            *self.shared.recorder.lock() = Some(recorder);
+        }
         let (stop_tx, stop_rx) = watch::channel(false);
         let client = tokio::spawn(run_client(
             self.config.endpoint.clone(),
@@ -231,9 +249,23 @@ impl RawLOBCollector {
         let _ = r.stop_tx.send(true);
         let client = r.client.await.map_err(|e| CollectorError::Task(e.to_string()))?;
         let sampler = r.sampler.await.map_err(|e| CollectorError::Task(e.to_string()))?;
+        let recorder = self.shared.recorder.lock().take();
+        if let Some(recorder) = recorder {
+            let dir = self.config.record_frames.clone().unwrap_or_default();
+            let stats = tokio::task::spawn_blocking(move || recorder.finish())
+                .await
+                .map_err(|e| CollectorError::Task(e.to_string()))?
+                .map_err(|source| CollectorError::Recorder { path: dir, source })?;
+            *self.recorded.lock() = Some(stats);
+        }
         client?;
         sampler?;
         Ok(self.stats())
+    }
+
+    /// What the frame recorder wrote, once `stop()` has closed it.
+    pub fn recorded_frames(&self) -> Option<RecorderStats> {
+        self.recorded.lock().clone()
     }
 
     /// Snapshots in the ring buffer.
@@ -335,32 +367,62 @@ fn spawn_save(
     tokio::task::spawn_blocking(move || save(&out, &symbol, &snaps, &trades, &counters))
 }
 
-/// Takes one sample of the shared book, if it is synchronized and valid.
-fn take_sample(cfg: &RawLOBConfig, shared: &ClientShared, counters: &CollectorCounters) -> Option<Snapshot> {
+/// What sampling the shared book gave.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Sample {
+    Taken(Box<Snapshot>),
+    /// The book is not synchronized (or no event has been applied yet).
+    Unsynced,
+    /// The book is crossed.
+    Crossed(String),
+    /// A level is invalid (a non-finite or non-positive value).
+    Invalid(String),
+}
+
+/// Samples the shared book: its top `num_levels` levels a side (deeper ones
+/// missing), stamped with the exchange time and local receive time of the
+/// last event applied. The collector and `quorum import` both sample here.
+pub(crate) fn sample_book(shared: &ClientShared, num_levels: usize) -> Sample {
     let mut snap = Snapshot::empty(0, 0, 0);
     {
         let mut live = shared.live.lock();
         if !live.book.is_synced() || live.last_event_ms == 0 {
-            counters.samples_unsynced.fetch_add(1, Ordering::Relaxed);
-            return None;
+            return Sample::Unsynced;
         }
-        if live.book.snapshot_into(&mut snap).is_err() {
-            counters.rejected_books.fetch_add(1, Ordering::Relaxed);
-            return None;
+        if let Err(e) = live.book.snapshot_into(&mut snap) {
+            return Sample::Crossed(e.to_string());
         }
         snap.ts_exchange_ms = live.last_event_ms;
         snap.ts_local_ns = live.last_recv_ns;
     }
-    for i in cfg.num_levels..NUM_LEVELS {
+    for i in num_levels..NUM_LEVELS {
         snap.bids[i] = Level::MISSING;
         snap.asks[i] = Level::MISSING;
     }
     if let Err(e) = snap.validate() {
-        counters.rejected_books.fetch_add(1, Ordering::Relaxed);
-        eprintln!("[collector {}] refused book at update id {}: {e}", cfg.symbol, snap.last_update_id);
-        return None;
+        return Sample::Invalid(format!("refused book at update id {}: {e}", snap.last_update_id));
     }
-    Some(snap)
+    Sample::Taken(Box::new(snap))
+}
+
+/// Takes one sample of the shared book, if it is synchronized and valid.
+fn take_sample(cfg: &RawLOBConfig, shared: &ClientShared, counters: &CollectorCounters) -> Option<Snapshot> {
+    match sample_book(shared, cfg.num_levels) {
+        Sample::Taken(snap) => Some(*snap),
+        Sample::Unsynced => {
+            counters.samples_unsynced.fetch_add(1, Ordering::Relaxed);
+            None
+        }
+        Sample::Crossed(_) => {
+            counters.rejected_books.fetch_add(1, Ordering::Relaxed);
+            None
+        }
+        Sample::Invalid(reason) => {
+            counters.rejected_books.fetch_add(1, Ordering::Relaxed);
+            eprintln!("[collector {}] {reason}", cfg.symbol);
+            None
+        }
+    }
 }
 
 async fn sample_loop(

@@ -1,5 +1,6 @@
-//! The loopback exchange: the [`MarketSimulator`] served over Binance's spot
-//! protocol on one TCP port (tests and `quorum simulate --serve`):
+//! The loopback exchange: the [`MarketSimulator`] (or a recording,
+//! [`ReplayFeed`]) served over Binance's spot protocol on one TCP port (tests,
+//! `quorum simulate --serve` and `--replay`):
 //! - WebSocket combined streams at `/stream?streams=<sym>@depth@100ms/<sym>@aggTrade`
 //!   (either stream alone works too), pinging every `ping_interval` and
 //!   dropping a connection that sends no pong within `pong_timeout`;
@@ -27,6 +28,7 @@ use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
 use super::binance::{combined_json, DepthSnapshot};
 use super::client::Endpoint;
+use super::replay::{FeedStep, ReplayFeed};
 use super::simulator::{MarketSimulator, SimConfig, SimError};
 use super::types::Snapshot;
 
@@ -179,6 +181,8 @@ const REST_HISTORY: usize = 64;
 
 struct Inner {
     cfg: ExchangeConfig,
+    /// The served symbol, uppercase (the simulator's or the recording's).
+    symbol: String,
     stream_depth: String,
     stream_trade: String,
     tx: broadcast::Sender<Item>,
@@ -198,23 +202,42 @@ pub struct LoopbackExchange {
 }
 
 impl LoopbackExchange {
-    /// Binds `bind` (use port 0 for any free port) and starts serving.
+    /// Binds `bind` (use port 0 for any free port) and starts serving the simulator.
     pub async fn start(bind: SocketAddr, cfg: ExchangeConfig) -> Result<LoopbackExchange, ExchangeError> {
+        let sim = MarketSimulator::new(cfg.sim.clone())?;
+        let feed = Feed::Sim { sim: Box::new(sim), first: true };
+        LoopbackExchange::start_feed(bind, cfg, feed).await
+    }
+
+    /// Binds `bind` and serves a recording (`cfg.sim` is not used; the
+    /// faults, pings and truth log work as with the simulator).
+    pub async fn start_replay(
+        bind: SocketAddr,
+        cfg: ExchangeConfig,
+        replay: ReplayFeed,
+    ) -> Result<LoopbackExchange, ExchangeError> {
+        LoopbackExchange::start_feed(bind, cfg, Feed::Replay(Box::new(replay))).await
+    }
+
+    async fn start_feed(bind: SocketAddr, cfg: ExchangeConfig, feed: Feed) -> Result<LoopbackExchange, ExchangeError> {
         if cfg.tick_interval.is_zero() {
             return Err(ExchangeError::Config { field: "tick_interval", reason: "must be positive".into() });
         }
-        let sim = MarketSimulator::new(cfg.sim.clone())?;
         let listener = TcpListener::bind(bind).await.map_err(|source| ExchangeError::Bind { addr: bind, source })?;
         let addr = listener.local_addr().map_err(|source| ExchangeError::Bind { addr: bind, source })?;
         let (tx, _) = broadcast::channel(8192);
-        let sym = cfg.sim.symbol.to_ascii_lowercase();
+        let symbol = feed.symbol().to_ascii_uppercase();
+        let sym = symbol.to_ascii_lowercase();
         let truth = Arc::new(TruthLog { map: Mutex::new(BTreeMap::new()), capacity: cfg.truth_capacity });
-        truth.insert(*sim.snapshot());
         let mut rest = RestState::default();
-        rest.history.push_back(sim.rest_snapshot(sim.config().depth));
+        if let Feed::Sim { sim, .. } = &feed {
+            truth.insert(*sim.snapshot());
+            rest.history.push_back(sim.rest_snapshot(sim.config().depth));
+        }
         let inner = Arc::new(Inner {
             stream_depth: format!("{sym}@depth@100ms"),
             stream_trade: format!("{sym}@aggTrade"),
+            symbol,
             cfg,
             tx,
             rest: Mutex::new(rest),
@@ -226,7 +249,7 @@ impl LoopbackExchange {
         let (shutdown, shutdown_rx) = watch::channel(false);
         let tasks = vec![
             tokio::spawn(accept_loop(listener, inner.clone(), shutdown_rx.clone())),
-            tokio::spawn(tick_loop(sim, inner.clone(), shutdown_rx)),
+            tokio::spawn(tick_loop(feed, inner.clone(), shutdown_rx)),
         ];
         Ok(LoopbackExchange { addr, inner, shutdown, tasks })
     }
@@ -270,53 +293,96 @@ fn text(s: String) -> Item {
     Item::Text(Utf8Bytes::from(s))
 }
 
-async fn tick_loop(mut sim: MarketSimulator, inner: Arc<Inner>, mut shutdown: watch::Receiver<bool>) {
+/// What the exchange serves: the simulator, one tick per `tick_interval`,
+/// or a recording at its own pace.
+enum Feed {
+    Sim { sim: Box<MarketSimulator>, first: bool },
+    Replay(Box<ReplayFeed>),
+}
+
+impl Feed {
+    fn symbol(&self) -> &str {
+        match self {
+            Feed::Sim { sim, .. } => &sim.config().symbol,
+            Feed::Replay(r) => r.symbol(),
+        }
+    }
+
+    /// The next step, `Ok(None)` when the market has ended.
+    fn next_step(&mut self, cfg: &ExchangeConfig) -> Result<Option<FeedStep>, SimError> {
+        match self {
+            Feed::Replay(r) => Ok(r.next_step()),
+            Feed::Sim { sim, first } => {
+                if cfg.max_ticks.is_some_and(|m| sim.ticks() >= m) {
+                    return Ok(None);
+                }
+                let wait = if std::mem::take(first) { Duration::ZERO } else { cfg.tick_interval };
+                let depth_levels = sim.config().depth;
+                let tick = sim.step()?;
+                let truth = *tick.snapshot;
+                let depth = tick.depth_update.map(|d| (d.to_json(), truth.last_update_id));
+                let trades = tick.trades.iter().map(|t| t.to_json()).collect();
+                Ok(Some(FeedStep {
+                    wait,
+                    truth: Some(truth),
+                    rest: Some(sim.rest_snapshot(depth_levels)),
+                    depth,
+                    trades,
+                    event_ms: truth.ts_exchange_ms,
+                }))
+            }
+        }
+    }
+}
+
+async fn tick_loop(mut feed: Feed, inner: Arc<Inner>, mut shutdown: watch::Receiver<bool>) {
     if inner.cfg.wait_for_client && !inner.has_client.load(Ordering::Acquire) {
         tokio::select! {
             _ = inner.client_seen.notified() => {}
             _ = shutdown.changed() => return,
         }
     }
-    let mut ticker = tokio::time::interval(inner.cfg.tick_interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let depth = sim.config().depth;
     let mut held: Option<Item> = None;
+    let mut next_at = Instant::now();
     loop {
-        tokio::select! {
-            _ = ticker.tick() => {}
-            _ = shutdown.changed() => return,
-        }
-        if inner.cfg.max_ticks.is_some_and(|m| sim.ticks() >= m) {
-            continue;
-        }
-        let tick = match sim.step() {
-            Ok(t) => t,
+        let step = match feed.next_step(&inner.cfg) {
+            Ok(Some(step)) => step,
+            Ok(None) => {
+                // The market has ended: keep serving connections until shut down.
+                let _ = shutdown.changed().await;
+                return;
+            }
             Err(e) => {
                 eprintln!("[exchange] simulator stopped: {e}");
                 return;
             }
         };
+        // A late step does not make the next ones burst (tokio's `MissedTickBehavior::Delay`).
+        next_at = (next_at + step.wait).max(Instant::now());
+        tokio::select! {
+            _ = tokio::time::sleep_until(next_at) => {}
+            _ = shutdown.changed() => return,
+        }
         // The truth and the REST book first: whatever a client sees next is consistent with them.
-        inner.truth.insert(*tick.snapshot);
+        if let Some(truth) = step.truth {
+            inner.truth.insert(truth);
+        }
         inner.counters.ticks.fetch_add(1, Ordering::Relaxed);
-        let depth_msg = tick.depth_update.map(|d| combined_json(&inner.stream_depth, &d.to_json()));
-        let trade_msgs: Vec<String> =
-            tick.trades.iter().map(|t| combined_json(&inner.stream_trade, &t.to_json())).collect();
-        let update_id = tick.snapshot.last_update_id;
-        {
+        if let Some(book) = step.rest {
             let mut rest = inner.rest.lock();
-            rest.history.push_back(sim.rest_snapshot(depth));
+            rest.history.push_back(book);
             while rest.history.len() > REST_HISTORY {
                 rest.history.pop_front();
             }
         }
         let tx = &inner.tx;
-        for m in trade_msgs {
-            let _ = tx.send(text(m));
+        for t in &step.trades {
+            let _ = tx.send(text(combined_json(&inner.stream_trade, t)));
         }
-        let Some(msg) = depth_msg else {
+        let Some((payload, update_id)) = step.depth else {
             continue;
         };
+        let msg = combined_json(&inner.stream_depth, &payload);
         let n = inner.counters.depth_events.fetch_add(1, Ordering::Relaxed) + 1;
         let mut send_event = true;
         let mut send_twice = false;
@@ -341,7 +407,7 @@ async fn tick_loop(mut sim: MarketSimulator, inner: Arc<Inner>, mut shutdown: wa
                     let _ = tx.send(Item::Stall(*d));
                 }
                 Fault::ServerShutdown => {
-                    let ms = sim.snapshot().ts_exchange_ms;
+                    let ms = step.event_ms;
                     let _ = tx.send(text(format!("{{\"e\":\"serverShutdown\",\"E\":{ms}}}")));
                 }
                 Fault::StaleSnapshot { ticks_old } => {
@@ -453,7 +519,7 @@ async fn serve_rest(stream: &mut TcpStream, inner: &Inner, path: &str) -> std::i
         head.extend_from_slice(&buf[..n]);
     }
     inner.counters.rest_requests.fetch_add(1, Ordering::Relaxed);
-    let symbol_ok = query_param(path, "symbol").is_some_and(|s| s.eq_ignore_ascii_case(&inner.cfg.sim.symbol));
+    let symbol_ok = query_param(path, "symbol").is_some_and(|s| s.eq_ignore_ascii_case(&inner.symbol));
     let limit = query_param(path, "limit").and_then(|l| l.parse::<usize>().ok()).unwrap_or(100);
     let (status, extra, body) = if !symbol_ok {
         ("400 Bad Request", String::new(), "{\"code\":-1121,\"msg\":\"Invalid symbol.\"}".to_owned())

@@ -307,12 +307,7 @@ impl<R: Rows> PartitionedWriter<R> {
             KeyValue::new("quorum.kind".to_string(), R::PREFIX.to_string()),
         ];
         kv.extend(R::extra_metadata());
-        let level = ZstdLevel::try_new(ZSTD_LEVEL).map_err(pq_err(Path::new("<writer properties>")))?;
-        let props = WriterProperties::builder()
-            .set_compression(Compression::ZSTD(level))
-            .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
-            .set_key_value_metadata(Some(kv))
-            .build();
+        let props = writer_properties(kv, ROW_GROUP_ROWS)?;
         Ok(PartitionedWriter {
             root: root.into(),
             symbol: symbol.to_owned(),
@@ -323,6 +318,15 @@ impl<R: Rows> PartitionedWriter<R> {
             written: Vec::new(),
             rows_written: 0,
         })
+    }
+
+    /// Row groups of at most `rows` rows (default 131,072). The writer holds
+    /// a row group in memory until it is complete: a streaming writer of an
+    /// unbounded input (`quorum import`) keeps its memory flat with small ones.
+    pub fn with_row_group_rows(mut self, rows: usize) -> Result<Self, StoreError> {
+        let kv = self.props.key_value_metadata().cloned().unwrap_or_default();
+        self.props = writer_properties(kv, rows.max(1))?;
+        Ok(self)
     }
 
     /// Appends one row. A row on a new UTC day closes the current file.
@@ -406,6 +410,15 @@ impl<R: Rows> PartitionedWriter<R> {
         self.written.push(dest);
         Ok(())
     }
+}
+
+fn writer_properties(kv: Vec<KeyValue>, row_group_rows: usize) -> Result<WriterProperties, StoreError> {
+    let level = ZstdLevel::try_new(ZSTD_LEVEL).map_err(pq_err(Path::new("<writer properties>")))?;
+    Ok(WriterProperties::builder()
+        .set_compression(Compression::ZSTD(level))
+        .set_max_row_group_row_count(Some(row_group_rows))
+        .set_key_value_metadata(Some(kv))
+        .build())
 }
 
 /// Writes snapshots (any number of days) and returns the files written.

@@ -1,0 +1,100 @@
+//! The whole pipeline on real data: the 11 minutes of BTCUSDT recorded by
+//! hftbacktest (read from ../shared/data/binance/ or $QUORUM_BINANCE_DATA;
+//! the test says so and passes when it is absent) are imported, turned into
+//! the 112 features, cut into windows, and run through the three models.
+
+use std::path::{Path, PathBuf};
+
+use quorum::features::build_from_store;
+use quorum::market::{import_files, read_snapshots, ImportOptions, RecordFormat};
+use quorum::model::{ModelConfig, ModelKind, ModelMeta};
+use quorum::train::data::load_data;
+use quorum::train::dataset::{FEATURE_WINDOW, TLOB_WINDOW};
+use quorum::weights::generated;
+use quorum::{Cpu, Inputs, Model, Tensor};
+
+fn shared_data() -> Option<PathBuf> {
+    let dir = std::env::var_os("QUORUM_BINANCE_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/binance"));
+    dir.join("spot_btcusdt_20240808.gz").is_file().then_some(dir)
+}
+
+#[test]
+fn imported_btcusdt_gives_features_and_every_model_runs_on_its_windows() {
+    let Some(dir) = shared_data() else {
+        println!("skipped: ../shared/data/binance (or $QUORUM_BINANCE_DATA) is absent");
+        return;
+    };
+    let root = std::env::temp_dir().join(format!("quorum-real-data-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let raw = root.join("raw_lob");
+    let files = [dir.join("spot_btcusdt_20240808.gz"), dir.join("spot_btcusdt_20240809.gz")];
+    let report =
+        import_files(&ImportOptions::new(RecordFormat::Hftbacktest, "BTCUSDT", &raw), &files, &mut |_| {}).unwrap();
+    assert_eq!(report.gaps, 0);
+
+    // The features: 200 one-second candles of warm-up fit in the 11 minutes.
+    let snapshots = read_snapshots(&raw, "BTCUSDT").unwrap().count();
+    let built = build_from_store(&raw, "BTCUSDT", false, |_| {}).unwrap();
+    println!(
+        "{snapshots} snapshots, {} feature rows, {} ticks warming up, {} rejected",
+        built.table.len(),
+        built.stats.warming_up,
+        built.stats.rejected()
+    );
+    assert_eq!(built.stats.rejected(), 0, "real books are all accepted: {:?}", built.stats);
+    assert!(!built.table.is_empty(), "rows come out after the warm-up");
+    assert_eq!(built.table.len() as u64 + built.stats.warming_up, snapshots as u64, "every tick is a row or warm-up");
+
+    // The windows, and the three models (docs/models.md's default sizes,
+    // generated weights) on eight of them spread over the recording.
+    let (data, _) = load_data(None, Some(&raw), "BTCUSDT", true).unwrap();
+    let ends: Vec<usize> = (0..data.len()).filter(|&t| data.window_fits(t, TLOB_WINDOW)).collect();
+    assert!(ends.len() > 1000, "{} windows", ends.len());
+    let picks: Vec<usize> = (0..8).map(|i| ends[i * (ends.len() - 1) / 7]).collect();
+    let be = Cpu::new();
+    for kind in ModelKind::ALL {
+        let config = ModelConfig::default_for(kind);
+        let mut model =
+            Model::from_tensors(&be, config.clone(), &generated::params(&config), ModelMeta::default()).unwrap();
+        let n = picks.len();
+        let (features, lob, aux) = match kind {
+            ModelKind::Tlob => {
+                let mut lob = Vec::new();
+                let mut aux = Vec::new();
+                for &t in &picks {
+                    let input = data.tlob_input(t).unwrap().expect("the TLOB window fits");
+                    lob.extend(input.lob);
+                    aux.extend_from_slice(input.aux);
+                }
+                (
+                    None,
+                    Some(Tensor::new(vec![n, 100, 20, 4], lob).unwrap()),
+                    Some(Tensor::new(vec![n, 112], aux).unwrap()),
+                )
+            }
+            _ => {
+                let mut x = Vec::new();
+                for &t in &picks {
+                    x.extend_from_slice(data.feature_window(t, FEATURE_WINDOW).expect("the feature window fits"));
+                }
+                (Some(Tensor::new(vec![n, FEATURE_WINDOW, 112], x).unwrap()), None, None)
+            }
+        };
+        let out =
+            model.forward(&be, &Inputs { features: features.as_ref(), lob: lob.as_ref(), aux: aux.as_ref() }).unwrap();
+        let logits = &out["direction_logits"];
+        assert_eq!(logits.shape, vec![n, 3], "{kind}");
+        for (name, t) in &out {
+            assert!(t.data.iter().all(|v| v.is_finite()), "{kind}: {name} has a non-finite value on real data");
+        }
+        let distinct = logits
+            .data
+            .chunks(3)
+            .map(|r| r.iter().map(|v| v.to_bits()).collect::<Vec<_>>())
+            .collect::<std::collections::BTreeSet<_>>();
+        assert!(distinct.len() > 1, "{kind}: different windows give different outputs");
+    }
+    let _ = std::fs::remove_dir_all(&root);
+}
