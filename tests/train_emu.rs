@@ -9,7 +9,6 @@ mod grads;
 
 use grads::{batch_for, check_golden, grads_of, rel_l2, small_configs, train_steps, GOLDEN_CASES, WEIGHTS};
 use quorum::backend::gpu::{Emu, Gpu, Precision, ThreadOrder};
-use quorum::backend::Train;
 use quorum::train::TrainNet;
 use quorum::Cpu;
 
