@@ -13,6 +13,8 @@
 //! new lock, recorded in the same commit and said in its message.
 
 mod common;
+// Both helpers find the fixtures through common/fixtures.rs.
+#[allow(clippy::duplicate_mod)]
 #[path = "common/grads.rs"]
 mod grads;
 
