@@ -97,8 +97,28 @@ enum Command {
     Serve(Box<serve::ServeArgs>),
 }
 
+/// For commands that print and end: a closed stdout (`quorum info W | head`)
+/// ends the process quietly, as it does any Unix filter, instead of a panic
+/// in `println!`. Long-running commands (serve, collect, demo, simulate
+/// --serve) keep Rust's default: the write fails and they go on.
+fn end_quietly_on_closed_stdout() {
+    #[cfg(unix)]
+    // SAFETY: restoring a signal's default action, before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 fn main() -> Result<()> {
     let cli = Cli::parse();
+    let long_running = match &cli.command {
+        Command::Demo(_) | Command::Collect(_) | Command::Serve(_) => true,
+        Command::Simulate(args) => args.serve.is_some(),
+        _ => false,
+    };
+    if !long_running {
+        end_quietly_on_closed_stdout();
+    }
     match cli.command {
         Command::Demo(args) => demo::demo(args),
         Command::Info { weights } => models::info(&weights),

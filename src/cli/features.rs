@@ -2,27 +2,29 @@
 
 use std::path::Path;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 
 /// `quorum features`: the batch path over each symbol's whole stored history.
 pub fn features(raw: &Path, out: &Path, symbol: Option<&str>) -> Result<()> {
     use quorum::features::{build_from_store, write_feature_table, StoreBuild};
+    use quorum::market::store::{list_files, list_symbols, symbols_hint, SNAPSHOT_PREFIX};
+    if !raw.is_dir() {
+        bail!(
+            "--raw {}: no such folder; write a store with `quorum simulate --out DIR`, `quorum collect` or `quorum import`",
+            raw.display()
+        );
+    }
     let symbols: Vec<String> = match symbol {
-        Some(s) => vec![s.to_owned()],
-        None => {
-            let mut v = Vec::new();
-            for e in std::fs::read_dir(raw).with_context(|| format!("reading {}", raw.display()))? {
-                let e = e?;
-                if e.path().is_dir() {
-                    v.push(e.file_name().to_string_lossy().into_owned());
-                }
+        Some(s) => {
+            if list_files(raw, s, SNAPSHOT_PREFIX).map_or(true, |f| f.is_empty()) {
+                bail!("--symbol {s}: no snapshots of {s}; {}", symbols_hint(raw));
             }
-            v.sort();
-            v
+            vec![s.to_owned()]
         }
+        None => list_symbols(raw),
     };
     if symbols.is_empty() {
-        bail!("no symbol folders under {}", raw.display());
+        bail!("{}", symbols_hint(raw));
     }
     for sym in symbols {
         let t0 = std::time::Instant::now();
