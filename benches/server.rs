@@ -22,11 +22,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use quorum::engine::{model_type, Engine, EngineInputs};
 use quorum::ensemble::EnsembleConfig;
-use quorum::live::{LiveHub, LiveState};
 use quorum::market::{MarketSimulator, SimConfig, Trade};
 use quorum::model::{ModelConfig, ModelKind};
+use quorum::server::engine::{model_type, Engine, EngineInputs};
+use quorum::server::live::{LiveHub, LiveState};
 use quorum::server::{Extras, Server, ServerConfig};
 use quorum::Cpu;
 use server_util::{inputs, weights, Http};

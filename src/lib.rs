@@ -7,12 +7,10 @@
 //! docs/architecture.md for the layout.
 
 pub mod backend;
-pub mod engine;
 pub mod ensemble;
 pub mod error;
 pub mod features;
 pub mod fsutil;
-pub mod live;
 pub mod market;
 pub mod model;
 pub mod server;

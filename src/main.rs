@@ -1,21 +1,16 @@
 //! The `quorum` command line.
 
-use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use anyhow::{bail, Context, Result};
+use anyhow::Result;
 use clap::{Parser, Subcommand};
 
-mod demo_cli;
-mod market_cli;
-mod server_cli;
-mod train_cli;
+mod cli;
+
+use cli::{demo, features, market, models, serve, train};
 
 use quorum::backend::gpu::Precision;
 use quorum::backend::select::Device;
-use quorum::model::{ModelConfig, ModelKind, ModelMeta};
-use quorum::weights::{self, generated};
-use quorum::{Backend, Inputs, Model, Tensor};
 
 #[derive(Parser)]
 #[command(name = "quorum", version, about = "An engine for an ensemble of order-book models")]
@@ -29,7 +24,7 @@ enum Command {
     /// The whole system on a built-in default, no setup, no network: a simulated
     /// market's history, a short training of the three models, then the ensemble
     /// live on a simulated exchange with the server up.
-    Demo(demo_cli::DemoArgs),
+    Demo(demo::DemoArgs),
     /// Print a weights file's model kind, config and parameter count.
     Info { weights: PathBuf },
     /// Run one model on the tensors of an input file and write its outputs.
@@ -91,310 +86,58 @@ enum Command {
     },
     /// Run the synthetic market: write Parquet (`--out DIR --duration 2h`) or
     /// serve it as a loopback exchange speaking Binance's protocol (`--serve 127.0.0.1:PORT`).
-    Simulate(market_cli::SimulateArgs),
+    Simulate(market::SimulateArgs),
     /// Collect an order book from Binance (or any server speaking its protocol) into Parquet.
-    Collect(market_cli::CollectArgs),
+    Collect(market::CollectArgs),
     /// Import recorded Binance frames (hftbacktest, cryptofeed) into the store `collect` writes.
-    Import(market_cli::ImportArgs),
+    Import(market::ImportArgs),
     /// Train one architecture (or all three) with walk-forward validation on a data folder.
-    Train(train_cli::TrainArgs),
+    Train(train::TrainArgs),
     /// Serve the ensemble over HTTP (docs/api.md), optionally live from the simulator or Binance.
-    Serve(Box<server_cli::ServeArgs>),
+    Serve(Box<serve::ServeArgs>),
+}
+
+/// For commands that print and end: a closed stdout (`quorum info W | head`)
+/// ends the process quietly, as it does any Unix filter, instead of a panic
+/// in `println!`. Long-running commands (serve, collect, demo, simulate
+/// --serve) keep Rust's default: the write fails and they go on.
+fn end_quietly_on_closed_stdout() {
+    #[cfg(unix)]
+    // SAFETY: restoring a signal's default action, before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
 }
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
+    let long_running = match &cli.command {
+        Command::Demo(_) | Command::Collect(_) | Command::Serve(_) => true,
+        Command::Simulate(args) => args.serve.is_some(),
+        _ => false,
+    };
+    if !long_running {
+        end_quietly_on_closed_stdout();
+    }
     match cli.command {
-        Command::Demo(args) => demo_cli::demo(args),
-        Command::Info { weights } => info(&weights),
+        Command::Demo(args) => demo::demo(args),
+        Command::Info { weights } => models::info(&weights),
         Command::Infer { weights, input, output, backend, precision } => {
-            infer(&weights, &input, &output, backend, Precision::parse(&precision)?)
+            models::infer(&weights, &input, &output, backend, Precision::parse(&precision)?)
         }
         Command::Bench { batch, iters, backend, model, no_graphs, precision, ensemble } => {
             let precision = Precision::parse(&precision)?;
-            bench(&batch, iters, backend, &model, !no_graphs, precision)?;
+            models::bench(&batch, iters, backend, &model, !no_graphs, precision)?;
             if ensemble {
-                bench_ensemble(iters, backend, precision)?;
+                models::bench_ensemble(iters, backend, precision)?;
             }
             Ok(())
         }
-        Command::Features { raw, out, symbol } => features(&raw, &out, symbol.as_deref()),
-        Command::Simulate(args) => market_cli::simulate(args),
-        Command::Collect(args) => market_cli::collect(args),
-        Command::Import(args) => market_cli::import(args),
-        Command::Train(args) => train_cli::train(args),
-        Command::Serve(args) => server_cli::serve(*args),
+        Command::Features { raw, out, symbol } => features::features(&raw, &out, symbol.as_deref()),
+        Command::Simulate(args) => market::simulate(args),
+        Command::Collect(args) => market::collect(args),
+        Command::Import(args) => market::import(args),
+        Command::Train(args) => train::train(args),
+        Command::Serve(args) => serve::serve(*args),
     }
-}
-
-fn info(path: &Path) -> Result<()> {
-    let file = weights::load(path)?;
-    let specs = quorum::model::param_specs(&file.config);
-    let mut norms: Vec<&str> = ["input_norm.mean", "aux_norm.mean"]
-        .into_iter()
-        .filter(|n| file.tensors.contains_key(*n))
-        .map(|n| n.trim_end_matches(".mean"))
-        .collect();
-    if norms.is_empty() {
-        norms.push("none");
-    }
-    println!("model:        {}", file.kind());
-    println!("parameters:   {}", specs.count());
-    println!("return_scale: {}", file.meta.return_scale);
-    println!("horizon:      {}", file.meta.horizon.map_or("not recorded".into(), |h| h.to_string()));
-    println!("normalizer:   {}", norms.join(", "));
-    println!("outputs:      {}", quorum::model::output_names(&file.config).join(", "));
-    println!("config:");
-    let pretty: serde_json::Value = serde_json::from_str(&file.config.to_json())?;
-    println!("{}", serde_json::to_string_pretty(&pretty)?);
-    Ok(())
-}
-
-fn infer(weights_path: &Path, input: &Path, output: &Path, backend: Device, precision: Precision) -> Result<()> {
-    quorum::on_device!(backend.open()?, precision, be => infer_on(&be, weights_path, input, output))
-}
-
-fn infer_on<B: Backend>(be: &B, weights_path: &Path, input: &Path, output: &Path) -> Result<()> {
-    let mut model = Model::load(be, weights_path)?;
-    let bytes = std::fs::read(input).with_context(|| format!("reading {}", input.display()))?;
-    let file = weights::read_tensor_file(&bytes, &input.display().to_string())?;
-    let known = ["features", "lob", "aux"];
-    if let Some(other) = file.tensors.keys().find(|k| !known.contains(&k.as_str())) {
-        bail!("input {}: unexpected tensor {other:?} (expected features, lob, aux)", input.display());
-    }
-    let inputs =
-        Inputs { features: file.tensors.get("features"), lob: file.tensors.get("lob"), aux: file.tensors.get("aux") };
-    let start = std::time::Instant::now();
-    let out = model.forward(be, &inputs)?;
-    let elapsed = start.elapsed();
-    let mut md = HashMap::new();
-    md.insert("model".to_string(), model.kind().to_string());
-    quorum::fsutil::write_atomic(output, &weights::to_bytes(&out, md)?)?;
-    let batch = out.get("confidence").map_or(0, |t| t.shape[0]);
-    println!(
-        "{} on {}: batch {batch}, {} outputs written to {} in {:.3} ms",
-        model.kind(),
-        be.name(),
-        out.len(),
-        output.display(),
-        elapsed.as_secs_f64() * 1e3
-    );
-    Ok(())
-}
-
-/// Deterministic synthetic inputs for `kind` at `batch`, varying with `seed`.
-fn synthetic_inputs(kind: ModelKind, batch: usize, seed: u64) -> BTreeMap<&'static str, Tensor> {
-    let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    let mut next = move || {
-        // xorshift64*: cheap, deterministic, good enough for benchmark inputs.
-        state ^= state >> 12;
-        state ^= state << 25;
-        state ^= state >> 27;
-        ((state.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-    };
-    let mut make = |shape: Vec<usize>| {
-        let n = shape.iter().product();
-        Tensor { shape, data: (0..n).map(|_| next()).collect() }
-    };
-    let mut m = BTreeMap::new();
-    match kind {
-        ModelKind::Tlob => {
-            m.insert("lob", make(vec![batch, 100, 20, 4]));
-            m.insert("aux", make(vec![batch, 112]));
-        }
-        _ => {
-            m.insert("features", make(vec![batch, 60, 112]));
-        }
-    }
-    m
-}
-
-fn default_model<B: Backend>(be: &B, kind: ModelKind) -> Result<Model<B>> {
-    let config = ModelConfig::default_for(kind);
-    Ok(Model::from_tensors(be, config.clone(), &generated::params(&config), ModelMeta::default())?)
-}
-
-fn as_inputs<'a>(m: &'a BTreeMap<&'static str, Tensor>) -> Inputs<'a> {
-    Inputs { features: m.get("features"), lob: m.get("lob"), aux: m.get("aux") }
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
-}
-
-fn bench(
-    batches: &[usize],
-    iters: usize,
-    backend: Device,
-    models: &[String],
-    graphs: bool,
-    precision: Precision,
-) -> Result<()> {
-    if iters == 0 || batches.contains(&0) {
-        bail!("--iters and every --batch must be at least 1");
-    }
-    let kinds: Vec<ModelKind> = if models.is_empty() {
-        ModelKind::ALL.to_vec()
-    } else {
-        models.iter().map(|m| ModelKind::parse(m)).collect::<Result<_, _>>()?
-    };
-    quorum::on_device!(backend.open()?, precision, be => bench_on(&be, batches, iters, &kinds, graphs))
-}
-
-fn bench_on<B: Backend>(be: &B, batches: &[usize], iters: usize, kinds: &[ModelKind], graphs: bool) -> Result<()> {
-    println!(
-        "quorum {} bench, backend {}, {} threads",
-        env!("CARGO_PKG_VERSION"),
-        be.name(),
-        rayon::current_num_threads()
-    );
-    println!("| model           | batch | median µs | p90 µs | p99 µs | samples/s |");
-    println!("|-----------------|------:|----------:|-------:|-------:|----------:|");
-    for &kind in kinds {
-        let mut model = default_model(be, kind)?;
-        model.set_graphs(graphs);
-        for &batch in batches {
-            let data = synthetic_inputs(kind, batch, 1);
-            let inputs = as_inputs(&data);
-            let mut out = quorum::Outputs::new();
-            for _ in 0..(iters / 10).max(1) {
-                model.forward_into(be, &inputs, &mut out)?;
-            }
-            let mut times: Vec<f64> = (0..iters)
-                .map(|_| {
-                    let t = std::time::Instant::now();
-                    model.forward_into(be, &inputs, &mut out).map(|_| t.elapsed().as_secs_f64() * 1e6)
-                })
-                .collect::<Result<_, _>>()?;
-            times.sort_by(f64::total_cmp);
-            let med = percentile(&times, 0.5);
-            println!(
-                "| {:15} | {batch:5} | {med:9.1} | {:6.1} | {:6.1} | {:9.0} |",
-                kind.as_str(),
-                percentile(&times, 0.9),
-                percentile(&times, 0.99),
-                batch as f64 / med * 1e6
-            );
-        }
-    }
-    Ok(())
-}
-
-/// `quorum bench --ensemble`: the engine's whole decision at batch 1.
-fn bench_ensemble(iters: usize, backend: Device, precision: Precision) -> Result<()> {
-    use quorum::engine::Engine;
-    let engine = Engine::on(backend.open()?, precision, Default::default())?;
-    for kind in ModelKind::ALL {
-        let config = ModelConfig::default_for(kind);
-        let file = weights::WeightsFile {
-            config: config.clone(),
-            meta: ModelMeta::default(),
-            tensors: generated::params(&config),
-        };
-        engine.load_weights(quorum::engine::model_type(kind), file)?;
-    }
-    // One tick's inputs, made once; each tick gets its own copy (outside the timing).
-    let mut tlob = synthetic_inputs(ModelKind::Tlob, 1, 1);
-    let inputs = quorum::engine::EngineInputs {
-        features: synthetic_inputs(ModelKind::MpdTransformer, 1, 1).remove("features").map(|t| t.data),
-        lob: tlob.remove("lob").map(|t| t.data),
-        aux: tlob.remove("aux").map(|t| t.data),
-    };
-    let tick = || {
-        let inputs = inputs.clone();
-        let t = std::time::Instant::now();
-        engine.predict(inputs).map(|d| (t.elapsed().as_secs_f64() * 1e6, d))
-    };
-    for _ in 0..(iters / 10).max(2) {
-        tick()?;
-    }
-    let mut times = Vec::with_capacity(iters);
-    let mut stages: BTreeMap<String, Vec<f64>> = BTreeMap::new();
-    for _ in 0..iters {
-        let (us, d) = tick()?;
-        if d.predictions.len() != ModelKind::ALL.len() {
-            bail!("ensemble tick: {} of 3 models answered ({:?})", d.predictions.len(), d.skipped);
-        }
-        times.push(us);
-        for (m, t) in &d.timings.models_us {
-            stages.entry(m.to_string()).or_default().push(*t);
-        }
-        stages.entry("consensus".into()).or_default().push(d.timings.consensus_us);
-    }
-    times.sort_by(f64::total_cmp);
-    println!();
-    println!(
-        "ensemble tick ({} models at batch 1 + consensus, engine.predict, input copy included), {iters} ticks:",
-        3
-    );
-    println!("| stage           | median µs | p90 µs | p99 µs |");
-    println!("|-----------------|----------:|-------:|-------:|");
-    for (name, mut t) in stages {
-        t.sort_by(f64::total_cmp);
-        println!(
-            "| {name:15} | {:9.1} | {:6.1} | {:6.1} |",
-            percentile(&t, 0.5),
-            percentile(&t, 0.9),
-            percentile(&t, 0.99)
-        );
-    }
-    println!(
-        "| {:15} | {:9.1} | {:6.1} | {:6.1} |",
-        "whole tick",
-        percentile(&times, 0.5),
-        percentile(&times, 0.9),
-        percentile(&times, 0.99)
-    );
-    Ok(())
-}
-
-/// The ensemble's name for a model kind.
-/// `quorum features`: the batch path over each symbol's whole stored history.
-fn features(raw: &Path, out: &Path, symbol: Option<&str>) -> Result<()> {
-    use quorum::features::{build_from_store, write_feature_table, StoreBuild};
-    let symbols: Vec<String> = match symbol {
-        Some(s) => vec![s.to_owned()],
-        None => {
-            let mut v = Vec::new();
-            for e in std::fs::read_dir(raw).with_context(|| format!("reading {}", raw.display()))? {
-                let e = e?;
-                if e.path().is_dir() {
-                    v.push(e.file_name().to_string_lossy().into_owned());
-                }
-            }
-            v.sort();
-            v
-        }
-    };
-    if symbols.is_empty() {
-        bail!("no symbol folders under {}", raw.display());
-    }
-    for sym in symbols {
-        let t0 = std::time::Instant::now();
-        println!("{sym}: reading {}", raw.join(&sym).display());
-        let progress = |n: u64| println!("{sym}: {n} snapshots read ({:.1} s)", t0.elapsed().as_secs_f64());
-        let StoreBuild { table, stats, .. } = build_from_store(raw, &sym, false, progress)?;
-        let path = out.join(format!("{sym}.parquet"));
-        write_feature_table(&path, &sym, &table)?;
-        println!(
-            "{sym}: {} rows written to {} in {:.1} s ({} ticks accepted, {} warming up, {} inputs rejected: \
-             {} crossed, {} empty top, {} invalid, {} thin, {} snapshots and {} trades out of order, {} bad trades; \
-             {} resets)",
-            table.len(),
-            path.display(),
-            t0.elapsed().as_secs_f64(),
-            stats.accepted_snapshots,
-            stats.warming_up,
-            stats.rejected(),
-            stats.crossed,
-            stats.empty_top,
-            stats.invalid_book,
-            stats.thin_book,
-            stats.snapshots_out_of_order,
-            stats.trades_out_of_order,
-            stats.bad_trades + stats.trade_jumps,
-            stats.resets
-        );
-    }
-    Ok(())
 }

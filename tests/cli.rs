@@ -155,3 +155,52 @@ fn simulate_removes_the_temporary_files_a_killed_run_left() {
     assert!(text.contains("removed 1 temporary file"), "{text}");
     let _ = std::fs::remove_dir_all(&out);
 }
+
+/// `quorum info W | head`: a reader that goes away ends quorum quietly (as
+/// SIGPIPE ends any Unix filter), never with a panic in `println!`.
+#[cfg(unix)]
+#[test]
+fn a_closed_stdout_ends_quietly_without_a_panic() {
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let weights = fixture("mpd_small_cls.weights.safetensors");
+    let out = Command::new(env!("CARGO_BIN_EXE_quorum"))
+        .args(["info", weights.to_str().unwrap()])
+        .stdout(writer)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_ne!(out.status.code(), Some(101), "no panic exit: {:?} {stderr}", out.status);
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(out.status.signal(), Some(libc::SIGPIPE), "ended by the closed pipe: {:?}", out.status);
+}
+
+#[test]
+fn features_and_train_name_the_symbols_a_store_holds() {
+    let dir = std::env::temp_dir().join(format!("quorum-cli-symbols-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let o = quorum(&["simulate", "--out", dir.to_str().unwrap(), "--duration", "30s"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = quorum(&[
+        "features",
+        "--raw",
+        dir.to_str().unwrap(),
+        "--out",
+        dir.join("f").to_str().unwrap(),
+        "--symbol",
+        "BTCUSDT",
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(err.contains("holds SIMUSDT (pass --symbol SIMUSDT)"), "{err}");
+    let o = quorum(&["train", "--architecture", "cnn_lstm", "--data", dir.to_str().unwrap(), "--epochs", "1"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(err.contains("holds SIMUSDT (pass --symbol SIMUSDT)"), "{err}");
+    let empty = dir.join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let o = quorum(&["features", "--raw", empty.to_str().unwrap(), "--out", dir.join("f").to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("quorum simulate --out DIR"), "says how to make data");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -200,7 +200,10 @@ fn nothing_points_outside_the_repository() {
     assert!(found.is_empty(), "references outside the repository (use docs/):\n{}", found.join("\n"));
 }
 
-/// The rooms of `src/` a room's code names with `crate::…` (comments excluded).
+/// The rooms of `src/` a room's code names with `crate::…` (comments
+/// excluded). A room is a folder or file of `src/` (`server`,
+/// `server/engine.rs` as `server/engine`); a use inside `server` is named
+/// with its second part (`server::live`), since `server` holds three parts.
 fn uses(room: &str) -> Vec<(String, String)> {
     let dir = root().join("src").join(room);
     let mut paths = Vec::new();
@@ -209,6 +212,7 @@ fn uses(room: &str) -> Vec<(String, String)> {
     } else {
         paths.push(root().join("src").join(format!("{room}.rs")));
     }
+    let own = room.replace('/', "::");
     let mut out = Vec::new();
     for p in paths {
         for line in read(&p).lines() {
@@ -216,13 +220,22 @@ fn uses(room: &str) -> Vec<(String, String)> {
                 continue;
             }
             for (i, _) in line.match_indices("crate::") {
-                let used: String =
-                    line[i + 7..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+                let word = |from: usize| -> String {
+                    line[from..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect()
+                };
+                let mut used = word(i + 7);
+                let mut end = i + 7 + used.len();
+                if used == "server" && line[end..].starts_with("::") {
+                    let part = word(end + 2);
+                    end += 2 + part.len();
+                    used = format!("server::{part}");
+                }
                 // Lower case: a room; upper case: a re-export at the root
                 // (`crate::Cpu`); followed by `!`: an exported macro, which
                 // lives at the root whatever room defines it (`crate::on_device!`).
-                let is_macro = line[i + 7 + used.len()..].starts_with('!');
-                if used.starts_with(|c: char| c.is_ascii_lowercase()) && used != room && !is_macro {
+                let is_macro = line[end..].starts_with('!');
+                let inside = used == own || own.starts_with(&format!("{used}::"));
+                if used.starts_with(|c: char| c.is_ascii_lowercase()) && !inside && !is_macro {
                     out.push((rel(&p), used));
                 }
             }
@@ -243,8 +256,11 @@ fn rooms_import_only_what_the_architecture_allows() {
         ("model", &["backend", "weights", "tensor", "error", "fsutil"]),
         ("weights", &["model", "backend", "tensor", "error", "fsutil"]),
         ("train", &["backend", "model", "weights", "features", "market", "tensor", "error", "fsutil"]),
-        ("engine", &["backend", "model", "weights", "ensemble", "tensor", "error", "fsutil"]),
-        ("live", &["engine", "features", "market", "ensemble", "model", "backend", "tensor", "error", "fsutil"]),
+        ("server/engine", &["backend", "model", "weights", "ensemble", "tensor", "error", "fsutil"]),
+        (
+            "server/live",
+            &["server::engine", "features", "market", "ensemble", "model", "backend", "tensor", "error", "fsutil"],
+        ),
     ];
     let mut broken = Vec::new();
     for (room, allowed) in rules {

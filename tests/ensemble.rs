@@ -570,7 +570,7 @@ fn adaptive_learns_from_recorded_outcomes() {
 }
 
 #[test]
-fn outcomes_score_eligible_models_only_and_neutral_counts_as_a_class() {
+fn outcomes_score_every_model_present_and_neutral_counts_as_a_class() {
     let e = plain(ConsensusStrategy::WeightedVoting, [0.4, 0.35, 0.25]);
     e.disable_model(MpdTransformer).unwrap();
     let preds = [
@@ -589,9 +589,36 @@ fn outcomes_score_eligible_models_only_and_neutral_counts_as_a_class() {
     // UP call, NEUTRAL outcome: a miss, signed return +0.003: gains only.
     assert_eq!(s.models[&Tlob].accuracy, Some(0.0));
     assert_eq!(s.models[&Tlob].profit_factor, Some(OUTCOME_PF_CAP));
-    // Disabled: never scored.
-    assert_eq!(s.models[&MpdTransformer].performance_reports, 0);
-    assert_eq!(s.models[&MpdTransformer].accuracy, None);
+    // Disabled, so excluded from every decision, and still scored by each
+    // outcome: UP call, NEUTRAL outcome, as tlob.
+    assert!(s.models[&MpdTransformer].performance_reports >= 1);
+    assert_eq!(s.models[&MpdTransformer].accuracy, Some(0.0));
+    assert_eq!(s.models[&MpdTransformer].profit_factor, Some(OUTCOME_PF_CAP));
+}
+
+/// A model below its `min_confidence` is excluded from the decisions, yet
+/// its outcomes are scored; right every time, its figures say so, and under
+/// `adaptive` they are what will weigh it once it is confident again.
+#[test]
+fn a_model_excluded_for_low_confidence_earns_its_way_back() {
+    let e = plain(ConsensusStrategy::Adaptive, [0.4, 0.35, 0.25]);
+    e.update_min_confidence(Tlob, 0.9).unwrap();
+    let preds = [
+        pred(CnnLstm, Down, 0.7, [0.6, 0.2, 0.2], 0.0),
+        pred(MpdTransformer, Down, 0.7, [0.6, 0.2, 0.2], 0.0),
+        pred(Tlob, Up, 0.5, [0.1, 0.1, 0.8], 0.0),
+    ];
+    for _ in 0..MIN_OUTCOMES {
+        let r = e.predict_at(&preds, NOW).unwrap();
+        assert!(r.excluded_models.iter().any(|(m, _)| *m == Tlob), "tlob is excluded: {:?}", r.excluded_models);
+        e.record_outcome(r.id, Up, 0.01).unwrap();
+    }
+    let tlob = e.model_status(Tlob).unwrap();
+    assert_eq!((tlob.accuracy, tlob.profit_factor), (Some(1.0), Some(OUTCOME_PF_CAP)));
+    assert_eq!(e.model_status(CnnLstm).unwrap().accuracy, Some(0.0));
+    // Confident again: it is eligible, and adaptive follows its record.
+    let confident = [preds[0], preds[1], pred(Tlob, Up, 0.95, [0.1, 0.1, 0.8], 0.0)];
+    assert_eq!(e.predict_at(&confident, NOW).unwrap().direction, Up);
 }
 
 #[test]

@@ -1,6 +1,6 @@
 //! Each feature family against small cases computed by hand.
 
-use quorum::features::book::{check_snapshot, BookReject, BookState};
+use quorum::features::book_features::{check_snapshot, BookReject, BookState};
 use quorum::features::candle_features::{autocorr_lag1, candle_features, skewness, CandleWindow};
 use quorum::features::candles::{Candle, CandleBuilder};
 use quorum::features::indicators::{transform, TransformInputs, NUM_RAW};

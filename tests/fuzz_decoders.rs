@@ -8,9 +8,9 @@
 use std::collections::HashMap;
 
 use proptest::prelude::*;
-use quorum::engine::InputLayout;
 use quorum::market::binance;
 use quorum::server::codec;
+use quorum::server::engine::InputLayout;
 use quorum::weights::{read_tensor_file, to_bytes};
 use quorum::Tensor;
 

@@ -14,8 +14,8 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use quorum::ensemble::{ConsensusStrategy, EnsembleConfig, ModelType, ModelWeight};
-use quorum::live::{LiveConfig, LiveObserver, LiveRunner};
 use quorum::market::{ExchangeConfig, LoopbackExchange, SimConfig};
+use quorum::server::live::{LiveConfig, LiveObserver, LiveRunner};
 use quorum::server::{Extras, Metrics, Server, ServerConfig};
 use serde_json::{json, Value};
 use server_util::*;
@@ -237,8 +237,8 @@ async fn live_decisions_on_every_tick_are_scored_and_move_the_adaptive_weights()
 /// The live pipeline without the network, driven by the simulator directly.
 #[test]
 fn live_state_waits_for_every_input_a_model_reads_and_refills_after_a_break() {
-    use quorum::live::{LiveHub, LiveState};
     use quorum::market::{MarketSimulator, Trade};
+    use quorum::server::live::{LiveHub, LiveState};
     use std::time::Instant;
 
     // TLOB alone, with aux: its lob window fills at tick 100, but it must also

@@ -351,11 +351,16 @@ fn decide(
     out.excluded_models.clear();
     out.excluded_models.reserve_exact(n_excluded);
     out.model_contributions.clear();
+    // Every model present is scored by the result's outcome, eligible or
+    // excluded (docs/consensus.md): a model excluded for low confidence can
+    // earn its way back.
     let mut votes: Votes = 0;
     for slot in 0..n {
+        if index_of[slot] != NO_PREDICTION {
+            pack_vote(&mut votes, slot, predictions[index_of[slot]].direction);
+        }
         if eligible[slot] {
             out.eligible_models.push(mws[slot].model_type);
-            pack_vote(&mut votes, slot, predictions[index_of[slot]].direction);
         } else if let Some(reason) = excluded[slot] {
             out.excluded_models.push((mws[slot].model_type, reason));
         }

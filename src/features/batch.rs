@@ -21,12 +21,12 @@ use std::ops::Range;
 
 use crate::market::{Snapshot, Trade};
 
-use super::book::{mid_return, ofi, static_book_features, sum_in_order, Top, OFI_WINDOW};
+use super::book_features::{mid_return, ofi, static_book_features, sum_in_order, Top, OFI_WINDOW};
 use super::candle_features::{candle_features, ret_1, CandleWindow, HISTORY};
 use super::candles::{Accepted, Candle, Event, Ingest, InputStats, Reject};
-use super::engine::{NUM_SLOW, WARMUP_CANDLES};
 use super::indicators::{raw_batch, transform, TransformInputs, NUM_RAW};
 use super::names::{CANDLE_START, INDICATOR_START, NUM_BOOK, NUM_FEATURES};
+use super::streaming::{NUM_SLOW, WARMUP_CANDLES};
 use super::FeatureError;
 
 /// The features of a history: one row per emitted tick.

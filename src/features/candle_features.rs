@@ -21,7 +21,7 @@
 //! - `skew_60` = `m3 / m2^1.5` with population central moments.
 //! - `autocorr_60` is 0 when either of `x[1..]`, `x[..−1]` is constant.
 
-use super::book::bps;
+use super::book_features::bps;
 
 /// Candles a window holds: `ret_60` needs 61 closes.
 pub const HISTORY: usize = 61;

@@ -27,7 +27,7 @@
 
 use crate::market::{Snapshot, Trade};
 
-use super::book::{check_snapshot, mid_of, BookReject};
+use super::book_features::{check_snapshot, mid_of, BookReject};
 
 /// Milliseconds per candle.
 pub const CANDLE_MS: i64 = 1_000;

@@ -15,7 +15,7 @@
 //! over the last 10 candles" is undefined before 10 candles; `bb_percent_b`
 //! is 0.5 when `upper = lower` exactly.
 
-use super::book::bps;
+use super::book_features::bps;
 use super::talib::{self as ta, Result as TaResult};
 
 /// Raw TA-Lib outputs per candle.

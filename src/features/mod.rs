@@ -24,12 +24,12 @@
 //! 200-candle warm-up covers them); a one-day jump restarts the pipeline.
 
 pub mod batch;
-pub mod book;
+pub mod book_features;
 pub mod candle_features;
 pub mod candles;
-pub mod engine;
 pub mod indicators;
 pub mod names;
+pub mod streaming;
 pub mod table;
 pub mod talib;
 
@@ -37,8 +37,8 @@ use std::path::PathBuf;
 
 pub use batch::{build_features, build_from_store, BatchBuilder, FeatureTable, StoreBuild};
 pub use candles::{merge_events, Candle, Event, InputStats, Reject};
-pub use engine::{FeatureEngine, Update, WARMUP_CANDLES};
 pub use names::{feature_index, FEATURE_NAMES, NUM_FEATURES};
+pub use streaming::{FeatureEngine, Update, WARMUP_CANDLES};
 pub use table::{read_feature_table, write_feature_table, FeatureFile};
 
 /// Errors of the feature pipeline.

@@ -461,6 +461,31 @@ pub fn list_days(root: &Path, symbol: &str) -> Result<Vec<String>, StoreError> {
     Ok(days)
 }
 
+/// The symbols under `root` that hold at least one snapshot file, sorted:
+/// what a "not found" names so the user can pick one.
+pub fn list_symbols(root: &Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(root) else { return Vec::new() };
+    let mut out: Vec<String> = entries
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|s| check_symbol(s).is_ok())
+        .filter(|s| list_files(root, s, SNAPSHOT_PREFIX).is_ok_and(|f| !f.is_empty()))
+        .collect();
+    out.sort();
+    out
+}
+
+/// "it holds A, B (pass --symbol A)" or how to make data, for "not found" messages.
+pub fn symbols_hint(root: &Path) -> String {
+    match list_symbols(root).as_slice() {
+        [] => format!(
+            "{} holds no snapshots of any symbol: write some with `quorum simulate --out DIR`, `quorum collect` or `quorum import`",
+            root.display()
+        ),
+        found => format!("{} holds {} (pass --symbol {})", root.display(), found.join(", "), found[0]),
+    }
+}
+
 /// `<prefix>_<first>_<last>[-k].parquet` → (first, last, k).
 fn parse_file_name(name: &str, prefix: &str) -> Option<(i64, i64, u64)> {
     let rest = name.strip_prefix(prefix)?.strip_prefix('_')?.strip_suffix(".parquet")?;

@@ -8,7 +8,7 @@ use serde_json::error::Category;
 use serde_path_to_error::Segment;
 
 use super::error::ApiError;
-use crate::engine::{EngineInputs, InputLayout};
+use crate::server::engine::{EngineInputs, InputLayout};
 
 /// Parses a whole body as `T`. Errors name the field (`features[3][7]`,
 /// `model_type`) and tell malformed JSON, a wrong type, a missing, unknown or

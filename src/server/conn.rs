@@ -35,7 +35,7 @@ use tokio::sync::Notify;
 use tokio::time::{Instant, Sleep};
 
 use super::error::ApiError;
-use super::metrics::Metrics;
+use super::prometheus::Metrics;
 
 /// What one connection shares with the registry and its requests.
 pub(crate) struct ConnInfo {

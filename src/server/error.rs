@@ -5,8 +5,8 @@
 use hyper::StatusCode;
 use serde::Serialize;
 
-use crate::engine::EngineError;
 use crate::ensemble::EnsembleError;
+use crate::server::engine::EngineError;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct ApiError {

@@ -30,9 +30,11 @@
 
 pub mod codec;
 mod conn;
+pub mod engine;
 pub mod error;
 pub mod guard;
-pub mod metrics;
+pub mod live;
+pub mod prometheus;
 pub mod routes;
 pub mod training;
 
@@ -48,10 +50,10 @@ use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 
-use crate::engine::Engine;
-use crate::live::LiveHub;
+use crate::server::engine::Engine;
+use crate::server::live::LiveHub;
 pub use error::ApiError;
-pub use metrics::Metrics;
+pub use prometheus::Metrics;
 pub use training::{DataFolderLauncher, LaunchError, TrainingLauncher};
 
 /// The server's settings; the defaults are docs/api.md's.

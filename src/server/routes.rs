@@ -20,13 +20,13 @@ use serde::{Deserialize, Serialize};
 use super::codec::{decode_binary, flatten2, flatten3, from_json, from_json_object, from_value};
 use super::error::ApiError;
 use super::guard::{body_kind, BodyKind, ConnCtx};
-use super::metrics::{LiveFigures, TrainingFigures};
+use super::prometheus::{LiveFigures, TrainingFigures};
 use super::training::StartError;
 use super::AppState;
-use crate::engine::{EngineError, EngineInputs};
 use crate::ensemble::{ConsensusStrategy, Direction, ModelPrediction, ModelType};
 use crate::fsutil;
-use crate::live::LiveEntry;
+use crate::server::engine::{EngineError, EngineInputs};
+use crate::server::live::LiveEntry;
 use crate::train::TrainingConfig;
 
 pub type Body = UnsyncBoxBody<Bytes, Infallible>;
@@ -607,7 +607,7 @@ fn metrics(state: &AppState) -> Result<Response<Body>, ApiError> {
     Ok(r)
 }
 
-fn live_hub(state: &AppState) -> Result<&Arc<crate::live::LiveHub>, ApiError> {
+fn live_hub(state: &AppState) -> Result<&Arc<crate::server::live::LiveHub>, ApiError> {
     state.live.as_ref().ok_or_else(|| {
         ApiError::new(
             StatusCode::NOT_FOUND,

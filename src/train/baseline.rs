@@ -12,7 +12,7 @@
 
 use crate::features::feature_index;
 use crate::train::dataset::{Dataset, Normalizer};
-use crate::train::metrics::{compute, Metrics};
+use crate::train::scores::{compute, Metrics};
 
 /// The order-flow / imbalance columns of docs/features.md the baseline sees.
 pub const BASELINE_FEATURES: [&str; 9] = [

@@ -54,7 +54,8 @@ pub fn data_folder(data: &Path, symbol: &str) -> Result<(Option<PathBuf>, PathBu
     }
     let raw = if data.join("raw_lob").is_dir() {
         Some(data.join("raw_lob"))
-    } else if data.join(symbol).is_dir() {
+    } else if data.join(symbol).is_dir() || !crate::market::store::list_symbols(data).is_empty() {
+        // Other symbols' folders: loading names them in its "not found".
         Some(data.to_path_buf())
     } else {
         None
@@ -102,7 +103,8 @@ pub fn load_data(
                 return Err(input_err(
                     &lob.join(symbol),
                     format!(
-                        "no snapshot files for {symbol} (expected <root>/{symbol}/<YYYY-MM-DD>/snapshots_*.parquet)"
+                        "no snapshot files for {symbol} (expected <root>/{symbol}/<YYYY-MM-DD>/snapshots_*.parquet); {}",
+                        crate::market::store::symbols_hint(lob)
                     ),
                 ));
             }

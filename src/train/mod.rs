@@ -9,11 +9,11 @@ pub mod config;
 pub mod data;
 pub mod dataset;
 pub mod memory;
-pub mod metrics;
 pub mod net;
 pub mod optim;
 pub mod progress;
 pub mod report;
+pub mod scores;
 pub mod trainer;
 
 pub use config::TrainingConfig;

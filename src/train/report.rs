@@ -7,7 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::train::metrics::Metrics;
+use crate::train::scores::Metrics;
 
 /// One epoch of one fold.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -36,11 +36,11 @@ use crate::train::data::{load_data, DataSource};
 use crate::train::dataset::{
     purge_ticks, resolve_alpha, walk_forward, Alpha, Dataset, Fold, HorizonLabels, Normalizer,
 };
-use crate::train::metrics::{argmax3, MetricsAcc};
 use crate::train::net::{LossOut, LossWeights, Param, TrainBatch, TrainNet};
 use crate::train::optim::{lr_at, AdamW};
 use crate::train::progress::ProgressHandle;
 use crate::train::report::{EpochResult, FoldResult, Results};
+use crate::train::scores::{argmax3, MetricsAcc};
 
 /// What the trainer needs from a trainable model (the contract of
 /// [`TrainNet`], whose methods these forward to).
@@ -530,7 +530,7 @@ impl<'b, B: Train, N: Net<B>> MultiModelTrainer<'b, B, N> {
         }
     }
 
-    fn baseline(&self, data: &Prepared, plan: &FoldPlan) -> Result<crate::train::metrics::Metrics> {
+    fn baseline(&self, data: &Prepared, plan: &FoldPlan) -> Result<crate::train::scores::Metrics> {
         let b = self.batcher(data, plan);
         let h = self.task.primary;
         let targets = |rows: &[usize]| -> Result<(Vec<u8>, Vec<f64>)> {
@@ -752,7 +752,7 @@ impl<'b, B: Train, N: Net<B>> MultiModelTrainer<'b, B, N> {
         batcher: &Batcher<'_>,
         plan: &FoldPlan,
         batch: &mut TrainBatch,
-    ) -> Result<(f64, crate::train::metrics::Metrics)> {
+    ) -> Result<(f64, crate::train::scores::Metrics)> {
         let weights = self.loss_weights();
         let h = self.task.primary;
         let mut acc = MetricsAcc::new();

@@ -247,3 +247,35 @@ pub fn grads_of<B: Train>(be: &B, net: &TrainNet<B>) -> Vec<Vec<f32>> {
         })
         .collect()
 }
+
+/// `steps` optimizer steps (the trainer's `AdamW`: global-norm clip 1,
+/// weight decay 0.01, lr 1e-3) of `forward_backward` on fixed batches with
+/// dropout on, from the same initialization; returns every parameter's values.
+///
+/// AdamW's ε is 1e-3 here, not 1e-8: some coordinates' true gradient is
+/// exactly zero (the key part of an attention's qkv bias: softmax ignores a
+/// shift shared by all keys), so their computed gradient is rounding noise,
+/// and with ε = 1e-8 the first steps' m̂/√v̂ ≈ ±1 turn that noise into full
+/// ±lr moves whose sign depends on the summation order. With ε = 1e-3 noise
+/// moves them by noise, while real gradients (≫ 1e-3 here) still take
+/// normalized steps, so the comparison tests the kernels, not the noise.
+pub fn train_steps<B: Train>(be: &B, config: &ModelConfig, steps: u32) -> Vec<Vec<f32>> {
+    let mut net = TrainNet::init(be, config.clone(), 17).unwrap();
+    let mut opt = quorum::train::optim::AdamW::new(be, net.params(), 0.01, 1.0).unwrap();
+    opt.eps = 1e-3;
+    for step in 1..=steps {
+        let batch = batch_for(config, 3, 40 + u64::from(step));
+        net.zero_grads(be).unwrap();
+        net.forward_backward(be, &batch, WEIGHTS, 1000 + u64::from(step)).unwrap();
+        opt.step(be, net.params_mut(), 1, 1e-3).unwrap();
+        net.refresh(be).unwrap();
+    }
+    net.params()
+        .iter()
+        .map(|p| {
+            let mut v = vec![0f32; p.numel()];
+            be.read(&p.value, &mut v).unwrap();
+            v
+        })
+        .collect()
+}

@@ -11,9 +11,9 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use quorum::engine::{model_type, Engine};
 use quorum::ensemble::EnsembleConfig;
 use quorum::model::{CnnLstmConfig, ModelConfig, ModelMeta, MpdConfig, TlobConfig};
+use quorum::server::engine::{model_type, Engine};
 use quorum::weights::{generated, WeightsFile};
 use quorum::{Cpu, Tensor};
 

@@ -14,10 +14,10 @@ mod bf16;
 mod conv;
 mod grad;
 mod lstm;
-mod optim;
 mod pair;
 pub mod simd;
 mod small_gemm;
+mod train;
 
 use std::cell::RefCell;
 use std::ops::Range;

@@ -17,7 +17,7 @@
 
 use crate::market::{Snapshot, Trade};
 
-use super::book::BookState;
+use super::book_features::BookState;
 use super::candle_features::{candle_features, ret_1, CandleWindow, Sliding, HISTORY};
 use super::candles::{Accepted, Candle, Ingest, InputStats, Reject};
 use super::indicators::{transform, IndicatorStreams, TransformInputs};

@@ -27,11 +27,11 @@ use parking_lot::{Mutex, RwLock};
 use serde::Serialize;
 use tokio::sync::{broadcast, watch};
 
-use crate::engine::{Decision, Engine, EngineInputs, InputLayout};
 use crate::features::{FeatureEngine, Update, NUM_FEATURES};
 use crate::market::client::{run_client, ClientShared};
 use crate::market::sequence::FEATURES_PER_LEVEL;
 use crate::market::{ClientTuning, Endpoint, Level, RawLOBSequence, Snapshot, Trade, NUM_LEVELS};
+use crate::server::engine::{Decision, Engine, EngineInputs, InputLayout};
 
 /// Live mode's settings.
 #[derive(Clone, Debug)]

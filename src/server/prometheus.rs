@@ -24,8 +24,8 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 
-use crate::engine::Decision;
 use crate::ensemble::{Direction, ModelType};
+use crate::server::engine::Decision;
 
 /// Upper bounds in seconds: 50 µs to 10 s.
 const BUCKETS: [f64; 17] =
@@ -221,7 +221,7 @@ impl Metrics {
     }
 }
 
-impl crate::live::LiveObserver for Metrics {
+impl crate::server::live::LiveObserver for Metrics {
     fn decision(&self, decision: &Decision, tick_to_decision_us: f64) {
         Metrics::decision(self, decision);
         self.tick_to_decision.observe_us(tick_to_decision_us);

@@ -1,6 +1,8 @@
-//! The optimizer's ops on the CPU: AdamW, the squared norm for global-norm
-//! clipping, and filling (zeroing gradients). Plain loops: they are memory
-//! bound and run once per optimizer step, not per micro-batch.
+//! `impl Train for Cpu`: every training op on the CPU. The backward row
+//! math lives in `grad.rs` and the forward loops in `simd.rs`; here are the
+//! dispatch, the shape checks and the optimizer's own ops (AdamW, the squared
+//! norm for global-norm clipping, filling), plain loops because they are
+//! memory bound and run once per optimizer step, not per micro-batch.
 
 use rayon::prelude::*;
 

@@ -14,11 +14,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use quorum::engine::{model_type, Engine};
 use quorum::ensemble::{Direction, EnsembleConfig};
-use quorum::live::{LiveConfig, LiveRunner};
 use quorum::market::{simulate_to_parquet, ExchangeConfig, LoopbackExchange, SimConfig};
 use quorum::model::{ModelConfig, ModelKind};
+use quorum::server::engine::{model_type, Engine};
+use quorum::server::live::{LiveConfig, LiveRunner};
 use quorum::server::{DataFolderLauncher, Extras, Server, ServerConfig, TrainingLauncher};
 use quorum::train::{MultiModelTrainer, TrainingConfig};
 use quorum::Cpu;

@@ -11,11 +11,11 @@ use clap::Args;
 
 use quorum::backend::select::Device;
 use quorum::backend::Precision;
-use quorum::engine::{model_type, Engine};
 use quorum::ensemble::EnsembleConfig;
-use quorum::live::{LiveConfig, LiveObserver, LiveRunner};
 use quorum::market::{Endpoint, ExchangeConfig, LoopbackExchange, SimConfig, BINANCE_REST_URL, BINANCE_WS_URL};
 use quorum::model::{ModelConfig, ModelKind, ModelMeta};
+use quorum::server::engine::{model_type, Engine};
+use quorum::server::live::{LiveConfig, LiveObserver, LiveRunner};
 use quorum::server::{DataFolderLauncher, Extras, Metrics, Server, ServerConfig, TrainingLauncher};
 use quorum::weights::{generated, WeightsFile};
 

@@ -1,0 +1,9 @@
+//! The `quorum` subcommands, one module each (the binary's half of the
+//! crate: `src/main.rs` parses the command line and calls in here).
+
+pub mod demo;
+pub mod features;
+pub mod market;
+pub mod models;
+pub mod serve;
+pub mod train;
