@@ -626,3 +626,28 @@ async fn a_replayed_recording_is_collected_exactly_through_every_fault() {
     assert!(stats.saved_trades > 0, "the recording's trades arrive as aggTrades: {stats:?}");
     let _ = std::fs::remove_dir_all(&out);
 }
+
+/// A symbol the exchange does not serve is refused (HTTP 400 at the
+/// WebSocket handshake): the client stops at once with the server's words
+/// instead of reconnecting forever, and `stop()` returns that error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_symbol_stops_the_collector_with_the_servers_reason() {
+    let ex = LoopbackExchange::start(loopback(), exchange_config(Vec::new())).await.unwrap();
+    let out = scratch("refused");
+    let mut config = collector_config(&ex, out.clone(), tuning(STALE));
+    config.symbol = "WRONGUSDT".into();
+    let mut c = RawLOBCollector::new(config).unwrap();
+    c.start().await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !c.client_failed() {
+        assert!(tokio::time::Instant::now() < deadline, "still retrying after 10 s: {:?}", c.stats());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let err = c.stop().await.unwrap_err().to_string();
+    assert!(err.contains("HTTP 400"), "{err}");
+    assert!(err.contains("this exchange serves simusdt@depth@100ms"), "names what it serves: {err}");
+    assert!(err.contains("retrying will not change that"), "{err}");
+    assert_eq!(c.stats().client.reconnects, 0, "no reconnect after a refusal");
+    ex.shutdown().await;
+    let _ = std::fs::remove_dir_all(&out);
+}

@@ -340,7 +340,12 @@ async fn collect_async(cfg: RawLOBConfig, limit: Option<Duration>, status_every:
             }
         };
         tokio::select! {
-            _ = status.tick() => eprintln!("{}", status_line(&collector)),
+            _ = status.tick() => {
+                if collector.client_failed() {
+                    break;
+                }
+                eprintln!("{}", status_line(&collector));
+            }
             _ = tokio::signal::ctrl_c() => { eprintln!("collect: Ctrl-C, flushing"); break; }
             _ = until => break,
         }

@@ -144,12 +144,33 @@ pub enum ClientError {
     Http { url: String, reason: String },
     #[error("REST {url}: HTTP {status}")]
     HttpStatus { url: String, status: u16 },
+    /// A 4xx answer that asking again will not change (not 408, 418 or 429).
+    #[error("{url}: HTTP {status} {body}; the server refuses the request and retrying will not change that (is the symbol right?)")]
+    Refused { url: String, status: u16, body: String },
     #[error("REST {url}: HTTP {status} (rate limit), Retry-After {retry_after:?}")]
     RateLimited { url: String, status: u16, retry_after: Duration },
     #[error("REST depth snapshot: {0}")]
     Snapshot(#[from] BinanceError),
     #[error("book sync failed {attempts} times in a row, last: {last}")]
     SyncFailed { attempts: u32, last: String },
+}
+
+impl ClientError {
+    /// An error that retrying cannot cure: the client stops instead of reconnecting.
+    pub fn is_permanent(&self) -> bool {
+        matches!(self, ClientError::Refused { .. })
+    }
+}
+
+/// Whether an HTTP status refuses the request for good (a 4xx other than
+/// 408 timeout, 418 ban and 429 rate limit, which pass).
+fn refuses_for_good(status: u16) -> bool {
+    (400..500).contains(&status) && !matches!(status, 408 | 418 | 429)
+}
+
+/// At most 200 characters of a refusal's body, for the message.
+fn body_excerpt(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).chars().filter(|c| !c.is_control()).take(200).collect()
 }
 
 /// Counters of the client, readable while it runs.
@@ -478,6 +499,14 @@ async fn fetch_snapshot(
     if status == 429 || status == 418 {
         return Err(ClientError::RateLimited { url, status, retry_after: retry_after(resp.headers()) });
     }
+    if refuses_for_good(status) {
+        let body = timeout(request_timeout, Limited::new(resp.into_body(), 4096).collect()).await;
+        let body = match body {
+            Ok(Ok(b)) => body_excerpt(&b.to_bytes()),
+            _ => String::new(),
+        };
+        return Err(ClientError::Refused { url, status, body });
+    }
     if !resp.status().is_success() {
         return Err(ClientError::HttpStatus { url, status });
     }
@@ -562,7 +591,16 @@ impl Session<'_> {
         let (mut ws, _) = tokio::select! {
             r = timeout(self.tuning.connect_timeout, connect) => r
                 .map_err(|_| ClientError::ConnectTimeout { url: url.clone(), timeout: self.tuning.connect_timeout })?
-                .map_err(|e| ClientError::Connect { url: url.clone(), reason: e.to_string() })?,
+                .map_err(|e| match e {
+                    tokio_tungstenite::tungstenite::Error::Http(resp) if refuses_for_good(resp.status().as_u16()) => {
+                        ClientError::Refused {
+                            url: url.clone(),
+                            status: resp.status().as_u16(),
+                            body: body_excerpt(resp.body().as_deref().unwrap_or_default()),
+                        }
+                    }
+                    e => ClientError::Connect { url: url.clone(), reason: e.to_string() },
+                })?,
             _ = stop.changed() => return Ok(SessionEnd::Stopped),
         };
         self.clear_book();
@@ -712,6 +750,10 @@ pub async fn run_client(
             Ok(SessionEnd::Reconnect) => {
                 attempt = 0;
                 continue;
+            }
+            Err(e) if e.is_permanent() => {
+                eprintln!("[collector {symbol}] {e}; stopping");
+                return Err(e);
             }
             Err(e) => {
                 if matches!(e, ClientError::Connect { .. } | ClientError::ConnectTimeout { .. }) {

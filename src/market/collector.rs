@@ -263,6 +263,12 @@ impl RawLOBCollector {
         Ok(self.stats())
     }
 
+    /// Whether the client has given up for good (a refusal retrying cannot
+    /// cure): `stop()` then returns its error.
+    pub fn client_failed(&self) -> bool {
+        self.running.as_ref().is_some_and(|r| r.client.is_finished())
+    }
+
     /// What the frame recorder wrote, once `stop()` has closed it.
     pub fn recorded_frames(&self) -> Option<RecorderStats> {
         self.recorded.lock().clone()

@@ -522,7 +522,8 @@ async fn serve_rest(stream: &mut TcpStream, inner: &Inner, path: &str) -> std::i
     let symbol_ok = query_param(path, "symbol").is_some_and(|s| s.eq_ignore_ascii_case(&inner.symbol));
     let limit = query_param(path, "limit").and_then(|l| l.parse::<usize>().ok()).unwrap_or(100);
     let (status, extra, body) = if !symbol_ok {
-        ("400 Bad Request", String::new(), "{\"code\":-1121,\"msg\":\"Invalid symbol.\"}".to_owned())
+        let msg = format!("Invalid symbol. This exchange serves {}.", inner.symbol);
+        ("400 Bad Request", String::new(), format!("{{\"code\":-1121,\"msg\":\"{msg}\"}}"))
     } else {
         let mut rest = inner.rest.lock();
         if let Some((status, secs)) = rest.rate_limit_next.take() {
@@ -569,7 +570,10 @@ async fn serve_ws(stream: TcpStream, inner: Arc<Inner>, mut shutdown: watch::Rec
         want_depth = streams.iter().any(|s| *s == inner.stream_depth);
         want_trade = streams.iter().any(|s| *s == inner.stream_trade);
         if !want_depth && !want_trade {
-            let mut r = ErrorResponse::new(Some(format!("unknown streams {streams:?}")));
+            let mut r = ErrorResponse::new(Some(format!(
+                "unknown streams {streams:?}; this exchange serves {} and {}",
+                inner.stream_depth, inner.stream_trade
+            )));
             *r.status_mut() = tokio_tungstenite::tungstenite::http::StatusCode::BAD_REQUEST;
             return Err(r);
         }
