@@ -9,6 +9,9 @@
 //! it, the one-minute excerpt in tests/fixtures/binance/. It prints the
 //! recording's length, so a median reads as seconds per minute of data.
 
+#[path = "../tests/common/fixtures.rs"]
+mod fixtures;
+
 use std::hint::black_box;
 use std::time::Duration;
 
@@ -120,16 +123,14 @@ fn sim_benches(c: &mut Criterion) {
 
 /// The BTCUSDT recording: the full files if this machine has them, else the excerpt.
 fn btcusdt_recording() -> Vec<std::path::PathBuf> {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let shared = std::env::var_os("QUORUM_BINANCE_DATA")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| root.join("../shared/data/binance"));
-    let full = [shared.join("spot_btcusdt_20240808.gz"), shared.join("spot_btcusdt_20240809.gz")];
-    if full.iter().all(|f| f.is_file()) {
-        return full.to_vec();
+    if let Some(shared) = fixtures::shared_binance_data() {
+        let full = [shared.join("spot_btcusdt_20240808.gz"), shared.join("spot_btcusdt_20240809.gz")];
+        if full.iter().all(|f| f.is_file()) {
+            return full.to_vec();
+        }
     }
-    let fixtures = root.join("tests/fixtures/binance");
-    vec![fixtures.join("btcusdt_excerpt_a.gz"), fixtures.join("btcusdt_excerpt_b.gz")]
+    let excerpts = fixtures::fixtures_dir().join("binance");
+    vec![excerpts.join("btcusdt_excerpt_a.gz"), excerpts.join("btcusdt_excerpt_b.gz")]
 }
 
 fn import_benches(c: &mut Criterion) {

@@ -22,14 +22,6 @@ fn fixtures() -> PathBuf {
     common::fixtures::fixtures_dir().join("binance")
 }
 
-/// The full recordings, if this machine has them.
-fn shared_data() -> Option<PathBuf> {
-    let dir = std::env::var_os("QUORUM_BINANCE_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/binance"));
-    dir.join("spot_btcusdt_20240808.gz").is_file().then_some(dir)
-}
-
 fn temp_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("quorum-import-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -293,7 +285,7 @@ fn btcusdt_continued_across_two_files_has_no_gap_agrees_with_book_ticker_and_wit
 
 #[test]
 fn the_whole_btcusdt_recording_from_shared_data() {
-    let Some(dir) = shared_data() else {
+    let Some(dir) = common::fixtures::shared_binance_data() else {
         println!("skipped: ../shared/data/binance (or $QUORUM_BINANCE_DATA) is absent");
         return;
     };

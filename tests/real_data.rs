@@ -3,7 +3,8 @@
 //! the test says so and passes when it is absent) are imported, turned into
 //! the 112 features, cut into windows, and run through the three models.
 
-use std::path::{Path, PathBuf};
+#[path = "common/fixtures.rs"]
+mod fixtures;
 
 use quorum::features::build_from_store;
 use quorum::market::{import_files, read_snapshots, ImportOptions, RecordFormat};
@@ -13,16 +14,9 @@ use quorum::train::dataset::{FEATURE_WINDOW, TLOB_WINDOW};
 use quorum::weights::generated;
 use quorum::{Cpu, Inputs, Model, Tensor};
 
-fn shared_data() -> Option<PathBuf> {
-    let dir = std::env::var_os("QUORUM_BINANCE_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/binance"));
-    dir.join("spot_btcusdt_20240808.gz").is_file().then_some(dir)
-}
-
 #[test]
 fn imported_btcusdt_gives_features_and_every_model_runs_on_its_windows() {
-    let Some(dir) = shared_data() else {
+    let Some(dir) = fixtures::shared_binance_data() else {
         println!("skipped: ../shared/data/binance (or $QUORUM_BINANCE_DATA) is absent");
         return;
     };

@@ -29,7 +29,7 @@ use super::client::{run_client, ClientError, ClientShared, ClientStats, ClientTu
 use super::recording::{FrameRecorder, RecorderStats};
 use super::sequence::RawLOBSequence;
 use super::store::{write_snapshots, write_trades, StoreError};
-use super::types::{Level, Snapshot, Trade, NUM_LEVELS};
+use super::types::{is_exchange_symbol, Level, Snapshot, Trade, EXCHANGE_SYMBOL_RULE, NUM_LEVELS};
 
 /// The collector's settings (docs/data.md, "The collector").
 #[derive(Clone, Debug)]
@@ -96,8 +96,8 @@ fn cfg_err(field: &'static str, reason: impl Into<String>) -> CollectorError {
 
 impl RawLOBConfig {
     pub fn validate(&self) -> Result<(), CollectorError> {
-        if self.symbol.is_empty() || !self.symbol.bytes().all(|b| b.is_ascii_alphanumeric()) {
-            return Err(cfg_err("symbol", "must be non-empty ASCII letters and digits"));
+        if !is_exchange_symbol(&self.symbol) {
+            return Err(cfg_err("symbol", EXCHANGE_SYMBOL_RULE));
         }
         if !(1..=NUM_LEVELS).contains(&self.num_levels) {
             return Err(cfg_err("num_levels", format!("{} is not in [1, {NUM_LEVELS}]", self.num_levels)));

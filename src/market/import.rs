@@ -34,7 +34,7 @@ use super::collector::{sample_book, Sample};
 pub use super::recording::FileReport;
 use super::recording::{FrameKind, FrameSource, RecordFormat};
 use super::store::{SnapshotWriter, StoreError, TradeWriter};
-use super::types::NUM_LEVELS;
+use super::types::{is_exchange_symbol, EXCHANGE_SYMBOL_RULE, NUM_LEVELS};
 
 /// What to import and how to sample it.
 #[derive(Clone, Debug)]
@@ -263,8 +263,8 @@ pub fn import_files(
 
 fn check_options(opts: &ImportOptions) -> Result<(), ImportError> {
     let bad = |field, reason: String| Err(ImportError::Option { field, reason });
-    if opts.symbol.is_empty() || !opts.symbol.bytes().all(|b| b.is_ascii_alphanumeric()) {
-        return bad("symbol", format!("{:?} must be non-empty ASCII letters and digits", opts.symbol));
+    if !is_exchange_symbol(&opts.symbol) {
+        return bad("symbol", format!("{:?} {EXCHANGE_SYMBOL_RULE}", opts.symbol));
     }
     if !(1..=60_000).contains(&opts.interval_ms) {
         return bad("interval_ms", format!("{} is not in [1, 60000]", opts.interval_ms));
@@ -550,8 +550,10 @@ impl Importer<'_> {
             self.rows_due_before(t + 1)?;
         }
         self.end_segment("end of input".to_owned());
-        let stats = self.shared.live.lock().book.stats();
-        let waiting = self.shared.live.lock().book.buffered() as u64;
+        let (stats, waiting) = {
+            let live = self.shared.live.lock();
+            (live.book.stats(), live.book.buffered() as u64)
+        };
         self.report.diffs_never_synced = waiting + stats.buffer_overflows;
         if let Some(since) = self.waiting_since.take() {
             if waiting > 0 {

@@ -29,4 +29,4 @@ pub use replay::{ReplayError, ReplayFeed};
 pub use sequence::{RawLOBSequence, SequenceError};
 pub use simulator::{parse_duration, simulate_to_parquet, MarketSimulator, SimConfig, SimError, SimSummary, TickView};
 pub use store::{read_snapshots, read_trades, write_snapshots, write_trades, SnapshotWriter, StoreError, TradeWriter};
-pub use types::{Level, Snapshot, SnapshotError, Trade, NUM_LEVELS};
+pub use types::{is_exchange_symbol, Level, Snapshot, SnapshotError, Trade, EXCHANGE_SYMBOL_RULE, NUM_LEVELS};

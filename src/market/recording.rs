@@ -25,6 +25,8 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use super::types::{is_exchange_symbol, EXCHANGE_SYMBOL_RULE};
+
 /// The tool that wrote a recording.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum RecordFormat {
@@ -113,7 +115,7 @@ fn url_symbol(url: &str) -> Option<String> {
     query
         .split('&')
         .find_map(|kv| kv.strip_prefix("symbol="))
-        .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric()))
+        .filter(|s| is_exchange_symbol(s))
         .map(|s| s.to_ascii_uppercase())
 }
 
@@ -471,8 +473,8 @@ pub struct FrameRecorder {
 impl FrameRecorder {
     /// Creates `dir` and starts the writer thread. No file exists before the first frame.
     pub fn start(dir: &Path, symbol: &str) -> std::io::Result<FrameRecorder> {
-        if symbol.is_empty() || !symbol.bytes().all(|b| b.is_ascii_alphanumeric()) {
-            return Err(std::io::Error::other(format!("symbol {symbol:?} must be ASCII letters and digits")));
+        if !is_exchange_symbol(symbol) {
+            return Err(std::io::Error::other(format!("symbol {symbol:?} {EXCHANGE_SYMBOL_RULE}")));
         }
         std::fs::create_dir_all(dir)?;
         let (tx, rx) = sync_channel(RECORDER_QUEUE);

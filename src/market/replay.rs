@@ -22,7 +22,7 @@ use std::time::Duration;
 use super::binance::{parse_combined, parse_depth_snapshot, AggTrade, DepthSnapshot, StreamEvent};
 use super::book::{BookError, DiffOutcome, OrderBook};
 use super::recording::{FrameKind, FrameSource, RecordFormat};
-use super::types::Snapshot;
+use super::types::{is_exchange_symbol, Snapshot};
 
 /// Levels a side kept for REST answers (Binance's largest `limit`).
 const REST_LEVELS: usize = 5000;
@@ -51,7 +51,7 @@ pub struct FeedStep {
 pub enum ReplayError {
     #[error("--speed {0}: must be a positive, finite number")]
     Speed(f64),
-    #[error("--symbol {0:?}: must be ASCII letters and digits")]
+    #[error("--symbol {0:?}: must be 1 to 32 ASCII letters and digits")]
     Symbol(String),
     #[error("no recording given")]
     NoFiles,
@@ -83,7 +83,7 @@ impl ReplayFeed {
         if !(speed.is_finite() && speed > 0.0) {
             return Err(ReplayError::Speed(speed));
         }
-        if symbol.is_empty() || !symbol.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        if !is_exchange_symbol(symbol) {
             return Err(ReplayError::Symbol(symbol.to_owned()));
         }
         if files.is_empty() {

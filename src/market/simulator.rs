@@ -40,7 +40,7 @@ use super::binance::{AggTrade, DepthSnapshot, DepthUpdate, PriceLevel};
 use super::book::{BookError, DiffOutcome, OrderBook};
 use super::decimal::Fixed;
 use super::store::{SnapshotWriter, StoreError, TradeWriter};
-use super::types::{Snapshot, NUM_LEVELS};
+use super::types::{is_exchange_symbol, Snapshot, EXCHANGE_SYMBOL_RULE, NUM_LEVELS};
 
 /// Latent flow persistence per tick.
 const FLOW_RHO: f64 = 0.98;
@@ -158,8 +158,8 @@ impl SimConfig {
         if ticks.checked_mul(4).and_then(|t| t.checked_mul(self.tick_size.units())).is_none() {
             return Err(cfg_err("initial_price", "too large"));
         }
-        if self.symbol.is_empty() || !self.symbol.bytes().all(|b| b.is_ascii_alphanumeric()) {
-            return Err(cfg_err("symbol", "must be non-empty ASCII letters and digits"));
+        if !is_exchange_symbol(&self.symbol) {
+            return Err(cfg_err("symbol", EXCHANGE_SYMBOL_RULE));
         }
         Ok(())
     }

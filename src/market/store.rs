@@ -74,6 +74,8 @@ fn pq_err(path: &Path) -> impl FnOnce(ParquetError) -> StoreError + '_ {
     move |source| StoreError::Parquet { path: path.to_path_buf(), source }
 }
 
+/// A store's folder name: wider than [`super::types::is_exchange_symbol`]
+/// (`-` and `_` for names such as `BTC-PERP`), still no path separators or dots.
 fn check_symbol(symbol: &str) -> Result<(), StoreError> {
     let ok = !symbol.is_empty()
         && symbol.len() <= 64

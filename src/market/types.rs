@@ -4,6 +4,16 @@
 /// Levels per side in a snapshot (and in the Parquet schema).
 pub const NUM_LEVELS: usize = 20;
 
+/// What [`is_exchange_symbol`] accepts, in words for error messages.
+pub const EXCHANGE_SYMBOL_RULE: &str = "must be 1 to 32 ASCII letters and digits";
+
+/// A symbol as the exchange spells it (`BTCUSDT`): 1 to 32 ASCII letters and
+/// digits. Every place that puts a symbol into a URL, a stream name or a file
+/// name checks it with this one rule, so none of them can be steered by it.
+pub fn is_exchange_symbol(symbol: &str) -> bool {
+    (1..=32).contains(&symbol.len()) && symbol.bytes().all(|b| b.is_ascii_alphanumeric())
+}
+
 /// One price level. A missing level is `NaN` in both fields.
 #[derive(Clone, Copy, Debug)]
 pub struct Level {

@@ -30,7 +30,10 @@ use tokio::sync::{broadcast, watch};
 use crate::features::{FeatureEngine, Update, NUM_FEATURES};
 use crate::market::client::{run_client, ClientShared};
 use crate::market::sequence::FEATURES_PER_LEVEL;
-use crate::market::{ClientTuning, Endpoint, Level, RawLOBSequence, Snapshot, Trade, NUM_LEVELS};
+use crate::market::{
+    is_exchange_symbol, ClientTuning, Endpoint, Level, RawLOBSequence, Snapshot, Trade, EXCHANGE_SYMBOL_RULE,
+    NUM_LEVELS,
+};
 use crate::server::engine::{Decision, Engine, EngineInputs, InputLayout};
 
 /// Live mode's settings.
@@ -415,11 +418,8 @@ impl LiveRunner {
         if cfg.sample_interval.is_zero() {
             return Err(LiveError::Config { field: "sample_interval", reason: "must be positive".into() });
         }
-        if cfg.symbol.is_empty() || !cfg.symbol.bytes().all(|b| b.is_ascii_alphanumeric()) {
-            return Err(LiveError::Config {
-                field: "symbol",
-                reason: "must be non-empty ASCII letters and digits".into(),
-            });
+        if !is_exchange_symbol(&cfg.symbol) {
+            return Err(LiveError::Config { field: "symbol", reason: EXCHANGE_SYMBOL_RULE.into() });
         }
         let rt = tokio::runtime::Handle::try_current().map_err(|e| LiveError::NoRuntime(e.to_string()))?;
         let hub = LiveHub::new(&cfg.symbol, cfg.history);

@@ -25,6 +25,7 @@ use super::training::StartError;
 use super::AppState;
 use crate::ensemble::{ConsensusStrategy, Direction, ModelPrediction, ModelType};
 use crate::fsutil;
+use crate::market::{is_exchange_symbol, EXCHANGE_SYMBOL_RULE};
 use crate::server::engine::{EngineError, EngineInputs};
 use crate::server::live::LiveEntry;
 use crate::train::TrainingConfig;
@@ -495,8 +496,8 @@ fn training_start(state: &Arc<AppState>, body: &[u8]) -> Result<Response<Body>, 
         Some(serde_json::Value::String(s)) => s,
         Some(other) => return Err(ApiError::bad("invalid_type", "symbol", format!("expected a string, got {other}"))),
     };
-    if symbol.is_empty() || symbol.len() > 32 || !symbol.bytes().all(|b| b.is_ascii_alphanumeric()) {
-        return Err(ApiError::bad("invalid_value", "symbol", "must be 1 to 32 ASCII letters and digits"));
+    if !is_exchange_symbol(&symbol) {
+        return Err(ApiError::bad("invalid_value", "symbol", EXCHANGE_SYMBOL_RULE));
     }
     if let Some(m) = model {
         if !m.is_object() {

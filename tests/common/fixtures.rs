@@ -26,3 +26,13 @@ pub fn resolve(var: Option<PathBuf>, source_tree: &Path, exe: &Path) -> PathBuf 
     }
     exe.ancestors().skip(1).map(|d| d.join("fixtures")).find(|d| d.is_dir()).unwrap_or(built_from)
 }
+
+/// The folder of the full Binance recordings (`$QUORUM_BINANCE_DATA`, else
+/// `../shared/data/binance` beside the source tree), if this machine has them.
+/// Tests that read it say so and pass when it is absent.
+pub fn shared_binance_data() -> Option<PathBuf> {
+    let dir = std::env::var_os("QUORUM_BINANCE_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/binance"));
+    dir.join("spot_btcusdt_20240808.gz").is_file().then_some(dir)
+}
