@@ -9,6 +9,7 @@
 pub mod backend;
 pub mod ensemble;
 pub mod error;
+pub mod evaluate;
 pub mod features;
 pub mod fsutil;
 pub mod market;

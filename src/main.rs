@@ -7,7 +7,7 @@ use clap::{Parser, Subcommand};
 
 mod cli;
 
-use cli::{demo, features, market, models, serve, train};
+use cli::{demo, evaluate, features, market, models, serve, train};
 
 use quorum::backend::gpu::Precision;
 use quorum::backend::select::Device;
@@ -91,6 +91,9 @@ enum Command {
     Collect(market::CollectArgs),
     /// Import recorded Binance frames (hftbacktest, cryptofeed) into the store `collect` writes.
     Import(market::ImportArgs),
+    /// Replay a stored period through the live path and score every model, every consensus
+    /// strategy and simple baselines on the same decisions, net of costs, with intervals.
+    Evaluate(Box<evaluate::EvaluateArgs>),
     /// Train one architecture (or all three) with walk-forward validation on a data folder.
     Train(train::TrainArgs),
     /// Serve the ensemble over HTTP (docs/api.md), optionally live from the simulator or Binance.
@@ -137,6 +140,7 @@ fn main() -> Result<()> {
         Command::Simulate(args) => market::simulate(args),
         Command::Collect(args) => market::collect(args),
         Command::Import(args) => market::import(args),
+        Command::Evaluate(args) => evaluate::run(*args),
         Command::Train(args) => train::train(args),
         Command::Serve(args) => serve::serve(*args),
     }

@@ -261,6 +261,22 @@ fn rooms_import_only_what_the_architecture_allows() {
             "server/live",
             &["server::engine", "features", "market", "ensemble", "model", "backend", "tensor", "error", "fsutil"],
         ),
+        (
+            "evaluate",
+            &[
+                "server::engine",
+                "server::live",
+                "train",
+                "features",
+                "market",
+                "ensemble",
+                "model",
+                "backend",
+                "tensor",
+                "error",
+                "fsutil",
+            ],
+        ),
     ];
     let mut broken = Vec::new();
     for (room, allowed) in rules {

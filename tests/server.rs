@@ -683,6 +683,13 @@ fn the_engine_loads_a_weights_folder_and_reports_the_missing_models() {
     assert!(err.contains("mpd_transformer.safetensors"), "{err}");
     assert!(!engine.is_loaded(quorum::ensemble::ModelType::MpdTransformer));
     assert!(engine.load_dir(&dir.join("nope")).is_err());
+    // What `quorum train` writes loads too, the plain name first where both exist.
+    std::fs::remove_file(dir.join("mpd_transformer.safetensors")).unwrap();
+    save_weights(&dir.join("mpd_transformer_best.safetensors"), &weights(&configs[0], 1.0));
+    std::fs::write(dir.join("tlob_best.safetensors"), b"not read: tlob.safetensors is there").unwrap();
+    let report = engine.load_dir(&dir).unwrap();
+    let loaded: Vec<_> = report.loaded.iter().map(|(_, p)| p.file_name().unwrap().to_str().unwrap()).collect();
+    assert_eq!(loaded, ["cnn_lstm.safetensors", "mpd_transformer_best.safetensors", "tlob.safetensors"]);
 }
 
 #[test]

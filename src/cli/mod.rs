@@ -2,6 +2,7 @@
 //! crate: `src/main.rs` parses the command line and calls in here).
 
 pub mod demo;
+pub mod evaluate;
 pub mod features;
 pub mod market;
 pub mod models;

@@ -3,8 +3,10 @@
 //! of threads may call at once.
 //!
 //! * **Loading.** [`Engine::load_dir`] takes `mpd_transformer.safetensors`,
-//!   `tlob.safetensors` and `cnn_lstm.safetensors` from a folder; a missing
-//!   file leaves that model unloaded (reported), a broken one is an error.
+//!   `tlob.safetensors` and `cnn_lstm.safetensors` from a folder, or, where
+//!   one is absent, what `quorum train` writes (`<model>_best.safetensors`),
+//!   so a training's output folder serves as it is; a missing file leaves
+//!   that model unloaded (reported), a broken one is an error.
 //! * **Hot swap.** Each loaded model sits in an `Arc`; a request clones the
 //!   `Arc`s it needs under a short read lock and runs on them. Loading new
 //!   weights builds the model first, outside any lock, then swaps the pointer:
@@ -328,7 +330,9 @@ impl Engine {
         }
         let mut report = LoadReport::default();
         for &model in ModelType::ALL {
-            let path = dir.join(weights_file_name(model));
+            let named = dir.join(weights_file_name(model));
+            let trained = dir.join(format!("{}_best.safetensors", model.as_str()));
+            let path = if !named.is_file() && trained.is_file() { trained } else { named };
             if path.is_file() {
                 self.load_file(model, &path)?;
                 report.loaded.push((model, path));

@@ -242,6 +242,18 @@ pub struct LiveState {
     /// Trades received after the last sample's exchange time: they belong to the next tick.
     pending: Vec<Trade>,
     seq: u64,
+    /// The loaded models' inputs and the window lengths they need, as of the last [`LiveState::advance`].
+    layout: InputLayout,
+    needs: (usize, usize),
+}
+
+/// What one tick did to the windows, before any decision.
+#[derive(Debug, Clone, Copy)]
+pub struct Advanced {
+    /// Every window a loaded model needs is full: [`LiveState::decide`] can run.
+    pub warm: bool,
+    /// The feature vector this tick produced (none while warming up, or when undefined).
+    pub features: Option<[f32; NUM_FEATURES]>,
 }
 
 /// Windows kept at least this long (the defaults of docs/training.md, "Samples"), longer if a loaded config asks.
@@ -259,6 +271,8 @@ impl LiveState {
             lob_win: VecDeque::new(),
             pending: Vec::new(),
             seq: 0,
+            layout: InputLayout::default(),
+            needs: (0, 0),
         }
     }
 
@@ -283,6 +297,16 @@ impl LiveState {
     /// One tick: `trades` received since the last call, then the sampled
     /// book. Returns the decision published, if the pipeline is warm.
     pub fn on_sample(&mut self, trades: &[Trade], snap: &Snapshot, sampled_at: Instant) -> Option<Arc<LiveEntry>> {
+        if !self.advance(trades, snap).warm {
+            return None;
+        }
+        self.decide(snap, sampled_at).map(|(entry, _)| entry)
+    }
+
+    /// The first half of a tick: the trades and the snapshot into the
+    /// feature engine and the windows. `quorum evaluate` calls it on every
+    /// stored tick and [`LiveState::decide`] only on those it scores.
+    pub fn advance(&mut self, trades: &[Trade], snap: &Snapshot) -> Advanced {
         self.seq += 1;
         self.hub.ticks.fetch_add(1, Ordering::Relaxed);
         // Trades up to the snapshot's time go before it; later ones wait for the next tick.
@@ -297,8 +321,9 @@ impl LiveState {
         let (need_f, need_l) = Self::needs(&layout);
         let keep_f = need_f.max(MIN_FEATURE_WINDOW);
         let keep_l = need_l.max(MIN_LOB_WINDOW);
+        let mut features = None;
         match self.features.push_snapshot(snap) {
-            Update::Rejected(_) => return None,
+            Update::Rejected(_) => return Advanced { warm: false, features: None },
             Update::Ready(v) => {
                 let mut row = [0f32; NUM_FEATURES];
                 for (o, &x) in row.iter_mut().zip(v.iter()) {
@@ -308,6 +333,7 @@ impl LiveState {
                     self.feature_win.pop_front();
                 }
                 self.feature_win.push_back(row);
+                features = Some(row);
             }
             Update::WarmingUp { .. } | Update::Undefined { .. } => {
                 if !self.feature_win.is_empty() {
@@ -332,10 +358,17 @@ impl LiveState {
             && self.lob_win.len() >= need_l
             && (!need_aux || !self.feature_win.is_empty());
         self.hub.warm.store(warm, Ordering::Relaxed);
-        if !warm {
-            return None;
-        }
-        let inputs = self.inputs(&layout, need_f, need_l);
+        self.layout = layout;
+        self.needs = (need_f, need_l);
+        Advanced { warm, features }
+    }
+
+    /// The second half of a tick, once [`LiveState::advance`] said warm: the
+    /// engine's decision on the windows, published to the hub. Returns the
+    /// published entry and the decision itself.
+    pub fn decide(&mut self, snap: &Snapshot, sampled_at: Instant) -> Option<(Arc<LiveEntry>, Decision)> {
+        let (need_f, need_l) = self.needs;
+        let inputs = self.inputs(&self.layout, need_f, need_l);
         let tick = TickInfo {
             ts_exchange_ms: snap.ts_exchange_ms,
             last_update_id: snap.last_update_id,
@@ -376,7 +409,7 @@ impl LiveState {
         if let Some(o) = &self.observer {
             o.decision(&decision, tick_to_decision_us);
         }
-        Some(entry)
+        Some((entry, decision))
     }
 
     fn inputs(&self, layout: &InputLayout, need_f: usize, need_l: usize) -> EngineInputs {

@@ -59,9 +59,8 @@ fn softmax(z: &mut [f64; 3]) {
 }
 
 impl LogisticRegression {
-    /// The standardized inputs of row `t`.
-    fn inputs(&self, ds: &Dataset, t: usize, x: &mut [f64]) {
-        let row = ds.row(t);
+    /// The standardized inputs of a feature vector (the 112 columns).
+    fn inputs(&self, row: &[f32], x: &mut [f64]) {
         for (k, &c) in self.columns.iter().enumerate() {
             x[k] = (f64::from(row[c]) - self.mean[k]) / self.std[k];
         }
@@ -78,6 +77,12 @@ impl LogisticRegression {
 
     /// Fits on `rows` (sample ends) with their classes `y` (0..3).
     pub fn fit(ds: &Dataset, norm: &Normalizer, rows: &[usize], y: &[u8]) -> LogisticRegression {
+        let rows: Vec<&[f32]> = rows.iter().map(|&t| ds.row(t)).collect();
+        Self::fit_rows(norm, &rows, y)
+    }
+
+    /// Fits on feature vectors (112 columns each) with their classes `y` (0..3).
+    pub fn fit_rows(norm: &Normalizer, rows: &[&[f32]], y: &[u8]) -> LogisticRegression {
         let columns = columns();
         let d = columns.len();
         let mut lr = LogisticRegression {
@@ -92,8 +97,8 @@ impl LogisticRegression {
         }
         let n = rows.len();
         let mut xs = vec![0.0; n * d];
-        for (i, &t) in rows.iter().enumerate() {
-            lr.inputs(ds, t, &mut xs[i * d..(i + 1) * d]);
+        for (i, row) in rows.iter().enumerate() {
+            lr.inputs(row, &mut xs[i * d..(i + 1) * d]);
         }
         let step = 2.0 / d as f64;
         let mut gw = vec![0.0; 3 * d];
@@ -123,8 +128,22 @@ impl LogisticRegression {
 
     /// The predicted class of row `t`.
     pub fn predict(&self, ds: &Dataset, t: usize) -> usize {
+        self.predict_row(ds.row(t))
+    }
+
+    /// The class probabilities `[DOWN, NEUTRAL, UP]` of a feature vector.
+    pub fn probabilities(&self, row: &[f32]) -> [f64; 3] {
         let mut x = vec![0.0; self.columns.len()];
-        self.inputs(ds, t, &mut x);
+        self.inputs(row, &mut x);
+        let mut z = self.logits(&x);
+        softmax(&mut z);
+        z
+    }
+
+    /// The predicted class of a feature vector (the first on a tie).
+    pub fn predict_row(&self, row: &[f32]) -> usize {
+        let mut x = vec![0.0; self.columns.len()];
+        self.inputs(row, &mut x);
         let z = self.logits(&x);
         let mut best = 0;
         for c in 1..3 {

@@ -1,0 +1,146 @@
+//! The `evaluate` subcommand: a stored period through the live path, every
+//! candidate scored on the same decisions (src/evaluate/, docs/evaluate.md).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use quorum::backend::gpu::Precision;
+use quorum::backend::select::Device;
+use quorum::ensemble::EnsembleConfig;
+use quorum::evaluate::{evaluate, Bound, EvaluateOptions, Report};
+use quorum::server::engine::Engine;
+
+#[derive(clap::Args, Debug)]
+pub struct EvaluateArgs {
+    /// The store: `<data>/<SYMBOL>/<day>/…` or `<data>/raw_lob/<SYMBOL>/…`
+    /// (what `simulate --out`, `collect` or `import` wrote).
+    #[arg(long)]
+    pub data: PathBuf,
+    #[arg(long, default_value = "BTCUSDT")]
+    pub symbol: String,
+    /// The weights folder (`mpd_transformer.safetensors`, `tlob.safetensors`,
+    /// `cnn_lstm.safetensors`; what `train` writes): the models evaluated.
+    #[arg(long)]
+    pub weights: PathBuf,
+    /// Start of the evaluated period: Unix ms, or +DURATION after the data's
+    /// start (+30m). Before it is the fit period (α, the baselines, warm-up).
+    /// Default: the middle of the data.
+    #[arg(long, value_parser = Bound::parse)]
+    pub from: Option<Bound>,
+    /// End of the evaluated period (exclusive), as --from. Default: the end of the data.
+    #[arg(long, value_parser = Bound::parse)]
+    pub to: Option<Bound>,
+    /// Label horizons in ticks, comma-separated; the consensus strategies learn from the first.
+    #[arg(long, value_delimiter = ',', default_value = "30")]
+    pub horizons: Vec<usize>,
+    /// The label threshold α (a return ratio); default: fit on the fit period as training does.
+    #[arg(long)]
+    pub alpha: Option<f64>,
+    /// Fixed cost per trade in basis points (fees, both sides).
+    #[arg(long, default_value_t = 1.0)]
+    pub cost_bps: f64,
+    /// A fixed half-spread per side in bps instead of the stored book's own.
+    #[arg(long)]
+    pub half_spread_bps: Option<f64>,
+    /// Bootstrap resamples per interval.
+    #[arg(long, default_value_t = 1000)]
+    pub resamples: usize,
+    #[arg(long, default_value_t = 7)]
+    pub seed: u64,
+    /// The ensemble's JSON config the consensus strategies start from (docs/consensus.md).
+    #[arg(long)]
+    pub ensemble_config: Option<PathBuf>,
+    #[arg(long, value_enum, default_value_t = Device::Cpu)]
+    pub backend: Device,
+    /// f32 or bf16 (a CPU with AVX512_BF16, or a GPU).
+    #[arg(long, default_value = "f32")]
+    pub precision: String,
+    /// The report folder: decisions.parquet and report.json.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+pub fn run(args: EvaluateArgs) -> Result<()> {
+    let (raw, _) = quorum::train::data::data_folder(&args.data, &args.symbol)?;
+    let Some(raw) = raw else {
+        bail!(
+            "--data {}: no stored snapshots; write a store with `quorum simulate --out DIR`, `quorum collect` or `quorum import`",
+            args.data.display()
+        );
+    };
+    let config = match &args.ensemble_config {
+        Some(p) => EnsembleConfig::from_file(p)?,
+        None => EnsembleConfig::default(),
+    };
+    let engine = Engine::on(args.backend.open()?, Precision::parse(&args.precision)?, config)?;
+    let loaded = engine.load_dir(&args.weights).with_context(|| format!("--weights {}", args.weights.display()))?;
+    for (m, p) in &loaded.loaded {
+        eprintln!("loaded {m} from {}", p.display());
+    }
+    for (m, p) in &loaded.missing {
+        eprintln!("not evaluated: {m} ({} does not exist)", p.display());
+    }
+    let opts = EvaluateOptions {
+        from: args.from,
+        to: args.to,
+        horizons: args.horizons.clone(),
+        alpha: args.alpha,
+        cost_bps: args.cost_bps,
+        half_spread_bps: args.half_spread_bps,
+        resamples: args.resamples,
+        seed: args.seed,
+        ..EvaluateOptions::new(&raw, &args.symbol)
+    };
+    let report = evaluate(Arc::new(engine), &opts, &args.out, &mut |line| eprintln!("[evaluate] {line}"))?;
+    print_summary(&report);
+    println!("wrote {} and {}", args.out.join("decisions.parquet").display(), args.out.join("report.json").display());
+    Ok(())
+}
+
+fn opt(v: Option<f64>, digits: usize) -> String {
+    v.map_or_else(|| "—".into(), |x| format!("{x:.digits$}"))
+}
+
+/// The metric table of every horizon, then one sentence per comparison.
+pub fn print_summary(report: &Report) {
+    let costs = match report.costs.half_spread.as_f64() {
+        Some(h) => format!("{} bps a trade + {h} bps half-spread a side", report.costs.cost_per_trade_bps),
+        None => format!("{} bps a trade + the book's half-spread at entry and exit", report.costs.cost_per_trade_bps),
+    };
+    for h in &report.horizons {
+        println!(
+            "\nhorizon {} ticks: {} decisions, the same for every candidate (α {:.2e}; realized DOWN/NEUTRAL/UP {:.1}/{:.1}/{:.1} %); costs: {costs}",
+            h.horizon,
+            h.decisions,
+            h.alpha,
+            100.0 * h.class_shares[0],
+            100.0 * h.class_shares[1],
+            100.0 * h.class_shares[2]
+        );
+        println!(
+            "{:<20} {:>7} {:>7} {:>7} {:>7} {:>11} {:>6} {:>6} {:>7} {:>9}",
+            "candidate", "acc %", "F1", "MCC", "trades", "net bps", "hit %", "PF", "Sharpe", "max DD"
+        );
+        for s in &h.scores {
+            let t = &s.trading;
+            println!(
+                "{:<20} {:>7.2} {:>7.3} {:>7.3} {:>7} {:>11.1} {:>6} {:>6} {:>7} {:>9.1}",
+                s.candidate.name(),
+                100.0 * s.classification.accuracy,
+                s.classification.f1_macro,
+                s.classification.mcc,
+                t.trades,
+                t.net_pnl_bps,
+                opt(t.hit_rate.map(|r| 100.0 * r), 1),
+                opt(t.profit_factor, 2),
+                opt(t.sharpe_per_trade, 3),
+                t.max_drawdown_bps
+            );
+        }
+    }
+    println!();
+    for v in &report.verdicts {
+        println!("{v}");
+    }
+}
