@@ -117,10 +117,31 @@ fn infer_errors_name_the_problem_and_write_nothing() {
 /// after `--decisions` and reports each stage. Its temporary data is removed.
 #[test]
 fn the_quick_demo_trains_decides_live_and_cleans_up() {
-    let out = quorum(&["demo", "--quick", "--bind", "127.0.0.1:0", "--decisions", "60"]);
+    let report = std::env::temp_dir().join(format!("quorum-demo-report-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&report);
+    let out = quorum(&[
+        "demo",
+        "--quick",
+        "--bind",
+        "127.0.0.1:0",
+        "--decisions",
+        "60",
+        "--report",
+        report.to_str().unwrap(),
+    ]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
-    for stage in ["[1/4] simulated", "[3/4] training", "[4/4] live", "curl http://127.0.0.1:", "summary:"] {
+    for stage in [
+        "[1/5] simulated",
+        "[3/5] training",
+        "[4/5] live",
+        "curl http://127.0.0.1:",
+        "summary:",
+        "[5/5] evaluate",
+        "the same for every candidate",
+        "small demo configs",
+        "open ",
+    ] {
         assert!(text.contains(stage), "missing {stage:?} in:\n{text}");
     }
     for model in ["mpd_transformer", "tlob", "cnn_lstm"] {
@@ -131,6 +152,11 @@ fn the_quick_demo_trains_decides_live_and_cleans_up() {
     let data = text.lines().find_map(|l| l.strip_prefix("data folder: ")).unwrap();
     let data = data.split(" (").next().unwrap();
     assert!(!std::path::Path::new(data).exists(), "the temporary data folder {data} is removed");
+    // The evaluation's report stays, outside the temporary data.
+    for file in ["report.html", "report.json", "decisions.parquet"] {
+        assert!(report.join(file).is_file(), "{file} written");
+    }
+    let _ = std::fs::remove_dir_all(&report);
 }
 
 /// Issue 15.8: `simulate --out` killed mid-write leaves a hidden temporary

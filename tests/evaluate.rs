@@ -155,6 +155,14 @@ fn every_candidate_answers_the_same_decisions_and_the_report_recomputes_from_the
         assert!(!h["comparisons"].as_array().unwrap().is_empty());
     }
     assert_eq!(report.verdicts.len(), json["verdicts"].as_array().unwrap().len());
+    // The page: every chart drawn (equity and reliability per horizon, weights, latency), every candidate named.
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert_eq!(html.matches("<svg").count(), 2 * horizons.len() + 2, "charts in report.html");
+    assert!(!html.contains("not drawn"));
+    for name in &names {
+        assert!(html.contains(name), "{name} missing from report.html");
+    }
+    assert!(!html.contains("<script") && !html.contains("<link") && !html.contains("src="), "self-contained");
     let _ = std::fs::remove_dir_all(&root);
 }
 

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use quorum::ensemble::{Direction, EnsembleConfig};
+use quorum::evaluate::{evaluate, Bound, EvaluateOptions};
 use quorum::market::{simulate_to_parquet, ExchangeConfig, LoopbackExchange, SimConfig};
 use quorum::model::{ModelConfig, ModelKind};
 use quorum::server::engine::{model_type, Engine};
@@ -51,9 +52,12 @@ pub struct DemoArgs {
     /// Keep the data, checkpoints and models here (default: a temporary folder, removed at the end).
     #[arg(long)]
     pub data: Option<PathBuf>,
-    /// The simulated markets' seed (history: this one; live: the next).
+    /// The simulated markets' seed (history: this one; live: the next; the evaluated market: the one after).
     #[arg(long, default_value_t = 5)]
     pub seed: u64,
+    /// Where the final evaluation writes report.html, report.json and decisions.parquet.
+    #[arg(long, default_value = "quorum-demo-report")]
+    pub report: PathBuf,
 }
 
 /// What the demo trained: each model's file and held-out figures, and the
@@ -85,7 +89,8 @@ pub fn demo(args: DemoArgs) -> Result<()> {
             .enable_all()
             .build()
             .context("starting tokio")?;
-        rt.block_on(live(&args, &data, &trained, decisions))
+        rt.block_on(live(&args, &data, &trained, decisions))?;
+        evaluate_held_out(&args, &data)
     })();
     if temporary {
         let _ = std::fs::remove_dir_all(&data);
@@ -102,7 +107,7 @@ fn history(data: &Path, minutes: u64, seed: u64) -> Result<()> {
     let t = Instant::now();
     let s = simulate_to_parquet(&sim, &data.join("raw_lob"), Duration::from_secs(minutes * 60), |_, _| {})?;
     println!(
-        "[1/4] simulated {minutes} min of {SYMBOL} (signal strength 2.0): {} snapshots, {} trades in {:.1} s",
+        "[1/5] simulated {minutes} min of {SYMBOL} (signal strength 2.0): {} snapshots, {} trades in {:.1} s",
         s.ticks,
         s.trades,
         t.elapsed().as_secs_f64()
@@ -115,9 +120,9 @@ fn history(data: &Path, minutes: u64, seed: u64) -> Result<()> {
 /// majority-class rate and the logistic-regression baseline.
 fn train_all(data: &Path, epochs: usize, seed: u64) -> Result<Trained> {
     println!(
-        "[2/4] features and labels: computed by the trainer from the stored book (112 features, horizon {HORIZON})"
+        "[2/5] features and labels: computed by the trainer from the stored book (112 features, horizon {HORIZON})"
     );
-    println!("[3/4] training the three models (small configs, {epochs} epoch(s) each, CPU):");
+    println!("[3/5] training the three models (small configs, {epochs} epoch(s) each, CPU):");
     let be = Cpu::new();
     let mut models = Vec::new();
     let mut alpha = None;
@@ -164,6 +169,36 @@ fn train_all(data: &Path, epochs: usize, seed: u64) -> Result<Trained> {
         println!("{row}");
     }
     Ok(Trained { models, alpha: alpha.context("no label threshold in the results")? })
+}
+
+/// Step 5: `quorum evaluate` on a market none of the models has seen: every
+/// model, consensus strategy and baseline on the same decisions, net of costs.
+fn evaluate_held_out(args: &DemoArgs, data: &Path) -> Result<()> {
+    let (minutes, fit_minutes) = if args.quick { (8, 5) } else { (30, 10) };
+    let sim = SimConfig { symbol: SYMBOL.into(), seed: args.seed + 2, signal_strength: 2.0, ..SimConfig::default() };
+    let store = data.join("held_out");
+    simulate_to_parquet(&sim, &store, Duration::from_secs(minutes * 60), |_, _| {})?;
+    println!(
+        "\n[5/5] evaluate: {minutes} min of a market none of the models has seen (seed {}); the first {fit_minutes} \
+         fit α, the baselines and warm the pipeline up; the rest is replayed through the live path",
+        args.seed + 2
+    );
+    let engine = Arc::new(Engine::new(Cpu::new(), EnsembleConfig::default())?);
+    engine.load_dir(&data.join("models"))?;
+    let opts = EvaluateOptions {
+        from: Some(Bound::AfterStart(fit_minutes as i64 * 60_000)),
+        horizons: vec![HORIZON],
+        ..EvaluateOptions::new(&store, SYMBOL)
+    };
+    let report = evaluate(engine, &opts, &args.report, &mut |_| {})?;
+    println!(
+        "      the models are the small demo configs (ModelConfig::small), trained {} on {} min: not the defaults",
+        if args.quick { "one epoch" } else { "briefly" },
+        args.history_minutes.unwrap_or(if args.quick { 10 } else { 60 })
+    );
+    super::evaluate::print_summary(&report);
+    println!("\nthe report: open {} in a browser", args.report.join("report.html").display());
+    Ok(())
 }
 
 /// A live decision waiting for its horizon to pass.
@@ -233,7 +268,7 @@ async fn live(args: &DemoArgs, data: &Path, trained: &Trained, target: u64) -> R
         .with_context(|| format!("starting the server on {} (another port: --bind 127.0.0.1:0)", args.bind))?;
     let url = format!("http://{}", server.local_addr());
     println!(
-        "\n[4/4] live: simulated exchange on {}, one decision per {} ms tick once warm",
+        "\n[4/5] live: simulated exchange on {}, one decision per {} ms tick once warm",
         exchange.local_addr(),
         tick.as_millis()
     );

@@ -56,7 +56,7 @@ pub struct EvaluateArgs {
     /// f32 or bf16 (a CPU with AVX512_BF16, or a GPU).
     #[arg(long, default_value = "f32")]
     pub precision: String,
-    /// The report folder: decisions.parquet and report.json.
+    /// The report folder: decisions.parquet, report.json and report.html.
     #[arg(long)]
     pub out: PathBuf,
 }
@@ -94,7 +94,12 @@ pub fn run(args: EvaluateArgs) -> Result<()> {
     };
     let report = evaluate(Arc::new(engine), &opts, &args.out, &mut |line| eprintln!("[evaluate] {line}"))?;
     print_summary(&report);
-    println!("wrote {} and {}", args.out.join("decisions.parquet").display(), args.out.join("report.json").display());
+    println!(
+        "wrote {}, {} and {} (open it in a browser)",
+        args.out.join("decisions.parquet").display(),
+        args.out.join("report.json").display(),
+        args.out.join("report.html").display()
+    );
     Ok(())
 }
 

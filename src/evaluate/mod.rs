@@ -13,9 +13,11 @@
 //!   strategies fed the outcomes as they become known, as `/outcome` would);
 //! - [`scoring`]: calls and labels → the decisions table and each candidate's metrics;
 //! - [`stats`]: paired block bootstrap and McNemar's test;
-//! - [`output`]: `decisions.parquet` and `report.json`.
+//! - [`output`]: `decisions.parquet` and `report.json`;
+//! - [`html`]: `report.html`, the page to look at.
 
 pub mod candidates;
+pub mod html;
 pub mod output;
 pub mod replay;
 pub mod scoring;
@@ -140,7 +142,7 @@ pub enum EvaluateError {
     Write { path: PathBuf, reason: String },
 }
 
-/// Replays, scores and writes `decisions.parquet` and `report.json` into
+/// Replays, scores and writes `decisions.parquet`, `report.json` and `report.html` into
 /// `out`. `engine` holds the loaded models and the ensemble config the
 /// consensus strategies start from. `progress` hears one line now and then.
 pub fn evaluate(
@@ -164,5 +166,9 @@ pub fn evaluate(
         .map_err(|e| EvaluateError::Write { path: out.to_path_buf(), reason: e.to_string() })?;
     write_decisions(&out.join("decisions.parquet"), &scored.rows)?;
     report.write(&out.join("report.json"))?;
+    let page = html::render(&report, &replayed, &calls.decisions, &scored.rows);
+    let path = out.join("report.html");
+    crate::fsutil::write_atomic(&path, page.as_bytes())
+        .map_err(|e| EvaluateError::Write { path: path.clone(), reason: e.to_string() })?;
     Ok(report)
 }

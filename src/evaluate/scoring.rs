@@ -71,7 +71,8 @@ impl TradingMetrics {
     /// From the net results of the trades, in time order.
     pub fn of(pnls: &[f64], costs_bps: f64) -> TradingMetrics {
         let n = pnls.len();
-        let net: f64 = pnls.iter().sum();
+        // `+ 0.0`: the empty sum is −0.0, printed as "-0.0" for a candidate that never traded.
+        let net: f64 = pnls.iter().sum::<f64>() + 0.0;
         let wins: f64 = pnls.iter().filter(|p| **p > 0.0).sum();
         let losses: f64 = -pnls.iter().filter(|p| **p < 0.0).sum::<f64>();
         let mean = if n > 0 { net / n as f64 } else { 0.0 };
