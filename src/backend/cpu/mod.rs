@@ -32,7 +32,11 @@ use super::{
 use crate::error::{Error, Result};
 
 /// Rows × columns below which an elementwise pass is not worth splitting across threads.
-const PAR_MIN_ELEMS: usize = 1 << 15;
+pub(crate) const PAR_MIN_ELEMS: usize = 1 << 15;
+
+/// Rows per chunk of a parallel row reduction (fixed, so results do not
+/// depend on the thread count).
+pub(crate) const ROW_CHUNK: usize = 64;
 
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Cpu {
@@ -439,17 +443,7 @@ impl Backend for Cpu {
         rows: usize,
         dim: usize,
     ) -> Result<()> {
-        check_len("layernorm", "x", x.len(), rows * dim)?;
-        check_len("layernorm", "y", y.len(), rows * dim)?;
-        check_len("layernorm", "gamma", g.len(), dim)?;
-        check_len("layernorm", "beta", b.len(), dim)?;
-        let (g, b) = (&g[..dim], &b[..dim]);
-        let x = &x[..rows * dim];
-        let y = &mut y[..rows * dim];
-        split_chunks(y, rows, dim, dim, rows * dim >= PAR_MIN_ELEMS, &|r, yr| {
-            simd::layernorm_row(&x[r * dim..(r + 1) * dim], g, b, yr)
-        });
-        Ok(())
+        super::ops::layernorm::forward_cpu(x, g, b, y, rows, dim)
     }
 
     fn attention(&self, qkv: &Vec<f32>, out: &mut Vec<f32>, s: AttentionShape) -> Result<()> {
