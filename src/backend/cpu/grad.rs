@@ -14,7 +14,7 @@ use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
 use super::{simd, with_scratch, SendPtr, PAR_MIN_MACS, ROW_CHUNK};
-use crate::backend::{AttentionShape, BroadcastShape, ConvShape, HeadsLoss, LstmShape, PatchShape, Pool};
+use crate::backend::{AttentionShape, BroadcastShape, ConvShape, HeadsLoss, LstmShape, PatchShape};
 
 /// Output columns per task of a large product (a multiple of 16 floats, one AVX-512 register).
 const COL_BLOCK: usize = 64;
@@ -649,26 +649,6 @@ pub(super) fn broadcast_add_backward(dx: &[f32], dsrc: &mut [f32], s: BroadcastS
         for (t, row) in block.chunks(s.dim).enumerate() {
             let r = if s.per_outer { o } else { t };
             dsrc[r * s.dim..(r + 1) * s.dim].iter_mut().zip(row).for_each(|(a, g)| *a += g);
-        }
-    }
-}
-
-pub(super) fn pool_backward(dout: &[f32], dx: &mut [f32], batch: usize, tokens: usize, dim: usize, how: Pool) {
-    for bi in 0..batch {
-        let g = &dout[bi * dim..(bi + 1) * dim];
-        let seq = &mut dx[bi * tokens * dim..(bi + 1) * tokens * dim];
-        match how {
-            Pool::First | Pool::Last => {
-                seq.fill(0.0);
-                let t = if how == Pool::First { 0 } else { tokens - 1 };
-                seq[t * dim..(t + 1) * dim].copy_from_slice(g);
-            }
-            Pool::Mean => {
-                let inv = 1.0 / tokens as f32;
-                for row in seq.chunks_mut(dim) {
-                    row.iter_mut().zip(g).for_each(|(a, v)| *a = v * inv);
-                }
-            }
         }
     }
 }

@@ -574,25 +574,7 @@ impl Backend for Cpu {
     }
 
     fn pool(&self, x: &Vec<f32>, out: &mut Vec<f32>, batch: usize, tokens: usize, dim: usize, how: Pool) -> Result<()> {
-        check_len("pool", "x", x.len(), batch * tokens * dim)?;
-        check_len("pool", "out", out.len(), batch * dim)?;
-        for bi in 0..batch {
-            let seq = &x[bi * tokens * dim..(bi + 1) * tokens * dim];
-            let o = &mut out[bi * dim..(bi + 1) * dim];
-            match how {
-                Pool::First => o.copy_from_slice(&seq[..dim]),
-                Pool::Last => o.copy_from_slice(&seq[(tokens - 1) * dim..]),
-                Pool::Mean => {
-                    o.fill(0.0);
-                    for row in seq.chunks(dim) {
-                        o.iter_mut().zip(row).for_each(|(a, v)| *a += v);
-                    }
-                    let inv = 1.0 / tokens as f32;
-                    o.iter_mut().for_each(|a| *a *= inv);
-                }
-            }
-        }
-        Ok(())
+        super::ops::pool::forward_cpu(x, out, batch, tokens, dim, how)
     }
 
     fn heads(

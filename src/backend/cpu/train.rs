@@ -392,13 +392,7 @@ impl Train for Cpu {
         dim: usize,
         how: Pool,
     ) -> Result<()> {
-        check_len("pool_backward", "dout", dout.len(), batch * dim)?;
-        check_len("pool_backward", "dx", dx.len(), batch * tokens * dim)?;
-        if tokens == 0 {
-            return Err(Error::Backend { backend: "cpu".into(), reason: "pool_backward: zero tokens".into() });
-        }
-        grad::pool_backward(dout, dx, batch, tokens, dim, how);
-        Ok(())
+        crate::backend::ops::pool::backward_cpu(dout, dx, batch, tokens, dim, how)
     }
 
     fn heads_loss(

@@ -408,7 +408,6 @@ mod tests {
         let mut checked = vec![
             c_size_agrees::<StandardizeParams>(),
             c_size_agrees::<BroadcastAddParams>(),
-            c_size_agrees::<PoolParams>(),
             c_size_agrees::<LinearParams>(),
             c_size_agrees::<ConvParams>(),
             c_size_agrees::<PatchParams>(),

@@ -5,7 +5,8 @@
 //! Each op checks its buffers' sizes, builds the kernel's parameter struct
 //! (params.rs), picks the launch configuration (launch.rs) and launches; an
 //! op moved to its own module (backend/ops/, e.g. `layernorm`) does the same
-//! there, with `Gpu::check`, `Gpu::int` and `launch_nonempty` from here.
+//! there, with `Gpu::check`, `Gpu::int`, `Gpu::err` and `launch_nonempty`
+//! from here.
 //! Weights of matrix products are prepared as `(n_in, n_out)` row-major, the
 //! layout the GEMM tile (gemm.cu) reads with coalesced loads.
 
@@ -125,7 +126,8 @@ impl<D: Device> Gpu<D> {
         self.check(op, "expected_return", out.expected_return, batch)
     }
 
-    fn err(&self, reason: String) -> Error {
+    /// A backend error naming this device.
+    pub(crate) fn err(&self, reason: String) -> Error {
         Error::Backend { backend: self.dev.name().into(), reason }
     }
 
@@ -438,25 +440,7 @@ impl<D: Device> Backend for Gpu<D> {
     }
 
     fn pool(&self, x: &D::Mem, out: &mut D::Mem, batch: usize, tokens: usize, dim: usize, how: Pool) -> Result<()> {
-        self.check("pool", "x", x, batch * tokens * dim)?;
-        self.check("pool", "out", out, batch * dim)?;
-        if tokens == 0 {
-            return Err(self.err("pool: zero tokens".into()));
-        }
-        let p = PoolParams {
-            x: self.dev.ptr(x),
-            out: self.dev.ptr_mut(out),
-            batch: self.int("pool", batch)?,
-            tokens: self.int("pool", tokens)?,
-            dim: self.int("pool", dim)?,
-            mode: match how {
-                Pool::First => 0,
-                Pool::Mean => 1,
-                Pool::Last => 2,
-            },
-        };
-        // SAFETY: sizes checked above.
-        unsafe { self.dev.launch(launch::elementwise(batch * dim)?, &p) }
+        super::ops::pool::forward_gpu(self, x, out, batch, tokens, dim, how)
     }
 
     fn heads(
