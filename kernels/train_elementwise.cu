@@ -2,10 +2,10 @@
 // copy/add/mul/fill and GELU with its backward (one kernel, the op a uniform
 // switch), inverted-dropout masks drawn from ChaCha8 bit for bit as the CPU's
 // rand_chacha stream, AdamW, the f64 sum of squares, and the backwards of the
-// bias, the broadcast add and pooling.
+// bias and the broadcast add (pooling's is in pool.cu).
 //
 // Determinism: no float atomics. Every reduction has one owner per output
-// that loops in a fixed order (the bias, broadcast and pool backwards follow
+// that loops in a fixed order (the bias and broadcast backwards follow
 // the CPU's order exactly, so they match it bit for bit), or writes
 // per-block partials the host combines in block order (sum of squares).
 #include "common.cuh"
@@ -290,27 +290,3 @@ QUORUM_KERNEL void quorum_broadcast_add_backward(BroadcastBackwardParams p) {
     }
 }
 QUORUM_EMU_ENTRY(quorum_broadcast_add_backward, BroadcastBackwardParams)
-
-// ---------------------------------------------------------------------------
-// Backward of pool: writes all of dx (batch, tokens, dim); mode 0 first, 1 mean, 2 last.
-struct PoolBackwardParams {
-    const float *dout;
-    float *dx;
-    int batch, tokens, dim, mode;
-};
-
-QUORUM_KERNEL void quorum_pool_backward(PoolBackwardParams p) {
-    const float inv = 1.0f / (float)p.tokens;
-    QUORUM_GRID_STRIDE(i, p.batch * p.tokens * p.dim) {
-        const int c = i % p.dim, row = i / p.dim;
-        const int b = row / p.tokens, t = row % p.tokens;
-        const float g = p.dout[(long long)b * p.dim + c];
-        float v;
-        if (p.mode == 1)
-            v = g * inv;
-        else
-            v = t == (p.mode == 0 ? 0 : p.tokens - 1) ? g : 0.0f;
-        p.dx[i] = v;
-    }
-}
-QUORUM_EMU_ENTRY(quorum_pool_backward, PoolBackwardParams)

@@ -19,6 +19,7 @@
 
 pub mod cpu;
 pub mod gpu;
+pub mod ops;
 pub mod select;
 
 use crate::error::{Error, Result};

@@ -3,21 +3,18 @@
 //! Every product is a `gemm` call on strided views (no transposed copies);
 //! large ones are split over output columns, one block per task, so each
 //! output value is reduced by one thread in one order. Row reductions
-//! (biases, LayerNorm's affine parameters) run in fixed chunks combined in
-//! order. Together: the same inputs give bit-identical gradients whatever the
-//! thread scheduling (docs/training.md: same seed, same data, same weights).
+//! (biases here; LayerNorm's affine parameters in backend/ops/layernorm.rs)
+//! run in fixed chunks of `ROW_CHUNK` rows combined in order. Together: the
+//! same inputs give bit-identical gradients whatever the thread scheduling
+//! (docs/training.md: same seed, same data, same weights).
 
 use multiversion::multiversion;
 use rand_chacha::rand_core::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
-use super::{simd, with_scratch, SendPtr, PAR_MIN_MACS};
-use crate::backend::{AttentionShape, BroadcastShape, ConvShape, HeadsLoss, LstmShape, PatchShape, Pool};
-
-/// Rows per chunk of a parallel row reduction (fixed, so results do not
-/// depend on the thread count).
-const ROW_CHUNK: usize = 64;
+use super::{simd, with_scratch, SendPtr, PAR_MIN_MACS, ROW_CHUNK};
+use crate::backend::{AttentionShape, BroadcastShape, ConvShape, HeadsLoss, LstmShape, PatchShape};
 
 /// Output columns per task of a large product (a multiple of 16 floats, one AVX-512 register).
 const COL_BLOCK: usize = 64;
@@ -217,62 +214,6 @@ pub(super) fn dropout_mask(mask: &mut [f32], p: f32, seed: u64, stream: u64) {
         rng.set_word_pos((c * CHUNK) as u128);
         for m in part.iter_mut() {
             *m = if u64::from(rng.next_u32()) < cut { 0.0 } else { keep };
-        }
-    });
-}
-
-/// One row of LayerNorm's backward: `dx += …`, and this row's terms of
-/// `dgamma` and `dbeta` added into the chunk's partial sums.
-#[multiversion(targets("x86_64+avx512f+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
-fn layernorm_backward_row(x: &[f32], gamma: &[f32], dy: &[f32], dx: &mut [f32], ag: &mut [f32], ab: &mut [f32]) {
-    let d = x.len() as f32;
-    let mean = x.iter().sum::<f32>() / d;
-    let var = x.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / d;
-    let rstd = 1.0 / (var + 1e-5).sqrt();
-    let (mut s1, mut s2) = (0f32, 0f32);
-    for i in 0..x.len() {
-        let xh = (x[i] - mean) * rstd;
-        let g = dy[i] * gamma[i];
-        s1 += g;
-        s2 += g * xh;
-        ag[i] += dy[i] * xh;
-        ab[i] += dy[i];
-    }
-    let (m1, m2) = (s1 / d, s2 / d);
-    for i in 0..x.len() {
-        let xh = (x[i] - mean) * rstd;
-        dx[i] += rstd * (dy[i] * gamma[i] - m1 - xh * m2);
-    }
-}
-
-#[allow(clippy::too_many_arguments)]
-pub(super) fn layernorm_backward(
-    x: &[f32],
-    gamma: &[f32],
-    dy: &[f32],
-    dx: &mut [f32],
-    dgamma: &mut [f32],
-    dbeta: &mut [f32],
-    rows: usize,
-    dim: usize,
-) {
-    let chunks = rows.div_ceil(ROW_CHUNK);
-    let dxp = SendPtr(dx.as_mut_ptr());
-    with_scratch(chunks * 2 * dim, |part| {
-        part.par_chunks_mut(2 * dim).enumerate().for_each(|(c, acc)| {
-            let (ag, ab) = acc.split_at_mut(dim);
-            ag.fill(0.0);
-            ab.fill(0.0);
-            for r in c * ROW_CHUNK..((c + 1) * ROW_CHUNK).min(rows) {
-                let (xr, dyr) = (&x[r * dim..(r + 1) * dim], &dy[r * dim..(r + 1) * dim]);
-                // SAFETY: chunk c owns rows [c·64, (c+1)·64) of dx.
-                let dxr = unsafe { std::slice::from_raw_parts_mut(dxp.at(r * dim), dim) };
-                layernorm_backward_row(xr, &gamma[..dim], dyr, dxr, ag, ab);
-            }
-        });
-        for acc in part.chunks(2 * dim) {
-            dgamma[..dim].iter_mut().zip(&acc[..dim]).for_each(|(d, a)| *d += a);
-            dbeta[..dim].iter_mut().zip(&acc[dim..]).for_each(|(d, a)| *d += a);
         }
     });
 }
@@ -708,26 +649,6 @@ pub(super) fn broadcast_add_backward(dx: &[f32], dsrc: &mut [f32], s: BroadcastS
         for (t, row) in block.chunks(s.dim).enumerate() {
             let r = if s.per_outer { o } else { t };
             dsrc[r * s.dim..(r + 1) * s.dim].iter_mut().zip(row).for_each(|(a, g)| *a += g);
-        }
-    }
-}
-
-pub(super) fn pool_backward(dout: &[f32], dx: &mut [f32], batch: usize, tokens: usize, dim: usize, how: Pool) {
-    for bi in 0..batch {
-        let g = &dout[bi * dim..(bi + 1) * dim];
-        let seq = &mut dx[bi * tokens * dim..(bi + 1) * tokens * dim];
-        match how {
-            Pool::First | Pool::Last => {
-                seq.fill(0.0);
-                let t = if how == Pool::First { 0 } else { tokens - 1 };
-                seq[t * dim..(t + 1) * dim].copy_from_slice(g);
-            }
-            Pool::Mean => {
-                let inv = 1.0 / tokens as f32;
-                for row in seq.chunks_mut(dim) {
-                    row.iter_mut().zip(g).for_each(|(a, v)| *a = v * inv);
-                }
-            }
         }
     }
 }

@@ -32,7 +32,11 @@ use super::{
 use crate::error::{Error, Result};
 
 /// Rows × columns below which an elementwise pass is not worth splitting across threads.
-const PAR_MIN_ELEMS: usize = 1 << 15;
+pub(crate) const PAR_MIN_ELEMS: usize = 1 << 15;
+
+/// Rows per chunk of a parallel row reduction (fixed, so results do not
+/// depend on the thread count).
+pub(crate) const ROW_CHUNK: usize = 64;
 
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Cpu {
@@ -439,17 +443,7 @@ impl Backend for Cpu {
         rows: usize,
         dim: usize,
     ) -> Result<()> {
-        check_len("layernorm", "x", x.len(), rows * dim)?;
-        check_len("layernorm", "y", y.len(), rows * dim)?;
-        check_len("layernorm", "gamma", g.len(), dim)?;
-        check_len("layernorm", "beta", b.len(), dim)?;
-        let (g, b) = (&g[..dim], &b[..dim]);
-        let x = &x[..rows * dim];
-        let y = &mut y[..rows * dim];
-        split_chunks(y, rows, dim, dim, rows * dim >= PAR_MIN_ELEMS, &|r, yr| {
-            simd::layernorm_row(&x[r * dim..(r + 1) * dim], g, b, yr)
-        });
-        Ok(())
+        super::ops::layernorm::forward_cpu(x, g, b, y, rows, dim)
     }
 
     fn attention(&self, qkv: &Vec<f32>, out: &mut Vec<f32>, s: AttentionShape) -> Result<()> {
@@ -580,25 +574,7 @@ impl Backend for Cpu {
     }
 
     fn pool(&self, x: &Vec<f32>, out: &mut Vec<f32>, batch: usize, tokens: usize, dim: usize, how: Pool) -> Result<()> {
-        check_len("pool", "x", x.len(), batch * tokens * dim)?;
-        check_len("pool", "out", out.len(), batch * dim)?;
-        for bi in 0..batch {
-            let seq = &x[bi * tokens * dim..(bi + 1) * tokens * dim];
-            let o = &mut out[bi * dim..(bi + 1) * dim];
-            match how {
-                Pool::First => o.copy_from_slice(&seq[..dim]),
-                Pool::Last => o.copy_from_slice(&seq[(tokens - 1) * dim..]),
-                Pool::Mean => {
-                    o.fill(0.0);
-                    for row in seq.chunks(dim) {
-                        o.iter_mut().zip(row).for_each(|(a, v)| *a += v);
-                    }
-                    let inv = 1.0 / tokens as f32;
-                    o.iter_mut().for_each(|a| *a *= inv);
-                }
-            }
-        }
-        Ok(())
+        super::ops::pool::forward_cpu(x, out, batch, tokens, dim, how)
     }
 
     fn heads(

@@ -12,7 +12,8 @@
 
 use multiversion::multiversion;
 
-const LANES: usize = 16;
+/// Independent partial sums of a reduction (16 f32: one AVX-512 register).
+pub(crate) const LANES: usize = 16;
 
 /// Σ a[i]·b[i]
 #[multiversion(targets("x86_64+avx512f+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
@@ -132,34 +133,6 @@ pub fn bias_act_row(y: &mut [f32], b: &[f32], apply_gelu: bool) {
         for (v, bi) in y.iter_mut().zip(b) {
             *v += bi;
         }
-    }
-}
-
-/// LayerNorm of one row, eps 1e-5, biased variance (two passes, like PyTorch).
-#[multiversion(targets("x86_64+avx512f+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
-pub fn layernorm_row(x: &[f32], gamma: &[f32], beta: &[f32], y: &mut [f32]) {
-    let d = x.len();
-    let mut acc = [0f32; LANES];
-    let mut chunks = x.chunks_exact(LANES);
-    for c in &mut chunks {
-        for i in 0..LANES {
-            acc[i] += c[i];
-        }
-    }
-    let mean = (acc.iter().sum::<f32>() + chunks.remainder().iter().sum::<f32>()) / d as f32;
-    let mut acc = [0f32; LANES];
-    let mut chunks = x.chunks_exact(LANES);
-    for c in &mut chunks {
-        for i in 0..LANES {
-            let t = c[i] - mean;
-            acc[i] += t * t;
-        }
-    }
-    let tail: f32 = chunks.remainder().iter().map(|v| (v - mean) * (v - mean)).sum();
-    let var = (acc.iter().sum::<f32>() + tail) / d as f32;
-    let inv = 1.0 / (var + 1e-5).sqrt();
-    for i in 0..d {
-        y[i] = (x[i] - mean) * inv * gamma[i] + beta[i];
     }
 }
 

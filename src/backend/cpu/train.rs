@@ -1,5 +1,6 @@
 //! `impl Train for Cpu`: every training op on the CPU. The backward row
-//! math lives in `grad.rs` and the forward loops in `simd.rs`; here are the
+//! math lives in `grad.rs` and the forward loops in `simd.rs` (an op moved
+//! to backend/ops/, e.g. LayerNorm, keeps both there); here are the
 //! dispatch, the shape checks and the optimizer's own ops (AdamW, the squared
 //! norm for global-norm clipping, filling), plain loops because they are
 //! memory bound and run once per optimizer step, not per micro-batch.
@@ -234,19 +235,7 @@ impl Train for Cpu {
         rows: usize,
         dim: usize,
     ) -> Result<()> {
-        let op = "layernorm_backward";
-        for (what, have, need) in [
-            ("x", x.len(), rows * dim),
-            ("gamma", gamma.len(), dim),
-            ("dy", dy.len(), rows * dim),
-            ("dx", dx.len(), rows * dim),
-            ("dgamma", dgamma.len(), dim),
-            ("dbeta", dbeta.len(), dim),
-        ] {
-            check_len(op, what, have, need)?;
-        }
-        grad::layernorm_backward(x, gamma, dy, dx, dgamma, dbeta, rows, dim);
-        Ok(())
+        crate::backend::ops::layernorm::backward_cpu(x, gamma, dy, dx, dgamma, dbeta, rows, dim)
     }
 
     fn attention_train(
@@ -403,13 +392,7 @@ impl Train for Cpu {
         dim: usize,
         how: Pool,
     ) -> Result<()> {
-        check_len("pool_backward", "dout", dout.len(), batch * dim)?;
-        check_len("pool_backward", "dx", dx.len(), batch * tokens * dim)?;
-        if tokens == 0 {
-            return Err(Error::Backend { backend: "cpu".into(), reason: "pool_backward: zero tokens".into() });
-        }
-        grad::pool_backward(dout, dx, batch, tokens, dim, how);
-        Ok(())
+        crate::backend::ops::pool::backward_cpu(dout, dx, batch, tokens, dim, how)
     }
 
     fn heads_loss(

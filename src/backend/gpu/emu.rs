@@ -408,8 +408,6 @@ mod tests {
         let mut checked = vec![
             c_size_agrees::<StandardizeParams>(),
             c_size_agrees::<BroadcastAddParams>(),
-            c_size_agrees::<PoolParams>(),
-            c_size_agrees::<LayerNormParams>(),
             c_size_agrees::<LinearParams>(),
             c_size_agrees::<ConvParams>(),
             c_size_agrees::<PatchParams>(),
@@ -427,6 +425,7 @@ mod tests {
             c_size_agrees::<HalfRoundTripParams>(),
         ];
         checked.extend(crate::backend::gpu::train::parameter_structs_checked());
+        checked.extend(crate::backend::ops::parameter_structs_checked());
         let mut registry = Kernel::ALL.to_vec();
         let key = |k: &Kernel| k.symbol();
         checked.sort_by_key(key);

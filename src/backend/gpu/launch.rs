@@ -42,11 +42,6 @@ pub fn elementwise(n: usize) -> Result<LaunchConfig> {
     cfg([blocks, 1, 1], ELEMENTWISE_THREADS, 0)
 }
 
-/// layernorm.cu: one warp per row, 8 rows per block.
-pub fn layernorm(rows: usize) -> Result<LaunchConfig> {
-    cfg([rows.div_ceil(8).max(1), 1, 1], 256, 0)
-}
-
 /// gemm.cu: one 256-thread block per 64×64 tile of the output, `branches`
 /// independent products along z.
 pub fn gemm(rows: usize, n: usize, branches: usize) -> Result<LaunchConfig> {
@@ -112,8 +107,6 @@ mod tests {
 
     #[test]
     fn small_kernels() {
-        assert_eq!(layernorm(49).unwrap().grid, [7, 1, 1]);
-        assert_eq!(layernorm(8).unwrap().grid, [1, 1, 1]);
         assert_eq!(elementwise(1).unwrap().grid, [1, 1, 1]);
         assert_eq!(elementwise(10_000_000).unwrap().grid, [1024, 1, 1]);
         assert_eq!(lstm(3, 256).unwrap().shared_bytes, 3072);

@@ -3,7 +3,10 @@
 //! the CUDA emulator, kernels/emu) or `Cuda` (a real GPU through cudarc).
 //!
 //! Each op checks its buffers' sizes, builds the kernel's parameter struct
-//! (params.rs), picks the launch configuration (launch.rs) and launches.
+//! (params.rs), picks the launch configuration (launch.rs) and launches; an
+//! op moved to its own module (backend/ops/, e.g. `layernorm`) does the same
+//! there, with `Gpu::check`, `Gpu::int`, `Gpu::err` and `launch_nonempty`
+//! from here.
 //! Weights of matrix products are prepared as `(n_in, n_out)` row-major, the
 //! layout the GEMM tile (gemm.cu) reads with coalesced loads.
 
@@ -91,7 +94,8 @@ impl<D: Device> Gpu<D> {
         &self.dev
     }
 
-    fn check(&self, op: &str, what: &str, m: &D::Mem, need: usize) -> Result<()> {
+    /// Fails with a backend error unless `m` holds at least `need` values.
+    pub(crate) fn check(&self, op: &str, what: &str, m: &D::Mem, need: usize) -> Result<()> {
         let have = self.dev.len(m);
         if have < need {
             return Err(self.err(format!("{op}: buffer {what} holds {have} values, needs {need}")));
@@ -122,13 +126,14 @@ impl<D: Device> Gpu<D> {
         self.check(op, "expected_return", out.expected_return, batch)
     }
 
-    fn err(&self, reason: String) -> Error {
+    /// A backend error naming this device.
+    pub(crate) fn err(&self, reason: String) -> Error {
         Error::Backend { backend: self.dev.name().into(), reason }
     }
 
     /// Sizes as the kernels' `int`s; the kernels index with 64-bit offsets
     /// where products may grow, but each dimension must fit.
-    fn int(&self, op: &str, v: usize) -> Result<i32> {
+    pub(crate) fn int(&self, op: &str, v: usize) -> Result<i32> {
         i32::try_from(v).map_err(|_| self.err(format!("{op}: size {v} exceeds the kernels' int range")))
     }
 
@@ -157,6 +162,17 @@ impl<D: Device> Gpu<D> {
         };
         self.launch_gemm(s.samples * s.len, s.c_out, branches, p)
     }
+}
+
+/// Launches unless the grid is empty (a zero-sized problem: nothing to
+/// compute, and CUDA rejects empty grids). A free function, not a method:
+/// the training modules and the op modules add methods to `Gpu` too.
+pub(crate) fn launch_nonempty<D: Device, P: KernelParams>(gpu: &Gpu<D>, cfg: LaunchConfig, p: &P) -> Result<()> {
+    if cfg.blocks() == 0 {
+        return Ok(());
+    }
+    // SAFETY: every caller checked the buffers of `p` against its shape.
+    unsafe { gpu.dev.launch(cfg, p) }
 }
 
 impl<D: Device> Backend for Gpu<D> {
@@ -268,20 +284,7 @@ impl<D: Device> Backend for Gpu<D> {
     }
 
     fn layernorm(&self, x: &D::Mem, g: &D::Mem, b: &D::Mem, y: &mut D::Mem, rows: usize, dim: usize) -> Result<()> {
-        self.check("layernorm", "x", x, rows * dim)?;
-        self.check("layernorm", "y", y, rows * dim)?;
-        self.check("layernorm", "gamma", g, dim)?;
-        self.check("layernorm", "beta", b, dim)?;
-        let p = LayerNormParams {
-            x: self.dev.ptr(x),
-            gamma: self.dev.ptr(g),
-            beta: self.dev.ptr(b),
-            y: self.dev.ptr_mut(y),
-            rows: self.int("layernorm", rows)?,
-            dim: self.int("layernorm", dim)?,
-        };
-        // SAFETY: sizes checked above.
-        unsafe { self.dev.launch(launch::layernorm(rows)?, &p) }
+        super::ops::layernorm::forward_gpu(self, x, g, b, y, rows, dim)
     }
 
     fn attention(&self, qkv: &D::Mem, out: &mut D::Mem, s: AttentionShape) -> Result<()> {
@@ -437,25 +440,7 @@ impl<D: Device> Backend for Gpu<D> {
     }
 
     fn pool(&self, x: &D::Mem, out: &mut D::Mem, batch: usize, tokens: usize, dim: usize, how: Pool) -> Result<()> {
-        self.check("pool", "x", x, batch * tokens * dim)?;
-        self.check("pool", "out", out, batch * dim)?;
-        if tokens == 0 {
-            return Err(self.err("pool: zero tokens".into()));
-        }
-        let p = PoolParams {
-            x: self.dev.ptr(x),
-            out: self.dev.ptr_mut(out),
-            batch: self.int("pool", batch)?,
-            tokens: self.int("pool", tokens)?,
-            dim: self.int("pool", dim)?,
-            mode: match how {
-                Pool::First => 0,
-                Pool::Mean => 1,
-                Pool::Last => 2,
-            },
-        };
-        // SAFETY: sizes checked above.
-        unsafe { self.dev.launch(launch::elementwise(batch * dim)?, &p) }
+        super::ops::pool::forward_gpu(self, x, out, batch, tokens, dim, how)
     }
 
     fn heads(

@@ -40,14 +40,6 @@ params!(
     BroadcastAddParams => BroadcastAdd { x: u64, src: u64, outer: i32, inner: i32, dim: i32, per_outer: i32 }
 );
 params!(
-    /// `kernels/elementwise.cu` PoolParams (mode 0 first, 1 mean, 2 last)
-    PoolParams => Pool { x: u64, out: u64, batch: i32, tokens: i32, dim: i32, mode: i32 }
-);
-params!(
-    /// `kernels/layernorm.cu` LayerNormParams
-    LayerNormParams => Layernorm { x: u64, gamma: u64, beta: u64, y: u64, rows: i32, dim: i32 }
-);
-params!(
     /// `kernels/gemm.cu` LinearParams (epilogue 0 none, 1 GELU, 2 accumulate)
     LinearParams => Linear { x: u64, w: u64, b: u64, y: u64, rows: i32, n_in: i32, n_out: i32, epilogue: i32 }
 );

@@ -1,5 +1,5 @@
 //! Training ops over flat buffers: copy/add/mul/fill, GELU and its backward,
-//! dropout masks, AdamW, sums of squares, the bias/broadcast/pool backwards,
+//! dropout masks, AdamW, sums of squares, the bias and broadcast backwards,
 //! and the heads' loss (kernels/train_elementwise.cu, kernels/heads_train.cu).
 //!
 //! What comes back to the host (the sum of squares' per-block partials, the
@@ -13,7 +13,7 @@ use crate::backend::gpu::device::LaunchConfig;
 use crate::backend::gpu::launch::{self, cfg};
 use crate::backend::gpu::params::{params, KernelParams};
 use crate::backend::gpu::{Device, Gpu};
-use crate::backend::{AdamWStep, BroadcastShape, HeadsGrads, HeadsLoss, HeadsOut, HeadsRef, HeadsTargets, Pool};
+use crate::backend::{AdamWStep, BroadcastShape, HeadsGrads, HeadsLoss, HeadsOut, HeadsRef, HeadsTargets};
 use crate::error::{Error, Result};
 
 params!(
@@ -46,10 +46,6 @@ params!(
 params!(
     /// `kernels/train_elementwise.cu` BroadcastBackwardParams
     BroadcastBackwardParams => BroadcastAddBackward { dx: u64, dsrc: u64, outer: i32, inner: i32, dim: i32, per_outer: i32 }
-);
-params!(
-    /// `kernels/train_elementwise.cu` PoolBackwardParams (mode 0 first, 1 mean, 2 last)
-    PoolBackwardParams => PoolBackward { dout: u64, dx: u64, batch: i32, tokens: i32, dim: i32, mode: i32 }
 );
 params!(
     /// `kernels/heads_train.cu` HeadsLossParams; `dz` 0 for the loss alone.
@@ -285,38 +281,6 @@ impl<D: Device> Gpu<D> {
         unsafe { self.dev.launch(launch::elementwise(src_rows * s.dim)?, &p) }
     }
 
-    pub(super) fn pool_backward_op(
-        &self,
-        dout: &D::Mem,
-        dx: &mut D::Mem,
-        batch: usize,
-        tokens: usize,
-        dim: usize,
-        how: Pool,
-    ) -> Result<()> {
-        let op = "pool_backward";
-        self.check(op, "dout", dout, batch * dim)?;
-        self.check(op, "dx", dx, batch * tokens * dim)?;
-        if tokens == 0 {
-            return Err(self.err(format!("{op}: zero tokens")));
-        }
-        self.int(op, batch * tokens * dim)?;
-        let p = PoolBackwardParams {
-            dout: self.dev.ptr(dout),
-            dx: self.dev.ptr_mut(dx),
-            batch: self.int(op, batch)?,
-            tokens: self.int(op, tokens)?,
-            dim: self.int(op, dim)?,
-            mode: match how {
-                Pool::First => 0,
-                Pool::Mean => 1,
-                Pool::Last => 2,
-            },
-        };
-        // SAFETY: sizes checked above.
-        unsafe { self.dev.launch(launch::elementwise(batch * tokens * dim)?, &p) }
-    }
-
     /// Per-sample losses and head-value gradients into the scratch (one
     /// block per sample, which also adds its dz row), then the parameter
     /// gradients (a thread per element over the samples in order) and the
@@ -423,7 +387,6 @@ pub(super) fn parameter_structs_checked() -> Vec<crate::backend::gpu::Kernel> {
         c_size_agrees::<BiasPartialsParams>(),
         c_size_agrees::<BiasFinishParams>(),
         c_size_agrees::<BroadcastBackwardParams>(),
-        c_size_agrees::<PoolBackwardParams>(),
         c_size_agrees::<HeadsLossParams>(),
         c_size_agrees::<HeadsParamGradsParams>(),
     ]

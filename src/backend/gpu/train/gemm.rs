@@ -1,5 +1,6 @@
-//! Backward passes of the GEMM family (linear, conv1d, patch embedding) and
-//! of LayerNorm (kernels/train_gemm.cu, kernels/layernorm_backward.cu).
+//! Backward passes of the GEMM family (linear, conv1d, patch embedding)
+//! (kernels/train_gemm.cu). LayerNorm's backward lives with its forward in
+//! backend/ops/layernorm.rs.
 //!
 //! Every weight gradient is one launch of the forward's GEMM tile
 //! (gemm_tile.cuh) reducing over the forward's rows, `dW (m, n) += Σ_k
@@ -10,9 +11,9 @@
 //! No split over the reduced axis: each output's sum runs in one thread in
 //! a fixed order, so gradients are bit-identical run to run.
 
-use crate::backend::gpu::launch::{self, cfg};
+use crate::backend::gpu::launch;
 use crate::backend::gpu::params::{params, KernelParams};
-use crate::backend::gpu::{Device, Gpu, LaunchConfig};
+use crate::backend::gpu::{launch_nonempty, Device, Gpu, LaunchConfig};
 use crate::backend::{ConvShape, LinearShape, PatchShape};
 use crate::error::Result;
 
@@ -52,28 +53,10 @@ params!(
         src: u64, dst: u64, n: i32, groups: i32, rows: i32, group_stride: i32, row_stride: i32, offset: i32,
     }
 );
-params!(
-    /// `kernels/layernorm_backward.cu` LayerNormDxParams: `dx += …`, a warp per row.
-    LayerNormDxParams => LayernormDx { x: u64, gamma: u64, dy: u64, dx: u64, rows: i32, dim: i32 }
-);
-params!(
-    /// `kernels/layernorm_backward.cu` LayerNormDparamsParams: `dgamma += …`, `dbeta += …`.
-    LayerNormDparamsParams => LayernormDparams { x: u64, dy: u64, dgamma: u64, dbeta: u64, rows: i32, dim: i32 }
-);
-
-/// layernorm_backward.cu's parameter kernel: 8 warps per block, 32 columns (a lane each) per block.
-const LN_DPARAMS_THREADS: u32 = 256;
-const LN_DPARAMS_COLUMNS: usize = 32;
-
 /// The GEMM tile's launch (gemm_tile.cuh): one 256-thread block per 64×64
 /// tile of the `(rows, n)` output.
 fn gemm_cfg(rows: usize, n: usize) -> Result<LaunchConfig> {
     launch::gemm(rows, n, 1)
-}
-
-/// `quorum_layernorm_dparams`: one block per 32 columns.
-fn layernorm_dparams_cfg(dim: usize) -> Result<LaunchConfig> {
-    cfg([dim.div_ceil(LN_DPARAMS_COLUMNS), 1, 1], LN_DPARAMS_THREADS, 0)
 }
 
 /// One column sum (`BiasGradParams`) over a strided view of `src`.
@@ -85,17 +68,6 @@ struct ColumnSum {
     group_stride: usize,
     row_stride: usize,
     offset: usize,
-}
-
-/// Launches unless the grid is empty (a zero-sized problem: nothing to
-/// compute, and CUDA rejects empty grids). Free functions, not methods: the
-/// other training modules add methods to `Gpu` too.
-fn launch_nonempty<D: Device, P: KernelParams>(gpu: &Gpu<D>, cfg: LaunchConfig, p: &P) -> Result<()> {
-    if cfg.blocks() == 0 {
-        return Ok(());
-    }
-    // SAFETY: every caller checked the buffers of `p` against its shape.
-    unsafe { gpu.dev.launch(cfg, p) }
 }
 
 /// `dst[..s.n] +=` column sums of `src` (sizes checked by the caller).
@@ -170,50 +142,6 @@ impl<D: Device> Gpu<D> {
             column_sum(self, op, dy, db, sum)?;
         }
         Ok(())
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn layernorm_backward_op(
-        &self,
-        x: &D::Mem,
-        gamma: &D::Mem,
-        dy: &D::Mem,
-        dx: &mut D::Mem,
-        dgamma: &mut D::Mem,
-        dbeta: &mut D::Mem,
-        rows: usize,
-        dim: usize,
-    ) -> Result<()> {
-        let op = "layernorm_backward";
-        self.check(op, "x", x, rows * dim)?;
-        self.check(op, "gamma", gamma, dim)?;
-        self.check(op, "dy", dy, rows * dim)?;
-        self.check(op, "dx", dx, rows * dim)?;
-        self.check(op, "dgamma", dgamma, dim)?;
-        self.check(op, "dbeta", dbeta, dim)?;
-        if rows == 0 || dim == 0 {
-            return Ok(());
-        }
-        let (r, d) = (self.int(op, rows)?, self.int(op, dim)?);
-        let p = LayerNormDxParams {
-            x: self.dev.ptr(x),
-            gamma: self.dev.ptr(gamma),
-            dy: self.dev.ptr(dy),
-            dx: self.dev.ptr_mut(dx),
-            rows: r,
-            dim: d,
-        };
-        // The forward's launch rule: a warp per row.
-        launch_nonempty(self, launch::layernorm(rows)?, &p)?;
-        let p = LayerNormDparamsParams {
-            x: self.dev.ptr(x),
-            dy: self.dev.ptr(dy),
-            dgamma: self.dev.ptr_mut(dgamma),
-            dbeta: self.dev.ptr_mut(dbeta),
-            rows: r,
-            dim: d,
-        };
-        launch_nonempty(self, layernorm_dparams_cfg(dim)?, &p)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -368,8 +296,6 @@ pub(super) fn parameter_structs_checked() -> Vec<crate::backend::gpu::Kernel> {
         c_size_agrees::<ConvDxParams>(),
         c_size_agrees::<PatchDwParams>(),
         c_size_agrees::<BiasGradParams>(),
-        c_size_agrees::<LayerNormDxParams>(),
-        c_size_agrees::<LayerNormDparamsParams>(),
     ]
 }
 
@@ -379,9 +305,6 @@ mod tests {
 
     #[test]
     fn launch_rules() {
-        assert_eq!(layernorm_dparams_cfg(256).unwrap().grid, [8, 1, 1]);
-        assert_eq!(layernorm_dparams_cfg(17).unwrap().grid, [1, 1, 1]);
-        assert_eq!(layernorm_dparams_cfg(112).unwrap().block, [256, 1, 1]);
         // dW of a 768×256 linear: 12×4 tiles of the (n_out, n_in) output.
         assert_eq!(gemm_cfg(768, 256).unwrap().grid, [4, 12, 1]);
     }

@@ -1,12 +1,12 @@
 //! `impl Train for Gpu<D>`: the backward passes and the optimizer as launches
 //! of the training kernels, on any device (the emulator today, cudarc's
 //! device on a GPU). Each op lives in the module of its kernel family, next
-//! to the parameter structs and launch rules of its kernels:
+//! to the parameter structs and launch rules of its kernels (LayerNorm's and
+//! pooling's backwards, with their forwards, in backend/ops/):
 //! - `elementwise`: copy/add/mul/fill, GELU and its backward, dropout masks,
-//!   AdamW, sums of squares, the bias/broadcast/pool backwards, the heads'
+//!   AdamW, sums of squares, the bias and broadcast backwards, the heads'
 //!   loss (train_elementwise.cu, heads_train.cu);
-//! - `gemm`: linear, conv1d and patch-embedding backwards, LayerNorm's
-//!   backward (train_gemm.cu, layernorm_backward.cu);
+//! - `gemm`: linear, conv1d and patch-embedding backwards (train_gemm.cu);
 //! - `layout`: transposes on the device, so re-preparing weights after an
 //!   optimizer step never goes through the host (train_layout.cu);
 //! - `seq`: attention and the LSTM, training forward and backward
@@ -134,7 +134,7 @@ impl<D: Device> Train for Gpu<D> {
         rows: usize,
         dim: usize,
     ) -> Result<()> {
-        self.layernorm_backward_op(x, gamma, dy, dx, dgamma, dbeta, rows, dim)
+        crate::backend::ops::layernorm::backward_gpu(self, x, gamma, dy, dx, dgamma, dbeta, rows, dim)
     }
 
     fn attention_train(&self, qkv: &D::Mem, out: &mut D::Mem, probs: &mut D::Mem, shape: AttentionShape) -> Result<()> {
@@ -218,7 +218,7 @@ impl<D: Device> Train for Gpu<D> {
         dim: usize,
         how: Pool,
     ) -> Result<()> {
-        self.pool_backward_op(dout, dx, batch, tokens, dim, how)
+        crate::backend::ops::pool::backward_gpu(self, dout, dx, batch, tokens, dim, how)
     }
 
     fn heads_loss(

@@ -1,0 +1,32 @@
+//! One module per op: everything an op is, in one place, beside its kernels
+//! in `kernels/<op>.cu` (docs/architecture.md, "One op, every place it
+//! lives").
+//!
+//! An op module holds, for its forward and its backward together:
+//! - the shape checks (one list of the buffers and the sizes they need,
+//!   applied by every backend);
+//! - a plain reference: simple loops in f64, obviously correct and slow,
+//!   what the tests compare the fast paths with;
+//! - the CPU's fast path (the row loops, vectorized by `multiversion`, and
+//!   their split over the cores);
+//! - the GPU's parameter structs (field for field the C structs of the
+//!   `.cu`), launch rules and launches, on any `Device`;
+//! - its tests: the CPU path and the emulator against the reference, the
+//!   launch rules, the refused sizes.
+//!
+//! The `Backend` and `Train` traits (backend/mod.rs) keep the op's
+//! signature; `impl Backend for Cpu`, `impl Backend for Gpu<D>` and their
+//! `Train` impls delegate to the op module in one line each.
+//!
+//! Ops moved here so far: `layernorm`, `pool`. The others still live in
+//! `cpu/` and `gpu/` (#16).
+
+pub mod layernorm;
+pub mod pool;
+
+/// Every op module's parameter structs, each checked against its C size
+/// (for the emulator's test that every registered kernel has one).
+#[cfg(test)]
+pub(crate) fn parameter_structs_checked() -> Vec<crate::backend::gpu::Kernel> {
+    [layernorm::parameter_structs_checked(), pool::parameter_structs_checked()].concat()
+}
