@@ -152,7 +152,22 @@ fn every_candidate_answers_the_same_decisions_and_the_report_recomputes_from_the
         assert!(neutral.iter().all(|r| !r.opened));
         let share = neutral.iter().filter(|r| r.label == 0).count() as f64 / neutral.len() as f64;
         assert!(close(share, num(&h["class_shares"][1]).unwrap()));
-        assert!(!h["comparisons"].as_array().unwrap().is_empty());
+        // 5 strategies vs the best model, adaptive vs fixed, 3 models vs the logistic
+        // baseline, (3 models + the engine's strategy) vs always-neutral and vs the majority class.
+        let comparisons = h["comparisons"].as_array().unwrap();
+        assert_eq!(comparisons.len(), 5 + 1 + 3 + 4 * 2);
+        let accuracy =
+            |name: &str| by[name].iter().filter(|r| r.direction == r.label).count() as f64 / by[name].len() as f64;
+        let net = |name: &str| by[name].iter().map(|r| r.pnl_bps).sum::<f64>();
+        for c in comparisons {
+            let (a, b) = (c["first"].as_str().unwrap(), c["second"].as_str().unwrap());
+            let acc = num(&c["accuracy_diff_pp"]["estimate"]).unwrap();
+            assert!(close(acc, 100.0 * (accuracy(a) - accuracy(b))), "{a} vs {b}: accuracy difference");
+            let pnl = num(&c["net_pnl_diff_bps"]["estimate"]).unwrap();
+            assert!((pnl - (net(a) - net(b))).abs() < 1e-6 * (1.0 + pnl.abs()), "{a} vs {b}: PnL difference");
+            let (lo, hi) = (num(&c["accuracy_diff_pp"]["low"]).unwrap(), num(&c["accuracy_diff_pp"]["high"]).unwrap());
+            assert!(lo <= acc + 1e-9 && acc <= hi + 1e-9, "{a} vs {b}: the interval holds its estimate");
+        }
     }
     assert_eq!(report.verdicts.len(), json["verdicts"].as_array().unwrap().len());
     // The page: every chart drawn (equity and reliability per horizon, weights, latency), every candidate named.

@@ -21,8 +21,12 @@ pub struct EvaluateArgs {
     pub symbol: String,
     /// The weights folder (`mpd_transformer.safetensors`, `tlob.safetensors`,
     /// `cnn_lstm.safetensors`; what `train` writes): the models evaluated.
-    #[arg(long)]
-    pub weights: PathBuf,
+    #[arg(long, required_unless_present = "demo_weights")]
+    pub weights: Option<PathBuf>,
+    /// The three models at their default configs with the built-in untrained
+    /// weights instead of --weights (for timing: the figures mean nothing).
+    #[arg(long, conflicts_with = "weights")]
+    pub demo_weights: bool,
     /// Start of the evaluated period: Unix ms, or +DURATION after the data's
     /// start (+30m). Before it is the fit period (α, the baselines, warm-up).
     /// Default: the middle of the data.
@@ -74,12 +78,17 @@ pub fn run(args: EvaluateArgs) -> Result<()> {
         None => EnsembleConfig::default(),
     };
     let engine = Engine::on(args.backend.open()?, Precision::parse(&args.precision)?, config)?;
-    let loaded = engine.load_dir(&args.weights).with_context(|| format!("--weights {}", args.weights.display()))?;
-    for (m, p) in &loaded.loaded {
-        eprintln!("loaded {m} from {}", p.display());
-    }
-    for (m, p) in &loaded.missing {
-        eprintln!("not evaluated: {m} ({} does not exist)", p.display());
+    if let Some(dir) = &args.weights {
+        let loaded = engine.load_dir(dir).with_context(|| format!("--weights {}", dir.display()))?;
+        for (m, p) in &loaded.loaded {
+            eprintln!("loaded {m} from {}", p.display());
+        }
+        for (m, p) in &loaded.missing {
+            eprintln!("not evaluated: {m} ({} does not exist)", p.display());
+        }
+    } else {
+        engine.load_builtin_weights()?;
+        eprintln!("loaded the three default configs with built-in untrained weights (--demo-weights)");
     }
     let opts = EvaluateOptions {
         from: args.from,

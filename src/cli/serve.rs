@@ -13,11 +13,9 @@ use quorum::backend::select::Device;
 use quorum::backend::Precision;
 use quorum::ensemble::EnsembleConfig;
 use quorum::market::{Endpoint, ExchangeConfig, LoopbackExchange, SimConfig, BINANCE_REST_URL, BINANCE_WS_URL};
-use quorum::model::{ModelConfig, ModelKind, ModelMeta};
-use quorum::server::engine::{model_type, Engine};
+use quorum::server::engine::Engine;
 use quorum::server::live::{LiveConfig, LiveObserver, LiveRunner};
 use quorum::server::{DataFolderLauncher, Extras, Metrics, Server, ServerConfig, TrainingLauncher};
-use quorum::weights::{generated, WeightsFile};
 
 #[derive(Args, Debug)]
 pub struct ServeArgs {
@@ -126,11 +124,7 @@ pub fn serve(args: ServeArgs) -> Result<()> {
         }
     }
     if args.demo_weights {
-        for kind in ModelKind::ALL {
-            let config = ModelConfig::default_for(kind);
-            let tensors = generated::params(&config);
-            engine.load_weights(model_type(kind), WeightsFile { config, meta: ModelMeta::default(), tensors })?;
-        }
+        engine.load_builtin_weights()?;
         println!("loaded the three models with built-in untrained weights (--demo-weights)");
     }
     if engine.loaded_models().is_empty() {

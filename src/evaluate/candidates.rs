@@ -124,6 +124,8 @@ pub struct Calls {
     /// Outcomes told to the consensus strategies (each strategy the same ones).
     pub outcomes_told: u64,
     pub adaptive_weights: Vec<WeightPoint>,
+    /// The strategy of the engine's ensemble config: "the ensemble" of the comparisons.
+    pub engine_strategy: ConsensusStrategy,
 }
 
 /// The report keeps at most this many points of the adaptive weights.
@@ -221,6 +223,7 @@ pub fn calls(engine: &Engine, replayed: &Replayed, opts: &EvaluateOptions) -> Re
         dropped: 0,
         outcomes_told: 0,
         adaptive_weights: Vec::new(),
+        engine_strategy: base_config.strategy,
     };
     let sample_every = replayed.calls.len().div_ceil(WEIGHT_POINTS).max(1);
     for (i, call) in replayed.calls.iter().enumerate() {

@@ -270,7 +270,7 @@ pub fn score(replayed: &Replayed, calls: &Calls, opts: &EvaluateOptions) -> Resu
             series.push(s);
         }
         let block = block_length(k, kept.len());
-        let comparisons = compare(&calls.candidates, &scores, &series, block, opts, k);
+        let comparisons = compare(&calls.candidates, calls.engine_strategy, &scores, &series, block, opts, k);
         let total = kept.len() as f64;
         horizons.push(Horizon {
             horizon: k,
@@ -287,9 +287,11 @@ pub fn score(replayed: &Replayed, calls: &Calls, opts: &EvaluateOptions) -> Resu
 
 /// The comparisons the report makes: each consensus strategy against the best
 /// single model (by accuracy at this horizon), adaptive against fixed weights,
-/// and each model against the logistic baseline.
+/// each model against the logistic baseline, and each model and the
+/// engine's own strategy against doing nothing and against the majority class.
 fn compare(
     candidates: &[Candidate],
+    engine_strategy: ConsensusStrategy,
     scores: &[CandidateScore],
     series: &[Series],
     block: usize,
@@ -319,6 +321,18 @@ fn compare(
     if let Some(lr) = index(Candidate::LogisticRegression) {
         for &m in &models {
             pairs.push((m, lr, "a model against the logistic regression on order flow"));
+        }
+    }
+    let mut bar_raisers = models.clone();
+    bar_raisers.extend(index(Candidate::Consensus(engine_strategy)));
+    for (baseline, why) in [
+        (Candidate::AlwaysNeutral, "against doing nothing (always neutral)"),
+        (Candidate::MajorityClass, "against the fit period's majority class"),
+    ] {
+        if let Some(b) = index(baseline) {
+            for &m in &bar_raisers {
+                pairs.push((m, b, why));
+            }
         }
     }
     let n = series.first().map_or(0, |s| s.pnl.len()) as f64;

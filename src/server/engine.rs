@@ -356,6 +356,19 @@ impl Engine {
         self.install(model, file, Some(path.to_path_buf()))
     }
 
+    /// Loads the three models at their default configs with the built-in
+    /// deterministic, untrained weights (`serve --demo-weights`,
+    /// `evaluate --demo-weights`): the real shapes and costs, no training.
+    pub fn load_builtin_weights(&self) -> Result<(), EngineError> {
+        for kind in ModelKind::ALL {
+            let config = ModelConfig::default_for(kind);
+            let tensors = weights::generated::params(&config);
+            let meta = crate::model::ModelMeta::default();
+            self.load_weights(model_type(kind), WeightsFile { config, meta, tensors })?;
+        }
+        Ok(())
+    }
+
     /// Loads (or hot-swaps) `model` from weights already in memory.
     pub fn load_weights(&self, model: ModelType, file: WeightsFile) -> Result<ModelEntry, EngineError> {
         self.install(model, file, None)
