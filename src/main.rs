@@ -41,8 +41,8 @@ enum Command {
         backend: Device,
         /// Weights and products: f32, bf16 (GPU tensor cores, or a CPU with
         /// AVX512_BF16) or f16 (GPU backends only).
-        #[arg(long, default_value = "f32")]
-        precision: String,
+        #[arg(long, value_enum, default_value_t = Precision::F32)]
+        precision: Precision,
     },
     /// Time each model's forward pass and print a table to paste into an issue.
     Bench {
@@ -63,8 +63,8 @@ enum Command {
         no_graphs: bool,
         /// Weights and products: f32, bf16 (GPU tensor cores, or a CPU with
         /// AVX512_BF16) or f16 (GPU backends only).
-        #[arg(long, default_value = "f32")]
-        precision: String,
+        #[arg(long, value_enum, default_value_t = Precision::F32)]
+        precision: Precision,
         /// Also time the ensemble tick: the engine's decision (the three
         /// models at batch 1, one after the other on the backend's stream,
         /// then the consensus), as `serve` makes it per request (recorded
@@ -126,10 +126,9 @@ fn main() -> Result<()> {
         Command::Demo(args) => demo::demo(args),
         Command::Info { weights } => models::info(&weights),
         Command::Infer { weights, input, output, backend, precision } => {
-            models::infer(&weights, &input, &output, backend, Precision::parse(&precision)?)
+            models::infer(&weights, &input, &output, backend, precision)
         }
         Command::Bench { batch, iters, backend, model, no_graphs, precision, ensemble } => {
-            let precision = Precision::parse(&precision)?;
             models::bench(&batch, iters, backend, &model, !no_graphs, precision)?;
             if ensemble {
                 models::bench_ensemble(iters, backend, precision)?;

@@ -112,6 +112,25 @@ fn infer_errors_name_the_problem_and_write_nothing() {
     assert!(!output.exists(), "no output file after a failed run");
 }
 
+/// `--precision` is one value enum on every command that takes it: a typo is
+/// refused before anything runs, with the values it could have been.
+#[test]
+fn precision_is_a_value_enum_everywhere() {
+    for cmd in [
+        &["infer", "--weights", "w", "--input", "i", "--output", "o"][..],
+        &["bench"],
+        &["serve"],
+        &["evaluate", "--data", "d", "--demo-weights", "--out", "o"],
+    ] {
+        let mut args = cmd.to_vec();
+        args.extend(["--precision", "fp8"]);
+        let out = quorum(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{cmd:?} accepted fp8");
+        assert!(err.contains("invalid value 'fp8'") && err.contains("f32, bf16, f16"), "{cmd:?}: {err}");
+    }
+}
+
 /// `quorum demo --quick`: history, training of the three models, then live
 /// decisions on the simulated exchange with the server up; it stops by itself
 /// after `--decisions` and reports each stage. Its temporary data is removed.

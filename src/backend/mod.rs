@@ -22,7 +22,7 @@ pub mod gpu;
 pub mod ops;
 pub mod select;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 /// What a linear op does after the matrix product and bias.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -168,7 +168,7 @@ pub struct ConvWeights<B: Backend + ?Sized> {
 /// norms, attention and the cell updates stay f32 in every mode. The GPU
 /// backends take all three; the CPU takes f32 and, where the CPU has
 /// AVX512_BF16, bf16.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum Precision {
     /// f32 weights, FMA GEMM: docs/models.md's f32 tolerances.
     #[default]
@@ -191,16 +191,6 @@ impl Precision {
             Precision::Bf16
         } else {
             Precision::F32
-        }
-    }
-
-    /// The `--precision` names.
-    pub fn parse(s: &str) -> Result<Self> {
-        match s {
-            "f32" => Ok(Precision::F32),
-            "bf16" => Ok(Precision::Bf16),
-            "f16" => Ok(Precision::F16),
-            _ => Err(Error::config("precision", format!("unknown precision {s:?} (expected f32, bf16 or f16)"))),
         }
     }
 }

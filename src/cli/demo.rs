@@ -416,7 +416,9 @@ async fn live(args: &DemoArgs, data: &Path, trained: &Trained, target: u64) -> R
         "  (the ensemble is scored on the decisions it traded, each model on all of its own: different populations;\n   \
          step 5 scores every candidate on the same decisions, net of costs)"
     );
-    println!("  latency per stage, median / p99 (µs), of the small demo configs (ModelConfig::small), not the defaults:");
+    println!(
+        "  latency per stage, median / p99 (µs), of the small demo configs (ModelConfig::small), not the defaults:"
+    );
     for (stage, mut v) in stage_us {
         v.sort_by(f64::total_cmp);
         let at = |p: f64| v.get(((v.len() as f64 - 1.0) * p).round() as usize).copied().unwrap_or(0.0);

@@ -57,9 +57,9 @@ pub struct EvaluateArgs {
     pub ensemble_config: Option<PathBuf>,
     #[arg(long, value_enum, default_value_t = Device::Cpu)]
     pub backend: Device,
-    /// f32 or bf16 (a CPU with AVX512_BF16, or a GPU).
-    #[arg(long, default_value = "f32")]
-    pub precision: String,
+    /// f32, bf16 (a CPU with AVX512_BF16, or a GPU) or f16 (GPU backends only).
+    #[arg(long, value_enum, default_value_t = Precision::F32)]
+    pub precision: Precision,
     /// The report folder: decisions.parquet, report.json and report.html.
     #[arg(long)]
     pub out: PathBuf,
@@ -77,7 +77,7 @@ pub fn run(args: EvaluateArgs) -> Result<()> {
         Some(p) => EnsembleConfig::from_file(p)?,
         None => EnsembleConfig::default(),
     };
-    let engine = Engine::on(args.backend.open()?, Precision::parse(&args.precision)?, config)?;
+    let engine = Engine::on(args.backend.open()?, args.precision, config)?;
     if let Some(dir) = &args.weights {
         let loaded = engine.load_dir(dir).with_context(|| format!("--weights {}", dir.display()))?;
         for (m, p) in &loaded.loaded {

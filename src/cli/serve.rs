@@ -93,8 +93,8 @@ pub struct ServeArgs {
     /// or a CPU with AVX512_BF16: about twice as fast there, within
     /// docs/models.md's 16-bit tolerances) or f16 (GPU backends only). Training
     /// jobs follow `use_amp` instead.
-    #[arg(long, default_value = "f32")]
-    pub precision: String,
+    #[arg(long, value_enum, default_value_t = Precision::F32)]
+    pub precision: Precision,
     /// The memory a training job (--data) may be estimated to need, in MiB;
     /// a larger job is refused before it starts (docs/security.md, "Limits").
     #[arg(long, default_value_t = 4096)]
@@ -110,7 +110,7 @@ pub fn serve(args: ServeArgs) -> Result<()> {
         None => EnsembleConfig::default(),
     };
     // Training jobs (--data) run on the serving backend.
-    let precision = Precision::parse(&args.precision)?;
+    let precision = args.precision;
     let device = args.backend.open()?;
     let train_on = device.device();
     let engine = Engine::on(device, precision, config)?;
