@@ -5,8 +5,8 @@
 //! `cargo run --release --example oracle_accuracy -- [MINUTES] [SEED]`
 //! (default 60 minutes, seed 42).
 
-use quorum::market::oracle::oracle_score;
 use quorum::market::simulator::SimConfig;
+use quorum::train::oracle::oracle_score;
 
 fn main() {
     let mut args = std::env::args().skip(1);

@@ -96,7 +96,7 @@ fn each_effect_is_seeded_and_changes_the_market() {
 
 #[test]
 fn each_effect_alone_is_reachable_by_its_oracle_and_all_off_is_not() {
-    use quorum::market::oracle::oracle_score;
+    use quorum::train::oracle::oracle_score;
     // 30 minutes per seed; the oracle (docs/data.md) must beat the majority
     // class by 4 points on every seed with one effect on at strength 1.
     for e in ["flow", "depth", "slow", "feature", "regimes"] {

@@ -10,7 +10,6 @@ pub mod collector;
 pub mod decimal;
 pub mod exchange;
 pub mod import;
-pub mod oracle;
 pub mod recording;
 pub mod replay;
 pub mod sequence;

@@ -45,7 +45,7 @@
 //! The effects draw from their own ChaCha8 stream (the next four SplitMix64
 //! words of the seed) and only when on, so with all of them off the ticks are
 //! today's to the bit. [`MarketSimulator::latent`] and
-//! [`MarketSimulator::forecast`] are what the oracle of `market::oracle` knows.
+//! [`MarketSimulator::forecast`] are what the oracle of `train::oracle` knows.
 //!
 //! Determinism: the generator is ChaCha8 (`rand_chacha`, whose output is
 //! fixed for a given seed across versions and platforms, unlike `StdRng`),

@@ -5,8 +5,8 @@
 //! the ceiling a model could reach on a planted effect; with every effect
 //! off it is the majority-class rate at best.
 
-use super::simulator::{Forecast, MarketSimulator, SimConfig, SimError};
-use crate::train::dataset::{auto_alpha, Direction, HorizonLabels};
+use super::dataset::{auto_alpha, Direction, HorizonLabels};
+use crate::market::simulator::{Forecast, MarketSimulator, SimConfig, SimError};
 
 /// The oracle's score over one simulated stretch.
 #[derive(Debug, Clone, PartialEq)]
