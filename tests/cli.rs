@@ -201,6 +201,39 @@ fn simulate_removes_the_temporary_files_a_killed_run_left() {
     let _ = std::fs::remove_dir_all(&out);
 }
 
+/// The planted effects' flags (docs/data.md, "Synthetic market"): out of
+/// [0, 2] is refused naming the field; in range they run.
+#[test]
+fn simulate_takes_the_planted_effects_and_refuses_bad_strengths() {
+    let out = tempdir("sim-effects");
+    let dir = out.to_str().unwrap();
+    for (flag, field) in
+        [("--depth-effect", "depth_effect"), ("--slow-effect", "slow_effect"), ("--feature-effect", "feature_effect")]
+    {
+        let run = quorum(&["simulate", "--out", dir, "--duration", "5s", flag, "2.5"]);
+        assert!(!run.status.success(), "{flag} 2.5 was accepted");
+        let err = String::from_utf8_lossy(&run.stderr);
+        assert!(err.contains(field), "{flag}: {err}");
+    }
+    let run = quorum(&[
+        "simulate",
+        "--out",
+        dir,
+        "--duration",
+        "5s",
+        "--depth-effect",
+        "1",
+        "--slow-effect",
+        "0.5",
+        "--feature-effect",
+        "2",
+        "--regime-switching",
+    ]);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    assert!(String::from_utf8_lossy(&run.stdout).contains("50 ticks"), "{}", String::from_utf8_lossy(&run.stdout));
+    let _ = std::fs::remove_dir_all(&out);
+}
+
 /// `quorum info W | head`: a reader that goes away ends quorum quietly (as
 /// SIGPIPE ends any Unix filter), never with a panic in `println!`.
 #[cfg(unix)]

@@ -280,6 +280,9 @@ fn config_errors_name_the_field() {
     let d = SimConfig::default;
     bad(SimConfig { signal_strength: -0.1, ..d() }, "signal_strength");
     bad(SimConfig { signal_strength: f64::NAN, ..d() }, "signal_strength");
+    bad(SimConfig { depth_effect: 2.5, ..d() }, "depth_effect");
+    bad(SimConfig { slow_effect: -1.0, ..d() }, "slow_effect");
+    bad(SimConfig { feature_effect: f64::INFINITY, ..d() }, "feature_effect");
     bad(SimConfig { depth: 19, ..d() }, "depth");
     bad(SimConfig { interval_ms: 0, ..d() }, "interval_ms");
     bad(SimConfig { symbol: "a/b".into(), ..d() }, "symbol");

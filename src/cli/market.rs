@@ -28,6 +28,18 @@ pub struct SimulateArgs {
     /// 0 = a pure random walk; up to 2.
     #[arg(long, default_value_t = 1.0)]
     pub signal_strength: f64,
+    /// Planted effect seen only in levels 11–20 (a wall whose place predicts the drift); 0 = off, up to 2.
+    #[arg(long, default_value_t = 0.0)]
+    pub depth_effect: f64,
+    /// Planted effect over tens of seconds (drift from a slow latent's 30 s change); 0 = off, up to 2.
+    #[arg(long, default_value_t = 0.0)]
+    pub slow_effect: f64,
+    /// Planted effect seen through the candle features (pull toward the 50 s SMA); 0 = off, up to 2.
+    #[arg(long, default_value_t = 0.0)]
+    pub feature_effect: f64,
+    /// Only one enabled effect drives the drift at a time; the live one switches about every 3 minutes.
+    #[arg(long)]
+    pub regime_switching: bool,
     /// The simulator's symbol (default SIMUSDT); with `--replay`, the recording's symbol to serve (required).
     #[arg(long)]
     pub symbol: Option<String>,
@@ -200,6 +212,10 @@ pub fn simulate(args: SimulateArgs) -> Result<()> {
         symbol: args.symbol.clone().unwrap_or_else(|| "SIMUSDT".into()),
         seed: args.seed,
         signal_strength: args.signal_strength,
+        depth_effect: args.depth_effect,
+        slow_effect: args.slow_effect,
+        feature_effect: args.feature_effect,
+        regime_switching: args.regime_switching,
         ..SimConfig::default()
     };
     sim.validate()?;

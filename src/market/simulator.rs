@@ -24,12 +24,36 @@
 //! - moves sweep the levels they cross with aggressive trades; other trades
 //!   take part of the best level.
 //!
+//! Planted effects (`SimConfig`'s `depth_effect`, `slow_effect`,
+//! `feature_effect`, strengths in [0, 2], and `regime_switching`; all off by
+//! default). Each adds `strength · 0.5 · x` to the tilt above (before the
+//! clamp), `x` a unit-scale latent:
+//! - depth: `x = w`, an AR(1) (ρ = 0.995) shown only as *where* the largest
+//!   quantity of levels 11–20 sits (bids at `round(4.5 − 3w)`, asks at
+//!   `round(4.5 + 3w)` of that block): a permutation of those levels, so the
+//!   sizes of levels 1–10 and every total the engineered features read are
+//!   unchanged;
+//! - slow: `x = (u_t − u_{t−300}) / sd`, the 30-second change of a slow AR(1)
+//!   `u` (memory 60 s) that shows only in the trade aggressors
+//!   (`sigmoid(f + u)` buyers);
+//! - features: `x = clamp((sma − c) / 4 ticks, ±2)`, the pull of the last
+//!   completed 1 s candle's close toward the SMA of the last 50 closes (the
+//!   `sma_50` feature), a mean reversion that a 10 s window cannot see;
+//! - regime switching: only one enabled effect (flow included) drives the
+//!   tilt; which one switches about every 3 minutes.
+//!
+//! The effects draw from their own ChaCha8 stream (the next four SplitMix64
+//! words of the seed) and only when on, so with all of them off the ticks are
+//! today's to the bit. [`MarketSimulator::latent`] and
+//! [`MarketSimulator::forecast`] are what the oracle of `train::oracle` knows.
+//!
 //! Determinism: the generator is ChaCha8 (`rand_chacha`, whose output is
 //! fixed for a given seed across versions and platforms, unlike `StdRng`),
 //! seeded from the `u64` seed by our own SplitMix64 expansion (so no library's
 //! `seed_from_u64` can change it), and `exp`/`ln` come from the pure-Rust
 //! `libm` crate, not the platform's libm. The same seed gives the same bits.
 
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -54,6 +78,30 @@ const FLOW_LEVELS: usize = 5;
 const QTY_SIGMA: f64 = 0.6;
 /// Mean ticks between regime switches (10 minutes at 100 ms).
 const REGIME_MEAN_TICKS: f64 = 6000.0;
+
+// ---- planted effects (all off by default; see the module docs) ----
+
+/// Persistence of the depth effect's latent wall `w` per tick (memory ~20 s).
+const WALL_RHO: f64 = 0.995;
+/// First (0-based) level of the block the wall moves in: levels 11–20, which
+/// no engineered feature sees one by one (docs/features.md reads sizes of
+/// levels 1–10 and only totals beyond).
+const WALL_FIRST: usize = 10;
+/// Levels in the wall's block.
+const WALL_SPAN: usize = 10;
+/// Persistence of the slow latent `u` per tick (memory ~60 s).
+const SLOW_RHO: f64 = 1.0 - 1.0 / 600.0;
+/// The slow effect's drift reads `u` now against `u` this many ticks ago (30 s).
+const SLOW_LAG: usize = 300;
+/// Visibility of `u` in the trade aggressors (`sigmoid(f + SLOW_VIS · u)`).
+const SLOW_VIS: f64 = 1.0;
+/// Completed 1-second candles in the feature effect's moving average (the
+/// `sma_50` feature's window).
+const FEATURE_CANDLES: usize = 50;
+/// Ticks of deviation from the moving average that give a unit pull.
+const FEATURE_SCALE: f64 = 4.0;
+/// Mean ticks between switches of the live effect (3 minutes at 100 ms).
+const LIVE_MEAN_TICKS: f64 = 1800.0;
 
 /// A volatility regime.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -89,6 +137,18 @@ pub struct SimConfig {
     pub initial_price: Fixed,
     /// Mean quantity of the best level, in lots.
     pub base_lots: f64,
+    /// Planted effect in levels 11–20 only (a wall whose position predicts
+    /// the drift); 0 = off, at most 2.
+    pub depth_effect: f64,
+    /// Planted effect over tens of seconds (drift from the change of a slow
+    /// latent over the last 30 s); 0 = off, at most 2.
+    pub slow_effect: f64,
+    /// Planted effect seen through the candle features (mean reversion toward
+    /// the 50-candle SMA of 1 s closes); 0 = off, at most 2.
+    pub feature_effect: f64,
+    /// Only one of the enabled effects (flow, depth, slow, feature) drives
+    /// the drift at a time; the live one switches about every 3 minutes.
+    pub regime_switching: bool,
 }
 
 impl Default for SimConfig {
@@ -108,6 +168,10 @@ impl Default for SimConfig {
             initial_price: Fixed::from_units(10_000_000_000),
             // 10 units at the best level on average.
             base_lots: 1_000.0,
+            depth_effect: 0.0,
+            slow_effect: 0.0,
+            feature_effect: 0.0,
+            regime_switching: false,
         }
     }
 }
@@ -130,8 +194,15 @@ fn cfg_err(field: &'static str, reason: impl Into<String>) -> SimError {
 
 impl SimConfig {
     pub fn validate(&self) -> Result<(), SimError> {
-        if !(self.signal_strength.is_finite() && (0.0..=2.0).contains(&self.signal_strength)) {
-            return Err(cfg_err("signal_strength", format!("{} is not in [0, 2]", self.signal_strength)));
+        for (field, v) in [
+            ("signal_strength", self.signal_strength),
+            ("depth_effect", self.depth_effect),
+            ("slow_effect", self.slow_effect),
+            ("feature_effect", self.feature_effect),
+        ] {
+            if !(v.is_finite() && (0.0..=2.0).contains(&v)) {
+                return Err(cfg_err(field, format!("{v} is not in [0, 2]")));
+            }
         }
         if self.interval_ms <= 0 {
             return Err(cfg_err("interval_ms", "must be positive"));
@@ -174,6 +245,95 @@ pub struct TickView<'a> {
     pub trades: &'a [AggTrade],
 }
 
+/// One source of drift.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Effect {
+    /// The latent order-flow pressure `f` (`signal_strength`).
+    Flow,
+    /// The wall in levels 11–20 (`depth_effect`).
+    Depth,
+    /// The 30-second change of the slow latent `u` (`slow_effect`).
+    Slow,
+    /// The pull toward the 50-candle SMA (`feature_effect`).
+    Feature,
+}
+
+/// The latent state an oracle knows (after the latest step).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Latent {
+    /// Order-flow pressure `f`.
+    pub flow: f64,
+    /// The depth effect's wall latent `w` (0 while off).
+    pub wall: f64,
+    /// The slow latent `u` now (0 while off).
+    pub slow: f64,
+    /// `u` 300 ticks ago (0 while off).
+    pub slow_lagged: f64,
+    /// The feature effect's pull `clamp((sma − c) / 4 ticks, ±2)` (0 while off or warming up).
+    pub pull: f64,
+    /// The effect that drives the drift under `regime_switching`; `None` without it.
+    pub live: Option<Effect>,
+    /// Probability that the price moves in a tick (the volatility regime's).
+    pub move_prob: f64,
+}
+
+/// An oracle's view of the next `horizon` ticks: the law of
+/// `mean(mid[t+1..=t+k]) − mid[t]` given the latent state, as a point mass at
+/// 0 (no move at all) and otherwise a normal.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Forecast {
+    /// Probability of no price move in the horizon.
+    pub p_still: f64,
+    /// Mean, in ticks.
+    pub mean_ticks: f64,
+    /// Standard deviation, in ticks.
+    pub sd_ticks: f64,
+}
+
+/// The planted effects' state: its own ChaCha8 stream, so that turning an
+/// effect on never shifts the draws of the base market.
+struct Effects {
+    rng: ChaCha8Rng,
+    /// Whether any effect or `regime_switching` is on; false = today's market.
+    active: bool,
+    depth_on: bool,
+    slow_on: bool,
+    feature_on: bool,
+    wall: f64,
+    slow: f64,
+    slow_lagged: f64,
+    /// `u` of the last `SLOW_LAG` ticks; `slow_hist[slow_pos]` the oldest.
+    slow_hist: Vec<f64>,
+    slow_pos: usize,
+    /// Closes (mid, in ticks) of the last `FEATURE_CANDLES` completed 1 s candles.
+    closes: VecDeque<f64>,
+    pull: f64,
+    enabled: Vec<Effect>,
+    live: usize,
+}
+
+impl Effects {
+    fn uniform(&mut self) -> f64 {
+        (self.rng.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
+    }
+
+    fn normal(&mut self) -> f64 {
+        loop {
+            let u = 2.0 * self.uniform() - 1.0;
+            let v = 2.0 * self.uniform() - 1.0;
+            let s = u * u + v * v;
+            if s > 0.0 && s < 1.0 {
+                return u * (-2.0 * libm::log(s) / s).sqrt();
+            }
+        }
+    }
+}
+
+/// Scale of the slow effect's `u_t − u_{t−300}` to unit variance.
+fn slow_norm() -> f64 {
+    1.0 / (2.0 * (1.0 - libm::pow(SLOW_RHO, SLOW_LAG as f64))).sqrt()
+}
+
 /// The seeded market.
 pub struct MarketSimulator {
     cfg: SimConfig,
@@ -200,6 +360,12 @@ pub struct MarketSimulator {
     fills: Vec<(i64, i64, bool)>,
     /// Largest level quantity in lots (keeps units far from overflow).
     max_lots: i64,
+    fx: Effects,
+    /// The book as shown when the depth effect is on (levels 11–20 permuted).
+    show_bid: Vec<i64>,
+    show_ask: Vec<i64>,
+    old_show_bid: Vec<i64>,
+    old_show_ask: Vec<i64>,
 }
 
 /// SplitMix64, to expand a `u64` seed into ChaCha's 32-byte key.
@@ -219,7 +385,39 @@ impl MarketSimulator {
         for chunk in seed.chunks_exact_mut(8) {
             chunk.copy_from_slice(&splitmix64(&mut st).to_le_bytes());
         }
+        // The effects' stream: the next four SplitMix64 words of the same seed.
+        let mut fx_seed = [0u8; 32];
+        for chunk in fx_seed.chunks_exact_mut(8) {
+            chunk.copy_from_slice(&splitmix64(&mut st).to_le_bytes());
+        }
         let d = cfg.depth;
+        let mut enabled = Vec::new();
+        for (on, e) in [
+            (cfg.signal_strength > 0.0, Effect::Flow),
+            (cfg.depth_effect > 0.0, Effect::Depth),
+            (cfg.slow_effect > 0.0, Effect::Slow),
+            (cfg.feature_effect > 0.0, Effect::Feature),
+        ] {
+            if on {
+                enabled.push(e);
+            }
+        }
+        let fx = Effects {
+            rng: ChaCha8Rng::from_seed(fx_seed),
+            active: cfg.depth_effect > 0.0 || cfg.slow_effect > 0.0 || cfg.feature_effect > 0.0 || cfg.regime_switching,
+            depth_on: cfg.depth_effect > 0.0,
+            slow_on: cfg.slow_effect > 0.0,
+            feature_on: cfg.feature_effect > 0.0,
+            wall: 0.0,
+            slow: 0.0,
+            slow_lagged: 0.0,
+            slow_hist: vec![0.0; SLOW_LAG],
+            slow_pos: 0,
+            closes: VecDeque::with_capacity(FEATURE_CANDLES + 1),
+            pull: 0.0,
+            enabled,
+            live: 0,
+        };
         let mut sim = MarketSimulator {
             rng: ChaCha8Rng::from_seed(seed),
             tick: 0,
@@ -247,6 +445,11 @@ impl MarketSimulator {
             snapshot: Snapshot::empty(cfg.start_ms, cfg.start_ms * 1_000_000, 0),
             fills: Vec::with_capacity(64),
             max_lots: (i64::MAX / 64 / cfg.lot_size.units()).max(1),
+            fx,
+            show_bid: vec![0; d],
+            show_ask: vec![0; d],
+            old_show_bid: vec![0; d],
+            old_show_ask: vec![0; d],
             cfg,
         };
         sim.flow = sim.normal();
@@ -254,6 +457,7 @@ impl MarketSimulator {
             sim.bid_q[i] = sim.sample_lots(i, true);
             sim.ask_q[i] = sim.sample_lots(i, false);
         }
+        sim.init_effects();
         let snap = sim.levels_snapshot();
         sim.book.apply_snapshot(&snap)?;
         sim.snapshot = sim.book.snapshot(sim.cfg.start_ms, sim.cfg.start_ms * 1_000_000 + 1_000_000)?;
@@ -277,6 +481,42 @@ impl MarketSimulator {
     /// The latent order-flow pressure (for diagnostics and tests).
     pub fn latent_flow(&self) -> f64 {
         self.flow
+    }
+
+    /// The latent state of the planted effects (what an oracle knows).
+    pub fn latent(&self) -> Latent {
+        let fx = &self.fx;
+        Latent {
+            flow: self.flow,
+            wall: fx.wall,
+            slow: fx.slow,
+            slow_lagged: fx.slow_lagged,
+            pull: fx.pull,
+            live: self.cfg.regime_switching.then(|| fx.enabled.get(fx.live).copied()).flatten(),
+            move_prob: REGIMES[self.regime].move_prob,
+        }
+    }
+
+    /// The oracle's forecast of `mean(mid[t+1..=t+k]) − mid[t]` (ticks),
+    /// `k = horizon`, from the latent state after the latest step: each
+    /// future tick moves with the regime's probability, by 1.25 ticks on
+    /// average (1.85 ticks² in square), up minus down with the expected tilt
+    /// of the drift formula (latents decay at their AR(1) rates, the slow
+    /// effect's lagged values are known, the feature pull and the live effect
+    /// stay as they are).
+    pub fn forecast(&self, horizon: usize) -> Forecast {
+        let mp = REGIMES[self.regime].move_prob;
+        let k = horizon.max(1) as f64;
+        let (mut mean, mut var) = (0.0, 0.0);
+        for j in 1..=horizon.max(1) {
+            let w = (k - j as f64 + 1.0) / k;
+            let tilt = self.expected_tilt(j).clamp(-0.9, 0.9);
+            mean += w * mp * 1.25 * tilt;
+            var += w * w * mp * 1.85;
+        }
+        let p_still = libm::pow(1.0 - mp, k);
+        let moved = (1.0 - p_still).max(1e-12);
+        Forecast { p_still, mean_ticks: mean / moved, sd_ticks: (var / moved).sqrt() }
     }
 
     /// The exact book the simulator maintains.
@@ -341,11 +581,108 @@ impl MarketSimulator {
         let t = self.cfg.tick_size.units();
         let l = self.cfg.lot_size.units();
         let lv = |p: i64, q: i64| PriceLevel::new(Fixed::from_units(p * t), Fixed::from_units(q * l));
+        let (bq, aq) = if self.fx.depth_on { (&self.show_bid, &self.show_ask) } else { (&self.bid_q, &self.ask_q) };
         DepthSnapshot {
             last_update_id: self.update_id,
-            bids: (0..self.cfg.depth).map(|i| lv(self.best_bid - i as i64, self.bid_q[i])).collect(),
-            asks: (0..self.cfg.depth).map(|i| lv(self.best_bid + 1 + i as i64, self.ask_q[i])).collect(),
+            bids: (0..self.cfg.depth).map(|i| lv(self.best_bid - i as i64, bq[i])).collect(),
+            asks: (0..self.cfg.depth).map(|i| lv(self.best_bid + 1 + i as i64, aq[i])).collect(),
         }
+    }
+
+    // ---- planted effects (own stream; nothing here runs while all are off) ----
+
+    fn init_effects(&mut self) {
+        let switching = self.cfg.regime_switching && self.fx.enabled.len() >= 2;
+        let fx = &mut self.fx;
+        if switching {
+            fx.live = ((fx.uniform() * fx.enabled.len() as f64) as usize).min(fx.enabled.len() - 1);
+        }
+        if fx.depth_on {
+            fx.wall = fx.normal();
+        }
+        if fx.slow_on {
+            // Start stationary, with 30 s of history.
+            let c = (1.0 - SLOW_RHO * SLOW_RHO).sqrt();
+            let mut u = fx.normal();
+            for i in 0..SLOW_LAG {
+                fx.slow_hist[i] = u;
+                u = SLOW_RHO * u + c * fx.normal();
+            }
+            fx.slow = u;
+            fx.slow_lagged = fx.slow_hist[0];
+        }
+        if self.fx.depth_on {
+            self.update_show();
+        }
+    }
+
+    /// Moves the effects' latents to tick `ts` (before this tick's price move).
+    fn advance_effects(&mut self, ts: i64) {
+        let switching = self.cfg.regime_switching && self.fx.enabled.len() >= 2;
+        let mid_before = self.best_bid as f64 + 0.5;
+        let iv = self.cfg.interval_ms;
+        let fx = &mut self.fx;
+        if switching && fx.uniform() < 1.0 / LIVE_MEAN_TICKS {
+            let n = fx.enabled.len();
+            let shift = 1 + ((fx.uniform() * (n - 1) as f64) as usize).min(n - 2);
+            fx.live = (fx.live + shift) % n;
+        }
+        if fx.depth_on {
+            let e = fx.normal();
+            fx.wall = WALL_RHO * fx.wall + (1.0 - WALL_RHO * WALL_RHO).sqrt() * e;
+        }
+        if fx.slow_on {
+            let e = fx.normal();
+            fx.slow_lagged = fx.slow_hist[fx.slow_pos];
+            fx.slow = SLOW_RHO * fx.slow + (1.0 - SLOW_RHO * SLOW_RHO).sqrt() * e;
+            fx.slow_hist[fx.slow_pos] = fx.slow;
+            fx.slow_pos = (fx.slow_pos + 1) % SLOW_LAG;
+        }
+        if fx.feature_on {
+            // The previous tick's mid closes every 1 s bucket this tick leaves.
+            let crossed = (ts.div_euclid(1000) - (ts - iv).div_euclid(1000)).clamp(0, FEATURE_CANDLES as i64);
+            for _ in 0..crossed {
+                fx.closes.push_back(mid_before);
+                if fx.closes.len() > FEATURE_CANDLES {
+                    fx.closes.pop_front();
+                }
+            }
+            if crossed > 0 && fx.closes.len() == FEATURE_CANDLES {
+                let sma = fx.closes.iter().sum::<f64>() / FEATURE_CANDLES as f64;
+                fx.pull = ((sma - mid_before) / FEATURE_SCALE).clamp(-2.0, 2.0);
+            }
+        }
+    }
+
+    /// The drift's tilt expected `j` ticks ahead (`j = 0`: this tick's).
+    fn expected_tilt(&self, j: usize) -> f64 {
+        let fx = &self.fx;
+        let c = &self.cfg;
+        let jf = j as f64;
+        let term = |e: Effect| match e {
+            Effect::Flow => c.signal_strength * DRIFT_BETA * self.flow * libm::pow(FLOW_RHO, jf),
+            Effect::Depth => c.depth_effect * DRIFT_BETA * fx.wall * libm::pow(WALL_RHO, jf),
+            Effect::Slow => {
+                let lagged = if j == 0 { fx.slow_lagged } else { fx.slow_hist[(fx.slow_pos + j - 1) % SLOW_LAG] };
+                c.slow_effect * DRIFT_BETA * slow_norm() * (fx.slow * libm::pow(SLOW_RHO, jf) - lagged)
+            }
+            Effect::Feature => c.feature_effect * DRIFT_BETA * fx.pull,
+        };
+        if c.regime_switching {
+            fx.enabled.get(fx.live).map(|&e| term(e)).unwrap_or(0.0)
+        } else {
+            fx.enabled.iter().map(|&e| term(e)).sum()
+        }
+    }
+
+    /// The shown book: the largest of levels 11–20 a side sits where the
+    /// wall latent puts it (bids near the top and asks far when `w > 0`).
+    fn update_show(&mut self) {
+        let w = self.fx.wall;
+        let jb = (4.5 - 3.0 * w).round().clamp(0.0, (WALL_SPAN - 1) as f64) as usize;
+        let ja = (4.5 + 3.0 * w).round().clamp(0.0, (WALL_SPAN - 1) as f64) as usize;
+        place_wall(&self.bid_q, &mut self.show_bid, jb);
+        place_wall(&self.ask_q, &mut self.show_ask, ja);
     }
 
     /// Advances one tick.
@@ -355,6 +692,10 @@ impl MarketSimulator {
         let ts = self.cfg.start_ms + self.tick as i64 * self.cfg.interval_ms;
         self.old_bid_q.copy_from_slice(&self.bid_q);
         self.old_ask_q.copy_from_slice(&self.ask_q);
+        if self.fx.depth_on {
+            self.old_show_bid.copy_from_slice(&self.show_bid);
+            self.old_show_ask.copy_from_slice(&self.show_ask);
+        }
         let old_best = self.best_bid;
         self.fills.clear();
 
@@ -366,6 +707,14 @@ impl MarketSimulator {
         let regime = REGIMES[self.regime];
         let eps = self.normal();
         self.flow = FLOW_RHO * self.flow + (1.0 - FLOW_RHO * FLOW_RHO).sqrt() * eps;
+        // The planted effects draw from their own stream, and only when on:
+        // with all of them off this is today's market to the bit.
+        let fx_tilt = if self.fx.active {
+            self.advance_effects(ts);
+            Some(self.expected_tilt(0))
+        } else {
+            None
+        };
 
         // Price move: sweep the levels crossed.
         if self.uniform() < regime.move_prob {
@@ -377,7 +726,10 @@ impl MarketSimulator {
             } else {
                 3
             };
-            let tilt = (self.cfg.signal_strength * DRIFT_BETA * self.flow).clamp(-0.9, 0.9);
+            let tilt = match fx_tilt {
+                Some(t) => t.clamp(-0.9, 0.9),
+                None => (self.cfg.signal_strength * DRIFT_BETA * self.flow).clamp(-0.9, 0.9),
+            };
             let up = self.uniform() < 0.5 + 0.5 * tilt;
             // Keep the deepest bid above zero.
             let up = up || self.best_bid - size - d as i64 <= 1;
@@ -401,7 +753,11 @@ impl MarketSimulator {
 
         // Trades that take part of the best level.
         let n = self.poisson(regime.trade_rate);
-        let buy_prob = 1.0 / (1.0 + libm::exp(-self.flow));
+        let buy_prob = if self.fx.slow_on {
+            1.0 / (1.0 + libm::exp(-(self.flow + SLOW_VIS * self.fx.slow)))
+        } else {
+            1.0 / (1.0 + libm::exp(-self.flow))
+        };
         for _ in 0..n {
             let buy = self.uniform() < buy_prob;
             let z = self.normal();
@@ -420,6 +776,9 @@ impl MarketSimulator {
             }
         }
 
+        if self.fx.depth_on {
+            self.update_show();
+        }
         self.build_event(old_best, ts);
         self.build_trades(ts);
         if self.has_event {
@@ -485,13 +844,18 @@ impl MarketSimulator {
         let new_best = self.best_bid;
         self.event.bids.clear();
         self.event.asks.clear();
+        let (old_bid_q, bid_q, old_ask_q, ask_q) = if self.fx.depth_on {
+            (&self.old_show_bid, &self.show_bid, &self.old_show_ask, &self.show_ask)
+        } else {
+            (&self.old_bid_q, &self.bid_q, &self.old_ask_q, &self.ask_q)
+        };
         // Bids: prices from the highest best down to the lowest bottom.
         let hi = old_best.max(new_best);
         let lo = old_best.min(new_best) - (d - 1);
         let mut p = hi;
         while p >= lo {
-            let old = side_qty(&self.old_bid_q, old_best - p);
-            let new = side_qty(&self.bid_q, new_best - p);
+            let old = side_qty(old_bid_q, old_best - p);
+            let new = side_qty(bid_q, new_best - p);
             if old != new {
                 self.event.bids.push(PriceLevel::new(Fixed::from_units(p * t), Fixed::from_units(new * l)));
             }
@@ -502,8 +866,8 @@ impl MarketSimulator {
         let lo = oa.min(na);
         let hi = oa.max(na) + (d - 1);
         for p in lo..=hi {
-            let old = side_qty(&self.old_ask_q, p - oa);
-            let new = side_qty(&self.ask_q, p - na);
+            let old = side_qty(old_ask_q, p - oa);
+            let new = side_qty(ask_q, p - na);
             if old != new {
                 self.event.asks.push(PriceLevel::new(Fixed::from_units(p * t), Fixed::from_units(new * l)));
             }
@@ -542,6 +906,44 @@ impl MarketSimulator {
                 is_buyer_maker: maker,
             });
         }
+    }
+}
+
+/// `show` = `q` with the largest of the wall block swapped to block index `j`.
+fn place_wall(q: &[i64], show: &mut [i64], j: usize) {
+    show.copy_from_slice(q);
+    let block = &mut show[WALL_FIRST..WALL_FIRST + WALL_SPAN];
+    let mut m = 0;
+    for i in 1..WALL_SPAN {
+        if block[i] > block[m] {
+            m = i;
+        }
+    }
+    block.swap(m, j);
+}
+
+impl Forecast {
+    /// `[P(DOWN), P(NEUTRAL), P(UP)]` for a threshold of `alpha_ticks`
+    /// (α · mid / tick): no move is NEUTRAL, otherwise the normal's tails.
+    pub fn probabilities(&self, alpha_ticks: f64) -> [f64; 3] {
+        let cdf = |x: f64| 0.5 * libm::erfc(-x / std::f64::consts::SQRT_2);
+        let sd = self.sd_ticks.max(1e-12);
+        let up = 1.0 - cdf((alpha_ticks - self.mean_ticks) / sd);
+        let down = cdf((-alpha_ticks - self.mean_ticks) / sd);
+        let moved = 1.0 - self.p_still;
+        [moved * down, self.p_still + moved * (1.0 - up - down).max(0.0), moved * up]
+    }
+
+    /// The most probable class, 0 = DOWN, 1 = NEUTRAL, 2 = UP (ties go to NEUTRAL).
+    pub fn predict(&self, alpha_ticks: f64) -> usize {
+        let p = self.probabilities(alpha_ticks);
+        let mut best = 1;
+        for c in [0, 2] {
+            if p[c] > p[best] {
+                best = c;
+            }
+        }
+        best
     }
 }
 
@@ -649,4 +1051,41 @@ pub fn simulate_to_parquet(
     summary.trade_files = trades.finish()?;
     progress(summary.ticks, total);
     Ok(summary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The depth effect only permutes levels 11–20 of the shown book: every
+    /// tick, the shown levels 1–10 are the underlying ones and levels 11–20
+    /// hold the same quantities (so the same total) in another order.
+    #[test]
+    fn the_wall_moves_no_quantity_between_blocks() {
+        let cfg = SimConfig { depth_effect: 1.0, signal_strength: 0.0, seed: 5, ..SimConfig::default() };
+        let mut sim = MarketSimulator::new(cfg).unwrap();
+        let mut moved = 0;
+        for _ in 0..5_000 {
+            sim.step().unwrap();
+            for (shown, under) in [(&sim.show_bid, &sim.bid_q), (&sim.show_ask, &sim.ask_q)] {
+                assert_eq!(shown[..WALL_FIRST], under[..WALL_FIRST]);
+                assert_eq!(shown[WALL_FIRST + WALL_SPAN..], under[WALL_FIRST + WALL_SPAN..]);
+                let (mut a, mut b) = (
+                    shown[WALL_FIRST..WALL_FIRST + WALL_SPAN].to_vec(),
+                    under[WALL_FIRST..WALL_FIRST + WALL_SPAN].to_vec(),
+                );
+                moved += usize::from(a != b);
+                a.sort_unstable();
+                b.sort_unstable();
+                assert_eq!(a, b);
+            }
+            // The book the events built is the shown one.
+            let snap = sim.snapshot();
+            for i in 0..NUM_LEVELS {
+                let want = Fixed::from_units(sim.show_bid[i] * sim.cfg.lot_size.units()).to_f64();
+                assert!((snap.bids[i].quantity - want).abs() < 1e-9, "level {i}");
+            }
+        }
+        assert!(moved > 1_000, "the wall never moved ({moved})");
+    }
 }

@@ -11,6 +11,7 @@ pub mod dataset;
 pub mod memory;
 pub mod net;
 pub mod optim;
+pub mod oracle;
 pub mod progress;
 pub mod report;
 pub mod scores;
