@@ -217,7 +217,7 @@ fn metrics_table(h: &Horizon, out: &mut String) {
 fn comparisons_table(h: &Horizon, out: &mut String) {
     out.push_str(
         "<table><tr><th>first</th><th>second</th><th>why</th><th>accuracy Δ pp [95 %]</th><th>net PnL Δ bps [95 %]</th>\
-         <th>McNemar (first only / second only, p)</th></tr>",
+         <th>blocks (acc / PnL)</th><th>McNemar (first only / second only, p)</th></tr>",
     );
     for c in &h.comparisons {
         let cell = |i: &super::stats::Interval| {
@@ -226,12 +226,14 @@ fn comparisons_table(h: &Horizon, out: &mut String) {
         };
         let _ = write!(
             out,
-            "<tr><td>{}</td><td>{}</td><td>{}</td>{}{}<td>{} / {}, p = {}</td></tr>",
+            "<tr><td>{}</td><td>{}</td><td>{}</td>{}{}<td>{} / {}</td><td>{} / {}, p = {}</td></tr>",
             c.first.name(),
             c.second.name(),
             escape(c.why),
             cell(&c.accuracy_diff_pp),
             cell(&c.net_pnl_diff_bps),
+            c.accuracy_block,
+            c.pnl_block,
             c.mcnemar.first_only,
             c.mcnemar.second_only,
             if c.mcnemar.p_value < 1e-3 {
@@ -305,7 +307,7 @@ pub fn render(report: &Report, replayed: &Replayed, decisions: &[usize], rows: &
         let _ = write!(
             out,
             "<h2>Horizon {k} ticks</h2><p>{n} decisions, α = {a:.3e}; realized DOWN / NEUTRAL / UP: {d:.1} / {m:.1} / {u:.1} %; \
-             bootstrap blocks of {b} decisions.</p>",
+             bootstrap blocks of at least {b} decisions (longer where a difference's own autocorrelation asks).</p>",
             k = h.horizon,
             n = h.decisions,
             a = h.alpha,

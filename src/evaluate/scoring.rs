@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use super::candidates::{Calls, Candidate};
 use super::replay::Replayed;
-use super::stats::{block_bootstrap, block_length, mcnemar, Interval, McNemar};
+use super::stats::{block_bootstrap, block_length, comparison_block_length, mcnemar, Interval, McNemar};
 use super::{EvaluateError, EvaluateOptions};
 use crate::ensemble::{ConsensusStrategy, Direction};
 use crate::train::scores::MetricsAcc;
@@ -125,6 +125,11 @@ pub struct Comparison {
     pub accuracy_diff_pp: Interval,
     /// First minus second, total net bps over the period.
     pub net_pnl_diff_bps: Interval,
+    /// The bootstrap's block length for each difference, decisions
+    /// ([`comparison_block_length`]: the label overlap or the series' own
+    /// autocorrelation, whichever asks for longer blocks).
+    pub accuracy_block: usize,
+    pub pnl_block: usize,
     pub mcnemar: McNemar,
     /// One sentence: is either difference distinguishable from zero at 95 %?
     pub verdict: String,
@@ -139,6 +144,8 @@ pub struct Horizon {
     pub decisions: usize,
     /// Realized class shares over those decisions `[DOWN, NEUTRAL, UP]`.
     pub class_shares: [f64; 3],
+    /// The shortest bootstrap block here (the label overlap); each comparison
+    /// may use longer ones.
     pub block_length: usize,
     pub scores: Vec<CandidateScore>,
     pub comparisons: Vec<Comparison>,
@@ -270,7 +277,7 @@ pub fn score(replayed: &Replayed, calls: &Calls, opts: &EvaluateOptions) -> Resu
             series.push(s);
         }
         let block = block_length(k, kept.len());
-        let comparisons = compare(&calls.candidates, calls.engine_strategy, &scores, &series, block, opts, k);
+        let comparisons = compare(&calls.candidates, calls.engine_strategy, &scores, &series, opts, k);
         let total = kept.len() as f64;
         horizons.push(Horizon {
             horizon: k,
@@ -294,7 +301,6 @@ fn compare(
     engine_strategy: ConsensusStrategy,
     scores: &[CandidateScore],
     series: &[Series],
-    block: usize,
     opts: &EvaluateOptions,
     horizon: usize,
 ) -> Vec<Comparison> {
@@ -342,8 +348,11 @@ fn compare(
         .map(|(p, (a, b, why))| {
             let seed = opts.seed.wrapping_add(p as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
             let as_f = |s: &Series| s.correct.iter().map(|&c| f64::from(u8::from(c))).collect::<Vec<f64>>();
-            let acc = block_bootstrap(&as_f(&series[a]), &as_f(&series[b]), block, opts.resamples, seed).scaled(100.0);
-            let pnl = block_bootstrap(&series[a].pnl, &series[b].pnl, block, opts.resamples, seed ^ 1).scaled(n);
+            let (right_a, right_b) = (as_f(&series[a]), as_f(&series[b]));
+            let accuracy_block = comparison_block_length(&right_a, &right_b, horizon);
+            let pnl_block = comparison_block_length(&series[a].pnl, &series[b].pnl, horizon);
+            let acc = block_bootstrap(&right_a, &right_b, accuracy_block, opts.resamples, seed).scaled(100.0);
+            let pnl = block_bootstrap(&series[a].pnl, &series[b].pnl, pnl_block, opts.resamples, seed ^ 1).scaled(n);
             let mcnemar = mcnemar(&series[a].correct, &series[b].correct);
             let (fa, fb) = (candidates[a].name(), candidates[b].name());
             let say = |i: &Interval, what: &str, unit: &str| {
@@ -365,6 +374,8 @@ fn compare(
                 why,
                 accuracy_diff_pp: acc,
                 net_pnl_diff_bps: pnl,
+                accuracy_block,
+                pnl_block,
                 mcnemar,
                 verdict,
             }
