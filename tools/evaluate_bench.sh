@@ -13,6 +13,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 minutes=${1:-60}
 work=${2:-$(mktemp -d)}
+mkdir -p "$work"
 fit=5
 # A copy, so a rebuild while it runs does not swap the binary under it.
 cargo build --release --quiet

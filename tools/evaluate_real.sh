@@ -11,6 +11,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 work=${1:-$(mktemp -d)}
+mkdir -p "$work"
 data=${QUORUM_BINANCE_DATA:-../shared/data/binance}
 files=("$data/spot_btcusdt_20240808.gz" "$data/spot_btcusdt_20240809.gz")
 for f in "${files[@]}"; do
