@@ -105,6 +105,10 @@ async fn seed_endpoints_answer_with_the_seed_bodies() {
     let r = http.get("/health/ready").await;
     assert_eq!(r.status, 503, "no model loaded: not ready");
     assert_eq!(r.json()["models_not_loaded"].as_array().unwrap().len(), 3);
+    // The KServe v2 paths answer the same.
+    assert_eq!(http.get("/v2/health/live").await.status, 200);
+    let v2 = http.get("/v2/health/ready").await;
+    assert_eq!((v2.status, v2.json()), (503, r.json()));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -359,6 +363,7 @@ async fn models_run_on_json_and_binary_bodies_with_the_same_answer() {
     assert_eq!(d["skipped"]["tlob"]["reason"], "missing_input", "{d}");
     assert_eq!(d["predictions"].as_array().unwrap().len(), 2);
     assert_eq!(http.get("/health/ready").await.status, 200);
+    assert_eq!(http.get("/v2/health/ready").await.status, 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -57,7 +57,10 @@ enum Route {
     Metrics,
 }
 
-static ROUTES: [(Route, Method, &str); 20] = [
+/// Every served path. The health probes answer under KServe's open
+/// inference protocol (v2) paths too, so a v2-speaking orchestrator needs no
+/// custom probe config.
+static ROUTES: [(Route, Method, &str); 22] = [
     (Route::Status, Method::GET, "/api/ensemble/status"),
     (Route::Models, Method::GET, "/api/ensemble/models"),
     (Route::Enable, Method::POST, "/api/ensemble/models/enable"),
@@ -77,6 +80,8 @@ static ROUTES: [(Route, Method, &str); 20] = [
     (Route::LiveStatus, Method::GET, "/api/ensemble/live/status"),
     (Route::HealthLive, Method::GET, "/health/live"),
     (Route::HealthReady, Method::GET, "/health/ready"),
+    (Route::HealthLive, Method::GET, "/v2/health/live"),
+    (Route::HealthReady, Method::GET, "/v2/health/ready"),
     (Route::Metrics, Method::GET, "/metrics"),
 ];
 
