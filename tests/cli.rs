@@ -255,7 +255,7 @@ fn a_closed_stdout_ends_quietly_without_a_panic() {
 }
 
 #[test]
-fn features_and_train_name_the_symbols_a_store_holds() {
+fn features_train_and_evaluate_name_the_symbols_a_store_holds_or_read_its_only_one() {
     let dir = std::env::temp_dir().join(format!("quorum-cli-symbols-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let o = quorum(&["simulate", "--out", dir.to_str().unwrap(), "--duration", "30s"]);
@@ -272,10 +272,28 @@ fn features_and_train_name_the_symbols_a_store_holds() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success());
     assert!(err.contains("holds SIMUSDT (pass --symbol SIMUSDT)"), "{err}");
-    let o = quorum(&["train", "--architecture", "cnn_lstm", "--data", dir.to_str().unwrap(), "--epochs", "1"]);
+    let d = dir.to_str().unwrap();
+    let o = quorum(&["train", "--architecture", "cnn_lstm", "--data", d, "--symbol", "BTCUSDT", "--epochs", "1"]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success());
     assert!(err.contains("holds SIMUSDT (pass --symbol SIMUSDT)"), "{err}");
+    // Without --symbol, train (and evaluate) read the one symbol the store holds.
+    let o = quorum(&["train", "--architecture", "cnn_lstm", "--data", d, "--epochs", "1"]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("== cnn_lstm: SIMUSDT on"), "{out}{}", String::from_utf8_lossy(&o.stderr));
+    // With two symbols it names both and asks for one.
+    let o = quorum(&["simulate", "--out", d, "--duration", "30s", "--symbol", "ETHUSDT"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    for cmd in [
+        vec!["train", "--architecture", "cnn_lstm", "--data", d, "--epochs", "1"],
+        vec!["evaluate", "--data", d, "--demo-weights", "--out", dir.join("r").to_str().unwrap()],
+    ] {
+        let o = quorum(&cmd);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "{cmd:?}");
+        assert!(err.contains("holds ETHUSDT, SIMUSDT: pass --symbol with one of them"), "{cmd:?}: {err}");
+    }
+    assert!(!dir.join("r").exists(), "a refused evaluate writes nothing");
     let empty = dir.join("empty");
     std::fs::create_dir_all(&empty).unwrap();
     let o = quorum(&["features", "--raw", empty.to_str().unwrap(), "--out", dir.join("f").to_str().unwrap()]);

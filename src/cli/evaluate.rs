@@ -17,8 +17,9 @@ pub struct EvaluateArgs {
     /// (what `simulate --out`, `collect` or `import` wrote).
     #[arg(long)]
     pub data: PathBuf,
-    #[arg(long, default_value = "BTCUSDT")]
-    pub symbol: String,
+    /// The symbol; default: the one symbol the store holds (several: name one).
+    #[arg(long)]
+    pub symbol: Option<String>,
     /// The weights folder (`mpd_transformer.safetensors`, `tlob.safetensors`,
     /// `cnn_lstm.safetensors`; what `train` writes): the models evaluated.
     #[arg(long, required_unless_present = "demo_weights")]
@@ -66,7 +67,8 @@ pub struct EvaluateArgs {
 }
 
 pub fn run(args: EvaluateArgs) -> Result<()> {
-    let (raw, _) = quorum::train::data::data_folder(&args.data, &args.symbol)?;
+    let symbol = quorum::train::data::symbol_or_sole(&args.data, args.symbol.as_deref())?;
+    let (raw, _) = quorum::train::data::data_folder(&args.data, &symbol)?;
     let Some(raw) = raw else {
         bail!(
             "--data {}: no stored snapshots; write a store with `quorum simulate --out DIR`, `quorum collect` or `quorum import`",
@@ -99,7 +101,7 @@ pub fn run(args: EvaluateArgs) -> Result<()> {
         half_spread_bps: args.half_spread_bps,
         resamples: args.resamples,
         seed: args.seed,
-        ..EvaluateOptions::new(&raw, &args.symbol)
+        ..EvaluateOptions::new(&raw, &symbol)
     };
     let report = evaluate(Arc::new(engine), &opts, &args.out, &mut |line| eprintln!("[evaluate] {line}"))?;
     print_summary(&report);

@@ -23,8 +23,9 @@ pub struct TrainArgs {
     /// works too) and optionally `DIR/features/<SYMBOL>.parquet` (`quorum features`).
     #[arg(long)]
     pub data: PathBuf,
-    #[arg(long, default_value = "BTCUSDT")]
-    pub symbol: String,
+    /// The symbol; default: the one symbol the store holds (several: name one).
+    #[arg(long)]
+    pub symbol: Option<String>,
     /// A TrainingConfig as JSON (the training-start request body); the flags below override it.
     #[arg(long)]
     pub config: Option<PathBuf>,
@@ -148,7 +149,8 @@ fn train_on<B: Train>(be: &B, args: &TrainArgs, base: TrainingConfig) -> Result<
         Some(p) => model_configs(p, &kinds)?,
         None => Vec::new(),
     };
-    let (raw, features) = quorum::train::data::data_folder(&args.data, &args.symbol)
+    let symbol = quorum::train::data::symbol_or_sole(&args.data, args.symbol.as_deref())?;
+    let (raw, features) = quorum::train::data::data_folder(&args.data, &symbol)
         .with_context(|| format!("--data {}", args.data.display()))?;
 
     // Every architecture's config is checked before the first one trains.
@@ -168,9 +170,9 @@ fn train_on<B: Train>(be: &B, args: &TrainArgs, base: TrainingConfig) -> Result<
                  ({}/raw_lob/{}/ or {}/{}/)",
                 args.data.display(),
                 args.data.display(),
-                args.symbol,
+                symbol,
                 args.data.display(),
-                args.symbol
+                symbol
             );
         }
         configs.push(cfg);
@@ -183,7 +185,7 @@ fn train_on<B: Train>(be: &B, args: &TrainArgs, base: TrainingConfig) -> Result<
         let kind = cfg.architecture;
         println!(
             "== {kind}: {} on {} ({}), checkpoints in {}",
-            args.symbol,
+            symbol,
             args.data.display(),
             be.name(),
             cfg.checkpoint_dir
@@ -199,7 +201,7 @@ fn train_on<B: Train>(be: &B, args: &TrainArgs, base: TrainingConfig) -> Result<
         if args.resume && !trainer.resume {
             println!("{kind}: no checkpoint yet, starting");
         }
-        trainer.load_data(Some(&features), raw.as_deref(), &args.symbol).with_context(|| kind.to_string())?;
+        trainer.load_data(Some(&features), raw.as_deref(), &symbol).with_context(|| kind.to_string())?;
         let results = trainer.train_walk_forward().with_context(|| kind.to_string())?;
         println!("{kind}: results in {}", trainer.paths().results.display());
         let stopped = !results.completed;

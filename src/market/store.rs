@@ -488,6 +488,18 @@ pub fn symbols_hint(root: &Path) -> String {
     }
 }
 
+/// The symbol a command reads when it is given none: the one symbol `root`
+/// holds. Several, or none, is an error that names them (or says how to
+/// make data), so `simulate → features → train → evaluate` chain without
+/// repeating the simulator's symbol.
+pub fn sole_symbol(root: &Path) -> Result<String, String> {
+    match list_symbols(root).as_slice() {
+        [one] => Ok(one.clone()),
+        [] => Err(symbols_hint(root)),
+        many => Err(format!("{} holds {}: pass --symbol with one of them", root.display(), many.join(", "))),
+    }
+}
+
 /// `<prefix>_<first>_<last>[-k].parquet` → (first, last, k).
 fn parse_file_name(name: &str, prefix: &str) -> Option<(i64, i64, u64)> {
     let rest = name.strip_prefix(prefix)?.strip_prefix('_')?.strip_suffix(".parquet")?;

@@ -63,6 +63,16 @@ pub fn data_folder(data: &Path, symbol: &str) -> Result<(Option<PathBuf>, PathBu
     Ok((raw, data.join("features")))
 }
 
+/// `--symbol` when given, else the one symbol the data folder's raw store
+/// (`<data>/raw_lob` or `<data>`) holds ([`crate::market::store::sole_symbol`]).
+pub fn symbol_or_sole(data: &Path, given: Option<&str>) -> Result<String> {
+    if let Some(s) = given {
+        return Ok(s.to_owned());
+    }
+    let raw = if data.join("raw_lob").is_dir() { data.join("raw_lob") } else { data.to_path_buf() };
+    crate::market::store::sole_symbol(&raw).map_err(|reason| Error::input("--symbol", reason))
+}
+
 fn input_err(path: &Path, reason: impl Into<String>) -> Error {
     Error::input(path.display().to_string(), reason)
 }
