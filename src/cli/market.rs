@@ -20,9 +20,10 @@ pub struct SimulateArgs {
     /// Write `DURATION` of snapshots and trades as Parquet under this directory.
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// How much market time to write (`90s`, `15m`, `2h`, `1d`); with `--serve`, how long to serve.
-    #[arg(long)]
-    pub duration: Option<String>,
+    /// How much market time to write (`90s`, `15m`, `2h`, `1h 30m`, `1d`; a bare
+    /// number is seconds; default 2h); with `--serve`, how long to serve.
+    #[arg(long, value_parser = parse_duration)]
+    pub duration: Option<Duration>,
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
     /// 0 = a pure random walk; up to 2.
@@ -79,8 +80,8 @@ pub struct CollectArgs {
     #[arg(long, default_value = BINANCE_REST_URL)]
     pub rest_url: String,
     /// Stop by itself after this long (`30s`, `2h`; a bare number is seconds). Default: until Ctrl-C.
-    #[arg(long)]
-    pub duration: Option<String>,
+    #[arg(long, value_parser = parse_duration)]
+    pub duration: Option<Duration>,
     /// Milliseconds between snapshots.
     #[arg(long, default_value_t = 100)]
     pub interval_ms: u64,
@@ -159,13 +160,6 @@ pub fn import(args: ImportArgs) -> Result<()> {
     Ok(())
 }
 
-fn duration_arg(text: &str) -> Result<Duration> {
-    if let Ok(secs) = text.trim().parse::<u64>() {
-        return Ok(Duration::from_secs(secs));
-    }
-    Ok(parse_duration(text)?)
-}
-
 /// `KIND@N` → a scheduled fault.
 pub fn parse_fault(text: &str) -> Result<ScheduledFault> {
     let (kind, at) = text.split_once('@').with_context(|| format!("--fault {text:?}: expected KIND@N"))?;
@@ -224,7 +218,7 @@ pub fn simulate(args: SimulateArgs) -> Result<()> {
             bail!("--serve and --out are separate modes: pick one");
         }
         let faults = args.faults.iter().map(|f| parse_fault(f)).collect::<Result<Vec<_>>>()?;
-        let limit = args.duration.as_deref().map(duration_arg).transpose()?;
+        let limit = args.duration;
         let cfg = ExchangeConfig {
             sim,
             tick_interval: Duration::from_millis(args.tick_ms.max(1)),
@@ -238,7 +232,7 @@ pub fn simulate(args: SimulateArgs) -> Result<()> {
     let Some(out) = args.out else {
         bail!("simulate needs --out DIR (write Parquet) or --serve ADDR (loopback exchange)");
     };
-    let duration = duration_arg(args.duration.as_deref().unwrap_or("2h"))?;
+    let duration = args.duration.unwrap_or(Duration::from_secs(2 * 3600));
     let t0 = Instant::now();
     let summary = simulate_to_parquet(&sim, &out, duration, |done, total| {
         eprint!("\rsimulate: {done}/{total} ticks ({:.0}%)", 100.0 * done as f64 / total.max(1) as f64);
@@ -321,7 +315,7 @@ pub fn collect(args: CollectArgs) -> Result<()> {
         }
         cfg.tuning.extra_roots.extend(certs);
     }
-    let limit = args.duration.as_deref().map(duration_arg).transpose()?;
+    let limit = args.duration;
     let status_every = Duration::from_millis(args.status_ms.max(50));
     runtime()?.block_on(collect_async(cfg, limit, status_every, &args.out))
 }

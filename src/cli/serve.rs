@@ -82,9 +82,10 @@ pub struct ServeArgs {
     /// Live mode: milliseconds between samples of the book (one decision per sample once warm).
     #[arg(long, default_value_t = 100)]
     pub sample_ms: u64,
-    /// Stop by itself after this many seconds (default: until Ctrl-C).
-    #[arg(long)]
-    pub duration: Option<f64>,
+    /// Stop by itself after this long (`90s`, `15m`, `1h 30m`; a bare number is
+    /// seconds). Default: until Ctrl-C.
+    #[arg(long, value_parser = quorum::market::parse_duration)]
+    pub duration: Option<Duration>,
     /// A data folder as `quorum train --data` reads it: enables the training
     /// endpoints, which train from it on the serving backend (without it they answer 501).
     #[arg(long)]
@@ -135,10 +136,8 @@ pub fn serve(args: ServeArgs) -> Result<()> {
     if args.sample_ms == 0 || args.sim_tick_ms == 0 {
         bail!("--sample-ms and --sim-tick-ms must be at least 1");
     }
-    if let Some(d) = args.duration {
-        if !(d.is_finite() && d > 0.0) {
-            bail!("--duration must be a positive number of seconds");
-        }
+    if args.duration.is_some_and(|d| d.is_zero()) {
+        bail!("--duration must be longer than zero");
     }
     let rt =
         tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().context("starting tokio")?;
@@ -202,7 +201,7 @@ async fn run(args: ServeArgs, engine: Arc<Engine>, train_on: Device) -> Result<(
     println!("quorum serve: listening on http://{}; Ctrl-C to stop", server.local_addr());
     let wait = async {
         match args.duration {
-            Some(s) => tokio::time::sleep(Duration::from_secs_f64(s)).await,
+            Some(d) => tokio::time::sleep(d).await,
             None => std::future::pending().await,
         }
     };

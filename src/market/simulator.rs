@@ -956,23 +956,20 @@ fn side_qty(q: &[i64], idx: i64) -> i64 {
     }
 }
 
-/// Parses a CLI duration: a whole number with a unit, `ms`, `s`, `m`, `h` or
-/// `d` (`"500ms"`, `"90s"`, `"15m"`, `"2h"`, `"1d"`).
+/// Parses a duration as every command takes one (`--duration`, `+30m`
+/// bounds): `humantime`'s syntax (`"500ms"`, `"90s"`, `"15m"`, `"2h"`,
+/// `"1h 30m"`, `"1d"`), or a bare whole number of seconds (`"60"`).
 pub fn parse_duration(text: &str) -> Result<Duration, SimError> {
     let t = text.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let bad = || cfg_err("duration", format!("{text:?} is not a number followed by ms, s, m, h or d"));
-    let n: u64 = num.parse().map_err(|_| bad())?;
-    let ms_per = match unit {
-        "ms" => 1,
-        "s" => 1_000,
-        "m" => 60_000,
-        "h" => 3_600_000,
-        "d" => 86_400_000,
-        _ => return Err(bad()),
-    };
-    n.checked_mul(ms_per).map(Duration::from_millis).ok_or_else(bad)
+    if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) {
+        return t
+            .parse::<u64>()
+            .map(Duration::from_secs)
+            .map_err(|_| cfg_err("duration", format!("{text:?} is too many seconds")));
+    }
+    humantime::parse_duration(t).map_err(|e| {
+        cfg_err("duration", format!("{text:?}: {e}; write a number with a unit (500ms, 90s, 15m, 2h, 1h 30m, 1d)"))
+    })
 }
 
 /// What [`simulate_to_parquet`] wrote.
