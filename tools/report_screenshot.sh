@@ -4,14 +4,14 @@
 #
 #   tools/report_screenshot.sh REPORT_DIR/report.html docs/evaluate/report.png [HEIGHT]
 #
-# The page is drawn 1150 CSS pixels wide at 0.75 scale; HEIGHT (default 2350)
+# The page is drawn 1150 CSS pixels wide at 0.75 scale; HEIGHT (default 3300)
 # covers the verdicts, the tables, the equity curves and the reliability diagram.
 # Installs Debian's chromium when it is missing (needs root and the Debian
 # mirror); nothing else of the project needs it.
 set -euo pipefail
 html=${1:?report.html}
 png=${2:?out.png}
-height=${3:-2350}
+height=${3:-3300}
 if ! command -v chromium >/dev/null; then
     echo "installing chromium (Debian package) for the screenshot" >&2
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null

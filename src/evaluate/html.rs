@@ -236,7 +236,9 @@ fn comparisons_table(h: &Horizon, out: &mut String) {
             c.pnl_block,
             c.mcnemar.first_only,
             c.mcnemar.second_only,
-            if c.mcnemar.p_value < 1e-3 {
+            if c.mcnemar.p_value == 0.0 {
+                "&lt; 1e-300".to_owned()
+            } else if c.mcnemar.p_value < 1e-3 {
                 format!("{:.1e}", c.mcnemar.p_value)
             } else {
                 format!("{:.3}", c.mcnemar.p_value)
