@@ -49,8 +49,12 @@ fn train_refuses_bad_input_by_name_and_writes_nothing() {
     assert!(!ok && text.contains("batch_size"), "{text}");
     let (ok, text) = run(&["--architecture", "mpd_transformer", "--learning-rate", "-0.001"]);
     assert!(!ok && text.contains("learning_rate"), "{text}");
+    // --architecture is a value enum: a typo is refused with the names listed.
     let (ok, text) = run(&["--architecture", "lstm"]);
-    assert!(!ok && text.contains("unknown model kind"), "{text}");
+    assert!(!ok && ["mpd_transformer", "tlob", "cnn_lstm", "all"].iter().all(|a| text.contains(a)), "{text}");
+    // --use-amp and --no-amp are flags that take no value.
+    let (ok, text) = run(&["--architecture", "cnn_lstm", "--use-amp", "false"]);
+    assert!(!ok && text.contains("unexpected argument 'false'"), "{text}");
 
     // A model config with a bad field, keyed by architecture.
     let mc = data.join("models.json");
@@ -115,8 +119,7 @@ fn training_on_the_emulated_gpu_ends_where_the_cpu_does() {
             "--backend",
             backend,
             // f32 on both: the comparison is of the kernels, not of bf16 rounding.
-            "--use-amp",
-            "false",
+            "--no-amp",
             "--checkpoint-dir",
             ckpt.to_str().unwrap(),
         ]);

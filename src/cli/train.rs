@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use clap::Args;
+use clap::{Args, ValueEnum};
 
 use quorum::backend::select::Device;
 use quorum::backend::Train;
@@ -13,11 +13,33 @@ use quorum::model::{ModelConfig, ModelKind};
 use quorum::train::report::Results;
 use quorum::train::{MultiModelTrainer, ProgressHandle, TrainNet, TrainingConfig};
 
+/// What `--architecture` names: one model, or the three in turn.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Architecture {
+    #[value(name = "mpd_transformer")]
+    MpdTransformer,
+    Tlob,
+    #[value(name = "cnn_lstm")]
+    CnnLstm,
+    /// The three in turn.
+    All,
+}
+
+impl Architecture {
+    fn kinds(self) -> Vec<ModelKind> {
+        match self {
+            Architecture::MpdTransformer => vec![ModelKind::MpdTransformer],
+            Architecture::Tlob => vec![ModelKind::Tlob],
+            Architecture::CnnLstm => vec![ModelKind::CnnLstm],
+            Architecture::All => ModelKind::ALL.to_vec(),
+        }
+    }
+}
+
 #[derive(Args, Debug)]
 pub struct TrainArgs {
-    /// mpd_transformer, tlob, cnn_lstm, or all (the three in turn).
-    #[arg(long)]
-    pub architecture: String,
+    #[arg(long, value_enum)]
+    pub architecture: Architecture,
     /// The data folder: `DIR/raw_lob/<SYMBOL>/<day>/*.parquet` (the collector's
     /// store; `DIR/<SYMBOL>/…` directly, as `quorum simulate --out DIR` writes,
     /// works too) and optionally `DIR/features/<SYMBOL>.parquet` (`quorum features`).
@@ -51,10 +73,13 @@ pub struct TrainArgs {
     pub seed: Option<u64>,
     #[arg(long)]
     pub checkpoint_dir: Option<String>,
-    /// docs/training.md's use_amp (default on): on cuda and emu, the forward's
+    /// docs/training.md's use_amp (the default): on cuda and emu, the forward's
     /// matrix products in bf16 from f32 master weights; ignored on the CPU.
-    #[arg(long)]
-    pub use_amp: Option<bool>,
+    #[arg(long, overrides_with = "no_amp")]
+    pub use_amp: bool,
+    /// Train in f32 throughout (use_amp off), overriding --config's use_amp.
+    #[arg(long, overrides_with = "use_amp")]
+    pub no_amp: bool,
     /// Continue the run whose checkpoint is in the checkpoint folder.
     #[arg(long)]
     pub resume: bool,
@@ -133,18 +158,17 @@ fn base_config(args: &TrainArgs) -> Result<TrainingConfig> {
     if let Some(v) = &args.checkpoint_dir {
         base.checkpoint_dir = v.clone();
     }
-    if let Some(v) = args.use_amp {
-        base.use_amp = v;
+    if args.use_amp {
+        base.use_amp = true;
+    }
+    if args.no_amp {
+        base.use_amp = false;
     }
     Ok(base)
 }
 
 fn train_on<B: Train>(be: &B, args: &TrainArgs, base: TrainingConfig) -> Result<()> {
-    let kinds: Vec<ModelKind> = if args.architecture == "all" {
-        ModelKind::ALL.to_vec()
-    } else {
-        vec![ModelKind::parse(&args.architecture).context("--architecture")?]
-    };
+    let kinds = args.architecture.kinds();
     let overrides = match &args.model_config {
         Some(p) => model_configs(p, &kinds)?,
         None => Vec::new(),
