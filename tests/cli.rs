@@ -198,6 +198,13 @@ fn simulate_removes_the_temporary_files_a_killed_run_left() {
     assert!(other.exists(), "a file that is not a writer's temporary was removed");
     let text = String::from_utf8_lossy(&run.stdout);
     assert!(text.contains("removed 1 temporary file"), "{text}");
+    // A second market into the same folder would interleave with the first: refused, nothing written.
+    let files = |d: &std::path::Path| std::fs::read_dir(d).unwrap().count();
+    let before = files(&day);
+    let again = quorum(&["simulate", "--out", out.to_str().unwrap(), "--duration", "10s", "--seed", "3"]);
+    let err = String::from_utf8_lossy(&again.stderr);
+    assert!(!again.status.success() && err.contains("already holds") && err.contains("SIMUSDT"), "{err}");
+    assert_eq!(files(&day), before);
     let _ = std::fs::remove_dir_all(&out);
 }
 

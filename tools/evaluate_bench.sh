@@ -19,6 +19,7 @@ fit=5
 cargo build --release --quiet
 bin="$work/quorum"
 cp target/release/quorum "$bin"
+rm -rf "$work/store"
 $bin simulate --out "$work/store" --duration "$((minutes + fit))m" --seed 9 >/dev/null
 for precision in f32 bf16; do
     start=$(date +%s.%N)

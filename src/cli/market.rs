@@ -232,6 +232,20 @@ pub fn simulate(args: SimulateArgs) -> Result<()> {
     let Some(out) = args.out else {
         bail!("simulate needs --out DIR (write Parquet) or --serve ADDR (loopback exchange)");
     };
+    // A second market written over the first would interleave two price paths
+    // at the same times: refuse, and say what to do instead.
+    let existing = quorum::market::store::list_files(&out, &sim.symbol, quorum::market::store::SNAPSHOT_PREFIX)
+        .map(|f| f.len())
+        .unwrap_or(0);
+    if existing > 0 {
+        bail!(
+            "--out {}: already holds {existing} snapshot file(s) of {}; a second simulated market would interleave \
+             with it: write to an empty folder, pick another --symbol, or remove {}",
+            out.display(),
+            sim.symbol,
+            out.join(&sim.symbol).display()
+        );
+    }
     let duration = args.duration.unwrap_or(Duration::from_secs(2 * 3600));
     let t0 = Instant::now();
     let summary = simulate_to_parquet(&sim, &out, duration, |done, total| {
