@@ -132,8 +132,14 @@ pub fn read_tensor_file(bytes: &[u8], label: &str) -> Result<TensorFile> {
 /// Like `read_tensor_file`, but returns per-tensor problems instead of failing on them.
 fn read_lenient(bytes: &[u8], label: &str) -> Result<(TensorFile, Vec<String>)> {
     let fail = |e: String| Error::weights(label, vec![e]);
-    let st = SafeTensors::deserialize(bytes)
-        .map_err(|e| fail(format!("not a readable safetensors file (truncated or corrupt?): {e}")))?;
+    let st = SafeTensors::deserialize(bytes).map_err(|e| match pytorch_pickle(bytes) {
+        Some(kind) => fail(format!(
+            "this is {kind} (what torch.save writes), not safetensors: load it in Python and save the state \
+             dict with safetensors.torch.save_file(model.state_dict(), path, metadata(model)) \
+             (metadata() is in tools/reference/quorum_ref.py; README, \"Weights from PyTorch\")"
+        )),
+        None => fail(format!("not a readable safetensors file (truncated or corrupt?): {e}")),
+    })?;
     let (_, header) = SafeTensors::read_metadata(bytes).map_err(|e| fail(format!("unreadable header: {e}")))?;
     let metadata = header.metadata().clone().unwrap_or_default();
     let mut problems = Vec::new();
@@ -149,6 +155,33 @@ fn read_lenient(bytes: &[u8], label: &str) -> Result<(TensorFile, Vec<String>)> 
     Ok((TensorFile { metadata, tensors }, problems))
 }
 
+/// What a file that is not safetensors looks like when PyTorch wrote it:
+/// `torch.save`'s zip archive (since 1.6) or a bare pickle (protocol 2–5).
+fn pytorch_pickle(bytes: &[u8]) -> Option<&'static str> {
+    match bytes {
+        [b'P', b'K', 3, 4, ..] => Some("a zip archive, as a PyTorch .pt/.pth checkpoint is"),
+        [0x80, 2..=5, ..] => Some("a Python pickle, as an old PyTorch .pt/.pth checkpoint is"),
+        _ => None,
+    }
+}
+
+/// A state dict saved from a wrapper (`nn.DataParallel`'s `module.`, a
+/// Lightning module's `model.`): every name carries the prefix, and without
+/// it the names are the model's. The fix, as one problem line.
+fn wrapper_prefix_hint(config: &ModelConfig, tensors: &HashMap<String, Tensor>) -> Option<String> {
+    let specs = param_specs(config);
+    ["module.", "model."].into_iter().find_map(|prefix| {
+        let stripped: Vec<&str> = tensors.keys().filter_map(|k| k.strip_prefix(prefix)).collect();
+        let all_prefixed = !tensors.is_empty() && stripped.len() == tensors.len();
+        (all_prefixed && stripped.iter().any(|k| specs.get(k).is_some())).then(|| {
+            format!(
+                "every tensor name starts with `{prefix}` (a wrapper's state dict): save the inner model's, or strip \
+                 it: {{k.removeprefix(\"{prefix}\"): v for k, v in state_dict.items()}}"
+            )
+        })
+    })
+}
+
 /// Parses a weights file from memory; `label` names it in errors.
 pub fn parse(bytes: &[u8], label: &str) -> Result<WeightsFile> {
     let fail = |problems: Vec<String>| Error::weights(label, problems);
@@ -162,6 +195,13 @@ pub fn parse(bytes: &[u8], label: &str) -> Result<WeightsFile> {
     match md.get("format_version").map(String::as_str) {
         Some(FORMAT_VERSION) => {}
         other => problems.push(format!("metadata format_version is {other:?}, expected \"{FORMAT_VERSION}\"")),
+    }
+    if !md.contains_key("format") && !md.contains_key("model") {
+        problems.push(
+            "saved without quorum's metadata: save with safetensors.torch.save_file(state_dict, path, \
+             metadata(model)), metadata() from tools/reference/quorum_ref.py (README, \"Weights from PyTorch\")"
+                .to_string(),
+        );
     }
     let config = match md.get("model") {
         None => Err("metadata has no `model`".to_string()),
@@ -192,6 +232,7 @@ pub fn parse(bytes: &[u8], label: &str) -> Result<WeightsFile> {
             return Err(fail(problems));
         }
     };
+    problems.extend(wrapper_prefix_hint(&config, &tensors));
     problems.extend(check(&config, &tensors));
     if !problems.is_empty() {
         return Err(fail(problems));

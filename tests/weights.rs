@@ -95,6 +95,30 @@ fn missing_or_wrong_format_metadata_is_named() {
 }
 
 #[test]
+fn files_from_pytorch_that_need_converting_say_how() {
+    let config = small_mpd();
+    // torch.save's zip archive and an old-style pickle.
+    for (bytes, kind) in [(&b"PK\x03\x04archive/data.pkl..."[..], "zip archive"), (&b"\x80\x02}q\x00(X"[..], "pickle")]
+    {
+        let p = problems(bytes);
+        assert!(p[0].contains(kind) && p[0].contains("safetensors.torch.save_file"), "{p:?}");
+    }
+    // A state dict saved without quorum's metadata.
+    let ordered: BTreeMap<String, Tensor> = generated::params(&config).into_iter().collect();
+    let p = problems(&weights::to_bytes(&ordered, HashMap::new()).unwrap());
+    assert!(p.iter().any(|s| s.contains("without quorum's metadata") && s.contains("quorum_ref.py")), "{p:?}");
+    // A wrapper's state dict: every name under `module.`.
+    for prefix in ["module.", "model."] {
+        let wrapped: BTreeMap<String, Tensor> =
+            generated::params(&config).into_iter().map(|(k, t)| (format!("{prefix}{k}"), t)).collect();
+        let p = problems(&weights::to_bytes(&wrapped, weights::metadata(&config, &ModelMeta::default())).unwrap());
+        assert!(p[0].contains(&format!("starts with `{prefix}`")), "{p:?}");
+    }
+    // A correct file gets none of these hints.
+    assert!(weights::parse(&bytes_of(&config, &generated::params(&config)), "ok").is_ok());
+}
+
+#[test]
 fn truncated_and_garbage_files_are_clear_errors() {
     let config = small_mpd();
     let bytes = bytes_of(&config, &generated::params(&config));
