@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::Result;
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 
 mod cli;
 
@@ -17,6 +17,46 @@ use quorum::backend::select::Device;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Logs (warnings, reconnects, training jobs, requests at debug) go to
+    /// stderr as text lines or as one JSON object a line, each with its
+    /// timestamp, level and span fields.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    log_format: LogFormat,
+    /// The least severe level logged.
+    #[arg(long, value_enum, default_value_t = LogLevel::Info, global = true)]
+    log_level: LogLevel,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+enum LogLevel {
+    Error,
+    Warn,
+    Info,
+    Debug,
+    Trace,
+}
+
+/// Logs to stderr (stdout stays the commands' own output, e.g. a table to pipe).
+fn init_logging(format: LogFormat, level: LogLevel) {
+    use tracing_subscriber::filter::LevelFilter;
+    let level = match level {
+        LogLevel::Error => LevelFilter::ERROR,
+        LogLevel::Warn => LevelFilter::WARN,
+        LogLevel::Info => LevelFilter::INFO,
+        LogLevel::Debug => LevelFilter::DEBUG,
+        LogLevel::Trace => LevelFilter::TRACE,
+    };
+    let builder = tracing_subscriber::fmt().with_writer(std::io::stderr).with_max_level(level);
+    match format {
+        LogFormat::Text => builder.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init(),
+        LogFormat::Json => builder.json().with_current_span(true).with_span_list(true).init(),
+    }
 }
 
 #[derive(Subcommand)]
@@ -114,6 +154,7 @@ fn end_quietly_on_closed_stdout() {
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
+    init_logging(cli.log_format, cli.log_level);
     let long_running = match &cli.command {
         Command::Demo(_) | Command::Collect(_) | Command::Serve(_) => true,
         Command::Simulate(args) => args.serve.is_some(),

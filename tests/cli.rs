@@ -307,3 +307,44 @@ fn features_train_and_evaluate_name_the_symbols_a_store_holds_or_read_its_only_o
     assert!(String::from_utf8_lossy(&o.stderr).contains("quorum simulate --out DIR"), "says how to make data");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Logs go to stderr through `tracing`: levels, timestamps and fields, as
+/// text or one JSON object a line (`--log-format json`), filtered by
+/// `--log-level`. A collector with nothing to connect to logs its reconnects.
+#[test]
+fn logs_are_levelled_timestamped_and_json_on_request() {
+    let out = tempdir("logs");
+    let collect = |extra: &[&str]| {
+        let dir = out.join(extra.join("-"));
+        let mut args = vec!["collect", "--symbol", "BTCUSDT", "--out", dir.to_str().unwrap()];
+        // Port 9 (discard) refuses on loopback: every connect fails at once.
+        args.extend(["--ws-url", "ws://127.0.0.1:9", "--rest-url", "http://127.0.0.1:9", "--duration", "2s"]);
+        args.extend(extra);
+        let o = quorum(&args);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stderr).into_owned()
+    };
+    let json = collect(&["--log-format", "json"]);
+    let lines: Vec<serde_json::Value> = json
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not one JSON object a line ({e}): {l}")))
+        .collect();
+    let reconnect = lines
+        .iter()
+        .find(|l| l["fields"]["message"] == "reconnecting")
+        .unwrap_or_else(|| panic!("no reconnect logged: {json}"));
+    assert_eq!(reconnect["level"], "WARN");
+    assert_eq!(reconnect["fields"]["symbol"], "BTCUSDT");
+    assert!(reconnect["fields"]["error"].as_str().unwrap().contains("Connection refused"), "{reconnect}");
+    let ts = reconnect["timestamp"].as_str().unwrap();
+    assert!(ts.len() >= 20 && &ts[4..5] == "-" && &ts[10..11] == "T" && ts.ends_with('Z'), "RFC 3339: {ts}");
+
+    let text = collect(&[]);
+    assert!(
+        text.lines().any(|l| l.contains("WARN") && l.contains("reconnecting") && l.contains("symbol=BTCUSDT")),
+        "{text}"
+    );
+    let quiet = collect(&["--log-level", "error"]);
+    assert!(!quiet.contains("reconnecting"), "{quiet}");
+    let _ = std::fs::remove_dir_all(&out);
+}

@@ -74,7 +74,7 @@ fn held_out(kind: ModelKind, data: &Path, tag: &str) -> (f64, f64) {
     };
     let be = Cpu::new();
     let mut t = MultiModelTrainer::<Cpu>::new(&be, cfg).unwrap();
-    t.print = true;
+    t.on_line = Some(|line| println!("{line}"));
     t.load_data(Some(&data.join("features")), Some(&data.join("raw_lob")), SYMBOL).unwrap();
     let r = t.train_walk_forward().unwrap();
     let fold = r.folds.last().unwrap();

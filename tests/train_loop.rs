@@ -534,7 +534,7 @@ fn the_loop_learns_writes_results_and_a_loadable_model() {
     let progress = ProgressHandle::new();
     set_hook(Hook { progress: Some(progress.clone()), ..Hook::default() });
     let mut t = trainer(&be, tiny_training(&dir)).with_progress(progress.clone());
-    t.print = true; // the log lines, for `--nocapture`
+    t.on_line = Some(|line| println!("{line}")); // the log lines, for `--nocapture`
     let r = t.train_walk_forward().unwrap();
     assert!(r.completed);
     assert_eq!(r.folds.len(), 2);

@@ -55,7 +55,7 @@ impl Device {
             Device::Auto => Cuda::new(0).map_or(OpenDevice::Cpu, OpenDevice::Cuda),
         };
         if let OpenDevice::Cuda(dev) = &opened {
-            eprintln!("{}", dev.describe());
+            tracing::info!("{}", dev.describe());
         }
         Ok(opened)
     }

@@ -146,7 +146,7 @@ fn train_all(data: &Path, epochs: usize, seed: u64) -> Result<Trained> {
             ..TrainingConfig::default()
         };
         let mut trainer = MultiModelTrainer::<Cpu>::new(&be, cfg)?;
-        trainer.print = true;
+        super::train::show_progress(&mut trainer);
         trainer.load_data(None, Some(&data.join("raw_lob")), SYMBOL)?;
         let r = trainer.train_walk_forward()?;
         let fold = r.folds.last().context("training produced no fold")?;

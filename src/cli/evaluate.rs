@@ -83,14 +83,14 @@ pub fn run(args: EvaluateArgs) -> Result<()> {
     if let Some(dir) = &args.weights {
         let loaded = engine.load_dir(dir).with_context(|| format!("--weights {}", dir.display()))?;
         for (m, p) in &loaded.loaded {
-            eprintln!("loaded {m} from {}", p.display());
+            tracing::info!(model = %m, path = %p.display(), "loaded");
         }
         for (m, p) in &loaded.missing {
-            eprintln!("not evaluated: {m} ({} does not exist)", p.display());
+            tracing::warn!(model = %m, path = %p.display(), "not evaluated: no such weights file");
         }
     } else {
         engine.load_builtin_weights()?;
-        eprintln!("loaded the three default configs with built-in untrained weights (--demo-weights)");
+        tracing::info!("loaded the three default configs with built-in untrained weights (--demo-weights)");
     }
     let opts = EvaluateOptions {
         from: args.from,
@@ -103,7 +103,7 @@ pub fn run(args: EvaluateArgs) -> Result<()> {
         seed: args.seed,
         ..EvaluateOptions::new(&raw, &symbol)
     };
-    let report = evaluate(Arc::new(engine), &opts, &args.out, &mut |line| eprintln!("[evaluate] {line}"))?;
+    let report = evaluate(Arc::new(engine), &opts, &args.out, &mut |line| tracing::info!("evaluate: {line}"))?;
     print_summary(&report);
     println!(
         "wrote {}, {} and {} (open it in a browser)",

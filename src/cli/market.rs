@@ -1,5 +1,6 @@
 //! The `simulate`, `collect` and `import` subcommands (market data).
 
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -139,7 +140,7 @@ pub fn import(args: ImportArgs) -> Result<()> {
     opts.interval_ms = args.interval_ms;
     opts.num_levels = args.levels;
     let started = Instant::now();
-    let report = import_files(&opts, &args.files, &mut |line| eprintln!("[import] {line}"))?;
+    let report = import_files(&opts, &args.files, &mut |line| tracing::info!("import: {line}"))?;
     print!("{report}");
     println!("  took {:.2} s", started.elapsed().as_secs_f64());
     if let Some(path) = &args.report_json {
@@ -248,10 +249,21 @@ pub fn simulate(args: SimulateArgs) -> Result<()> {
     }
     let duration = args.duration.unwrap_or(Duration::from_secs(2 * 3600));
     let t0 = Instant::now();
+    // A line redrawn in place on a terminal; in a log (not a terminal), a line now and then.
+    let terminal = std::io::stderr().is_terminal();
+    let mut last_logged = Instant::now();
     let summary = simulate_to_parquet(&sim, &out, duration, |done, total| {
-        eprint!("\rsimulate: {done}/{total} ticks ({:.0}%)", 100.0 * done as f64 / total.max(1) as f64);
+        let percent = 100.0 * done as f64 / total.max(1) as f64;
+        if terminal {
+            eprint!("\rsimulate: {done}/{total} ticks ({percent:.0}%)");
+        } else if last_logged.elapsed() >= Duration::from_secs(10) || done == total {
+            last_logged = Instant::now();
+            tracing::info!(done, total, "simulate: {percent:.0}%");
+        }
     })?;
-    eprintln!();
+    if terminal {
+        eprintln!();
+    }
     if !summary.stale_removed.is_empty() {
         println!(
             "simulate: removed {} temporary file(s) of an earlier run that was killed mid-write",
@@ -353,7 +365,7 @@ fn status_line(c: &RawLOBCollector) -> String {
 async fn collect_async(cfg: RawLOBConfig, limit: Option<Duration>, status_every: Duration, out: &Path) -> Result<()> {
     let mut collector = RawLOBCollector::new(cfg)?;
     collector.start().await?;
-    eprintln!("collect: writing under {}", out.display());
+    tracing::info!(out = %out.display(), "collect: writing");
     let deadline = limit.map(|d| tokio::time::Instant::now() + d);
     let mut status = tokio::time::interval(status_every);
     loop {
@@ -368,14 +380,14 @@ async fn collect_async(cfg: RawLOBConfig, limit: Option<Duration>, status_every:
                 if collector.client_failed() {
                     break;
                 }
-                eprintln!("{}", status_line(&collector));
+                tracing::info!("{}", status_line(&collector));
             }
-            _ = tokio::signal::ctrl_c() => { eprintln!("collect: Ctrl-C, flushing"); break; }
+            _ = tokio::signal::ctrl_c() => { tracing::info!("collect: Ctrl-C, flushing"); break; }
             _ = until => break,
         }
     }
     let stats = collector.stop().await?;
-    eprintln!("{}", status_line(&collector));
+    tracing::info!("{}", status_line(&collector));
     println!(
         "collect: {} snapshots saved in {} files ({:.2} MB), {} resyncs, {} reconnects",
         stats.saved_snapshots,

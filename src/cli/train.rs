@@ -90,6 +90,22 @@ pub struct TrainArgs {
     pub backend: Device,
 }
 
+/// The trainer's epoch lines on stdout, and on a terminal a progress bar
+/// redrawn in place while an epoch runs.
+pub fn show_progress<B: Train>(trainer: &mut MultiModelTrainer<B, TrainNet<B>>) {
+    use std::io::{IsTerminal, Write};
+    trainer.on_line = Some(|line| println!("{line}"));
+    if std::io::stdout().is_terminal() {
+        trainer.on_bar = Some(|bar| {
+            match bar {
+                Some(text) => print!("\r{text}"),
+                None => print!("\r"),
+            }
+            let _ = std::io::stdout().flush();
+        });
+    }
+}
+
 fn model_configs(path: &Path, kinds: &[ModelKind]) -> Result<Vec<(ModelKind, ModelConfig)>> {
     let text = std::fs::read_to_string(path).with_context(|| format!("--model-config {}", path.display()))?;
     let value: serde_json::Value =
@@ -217,7 +233,7 @@ fn train_on<B: Train>(be: &B, args: &TrainArgs, base: TrainingConfig) -> Result<
         let mut trainer = MultiModelTrainer::<B, TrainNet<B>>::new(be, cfg)
             .with_context(|| kind.to_string())?
             .with_progress(progress.clone());
-        trainer.print = true;
+        show_progress(&mut trainer);
         // With `all`, a model the stopped run never reached has no checkpoint:
         // it starts. For one model, --resume without a checkpoint stays an error.
         let reached = trainer.paths().state.exists() || trainer.paths().results.exists();
@@ -262,8 +278,8 @@ fn stop_on_ctrl_c(progress: ProgressHandle) {
         };
         rt.block_on(async {
             if tokio::signal::ctrl_c().await.is_ok() {
-                eprintln!(
-                    "\nCtrl-C: stopping after the current optimizer step (a checkpoint is saved); again to abort"
+                tracing::warn!(
+                    "Ctrl-C: stopping after the current optimizer step (a checkpoint is saved); again to abort"
                 );
                 progress.request_stop();
             }

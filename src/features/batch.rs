@@ -241,10 +241,10 @@ impl BatchBuilder {
             if let Some(feature) = row.iter().position(|v| !v.is_finite()) {
                 stats.non_finite += 1;
                 if !self.ingest.quiet && stats.non_finite <= 10 {
-                    eprintln!(
-                        "quorum features: tick at {} ms: feature {} is not finite; no vector",
-                        self.ts[i],
-                        super::names::FEATURE_NAMES[feature]
+                    tracing::warn!(
+                        ts_ms = self.ts[i],
+                        feature = super::names::FEATURE_NAMES[feature],
+                        "feature not finite; no vector for this tick"
                     );
                 }
                 continue;

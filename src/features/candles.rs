@@ -236,7 +236,7 @@ impl InputStats {
 /// Logs a refused input: the first 10 of each kind, then every 10 000th.
 pub(crate) fn log_reject(n: u64, r: &Reject, quiet: bool) {
     if !quiet && (n <= 10 || n.is_multiple_of(10_000)) {
-        eprintln!("quorum features: skipped input #{n} of its kind: {r}");
+        tracing::warn!(count = n, "features skipped an input: {r}");
     }
 }
 
@@ -285,9 +285,10 @@ impl Ingest {
         if reset {
             self.stats.resets += 1;
             if !self.quiet {
-                eprintln!(
-                    "quorum features: snapshot at {ts} ms comes more than {MAX_GAP_CANDLES} s after the last input ({} ms): starting a new segment (warm-up again)",
-                    self.last_ts.unwrap_or(ts)
+                tracing::warn!(
+                    ts_ms = ts,
+                    last_ms = self.last_ts.unwrap_or(ts),
+                    "snapshot more than {MAX_GAP_CANDLES} s after the last input: a new segment (warm-up again)"
                 );
             }
             self.candles = CandleBuilder::new();

@@ -196,10 +196,10 @@ impl FeatureEngine {
                 if let Some(feature) = self.out.iter().position(|v| !v.is_finite()) {
                     stats.non_finite += 1;
                     if !self.ingest.quiet && stats.non_finite <= 10 {
-                        eprintln!(
-                            "quorum features: tick at {} ms: feature {} is not finite; no vector",
-                            s.ts_exchange_ms,
-                            super::names::FEATURE_NAMES[feature]
+                        tracing::warn!(
+                            ts_ms = s.ts_exchange_ms,
+                            feature = super::names::FEATURE_NAMES[feature],
+                            "feature not finite; no vector for this tick"
                         );
                     }
                     return Update::Undefined { feature };

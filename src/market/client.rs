@@ -636,14 +636,14 @@ impl Session<'_> {
                                     if failed_syncs >= self.tuning.max_sync_attempts {
                                         return Err(ClientError::SyncFailed { attempts: failed_syncs, last: e.to_string() });
                                     }
-                                    eprintln!("[collector {}] snapshot not usable ({e}); fetching a newer one", self.symbol);
+                                    tracing::warn!(symbol = %self.symbol, error = %e, "snapshot not usable; fetching a newer one");
                                     pending = Some(self.snapshot_future(Duration::from_millis(50 * u64::from(failed_syncs))));
                                 }
                             }
                         }
                         Err(ClientError::RateLimited { url, status, retry_after }) => {
                             bump(&self.shared.counters.rate_limited);
-                            eprintln!("[collector {}] REST {url}: HTTP {status}, waiting {retry_after:?} (Retry-After)", self.symbol);
+                            tracing::warn!(symbol = %self.symbol, %url, %status, ?retry_after, "REST rate limited; waiting as Retry-After says");
                             pending = Some(self.snapshot_future(retry_after));
                         }
                         Err(e) => return Err(e),
@@ -685,7 +685,7 @@ impl Session<'_> {
                             }
                         }
                         MessageAction::Resync(reason) | MessageAction::Gap(reason) => {
-                            eprintln!("[collector {}] resync: {reason}", self.symbol);
+                            tracing::warn!(symbol = %self.symbol, "resync: {reason}");
                             // A gap already discarded the levels and kept the event
                             // for the next snapshot; anything else clears all.
                             if matches!(action_kind, ActionKind::Resync) {
@@ -696,7 +696,7 @@ impl Session<'_> {
                             }
                         }
                         MessageAction::ServerShutdown => {
-                            eprintln!("[collector {}] serverShutdown: reconnecting now", self.symbol);
+                            tracing::info!(symbol = %self.symbol, "serverShutdown: reconnecting now");
                             let _ = ws.close(None).await;
                             return Ok(SessionEnd::Reconnect);
                         }
@@ -752,7 +752,7 @@ pub async fn run_client(
                 continue;
             }
             Err(e) if e.is_permanent() => {
-                eprintln!("[collector {symbol}] {e}; stopping");
+                tracing::error!(%symbol, error = %e, "stopping");
                 return Err(e);
             }
             Err(e) => {
@@ -764,7 +764,7 @@ pub async fn run_client(
                 }
                 let delay = backoff_delay(&tuning, attempt, &mut jitter);
                 attempt = attempt.saturating_add(1);
-                eprintln!("[collector {symbol}] {e}; reconnecting in {delay:?}");
+                tracing::warn!(%symbol, error = %e, ?delay, "reconnecting");
                 tokio::select! {
                     _ = sleep(delay) => {}
                     _ = stop.changed() => break,

@@ -211,10 +211,10 @@ impl RawLOBCollector {
         // it would stay forever.
         let stale = super::store::remove_stale_temp_files(&self.config.out_dir, &self.config.symbol)?;
         if !stale.is_empty() {
-            eprintln!(
-                "[collector {}] removed {} temporary file(s) of a writer that no longer runs",
-                self.config.symbol,
-                stale.len()
+            tracing::info!(
+                symbol = %self.config.symbol,
+                files = stale.len(),
+                "removed temporary files of a writer that no longer runs"
             );
         }
         if let Some(dir) = &self.config.record_frames {
@@ -352,7 +352,7 @@ async fn finish_save(task: Option<SaveTask>, counters: &CollectorCounters) -> Re
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => {
             counters.save_errors.fetch_add(1, Ordering::Relaxed);
-            eprintln!("[collector] save failed: {e}");
+            tracing::error!(error = %e, "save failed");
             Err(e.into())
         }
         Err(e) => {
@@ -425,7 +425,7 @@ fn take_sample(cfg: &RawLOBConfig, shared: &ClientShared, counters: &CollectorCo
         }
         Sample::Invalid(reason) => {
             counters.rejected_books.fetch_add(1, Ordering::Relaxed);
-            eprintln!("[collector {}] {reason}", cfg.symbol);
+            tracing::warn!(symbol = %cfg.symbol, "book not stored: {reason}");
             None
         }
     }

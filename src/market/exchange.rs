@@ -353,7 +353,7 @@ async fn tick_loop(mut feed: Feed, inner: Arc<Inner>, mut shutdown: watch::Recei
                 return;
             }
             Err(e) => {
-                eprintln!("[exchange] simulator stopped: {e}");
+                tracing::error!(error = %e, "exchange: simulator stopped");
                 return;
             }
         };
@@ -390,7 +390,7 @@ async fn tick_loop(mut feed: Feed, inner: Arc<Inner>, mut shutdown: watch::Recei
         for f in inner.cfg.faults.iter().filter(|f| f.at_event == n) {
             inner.counters.faults_fired.fetch_add(1, Ordering::Relaxed);
             inner.counters.last_fault_update_id.store(update_id, Ordering::Relaxed);
-            eprintln!("[exchange] injecting {:?} at diff event {n} (update id {update_id})", f.fault);
+            tracing::info!(fault = ?f.fault, diff_event = n, update_id, "exchange: injecting a fault");
             match &f.fault {
                 Fault::DropDiff => send_event = false,
                 Fault::DuplicateDiff => send_twice = true,
@@ -447,7 +447,7 @@ async fn accept_loop(listener: TcpListener, inner: Arc<Inner>, mut shutdown: wat
             r = listener.accept() => match r {
                 Ok(s) => s,
                 Err(e) => {
-                    eprintln!("[exchange] accept: {e}");
+                    tracing::warn!(error = %e, "exchange: accept failed");
                     sleep(Duration::from_millis(10)).await;
                     continue;
                 }
@@ -459,7 +459,7 @@ async fn accept_loop(listener: TcpListener, inner: Arc<Inner>, mut shutdown: wat
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
             if let Err(e) = serve_connection(stream, inner, shutdown).await {
-                eprintln!("[exchange] connection: {e}");
+                tracing::debug!(error = %e, "exchange: connection ended");
             }
         });
     }
@@ -613,7 +613,7 @@ async fn serve_ws(stream: TcpStream, inner: Arc<Inner>, mut shutdown: watch::Rec
                 }
                 Ok(Item::Stall(d)) => stalled_until = Some(Instant::now() + d),
                 Err(broadcast::error::RecvError::Lagged(n)) => {
-                    eprintln!("[exchange] a client fell {n} messages behind; closing it");
+                    tracing::warn!(behind = n, "exchange: a client fell behind; closing it");
                     break;
                 }
                 Err(broadcast::error::RecvError::Closed) => break,
@@ -625,7 +625,7 @@ async fn serve_ws(stream: TcpStream, inner: Arc<Inner>, mut shutdown: watch::Rec
             },
             _ = ping.tick() => {
                 if last_pong.elapsed() > inner.cfg.pong_timeout {
-                    eprintln!("[exchange] no pong within {:?}; closing", inner.cfg.pong_timeout);
+                    tracing::warn!(timeout = ?inner.cfg.pong_timeout, "exchange: no pong in time; closing");
                     break;
                 }
                 if sink.send(Message::Ping(Vec::new().into())).await.is_err() {

@@ -93,7 +93,7 @@ impl ReplayFeed {
         let mut problems = 0;
         let source = FrameSource::open(format, &symbol, files, &mut |p| {
             problems += 1;
-            eprintln!("[replay] {p}");
+            tracing::warn!("replay: {p}");
         });
         Ok(ReplayFeed {
             source,
@@ -119,7 +119,7 @@ impl ReplayFeed {
             let mut problems = 0;
             let frame = self.source.next_frame(&mut |p| {
                 problems += 1;
-                eprintln!("[replay] {p}");
+                tracing::warn!("replay: {p}");
             });
             self.counts.problems += problems;
             let frame = frame?;
@@ -146,7 +146,7 @@ impl ReplayFeed {
                 Some(self.book_step(None, 0))
             }
             Err(e) => {
-                eprintln!("[replay] snapshot lastUpdateId {} not usable: {e}", snap.last_update_id);
+                tracing::warn!(last_update_id = snap.last_update_id, error = %e, "replay: snapshot not usable");
                 None
             }
         }
@@ -175,12 +175,12 @@ impl ReplayFeed {
                     Ok(_) => None,
                     Err(e @ BookError::Gap { .. }) => {
                         self.counts.gaps += 1;
-                        eprintln!("[replay] the recording has a {e}: nothing is served until its next snapshot");
+                        tracing::warn!("replay: the recording has a {e}: nothing is served until its next snapshot");
                         None
                     }
                     Err(e) => {
                         self.counts.problems += 1;
-                        eprintln!("[replay] diff refused: {e}");
+                        tracing::warn!(error = %e, "replay: diff refused");
                         None
                     }
                 }

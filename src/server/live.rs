@@ -379,7 +379,7 @@ impl LiveState {
             Err(e) => {
                 let n = self.hub.failed.fetch_add(1, Ordering::Relaxed);
                 if n < 10 {
-                    eprintln!("[live {}] tick {}: no decision: {e}", self.hub.symbol, self.seq);
+                    tracing::warn!(symbol = %self.hub.symbol, tick = self.seq, error = %e, "no decision");
                 }
                 return None;
             }
@@ -398,7 +398,7 @@ impl LiveState {
             Err(e) => {
                 // Only a non-finite number can fail here (the mid of a book without one).
                 self.hub.failed.fetch_add(1, Ordering::Relaxed);
-                eprintln!("[live {}] tick {}: decision not serializable: {e}", self.hub.symbol, self.seq);
+                tracing::error!(symbol = %self.hub.symbol, tick = self.seq, error = %e, "decision not serializable");
                 return None;
             }
         };

@@ -299,7 +299,7 @@ async fn accept_loop(listener: TcpListener, state: Arc<AppState>, mut shutdown: 
                 Ok(x) => x,
                 Err(e) => {
                     // Out of file descriptors and the like: back off instead of spinning.
-                    eprintln!("[server] accept: {e}");
+                    tracing::warn!(error = %e, "accept failed; backing off 50 ms");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }

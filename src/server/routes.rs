@@ -16,6 +16,7 @@ use hyper::body::{Frame, Incoming};
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use serde::{Deserialize, Serialize};
+use tracing::Instrument;
 
 use super::codec::{decode_binary, flatten2, flatten3, from_json, from_json_object, from_value};
 use super::error::ApiError;
@@ -107,10 +108,12 @@ pub async fn handle(state: Arc<AppState>, conn: ConnCtx, req: Request<Incoming>)
     // The head gate does not follow a chunked body (nor a CONNECT): the connection ends with this answer.
     let close_after = req.method() == Method::CONNECT || req.headers().contains_key(header::TRANSFER_ENCODING);
     let origin = state.origins.check(req.headers());
+    // A span per request: what the handlers log carries the method and route.
+    let span = tracing::debug_span!("request", method, path = label);
     let resp = match gate(&state, &conn, found.map(|(r, _, _)| *r), &req, &origin) {
         Err(e) => Err(e),
         Ok(Some(preflight)) => Ok(preflight),
-        Ok(None) => route(&state, found, req).await,
+        Ok(None) => route(&state, found, req).instrument(span.clone()).await,
     };
     let mut resp = resp.unwrap_or_else(|e| error_response(&e));
     if let Ok(Some(o)) = origin {
@@ -128,6 +131,7 @@ pub async fn handle(state: Arc<AppState>, conn: ConnCtx, req: Request<Incoming>)
         resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     state.metrics.request(label, method, resp.status().as_u16(), start.elapsed());
+    tracing::debug!(parent: &span, status = resp.status().as_u16(), us = start.elapsed().as_micros() as u64, "answered");
     Ok(resp)
 }
 

@@ -192,6 +192,10 @@ impl TrainingLauncher for DataFolderLauncher {
         std::thread::Builder::new()
             .name(format!("train-{symbol}"))
             .spawn(move || {
+                // Every line the job logs (the trainer's epochs included) carries these fields.
+                let span = tracing::info_span!("training_job", %symbol, architecture = config.architecture.as_str());
+                let _in_span = span.enter();
+                tracing::info!(epochs = config.epochs, backend = ?backend, "training started");
                 // A panic anywhere in the job is the job's error, not a thread
                 // gone silently with `is_training` stuck at true.
                 let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| -> crate::Result<JobResult> {
@@ -207,6 +211,15 @@ impl TrainingLauncher for DataFolderLauncher {
                         .unwrap_or_else(|| "unknown".into());
                     Err(crate::Error::Backend { backend: "training job".into(), reason: format!("panicked: {what}") })
                 });
+                match &outcome {
+                    Ok(r) => tracing::info!(
+                        best_val_accuracy = r.best_val_accuracy,
+                        completed = r.completed,
+                        model = %r.model_path,
+                        "training finished"
+                    ),
+                    Err(e) => tracing::error!(error = %e, "training failed"),
+                }
                 job.update(|p| {
                     match outcome {
                         Ok(r) => p.result = Some(r),

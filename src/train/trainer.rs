@@ -20,7 +20,6 @@
 //! small learner in tests (so the loop's own behaviour is tested fast).
 
 use std::collections::HashMap;
-use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -119,8 +118,12 @@ pub struct MultiModelTrainer<'b, B: Train, N: Net<B> = TrainNet<B>> {
     task: Task,
     data: Option<Prepared>,
     progress: ProgressHandle,
-    /// Print a progress line per epoch (and a live bar on a terminal).
-    pub print: bool,
+    /// Where each finished epoch's line goes (the CLI prints it); without
+    /// one it is logged at info (a server's training job, inside its span).
+    pub on_line: Option<fn(&str)>,
+    /// Redraws a progress bar while an epoch runs (`Some(text)`) and clears
+    /// it (`None`); the CLI sets it on a terminal.
+    pub on_bar: Option<fn(Option<&str>)>,
     /// Resume from the checkpoint in `checkpoint_dir` instead of starting over.
     pub resume: bool,
     paths: CheckpointPaths,
@@ -143,7 +146,8 @@ impl<'b, B: Train, N: Net<B>> MultiModelTrainer<'b, B, N> {
             task,
             data: None,
             progress: ProgressHandle::new(),
-            print: false,
+            on_line: None,
+            on_bar: None,
             resume: false,
             paths,
             notes: Vec::new(),
@@ -174,8 +178,9 @@ impl<'b, B: Train, N: Net<B>> MultiModelTrainer<'b, B, N> {
     }
 
     fn log(&self, line: &str) {
-        if self.print {
-            println!("{line}");
+        match self.on_line {
+            Some(print) => print(line),
+            None => tracing::info!("{line}"),
         }
     }
 
@@ -612,7 +617,7 @@ impl<'b, B: Train, N: Net<B>> MultiModelTrainer<'b, B, N> {
         let total_steps = steps_per_epoch * cfg.epochs as u64;
         let weights = self.loss_weights();
         let mut batch = TrainBatch::default();
-        let live = self.print && std::io::stdout().is_terminal();
+        let bar = self.on_bar;
         let patience = cfg.early_stopping_patience;
         if patience > 0 && st.epochs_without_improvement >= patience {
             // Resumed from the save at the end of the epoch that stopped this
@@ -659,15 +664,14 @@ impl<'b, B: Train, N: Net<B>> MultiModelTrainer<'b, B, N> {
                     last_lr = lr;
                     let current = st.loss_sum / st.loss_count.max(1) as f64;
                     self.progress.update(|p| meter.fill(p, Some(current)));
-                    if live && last_draw.elapsed().as_secs_f64() > 0.5 {
+                    if let Some(draw) = bar.filter(|_| last_draw.elapsed().as_secs_f64() > 0.5) {
                         last_draw = Instant::now();
-                        print!(
-                            "\r{} fold {fold_no}/{folds} epoch {epoch}/{}: {:>5.1}% loss {current:.4} ",
+                        draw(Some(&format!(
+                            "{} fold {fold_no}/{folds} epoch {epoch}/{}: {:>5.1}% loss {current:.4} ",
                             cfg.architecture,
                             cfg.epochs,
                             100.0 * st.batch as f64 / n_batches as f64
-                        );
-                        let _ = std::io::stdout().flush();
+                        )));
                     }
                     if self.progress.stop_requested() && st.batch < n_batches {
                         self.save_state(st, started, elapsed_before, Some(&net), Some((&opt, &plan.norm)))?;
@@ -700,8 +704,8 @@ impl<'b, B: Train, N: Net<B>> MultiModelTrainer<'b, B, N> {
             fr.best_val_accuracy = fr.best().map_or(0.0, |e| e.metrics.accuracy);
             let early = patience > 0 && st.epochs_without_improvement >= patience && epoch < cfg.epochs;
             fr.stopped_early = early;
-            if live {
-                print!("\r");
+            if let Some(draw) = bar {
+                draw(None);
             }
             self.log(&format!(
                 "{} fold {fold_no}/{folds} epoch {epoch}/{}: train loss {train_loss:.4}, val loss {val_loss:.4}{}, \
