@@ -348,3 +348,55 @@ fn logs_are_levelled_timestamped_and_json_on_request() {
     assert!(!quiet.contains("reconnecting"), "{quiet}");
     let _ = std::fs::remove_dir_all(&out);
 }
+
+/// `serve --cpus`: every thread of the server runs only on the CPUs given
+/// (Linux: read back from /proc); CPUs the process may not use are refused.
+#[cfg(target_os = "linux")]
+#[test]
+fn serve_confines_its_threads_to_the_cpus_given() {
+    use std::process::{Command, Stdio};
+    let bin = env!("CARGO_BIN_EXE_quorum");
+    let mut child = Command::new(bin)
+        .args([
+            "serve",
+            "--bind",
+            "127.0.0.1:0",
+            "--backend",
+            "cpu",
+            "--demo-weights",
+            "--cpus",
+            "0",
+            "--duration",
+            "20s",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let task_dir = format!("/proc/{}/task", child.id());
+    let allowed = |tid: &std::path::Path| {
+        let status = std::fs::read_to_string(tid.join("status")).unwrap_or_default();
+        status.lines().find_map(|l| l.strip_prefix("Cpus_allowed_list:")).map(|v| v.trim().to_string())
+    };
+    // Wait until the runtime's workers exist, then read every thread's mask.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    let mut threads = Vec::new();
+    while std::time::Instant::now() < deadline {
+        threads = std::fs::read_dir(&task_dir).map(|d| d.flatten().map(|e| e.path()).collect()).unwrap_or_default();
+        if threads.len() >= 3 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let masks: Vec<Option<String>> = threads.iter().map(|t| allowed(t)).collect();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(threads.len() >= 3, "the server's threads did not start: {masks:?}");
+    assert!(masks.iter().flatten().all(|m| m == "0"), "{masks:?}");
+
+    let o = quorum(&["serve", "--bind", "127.0.0.1:0", "--cpus", "1023", "--duration", "1s"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("not CPUs this process may run on"), "{err}");
+    let o = quorum(&["serve", "--cpus", "3-1"]);
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("comma-separated"));
+}

@@ -60,6 +60,12 @@ pub struct ServeArgs {
     pub ensemble_config: Option<PathBuf>,
     #[arg(long, value_enum, default_value_t = Device::Auto)]
     pub backend: Device,
+    /// Confine every thread of the server (tokio workers, the CPU backend's
+    /// helper, training jobs) to these CPUs: `2,3`, `2-5` or `2-3,6`. For a
+    /// colocated box, give it CPUs isolated from the kernel's scheduler
+    /// (docs/deployment.md). Default: whatever the process was started with.
+    #[arg(long, value_parser = parse_cpu_list)]
+    pub cpus: Option<CpuList>,
     /// Live mode on the built-in simulator, served as a loopback exchange.
     #[arg(long, conflicts_with = "live")]
     pub simulate: bool,
@@ -106,6 +112,11 @@ pub struct ServeArgs {
 }
 
 pub fn serve(args: ServeArgs) -> Result<()> {
+    // First, before any thread starts: every thread made later inherits the mask.
+    if let Some(CpuList(cpus)) = &args.cpus {
+        pin_to(cpus)?;
+        tracing::info!(?cpus, "serve: threads confined to these CPUs");
+    }
     let config = match &args.ensemble_config {
         Some(p) => EnsembleConfig::from_file(p)?,
         None => EnsembleConfig::default(),
@@ -219,4 +230,63 @@ async fn run(args: ServeArgs, engine: Arc<Engine>, train_on: Device) -> Result<(
         ex.shutdown().await;
     }
     Ok(())
+}
+
+/// The CPUs of `--cpus`, sorted, each once (one value to clap, not a list of them).
+#[derive(Debug, Clone)]
+pub struct CpuList(pub Vec<usize>);
+
+/// `2,3`, `2-5`, `2-3,6` → the CPU numbers, sorted, each once.
+fn parse_cpu_list(text: &str) -> Result<CpuList, String> {
+    let bad = || format!("{text:?}: CPU numbers and ranges, comma-separated (2,3 or 2-5 or 2-3,6)");
+    let mut cpus = Vec::new();
+    for part in text.split(',') {
+        let (first, last) = match part.trim().split_once('-') {
+            Some((a, b)) => {
+                (a.trim().parse::<usize>().map_err(|_| bad())?, b.trim().parse::<usize>().map_err(|_| bad())?)
+            }
+            None => {
+                let n = part.trim().parse::<usize>().map_err(|_| bad())?;
+                (n, n)
+            }
+        };
+        if first > last || last >= 1024 {
+            return Err(bad());
+        }
+        cpus.extend(first..=last);
+    }
+    cpus.sort_unstable();
+    cpus.dedup();
+    Ok(CpuList(cpus))
+}
+
+/// Confines the calling thread (and every thread it starts from now on) to `cpus`.
+#[cfg(target_os = "linux")]
+fn pin_to(cpus: &[usize]) -> Result<()> {
+    // SAFETY: cpu_set_t is plain data; sched_{get,set}affinity read and write
+    // only the set given, of the size given.
+    unsafe {
+        let mut allowed: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut allowed) != 0 {
+            bail!("--cpus: reading this process's CPUs: {}", std::io::Error::last_os_error());
+        }
+        let available: Vec<usize> = (0..libc::CPU_SETSIZE as usize).filter(|&c| libc::CPU_ISSET(c, &allowed)).collect();
+        let missing: Vec<usize> = cpus.iter().copied().filter(|c| !available.contains(c)).collect();
+        if !missing.is_empty() {
+            bail!("--cpus: {missing:?} are not CPUs this process may run on; it may use {available:?}");
+        }
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        for &c in cpus {
+            libc::CPU_SET(c, &mut set);
+        }
+        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+            bail!("--cpus {cpus:?}: {}", std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+#[cfg(not(target_os = "linux"))]
+fn pin_to(_cpus: &[usize]) -> Result<()> {
+    bail!("--cpus is supported on Linux only")
 }
