@@ -1,8 +1,8 @@
 // Training ops over flat buffers (src/backend/gpu/train/elementwise.rs):
 // copy/add/mul/fill and GELU with its backward (one kernel, the op a uniform
 // switch), inverted-dropout masks drawn from ChaCha8 bit for bit as the CPU's
-// rand_chacha stream, AdamW, the f64 sum of squares, and the backwards of the
-// bias and the broadcast add (pooling's is in pool.cu).
+// rand_chacha stream, the f64 sum of squares, and the backwards of the bias
+// and the broadcast add (pooling's is in pool.cu, AdamW in adamw.cu).
 //
 // Determinism: no float atomics. Every reduction has one owner per output
 // that loops in a fixed order (the bias and broadcast backwards follow
@@ -167,31 +167,6 @@ QUORUM_KERNEL void quorum_dropout_mask(DropoutParams p) {
     }
 }
 QUORUM_EMU_ENTRY(quorum_dropout_mask, DropoutParams)
-
-// ---------------------------------------------------------------------------
-// AdamW (backend/mod.rs AdamWStep), the bias corrections c1 = 1/(1−β1^t),
-// c2 = 1/(1−β2^t) computed on the host as the CPU does.
-struct AdamWParams {
-    float *param;
-    const float *grad;
-    float *m, *v;
-    int n;
-    float lr, beta1, beta2, eps, weight_decay, grad_scale, c1, c2;
-};
-
-QUORUM_KERNEL void quorum_adamw(AdamWParams p) {
-    QUORUM_GRID_STRIDE(i, p.n) {
-        float g = p.grad_scale * p.grad[i];
-        float m = p.beta1 * p.m[i] + (1.0f - p.beta1) * g;
-        float v = p.beta2 * p.v[i] + (1.0f - p.beta2) * g * g;
-        p.m[i] = m;
-        p.v[i] = v;
-        float step = (m * p.c1) / (sqrtf(v * p.c2) + p.eps);
-        float w = p.param[i];
-        p.param[i] = w - p.lr * (p.weight_decay * w + step);
-    }
-}
-QUORUM_EMU_ENTRY(quorum_adamw, AdamWParams)
 
 // ---------------------------------------------------------------------------
 // Σ x² over n values in f64: each thread sums its grid-stride elements, the

@@ -1,6 +1,6 @@
 //! Training ops over flat buffers: copy/add/mul/fill, GELU and its backward,
-//! dropout masks, AdamW, sums of squares, the bias and broadcast backwards,
-//! and the heads' loss (kernels/train_elementwise.cu, kernels/heads_train.cu).
+//! dropout masks, sums of squares, the bias and broadcast backwards, and the
+//! heads' loss (kernels/train_elementwise.cu, kernels/heads_train.cu).
 //!
 //! What comes back to the host (the sum of squares' per-block partials, the
 //! heads' loss) goes through the backend's scratch buffer; the bias backward
@@ -13,7 +13,7 @@ use crate::backend::gpu::device::LaunchConfig;
 use crate::backend::gpu::launch::{self, cfg};
 use crate::backend::gpu::params::{params, KernelParams};
 use crate::backend::gpu::{Device, Gpu};
-use crate::backend::{AdamWStep, BroadcastShape, HeadsGrads, HeadsLoss, HeadsOut, HeadsRef, HeadsTargets};
+use crate::backend::{BroadcastShape, HeadsGrads, HeadsLoss, HeadsOut, HeadsRef, HeadsTargets};
 use crate::error::{Error, Result};
 
 params!(
@@ -23,13 +23,6 @@ params!(
 params!(
     /// `kernels/train_elementwise.cu` DropoutParams: ChaCha8 `key` words, stream id, drop threshold.
     DropoutParams => DropoutMask { mask: u64, stream: u64, cut: u64, key: [u32; 8], n: i32, keep: f32 }
-);
-params!(
-    /// `kernels/train_elementwise.cu` AdamWParams; `c1`, `c2` the bias corrections' reciprocals.
-    AdamWParams => Adamw {
-        param: u64, grad: u64, m: u64, v: u64, n: i32,
-        lr: f32, beta1: f32, beta2: f32, eps: f32, weight_decay: f32, grad_scale: f32, c1: f32, c2: f32,
-    }
 );
 params!(
     /// `kernels/train_elementwise.cu` SumSquaresParams: block b's f64 partial as words 2b, 2b+1.
@@ -182,40 +175,6 @@ impl<D: Device> Gpu<D> {
         };
         // SAFETY: mask checked above.
         unsafe { self.dev.launch(dropout(len)?, &prm) }
-    }
-
-    /// The bias corrections computed in f32 on the host exactly as the CPU does.
-    pub(super) fn adamw_op(
-        &self,
-        param: &mut D::Mem,
-        grad: &D::Mem,
-        m: &mut D::Mem,
-        v: &mut D::Mem,
-        len: usize,
-        s: AdamWStep,
-    ) -> Result<()> {
-        self.check("adamw", "param", param, len)?;
-        self.check("adamw", "grad", grad, len)?;
-        self.check("adamw", "m", m, len)?;
-        self.check("adamw", "v", v, len)?;
-        let step = s.step.max(1) as i32;
-        let p = AdamWParams {
-            param: self.dev.ptr_mut(param),
-            grad: self.dev.ptr(grad),
-            m: self.dev.ptr_mut(m),
-            v: self.dev.ptr_mut(v),
-            n: self.int("adamw", len)?,
-            lr: s.lr,
-            beta1: s.beta1,
-            beta2: s.beta2,
-            eps: s.eps,
-            weight_decay: s.weight_decay,
-            grad_scale: s.grad_scale,
-            c1: 1.0 / (1.0 - s.beta1.powi(step)),
-            c2: 1.0 / (1.0 - s.beta2.powi(step)),
-        };
-        // SAFETY: sizes checked above.
-        unsafe { self.dev.launch(launch::elementwise(len)?, &p) }
     }
 
     /// Per-block f64 partials through the scratch buffer, added on the host in block order.
@@ -382,7 +341,6 @@ pub(super) fn parameter_structs_checked() -> Vec<crate::backend::gpu::Kernel> {
     vec![
         c_size_agrees::<TrainMapParams>(),
         c_size_agrees::<DropoutParams>(),
-        c_size_agrees::<AdamWParams>(),
         c_size_agrees::<SumSquaresParams>(),
         c_size_agrees::<BiasPartialsParams>(),
         c_size_agrees::<BiasFinishParams>(),

@@ -2,10 +2,10 @@
 //! of the training kernels, on any device (the emulator today, cudarc's
 //! device on a GPU). Each op lives in the module of its kernel family, next
 //! to the parameter structs and launch rules of its kernels (LayerNorm's and
-//! pooling's backwards, with their forwards, in backend/ops/):
+//! pooling's backwards, with their forwards, and AdamW in backend/ops/):
 //! - `elementwise`: copy/add/mul/fill, GELU and its backward, dropout masks,
-//!   AdamW, sums of squares, the bias and broadcast backwards, the heads'
-//!   loss (train_elementwise.cu, heads_train.cu);
+//!   sums of squares, the bias and broadcast backwards, the heads' loss
+//!   (train_elementwise.cu, heads_train.cu);
 //! - `gemm`: linear, conv1d and patch-embedding backwards (train_gemm.cu);
 //! - `layout`: transposes on the device, so re-preparing weights after an
 //!   optimizer step never goes through the host (train_layout.cu);
@@ -244,7 +244,7 @@ impl<D: Device> Train for Gpu<D> {
         len: usize,
         step: AdamWStep,
     ) -> Result<()> {
-        self.adamw_op(param, grad, m, v, len, step)
+        crate::backend::ops::adamw::step_gpu(self, param, grad, m, v, len, step)
     }
 
     fn sum_squares(&self, x: &D::Mem, len: usize) -> Result<f64> {
