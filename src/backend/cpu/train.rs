@@ -9,6 +9,7 @@
 use rayon::prelude::*;
 
 use super::{check_len, grad, simd, Cpu, ELEM_CHUNK};
+use crate::backend::ops::elementwise::{map_cpu, Map};
 use crate::backend::{
     AdamWStep, AttentionShape, Backend, BroadcastShape, ConvShape, HeadsGrads, HeadsLoss, HeadsOut, HeadsRef,
     HeadsTargets, LinearShape, LstmShape, PatchShape, Pool, Train,
@@ -57,9 +58,7 @@ impl Train for Cpu {
     }
 
     fn fill(&self, x: &mut Vec<f32>, len: usize, value: f32) -> Result<()> {
-        check_len("fill", "x", x.len(), len)?;
-        x[..len].fill(value);
-        Ok(())
+        map_cpu(Map::Fill(value), None, x, len)
     }
 
     fn prepare_linear_from(&self, w: &Vec<f32>, n_out: usize, n_in: usize, dst: &mut Vec<f32>) -> Result<()> {
@@ -105,43 +104,23 @@ impl Train for Cpu {
     }
 
     fn copy(&self, src: &Vec<f32>, dst: &mut Vec<f32>, len: usize) -> Result<()> {
-        check_len("copy", "src", src.len(), len)?;
-        check_len("copy", "dst", dst.len(), len)?;
-        dst[..len].copy_from_slice(&src[..len]);
-        Ok(())
+        map_cpu(Map::Copy, Some(src), dst, len)
     }
 
     fn add(&self, dst: &mut Vec<f32>, src: &Vec<f32>, len: usize) -> Result<()> {
-        check_len("add", "src", src.len(), len)?;
-        check_len("add", "dst", dst.len(), len)?;
-        dst[..len]
-            .par_chunks_mut(ELEM_CHUNK)
-            .zip(src[..len].par_chunks(ELEM_CHUNK))
-            .for_each(|(d, s)| simd::axpy(1.0, s, d));
-        Ok(())
+        map_cpu(Map::Add, Some(src), dst, len)
     }
 
     fn mul(&self, x: &mut Vec<f32>, m: &Vec<f32>, len: usize) -> Result<()> {
-        check_len("mul", "x", x.len(), len)?;
-        check_len("mul", "mask", m.len(), len)?;
-        x[..len].par_chunks_mut(ELEM_CHUNK).zip(m[..len].par_chunks(ELEM_CHUNK)).for_each(|(x, m)| {
-            x.iter_mut().zip(m).for_each(|(a, b)| *a *= b);
-        });
-        Ok(())
+        map_cpu(Map::Mul, Some(m), x, len)
     }
 
     fn gelu(&self, x: &Vec<f32>, y: &mut Vec<f32>, len: usize) -> Result<()> {
-        check_len("gelu", "x", x.len(), len)?;
-        check_len("gelu", "y", y.len(), len)?;
-        grad::gelu(&x[..len], &mut y[..len]);
-        Ok(())
+        map_cpu(Map::Gelu, Some(x), y, len)
     }
 
     fn gelu_backward(&self, pre: &Vec<f32>, dy: &mut Vec<f32>, len: usize) -> Result<()> {
-        check_len("gelu_backward", "pre", pre.len(), len)?;
-        check_len("gelu_backward", "dy", dy.len(), len)?;
-        grad::gelu_backward(&pre[..len], &mut dy[..len]);
-        Ok(())
+        map_cpu(Map::GeluBackward, Some(pre), dy, len)
     }
 
     fn dropout_mask(&self, mask: &mut Vec<f32>, len: usize, p: f32, seed: u64, stream: u64) -> Result<()> {

@@ -1,6 +1,6 @@
-//! Training ops over flat buffers: copy/add/mul/fill, GELU and its backward,
-//! dropout masks, sums of squares, the bias and broadcast backwards, and the
-//! heads' loss (kernels/train_elementwise.cu, kernels/heads_train.cu).
+//! Training ops over flat buffers: dropout masks, sums of squares, the bias
+//! and broadcast backwards, and the heads' loss (kernels/train_elementwise.cu,
+//! kernels/heads_train.cu).
 //!
 //! What comes back to the host (the sum of squares' per-block partials, the
 //! heads' loss) goes through the backend's scratch buffer; the bias backward
@@ -16,10 +16,6 @@ use crate::backend::gpu::{Device, Gpu};
 use crate::backend::{BroadcastShape, HeadsGrads, HeadsLoss, HeadsOut, HeadsRef, HeadsTargets};
 use crate::error::{Error, Result};
 
-params!(
-    /// `kernels/train_elementwise.cu` TrainMapParams: `dst op= src` (see `MapOp`).
-    TrainMapParams => TrainMap { src: u64, dst: u64, n: i32, op: i32, value: f32, _pad: i32 }
-);
 params!(
     /// `kernels/train_elementwise.cu` DropoutParams: ChaCha8 `key` words, stream id, drop threshold.
     DropoutParams => DropoutMask { mask: u64, stream: u64, cut: u64, key: [u32; 8], n: i32, keep: f32 }
@@ -55,17 +51,6 @@ params!(
         batch: i32, dim: i32, grads: i32, _pad: i32,
     }
 );
-
-/// `TrainMapParams::op` (train_elementwise.cu TRAIN_MAP_*).
-#[derive(Clone, Copy)]
-enum MapOp {
-    Copy = 0,
-    Add = 1,
-    Mul = 2,
-    Fill = 3,
-    Gelu = 4,
-    GeluBackward = 5,
-}
 
 /// train_elementwise.cu DROPOUT_THREADS and the mask values one block
 /// covers per pass (16 ChaCha words per thread).
@@ -113,48 +98,6 @@ fn f64_from_words(lo: f32, hi: f32) -> f64 {
 }
 
 impl<D: Device> Gpu<D> {
-    /// One `quorum_train_map` launch over `n` values.
-    fn map(&self, op_name: &str, op: MapOp, src: u64, dst: u64, n: usize, value: f32) -> Result<()> {
-        let p = TrainMapParams { src, dst, n: self.int(op_name, n)?, op: op as i32, value, _pad: 0 };
-        // SAFETY: the callers checked `src` (when read) and `dst` for n values.
-        unsafe { self.dev.launch(launch::elementwise(n)?, &p) }
-    }
-
-    pub(super) fn copy_op(&self, src: &D::Mem, dst: &mut D::Mem, len: usize) -> Result<()> {
-        self.check("copy", "src", src, len)?;
-        self.check("copy", "dst", dst, len)?;
-        self.map("copy", MapOp::Copy, self.dev.ptr(src), self.dev.ptr_mut(dst), len, 0.0)
-    }
-
-    pub(super) fn add_op(&self, dst: &mut D::Mem, src: &D::Mem, len: usize) -> Result<()> {
-        self.check("add", "src", src, len)?;
-        self.check("add", "dst", dst, len)?;
-        self.map("add", MapOp::Add, self.dev.ptr(src), self.dev.ptr_mut(dst), len, 0.0)
-    }
-
-    pub(super) fn mul_op(&self, x: &mut D::Mem, m: &D::Mem, len: usize) -> Result<()> {
-        self.check("mul", "x", x, len)?;
-        self.check("mul", "mask", m, len)?;
-        self.map("mul", MapOp::Mul, self.dev.ptr(m), self.dev.ptr_mut(x), len, 0.0)
-    }
-
-    pub(super) fn gelu_op(&self, x: &D::Mem, y: &mut D::Mem, len: usize) -> Result<()> {
-        self.check("gelu", "x", x, len)?;
-        self.check("gelu", "y", y, len)?;
-        self.map("gelu", MapOp::Gelu, self.dev.ptr(x), self.dev.ptr_mut(y), len, 0.0)
-    }
-
-    pub(super) fn gelu_backward_op(&self, pre: &D::Mem, dy: &mut D::Mem, len: usize) -> Result<()> {
-        self.check("gelu_backward", "pre", pre, len)?;
-        self.check("gelu_backward", "dy", dy, len)?;
-        self.map("gelu_backward", MapOp::GeluBackward, self.dev.ptr(pre), self.dev.ptr_mut(dy), len, 0.0)
-    }
-
-    pub(super) fn fill_op(&self, x: &mut D::Mem, len: usize, value: f32) -> Result<()> {
-        self.check("fill", "x", x, len)?;
-        self.map("fill", MapOp::Fill, 0, self.dev.ptr_mut(x), len, value)
-    }
-
     /// The CPU's mask (grad.rs `dropout_mask`) bit for bit: the key is the
     /// seed `ChaCha8Rng::seed_from_u64` derives, the kernel runs the ChaCha8
     /// block function on it with the same counter and stream words.
@@ -339,7 +282,6 @@ impl<D: Device> Gpu<D> {
 pub(super) fn parameter_structs_checked() -> Vec<crate::backend::gpu::Kernel> {
     use crate::backend::gpu::emu::c_size_agrees;
     vec![
-        c_size_agrees::<TrainMapParams>(),
         c_size_agrees::<DropoutParams>(),
         c_size_agrees::<SumSquaresParams>(),
         c_size_agrees::<BiasPartialsParams>(),
