@@ -1,8 +1,8 @@
 // Training ops over flat buffers (src/backend/gpu/train/elementwise.rs):
-// copy/add/mul/fill and GELU with its backward (one kernel, the op a uniform
-// switch), inverted-dropout masks drawn from ChaCha8 bit for bit as the CPU's
-// rand_chacha stream, AdamW, the f64 sum of squares, and the backwards of the
-// bias and the broadcast add (pooling's is in pool.cu).
+// inverted-dropout masks drawn from ChaCha8 bit for bit as the CPU's
+// rand_chacha stream, the f64 sum of squares, and the backwards of the bias
+// and the broadcast add (pooling's is in pool.cu, AdamW in adamw.cu, the
+// copy/add/mul/fill/GELU map in elementwise_map.cu).
 //
 // Determinism: no float atomics. Every reduction has one owner per output
 // that loops in a fixed order (the bias and broadcast backwards follow
@@ -19,56 +19,6 @@ __device__ __forceinline__ unsigned long long train_double_bits(double d) {
     return (unsigned long long)__double_as_longlong(d);
 #endif
 }
-
-// ---------------------------------------------------------------------------
-// dst[i] op= src[i] over n values.
-#define TRAIN_MAP_COPY 0     // dst = src
-#define TRAIN_MAP_ADD 1      // dst += src
-#define TRAIN_MAP_MUL 2      // dst *= src
-#define TRAIN_MAP_FILL 3     // dst = value (src unused)
-#define TRAIN_MAP_GELU 4     // dst = GELU(src)
-#define TRAIN_MAP_GELU_BWD 5 // dst *= GELU'(src)
-
-struct TrainMapParams {
-    const float *src;
-    float *dst;
-    int n, op;
-    float value;
-    int _pad;
-};
-
-// GELU'(x) = Φ(x) + x·φ(x), with the forward's erf.
-__device__ __forceinline__ float gelu_grad(float x) {
-    float cdf = 0.5f * (1.0f + erff(x * 0.70710678118654752f));
-    float pdf = expf(-0.5f * x * x) * 0.3989422804014327f;
-    return cdf + x * pdf;
-}
-
-QUORUM_KERNEL void quorum_train_map(TrainMapParams p) {
-    switch (p.op) {
-    case TRAIN_MAP_COPY:
-        QUORUM_GRID_STRIDE(i, p.n) p.dst[i] = p.src[i];
-        break;
-    case TRAIN_MAP_ADD:
-        QUORUM_GRID_STRIDE(i, p.n) p.dst[i] += p.src[i];
-        break;
-    case TRAIN_MAP_MUL:
-        QUORUM_GRID_STRIDE(i, p.n) p.dst[i] *= p.src[i];
-        break;
-    case TRAIN_MAP_FILL:
-        QUORUM_GRID_STRIDE(i, p.n) p.dst[i] = p.value;
-        break;
-    case TRAIN_MAP_GELU:
-        QUORUM_GRID_STRIDE(i, p.n) p.dst[i] = gelu_erf(p.src[i]);
-        break;
-    case TRAIN_MAP_GELU_BWD:
-        QUORUM_GRID_STRIDE(i, p.n) p.dst[i] *= gelu_grad(p.src[i]);
-        break;
-    default:
-        QUORUM_REQUIRE(p.op >= TRAIN_MAP_COPY && p.op <= TRAIN_MAP_GELU_BWD);
-    }
-}
-QUORUM_EMU_ENTRY(quorum_train_map, TrainMapParams)
 
 // ---------------------------------------------------------------------------
 // Dropout mask: mask[i] = 0 when word i of the ChaCha8 stream (key, stream)
@@ -167,31 +117,6 @@ QUORUM_KERNEL void quorum_dropout_mask(DropoutParams p) {
     }
 }
 QUORUM_EMU_ENTRY(quorum_dropout_mask, DropoutParams)
-
-// ---------------------------------------------------------------------------
-// AdamW (backend/mod.rs AdamWStep), the bias corrections c1 = 1/(1−β1^t),
-// c2 = 1/(1−β2^t) computed on the host as the CPU does.
-struct AdamWParams {
-    float *param;
-    const float *grad;
-    float *m, *v;
-    int n;
-    float lr, beta1, beta2, eps, weight_decay, grad_scale, c1, c2;
-};
-
-QUORUM_KERNEL void quorum_adamw(AdamWParams p) {
-    QUORUM_GRID_STRIDE(i, p.n) {
-        float g = p.grad_scale * p.grad[i];
-        float m = p.beta1 * p.m[i] + (1.0f - p.beta1) * g;
-        float v = p.beta2 * p.v[i] + (1.0f - p.beta2) * g * g;
-        p.m[i] = m;
-        p.v[i] = v;
-        float step = (m * p.c1) / (sqrtf(v * p.c2) + p.eps);
-        float w = p.param[i];
-        p.param[i] = w - p.lr * (p.weight_decay * w + step);
-    }
-}
-QUORUM_EMU_ENTRY(quorum_adamw, AdamWParams)
 
 // ---------------------------------------------------------------------------
 // Σ x² over n values in f64: each thread sums its grid-stride elements, the

@@ -173,33 +173,6 @@ pub(super) fn linear_backward(
     }
 }
 
-pub(super) fn gelu_backward(pre: &[f32], dy: &mut [f32]) {
-    if dy.len() >= 1 << 15 {
-        dy.par_chunks_mut(1 << 14).zip(pre.par_chunks(1 << 14)).for_each(|(d, p)| gelu_backward_chunk(p, d));
-    } else {
-        gelu_backward_chunk(pre, dy);
-    }
-}
-
-/// `dy *= GELU'(x) = Φ(x) + x·φ(x)`, with the forward's erf and the backend's exp.
-#[multiversion(targets("x86_64+avx512f+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
-fn gelu_backward_chunk(pre: &[f32], dy: &mut [f32]) {
-    for (d, &x) in dy.iter_mut().zip(pre) {
-        let cdf = 0.5 * (1.0 + simd::erf(x * std::f32::consts::FRAC_1_SQRT_2));
-        let pdf = simd::exp(-0.5 * x * x) * 0.398_942_3;
-        *d *= cdf + x * pdf;
-    }
-}
-
-pub(super) fn gelu(x: &[f32], y: &mut [f32]) {
-    y.copy_from_slice(x);
-    if y.len() >= 1 << 15 {
-        y.par_chunks_mut(1 << 14).for_each(simd::gelu_inplace);
-    } else {
-        simd::gelu_inplace(y);
-    }
-}
-
 pub(super) fn dropout_mask(mask: &mut [f32], p: f32, seed: u64, stream: u64) {
     let keep = 1.0 / (1.0 - p);
     // Drop when a uniform u32 falls below p·2³².

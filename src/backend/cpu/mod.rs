@@ -34,6 +34,10 @@ use crate::error::{Error, Result};
 /// Rows × columns below which an elementwise pass is not worth splitting across threads.
 pub(crate) const PAR_MIN_ELEMS: usize = 1 << 15;
 
+/// Values per rayon task of an elementwise pass over a flat buffer; below
+/// one chunk the pass stays on the calling thread.
+pub(crate) const ELEM_CHUNK: usize = 1 << 14;
+
 /// Rows per chunk of a parallel row reduction (fixed, so results do not
 /// depend on the thread count).
 pub(crate) const ROW_CHUNK: usize = 64;

@@ -355,33 +355,9 @@ pub(crate) fn parameter_structs_checked() -> Vec<crate::backend::gpu::Kernel> {
 mod tests {
     use super::*;
     use crate::backend::gpu::{Emu, ThreadOrder};
+    use crate::backend::ops::testing::{assert_close, data, wide};
     use crate::backend::Train;
     use crate::Cpu;
-
-    /// Deterministic values in [-scale, scale) (an LCG).
-    fn data(n: usize, seed: u64, scale: f32) -> Vec<f32> {
-        let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        (0..n)
-            .map(|_| {
-                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-                ((s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
-            })
-            .collect()
-    }
-
-    fn wide(v: &[f32]) -> Vec<f64> {
-        v.iter().map(|&x| f64::from(x)).collect()
-    }
-
-    /// docs/models.md's f32 tolerance: max abs diff ≤ 1e-4·(1 + max |want|).
-    fn assert_close(what: &str, got: &[f32], want: &[f64]) {
-        assert_eq!(got.len(), want.len(), "{what}: length");
-        let tol = 1e-4 * (1.0 + want.iter().fold(0f64, |m, v| m.max(v.abs())));
-        for (i, (g, w)) in got.iter().zip(want).enumerate() {
-            let d = (f64::from(*g) - w).abs();
-            assert!(d <= tol, "{what}: |{g} - {w}| = {d:e} at {i} > {tol:e}");
-        }
-    }
 
     /// Rows around the CPU's chunk of 64 and the kernels' 8 rows per block;
     /// widths around the 16 lanes and the 32 lanes of a warp, and the models'.

@@ -18,15 +18,25 @@
 //! signature; `impl Backend for Cpu`, `impl Backend for Gpu<D>` and their
 //! `Train` impls delegate to the op module in one line each.
 //!
-//! Ops moved here so far: `layernorm`, `pool`. The others still live in
+//! Ops moved here so far: `layernorm`, `pool`, `adamw`, `elementwise`. The others still live in
 //! `cpu/` and `gpu/` (#16).
 
+pub mod adamw;
+pub mod elementwise;
 pub mod layernorm;
 pub mod pool;
+#[cfg(test)]
+mod testing;
 
 /// Every op module's parameter structs, each checked against its C size
 /// (for the emulator's test that every registered kernel has one).
 #[cfg(test)]
 pub(crate) fn parameter_structs_checked() -> Vec<crate::backend::gpu::Kernel> {
-    [layernorm::parameter_structs_checked(), pool::parameter_structs_checked()].concat()
+    [
+        layernorm::parameter_structs_checked(),
+        pool::parameter_structs_checked(),
+        adamw::parameter_structs_checked(),
+        elementwise::parameter_structs_checked(),
+    ]
+    .concat()
 }

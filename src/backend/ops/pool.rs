@@ -246,34 +246,10 @@ pub(crate) fn parameter_structs_checked() -> Vec<crate::backend::gpu::Kernel> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::gpu::{Emu, ThreadOrder};
+    use crate::backend::gpu::Emu;
+    use crate::backend::ops::testing::{assert_close, data, emulator_gives_the_cpus_bits, wide};
     use crate::backend::{Backend, Train};
     use crate::Cpu;
-
-    /// Deterministic values in [-scale, scale) (an LCG).
-    fn data(n: usize, seed: u64, scale: f32) -> Vec<f32> {
-        let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        (0..n)
-            .map(|_| {
-                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-                ((s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
-            })
-            .collect()
-    }
-
-    fn wide(v: &[f32]) -> Vec<f64> {
-        v.iter().map(|&x| f64::from(x)).collect()
-    }
-
-    /// docs/models.md's f32 tolerance: max abs diff ≤ 1e-4·(1 + max |want|).
-    fn assert_close(what: &str, got: &[f32], want: &[f64]) {
-        assert_eq!(got.len(), want.len(), "{what}: length");
-        let tol = 1e-4 * (1.0 + want.iter().fold(0f64, |m, v| m.max(v.abs())));
-        for (i, (g, w)) in got.iter().zip(want).enumerate() {
-            let d = (f64::from(*g) - w).abs();
-            assert!(d <= tol, "{what}: |{g} - {w}| = {d:e} at {i} > {tol:e}");
-        }
-    }
 
     /// (batch, tokens, dim): MPD's and TLOB's sequences, one token, odd widths.
     const SHAPES: [(usize, usize, usize); 4] = [(3, 49, 112), (1, 1, 5), (17, 100, 33), (2, 7, 1)];
@@ -309,11 +285,7 @@ mod tests {
 
     #[test]
     fn cpu_and_emulator_match_the_reference_and_each_other_bit_for_bit() {
-        let cpu = run(&Cpu::new(), "cpu");
-        for order in [ThreadOrder::Alternate, ThreadOrder::Forward, ThreadOrder::Reverse] {
-            let emu = run(&Gpu::new(Emu::with_order(order)), &format!("emu {order:?}"));
-            assert!(emu == cpu, "emu {order:?}: not the CPU's bits");
-        }
+        emulator_gives_the_cpus_bits(&run(&Cpu::new(), "cpu"), run);
     }
 
     #[test]

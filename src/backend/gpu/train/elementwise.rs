@@ -1,6 +1,6 @@
-//! Training ops over flat buffers: copy/add/mul/fill, GELU and its backward,
-//! dropout masks, AdamW, sums of squares, the bias and broadcast backwards,
-//! and the heads' loss (kernels/train_elementwise.cu, kernels/heads_train.cu).
+//! Training ops over flat buffers: dropout masks, sums of squares, the bias
+//! and broadcast backwards, and the heads' loss (kernels/train_elementwise.cu,
+//! kernels/heads_train.cu).
 //!
 //! What comes back to the host (the sum of squares' per-block partials, the
 //! heads' loss) goes through the backend's scratch buffer; the bias backward
@@ -13,23 +13,12 @@ use crate::backend::gpu::device::LaunchConfig;
 use crate::backend::gpu::launch::{self, cfg};
 use crate::backend::gpu::params::{params, KernelParams};
 use crate::backend::gpu::{Device, Gpu};
-use crate::backend::{AdamWStep, BroadcastShape, HeadsGrads, HeadsLoss, HeadsOut, HeadsRef, HeadsTargets};
+use crate::backend::{BroadcastShape, HeadsGrads, HeadsLoss, HeadsOut, HeadsRef, HeadsTargets};
 use crate::error::{Error, Result};
 
 params!(
-    /// `kernels/train_elementwise.cu` TrainMapParams: `dst op= src` (see `MapOp`).
-    TrainMapParams => TrainMap { src: u64, dst: u64, n: i32, op: i32, value: f32, _pad: i32 }
-);
-params!(
     /// `kernels/train_elementwise.cu` DropoutParams: ChaCha8 `key` words, stream id, drop threshold.
     DropoutParams => DropoutMask { mask: u64, stream: u64, cut: u64, key: [u32; 8], n: i32, keep: f32 }
-);
-params!(
-    /// `kernels/train_elementwise.cu` AdamWParams; `c1`, `c2` the bias corrections' reciprocals.
-    AdamWParams => Adamw {
-        param: u64, grad: u64, m: u64, v: u64, n: i32,
-        lr: f32, beta1: f32, beta2: f32, eps: f32, weight_decay: f32, grad_scale: f32, c1: f32, c2: f32,
-    }
 );
 params!(
     /// `kernels/train_elementwise.cu` SumSquaresParams: block b's f64 partial as words 2b, 2b+1.
@@ -62,17 +51,6 @@ params!(
         batch: i32, dim: i32, grads: i32, _pad: i32,
     }
 );
-
-/// `TrainMapParams::op` (train_elementwise.cu TRAIN_MAP_*).
-#[derive(Clone, Copy)]
-enum MapOp {
-    Copy = 0,
-    Add = 1,
-    Mul = 2,
-    Fill = 3,
-    Gelu = 4,
-    GeluBackward = 5,
-}
 
 /// train_elementwise.cu DROPOUT_THREADS and the mask values one block
 /// covers per pass (16 ChaCha words per thread).
@@ -120,48 +98,6 @@ fn f64_from_words(lo: f32, hi: f32) -> f64 {
 }
 
 impl<D: Device> Gpu<D> {
-    /// One `quorum_train_map` launch over `n` values.
-    fn map(&self, op_name: &str, op: MapOp, src: u64, dst: u64, n: usize, value: f32) -> Result<()> {
-        let p = TrainMapParams { src, dst, n: self.int(op_name, n)?, op: op as i32, value, _pad: 0 };
-        // SAFETY: the callers checked `src` (when read) and `dst` for n values.
-        unsafe { self.dev.launch(launch::elementwise(n)?, &p) }
-    }
-
-    pub(super) fn copy_op(&self, src: &D::Mem, dst: &mut D::Mem, len: usize) -> Result<()> {
-        self.check("copy", "src", src, len)?;
-        self.check("copy", "dst", dst, len)?;
-        self.map("copy", MapOp::Copy, self.dev.ptr(src), self.dev.ptr_mut(dst), len, 0.0)
-    }
-
-    pub(super) fn add_op(&self, dst: &mut D::Mem, src: &D::Mem, len: usize) -> Result<()> {
-        self.check("add", "src", src, len)?;
-        self.check("add", "dst", dst, len)?;
-        self.map("add", MapOp::Add, self.dev.ptr(src), self.dev.ptr_mut(dst), len, 0.0)
-    }
-
-    pub(super) fn mul_op(&self, x: &mut D::Mem, m: &D::Mem, len: usize) -> Result<()> {
-        self.check("mul", "x", x, len)?;
-        self.check("mul", "mask", m, len)?;
-        self.map("mul", MapOp::Mul, self.dev.ptr(m), self.dev.ptr_mut(x), len, 0.0)
-    }
-
-    pub(super) fn gelu_op(&self, x: &D::Mem, y: &mut D::Mem, len: usize) -> Result<()> {
-        self.check("gelu", "x", x, len)?;
-        self.check("gelu", "y", y, len)?;
-        self.map("gelu", MapOp::Gelu, self.dev.ptr(x), self.dev.ptr_mut(y), len, 0.0)
-    }
-
-    pub(super) fn gelu_backward_op(&self, pre: &D::Mem, dy: &mut D::Mem, len: usize) -> Result<()> {
-        self.check("gelu_backward", "pre", pre, len)?;
-        self.check("gelu_backward", "dy", dy, len)?;
-        self.map("gelu_backward", MapOp::GeluBackward, self.dev.ptr(pre), self.dev.ptr_mut(dy), len, 0.0)
-    }
-
-    pub(super) fn fill_op(&self, x: &mut D::Mem, len: usize, value: f32) -> Result<()> {
-        self.check("fill", "x", x, len)?;
-        self.map("fill", MapOp::Fill, 0, self.dev.ptr_mut(x), len, value)
-    }
-
     /// The CPU's mask (grad.rs `dropout_mask`) bit for bit: the key is the
     /// seed `ChaCha8Rng::seed_from_u64` derives, the kernel runs the ChaCha8
     /// block function on it with the same counter and stream words.
@@ -182,40 +118,6 @@ impl<D: Device> Gpu<D> {
         };
         // SAFETY: mask checked above.
         unsafe { self.dev.launch(dropout(len)?, &prm) }
-    }
-
-    /// The bias corrections computed in f32 on the host exactly as the CPU does.
-    pub(super) fn adamw_op(
-        &self,
-        param: &mut D::Mem,
-        grad: &D::Mem,
-        m: &mut D::Mem,
-        v: &mut D::Mem,
-        len: usize,
-        s: AdamWStep,
-    ) -> Result<()> {
-        self.check("adamw", "param", param, len)?;
-        self.check("adamw", "grad", grad, len)?;
-        self.check("adamw", "m", m, len)?;
-        self.check("adamw", "v", v, len)?;
-        let step = s.step.max(1) as i32;
-        let p = AdamWParams {
-            param: self.dev.ptr_mut(param),
-            grad: self.dev.ptr(grad),
-            m: self.dev.ptr_mut(m),
-            v: self.dev.ptr_mut(v),
-            n: self.int("adamw", len)?,
-            lr: s.lr,
-            beta1: s.beta1,
-            beta2: s.beta2,
-            eps: s.eps,
-            weight_decay: s.weight_decay,
-            grad_scale: s.grad_scale,
-            c1: 1.0 / (1.0 - s.beta1.powi(step)),
-            c2: 1.0 / (1.0 - s.beta2.powi(step)),
-        };
-        // SAFETY: sizes checked above.
-        unsafe { self.dev.launch(launch::elementwise(len)?, &p) }
     }
 
     /// Per-block f64 partials through the scratch buffer, added on the host in block order.
@@ -380,9 +282,7 @@ impl<D: Device> Gpu<D> {
 pub(super) fn parameter_structs_checked() -> Vec<crate::backend::gpu::Kernel> {
     use crate::backend::gpu::emu::c_size_agrees;
     vec![
-        c_size_agrees::<TrainMapParams>(),
         c_size_agrees::<DropoutParams>(),
-        c_size_agrees::<AdamWParams>(),
         c_size_agrees::<SumSquaresParams>(),
         c_size_agrees::<BiasPartialsParams>(),
         c_size_agrees::<BiasFinishParams>(),

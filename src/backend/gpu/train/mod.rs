@@ -2,10 +2,10 @@
 //! of the training kernels, on any device (the emulator today, cudarc's
 //! device on a GPU). Each op lives in the module of its kernel family, next
 //! to the parameter structs and launch rules of its kernels (LayerNorm's and
-//! pooling's backwards, with their forwards, in backend/ops/):
-//! - `elementwise`: copy/add/mul/fill, GELU and its backward, dropout masks,
-//!   AdamW, sums of squares, the bias and broadcast backwards, the heads'
-//!   loss (train_elementwise.cu, heads_train.cu);
+//! pooling's backwards, with their forwards, AdamW and the copy/add/mul/fill/
+//! GELU map in backend/ops/):
+//! - `elementwise`: dropout masks, sums of squares, the bias and broadcast backwards, the heads' loss
+//!   (train_elementwise.cu, heads_train.cu);
 //! - `gemm`: linear, conv1d and patch-embedding backwards (train_gemm.cu);
 //! - `layout`: transposes on the device, so re-preparing weights after an
 //!   optimizer step never goes through the host (train_layout.cu);
@@ -42,6 +42,7 @@ pub(crate) fn parameter_structs_checked() -> Vec<super::Kernel> {
 }
 
 use super::{Device, Gpu, Precision};
+use crate::backend::ops::elementwise::{map_gpu, Map};
 use crate::backend::{
     AdamWStep, AttentionShape, BroadcastShape, ConvShape, HeadsGrads, HeadsLoss, HeadsOut, HeadsRef, HeadsTargets,
     LinearShape, LstmShape, PatchShape, Pool, Train,
@@ -82,23 +83,23 @@ impl<D: Device> Train for Gpu<D> {
     }
 
     fn copy(&self, src: &D::Mem, dst: &mut D::Mem, len: usize) -> Result<()> {
-        self.copy_op(src, dst, len)
+        map_gpu(self, Map::Copy, Some(src), dst, len)
     }
 
     fn add(&self, dst: &mut D::Mem, src: &D::Mem, len: usize) -> Result<()> {
-        self.add_op(dst, src, len)
+        map_gpu(self, Map::Add, Some(src), dst, len)
     }
 
     fn mul(&self, x: &mut D::Mem, m: &D::Mem, len: usize) -> Result<()> {
-        self.mul_op(x, m, len)
+        map_gpu(self, Map::Mul, Some(m), x, len)
     }
 
     fn gelu(&self, x: &D::Mem, y: &mut D::Mem, len: usize) -> Result<()> {
-        self.gelu_op(x, y, len)
+        map_gpu(self, Map::Gelu, Some(x), y, len)
     }
 
     fn gelu_backward(&self, pre: &D::Mem, dy: &mut D::Mem, len: usize) -> Result<()> {
-        self.gelu_backward_op(pre, dy, len)
+        map_gpu(self, Map::GeluBackward, Some(pre), dy, len)
     }
 
     fn dropout_mask(&self, mask: &mut D::Mem, len: usize, p: f32, seed: u64, stream: u64) -> Result<()> {
@@ -244,7 +245,7 @@ impl<D: Device> Train for Gpu<D> {
         len: usize,
         step: AdamWStep,
     ) -> Result<()> {
-        self.adamw_op(param, grad, m, v, len, step)
+        crate::backend::ops::adamw::step_gpu(self, param, grad, m, v, len, step)
     }
 
     fn sum_squares(&self, x: &D::Mem, len: usize) -> Result<f64> {
@@ -252,6 +253,6 @@ impl<D: Device> Train for Gpu<D> {
     }
 
     fn fill(&self, x: &mut D::Mem, len: usize, value: f32) -> Result<()> {
-        self.fill_op(x, len, value)
+        map_gpu(self, Map::Fill(value), None, x, len)
     }
 }
