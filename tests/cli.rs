@@ -400,3 +400,77 @@ fn serve_confines_its_threads_to_the_cpus_given() {
     let o = quorum(&["serve", "--cpus", "3-1"]);
     assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("comma-separated"));
 }
+
+/// The README's command list and `--help` agree: every subcommand is listed,
+/// every flag the README shows exists, and every flag `--help` lists is shown.
+#[test]
+fn the_readme_command_list_and_help_agree() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let start = readme.find("## Commands").expect("a Commands section");
+    let block_start = start + readme[start..].find("```sh\n").expect("its sh block") + 6;
+    let block = &readme[block_start..block_start + readme[block_start..].find("```").unwrap()];
+    let flags_in = |text: &str| -> std::collections::BTreeSet<String> {
+        let mut out = std::collections::BTreeSet::new();
+        for (i, _) in text.match_indices("--") {
+            let name: String = text[i + 2..]
+                .chars()
+                .take_while(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-')
+                .collect();
+            if name.chars().next().is_some_and(|c| c.is_ascii_lowercase()) {
+                out.insert(format!("--{name}"));
+            }
+        }
+        out
+    };
+    // The README's flags per subcommand (a line starting `quorum X`, and its continuation lines).
+    let mut readme_flags: std::collections::BTreeMap<String, std::collections::BTreeSet<String>> = Default::default();
+    let mut current = None;
+    for line in block.lines() {
+        if let Some(rest) = line.strip_prefix("quorum ") {
+            current = rest.split_whitespace().next().map(str::to_owned);
+        }
+        let code = line.split('#').next().unwrap_or("");
+        if let Some(c) = &current {
+            readme_flags.entry(c.clone()).or_default().extend(flags_in(code));
+        }
+    }
+    let help = |args: &[&str]| String::from_utf8_lossy(&quorum(args).stdout).into_owned();
+    let top = help(&["--help"]);
+    let global = ["--log-format", "--log-level", "--help", "--version"];
+    for global_flag in &global[..2] {
+        assert!(block.contains(global_flag), "the README's command list does not mention {global_flag}");
+    }
+    let commands: Vec<String> = top
+        .lines()
+        .skip_while(|l| !l.starts_with("Commands:"))
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
+        .filter(|c| c != "help")
+        .collect();
+    assert!(commands.len() >= 10, "{top}");
+    let mut problems = Vec::new();
+    for c in &commands {
+        let Some(shown) = readme_flags.get(c) else {
+            problems.push(format!("`quorum {c}` is not in the README's command list"));
+            continue;
+        };
+        // Option lines of --help: `  -x, --name <V>` or `      --name`.
+        let listed: std::collections::BTreeSet<String> = help(&[c, "--help"])
+            .lines()
+            .filter_map(|l| {
+                let t = l.trim_start();
+                let t = t.strip_prefix("-").filter(|r| r.len() > 3 && &r[1..3] == ", ").map_or(t, |r| &r[3..]);
+                t.starts_with("--").then(|| flags_in(t.split_whitespace().next().unwrap()).into_iter().next()).flatten()
+            })
+            .filter(|f| !global.contains(&f.as_str()))
+            .collect();
+        for f in shown.difference(&listed) {
+            problems.push(format!("README shows `quorum {c} {f}`, which --help does not list"));
+        }
+        for f in listed.difference(shown) {
+            problems.push(format!("`quorum {c} --help` lists {f}, which the README's command list does not show"));
+        }
+    }
+    assert!(problems.is_empty(), "{problems:#?}");
+}
