@@ -474,3 +474,78 @@ fn the_readme_command_list_and_help_agree() {
     }
     assert!(problems.is_empty(), "{problems:#?}");
 }
+
+/// The README's quick path with defaults only, at small sizes: `simulate`
+/// into `data/raw_lob`, `features` (its defaults read and write there),
+/// `train` (defaults: the store's one symbol, `checkpoints/`), `serve
+/// --weights checkpoints` (reads train's `_best` file as it is), predict.
+/// No file is renamed or moved between the steps.
+#[test]
+fn simulate_features_train_serve_predict_chain_with_defaults() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::process::Stdio;
+    let dir = tempdir("quick-path");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let run = |args: &[&str]| {
+        let o = Command::new(env!("CARGO_BIN_EXE_quorum")).args(args).current_dir(&dir).output().unwrap();
+        assert!(
+            o.status.success(),
+            "quorum {args:?}:\n{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+    };
+    run(&["simulate", "--out", "data/raw_lob", "--duration", "12m", "--signal-strength", "2"]);
+    run(&["features"]);
+    assert!(dir.join("data/features/SIMUSDT.parquet").is_file());
+    // Small sizes: a small CNN-LSTM, one epoch, one split.
+    let small = r#"{"sequence_length": 10, "conv_channels": [8], "lstm_hidden": 8, "lstm_layers": 1}"#;
+    std::fs::write(dir.join("small.json"), small).unwrap();
+    run(&["train", "--architecture", "cnn_lstm", "--data", "data", "--model-config", "small.json"]
+        .into_iter()
+        .chain(["--epochs", "1", "--walk-forward-splits", "1", "--backend", "cpu"])
+        .collect::<Vec<_>>());
+    assert!(dir.join("checkpoints/cnn_lstm_best.safetensors").is_file());
+
+    let mut server = Command::new(env!("CARGO_BIN_EXE_quorum"))
+        .args(["serve", "--bind", "127.0.0.1:0", "--weights", "checkpoints", "--backend", "cpu", "--duration", "60s"])
+        .current_dir(&dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(server.stdout.take().unwrap()).lines();
+    let addr = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find_map(|l| l.split("listening on http://").nth(1).map(|r| r.split(';').next().unwrap().to_string()))
+        .expect("the server says where it listens");
+    let http = |method: &str, path: &str, body: &str| -> (u16, serde_json::Value) {
+        let mut s = std::net::TcpStream::connect(&addr).unwrap();
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        );
+        s.write_all(head.as_bytes()).unwrap();
+        s.write_all(body.as_bytes()).unwrap();
+        let mut answer = String::new();
+        s.read_to_string(&mut answer).unwrap();
+        let status = answer[9..12].parse().unwrap();
+        let json = answer.split("\r\n\r\n").nth(1).and_then(|b| serde_json::from_str(b).ok()).unwrap_or_default();
+        (status, json)
+    };
+    let (status, ready) = http("GET", "/health/ready", "");
+    let (_, layout) = http("GET", "/api/ensemble/predict/layout", "");
+    let shape: Vec<usize> = serde_json::from_value(layout["features"].clone()).expect("a features shape");
+    let features = vec![vec![0.1f32; shape[1]]; shape[0]];
+    let (predict_status, decision) =
+        http("POST", "/api/ensemble/predict", &serde_json::json!({ "features": features }).to_string());
+    let _ = server.kill();
+    let _ = server.wait();
+    assert_eq!(status, 200, "ready: {ready}");
+    assert_eq!(predict_status, 200, "{decision}");
+    assert_eq!(decision["predictions"][0]["model_type"], "cnn_lstm", "{decision}");
+    assert!(["down", "neutral", "up"].contains(&decision["direction"].as_str().unwrap()), "{decision}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
