@@ -407,8 +407,13 @@ fn serve_confines_its_threads_to_the_cpus_given() {
 fn the_readme_command_list_and_help_agree() {
     let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
     let start = readme.find("## Commands").expect("a Commands section");
-    let block_start = start + readme[start..].find("```sh\n").expect("its sh block") + 6;
-    let block = &readme[block_start..block_start + readme[block_start..].find("```").unwrap()];
+    // The command list: the section's sh block that lists `quorum info`.
+    let block = readme[start..]
+        .split("```sh\n")
+        .skip(1)
+        .map(|b| &b[..b.find("```").unwrap()])
+        .find(|b| b.contains("quorum info "))
+        .expect("the command list's sh block");
     let flags_in = |text: &str| -> std::collections::BTreeSet<String> {
         let mut out = std::collections::BTreeSet::new();
         for (i, _) in text.match_indices("--") {
