@@ -130,41 +130,58 @@ fn scored(calls: &[i8], class: &[i8], ret: &[f64], k: usize) -> (Vec<f64>, Vec<f
     (right, pnl)
 }
 
-/// Share of the null comparisons whose interval excluded zero, with the
-/// block length each pair gets from `block`.
-fn rejection_rate(replications: u64, block: impl Fn(&[f64], &[f64]) -> usize) -> (f64, usize) {
-    let mut rejected = 0;
-    let mut total = 0;
-    for rep in 0..replications {
-        let mut rng = ChaCha8Rng::seed_from_u64(1_000 + rep);
-        let mids = null_mids(&mut rng, TICKS + HORIZON);
-        let (class, ret) = labels(&mids, HORIZON);
-        let a = blind_calls(&mut rng, class.len(), 1.0 / 300.0);
-        let b = blind_calls(&mut rng, class.len(), 1.0 / 100.0);
-        let (right_a, pnl_a) = scored(&a, &class, &ret, HORIZON);
-        let (right_b, pnl_b) = scored(&b, &class, &ret, HORIZON);
-        let c = stillness_calls(&mut rng, &mids, class.len());
-        let d = stillness_calls(&mut rng, &mids, class.len());
-        let (right_c, pnl_c) = scored(&c, &class, &ret, HORIZON);
-        let (right_d, _) = scored(&d, &class, &ret, HORIZON);
-        let nothing = vec![0.0; class.len()];
-        let pairs =
-            [(&right_a, &right_b), (&pnl_a, &pnl_b), (&pnl_a, &nothing), (&right_c, &right_d), (&pnl_c, &nothing)];
-        for (p, (x, y)) in pairs.into_iter().enumerate() {
-            let i: Interval = block_bootstrap(x, y, block(x, y), RESAMPLES, rep * 8 + p as u64);
-            rejected += usize::from(i.excludes_zero());
-            total += 1;
+/// One replication's null comparisons: the paired series of each (a true
+/// difference of zero in every one).
+fn null_pairs(rep: u64) -> Vec<(Vec<f64>, Vec<f64>)> {
+    let mut rng = ChaCha8Rng::seed_from_u64(1_000 + rep);
+    let mids = null_mids(&mut rng, TICKS + HORIZON);
+    let (class, ret) = labels(&mids, HORIZON);
+    let a = blind_calls(&mut rng, class.len(), 1.0 / 300.0);
+    let b = blind_calls(&mut rng, class.len(), 1.0 / 100.0);
+    let (right_a, pnl_a) = scored(&a, &class, &ret, HORIZON);
+    let (right_b, pnl_b) = scored(&b, &class, &ret, HORIZON);
+    let c = stillness_calls(&mut rng, &mids, class.len());
+    let d = stillness_calls(&mut rng, &mids, class.len());
+    let (right_c, pnl_c) = scored(&c, &class, &ret, HORIZON);
+    let (right_d, _) = scored(&d, &class, &ret, HORIZON);
+    let nothing = vec![0.0; class.len()];
+    vec![(right_a, right_b), (pnl_a.clone(), pnl_b), (pnl_a, nothing.clone()), (right_c, right_d), (pnl_c, nothing)]
+}
+
+/// How a rule picks a pair's block length.
+type BlockRule = fn(&[f64], &[f64]) -> usize;
+
+/// Per rule, the share of the null comparisons (of the first `replications`
+/// for that rule) whose interval excluded zero; every rule sees the same
+/// nulls and the same bootstrap seeds.
+fn rejection_rates(rules: &[(BlockRule, u64)]) -> Vec<(f64, usize)> {
+    let mut counts = vec![(0usize, 0usize); rules.len()];
+    let most = rules.iter().map(|r| r.1).max().unwrap_or(0);
+    for rep in 0..most {
+        let pairs = null_pairs(rep);
+        for ((rule, replications), (rejected, total)) in rules.iter().zip(counts.iter_mut()) {
+            if rep >= *replications {
+                continue;
+            }
+            for (p, (x, y)) in pairs.iter().enumerate() {
+                let i: Interval = block_bootstrap(x, y, rule(x, y), RESAMPLES, rep * 8 + p as u64);
+                *rejected += usize::from(i.excludes_zero());
+                *total += 1;
+            }
         }
     }
-    (rejected as f64 / total as f64, total)
+    counts.into_iter().map(|(r, t)| (r as f64 / t as f64, t)).collect()
 }
 
 #[test]
 fn intervals_exclude_zero_about_five_percent_of_the_time_on_a_null() {
-    let (automatic, total) = rejection_rate(REPLICATIONS, |x, y| comparison_block_length(x, y, HORIZON));
-    let (fixed, _) = rejection_rate(REPLICATIONS, |x, _| block_length(HORIZON, x.len()));
-    // Blocks of one decision cost a draw per decision: fewer replications.
-    let (single, _) = rejection_rate(30, |_, _| 1);
+    let rates = rejection_rates(&[
+        (|x, y| comparison_block_length(x, y, HORIZON), REPLICATIONS),
+        (|x, _| block_length(HORIZON, x.len()), REPLICATIONS),
+        // Blocks of one decision cost a draw per decision: fewer replications.
+        (|_, _| 1, 30),
+    ]);
+    let [(automatic, total), (fixed, _), (single, _)] = rates[..] else { unreachable!("three rules") };
     eprintln!(
         "{total} null comparisons exclude zero: automatic blocks {automatic:.3}, fixed 2k blocks {fixed:.3}, \
          single decisions {single:.3}"

@@ -52,14 +52,11 @@ pub fn data_folder(data: &Path, symbol: &str) -> Result<(Option<PathBuf>, PathBu
     if !data.is_dir() {
         return Err(input_err(data, "no such data folder"));
     }
-    let raw = if data.join("raw_lob").is_dir() {
-        Some(data.join("raw_lob"))
-    } else if data.join(symbol).is_dir() || !crate::market::store::list_symbols(data).is_empty() {
-        // Other symbols' folders: loading names them in its "not found".
-        Some(data.to_path_buf())
-    } else {
-        None
-    };
+    let store = raw_store_of(data);
+    // `<data>` itself counts when it holds a symbol's folder (loading names
+    // the others in its "not found").
+    let raw = (store != data || data.join(symbol).is_dir() || !crate::market::store::list_symbols(data).is_empty())
+        .then_some(store);
     Ok((raw, data.join("features")))
 }
 
@@ -69,8 +66,16 @@ pub fn symbol_or_sole(data: &Path, given: Option<&str>) -> Result<String> {
     if let Some(s) = given {
         return Ok(s.to_owned());
     }
-    let raw = if data.join("raw_lob").is_dir() { data.join("raw_lob") } else { data.to_path_buf() };
-    crate::market::store::sole_symbol(&raw).map_err(|reason| Error::input("--symbol", reason))
+    crate::market::store::sole_symbol(&raw_store_of(data)).map_err(|reason| Error::input("--symbol", reason))
+}
+
+/// Where a data folder's raw store is: `<data>/raw_lob` when it exists, else `<data>` itself.
+fn raw_store_of(data: &Path) -> PathBuf {
+    if data.join("raw_lob").is_dir() {
+        data.join("raw_lob")
+    } else {
+        data.to_path_buf()
+    }
 }
 
 fn input_err(path: &Path, reason: impl Into<String>) -> Error {
