@@ -14,6 +14,10 @@ use crate::fsutil;
 use crate::model::{normalizer_specs, param_specs, ModelConfig, ModelKind, ModelMeta};
 use crate::tensor::Tensor;
 
+pub mod repository;
+
+pub use repository::Repository;
+
 pub const FORMAT: &str = "quorum-model";
 pub const FORMAT_VERSION: &str = "1";
 
