@@ -482,9 +482,11 @@ fn the_readme_command_list_and_help_agree() {
 
 /// The README's quick path with defaults only, at small sizes: `simulate`
 /// into `data/raw_lob`, `features` (its defaults read and write there),
-/// `train` (defaults: the store's one symbol, `checkpoints/`), `serve
-/// --weights checkpoints` (reads train's `_best` file as it is), predict.
-/// No file is renamed or moved between the steps.
+/// `train` twice (defaults: the store's one symbol; each run published into
+/// the data folder's model repository, `data/weights`, as the next version),
+/// `serve --data data` (loads each model's latest version from there),
+/// predict, and load the first version back by its number. No file is
+/// renamed or moved between the steps.
 #[test]
 fn simulate_features_train_serve_predict_chain_with_defaults() {
     use std::io::{BufRead, BufReader, Read, Write};
@@ -507,14 +509,23 @@ fn simulate_features_train_serve_predict_chain_with_defaults() {
     // Small sizes: a small CNN-LSTM, one epoch, one split.
     let small = r#"{"sequence_length": 10, "conv_channels": [8], "lstm_hidden": 8, "lstm_layers": 1}"#;
     std::fs::write(dir.join("small.json"), small).unwrap();
-    run(&["train", "--architecture", "cnn_lstm", "--data", "data", "--model-config", "small.json"]
+    let train = ["train", "--architecture", "cnn_lstm", "--data", "data", "--model-config", "small.json"]
         .into_iter()
         .chain(["--epochs", "1", "--walk-forward-splits", "1", "--backend", "cpu"])
-        .collect::<Vec<_>>());
-    assert!(dir.join("checkpoints/cnn_lstm_best.safetensors").is_file());
+        .collect::<Vec<_>>();
+    run(&train);
+    run(&[&train[..], &["--seed", "7"]].concat());
+    for version in ["1", "2"] {
+        let published = dir.join("data/weights/cnn_lstm").join(version);
+        assert!(published.join("model.safetensors").is_file(), "{}", published.display());
+        let manifest: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(published.join("manifest.json")).unwrap()).unwrap();
+        assert_eq!(manifest["trained_on"]["symbol"], "SIMUSDT", "{manifest}");
+        assert!(manifest["results"]["mean"]["accuracy"].is_f64(), "held-out metrics: {manifest}");
+    }
 
     let mut server = Command::new(env!("CARGO_BIN_EXE_quorum"))
-        .args(["serve", "--bind", "127.0.0.1:0", "--weights", "checkpoints", "--backend", "cpu", "--duration", "60s"])
+        .args(["serve", "--bind", "127.0.0.1:0", "--data", "data", "--backend", "cpu", "--duration", "60s"])
         .current_dir(&dir)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -546,8 +557,22 @@ fn simulate_features_train_serve_predict_chain_with_defaults() {
     let features = vec![vec![0.1f32; shape[1]]; shape[0]];
     let (predict_status, decision) =
         http("POST", "/api/ensemble/predict", &serde_json::json!({ "features": features }).to_string());
+    let (_, models) = http("GET", "/api/ensemble/models", "");
+    let (first_status, first) =
+        http("POST", "/api/ensemble/models/load", r#"{"model_type": "cnn_lstm", "version": 1}"#);
+    let (absent_status, absent) =
+        http("POST", "/api/ensemble/models/load", r#"{"model_type": "cnn_lstm", "version": 9}"#);
     let _ = server.kill();
     let _ = server.wait();
+    let loaded = models["models"].as_array().unwrap().iter().find(|m| m["model_type"] == "cnn_lstm").unwrap();
+    assert_eq!(loaded["version"], 2, "the latest version is served: {models}");
+    let listed: Vec<u64> =
+        models["versions"]["cnn_lstm"].as_array().unwrap().iter().map(|v| v["version"].as_u64().unwrap()).collect();
+    assert_eq!(listed, [1, 2], "{models}");
+    assert_eq!((first_status, &first["version"]), (200, &serde_json::json!(1)), "{first}");
+    assert_eq!(absent_status, 400, "{absent}");
+    assert_eq!(absent["error"]["field"], "version", "{absent}");
+    assert!(absent["error"]["message"].as_str().unwrap().contains("(complete versions: 1, 2)"), "{absent}");
     assert_eq!(status, 200, "ready: {ready}");
     assert_eq!(predict_status, 200, "{decision}");
     assert_eq!(decision["predictions"][0]["model_type"], "cnn_lstm", "{decision}");

@@ -697,6 +697,41 @@ fn the_engine_loads_a_weights_folder_and_reports_the_missing_models() {
     assert_eq!(loaded, ["cnn_lstm.safetensors", "mpd_transformer_best.safetensors", "tlob.safetensors"]);
 }
 
+/// A model repository: each model's latest version, or the pinned one; a
+/// model without a version falls back to the folder's flat file; a pin of a
+/// version that is not there is an error naming those that are.
+#[test]
+fn the_engine_loads_a_repositorys_latest_or_pinned_versions() {
+    use quorum::model::ModelKind;
+    use quorum::weights::Repository;
+    let configs = small_configs();
+    let dir = tempdir("repository");
+    let repo = Repository::new(&dir);
+    let scratch = dir.join("scratch.safetensors");
+    for scale in [1.0, 2.0] {
+        save_weights(&scratch, &weights(&configs[2], scale));
+        repo.publish(ModelKind::CnnLstm, &scratch, None, None).unwrap();
+    }
+    save_weights(&dir.join("tlob.safetensors"), &weights(&configs[1], 1.0));
+    let engine = bare_engine();
+    let names = |r: &quorum::server::engine::LoadReport| -> Vec<String> {
+        r.loaded.iter().map(|(_, p)| p.strip_prefix(&dir).unwrap().display().to_string()).collect()
+    };
+    let report = engine.load_dir(&dir).unwrap();
+    assert_eq!(names(&report), ["cnn_lstm/2/model.safetensors", "tlob.safetensors"]);
+    let entry = |e: &quorum::server::engine::Engine| {
+        e.models().into_iter().find(|m| m.model_type == quorum::ensemble::ModelType::CnnLstm).unwrap().version
+    };
+    assert_eq!(entry(&engine), Some(2));
+    let report = engine.load_dir_pinned(&dir, &[(ModelKind::CnnLstm, 1)]).unwrap();
+    assert_eq!(names(&report), ["cnn_lstm/1/model.safetensors", "tlob.safetensors"]);
+    assert_eq!(entry(&engine), Some(1));
+    let err = engine.load_dir_pinned(&dir, &[(ModelKind::CnnLstm, 3)]).unwrap_err().to_string();
+    assert!(err.contains("no version 3") && err.contains("(complete versions: 1, 2)"), "{err}");
+    let err = engine.load_dir_pinned(&dir, &[(ModelKind::Tlob, 1)]).unwrap_err().to_string();
+    assert!(err.contains("(complete versions: none)"), "{err}");
+}
+
 #[test]
 fn quorum_serve_without_weights_serves_and_says_which_models_are_not_loaded() {
     use std::io::BufRead;
@@ -780,11 +815,25 @@ async fn a_job_trained_through_the_api_is_promoted_into_serving() {
     let results: Value =
         serde_json::from_str(&std::fs::read_to_string(result["results_path"].as_str().unwrap()).unwrap()).unwrap();
     assert_eq!(results["model_path"], result["model_path"]);
+    // Published into the data folder's repository as version 1, listed there.
+    assert_eq!(result["version"], 1, "{last}");
+    let published = data.join("weights/cnn_lstm/1/model.safetensors");
+    assert_eq!(result["published_path"], published.display().to_string(), "{last}");
+    let models = http.get("/api/ensemble/models").await.json();
+    assert_eq!(models["versions"]["cnn_lstm"][0]["version"], 1, "{models}");
+    assert_eq!(models["versions"]["tlob"], json!([]), "{models}");
 
-    // Promote it, and predict with it.
-    let load = json!({"model_type": "cnn_lstm", "path": result["model_path"]});
+    // Promote it by its version, and predict with it.
+    let load = json!({"model_type": "cnn_lstm", "version": 1});
     let a = http.post_json("/api/ensemble/models/load", &load).await;
     assert_eq!(a.status, 200, "{}", a.text());
+    assert_eq!(
+        (a.json()["version"].clone(), a.json()["weights_file"].clone()),
+        (json!(1), json!(published.display().to_string()))
+    );
+    // Its checkpoint loads by path too (inside the data folder).
+    let load = json!({"model_type": "cnn_lstm", "path": result["model_path"]});
+    assert_eq!(http.post_json("/api/ensemble/models/load", &load).await.status, 200);
     let window: Vec<Vec<f32>> =
         (0..20).map(|t| (0..112).map(|j| ((t * 112 + j) % 13) as f32 / 13.0).collect()).collect();
     let a = http.post_json("/api/ensemble/predict", &json!({ "features": window })).await;

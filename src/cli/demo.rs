@@ -22,6 +22,7 @@ use quorum::server::engine::{model_type, Engine};
 use quorum::server::live::{LiveConfig, LiveRunner};
 use quorum::server::{DataFolderLauncher, Extras, Server, ServerConfig, TrainingLauncher};
 use quorum::train::{MultiModelTrainer, TrainingConfig};
+use quorum::weights::Repository;
 use quorum::Cpu;
 use serde_json::Value;
 
@@ -141,7 +142,7 @@ fn train_all(data: &Path, epochs: usize, seed: u64) -> Result<Trained> {
             gradient_accumulation_steps: 1,
             horizon: HORIZON,
             seed,
-            checkpoint_dir: data.join("models").display().to_string(),
+            checkpoint_dir: data.join("checkpoints").display().to_string(),
             model: Some(model),
             ..TrainingConfig::default()
         };
@@ -162,7 +163,9 @@ fn train_all(data: &Path, epochs: usize, seed: u64) -> Result<Trained> {
             100.0 * fold.baseline.accuracy,
             r.training_time_seconds
         ));
-        models.push((kind, PathBuf::from(&r.model_path)));
+        // Published as `quorum train` publishes: the repository the next steps load from.
+        let (_, published) = trainer.publish(&Repository::of_data_folder(data), data, &r)?;
+        models.push((kind, published));
     }
     println!();
     for row in rows {
@@ -184,7 +187,7 @@ fn evaluate_held_out(args: &DemoArgs, data: &Path) -> Result<()> {
         args.seed + 2
     );
     let engine = Arc::new(Engine::new(Cpu::new(), EnsembleConfig::default())?);
-    engine.load_dir(&data.join("models"))?;
+    engine.load_dir(Repository::of_data_folder(data).root())?;
     let opts = EvaluateOptions {
         from: Some(Bound::AfterStart(fit_minutes as i64 * 60_000)),
         horizons: vec![HORIZON],
@@ -263,9 +266,12 @@ async fn live(args: &DemoArgs, data: &Path, trained: &Trained, target: u64) -> R
     let hub = runner.hub();
     let launcher: Arc<dyn TrainingLauncher> = Arc::new(DataFolderLauncher::new(data));
     let extras = Extras { live: Some(hub.clone()), launcher: Some(launcher), metrics: None };
-    let server = Server::start(ServerConfig { bind: args.bind, ..Default::default() }, engine.clone(), extras)
-        .await
-        .with_context(|| format!("starting the server on {} (another port: --bind 127.0.0.1:0)", args.bind))?;
+    // The repository the models were published into: `POST /models/load` takes their versions.
+    let weights_dir = Some(Repository::of_data_folder(data).root().to_path_buf());
+    let server =
+        Server::start(ServerConfig { bind: args.bind, weights_dir, ..Default::default() }, engine.clone(), extras)
+            .await
+            .with_context(|| format!("starting the server on {} (another port: --bind 127.0.0.1:0)", args.bind))?;
     let url = format!("http://{}", server.local_addr());
     println!(
         "\n[4/5] live: simulated exchange on {}, one decision per {} ms tick once warm",

@@ -10,6 +10,7 @@ use quorum::backend::select::Device;
 use quorum::ensemble::EnsembleConfig;
 use quorum::evaluate::{evaluate, Bound, EvaluateOptions, Report};
 use quorum::server::engine::Engine;
+use quorum::weights::Repository;
 
 #[derive(clap::Args, Debug)]
 pub struct EvaluateArgs {
@@ -20,10 +21,20 @@ pub struct EvaluateArgs {
     /// The symbol; default: the one symbol the store holds (several: name one).
     #[arg(long)]
     pub symbol: Option<String>,
-    /// The weights folder (`mpd_transformer.safetensors`, `tlob.safetensors`,
-    /// `cnn_lstm.safetensors`; what `train` writes): the models evaluated.
-    #[arg(long, required_unless_present = "demo_weights")]
+    /// The models evaluated: a model repository (what `train` publishes;
+    /// each model's latest version, or --pin's) or a folder of
+    /// `mpd_transformer.safetensors`, `tlob.safetensors`, `cnn_lstm.safetensors`.
+    /// Default: DATA/weights.
+    #[arg(long)]
     pub weights: Option<PathBuf>,
+    /// Evaluate this version of a model instead of its latest, e.g. `--pin tlob=3` (repeatable).
+    #[arg(
+        long = "pin",
+        value_name = "MODEL=VERSION",
+        value_parser = quorum::weights::repository::parse_pin,
+        conflicts_with = "demo_weights"
+    )]
+    pub pins: Vec<(quorum::model::ModelKind, u64)>,
     /// The three models at their default configs with the built-in untrained
     /// weights instead of --weights (for timing: the figures mean nothing).
     #[arg(long, conflicts_with = "weights")]
@@ -80,8 +91,23 @@ pub fn run(args: EvaluateArgs) -> Result<()> {
         None => EnsembleConfig::default(),
     };
     let engine = Engine::on(args.backend.open()?, args.precision, config)?;
-    if let Some(dir) = &args.weights {
-        let loaded = engine.load_dir(dir).with_context(|| format!("--weights {}", dir.display()))?;
+    if !args.demo_weights {
+        let dir = match &args.weights {
+            Some(dir) => dir.clone(),
+            None => {
+                let dir = Repository::of_data_folder(&args.data).root().to_path_buf();
+                if !dir.is_dir() {
+                    bail!(
+                        "no models in {} (`quorum train --data {}` publishes there): train first, or give \
+                         --weights DIR (or --demo-weights to time untrained models)",
+                        dir.display(),
+                        args.data.display()
+                    );
+                }
+                dir
+            }
+        };
+        let loaded = engine.load_dir_pinned(&dir, &args.pins).with_context(|| format!("weights {}", dir.display()))?;
         for (m, p) in &loaded.loaded {
             tracing::info!(model = %m, path = %p.display(), "loaded");
         }

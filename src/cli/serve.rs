@@ -16,6 +16,7 @@ use quorum::market::{Endpoint, ExchangeConfig, LoopbackExchange, SimConfig, BINA
 use quorum::server::engine::Engine;
 use quorum::server::live::{LiveConfig, LiveObserver, LiveRunner};
 use quorum::server::{DataFolderLauncher, Extras, Metrics, Server, ServerConfig, TrainingLauncher};
+use quorum::weights::Repository;
 
 #[derive(Args, Debug)]
 pub struct ServeArgs {
@@ -46,11 +47,22 @@ pub struct ServeArgs {
     /// that client's longest-idle connection is closed to make room.
     #[arg(long, default_value_t = 128)]
     pub max_connections_per_ip: usize,
-    /// Folder with mpd_transformer.safetensors, tlob.safetensors, cnn_lstm.safetensors
-    /// (any missing model is not loaded; predict then runs the others, or the consensus only).
-    /// `POST /api/ensemble/models/load` reads only files inside it (and the training output under --data).
+    /// The model repository (what `quorum train` publishes: <model>/<version>/model.safetensors;
+    /// each model's latest version is loaded, or the one --pin names), or a folder of
+    /// mpd_transformer.safetensors, tlob.safetensors, cnn_lstm.safetensors. Default with --data:
+    /// DATA/weights. Any missing model is not loaded (predict then runs the others, or the
+    /// consensus only). `POST /api/ensemble/models/load` reads only files inside it (and the
+    /// training output under --data); the training endpoints publish into it.
     #[arg(long)]
     pub weights: Option<PathBuf>,
+    /// Load this version of a model instead of its latest, e.g. `--pin tlob=3` (repeatable).
+    #[arg(
+        long = "pin",
+        value_name = "MODEL=VERSION",
+        value_parser = quorum::weights::repository::parse_pin,
+        conflicts_with = "demo_weights"
+    )]
+    pub pins: Vec<(quorum::model::ModelKind, u64)>,
     /// Load the three models at their default configs with the built-in deterministic,
     /// untrained weights (as `quorum demo`): for trying the server without trained weights.
     #[arg(long, conflicts_with = "weights")]
@@ -126,14 +138,21 @@ pub fn serve(args: ServeArgs) -> Result<()> {
     let device = args.backend.open()?;
     let train_on = device.device();
     let engine = Engine::on(device, precision, config)?;
-    if let Some(dir) = &args.weights {
-        let report = engine.load_dir(dir)?;
-        for (m, p) in &report.loaded {
-            println!("loaded {m} from {}", p.display());
+    if let Some(dir) = weights_dir(&args).filter(|_| !args.demo_weights) {
+        if args.weights.is_none() && !dir.exists() && args.pins.is_empty() {
+            println!("no models yet in {} (`quorum train --data` publishes there)", dir.display());
+        } else {
+            let report =
+                engine.load_dir_pinned(&dir, &args.pins).with_context(|| format!("weights {}", dir.display()))?;
+            for (m, p) in &report.loaded {
+                println!("loaded {m} from {}", p.display());
+            }
+            for (m, p) in &report.missing {
+                println!("not loaded: {m} (no {} there)", p.display());
+            }
         }
-        for (m, p) in &report.missing {
-            println!("not loaded: {m} ({} does not exist)", p.display());
-        }
+    } else if !args.pins.is_empty() {
+        bail!("--pin names a version in a model repository: give --weights DIR (or --data DIR, whose repository is DIR/weights)");
     }
     if args.demo_weights {
         engine.load_builtin_weights()?;
@@ -192,6 +211,7 @@ async fn run(args: ServeArgs, engine: Arc<Engine>, train_on: Device) -> Result<(
         }
         None => None,
     };
+    let weights_dir = weights_dir(&args);
     let config = ServerConfig {
         bind: args.bind,
         allow_remote: args.allow_remote,
@@ -200,13 +220,19 @@ async fn run(args: ServeArgs, engine: Arc<Engine>, train_on: Device) -> Result<(
         allow_hosts: args.allow_hosts,
         max_connections: args.max_connections,
         max_connections_per_ip: args.max_connections_per_ip,
-        weights_dir: args.weights.clone(),
+        weights_dir,
         max_weights_bytes: args.max_weights_mb.saturating_mul(1 << 20),
         training_memory_budget: args.training_memory_mb.saturating_mul(1 << 20),
         ..Default::default()
     };
-    let launcher =
-        args.data.as_ref().map(|d| Arc::new(DataFolderLauncher::new(d).on(train_on)) as Arc<dyn TrainingLauncher>);
+    let launcher = args.data.as_ref().map(|d| {
+        let launcher = DataFolderLauncher::new(d).on(train_on);
+        let launcher = match &args.weights {
+            Some(w) => launcher.publishing_to(w),
+            None => launcher,
+        };
+        Arc::new(launcher) as Arc<dyn TrainingLauncher>
+    });
     let extras = Extras { live: live.as_ref().map(|l| l.hub()), launcher, metrics: Some(metrics) };
     let server = Server::start(config, engine, extras).await?;
     println!("quorum serve: listening on http://{}; Ctrl-C to stop", server.local_addr());
@@ -258,6 +284,12 @@ fn parse_cpu_list(text: &str) -> Result<CpuList, String> {
     cpus.sort_unstable();
     cpus.dedup();
     Ok(CpuList(cpus))
+}
+
+/// The model repository (or weights folder) the server loads from and its
+/// training jobs publish into: --weights, else the data folder's.
+fn weights_dir(args: &ServeArgs) -> Option<PathBuf> {
+    args.weights.clone().or_else(|| args.data.as_deref().map(|d| Repository::of_data_folder(d).root().to_path_buf()))
 }
 
 /// Confines the calling thread (and every thread it starts from now on) to `cpus`.

@@ -12,6 +12,7 @@ use quorum::backend::Train;
 use quorum::model::{ModelConfig, ModelKind};
 use quorum::train::report::Results;
 use quorum::train::{MultiModelTrainer, ProgressHandle, TrainNet, TrainingConfig};
+use quorum::weights::Repository;
 
 /// What `--architecture` names: one model, or the three in turn.
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -71,8 +72,15 @@ pub struct TrainArgs {
     pub horizon: Option<usize>,
     #[arg(long)]
     pub seed: Option<u64>,
+    /// Where the run's checkpoints go (resume reads them there). Default: checkpoints/.
     #[arg(long)]
     pub checkpoint_dir: Option<String>,
+    /// The model repository each completed model is published into, as its
+    /// next version (`<model>/<version>/model.safetensors` and a manifest of
+    /// its data and held-out results). Default: DATA/weights, where `serve
+    /// --data` and `evaluate --data` look.
+    #[arg(long)]
+    pub weights: Option<PathBuf>,
     /// docs/training.md's use_amp (the default): on cuda and emu, the forward's
     /// matrix products in bf16 from f32 master weights; ignored on the CPU.
     #[arg(long, overrides_with = "no_amp")]
@@ -218,9 +226,13 @@ fn train_on<B: Train>(be: &B, args: &TrainArgs, base: TrainingConfig) -> Result<
         configs.push(cfg);
     }
 
+    let repository = match &args.weights {
+        Some(dir) => Repository::new(dir),
+        None => Repository::of_data_folder(&args.data),
+    };
     let progress = ProgressHandle::new();
     stop_on_ctrl_c(progress.clone());
-    let mut all: Vec<(ModelKind, Results)> = Vec::new();
+    let mut all: Vec<(ModelKind, Results, Option<PathBuf>)> = Vec::new();
     for cfg in configs {
         let kind = cfg.architecture;
         println!(
@@ -245,7 +257,15 @@ fn train_on<B: Train>(be: &B, args: &TrainArgs, base: TrainingConfig) -> Result<
         let results = trainer.train_walk_forward().with_context(|| kind.to_string())?;
         println!("{kind}: results in {}", trainer.paths().results.display());
         let stopped = !results.completed;
-        all.push((kind, results));
+        let published = if stopped {
+            None
+        } else {
+            let (version, path) =
+                trainer.publish(&repository, &args.data, &results).with_context(|| format!("{kind}: publishing"))?;
+            println!("{kind}: published as version {version}: {}", path.display());
+            Some(path)
+        };
+        all.push((kind, results, published));
         if stopped {
             println!("stopped by request; resume with the same command and --resume");
             break;
@@ -254,7 +274,7 @@ fn train_on<B: Train>(be: &B, args: &TrainArgs, base: TrainingConfig) -> Result<
     if all.len() > 1 {
         println!("\n| model           | val accuracy | val loss | mean accuracy | baseline | majority | model file |");
         println!("|-----------------|-------------:|---------:|--------------:|---------:|---------:|------------|");
-        for (kind, r) in &all {
+        for (kind, r, published) in &all {
             println!(
                 "| {:15} | {:11.2}% | {:8.4} | {:12.2}% | {:7.2}% | {:7.2}% | {} |",
                 kind.as_str(),
@@ -263,7 +283,7 @@ fn train_on<B: Train>(be: &B, args: &TrainArgs, base: TrainingConfig) -> Result<
                 100.0 * r.mean.accuracy,
                 100.0 * r.mean.baseline_accuracy,
                 100.0 * r.mean.majority_class_rate,
-                r.model_path
+                published.as_ref().map_or_else(|| r.model_path.clone(), |p| p.display().to_string())
             );
         }
     }

@@ -2,11 +2,12 @@
 //! adapter and the shared consensus, behind `&self` methods that any number
 //! of threads may call at once.
 //!
-//! * **Loading.** [`Engine::load_dir`] takes `mpd_transformer.safetensors`,
-//!   `tlob.safetensors` and `cnn_lstm.safetensors` from a folder, or, where
-//!   one is absent, what `quorum train` writes (`<model>_best.safetensors`),
-//!   so a training's output folder serves as it is; a missing file leaves
-//!   that model unloaded (reported), a broken one is an error.
+//! * **Loading.** [`Engine::load_dir`] takes each model's latest version (or
+//!   a pinned one) from a model repository (`weights::Repository`: what
+//!   `quorum train` publishes); for a model without a version there, the
+//!   folder's `<model>.safetensors` (a PyTorch export), or where that is
+//!   absent a checkpoint folder's `<model>_best.safetensors`. A missing model
+//!   stays unloaded (reported), a broken file is an error.
 //! * **Hot swap.** Each loaded model sits in an `Arc`; a request clones the
 //!   `Arc`s it needs under a short read lock and runs on them. Loading new
 //!   weights builds the model first, outside any lock, then swaps the pointer:
@@ -38,6 +39,7 @@ use crate::ensemble::{
 };
 use crate::model::{Inputs, Model, ModelConfig, ModelKind, Outputs};
 use crate::tensor::Tensor;
+use crate::weights::repository::{self, Repository};
 use crate::weights::{self, WeightsFile};
 
 /// The ensemble's name for a model kind.
@@ -235,6 +237,8 @@ struct Slot {
     config: ModelConfig,
     adapter: PredictionAdapter,
     source: Option<PathBuf>,
+    /// The repository version of `source`, when it is one.
+    version: Option<u64>,
     param_count: usize,
     loaded_at: f64,
 }
@@ -261,6 +265,8 @@ pub struct ModelEntry {
     pub loaded: bool,
     /// The weights file it was loaded from (`None` when built in memory).
     pub weights_file: Option<String>,
+    /// Its version in the model repository, when it was loaded from one.
+    pub version: Option<u64>,
     pub parameters: Option<usize>,
     pub backend: Option<&'static str>,
     pub return_scale: Option<f64>,
@@ -275,7 +281,8 @@ pub struct ModelEntry {
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct LoadReport {
     pub loaded: Vec<(ModelType, PathBuf)>,
-    /// Files that do not exist: those models stay unloaded.
+    /// Files that do not exist (in a repository: model folders without a
+    /// complete version): those models stay unloaded.
     pub missing: Vec<(ModelType, PathBuf)>,
 }
 
@@ -323,16 +330,37 @@ impl Engine {
         self.builder.name()
     }
 
-    /// Loads every model's file found in `dir` (see the module docs).
+    /// Loads every model found in `dir`, each repository model at its latest
+    /// version (see the module docs).
     pub fn load_dir(&self, dir: &Path) -> Result<LoadReport, EngineError> {
+        self.load_dir_pinned(dir, &[])
+    }
+
+    /// [`Engine::load_dir`], with the repository versions in `pins` instead
+    /// of the latest (`serve --pin tlob=3`); a pinned version that is not
+    /// there is an error naming the versions that are.
+    pub fn load_dir_pinned(&self, dir: &Path, pins: &[(ModelKind, u64)]) -> Result<LoadReport, EngineError> {
         if !dir.is_dir() {
             return Err(EngineError::Load { field: "weights", reason: format!("{} is not a folder", dir.display()) });
         }
+        let repository = Repository::new(dir);
         let mut report = LoadReport::default();
         for &model in ModelType::ALL {
-            let named = dir.join(weights_file_name(model));
-            let trained = dir.join(format!("{}_best.safetensors", model.as_str()));
-            let path = if !named.is_file() && trained.is_file() { trained } else { named };
+            let kind = model_kind(model);
+            let pin = pins.iter().find(|(k, _)| *k == kind).map(|&(_, v)| v);
+            let published = repository
+                .resolve(kind, pin)
+                .map_err(|e| EngineError::Load { field: "version", reason: e.to_string() })?;
+            // A model with no version in the repository: the flat files.
+            let path = published.map(|(_, path)| path).unwrap_or_else(|| {
+                let named = dir.join(weights_file_name(model));
+                let trained = dir.join(format!("{}_best.safetensors", model.as_str()));
+                if !named.is_file() && trained.is_file() {
+                    trained
+                } else {
+                    named
+                }
+            });
             if path.is_file() {
                 self.load_file(model, &path)?;
                 report.loaded.push((model, path));
@@ -387,8 +415,16 @@ impl Engine {
         let runner =
             self.builder.build(&file).map_err(|e| EngineError::Load { field: "path", reason: e.to_string() })?;
         let param_count = crate::model::param_specs(&file.config).count();
-        let slot =
-            Arc::new(Slot { runner, config: file.config, adapter, source, param_count, loaded_at: unix_now_s() });
+        let version = source.as_deref().and_then(repository::version_of);
+        let slot = Arc::new(Slot {
+            runner,
+            config: file.config,
+            adapter,
+            source,
+            version,
+            param_count,
+            loaded_at: unix_now_s(),
+        });
         let _serial = self.load_lock.lock();
         if let Some(shape) = slot.features_shape() {
             let slots = self.slots.read();
@@ -457,6 +493,7 @@ impl Engine {
             min_confidence: mw.map(|m| m.min_confidence),
             loaded: slot.is_some(),
             weights_file: slot.as_ref().and_then(|s| s.source.as_ref()).map(|p| p.display().to_string()),
+            version: slot.as_ref().and_then(|s| s.version),
             parameters: slot.as_ref().map(|s| s.param_count),
             backend: slot.as_ref().map(|_| self.builder.name()),
             return_scale: slot.as_ref().map(|s| s.adapter.return_scale()),

@@ -27,9 +27,10 @@ use super::AppState;
 use crate::ensemble::{ConsensusStrategy, Direction, ModelPrediction, ModelType};
 use crate::fsutil;
 use crate::market::{is_exchange_symbol, EXCHANGE_SYMBOL_RULE};
-use crate::server::engine::{EngineError, EngineInputs};
+use crate::server::engine::{model_kind, EngineError, EngineInputs};
 use crate::server::live::LiveEntry;
 use crate::train::TrainingConfig;
+use crate::weights::repository::{self, Repository};
 
 pub type Body = UnsyncBoxBody<Bytes, Infallible>;
 
@@ -222,7 +223,10 @@ async fn guarded(state: &Arc<AppState>, route: Route, req: Request<Incoming>) ->
     let e = &state.engine;
     match route {
         Route::Status => json(StatusCode::OK, &e.consensus().get_status()),
-        Route::Models => json(StatusCode::OK, &serde_json::json!({"models": e.models(), "backend": e.backend_name()})),
+        Route::Models => json(
+            StatusCode::OK,
+            &serde_json::json!({"models": e.models(), "backend": e.backend_name(), "versions": repository_versions(state)}),
+        ),
         Route::Layout => json(StatusCode::OK, &layout_body(state)),
         Route::TrainStatus => json(StatusCode::OK, &state.training.status()),
         Route::LiveLatest => live_latest(state),
@@ -279,10 +283,24 @@ async fn post_route(
         }
         Route::Load => {
             let b: LoadBody = from_json(&body)?;
-            if b.path.is_empty() {
-                return Err(ApiError::bad("invalid_value", "path", "must not be empty"));
-            }
-            load_model(state, b).await
+            let path = match (b.path, b.version) {
+                (Some(_), Some(_)) => {
+                    return Err(ApiError::bad("invalid_value", "version", "give a path or a version, not both"))
+                }
+                (None, None) => {
+                    return Err(ApiError::bad(
+                        "missing_field",
+                        "version",
+                        "give a version of the model repository (or a path inside the weights folder)",
+                    ))
+                }
+                (Some(p), None) if p.is_empty() => {
+                    return Err(ApiError::bad("invalid_value", "path", "must not be empty"))
+                }
+                (Some(p), None) => p,
+                (None, Some(v)) => repository_path(state, b.model_type, v)?,
+            };
+            load_model(state, b.model_type, path).await
         }
         Route::TrainStart => training_start(state, &body),
         Route::TrainStop => {
@@ -338,7 +356,50 @@ struct OutcomeBody {
 #[serde(deny_unknown_fields)]
 struct LoadBody {
     model_type: ModelType,
-    path: String,
+    /// A version of the model repository (the server's weights folder)…
+    version: Option<u64>,
+    /// …or a file inside the weights folder (or the training output).
+    path: Option<String>,
+}
+
+/// The server's model repository: its weights folder, else the one its
+/// training jobs publish into.
+fn repository_root(state: &AppState) -> Option<PathBuf> {
+    state.config.weights_dir.clone().or_else(|| state.launcher.as_ref()?.repository())
+}
+
+/// Every model's published versions in the server's repository (`{}` without
+/// one); a model whose folder cannot be read is listed empty.
+fn repository_versions(state: &AppState) -> serde_json::Map<String, serde_json::Value> {
+    let Some(root) = repository_root(state) else { return serde_json::Map::new() };
+    let repo = Repository::new(root);
+    ModelType::ALL
+        .iter()
+        .map(|&m| {
+            let versions = repo.list(model_kind(m)).unwrap_or_default();
+            (m.as_str().to_owned(), serde_json::to_value(versions).unwrap_or_default())
+        })
+        .collect()
+}
+
+/// The weights file of `version` of `model` in the server's repository, as a
+/// path relative to it (then read under the same confinement as any path).
+fn repository_path(state: &AppState, model: ModelType, version: u64) -> Result<String, ApiError> {
+    let root = repository_root(state).ok_or_else(|| {
+        ApiError::bad(
+            "invalid_value",
+            "version",
+            "this server has no model repository: start it with --weights DIR (or --data DIR, whose repository is \
+             DIR/weights)",
+        )
+    })?;
+    let kind = model_kind(model);
+    match Repository::new(root).resolve(kind, Some(version)) {
+        Ok(_) => Ok(format!("{}/{version}/{}", kind.as_str(), repository::MODEL_FILE)),
+        // The error names the repository's versions, never a path outside it.
+        Err(crate::Error::Config { reason, .. }) => Err(ApiError::bad("invalid_value", "version", reason)),
+        Err(e) => Err(ApiError::bad("invalid_value", "version", e.to_string())),
+    }
 }
 
 #[derive(Deserialize)]
@@ -357,14 +418,16 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("worker failed: {e}")))
 }
 
-/// `POST /models/load`: only a regular file inside the weights folder (or
+/// `POST /models/load`: only a regular file inside the weights folder (the
+/// model repository, whose versions it names by number; or
 /// the training jobs' output folder) is read, one load at a time, on the
 /// blocking pool, answered within `load_timeout`. Every path that is refused
 /// gets one answer, whatever lies at it, so a client learns nothing about
 /// files outside those folders.
-async fn load_model(state: &Arc<AppState>, b: LoadBody) -> Result<Response<Body>, ApiError> {
+async fn load_model(state: &Arc<AppState>, model: ModelType, path: String) -> Result<Response<Body>, ApiError> {
+    // The repository first: a version's path is relative to it.
     let roots: Vec<PathBuf> =
-        state.config.weights_dir.iter().cloned().chain(state.launcher.as_ref().and_then(|l| l.output_root())).collect();
+        repository_root(state).into_iter().chain(state.launcher.as_ref().and_then(|l| l.output_root())).collect();
     if roots.is_empty() {
         return Err(ApiError::bad(
             "invalid_weights",
@@ -390,19 +453,19 @@ async fn load_model(state: &Arc<AppState>, b: LoadBody) -> Result<Response<Body>
     let task = tokio::task::spawn_blocking(move || {
         // Held until the load is over, even after the request timed out.
         let _permit = permit;
-        let requested = Path::new(&b.path);
-        let path = roots.iter().find_map(|root| fsutil::file_inside(root, requested).ok()).ok_or_else(|| {
+        let requested = Path::new(&path);
+        let found = roots.iter().find_map(|root| fsutil::file_inside(root, requested).ok()).ok_or_else(|| {
             ApiError::bad(
                 "invalid_weights",
                 "path",
                 format!(
                     "no regular file {:?} inside the weights folder (or the training output): give a path \
                      relative to the folder given to --weights, without `..`",
-                    b.path
+                    path
                 ),
             )
         })?;
-        engine.load_file_limited(b.model_type, &path, max_bytes).map_err(ApiError::from)
+        engine.load_file_limited(model, &found, max_bytes).map_err(ApiError::from)
     });
     match tokio::time::timeout(timeout, task).await {
         Err(_) => Err(ApiError::new(

@@ -11,6 +11,7 @@ use crate::backend::Train;
 use crate::fsutil;
 use crate::train::data::data_folder;
 use crate::train::{JobResult, MultiModelTrainer, Progress, ProgressHandle, TrainingConfig};
+use crate::weights::Repository;
 
 /// Why a launcher refused a job (bad symbol, no data, …). Answered as 400
 /// `training_rejected` naming `field`.
@@ -35,6 +36,12 @@ pub trait TrainingLauncher: Send + Sync {
     /// `POST /models/load` reads from it too (besides the weights folder), so
     /// a trained model can be promoted by its `model_path`.
     fn output_root(&self) -> Option<PathBuf> {
+        None
+    }
+
+    /// The model repository completed jobs publish into, if any: the server
+    /// lists and loads its versions when it has no `weights_dir` of its own.
+    fn repository(&self) -> Option<PathBuf> {
         None
     }
 }
@@ -114,32 +121,43 @@ impl TrainingSlot {
 pub struct DataFolderLauncher {
     data_dir: PathBuf,
     backend: Device,
+    repository: PathBuf,
 }
 
 impl DataFolderLauncher {
-    /// Trains on the CPU.
+    /// Trains on the CPU and publishes into `DIR/weights`.
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
-        DataFolderLauncher { data_dir: data_dir.into(), backend: Device::Cpu }
+        let data_dir = data_dir.into();
+        let repository = Repository::of_data_folder(&data_dir).root().to_path_buf();
+        DataFolderLauncher { data_dir, backend: Device::Cpu, repository }
     }
 
     pub fn on(mut self, backend: Device) -> Self {
         self.backend = backend;
         self
     }
+
+    /// Publishes completed models into `repository` (the server's `--weights`).
+    pub fn publishing_to(mut self, repository: impl Into<PathBuf>) -> Self {
+        self.repository = repository.into();
+        self
+    }
 }
 
-/// One training job from start to result, on `be`.
+/// One training job from start to result, on `be`: a completed run is
+/// published into `repository` as its model's next version.
 fn run_job<B: Train>(
     be: &B,
     config: TrainingConfig,
     job: &ProgressHandle,
-    features: &Path,
-    raw: &Path,
+    data: &DataPaths,
     symbol: &str,
 ) -> crate::Result<JobResult> {
     let mut t = MultiModelTrainer::<B>::new(be, config)?.with_progress(job.clone());
-    t.load_data(Some(features), Some(raw), symbol)?;
+    t.load_data(Some(&data.features), Some(&data.raw), symbol)?;
     let r = t.train_walk_forward()?;
+    let published =
+        if r.completed { Some(t.publish(&Repository::new(&data.repository), &data.folder, &r)?) } else { None };
     Ok(JobResult {
         model_path: r.model_path.clone(),
         results_path: t.paths().results.display().to_string(),
@@ -147,12 +165,26 @@ fn run_job<B: Train>(
         best_val_loss: r.best_val_loss,
         training_time_seconds: r.training_time_seconds,
         completed: r.completed,
+        version: published.as_ref().map(|(v, _)| *v),
+        published_path: published.map(|(_, p)| p.display().to_string()),
     })
+}
+
+/// Where a job reads and writes.
+struct DataPaths {
+    folder: PathBuf,
+    features: PathBuf,
+    raw: PathBuf,
+    repository: PathBuf,
 }
 
 impl TrainingLauncher for DataFolderLauncher {
     fn output_root(&self) -> Option<PathBuf> {
         Some(self.data_dir.clone())
+    }
+
+    fn repository(&self) -> Option<PathBuf> {
+        Some(self.repository.clone())
     }
 
     fn start(&self, mut config: TrainingConfig, symbol: String) -> Result<ProgressHandle, LaunchError> {
@@ -189,6 +221,7 @@ impl TrainingLauncher for DataFolderLauncher {
         });
         let job = handle.clone();
         let backend = self.backend;
+        let paths = DataPaths { folder: self.data_dir.clone(), features, raw, repository: self.repository.clone() };
         std::thread::Builder::new()
             .name(format!("train-{symbol}"))
             .spawn(move || {
@@ -201,7 +234,7 @@ impl TrainingLauncher for DataFolderLauncher {
                 let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| -> crate::Result<JobResult> {
                     let device = backend.open()?;
                     let precision = device.training_precision(config.use_amp);
-                    crate::on_device!(device, precision, be => run_job(&be, config, &job, &features, &raw, &symbol))
+                    crate::on_device!(device, precision, be => run_job(&be, config, &job, &paths, &symbol))
                 }))
                 .unwrap_or_else(|panic| {
                     let what = panic

@@ -44,6 +44,12 @@ pub struct JobResult {
     pub training_time_seconds: f64,
     /// False when a stop request ended the run (a checkpoint was saved).
     pub completed: bool,
+    /// The version it was published as in the server's model repository
+    /// (`POST /api/ensemble/models/load` with `version`); `None` for a
+    /// stopped run, which is not published.
+    pub version: Option<u64>,
+    /// The published weights file.
+    pub published_path: Option<String>,
 }
 
 /// A cheap handle to one run's progress and stop flag; clones share them.

@@ -40,6 +40,7 @@ use crate::train::optim::{lr_at, AdamW};
 use crate::train::progress::ProgressHandle;
 use crate::train::report::{EpochResult, FoldResult, Results};
 use crate::train::scores::{argmax3, MetricsAcc};
+use crate::weights::repository::{Repository, TrainedOn};
 
 /// What the trainer needs from a trainable model (the contract of
 /// [`TrainNet`], whose methods these forward to).
@@ -277,6 +278,26 @@ impl<'b, B: Train, N: Net<B>> MultiModelTrainer<'b, B, N> {
     /// The model file of the run's result.
     pub fn model_path(&self) -> PathBuf {
         self.paths.best.clone()
+    }
+
+    /// Publishes the run's model (`model_path`) into `repository` as the
+    /// next version of its architecture, with a manifest of the data it was
+    /// trained on (`data_folder`, the symbol, the rows read) and `results`.
+    /// Only a completed run is published: a stopped one is still resumable.
+    pub fn publish(&self, repository: &Repository, data_folder: &Path, results: &Results) -> Result<(u64, PathBuf)> {
+        if !results.completed {
+            return Err(Error::config(
+                "results",
+                "the run stopped before it completed: resume it (its checkpoint is saved) before publishing",
+            ));
+        }
+        let trained_on = self.data.as_ref().map(|d| TrainedOn {
+            data: data_folder.display().to_string(),
+            symbol: d.source.symbol.clone(),
+            rows: d.source.rows,
+        });
+        let results = serde_json::to_value(results).map_err(|e| Error::input("results", e.to_string()))?;
+        repository.publish(self.config.architecture, &self.paths.best, trained_on, Some(results))
     }
 
     /// Runs (or resumes) every fold; returns the results (`completed` is
