@@ -21,8 +21,8 @@ cargo build --release --quiet
 bin=target/release/quorum
 rm -rf "$work/raw_lob" "$work/report"
 $bin import --format hftbacktest --symbol BTCUSDT --out "$work/raw_lob" "${files[@]}" >/dev/null
-if [ ! -f "$work/demo/models/cnn_lstm_best.safetensors" ]; then
+if [ ! -d "$work/demo/weights/cnn_lstm" ]; then
     $bin demo --data "$work/demo" --bind 127.0.0.1:0 --decisions 50 --report "$work/demo-report" >/dev/null
 fi
-$bin evaluate --data "$work" --symbol BTCUSDT --weights "$work/demo/models" --from +5m \
+$bin evaluate --data "$work" --symbol BTCUSDT --weights "$work/demo/weights" --from +5m \
     --horizons 30,100 --out "$work/report"

@@ -35,7 +35,7 @@ bin=$(realpath "$QUORUM_BIN")
 echo "soak: preparing data and small trained models (quorum demo --quick) in $work"
 "$bin" demo --quick --data "$work/data" --bind 127.0.0.1:0 --decisions 20 >"$out/demo.log" 2>&1
 for kind in mpd_transformer tlob cnn_lstm; do
-    cp "$work/data/models/${kind}_best.safetensors" "$work/weights/$kind.safetensors"
+    cp "$work/data/weights/$kind/1/model.safetensors" "$work/weights/$kind.safetensors"
 done
 # Each model's config, as its weights file records it (training jobs reuse them).
 python3 - "$bin" "$work" <<'EOF'
