@@ -14,7 +14,7 @@ use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
 use super::{simd, with_scratch, SendPtr, PAR_MIN_MACS, ROW_CHUNK};
-use crate::backend::{AttentionShape, BroadcastShape, ConvShape, HeadsLoss, LstmShape, PatchShape};
+use crate::backend::{AttentionShape, BroadcastShape, ConvShape, LstmShape, PatchShape};
 
 /// Output columns per task of a large product (a multiple of 16 floats, one AVX-512 register).
 const COL_BLOCK: usize = 64;
@@ -624,53 +624,4 @@ pub(super) fn broadcast_add_backward(dx: &[f32], dsrc: &mut [f32], s: BroadcastS
             dsrc[r * s.dim..(r + 1) * s.dim].iter_mut().zip(row).for_each(|(a, g)| *a += g);
         }
     }
-}
-
-/// `ln σ(s)` without overflow: `−softplus(−s)`.
-fn log_sigmoid(s: f64) -> f64 {
-    if s >= 0.0 {
-        -(-s).exp().ln_1p()
-    } else {
-        s - s.exp().ln_1p()
-    }
-}
-
-/// The per-sample loss of one set of heads and the gradients of its three
-/// head values: docs/training.md's CE + BCE (on the sigmoid, target "argmax is
-/// right", PyTorch's log clamp at −100) + Huber δ = 1.
-pub(super) fn sample_loss(
-    logits: &[f32],
-    conf_pre: f32,
-    ret: f32,
-    class: usize,
-    target: f32,
-    w: HeadsLoss,
-) -> (f64, [f32; 5]) {
-    let c = logits.len();
-    let m = logits.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)) as f64;
-    let z: f64 = logits.iter().map(|&v| (v as f64 - m).exp()).sum();
-    let lse = m + z.ln();
-    let ce = lse - logits[class] as f64;
-    // argmax: the first maximum, as torch.argmax.
-    let mut best = 0;
-    for k in 1..c {
-        if logits[k] > logits[best] {
-            best = k;
-        }
-    }
-    let right = if best == class { 1.0 } else { 0.0 };
-    let s = conf_pre as f64;
-    let bce = -(right * log_sigmoid(s).max(-100.0) + (1.0 - right) * log_sigmoid(-s).max(-100.0));
-    let d = ret as f64 - target as f64;
-    let huber = if d.abs() < 1.0 { 0.5 * d * d } else { d.abs() - 0.5 };
-    let loss = w.direction as f64 * ce + w.confidence as f64 * bce + w.ret as f64 * huber;
-    let mut g = [0f32; 5];
-    for k in 0..c.min(3) {
-        let p = (logits[k] as f64 - lse).exp();
-        g[k] = (w.direction as f64 * (p - if k == class { 1.0 } else { 0.0 })) as f32 * w.grad_scale;
-    }
-    let p = 1.0 / (1.0 + (-s).exp());
-    g[3] = (w.confidence as f64 * (p - right)) as f32 * w.grad_scale;
-    g[4] = w.ret * (d.clamp(-1.0, 1.0) as f32) * w.grad_scale;
-    (loss, g)
 }

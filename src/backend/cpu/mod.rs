@@ -589,24 +589,7 @@ impl Backend for Cpu {
         batch: usize,
         dim: usize,
     ) -> Result<()> {
-        let c = p.classes;
-        check_len("heads", "z", z.len(), batch * dim)?;
-        check_len("heads", "direction.weight", p.direction_w.len(), c * dim)?;
-        check_len("heads", "logits", out.logits.len(), batch * c)?;
-        check_len("heads", "confidence", out.confidence.len(), batch)?;
-        check_len("heads", "expected_return", out.expected_return.len(), batch)?;
-        for bi in 0..batch {
-            let zr = &z[bi * dim..(bi + 1) * dim];
-            for k in 0..c {
-                out.logits[bi * c + k] = simd::dot(zr, &p.direction_w[k * dim..(k + 1) * dim]) + p.direction_b[k];
-            }
-            let conf = simd::dot(zr, &p.confidence_w[..dim]) + p.confidence_b[0];
-            // Exact sigmoid here: one value per sample, and it is an output
-            // with the tightest tolerance (1e-5 absolute).
-            out.confidence[bi] = 1.0 / (1.0 + (-conf).exp());
-            out.expected_return[bi] = simd::dot(zr, &p.return_w[..dim]) + p.return_b[0];
-        }
-        Ok(())
+        super::ops::heads::forward_cpu(z, p, out, batch, dim)
     }
 
     fn begin_capture(&self) -> Result<bool> {

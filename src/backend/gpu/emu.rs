@@ -413,7 +413,6 @@ mod tests {
             c_size_agrees::<PatchParams>(),
             c_size_agrees::<AttentionParams>(),
             c_size_agrees::<LstmParams>(),
-            c_size_agrees::<HeadsParams>(),
             c_size_agrees::<MmaCheckParams>(),
             c_size_agrees::<Bf16<LinearParams>>(),
             c_size_agrees::<Bf16<ConvParams>>(),

@@ -71,11 +71,6 @@ pub fn lstm(batch: usize, hidden: usize) -> Result<LaunchConfig> {
     cfg([batch, 1, 1], 256, 3 * hidden * 4)
 }
 
-/// heads.cu: one block of 4 warps per sample.
-pub fn heads(batch: usize) -> Result<LaunchConfig> {
-    cfg([batch, 1, 1], 128, 0)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -110,6 +105,5 @@ mod tests {
         assert_eq!(elementwise(1).unwrap().grid, [1, 1, 1]);
         assert_eq!(elementwise(10_000_000).unwrap().grid, [1024, 1, 1]);
         assert_eq!(lstm(3, 256).unwrap().shared_bytes, 3072);
-        assert_eq!(heads(17).unwrap().grid, [17, 1, 1]);
     }
 }

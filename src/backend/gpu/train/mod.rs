@@ -2,10 +2,10 @@
 //! of the training kernels, on any device (the emulator today, cudarc's
 //! device on a GPU). Each op lives in the module of its kernel family, next
 //! to the parameter structs and launch rules of its kernels (LayerNorm's and
-//! pooling's backwards, with their forwards, AdamW and the copy/add/mul/fill/
-//! GELU map in backend/ops/):
-//! - `elementwise`: dropout masks, sums of squares, the bias and broadcast backwards, the heads' loss
-//!   (train_elementwise.cu, heads_train.cu);
+//! pooling's backwards, with their forwards, AdamW, the copy/add/mul/fill/
+//! GELU map and the heads' loss in backend/ops/):
+//! - `elementwise`: dropout masks, sums of squares, the bias and broadcast backwards
+//!   (train_elementwise.cu);
 //! - `gemm`: linear, conv1d and patch-embedding backwards (train_gemm.cu);
 //! - `layout`: transposes on the device, so re-preparing weights after an
 //!   optimizer step never goes through the host (train_layout.cu);
@@ -233,7 +233,7 @@ impl<D: Device> Train for Gpu<D> {
         batch: usize,
         dim: usize,
     ) -> Result<f64> {
-        self.heads_loss_op(z, p, out, targets, loss, grads, batch, dim)
+        crate::backend::ops::heads::loss_gpu(self, z, p, out, targets, loss, grads, batch, dim)
     }
 
     fn adamw(
