@@ -201,12 +201,7 @@ impl Train for Cpu {
         probs: &mut Vec<f32>,
         s: AttentionShape,
     ) -> Result<()> {
-        let n = s.batch * s.tokens;
-        check_len("attention_train", "qkv", qkv.len(), n * 3 * s.dim())?;
-        check_len("attention_train", "out", out.len(), n * s.dim())?;
-        check_len("attention_train", "probs", probs.len(), s.batch * s.heads * s.tokens * s.tokens)?;
-        grad::attention_train(qkv, out, probs, s);
-        Ok(())
+        crate::backend::ops::attention::train_cpu(qkv, out, probs, s)
     }
 
     fn attention_backward(
@@ -218,15 +213,7 @@ impl Train for Cpu {
         scratch: &mut Vec<f32>,
         s: AttentionShape,
     ) -> Result<()> {
-        let n = s.batch * s.tokens;
-        let pn = s.batch * s.heads * s.tokens * s.tokens;
-        check_len("attention_backward", "qkv", qkv.len(), n * 3 * s.dim())?;
-        check_len("attention_backward", "probs", probs.len(), pn)?;
-        check_len("attention_backward", "scratch", scratch.len(), pn)?;
-        check_len("attention_backward", "dout", dout.len(), n * s.dim())?;
-        check_len("attention_backward", "dqkv", dqkv.len(), n * 3 * s.dim())?;
-        grad::attention_backward(qkv, probs, dout, dqkv, &mut scratch[..pn], s);
-        Ok(())
+        crate::backend::ops::attention::backward_cpu(qkv, probs, dout, dqkv, scratch, s)
     }
 
     fn patch_embed_backward(

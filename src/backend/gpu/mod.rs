@@ -272,19 +272,7 @@ impl<D: Device> Backend for Gpu<D> {
     }
 
     fn attention(&self, qkv: &D::Mem, out: &mut D::Mem, s: AttentionShape) -> Result<()> {
-        self.check("attention", "qkv", qkv, s.batch * s.tokens * 3 * s.dim())?;
-        self.check("attention", "out", out, s.batch * s.tokens * s.dim())?;
-        let cfg = launch::attention(s.batch, s.tokens, s.heads, s.head_dim)?;
-        let p = AttentionParams {
-            qkv: self.dev.ptr(qkv),
-            out: self.dev.ptr_mut(out),
-            batch: self.int("attention", s.batch)?,
-            tokens: self.int("attention", s.tokens)?,
-            heads: self.int("attention", s.heads)?,
-            head_dim: self.int("attention", s.head_dim)?,
-        };
-        // SAFETY: sizes checked above.
-        unsafe { self.dev.launch(cfg, &p) }
+        super::ops::attention::forward_gpu(self, qkv, out, s)
     }
 
     fn patch_embed(

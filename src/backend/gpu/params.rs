@@ -72,10 +72,6 @@ params!(
     }
 );
 params!(
-    /// `kernels/attention.cu` AttentionParams
-    AttentionParams => Attention { qkv: u64, out: u64, batch: i32, tokens: i32, heads: i32, head_dim: i32 }
-);
-params!(
     /// `kernels/lstm.cu` LstmParams
     LstmParams => Lstm { gx: u64, w_hh: u64, h_seq: u64, batch: i32, steps: i32, hidden: i32 }
 );
