@@ -6,6 +6,7 @@
 use quorum::backend::gpu::compile_check::{compile_all, ptxas_stats};
 use quorum::backend::gpu::launch;
 use quorum::backend::gpu::nvrtc::{wheel_ptxas, Nvrtc};
+use quorum::backend::ops::attention;
 
 fn main() -> anyhow::Result<()> {
     let arch = std::env::args().nth(1).unwrap_or_else(|| "sm_90".into());
@@ -28,8 +29,8 @@ fn main() -> anyhow::Result<()> {
     }
     println!(
         "dynamic shared memory: attention {} B at 100 tokens x hd 32 ({} B at 49); lstm {} B at hidden 256",
-        launch::attention_shared_bytes(100, 32),
-        launch::attention_shared_bytes(49, 32),
+        attention::forward_shared_bytes(100, 32),
+        attention::forward_shared_bytes(49, 32),
         launch::lstm(1, 256)?.shared_bytes
     );
     Ok(())

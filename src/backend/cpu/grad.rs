@@ -14,7 +14,7 @@ use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
 use super::{simd, with_scratch, SendPtr, PAR_MIN_MACS, ROW_CHUNK};
-use crate::backend::{AttentionShape, BroadcastShape, ConvShape, HeadsLoss, LstmShape, PatchShape};
+use crate::backend::{BroadcastShape, ConvShape, LstmShape, PatchShape};
 
 /// Output columns per task of a large product (a multiple of 16 floats, one AVX-512 register).
 const COL_BLOCK: usize = 64;
@@ -26,7 +26,7 @@ const COL_BLOCK: usize = 64;
 /// Every `(row, col)` the strides form must lie inside the buffers the
 /// pointers come from, and `dst` must not overlap `lhs` or `rhs`.
 #[allow(clippy::too_many_arguments)]
-pub(super) unsafe fn gemm_strided(
+pub(crate) unsafe fn gemm_strided(
     m: usize,
     n: usize,
     k: usize,
@@ -187,73 +187,6 @@ pub(super) fn dropout_mask(mask: &mut [f32], p: f32, seed: u64, stream: u64) {
         rng.set_word_pos((c * CHUNK) as u128);
         for m in part.iter_mut() {
             *m = if u64::from(rng.next_u32()) < cut { 0.0 } else { keep };
-        }
-    });
-}
-
-/// Attention as the forward op computes it, keeping `P` per (sample, head)
-/// at `probs[(b·heads + h)·n²..]`.
-pub(super) fn attention_train(qkv: &[f32], out: &mut [f32], probs: &mut [f32], s: AttentionShape) {
-    let (n, d, dh) = (s.tokens, s.dim(), s.head_dim);
-    let scale = 1.0 / (dh as f32).sqrt();
-    let dst = SendPtr(out.as_mut_ptr());
-    probs[..s.batch * s.heads * n * n].par_chunks_mut(n * n).enumerate().for_each(|(pair, p)| {
-        let (b, h) = (pair / s.heads, pair % s.heads);
-        let seq = &qkv[b * n * 3 * d..(b + 1) * n * 3 * d];
-        let (q, k, v) = (seq[h * dh..].as_ptr(), seq[d + h * dh..].as_ptr(), seq[2 * d + h * dh..].as_ptr());
-        // SAFETY: views stay inside `seq` (rows < n of stride 3d, columns
-        // < dh) or this pair's n×n block; the output columns of head h of
-        // sample b are this task's alone.
-        unsafe {
-            gemm_strided(n, n, dh, p.as_mut_ptr(), n, false, q, 3 * d, 1, k, 1, 3 * d, scale);
-        }
-        for row in p.chunks_mut(n) {
-            simd::softmax_inplace(row);
-        }
-        unsafe {
-            gemm_strided(n, dh, n, dst.at(b * n * d + h * dh), d, false, p.as_ptr(), n, 1, v, 3 * d, 1, 1.0);
-        }
-    });
-}
-
-/// `scratch` holds one n×n block per (sample, head) for dP (no per-thread
-/// buffers: which thread runs which pair must not decide what allocates).
-pub(super) fn attention_backward(
-    qkv: &[f32],
-    probs: &[f32],
-    dout: &[f32],
-    dqkv: &mut [f32],
-    scratch: &mut [f32],
-    s: AttentionShape,
-) {
-    let (n, d, dh) = (s.tokens, s.dim(), s.head_dim);
-    let scale = 1.0 / (dh as f32).sqrt();
-    let dst = SendPtr(dqkv.as_mut_ptr());
-    scratch.par_chunks_mut(n * n).enumerate().for_each(|(pair, dp)| {
-        let (b, h) = (pair / s.heads, pair % s.heads);
-        let seq = &qkv[b * n * 3 * d..(b + 1) * n * 3 * d];
-        let (q, k, v) = (seq[h * dh..].as_ptr(), seq[d + h * dh..].as_ptr(), seq[2 * d + h * dh..].as_ptr());
-        let p = &probs[pair * n * n..(pair + 1) * n * n];
-        let dout = dout[b * n * d + h * dh..].as_ptr();
-        let base = b * n * 3 * d;
-        // SAFETY (every call): views stay inside `seq` (rows < n of stride
-        // 3d, columns < dh), `dout` (rows of stride d), `p` or this pair's
-        // scratch block; this task alone writes the columns of head h of sample b in dqkv.
-        unsafe {
-            // dV = Pᵀ dO.
-            gemm_strided(n, dh, n, dst.at(base + 2 * d + h * dh), 3 * d, false, p.as_ptr(), 1, n, dout, d, 1, 1.0);
-            // dP = dO Vᵀ.
-            gemm_strided(n, n, dh, dp.as_mut_ptr(), n, false, dout, d, 1, v, 1, 3 * d, 1.0);
-        }
-        // dS = P ⊙ (dP − rowsum(dP ⊙ P)), times the scale of S.
-        for (pr, dr) in p.chunks(n).zip(dp.chunks_mut(n)) {
-            let dot: f32 = pr.iter().zip(dr.iter()).map(|(a, b)| a * b).sum();
-            dr.iter_mut().zip(pr).for_each(|(g, pv)| *g = pv * (*g - dot) * scale);
-        }
-        unsafe {
-            // dQ = dS K; dK = dSᵀ Q.
-            gemm_strided(n, dh, n, dst.at(base + h * dh), 3 * d, false, dp.as_ptr(), n, 1, k, 3 * d, 1, 1.0);
-            gemm_strided(n, dh, n, dst.at(base + d + h * dh), 3 * d, false, dp.as_ptr(), 1, n, q, 3 * d, 1, 1.0);
         }
     });
 }
@@ -624,53 +557,4 @@ pub(super) fn broadcast_add_backward(dx: &[f32], dsrc: &mut [f32], s: BroadcastS
             dsrc[r * s.dim..(r + 1) * s.dim].iter_mut().zip(row).for_each(|(a, g)| *a += g);
         }
     }
-}
-
-/// `ln σ(s)` without overflow: `−softplus(−s)`.
-fn log_sigmoid(s: f64) -> f64 {
-    if s >= 0.0 {
-        -(-s).exp().ln_1p()
-    } else {
-        s - s.exp().ln_1p()
-    }
-}
-
-/// The per-sample loss of one set of heads and the gradients of its three
-/// head values: docs/training.md's CE + BCE (on the sigmoid, target "argmax is
-/// right", PyTorch's log clamp at −100) + Huber δ = 1.
-pub(super) fn sample_loss(
-    logits: &[f32],
-    conf_pre: f32,
-    ret: f32,
-    class: usize,
-    target: f32,
-    w: HeadsLoss,
-) -> (f64, [f32; 5]) {
-    let c = logits.len();
-    let m = logits.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)) as f64;
-    let z: f64 = logits.iter().map(|&v| (v as f64 - m).exp()).sum();
-    let lse = m + z.ln();
-    let ce = lse - logits[class] as f64;
-    // argmax: the first maximum, as torch.argmax.
-    let mut best = 0;
-    for k in 1..c {
-        if logits[k] > logits[best] {
-            best = k;
-        }
-    }
-    let right = if best == class { 1.0 } else { 0.0 };
-    let s = conf_pre as f64;
-    let bce = -(right * log_sigmoid(s).max(-100.0) + (1.0 - right) * log_sigmoid(-s).max(-100.0));
-    let d = ret as f64 - target as f64;
-    let huber = if d.abs() < 1.0 { 0.5 * d * d } else { d.abs() - 0.5 };
-    let loss = w.direction as f64 * ce + w.confidence as f64 * bce + w.ret as f64 * huber;
-    let mut g = [0f32; 5];
-    for k in 0..c.min(3) {
-        let p = (logits[k] as f64 - lse).exp();
-        g[k] = (w.direction as f64 * (p - if k == class { 1.0 } else { 0.0 })) as f32 * w.grad_scale;
-    }
-    let p = 1.0 / (1.0 + (-s).exp());
-    g[3] = (w.confidence as f64 * (p - right)) as f32 * w.grad_scale;
-    g[4] = w.ret * (d.clamp(-1.0, 1.0) as f32) * w.grad_scale;
-    (loss, g)
 }

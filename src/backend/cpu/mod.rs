@@ -9,7 +9,6 @@
 //! thread-local vectors that grow to the largest size seen and are reused:
 //! after the first forward at a given batch size, nothing allocates.
 
-mod attention;
 mod bf16;
 mod conv;
 mod grad;
@@ -18,6 +17,8 @@ mod pair;
 pub mod simd;
 mod small_gemm;
 mod train;
+
+pub(crate) use grad::gemm_strided;
 
 use std::cell::RefCell;
 use std::ops::Range;
@@ -451,10 +452,7 @@ impl Backend for Cpu {
     }
 
     fn attention(&self, qkv: &Vec<f32>, out: &mut Vec<f32>, s: AttentionShape) -> Result<()> {
-        check_len("attention", "qkv", qkv.len(), s.batch * s.tokens * 3 * s.dim())?;
-        check_len("attention", "out", out.len(), s.batch * s.tokens * s.dim())?;
-        attention::forward(&qkv[..s.batch * s.tokens * 3 * s.dim()], &mut out[..s.batch * s.tokens * s.dim()], s);
-        Ok(())
+        super::ops::attention::forward_cpu(qkv, out, s)
     }
 
     fn patch_embed(
@@ -589,24 +587,7 @@ impl Backend for Cpu {
         batch: usize,
         dim: usize,
     ) -> Result<()> {
-        let c = p.classes;
-        check_len("heads", "z", z.len(), batch * dim)?;
-        check_len("heads", "direction.weight", p.direction_w.len(), c * dim)?;
-        check_len("heads", "logits", out.logits.len(), batch * c)?;
-        check_len("heads", "confidence", out.confidence.len(), batch)?;
-        check_len("heads", "expected_return", out.expected_return.len(), batch)?;
-        for bi in 0..batch {
-            let zr = &z[bi * dim..(bi + 1) * dim];
-            for k in 0..c {
-                out.logits[bi * c + k] = simd::dot(zr, &p.direction_w[k * dim..(k + 1) * dim]) + p.direction_b[k];
-            }
-            let conf = simd::dot(zr, &p.confidence_w[..dim]) + p.confidence_b[0];
-            // Exact sigmoid here: one value per sample, and it is an output
-            // with the tightest tolerance (1e-5 absolute).
-            out.confidence[bi] = 1.0 / (1.0 + (-conf).exp());
-            out.expected_return[bi] = simd::dot(zr, &p.return_w[..dim]) + p.return_b[0];
-        }
-        Ok(())
+        super::ops::heads::forward_cpu(z, p, out, batch, dim)
     }
 
     fn begin_capture(&self) -> Result<bool> {
@@ -676,40 +657,6 @@ mod tests {
                         }
                         let got = y[(s * len + t) * c_out + o];
                         assert!((got - want).abs() < 1e-4 * (1.0 + want.abs()), "({s},{t},{o}): {got} vs {want}");
-                    }
-                }
-            }
-        }
-    }
-
-    #[test]
-    fn attention_matches_naive_at_awkward_sizes() {
-        let be = Cpu::new();
-        for &(batch, tokens, heads, head_dim) in &[(1, 49, 8, 32), (3, 100, 4, 32), (2, 7, 3, 5)] {
-            let s = AttentionShape { batch, tokens, heads, head_dim };
-            let d = s.dim();
-            let qkv = data(batch * tokens * 3 * d, 5.0);
-            let mut out = vec![f32::NAN; batch * tokens * d];
-            be.attention(&qkv, &mut out, s).unwrap();
-            let at = |b: usize, t: usize, part: usize, h: usize, e: usize| {
-                qkv[(b * tokens + t) * 3 * d + part * d + h * head_dim + e]
-            };
-            for b in 0..batch {
-                for h in 0..heads {
-                    for i in 0..tokens {
-                        let sc: Vec<f64> = (0..tokens)
-                            .map(|j| {
-                                (0..head_dim).map(|e| at(b, i, 0, h, e) as f64 * at(b, j, 1, h, e) as f64).sum::<f64>()
-                                    / (head_dim as f64).sqrt()
-                            })
-                            .collect();
-                        let m = sc.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-                        let z: f64 = sc.iter().map(|v| (v - m).exp()).sum();
-                        for e in 0..head_dim {
-                            let want: f64 = (0..tokens).map(|j| (sc[j] - m).exp() / z * at(b, j, 2, h, e) as f64).sum();
-                            let got = out[(b * tokens + i) * d + h * head_dim + e] as f64;
-                            assert!((got - want).abs() < 1e-5, "{s:?} b{b} h{h} i{i} e{e}: {got} vs {want}");
-                        }
                     }
                 }
             }

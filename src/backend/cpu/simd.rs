@@ -136,46 +136,6 @@ pub fn bias_act_row(y: &mut [f32], b: &[f32], apply_gelu: bool) {
     }
 }
 
-/// In-place softmax of `s`, returning nothing; max-subtracted for stability.
-#[multiversion(targets("x86_64+avx512f+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
-pub fn softmax_inplace(s: &mut [f32]) {
-    // Lane-wise maxima and a padded last block: a scalar max and a scalar
-    // tail of exps (4 of a 100-token row) cost as much as the vector body.
-    let mut lanes = [f32::NEG_INFINITY; LANES];
-    let mut chunks = s.chunks_exact(LANES);
-    for c in &mut chunks {
-        for i in 0..LANES {
-            lanes[i] = lanes[i].max(c[i]);
-        }
-    }
-    let mut m = chunks.remainder().iter().fold(f32::NEG_INFINITY, |a, &v| a.max(v));
-    for v in lanes {
-        m = m.max(v);
-    }
-    let mut acc = [0f32; LANES];
-    let mut chunks = s.chunks_exact_mut(LANES);
-    for c in &mut chunks {
-        for i in 0..LANES {
-            c[i] = exp(c[i] - m);
-            acc[i] += c[i];
-        }
-    }
-    let rest = chunks.into_remainder();
-    // exp(−∞ − m) is 0 (below exp's range): padding adds nothing.
-    let mut tail = [f32::NEG_INFINITY; LANES];
-    tail[..rest.len()].copy_from_slice(rest);
-    for i in 0..LANES {
-        tail[i] = exp(tail[i] - m);
-        acc[i] += tail[i];
-    }
-    rest.copy_from_slice(&tail[..rest.len()]);
-    let total = acc.iter().sum::<f32>();
-    let inv = 1.0 / total;
-    for v in s.iter_mut() {
-        *v *= inv;
-    }
-}
-
 /// y[j] += Σ_k w[j, k]·x[k] for a row-major `w (y.len(), x.len())`.
 ///
 /// The LSTM's batch-1 recurrence is this product over `W_hh` at every step,
@@ -343,10 +303,5 @@ mod tests {
         let b: Vec<f32> = (0..37).map(|i| (i % 5) as f32 - 2.0).collect();
         let want: f32 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
         assert_eq!(dot(&a, &b), want);
-        let mut s = vec![1.0, 2.0, 3.0, -1.0e30, 0.5];
-        softmax_inplace(&mut s);
-        assert!((s.iter().sum::<f32>() - 1.0).abs() < 1e-6);
-        assert_eq!(s[3], 0.0);
-        assert!(s[2] > s[1] && s[1] > s[0] && s[0] > s[4]);
     }
 }

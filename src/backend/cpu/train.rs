@@ -8,11 +8,11 @@
 
 use rayon::prelude::*;
 
-use super::{check_len, grad, simd, Cpu, ELEM_CHUNK};
+use super::{check_len, grad, Cpu, ELEM_CHUNK};
 use crate::backend::ops::elementwise::{map_cpu, Map};
 use crate::backend::{
-    AdamWStep, AttentionShape, Backend, BroadcastShape, ConvShape, HeadsGrads, HeadsLoss, HeadsOut, HeadsRef,
-    HeadsTargets, LinearShape, LstmShape, PatchShape, Pool, Train,
+    AdamWStep, AttentionShape, BroadcastShape, ConvShape, HeadsGrads, HeadsLoss, HeadsOut, HeadsRef, HeadsTargets,
+    LinearShape, LstmShape, PatchShape, Pool, Train,
 };
 use crate::error::{Error, Result};
 
@@ -201,12 +201,7 @@ impl Train for Cpu {
         probs: &mut Vec<f32>,
         s: AttentionShape,
     ) -> Result<()> {
-        let n = s.batch * s.tokens;
-        check_len("attention_train", "qkv", qkv.len(), n * 3 * s.dim())?;
-        check_len("attention_train", "out", out.len(), n * s.dim())?;
-        check_len("attention_train", "probs", probs.len(), s.batch * s.heads * s.tokens * s.tokens)?;
-        grad::attention_train(qkv, out, probs, s);
-        Ok(())
+        crate::backend::ops::attention::train_cpu(qkv, out, probs, s)
     }
 
     fn attention_backward(
@@ -218,15 +213,7 @@ impl Train for Cpu {
         scratch: &mut Vec<f32>,
         s: AttentionShape,
     ) -> Result<()> {
-        let n = s.batch * s.tokens;
-        let pn = s.batch * s.heads * s.tokens * s.tokens;
-        check_len("attention_backward", "qkv", qkv.len(), n * 3 * s.dim())?;
-        check_len("attention_backward", "probs", probs.len(), pn)?;
-        check_len("attention_backward", "scratch", scratch.len(), pn)?;
-        check_len("attention_backward", "dout", dout.len(), n * s.dim())?;
-        check_len("attention_backward", "dqkv", dqkv.len(), n * 3 * s.dim())?;
-        grad::attention_backward(qkv, probs, dout, dqkv, &mut scratch[..pn], s);
-        Ok(())
+        crate::backend::ops::attention::backward_cpu(qkv, probs, dout, dqkv, scratch, s)
     }
 
     fn patch_embed_backward(
@@ -362,55 +349,7 @@ impl Train for Cpu {
         batch: usize,
         dim: usize,
     ) -> Result<f64> {
-        let c = p.classes;
-        if c != 3 {
-            return Err(Error::Backend { backend: "cpu".into(), reason: format!("heads_loss: {c} classes, needs 3") });
-        }
-        check_len("heads_loss", "class", targets.class.len(), batch)?;
-        check_len("heads_loss", "ret", targets.ret.len(), batch)?;
-        let (logits_buf, conf_buf, ret_buf) = (out.logits, out.confidence, out.expected_return);
-        self.heads(
-            z,
-            HeadsRef { ..p },
-            HeadsOut { logits: &mut *logits_buf, confidence: &mut *conf_buf, expected_return: &mut *ret_buf },
-            batch,
-            dim,
-        )?;
-        let mut grads = grads;
-        if let Some((g, dz)) = &grads {
-            check_len("heads_loss", "dz", dz.len(), batch * dim)?;
-            check_len("heads_loss", "direction.weight grad", g.direction_w.len(), c * dim)?;
-            check_len("heads_loss", "confidence.weight grad", g.confidence_w.len(), dim)?;
-            check_len("heads_loss", "expected_return.weight grad", g.return_w.len(), dim)?;
-        }
-        let mut total = 0f64;
-        for bi in 0..batch {
-            let zr = &z[bi * dim..(bi + 1) * dim];
-            let class = targets.class[bi];
-            if !(class == 0.0 || class == 1.0 || class == 2.0) {
-                return Err(Error::input("targets.class", format!("sample {bi}: class {class} is not 0, 1 or 2")));
-            }
-            // The confidence head's pre-sigmoid value, recomputed exactly.
-            let conf_pre = simd::dot(zr, &p.confidence_w[..dim]) + p.confidence_b[0];
-            let logits = &logits_buf[bi * c..(bi + 1) * c];
-            let (l, g) = grad::sample_loss(logits, conf_pre, ret_buf[bi], class as usize, targets.ret[bi], loss);
-            total += l;
-            if let Some((hg, dz)) = grads.as_mut() {
-                let dzr = &mut dz[bi * dim..(bi + 1) * dim];
-                for (k, &gk) in g[..c].iter().enumerate() {
-                    simd::axpy(gk, zr, &mut hg.direction_w[k * dim..(k + 1) * dim]);
-                    hg.direction_b[k] += gk;
-                    simd::axpy(gk, &p.direction_w[k * dim..(k + 1) * dim], dzr);
-                }
-                simd::axpy(g[3], zr, &mut hg.confidence_w[..dim]);
-                hg.confidence_b[0] += g[3];
-                simd::axpy(g[3], &p.confidence_w[..dim], dzr);
-                simd::axpy(g[4], zr, &mut hg.return_w[..dim]);
-                hg.return_b[0] += g[4];
-                simd::axpy(g[4], &p.return_w[..dim], dzr);
-            }
-        }
-        Ok(total)
+        crate::backend::ops::heads::loss_cpu(z, p, out, targets, loss, grads, batch, dim)
     }
 }
 

@@ -9,10 +9,6 @@ use crate::error::{Error, Result};
 /// Threads per block of the GEMM tile (gemm.cu GEMM_THREADS) and its tile size.
 pub const GEMM_THREADS: u32 = 256;
 pub const GEMM_TILE: usize = 64;
-/// attention.cu: 4 warps, 16 queries per block, head dim at most 64.
-pub const ATT_THREADS: u32 = 128;
-pub const ATT_QUERIES_PER_BLOCK: usize = 16;
-pub const ATT_MAX_HEAD_DIM: usize = 64;
 /// Shared memory a block may use without opting in (every arch since sm_20).
 pub const DEFAULT_SHARED_LIMIT: usize = 48 * 1024;
 /// CUDA's limit on grid.y and grid.z.
@@ -53,27 +49,9 @@ pub fn gemm_mma(rows: usize, n: usize, branches: usize) -> Result<LaunchConfig> 
     cfg([n.div_ceil(32), rows.div_ceil(64), branches], 128, 0)
 }
 
-/// attention.cu's dynamic shared memory: K padded to hd + 1, V, one query per warp.
-pub fn attention_shared_bytes(tokens: usize, head_dim: usize) -> usize {
-    4 * (tokens * (head_dim + 1) + tokens * head_dim + (ATT_THREADS as usize / 32) * head_dim)
-}
-
-/// attention.cu: one block per (query tile, head, sample).
-pub fn attention(batch: usize, tokens: usize, heads: usize, head_dim: usize) -> Result<LaunchConfig> {
-    if head_dim == 0 || head_dim > ATT_MAX_HEAD_DIM {
-        return Err(err(format!("attention: head dim {head_dim} outside 1..={ATT_MAX_HEAD_DIM}")));
-    }
-    cfg([tokens.div_ceil(ATT_QUERIES_PER_BLOCK), heads, batch], ATT_THREADS, attention_shared_bytes(tokens, head_dim))
-}
-
 /// lstm.cu: one persistent block per sample; h (double-buffered) and c in shared memory.
 pub fn lstm(batch: usize, hidden: usize) -> Result<LaunchConfig> {
     cfg([batch, 1, 1], 256, 3 * hidden * 4)
-}
-
-/// heads.cu: one block of 4 warps per sample.
-pub fn heads(batch: usize) -> Result<LaunchConfig> {
-    cfg([batch, 1, 1], 128, 0)
 }
 
 #[cfg(test)]
@@ -95,21 +73,9 @@ mod tests {
     }
 
     #[test]
-    fn attention_fits_default_shared_memory_at_model_sizes() {
-        // TLOB: 100 tokens, head dim 32: 26.5 KiB.
-        let c = attention(17, 100, 4, 32).unwrap();
-        assert_eq!(c.grid, [7, 4, 17]);
-        assert_eq!(c.shared_bytes as usize, 4 * (100 * 33 + 100 * 32 + 4 * 32));
-        assert_eq!(attention(1, 49, 8, 32).unwrap().grid, [4, 8, 1]);
-        assert!(attention(1, 49, 1, 65).is_err());
-        assert!(attention(1, 400, 1, 32).is_err(), "K/V of 400 tokens exceed 48 KiB");
-    }
-
-    #[test]
     fn small_kernels() {
         assert_eq!(elementwise(1).unwrap().grid, [1, 1, 1]);
         assert_eq!(elementwise(10_000_000).unwrap().grid, [1024, 1, 1]);
         assert_eq!(lstm(3, 256).unwrap().shared_bytes, 3072);
-        assert_eq!(heads(17).unwrap().grid, [17, 1, 1]);
     }
 }

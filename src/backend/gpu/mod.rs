@@ -5,8 +5,8 @@
 //! Each op checks its buffers' sizes, builds the kernel's parameter struct
 //! (params.rs), picks the launch configuration (launch.rs) and launches; an
 //! op moved to its own module (backend/ops/, e.g. `layernorm`) does the same
-//! there, with `Gpu::check`, `Gpu::int`, `Gpu::err` and `launch_nonempty`
-//! from here.
+//! there, with `Gpu::check`, `Gpu::int`, `Gpu::err`, `Gpu::with_scratch`,
+//! `launch_nonempty` and `f64_from_words` from here.
 //! Weights of matrix products are prepared as `(n_in, n_out)` row-major, the
 //! layout the GEMM tile (gemm.cu) reads with coalesced loads.
 
@@ -103,29 +103,6 @@ impl<D: Device> Gpu<D> {
         Ok(())
     }
 
-    /// The heads' inputs, parameters and outputs (`heads`, and the training `heads_loss`).
-    fn check_heads(
-        &self,
-        op: &str,
-        z: &D::Mem,
-        p: &HeadsRef<'_, Self>,
-        out: &HeadsOut<'_, Self>,
-        batch: usize,
-        dim: usize,
-    ) -> Result<()> {
-        let c = p.classes;
-        self.check(op, "z", z, batch * dim)?;
-        self.check(op, "direction.weight", p.direction_w, c * dim)?;
-        self.check(op, "direction.bias", p.direction_b, c)?;
-        self.check(op, "confidence.weight", p.confidence_w, dim)?;
-        self.check(op, "confidence.bias", p.confidence_b, 1)?;
-        self.check(op, "expected_return.weight", p.return_w, dim)?;
-        self.check(op, "expected_return.bias", p.return_b, 1)?;
-        self.check(op, "logits", out.logits, batch * c)?;
-        self.check(op, "confidence", out.confidence, batch)?;
-        self.check(op, "expected_return", out.expected_return, batch)
-    }
-
     /// A backend error naming this device.
     pub(crate) fn err(&self, reason: String) -> Error {
         Error::Backend { backend: self.dev.name().into(), reason }
@@ -173,6 +150,13 @@ pub(crate) fn launch_nonempty<D: Device, P: KernelParams>(gpu: &Gpu<D>, cfg: Lau
     }
     // SAFETY: every caller checked the buffers of `p` against its shape.
     unsafe { gpu.dev.launch(cfg, p) }
+}
+
+/// The f64 whose bits two f32 slots hold (low word first), as the kernels
+/// write an f64 they hand back to the host (the sum of squares' partials,
+/// the heads' loss).
+pub(crate) fn f64_from_words(lo: f32, hi: f32) -> f64 {
+    f64::from_bits(u64::from(lo.to_bits()) | u64::from(hi.to_bits()) << 32)
 }
 
 impl<D: Device> Backend for Gpu<D> {
@@ -288,19 +272,7 @@ impl<D: Device> Backend for Gpu<D> {
     }
 
     fn attention(&self, qkv: &D::Mem, out: &mut D::Mem, s: AttentionShape) -> Result<()> {
-        self.check("attention", "qkv", qkv, s.batch * s.tokens * 3 * s.dim())?;
-        self.check("attention", "out", out, s.batch * s.tokens * s.dim())?;
-        let cfg = launch::attention(s.batch, s.tokens, s.heads, s.head_dim)?;
-        let p = AttentionParams {
-            qkv: self.dev.ptr(qkv),
-            out: self.dev.ptr_mut(out),
-            batch: self.int("attention", s.batch)?,
-            tokens: self.int("attention", s.tokens)?,
-            heads: self.int("attention", s.heads)?,
-            head_dim: self.int("attention", s.head_dim)?,
-        };
-        // SAFETY: sizes checked above.
-        unsafe { self.dev.launch(cfg, &p) }
+        super::ops::attention::forward_gpu(self, qkv, out, s)
     }
 
     fn patch_embed(
@@ -451,24 +423,7 @@ impl<D: Device> Backend for Gpu<D> {
         batch: usize,
         dim: usize,
     ) -> Result<()> {
-        self.check_heads("heads", z, &p, &out, batch, dim)?;
-        let prm = HeadsParams {
-            z: self.dev.ptr(z),
-            dir_w: self.dev.ptr(p.direction_w),
-            dir_b: self.dev.ptr(p.direction_b),
-            conf_w: self.dev.ptr(p.confidence_w),
-            conf_b: self.dev.ptr(p.confidence_b),
-            ret_w: self.dev.ptr(p.return_w),
-            ret_b: self.dev.ptr(p.return_b),
-            logits: self.dev.ptr_mut(out.logits),
-            confidence: self.dev.ptr_mut(out.confidence),
-            expected_return: self.dev.ptr_mut(out.expected_return),
-            batch: self.int("heads", batch)?,
-            dim: self.int("heads", dim)?,
-            classes: self.int("heads", p.classes)?,
-        };
-        // SAFETY: sizes checked above.
-        unsafe { self.dev.launch(launch::heads(batch)?, &prm) }
+        super::ops::heads::forward_gpu(self, z, p, out, batch, dim)
     }
 
     fn begin_capture(&self) -> Result<bool> {
@@ -482,5 +437,18 @@ impl<D: Device> Backend for Gpu<D> {
 
     fn replay(&self, graph: &D::Graph) -> Result<()> {
         self.dev.replay(graph)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn f64_words_round_trip() {
+        for v in [0.0, 1.5, -3.25e-300, f64::MAX, 123_456.789] {
+            let b = f64::to_bits(v);
+            assert_eq!(f64_from_words(f32::from_bits(b as u32), f32::from_bits((b >> 32) as u32)), v);
+        }
     }
 }

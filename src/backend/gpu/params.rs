@@ -72,19 +72,8 @@ params!(
     }
 );
 params!(
-    /// `kernels/attention.cu` AttentionParams
-    AttentionParams => Attention { qkv: u64, out: u64, batch: i32, tokens: i32, heads: i32, head_dim: i32 }
-);
-params!(
     /// `kernels/lstm.cu` LstmParams
     LstmParams => Lstm { gx: u64, w_hh: u64, h_seq: u64, batch: i32, steps: i32, hidden: i32 }
-);
-params!(
-    /// `kernels/heads.cu` HeadsParams
-    HeadsParams => Heads {
-        z: u64, dir_w: u64, dir_b: u64, conf_w: u64, conf_b: u64, ret_w: u64, ret_b: u64,
-        logits: u64, confidence: u64, expected_return: u64, batch: i32, dim: i32, classes: i32,
-    }
 );
 
 params!(
@@ -135,7 +124,6 @@ mod tests {
         assert_eq!(std::mem::size_of::<LinearParams>(), 48);
         assert_eq!(std::mem::size_of::<ConvBranch>(), 24);
         assert_eq!(std::mem::size_of::<ConvParams>(), 16 + 4 * 24 + 7 * 4 + 4);
-        assert_eq!(std::mem::size_of::<HeadsParams>(), 10 * 8 + 3 * 4 + 4);
         assert_eq!(std::mem::size_of::<PatchParams>(), 6 * 8 + 8 * 4);
     }
 }

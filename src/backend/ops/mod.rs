@@ -18,11 +18,13 @@
 //! signature; `impl Backend for Cpu`, `impl Backend for Gpu<D>` and their
 //! `Train` impls delegate to the op module in one line each.
 //!
-//! Ops moved here so far: `layernorm`, `pool`, `adamw`, `elementwise`. The others still live in
-//! `cpu/` and `gpu/` (#16).
+//! Ops moved here so far: `layernorm`, `pool`, `adamw`, `elementwise`, `heads`, `attention`. The
+//! others still live in `cpu/` and `gpu/` (#16).
 
 pub mod adamw;
+pub mod attention;
 pub mod elementwise;
+pub mod heads;
 pub mod layernorm;
 pub mod pool;
 #[cfg(test)]
@@ -37,6 +39,8 @@ pub(crate) fn parameter_structs_checked() -> Vec<crate::backend::gpu::Kernel> {
         pool::parameter_structs_checked(),
         adamw::parameter_structs_checked(),
         elementwise::parameter_structs_checked(),
+        heads::parameter_structs_checked(),
+        attention::parameter_structs_checked(),
     ]
     .concat()
 }

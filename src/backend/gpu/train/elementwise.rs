@@ -1,10 +1,9 @@
 //! Training ops over flat buffers: dropout masks, sums of squares, the bias
-//! and broadcast backwards, and the heads' loss (kernels/train_elementwise.cu,
-//! kernels/heads_train.cu).
+//! and broadcast backwards (kernels/train_elementwise.cu).
 //!
-//! What comes back to the host (the sum of squares' per-block partials, the
-//! heads' loss) goes through the backend's scratch buffer; the bias backward
-//! keeps its per-chunk partials there between its two launches.
+//! What comes back to the host (the sum of squares' per-block partials) goes
+//! through the backend's scratch buffer; the bias backward keeps its
+//! per-chunk partials there between its two launches.
 
 use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -12,9 +11,9 @@ use rand_chacha::ChaCha8Rng;
 use crate::backend::gpu::device::LaunchConfig;
 use crate::backend::gpu::launch::{self, cfg};
 use crate::backend::gpu::params::{params, KernelParams};
-use crate::backend::gpu::{Device, Gpu};
-use crate::backend::{BroadcastShape, HeadsGrads, HeadsLoss, HeadsOut, HeadsRef, HeadsTargets};
-use crate::error::{Error, Result};
+use crate::backend::gpu::{f64_from_words, Device, Gpu};
+use crate::backend::BroadcastShape;
+use crate::error::Result;
 
 params!(
     /// `kernels/train_elementwise.cu` DropoutParams: ChaCha8 `key` words, stream id, drop threshold.
@@ -36,21 +35,6 @@ params!(
     /// `kernels/train_elementwise.cu` BroadcastBackwardParams
     BroadcastBackwardParams => BroadcastAddBackward { dx: u64, dsrc: u64, outer: i32, inner: i32, dim: i32, per_outer: i32 }
 );
-params!(
-    /// `kernels/heads_train.cu` HeadsLossParams; `dz` 0 for the loss alone.
-    HeadsLossParams => HeadsLoss {
-        z: u64, dir_w: u64, dir_b: u64, conf_w: u64, conf_b: u64, ret_w: u64, ret_b: u64,
-        logits: u64, confidence: u64, expected_return: u64, target_class: u64, target_ret: u64, dz: u64, scratch: u64,
-        batch: i32, dim: i32, classes: i32, w_direction: f32, w_confidence: f32, w_ret: f32, grad_scale: f32,
-    }
-);
-params!(
-    /// `kernels/heads_train.cu` HeadsParamGradsParams; `grads` 0: only the loss sum.
-    HeadsParamGradsParams => HeadsParamGrads {
-        z: u64, scratch: u64, dir_w: u64, dir_b: u64, conf_w: u64, conf_b: u64, ret_w: u64, ret_b: u64,
-        batch: i32, dim: i32, grads: i32, _pad: i32,
-    }
-);
 
 /// train_elementwise.cu DROPOUT_THREADS and the mask values one block
 /// covers per pass (16 ChaCha words per thread).
@@ -65,12 +49,6 @@ const SUMSQ_PER_BLOCK: usize = 8 * SUMSQ_THREADS as usize;
 /// ROW_CHUNK), so both sum in the same order and agree bit for bit.
 const BIAS_ROW_CHUNK: usize = 64;
 const BIAS_THREADS: u32 = 256;
-/// heads_train.cu: the class count, the scratch header and per-sample record
-/// (32-bit words), threads per sample.
-const HEADS_CLASSES: usize = 3;
-const HEADS_HEADER: usize = 4;
-const HEADS_RECORD: usize = 8;
-const HEADS_THREADS: u32 = 128;
 
 /// quorum_dropout_mask: one 256-thread block per 4096 values per pass.
 fn dropout(n: usize) -> Result<LaunchConfig> {
@@ -85,16 +63,6 @@ fn sum_squares_blocks(n: usize) -> usize {
 /// quorum_bias_partials: a thread per (column, chunk of rows).
 fn bias_partials(n: usize, chunks: usize) -> Result<LaunchConfig> {
     cfg([n.div_ceil(BIAS_THREADS as usize).max(1), chunks.max(1), 1], BIAS_THREADS, 0)
-}
-
-/// quorum_heads_loss: one block of 4 warps per sample.
-fn heads_loss(batch: usize) -> Result<LaunchConfig> {
-    cfg([batch, 1, 1], HEADS_THREADS, 0)
-}
-
-/// The f64 whose bits two f32 slots hold (low word first), as the kernels write them.
-fn f64_from_words(lo: f32, hi: f32) -> f64 {
-    f64::from_bits(u64::from(lo.to_bits()) | u64::from(hi.to_bits()) << 32)
 }
 
 impl<D: Device> Gpu<D> {
@@ -182,99 +150,6 @@ impl<D: Device> Gpu<D> {
         // SAFETY: sizes checked above.
         unsafe { self.dev.launch(launch::elementwise(src_rows * s.dim)?, &p) }
     }
-
-    /// Per-sample losses and head-value gradients into the scratch (one
-    /// block per sample, which also adds its dz row), then the parameter
-    /// gradients (a thread per element over the samples in order) and the
-    /// loss summed in sample order (f64) on the device; the host reads the
-    /// sum and whether a class target was invalid.
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn heads_loss_op(
-        &self,
-        z: &D::Mem,
-        p: HeadsRef<'_, Self>,
-        out: HeadsOut<'_, Self>,
-        targets: HeadsTargets<'_, Self>,
-        loss: HeadsLoss,
-        grads: Option<(HeadsGrads<'_, Self>, &mut D::Mem)>,
-        batch: usize,
-        dim: usize,
-    ) -> Result<f64> {
-        let (op, c) = ("heads_loss", p.classes);
-        if c != HEADS_CLASSES {
-            return Err(self.err(format!("{op}: {c} classes, needs {HEADS_CLASSES}")));
-        }
-        self.check_heads(op, z, &p, &out, batch, dim)?;
-        self.check(op, "class", targets.class, batch)?;
-        self.check(op, "ret", targets.ret, batch)?;
-        if let Some((g, dz)) = &grads {
-            self.check(op, "dz", dz, batch * dim)?;
-            self.check(op, "direction.weight grad", g.direction_w, c * dim)?;
-            self.check(op, "direction.bias grad", g.direction_b, c)?;
-            self.check(op, "confidence.weight grad", g.confidence_w, dim)?;
-            self.check(op, "confidence.bias grad", g.confidence_b, 1)?;
-            self.check(op, "expected_return.weight grad", g.return_w, dim)?;
-            self.check(op, "expected_return.bias grad", g.return_b, 1)?;
-        }
-        let (batch_i, dim_i) = (self.int(op, batch)?, self.int(op, dim)?);
-        let elems = if grads.is_some() { self.int(op, 5 * dim + 5)? as usize } else { 0 };
-        let mut header = [0f32; HEADS_HEADER];
-        self.with_scratch(HEADS_HEADER + HEADS_RECORD * batch, |scratch| {
-            let scratch_ptr = self.dev.ptr_mut(scratch);
-            let mut pg = HeadsParamGradsParams {
-                z: self.dev.ptr(z),
-                scratch: scratch_ptr,
-                batch: batch_i,
-                dim: dim_i,
-                ..Default::default()
-            };
-            let mut dz_ptr = 0;
-            if let Some((g, dz)) = grads {
-                dz_ptr = self.dev.ptr_mut(dz);
-                pg.dir_w = self.dev.ptr_mut(g.direction_w);
-                pg.dir_b = self.dev.ptr_mut(g.direction_b);
-                pg.conf_w = self.dev.ptr_mut(g.confidence_w);
-                pg.conf_b = self.dev.ptr_mut(g.confidence_b);
-                pg.ret_w = self.dev.ptr_mut(g.return_w);
-                pg.ret_b = self.dev.ptr_mut(g.return_b);
-                pg.grads = 1;
-            }
-            let pl = HeadsLossParams {
-                z: self.dev.ptr(z),
-                dir_w: self.dev.ptr(p.direction_w),
-                dir_b: self.dev.ptr(p.direction_b),
-                conf_w: self.dev.ptr(p.confidence_w),
-                conf_b: self.dev.ptr(p.confidence_b),
-                ret_w: self.dev.ptr(p.return_w),
-                ret_b: self.dev.ptr(p.return_b),
-                logits: self.dev.ptr_mut(out.logits),
-                confidence: self.dev.ptr_mut(out.confidence),
-                expected_return: self.dev.ptr_mut(out.expected_return),
-                target_class: self.dev.ptr(targets.class),
-                target_ret: self.dev.ptr(targets.ret),
-                dz: dz_ptr,
-                scratch: scratch_ptr,
-                batch: batch_i,
-                dim: dim_i,
-                classes: HEADS_CLASSES as i32,
-                w_direction: loss.direction,
-                w_confidence: loss.confidence,
-                w_ret: loss.ret,
-                grad_scale: loss.grad_scale,
-            };
-            // SAFETY: every buffer checked above; the scratch holds the header and a record per sample.
-            unsafe {
-                self.dev.launch(heads_loss(batch)?, &pl)?;
-                self.dev.launch(launch::elementwise(elems + 1)?, &pg)?;
-            }
-            self.dev.read(scratch, &mut header)
-        })?;
-        let bad = header[2].to_bits();
-        if bad != 0 {
-            return Err(Error::input("targets.class", format!("sample {}: class is not 0, 1 or 2", bad - 1)));
-        }
-        Ok(f64_from_words(header[0], header[1]))
-    }
 }
 
 /// This module's parameter structs, each checked against its C size.
@@ -287,8 +162,6 @@ pub(super) fn parameter_structs_checked() -> Vec<crate::backend::gpu::Kernel> {
         c_size_agrees::<BiasPartialsParams>(),
         c_size_agrees::<BiasFinishParams>(),
         c_size_agrees::<BroadcastBackwardParams>(),
-        c_size_agrees::<HeadsLossParams>(),
-        c_size_agrees::<HeadsParamGradsParams>(),
     ]
 }
 
@@ -299,7 +172,6 @@ mod tests {
     #[test]
     fn parameter_structs_have_the_documented_sizes() {
         assert_eq!(std::mem::size_of::<DropoutParams>(), 3 * 8 + 8 * 4 + 2 * 4);
-        assert_eq!(std::mem::size_of::<HeadsLossParams>(), 14 * 8 + 7 * 4 + 4);
     }
 
     #[test]
@@ -312,14 +184,5 @@ mod tests {
         assert_eq!(sum_squares_blocks(1 << 30), SUMSQ_MAX_BLOCKS);
         assert_eq!(bias_partials(300, 27).unwrap().grid, [2, 27, 1]);
         assert!(bias_partials(8, 70_000).is_err(), "grid.y above 65535");
-        assert_eq!(heads_loss(17).unwrap().grid, [17, 1, 1]);
-    }
-
-    #[test]
-    fn f64_words_round_trip() {
-        for v in [0.0, 1.5, -3.25e-300, f64::MAX, 123_456.789] {
-            let b = f64::to_bits(v);
-            assert_eq!(f64_from_words(f32::from_bits(b as u32), f32::from_bits((b >> 32) as u32)), v);
-        }
     }
 }

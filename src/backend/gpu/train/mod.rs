@@ -2,15 +2,14 @@
 //! of the training kernels, on any device (the emulator today, cudarc's
 //! device on a GPU). Each op lives in the module of its kernel family, next
 //! to the parameter structs and launch rules of its kernels (LayerNorm's and
-//! pooling's backwards, with their forwards, AdamW and the copy/add/mul/fill/
-//! GELU map in backend/ops/):
-//! - `elementwise`: dropout masks, sums of squares, the bias and broadcast backwards, the heads' loss
-//!   (train_elementwise.cu, heads_train.cu);
+//! pooling's backwards, with their forwards, AdamW, the copy/add/mul/fill/
+//! GELU map, the heads' loss and attention's training passes in backend/ops/):
+//! - `elementwise`: dropout masks, sums of squares, the bias and broadcast backwards
+//!   (train_elementwise.cu);
 //! - `gemm`: linear, conv1d and patch-embedding backwards (train_gemm.cu);
 //! - `layout`: transposes on the device, so re-preparing weights after an
 //!   optimizer step never goes through the host (train_layout.cu);
-//! - `seq`: attention and the LSTM, training forward and backward
-//!   (attention_train.cu, lstm_train.cu).
+//! - `seq`: the LSTM, training forward and backward (lstm_train.cu).
 //!
 //! The same conventions as the CPU's `Train` (backend/mod.rs): parameter
 //! gradients add, reductions run in a fixed order (no float atomics), so the
@@ -139,7 +138,7 @@ impl<D: Device> Train for Gpu<D> {
     }
 
     fn attention_train(&self, qkv: &D::Mem, out: &mut D::Mem, probs: &mut D::Mem, shape: AttentionShape) -> Result<()> {
-        self.attention_train_op(qkv, out, probs, shape)
+        crate::backend::ops::attention::train_gpu(self, qkv, out, probs, shape)
     }
 
     fn attention_backward(
@@ -151,7 +150,7 @@ impl<D: Device> Train for Gpu<D> {
         scratch: &mut D::Mem,
         shape: AttentionShape,
     ) -> Result<()> {
-        self.attention_backward_op(qkv, probs, dout, dqkv, scratch, shape)
+        crate::backend::ops::attention::backward_gpu(self, qkv, probs, dout, dqkv, scratch, shape)
     }
 
     fn patch_embed_backward(
@@ -233,7 +232,7 @@ impl<D: Device> Train for Gpu<D> {
         batch: usize,
         dim: usize,
     ) -> Result<f64> {
-        self.heads_loss_op(z, p, out, targets, loss, grads, batch, dim)
+        crate::backend::ops::heads::loss_gpu(self, z, p, out, targets, loss, grads, batch, dim)
     }
 
     fn adamw(
