@@ -653,6 +653,56 @@ async fn metrics_count_requests_stages_and_decisions() {
     assert_eq!(decisions, 2, "{t}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_parse_as_a_scraper_reads_them_with_process_and_build_series() {
+    use prometheus_parse::{Scrape, Value};
+    let engine = engine_with(&small_configs(), EnsembleConfig::default());
+    let (_server, http) = start(engine, loopback(), Extras::default()).await;
+    assert_eq!(http.post_json("/api/ensemble/predict", &seed_predictions()).await.status, 200);
+    assert_eq!(http.post_json("/api/ensemble/predict", &seed_predictions()).await.status, 200);
+    let t = http.get("/metrics").await.text();
+    // The parser skips what it cannot read, so each sample line is parsed on
+    // its own first: one sample each, or the line is malformed.
+    for line in t.lines().filter(|l| !l.is_empty() && !l.starts_with('#')) {
+        let one = Scrape::parse(std::iter::once(Ok(line.to_string()))).unwrap();
+        assert_eq!(one.samples.len(), 1, "{line:?} is not a sample line a scraper reads");
+    }
+    let scrape = Scrape::parse(t.lines().map(|l| Ok(l.to_string()))).unwrap();
+    let value = |name: &str, label: Option<(&str, &str)>| {
+        let s =
+            scrape.samples.iter().find(|s| s.metric == name && label.is_none_or(|(k, v)| s.labels.get(k) == Some(v)));
+        s.unwrap_or_else(|| panic!("no {name} {label:?} in\n{t}")).value.clone()
+    };
+    let predict = scrape
+        .samples
+        .iter()
+        .find(|s| s.metric == "quorum_http_requests_total" && s.labels.get("endpoint") == Some("/api/ensemble/predict"))
+        .unwrap_or_else(|| panic!("{t}"));
+    assert_eq!(predict.value, Value::Counter(2.0));
+    assert_eq!(predict.labels.get("status"), Some("200"));
+    let Value::Histogram(buckets) = value("quorum_inference_duration_seconds", Some(("stage", "total"))) else {
+        panic!("the stage latencies are not a histogram in\n{t}")
+    };
+    assert!(buckets.windows(2).all(|w| w[0].less_than < w[1].less_than && w[0].count <= w[1].count), "{buckets:?}");
+    assert_eq!(buckets.last().map(|b| (b.less_than, b.count)), Some((f64::INFINITY, 2.0)));
+    assert_eq!(value("quorum_build_info", Some(("version", env!("CARGO_PKG_VERSION")))), Value::Gauge(1.0));
+    let Value::Gauge(resident) = value("process_resident_memory_bytes", None) else { panic!("{t}") };
+    assert!(resident > 1e6, "resident memory {resident} bytes");
+    let Value::Gauge(started) = value("process_start_time_seconds", None) else { panic!("{t}") };
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+    assert!(started <= now + 1.0 && started > now - 3600.0, "started {started}, now {now}");
+    assert!(matches!(value("process_cpu_seconds_total", None), Value::Counter(c) if c >= 0.0), "{t}");
+    for s in &scrape.samples {
+        // A histogram's `_sum` and `_count` are documented under its name.
+        let family = ["_sum", "_count"].iter().find_map(|x| s.metric.strip_suffix(x)).unwrap_or(&s.metric);
+        assert!(
+            scrape.docs.contains_key(&s.metric) || scrape.docs.contains_key(family),
+            "{} has no HELP line in\n{t}",
+            s.metric
+        );
+    }
+}
+
 /// Writes `request` on a fresh connection (concurrently with reading) and
 /// returns everything the server answers before it closes.
 async fn raw_exchange(addr: std::net::SocketAddr, request: Vec<u8>) -> String {

@@ -188,10 +188,10 @@ impl Registry {
             }
             Pool::Reserve => {
                 t.reserve.insert(id, entry);
-                self.metrics.connections.reserve.fetch_add(1, Ordering::Relaxed);
+                self.metrics.connections.reserve.inc();
             }
         }
-        self.metrics.connections.open.store((t.normal.len() + t.reserve.len()) as u64, Ordering::Relaxed);
+        self.metrics.connections.open.set((t.normal.len() + t.reserve.len()) as i64);
         Some(Slot { registry: self.clone(), id, pool, info })
     }
 
@@ -211,7 +211,7 @@ impl Registry {
         let Some(id) = victim else { return false };
         let Some(entry) = Self::remove(t, id, pool) else { return false };
         entry.info.evict.notify_one();
-        self.metrics.connections.evicted.fetch_add(1, Ordering::Relaxed);
+        self.metrics.connections.evicted.inc();
         true
     }
 
@@ -234,13 +234,13 @@ impl Registry {
     fn release(&self, id: u64, pool: Pool) {
         let mut t = self.table.lock();
         Self::remove(&mut t, id, pool);
-        self.metrics.connections.open.store((t.normal.len() + t.reserve.len()) as u64, Ordering::Relaxed);
+        self.metrics.connections.open.set((t.normal.len() + t.reserve.len()) as i64);
     }
 
     /// The answer to a connection refused outright, and its close: what the
     /// client already sent is read first, so closing does not reset the answer away.
     pub fn refuse(&self, stream: TcpStream) {
-        self.metrics.connections.refused.fetch_add(1, Ordering::Relaxed);
+        self.metrics.connections.refused.inc();
         let e = ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "too_many_connections", self.full_message());
         let Ok(std) = stream.into_std() else { return };
         let mut sink = [0u8; 4096];
@@ -353,7 +353,7 @@ impl Gate {
     }
 
     fn fail(&mut self, e: &ApiError) {
-        self.metrics.connections.head_rejected.fetch_add(1, Ordering::Relaxed);
+        self.metrics.connections.head_rejected.inc();
         self.failed = Some(answer_bytes(e));
         self.buf.clear();
         self.approved = 0;

@@ -1,7 +1,10 @@
-//! Prometheus text exposition, written by hand: a few atomics per series and
-//! no registry crate (the usual exporter crates open listeners of their own).
+//! The `/metrics` series, kept in a `prometheus-client` registry and
+//! written in the Prometheus text format (0.0.4) that every scraper reads.
+//! The crate has no listener of its own: the series are served on our
+//! `/metrics` route, behind the same connection guard as the API.
 //!
-//! Series (all names prefixed `quorum_`):
+//! Series (ours prefixed `quorum_`, names unchanged from the hand-written
+//! exposition this replaced, so existing scrapes keep working):
 //! - `http_requests_total{endpoint,method,status}`, `http_request_duration_seconds{endpoint}`;
 //! - `inference_duration_seconds{stage}`: `decode`, `consensus`, `total` and one
 //!   stage per model (`model_cnn_lstm`, …);
@@ -12,65 +15,70 @@
 //! - connections: `http_connections_open`, `http_connections_evicted_total`
 //!   (idle ones closed to make room), `http_connections_reserve_total` (taken
 //!   over the caps, health only), `http_connections_refused_total`,
-//!   `http_heads_rejected_total` (malformed or late request heads).
+//!   `http_heads_rejected_total` (malformed or late request heads);
+//! - `build_info{version}` (always 1: the labels are the information);
+//! - the standard, unprefixed `process_*` series (server/process_stats.rs).
 //!
 //! Endpoints are the fixed route labels, never raw paths, so a client cannot
-//! grow the series without bound.
+//! grow the series without bound. Figures owned by other parts (live mode,
+//! the training job, the process) are read at scrape time and written as
+//! constants beside the registry's own series.
 
-use std::collections::BTreeMap;
-use std::fmt::Write;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use parking_lot::Mutex;
+use prometheus_client::encoding::{prometheus_text, EncodeLabelSet};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::info::Info;
+use prometheus_client::registry::Registry;
 
+use super::process_stats::ProcessStats;
 use crate::ensemble::{Direction, ModelType};
 use crate::server::engine::Decision;
+
+/// The `Content-Type` of what `Metrics::render` writes.
+pub const CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
 
 /// Upper bounds in seconds: 50 µs to 10 s.
 const BUCKETS: [f64; 17] =
     [5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
 
-/// A latency histogram of fixed buckets.
-#[derive(Default)]
-pub struct Histogram {
-    /// Per bucket (not cumulative), plus the overflow above the last bound.
-    counts: [AtomicU64; BUCKETS.len() + 1],
-    sum_ns: AtomicU64,
+fn latency_histogram() -> Histogram {
+    Histogram::new(BUCKETS)
 }
 
-impl Histogram {
-    pub fn observe(&self, d: Duration) {
-        let s = d.as_secs_f64();
-        let i = BUCKETS.iter().position(|&b| s <= b).unwrap_or(BUCKETS.len());
-        self.counts[i].fetch_add(1, Ordering::Relaxed);
-        self.sum_ns.fetch_add(d.as_nanos().min(u64::MAX as u128) as u64, Ordering::Relaxed);
-    }
+type LatencyFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
-    pub fn observe_us(&self, us: f64) {
-        if us.is_finite() && us >= 0.0 {
-            self.observe(Duration::from_secs_f64(us * 1e-6));
-        }
+/// Records a duration given in microseconds; a negative or non-finite one is
+/// a clock oddity, not a latency, and is dropped.
+fn observe_us(h: &Histogram, us: f64) {
+    if us.is_finite() && us >= 0.0 {
+        h.observe(us * 1e-6);
     }
+}
 
-    pub fn count(&self) -> u64 {
-        self.counts.iter().map(|c| c.load(Ordering::Relaxed)).sum()
-    }
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    endpoint: &'static str,
+    method: &'static str,
+    status: u16,
+}
 
-    fn render(&self, out: &mut String, name: &str, labels: &str) {
-        let sep = if labels.is_empty() { "" } else { "," };
-        let mut cum = 0;
-        for (i, b) in BUCKETS.iter().enumerate() {
-            cum += self.counts[i].load(Ordering::Relaxed);
-            let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{b}\"}} {cum}");
-        }
-        cum += self.counts[BUCKETS.len()].load(Ordering::Relaxed);
-        let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {cum}");
-        let sum = self.sum_ns.load(Ordering::Relaxed) as f64 * 1e-9;
-        let braces = if labels.is_empty() { String::new() } else { format!("{{{labels}}}") };
-        let _ = writeln!(out, "{name}_sum{braces} {sum}");
-        let _ = writeln!(out, "{name}_count{braces} {cum}");
-    }
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EndpointLabel {
+    endpoint: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StageLabel {
+    stage: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DirectionLabel {
+    direction: String,
 }
 
 /// Figures read at scrape time from the live pipeline.
@@ -95,136 +103,170 @@ pub struct TrainingFigures {
 /// The connection layer's figures (server/conn.rs).
 #[derive(Default)]
 pub struct ConnCounters {
-    pub open: AtomicU64,
-    pub evicted: AtomicU64,
-    pub reserve: AtomicU64,
-    pub refused: AtomicU64,
-    pub head_rejected: AtomicU64,
+    pub open: Gauge,
+    pub evicted: Counter,
+    pub reserve: Counter,
+    pub refused: Counter,
+    pub head_rejected: Counter,
 }
 
-#[derive(Default)]
+/// Every series the server updates as it works; cheap handles onto shared
+/// atomics, so recording is lock-free but for a family's first use of a label set.
 pub struct Metrics {
     pub connections: ConnCounters,
-    requests: Mutex<BTreeMap<(&'static str, &'static str, u16), u64>>,
-    request_latency: Mutex<BTreeMap<&'static str, std::sync::Arc<Histogram>>>,
-    pub decode: Histogram,
-    pub consensus: Histogram,
-    pub total: Histogram,
-    models: [Histogram; 3],
-    decisions: [AtomicU64; 3],
+    requests: Family<RequestLabels, Counter>,
+    request_latency: LatencyFamily<EndpointLabel>,
+    stages: LatencyFamily<StageLabel>,
+    decode: Histogram,
+    consensus: Histogram,
+    total: Histogram,
+    /// One per `ModelType::ALL`, in its order.
+    models: Vec<Histogram>,
+    decision_family: Family<DirectionLabel, Counter>,
+    /// One per `Direction::ALL`, indexed by `Direction::index`.
+    decisions: Vec<Counter>,
     pub tick_to_decision: Histogram,
 }
 
-fn model_slot(m: ModelType) -> usize {
-    ModelType::ALL.iter().position(|&x| x == m).unwrap_or(0).min(2)
+impl Default for Metrics {
+    fn default() -> Self {
+        let stages: LatencyFamily<StageLabel> = Family::new_with_constructor(latency_histogram);
+        // Every stage and direction is created up front, so each shows (at
+        // zero) from the first scrape and recording never allocates a label.
+        let stage = |name: String| stages.get_or_create_owned(&StageLabel { stage: name });
+        let decision_family: Family<DirectionLabel, Counter> = Family::default();
+        let mut decisions = vec![Counter::default(); Direction::ALL.len()];
+        for d in Direction::ALL {
+            decisions[d.index()] = decision_family.get_or_create_owned(&DirectionLabel { direction: d.to_string() });
+        }
+        Metrics {
+            connections: ConnCounters::default(),
+            requests: Family::default(),
+            request_latency: Family::new_with_constructor(latency_histogram),
+            decode: stage("decode".into()),
+            models: ModelType::ALL.iter().map(|m| stage(format!("model_{m}"))).collect(),
+            consensus: stage("consensus".into()),
+            total: stage("total".into()),
+            stages,
+            decision_family,
+            decisions,
+            tick_to_decision: latency_histogram(),
+        }
+    }
 }
 
 impl Metrics {
     pub fn request(&self, endpoint: &'static str, method: &'static str, status: u16, elapsed: Duration) {
-        *self.requests.lock().entry((endpoint, method, status)).or_default() += 1;
-        let h = self.request_latency.lock().entry(endpoint).or_default().clone();
-        h.observe(elapsed);
+        self.requests.get_or_create(&RequestLabels { endpoint, method, status }).inc();
+        self.request_latency.get_or_create(&EndpointLabel { endpoint }).observe(elapsed.as_secs_f64());
     }
 
     /// The stages and the direction of one decision.
     pub fn decision(&self, d: &Decision) {
         if let Some(us) = d.timings.decode_us {
-            self.decode.observe_us(us);
+            observe_us(&self.decode, us);
         }
         for (&m, &us) in &d.timings.models_us {
-            self.models[model_slot(m)].observe_us(us);
+            if let Some(i) = ModelType::ALL.iter().position(|&x| x == m) {
+                observe_us(&self.models[i], us);
+            }
         }
-        self.consensus.observe_us(d.timings.consensus_us);
-        self.total.observe_us(d.timings.total_us);
-        self.decisions[d.result.direction.index()].fetch_add(1, Ordering::Relaxed);
+        observe_us(&self.consensus, d.timings.consensus_us);
+        observe_us(&self.total, d.timings.total_us);
+        self.decisions[d.result.direction.index()].inc();
     }
 
+    /// The whole exposition: the registry's series, then the figures read now
+    /// from live mode, the training job and the process.
     pub fn render(&self, live: Option<LiveFigures>, training: &TrainingFigures) -> String {
-        let mut out = String::with_capacity(8192);
-        out.push_str("# HELP quorum_http_requests_total HTTP requests by endpoint, method and status.\n");
-        out.push_str("# TYPE quorum_http_requests_total counter\n");
-        for ((e, m, s), n) in self.requests.lock().iter() {
-            let _ = writeln!(out, "quorum_http_requests_total{{endpoint=\"{e}\",method=\"{m}\",status=\"{s}\"}} {n}");
-        }
-        let c = &self.connections;
-        let _ = writeln!(
-            out,
-            "# HELP quorum_http_connections_open Connections open now.\n# TYPE quorum_http_connections_open gauge\n\
-             quorum_http_connections_open {}",
-            c.open.load(Ordering::Relaxed)
+        let mut root = Registry::default();
+        process_series(&mut root, &ProcessStats::read());
+        let r = root.sub_registry_with_prefix("quorum");
+        r.register("build", "The quorum build serving", Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]));
+        r.register("http_requests", "HTTP requests by endpoint, method and status", self.requests.clone());
+        r.register(
+            "http_request_duration_seconds",
+            "Time from request to answer, by endpoint",
+            self.request_latency.clone(),
         );
-        let conn_counters = [
-            ("http_connections_evicted_total", "Idle connections closed to make room for new ones.", &c.evicted),
-            ("http_connections_reserve_total", "Connections taken over the caps, served health only.", &c.reserve),
-            ("http_connections_refused_total", "Connections refused outright (every place busy).", &c.refused),
-            (
-                "http_heads_rejected_total",
-                "Request heads refused before routing (malformed, too large, late).",
-                &c.head_rejected,
-            ),
-        ];
-        for (n, help, v) in conn_counters {
-            let v = v.load(Ordering::Relaxed);
-            let _ = writeln!(out, "# HELP quorum_{n} {help}\n# TYPE quorum_{n} counter\nquorum_{n} {v}");
-        }
-        out.push_str("# HELP quorum_http_request_duration_seconds Time from request to answer, by endpoint.\n");
-        out.push_str("# TYPE quorum_http_request_duration_seconds histogram\n");
-        for (e, h) in self.request_latency.lock().iter() {
-            h.render(&mut out, "quorum_http_request_duration_seconds", &format!("endpoint=\"{e}\""));
-        }
-        out.push_str("# HELP quorum_inference_duration_seconds Time per stage of a decision.\n");
-        out.push_str("# TYPE quorum_inference_duration_seconds histogram\n");
-        let name = "quorum_inference_duration_seconds";
-        self.decode.render(&mut out, name, "stage=\"decode\"");
-        for (i, m) in ModelType::ALL.iter().enumerate().take(3) {
-            self.models[i].render(&mut out, name, &format!("stage=\"model_{m}\""));
-        }
-        self.consensus.render(&mut out, name, "stage=\"consensus\"");
-        self.total.render(&mut out, name, "stage=\"total\"");
-        out.push_str("# HELP quorum_decisions_total Consensus decisions by direction.\n");
-        out.push_str("# TYPE quorum_decisions_total counter\n");
-        for d in Direction::ALL {
-            let n = self.decisions[d.index()].load(Ordering::Relaxed);
-            let _ = writeln!(out, "quorum_decisions_total{{direction=\"{d}\"}} {n}");
-        }
+        let c = &self.connections;
+        r.register("http_connections_open", "Connections open now", c.open.clone());
+        r.register("http_connections_evicted", "Idle connections closed to make room for new ones", c.evicted.clone());
+        r.register(
+            "http_connections_reserve",
+            "Connections taken over the caps, served health only",
+            c.reserve.clone(),
+        );
+        r.register("http_connections_refused", "Connections refused outright (every place busy)", c.refused.clone());
+        r.register(
+            "http_heads_rejected",
+            "Request heads refused before routing (malformed, too large, late)",
+            c.head_rejected.clone(),
+        );
+        r.register("inference_duration_seconds", "Time per stage of a decision", self.stages.clone());
+        r.register("decisions", "Consensus decisions by direction", self.decision_family.clone());
         if let Some(l) = live {
-            let counters = [
-                ("live_ticks_total", "Samples of the live book taken.", l.ticks),
-                ("live_decisions_total", "Decisions made in live mode.", l.decisions),
-                ("collector_resyncs_total", "Order-book resyncs of the live client.", l.resyncs),
-                ("collector_reconnects_total", "Reconnects of the live client.", l.reconnects),
-            ];
-            for (n, help, v) in counters {
-                let _ = writeln!(out, "# HELP quorum_{n} {help}\n# TYPE quorum_{n} counter\nquorum_{n} {v}");
-            }
-            let _ = writeln!(out, "# HELP quorum_live_warm 1 once the feature and book windows are full.");
-            let _ = writeln!(out, "# TYPE quorum_live_warm gauge\nquorum_live_warm {}", u8::from(l.warm));
-            out.push_str("# HELP quorum_live_tick_to_decision_seconds From a book sample to its published decision.\n");
-            out.push_str("# TYPE quorum_live_tick_to_decision_seconds histogram\n");
-            self.tick_to_decision.render(&mut out, "quorum_live_tick_to_decision_seconds", "");
-        }
-        let gauges = [
-            ("training_active", "1 while a training job runs.", f64::from(u8::from(training.active))),
-            ("training_epoch", "Current epoch of the training job.", training.epoch as f64),
-            ("training_progress_percent", "Progress of the training job.", training.progress_percent),
-        ];
-        for (n, help, v) in gauges {
-            let _ = writeln!(out, "# HELP quorum_{n} {help}\n# TYPE quorum_{n} gauge\nquorum_{n} {v}");
-        }
-        if let Some(loss) = training.loss {
-            let _ = writeln!(
-                out,
-                "# HELP quorum_training_loss Mean training loss of the current epoch.\n# TYPE quorum_training_loss gauge\nquorum_training_loss {loss}"
+            r.register("live_ticks", "Samples of the live book taken", ConstCounter::new(l.ticks));
+            r.register("live_decisions", "Decisions made in live mode", ConstCounter::new(l.decisions));
+            r.register("collector_resyncs", "Order-book resyncs of the live client", ConstCounter::new(l.resyncs));
+            r.register("collector_reconnects", "Reconnects of the live client", ConstCounter::new(l.reconnects));
+            r.register("live_warm", "1 once the feature and book windows are full", ConstGauge::new(i64::from(l.warm)));
+            r.register(
+                "live_tick_to_decision_seconds",
+                "From a book sample to its published decision",
+                self.tick_to_decision.clone(),
             );
         }
+        r.register("training_active", "1 while a training job runs", ConstGauge::new(i64::from(training.active)));
+        r.register("training_epoch", "Current epoch of the training job", ConstGauge::new(training.epoch as i64));
+        r.register(
+            "training_progress_percent",
+            "Progress of the training job",
+            ConstGauge::new(training.progress_percent),
+        );
+        if let Some(loss) = training.loss {
+            r.register("training_loss", "Mean training loss of the current epoch", ConstGauge::new(loss));
+        }
+        let mut out = String::with_capacity(16 * 1024);
+        // Writing into a String cannot fail; an encoder error would be a bug
+        // in a metric's encoding, and a scrape must not take the server down.
+        if let Err(e) = prometheus_text::encode(&mut out, &root) {
+            tracing::error!(error = %e, "encoding /metrics failed");
+        }
         out
+    }
+}
+
+/// The standard `process_*` series, under the names every client library uses.
+fn process_series(r: &mut Registry, s: &ProcessStats) {
+    if let Some(v) = s.cpu_seconds {
+        r.register("process_cpu_seconds", "Total user and system CPU time spent in seconds", ConstCounter::new(v));
+    }
+    let gauges = [
+        ("process_resident_memory_bytes", "Resident memory size in bytes", s.resident_memory_bytes),
+        ("process_virtual_memory_bytes", "Virtual memory size in bytes", s.virtual_memory_bytes),
+        ("process_open_fds", "Number of open file descriptors", s.open_fds),
+        ("process_max_fds", "Maximum number of open file descriptors", s.max_fds),
+        ("process_threads", "Number of OS threads in the process", s.threads),
+    ];
+    for (name, help, value) in gauges {
+        if let Some(v) = value {
+            r.register(name, help, ConstGauge::new(v));
+        }
+    }
+    if let Some(v) = s.start_time_seconds {
+        r.register(
+            "process_start_time_seconds",
+            "Start time of the process since the Unix epoch in seconds",
+            ConstGauge::new(v),
+        );
     }
 }
 
 impl crate::server::live::LiveObserver for Metrics {
     fn decision(&self, decision: &Decision, tick_to_decision_us: f64) {
         Metrics::decision(self, decision);
-        self.tick_to_decision.observe_us(tick_to_decision_us);
+        observe_us(&self.tick_to_decision, tick_to_decision_us);
     }
 }
 
@@ -233,17 +275,32 @@ mod tests {
     use super::*;
 
     #[test]
-    fn histograms_are_cumulative_with_sum_and_count() {
-        let h = Histogram::default();
-        h.observe(Duration::from_micros(30));
-        h.observe(Duration::from_millis(3));
-        h.observe(Duration::from_secs(20));
-        let mut s = String::new();
-        h.render(&mut s, "x", "a=\"b\"");
-        assert!(s.contains("x_bucket{a=\"b\",le=\"0.00005\"} 1\n"), "{s}");
-        assert!(s.contains("x_bucket{a=\"b\",le=\"0.005\"} 2\n"), "{s}");
-        assert!(s.contains("x_bucket{a=\"b\",le=\"10\"} 2\n"), "{s}");
-        assert!(s.contains("x_bucket{a=\"b\",le=\"+Inf\"} 3\n"), "{s}");
-        assert!(s.contains("x_count{a=\"b\"} 3\n"), "{s}");
+    fn latencies_land_in_cumulative_buckets_with_sum_and_count() {
+        let m = Metrics::default();
+        m.request("predict", "POST", 200, Duration::from_micros(30));
+        m.request("predict", "POST", 200, Duration::from_millis(3));
+        m.request("predict", "POST", 200, Duration::from_secs(20));
+        let s = m.render(None, &TrainingFigures::default());
+        let name = "quorum_http_request_duration_seconds";
+        assert!(s.contains(&format!("{name}_bucket{{endpoint=\"predict\",le=\"5e-05\"}} 1\n")), "{s}");
+        assert!(s.contains(&format!("{name}_bucket{{endpoint=\"predict\",le=\"0.005\"}} 2\n")), "{s}");
+        assert!(s.contains(&format!("{name}_bucket{{endpoint=\"predict\",le=\"10\"}} 2\n")), "{s}");
+        assert!(s.contains(&format!("{name}_bucket{{endpoint=\"predict\",le=\"+Inf\"}} 3\n")), "{s}");
+        assert!(s.contains(&format!("{name}_count{{endpoint=\"predict\"}} 3\n")), "{s}");
+        assert!(
+            s.contains("quorum_http_requests_total{endpoint=\"predict\",method=\"POST\",status=\"200\"} 3\n"),
+            "{s}"
+        );
+    }
+
+    #[test]
+    fn live_series_appear_only_in_live_mode() {
+        let m = Metrics::default();
+        let off = m.render(None, &TrainingFigures::default());
+        assert!(!off.contains("quorum_live_"), "{off}");
+        let live = LiveFigures { ticks: 7, warm: true, ..LiveFigures::default() };
+        let on = m.render(Some(live), &TrainingFigures::default());
+        assert!(on.contains("quorum_live_ticks_total 7\n"), "{on}");
+        assert!(on.contains("quorum_live_warm 1\n"), "{on}");
     }
 }

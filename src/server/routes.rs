@@ -676,7 +676,7 @@ fn metrics(state: &AppState) -> Result<Response<Body>, ApiError> {
     };
     let text = state.metrics.render(live, &training);
     let mut r = Response::new(full(text));
-    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(super::prometheus::CONTENT_TYPE));
     Ok(r)
 }
 
