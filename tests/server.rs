@@ -703,6 +703,45 @@ async fn metrics_parse_as_a_scraper_reads_them_with_process_and_build_series() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openapi_json_describes_exactly_the_routes_the_server_answers() {
+    let engine = engine_with(&small_configs(), EnsembleConfig::default());
+    let (_server, http) = start(engine, loopback(), Extras::default()).await;
+    let doc = http.get("/openapi.json").await;
+    assert_eq!(doc.status, 200);
+    let doc = doc.json();
+    assert!(doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.")), "{doc}");
+    let paths = doc["paths"].as_object().unwrap();
+    // A path the server does not serve is a route miss: what every described
+    // operation must not be.
+    let miss = http.get("/api/ensemble/no_such_route").await;
+    assert_eq!((miss.status, miss.json()["error"]["code"].clone()), (404, "not_found".into()));
+    let mut checked = Vec::new();
+    for (path, item) in paths {
+        for method in item.as_object().unwrap().keys() {
+            let a = match method.as_str() {
+                "get" => http.get(path).await,
+                "post" => http.post(path, "{}").await,
+                other => panic!("{other} {path}: the server serves GET and POST only"),
+            };
+            let code = if a.status == 200 || path == "/metrics" {
+                None
+            } else {
+                a.json()["error"]["code"].as_str().map(str::to_owned)
+            };
+            assert!(
+                a.status != 405 && code.as_deref() != Some("not_found"),
+                "{method} {path} is described but answered {} {code:?}",
+                a.status
+            );
+            checked.push(format!("{method} {path}"));
+        }
+    }
+    for op in ["get /api/ensemble/status", "post /api/ensemble/predict", "get /v2/health/ready", "get /openapi.json"] {
+        assert!(checked.iter().any(|c| c == op), "{op} not described: {checked:?}");
+    }
+}
+
 /// Writes `request` on a fresh connection (concurrently with reading) and
 /// returns everything the server answers before it closes.
 async fn raw_exchange(addr: std::net::SocketAddr, request: Vec<u8>) -> String {

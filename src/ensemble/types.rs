@@ -14,7 +14,7 @@ pub const MAX_MODELS: usize = 32;
 
 /// A price direction: `DOWN = 0`, `NEUTRAL = 1`, `UP = 2` (the class ids of
 /// the models' direction heads). JSON: `"down" | "neutral" | "up"`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 #[repr(u8)]
 pub enum Direction {
@@ -64,7 +64,7 @@ impl fmt::Display for Direction {
 /// "tlob"`. More members (e.g. Stockformer or DGT) would be new
 /// variants; the consensus works over however many the config lists. The
 /// declaration order is the canonical order in which the consensus sums.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ModelType {
     CnnLstm,
@@ -92,7 +92,9 @@ impl fmt::Display for ModelType {
 }
 
 /// How the predictions are combined (docs/consensus.md, steps 3 and 5).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum ConsensusStrategy {
     #[default]
@@ -133,7 +135,7 @@ impl fmt::Display for ConsensusStrategy {
 /// `expected_return` a plain fraction (0.002 = 20 bps); `timestamp` seconds
 /// since the Unix epoch. Unknown JSON fields are ignored (a client may send
 /// more than the consensus reads).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ModelPrediction {
     pub model_type: ModelType,
     pub direction: Direction,
@@ -149,7 +151,7 @@ pub struct ModelPrediction {
 
 /// One model's place in the config. In JSON, `enabled` defaults to `true` and
 /// `min_confidence` to `0` (as `create_ensemble_consensus` sets them).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ModelWeight {
     pub model_type: ModelType,
@@ -271,7 +273,7 @@ impl EnsembleConfig {
 
 /// Why a prediction was left out of E (docs/consensus.md step 1). When several
 /// apply, the first in this order is reported.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ExclusionReason {
     Disabled,
@@ -282,7 +284,7 @@ pub enum ExclusionReason {
 
 /// Why a result does not trade. `None` in a result (JSON `null`) when it
 /// trades.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum DecisionReason {
     /// E is empty (step 2).
@@ -314,7 +316,7 @@ pub enum DecisionReason {
 ///  "excluded_models": {}}
 /// ```
 /// Maps and lists are in canonical model order.
-#[derive(Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct EnsembleResult {
     /// Unique within one ensemble, increasing from 1; the key for
     /// `record_outcome`.
@@ -345,9 +347,11 @@ pub struct EnsembleResult {
     #[serde(serialize_with = "finite::three")]
     pub probabilities: [f64; 3],
     #[serde(serialize_with = "finite::pairs", deserialize_with = "pairs_as_map::deserialize")]
+    #[schema(value_type = std::collections::BTreeMap<ModelType, f64>)]
     pub model_contributions: Vec<(ModelType, f64)>,
     pub eligible_models: Vec<ModelType>,
     #[serde(with = "pairs_as_map")]
+    #[schema(value_type = std::collections::BTreeMap<ModelType, ExclusionReason>)]
     pub excluded_models: Vec<(ModelType, ExclusionReason)>,
 }
 
@@ -495,7 +499,7 @@ mod pairs_as_map {
 
 /// A model's line in the status JSON. `accuracy` and `profit_factor` are
 /// `null` until the model has a performance report.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ModelStatus {
     pub enabled: bool,
     pub weight: f64,
@@ -506,7 +510,7 @@ pub struct ModelStatus {
 }
 
 /// `get_status()`: docs/consensus.md's status JSON, key for key.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct EnsembleStatus {
     pub strategy: ConsensusStrategy,
     pub total_models: usize,

@@ -109,7 +109,7 @@ impl EngineError {
 
 /// The shapes of one sample's inputs (no batch axis), from the loaded models.
 /// `None`: no loaded model reads that input.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct InputLayout {
     /// `[sequence_length, input_features]` of MPD and CNN-LSTM.
     pub features: Option<[usize; 2]>,
@@ -147,7 +147,7 @@ pub struct EngineInputs {
 }
 
 /// Why a model gave no prediction for a request.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Skip {
     /// `not_loaded`, `not_in_ensemble`, `missing_input` or `failed`.
     pub reason: &'static str,
@@ -155,7 +155,7 @@ pub struct Skip {
 }
 
 /// Time per stage of one decision, in µs.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct StageTimes {
     /// Parsing the request (set by the server; absent for library calls).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -168,7 +168,7 @@ pub struct StageTimes {
 }
 
 /// One decision: the consensus result plus what went into it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Decision {
     #[serde(flatten)]
     pub result: EnsembleResult,
@@ -254,7 +254,7 @@ impl Slot {
 }
 
 /// One model's line in `GET /api/ensemble/models`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct ModelEntry {
     pub model_type: ModelType,
     /// In the consensus config (a loaded model outside it is never run).

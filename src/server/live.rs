@@ -76,7 +76,7 @@ pub trait LiveObserver: Send + Sync {
 }
 
 /// The tick a decision was made on.
-#[derive(Debug, Clone, Copy, Serialize)]
+#[derive(Debug, Clone, Copy, Serialize, utoipa::ToSchema)]
 pub struct TickInfo {
     pub ts_exchange_ms: i64,
     pub last_update_id: u64,
@@ -93,8 +93,8 @@ pub struct LiveEntry {
     pub json: Arc<str>,
 }
 
-#[derive(Serialize)]
-struct Record<'a> {
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct Record<'a> {
     id: u64,
     seq: u64,
     symbol: &'a str,
@@ -104,7 +104,7 @@ struct Record<'a> {
 }
 
 /// Counters of the live pipeline.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct LiveCounters {
     /// Samples taken (the book was synchronized).
     pub ticks: u64,
@@ -119,7 +119,7 @@ pub struct LiveCounters {
 }
 
 /// `GET /api/ensemble/live/status`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct LiveStatus {
     pub symbol: String,
     pub warm: bool,

@@ -34,6 +34,7 @@ pub mod engine;
 pub mod error;
 pub mod guard;
 pub mod live;
+mod openapi;
 mod process_stats;
 pub mod prometheus;
 pub mod routes;

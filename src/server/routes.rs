@@ -4,6 +4,7 @@
 //! Every handler validates its whole input before it changes anything, so an
 //! error answer always means "nothing changed".
 
+use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -24,19 +25,19 @@ use super::guard::{body_kind, BodyKind, ConnCtx};
 use super::prometheus::{LiveFigures, TrainingFigures};
 use super::training::StartError;
 use super::AppState;
-use crate::ensemble::{ConsensusStrategy, Direction, ModelPrediction, ModelType};
+use crate::ensemble::{ConsensusStrategy, Direction, ModelPrediction, ModelStatus, ModelType};
 use crate::fsutil;
 use crate::market::{is_exchange_symbol, EXCHANGE_SYMBOL_RULE};
-use crate::server::engine::{model_kind, EngineError, EngineInputs};
+use crate::server::engine::{model_kind, EngineError, EngineInputs, ModelEntry};
 use crate::server::live::LiveEntry;
 use crate::train::TrainingConfig;
-use crate::weights::repository::{self, Repository};
+use crate::weights::repository::{self, Repository, VersionInfo};
 
 pub type Body = UnsyncBoxBody<Bytes, Infallible>;
 
 /// One endpoint: its path, method and label in the metrics.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Route {
+pub(super) enum Route {
     Status,
     Models,
     Enable,
@@ -57,12 +58,13 @@ enum Route {
     HealthLive,
     HealthReady,
     Metrics,
+    OpenApi,
 }
 
 /// Every served path. The health probes answer under KServe's open
 /// inference protocol (v2) paths too, so a v2-speaking orchestrator needs no
 /// custom probe config.
-static ROUTES: [(Route, Method, &str); 22] = [
+pub(super) static ROUTES: [(Route, Method, &str); 23] = [
     (Route::Status, Method::GET, "/api/ensemble/status"),
     (Route::Models, Method::GET, "/api/ensemble/models"),
     (Route::Enable, Method::POST, "/api/ensemble/models/enable"),
@@ -85,6 +87,7 @@ static ROUTES: [(Route, Method, &str); 22] = [
     (Route::HealthLive, Method::GET, "/v2/health/live"),
     (Route::HealthReady, Method::GET, "/v2/health/ready"),
     (Route::Metrics, Method::GET, "/metrics"),
+    (Route::OpenApi, Method::GET, "/openapi.json"),
 ];
 
 fn method_label(m: &Method) -> &'static str {
@@ -201,7 +204,8 @@ async fn guarded(state: &Arc<AppState>, route: Route, req: Request<Incoming>) ->
         kind = body_kind(req.headers(), route == Route::Predict)?;
     }
     match route {
-        Route::HealthLive => return json(StatusCode::OK, &serde_json::json!({"status": "ok"})),
+        Route::HealthLive => return json(StatusCode::OK, &Liveness { status: "ok" }),
+        Route::OpenApi => return Ok(json_text(StatusCode::OK, super::openapi::json().to_owned())),
         Route::HealthReady => return ready(state),
         Route::Metrics => return metrics(state),
         Route::LiveStream => return live_stream(state),
@@ -225,7 +229,7 @@ async fn guarded(state: &Arc<AppState>, route: Route, req: Request<Incoming>) ->
         Route::Status => json(StatusCode::OK, &e.consensus().get_status()),
         Route::Models => json(
             StatusCode::OK,
-            &serde_json::json!({"models": e.models(), "backend": e.backend_name(), "versions": repository_versions(state)}),
+            &ModelsBody { models: e.models(), backend: e.backend_name(), versions: repository_versions(state) },
         ),
         Route::Layout => json(StatusCode::OK, &layout_body(state)),
         Route::TrainStatus => json(StatusCode::OK, &state.training.status()),
@@ -276,10 +280,7 @@ async fn post_route(
             let b: OutcomeBody = from_json(&body)?;
             e.consensus().record_outcome(b.result_id, b.realized_direction, b.realized_return)?;
             let status = e.consensus().get_status();
-            json(
-                StatusCode::OK,
-                &serde_json::json!({"result_id": b.result_id, "recorded": true, "models": status.models}),
-            )
+            json(StatusCode::OK, &OutcomeRecorded { result_id: b.result_id, recorded: true, models: status.models })
         }
         Route::Load => {
             let b: LoadBody = from_json(&body)?;
@@ -316,45 +317,110 @@ async fn post_route(
     }
 }
 
-#[derive(Deserialize)]
+/// `GET /health/live`: the process answers.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(super) struct Liveness {
+    status: &'static str,
+}
+
+/// `GET /health/ready` (200 when ready, else 503 with the same body).
+#[derive(Serialize, utoipa::ToSchema)]
+pub(super) struct Readiness {
+    /// At least one model loaded, and live mode (when on) warm.
+    ready: bool,
+    models_loaded: Vec<ModelType>,
+    models_not_loaded: Vec<ModelType>,
+    /// `null` when live mode is off.
+    live_warm: Option<bool>,
+}
+
+/// `GET /api/ensemble/models`.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(super) struct ModelsBody {
+    models: Vec<ModelEntry>,
+    /// The backend the models run on (`cpu`, `cuda`, `emu`).
+    backend: &'static str,
+    /// Each model's published versions in the server's repository; `{}` without one.
+    versions: BTreeMap<ModelType, Vec<VersionInfo>>,
+}
+
+/// `POST /api/ensemble/outcome`: the outcome was scored; every model's status after it.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(super) struct OutcomeRecorded {
+    result_id: u64,
+    recorded: bool,
+    models: BTreeMap<ModelType, ModelStatus>,
+}
+
+/// `GET /api/ensemble/predict/layout`: the shapes `predict` takes, and the
+/// binary body's layout (features, then lob, then aux, little-endian f32).
+#[derive(Serialize, utoipa::ToSchema)]
+pub(super) struct LayoutBody {
+    /// `[T, F]` of MPD and CNN-LSTM; `null` when neither is loaded.
+    features: Option<[usize; 2]>,
+    /// `[T, L, 4]` of TLOB; `null` when it is not loaded.
+    lob: Option<[usize; 3]>,
+    /// TLOB's auxiliary vector length, when it has one.
+    aux: Option<usize>,
+    binary_f32_counts: [usize; 3],
+    binary_bytes: usize,
+}
+
+/// `POST /api/ensemble/training/start`: `TrainingConfig`'s fields (each
+/// optional, defaults as documented) beside these two. The handler reads the
+/// body itself (so a misspelt key is named as unknown before a missing
+/// `symbol`); this type only describes it.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[allow(dead_code)]
+pub(super) struct TrainingStartBody {
+    /// The data folder's symbol to train on, e.g. `BTCUSDT`.
+    symbol: String,
+    /// The model's own config (docs/models.md), e.g. a small model for a quick run.
+    #[schema(value_type = Option<Object>)]
+    model_config: Option<serde_json::Value>,
+    #[serde(flatten)]
+    config: TrainingConfig,
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct EnableBody {
+pub(super) struct EnableBody {
     model_type: ModelType,
     enabled: bool,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct WeightBody {
+pub(super) struct WeightBody {
     model_type: ModelType,
     weight: f64,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct StrategyBody {
+pub(super) struct StrategyBody {
     strategy: ConsensusStrategy,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct PerformanceBody {
+pub(super) struct PerformanceBody {
     model_type: ModelType,
     accuracy: f64,
     profit_factor: f64,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct OutcomeBody {
+pub(super) struct OutcomeBody {
     result_id: u64,
     realized_direction: Direction,
     realized_return: f64,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct LoadBody {
+pub(super) struct LoadBody {
     model_type: ModelType,
     /// A version of the model repository (the server's weights folder)…
     version: Option<u64>,
@@ -370,16 +436,10 @@ fn repository_root(state: &AppState) -> Option<PathBuf> {
 
 /// Every model's published versions in the server's repository (`{}` without
 /// one); a model whose folder cannot be read is listed empty.
-fn repository_versions(state: &AppState) -> serde_json::Map<String, serde_json::Value> {
-    let Some(root) = repository_root(state) else { return serde_json::Map::new() };
+fn repository_versions(state: &AppState) -> BTreeMap<ModelType, Vec<VersionInfo>> {
+    let Some(root) = repository_root(state) else { return BTreeMap::new() };
     let repo = Repository::new(root);
-    ModelType::ALL
-        .iter()
-        .map(|&m| {
-            let versions = repo.list(model_kind(m)).unwrap_or_default();
-            (m.as_str().to_owned(), serde_json::to_value(versions).unwrap_or_default())
-        })
-        .collect()
+    ModelType::ALL.iter().map(|&m| (m, repo.list(model_kind(m)).unwrap_or_default())).collect()
 }
 
 /// The weights file of `version` of `model` in the server's repository, as a
@@ -402,9 +462,9 @@ fn repository_path(state: &AppState, model: ModelType, version: u64) -> Result<S
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct PredictBody {
+pub(super) struct PredictBody {
     predictions: Option<Vec<ModelPrediction>>,
     features: Option<Vec<Vec<f32>>>,
     lob: Option<Vec<Vec<Vec<f32>>>>,
@@ -636,13 +696,15 @@ fn check_memory_budget(state: &AppState, config: &TrainingConfig) -> Result<(), 
     ))
 }
 
-fn layout_body(state: &AppState) -> serde_json::Value {
+fn layout_body(state: &AppState) -> LayoutBody {
     let l = state.engine.input_layout();
-    serde_json::json!({
-        "features": l.features, "lob": l.lob, "aux": l.aux,
-        "binary_f32_counts": [l.features_len(), l.lob_len(), l.aux_len()],
-        "binary_bytes": 4 * l.total_len(),
-    })
+    LayoutBody {
+        features: l.features,
+        lob: l.lob,
+        aux: l.aux,
+        binary_f32_counts: [l.features_len(), l.lob_len(), l.aux_len()],
+        binary_bytes: 4 * l.total_len(),
+    }
 }
 
 fn ready(state: &AppState) -> Result<Response<Body>, ApiError> {
@@ -650,9 +712,7 @@ fn ready(state: &AppState) -> Result<Response<Body>, ApiError> {
     let not_loaded: Vec<ModelType> = ModelType::ALL.iter().copied().filter(|m| !loaded.contains(m)).collect();
     let live_warm = state.live.as_ref().map(|l| l.is_warm());
     let ready = !loaded.is_empty() && live_warm.unwrap_or(true);
-    let body = serde_json::json!({
-        "ready": ready, "models_loaded": loaded, "models_not_loaded": not_loaded, "live_warm": live_warm,
-    });
+    let body = Readiness { ready, models_loaded: loaded, models_not_loaded: not_loaded, live_warm };
     json(if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }, &body)
 }
 

@@ -55,7 +55,7 @@ pub struct Job {
 }
 
 /// What the status endpoint answers: Progress's fields plus the job's id and symbol.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct JobStatus {
     #[serde(flatten)]
     pub progress: Progress,

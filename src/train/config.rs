@@ -32,7 +32,7 @@ pub mod limits {
     pub const MAX_CHECKPOINT_DIR_BYTES: usize = crate::fsutil::MAX_REQUEST_PATH_BYTES;
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct TrainingConfig {
     pub architecture: ModelKind,

@@ -9,7 +9,7 @@ use parking_lot::Mutex;
 use serde::Serialize;
 
 /// The figures of docs/training.md's Progress, as the status endpoint serves them.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Progress {
     pub is_training: bool,
     pub architecture: String,
@@ -33,7 +33,7 @@ pub struct Progress {
 }
 
 /// A finished (or stopped) job's outcome, enough to promote its model.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct JobResult {
     /// The weights file of the last fold's best epoch, with its normalizer.
     pub model_path: String,

@@ -72,7 +72,7 @@ pub struct TrainedOn {
 }
 
 /// One version of one model, as listed.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct VersionInfo {
     pub version: u64,
     pub published_at: String,
