@@ -198,6 +198,9 @@ fn simulate_removes_the_temporary_files_a_killed_run_left() {
     assert!(other.exists(), "a file that is not a writer's temporary was removed");
     let text = String::from_utf8_lossy(&run.stdout);
     assert!(text.contains("removed 1 temporary file"), "{text}");
+    // Not a terminal (a pipe): progress is plain log lines, no bar redrawn in place.
+    let log = String::from_utf8_lossy(&run.stderr);
+    assert!(log.contains("simulate: 100%") && !log.contains('\r'), "{log:?}");
     // A second market into the same folder would interleave with the first: refused, nothing written.
     let files = |d: &std::path::Path| std::fs::read_dir(d).unwrap().count();
     let before = files(&day);

@@ -5,6 +5,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
+
+use super::progress::Progress;
 use quorum::backend::gpu::Precision;
 use quorum::backend::select::Device;
 use quorum::ensemble::EnsembleConfig;
@@ -129,7 +131,9 @@ pub fn run(args: EvaluateArgs) -> Result<()> {
         seed: args.seed,
         ..EvaluateOptions::new(&raw, &symbol)
     };
-    let report = evaluate(Arc::new(engine), &opts, &args.out, &mut |line| tracing::info!("evaluate: {line}"))?;
+    let progress = Progress::spinner("evaluate");
+    let report = evaluate(Arc::new(engine), &opts, &args.out, &mut |line| progress.message(line))?;
+    progress.finish();
     print_summary(&report);
     println!(
         "wrote {}, {} and {} (open it in a browser)",

@@ -4,6 +4,8 @@ use std::path::Path;
 
 use anyhow::{bail, Result};
 
+use super::progress::Progress;
+
 /// `quorum features`: the batch path over each symbol's whole stored history.
 pub fn features(raw: &Path, out: &Path, symbol: Option<&str>) -> Result<()> {
     use quorum::features::{build_from_store, write_feature_table, StoreBuild};
@@ -29,8 +31,10 @@ pub fn features(raw: &Path, out: &Path, symbol: Option<&str>) -> Result<()> {
     for sym in symbols {
         let t0 = std::time::Instant::now();
         println!("{sym}: reading {}", raw.join(&sym).display());
-        let progress = |n: u64| println!("{sym}: {n} snapshots read ({:.1} s)", t0.elapsed().as_secs_f64());
+        let spinner = Progress::spinner("features");
+        let progress = |n: u64| spinner.message(&format!("{sym}: {n} snapshots read"));
         let StoreBuild { table, stats, .. } = build_from_store(raw, &sym, false, progress)?;
+        spinner.finish();
         let path = out.join(format!("{sym}.parquet"));
         write_feature_table(&path, &sym, &table)?;
         println!(

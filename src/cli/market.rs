@@ -1,11 +1,12 @@
 //! The `simulate`, `collect` and `import` subcommands (market data).
 
-use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+
+use super::progress::Progress;
 use clap::Args;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
@@ -140,7 +141,9 @@ pub fn import(args: ImportArgs) -> Result<()> {
     opts.interval_ms = args.interval_ms;
     opts.num_levels = args.levels;
     let started = Instant::now();
-    let report = import_files(&opts, &args.files, &mut |line| tracing::info!("import: {line}"))?;
+    let progress = Progress::spinner("import");
+    let report = import_files(&opts, &args.files, &mut |line| progress.message(line))?;
+    progress.finish();
     print!("{report}");
     println!("  took {:.2} s", started.elapsed().as_secs_f64());
     if let Some(path) = &args.report_json {
@@ -249,20 +252,12 @@ pub fn simulate(args: SimulateArgs) -> Result<()> {
     }
     let duration = args.duration.unwrap_or(Duration::from_secs(2 * 3600));
     let t0 = Instant::now();
-    // A line redrawn in place on a terminal; in a log (not a terminal), a line now and then.
-    let terminal = std::io::stderr().is_terminal();
-    let mut last_logged = Instant::now();
+    let mut progress: Option<Progress> = None;
     let summary = simulate_to_parquet(&sim, &out, duration, |done, total| {
-        let percent = 100.0 * done as f64 / total.max(1) as f64;
-        if terminal {
-            eprint!("\rsimulate: {done}/{total} ticks ({percent:.0}%)");
-        } else if last_logged.elapsed() >= Duration::from_secs(10) || done == total {
-            last_logged = Instant::now();
-            tracing::info!(done, total, "simulate: {percent:.0}%");
-        }
+        progress.get_or_insert_with(|| Progress::bar("simulate", total, "ticks")).set(done, total);
     })?;
-    if terminal {
-        eprintln!();
+    if let Some(p) = progress {
+        p.finish();
     }
     if !summary.stale_removed.is_empty() {
         println!(

@@ -6,5 +6,6 @@ pub mod evaluate;
 pub mod features;
 pub mod market;
 pub mod models;
+mod progress;
 pub mod serve;
 pub mod train;

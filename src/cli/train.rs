@@ -99,18 +99,12 @@ pub struct TrainArgs {
 }
 
 /// The trainer's epoch lines on stdout, and on a terminal a progress bar
-/// redrawn in place while an epoch runs.
+/// (stderr) redrawn in place while an epoch runs.
 pub fn show_progress<B: Train>(trainer: &mut MultiModelTrainer<B, TrainNet<B>>) {
-    use std::io::{IsTerminal, Write};
+    use std::io::IsTerminal;
     trainer.on_line = Some(|line| println!("{line}"));
-    if std::io::stdout().is_terminal() {
-        trainer.on_bar = Some(|bar| {
-            match bar {
-                Some(text) => print!("\r{text}"),
-                None => print!("\r"),
-            }
-            let _ = std::io::stdout().flush();
-        });
+    if std::io::stderr().is_terminal() {
+        trainer.on_bar = Some(super::progress::epoch_bar);
     }
 }
 
