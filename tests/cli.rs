@@ -154,6 +154,7 @@ fn the_quick_demo_trains_decides_live_and_cleans_up() {
         "[1/5] simulated",
         "[3/5] training",
         "[4/5] live",
+        "the server is up until 60 decisions are made",
         "curl http://127.0.0.1:",
         "summary:",
         "[5/5] evaluate",
@@ -167,7 +168,7 @@ fn the_quick_demo_trains_decides_live_and_cleans_up() {
         assert!(text.contains(&format!("  {model:16} held-out accuracy")), "{model} trained:\n{text}");
     }
     let summary = text.lines().find(|l| l.starts_with("summary:")).unwrap();
-    assert!(summary.contains(" 60 decisions shown"), "{summary}");
+    assert!(summary.contains(" 60 decisions made"), "{summary}");
     let data = text.lines().find_map(|l| l.strip_prefix("data folder: ")).unwrap();
     let data = data.split(" (").next().unwrap();
     assert!(!std::path::Path::new(data).exists(), "the temporary data folder {data} is removed");
@@ -505,6 +506,7 @@ fn simulate_features_train_serve_predict_chain_with_defaults() {
             String::from_utf8_lossy(&o.stdout),
             String::from_utf8_lossy(&o.stderr)
         );
+        String::from_utf8_lossy(&o.stdout).into_owned()
     };
     run(&["simulate", "--out", "data/raw_lob", "--duration", "12m", "--signal-strength", "2"]);
     run(&["features"]);
@@ -516,7 +518,12 @@ fn simulate_features_train_serve_predict_chain_with_defaults() {
         .into_iter()
         .chain(["--epochs", "1", "--walk-forward-splits", "1", "--backend", "cpu"])
         .collect::<Vec<_>>();
-    run(&train);
+    let printed = run(&train);
+    // For people: α rounded, and the loss named for what it is (not plain cross-entropy).
+    let fold = printed.lines().find(|l| l.contains("fold 1/1: ")).unwrap_or_else(|| panic!("{printed}"));
+    let alpha = fold.split("α [").nth(1).and_then(|r| r.split(']').next()).unwrap_or_else(|| panic!("{fold}"));
+    assert!(alpha.contains('e') && alpha.len() <= 9, "α {alpha:?} in {fold}");
+    assert!(fold.contains("loss = 1 × CE(direction) + 0.5 × BCE(confidence) + 0.3 × Huber(return)"), "{fold}");
     run(&[&train[..], &["--seed", "7"]].concat());
     for version in ["1", "2"] {
         let published = dir.join("data/weights/cnn_lstm").join(version);

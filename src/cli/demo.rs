@@ -278,7 +278,16 @@ async fn live(args: &DemoArgs, data: &Path, trained: &Trained, target: u64) -> R
         exchange.local_addr(),
         tick.as_millis()
     );
-    println!("      the server is up; try, while it runs:");
+    if args.forever {
+        println!("      the server is up until Ctrl-C; try:");
+    } else {
+        // Warm-up (200 one-second candles) comes first, then one decision per tick.
+        println!(
+            "      the server is up until {target} decisions are made (after the warm-up, about {:.0} s; --forever \
+             keeps it up until Ctrl-C); try, while it runs:",
+            target as f64 * tick.as_secs_f64()
+        );
+    }
     println!("        curl {url}/api/ensemble/status");
     println!("        curl {url}/api/ensemble/live/latest");
     println!("        curl -N {url}/api/ensemble/live/stream");
@@ -407,7 +416,10 @@ async fn live(args: &DemoArgs, data: &Path, trained: &Trained, target: u64) -> R
     exchange.shutdown().await;
     let counters = hub.counters();
 
-    println!("\nsummary: {} ticks, {seen} decisions shown, {} resyncs", counters.ticks, counters.resyncs);
+    println!(
+        "\nsummary: {} ticks, {seen} decisions made (the first and every 50th printed above), {} resyncs",
+        counters.ticks, counters.resyncs
+    );
     println!(
         "  accuracy on the primary horizon ({HORIZON} ticks, α = {:.2e}); realized down/neutral/up {:?}, majority class {}:",
         trained.alpha,

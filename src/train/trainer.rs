@@ -236,6 +236,18 @@ impl<'b, B: Train, N: Net<B>> MultiModelTrainer<'b, B, N> {
         Ok(())
     }
 
+    /// What the printed losses are made of (docs/training.md, "Loss"): not
+    /// plain cross-entropy, so a reader can compare them with their own.
+    fn loss_description(&self) -> String {
+        let w = self.loss_weights();
+        let horizons = self.task.horizons.len();
+        let per = if horizons > 1 { format!(", averaged over {horizons} horizons") } else { String::new() };
+        format!(
+            "loss = {} × CE(direction) + {} × BCE(confidence) + {} × Huber(return){per}",
+            w.direction, w.confidence, w.ret
+        )
+    }
+
     fn loss_weights(&self) -> LossWeights {
         LossWeights {
             direction: self.config.direction_weight as f32,
@@ -602,17 +614,20 @@ impl<'b, B: Train, N: Net<B>> MultiModelTrainer<'b, B, N> {
         net.zero_grads(be)?;
         if st.results.folds.len() == st.fold {
             let baseline = self.baseline(data, plan)?;
+            // α for people (3 significant figures); report.json keeps it exact.
+            let alphas: Vec<String> = plan.alphas.iter().map(|a| format!("{a:.2e}")).collect();
             self.log(&format!(
-                "{} fold {fold_no}/{folds}: {} training samples (rows {:?}), {} validation samples (rows {:?}), α {:?}; \
-                 baseline (logistic regression on order flow): accuracy {:.2}%, majority class {:.2}%",
+                "{} fold {fold_no}/{folds}: {} training samples (rows {:?}), {} validation samples (rows {:?}), α [{}]; \
+                 baseline (logistic regression on order flow): accuracy {:.2}%, majority class {:.2}%; {}",
                 cfg.architecture,
                 plan.train.len(),
                 plan.fold.train,
                 plan.valid.len(),
                 plan.fold.valid,
-                plan.alphas,
+                alphas.join(", "),
                 100.0 * baseline.accuracy,
-                100.0 * baseline.majority_class_rate
+                100.0 * baseline.majority_class_rate,
+                self.loss_description()
             ));
             st.results.folds.push(FoldResult {
                 fold: fold_no,
@@ -730,7 +745,8 @@ impl<'b, B: Train, N: Net<B>> MultiModelTrainer<'b, B, N> {
             }
             self.log(&format!(
                 "{} fold {fold_no}/{folds} epoch {epoch}/{}: train loss {train_loss:.4}, val loss {val_loss:.4}{}, \
-                 accuracy {:.2}%, F1 {:.3}, MCC {:.3}, profit factor {}, lr {last_lr:.2e}, {:.0} samples/s",
+                 accuracy {:.2}%, F1 {:.3}, MCC {:.3}, profit factor {} (gross of costs, overlapping horizons), \
+                 lr {last_lr:.2e}, {:.0} samples/s",
                 cfg.architecture,
                 cfg.epochs,
                 if improved { " (best)" } else { "" },
