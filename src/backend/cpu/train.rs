@@ -19,7 +19,7 @@ use crate::error::{Error, Result};
 /// `(rows, cols)` → `(cols, rows)` row-major, in tiles so both sides stay in
 /// cache (a plain double loop strides through the destination); runs after
 /// every optimizer step for every matrix.
-fn transpose_into(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
+pub(crate) fn transpose_into(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
     const T: usize = 32;
     // Parallel over destination row blocks (source column blocks): disjoint writes.
     dst.par_chunks_mut(T * rows).enumerate().for_each(|(cb, block)| {
@@ -70,13 +70,7 @@ impl Train for Cpu {
     }
 
     fn prepare_recurrent_from(&self, w_hh: &Vec<f32>, hidden: usize, dst: &mut Vec<f32>) -> Result<()> {
-        self.f32_only("prepare_recurrent_from")?;
-        let n = 4 * hidden * hidden;
-        check_len("prepare_recurrent_from", "w_hh", w_hh.len(), n)?;
-        check_len("prepare_recurrent_from", "dst", dst.len(), 2 * n)?;
-        dst[..n].copy_from_slice(&w_hh[..n]);
-        transpose_into(&w_hh[..n], 4 * hidden, hidden, &mut dst[n..2 * n]);
-        Ok(())
+        crate::backend::ops::lstm::prepare_from_cpu(self, w_hh, hidden, dst)
     }
 
     fn swap_last_axes(
@@ -277,16 +271,7 @@ impl Train for Cpu {
         gates: &mut Vec<f32>,
         s: LstmShape,
     ) -> Result<()> {
-        self.f32_only("lstm_train")?;
-        let rows = s.batch * s.steps;
-        let h = s.hidden;
-        check_len("lstm_train", "gx", gx.len(), rows * 4 * h)?;
-        check_len("lstm_train", "w_hh", w_hh.len(), 8 * h * h)?;
-        check_len("lstm_train", "h_seq", h_seq.len(), rows * h)?;
-        check_len("lstm_train", "c_seq", c_seq.len(), rows * h)?;
-        check_len("lstm_train", "gates", gates.len(), rows * 4 * h)?;
-        grad::lstm_train(gx, &w_hh[4 * h * h..8 * h * h], h_seq, c_seq, gates, s);
-        Ok(())
+        crate::backend::ops::lstm::train_cpu(self, gx, w_hh, h_seq, c_seq, gates, s)
     }
 
     fn lstm_backward(
@@ -300,22 +285,7 @@ impl Train for Cpu {
         dw_hh: &mut Vec<f32>,
         s: LstmShape,
     ) -> Result<()> {
-        self.f32_only("lstm_backward")?;
-        let op = "lstm_backward";
-        let (rows, h) = (s.batch * s.steps, s.hidden);
-        for (what, have, need) in [
-            ("w_hh", w_hh.len(), 4 * h * h),
-            ("h_seq", h_seq.len(), rows * h),
-            ("c_seq", c_seq.len(), rows * h),
-            ("gates", gates.len(), rows * 4 * h),
-            ("dh_seq", dh_seq.len(), rows * h),
-            ("dgx", dgx.len(), rows * 4 * h),
-            ("dw_hh", dw_hh.len(), 4 * h * h),
-        ] {
-            check_len(op, what, have, need)?;
-        }
-        grad::lstm_backward(w_hh, h_seq, c_seq, gates, dh_seq, dgx, dw_hh, s);
-        Ok(())
+        crate::backend::ops::lstm::backward_cpu(self, w_hh, h_seq, c_seq, gates, dh_seq, dgx, dw_hh, s)
     }
 
     fn broadcast_add_backward(&self, dx: &Vec<f32>, dsrc: &mut Vec<f32>, s: BroadcastShape) -> Result<()> {

@@ -411,7 +411,6 @@ mod tests {
             c_size_agrees::<LinearParams>(),
             c_size_agrees::<ConvParams>(),
             c_size_agrees::<PatchParams>(),
-            c_size_agrees::<LstmParams>(),
             c_size_agrees::<MmaCheckParams>(),
             c_size_agrees::<Bf16<LinearParams>>(),
             c_size_agrees::<Bf16<ConvParams>>(),

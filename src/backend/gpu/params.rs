@@ -71,10 +71,6 @@ params!(
         batch: i32, height: i32, width: i32, ph: i32, pw: i32, dim: i32, tokens: i32, has_cls: i32,
     }
 );
-params!(
-    /// `kernels/lstm.cu` LstmParams
-    LstmParams => Lstm { gx: u64, w_hh: u64, h_seq: u64, batch: i32, steps: i32, hidden: i32 }
-);
 
 params!(
     /// `kernels/mma_check.cu` MmaCheckParams: d (16×8) = a (16×16) · b (16×8) + c, bf16 inputs.

@@ -18,14 +18,16 @@
 //! signature; `impl Backend for Cpu`, `impl Backend for Gpu<D>` and their
 //! `Train` impls delegate to the op module in one line each.
 //!
-//! Ops moved here so far: `layernorm`, `pool`, `adamw`, `elementwise`, `heads`, `attention`. The
-//! others still live in `cpu/` and `gpu/` (#16).
+//! Ops moved here so far: `layernorm`, `pool`, `adamw`, `elementwise`,
+//! `heads`, `attention`, `lstm`. The others still live in `cpu/` and `gpu/`
+//! (#16).
 
 pub mod adamw;
 pub mod attention;
 pub mod elementwise;
 pub mod heads;
 pub mod layernorm;
+pub mod lstm;
 pub mod pool;
 #[cfg(test)]
 mod testing;
@@ -41,6 +43,7 @@ pub(crate) fn parameter_structs_checked() -> Vec<crate::backend::gpu::Kernel> {
         elementwise::parameter_structs_checked(),
         heads::parameter_structs_checked(),
         attention::parameter_structs_checked(),
+        lstm::parameter_structs_checked(),
     ]
     .concat()
 }

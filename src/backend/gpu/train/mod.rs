@@ -3,13 +3,13 @@
 //! device on a GPU). Each op lives in the module of its kernel family, next
 //! to the parameter structs and launch rules of its kernels (LayerNorm's and
 //! pooling's backwards, with their forwards, AdamW, the copy/add/mul/fill/
-//! GELU map, the heads' loss and attention's training passes in backend/ops/):
+//! GELU map, the heads' loss, attention's and the LSTM's training passes in
+//! backend/ops/):
 //! - `elementwise`: dropout masks, sums of squares, the bias and broadcast backwards
 //!   (train_elementwise.cu);
 //! - `gemm`: linear, conv1d and patch-embedding backwards (train_gemm.cu);
 //! - `layout`: transposes on the device, so re-preparing weights after an
-//!   optimizer step never goes through the host (train_layout.cu);
-//! - `seq`: the LSTM, training forward and backward (lstm_train.cu).
+//!   optimizer step never goes through the host (train_layout.cu).
 //!
 //! The same conventions as the CPU's `Train` (backend/mod.rs): parameter
 //! gradients add, reductions run in a fixed order (no float atomics), so the
@@ -25,19 +25,13 @@
 mod elementwise;
 mod gemm;
 mod layout;
-mod seq;
 
 /// Every training kernel's parameter struct, each checked against its C size
 /// (for the emulator's test that every registered kernel has one).
 #[cfg(test)]
 pub(crate) fn parameter_structs_checked() -> Vec<super::Kernel> {
-    [
-        elementwise::parameter_structs_checked(),
-        gemm::parameter_structs_checked(),
-        layout::parameter_structs_checked(),
-        seq::parameter_structs_checked(),
-    ]
-    .concat()
+    [elementwise::parameter_structs_checked(), gemm::parameter_structs_checked(), layout::parameter_structs_checked()]
+        .concat()
 }
 
 use super::{Device, Gpu, Precision};
@@ -61,12 +55,8 @@ impl<D: Device> Train for Gpu<D> {
         self.prepare_linear_from_op(w, n_out, n_in, dst)
     }
 
-    /// The LSTM kernels read `W_hh` in PyTorch's layout: a copy.
     fn prepare_recurrent_from(&self, w_hh: &D::Mem, hidden: usize, dst: &mut D::Mem) -> Result<()> {
-        let n = 4 * hidden * hidden;
-        self.check("prepare_recurrent_from", "w_hh", w_hh, n)?;
-        self.check("prepare_recurrent_from", "dst", dst, n)?;
-        self.copy(w_hh, dst, n)
+        crate::backend::ops::lstm::prepare_from_gpu(self, w_hh, hidden, dst)
     }
 
     fn swap_last_axes(
@@ -188,7 +178,7 @@ impl<D: Device> Train for Gpu<D> {
         gates: &mut D::Mem,
         shape: LstmShape,
     ) -> Result<()> {
-        self.lstm_train_op(gx, w_hh, h_seq, c_seq, gates, shape)
+        crate::backend::ops::lstm::train_gpu(self, gx, w_hh, h_seq, c_seq, gates, shape)
     }
 
     fn lstm_backward(
@@ -202,7 +192,7 @@ impl<D: Device> Train for Gpu<D> {
         dw_hh: &mut D::Mem,
         shape: LstmShape,
     ) -> Result<()> {
-        self.lstm_backward_op(w_hh, h_seq, c_seq, gates, dh_seq, dgx, dw_hh, shape)
+        crate::backend::ops::lstm::backward_gpu(self, w_hh, h_seq, c_seq, gates, dh_seq, dgx, dw_hh, shape)
     }
 
     fn broadcast_add_backward(&self, dx: &D::Mem, dsrc: &mut D::Mem, shape: BroadcastShape) -> Result<()> {
