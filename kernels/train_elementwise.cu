@@ -1,12 +1,12 @@
 // Training ops over flat buffers (src/backend/gpu/train/elementwise.rs):
 // inverted-dropout masks drawn from ChaCha8 bit for bit as the CPU's
-// rand_chacha stream, the f64 sum of squares, and the backwards of the bias
-// and the broadcast add (pooling's is in pool.cu, AdamW in adamw.cu, the
-// copy/add/mul/fill/GELU map in elementwise_map.cu).
+// rand_chacha stream, the f64 sum of squares, and the bias backward
+// (pooling's backward is in pool.cu, the broadcast add's in broadcast_add.cu,
+// AdamW in adamw.cu, the copy/add/mul/fill/GELU map in elementwise_map.cu).
 //
 // Determinism: no float atomics. Every reduction has one owner per output
-// that loops in a fixed order (the bias and broadcast backwards follow
-// the CPU's order exactly, so they match it bit for bit), or writes
+// that loops in a fixed order (the bias backward follows the CPU's order
+// exactly, so it matches it bit for bit), or writes
 // per-block partials the host combines in block order (sum of squares).
 #include "common.cuh"
 
@@ -188,30 +188,3 @@ QUORUM_KERNEL void quorum_bias_finish(BiasFinishParams p) {
     }
 }
 QUORUM_EMU_ENTRY(quorum_bias_finish, BiasFinishParams)
-
-// ---------------------------------------------------------------------------
-// Backward of broadcast_add for its source: dsrc (src_rows, dim) += Σ dx over
-// the broadcast axis, one thread per dsrc value adding the rows into it in
-// the CPU's order (samples, then tokens).
-struct BroadcastBackwardParams {
-    const float *dx;
-    float *dsrc;
-    int outer, inner, dim, per_outer;
-};
-
-QUORUM_KERNEL void quorum_broadcast_add_backward(BroadcastBackwardParams p) {
-    const int src_rows = p.per_outer ? p.outer : p.inner;
-    QUORUM_GRID_STRIDE(i, src_rows * p.dim) {
-        const int r = i / p.dim, c = i % p.dim;
-        float v = p.dsrc[i];
-        if (p.per_outer) {
-            const float *block = p.dx + (long long)r * p.inner * p.dim + c;
-            for (int t = 0; t < p.inner; t++) v += block[(long long)t * p.dim];
-        } else {
-            const float *col = p.dx + (long long)r * p.dim + c;
-            for (int o = 0; o < p.outer; o++) v += col[(long long)o * p.inner * p.dim];
-        }
-        p.dsrc[i] = v;
-    }
-}
-QUORUM_EMU_ENTRY(quorum_broadcast_add_backward, BroadcastBackwardParams)

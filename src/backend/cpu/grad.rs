@@ -13,7 +13,7 @@ use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
 use super::{with_scratch, SendPtr, PAR_MIN_MACS, ROW_CHUNK};
-use crate::backend::{BroadcastShape, ConvShape, PatchShape};
+use crate::backend::{ConvShape, PatchShape};
 
 /// Output columns per task of a large product (a multiple of 16 floats, one AVX-512 register).
 const COL_BLOCK: usize = 64;
@@ -303,13 +303,4 @@ pub(super) fn conv1d_backward(
     });
     // Outside the closure above: col_sums takes the thread's scratch too.
     col_sums(dy, s.out_stride, s.out_offset, rows, s.c_out, db);
-}
-
-pub(super) fn broadcast_add_backward(dx: &[f32], dsrc: &mut [f32], s: BroadcastShape) {
-    for (o, block) in dx[..s.outer * s.inner * s.dim].chunks(s.inner * s.dim).enumerate() {
-        for (t, row) in block.chunks(s.dim).enumerate() {
-            let r = if s.per_outer { o } else { t };
-            dsrc[r * s.dim..(r + 1) * s.dim].iter_mut().zip(row).for_each(|(a, g)| *a += g);
-        }
-    }
 }

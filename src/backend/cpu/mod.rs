@@ -400,15 +400,7 @@ impl Backend for Cpu {
     }
 
     fn standardize(&self, x: &mut Vec<f32>, mean: &Vec<f32>, std: &Vec<f32>, rows: usize, dim: usize) -> Result<()> {
-        check_len("standardize", "x", x.len(), rows * dim)?;
-        check_len("standardize", "mean", mean.len(), dim)?;
-        check_len("standardize", "std", std.len(), dim)?;
-        for row in x[..rows * dim].chunks_mut(dim) {
-            for ((v, m), s) in row.iter_mut().zip(mean).zip(std) {
-                *v = (*v - m) / s;
-            }
-        }
-        Ok(())
+        super::ops::standardize::forward_cpu(x, mean, std, rows, dim)
     }
 
     fn linear(
@@ -544,16 +536,7 @@ impl Backend for Cpu {
     }
 
     fn broadcast_add(&self, x: &mut Vec<f32>, src: &Vec<f32>, s: BroadcastShape) -> Result<()> {
-        check_len("broadcast_add", "x", x.len(), s.outer * s.inner * s.dim)?;
-        let src_rows = if s.per_outer { s.outer } else { s.inner };
-        check_len("broadcast_add", "src", src.len(), src_rows * s.dim)?;
-        for (o, block) in x[..s.outer * s.inner * s.dim].chunks_mut(s.inner * s.dim).enumerate() {
-            for (t, row) in block.chunks_mut(s.dim).enumerate() {
-                let r = if s.per_outer { o } else { t };
-                row.iter_mut().zip(&src[r * s.dim..(r + 1) * s.dim]).for_each(|(v, a)| *v += a);
-            }
-        }
-        Ok(())
+        super::ops::broadcast_add::forward_cpu(x, src, s)
     }
 
     fn pool(&self, x: &Vec<f32>, out: &mut Vec<f32>, batch: usize, tokens: usize, dim: usize, how: Pool) -> Result<()> {

@@ -289,11 +289,7 @@ impl Train for Cpu {
     }
 
     fn broadcast_add_backward(&self, dx: &Vec<f32>, dsrc: &mut Vec<f32>, s: BroadcastShape) -> Result<()> {
-        check_len("broadcast_add_backward", "dx", dx.len(), s.outer * s.inner * s.dim)?;
-        let src_rows = if s.per_outer { s.outer } else { s.inner };
-        check_len("broadcast_add_backward", "dsrc", dsrc.len(), src_rows * s.dim)?;
-        grad::broadcast_add_backward(dx, dsrc, s);
-        Ok(())
+        crate::backend::ops::broadcast_add::backward_cpu(dx, dsrc, s)
     }
 
     fn pool_backward(

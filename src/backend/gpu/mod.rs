@@ -222,18 +222,7 @@ impl<D: Device> Backend for Gpu<D> {
     }
 
     fn standardize(&self, x: &mut D::Mem, mean: &D::Mem, std: &D::Mem, rows: usize, dim: usize) -> Result<()> {
-        self.check("standardize", "x", x, rows * dim)?;
-        self.check("standardize", "mean", mean, dim)?;
-        self.check("standardize", "std", std, dim)?;
-        let p = StandardizeParams {
-            x: self.dev.ptr_mut(x),
-            mean: self.dev.ptr(mean),
-            std: self.dev.ptr(std),
-            rows: self.int("standardize", rows)?,
-            dim: self.int("standardize", dim)?,
-        };
-        // SAFETY: sizes checked above.
-        unsafe { self.dev.launch(launch::elementwise(rows * dim)?, &p) }
+        super::ops::standardize::forward_gpu(self, x, mean, std, rows, dim)
     }
 
     fn linear(&self, x: &D::Mem, w: &D::Mem, b: &D::Mem, y: &mut D::Mem, s: LinearShape, epi: Epilogue) -> Result<()> {
@@ -376,18 +365,7 @@ impl<D: Device> Backend for Gpu<D> {
     }
 
     fn broadcast_add(&self, x: &mut D::Mem, src: &D::Mem, s: BroadcastShape) -> Result<()> {
-        self.check("broadcast_add", "x", x, s.outer * s.inner * s.dim)?;
-        self.check("broadcast_add", "src", src, if s.per_outer { s.outer } else { s.inner } * s.dim)?;
-        let p = BroadcastAddParams {
-            x: self.dev.ptr_mut(x),
-            src: self.dev.ptr(src),
-            outer: self.int("broadcast_add", s.outer)?,
-            inner: self.int("broadcast_add", s.inner)?,
-            dim: self.int("broadcast_add", s.dim)?,
-            per_outer: i32::from(s.per_outer),
-        };
-        // SAFETY: sizes checked above.
-        unsafe { self.dev.launch(launch::elementwise(s.outer * s.inner * s.dim)?, &p) }
+        super::ops::broadcast_add::forward_gpu(self, x, src, s)
     }
 
     fn pool(&self, x: &D::Mem, out: &mut D::Mem, batch: usize, tokens: usize, dim: usize, how: Pool) -> Result<()> {

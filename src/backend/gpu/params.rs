@@ -32,14 +32,6 @@ macro_rules! params {
 pub(crate) use params;
 
 params!(
-    /// `kernels/elementwise.cu` StandardizeParams
-    StandardizeParams => Standardize { x: u64, mean: u64, std: u64, rows: i32, dim: i32 }
-);
-params!(
-    /// `kernels/elementwise.cu` BroadcastAddParams
-    BroadcastAddParams => BroadcastAdd { x: u64, src: u64, outer: i32, inner: i32, dim: i32, per_outer: i32 }
-);
-params!(
     /// `kernels/gemm.cu` LinearParams (epilogue 0 none, 1 GELU, 2 accumulate)
     LinearParams => Linear { x: u64, w: u64, b: u64, y: u64, rows: i32, n_in: i32, n_out: i32, epilogue: i32 }
 );
@@ -116,7 +108,6 @@ mod tests {
     fn layouts_match_the_c_structs() {
         // The C compiler's layout on LP64: pointers 8 bytes, ints 4, structs
         // padded to 8. These sizes are what the kernels see.
-        assert_eq!(std::mem::size_of::<StandardizeParams>(), 32);
         assert_eq!(std::mem::size_of::<LinearParams>(), 48);
         assert_eq!(std::mem::size_of::<ConvBranch>(), 24);
         assert_eq!(std::mem::size_of::<ConvParams>(), 16 + 4 * 24 + 7 * 4 + 4);

@@ -19,16 +19,18 @@
 //! `Train` impls delegate to the op module in one line each.
 //!
 //! Ops moved here so far: `layernorm`, `pool`, `adamw`, `elementwise`,
-//! `heads`, `attention`, `lstm`. The others still live in `cpu/` and `gpu/`
+//! `heads`, `attention`, `lstm`, `broadcast_add`, `standardize`. The others still live in `cpu/` and `gpu/`
 //! (#16).
 
 pub mod adamw;
 pub mod attention;
+pub mod broadcast_add;
 pub mod elementwise;
 pub mod heads;
 pub mod layernorm;
 pub mod lstm;
 pub mod pool;
+pub mod standardize;
 #[cfg(test)]
 mod testing;
 
@@ -44,6 +46,8 @@ pub(crate) fn parameter_structs_checked() -> Vec<crate::backend::gpu::Kernel> {
         heads::parameter_structs_checked(),
         attention::parameter_structs_checked(),
         lstm::parameter_structs_checked(),
+        broadcast_add::parameter_structs_checked(),
+        standardize::parameter_structs_checked(),
     ]
     .concat()
 }

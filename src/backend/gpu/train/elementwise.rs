@@ -1,5 +1,5 @@
 //! Training ops over flat buffers: dropout masks, sums of squares, the bias
-//! and broadcast backwards (kernels/train_elementwise.cu).
+//! backward (kernels/train_elementwise.cu).
 //!
 //! What comes back to the host (the sum of squares' per-block partials) goes
 //! through the backend's scratch buffer; the bias backward keeps its
@@ -12,7 +12,6 @@ use crate::backend::gpu::device::LaunchConfig;
 use crate::backend::gpu::launch::{self, cfg};
 use crate::backend::gpu::params::{params, KernelParams};
 use crate::backend::gpu::{f64_from_words, Device, Gpu};
-use crate::backend::BroadcastShape;
 use crate::error::Result;
 
 params!(
@@ -30,10 +29,6 @@ params!(
 params!(
     /// `kernels/train_elementwise.cu` BiasFinishParams: `db += Σ_chunks part` in chunk order.
     BiasFinishParams => BiasFinish { part: u64, db: u64, chunks: i32, n: i32 }
-);
-params!(
-    /// `kernels/train_elementwise.cu` BroadcastBackwardParams
-    BroadcastBackwardParams => BroadcastAddBackward { dx: u64, dsrc: u64, outer: i32, inner: i32, dim: i32, per_outer: i32 }
 );
 
 /// train_elementwise.cu DROPOUT_THREADS and the mask values one block
@@ -132,24 +127,6 @@ impl<D: Device> Gpu<D> {
             }
         })
     }
-
-    pub(super) fn broadcast_add_backward_op(&self, dx: &D::Mem, dsrc: &mut D::Mem, s: BroadcastShape) -> Result<()> {
-        let op = "broadcast_add_backward";
-        self.check(op, "dx", dx, s.outer * s.inner * s.dim)?;
-        let src_rows = if s.per_outer { s.outer } else { s.inner };
-        self.check(op, "dsrc", dsrc, src_rows * s.dim)?;
-        self.int(op, s.outer * s.inner * s.dim)?;
-        let p = BroadcastBackwardParams {
-            dx: self.dev.ptr(dx),
-            dsrc: self.dev.ptr_mut(dsrc),
-            outer: self.int(op, s.outer)?,
-            inner: self.int(op, s.inner)?,
-            dim: self.int(op, s.dim)?,
-            per_outer: i32::from(s.per_outer),
-        };
-        // SAFETY: sizes checked above.
-        unsafe { self.dev.launch(launch::elementwise(src_rows * s.dim)?, &p) }
-    }
 }
 
 /// This module's parameter structs, each checked against its C size.
@@ -161,7 +138,6 @@ pub(super) fn parameter_structs_checked() -> Vec<crate::backend::gpu::Kernel> {
         c_size_agrees::<SumSquaresParams>(),
         c_size_agrees::<BiasPartialsParams>(),
         c_size_agrees::<BiasFinishParams>(),
-        c_size_agrees::<BroadcastBackwardParams>(),
     ]
 }
 

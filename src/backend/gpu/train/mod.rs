@@ -1,11 +1,11 @@
 //! `impl Train for Gpu<D>`: the backward passes and the optimizer as launches
 //! of the training kernels, on any device (the emulator today, cudarc's
 //! device on a GPU). Each op lives in the module of its kernel family, next
-//! to the parameter structs and launch rules of its kernels (LayerNorm's and
-//! pooling's backwards, with their forwards, AdamW, the copy/add/mul/fill/
-//! GELU map, the heads' loss, attention's and the LSTM's training passes in
-//! backend/ops/):
-//! - `elementwise`: dropout masks, sums of squares, the bias and broadcast backwards
+//! to the parameter structs and launch rules of its kernels (LayerNorm's,
+//! pooling's and the broadcast add's backwards, with their forwards, AdamW,
+//! the copy/add/mul/fill/GELU map, the heads' loss, attention's and the
+//! LSTM's training passes in backend/ops/):
+//! - `elementwise`: dropout masks, sums of squares, the bias backward
 //!   (train_elementwise.cu);
 //! - `gemm`: linear, conv1d and patch-embedding backwards (train_gemm.cu);
 //! - `layout`: transposes on the device, so re-preparing weights after an
@@ -196,7 +196,7 @@ impl<D: Device> Train for Gpu<D> {
     }
 
     fn broadcast_add_backward(&self, dx: &D::Mem, dsrc: &mut D::Mem, shape: BroadcastShape) -> Result<()> {
-        self.broadcast_add_backward_op(dx, dsrc, shape)
+        crate::backend::ops::broadcast_add::backward_gpu(self, dx, dsrc, shape)
     }
 
     fn pool_backward(
