@@ -8,8 +8,6 @@
 //! same inputs give bit-identical gradients whatever the thread scheduling
 //! (docs/training.md: same seed, same data, same weights).
 
-use rand_chacha::rand_core::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
 use super::{with_scratch, SendPtr, PAR_MIN_MACS, ROW_CHUNK};
@@ -170,24 +168,6 @@ pub(super) fn linear_backward(
     if let Some(db) = db {
         col_sums(dy, n_out, 0, rows, n_out, db);
     }
-}
-
-pub(super) fn dropout_mask(mask: &mut [f32], p: f32, seed: u64, stream: u64) {
-    let keep = 1.0 / (1.0 - p);
-    // Drop when a uniform u32 falls below p·2³².
-    let cut = (f64::from(p) * 4_294_967_296.0) as u64;
-    // Element i takes word i of the stream whatever the chunking: each chunk
-    // seeks to its first word, so chunks run in parallel and the mask is
-    // the same as drawn in one sequence.
-    const CHUNK: usize = 1 << 14;
-    mask.par_chunks_mut(CHUNK).enumerate().for_each(|(c, part)| {
-        let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        rng.set_stream(stream);
-        rng.set_word_pos((c * CHUNK) as u128);
-        for m in part.iter_mut() {
-            *m = if u64::from(rng.next_u32()) < cut { 0.0 } else { keep };
-        }
-    });
 }
 
 #[allow(clippy::too_many_arguments)]

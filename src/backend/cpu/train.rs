@@ -8,7 +8,7 @@
 
 use rayon::prelude::*;
 
-use super::{check_len, grad, Cpu, ELEM_CHUNK};
+use super::{check_len, grad, Cpu};
 use crate::backend::ops::elementwise::{map_cpu, Map};
 use crate::backend::{
     AdamWStep, AttentionShape, BroadcastShape, ConvShape, HeadsGrads, HeadsLoss, HeadsOut, HeadsRef, HeadsTargets,
@@ -50,11 +50,7 @@ impl Train for Cpu {
     }
 
     fn sum_squares(&self, x: &Vec<f32>, len: usize) -> Result<f64> {
-        check_len("sum_squares", "x", x.len(), len)?;
-        // Chunk sums in a fixed order, so the result does not depend on scheduling.
-        let partial: Vec<f64> =
-            x[..len].par_chunks(ELEM_CHUNK).map(|c| c.iter().map(|&v| f64::from(v) * f64::from(v)).sum()).collect();
-        Ok(partial.iter().sum())
+        crate::backend::ops::sum_squares::sum_cpu(x, len)
     }
 
     fn fill(&self, x: &mut Vec<f32>, len: usize, value: f32) -> Result<()> {
@@ -118,15 +114,7 @@ impl Train for Cpu {
     }
 
     fn dropout_mask(&self, mask: &mut Vec<f32>, len: usize, p: f32, seed: u64, stream: u64) -> Result<()> {
-        check_len("dropout_mask", "mask", mask.len(), len)?;
-        if !(0.0..1.0).contains(&p) {
-            return Err(Error::Backend {
-                backend: "cpu".into(),
-                reason: format!("dropout_mask: p = {p} not in [0, 1)"),
-            });
-        }
-        grad::dropout_mask(&mut mask[..len], p, seed, stream);
-        Ok(())
+        crate::backend::ops::dropout::mask_cpu(mask, len, p, seed, stream)
     }
 
     fn linear_backward(
@@ -324,13 +312,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sum_squares_and_fill() {
+    fn fill_writes_the_first_len_values() {
+        // The sum of squares' half of this test moved to ops/sum_squares.rs.
         let mut x: Vec<f32> = (0..50_000).map(|i| (i % 10) as f32).collect();
-        let want: f64 = x.iter().map(|&v| f64::from(v * v)).sum();
-        assert_eq!(Cpu::new().sum_squares(&x, x.len()).unwrap(), want);
         Cpu::new().fill(&mut x, 10, 3.0).unwrap();
         assert_eq!(&x[..11], &[3.0; 10].iter().copied().chain([0.0]).collect::<Vec<_>>()[..]);
-        assert!(Cpu::new().sum_squares(&x, 60_000).is_err(), "a short buffer is an error, not a panic");
     }
 
     #[test]

@@ -19,18 +19,21 @@
 //! `Train` impls delegate to the op module in one line each.
 //!
 //! Ops moved here so far: `layernorm`, `pool`, `adamw`, `elementwise`,
-//! `heads`, `attention`, `lstm`, `broadcast_add`, `standardize`. The others still live in `cpu/` and `gpu/`
+//! `heads`, `attention`, `lstm`, `broadcast_add`, `standardize`, `dropout`,
+//! `sum_squares`. The others still live in `cpu/` and `gpu/`
 //! (#16).
 
 pub mod adamw;
 pub mod attention;
 pub mod broadcast_add;
+pub mod dropout;
 pub mod elementwise;
 pub mod heads;
 pub mod layernorm;
 pub mod lstm;
 pub mod pool;
 pub mod standardize;
+pub mod sum_squares;
 #[cfg(test)]
 mod testing;
 
@@ -48,6 +51,8 @@ pub(crate) fn parameter_structs_checked() -> Vec<crate::backend::gpu::Kernel> {
         lstm::parameter_structs_checked(),
         broadcast_add::parameter_structs_checked(),
         standardize::parameter_structs_checked(),
+        dropout::parameter_structs_checked(),
+        sum_squares::parameter_structs_checked(),
     ]
     .concat()
 }

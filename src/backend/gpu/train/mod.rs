@@ -5,8 +5,7 @@
 //! pooling's and the broadcast add's backwards, with their forwards, AdamW,
 //! the copy/add/mul/fill/GELU map, the heads' loss, attention's and the
 //! LSTM's training passes in backend/ops/):
-//! - `elementwise`: dropout masks, sums of squares, the bias backward
-//!   (train_elementwise.cu);
+//! - `bias`: the bias backward (bias_backward.cu), shared by the three below;
 //! - `gemm`: linear, conv1d and patch-embedding backwards (train_gemm.cu);
 //! - `layout`: transposes on the device, so re-preparing weights after an
 //!   optimizer step never goes through the host (train_layout.cu).
@@ -22,7 +21,7 @@
 //! everything else, and every backward op, stays f32 (the backward's matrix
 //! products read the f32 master weights).
 
-mod elementwise;
+mod bias;
 mod gemm;
 mod layout;
 
@@ -30,8 +29,7 @@ mod layout;
 /// (for the emulator's test that every registered kernel has one).
 #[cfg(test)]
 pub(crate) fn parameter_structs_checked() -> Vec<super::Kernel> {
-    [elementwise::parameter_structs_checked(), gemm::parameter_structs_checked(), layout::parameter_structs_checked()]
-        .concat()
+    [bias::parameter_structs_checked(), gemm::parameter_structs_checked(), layout::parameter_structs_checked()].concat()
 }
 
 use super::{Device, Gpu, Precision};
@@ -92,7 +90,7 @@ impl<D: Device> Train for Gpu<D> {
     }
 
     fn dropout_mask(&self, mask: &mut D::Mem, len: usize, p: f32, seed: u64, stream: u64) -> Result<()> {
-        self.dropout_mask_op(mask, len, p, seed, stream)
+        crate::backend::ops::dropout::mask_gpu(self, mask, len, p, seed, stream)
     }
 
     fn linear_backward(
@@ -238,7 +236,7 @@ impl<D: Device> Train for Gpu<D> {
     }
 
     fn sum_squares(&self, x: &D::Mem, len: usize) -> Result<f64> {
-        self.sum_squares_op(x, len)
+        crate::backend::ops::sum_squares::sum_gpu(self, x, len)
     }
 
     fn fill(&self, x: &mut D::Mem, len: usize, value: f32) -> Result<()> {

@@ -1,26 +1,8 @@
-// Training ops over flat buffers (src/backend/gpu/train/elementwise.rs):
-// inverted-dropout masks drawn from ChaCha8 bit for bit as the CPU's
-// rand_chacha stream, the f64 sum of squares, and the bias backward
-// (pooling's backward is in pool.cu, the broadcast add's in broadcast_add.cu,
-// AdamW in adamw.cu, the copy/add/mul/fill/GELU map in elementwise_map.cu).
-//
-// Determinism: no float atomics. Every reduction has one owner per output
-// that loops in a fixed order (the bias backward follows the CPU's order
-// exactly, so it matches it bit for bit), or writes
-// per-block partials the host combines in block order (sum of squares).
+// The inverted-dropout mask, drawn from ChaCha8 bit for bit as the CPU's
+// rand_chacha stream, so a model trains the same on every backend. Its Rust
+// side (reference, CPU, launch, tests) is src/backend/ops/dropout.rs.
 #include "common.cuh"
 
-// The bits of a double as two 32-bit words and back: partial sums travel
-// through f32 buffers (whose start need only be 4-byte aligned).
-__device__ __forceinline__ unsigned long long train_double_bits(double d) {
-#ifdef QUORUM_EMU
-    return quorum_emu::to_bits(d);
-#else
-    return (unsigned long long)__double_as_longlong(d);
-#endif
-}
-
-// ---------------------------------------------------------------------------
 // Dropout mask: mask[i] = 0 when word i of the ChaCha8 stream (key, stream)
 // is below `cut`, else `keep`. rand_chacha's state (ChaCha8Rng after
 // seed_from_u64 and set_stream): words 0-3 the constants, 4-11 the key
@@ -117,74 +99,3 @@ QUORUM_KERNEL void quorum_dropout_mask(DropoutParams p) {
     }
 }
 QUORUM_EMU_ENTRY(quorum_dropout_mask, DropoutParams)
-
-// ---------------------------------------------------------------------------
-// Σ x² over n values in f64: each thread sums its grid-stride elements, the
-// block reduces by warp shuffles then warps in order, and block b writes its
-// partial as the two 32-bit words (low, high) at partials[2b]. The host adds
-// the partials in block order; the grid is a function of n only.
-#define SUMSQ_THREADS 256
-
-struct SumSquaresParams {
-    const float *x;
-    unsigned *partials;
-    int n, _pad;
-};
-
-QUORUM_KERNEL void quorum_sum_squares(SumSquaresParams p) {
-    QUORUM_REQUIRE(blockDim.x == SUMSQ_THREADS);
-    QUORUM_SHARED(double, warp_sums, [SUMSQ_THREADS / 32]);
-    double s = 0.0;
-    QUORUM_GRID_STRIDE(i, p.n) {
-        double v = (double)p.x[i];
-        s += v * v;
-    }
-    for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(QUORUM_FULL_MASK, s, o);
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    if (lane == 0) warp_sums[warp] = s;
-    __syncthreads();
-    if (threadIdx.x == 0) {
-        double total = 0.0;
-        for (int w = 0; w < SUMSQ_THREADS / 32; w++) total += warp_sums[w];
-        unsigned long long b = train_double_bits(total);
-        p.partials[2 * blockIdx.x] = (unsigned)b;
-        p.partials[2 * blockIdx.x + 1] = (unsigned)(b >> 32);
-    }
-}
-QUORUM_EMU_ENTRY(quorum_sum_squares, SumSquaresParams)
-
-// ---------------------------------------------------------------------------
-// db[..n] += Σ_rows dy (rows, n) in the CPU's order (grad.rs col_sums): rows
-// in chunks of `chunk`, each chunk summed from zero in row order, the chunk
-// sums then added into db in chunk order. Two launches: partials
-// part (chunks, n), one thread per (chunk, column); then one thread per column.
-struct BiasPartialsParams {
-    const float *dy;
-    float *part;
-    int rows, n, chunk, _pad;
-};
-
-QUORUM_KERNEL void quorum_bias_partials(BiasPartialsParams p) {
-    const int col = blockIdx.x * blockDim.x + threadIdx.x, c = blockIdx.y;
-    if (col >= p.n) return;
-    const int r0 = c * p.chunk, r1 = min(r0 + p.chunk, p.rows);
-    float acc = 0.0f;
-    for (int r = r0; r < r1; r++) acc += p.dy[(long long)r * p.n + col];
-    p.part[(long long)c * p.n + col] = acc;
-}
-QUORUM_EMU_ENTRY(quorum_bias_partials, BiasPartialsParams)
-
-struct BiasFinishParams {
-    const float *part;
-    float *db;
-    int chunks, n;
-};
-
-QUORUM_KERNEL void quorum_bias_finish(BiasFinishParams p) {
-    QUORUM_GRID_STRIDE(col, p.n) {
-        float v = p.db[col];
-        for (int c = 0; c < p.chunks; c++) v += p.part[(long long)c * p.n + col];
-        p.db[col] = v;
-    }
-}
-QUORUM_EMU_ENTRY(quorum_bias_finish, BiasFinishParams)
