@@ -78,19 +78,7 @@ impl Train for Cpu {
         cols: usize,
         accumulate: bool,
     ) -> Result<()> {
-        let plane = rows * cols;
-        check_len("swap_last_axes", "src", src.len(), outer * plane)?;
-        check_len("swap_last_axes", "dst", dst.len(), outer * plane)?;
-        for (s, d) in src[..outer * plane].chunks_exact(plane.max(1)).zip(dst.chunks_exact_mut(plane.max(1))) {
-            for r in 0..rows {
-                for c in 0..cols {
-                    let v = s[r * cols + c];
-                    let at = &mut d[c * rows + r];
-                    *at = if accumulate { *at + v } else { v };
-                }
-            }
-        }
-        Ok(())
+        crate::backend::ops::swap_last_axes::swap_cpu(src, dst, outer, rows, cols, accumulate)
     }
 
     fn copy(&self, src: &Vec<f32>, dst: &mut Vec<f32>, len: usize) -> Result<()> {

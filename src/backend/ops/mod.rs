@@ -20,7 +20,7 @@
 //!
 //! Ops moved here so far: `layernorm`, `pool`, `adamw`, `elementwise`,
 //! `heads`, `attention`, `lstm`, `broadcast_add`, `standardize`, `dropout`,
-//! `sum_squares`. The others still live in `cpu/` and `gpu/`
+//! `sum_squares`, `swap_last_axes`. The others still live in `cpu/` and `gpu/`
 //! (#16).
 
 pub mod adamw;
@@ -34,6 +34,7 @@ pub mod lstm;
 pub mod pool;
 pub mod standardize;
 pub mod sum_squares;
+pub mod swap_last_axes;
 #[cfg(test)]
 mod testing;
 
@@ -53,6 +54,7 @@ pub(crate) fn parameter_structs_checked() -> Vec<crate::backend::gpu::Kernel> {
         standardize::parameter_structs_checked(),
         dropout::parameter_structs_checked(),
         sum_squares::parameter_structs_checked(),
+        swap_last_axes::parameter_structs_checked(),
     ]
     .concat()
 }

@@ -7,8 +7,9 @@
 //! LSTM's training passes in backend/ops/):
 //! - `bias`: the bias backward (bias_backward.cu), shared by the three below;
 //! - `gemm`: linear, conv1d and patch-embedding backwards (train_gemm.cu);
-//! - `layout`: transposes on the device, so re-preparing weights after an
-//!   optimizer step never goes through the host (train_layout.cu).
+//! - `layout`: `prepare_linear_from` on the device, so re-preparing weights
+//!   after an optimizer step never goes through the host (train_layout.cu,
+//!   and the transpose of backend/ops/swap_last_axes.rs).
 //!
 //! The same conventions as the CPU's `Train` (backend/mod.rs): parameter
 //! gradients add, reductions run in a fixed order (no float atomics), so the
@@ -66,7 +67,7 @@ impl<D: Device> Train for Gpu<D> {
         cols: usize,
         accumulate: bool,
     ) -> Result<()> {
-        self.swap_last_axes_op("swap_last_axes", src, dst, outer, rows, cols, accumulate)
+        crate::backend::ops::swap_last_axes::swap_gpu(self, "swap_last_axes", src, dst, outer, rows, cols, accumulate)
     }
 
     fn copy(&self, src: &D::Mem, dst: &mut D::Mem, len: usize) -> Result<()> {
