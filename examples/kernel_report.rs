@@ -4,9 +4,8 @@
 //!     tools/install_cuda_wheels.sh && cargo run --release --example kernel_report [sm_80|sm_90]
 
 use quorum::backend::gpu::compile_check::{compile_all, ptxas_stats};
-use quorum::backend::gpu::launch;
 use quorum::backend::gpu::nvrtc::{wheel_ptxas, Nvrtc};
-use quorum::backend::ops::attention;
+use quorum::backend::ops::{attention, lstm};
 
 fn main() -> anyhow::Result<()> {
     let arch = std::env::args().nth(1).unwrap_or_else(|| "sm_90".into());
@@ -31,7 +30,7 @@ fn main() -> anyhow::Result<()> {
         "dynamic shared memory: attention {} B at 100 tokens x hd 32 ({} B at 49); lstm {} B at hidden 256",
         attention::forward_shared_bytes(100, 32),
         attention::forward_shared_bytes(49, 32),
-        launch::lstm(1, 256)?.shared_bytes
+        lstm::forward_cfg(1, 256)?.shared_bytes
     );
     Ok(())
 }

@@ -8,13 +8,10 @@
 //! same inputs give bit-identical gradients whatever the thread scheduling
 //! (docs/training.md: same seed, same data, same weights).
 
-use multiversion::multiversion;
-use rand_chacha::rand_core::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
-use super::{simd, with_scratch, SendPtr, PAR_MIN_MACS, ROW_CHUNK};
-use crate::backend::{BroadcastShape, ConvShape, LstmShape, PatchShape};
+use super::{with_scratch, SendPtr, PAR_MIN_MACS, ROW_CHUNK};
+use crate::backend::{ConvShape, PatchShape};
 
 /// Output columns per task of a large product (a multiple of 16 floats, one AVX-512 register).
 const COL_BLOCK: usize = 64;
@@ -50,7 +47,7 @@ pub(crate) unsafe fn gemm_strided(
 /// # Safety
 /// As `gemm_strided`.
 #[allow(clippy::too_many_arguments)]
-unsafe fn gemm_strided_on(
+pub(crate) unsafe fn gemm_strided_on(
     m: usize,
     n: usize,
     k: usize,
@@ -173,24 +170,6 @@ pub(super) fn linear_backward(
     }
 }
 
-pub(super) fn dropout_mask(mask: &mut [f32], p: f32, seed: u64, stream: u64) {
-    let keep = 1.0 / (1.0 - p);
-    // Drop when a uniform u32 falls below p·2³².
-    let cut = (f64::from(p) * 4_294_967_296.0) as u64;
-    // Element i takes word i of the stream whatever the chunking: each chunk
-    // seeks to its first word, so chunks run in parallel and the mask is
-    // the same as drawn in one sequence.
-    const CHUNK: usize = 1 << 14;
-    mask.par_chunks_mut(CHUNK).enumerate().for_each(|(c, part)| {
-        let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        rng.set_stream(stream);
-        rng.set_word_pos((c * CHUNK) as u128);
-        for m in part.iter_mut() {
-            *m = if u64::from(rng.next_u32()) < cut { 0.0 } else { keep };
-        }
-    });
-}
-
 #[allow(clippy::too_many_arguments)]
 pub(super) fn patch_embed_backward(
     x: &[f32],
@@ -304,257 +283,4 @@ pub(super) fn conv1d_backward(
     });
     // Outside the closure above: col_sums takes the thread's scratch too.
     col_sums(dy, s.out_stride, s.out_offset, rows, s.c_out, db);
-}
-
-/// One step's cell update for one sample: activates the gates in place
-/// (i, f, g, o, the backend's sigmoid and tanh as in the inference
-/// recurrence) and writes `c` and `h`.
-#[multiversion(targets("x86_64+avx512f+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
-fn cell_forward(g: &mut [f32], c_prev: Option<&[f32]>, c: &mut [f32], h: &mut [f32]) {
-    let n = c.len();
-    for u in 0..n {
-        let i = simd::sigmoid(g[u]);
-        let f = simd::sigmoid(g[n + u]);
-        let gg = simd::tanh(g[2 * n + u]);
-        let o = simd::sigmoid(g[3 * n + u]);
-        g[u] = i;
-        g[n + u] = f;
-        g[2 * n + u] = gg;
-        g[3 * n + u] = o;
-        let cp = c_prev.map_or(0.0, |p| p[u]);
-        c[u] = f * cp + i * gg;
-        h[u] = o * simd::tanh(c[u]);
-    }
-}
-
-/// One step's backward for one sample: from the output gradient `dh` (this
-/// step's plus the recurrent one) and the cell gradient carried in `dc_next`
-/// (updated to the previous step's), writes the gate pre-activation gradients.
-#[multiversion(targets("x86_64+avx512f+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
-fn cell_backward(
-    g: &[f32],
-    c: &[f32],
-    c_prev: Option<&[f32]>,
-    dh_out: &[f32],
-    dh_rec: &[f32],
-    dc_next: &mut [f32],
-    dg: &mut [f32],
-) {
-    let n = c.len();
-    for u in 0..n {
-        let dh = dh_out[u] + dh_rec[u];
-        let tc = simd::tanh(c[u]);
-        let cp = c_prev.map_or(0.0, |p| p[u]);
-        let (i, f, gg, o) = (g[u], g[n + u], g[2 * n + u], g[3 * n + u]);
-        let dc = dc_next[u] + dh * o * (1.0 - tc * tc);
-        dc_next[u] = dc * f;
-        dg[u] = dc * gg * i * (1.0 - i);
-        dg[n + u] = dc * cp * f * (1.0 - f);
-        dg[2 * n + u] = dc * i * (1.0 - gg * gg);
-        dg[3 * n + u] = dh * tc * o * (1.0 - o);
-    }
-}
-
-/// Runs `part(first_sample, samples, parallel)` over the batch: at batch 2
-/// and more, the two halves at once (`pair::run_halves`: the samples'
-/// recurrences are independent), each with serial products: no fork/join per
-/// step. Where a half runs does not change its bits, and the split depends on
-/// the batch only, so results do not depend on the threads.
-fn lstm_batch_halves(batch: usize, part: &(dyn Fn(usize, usize, bool) + Sync)) {
-    if batch < 2 {
-        return part(0, batch, true);
-    }
-    super::pair::run_halves(batch, &|b0, nb| part(b0, nb, false));
-}
-
-/// `w_t` is the `W_hhᵀ (H, 4H)` half of `prepare_recurrent`'s layout.
-pub(super) fn lstm_train(
-    gx: &[f32],
-    w_t: &[f32],
-    h_seq: &mut [f32],
-    c_seq: &mut [f32],
-    gates: &mut [f32],
-    s: LstmShape,
-) {
-    let (steps, h) = (s.steps, s.hidden);
-    let (hp, cp, gp) = (SendPtr(h_seq.as_mut_ptr()), SendPtr(c_seq.as_mut_ptr()), SendPtr(gates.as_mut_ptr()));
-    lstm_batch_halves(s.batch, &|b0, nb, parallel| {
-        // SAFETY: each part owns samples [b0, b0 + nb) of h_seq, c_seq and
-        // gates (contiguous, disjoint between parts), all of which the caller
-        // holds mutably and sized for the whole batch.
-        let (h_part, c_part, g_part) = unsafe {
-            (
-                std::slice::from_raw_parts_mut(hp.at(b0 * steps * h), nb * steps * h),
-                std::slice::from_raw_parts_mut(cp.at(b0 * steps * h), nb * steps * h),
-                std::slice::from_raw_parts_mut(gp.at(b0 * steps * 4 * h), nb * steps * 4 * h),
-            )
-        };
-        let gx_part = &gx[b0 * steps * 4 * h..(b0 + nb) * steps * 4 * h];
-        lstm_train_part(gx_part, w_t, h_part, c_part, g_part, LstmShape { batch: nb, steps, hidden: h }, parallel);
-    });
-}
-
-fn lstm_train_part(
-    gx: &[f32],
-    w_t: &[f32],
-    h_seq: &mut [f32],
-    c_seq: &mut [f32],
-    gates: &mut [f32],
-    s: LstmShape,
-    parallel: bool,
-) {
-    let (batch, steps, h) = (s.batch, s.steps, s.hidden);
-    let g4 = 4 * h;
-    gates[..batch * steps * g4].copy_from_slice(&gx[..batch * steps * g4]);
-    for t in 0..steps {
-        if t > 0 {
-            // SAFETY: gates rows (b, t) of stride steps·4H, h_seq rows (b, t−1)
-            // of stride steps·H, w_t (H, 4H): all in bounds, distinct buffers.
-            unsafe {
-                gemm_strided_on(
-                    batch,
-                    g4,
-                    h,
-                    gates[t * g4..].as_mut_ptr(),
-                    steps * g4,
-                    true,
-                    h_seq[(t - 1) * h..].as_ptr(),
-                    steps * h,
-                    1,
-                    w_t.as_ptr(),
-                    g4,
-                    1,
-                    1.0,
-                    parallel,
-                );
-            }
-        }
-        for bi in 0..batch {
-            let row = bi * steps + t;
-            let g = &mut gates[row * g4..(row + 1) * g4];
-            // c_{t−1} and c_t are neighbouring rows of c_seq.
-            let (before, cur) = c_seq.split_at_mut(row * h);
-            let c_prev = if t > 0 { Some(&before[(row - 1) * h..]) } else { None };
-            cell_forward(g, c_prev, &mut cur[..h], &mut h_seq[row * h..(row + 1) * h]);
-        }
-    }
-}
-
-#[allow(clippy::too_many_arguments)]
-pub(super) fn lstm_backward(
-    w_hh: &[f32],
-    h_seq: &[f32],
-    c_seq: &[f32],
-    gates: &[f32],
-    dh_seq: &[f32],
-    dgx: &mut [f32],
-    dw_hh: &mut [f32],
-    s: LstmShape,
-) {
-    let (batch, steps, h) = (s.batch, s.steps, s.hidden);
-    let g4 = 4 * h;
-    let dgx_ptr = SendPtr(dgx.as_mut_ptr());
-    lstm_batch_halves(batch, &|b0, nb, parallel| {
-        let (rows, rows_end) = (b0 * steps, (b0 + nb) * steps);
-        // SAFETY: each part owns samples [b0, b0 + nb) of dgx (contiguous,
-        // disjoint between parts), which the caller holds mutably.
-        let dgx_part = unsafe { std::slice::from_raw_parts_mut(dgx_ptr.at(rows * g4), nb * steps * g4) };
-        lstm_bptt_part(
-            w_hh,
-            &c_seq[rows * h..rows_end * h],
-            &gates[rows * g4..rows_end * g4],
-            &dh_seq[rows * h..rows_end * h],
-            dgx_part,
-            LstmShape { batch: nb, steps, hidden: h },
-            parallel,
-        );
-    });
-    if steps > 1 {
-        // dW_hh += Σ_b Σ_{t≥1} dgates[b, t]ᵀ h[b, t−1], one product per sample, in order.
-        for bi in 0..batch {
-            // SAFETY: rows 1..steps of sample bi in dgx and 0..steps−1 in h_seq.
-            unsafe {
-                gemm_strided(
-                    g4,
-                    h,
-                    steps - 1,
-                    dw_hh.as_mut_ptr(),
-                    h,
-                    true,
-                    dgx[(bi * steps + 1) * g4..].as_ptr(),
-                    1,
-                    g4,
-                    h_seq[bi * steps * h..].as_ptr(),
-                    h,
-                    1,
-                    1.0,
-                );
-            }
-        }
-    }
-}
-
-/// Backpropagation through time of `s.batch` samples: writes their `dgx`.
-fn lstm_bptt_part(
-    w_hh: &[f32],
-    c_seq: &[f32],
-    gates: &[f32],
-    dh_seq: &[f32],
-    dgx: &mut [f32],
-    s: LstmShape,
-    parallel: bool,
-) {
-    let (batch, steps, h) = (s.batch, s.steps, s.hidden);
-    let g4 = 4 * h;
-    with_scratch(2 * batch * h, |scr| {
-        let (dh_next, dc_next) = scr.split_at_mut(batch * h);
-        dh_next.fill(0.0);
-        dc_next.fill(0.0);
-        for t in (0..steps).rev() {
-            for bi in 0..batch {
-                let row = bi * steps + t;
-                let c_prev = if t > 0 { Some(&c_seq[(row - 1) * h..row * h]) } else { None };
-                cell_backward(
-                    &gates[row * g4..(row + 1) * g4],
-                    &c_seq[row * h..(row + 1) * h],
-                    c_prev,
-                    &dh_seq[row * h..(row + 1) * h],
-                    &dh_next[bi * h..(bi + 1) * h],
-                    &mut dc_next[bi * h..(bi + 1) * h],
-                    &mut dgx[row * g4..(row + 1) * g4],
-                );
-            }
-            if t > 0 {
-                // dh_{t−1} = dgates_t · W_hh (batch rows of stride steps·4H).
-                // SAFETY: in bounds as checked by the caller; distinct buffers.
-                unsafe {
-                    gemm_strided_on(
-                        batch,
-                        h,
-                        g4,
-                        dh_next.as_mut_ptr(),
-                        h,
-                        false,
-                        dgx[t * g4..].as_ptr(),
-                        steps * g4,
-                        1,
-                        w_hh.as_ptr(),
-                        h,
-                        1,
-                        1.0,
-                        parallel,
-                    );
-                }
-            }
-        }
-    });
-}
-
-pub(super) fn broadcast_add_backward(dx: &[f32], dsrc: &mut [f32], s: BroadcastShape) {
-    for (o, block) in dx[..s.outer * s.inner * s.dim].chunks(s.inner * s.dim).enumerate() {
-        for (t, row) in block.chunks(s.dim).enumerate() {
-            let r = if s.per_outer { o } else { t };
-            dsrc[r * s.dim..(r + 1) * s.dim].iter_mut().zip(row).for_each(|(a, g)| *a += g);
-        }
-    }
 }

@@ -9,16 +9,16 @@
 //! thread-local vectors that grow to the largest size seen and are reused:
 //! after the first forward at a given batch size, nothing allocates.
 
-mod bf16;
+pub(crate) mod bf16;
 mod conv;
 mod grad;
-mod lstm;
-mod pair;
+pub(crate) mod pair;
 pub mod simd;
-mod small_gemm;
+pub(crate) mod small_gemm;
 mod train;
 
-pub(crate) use grad::gemm_strided;
+pub(crate) use grad::{gemm_strided, gemm_strided_on};
+pub(crate) use train::transpose_into;
 
 use std::cell::RefCell;
 use std::ops::Range;
@@ -170,7 +170,7 @@ impl SendPtr {
 }
 
 /// Multiply-adds below which a product runs on one thread.
-const PAR_MIN_MACS: usize = 1 << 17;
+pub(crate) const PAR_MIN_MACS: usize = 1 << 17;
 
 /// The shape of `y[.., ..n] (rows, ld_y) [+]= x (rows, k) · W`.
 #[derive(Clone, Copy, Debug)]
@@ -367,18 +367,8 @@ impl Backend for Cpu {
         crate::tensor::try_copy(data, "cpu buffer")
     }
 
-    /// `[W_hh (4H, H) | W_hhᵀ (H, 4H)]`: rows for the batch-1 dot products,
-    /// the transpose for the batched per-step GEMM.
-    /// In bf16: `W_hh` packed in one block per core (`bf16::pack_recurrent`).
     fn prepare_recurrent(&self, w_hh: &[f32], hidden: usize) -> Result<Vec<f32>> {
-        let n = 4 * hidden * hidden;
-        check_len("prepare_recurrent", "w_hh", w_hh.len(), n)?;
-        if self.bf16() {
-            return Ok(bf16::pack_recurrent(w_hh, hidden));
-        }
-        let mut both = w_hh[..n].to_vec();
-        both.extend_from_slice(&transpose(&w_hh[..n], 4 * hidden, hidden));
-        Ok(both)
+        super::ops::lstm::prepare_cpu(self, w_hh, hidden)
     }
 
     fn prepare_linear(&self, w: &[f32], n_out: usize, n_in: usize) -> Result<Vec<f32>> {
@@ -410,15 +400,7 @@ impl Backend for Cpu {
     }
 
     fn standardize(&self, x: &mut Vec<f32>, mean: &Vec<f32>, std: &Vec<f32>, rows: usize, dim: usize) -> Result<()> {
-        check_len("standardize", "x", x.len(), rows * dim)?;
-        check_len("standardize", "mean", mean.len(), dim)?;
-        check_len("standardize", "std", std.len(), dim)?;
-        for row in x[..rows * dim].chunks_mut(dim) {
-            for ((v, m), s) in row.iter_mut().zip(mean).zip(std) {
-                *v = (*v - m) / s;
-            }
-        }
-        Ok(())
+        super::ops::standardize::forward_cpu(x, mean, std, rows, dim)
     }
 
     fn linear(
@@ -550,29 +532,11 @@ impl Backend for Cpu {
     }
 
     fn lstm(&self, gx: &Vec<f32>, w_hh: &Vec<f32>, h_seq: &mut Vec<f32>, s: LstmShape) -> Result<()> {
-        check_len("lstm", "gx", gx.len(), s.batch * s.steps * 4 * s.hidden)?;
-        let w_len = if self.bf16() { self.linear_len(4 * s.hidden, s.hidden) } else { 8 * s.hidden * s.hidden };
-        check_len("lstm", "w_hh", w_hh.len(), w_len)?;
-        check_len("lstm", "h_seq", h_seq.len(), s.batch * s.steps * s.hidden)?;
-        if self.bf16() {
-            bf16::lstm(gx, w_hh, h_seq, s);
-        } else {
-            lstm::forward(gx, w_hh, h_seq, s);
-        }
-        Ok(())
+        super::ops::lstm::forward_cpu(self, gx, w_hh, h_seq, s)
     }
 
     fn broadcast_add(&self, x: &mut Vec<f32>, src: &Vec<f32>, s: BroadcastShape) -> Result<()> {
-        check_len("broadcast_add", "x", x.len(), s.outer * s.inner * s.dim)?;
-        let src_rows = if s.per_outer { s.outer } else { s.inner };
-        check_len("broadcast_add", "src", src.len(), src_rows * s.dim)?;
-        for (o, block) in x[..s.outer * s.inner * s.dim].chunks_mut(s.inner * s.dim).enumerate() {
-            for (t, row) in block.chunks_mut(s.dim).enumerate() {
-                let r = if s.per_outer { o } else { t };
-                row.iter_mut().zip(&src[r * s.dim..(r + 1) * s.dim]).for_each(|(v, a)| *v += a);
-            }
-        }
-        Ok(())
+        super::ops::broadcast_add::forward_cpu(x, src, s)
     }
 
     fn pool(&self, x: &Vec<f32>, out: &mut Vec<f32>, batch: usize, tokens: usize, dim: usize, how: Pool) -> Result<()> {

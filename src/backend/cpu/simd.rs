@@ -199,35 +199,6 @@ fn hsum(mut v: [f32; LANES]) -> f32 {
     v[0]
 }
 
-/// One LSTM cell update from pre-activation gates `[i | f | g | o]` (4·H):
-/// `c = σ(f)·c + σ(i)·tanh(g)`, `h = σ(o)·tanh(c)`.
-#[multiversion(targets("x86_64+avx512f+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
-pub fn lstm_cell(gates: &[f32], c: &mut [f32], h: &mut [f32]) {
-    let n = c.len();
-    let (gi, rest) = gates.split_at(n);
-    let (gf, rest) = rest.split_at(n);
-    let (gg, go) = rest.split_at(n);
-    let h = &mut h[..n];
-    // Blocks of 16 lanes with fixed bounds, then the rest: over a plain loop
-    // LLVM left 16 units in a scalar tail (its bounds checks), which took
-    // more time than the other 112 of a 128-unit half together.
-    let full = n / LANES * LANES;
-    for j0 in (0..full).step_by(LANES) {
-        let (i, f, g, o) = (&gi[j0..j0 + LANES], &gf[j0..j0 + LANES], &gg[j0..j0 + LANES], &go[j0..j0 + LANES]);
-        let (cb, hb) = (&mut c[j0..j0 + LANES], &mut h[j0..j0 + LANES]);
-        for l in 0..LANES {
-            let cj = sigmoid(f[l]) * cb[l] + sigmoid(i[l]) * tanh(g[l]);
-            cb[l] = cj;
-            hb[l] = sigmoid(o[l]) * tanh(cj);
-        }
-    }
-    for j in full..n {
-        let cj = sigmoid(gf[j]) * c[j] + sigmoid(gi[j]) * tanh(gg[j]);
-        c[j] = cj;
-        h[j] = sigmoid(go[j]) * tanh(cj);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

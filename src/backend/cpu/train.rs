@@ -8,7 +8,7 @@
 
 use rayon::prelude::*;
 
-use super::{check_len, grad, Cpu, ELEM_CHUNK};
+use super::{check_len, grad, Cpu};
 use crate::backend::ops::elementwise::{map_cpu, Map};
 use crate::backend::{
     AdamWStep, AttentionShape, BroadcastShape, ConvShape, HeadsGrads, HeadsLoss, HeadsOut, HeadsRef, HeadsTargets,
@@ -19,7 +19,7 @@ use crate::error::{Error, Result};
 /// `(rows, cols)` → `(cols, rows)` row-major, in tiles so both sides stay in
 /// cache (a plain double loop strides through the destination); runs after
 /// every optimizer step for every matrix.
-fn transpose_into(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
+pub(crate) fn transpose_into(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
     const T: usize = 32;
     // Parallel over destination row blocks (source column blocks): disjoint writes.
     dst.par_chunks_mut(T * rows).enumerate().for_each(|(cb, block)| {
@@ -50,11 +50,7 @@ impl Train for Cpu {
     }
 
     fn sum_squares(&self, x: &Vec<f32>, len: usize) -> Result<f64> {
-        check_len("sum_squares", "x", x.len(), len)?;
-        // Chunk sums in a fixed order, so the result does not depend on scheduling.
-        let partial: Vec<f64> =
-            x[..len].par_chunks(ELEM_CHUNK).map(|c| c.iter().map(|&v| f64::from(v) * f64::from(v)).sum()).collect();
-        Ok(partial.iter().sum())
+        crate::backend::ops::sum_squares::sum_cpu(x, len)
     }
 
     fn fill(&self, x: &mut Vec<f32>, len: usize, value: f32) -> Result<()> {
@@ -70,13 +66,7 @@ impl Train for Cpu {
     }
 
     fn prepare_recurrent_from(&self, w_hh: &Vec<f32>, hidden: usize, dst: &mut Vec<f32>) -> Result<()> {
-        self.f32_only("prepare_recurrent_from")?;
-        let n = 4 * hidden * hidden;
-        check_len("prepare_recurrent_from", "w_hh", w_hh.len(), n)?;
-        check_len("prepare_recurrent_from", "dst", dst.len(), 2 * n)?;
-        dst[..n].copy_from_slice(&w_hh[..n]);
-        transpose_into(&w_hh[..n], 4 * hidden, hidden, &mut dst[n..2 * n]);
-        Ok(())
+        crate::backend::ops::lstm::prepare_from_cpu(self, w_hh, hidden, dst)
     }
 
     fn swap_last_axes(
@@ -88,19 +78,7 @@ impl Train for Cpu {
         cols: usize,
         accumulate: bool,
     ) -> Result<()> {
-        let plane = rows * cols;
-        check_len("swap_last_axes", "src", src.len(), outer * plane)?;
-        check_len("swap_last_axes", "dst", dst.len(), outer * plane)?;
-        for (s, d) in src[..outer * plane].chunks_exact(plane.max(1)).zip(dst.chunks_exact_mut(plane.max(1))) {
-            for r in 0..rows {
-                for c in 0..cols {
-                    let v = s[r * cols + c];
-                    let at = &mut d[c * rows + r];
-                    *at = if accumulate { *at + v } else { v };
-                }
-            }
-        }
-        Ok(())
+        crate::backend::ops::swap_last_axes::swap_cpu(src, dst, outer, rows, cols, accumulate)
     }
 
     fn copy(&self, src: &Vec<f32>, dst: &mut Vec<f32>, len: usize) -> Result<()> {
@@ -124,15 +102,7 @@ impl Train for Cpu {
     }
 
     fn dropout_mask(&self, mask: &mut Vec<f32>, len: usize, p: f32, seed: u64, stream: u64) -> Result<()> {
-        check_len("dropout_mask", "mask", mask.len(), len)?;
-        if !(0.0..1.0).contains(&p) {
-            return Err(Error::Backend {
-                backend: "cpu".into(),
-                reason: format!("dropout_mask: p = {p} not in [0, 1)"),
-            });
-        }
-        grad::dropout_mask(&mut mask[..len], p, seed, stream);
-        Ok(())
+        crate::backend::ops::dropout::mask_cpu(mask, len, p, seed, stream)
     }
 
     fn linear_backward(
@@ -277,16 +247,7 @@ impl Train for Cpu {
         gates: &mut Vec<f32>,
         s: LstmShape,
     ) -> Result<()> {
-        self.f32_only("lstm_train")?;
-        let rows = s.batch * s.steps;
-        let h = s.hidden;
-        check_len("lstm_train", "gx", gx.len(), rows * 4 * h)?;
-        check_len("lstm_train", "w_hh", w_hh.len(), 8 * h * h)?;
-        check_len("lstm_train", "h_seq", h_seq.len(), rows * h)?;
-        check_len("lstm_train", "c_seq", c_seq.len(), rows * h)?;
-        check_len("lstm_train", "gates", gates.len(), rows * 4 * h)?;
-        grad::lstm_train(gx, &w_hh[4 * h * h..8 * h * h], h_seq, c_seq, gates, s);
-        Ok(())
+        crate::backend::ops::lstm::train_cpu(self, gx, w_hh, h_seq, c_seq, gates, s)
     }
 
     fn lstm_backward(
@@ -300,30 +261,11 @@ impl Train for Cpu {
         dw_hh: &mut Vec<f32>,
         s: LstmShape,
     ) -> Result<()> {
-        self.f32_only("lstm_backward")?;
-        let op = "lstm_backward";
-        let (rows, h) = (s.batch * s.steps, s.hidden);
-        for (what, have, need) in [
-            ("w_hh", w_hh.len(), 4 * h * h),
-            ("h_seq", h_seq.len(), rows * h),
-            ("c_seq", c_seq.len(), rows * h),
-            ("gates", gates.len(), rows * 4 * h),
-            ("dh_seq", dh_seq.len(), rows * h),
-            ("dgx", dgx.len(), rows * 4 * h),
-            ("dw_hh", dw_hh.len(), 4 * h * h),
-        ] {
-            check_len(op, what, have, need)?;
-        }
-        grad::lstm_backward(w_hh, h_seq, c_seq, gates, dh_seq, dgx, dw_hh, s);
-        Ok(())
+        crate::backend::ops::lstm::backward_cpu(self, w_hh, h_seq, c_seq, gates, dh_seq, dgx, dw_hh, s)
     }
 
     fn broadcast_add_backward(&self, dx: &Vec<f32>, dsrc: &mut Vec<f32>, s: BroadcastShape) -> Result<()> {
-        check_len("broadcast_add_backward", "dx", dx.len(), s.outer * s.inner * s.dim)?;
-        let src_rows = if s.per_outer { s.outer } else { s.inner };
-        check_len("broadcast_add_backward", "dsrc", dsrc.len(), src_rows * s.dim)?;
-        grad::broadcast_add_backward(dx, dsrc, s);
-        Ok(())
+        crate::backend::ops::broadcast_add::backward_cpu(dx, dsrc, s)
     }
 
     fn pool_backward(
@@ -358,13 +300,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sum_squares_and_fill() {
+    fn fill_writes_the_first_len_values() {
+        // The sum of squares' half of this test moved to ops/sum_squares.rs.
         let mut x: Vec<f32> = (0..50_000).map(|i| (i % 10) as f32).collect();
-        let want: f64 = x.iter().map(|&v| f64::from(v * v)).sum();
-        assert_eq!(Cpu::new().sum_squares(&x, x.len()).unwrap(), want);
         Cpu::new().fill(&mut x, 10, 3.0).unwrap();
         assert_eq!(&x[..11], &[3.0; 10].iter().copied().chain([0.0]).collect::<Vec<_>>()[..]);
-        assert!(Cpu::new().sum_squares(&x, 60_000).is_err(), "a short buffer is an error, not a panic");
     }
 
     #[test]

@@ -49,11 +49,6 @@ pub fn gemm_mma(rows: usize, n: usize, branches: usize) -> Result<LaunchConfig> 
     cfg([n.div_ceil(32), rows.div_ceil(64), branches], 128, 0)
 }
 
-/// lstm.cu: one persistent block per sample; h (double-buffered) and c in shared memory.
-pub fn lstm(batch: usize, hidden: usize) -> Result<LaunchConfig> {
-    cfg([batch, 1, 1], 256, 3 * hidden * 4)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -76,6 +71,5 @@ mod tests {
     fn small_kernels() {
         assert_eq!(elementwise(1).unwrap().grid, [1, 1, 1]);
         assert_eq!(elementwise(10_000_000).unwrap().grid, [1024, 1, 1]);
-        assert_eq!(lstm(3, 256).unwrap().shared_bytes, 3072);
     }
 }

@@ -175,17 +175,8 @@ impl<D: Device> Backend for Gpu<D> {
         self.dev.upload(data)
     }
 
-    /// The LSTM kernel reads `W_hh` in PyTorch's `(4·hidden, hidden)` layout.
     fn prepare_recurrent(&self, w_hh: &[f32], hidden: usize) -> Result<D::Mem> {
-        let n = 4 * hidden * hidden;
-        if w_hh.len() < n {
-            return Err(self.err(format!(
-                "prepare_recurrent: {} values for a ({}, {hidden}) matrix",
-                w_hh.len(),
-                4 * hidden
-            )));
-        }
-        self.upload(&w_hh[..n])
+        super::ops::lstm::prepare_gpu(self, w_hh, hidden)
     }
 
     fn prepare_linear(&self, w: &[f32], n_out: usize, n_in: usize) -> Result<D::Mem> {
@@ -231,18 +222,7 @@ impl<D: Device> Backend for Gpu<D> {
     }
 
     fn standardize(&self, x: &mut D::Mem, mean: &D::Mem, std: &D::Mem, rows: usize, dim: usize) -> Result<()> {
-        self.check("standardize", "x", x, rows * dim)?;
-        self.check("standardize", "mean", mean, dim)?;
-        self.check("standardize", "std", std, dim)?;
-        let p = StandardizeParams {
-            x: self.dev.ptr_mut(x),
-            mean: self.dev.ptr(mean),
-            std: self.dev.ptr(std),
-            rows: self.int("standardize", rows)?,
-            dim: self.int("standardize", dim)?,
-        };
-        // SAFETY: sizes checked above.
-        unsafe { self.dev.launch(launch::elementwise(rows * dim)?, &p) }
+        super::ops::standardize::forward_gpu(self, x, mean, std, rows, dim)
     }
 
     fn linear(&self, x: &D::Mem, w: &D::Mem, b: &D::Mem, y: &mut D::Mem, s: LinearShape, epi: Epilogue) -> Result<()> {
@@ -381,34 +361,11 @@ impl<D: Device> Backend for Gpu<D> {
     }
 
     fn lstm(&self, gx: &D::Mem, w_hh: &D::Mem, h_seq: &mut D::Mem, s: LstmShape) -> Result<()> {
-        self.check("lstm", "gx", gx, s.batch * s.steps * 4 * s.hidden)?;
-        self.check("lstm", "w_hh", w_hh, 4 * s.hidden * s.hidden)?;
-        self.check("lstm", "h_seq", h_seq, s.batch * s.steps * s.hidden)?;
-        let p = LstmParams {
-            gx: self.dev.ptr(gx),
-            w_hh: self.dev.ptr(w_hh),
-            h_seq: self.dev.ptr_mut(h_seq),
-            batch: self.int("lstm", s.batch)?,
-            steps: self.int("lstm", s.steps)?,
-            hidden: self.int("lstm", s.hidden)?,
-        };
-        // SAFETY: sizes checked above.
-        unsafe { self.dev.launch(launch::lstm(s.batch, s.hidden)?, &p) }
+        super::ops::lstm::forward_gpu(self, gx, w_hh, h_seq, s)
     }
 
     fn broadcast_add(&self, x: &mut D::Mem, src: &D::Mem, s: BroadcastShape) -> Result<()> {
-        self.check("broadcast_add", "x", x, s.outer * s.inner * s.dim)?;
-        self.check("broadcast_add", "src", src, if s.per_outer { s.outer } else { s.inner } * s.dim)?;
-        let p = BroadcastAddParams {
-            x: self.dev.ptr_mut(x),
-            src: self.dev.ptr(src),
-            outer: self.int("broadcast_add", s.outer)?,
-            inner: self.int("broadcast_add", s.inner)?,
-            dim: self.int("broadcast_add", s.dim)?,
-            per_outer: i32::from(s.per_outer),
-        };
-        // SAFETY: sizes checked above.
-        unsafe { self.dev.launch(launch::elementwise(s.outer * s.inner * s.dim)?, &p) }
+        super::ops::broadcast_add::forward_gpu(self, x, src, s)
     }
 
     fn pool(&self, x: &D::Mem, out: &mut D::Mem, batch: usize, tokens: usize, dim: usize, how: Pool) -> Result<()> {

@@ -32,14 +32,6 @@ macro_rules! params {
 pub(crate) use params;
 
 params!(
-    /// `kernels/elementwise.cu` StandardizeParams
-    StandardizeParams => Standardize { x: u64, mean: u64, std: u64, rows: i32, dim: i32 }
-);
-params!(
-    /// `kernels/elementwise.cu` BroadcastAddParams
-    BroadcastAddParams => BroadcastAdd { x: u64, src: u64, outer: i32, inner: i32, dim: i32, per_outer: i32 }
-);
-params!(
     /// `kernels/gemm.cu` LinearParams (epilogue 0 none, 1 GELU, 2 accumulate)
     LinearParams => Linear { x: u64, w: u64, b: u64, y: u64, rows: i32, n_in: i32, n_out: i32, epilogue: i32 }
 );
@@ -70,10 +62,6 @@ params!(
         x: u64, w: u64, b: u64, cls: u64, pos: u64, out: u64,
         batch: i32, height: i32, width: i32, ph: i32, pw: i32, dim: i32, tokens: i32, has_cls: i32,
     }
-);
-params!(
-    /// `kernels/lstm.cu` LstmParams
-    LstmParams => Lstm { gx: u64, w_hh: u64, h_seq: u64, batch: i32, steps: i32, hidden: i32 }
 );
 
 params!(
@@ -120,7 +108,6 @@ mod tests {
     fn layouts_match_the_c_structs() {
         // The C compiler's layout on LP64: pointers 8 bytes, ints 4, structs
         // padded to 8. These sizes are what the kernels see.
-        assert_eq!(std::mem::size_of::<StandardizeParams>(), 32);
         assert_eq!(std::mem::size_of::<LinearParams>(), 48);
         assert_eq!(std::mem::size_of::<ConvBranch>(), 24);
         assert_eq!(std::mem::size_of::<ConvParams>(), 16 + 4 * 24 + 7 * 4 + 4);

@@ -18,15 +18,23 @@
 //! signature; `impl Backend for Cpu`, `impl Backend for Gpu<D>` and their
 //! `Train` impls delegate to the op module in one line each.
 //!
-//! Ops moved here so far: `layernorm`, `pool`, `adamw`, `elementwise`, `heads`, `attention`. The
-//! others still live in `cpu/` and `gpu/` (#16).
+//! Ops moved here so far: `layernorm`, `pool`, `adamw`, `elementwise`,
+//! `heads`, `attention`, `lstm`, `broadcast_add`, `standardize`, `dropout`,
+//! `sum_squares`, `swap_last_axes`. The others still live in `cpu/` and `gpu/`
+//! (#16).
 
 pub mod adamw;
 pub mod attention;
+pub mod broadcast_add;
+pub mod dropout;
 pub mod elementwise;
 pub mod heads;
 pub mod layernorm;
+pub mod lstm;
 pub mod pool;
+pub mod standardize;
+pub mod sum_squares;
+pub mod swap_last_axes;
 #[cfg(test)]
 mod testing;
 
@@ -41,6 +49,12 @@ pub(crate) fn parameter_structs_checked() -> Vec<crate::backend::gpu::Kernel> {
         elementwise::parameter_structs_checked(),
         heads::parameter_structs_checked(),
         attention::parameter_structs_checked(),
+        lstm::parameter_structs_checked(),
+        broadcast_add::parameter_structs_checked(),
+        standardize::parameter_structs_checked(),
+        dropout::parameter_structs_checked(),
+        sum_squares::parameter_structs_checked(),
+        swap_last_axes::parameter_structs_checked(),
     ]
     .concat()
 }

@@ -1,15 +1,15 @@
 //! `impl Train for Gpu<D>`: the backward passes and the optimizer as launches
 //! of the training kernels, on any device (the emulator today, cudarc's
 //! device on a GPU). Each op lives in the module of its kernel family, next
-//! to the parameter structs and launch rules of its kernels (LayerNorm's and
-//! pooling's backwards, with their forwards, AdamW, the copy/add/mul/fill/
-//! GELU map, the heads' loss and attention's training passes in backend/ops/):
-//! - `elementwise`: dropout masks, sums of squares, the bias and broadcast backwards
-//!   (train_elementwise.cu);
+//! to the parameter structs and launch rules of its kernels (LayerNorm's,
+//! pooling's and the broadcast add's backwards, with their forwards, AdamW,
+//! the copy/add/mul/fill/GELU map, the heads' loss, attention's and the
+//! LSTM's training passes in backend/ops/):
+//! - `bias`: the bias backward (bias_backward.cu), shared by the three below;
 //! - `gemm`: linear, conv1d and patch-embedding backwards (train_gemm.cu);
-//! - `layout`: transposes on the device, so re-preparing weights after an
-//!   optimizer step never goes through the host (train_layout.cu);
-//! - `seq`: the LSTM, training forward and backward (lstm_train.cu).
+//! - `layout`: `prepare_linear_from` on the device, so re-preparing weights
+//!   after an optimizer step never goes through the host (train_layout.cu,
+//!   and the transpose of backend/ops/swap_last_axes.rs).
 //!
 //! The same conventions as the CPU's `Train` (backend/mod.rs): parameter
 //! gradients add, reductions run in a fixed order (no float atomics), so the
@@ -22,22 +22,15 @@
 //! everything else, and every backward op, stays f32 (the backward's matrix
 //! products read the f32 master weights).
 
-mod elementwise;
+mod bias;
 mod gemm;
 mod layout;
-mod seq;
 
 /// Every training kernel's parameter struct, each checked against its C size
 /// (for the emulator's test that every registered kernel has one).
 #[cfg(test)]
 pub(crate) fn parameter_structs_checked() -> Vec<super::Kernel> {
-    [
-        elementwise::parameter_structs_checked(),
-        gemm::parameter_structs_checked(),
-        layout::parameter_structs_checked(),
-        seq::parameter_structs_checked(),
-    ]
-    .concat()
+    [bias::parameter_structs_checked(), gemm::parameter_structs_checked(), layout::parameter_structs_checked()].concat()
 }
 
 use super::{Device, Gpu, Precision};
@@ -61,12 +54,8 @@ impl<D: Device> Train for Gpu<D> {
         self.prepare_linear_from_op(w, n_out, n_in, dst)
     }
 
-    /// The LSTM kernels read `W_hh` in PyTorch's layout: a copy.
     fn prepare_recurrent_from(&self, w_hh: &D::Mem, hidden: usize, dst: &mut D::Mem) -> Result<()> {
-        let n = 4 * hidden * hidden;
-        self.check("prepare_recurrent_from", "w_hh", w_hh, n)?;
-        self.check("prepare_recurrent_from", "dst", dst, n)?;
-        self.copy(w_hh, dst, n)
+        crate::backend::ops::lstm::prepare_from_gpu(self, w_hh, hidden, dst)
     }
 
     fn swap_last_axes(
@@ -78,7 +67,7 @@ impl<D: Device> Train for Gpu<D> {
         cols: usize,
         accumulate: bool,
     ) -> Result<()> {
-        self.swap_last_axes_op("swap_last_axes", src, dst, outer, rows, cols, accumulate)
+        crate::backend::ops::swap_last_axes::swap_gpu(self, "swap_last_axes", src, dst, outer, rows, cols, accumulate)
     }
 
     fn copy(&self, src: &D::Mem, dst: &mut D::Mem, len: usize) -> Result<()> {
@@ -102,7 +91,7 @@ impl<D: Device> Train for Gpu<D> {
     }
 
     fn dropout_mask(&self, mask: &mut D::Mem, len: usize, p: f32, seed: u64, stream: u64) -> Result<()> {
-        self.dropout_mask_op(mask, len, p, seed, stream)
+        crate::backend::ops::dropout::mask_gpu(self, mask, len, p, seed, stream)
     }
 
     fn linear_backward(
@@ -188,7 +177,7 @@ impl<D: Device> Train for Gpu<D> {
         gates: &mut D::Mem,
         shape: LstmShape,
     ) -> Result<()> {
-        self.lstm_train_op(gx, w_hh, h_seq, c_seq, gates, shape)
+        crate::backend::ops::lstm::train_gpu(self, gx, w_hh, h_seq, c_seq, gates, shape)
     }
 
     fn lstm_backward(
@@ -202,11 +191,11 @@ impl<D: Device> Train for Gpu<D> {
         dw_hh: &mut D::Mem,
         shape: LstmShape,
     ) -> Result<()> {
-        self.lstm_backward_op(w_hh, h_seq, c_seq, gates, dh_seq, dgx, dw_hh, shape)
+        crate::backend::ops::lstm::backward_gpu(self, w_hh, h_seq, c_seq, gates, dh_seq, dgx, dw_hh, shape)
     }
 
     fn broadcast_add_backward(&self, dx: &D::Mem, dsrc: &mut D::Mem, shape: BroadcastShape) -> Result<()> {
-        self.broadcast_add_backward_op(dx, dsrc, shape)
+        crate::backend::ops::broadcast_add::backward_gpu(self, dx, dsrc, shape)
     }
 
     fn pool_backward(
@@ -248,7 +237,7 @@ impl<D: Device> Train for Gpu<D> {
     }
 
     fn sum_squares(&self, x: &D::Mem, len: usize) -> Result<f64> {
-        self.sum_squares_op(x, len)
+        crate::backend::ops::sum_squares::sum_gpu(self, x, len)
     }
 
     fn fill(&self, x: &mut D::Mem, len: usize, value: f32) -> Result<()> {
