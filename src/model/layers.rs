@@ -231,6 +231,10 @@ pub struct HeadsBufs<B: Backend> {
 }
 
 impl<B: Backend> HeadsBufs<B> {
+    pub fn refs(&self) -> [&B::Buf; 3] {
+        [&self.logits, &self.confidence, &self.expected_return]
+    }
+
     pub fn new(be: &B, batch: usize, classes: usize) -> Result<Self> {
         Ok(HeadsBufs {
             logits: be.alloc(batch * classes)?,

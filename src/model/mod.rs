@@ -15,15 +15,19 @@
 
 pub mod cnn_lstm;
 pub mod config;
+pub mod def;
 pub mod layers;
 pub mod mpd;
+pub mod run;
+pub mod tape;
 pub mod tlob;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 pub use config::{CnnLstmConfig, ModelConfig, ModelKind, MpdConfig, TlobConfig};
-use layers::{HeadsBufs, Loader, ParamSpecs};
+use layers::{Loader, ParamSpecs};
+use run::{Acts, Infer};
 
 use crate::backend::Backend;
 use crate::error::{Error, Result};
@@ -77,7 +81,7 @@ impl Default for ModelMeta {
 enum Net<B: Backend> {
     Mpd(mpd::MpdNet<B>),
     Tlob(tlob::TlobNet<B>),
-    CnnLstm(cnn_lstm::CnnLstmNet<B>),
+    CnnLstm(cnn_lstm::CnnLstm),
 }
 
 pub struct Model<B: Backend> {
@@ -86,6 +90,9 @@ pub struct Model<B: Backend> {
     param_count: usize,
     norms: Normalizers<B>,
     net: Net<B>,
+    /// The buffers a definition's forward reads (`def::Def::load`), by slot.
+    w: Vec<B::Buf>,
+    acts: Acts<B>,
     graphs: Graphs<B>,
 }
 
@@ -112,7 +119,7 @@ pub fn param_specs(config: &ModelConfig) -> ParamSpecs {
     match config {
         ModelConfig::Mpd(c) => mpd::param_specs(c),
         ModelConfig::Tlob(c) => tlob::param_specs(c),
-        ModelConfig::CnnLstm(c) => cnn_lstm::param_specs(c),
+        ModelConfig::CnnLstm(c) => cnn_lstm::CnnLstm::new(c).def.specs,
     }
 }
 
@@ -156,10 +163,14 @@ impl<B: Backend> Model<B> {
     ) -> Result<Self> {
         config.validate()?;
         let ld = Loader { be, tensors };
-        let net = match &config {
-            ModelConfig::Mpd(c) => Net::Mpd(mpd::MpdNet::new(c, &ld)?),
-            ModelConfig::Tlob(c) => Net::Tlob(tlob::TlobNet::new(c, &ld)?),
-            ModelConfig::CnnLstm(c) => Net::CnnLstm(cnn_lstm::CnnLstmNet::new(c, &ld)?),
+        let (net, w) = match &config {
+            ModelConfig::Mpd(c) => (Net::Mpd(mpd::MpdNet::new(c, &ld)?), Vec::new()),
+            ModelConfig::Tlob(c) => (Net::Tlob(tlob::TlobNet::new(c, &ld)?), Vec::new()),
+            ModelConfig::CnnLstm(c) => {
+                let n = cnn_lstm::CnnLstm::new(c);
+                let w = n.def.load(be, tensors)?;
+                (Net::CnnLstm(n), w)
+            }
         };
         let norm = |prefix: &str| -> Result<Option<(B::Buf, B::Buf)>> {
             let (Some(mean), Some(std)) =
@@ -173,7 +184,8 @@ impl<B: Backend> Model<B> {
         };
         let norms = Normalizers { input: norm("input_norm")?, aux: norm("aux_norm")? };
         let graphs = Graphs { enabled: true, last: None, recorded: None, replays: 0 };
-        Ok(Model { param_count: param_specs(&config).count(), config, meta, norms, net, graphs })
+        let acts = Acts::default();
+        Ok(Model { param_count: param_specs(&config).count(), config, meta, norms, net, w, acts, graphs })
     }
 
     /// Loads a weights file (docs/models.md's format), checking every tensor.
@@ -208,16 +220,26 @@ impl<B: Backend> Model<B> {
 
     /// Runs the model; outputs are written into `out`, reusing its tensors.
     pub fn forward_into(&mut self, be: &B, inputs: &Inputs<'_>, out: &mut Outputs) -> Result<()> {
-        let shape = match &mut self.net {
+        let Model { net, w, acts, norms, .. } = self;
+        let shape = match net {
             Net::Mpd(n) => n.stage(be, inputs)?,
             Net::Tlob(n) => n.stage(be, inputs)?,
-            Net::CnnLstm(n) => n.stage(be, inputs)?,
+            Net::CnnLstm(n) => {
+                let (shape, data) = n.inputs(inputs)?;
+                stage(be, w, acts, norms, shape, data, |r| n.forward(r))?;
+                shape
+            }
         };
         self.run_compute(be, shape)?;
         match &self.net {
             Net::Mpd(n) => n.emit(be, out),
             Net::Tlob(n) => n.emit(be, out),
-            Net::CnnLstm(n) => n.emit(be, out),
+            Net::CnnLstm(n) => {
+                let a = &self.acts;
+                let [l, c, r] = a.heads[0];
+                let bufs = [a.arena.get(l), a.arena.get(c), a.arena.get(r)];
+                write_heads(be, bufs, a.batch, n.classes(), PRIMARY, out)
+            }
         }
     }
 
@@ -234,10 +256,11 @@ impl<B: Backend> Model<B> {
         }
         let record = g.enabled && g.last == Some(shape) && be.begin_capture()?;
         g.last = Some(shape);
+        let (w, acts, norms) = (&self.w, &mut self.acts, &self.norms);
         let ran = match &mut self.net {
             Net::Mpd(n) => n.compute(be, &self.norms),
             Net::Tlob(n) => n.compute(be, &self.norms, shape.aux),
-            Net::CnnLstm(n) => n.compute(be, &self.norms),
+            Net::CnnLstm(n) => compute(be, w, acts, norms, shape, |r| n.forward(r)),
         };
         if !record {
             return ran;
@@ -295,19 +318,59 @@ fn horizon_names(h: usize) -> [String; 3] {
     [format!("direction_{h}"), format!("confidence_{h}"), format!("expected_return_{h}")]
 }
 
+/// The stage phase of a definition's forward: on a new shape, a dry pass
+/// plans the activations (the only allocations); then the inputs are written.
+fn stage<B: Backend>(
+    be: &B,
+    w: &[B::Buf],
+    acts: &mut Acts<B>,
+    norms: &Normalizers<B>,
+    shape: RunShape,
+    data: [Option<&Tensor>; 2],
+    forward: impl Fn(&mut Infer<'_, B>) -> Result<()>,
+) -> Result<()> {
+    let key = u64::from(shape.aux);
+    if acts.arena.needs_plan(shape.batch, key) {
+        acts.batch = shape.batch;
+        acts.inputs = [None; 2];
+        acts.arena.begin(shape.batch, key);
+        forward(&mut Infer { be, w, acts: &mut *acts, norms, dry: true })?;
+        acts.arena.end();
+    }
+    for (t, a) in data.iter().zip(acts.inputs) {
+        if let (Some(t), Some(a)) = (t, a) {
+            be.write(acts.arena.get_mut(a), &t.data)?;
+        }
+    }
+    Ok(())
+}
+
+/// The compute phase of a definition's forward: the planned activations, only compute ops.
+fn compute<B: Backend>(
+    be: &B,
+    w: &[B::Buf],
+    acts: &mut Acts<B>,
+    norms: &Normalizers<B>,
+    shape: RunShape,
+    forward: impl Fn(&mut Infer<'_, B>) -> Result<()>,
+) -> Result<()> {
+    acts.arena.begin(shape.batch, u64::from(shape.aux));
+    forward(&mut Infer { be, w, acts: &mut *acts, norms, dry: false })?;
+    acts.arena.end();
+    Ok(())
+}
+
 /// Copies one set of heads' outputs into `out` under `names` (logits,
 /// confidence, expected return), reusing tensors already of the right shape.
 fn write_heads<B: Backend>(
     be: &B,
-    h: &HeadsBufs<B>,
+    h: [&B::Buf; 3],
     batch: usize,
     classes: usize,
     names: [&str; 3],
     out: &mut Outputs,
 ) -> Result<()> {
-    for (name, buf, cols) in
-        [(names[0], &h.logits, classes), (names[1], &h.confidence, 1), (names[2], &h.expected_return, 1)]
-    {
+    for (name, buf, cols) in [(names[0], h[0], classes), (names[1], h[1], 1), (names[2], h[2], 1)] {
         match out.get_mut(name) {
             Some(t) if t.shape == [batch, cols] => be.read(buf, &mut t.data)?,
             _ => {

@@ -120,7 +120,7 @@ impl<B: Backend> MpdNet<B> {
     /// Reads the heads' buffers into the named outputs.
     pub fn emit(&self, be: &B, out: &mut Outputs) -> Result<()> {
         let acts = self.acts.as_ref().ok_or_else(|| Error::input("features", "emit before compute"))?;
-        write_heads(be, &acts.heads, acts.batch, self.cfg.num_classes, PRIMARY, out)
+        write_heads(be, acts.heads.refs(), acts.batch, self.cfg.num_classes, PRIMARY, out)
     }
 }
 

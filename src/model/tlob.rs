@@ -229,9 +229,9 @@ impl<B: Backend> TlobNet<B> {
         let c = &self.cfg;
         let acts = self.acts.as_ref().ok_or_else(|| Error::input("lob", "emit before compute"))?;
         for (((h, _), bufs), names) in self.heads.iter().zip(acts.heads.iter()).zip(self.head_names.iter()) {
-            write_heads(be, bufs, acts.batch, c.num_classes, [&names[0], &names[1], &names[2]], out)?;
+            write_heads(be, bufs.refs(), acts.batch, c.num_classes, [&names[0], &names[1], &names[2]], out)?;
             if *h == c.primary_horizon {
-                write_heads(be, bufs, acts.batch, c.num_classes, PRIMARY, out)?;
+                write_heads(be, bufs.refs(), acts.batch, c.num_classes, PRIMARY, out)?;
             }
         }
         Ok(())

@@ -11,7 +11,6 @@
 //!   the backend's forward ops read (prepared weight layouts);
 //! - `export` gives docs/models.md's tensors, loadable by `Model::from_tensors`.
 
-mod cnn_lstm;
 mod mpd;
 mod parts;
 mod tlob;
@@ -23,6 +22,9 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::backend::{HeadsLoss, Train};
 use crate::error::{Error, Result};
+use crate::model::cnn_lstm::CnnLstm;
+pub use crate::model::def::Param;
+use crate::model::tape::{Tape, TrainRun};
 use crate::model::{param_specs, ModelConfig};
 use crate::tensor::Tensor;
 use crate::weights;
@@ -69,22 +71,6 @@ pub struct LossOut {
     pub expected_return: Vec<f32>,
 }
 
-/// One parameter tensor, by docs/models.md's name, in PyTorch's layout.
-pub struct Param<B: Train> {
-    pub name: String,
-    pub shape: Vec<usize>,
-    pub value: B::Buf,
-    pub grad: B::Buf,
-    /// Whether AdamW's weight decay applies (matrices and conv kernels only).
-    pub decay: bool,
-}
-
-impl<B: Train> Param<B> {
-    pub fn numel(&self) -> usize {
-        self.shape.iter().product()
-    }
-}
-
 pub struct TrainNet<B: Train> {
     config: ModelConfig,
     params: Vec<Param<B>>,
@@ -97,7 +83,15 @@ pub struct TrainNet<B: Train> {
 enum Net<B: Train> {
     Mpd(Box<mpd::Mpd<B>>),
     Tlob(Box<tlob::Tlob<B>>),
-    CnnLstm(Box<cnn_lstm::CnnLstm<B>>),
+    CnnLstm(Box<Defined<B, CnnLstm>>),
+}
+
+/// A model written once (`model::def`): its definition, the training copies
+/// of its derived slots, and its tape.
+struct Defined<B: Train, N> {
+    net: N,
+    derived: Vec<Option<B::Buf>>,
+    tape: Tape<B>,
 }
 
 /// PyTorch's default initialization of a parameter (from its name and shape):
@@ -177,7 +171,11 @@ impl<B: Train> TrainNet<B> {
         let net = match &config {
             ModelConfig::Mpd(c) => Net::Mpd(Box::new(mpd::Mpd::new(be, c, &params)?)),
             ModelConfig::Tlob(c) => Net::Tlob(Box::new(tlob::Tlob::new(be, c, &params)?)),
-            ModelConfig::CnnLstm(c) => Net::CnnLstm(Box::new(cnn_lstm::CnnLstm::new(be, c, &params)?)),
+            ModelConfig::CnnLstm(c) => {
+                let net = CnnLstm::new(c);
+                let derived = net.def.derive_alloc(be)?;
+                Net::CnnLstm(Box::new(Defined { net, derived, tape: Tape::default() }))
+            }
         };
         let mut net = TrainNet { config, params, net, host: Vec::new() };
         net.refresh(be)?;
@@ -241,20 +239,43 @@ impl<B: Train> TrainNet<B> {
                 let t = m.tape(be, n)?;
                 upload_targets(be, batch, &mut t.heads, ctx.host)?;
                 let total = m.step(be, params, batch, drop, ctx)?;
-                (total, &m.tape_ref().heads[0])
+                let h = &m.tape_ref().heads[0];
+                (total, [&h.logits, &h.confidence, &h.ret])
             }
             Net::Tlob(m) => {
                 let t = m.tape(be, n)?;
                 upload_targets(be, batch, &mut t.heads, ctx.host)?;
                 let total = m.step(be, params, batch, drop, ctx)?;
                 let p = m.primary();
-                (total, &m.tape_ref().heads[p])
+                let h = &m.tape_ref().heads[p];
+                (total, [&h.logits, &h.confidence, &h.ret])
             }
             Net::CnnLstm(m) => {
-                let t = m.tape(be, n)?;
-                upload_targets(be, batch, &mut t.heads, ctx.host)?;
-                let total = m.step(be, params, batch, drop, ctx)?;
-                (total, &m.tape_ref().heads[0])
+                let Defined { net, derived, tape } = &mut **m;
+                tape.begin(be, n, sets, 3, 0, backward)?;
+                upload_targets(be, batch, &mut tape.heads, ctx.host)?;
+                let inputs = [batch.features.as_ref(), None];
+                let mut r = TrainRun {
+                    be,
+                    def: &net.def,
+                    params,
+                    derived,
+                    tape,
+                    inputs,
+                    drop,
+                    loss,
+                    backward,
+                    batch: n,
+                    total: 0.0,
+                };
+                net.forward(&mut r)?;
+                if backward {
+                    net.backward(&mut r)?;
+                }
+                let total = r.total;
+                tape.end(backward);
+                let h = &tape.heads[0];
+                (total, [&h.logits, &h.confidence, &h.ret])
             }
         };
         let out = loss_out(be, primary, n, total / (n * sets) as f64)?;
@@ -345,7 +366,7 @@ impl<B: Train> TrainNet<B> {
         match net {
             Net::Mpd(m) => m.refresh(be, params),
             Net::Tlob(m) => m.refresh(be, params),
-            Net::CnnLstm(m) => m.refresh(be, params),
+            Net::CnnLstm(m) => m.net.def.refresh(be, params, &mut m.derived),
         }
     }
 
@@ -371,11 +392,11 @@ pub(crate) struct Ctx<'a> {
 
 /// The step's result: the only allocations of a steady-state step (the
 /// returned vectors; tests/train_no_alloc.rs recognizes this frame).
-fn loss_out<B: Train>(be: &B, primary: &HeadsTape<B>, n: usize, loss: f64) -> Result<LossOut> {
+fn loss_out<B: Train>(be: &B, primary: [&B::Buf; 3], n: usize, loss: f64) -> Result<LossOut> {
     let mut out = LossOut { loss, logits: vec![[0.0; 3]; n], confidence: vec![0.0; n], expected_return: vec![0.0; n] };
-    be.read(&primary.logits, out.logits.as_flattened_mut())?;
-    be.read(&primary.confidence, &mut out.confidence)?;
-    be.read(&primary.ret, &mut out.expected_return)?;
+    be.read(primary[0], out.logits.as_flattened_mut())?;
+    be.read(primary[1], &mut out.confidence)?;
+    be.read(primary[2], &mut out.expected_return)?;
     Ok(out)
 }
 

@@ -91,7 +91,7 @@ impl<B: Train> Mpd<B> {
                 normed: be.alloc(batch * d)?,
                 zd: be.alloc(batch * d)?,
                 zmask: mask(be, c.dropout, batch * d)?,
-                heads: vec![HeadsTape::new(be, batch)?],
+                heads: vec![HeadsTape::new(be, batch, 3)?],
                 g: BlockGrads::new(be, batch, n, d, hidden, c.num_heads)?,
                 d: be.alloc(rows * d)?,
                 dn: be.alloc(if c.use_cls_token { 0 } else { rows * d })?,

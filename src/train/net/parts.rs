@@ -210,31 +210,7 @@ impl Norm {
     }
 }
 
-/// The dropout of one forward: sites are numbered in forward order, each
-/// drawing its mask from its own ChaCha stream of the step's seed.
-pub(super) struct Dropout {
-    pub p: f32,
-    pub seed: u64,
-    pub on: bool,
-    pub site: u64,
-}
-
-impl Dropout {
-    pub fn active(&self) -> bool {
-        self.on && self.p > 0.0
-    }
-
-    /// Draws the next site's mask into `mask` and applies it to `x`.
-    pub fn apply<B: Train>(&mut self, be: &B, mask: &mut B::Buf, x: &mut B::Buf, len: usize) -> Result<()> {
-        let site = self.site;
-        self.site += 1;
-        if self.active() {
-            be.dropout_mask(mask, len, self.p, self.seed, site)?;
-            be.mul(x, mask, len)?;
-        }
-        Ok(())
-    }
-}
+pub(super) use crate::model::tape::{Dropout, HeadsTape};
 
 /// A mask buffer: empty when the model has no dropout.
 pub(super) fn mask<B: Train>(be: &B, p: f64, len: usize) -> Result<B::Buf> {
@@ -531,26 +507,5 @@ impl Heads {
             )
         });
         be.heads_loss(z, p, o, targets, loss, grads, batch, self.dim)
-    }
-}
-
-/// One set of heads' outputs and targets at a batch size.
-pub(super) struct HeadsTape<B: Train> {
-    pub logits: B::Buf,
-    pub confidence: B::Buf,
-    pub ret: B::Buf,
-    pub class: B::Buf,
-    pub target: B::Buf,
-}
-
-impl<B: Train> HeadsTape<B> {
-    pub fn new(be: &B, batch: usize) -> Result<Self> {
-        Ok(HeadsTape {
-            logits: be.alloc(batch * 3)?,
-            confidence: be.alloc(batch)?,
-            ret: be.alloc(batch)?,
-            class: be.alloc(batch)?,
-            target: be.alloc(batch)?,
-        })
     }
 }

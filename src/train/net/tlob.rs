@@ -163,7 +163,7 @@ impl<B: Train> Tlob<B> {
                 pooled: be.alloc(batch * d)?,
                 zd: be.alloc(batch * d)?,
                 zmask: mask(be, c.dropout, batch * d)?,
-                heads: c.horizons.iter().map(|_| HeadsTape::new(be, batch)).collect::<Result<_>>()?,
+                heads: c.horizons.iter().map(|_| HeadsTape::new(be, batch, 3)).collect::<Result<_>>()?,
                 g: BlockGrads::new(be, batch, t, d, hidden, c.num_heads)?,
                 d: be.alloc(rows * d)?,
                 dn: be.alloc(rows * d)?,

@@ -1,0 +1,259 @@
+//! A model's definition, written once: its parameters (docs/models.md's names
+//! and shapes, in order), the buffers its forward reads (each one a `Recipe`
+//! over the parameters), and its layers, which name those buffers by slot.
+//!
+//! The same definition serves the three uses of a model: the expected
+//! tensors of a weights file (`Def::specs`), inference (`load`: every slot
+//! made once from the host tensors) and training (`derive_alloc` and
+//! `refresh`: the slots that are not a parameter as it stands re-derived on
+//! the device after each optimizer step). A layer holds no buffer: a run
+//! (`model::run`) resolves its slots, and the training run its parameters'
+//! gradients through `Layer::p` (the index of its first parameter).
+
+use std::collections::HashMap;
+
+use super::layers::ParamSpecs;
+use crate::backend::{Backend, Train};
+use crate::error::{Error, Result};
+use crate::tensor::Tensor;
+
+/// An index into a definition's recipes: one buffer the forward reads.
+pub type Slot = usize;
+
+/// How a buffer the forward reads is made from the parameters (`p`: an index
+/// into the parameter list).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Recipe {
+    /// The parameter as it stands (PyTorch's layout).
+    Raw(usize),
+    /// A matrix-product weight `(n_out, n_in)`, `prepare_linear`'s layout.
+    Linear { p: usize, n_out: usize, n_in: usize },
+    /// A Conv1d weight `(c_out, c_in, k)`: `prepare_conv` at load; training
+    /// re-derives it as the `(c_out, c_in·k)` matrix.
+    Conv { p: usize, c_out: usize, c_in: usize, k: usize },
+    /// An LSTM layer's `W_hh`, `prepare_recurrent`'s layout.
+    Recurrent { p: usize, hidden: usize },
+    /// The sum of two parameters of `len` values (an LSTM layer's `b_ih + b_hh`).
+    Sum { a: usize, b: usize, len: usize },
+}
+
+/// A matrix product `y = x Wᵀ + b`: parameters `p` (weight) and `p + 1` (bias).
+#[derive(Clone, Debug)]
+pub struct Linear {
+    pub p: usize,
+    pub w: Slot,
+    pub b: Slot,
+    pub n_in: usize,
+    pub n_out: usize,
+}
+
+/// A "same" Conv1d: parameters `p` (weight) and `p + 1` (bias).
+#[derive(Clone, Debug)]
+pub struct Conv {
+    pub p: usize,
+    pub w: Slot,
+    pub b: Slot,
+    pub c_in: usize,
+    pub c_out: usize,
+    pub k: usize,
+}
+
+/// LayerNorm(dim): parameters `p` (weight) and `p + 1` (bias).
+#[derive(Clone, Debug)]
+pub struct Norm {
+    pub p: usize,
+    pub w: Slot,
+    pub b: Slot,
+    pub dim: usize,
+}
+
+/// One set of heads, in PyTorch's `(n_out, dim)` layout (the fused heads op
+/// reads rows): parameters `p..p + 6` are direction's, confidence's and
+/// expected_return's weight and bias; so are `slots`.
+#[derive(Clone, Debug)]
+pub struct Heads {
+    pub p: usize,
+    pub slots: [Slot; 6],
+    pub dim: usize,
+    pub classes: usize,
+}
+
+/// One LSTM layer: the input projection, whose bias is `b_ih + b_hh`, and the
+/// recurrent weight. Parameters `p..p + 4`: `weight_ih`, `weight_hh`,
+/// `bias_ih`, `bias_hh`.
+#[derive(Clone, Debug)]
+pub struct Lstm {
+    pub input: Linear,
+    pub w_hh: Slot,
+    pub hidden: usize,
+}
+
+impl Lstm {
+    pub fn p(&self) -> usize {
+        self.input.p
+    }
+}
+
+/// The parameters and slots of a definition, filled in order by its build.
+#[derive(Clone, Debug, Default)]
+pub struct Def {
+    pub specs: ParamSpecs,
+    pub recipes: Vec<Recipe>,
+}
+
+impl Def {
+    /// Declares the next parameter; returns its index.
+    pub fn param(&mut self, name: impl Into<String>, shape: &[usize]) -> usize {
+        self.specs.push(name, shape);
+        self.specs.0.len() - 1
+    }
+
+    pub fn slot(&mut self, r: Recipe) -> Slot {
+        self.recipes.push(r);
+        self.recipes.len() - 1
+    }
+
+    /// A parameter read as it stands.
+    pub fn raw(&mut self, name: impl Into<String>, shape: &[usize]) -> Slot {
+        let p = self.param(name, shape);
+        self.slot(Recipe::Raw(p))
+    }
+
+    pub fn linear(&mut self, prefix: &str, n_in: usize, n_out: usize) -> Linear {
+        let p = self.param(format!("{prefix}.weight"), &[n_out, n_in]);
+        let w = self.slot(Recipe::Linear { p, n_out, n_in });
+        let b = self.raw(format!("{prefix}.bias"), &[n_out]);
+        Linear { p, w, b, n_in, n_out }
+    }
+
+    pub fn conv(&mut self, prefix: &str, c_in: usize, c_out: usize, k: usize) -> Conv {
+        let p = self.param(format!("{prefix}.weight"), &[c_out, c_in, k]);
+        let w = self.slot(Recipe::Conv { p, c_out, c_in, k });
+        let b = self.raw(format!("{prefix}.bias"), &[c_out]);
+        Conv { p, w, b, c_in, c_out, k }
+    }
+
+    /// A chain of convs, each `c_out` of `channels` from `c_in`.
+    pub fn convs(&mut self, prefix: &str, c_in: usize, channels: &[usize], k: usize) -> Vec<Conv> {
+        let mut c_in = c_in;
+        let mut out = Vec::new();
+        for (i, &c_out) in channels.iter().enumerate() {
+            out.push(self.conv(&format!("{prefix}.{i}"), c_in, c_out, k));
+            c_in = c_out;
+        }
+        out
+    }
+
+    pub fn norm(&mut self, prefix: &str, dim: usize) -> Norm {
+        let w = self.raw(format!("{prefix}.weight"), &[dim]);
+        let b = self.raw(format!("{prefix}.bias"), &[dim]);
+        Norm { p: self.specs.0.len() - 2, w, b, dim }
+    }
+
+    pub fn heads(&mut self, prefix: &str, dim: usize, classes: usize) -> Heads {
+        let p = self.specs.0.len();
+        let mut slots = [0; 6];
+        for (i, (name, n_out)) in [("direction", classes), ("confidence", 1), ("expected_return", 1)].iter().enumerate()
+        {
+            slots[2 * i] = self.raw(format!("{prefix}.{name}.weight"), &[*n_out, dim]);
+            slots[2 * i + 1] = self.raw(format!("{prefix}.{name}.bias"), &[*n_out]);
+        }
+        Heads { p, slots, dim, classes }
+    }
+
+    /// Layer `k` of a PyTorch `nn.LSTM` named `prefix`.
+    pub fn lstm(&mut self, prefix: &str, k: usize, n_in: usize, h: usize) -> Lstm {
+        let p = self.param(format!("{prefix}.weight_ih_l{k}"), &[4 * h, n_in]);
+        self.param(format!("{prefix}.weight_hh_l{k}"), &[4 * h, h]);
+        self.param(format!("{prefix}.bias_ih_l{k}"), &[4 * h]);
+        self.param(format!("{prefix}.bias_hh_l{k}"), &[4 * h]);
+        let w = self.slot(Recipe::Linear { p, n_out: 4 * h, n_in });
+        let b = self.slot(Recipe::Sum { a: p + 2, b: p + 3, len: 4 * h });
+        let w_hh = self.slot(Recipe::Recurrent { p: p + 1, hidden: h });
+        Lstm { input: Linear { p, w, b, n_in, n_out: 4 * h }, w_hh, hidden: h }
+    }
+
+    /// Every slot made from host tensors (checked against `specs` by size), for inference.
+    pub fn load<B: Backend>(&self, be: &B, tensors: &HashMap<String, Tensor>) -> Result<Vec<B::Buf>> {
+        let host = |p: usize| -> Result<&[f32]> {
+            let (name, shape) = &self.specs.0[p];
+            let numel: usize = shape.iter().product();
+            let t = tensors
+                .get(name)
+                .ok_or_else(|| Error::weights("(parameters)", vec![format!("missing tensor {name}")]))?;
+            if t.numel() != numel {
+                return Err(Error::weights(
+                    "(parameters)",
+                    vec![format!("tensor {name} holds {} values, expected {numel}", t.numel())],
+                ));
+            }
+            Ok(&t.data)
+        };
+        self.recipes
+            .iter()
+            .map(|r| match *r {
+                Recipe::Raw(p) => be.upload(host(p)?),
+                Recipe::Linear { p, n_out, n_in } => be.prepare_linear(host(p)?, n_out, n_in),
+                Recipe::Conv { p, c_out, c_in, k } => be.prepare_conv(host(p)?, c_out, c_in, k),
+                Recipe::Recurrent { p, hidden } => be.prepare_recurrent(host(p)?, hidden),
+                Recipe::Sum { a, b, .. } => {
+                    let sum: Vec<f32> = host(a)?.iter().zip(host(b)?).map(|(x, y)| x + y).collect();
+                    be.upload(&sum)
+                }
+            })
+            .collect()
+    }
+
+    /// The training copies of the slots that are not a parameter as it stands
+    /// (`None` for those), allocated; `refresh` fills them.
+    pub fn derive_alloc<B: Train>(&self, be: &B) -> Result<Vec<Option<B::Buf>>> {
+        self.recipes
+            .iter()
+            .map(|r| {
+                Ok(match *r {
+                    Recipe::Raw(_) => None,
+                    Recipe::Linear { n_out, n_in, .. } => Some(be.alloc(n_out * n_in)?),
+                    Recipe::Conv { c_out, c_in, k, .. } => Some(be.alloc(c_out * c_in * k)?),
+                    // The CPU keeps W_hh and its transpose.
+                    Recipe::Recurrent { hidden, .. } => Some(be.alloc(8 * hidden * hidden)?),
+                    Recipe::Sum { len, .. } => Some(be.alloc(len)?),
+                })
+            })
+            .collect()
+    }
+
+    /// Re-derives the training copies from the parameters' current values.
+    pub fn refresh<B: Train>(&self, be: &B, params: &[Param<B>], derived: &mut [Option<B::Buf>]) -> Result<()> {
+        for (r, dst) in self.recipes.iter().zip(derived.iter_mut()) {
+            let Some(dst) = dst else { continue };
+            match *r {
+                Recipe::Raw(_) => {}
+                Recipe::Linear { p, n_out, n_in } => be.prepare_linear_from(&params[p].value, n_out, n_in, dst)?,
+                Recipe::Conv { p, c_out, c_in, k } => be.prepare_linear_from(&params[p].value, c_out, c_in * k, dst)?,
+                Recipe::Recurrent { p, hidden } => be.prepare_recurrent_from(&params[p].value, hidden, dst)?,
+                Recipe::Sum { a, b, len } => {
+                    be.copy(&params[a].value, dst, len)?;
+                    be.add(dst, &params[b].value, len)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One parameter tensor, by docs/models.md's name, in PyTorch's layout: the
+/// master copy training updates, and its gradient.
+pub struct Param<B: Backend> {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub value: B::Buf,
+    pub grad: B::Buf,
+    /// Whether AdamW's weight decay applies (matrices and conv kernels only).
+    pub decay: bool,
+}
+
+impl<B: Backend> Param<B> {
+    pub fn numel(&self) -> usize {
+        self.shape.iter().product()
+    }
+}
