@@ -4,7 +4,7 @@
 //! `model::run`) and, beside it, its backward.
 
 use super::def::{Conv, Def, Heads, Lstm, Norm};
-use super::run::Run;
+use super::run::{Architecture, Run};
 use super::tape::TrainRun;
 use super::{batch_of, Inputs, RunShape};
 use crate::backend::{Backend, LstmShape, Pool, Train};
@@ -45,8 +45,14 @@ impl CnnLstm {
         let batch = batch_of(features, "features", &[c.sequence_length, c.input_features])?;
         Ok((RunShape { batch, aux: false }, [Some(features), None]))
     }
+}
 
-    pub fn forward<B: Backend, R: Run<B>>(&self, r: &mut R) -> Result<()> {
+impl Architecture for CnnLstm {
+    fn def(&self) -> &Def {
+        &self.def
+    }
+
+    fn forward<B: Backend, R: Run<B>>(&self, r: &mut R) -> Result<()> {
         let c = &self.cfg;
         let (batch, t, h) = (r.batch(), c.sequence_length, c.lstm_hidden);
         let mut seq = r.input(0, batch * t, c.input_features)?;
@@ -68,7 +74,7 @@ impl CnnLstm {
     }
 
     /// The forward's ops in reverse, through time layer by layer from the top.
-    pub fn backward<B: Train>(&self, r: &mut TrainRun<'_, B>) -> Result<()> {
+    fn backward<B: Train>(&self, r: &mut TrainRun<'_, B>) -> Result<()> {
         let d = r.heads_bwd()?;
         let d = r.dropout_bwd(d)?;
         let d = r.norm_bwd(&self.norm, d)?;

@@ -13,7 +13,7 @@
 use std::collections::HashMap;
 
 use super::layers::ParamSpecs;
-use crate::backend::{Backend, Train};
+use crate::backend::{AttentionShape, Backend, Train};
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
 
@@ -94,6 +94,35 @@ impl Lstm {
     }
 }
 
+/// A pre-norm transformer block (docs/models.md "Block").
+#[derive(Clone, Debug)]
+pub struct Block {
+    pub norm1: Norm,
+    pub qkv: Linear,
+    pub proj: Linear,
+    pub norm2: Norm,
+    pub fc1: Linear,
+    pub fc2: Linear,
+    pub heads: usize,
+    pub dim: usize,
+    pub hidden: usize,
+}
+
+impl Block {
+    pub fn attention(&self, batch: usize, tokens: usize) -> AttentionShape {
+        AttentionShape { batch, tokens, heads: self.heads, head_dim: self.dim / self.heads }
+    }
+}
+
+/// ViT patch embedding: the projection as a `(D, Pt·Pf)` matrix, the
+/// optional class token and the position embedding.
+#[derive(Clone, Debug)]
+pub struct Patch {
+    pub proj: Linear,
+    pub cls: Option<(usize, Slot)>,
+    pub pos: (usize, Slot),
+}
+
 /// The parameters and slots of a definition, filled in order by its build.
 #[derive(Clone, Debug, Default)]
 pub struct Def {
@@ -159,6 +188,20 @@ impl Def {
             slots[2 * i + 1] = self.raw(format!("{prefix}.{name}.bias"), &[*n_out]);
         }
         Heads { p, slots, dim, classes }
+    }
+
+    pub fn block(&mut self, prefix: &str, dim: usize, hidden: usize, heads: usize) -> Block {
+        Block {
+            norm1: self.norm(&format!("{prefix}.norm1"), dim),
+            qkv: self.linear(&format!("{prefix}.attn.qkv"), dim, 3 * dim),
+            proj: self.linear(&format!("{prefix}.attn.proj"), dim, dim),
+            norm2: self.norm(&format!("{prefix}.norm2"), dim),
+            fc1: self.linear(&format!("{prefix}.mlp.fc1"), dim, hidden),
+            fc2: self.linear(&format!("{prefix}.mlp.fc2"), hidden, dim),
+            heads,
+            dim,
+            hidden,
+        }
     }
 
     /// Layer `k` of a PyTorch `nn.LSTM` named `prefix`.

@@ -27,7 +27,7 @@ use std::path::Path;
 
 pub use config::{CnnLstmConfig, ModelConfig, ModelKind, MpdConfig, TlobConfig};
 use layers::{Loader, ParamSpecs};
-use run::{Acts, Infer};
+use run::{Acts, Architecture, Infer};
 
 use crate::backend::Backend;
 use crate::error::{Error, Result};
@@ -79,7 +79,7 @@ impl Default for ModelMeta {
 }
 
 enum Net<B: Backend> {
-    Mpd(mpd::MpdNet<B>),
+    Mpd(mpd::Mpd),
     Tlob(tlob::TlobNet<B>),
     CnnLstm(cnn_lstm::CnnLstm),
 }
@@ -117,7 +117,7 @@ struct Graphs<B: Backend> {
 /// The expected parameters of a config (docs/models.md's names and shapes).
 pub fn param_specs(config: &ModelConfig) -> ParamSpecs {
     match config {
-        ModelConfig::Mpd(c) => mpd::param_specs(c),
+        ModelConfig::Mpd(c) => mpd::Mpd::new(c).def.specs,
         ModelConfig::Tlob(c) => tlob::param_specs(c),
         ModelConfig::CnnLstm(c) => cnn_lstm::CnnLstm::new(c).def.specs,
     }
@@ -164,7 +164,11 @@ impl<B: Backend> Model<B> {
         config.validate()?;
         let ld = Loader { be, tensors };
         let (net, w) = match &config {
-            ModelConfig::Mpd(c) => (Net::Mpd(mpd::MpdNet::new(c, &ld)?), Vec::new()),
+            ModelConfig::Mpd(c) => {
+                let n = mpd::Mpd::new(c);
+                let w = n.def.load(be, tensors)?;
+                (Net::Mpd(n), w)
+            }
             ModelConfig::Tlob(c) => (Net::Tlob(tlob::TlobNet::new(c, &ld)?), Vec::new()),
             ModelConfig::CnnLstm(c) => {
                 let n = cnn_lstm::CnnLstm::new(c);
@@ -222,23 +226,31 @@ impl<B: Backend> Model<B> {
     pub fn forward_into(&mut self, be: &B, inputs: &Inputs<'_>, out: &mut Outputs) -> Result<()> {
         let Model { net, w, acts, norms, .. } = self;
         let shape = match net {
-            Net::Mpd(n) => n.stage(be, inputs)?,
+            Net::Mpd(n) => {
+                let (shape, data) = n.inputs(inputs)?;
+                stage(be, w, acts, norms, shape, data, &*n)?;
+                shape
+            }
             Net::Tlob(n) => n.stage(be, inputs)?,
             Net::CnnLstm(n) => {
                 let (shape, data) = n.inputs(inputs)?;
-                stage(be, w, acts, norms, shape, data, |r| n.forward(r))?;
+                stage(be, w, acts, norms, shape, data, &*n)?;
                 shape
             }
         };
         self.run_compute(be, shape)?;
         match &self.net {
-            Net::Mpd(n) => n.emit(be, out),
             Net::Tlob(n) => n.emit(be, out),
-            Net::CnnLstm(n) => {
+            Net::Mpd(_) | Net::CnnLstm(_) => {
+                let classes = match &self.net {
+                    Net::Mpd(n) => n.classes(),
+                    Net::CnnLstm(n) => n.classes(),
+                    Net::Tlob(_) => unreachable!("matched above"),
+                };
                 let a = &self.acts;
                 let [l, c, r] = a.heads[0];
                 let bufs = [a.arena.get(l), a.arena.get(c), a.arena.get(r)];
-                write_heads(be, bufs, a.batch, n.classes(), PRIMARY, out)
+                write_heads(be, bufs, a.batch, classes, PRIMARY, out)
             }
         }
     }
@@ -258,9 +270,9 @@ impl<B: Backend> Model<B> {
         g.last = Some(shape);
         let (w, acts, norms) = (&self.w, &mut self.acts, &self.norms);
         let ran = match &mut self.net {
-            Net::Mpd(n) => n.compute(be, &self.norms),
+            Net::Mpd(n) => compute(be, w, acts, norms, shape, &*n),
             Net::Tlob(n) => n.compute(be, &self.norms, shape.aux),
-            Net::CnnLstm(n) => compute(be, w, acts, norms, shape, |r| n.forward(r)),
+            Net::CnnLstm(n) => compute(be, w, acts, norms, shape, &*n),
         };
         if !record {
             return ran;
@@ -327,14 +339,14 @@ fn stage<B: Backend>(
     norms: &Normalizers<B>,
     shape: RunShape,
     data: [Option<&Tensor>; 2],
-    forward: impl Fn(&mut Infer<'_, B>) -> Result<()>,
+    net: &impl Architecture,
 ) -> Result<()> {
     let key = u64::from(shape.aux);
     if acts.arena.needs_plan(shape.batch, key) {
         acts.batch = shape.batch;
         acts.inputs = [None; 2];
         acts.arena.begin(shape.batch, key);
-        forward(&mut Infer { be, w, acts: &mut *acts, norms, dry: true })?;
+        net.forward(&mut Infer { be, w, acts: &mut *acts, norms, dry: true })?;
         acts.arena.end();
     }
     for (t, a) in data.iter().zip(acts.inputs) {
@@ -352,10 +364,10 @@ fn compute<B: Backend>(
     acts: &mut Acts<B>,
     norms: &Normalizers<B>,
     shape: RunShape,
-    forward: impl Fn(&mut Infer<'_, B>) -> Result<()>,
+    net: &impl Architecture,
 ) -> Result<()> {
     acts.arena.begin(shape.batch, u64::from(shape.aux));
-    forward(&mut Infer { be, w, acts: &mut *acts, norms, dry: false })?;
+    net.forward(&mut Infer { be, w, acts: &mut *acts, norms, dry: false })?;
     acts.arena.end();
     Ok(())
 }

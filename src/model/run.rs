@@ -18,10 +18,21 @@
 //! holds `per_sample · cap` values, `cap` being the largest batch the plan
 //! serves.
 
-use super::def::{Conv, Heads, Lstm, Norm};
+use super::def::{Block, Conv, Def, Heads, Linear, Lstm, Norm, Patch};
+use super::tape::TrainRun;
 use super::Normalizers;
-use crate::backend::{Backend, ConvShape, Epilogue, HeadsOut, HeadsRef, LinearShape, LstmShape, Pool};
+use crate::backend::{
+    Backend, ConvShape, Epilogue, HeadsOut, HeadsRef, LinearShape, LstmShape, PatchShape, Pool, Train,
+};
 use crate::error::{Error, Result};
+
+/// A model written once: its definition, its forward (any run) and its
+/// backward (the training run's tape in reverse).
+pub trait Architecture {
+    fn def(&self) -> &Def;
+    fn forward<B: Backend, R: Run<B>>(&self, r: &mut R) -> Result<()>;
+    fn backward<B: Train>(&self, r: &mut TrainRun<'_, B>) -> Result<()>;
+}
 
 /// An activation: an index into the arena's buffers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -40,6 +51,15 @@ pub trait Run<B: Backend> {
     fn lstm(&mut self, layer: &Lstm, x: Act, shape: LstmShape) -> Result<Act>;
     /// Dropout of `len` values (training only; a new activation when it drops).
     fn dropout(&mut self, x: Act, len: usize) -> Result<Act>;
+    /// Dropout of `len` values in place (training only).
+    fn dropout_in_place(&mut self, x: Act, len: usize) -> Result<Act>;
+    /// ViT patch embedding of `x (batch, height, width)`.
+    fn patch_embed(&mut self, patch: &Patch, x: Act, shape: PatchShape) -> Result<Act>;
+    /// A pre-norm transformer block over `x (batch, tokens, dim)`.
+    fn block(&mut self, b: &Block, x: Act, batch: usize, tokens: usize) -> Result<Act>;
+    /// A block's output for each sample's first token only, `(batch, dim)`
+    /// (inference runs the projection and the MLP on that token alone).
+    fn block_first_token(&mut self, b: &Block, x: Act, batch: usize, tokens: usize) -> Result<Act>;
     fn pool(&mut self, x: Act, tokens: usize, dim: usize, how: Pool) -> Result<Act>;
     fn norm(&mut self, norm: &Norm, x: Act, rows: usize) -> Result<Act>;
     /// Every set of heads on `z (batch, dim)` (training: with its loss).
@@ -221,6 +241,59 @@ impl<B: Backend> Infer<'_, B> {
     }
 }
 
+/// A block's scratch at inference: `h`, `qkv`, `att`, `mlp`, shared by the
+/// blocks of a model (each block's input lives in the residual stream).
+#[derive(Clone, Copy)]
+struct Scratch {
+    h: Act,
+    qkv: Act,
+    att: Act,
+    mlp: Act,
+}
+
+impl<B: Backend> Infer<'_, B> {
+    fn lin(&mut self, l: &Linear, x: Act, y: Act, rows: usize, epi: Epilogue) -> Result<()> {
+        let [xb, yb] = self.acts.arena.many_mut([x, y]);
+        self.be.linear(xb, &self.w[l.w], &self.w[l.b], yb, LinearShape { rows, n_in: l.n_in, n_out: l.n_out }, epi)
+    }
+
+    fn ln(&mut self, n: &Norm, x: Act, y: Act, rows: usize) -> Result<()> {
+        let [xb, yb] = self.acts.arena.many_mut([x, y]);
+        self.be.layernorm(xb, &self.w[n.w], &self.w[n.b], yb, rows, n.dim)
+    }
+
+    fn scratch(&mut self, b: &Block, rows: usize) -> Result<Scratch> {
+        Ok(Scratch {
+            h: self.take(rows * b.dim)?,
+            qkv: self.take(rows * 3 * b.dim)?,
+            att: self.take(rows * b.dim)?,
+            mlp: self.take(rows * b.hidden)?,
+        })
+    }
+
+    fn free_scratch(&mut self, s: Scratch) {
+        for a in [s.h, s.qkv, s.att, s.mlp] {
+            self.acts.arena.free(a);
+        }
+    }
+
+    /// `att = attn(norm1(x))` (`h` and `qkv` as scratch).
+    fn attend(&mut self, b: &Block, x: Act, s: Scratch, batch: usize, tokens: usize) -> Result<()> {
+        let rows = batch * tokens;
+        self.ln(&b.norm1, x, s.h, rows)?;
+        self.lin(&b.qkv, s.h, s.qkv, rows, Epilogue::None)?;
+        let (qb, ab) = self.acts.arena.io(s.qkv, s.att);
+        self.be.attention(qb, ab, b.attention(batch, tokens))
+    }
+
+    /// `x += fc2(GELU(fc1(norm2(x))))` over `rows` rows.
+    fn mlp(&mut self, b: &Block, x: Act, s: Scratch, rows: usize) -> Result<()> {
+        self.ln(&b.norm2, x, s.h, rows)?;
+        self.lin(&b.fc1, s.h, s.mlp, rows, Epilogue::Gelu)?;
+        self.lin(&b.fc2, s.mlp, x, rows, Epilogue::Accumulate)
+    }
+}
+
 impl<B: Backend> Run<B> for Infer<'_, B> {
     fn batch(&self) -> usize {
         self.acts.batch
@@ -269,6 +342,56 @@ impl<B: Backend> Run<B> for Infer<'_, B> {
 
     fn dropout(&mut self, x: Act, _len: usize) -> Result<Act> {
         Ok(x)
+    }
+
+    fn dropout_in_place(&mut self, x: Act, _len: usize) -> Result<Act> {
+        Ok(x)
+    }
+
+    fn patch_embed(&mut self, patch: &Patch, x: Act, shape: PatchShape) -> Result<Act> {
+        let y = self.take(shape.batch * shape.tokens() * shape.dim)?;
+        if !self.dry {
+            let w = self.w;
+            let cls = patch.cls.map(|(_, s)| &w[s]);
+            let (xb, yb) = self.acts.arena.io(x, y);
+            self.be.patch_embed(xb, &w[patch.proj.w], &w[patch.proj.b], cls, &w[patch.pos.1], yb, shape)?;
+        }
+        self.acts.arena.free(x);
+        Ok(y)
+    }
+
+    /// `x = x + proj(attn(norm1(x)))`; `x = x + fc2(GELU(fc1(norm2(x))))`, in place.
+    fn block(&mut self, b: &Block, x: Act, batch: usize, tokens: usize) -> Result<Act> {
+        let rows = batch * tokens;
+        let s = self.scratch(b, rows)?;
+        if !self.dry {
+            self.attend(b, x, s, batch, tokens)?;
+            self.lin(&b.proj, s.att, x, rows, Epilogue::Accumulate)?;
+            self.mlp(b, x, s, rows)?;
+        }
+        self.free_scratch(s);
+        Ok(x)
+    }
+
+    /// Every token still feeds the attention (as keys and values), but the
+    /// projection and the MLP, most of the block's work, run on one row per
+    /// sample instead of `tokens`.
+    fn block_first_token(&mut self, b: &Block, x: Act, batch: usize, tokens: usize) -> Result<Act> {
+        let s = self.scratch(b, batch * tokens)?;
+        let x0 = self.take(batch * b.dim)?;
+        if !self.dry {
+            self.attend(b, x, s, batch, tokens)?;
+            let (xb, x0b) = self.acts.arena.io(x, x0);
+            self.be.pool(xb, x0b, batch, tokens, b.dim, Pool::First)?;
+            // The first token's attention output, gathered into the rows of `h` (free again).
+            let (ab, hb) = self.acts.arena.io(s.att, s.h);
+            self.be.pool(ab, hb, batch, tokens, b.dim, Pool::First)?;
+            self.lin(&b.proj, s.h, x0, batch, Epilogue::Accumulate)?;
+            self.mlp(b, x0, s, batch)?;
+        }
+        self.free_scratch(s);
+        self.acts.arena.free(x);
+        Ok(x0)
     }
 
     fn pool(&mut self, x: Act, tokens: usize, dim: usize, how: Pool) -> Result<Act> {

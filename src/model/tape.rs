@@ -10,10 +10,11 @@
 //! backward op takes the gradient of its op's output and returns that of its
 //! input (`None` where the input is data: nothing needs it).
 
-use super::def::{Conv, Def, Heads, Lstm, Norm, Param, Recipe, Slot};
+use super::def::{Block, Conv, Def, Heads, Linear, Lstm, Norm, Param, Patch, Recipe, Slot};
 use super::run::{Act, Arena, Run};
 use crate::backend::{
-    ConvShape, Epilogue, HeadsGrads, HeadsLoss, HeadsOut, HeadsRef, HeadsTargets, LinearShape, LstmShape, Pool, Train,
+    ConvShape, Epilogue, HeadsGrads, HeadsLoss, HeadsOut, HeadsRef, HeadsTargets, LinearShape, LstmShape, PatchShape,
+    Pool, Train,
 };
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
@@ -74,6 +75,26 @@ enum Rec {
     Pool { tokens: usize, dim: usize, how: Pool },
     Norm { x: Act, rows: usize },
     Heads { dz: Option<Act> },
+    Patch { x: Act, shape: PatchShape },
+    Block(BlockRec),
+}
+
+/// One block's kept activations (its input is `x_in`); the masks when it dropped.
+#[derive(Clone, Copy, Debug)]
+struct BlockRec {
+    x_in: Act,
+    h1: Act,
+    qkv: Act,
+    /// Softmax probabilities `(batch, heads, tokens, tokens)`.
+    probs: Act,
+    att: Act,
+    x_mid: Act,
+    h2: Act,
+    pre: Act,
+    act: Act,
+    masks: Option<(Act, Act)>,
+    batch: usize,
+    tokens: usize,
 }
 
 /// A training model's tape, kept from step to step (its buffers sized for
@@ -175,6 +196,169 @@ impl<B: Train> TrainRun<'_, B> {
             (Some(b), _) => b,
             (None, Recipe::Raw(p)) => &params[*p].value,
             (None, r) => unreachable!("slot {s} ({r:?}) is derived but was not allocated"),
+        }
+    }
+
+    /// `y = x Wᵀ + b` (both activations).
+    fn lin(&mut self, l: &Linear, x: Act, y: Act, rows: usize, epi: Epilogue) -> Result<()> {
+        let (def, params, derived) = (self.def, &*self.params, self.derived);
+        let (w, b) = (Self::slot(def, params, derived, l.w), Self::slot(def, params, derived, l.b));
+        let (xb, yb) = self.tape.acts.io(x, y);
+        self.be.linear(xb, w, b, yb, LinearShape { rows, n_in: l.n_in, n_out: l.n_out }, epi)
+    }
+
+    fn ln(&mut self, n: &Norm, x: Act, y: Act, rows: usize) -> Result<()> {
+        let (p, be) = (&*self.params, self.be);
+        let (xb, yb) = self.tape.acts.io(x, y);
+        be.layernorm(xb, &p[n.p].value, &p[n.p + 1].value, yb, rows, n.dim)
+    }
+
+    /// Backward of a linear: `x` an activation, `dy` a gradient; `dx` (a
+    /// gradient) written, or added into when `accumulate`.
+    fn lin_bwd(&mut self, l: &Linear, x: Act, dy: Act, dx: Option<(Act, bool)>, rows: usize) -> Result<()> {
+        let Ok([pw, pb]) = self.params.get_disjoint_mut([l.p, l.p + 1]) else { unreachable!("two parameters") };
+        let Tape { acts, grads, .. } = &mut *self.tape;
+        let shape = LinearShape { rows, n_in: l.n_in, n_out: l.n_out };
+        match dx {
+            Some((dx, acc)) => {
+                let (dyb, dxb) = grads.io(dy, dx);
+                self.be.linear_backward(
+                    acts.get(x),
+                    &pw.value,
+                    dyb,
+                    Some(dxb),
+                    &mut pw.grad,
+                    Some(&mut pb.grad),
+                    shape,
+                    acc,
+                )
+            }
+            None => {
+                let dyb = grads.get(dy);
+                self.be.linear_backward(
+                    acts.get(x),
+                    &pw.value,
+                    dyb,
+                    None,
+                    &mut pw.grad,
+                    Some(&mut pb.grad),
+                    shape,
+                    false,
+                )
+            }
+        }
+    }
+
+    /// `dx += …` of a LayerNorm (`x` an activation, `dy` and `dx` gradients).
+    fn ln_bwd(&mut self, n: &Norm, x: Act, dy: Act, dx: Act, rows: usize) -> Result<()> {
+        let Ok([pw, pb]) = self.params.get_disjoint_mut([n.p, n.p + 1]) else { unreachable!("two parameters") };
+        let Tape { acts, grads, .. } = &mut *self.tape;
+        let (dyb, dxb) = grads.io(dy, dx);
+        self.be.layernorm_backward(acts.get(x), &pw.value, dyb, dxb, &mut pw.grad, &mut pb.grad, rows, n.dim)
+    }
+
+    /// `g = d · mask` when the branch dropped, else `d` itself.
+    fn masked(&mut self, d: Act, g: Act, mask: Option<Act>, n: usize) -> Result<Act> {
+        let Some(m) = mask else { return Ok(d) };
+        let Tape { acts, grads, .. } = &mut *self.tape;
+        let (db, gb) = grads.io(d, g);
+        self.be.copy(db, gb, n)?;
+        self.be.mul(gb, acts.get(m), n)?;
+        Ok(g)
+    }
+
+    /// `d` holds the gradient of the block's output and leaves holding that of its input.
+    pub fn block_bwd(&mut self, b: &Block, d: Act) -> Result<Act> {
+        let Rec::Block(t) = self.pop()? else { return Err(pop_err()) };
+        let rows = t.batch * t.tokens;
+        let n = rows * b.dim;
+        let g = self.take_grad(n)?;
+        let dact = self.take_grad(rows * b.hidden)?;
+        let dh = self.take_grad(n)?;
+        let datt = self.take_grad(n)?;
+        let dqkv = self.take_grad(3 * n)?;
+        let dprobs = self.take_grad(t.batch * b.heads * t.tokens * t.tokens)?;
+        // MLP branch.
+        let dy = self.masked(d, g, t.masks.map(|m| m.1), n)?;
+        self.lin_bwd(&b.fc2, t.act, dy, Some((dact, false)), rows)?;
+        {
+            let Tape { acts, grads, .. } = &mut *self.tape;
+            self.be.gelu_backward(acts.get(t.pre), grads.get_mut(dact), rows * b.hidden)?;
+        }
+        self.lin_bwd(&b.fc1, t.h2, dact, Some((dh, false)), rows)?;
+        self.ln_bwd(&b.norm2, t.x_mid, dh, d, rows)?;
+        // Attention branch.
+        let dy = self.masked(d, g, t.masks.map(|m| m.0), n)?;
+        self.lin_bwd(&b.proj, t.att, dy, Some((datt, false)), rows)?;
+        {
+            let Tape { acts, grads, .. } = &mut *self.tape;
+            let [da, dq, dp] = grads.many_mut([datt, dqkv, dprobs]);
+            let shape = b.attention(t.batch, t.tokens);
+            self.be.attention_backward(acts.get(t.qkv), acts.get(t.probs), da, dq, dp, shape)?;
+        }
+        self.lin_bwd(&b.qkv, t.h1, dqkv, Some((dh, false)), rows)?;
+        self.ln_bwd(&b.norm1, t.x_in, dh, d, rows)?;
+        for a in [g, dact, dh, datt, dqkv, dprobs] {
+            self.tape.grads.free(a);
+        }
+        Ok(d)
+    }
+
+    /// The patch embedding's parameters' gradients (its input is data).
+    pub fn patch_bwd(&mut self, patch: &Patch, d: Act) -> Result<()> {
+        let Rec::Patch { x, shape } = self.pop()? else { return Err(pop_err()) };
+        let p = patch.proj.p;
+        let Tape { acts, grads, .. } = &mut *self.tape;
+        let (xb, db) = (acts.get(x), grads.get(d));
+        match patch.cls {
+            Some((c, _)) => {
+                let Ok([pw, pb, pc, pp]) = self.params.get_disjoint_mut([p, p + 1, c, patch.pos.0]) else {
+                    unreachable!("four parameters")
+                };
+                let dcls = Some(&mut pc.grad);
+                self.be.patch_embed_backward(xb, db, &mut pw.grad, &mut pb.grad, dcls, &mut pp.grad, shape)?;
+            }
+            None => {
+                let Ok([pw, pb, pp]) = self.params.get_disjoint_mut([p, p + 1, patch.pos.0]) else {
+                    unreachable!("three parameters")
+                };
+                self.be.patch_embed_backward(xb, db, &mut pw.grad, &mut pb.grad, None, &mut pp.grad, shape)?;
+            }
+        }
+        grads.free(d);
+        Ok(())
+    }
+
+    /// `out = stream + drop(l(x))`: a residual branch through dropout (`tmp`
+    /// its scratch), or accumulated straight into the copy of the stream.
+    #[allow(clippy::too_many_arguments)]
+    fn residual(
+        &mut self,
+        l: &Linear,
+        x: Act,
+        stream: Act,
+        out: Act,
+        tmp: Act,
+        mask: Option<Act>,
+        rows: usize,
+    ) -> Result<()> {
+        let n = rows * l.n_out;
+        {
+            let (sb, ob) = self.tape.acts.io(stream, out);
+            self.be.copy(sb, ob, n)?;
+        }
+        match mask {
+            Some(m) if self.drop.active() => {
+                self.lin(l, x, tmp, rows, Epilogue::None)?;
+                let [mb, tb, ob] = self.tape.acts.many_mut([m, tmp, out]);
+                self.drop.apply(self.be, mb, tb, n)?;
+                self.be.add(ob, tb, n)
+            }
+            _ => {
+                self.lin(l, x, out, rows, Epilogue::Accumulate)?;
+                self.drop.site += 1;
+                Ok(())
+            }
         }
     }
 
@@ -354,6 +538,76 @@ impl<B: Train> Run<B> for TrainRun<'_, B> {
                 Ok(x)
             }
         }
+    }
+
+    fn dropout_in_place(&mut self, x: Act, len: usize) -> Result<Act> {
+        let mask = if self.drop.p > 0.0 { Some(self.take(len)?) } else { None };
+        match mask {
+            Some(m) => {
+                let [mb, xb] = self.tape.acts.many_mut([m, x]);
+                self.drop.apply(self.be, mb, xb, len)?;
+            }
+            None => self.drop.site += 1,
+        }
+        let mask = mask.filter(|_| self.drop.active());
+        self.tape.recs.push(Rec::Drop { mask, len });
+        Ok(x)
+    }
+
+    fn patch_embed(&mut self, patch: &Patch, x: Act, shape: PatchShape) -> Result<Act> {
+        let y = self.take(shape.batch * shape.tokens() * shape.dim)?;
+        let (def, params, derived) = (self.def, &*self.params, self.derived);
+        let slot = |s| Self::slot(def, params, derived, s);
+        let cls = patch.cls.map(|(_, s)| slot(s));
+        let (xb, yb) = self.tape.acts.io(x, y);
+        self.be.patch_embed(xb, slot(patch.proj.w), slot(patch.proj.b), cls, slot(patch.pos.1), yb, shape)?;
+        self.tape.recs.push(Rec::Patch { x, shape });
+        Ok(y)
+    }
+
+    /// `x_mid = x_in + drop(proj(attn(norm1(x_in))))`,
+    /// `x_out = x_mid + drop(fc2(GELU(fc1(norm2(x_mid)))))`, keeping every activation.
+    fn block(&mut self, b: &Block, x_in: Act, batch: usize, tokens: usize) -> Result<Act> {
+        let rows = batch * tokens;
+        let n = rows * b.dim;
+        let h1 = self.take(n)?;
+        let qkv = self.take(3 * n)?;
+        let probs = self.take(batch * b.heads * tokens * tokens)?;
+        let att = self.take(n)?;
+        let x_mid = self.take(n)?;
+        let h2 = self.take(n)?;
+        let pre = self.take(rows * b.hidden)?;
+        let act = self.take(rows * b.hidden)?;
+        let x_out = self.take(n)?;
+        let masks = if self.drop.p > 0.0 { Some((self.take(n)?, self.take(n)?)) } else { None };
+        // Scratch for a dropped branch, shared by the blocks.
+        let tmp = self.take(n)?;
+        let be = self.be;
+        self.ln(&b.norm1, x_in, h1, rows)?;
+        self.lin(&b.qkv, h1, qkv, rows, Epilogue::None)?;
+        {
+            let [qb, ab, pb] = self.tape.acts.many_mut([qkv, att, probs]);
+            be.attention_train(qb, ab, pb, b.attention(batch, tokens))?;
+        }
+        self.residual(&b.proj, att, x_in, x_mid, tmp, masks.map(|m| m.0), rows)?;
+        self.ln(&b.norm2, x_mid, h2, rows)?;
+        self.lin(&b.fc1, h2, pre, rows, Epilogue::None)?;
+        {
+            let (pb, ab) = self.tape.acts.io(pre, act);
+            be.gelu(pb, ab, rows * b.hidden)?;
+        }
+        self.residual(&b.fc2, act, x_mid, x_out, tmp, masks.map(|m| m.1), rows)?;
+        self.tape.acts.free(tmp);
+        let masks = masks.filter(|_| self.drop.active());
+        let rec = BlockRec { x_in, h1, qkv, probs, att, x_mid, h2, pre, act, masks, batch, tokens };
+        self.tape.recs.push(Rec::Block(rec));
+        Ok(x_out)
+    }
+
+    /// The whole block, then its first token (training keeps every token's activations anyway).
+    fn block_first_token(&mut self, b: &Block, x: Act, batch: usize, tokens: usize) -> Result<Act> {
+        let x = self.block(b, x, batch, tokens)?;
+        self.pool(x, tokens, b.dim, Pool::First)
     }
 
     fn pool(&mut self, x: Act, tokens: usize, dim: usize, how: Pool) -> Result<Act> {

@@ -11,7 +11,6 @@
 //!   the backend's forward ops read (prepared weight layouts);
 //! - `export` gives docs/models.md's tensors, loadable by `Model::from_tensors`.
 
-mod mpd;
 mod parts;
 mod tlob;
 
@@ -24,6 +23,8 @@ use crate::backend::{HeadsLoss, Train};
 use crate::error::{Error, Result};
 use crate::model::cnn_lstm::CnnLstm;
 pub use crate::model::def::Param;
+use crate::model::mpd::Mpd;
+use crate::model::run::Architecture;
 use crate::model::tape::{Tape, TrainRun};
 use crate::model::{param_specs, ModelConfig};
 use crate::tensor::Tensor;
@@ -81,7 +82,7 @@ pub struct TrainNet<B: Train> {
 
 // Boxed: the variants differ in size, and there is one per network.
 enum Net<B: Train> {
-    Mpd(Box<mpd::Mpd<B>>),
+    Mpd(Box<Defined<B, Mpd>>),
     Tlob(Box<tlob::Tlob<B>>),
     CnnLstm(Box<Defined<B, CnnLstm>>),
 }
@@ -169,13 +170,9 @@ impl<B: Train> TrainNet<B> {
             params.push(Param { value: be.upload(&t.data)?, grad: be.alloc(t.numel())?, name, shape, decay });
         }
         let net = match &config {
-            ModelConfig::Mpd(c) => Net::Mpd(Box::new(mpd::Mpd::new(be, c, &params)?)),
+            ModelConfig::Mpd(c) => Net::Mpd(Defined::new(be, Mpd::new(c))?),
             ModelConfig::Tlob(c) => Net::Tlob(Box::new(tlob::Tlob::new(be, c, &params)?)),
-            ModelConfig::CnnLstm(c) => {
-                let net = CnnLstm::new(c);
-                let derived = net.def.derive_alloc(be)?;
-                Net::CnnLstm(Box::new(Defined { net, derived, tape: Tape::default() }))
-            }
+            ModelConfig::CnnLstm(c) => Net::CnnLstm(Defined::new(be, CnnLstm::new(c))?),
         };
         let mut net = TrainNet { config, params, net, host: Vec::new() };
         net.refresh(be)?;
@@ -235,13 +232,7 @@ impl<B: Train> TrainNet<B> {
         let TrainNet { params, net, host, .. } = self;
         let ctx = Ctx { batch: n, loss, backward, host };
         let (total, primary) = match net {
-            Net::Mpd(m) => {
-                let t = m.tape(be, n)?;
-                upload_targets(be, batch, &mut t.heads, ctx.host)?;
-                let total = m.step(be, params, batch, drop, ctx)?;
-                let h = &m.tape_ref().heads[0];
-                (total, [&h.logits, &h.confidence, &h.ret])
-            }
+            Net::Mpd(m) => m.step(be, params, batch, drop, loss, backward, ctx.host, 0)?,
             Net::Tlob(m) => {
                 let t = m.tape(be, n)?;
                 upload_targets(be, batch, &mut t.heads, ctx.host)?;
@@ -250,33 +241,7 @@ impl<B: Train> TrainNet<B> {
                 let h = &m.tape_ref().heads[p];
                 (total, [&h.logits, &h.confidence, &h.ret])
             }
-            Net::CnnLstm(m) => {
-                let Defined { net, derived, tape } = &mut **m;
-                tape.begin(be, n, sets, 3, 0, backward)?;
-                upload_targets(be, batch, &mut tape.heads, ctx.host)?;
-                let inputs = [batch.features.as_ref(), None];
-                let mut r = TrainRun {
-                    be,
-                    def: &net.def,
-                    params,
-                    derived,
-                    tape,
-                    inputs,
-                    drop,
-                    loss,
-                    backward,
-                    batch: n,
-                    total: 0.0,
-                };
-                net.forward(&mut r)?;
-                if backward {
-                    net.backward(&mut r)?;
-                }
-                let total = r.total;
-                tape.end(backward);
-                let h = &tape.heads[0];
-                (total, [&h.logits, &h.confidence, &h.ret])
-            }
+            Net::CnnLstm(m) => m.step(be, params, batch, drop, loss, backward, ctx.host, 0)?,
         };
         let out = loss_out(be, primary, n, total / (n * sets) as f64)?;
         if !out.loss.is_finite() {
@@ -364,9 +329,9 @@ impl<B: Train> TrainNet<B> {
     pub fn refresh(&mut self, be: &B) -> Result<()> {
         let TrainNet { params, net, .. } = self;
         match net {
-            Net::Mpd(m) => m.refresh(be, params),
+            Net::Mpd(m) => m.net.def().refresh(be, params, &mut m.derived),
             Net::Tlob(m) => m.refresh(be, params),
-            Net::CnnLstm(m) => m.net.def.refresh(be, params, &mut m.derived),
+            Net::CnnLstm(m) => m.net.def().refresh(be, params, &mut m.derived),
         }
     }
 
@@ -388,6 +353,45 @@ pub(crate) struct Ctx<'a> {
     pub loss: HeadsLoss,
     pub backward: bool,
     pub host: &'a mut Vec<f32>,
+}
+
+impl<B: Train, N: Architecture> Defined<B, N> {
+    fn new(be: &B, net: N) -> Result<Box<Self>> {
+        let derived = net.def().derive_alloc(be)?;
+        Ok(Box::new(Defined { net, derived, tape: Tape::default() }))
+    }
+
+    /// One forward (and with `backward`, the backward) of a batch; returns
+    /// the summed loss and the outputs of the set of heads `primary`.
+    #[allow(clippy::too_many_arguments)]
+    fn step(
+        &mut self,
+        be: &B,
+        params: &mut [Param<B>],
+        batch: &TrainBatch,
+        drop: Dropout,
+        loss: HeadsLoss,
+        backward: bool,
+        host: &mut Vec<f32>,
+        primary: usize,
+    ) -> Result<(f64, [&B::Buf; 3])> {
+        let Defined { net, derived, tape } = self;
+        let n = batch.batch;
+        let key = u64::from(batch.aux.is_some());
+        tape.begin(be, n, batch.targets.len(), 3, key, backward)?;
+        upload_targets(be, batch, &mut tape.heads, host)?;
+        let inputs = [batch.features.as_ref().or(batch.lob.as_ref()), batch.aux.as_ref()];
+        let def = net.def();
+        let mut r = TrainRun { be, def, params, derived, tape, inputs, drop, loss, backward, batch: n, total: 0.0 };
+        net.forward(&mut r)?;
+        if backward {
+            net.backward(&mut r)?;
+        }
+        let total = r.total;
+        tape.end(backward);
+        let h = &tape.heads[primary];
+        Ok((total, [&h.logits, &h.confidence, &h.ret]))
+    }
 }
 
 /// The step's result: the only allocations of a steady-state step (the
