@@ -33,23 +33,19 @@ impl CnnLstm {
         let heads = def.heads("heads", h, c.num_classes);
         CnnLstm { cfg: c.clone(), def, convs, layers, norm, heads }
     }
-
-    pub fn classes(&self) -> usize {
-        self.cfg.num_classes
-    }
-
-    /// Checks the inputs; returns the run's shape and the inputs to stage.
-    pub fn inputs<'a>(&self, inputs: &Inputs<'a>) -> Result<(RunShape, [Option<&'a Tensor>; 2])> {
-        let c = &self.cfg;
-        let features = inputs.require("features", "cnn_lstm")?;
-        let batch = batch_of(features, "features", &[c.sequence_length, c.input_features])?;
-        Ok((RunShape { batch, aux: false }, [Some(features), None]))
-    }
 }
 
 impl Architecture for CnnLstm {
     fn def(&self) -> &Def {
         &self.def
+    }
+
+    /// Checks the inputs; returns the run's shape and the inputs to stage.
+    fn inputs<'a>(&self, inputs: &Inputs<'a>) -> Result<(RunShape, [Option<&'a Tensor>; 2])> {
+        let c = &self.cfg;
+        let features = inputs.require("features", "cnn_lstm")?;
+        let batch = batch_of(features, "features", &[c.sequence_length, c.input_features])?;
+        Ok((RunShape { batch, aux: false }, [Some(features), None]))
     }
 
     fn forward<B: Backend, R: Run<B>>(&self, r: &mut R) -> Result<()> {

@@ -12,10 +12,27 @@
 
 use std::collections::HashMap;
 
-use super::layers::ParamSpecs;
-use crate::backend::{AttentionShape, Backend, Train};
+use crate::backend::{AttentionShape, Backend, ConvWeights, Train};
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
+
+/// The expected parameters of a model: names and shapes, in a stable order.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ParamSpecs(pub Vec<(String, Vec<usize>)>);
+
+impl ParamSpecs {
+    pub fn push(&mut self, name: impl Into<String>, shape: &[usize]) {
+        self.0.push((name.into(), shape.to_vec()));
+    }
+
+    pub fn count(&self) -> usize {
+        self.0.iter().map(|(_, s)| s.iter().product::<usize>()).sum()
+    }
+
+    pub fn get(&self, name: &str) -> Option<&[usize]> {
+        self.0.iter().find(|(n, _)| n == name).map(|(_, s)| s.as_slice())
+    }
+}
 
 /// An index into a definition's recipes: one buffer the forward reads.
 pub type Slot = usize;
@@ -35,6 +52,18 @@ pub enum Recipe {
     Recurrent { p: usize, hidden: usize },
     /// The sum of two parameters of `len` values (an LSTM layer's `b_ih + b_hh`).
     Sum { a: usize, b: usize, len: usize },
+    /// Values fixed by the config (TLOB's positional encoding).
+    Constant(Vec<f32>),
+    /// TLOB's `spatial.proj` weight `(d, channels·levels)` relabeled from
+    /// PyTorch's channel-major flattening to our channels-last one
+    /// (`tlob::spatial_proj_to_internal`), row-major: read by the training
+    /// backward only (empty at inference).
+    Relabel { p: usize, d: usize, channels: usize, levels: usize },
+    /// The relabeled weight in `prepare_linear`'s layout (training: from the
+    /// `Relabel` slot `src`, refreshed after it).
+    RelabelPrepared { p: usize, src: Slot, d: usize, channels: usize, levels: usize },
+    /// A training scratch of `len` values the size of a parameter (empty at inference).
+    Scratch(usize),
 }
 
 /// A matrix product `y = x Wᵀ + b`: parameters `p` (weight) and `p + 1` (bias).
@@ -123,11 +152,42 @@ pub struct Patch {
     pub pos: (usize, Slot),
 }
 
+/// TLOB's `spatial.proj`: a linear whose weight is relabeled (see
+/// `Recipe::Relabel`); the training backward takes the gradient in the
+/// relabeled layout (`g_int`) and relabels it back.
+#[derive(Clone, Debug)]
+pub struct SpatialProj {
+    pub lin: Linear,
+    pub w_int: Slot,
+    pub g_int: Slot,
+    pub channels: usize,
+    pub levels: usize,
+}
+
+/// Parallel Conv1d branches over the same input, each followed by GELU,
+/// concatenated on channels; `set` indexes the inference model's
+/// `ConvWeights` sets (the fused op takes them by value).
+#[derive(Clone, Debug)]
+pub struct Multiscale {
+    pub branches: Vec<Conv>,
+    pub set: usize,
+    pub dim: usize,
+}
+
 /// The parameters and slots of a definition, filled in order by its build.
 #[derive(Clone, Debug, Default)]
 pub struct Def {
     pub specs: ParamSpecs,
     pub recipes: Vec<Recipe>,
+    /// The branches of each `Multiscale`.
+    pub sets: Vec<Vec<Conv>>,
+}
+
+/// What inference reads: every slot, and each multiscale set's branches
+/// (their slots left empty).
+pub struct Loaded<B: Backend> {
+    pub w: Vec<B::Buf>,
+    pub sets: Vec<Vec<ConvWeights<B>>>,
 }
 
 impl Def {
@@ -204,6 +264,25 @@ impl Def {
         }
     }
 
+    /// Branches `prefix.{i}`, `dim` channels in and out, one per kernel size.
+    pub fn multiscale(&mut self, prefix: &str, dim: usize, kernels: &[usize]) -> Multiscale {
+        let branches: Vec<Conv> =
+            kernels.iter().enumerate().map(|(i, &k)| self.conv(&format!("{prefix}.{i}"), dim, dim, k)).collect();
+        self.sets.push(branches.clone());
+        Multiscale { branches, set: self.sets.len() - 1, dim }
+    }
+
+    /// A linear `prefix` over a `(levels, channels)` map flattened channels-last.
+    pub fn spatial_proj(&mut self, prefix: &str, channels: usize, levels: usize, d: usize) -> SpatialProj {
+        let n_in = channels * levels;
+        let p = self.param(format!("{prefix}.weight"), &[d, n_in]);
+        let w_int = self.slot(Recipe::Relabel { p, d, channels, levels });
+        let w = self.slot(Recipe::RelabelPrepared { p, src: w_int, d, channels, levels });
+        let b = self.raw(format!("{prefix}.bias"), &[d]);
+        let g_int = self.slot(Recipe::Scratch(d * n_in));
+        SpatialProj { lin: Linear { p, w, b, n_in, n_out: d }, w_int, g_int, channels, levels }
+    }
+
     /// Layer `k` of a PyTorch `nn.LSTM` named `prefix`.
     pub fn lstm(&mut self, prefix: &str, k: usize, n_in: usize, h: usize) -> Lstm {
         let p = self.param(format!("{prefix}.weight_ih_l{k}"), &[4 * h, n_in]);
@@ -217,7 +296,7 @@ impl Def {
     }
 
     /// Every slot made from host tensors (checked against `specs` by size), for inference.
-    pub fn load<B: Backend>(&self, be: &B, tensors: &HashMap<String, Tensor>) -> Result<Vec<B::Buf>> {
+    pub fn load<B: Backend>(&self, be: &B, tensors: &HashMap<String, Tensor>) -> Result<Loaded<B>> {
         let host = |p: usize| -> Result<&[f32]> {
             let (name, shape) = &self.specs.0[p];
             let numel: usize = shape.iter().product();
@@ -232,7 +311,8 @@ impl Def {
             }
             Ok(&t.data)
         };
-        self.recipes
+        let mut w = self
+            .recipes
             .iter()
             .map(|r| match *r {
                 Recipe::Raw(p) => be.upload(host(p)?),
@@ -243,8 +323,27 @@ impl Def {
                     let sum: Vec<f32> = host(a)?.iter().zip(host(b)?).map(|(x, y)| x + y).collect();
                     be.upload(&sum)
                 }
+                Recipe::Constant(ref v) => be.upload(v),
+                Recipe::Relabel { .. } | Recipe::Scratch(_) => be.alloc(0),
+                Recipe::RelabelPrepared { p, d, channels, levels, .. } => {
+                    let w = super::tlob::spatial_proj_to_internal(host(p)?, d, channels, levels);
+                    be.prepare_linear(&w, d, channels * levels)
+                }
             })
-            .collect()
+            .collect::<Result<Vec<_>>>()?;
+        let mut take = |s: Slot| -> Result<B::Buf> { Ok(std::mem::replace(&mut w[s], be.alloc(0)?)) };
+        let sets = self
+            .sets
+            .iter()
+            .map(|set| {
+                set.iter()
+                    .map(|c| {
+                        Ok(ConvWeights { w: take(c.w)?, b: take(c.b)?, c_in: c.c_in, c_out: c.c_out, kernel: c.k })
+                    })
+                    .collect::<Result<Vec<_>>>()
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Loaded { w, sets })
     }
 
     /// The training copies of the slots that are not a parameter as it stands
@@ -259,7 +358,10 @@ impl Def {
                     Recipe::Conv { c_out, c_in, k, .. } => Some(be.alloc(c_out * c_in * k)?),
                     // The CPU keeps W_hh and its transpose.
                     Recipe::Recurrent { hidden, .. } => Some(be.alloc(8 * hidden * hidden)?),
-                    Recipe::Sum { len, .. } => Some(be.alloc(len)?),
+                    Recipe::Sum { len, .. } | Recipe::Scratch(len) => Some(be.alloc(len)?),
+                    Recipe::Constant(ref v) => Some(be.upload(v)?),
+                    Recipe::Relabel { d, channels, levels, .. }
+                    | Recipe::RelabelPrepared { d, channels, levels, .. } => Some(be.alloc(d * channels * levels)?),
                 })
             })
             .collect()
@@ -267,10 +369,19 @@ impl Def {
 
     /// Re-derives the training copies from the parameters' current values.
     pub fn refresh<B: Train>(&self, be: &B, params: &[Param<B>], derived: &mut [Option<B::Buf>]) -> Result<()> {
-        for (r, dst) in self.recipes.iter().zip(derived.iter_mut()) {
-            let Some(dst) = dst else { continue };
+        for (i, r) in self.recipes.iter().enumerate() {
+            let (done, rest) = derived.split_at_mut(i);
+            let Some(dst) = &mut rest[0] else { continue };
             match *r {
-                Recipe::Raw(_) => {}
+                Recipe::Raw(_) | Recipe::Constant(_) | Recipe::Scratch(_) => {}
+                Recipe::Relabel { p, d, channels, levels } => {
+                    // w[o, c·L + l] → w_int[o, l·C + c].
+                    be.swap_last_axes(&params[p].value, dst, d, channels, levels, false)?
+                }
+                Recipe::RelabelPrepared { src, d, channels, levels, .. } => {
+                    let w_int = done[src].as_ref().expect("the relabeled weight comes first");
+                    be.prepare_linear_from(w_int, d, channels * levels, dst)?
+                }
                 Recipe::Linear { p, n_out, n_in } => be.prepare_linear_from(&params[p].value, n_out, n_in, dst)?,
                 Recipe::Conv { p, c_out, c_in, k } => be.prepare_linear_from(&params[p].value, c_out, c_in * k, dst)?,
                 Recipe::Recurrent { p, hidden } => be.prepare_recurrent_from(&params[p].value, hidden, dst)?,

@@ -16,7 +16,6 @@
 pub mod cnn_lstm;
 pub mod config;
 pub mod def;
-pub mod layers;
 pub mod mpd;
 pub mod run;
 pub mod tape;
@@ -26,7 +25,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 pub use config::{CnnLstmConfig, ModelConfig, ModelKind, MpdConfig, TlobConfig};
-use layers::{Loader, ParamSpecs};
+use def::Loaded;
+pub use def::ParamSpecs;
 use run::{Acts, Architecture, Infer};
 
 use crate::backend::Backend;
@@ -78,10 +78,41 @@ impl Default for ModelMeta {
     }
 }
 
-enum Net<B: Backend> {
+/// One of the three definitions.
+// One per model, made once and never moved on a hot path: not worth a box.
+#[allow(clippy::large_enum_variant)]
+pub enum Net {
     Mpd(mpd::Mpd),
-    Tlob(tlob::TlobNet<B>),
+    Tlob(tlob::Tlob),
     CnnLstm(cnn_lstm::CnnLstm),
+}
+
+/// `$body` with `$n` bound to the definition inside `$net`, whichever it is.
+macro_rules! with_net {
+    ($net:expr, $n:ident => $body:expr) => {
+        match $net {
+            $crate::model::Net::Mpd($n) => $body,
+            $crate::model::Net::Tlob($n) => $body,
+            $crate::model::Net::CnnLstm($n) => $body,
+        }
+    };
+}
+
+pub(crate) use with_net;
+
+impl Net {
+    /// The definition of a config.
+    pub fn new(config: &ModelConfig) -> Self {
+        match config {
+            ModelConfig::Mpd(c) => Net::Mpd(mpd::Mpd::new(c)),
+            ModelConfig::Tlob(c) => Net::Tlob(tlob::Tlob::new(c)),
+            ModelConfig::CnnLstm(c) => Net::CnnLstm(cnn_lstm::CnnLstm::new(c)),
+        }
+    }
+
+    pub fn def(&self) -> &def::Def {
+        with_net!(self, n => n.def())
+    }
 }
 
 pub struct Model<B: Backend> {
@@ -89,9 +120,9 @@ pub struct Model<B: Backend> {
     meta: ModelMeta,
     param_count: usize,
     norms: Normalizers<B>,
-    net: Net<B>,
-    /// The buffers a definition's forward reads (`def::Def::load`), by slot.
-    w: Vec<B::Buf>,
+    net: Net,
+    /// The buffers the definition's forward reads (`def::Def::load`).
+    weights: Loaded<B>,
     acts: Acts<B>,
     graphs: Graphs<B>,
 }
@@ -116,11 +147,7 @@ struct Graphs<B: Backend> {
 
 /// The expected parameters of a config (docs/models.md's names and shapes).
 pub fn param_specs(config: &ModelConfig) -> ParamSpecs {
-    match config {
-        ModelConfig::Mpd(c) => mpd::Mpd::new(c).def.specs,
-        ModelConfig::Tlob(c) => tlob::param_specs(c),
-        ModelConfig::CnnLstm(c) => cnn_lstm::CnnLstm::new(c).def.specs,
-    }
+    with_net!(Net::new(config), n => n.def.specs)
 }
 
 /// The optional normalizer tensors a model of this config may carry.
@@ -162,20 +189,8 @@ impl<B: Backend> Model<B> {
         meta: ModelMeta,
     ) -> Result<Self> {
         config.validate()?;
-        let ld = Loader { be, tensors };
-        let (net, w) = match &config {
-            ModelConfig::Mpd(c) => {
-                let n = mpd::Mpd::new(c);
-                let w = n.def.load(be, tensors)?;
-                (Net::Mpd(n), w)
-            }
-            ModelConfig::Tlob(c) => (Net::Tlob(tlob::TlobNet::new(c, &ld)?), Vec::new()),
-            ModelConfig::CnnLstm(c) => {
-                let n = cnn_lstm::CnnLstm::new(c);
-                let w = n.def.load(be, tensors)?;
-                (Net::CnnLstm(n), w)
-            }
-        };
+        let net = Net::new(&config);
+        let weights = net.def().load(be, tensors)?;
         let norm = |prefix: &str| -> Result<Option<(B::Buf, B::Buf)>> {
             let (Some(mean), Some(std)) =
                 (tensors.get(&format!("{prefix}.mean")), tensors.get(&format!("{prefix}.std")))
@@ -189,7 +204,8 @@ impl<B: Backend> Model<B> {
         let norms = Normalizers { input: norm("input_norm")?, aux: norm("aux_norm")? };
         let graphs = Graphs { enabled: true, last: None, recorded: None, replays: 0 };
         let acts = Acts::default();
-        Ok(Model { param_count: param_specs(&config).count(), config, meta, norms, net, w, acts, graphs })
+        let param_count = net.def().specs.count();
+        Ok(Model { param_count, config, meta, norms, net, weights, acts, graphs })
     }
 
     /// Loads a weights file (docs/models.md's format), checking every tensor.
@@ -224,33 +240,35 @@ impl<B: Backend> Model<B> {
 
     /// Runs the model; outputs are written into `out`, reusing its tensors.
     pub fn forward_into(&mut self, be: &B, inputs: &Inputs<'_>, out: &mut Outputs) -> Result<()> {
-        let Model { net, w, acts, norms, .. } = self;
-        let shape = match net {
-            Net::Mpd(n) => {
-                let (shape, data) = n.inputs(inputs)?;
-                stage(be, w, acts, norms, shape, data, &*n)?;
-                shape
-            }
-            Net::Tlob(n) => n.stage(be, inputs)?,
-            Net::CnnLstm(n) => {
-                let (shape, data) = n.inputs(inputs)?;
-                stage(be, w, acts, norms, shape, data, &*n)?;
-                shape
-            }
-        };
+        let Model { net, weights, acts, norms, .. } = self;
+        let shape = with_net!(&*net, n => {
+            let (shape, data) = n.inputs(inputs)?;
+            stage(be, weights, acts, norms, shape, data, n)?;
+            shape
+        });
         self.run_compute(be, shape)?;
-        match &self.net {
-            Net::Tlob(n) => n.emit(be, out),
-            Net::Mpd(_) | Net::CnnLstm(_) => {
-                let classes = match &self.net {
-                    Net::Mpd(n) => n.classes(),
-                    Net::CnnLstm(n) => n.classes(),
-                    Net::Tlob(_) => unreachable!("matched above"),
-                };
-                let a = &self.acts;
-                let [l, c, r] = a.heads[0];
-                let bufs = [a.arena.get(l), a.arena.get(c), a.arena.get(r)];
-                write_heads(be, bufs, a.batch, classes, PRIMARY, out)
+        self.emit(be, out)
+    }
+
+    /// Reads the heads' outputs into the named outputs (TLOB: each
+    /// horizon's, and the primary one's again under the plain names).
+    fn emit(&self, be: &B, out: &mut Outputs) -> Result<()> {
+        let a = &self.acts;
+        let bufs = |i: usize| a.heads[i].map(|h| a.arena.get(h));
+        match (&self.net, &self.config) {
+            (Net::Tlob(n), ModelConfig::Tlob(c)) => {
+                for (i, (names, h)) in n.head_names.iter().zip(&c.horizons).enumerate() {
+                    write_heads(be, bufs(i), a.batch, c.num_classes, [&names[0], &names[1], &names[2]], out)?;
+                    if *h == c.primary_horizon {
+                        write_heads(be, bufs(i), a.batch, c.num_classes, PRIMARY, out)?;
+                    }
+                }
+                Ok(())
+            }
+            (_, ModelConfig::Mpd(MpdConfig { num_classes, .. }))
+            | (_, ModelConfig::CnnLstm(CnnLstmConfig { num_classes, .. }))
+            | (_, ModelConfig::Tlob(TlobConfig { num_classes, .. })) => {
+                write_heads(be, bufs(0), a.batch, *num_classes, PRIMARY, out)
             }
         }
     }
@@ -268,12 +286,8 @@ impl<B: Backend> Model<B> {
         }
         let record = g.enabled && g.last == Some(shape) && be.begin_capture()?;
         g.last = Some(shape);
-        let (w, acts, norms) = (&self.w, &mut self.acts, &self.norms);
-        let ran = match &mut self.net {
-            Net::Mpd(n) => compute(be, w, acts, norms, shape, &*n),
-            Net::Tlob(n) => n.compute(be, &self.norms, shape.aux),
-            Net::CnnLstm(n) => compute(be, w, acts, norms, shape, &*n),
-        };
+        let (weights, acts, norms) = (&self.weights, &mut self.acts, &self.norms);
+        let ran = with_net!(&self.net, n => compute(be, weights, acts, norms, shape, n));
         if !record {
             return ran;
         }
@@ -334,7 +348,7 @@ fn horizon_names(h: usize) -> [String; 3] {
 /// plans the activations (the only allocations); then the inputs are written.
 fn stage<B: Backend>(
     be: &B,
-    w: &[B::Buf],
+    weights: &Loaded<B>,
     acts: &mut Acts<B>,
     norms: &Normalizers<B>,
     shape: RunShape,
@@ -346,7 +360,8 @@ fn stage<B: Backend>(
         acts.batch = shape.batch;
         acts.inputs = [None; 2];
         acts.arena.begin(shape.batch, key);
-        net.forward(&mut Infer { be, w, acts: &mut *acts, norms, dry: true })?;
+        let (w, sets, aux) = (&weights.w[..], &weights.sets[..], shape.aux);
+        net.forward(&mut Infer { be, w, sets, aux, acts: &mut *acts, norms, dry: true })?;
         acts.arena.end();
     }
     for (t, a) in data.iter().zip(acts.inputs) {
@@ -360,14 +375,15 @@ fn stage<B: Backend>(
 /// The compute phase of a definition's forward: the planned activations, only compute ops.
 fn compute<B: Backend>(
     be: &B,
-    w: &[B::Buf],
+    weights: &Loaded<B>,
     acts: &mut Acts<B>,
     norms: &Normalizers<B>,
     shape: RunShape,
     net: &impl Architecture,
 ) -> Result<()> {
     acts.arena.begin(shape.batch, u64::from(shape.aux));
-    net.forward(&mut Infer { be, w, acts: &mut *acts, norms, dry: false })?;
+    let (w, sets, aux) = (&weights.w[..], &weights.sets[..], shape.aux);
+    net.forward(&mut Infer { be, w, sets, aux, acts: &mut *acts, norms, dry: false })?;
     acts.arena.end();
     Ok(())
 }

@@ -43,18 +43,6 @@ impl Mpd {
         Mpd { cfg: c.clone(), def, patch: Patch { proj, cls, pos }, blocks, norm, heads }
     }
 
-    pub fn classes(&self) -> usize {
-        self.cfg.num_classes
-    }
-
-    /// Checks the inputs; returns the run's shape and the inputs to stage.
-    pub fn inputs<'a>(&self, inputs: &Inputs<'a>) -> Result<(RunShape, [Option<&'a Tensor>; 2])> {
-        let c = &self.cfg;
-        let features = inputs.require("features", "mpd_transformer")?;
-        let batch = batch_of(features, "features", &[c.sequence_length, c.input_features])?;
-        Ok((RunShape { batch, aux: false }, [Some(features), None]))
-    }
-
     fn patch_shape(&self, batch: usize) -> PatchShape {
         let c = &self.cfg;
         PatchShape {
@@ -72,6 +60,14 @@ impl Mpd {
 impl Architecture for Mpd {
     fn def(&self) -> &Def {
         &self.def
+    }
+
+    /// Checks the inputs; returns the run's shape and the inputs to stage.
+    fn inputs<'a>(&self, inputs: &Inputs<'a>) -> Result<(RunShape, [Option<&'a Tensor>; 2])> {
+        let c = &self.cfg;
+        let features = inputs.require("features", "mpd_transformer")?;
+        let batch = batch_of(features, "features", &[c.sequence_length, c.input_features])?;
+        Ok((RunShape { batch, aux: false }, [Some(features), None]))
     }
 
     fn forward<B: Backend, R: Run<B>>(&self, r: &mut R) -> Result<()> {

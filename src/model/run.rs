@@ -18,18 +18,22 @@
 //! holds `per_sample · cap` values, `cap` being the largest batch the plan
 //! serves.
 
-use super::def::{Block, Conv, Def, Heads, Linear, Lstm, Norm, Patch};
+use super::def::{Block, Conv, Def, Heads, Linear, Lstm, Multiscale, Norm, Patch, Slot};
 use super::tape::TrainRun;
-use super::Normalizers;
+use super::{Inputs, Normalizers, RunShape};
 use crate::backend::{
-    Backend, ConvShape, Epilogue, HeadsOut, HeadsRef, LinearShape, LstmShape, PatchShape, Pool, Train,
+    Backend, BroadcastShape, ConvShape, ConvWeights, Epilogue, HeadsOut, HeadsRef, LinearShape, LstmShape, PatchShape,
+    Pool, Train,
 };
 use crate::error::{Error, Result};
+use crate::tensor::Tensor;
 
 /// A model written once: its definition, its forward (any run) and its
 /// backward (the training run's tape in reverse).
 pub trait Architecture {
     fn def(&self) -> &Def;
+    /// Checks a forward's inputs; returns the run's shape and the inputs to stage.
+    fn inputs<'a>(&self, inputs: &Inputs<'a>) -> Result<(RunShape, [Option<&'a Tensor>; 2])>;
     fn forward<B: Backend, R: Run<B>>(&self, r: &mut R) -> Result<()>;
     fn backward<B: Train>(&self, r: &mut TrainRun<'_, B>) -> Result<()>;
 }
@@ -42,6 +46,8 @@ pub struct Act(pub usize);
 pub trait Run<B: Backend> {
     /// The batch size of this pass.
     fn batch(&self) -> usize;
+    /// Whether this pass has the auxiliary input (input 1).
+    fn aux(&self) -> bool;
     /// Input `i` (0: `features` or `lob`, 1: `aux`), `(rows, dim)`: the staged
     /// input, standardized when the inference model has a normalizer for it.
     fn input(&mut self, i: usize, rows: usize, dim: usize) -> Result<Act>;
@@ -51,6 +57,19 @@ pub trait Run<B: Backend> {
     fn lstm(&mut self, layer: &Lstm, x: Act, shape: LstmShape) -> Result<Act>;
     /// Dropout of `len` values (training only; a new activation when it drops).
     fn dropout(&mut self, x: Act, len: usize) -> Result<Act>;
+    /// `y = x Wᵀ + b`.
+    fn linear(&mut self, l: &Linear, x: Act, rows: usize) -> Result<Act>;
+    /// `y = GELU(x Wᵀ + b)`.
+    fn linear_gelu(&mut self, l: &Linear, x: Act, rows: usize) -> Result<Act>;
+    /// `stream + drop(x Wᵀ + b)`: a residual branch (inference: into `stream` in place).
+    fn residual(&mut self, l: &Linear, x: Act, stream: Act, rows: usize) -> Result<Act>;
+    /// Every branch over `x (batch, len, dim)`, each then GELU, concatenated
+    /// on channels; `x` stays readable (it is the residual stream).
+    fn multiscale(&mut self, ms: &Multiscale, x: Act, batch: usize, len: usize) -> Result<Act>;
+    /// `x += src` broadcast by `shape` (`src` an activation), in place.
+    fn broadcast_add(&mut self, x: Act, src: Act, shape: BroadcastShape) -> Result<Act>;
+    /// `x + pe` with `pe` a constant slot broadcast over the samples.
+    fn add_positions(&mut self, x: Act, pe: Slot, shape: BroadcastShape) -> Result<Act>;
     /// Dropout of `len` values in place (training only).
     fn dropout_in_place(&mut self, x: Act, len: usize) -> Result<Act>;
     /// ViT patch embedding of `x (batch, height, width)`.
@@ -68,8 +87,9 @@ pub trait Run<B: Backend> {
 
 /// Buffers drawn by request order, planned once per shape (see the module doc).
 pub struct Arena<B: Backend> {
-    /// Each buffer and its size per sample.
-    bufs: Vec<(B::Buf, usize)>,
+    /// Each buffer and its size per sample (`None`: dropped by a plan that
+    /// did not use it; indices stay, so handles held across passes do).
+    bufs: Vec<(Option<B::Buf>, usize)>,
     /// Request n → buffer.
     plan: Vec<usize>,
     cursor: usize,
@@ -118,7 +138,7 @@ impl<B: Backend> Arena<B> {
             self.complete = false;
             self.plan.clear();
             self.free.clear();
-            self.free.extend(0..self.bufs.len());
+            self.free.extend((0..self.bufs.len()).filter(|&i| self.bufs[i].0.is_some()));
         }
     }
 
@@ -132,17 +152,9 @@ impl<B: Backend> Arena<B> {
         for &i in &self.plan {
             used[i] = true;
         }
-        if used.iter().any(|u| !u) {
-            let mut remap = vec![usize::MAX; self.bufs.len()];
-            let old = std::mem::take(&mut self.bufs);
-            for (i, b) in old.into_iter().enumerate() {
-                if used[i] {
-                    remap[i] = self.bufs.len();
-                    self.bufs.push(b);
-                }
-            }
-            for i in &mut self.plan {
-                *i = remap[*i];
+        for (b, used) in self.bufs.iter_mut().zip(used) {
+            if !used {
+                b.0 = None;
             }
         }
         self.complete = true;
@@ -161,7 +173,7 @@ impl<B: Backend> Arena<B> {
         let i = match self.free.iter().position(|&i| self.bufs[i].1 == per_sample) {
             Some(k) => self.free.remove(k),
             None => {
-                self.bufs.push((be.alloc(per_sample * self.cap)?, per_sample));
+                self.bufs.push((Some(be.alloc(per_sample * self.cap)?), per_sample));
                 self.bufs.len() - 1
             }
         };
@@ -177,11 +189,11 @@ impl<B: Backend> Arena<B> {
     }
 
     pub fn get(&self, a: Act) -> &B::Buf {
-        &self.bufs[a.0].0
+        self.bufs[a.0].0.as_ref().expect("a planned activation")
     }
 
     pub fn get_mut(&mut self, a: Act) -> &mut B::Buf {
-        &mut self.bufs[a.0].0
+        self.bufs[a.0].0.as_mut().expect("a planned activation")
     }
 
     /// `x` to read and `y` to write (two different activations).
@@ -200,10 +212,10 @@ impl<B: Backend> Arena<B> {
         let mut refs: [Option<&mut B::Buf>; N] = std::array::from_fn(|_| None);
         for (k, (buf, _)) in self.bufs.iter_mut().enumerate() {
             if let Some(slot) = ids.iter().position(|a| a.0 == k) {
-                refs[slot] = Some(buf);
+                refs[slot] = buf.as_mut();
             }
         }
-        refs.map(|r| r.expect("every activation is in the arena"))
+        refs.map(|r| r.expect("a planned activation"))
     }
 }
 
@@ -228,6 +240,8 @@ impl<B: Backend> Default for Acts<B> {
 pub struct Infer<'a, B: Backend> {
     pub be: &'a B,
     pub w: &'a [B::Buf],
+    pub sets: &'a [Vec<ConvWeights<B>>],
+    pub aux: bool,
     pub acts: &'a mut Acts<B>,
     pub norms: &'a Normalizers<B>,
     pub dry: bool,
@@ -297,6 +311,61 @@ impl<B: Backend> Infer<'_, B> {
 impl<B: Backend> Run<B> for Infer<'_, B> {
     fn batch(&self) -> usize {
         self.acts.batch
+    }
+
+    fn aux(&self) -> bool {
+        self.aux
+    }
+
+    fn linear(&mut self, l: &Linear, x: Act, rows: usize) -> Result<Act> {
+        let y = self.take(rows * l.n_out)?;
+        if !self.dry {
+            self.lin(l, x, y, rows, Epilogue::None)?;
+        }
+        self.acts.arena.free(x);
+        Ok(y)
+    }
+
+    fn linear_gelu(&mut self, l: &Linear, x: Act, rows: usize) -> Result<Act> {
+        let y = self.take(rows * l.n_out)?;
+        if !self.dry {
+            self.lin(l, x, y, rows, Epilogue::Gelu)?;
+        }
+        self.acts.arena.free(x);
+        Ok(y)
+    }
+
+    fn residual(&mut self, l: &Linear, x: Act, stream: Act, rows: usize) -> Result<Act> {
+        if !self.dry {
+            self.lin(l, x, stream, rows, Epilogue::Accumulate)?;
+        }
+        self.acts.arena.free(x);
+        Ok(stream)
+    }
+
+    fn multiscale(&mut self, ms: &Multiscale, x: Act, batch: usize, len: usize) -> Result<Act> {
+        let y = self.take(batch * len * ms.branches.len() * ms.dim)?;
+        if !self.dry {
+            let (xb, yb) = self.acts.arena.io(x, y);
+            self.be.multiscale_conv(xb, &self.sets[ms.set], yb, batch, len, ms.dim)?;
+        }
+        Ok(y)
+    }
+
+    fn broadcast_add(&mut self, x: Act, src: Act, shape: BroadcastShape) -> Result<Act> {
+        if !self.dry {
+            let [xb, sb] = self.acts.arena.many_mut([x, src]);
+            self.be.broadcast_add(xb, sb, shape)?;
+        }
+        self.acts.arena.free(src);
+        Ok(x)
+    }
+
+    fn add_positions(&mut self, x: Act, pe: Slot, shape: BroadcastShape) -> Result<Act> {
+        if !self.dry {
+            self.be.broadcast_add(self.acts.arena.get_mut(x), &self.w[pe], shape)?;
+        }
+        Ok(x)
     }
 
     fn input(&mut self, i: usize, rows: usize, dim: usize) -> Result<Act> {
@@ -420,7 +489,7 @@ impl<B: Backend> Run<B> for Infer<'_, B> {
         if self.dry {
             self.acts.heads.clear();
         }
-        for (i, h) in heads.iter().enumerate() {
+        for h in heads {
             let out = [self.take(batch * h.classes)?, self.take(batch)?, self.take(batch)?];
             if self.dry {
                 self.acts.heads.push(out);
@@ -437,7 +506,7 @@ impl<B: Backend> Run<B> for Infer<'_, B> {
                 return_b: &w[s[5]],
                 classes: h.classes,
             };
-            let [l, c, r] = self.acts.heads[i];
+            let [l, c, r] = out;
             let [zb, logits, confidence, expected_return] = self.acts.arena.many_mut([z, l, c, r]);
             self.be.heads(zb, p, HeadsOut { logits, confidence, expected_return }, batch, h.dim)?;
         }

@@ -10,11 +10,11 @@
 //! backward op takes the gradient of its op's output and returns that of its
 //! input (`None` where the input is data: nothing needs it).
 
-use super::def::{Block, Conv, Def, Heads, Linear, Lstm, Norm, Param, Patch, Recipe, Slot};
+use super::def::{Block, Conv, Def, Heads, Linear, Lstm, Multiscale, Norm, Param, Patch, Recipe, Slot, SpatialProj};
 use super::run::{Act, Arena, Run};
 use crate::backend::{
-    ConvShape, Epilogue, HeadsGrads, HeadsLoss, HeadsOut, HeadsRef, HeadsTargets, LinearShape, LstmShape, PatchShape,
-    Pool, Train,
+    BroadcastShape, ConvShape, Epilogue, HeadsGrads, HeadsLoss, HeadsOut, HeadsRef, HeadsTargets, LinearShape,
+    LstmShape, PatchShape, Pool, Train,
 };
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
@@ -76,6 +76,11 @@ enum Rec {
     Norm { x: Act, rows: usize },
     Heads { dz: Option<Act> },
     Patch { x: Act, shape: PatchShape },
+    Linear { x: Act, rows: usize },
+    LinearGelu { x: Act, pre: Act, rows: usize },
+    Residual { x: Act, mask: Option<Act>, rows: usize },
+    Multiscale { x: Act, pre: Act, batch: usize, len: usize },
+    Broadcast { shape: BroadcastShape },
     Block(BlockRec),
 }
 
@@ -158,7 +163,7 @@ pub struct TrainRun<'a, B: Train> {
     pub be: &'a B,
     pub def: &'a Def,
     pub params: &'a mut [Param<B>],
-    pub derived: &'a [Option<B::Buf>],
+    pub derived: &'a mut [Option<B::Buf>],
     pub tape: &'a mut Tape<B>,
     pub inputs: [Option<&'a Tensor>; 2],
     pub drop: Dropout,
@@ -201,7 +206,7 @@ impl<B: Train> TrainRun<'_, B> {
 
     /// `y = x Wᵀ + b` (both activations).
     fn lin(&mut self, l: &Linear, x: Act, y: Act, rows: usize, epi: Epilogue) -> Result<()> {
-        let (def, params, derived) = (self.def, &*self.params, self.derived);
+        let (def, params, derived) = (self.def, &*self.params, &*self.derived);
         let (w, b) = (Self::slot(def, params, derived, l.w), Self::slot(def, params, derived, l.b));
         let (xb, yb) = self.tape.acts.io(x, y);
         self.be.linear(xb, w, b, yb, LinearShape { rows, n_in: l.n_in, n_out: l.n_out }, epi)
@@ -332,7 +337,7 @@ impl<B: Train> TrainRun<'_, B> {
     /// `out = stream + drop(l(x))`: a residual branch through dropout (`tmp`
     /// its scratch), or accumulated straight into the copy of the stream.
     #[allow(clippy::too_many_arguments)]
-    fn residual(
+    fn residual_op(
         &mut self,
         l: &Linear,
         x: Act,
@@ -360,6 +365,98 @@ impl<B: Train> TrainRun<'_, B> {
                 Ok(())
             }
         }
+    }
+
+    /// Backward of `linear` (`Some(dx)` unless its input is data).
+    pub fn linear_bwd(&mut self, l: &Linear, d: Act) -> Result<Option<Act>> {
+        let Rec::Linear { x, rows } = self.pop()? else { return Err(pop_err()) };
+        self.linear_bwd_from(l, x, d, rows)
+    }
+
+    fn linear_bwd_from(&mut self, l: &Linear, x: Act, d: Act, rows: usize) -> Result<Option<Act>> {
+        let dx = if self.is_data(x) { None } else { Some(self.take_grad(rows * l.n_in)?) };
+        self.lin_bwd(l, x, d, dx.map(|a| (a, false)), rows)?;
+        self.tape.grads.free(d);
+        Ok(dx)
+    }
+
+    /// Backward of `linear_gelu`.
+    pub fn linear_gelu_bwd(&mut self, l: &Linear, d: Act) -> Result<Option<Act>> {
+        let Rec::LinearGelu { x, pre, rows } = self.pop()? else { return Err(pop_err()) };
+        {
+            let Tape { acts, grads, .. } = &mut *self.tape;
+            self.be.gelu_backward(acts.get(pre), grads.get_mut(d), rows * l.n_out)?;
+        }
+        self.linear_bwd_from(l, x, d, rows)
+    }
+
+    /// Backward of `residual`: `d` stays the stream's gradient; returns the
+    /// gradient of the branch's input.
+    pub fn residual_bwd(&mut self, l: &Linear, d: Act) -> Result<Act> {
+        let Rec::Residual { x, mask, rows } = self.pop()? else { return Err(pop_err()) };
+        let n = rows * l.n_out;
+        let g = self.take_grad(n)?;
+        let dy = self.masked(d, g, mask, n)?;
+        let dx = self.take_grad(rows * l.n_in)?;
+        self.lin_bwd(l, x, dy, Some((dx, false)), rows)?;
+        self.tape.grads.free(g);
+        Ok(dx)
+    }
+
+    /// Backward of `multiscale` from `dcat`: each branch adds its input
+    /// gradient into `d` (the residual stream's).
+    pub fn multiscale_bwd(&mut self, ms: &Multiscale, dcat: Act, d: Act) -> Result<()> {
+        let Rec::Multiscale { x, pre, batch, len } = self.pop()? else { return Err(pop_err()) };
+        let nb = ms.branches.len();
+        let be = self.be;
+        let Tape { acts, grads, .. } = &mut *self.tape;
+        be.gelu_backward(acts.get(pre), grads.get_mut(dcat), batch * len * nb * ms.dim)?;
+        for (i, br) in ms.branches.iter().enumerate() {
+            let Ok([pw, pb]) = self.params.get_disjoint_mut([br.p, br.p + 1]) else { unreachable!("two parameters") };
+            let shape = branch_shape(ms, i, br, batch, len);
+            let (dcb, db) = grads.io(dcat, d);
+            be.conv1d_backward(acts.get(x), &pw.value, dcb, Some(db), &mut pw.grad, &mut pb.grad, shape)?;
+        }
+        grads.free(dcat);
+        Ok(())
+    }
+
+    /// Backward of `broadcast_add` for its source: returns `dsrc`.
+    pub fn broadcast_bwd(&mut self, d: Act) -> Result<Act> {
+        let Rec::Broadcast { shape } = self.pop()? else { return Err(pop_err()) };
+        let dsrc = self.take_grad(shape.outer * shape.dim)?;
+        let (db, dsb) = self.tape.grads.io(d, dsrc);
+        self.be.fill(dsb, shape.outer * shape.dim, 0.0)?;
+        self.be.broadcast_add_backward(db, dsb, shape)?;
+        Ok(dsrc)
+    }
+
+    /// Backward of `linear` with TLOB's relabeled `spatial.proj`: the weight's
+    /// gradient taken in the relabeled layout, then relabeled back into the
+    /// parameter's (`g_int[o, l·C + c]` → `grad[o, c·L + l]`).
+    pub fn spatial_proj_bwd(&mut self, sp: &SpatialProj, d: Act) -> Result<Option<Act>> {
+        let Rec::Linear { x, rows } = self.pop()? else { return Err(pop_err()) };
+        let l = &sp.lin;
+        let dx = if self.is_data(x) { None } else { Some(self.take_grad(rows * l.n_in)?) };
+        let be = self.be;
+        let (done, rest) = self.derived.split_at_mut(sp.g_int);
+        let (Some(w_int), Some(g_int)) = (&done[sp.w_int], &mut rest[0]) else {
+            unreachable!("training allocates the relabeled weight and its gradient")
+        };
+        be.fill(g_int, l.n_in * l.n_out, 0.0)?;
+        let Tape { acts, grads, .. } = &mut *self.tape;
+        let shape = LinearShape { rows, n_in: l.n_in, n_out: l.n_out };
+        let db = Some(&mut self.params[l.p + 1].grad);
+        match dx {
+            Some(dx) => {
+                let (dyb, dxb) = grads.io(d, dx);
+                be.linear_backward(acts.get(x), w_int, dyb, Some(dxb), g_int, db, shape, false)?;
+            }
+            None => be.linear_backward(acts.get(x), w_int, grads.get(d), None, g_int, db, shape, false)?,
+        }
+        be.swap_last_axes(g_int, &mut self.params[l.p].grad, l.n_out, sp.levels, sp.channels, true)?;
+        grads.free(d);
+        Ok(dx)
     }
 
     /// The gradient of the heads' input (`dz`), to start the backward from.
@@ -468,9 +565,93 @@ impl<B: Train> Tape<B> {
     }
 }
 
+/// Branch `i`'s conv, writing its channels at their offset of the concatenation.
+fn branch_shape(ms: &Multiscale, i: usize, br: &Conv, batch: usize, len: usize) -> ConvShape {
+    let stride = ms.branches.len() * ms.dim;
+    ConvShape {
+        samples: batch,
+        len,
+        c_in: ms.dim,
+        c_out: ms.dim,
+        kernel: br.k,
+        out_stride: stride,
+        out_offset: i * ms.dim,
+    }
+}
+
 impl<B: Train> Run<B> for TrainRun<'_, B> {
     fn batch(&self) -> usize {
         self.batch
+    }
+
+    fn aux(&self) -> bool {
+        self.inputs[1].is_some()
+    }
+
+    fn linear(&mut self, l: &Linear, x: Act, rows: usize) -> Result<Act> {
+        let y = self.take(rows * l.n_out)?;
+        self.lin(l, x, y, rows, Epilogue::None)?;
+        self.tape.recs.push(Rec::Linear { x, rows });
+        Ok(y)
+    }
+
+    /// The pre-activation is kept for the backward, so GELU is its own op.
+    fn linear_gelu(&mut self, l: &Linear, x: Act, rows: usize) -> Result<Act> {
+        let pre = self.take(rows * l.n_out)?;
+        let y = self.take(rows * l.n_out)?;
+        self.lin(l, x, pre, rows, Epilogue::None)?;
+        let (pb, yb) = self.tape.acts.io(pre, y);
+        self.be.gelu(pb, yb, rows * l.n_out)?;
+        self.tape.recs.push(Rec::LinearGelu { x, pre, rows });
+        Ok(y)
+    }
+
+    fn residual(&mut self, l: &Linear, x: Act, stream: Act, rows: usize) -> Result<Act> {
+        let n = rows * l.n_out;
+        let out = self.take(n)?;
+        let mask = if self.drop.p > 0.0 { Some(self.take(n)?) } else { None };
+        let tmp = self.take(n)?;
+        self.residual_op(l, x, stream, out, tmp, mask, rows)?;
+        self.tape.acts.free(tmp);
+        let mask = mask.filter(|_| self.drop.active());
+        self.tape.recs.push(Rec::Residual { x, mask, rows });
+        Ok(out)
+    }
+
+    /// Each branch's pre-activation at its offset, then one GELU over all.
+    fn multiscale(&mut self, ms: &Multiscale, x: Act, batch: usize, len: usize) -> Result<Act> {
+        let n = batch * len * ms.branches.len() * ms.dim;
+        let pre = self.take(n)?;
+        let y = self.take(n)?;
+        let (def, params, derived) = (self.def, &*self.params, &*self.derived);
+        for (i, br) in ms.branches.iter().enumerate() {
+            let (w, b) = (Self::slot(def, params, derived, br.w), Self::slot(def, params, derived, br.b));
+            let (xb, pb) = self.tape.acts.io(x, pre);
+            self.be.conv1d(xb, w, b, pb, branch_shape(ms, i, br, batch, len), false)?;
+        }
+        let (pb, yb) = self.tape.acts.io(pre, y);
+        self.be.gelu(pb, yb, n)?;
+        self.tape.recs.push(Rec::Multiscale { x, pre, batch, len });
+        Ok(y)
+    }
+
+    fn broadcast_add(&mut self, x: Act, src: Act, shape: BroadcastShape) -> Result<Act> {
+        let [xb, sb] = self.tape.acts.many_mut([x, src]);
+        self.be.broadcast_add(xb, sb, shape)?;
+        self.tape.recs.push(Rec::Broadcast { shape });
+        Ok(x)
+    }
+
+    /// Into a copy (the positions are constants: the backward passes the gradient through).
+    fn add_positions(&mut self, x: Act, pe: Slot, shape: BroadcastShape) -> Result<Act> {
+        let n = shape.outer * shape.inner * shape.dim;
+        let y = self.take(n)?;
+        let (def, params, derived) = (self.def, &*self.params, &*self.derived);
+        let peb = Self::slot(def, params, derived, pe);
+        let (xb, yb) = self.tape.acts.io(x, y);
+        self.be.copy(xb, yb, n)?;
+        self.be.broadcast_add(yb, peb, shape)?;
+        Ok(y)
     }
 
     fn input(&mut self, i: usize, rows: usize, dim: usize) -> Result<Act> {
@@ -487,7 +668,7 @@ impl<B: Train> Run<B> for TrainRun<'_, B> {
         let pre = self.take(n)?;
         let y = self.take(n)?;
         let shape = ConvShape::dense(samples, len, conv.c_in, conv.c_out, conv.k);
-        let (def, params, derived) = (self.def, &*self.params, self.derived);
+        let (def, params, derived) = (self.def, &*self.params, &*self.derived);
         let (w, b) = (Self::slot(def, params, derived, conv.w), Self::slot(def, params, derived, conv.b));
         let acts = &mut self.tape.acts;
         let (xb, pb) = acts.io(x, pre);
@@ -505,7 +686,7 @@ impl<B: Train> Run<B> for TrainRun<'_, B> {
         let h = self.take(rows * shape.hidden)?;
         let c = self.take(rows * shape.hidden)?;
         let gates = self.take(rows * 4 * shape.hidden)?;
-        let (def, params, derived) = (self.def, &*self.params, self.derived);
+        let (def, params, derived) = (self.def, &*self.params, &*self.derived);
         let slot = |s| Self::slot(def, params, derived, s);
         let acts = &mut self.tape.acts;
         let (xb, gb) = acts.io(x, gx);
@@ -556,7 +737,7 @@ impl<B: Train> Run<B> for TrainRun<'_, B> {
 
     fn patch_embed(&mut self, patch: &Patch, x: Act, shape: PatchShape) -> Result<Act> {
         let y = self.take(shape.batch * shape.tokens() * shape.dim)?;
-        let (def, params, derived) = (self.def, &*self.params, self.derived);
+        let (def, params, derived) = (self.def, &*self.params, &*self.derived);
         let slot = |s| Self::slot(def, params, derived, s);
         let cls = patch.cls.map(|(_, s)| slot(s));
         let (xb, yb) = self.tape.acts.io(x, y);
@@ -589,14 +770,14 @@ impl<B: Train> Run<B> for TrainRun<'_, B> {
             let [qb, ab, pb] = self.tape.acts.many_mut([qkv, att, probs]);
             be.attention_train(qb, ab, pb, b.attention(batch, tokens))?;
         }
-        self.residual(&b.proj, att, x_in, x_mid, tmp, masks.map(|m| m.0), rows)?;
+        self.residual_op(&b.proj, att, x_in, x_mid, tmp, masks.map(|m| m.0), rows)?;
         self.ln(&b.norm2, x_mid, h2, rows)?;
         self.lin(&b.fc1, h2, pre, rows, Epilogue::None)?;
         {
             let (pb, ab) = self.tape.acts.io(pre, act);
             be.gelu(pb, ab, rows * b.hidden)?;
         }
-        self.residual(&b.fc2, act, x_mid, x_out, tmp, masks.map(|m| m.1), rows)?;
+        self.residual_op(&b.fc2, act, x_mid, x_out, tmp, masks.map(|m| m.1), rows)?;
         self.tape.acts.free(tmp);
         let masks = masks.filter(|_| self.drop.active());
         let rec = BlockRec { x_in, h1, qkv, probs, att, x_mid, h2, pre, act, masks, batch, tokens };
@@ -620,7 +801,7 @@ impl<B: Train> Run<B> for TrainRun<'_, B> {
 
     fn norm(&mut self, norm: &Norm, x: Act, rows: usize) -> Result<Act> {
         let y = self.take(rows * norm.dim)?;
-        let (def, params, derived) = (self.def, &*self.params, self.derived);
+        let (def, params, derived) = (self.def, &*self.params, &*self.derived);
         let (w, b) = (Self::slot(def, params, derived, norm.w), Self::slot(def, params, derived, norm.b));
         let (xb, yb) = self.tape.acts.io(x, y);
         self.be.layernorm(xb, w, b, yb, rows, norm.dim)?;

@@ -11,9 +11,6 @@
 //!   the backend's forward ops read (prepared weight layouts);
 //! - `export` gives docs/models.md's tensors, loadable by `Model::from_tensors`.
 
-mod parts;
-mod tlob;
-
 use std::collections::HashMap;
 
 use rand_chacha::rand_core::{Rng, SeedableRng};
@@ -21,15 +18,12 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::backend::{HeadsLoss, Train};
 use crate::error::{Error, Result};
-use crate::model::cnn_lstm::CnnLstm;
 pub use crate::model::def::Param;
-use crate::model::mpd::Mpd;
 use crate::model::run::Architecture;
-use crate::model::tape::{Tape, TrainRun};
-use crate::model::{param_specs, ModelConfig};
+use crate::model::tape::{Dropout, HeadsTape, Tape, TrainRun};
+use crate::model::{param_specs, with_net, ModelConfig, Net};
 use crate::tensor::Tensor;
 use crate::weights;
-use parts::{Dropout, Heads, HeadsTape};
 
 /// docs/training.md's loss weights.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -75,22 +69,15 @@ pub struct LossOut {
 pub struct TrainNet<B: Train> {
     config: ModelConfig,
     params: Vec<Param<B>>,
-    net: Net<B>,
+    net: Defined<B>,
     /// Host scratch for the targets' class ids (reused).
     host: Vec<f32>,
 }
 
-// Boxed: the variants differ in size, and there is one per network.
-enum Net<B: Train> {
-    Mpd(Box<Defined<B, Mpd>>),
-    Tlob(Box<tlob::Tlob<B>>),
-    CnnLstm(Box<Defined<B, CnnLstm>>),
-}
-
-/// A model written once (`model::def`): its definition, the training copies
-/// of its derived slots, and its tape.
-struct Defined<B: Train, N> {
-    net: N,
+/// The model's definition (`model::def`), the training copies of its
+/// derived slots, and its tape.
+struct Defined<B: Train> {
+    net: Net,
     derived: Vec<Option<B::Buf>>,
     tape: Tape<B>,
 }
@@ -169,11 +156,8 @@ impl<B: Train> TrainNet<B> {
             let decay = shape.len() >= 2 && name != "cls_token" && name != "pos_embed";
             params.push(Param { value: be.upload(&t.data)?, grad: be.alloc(t.numel())?, name, shape, decay });
         }
-        let net = match &config {
-            ModelConfig::Mpd(c) => Net::Mpd(Defined::new(be, Mpd::new(c))?),
-            ModelConfig::Tlob(c) => Net::Tlob(Box::new(tlob::Tlob::new(be, c, &params)?)),
-            ModelConfig::CnnLstm(c) => Net::CnnLstm(Defined::new(be, CnnLstm::new(c))?),
-        };
+        let net = Net::new(&config);
+        let net = Defined { derived: net.def().derive_alloc(be)?, net, tape: Tape::default() };
         let mut net = TrainNet { config, params, net, host: Vec::new() };
         net.refresh(be)?;
         Ok(net)
@@ -229,20 +213,12 @@ impl<B: Train> TrainNet<B> {
             ret: weights.ret,
             grad_scale: 1.0 / (n * sets) as f32,
         };
-        let TrainNet { params, net, host, .. } = self;
-        let ctx = Ctx { batch: n, loss, backward, host };
-        let (total, primary) = match net {
-            Net::Mpd(m) => m.step(be, params, batch, drop, loss, backward, ctx.host, 0)?,
-            Net::Tlob(m) => {
-                let t = m.tape(be, n)?;
-                upload_targets(be, batch, &mut t.heads, ctx.host)?;
-                let total = m.step(be, params, batch, drop, ctx)?;
-                let p = m.primary();
-                let h = &m.tape_ref().heads[p];
-                (total, [&h.logits, &h.confidence, &h.ret])
-            }
-            Net::CnnLstm(m) => m.step(be, params, batch, drop, loss, backward, ctx.host, 0)?,
+        let primary = match &self.net.net {
+            Net::Tlob(t) => t.primary(),
+            _ => 0,
         };
+        let TrainNet { params, net, host, .. } = self;
+        let (total, primary) = net.step(be, params, batch, drop, loss, backward, host, primary)?;
         let out = loss_out(be, primary, n, total / (n * sets) as f64)?;
         if !out.loss.is_finite() {
             return Err(Error::input("batch", format!("the loss is not finite ({})", out.loss)));
@@ -328,11 +304,7 @@ impl<B: Train> TrainNet<B> {
     /// Re-derives the backend-layout copies after the parameters changed.
     pub fn refresh(&mut self, be: &B) -> Result<()> {
         let TrainNet { params, net, .. } = self;
-        match net {
-            Net::Mpd(m) => m.net.def().refresh(be, params, &mut m.derived),
-            Net::Tlob(m) => m.refresh(be, params),
-            Net::CnnLstm(m) => m.net.def().refresh(be, params, &mut m.derived),
-        }
+        net.net.def().refresh(be, params, &mut net.derived)
     }
 
     /// docs/models.md's tensors, PyTorch layout.
@@ -347,20 +319,7 @@ impl<B: Train> TrainNet<B> {
     }
 }
 
-/// What one step passes down to a model.
-pub(crate) struct Ctx<'a> {
-    pub batch: usize,
-    pub loss: HeadsLoss,
-    pub backward: bool,
-    pub host: &'a mut Vec<f32>,
-}
-
-impl<B: Train, N: Architecture> Defined<B, N> {
-    fn new(be: &B, net: N) -> Result<Box<Self>> {
-        let derived = net.def().derive_alloc(be)?;
-        Ok(Box::new(Defined { net, derived, tape: Tape::default() }))
-    }
-
+impl<B: Train> Defined<B> {
     /// One forward (and with `backward`, the backward) of a batch; returns
     /// the summed loss and the outputs of the set of heads `primary`.
     #[allow(clippy::too_many_arguments)]
@@ -381,13 +340,15 @@ impl<B: Train, N: Architecture> Defined<B, N> {
         tape.begin(be, n, batch.targets.len(), 3, key, backward)?;
         upload_targets(be, batch, &mut tape.heads, host)?;
         let inputs = [batch.features.as_ref().or(batch.lob.as_ref()), batch.aux.as_ref()];
-        let def = net.def();
-        let mut r = TrainRun { be, def, params, derived, tape, inputs, drop, loss, backward, batch: n, total: 0.0 };
-        net.forward(&mut r)?;
-        if backward {
-            net.backward(&mut r)?;
-        }
-        let total = r.total;
+        let total = with_net!(&*net, m => {
+            let def = m.def();
+            let mut r = TrainRun { be, def, params, derived, tape, inputs, drop, loss, backward, batch: n, total: 0.0 };
+            m.forward(&mut r)?;
+            if backward {
+                m.backward(&mut r)?;
+            }
+            r.total
+        });
         tape.end(backward);
         let h = &tape.heads[primary];
         Ok((total, [&h.logits, &h.confidence, &h.ret]))
@@ -412,46 +373,4 @@ fn upload_targets<B: Train>(be: &B, batch: &TrainBatch, tapes: &mut [HeadsTape<B
         be.write(&mut tape.target, &t.ret)?;
     }
     Ok(())
-}
-
-/// The heads stage shared by the models: dropout on the pooled vector, every
-/// set of heads with its loss, and (with `dz`) the gradient of the pooled
-/// vector. Returns the loss summed over samples and sets.
-#[allow(clippy::too_many_arguments)]
-fn heads_stage<B: Train>(
-    be: &B,
-    params: &mut [Param<B>],
-    heads: &[Heads],
-    tapes: &mut [HeadsTape<B>],
-    z: &B::Buf,
-    zd: &mut B::Buf,
-    zmask: &mut B::Buf,
-    drop: &mut Dropout,
-    loss: HeadsLoss,
-    mut dz: Option<&mut B::Buf>,
-    batch: usize,
-    dim: usize,
-) -> Result<f64> {
-    let n = batch * dim;
-    let zin: &B::Buf = if drop.active() {
-        be.copy(z, zd, n)?;
-        drop.apply(be, zmask, zd, n)?;
-        zd
-    } else {
-        drop.site += 1;
-        z
-    };
-    if let Some(dz) = dz.as_deref_mut() {
-        be.fill(dz, n, 0.0)?;
-    }
-    let mut total = 0.0;
-    for (h, tape) in heads.iter().zip(tapes.iter_mut()) {
-        total += h.run(be, params, zin, tape, loss, dz.as_deref_mut(), batch)?;
-    }
-    if let Some(dz) = dz {
-        if drop.active() {
-            be.mul(dz, zmask, n)?;
-        }
-    }
-    Ok(total)
 }
