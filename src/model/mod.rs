@@ -1,12 +1,16 @@
-//! The three models, written once over the `Backend` trait.
+//! The three models, each written once (its definition, one forward for
+//! inference and training, its backward: `mpd.rs`, `tlob.rs`, `cnn_lstm.rs`
+//! over `def`, `run` and `tape`), and the inference model.
 //!
-//! A `Model<B>` holds one model's parameters on a backend, its optional input
-//! normalizer, and activations preallocated for the last batch size seen.
+//! A `Model<B>` holds one model's definition and the buffers its forward
+//! reads on a backend, its optional input normalizer, and activations planned
+//! for the last shape seen.
 //! `forward_into` writes the named outputs of docs/models.md into host tensors that
 //! are reused from call to call, so steady-state inference allocates nothing.
 //!
-//! A forward is three phases: stage (check the inputs, write them into the
-//! activations), compute (only compute ops), emit (read the heads). On a
+//! A forward is three phases: stage (check the inputs, plan the activations
+//! on a new shape, write the inputs), compute (only compute ops), emit (read
+//! the heads). On a
 //! backend that records (a CUDA graph), the compute phase of the second call
 //! at the same shape is recorded, and every later call at that shape replays
 //! the recording: one launch instead of dozens, which is most of the batch-1
@@ -287,7 +291,7 @@ impl<B: Backend> Model<B> {
         let record = g.enabled && g.last == Some(shape) && be.begin_capture()?;
         g.last = Some(shape);
         let (weights, acts, norms) = (&self.weights, &mut self.acts, &self.norms);
-        let ran = with_net!(&self.net, n => compute(be, weights, acts, norms, shape, n));
+        let ran = with_net!(&self.net, n => pass(be, weights, acts, norms, shape, n, false));
         if !record {
             return ran;
         }
@@ -355,14 +359,10 @@ fn stage<B: Backend>(
     data: [Option<&Tensor>; 2],
     net: &impl Architecture,
 ) -> Result<()> {
-    let key = u64::from(shape.aux);
-    if acts.arena.needs_plan(shape.batch, key) {
+    if acts.arena.needs_plan(shape.batch, u64::from(shape.aux)) {
         acts.batch = shape.batch;
         acts.inputs = [None; 2];
-        acts.arena.begin(shape.batch, key);
-        let (w, sets, aux) = (&weights.w[..], &weights.sets[..], shape.aux);
-        net.forward(&mut Infer { be, w, sets, aux, acts: &mut *acts, norms, dry: true })?;
-        acts.arena.end();
+        pass(be, weights, acts, norms, shape, net, true)?;
     }
     for (t, a) in data.iter().zip(acts.inputs) {
         if let (Some(t), Some(a)) = (t, a) {
@@ -372,18 +372,20 @@ fn stage<B: Backend>(
     Ok(())
 }
 
-/// The compute phase of a definition's forward: the planned activations, only compute ops.
-fn compute<B: Backend>(
+/// One pass of a definition's forward over the arena: a dry one plans, the
+/// compute phase replays the plan (only compute ops).
+fn pass<B: Backend>(
     be: &B,
     weights: &Loaded<B>,
     acts: &mut Acts<B>,
     norms: &Normalizers<B>,
     shape: RunShape,
     net: &impl Architecture,
+    dry: bool,
 ) -> Result<()> {
     acts.arena.begin(shape.batch, u64::from(shape.aux));
     let (w, sets, aux) = (&weights.w[..], &weights.sets[..], shape.aux);
-    net.forward(&mut Infer { be, w, sets, aux, acts: &mut *acts, norms, dry: false })?;
+    net.forward(&mut Infer { be, w, sets, aux, acts: &mut *acts, norms, dry })?;
     acts.arena.end();
     Ok(())
 }

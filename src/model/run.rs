@@ -204,18 +204,8 @@ impl<B: Backend> Arena<B> {
 
     /// Distinct activations, each mutable (an op's several buffers at once).
     pub fn many_mut<const N: usize>(&mut self, ids: [Act; N]) -> [&mut B::Buf; N] {
-        for i in 0..N {
-            for j in i + 1..N {
-                assert_ne!(ids[i], ids[j], "an op's buffers overlap");
-            }
-        }
-        let mut refs: [Option<&mut B::Buf>; N] = std::array::from_fn(|_| None);
-        for (k, (buf, _)) in self.bufs.iter_mut().enumerate() {
-            if let Some(slot) = ids.iter().position(|a| a.0 == k) {
-                refs[slot] = buf.as_mut();
-            }
-        }
-        refs.map(|r| r.expect("a planned activation"))
+        let refs = self.bufs.get_disjoint_mut(ids.map(|a| a.0)).expect("an op's buffers are distinct activations");
+        refs.map(|r| r.0.as_mut().expect("a planned activation"))
     }
 }
 
@@ -276,6 +266,16 @@ impl<B: Backend> Infer<'_, B> {
         self.be.layernorm(xb, &self.w[n.w], &self.w[n.b], yb, rows, n.dim)
     }
 
+    /// A linear into a new activation; `x` is free after.
+    fn linear_into_new(&mut self, l: &Linear, x: Act, rows: usize, epi: Epilogue) -> Result<Act> {
+        let y = self.take(rows * l.n_out)?;
+        if !self.dry {
+            self.lin(l, x, y, rows, epi)?;
+        }
+        self.acts.arena.free(x);
+        Ok(y)
+    }
+
     fn scratch(&mut self, b: &Block, rows: usize) -> Result<Scratch> {
         Ok(Scratch {
             h: self.take(rows * b.dim)?,
@@ -318,21 +318,11 @@ impl<B: Backend> Run<B> for Infer<'_, B> {
     }
 
     fn linear(&mut self, l: &Linear, x: Act, rows: usize) -> Result<Act> {
-        let y = self.take(rows * l.n_out)?;
-        if !self.dry {
-            self.lin(l, x, y, rows, Epilogue::None)?;
-        }
-        self.acts.arena.free(x);
-        Ok(y)
+        self.linear_into_new(l, x, rows, Epilogue::None)
     }
 
     fn linear_gelu(&mut self, l: &Linear, x: Act, rows: usize) -> Result<Act> {
-        let y = self.take(rows * l.n_out)?;
-        if !self.dry {
-            self.lin(l, x, y, rows, Epilogue::Gelu)?;
-        }
-        self.acts.arena.free(x);
-        Ok(y)
+        self.linear_into_new(l, x, rows, Epilogue::Gelu)
     }
 
     fn residual(&mut self, l: &Linear, x: Act, stream: Act, rows: usize) -> Result<Act> {

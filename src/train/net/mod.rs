@@ -1,7 +1,8 @@
 //! The trainable form of the three models: parameters in PyTorch's layout
 //! (the master copy the optimizer updates and checkpoints store), their
-//! gradients, a training forward that keeps what the backward needs, and the
-//! multi-task loss of docs/training.md.
+//! gradients, and the multi-task loss of docs/training.md, around a model's
+//! one definition (`model::def`), run forward and backward by the training
+//! run (`model::tape`).
 //!
 //! The contract the trainer relies on:
 //! - `forward_backward` adds the gradient of the batch's *mean* loss into
