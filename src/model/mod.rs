@@ -1,12 +1,16 @@
-//! The three models, written once over the `Backend` trait.
+//! The three models, each written once (its definition, one forward for
+//! inference and training, its backward: `mpd.rs`, `tlob.rs`, `cnn_lstm.rs`
+//! over `def`, `run` and `tape`), and the inference model.
 //!
-//! A `Model<B>` holds one model's parameters on a backend, its optional input
-//! normalizer, and activations preallocated for the last batch size seen.
+//! A `Model<B>` holds one model's definition and the buffers its forward
+//! reads on a backend, its optional input normalizer, and activations planned
+//! for the last shape seen.
 //! `forward_into` writes the named outputs of docs/models.md into host tensors that
 //! are reused from call to call, so steady-state inference allocates nothing.
 //!
-//! A forward is three phases: stage (check the inputs, write them into the
-//! activations), compute (only compute ops), emit (read the heads). On a
+//! A forward is three phases: stage (check the inputs, plan the activations
+//! on a new shape, write the inputs), compute (only compute ops), emit (read
+//! the heads). On a
 //! backend that records (a CUDA graph), the compute phase of the second call
 //! at the same shape is recorded, and every later call at that shape replays
 //! the recording: one launch instead of dozens, which is most of the batch-1
@@ -15,15 +19,19 @@
 
 pub mod cnn_lstm;
 pub mod config;
-pub mod layers;
+pub mod def;
 pub mod mpd;
+pub mod run;
+pub mod tape;
 pub mod tlob;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 pub use config::{CnnLstmConfig, ModelConfig, ModelKind, MpdConfig, TlobConfig};
-use layers::{HeadsBufs, Loader, ParamSpecs};
+use def::Loaded;
+pub use def::ParamSpecs;
+use run::{Acts, Architecture, Infer};
 
 use crate::backend::Backend;
 use crate::error::{Error, Result};
@@ -74,10 +82,41 @@ impl Default for ModelMeta {
     }
 }
 
-enum Net<B: Backend> {
-    Mpd(mpd::MpdNet<B>),
-    Tlob(tlob::TlobNet<B>),
-    CnnLstm(cnn_lstm::CnnLstmNet<B>),
+/// One of the three definitions.
+// One per model, made once and never moved on a hot path: not worth a box.
+#[allow(clippy::large_enum_variant)]
+pub enum Net {
+    Mpd(mpd::Mpd),
+    Tlob(tlob::Tlob),
+    CnnLstm(cnn_lstm::CnnLstm),
+}
+
+/// `$body` with `$n` bound to the definition inside `$net`, whichever it is.
+macro_rules! with_net {
+    ($net:expr, $n:ident => $body:expr) => {
+        match $net {
+            $crate::model::Net::Mpd($n) => $body,
+            $crate::model::Net::Tlob($n) => $body,
+            $crate::model::Net::CnnLstm($n) => $body,
+        }
+    };
+}
+
+pub(crate) use with_net;
+
+impl Net {
+    /// The definition of a config.
+    pub fn new(config: &ModelConfig) -> Self {
+        match config {
+            ModelConfig::Mpd(c) => Net::Mpd(mpd::Mpd::new(c)),
+            ModelConfig::Tlob(c) => Net::Tlob(tlob::Tlob::new(c)),
+            ModelConfig::CnnLstm(c) => Net::CnnLstm(cnn_lstm::CnnLstm::new(c)),
+        }
+    }
+
+    pub fn def(&self) -> &def::Def {
+        with_net!(self, n => n.def())
+    }
 }
 
 pub struct Model<B: Backend> {
@@ -85,7 +124,10 @@ pub struct Model<B: Backend> {
     meta: ModelMeta,
     param_count: usize,
     norms: Normalizers<B>,
-    net: Net<B>,
+    net: Net,
+    /// The buffers the definition's forward reads (`def::Def::load`).
+    weights: Loaded<B>,
+    acts: Acts<B>,
     graphs: Graphs<B>,
 }
 
@@ -109,11 +151,7 @@ struct Graphs<B: Backend> {
 
 /// The expected parameters of a config (docs/models.md's names and shapes).
 pub fn param_specs(config: &ModelConfig) -> ParamSpecs {
-    match config {
-        ModelConfig::Mpd(c) => mpd::param_specs(c),
-        ModelConfig::Tlob(c) => tlob::param_specs(c),
-        ModelConfig::CnnLstm(c) => cnn_lstm::param_specs(c),
-    }
+    with_net!(Net::new(config), n => n.def.specs)
 }
 
 /// The optional normalizer tensors a model of this config may carry.
@@ -155,12 +193,8 @@ impl<B: Backend> Model<B> {
         meta: ModelMeta,
     ) -> Result<Self> {
         config.validate()?;
-        let ld = Loader { be, tensors };
-        let net = match &config {
-            ModelConfig::Mpd(c) => Net::Mpd(mpd::MpdNet::new(c, &ld)?),
-            ModelConfig::Tlob(c) => Net::Tlob(tlob::TlobNet::new(c, &ld)?),
-            ModelConfig::CnnLstm(c) => Net::CnnLstm(cnn_lstm::CnnLstmNet::new(c, &ld)?),
-        };
+        let net = Net::new(&config);
+        let weights = net.def().load(be, tensors)?;
         let norm = |prefix: &str| -> Result<Option<(B::Buf, B::Buf)>> {
             let (Some(mean), Some(std)) =
                 (tensors.get(&format!("{prefix}.mean")), tensors.get(&format!("{prefix}.std")))
@@ -173,7 +207,9 @@ impl<B: Backend> Model<B> {
         };
         let norms = Normalizers { input: norm("input_norm")?, aux: norm("aux_norm")? };
         let graphs = Graphs { enabled: true, last: None, recorded: None, replays: 0 };
-        Ok(Model { param_count: param_specs(&config).count(), config, meta, norms, net, graphs })
+        let acts = Acts::default();
+        let param_count = net.def().specs.count();
+        Ok(Model { param_count, config, meta, norms, net, weights, acts, graphs })
     }
 
     /// Loads a weights file (docs/models.md's format), checking every tensor.
@@ -208,16 +244,36 @@ impl<B: Backend> Model<B> {
 
     /// Runs the model; outputs are written into `out`, reusing its tensors.
     pub fn forward_into(&mut self, be: &B, inputs: &Inputs<'_>, out: &mut Outputs) -> Result<()> {
-        let shape = match &mut self.net {
-            Net::Mpd(n) => n.stage(be, inputs)?,
-            Net::Tlob(n) => n.stage(be, inputs)?,
-            Net::CnnLstm(n) => n.stage(be, inputs)?,
-        };
+        let Model { net, weights, acts, norms, .. } = self;
+        let shape = with_net!(&*net, n => {
+            let (shape, data) = n.inputs(inputs)?;
+            stage(be, weights, acts, norms, shape, data, n)?;
+            shape
+        });
         self.run_compute(be, shape)?;
-        match &self.net {
-            Net::Mpd(n) => n.emit(be, out),
-            Net::Tlob(n) => n.emit(be, out),
-            Net::CnnLstm(n) => n.emit(be, out),
+        self.emit(be, out)
+    }
+
+    /// Reads the heads' outputs into the named outputs (TLOB: each
+    /// horizon's, and the primary one's again under the plain names).
+    fn emit(&self, be: &B, out: &mut Outputs) -> Result<()> {
+        let a = &self.acts;
+        let bufs = |i: usize| a.heads[i].map(|h| a.arena.get(h));
+        match (&self.net, &self.config) {
+            (Net::Tlob(n), ModelConfig::Tlob(c)) => {
+                for (i, (names, h)) in n.head_names.iter().zip(&c.horizons).enumerate() {
+                    write_heads(be, bufs(i), a.batch, c.num_classes, [&names[0], &names[1], &names[2]], out)?;
+                    if *h == c.primary_horizon {
+                        write_heads(be, bufs(i), a.batch, c.num_classes, PRIMARY, out)?;
+                    }
+                }
+                Ok(())
+            }
+            (_, ModelConfig::Mpd(MpdConfig { num_classes, .. }))
+            | (_, ModelConfig::CnnLstm(CnnLstmConfig { num_classes, .. }))
+            | (_, ModelConfig::Tlob(TlobConfig { num_classes, .. })) => {
+                write_heads(be, bufs(0), a.batch, *num_classes, PRIMARY, out)
+            }
         }
     }
 
@@ -234,11 +290,8 @@ impl<B: Backend> Model<B> {
         }
         let record = g.enabled && g.last == Some(shape) && be.begin_capture()?;
         g.last = Some(shape);
-        let ran = match &mut self.net {
-            Net::Mpd(n) => n.compute(be, &self.norms),
-            Net::Tlob(n) => n.compute(be, &self.norms, shape.aux),
-            Net::CnnLstm(n) => n.compute(be, &self.norms),
-        };
+        let (weights, acts, norms) = (&self.weights, &mut self.acts, &self.norms);
+        let ran = with_net!(&self.net, n => pass(be, weights, acts, norms, shape, n, false));
         if !record {
             return ran;
         }
@@ -295,19 +348,59 @@ fn horizon_names(h: usize) -> [String; 3] {
     [format!("direction_{h}"), format!("confidence_{h}"), format!("expected_return_{h}")]
 }
 
+/// The stage phase of a definition's forward: on a new shape, a dry pass
+/// plans the activations (the only allocations); then the inputs are written.
+fn stage<B: Backend>(
+    be: &B,
+    weights: &Loaded<B>,
+    acts: &mut Acts<B>,
+    norms: &Normalizers<B>,
+    shape: RunShape,
+    data: [Option<&Tensor>; 2],
+    net: &impl Architecture,
+) -> Result<()> {
+    if acts.arena.needs_plan(shape.batch, u64::from(shape.aux)) {
+        acts.batch = shape.batch;
+        acts.inputs = [None; 2];
+        pass(be, weights, acts, norms, shape, net, true)?;
+    }
+    for (t, a) in data.iter().zip(acts.inputs) {
+        if let (Some(t), Some(a)) = (t, a) {
+            be.write(acts.arena.get_mut(a), &t.data)?;
+        }
+    }
+    Ok(())
+}
+
+/// One pass of a definition's forward over the arena: a dry one plans, the
+/// compute phase replays the plan (only compute ops).
+fn pass<B: Backend>(
+    be: &B,
+    weights: &Loaded<B>,
+    acts: &mut Acts<B>,
+    norms: &Normalizers<B>,
+    shape: RunShape,
+    net: &impl Architecture,
+    dry: bool,
+) -> Result<()> {
+    acts.arena.begin(shape.batch, u64::from(shape.aux));
+    let (w, sets, aux) = (&weights.w[..], &weights.sets[..], shape.aux);
+    net.forward(&mut Infer { be, w, sets, aux, acts: &mut *acts, norms, dry })?;
+    acts.arena.end();
+    Ok(())
+}
+
 /// Copies one set of heads' outputs into `out` under `names` (logits,
 /// confidence, expected return), reusing tensors already of the right shape.
 fn write_heads<B: Backend>(
     be: &B,
-    h: &HeadsBufs<B>,
+    h: [&B::Buf; 3],
     batch: usize,
     classes: usize,
     names: [&str; 3],
     out: &mut Outputs,
 ) -> Result<()> {
-    for (name, buf, cols) in
-        [(names[0], &h.logits, classes), (names[1], &h.confidence, 1), (names[2], &h.expected_return, 1)]
-    {
+    for (name, buf, cols) in [(names[0], h[0], classes), (names[1], h[1], 1), (names[2], h[2], 1)] {
         match out.get_mut(name) {
             Some(t) if t.shape == [batch, cols] => be.read(buf, &mut t.data)?,
             _ => {

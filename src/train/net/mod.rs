@@ -1,7 +1,8 @@
 //! The trainable form of the three models: parameters in PyTorch's layout
 //! (the master copy the optimizer updates and checkpoints store), their
-//! gradients, a training forward that keeps what the backward needs, and the
-//! multi-task loss of docs/training.md.
+//! gradients, and the multi-task loss of docs/training.md, around a model's
+//! one definition (`model::def`), run forward and backward by the training
+//! run (`model::tape`).
 //!
 //! The contract the trainer relies on:
 //! - `forward_backward` adds the gradient of the batch's *mean* loss into
@@ -11,11 +12,6 @@
 //!   the backend's forward ops read (prepared weight layouts);
 //! - `export` gives docs/models.md's tensors, loadable by `Model::from_tensors`.
 
-mod cnn_lstm;
-mod mpd;
-mod parts;
-mod tlob;
-
 use std::collections::HashMap;
 
 use rand_chacha::rand_core::{Rng, SeedableRng};
@@ -23,10 +19,12 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::backend::{HeadsLoss, Train};
 use crate::error::{Error, Result};
-use crate::model::{param_specs, ModelConfig};
+pub use crate::model::def::Param;
+use crate::model::run::Architecture;
+use crate::model::tape::{Dropout, HeadsTape, Tape, TrainRun};
+use crate::model::{param_specs, with_net, ModelConfig, Net};
 use crate::tensor::Tensor;
 use crate::weights;
-use parts::{Dropout, Heads, HeadsTape};
 
 /// docs/training.md's loss weights.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -69,35 +67,20 @@ pub struct LossOut {
     pub expected_return: Vec<f32>,
 }
 
-/// One parameter tensor, by docs/models.md's name, in PyTorch's layout.
-pub struct Param<B: Train> {
-    pub name: String,
-    pub shape: Vec<usize>,
-    pub value: B::Buf,
-    pub grad: B::Buf,
-    /// Whether AdamW's weight decay applies (matrices and conv kernels only).
-    pub decay: bool,
-}
-
-impl<B: Train> Param<B> {
-    pub fn numel(&self) -> usize {
-        self.shape.iter().product()
-    }
-}
-
 pub struct TrainNet<B: Train> {
     config: ModelConfig,
     params: Vec<Param<B>>,
-    net: Net<B>,
+    net: Defined<B>,
     /// Host scratch for the targets' class ids (reused).
     host: Vec<f32>,
 }
 
-// Boxed: the variants differ in size, and there is one per network.
-enum Net<B: Train> {
-    Mpd(Box<mpd::Mpd<B>>),
-    Tlob(Box<tlob::Tlob<B>>),
-    CnnLstm(Box<cnn_lstm::CnnLstm<B>>),
+/// The model's definition (`model::def`), the training copies of its
+/// derived slots, and its tape.
+struct Defined<B: Train> {
+    net: Net,
+    derived: Vec<Option<B::Buf>>,
+    tape: Tape<B>,
 }
 
 /// PyTorch's default initialization of a parameter (from its name and shape):
@@ -174,11 +157,8 @@ impl<B: Train> TrainNet<B> {
             let decay = shape.len() >= 2 && name != "cls_token" && name != "pos_embed";
             params.push(Param { value: be.upload(&t.data)?, grad: be.alloc(t.numel())?, name, shape, decay });
         }
-        let net = match &config {
-            ModelConfig::Mpd(c) => Net::Mpd(Box::new(mpd::Mpd::new(be, c, &params)?)),
-            ModelConfig::Tlob(c) => Net::Tlob(Box::new(tlob::Tlob::new(be, c, &params)?)),
-            ModelConfig::CnnLstm(c) => Net::CnnLstm(Box::new(cnn_lstm::CnnLstm::new(be, c, &params)?)),
-        };
+        let net = Net::new(&config);
+        let net = Defined { derived: net.def().derive_alloc(be)?, net, tape: Tape::default() };
         let mut net = TrainNet { config, params, net, host: Vec::new() };
         net.refresh(be)?;
         Ok(net)
@@ -234,29 +214,12 @@ impl<B: Train> TrainNet<B> {
             ret: weights.ret,
             grad_scale: 1.0 / (n * sets) as f32,
         };
-        let TrainNet { params, net, host, .. } = self;
-        let ctx = Ctx { batch: n, loss, backward, host };
-        let (total, primary) = match net {
-            Net::Mpd(m) => {
-                let t = m.tape(be, n)?;
-                upload_targets(be, batch, &mut t.heads, ctx.host)?;
-                let total = m.step(be, params, batch, drop, ctx)?;
-                (total, &m.tape_ref().heads[0])
-            }
-            Net::Tlob(m) => {
-                let t = m.tape(be, n)?;
-                upload_targets(be, batch, &mut t.heads, ctx.host)?;
-                let total = m.step(be, params, batch, drop, ctx)?;
-                let p = m.primary();
-                (total, &m.tape_ref().heads[p])
-            }
-            Net::CnnLstm(m) => {
-                let t = m.tape(be, n)?;
-                upload_targets(be, batch, &mut t.heads, ctx.host)?;
-                let total = m.step(be, params, batch, drop, ctx)?;
-                (total, &m.tape_ref().heads[0])
-            }
+        let primary = match &self.net.net {
+            Net::Tlob(t) => t.primary(),
+            _ => 0,
         };
+        let TrainNet { params, net, host, .. } = self;
+        let (total, primary) = net.step(be, params, batch, drop, loss, backward, host, primary)?;
         let out = loss_out(be, primary, n, total / (n * sets) as f64)?;
         if !out.loss.is_finite() {
             return Err(Error::input("batch", format!("the loss is not finite ({})", out.loss)));
@@ -342,11 +305,7 @@ impl<B: Train> TrainNet<B> {
     /// Re-derives the backend-layout copies after the parameters changed.
     pub fn refresh(&mut self, be: &B) -> Result<()> {
         let TrainNet { params, net, .. } = self;
-        match net {
-            Net::Mpd(m) => m.refresh(be, params),
-            Net::Tlob(m) => m.refresh(be, params),
-            Net::CnnLstm(m) => m.refresh(be, params),
-        }
+        net.net.def().refresh(be, params, &mut net.derived)
     }
 
     /// docs/models.md's tensors, PyTorch layout.
@@ -361,21 +320,49 @@ impl<B: Train> TrainNet<B> {
     }
 }
 
-/// What one step passes down to a model.
-pub(crate) struct Ctx<'a> {
-    pub batch: usize,
-    pub loss: HeadsLoss,
-    pub backward: bool,
-    pub host: &'a mut Vec<f32>,
+impl<B: Train> Defined<B> {
+    /// One forward (and with `backward`, the backward) of a batch; returns
+    /// the summed loss and the outputs of the set of heads `primary`.
+    #[allow(clippy::too_many_arguments)]
+    fn step(
+        &mut self,
+        be: &B,
+        params: &mut [Param<B>],
+        batch: &TrainBatch,
+        drop: Dropout,
+        loss: HeadsLoss,
+        backward: bool,
+        host: &mut Vec<f32>,
+        primary: usize,
+    ) -> Result<(f64, [&B::Buf; 3])> {
+        let Defined { net, derived, tape } = self;
+        let n = batch.batch;
+        let key = u64::from(batch.aux.is_some());
+        tape.begin(be, n, batch.targets.len(), 3, key, backward)?;
+        upload_targets(be, batch, &mut tape.heads, host)?;
+        let inputs = [batch.features.as_ref().or(batch.lob.as_ref()), batch.aux.as_ref()];
+        let total = with_net!(&*net, m => {
+            let def = m.def();
+            let mut r = TrainRun { be, def, params, derived, tape, inputs, drop, loss, backward, batch: n, total: 0.0 };
+            m.forward(&mut r)?;
+            if backward {
+                m.backward(&mut r)?;
+            }
+            r.total
+        });
+        tape.end(backward);
+        let h = &tape.heads[primary];
+        Ok((total, [&h.logits, &h.confidence, &h.ret]))
+    }
 }
 
 /// The step's result: the only allocations of a steady-state step (the
 /// returned vectors; tests/train_no_alloc.rs recognizes this frame).
-fn loss_out<B: Train>(be: &B, primary: &HeadsTape<B>, n: usize, loss: f64) -> Result<LossOut> {
+fn loss_out<B: Train>(be: &B, primary: [&B::Buf; 3], n: usize, loss: f64) -> Result<LossOut> {
     let mut out = LossOut { loss, logits: vec![[0.0; 3]; n], confidence: vec![0.0; n], expected_return: vec![0.0; n] };
-    be.read(&primary.logits, out.logits.as_flattened_mut())?;
-    be.read(&primary.confidence, &mut out.confidence)?;
-    be.read(&primary.ret, &mut out.expected_return)?;
+    be.read(primary[0], out.logits.as_flattened_mut())?;
+    be.read(primary[1], &mut out.confidence)?;
+    be.read(primary[2], &mut out.expected_return)?;
     Ok(out)
 }
 
@@ -387,46 +374,4 @@ fn upload_targets<B: Train>(be: &B, batch: &TrainBatch, tapes: &mut [HeadsTape<B
         be.write(&mut tape.target, &t.ret)?;
     }
     Ok(())
-}
-
-/// The heads stage shared by the models: dropout on the pooled vector, every
-/// set of heads with its loss, and (with `dz`) the gradient of the pooled
-/// vector. Returns the loss summed over samples and sets.
-#[allow(clippy::too_many_arguments)]
-fn heads_stage<B: Train>(
-    be: &B,
-    params: &mut [Param<B>],
-    heads: &[Heads],
-    tapes: &mut [HeadsTape<B>],
-    z: &B::Buf,
-    zd: &mut B::Buf,
-    zmask: &mut B::Buf,
-    drop: &mut Dropout,
-    loss: HeadsLoss,
-    mut dz: Option<&mut B::Buf>,
-    batch: usize,
-    dim: usize,
-) -> Result<f64> {
-    let n = batch * dim;
-    let zin: &B::Buf = if drop.active() {
-        be.copy(z, zd, n)?;
-        drop.apply(be, zmask, zd, n)?;
-        zd
-    } else {
-        drop.site += 1;
-        z
-    };
-    if let Some(dz) = dz.as_deref_mut() {
-        be.fill(dz, n, 0.0)?;
-    }
-    let mut total = 0.0;
-    for (h, tape) in heads.iter().zip(tapes.iter_mut()) {
-        total += h.run(be, params, zin, tape, loss, dz.as_deref_mut(), batch)?;
-    }
-    if let Some(dz) = dz {
-        if drop.active() {
-            be.mul(dz, zmask, n)?;
-        }
-    }
-    Ok(total)
 }
