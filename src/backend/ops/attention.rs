@@ -568,7 +568,7 @@ pub(crate) fn parameter_structs_checked() -> Vec<crate::backend::gpu::Kernel> {
 mod tests {
     use super::*;
     use crate::backend::gpu::{Emu, ThreadOrder};
-    use crate::backend::ops::testing::{assert_close, data, wide};
+    use crate::backend::ops::testing::{assert_close, data, each_short_buffer_is_named, wide};
     use crate::backend::{Backend, Train};
     use crate::Cpu;
 
@@ -704,24 +704,11 @@ mod tests {
                 assert!(err.contains(&format!("attention: buffer {what} ")), "{}: {err}", be.name());
             }
             let train = |n: [usize; 3]| be.attention_train(&z(n[0]), &mut z(n[1]), &mut z(n[2]), s);
-            let full = [nqkv, nout, np];
-            train(full).unwrap();
-            for (i, what) in ["qkv", "out", "probs"].into_iter().enumerate() {
-                let mut n = full;
-                n[i] -= 1;
-                let err = train(n).unwrap_err().to_string();
-                assert!(err.contains(&format!("attention_train: buffer {what} ")), "{}: {err}", be.name());
-            }
+            each_short_buffer_is_named(be.name(), "attention_train", ["qkv", "out", "probs"], [nqkv, nout, np], train);
             let bwd =
                 |n: [usize; 5]| be.attention_backward(&z(n[0]), &z(n[1]), &z(n[2]), &mut z(n[3]), &mut z(n[4]), s);
-            let full = [nqkv, np, nout, nqkv, np];
-            bwd(full).unwrap();
-            for (i, what) in ["qkv", "probs", "dout", "dqkv", "scratch"].into_iter().enumerate() {
-                let mut n = full;
-                n[i] -= 1;
-                let err = bwd(n).unwrap_err().to_string();
-                assert!(err.contains(&format!("attention_backward: buffer {what} ")), "{}: {err}", be.name());
-            }
+            let names = ["qkv", "probs", "dout", "dqkv", "scratch"];
+            each_short_buffer_is_named(be.name(), "attention_backward", names, [nqkv, np, nout, nqkv, np], bwd);
         }
         refuses(&Cpu::new());
         refuses(&Gpu::new(Emu::new()));

@@ -187,7 +187,9 @@ pub(crate) fn parameter_structs_checked() -> Vec<crate::backend::gpu::Kernel> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::ops::testing::{assert_close, data, emulator_gives_the_cpus_bits, wide};
+    use crate::backend::ops::testing::{
+        assert_close, data, each_short_buffer_is_named, emulator_gives_the_cpus_bits, wide,
+    };
     use crate::backend::Train;
     use crate::Cpu;
 
@@ -247,16 +249,8 @@ mod tests {
                 let z = |n: usize| be.alloc(n).unwrap();
                 let fwd = |n: [usize; 2]| be.broadcast_add(&mut z(n[0]), &z(n[1]), s);
                 let bwd = |n: [usize; 2]| be.broadcast_add_backward(&z(n[0]), &mut z(n[1]), s);
-                fwd([nx, nsrc]).unwrap();
-                bwd([nx, nsrc]).unwrap();
-                for (i, (f, b)) in [("x", "dx"), ("src", "dsrc")].into_iter().enumerate() {
-                    let mut n = [nx, nsrc];
-                    n[i] -= 1;
-                    let err = fwd(n).unwrap_err().to_string();
-                    assert!(err.contains(&format!("broadcast_add: buffer {f} ")), "{}: {err}", be.name());
-                    let err = bwd(n).unwrap_err().to_string();
-                    assert!(err.contains(&format!("broadcast_add_backward: buffer {b} ")), "{}: {err}", be.name());
-                }
+                each_short_buffer_is_named(be.name(), "broadcast_add", ["x", "src"], [nx, nsrc], fwd);
+                each_short_buffer_is_named(be.name(), "broadcast_add_backward", ["dx", "dsrc"], [nx, nsrc], bwd);
             }
         }
         refuses(&Cpu::new());

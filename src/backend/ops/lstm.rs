@@ -1034,7 +1034,7 @@ pub(crate) fn parameter_structs_checked() -> Vec<crate::backend::gpu::Kernel> {
 mod tests {
     use super::*;
     use crate::backend::gpu::{Emu, ThreadOrder};
-    use crate::backend::ops::testing::{assert_close, data, wide};
+    use crate::backend::ops::testing::{assert_close, data, each_short_buffer_is_named, wide};
     use crate::backend::Backend;
 
     /// (batch, steps, hidden): one sample and several, one step, hidden
@@ -1269,43 +1269,17 @@ mod tests {
             let (ng, nh, nw) = sizes(s);
             let z = |n: usize| be.alloc(n).unwrap();
             let fwd = |n: [usize; 3]| be.lstm(&z(n[0]), &z(n[1]), &mut z(n[2]), s);
-            let full = [ng, w_len, nh];
-            fwd(full).unwrap();
-            for (i, what) in ["gx", "w_hh", "h_seq"].into_iter().enumerate() {
-                let mut n = full;
-                n[i] -= 1;
-                let err = fwd(n).unwrap_err().to_string();
-                assert!(err.contains(&format!("lstm: buffer {what} ")), "{}: {err}", be.name());
-            }
+            each_short_buffer_is_named(be.name(), "lstm", ["gx", "w_hh", "h_seq"], [ng, w_len, nh], fwd);
             let train = |n: [usize; 5]| be.lstm_train(&z(n[0]), &z(n[1]), &mut z(n[2]), &mut z(n[3]), &mut z(n[4]), s);
-            let full = [ng, w_len, nh, nh, ng];
-            train(full).unwrap();
-            for (i, what) in ["gx", "w_hh", "h_seq", "c_seq", "gates"].into_iter().enumerate() {
-                let mut n = full;
-                n[i] -= 1;
-                let err = train(n).unwrap_err().to_string();
-                assert!(err.contains(&format!("lstm_train: buffer {what} ")), "{}: {err}", be.name());
-            }
+            let names = ["gx", "w_hh", "h_seq", "c_seq", "gates"];
+            each_short_buffer_is_named(be.name(), "lstm_train", names, [ng, w_len, nh, nh, ng], train);
             let bwd = |n: [usize; 7]| {
                 be.lstm_backward(&z(n[0]), &z(n[1]), &z(n[2]), &z(n[3]), &z(n[4]), &mut z(n[5]), &mut z(n[6]), s)
             };
-            let full = [nw, nh, nh, ng, nh, ng, nw];
-            bwd(full).unwrap();
-            for (i, what) in ["w_hh", "h_seq", "c_seq", "gates", "dh_seq", "dgx", "dw_hh"].into_iter().enumerate() {
-                let mut n = full;
-                n[i] -= 1;
-                let err = bwd(n).unwrap_err().to_string();
-                assert!(err.contains(&format!("lstm_backward: buffer {what} ")), "{}: {err}", be.name());
-            }
+            let names = ["w_hh", "h_seq", "c_seq", "gates", "dh_seq", "dgx", "dw_hh"];
+            each_short_buffer_is_named(be.name(), "lstm_backward", names, [nw, nh, nh, ng, nh, ng, nw], bwd);
             let prep = |n: [usize; 2]| be.prepare_recurrent_from(&z(n[0]), s.hidden, &mut z(n[1]));
-            let full = [nw, w_len];
-            prep(full).unwrap();
-            for (i, what) in ["w_hh", "dst"].into_iter().enumerate() {
-                let mut n = full;
-                n[i] -= 1;
-                let err = prep(n).unwrap_err().to_string();
-                assert!(err.contains(&format!("prepare_recurrent_from: buffer {what} ")), "{}: {err}", be.name());
-            }
+            each_short_buffer_is_named(be.name(), "prepare_recurrent_from", ["w_hh", "dst"], [nw, w_len], prep);
             let Err(err) = be.prepare_recurrent(&vec![0.0; nw - 1], s.hidden) else {
                 panic!("{}: prepare_recurrent took a short W_hh", be.name());
             };

@@ -38,3 +38,23 @@ pub(super) fn emulator_gives_the_cpus_bits(cpu: &[Vec<u32>], run: impl Fn(&Gpu<E
         assert!(emu == cpu, "emu {order:?}: not the CPU's bits");
     }
 }
+
+/// Calls `call` with every buffer at its full length (it must succeed), then
+/// with each buffer one value short: each of those calls must be refused
+/// with an error naming the op and that buffer (the shape checks of
+/// docs/kernels.md, the same on every backend).
+pub(super) fn each_short_buffer_is_named<const N: usize>(
+    backend: &str,
+    op: &str,
+    names: [&str; N],
+    full: [usize; N],
+    call: impl Fn([usize; N]) -> crate::error::Result<()>,
+) {
+    call(full).unwrap_or_else(|e| panic!("{backend}: {op} at full lengths: {e}"));
+    for (i, what) in names.into_iter().enumerate() {
+        let mut n = full;
+        n[i] -= 1;
+        let err = call(n).err().unwrap_or_else(|| panic!("{backend}: {op} took a short {what}")).to_string();
+        assert!(err.contains(&format!("{op}: buffer {what} ")), "{backend}: {err}");
+    }
+}
