@@ -1,15 +1,14 @@
-// The backward products of the GEMM family (linear, conv1d, patch embedding),
-// all on the forward's tile (gemm_tile.cuh) with their own operand loaders:
+// The backward products of the convolution and the patch embedding (the
+// linear layer's are in linear.cu), all on the forward's tile (gemm_tile.cuh) with their own operand loaders:
 //
 //   weight gradients   dW (m, n) += sum_k A(k, m) B(k, n) over k = the rows of
 //                      the forward (tokens of every sample): A is the output
 //                      gradient dy read transposed (tile loaded along m, its
-//                      contiguous axis), B the layer input, as plain rows
-//                      (linear), an implicit im2col (conv1d) or an implicit
-//                      patch gather (patch embedding)
-//   data gradients     dx = dy W (linear; W in PyTorch's (n_out, n_in) layout
-//                      is already the (k, n) matrix), and conv1d's dx, a
-//                      convolution of dy with the flipped, transposed kernel
+//                      contiguous axis), B the layer input, as an implicit
+//                      im2col (conv1d) or an implicit patch gather (patch
+//                      embedding)
+//   data gradients     conv1d's dx, a convolution of dy with the flipped,
+//                      transposed kernel
 //   bias-like sums     dst[c] += sum over (group, row) of a strided view
 //                      (biases, the class token, the position embedding)
 //
@@ -17,56 +16,9 @@
 // increasing order, and every gradient output is written by exactly one
 // thread, so there are no atomics and the bits do not depend on scheduling.
 // Gradients are added into what the buffers hold (accumulation over
-// micro-batches); linear's dx is written or added as asked.
+// micro-batches).
 #include "common.cuh"
 #include "gemm_tile.cuh"
-
-// ---- linear -------------------------------------------------------------------
-
-// dW (n_out, n_in) += dy^T x over the rows.
-struct LinearDwParams {
-    const float *x;  // (rows, n_in)
-    const float *dy; // (rows, n_out)
-    float *dw;       // (n_out, n_in)
-    int rows, n_in, n_out;
-};
-
-struct LinearDw {
-    const LinearDwParams &p;
-    __device__ float a(int o, int r) const { return p.dy[(long long)r * p.n_out + o]; }
-    __device__ float b(int r, int i) const { return p.x[(long long)r * p.n_in + i]; }
-    __device__ void store(int o, int i, float acc) const { p.dw[(long long)o * p.n_in + i] += acc; }
-};
-
-QUORUM_KERNEL void quorum_linear_dw(LinearDwParams p) {
-    LinearDw pr{p};
-    gemm_tile_ab<true>(pr, p.n_out, p.rows, p.n_in);
-}
-QUORUM_EMU_ENTRY(quorum_linear_dw, LinearDwParams)
-
-// dx (rows, n_in) = dy (rows, n_out) W (n_out, n_in), or += when accumulate.
-struct LinearDxParams {
-    const float *dy; // (rows, n_out)
-    const float *w;  // (n_out, n_in), PyTorch's layout
-    float *dx;       // (rows, n_in)
-    int rows, n_in, n_out, accumulate;
-};
-
-struct LinearDx {
-    const LinearDxParams &p;
-    __device__ float a(int r, int o) const { return p.dy[(long long)r * p.n_out + o]; }
-    __device__ float b(int o, int i) const { return p.w[(long long)o * p.n_in + i]; }
-    __device__ void store(int r, int i, float acc) const {
-        float *dx = p.dx + (long long)r * p.n_in + i;
-        *dx = p.accumulate ? *dx + acc : acc;
-    }
-};
-
-QUORUM_KERNEL void quorum_linear_dx(LinearDxParams p) {
-    LinearDx pr{p};
-    gemm_tile_ab<false>(pr, p.rows, p.n_out, p.n_in);
-}
-QUORUM_EMU_ENTRY(quorum_linear_dx, LinearDxParams)
 
 // ---- conv1d -------------------------------------------------------------------
 

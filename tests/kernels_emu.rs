@@ -154,8 +154,8 @@ fn emulator_reports_shape_errors_instead_of_reading_out_of_bounds() {
 
 #[test]
 fn a_launch_that_breaks_a_kernels_assumption_is_an_error() {
-    use quorum::backend::gpu::params::LinearParams;
     use quorum::backend::gpu::{Device, LaunchConfig};
+    use quorum::backend::ops::linear::LinearParams;
     let emu = Emu::new();
     let (x, w, b) = (emu.alloc(64).unwrap(), emu.alloc(64).unwrap(), emu.alloc(8).unwrap());
     let mut y = emu.alloc(64).unwrap();

@@ -48,10 +48,6 @@ pub(super) fn conv_len(c_out: usize, c_in: usize, kernel: usize) -> usize {
     kernel * c_in.div_ceil(2) * c_out
 }
 
-pub(super) fn pack_linear(w: &[f32], n_out: usize, n_in: usize) -> Vec<f32> {
-    to_bits(small_gemm::pack_bf16(&w[..n_out * n_in], n_out, n_in))
-}
-
 /// PyTorch's `(c_out, c_in, k)` as tap-major pairs: row `j·⌈c_in/2⌉ + q`
 /// holds channels `2q` and `2q + 1` of tap `j` for every output channel.
 pub(super) fn pack_conv(w: &[f32], c_out: usize, c_in: usize, k: usize) -> Vec<f32> {
@@ -71,7 +67,7 @@ pub(super) fn pack_conv(w: &[f32], c_out: usize, c_in: usize, k: usize) -> Vec<f
     to_bits(out)
 }
 
-/// `g`'s product (then `+ bias[j]`, GELU) for `W` from `pack_linear`.
+/// `g`'s product (then `+ bias[j]`, GELU) for `W` from `ops::linear::pack_bf16`.
 pub(super) fn product(x: &[f32], w: &[f32], y: &mut [f32], g: Gemm, bias: Option<(&[f32], bool)>) {
     let Gemm { rows, k, n, ld_y, accumulate } = g;
     if rows == 0 || n == 0 {

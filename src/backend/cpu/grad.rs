@@ -10,7 +10,8 @@
 
 use rayon::prelude::*;
 
-use super::{with_scratch, SendPtr, PAR_MIN_MACS, ROW_CHUNK};
+use super::{with_scratch, SendPtr, PAR_MIN_MACS};
+use crate::backend::ops::linear::col_sums;
 use crate::backend::{ConvShape, PatchShape};
 
 /// Output columns per task of a large product (a multiple of 16 floats, one AVX-512 register).
@@ -109,64 +110,6 @@ pub(crate) unsafe fn gemm_strided_on(
         (0..n.div_ceil(width)).into_par_iter().for_each(|b| run(b * width));
     } else {
         (0..n.div_ceil(width)).for_each(|b| run(b * width));
-    }
-}
-
-/// `db[..n] += Σ_r dy[r·ld + off ..][..n]` in fixed row chunks combined in order.
-pub(super) fn col_sums(dy: &[f32], ld: usize, off: usize, rows: usize, n: usize, db: &mut [f32]) {
-    let chunks = rows.div_ceil(ROW_CHUNK);
-    with_scratch(chunks * n, |part| {
-        part.par_chunks_mut(n).enumerate().for_each(|(c, acc)| {
-            acc.fill(0.0);
-            for r in c * ROW_CHUNK..((c + 1) * ROW_CHUNK).min(rows) {
-                acc.iter_mut().zip(&dy[r * ld + off..r * ld + off + n]).for_each(|(a, v)| *a += v);
-            }
-        });
-        for acc in part.chunks(n) {
-            db[..n].iter_mut().zip(acc).for_each(|(d, a)| *d += a);
-        }
-    });
-}
-
-#[allow(clippy::too_many_arguments)]
-pub(super) fn linear_backward(
-    x: &[f32],
-    w: &[f32],
-    dy: &[f32],
-    dx: Option<&mut [f32]>,
-    dw: &mut [f32],
-    db: Option<&mut [f32]>,
-    rows: usize,
-    n_in: usize,
-    n_out: usize,
-    accumulate_dx: bool,
-) {
-    // SAFETY: the caller checked x (rows, n_in), w and dw (n_out, n_in),
-    // dy (rows, n_out), dx (rows, n_in); outputs are distinct buffers.
-    unsafe {
-        // dW (n_out, n_in) += dyᵀ · x: lhs element (o, r) at dy[r·n_out + o].
-        gemm_strided(n_out, n_in, rows, dw.as_mut_ptr(), n_in, true, dy.as_ptr(), 1, n_out, x.as_ptr(), n_in, 1, 1.0);
-        if let Some(dx) = dx {
-            // dX (rows, n_in) = dy · W.
-            gemm_strided(
-                rows,
-                n_in,
-                n_out,
-                dx.as_mut_ptr(),
-                n_in,
-                accumulate_dx,
-                dy.as_ptr(),
-                n_out,
-                1,
-                w.as_ptr(),
-                n_in,
-                1,
-                1.0,
-            );
-        }
-    }
-    if let Some(db) = db {
-        col_sums(dy, n_out, 0, rows, n_out, db);
     }
 }
 

@@ -82,7 +82,7 @@ impl Cpu {
     }
 
     /// Values a prepared `(n_out, n_in)` weight holds in this precision.
-    fn linear_len(&self, n_out: usize, n_in: usize) -> usize {
+    pub(crate) fn linear_len(&self, n_out: usize, n_in: usize) -> usize {
         if self.bf16() {
             bf16::linear_len(n_out, n_in)
         } else {
@@ -92,7 +92,7 @@ impl Cpu {
 
     /// `g`'s product (then `+ bias[j]`, GELU) for a weight from
     /// `prepare_linear`, in this backend's precision.
-    fn product(&self, x: &[f32], w: &[f32], y: &mut [f32], g: Gemm, bias: Option<(&[f32], bool)>) {
+    pub(crate) fn product(&self, x: &[f32], w: &[f32], y: &mut [f32], g: Gemm, bias: Option<(&[f32], bool)>) {
         if self.bf16() {
             bf16::product(x, w, y, g, bias);
         } else {
@@ -372,11 +372,7 @@ impl Backend for Cpu {
     }
 
     fn prepare_linear(&self, w: &[f32], n_out: usize, n_in: usize) -> Result<Vec<f32>> {
-        check_len("prepare_linear", "w", w.len(), n_out * n_in)?;
-        if self.bf16() {
-            return Ok(bf16::pack_linear(w, n_out, n_in));
-        }
-        Ok(transpose(&w[..n_out * n_in], n_out, n_in))
+        super::ops::linear::prepare_cpu(self, w, n_out, n_in)
     }
 
     fn prepare_conv(&self, w: &[f32], c_out: usize, c_in: usize, kernel: usize) -> Result<Vec<f32>> {
@@ -412,13 +408,7 @@ impl Backend for Cpu {
         s: LinearShape,
         epi: Epilogue,
     ) -> Result<()> {
-        check_len("linear", "x", x.len(), s.rows * s.n_in)?;
-        check_len("linear", "w", w.len(), self.linear_len(s.n_out, s.n_in))?;
-        check_len("linear", "b", b.len(), s.n_out)?;
-        check_len("linear", "y", y.len(), s.rows * s.n_out)?;
-        let g = Gemm { rows: s.rows, k: s.n_in, n: s.n_out, ld_y: s.n_out, accumulate: epi == Epilogue::Accumulate };
-        self.product(x, w, y, g, Some((&b[..s.n_out], epi == Epilogue::Gelu)));
-        Ok(())
+        super::ops::linear::forward_cpu(self, x, w, b, y, s, epi)
     }
 
     fn layernorm(
@@ -573,30 +563,6 @@ mod tests {
 
     fn data(n: usize, seed: f32) -> Vec<f32> {
         (0..n).map(|i| ((i as f32 + seed) * 0.618).sin()).collect()
-    }
-
-    #[test]
-    fn linear_matches_naive_at_awkward_sizes() {
-        let be = Cpu::new();
-        for &(rows, n_in, n_out) in &[(1, 3, 5), (7, 33, 17), (49, 256, 768), (3, 1024, 40)] {
-            let (x, w, b) = (data(rows * n_in, 1.0), data(n_out * n_in, 2.0), data(n_out, 3.0));
-            let wp = be.prepare_linear(&w, n_out, n_in).unwrap();
-            let mut y = data(rows * n_out, 4.0);
-            let y0 = y.clone();
-            let shape = LinearShape { rows, n_in, n_out };
-            be.linear(&x, &wp, &b, &mut y, shape, Epilogue::Accumulate).unwrap();
-            for r in 0..rows {
-                for o in 0..n_out {
-                    let want: f32 =
-                        y0[r * n_out + o] + b[o] + (0..n_in).map(|i| x[r * n_in + i] * w[o * n_in + i]).sum::<f32>();
-                    let got = y[r * n_out + o];
-                    assert!(
-                        (got - want).abs() < 1e-4 * (1.0 + want.abs()),
-                        "{rows}x{n_in}x{n_out} ({r},{o}): {got} vs {want}"
-                    );
-                }
-            }
-        }
     }
 
     #[test]

@@ -10,6 +10,7 @@ use rayon::prelude::*;
 
 use super::{check_len, grad, Cpu};
 use crate::backend::ops::elementwise::{map_cpu, Map};
+use crate::backend::ops::linear;
 use crate::backend::{
     AdamWStep, AttentionShape, BroadcastShape, ConvShape, HeadsGrads, HeadsLoss, HeadsOut, HeadsRef, HeadsTargets,
     LinearShape, LstmShape, PatchShape, Pool, Train,
@@ -58,11 +59,7 @@ impl Train for Cpu {
     }
 
     fn prepare_linear_from(&self, w: &Vec<f32>, n_out: usize, n_in: usize, dst: &mut Vec<f32>) -> Result<()> {
-        self.f32_only("prepare_linear_from")?;
-        check_len("prepare_linear_from", "w", w.len(), n_out * n_in)?;
-        check_len("prepare_linear_from", "dst", dst.len(), n_out * n_in)?;
-        transpose_into(&w[..n_out * n_in], n_out, n_in, &mut dst[..n_out * n_in]);
-        Ok(())
+        linear::prepare_from_cpu(self, w, n_out, n_in, dst)
     }
 
     fn prepare_recurrent_from(&self, w_hh: &Vec<f32>, hidden: usize, dst: &mut Vec<f32>) -> Result<()> {
@@ -116,38 +113,21 @@ impl Train for Cpu {
         s: LinearShape,
         accumulate_dx: bool,
     ) -> Result<()> {
-        self.f32_only("linear_backward")?;
-        let op = "linear_backward";
-        check_len(op, "x", x.len(), s.rows * s.n_in)?;
-        check_len(op, "w", w.len(), s.n_out * s.n_in)?;
-        check_len(op, "dy", dy.len(), s.rows * s.n_out)?;
-        check_len(op, "dw", dw.len(), s.n_out * s.n_in)?;
-        if let Some(dx) = &dx {
-            check_len(op, "dx", dx.len(), s.rows * s.n_in)?;
-        }
-        if let Some(db) = &db {
-            check_len(op, "db", db.len(), s.n_out)?;
-        }
-        grad::linear_backward(
+        linear::backward_cpu(
+            self,
             x,
             w,
             dy,
             dx.map(|v| v.as_mut_slice()),
             dw,
             db.map(|v| v.as_mut_slice()),
-            s.rows,
-            s.n_in,
-            s.n_out,
+            s,
             accumulate_dx,
-        );
-        Ok(())
+        )
     }
 
     fn bias_backward(&self, dy: &Vec<f32>, db: &mut Vec<f32>, rows: usize, n: usize) -> Result<()> {
-        check_len("bias_backward", "dy", dy.len(), rows * n)?;
-        check_len("bias_backward", "db", db.len(), n)?;
-        grad::col_sums(dy, n, 0, rows, n, db);
-        Ok(())
+        linear::bias_backward_cpu(dy, db, rows, n)
     }
 
     fn layernorm_backward(

@@ -406,14 +406,11 @@ mod tests {
     #[test]
     fn every_kernel_has_a_rust_parameter_struct_of_its_c_size() {
         let mut checked = vec![
-            c_size_agrees::<LinearParams>(),
             c_size_agrees::<ConvParams>(),
             c_size_agrees::<PatchParams>(),
             c_size_agrees::<MmaCheckParams>(),
-            c_size_agrees::<Bf16<LinearParams>>(),
             c_size_agrees::<Bf16<ConvParams>>(),
             c_size_agrees::<Bf16<PatchParams>>(),
-            c_size_agrees::<F16<LinearParams>>(),
             c_size_agrees::<F16<ConvParams>>(),
             c_size_agrees::<F16<PatchParams>>(),
             c_size_agrees::<F16<MmaCheckParams>>(),

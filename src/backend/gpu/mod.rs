@@ -66,7 +66,7 @@ impl<D: Device> Gpu<D> {
 
     /// f32 slots a prepared `(n_out, n_in)` weight occupies: bf16 pairs
     /// (k padded to even) share one slot.
-    fn weight_len(&self, n_out: usize, n_in: usize) -> usize {
+    pub(crate) fn weight_len(&self, n_out: usize, n_in: usize) -> usize {
         match self.precision {
             Precision::F32 => n_out * n_in,
             Precision::Bf16 | Precision::F16 => n_out * n_in.div_ceil(2),
@@ -74,7 +74,7 @@ impl<D: Device> Gpu<D> {
     }
 
     /// Launches a GEMM-family kernel in this backend's precision.
-    fn launch_gemm<P>(&self, rows: usize, n: usize, branches: usize, p: P) -> Result<()>
+    pub(crate) fn launch_gemm<P>(&self, rows: usize, n: usize, branches: usize, p: P) -> Result<()>
     where
         P: KernelParams,
         Bf16<P>: KernelParams,
@@ -180,35 +180,7 @@ impl<D: Device> Backend for Gpu<D> {
     }
 
     fn prepare_linear(&self, w: &[f32], n_out: usize, n_in: usize) -> Result<D::Mem> {
-        if w.len() < n_out * n_in {
-            return Err(self.err(format!("prepare_linear: {} values for a ({n_out}, {n_in}) matrix", w.len())));
-        }
-        let bits: fn(f32) -> u32 = match self.precision {
-            Precision::F32 => |_| 0,
-            Precision::Bf16 => |v| u32::from(half::bf16::from_f32(v).to_bits()),
-            Precision::F16 => |v| u32::from(half::f16::from_f32(v).to_bits()),
-        };
-        if self.precision != Precision::F32 {
-            // PyTorch's (n_out, n_in) layout, k padded to even, two 16-bit
-            // values per 32-bit slot (low half first): gemm_tile_mma's B words.
-            let words = n_in.div_ceil(2);
-            let mut packed = vec![0f32; n_out * words];
-            for o in 0..n_out {
-                for j in 0..words {
-                    let lo = bits(w[o * n_in + 2 * j]);
-                    let hi = if 2 * j + 1 < n_in { bits(w[o * n_in + 2 * j + 1]) } else { 0 };
-                    packed[o * words + j] = f32::from_bits(lo | hi << 16);
-                }
-            }
-            return self.dev.upload(&packed);
-        }
-        let mut t = vec![0f32; n_out * n_in];
-        for o in 0..n_out {
-            for i in 0..n_in {
-                t[i * n_out + o] = w[o * n_in + i];
-            }
-        }
-        self.dev.upload(&t)
+        super::ops::linear::prepare_gpu(self, w, n_out, n_in)
     }
 
     fn write(&self, dst: &mut D::Mem, src: &[f32]) -> Result<()> {
@@ -226,25 +198,7 @@ impl<D: Device> Backend for Gpu<D> {
     }
 
     fn linear(&self, x: &D::Mem, w: &D::Mem, b: &D::Mem, y: &mut D::Mem, s: LinearShape, epi: Epilogue) -> Result<()> {
-        self.check("linear", "x", x, s.rows * s.n_in)?;
-        self.check("linear", "w", w, self.weight_len(s.n_out, s.n_in))?;
-        self.check("linear", "b", b, s.n_out)?;
-        self.check("linear", "y", y, s.rows * s.n_out)?;
-        let p = LinearParams {
-            x: self.dev.ptr(x),
-            w: self.dev.ptr(w),
-            b: self.dev.ptr(b),
-            y: self.dev.ptr_mut(y),
-            rows: self.int("linear", s.rows)?,
-            n_in: self.int("linear", s.n_in)?,
-            n_out: self.int("linear", s.n_out)?,
-            epilogue: match epi {
-                Epilogue::None => 0,
-                Epilogue::Gelu => 1,
-                Epilogue::Accumulate => 2,
-            },
-        };
-        self.launch_gemm(s.rows, s.n_out, 1, p)
+        super::ops::linear::forward_gpu(self, x, w, b, y, s, epi)
     }
 
     fn layernorm(&self, x: &D::Mem, g: &D::Mem, b: &D::Mem, y: &mut D::Mem, rows: usize, dim: usize) -> Result<()> {

@@ -27,14 +27,10 @@ macro_rules! params {
     };
 }
 
-// Usable by the training ops' modules (gpu/train/), which declare their own
-// parameter structs beside the ops that launch them.
+// Usable by the training ops' modules (gpu/train/) and the op modules
+// (backend/ops/), which declare their own parameter structs beside the ops
+// that launch them.
 pub(crate) use params;
-
-params!(
-    /// `kernels/gemm.cu` LinearParams (epilogue 0 none, 1 GELU, 2 accumulate)
-    LinearParams => Linear { x: u64, w: u64, b: u64, y: u64, rows: i32, n_in: i32, n_out: i32, epilogue: i32 }
-);
 
 /// `kernels/gemm.cu` ConvBranch
 #[repr(C)]
@@ -92,10 +88,11 @@ macro_rules! twin {
         }
     };
 }
-twin!(Bf16, LinearParams => LinearBf16);
+// Usable by the op modules (backend/ops/) for their own twins.
+pub(crate) use twin;
+
 twin!(Bf16, ConvParams => Conv1dBf16);
 twin!(Bf16, PatchParams => PatchEmbedBf16);
-twin!(F16, LinearParams => LinearF16);
 twin!(F16, ConvParams => Conv1dF16);
 twin!(F16, PatchParams => PatchEmbedF16);
 twin!(F16, MmaCheckParams => MmaCheckF16);
@@ -108,7 +105,6 @@ mod tests {
     fn layouts_match_the_c_structs() {
         // The C compiler's layout on LP64: pointers 8 bytes, ints 4, structs
         // padded to 8. These sizes are what the kernels see.
-        assert_eq!(std::mem::size_of::<LinearParams>(), 48);
         assert_eq!(std::mem::size_of::<ConvBranch>(), 24);
         assert_eq!(std::mem::size_of::<ConvParams>(), 16 + 4 * 24 + 7 * 4 + 4);
         assert_eq!(std::mem::size_of::<PatchParams>(), 6 * 8 + 8 * 4);

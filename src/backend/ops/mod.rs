@@ -20,7 +20,9 @@
 //!
 //! Ops moved here so far: `layernorm`, `pool`, `adamw`, `elementwise`,
 //! `heads`, `attention`, `lstm`, `broadcast_add`, `standardize`, `dropout`,
-//! `sum_squares`, `swap_last_axes`. The others still live in `cpu/` and `gpu/`
+//! `sum_squares`, `swap_last_axes`, `linear` (with `prepare_linear`,
+//! `prepare_linear_from` and `bias_backward`). The others (the conv, the
+//! multi-scale conv, the patch embedding) still live in `cpu/` and `gpu/`
 //! (#16).
 
 pub mod adamw;
@@ -30,6 +32,7 @@ pub mod dropout;
 pub mod elementwise;
 pub mod heads;
 pub mod layernorm;
+pub mod linear;
 pub mod lstm;
 pub mod pool;
 pub mod standardize;
@@ -55,6 +58,7 @@ pub(crate) fn parameter_structs_checked() -> Vec<crate::backend::gpu::Kernel> {
         dropout::parameter_structs_checked(),
         sum_squares::parameter_structs_checked(),
         swap_last_axes::parameter_structs_checked(),
+        linear::parameter_structs_checked(),
     ]
     .concat()
 }

@@ -1,6 +1,6 @@
-//! Backward passes of the GEMM family (linear, conv1d, patch embedding)
-//! (kernels/train_gemm.cu). LayerNorm's backward lives with its forward in
-//! backend/ops/layernorm.rs.
+//! Backward passes of the conv1d and the patch embedding
+//! (kernels/train_gemm.cu), and the column sums (`column_sum`) the linear
+//! backward's bias uses too (backend/ops/linear.rs holds the linear layer's).
 //!
 //! Every weight gradient is one launch of the forward's GEMM tile
 //! (gemm_tile.cuh) reducing over the forward's rows, `dW (m, n) += Σ_k
@@ -14,17 +14,9 @@
 use crate::backend::gpu::launch;
 use crate::backend::gpu::params::{params, KernelParams};
 use crate::backend::gpu::{launch_nonempty, Device, Gpu, LaunchConfig};
-use crate::backend::{ConvShape, LinearShape, PatchShape};
+use crate::backend::{ConvShape, PatchShape};
 use crate::error::Result;
 
-params!(
-    /// `kernels/train_gemm.cu` LinearDwParams: `dw (n_out, n_in) += dyᵀ x`.
-    LinearDwParams => LinearDw { x: u64, dy: u64, dw: u64, rows: i32, n_in: i32, n_out: i32 }
-);
-params!(
-    /// `kernels/train_gemm.cu` LinearDxParams: `dx = dy W` (`+=` when `accumulate`).
-    LinearDxParams => LinearDx { dy: u64, w: u64, dx: u64, rows: i32, n_in: i32, n_out: i32, accumulate: i32 }
-);
 params!(
     /// `kernels/train_gemm.cu` ConvDwParams: `dw (c_out, c_in·k) += dyᵀ im2col(x)`.
     ConvDwParams => Conv1dDw {
@@ -61,17 +53,23 @@ fn gemm_cfg(rows: usize, n: usize) -> Result<LaunchConfig> {
 
 /// One column sum (`BiasGradParams`) over a strided view of `src`.
 #[derive(Clone, Copy)]
-struct ColumnSum {
-    n: usize,
-    groups: usize,
-    rows: usize,
-    group_stride: usize,
-    row_stride: usize,
-    offset: usize,
+pub(crate) struct ColumnSum {
+    pub(crate) n: usize,
+    pub(crate) groups: usize,
+    pub(crate) rows: usize,
+    pub(crate) group_stride: usize,
+    pub(crate) row_stride: usize,
+    pub(crate) offset: usize,
 }
 
 /// `dst[..s.n] +=` column sums of `src` (sizes checked by the caller).
-fn column_sum<D: Device>(gpu: &Gpu<D>, op: &str, src: &D::Mem, dst: &mut D::Mem, s: ColumnSum) -> Result<()> {
+pub(crate) fn column_sum<D: Device>(
+    gpu: &Gpu<D>,
+    op: &str,
+    src: &D::Mem,
+    dst: &mut D::Mem,
+    s: ColumnSum,
+) -> Result<()> {
     if s.n == 0 || s.groups == 0 || s.rows == 0 {
         return Ok(());
     }
@@ -89,61 +87,6 @@ fn column_sum<D: Device>(gpu: &Gpu<D>, op: &str, src: &D::Mem, dst: &mut D::Mem,
 }
 
 impl<D: Device> Gpu<D> {
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn linear_backward_op(
-        &self,
-        x: &D::Mem,
-        w: &D::Mem,
-        dy: &D::Mem,
-        dx: Option<&mut D::Mem>,
-        dw: &mut D::Mem,
-        db: Option<&mut D::Mem>,
-        s: LinearShape,
-        accumulate_dx: bool,
-    ) -> Result<()> {
-        let op = "linear_backward";
-        self.check(op, "x", x, s.rows * s.n_in)?;
-        self.check(op, "w", w, s.n_out * s.n_in)?;
-        self.check(op, "dy", dy, s.rows * s.n_out)?;
-        self.check(op, "dw", dw, s.n_out * s.n_in)?;
-        if let Some(dx) = &dx {
-            self.check(op, "dx", dx, s.rows * s.n_in)?;
-        }
-        if let Some(db) = &db {
-            self.check(op, "db", db, s.n_out)?;
-        }
-        let (rows, n_in, n_out) = (self.int(op, s.rows)?, self.int(op, s.n_in)?, self.int(op, s.n_out)?);
-        if s.rows > 0 {
-            let p = LinearDwParams {
-                x: self.dev.ptr(x),
-                dy: self.dev.ptr(dy),
-                dw: self.dev.ptr_mut(dw),
-                rows,
-                n_in,
-                n_out,
-            };
-            launch_nonempty(self, gemm_cfg(s.n_out, s.n_in)?, &p)?;
-        }
-        if let Some(dx) = dx {
-            let p = LinearDxParams {
-                dy: self.dev.ptr(dy),
-                w: self.dev.ptr(w),
-                dx: self.dev.ptr_mut(dx),
-                rows,
-                n_in,
-                n_out,
-                accumulate: i32::from(accumulate_dx),
-            };
-            launch_nonempty(self, gemm_cfg(s.rows, s.n_in)?, &p)?;
-        }
-        if let Some(db) = db {
-            let sum =
-                ColumnSum { n: s.n_out, groups: 1, rows: s.rows, group_stride: 0, row_stride: s.n_out, offset: 0 };
-            column_sum(self, op, dy, db, sum)?;
-        }
-        Ok(())
-    }
-
     #[allow(clippy::too_many_arguments)]
     pub(super) fn patch_embed_backward_op(
         &self,
@@ -290,22 +233,9 @@ impl<D: Device> Gpu<D> {
 pub(super) fn parameter_structs_checked() -> Vec<crate::backend::gpu::Kernel> {
     use crate::backend::gpu::emu::c_size_agrees;
     vec![
-        c_size_agrees::<LinearDwParams>(),
-        c_size_agrees::<LinearDxParams>(),
         c_size_agrees::<ConvDwParams>(),
         c_size_agrees::<ConvDxParams>(),
         c_size_agrees::<PatchDwParams>(),
         c_size_agrees::<BiasGradParams>(),
     ]
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn launch_rules() {
-        // dW of a 768×256 linear: 12×4 tiles of the (n_out, n_in) output.
-        assert_eq!(gemm_cfg(768, 256).unwrap().grid, [4, 12, 1]);
-    }
 }

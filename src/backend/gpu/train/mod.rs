@@ -5,11 +5,12 @@
 //! pooling's and the broadcast add's backwards, with their forwards, AdamW,
 //! the copy/add/mul/fill/GELU map, the heads' loss, attention's and the
 //! LSTM's training passes in backend/ops/):
-//! - `bias`: the bias backward (bias_backward.cu), shared by the three below;
-//! - `gemm`: linear, conv1d and patch-embedding backwards (train_gemm.cu);
-//! - `layout`: `prepare_linear_from` on the device, so re-preparing weights
-//!   after an optimizer step never goes through the host (train_layout.cu,
-//!   and the transpose of backend/ops/swap_last_axes.rs).
+//! - `gemm`: conv1d and patch-embedding backwards, and the column sums the
+//!   linear backward's bias uses too (train_gemm.cu).
+//!
+//! The linear layer's backward, its bias backward and `prepare_linear_from`
+//! (so re-preparing weights after an optimizer step never goes through the
+//! host) live with its forward in backend/ops/linear.rs.
 //!
 //! The same conventions as the CPU's `Train` (backend/mod.rs): parameter
 //! gradients add, reductions run in a fixed order (no float atomics), so the
@@ -22,19 +23,18 @@
 //! everything else, and every backward op, stays f32 (the backward's matrix
 //! products read the f32 master weights).
 
-mod bias;
-mod gemm;
-mod layout;
+pub(crate) mod gemm;
 
 /// Every training kernel's parameter struct, each checked against its C size
 /// (for the emulator's test that every registered kernel has one).
 #[cfg(test)]
 pub(crate) fn parameter_structs_checked() -> Vec<super::Kernel> {
-    [bias::parameter_structs_checked(), gemm::parameter_structs_checked(), layout::parameter_structs_checked()].concat()
+    gemm::parameter_structs_checked()
 }
 
 use super::{Device, Gpu, Precision};
 use crate::backend::ops::elementwise::{map_gpu, Map};
+use crate::backend::ops::linear;
 use crate::backend::{
     AdamWStep, AttentionShape, BroadcastShape, ConvShape, HeadsGrads, HeadsLoss, HeadsOut, HeadsRef, HeadsTargets,
     LinearShape, LstmShape, PatchShape, Pool, Train,
@@ -51,7 +51,7 @@ impl<D: Device> Train for Gpu<D> {
     }
 
     fn prepare_linear_from(&self, w: &D::Mem, n_out: usize, n_in: usize, dst: &mut D::Mem) -> Result<()> {
-        self.prepare_linear_from_op(w, n_out, n_in, dst)
+        linear::prepare_from_gpu(self, w, n_out, n_in, dst)
     }
 
     fn prepare_recurrent_from(&self, w_hh: &D::Mem, hidden: usize, dst: &mut D::Mem) -> Result<()> {
@@ -105,11 +105,11 @@ impl<D: Device> Train for Gpu<D> {
         shape: LinearShape,
         accumulate_dx: bool,
     ) -> Result<()> {
-        self.linear_backward_op(x, w, dy, dx, dw, db, shape, accumulate_dx)
+        linear::backward_gpu(self, x, w, dy, dx, dw, db, shape, accumulate_dx)
     }
 
     fn bias_backward(&self, dy: &D::Mem, db: &mut D::Mem, rows: usize, n: usize) -> Result<()> {
-        self.bias_backward_op(dy, db, rows, n)
+        linear::bias_backward_gpu(self, dy, db, rows, n)
     }
 
     fn layernorm_backward(

@@ -1,0 +1,741 @@
+//! The linear layer, `y = x·Wᵀ + b` (then GELU, or added into `y`), with
+//! what belongs to it alone: its weight preparation (`prepare_linear`, and
+//! `prepare_linear_from` after each optimizer step), its backward
+//! (`linear_backward`) and the bias backward (`bias_backward`, a column sum
+//! in fixed row chunks that the conv backward's bias shares on the CPU).
+//!
+//! Every piece of the op but its signatures (`Backend::linear`,
+//! `Backend::prepare_linear`, `Train::linear_backward`,
+//! `Train::bias_backward`, `Train::prepare_linear_from`) and its kernels
+//! (`kernels/linear.cu`):
+//! - the shape checks, one list per call for both backends;
+//! - the reference, plain f64 loops: the forward with its three epilogues,
+//!   the backward (`dW += dyᵀx`, `dx = dy·W` or `+=`, `db += Σ dy`);
+//! - the CPU: the prepared layouts (the transpose at f32, bf16 pairs from
+//!   `small_gemm::pack_bf16`), the forward through `Cpu::product` (the
+//!   shared micro-kernels of `cpu/small_gemm.rs` and `cpu/bf16.rs`, which the
+//!   patch embedding uses too), the backward on `gemm_strided`, and
+//!   `col_sums`;
+//! - the GPU: the parameter structs (`LinearParams` and its bf16/f16 twins,
+//!   `LinearDwParams`, `LinearDxParams`, `BiasPartialsParams`,
+//!   `BiasFinishParams`, `PackHalfParams`), the bias backward's launch rule
+//!   and every launch (the GEMM tiles' rules stay in `gpu/launch.rs`, shared
+//!   with the conv and the patch embedding);
+//! - the tests: the CPU and the emulator against the reference, the bias
+//!   backward the CPU's bits in every thread order, the refused sizes, the
+//!   launch rule, the struct layout.
+//!
+//! Also exercised from `tests/`: `kernels_emu` (the forward on every
+//! epilogue and precision), `train_kernels_emu` (`linear_backward_shapes`,
+//! `prepare_from_matches_prepare`, gradients bit-identical across runs),
+//! `train_grads` (against finite differences) and `bit_lock`.
+
+use rayon::prelude::*;
+
+use crate::backend::cpu::small_gemm;
+use crate::backend::cpu::{
+    bf16, check_len, gemm_strided, transpose, transpose_into, with_scratch, Cpu, Gemm, ROW_CHUNK,
+};
+use crate::backend::gpu::device::LaunchConfig;
+use crate::backend::gpu::launch::{self, cfg};
+use crate::backend::gpu::params::{params, twin, Bf16, KernelParams, F16};
+use crate::backend::gpu::train::gemm::{column_sum, ColumnSum};
+use crate::backend::gpu::{launch_nonempty, Device, Gpu};
+use crate::backend::ops::swap_last_axes;
+use crate::backend::{Epilogue, LinearShape, Precision};
+use crate::error::Result;
+
+const OP: &str = "linear";
+
+// ------------------------------------------------------------------ shapes
+
+/// The forward's buffers and the values each must hold, checked in this
+/// order; `w_len` is the prepared weight's length in the backend's layout.
+fn check_forward<B: ?Sized>(
+    x: &B,
+    w: &B,
+    b: &B,
+    y: &B,
+    s: LinearShape,
+    w_len: usize,
+    check: impl Fn(&str, &B, usize) -> Result<()>,
+) -> Result<()> {
+    check("x", x, s.rows * s.n_in)?;
+    check("w", w, w_len)?;
+    check("b", b, s.n_out)?;
+    check("y", y, s.rows * s.n_out)
+}
+
+/// The backward's buffers and the values each must hold, checked in this
+/// order (`w` is the f32 master weight, PyTorch's `(n_out, n_in)`).
+#[allow(clippy::too_many_arguments)]
+fn check_backward<B: ?Sized>(
+    x: &B,
+    w: &B,
+    dy: &B,
+    dx: Option<&B>,
+    dw: &B,
+    db: Option<&B>,
+    s: LinearShape,
+    check: impl Fn(&str, &B, usize) -> Result<()>,
+) -> Result<()> {
+    check("x", x, s.rows * s.n_in)?;
+    check("w", w, s.n_out * s.n_in)?;
+    check("dy", dy, s.rows * s.n_out)?;
+    check("dw", dw, s.n_out * s.n_in)?;
+    if let Some(dx) = dx {
+        check("dx", dx, s.rows * s.n_in)?;
+    }
+    if let Some(db) = db {
+        check("db", db, s.n_out)?;
+    }
+    Ok(())
+}
+
+/// The bias backward's buffers, checked in this order.
+fn check_bias<B: ?Sized>(
+    dy: &B,
+    db: &B,
+    rows: usize,
+    n: usize,
+    check: impl Fn(&str, &B, usize) -> Result<()>,
+) -> Result<()> {
+    check("dy", dy, rows * n)?;
+    check("db", db, n)
+}
+
+// --------------------------------------------------------------- reference
+
+/// The forward on plain vectors, `w` in PyTorch's `(n_out, n_in)` layout:
+/// `y = x·Wᵀ + b`, then GELU (exact, the elementwise op's reference), or
+/// added to `y0` (the output's previous contents) for `Accumulate`.
+pub fn reference_forward(x: &[f64], w: &[f64], b: &[f64], y0: &[f64], s: LinearShape, epi: Epilogue) -> Vec<f64> {
+    let mut y = vec![0f64; s.rows * s.n_out];
+    for r in 0..s.rows {
+        for o in 0..s.n_out {
+            let dot: f64 = (0..s.n_in).map(|i| x[r * s.n_in + i] * w[o * s.n_in + i]).sum();
+            y[r * s.n_out + o] = dot + b[o];
+        }
+    }
+    match epi {
+        Epilogue::None => {}
+        Epilogue::Gelu => {
+            let pre = y.clone();
+            super::elementwise::reference(super::elementwise::Map::Gelu, &pre, &mut y);
+        }
+        Epilogue::Accumulate => y.iter_mut().zip(y0).for_each(|(v, a)| *v += a),
+    }
+    y
+}
+
+/// The backward's gradients of the reference, each as added to zero (`dx`
+/// written).
+pub struct ReferenceGrads {
+    pub dx: Vec<f64>,
+    pub dw: Vec<f64>,
+    pub db: Vec<f64>,
+}
+
+/// The backward on plain vectors: `dW = dyᵀ·x`, `dx = dy·W`, `db = Σ_rows dy`.
+pub fn reference_backward(x: &[f64], w: &[f64], dy: &[f64], s: LinearShape) -> ReferenceGrads {
+    let (rows, n_in, n_out) = (s.rows, s.n_in, s.n_out);
+    let mut g = ReferenceGrads { dx: vec![0.0; rows * n_in], dw: vec![0.0; n_out * n_in], db: vec![0.0; n_out] };
+    for r in 0..rows {
+        for o in 0..n_out {
+            let d = dy[r * n_out + o];
+            g.db[o] += d;
+            for i in 0..n_in {
+                g.dw[o * n_in + i] += d * x[r * n_in + i];
+                g.dx[r * n_in + i] += d * w[o * n_in + i];
+            }
+        }
+    }
+    g
+}
+
+// --------------------------------------------------------------------- CPU
+
+/// `Backend::prepare_linear` on the CPU: the transpose `(n_in, n_out)` at
+/// f32, bf16 pairs of consecutive inputs in bf16 mode (cpu/bf16.rs).
+pub(crate) fn prepare_cpu(cpu: &Cpu, w: &[f32], n_out: usize, n_in: usize) -> Result<Vec<f32>> {
+    check_len("prepare_linear", "w", w.len(), n_out * n_in)?;
+    if cpu.precision() == Precision::Bf16 {
+        return Ok(pack_bf16(w, n_out, n_in));
+    }
+    Ok(transpose(&w[..n_out * n_in], n_out, n_in))
+}
+
+/// The bf16 mode's layout: `(⌈n_in/2⌉, n_out)` pairs (`small_gemm::pack_bf16`).
+pub(crate) fn pack_bf16(w: &[f32], n_out: usize, n_in: usize) -> Vec<f32> {
+    bf16::to_bits(small_gemm::pack_bf16(&w[..n_out * n_in], n_out, n_in))
+}
+
+/// `Train::prepare_linear_from` on the CPU (f32 only): the transpose.
+pub(crate) fn prepare_from_cpu(cpu: &Cpu, w: &[f32], n_out: usize, n_in: usize, dst: &mut [f32]) -> Result<()> {
+    cpu.f32_only("prepare_linear_from")?;
+    check_len("prepare_linear_from", "w", w.len(), n_out * n_in)?;
+    check_len("prepare_linear_from", "dst", dst.len(), n_out * n_in)?;
+    transpose_into(&w[..n_out * n_in], n_out, n_in, &mut dst[..n_out * n_in]);
+    Ok(())
+}
+
+/// `Backend::linear` on the CPU: one product with the bias (and GELU) in
+/// its epilogue, in the backend's precision.
+pub(crate) fn forward_cpu(
+    cpu: &Cpu,
+    x: &[f32],
+    w: &[f32],
+    b: &[f32],
+    y: &mut [f32],
+    s: LinearShape,
+    epi: Epilogue,
+) -> Result<()> {
+    let w_len = cpu.linear_len(s.n_out, s.n_in);
+    check_forward(x, w, b, &*y, s, w_len, |what, v: &[f32], need| check_len(OP, what, v.len(), need))?;
+    let g = Gemm { rows: s.rows, k: s.n_in, n: s.n_out, ld_y: s.n_out, accumulate: epi == Epilogue::Accumulate };
+    cpu.product(x, w, y, g, Some((&b[..s.n_out], epi == Epilogue::Gelu)));
+    Ok(())
+}
+
+/// `db[..n] += Σ_r dy[r·ld + off ..][..n]` in fixed row chunks combined in order.
+pub(crate) fn col_sums(dy: &[f32], ld: usize, off: usize, rows: usize, n: usize, db: &mut [f32]) {
+    let chunks = rows.div_ceil(ROW_CHUNK);
+    with_scratch(chunks * n, |part| {
+        part.par_chunks_mut(n).enumerate().for_each(|(c, acc)| {
+            acc.fill(0.0);
+            for r in c * ROW_CHUNK..((c + 1) * ROW_CHUNK).min(rows) {
+                acc.iter_mut().zip(&dy[r * ld + off..r * ld + off + n]).for_each(|(a, v)| *a += v);
+            }
+        });
+        for acc in part.chunks(n) {
+            db[..n].iter_mut().zip(acc).for_each(|(d, a)| *d += a);
+        }
+    });
+}
+
+#[allow(clippy::too_many_arguments)]
+fn backward_rows(
+    x: &[f32],
+    w: &[f32],
+    dy: &[f32],
+    dx: Option<&mut [f32]>,
+    dw: &mut [f32],
+    db: Option<&mut [f32]>,
+    rows: usize,
+    n_in: usize,
+    n_out: usize,
+    accumulate_dx: bool,
+) {
+    // SAFETY: the caller checked x (rows, n_in), w and dw (n_out, n_in),
+    // dy (rows, n_out), dx (rows, n_in); outputs are distinct buffers.
+    unsafe {
+        // dW (n_out, n_in) += dyᵀ · x: lhs element (o, r) at dy[r·n_out + o].
+        gemm_strided(n_out, n_in, rows, dw.as_mut_ptr(), n_in, true, dy.as_ptr(), 1, n_out, x.as_ptr(), n_in, 1, 1.0);
+        if let Some(dx) = dx {
+            // dX (rows, n_in) = dy · W.
+            gemm_strided(
+                rows,
+                n_in,
+                n_out,
+                dx.as_mut_ptr(),
+                n_in,
+                accumulate_dx,
+                dy.as_ptr(),
+                n_out,
+                1,
+                w.as_ptr(),
+                n_in,
+                1,
+                1.0,
+            );
+        }
+    }
+    if let Some(db) = db {
+        col_sums(dy, n_out, 0, rows, n_out, db);
+    }
+}
+
+/// `Train::linear_backward` on the CPU (f32 only).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn backward_cpu(
+    cpu: &Cpu,
+    x: &[f32],
+    w: &[f32],
+    dy: &[f32],
+    dx: Option<&mut [f32]>,
+    dw: &mut [f32],
+    db: Option<&mut [f32]>,
+    s: LinearShape,
+    accumulate_dx: bool,
+) -> Result<()> {
+    cpu.f32_only("linear_backward")?;
+    check_backward(x, w, dy, dx.as_deref(), &*dw, db.as_deref(), s, |what, v: &[f32], need| {
+        check_len("linear_backward", what, v.len(), need)
+    })?;
+    backward_rows(x, w, dy, dx, dw, db, s.rows, s.n_in, s.n_out, accumulate_dx);
+    Ok(())
+}
+
+/// `Train::bias_backward` on the CPU.
+pub(crate) fn bias_backward_cpu(dy: &[f32], db: &mut [f32], rows: usize, n: usize) -> Result<()> {
+    check_bias(dy, &*db, rows, n, |what, v: &[f32], need| check_len("bias_backward", what, v.len(), need))?;
+    col_sums(dy, n, 0, rows, n, db);
+    Ok(())
+}
+
+// --------------------------------------------------------------------- GPU
+
+params!(
+    /// `kernels/linear.cu` LinearParams (epilogue 0 none, 1 GELU, 2 accumulate)
+    LinearParams => Linear { x: u64, w: u64, b: u64, y: u64, rows: i32, n_in: i32, n_out: i32, epilogue: i32 }
+);
+twin!(Bf16, LinearParams => LinearBf16);
+twin!(F16, LinearParams => LinearF16);
+
+params!(
+    /// `kernels/linear.cu` LinearDwParams: `dw (n_out, n_in) += dyᵀ x`.
+    LinearDwParams => LinearDw { x: u64, dy: u64, dw: u64, rows: i32, n_in: i32, n_out: i32 }
+);
+params!(
+    /// `kernels/linear.cu` LinearDxParams: `dx = dy W` (`+=` when `accumulate`).
+    LinearDxParams => LinearDx { dy: u64, w: u64, dx: u64, rows: i32, n_in: i32, n_out: i32, accumulate: i32 }
+);
+params!(
+    /// `kernels/linear.cu` BiasPartialsParams: `part (chunks, n)` column sums of row chunks.
+    BiasPartialsParams => BiasPartials { dy: u64, part: u64, rows: i32, n: i32, chunk: i32, _pad: i32 }
+);
+params!(
+    /// `kernels/linear.cu` BiasFinishParams: `db += Σ_chunks part` in chunk order.
+    BiasFinishParams => BiasFinish { part: u64, db: u64, chunks: i32, n: i32 }
+);
+params!(
+    /// `kernels/linear.cu` PackHalfParams (kind 0 bf16, 1 f16)
+    PackHalfParams => PackHalf { src: u64, dst: u64, n_out: i32, n_in: i32, kind: i32 }
+);
+
+/// Rows per partial sum of the bias backward: the CPU's chunk (`ROW_CHUNK`,
+/// `col_sums`), so both sum in the same order and agree bit for bit.
+const BIAS_ROW_CHUNK: usize = 64;
+const BIAS_THREADS: u32 = 256;
+
+/// quorum_bias_partials: a thread per (column, chunk of rows).
+pub fn bias_partials_cfg(n: usize, chunks: usize) -> Result<LaunchConfig> {
+    cfg([n.div_ceil(BIAS_THREADS as usize).max(1), chunks.max(1), 1], BIAS_THREADS, 0)
+}
+
+/// `Backend::prepare_linear` on a `Gpu`: the transpose `(n_in, n_out)` at
+/// f32; in 16 bits PyTorch's `(n_out, n_in)` layout, k padded to even, two
+/// values per 32-bit slot (low half first), gemm_tile_mma's B words.
+pub(crate) fn prepare_gpu<D: Device>(gpu: &Gpu<D>, w: &[f32], n_out: usize, n_in: usize) -> Result<D::Mem> {
+    if w.len() < n_out * n_in {
+        return Err(gpu.err(format!("prepare_linear: {} values for a ({n_out}, {n_in}) matrix", w.len())));
+    }
+    let precision = gpu.precision();
+    let bits: fn(f32) -> u32 = match precision {
+        Precision::F32 => |_| 0,
+        Precision::Bf16 => |v| u32::from(half::bf16::from_f32(v).to_bits()),
+        Precision::F16 => |v| u32::from(half::f16::from_f32(v).to_bits()),
+    };
+    if precision != Precision::F32 {
+        // PyTorch's (n_out, n_in) layout, k padded to even, two 16-bit
+        // values per 32-bit slot (low half first): gemm_tile_mma's B words.
+        let words = n_in.div_ceil(2);
+        let mut packed = vec![0f32; n_out * words];
+        for o in 0..n_out {
+            for j in 0..words {
+                let lo = bits(w[o * n_in + 2 * j]);
+                let hi = if 2 * j + 1 < n_in { bits(w[o * n_in + 2 * j + 1]) } else { 0 };
+                packed[o * words + j] = f32::from_bits(lo | hi << 16);
+            }
+        }
+        return gpu.device().upload(&packed);
+    }
+    let mut t = vec![0f32; n_out * n_in];
+    for o in 0..n_out {
+        for i in 0..n_in {
+            t[i * n_out + o] = w[o * n_in + i];
+        }
+    }
+    gpu.device().upload(&t)
+}
+
+/// `Train::prepare_linear_from` on a `Gpu`: `prepare_linear`'s layout for
+/// this backend's precision, from a weight on the device: the transpose at
+/// f32 (`swap_last_axes`), packed 16-bit pairs otherwise (`quorum_pack_half`).
+pub(crate) fn prepare_from_gpu<D: Device>(
+    gpu: &Gpu<D>,
+    w: &D::Mem,
+    n_out: usize,
+    n_in: usize,
+    dst: &mut D::Mem,
+) -> Result<()> {
+    let op = "prepare_linear_from";
+    let kind = match gpu.precision() {
+        Precision::F32 => return swap_last_axes::swap_gpu(gpu, op, w, dst, 1, n_out, n_in, false),
+        Precision::Bf16 => 0,
+        Precision::F16 => 1,
+    };
+    gpu.check(op, "w", w, n_out * n_in)?;
+    gpu.check(op, "dst", dst, gpu.weight_len(n_out, n_in))?;
+    if n_out * n_in == 0 {
+        return Ok(());
+    }
+    let dev = gpu.device();
+    let p = PackHalfParams {
+        src: dev.ptr(w),
+        dst: dev.ptr_mut(dst),
+        n_out: gpu.int(op, n_out)?,
+        n_in: gpu.int(op, n_in)?,
+        kind,
+    };
+    // SAFETY: sizes checked above.
+    unsafe { dev.launch(launch::elementwise(gpu.weight_len(n_out, n_in))?, &p) }
+}
+
+/// `Backend::linear` on a `Gpu`: one launch of `quorum_linear` (or its
+/// 16-bit twin).
+pub(crate) fn forward_gpu<D: Device>(
+    gpu: &Gpu<D>,
+    x: &D::Mem,
+    w: &D::Mem,
+    b: &D::Mem,
+    y: &mut D::Mem,
+    s: LinearShape,
+    epi: Epilogue,
+) -> Result<()> {
+    let w_len = gpu.weight_len(s.n_out, s.n_in);
+    check_forward(x, w, b, &*y, s, w_len, |what, m, need| gpu.check(OP, what, m, need))?;
+    let dev = gpu.device();
+    let p = LinearParams {
+        x: dev.ptr(x),
+        w: dev.ptr(w),
+        b: dev.ptr(b),
+        y: dev.ptr_mut(y),
+        rows: gpu.int(OP, s.rows)?,
+        n_in: gpu.int(OP, s.n_in)?,
+        n_out: gpu.int(OP, s.n_out)?,
+        epilogue: match epi {
+            Epilogue::None => 0,
+            Epilogue::Gelu => 1,
+            Epilogue::Accumulate => 2,
+        },
+    };
+    gpu.launch_gemm(s.rows, s.n_out, 1, p)
+}
+
+/// `Train::linear_backward` on a `Gpu`: `quorum_linear_dw`, then
+/// `quorum_linear_dx` when `dx` is asked for, then the bias as a column sum
+/// (`quorum_gemm_bias_grad`, gpu/train/gemm.rs).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn backward_gpu<D: Device>(
+    gpu: &Gpu<D>,
+    x: &D::Mem,
+    w: &D::Mem,
+    dy: &D::Mem,
+    dx: Option<&mut D::Mem>,
+    dw: &mut D::Mem,
+    db: Option<&mut D::Mem>,
+    s: LinearShape,
+    accumulate_dx: bool,
+) -> Result<()> {
+    let op = "linear_backward";
+    check_backward(x, w, dy, dx.as_deref(), &*dw, db.as_deref(), s, |what, m, need| gpu.check(op, what, m, need))?;
+    let dev = gpu.device();
+    let (rows, n_in, n_out) = (gpu.int(op, s.rows)?, gpu.int(op, s.n_in)?, gpu.int(op, s.n_out)?);
+    if s.rows > 0 {
+        let p = LinearDwParams { x: dev.ptr(x), dy: dev.ptr(dy), dw: dev.ptr_mut(dw), rows, n_in, n_out };
+        launch_nonempty(gpu, launch::gemm(s.n_out, s.n_in, 1)?, &p)?;
+    }
+    if let Some(dx) = dx {
+        let p = LinearDxParams {
+            dy: dev.ptr(dy),
+            w: dev.ptr(w),
+            dx: dev.ptr_mut(dx),
+            rows,
+            n_in,
+            n_out,
+            accumulate: i32::from(accumulate_dx),
+        };
+        launch_nonempty(gpu, launch::gemm(s.rows, s.n_in, 1)?, &p)?;
+    }
+    if let Some(db) = db {
+        let sum = ColumnSum { n: s.n_out, groups: 1, rows: s.rows, group_stride: 0, row_stride: s.n_out, offset: 0 };
+        column_sum(gpu, op, dy, db, sum)?;
+    }
+    Ok(())
+}
+
+/// `Train::bias_backward` on a `Gpu`: two launches in the CPU's order (row
+/// chunks of 64 summed from zero, then added into `db` in chunk order), the
+/// partials in the backend's scratch buffer: the same bits as the CPU.
+pub(crate) fn bias_backward_gpu<D: Device>(
+    gpu: &Gpu<D>,
+    dy: &D::Mem,
+    db: &mut D::Mem,
+    rows: usize,
+    n: usize,
+) -> Result<()> {
+    check_bias(dy, &*db, rows, n, |what, m, need| gpu.check("bias_backward", what, m, need))?;
+    let chunks = rows.div_ceil(BIAS_ROW_CHUNK);
+    let (rows_i, n_i, chunks_i) =
+        (gpu.int("bias_backward", rows)?, gpu.int("bias_backward", n)?, gpu.int("bias_backward", chunks)?);
+    if chunks == 0 || n == 0 {
+        return Ok(());
+    }
+    let dev = gpu.device();
+    gpu.with_scratch(chunks * n, |part| {
+        let p1 = BiasPartialsParams {
+            dy: dev.ptr(dy),
+            part: dev.ptr_mut(part),
+            rows: rows_i,
+            n: n_i,
+            chunk: BIAS_ROW_CHUNK as i32,
+            _pad: 0,
+        };
+        let p2 = BiasFinishParams { part: dev.ptr(part), db: dev.ptr_mut(db), chunks: chunks_i, n: n_i };
+        // SAFETY: dy and db checked above; the scratch holds chunks·n values.
+        unsafe {
+            dev.launch(bias_partials_cfg(n, chunks)?, &p1)?;
+            dev.launch(launch::elementwise(n)?, &p2)
+        }
+    })
+}
+
+/// This module's parameter structs, each checked against its C size.
+#[cfg(test)]
+pub(crate) fn parameter_structs_checked() -> Vec<crate::backend::gpu::Kernel> {
+    use crate::backend::gpu::emu::c_size_agrees;
+    vec![
+        c_size_agrees::<LinearParams>(),
+        c_size_agrees::<Bf16<LinearParams>>(),
+        c_size_agrees::<F16<LinearParams>>(),
+        c_size_agrees::<LinearDwParams>(),
+        c_size_agrees::<LinearDxParams>(),
+        c_size_agrees::<BiasPartialsParams>(),
+        c_size_agrees::<BiasFinishParams>(),
+        c_size_agrees::<PackHalfParams>(),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::gpu::{Emu, ThreadOrder};
+    use crate::backend::ops::testing::{assert_close, data, emulator_gives_the_cpus_bits, wide};
+    use crate::backend::{Backend, Train};
+
+    /// (rows, n_in, n_out): one value, odd sizes around the tiles, a wide
+    /// output, no rows.
+    const SHAPES: [(usize, usize, usize); 5] = [(1, 3, 5), (7, 33, 17), (49, 64, 96), (3, 130, 40), (0, 4, 6)];
+
+    fn shape((rows, n_in, n_out): (usize, usize, usize)) -> LinearShape {
+        LinearShape { rows, n_in, n_out }
+    }
+
+    fn read<B: Backend>(be: &B, m: &B::Buf, n: usize) -> Vec<f32> {
+        let mut v = vec![0f32; n];
+        be.read(m, &mut v).unwrap();
+        v
+    }
+
+    /// The forward with each epilogue, against the reference.
+    fn forward_matches_the_reference<B: Backend>(be: &B, what: &str) {
+        for (i, &sh) in SHAPES.iter().enumerate() {
+            let s = shape(sh);
+            let seed = 10 * i as u64;
+            let (x, w, b) =
+                (data(s.rows * s.n_in, seed, 1.0), data(s.n_out * s.n_in, seed + 1, 0.5), data(s.n_out, seed + 2, 1.0));
+            let y0 = data(s.rows * s.n_out, seed + 3, 1.0);
+            let wp = be.prepare_linear(&w, s.n_out, s.n_in).unwrap();
+            for epi in [Epilogue::None, Epilogue::Gelu, Epilogue::Accumulate] {
+                let mut y = be.upload(&y0).unwrap();
+                be.linear(&be.upload(&x).unwrap(), &wp, &be.upload(&b).unwrap(), &mut y, s, epi).unwrap();
+                let want = reference_forward(&wide(&x), &wide(&w), &wide(&b), &wide(&y0), s, epi);
+                assert_close(&format!("{what} {sh:?} {epi:?}"), &read(be, &y, s.rows * s.n_out), &want);
+            }
+        }
+    }
+
+    /// The backward (dx written and added, db asked for) against the
+    /// reference; the bits of every gradient, for the emulator comparison.
+    fn backward_matches_the_reference<B: Train>(be: &B, what: &str) -> Vec<Vec<u32>> {
+        let mut bits = Vec::new();
+        for (i, &sh) in SHAPES.iter().enumerate() {
+            let s = shape(sh);
+            let seed = 20 * i as u64;
+            let (x, w, dy) = (
+                data(s.rows * s.n_in, seed, 1.0),
+                data(s.n_out * s.n_in, seed + 1, 0.5),
+                data(s.rows * s.n_out, seed + 2, 1.0),
+            );
+            let (dx0, dw0, db0) = (
+                data(s.rows * s.n_in, seed + 3, 1.0),
+                data(s.n_out * s.n_in, seed + 4, 1.0),
+                data(s.n_out, seed + 5, 1.0),
+            );
+            let g = reference_backward(&wide(&x), &wide(&w), &wide(&dy), s);
+            for accumulate_dx in [false, true] {
+                let (mut dx, mut dw, mut db) =
+                    (be.upload(&dx0).unwrap(), be.upload(&dw0).unwrap(), be.upload(&db0).unwrap());
+                let (xb, wb, dyb) = (be.upload(&x).unwrap(), be.upload(&w).unwrap(), be.upload(&dy).unwrap());
+                be.linear_backward(&xb, &wb, &dyb, Some(&mut dx), &mut dw, Some(&mut db), s, accumulate_dx).unwrap();
+                let add =
+                    |start: &[f32], d: &[f64]| start.iter().zip(d).map(|(a, b)| f64::from(*a) + b).collect::<Vec<_>>();
+                let want_dx = if accumulate_dx { add(&dx0, &g.dx) } else { g.dx.clone() };
+                let tag = format!("{what} {sh:?} accumulate_dx {accumulate_dx}");
+                let got = [read(be, &dx, dx0.len()), read(be, &dw, dw0.len()), read(be, &db, db0.len())];
+                assert_close(&format!("{tag} dx"), &got[0], &want_dx);
+                assert_close(&format!("{tag} dw"), &got[1], &add(&dw0, &g.dw));
+                assert_close(&format!("{tag} db"), &got[2], &add(&db0, &g.db));
+                bits.extend(got.iter().map(|v| v.iter().map(|x| x.to_bits()).collect::<Vec<u32>>()));
+            }
+        }
+        bits
+    }
+
+    /// The bias backward on `be` (rows across several 64-row chunks) against
+    /// the reference; its bits.
+    fn bias_backward_bits<B: Train>(be: &B, what: &str) -> Vec<Vec<u32>> {
+        let mut bits = Vec::new();
+        for (rows, n) in [(1, 3), (64, 17), (200, 40), (0, 5)] {
+            let (dy, db0) = (data(rows * n, rows as u64, 1.0), data(n, 7, 1.0));
+            let mut db = be.upload(&db0).unwrap();
+            be.bias_backward(&be.upload(&dy).unwrap(), &mut db, rows, n).unwrap();
+            let s = LinearShape { rows, n_in: 0, n_out: n };
+            let want = reference_backward(&[], &[], &wide(&dy), s).db;
+            let want: Vec<f64> = db0.iter().zip(&want).map(|(a, b)| f64::from(*a) + b).collect();
+            let got = read(be, &db, n);
+            assert_close(&format!("{what} bias ({rows}, {n})"), &got, &want);
+            bits.push(got.iter().map(|x| x.to_bits()).collect());
+        }
+        bits
+    }
+
+    #[test]
+    fn reference_backward_matches_finite_differences_of_the_reference_forward() {
+        let s = LinearShape { rows: 3, n_in: 4, n_out: 5 };
+        let wide_data = |n, seed| wide(&data(n, seed, 1.0));
+        let (x, w, b, dy) = (wide_data(12, 1), wide_data(20, 2), wide_data(5, 3), wide_data(15, 4));
+        let loss = |x: &[f64], w: &[f64], b: &[f64]| -> f64 {
+            reference_forward(x, w, b, &[], s, Epilogue::None).iter().zip(&dy).map(|(y, d)| y * d).sum()
+        };
+        let g = reference_backward(&x, &w, &dy, s);
+        let h = 1e-6;
+        let fd = |v: &[f64], i: usize, f: &dyn Fn(&[f64]) -> f64| {
+            let (mut p, mut m) = (v.to_vec(), v.to_vec());
+            p[i] += h;
+            m[i] -= h;
+            (f(&p) - f(&m)) / (2.0 * h)
+        };
+        for i in 0..x.len() {
+            assert!((fd(&x, i, &|v| loss(v, &w, &b)) - g.dx[i]).abs() < 1e-6, "dx {i}");
+        }
+        for i in 0..w.len() {
+            assert!((fd(&w, i, &|v| loss(&x, v, &b)) - g.dw[i]).abs() < 1e-6, "dw {i}");
+        }
+        for i in 0..b.len() {
+            assert!((fd(&b, i, &|v| loss(&x, &w, v)) - g.db[i]).abs() < 1e-6, "db {i}");
+        }
+    }
+
+    #[test]
+    fn cpu_matches_the_reference() {
+        forward_matches_the_reference(&Cpu::new(), "cpu");
+        backward_matches_the_reference(&Cpu::new(), "cpu");
+    }
+
+    #[test]
+    fn emulator_matches_the_reference_in_every_thread_order() {
+        let mut first = None;
+        for order in [ThreadOrder::Alternate, ThreadOrder::Forward, ThreadOrder::Reverse] {
+            let emu = Gpu::new(Emu::with_order(order));
+            forward_matches_the_reference(&emu, &format!("emu {order:?}"));
+            let bits = backward_matches_the_reference(&emu, &format!("emu {order:?}"));
+            assert!(
+                first.get_or_insert_with(|| bits.clone()) == &bits,
+                "emu {order:?}: other bits than the first order"
+            );
+        }
+    }
+
+    #[test]
+    fn the_bias_backward_gives_the_cpus_bits_on_the_emulator() {
+        emulator_gives_the_cpus_bits(&bias_backward_bits(&Cpu::new(), "cpu"), bias_backward_bits);
+    }
+
+    #[test]
+    fn linear_matches_naive_at_awkward_sizes() {
+        // Moved from cpu/mod.rs: the f32 CPU at the models' sizes.
+        let data = |n: usize, seed: f32| (0..n).map(|i| ((i as f32 + seed) * 0.618).sin()).collect::<Vec<f32>>();
+        let be = Cpu::new();
+        for &(rows, n_in, n_out) in &[(1, 3, 5), (7, 33, 17), (49, 256, 768), (3, 1024, 40)] {
+            let (x, w, b) = (data(rows * n_in, 1.0), data(n_out * n_in, 2.0), data(n_out, 3.0));
+            let wp = be.prepare_linear(&w, n_out, n_in).unwrap();
+            let mut y = data(rows * n_out, 4.0);
+            let y0 = y.clone();
+            let shape = LinearShape { rows, n_in, n_out };
+            be.linear(&x, &wp, &b, &mut y, shape, Epilogue::Accumulate).unwrap();
+            for r in 0..rows {
+                for o in 0..n_out {
+                    let want: f32 =
+                        y0[r * n_out + o] + b[o] + (0..n_in).map(|i| x[r * n_in + i] * w[o * n_in + i]).sum::<f32>();
+                    let got = y[r * n_out + o];
+                    assert!(
+                        (got - want).abs() < 1e-4 * (1.0 + want.abs()),
+                        "{rows}x{n_in}x{n_out} ({r},{o}): {got} vs {want}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn short_buffers_are_refused_by_both_backends() {
+        fn refuses<B: Train>(be: &B) {
+            let s = LinearShape { rows: 2, n_in: 3, n_out: 4 };
+            let z = |n: usize| be.alloc(n).unwrap();
+            let w = be.prepare_linear(&[0.5; 12], 4, 3).unwrap();
+            // The forward: x, b, y one short (w's length depends on the precision).
+            for (i, what) in [(0, "x"), (2, "b"), (3, "y")] {
+                let mut n = [6, 0, 4, 8];
+                n[i] -= 1;
+                let err = be.linear(&z(n[0]), &w, &z(n[2]), &mut z(n[3]), s, Epilogue::None).unwrap_err().to_string();
+                assert!(err.contains(&format!("linear: buffer {what} ")), "{}: {err}", be.name());
+            }
+            // The backward: every buffer one short.
+            for (i, what) in ["x", "w", "dy", "dw", "dx", "db"].into_iter().enumerate() {
+                let mut n = [6, 12, 8, 12, 6, 4];
+                n[i] -= 1;
+                let (mut dw, mut dx, mut db) = (z(n[3]), z(n[4]), z(n[5]));
+                let err = be
+                    .linear_backward(&z(n[0]), &z(n[1]), &z(n[2]), Some(&mut dx), &mut dw, Some(&mut db), s, false)
+                    .unwrap_err()
+                    .to_string();
+                assert!(err.contains(&format!("linear_backward: buffer {what} ")), "{}: {err}", be.name());
+            }
+            for (i, what) in ["dy", "db"].into_iter().enumerate() {
+                let mut n = [8, 4];
+                n[i] -= 1;
+                let err = be.bias_backward(&z(n[0]), &mut z(n[1]), 2, 4).unwrap_err().to_string();
+                assert!(err.contains(&format!("bias_backward: buffer {what} ")), "{}: {err}", be.name());
+            }
+        }
+        refuses(&Cpu::new());
+        refuses(&Gpu::new(Emu::new()));
+    }
+
+    #[test]
+    fn launch_rules() {
+        // Moved from gpu/train/bias.rs and gpu/train/gemm.rs.
+        assert_eq!(bias_partials_cfg(300, 27).unwrap().grid, [2, 27, 1]);
+        assert!(bias_partials_cfg(8, 70_000).is_err(), "grid.y above 65535");
+        // From gpu/train/gemm.rs: dW of a 768×256 linear: 12×4 tiles of the (n_out, n_in) output.
+        assert_eq!(launch::gemm(768, 256, 1).unwrap().grid, [4, 12, 1]);
+    }
+
+    #[test]
+    fn the_parameter_struct_has_the_c_layout() {
+        // Moved from gpu/params.rs: pointers 8 bytes, ints 4.
+        assert_eq!(std::mem::size_of::<LinearParams>(), 48);
+    }
+}
