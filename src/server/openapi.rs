@@ -34,7 +34,11 @@ use crate::server::engine::ModelEntry;
 /// process runs).
 pub fn json() -> &'static str {
     static JSON: OnceLock<String> = OnceLock::new();
-    JSON.get_or_init(|| document().to_json().unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}")))
+    // Serializing a built document cannot fail short of a bug; the answer
+    // stays JSON either way (the message escaped, not pasted in).
+    JSON.get_or_init(|| {
+        document().to_json().unwrap_or_else(|e| serde_json::json!({ "error": e.to_string() }).to_string())
+    })
 }
 
 /// What a route takes or answers.
@@ -147,11 +151,11 @@ fn http_method(m: &Method) -> HttpMethod {
 
 pub fn document() -> OpenApi {
     let mut paths = Paths::new();
+    let (_, error) = content(&of::<ErrorBody>());
     for (route, method, path) in ROUTES.iter() {
         let d = operation(*route);
         let (status, body) = &d.response;
         let (media, success) = content(body);
-        let (_, error) = content(&of::<ErrorBody>());
         let mut op = OperationBuilder::new()
             .summary(Some(d.summary))
             .response(*status, ResponseBuilder::new().description(d.summary).content(media, success).build())
@@ -159,7 +163,7 @@ pub fn document() -> OpenApi {
                 "default",
                 ResponseBuilder::new()
                     .description("An error naming the problem (and the field)")
-                    .content("application/json", error)
+                    .content("application/json", error.clone())
                     .build(),
             );
         if let Some(req) = &d.request {
