@@ -1,6 +1,6 @@
-// The tiled f32 FMA GEMM shared by the forward products (gemm.cu) and the
-// backward ones (train_gemm.cu): one tile, so a fix or a tuning applies to
-// both.
+// The tiled f32 FMA GEMM shared by every matrix product, forward and
+// backward (linear.cu, conv1d.cu, patch_embed.cu): one tile, so a fix or a
+// tuning applies to all.
 //
 // Tiling: a 256-thread block computes a 64x64 tile of C, each thread a 4x4
 // sub-tile at rows ty + 16 i and columns tx + 16 j (strided, so the stores of

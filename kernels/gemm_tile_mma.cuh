@@ -1,6 +1,6 @@
 // The tensor-core tile shared by the 16-bit forward products (linear.cu,
-// gemm.cu): gemm_tile_mma, taken out of gemm.cu when linear moved to its own
-// file, so both use the one tile (as gemm_tile.cuh for f32).
+// conv1d.cu, patch_embed.cu): gemm_tile_mma, one tile for all (as
+// gemm_tile.cuh for f32).
 #pragma once
 
 #include "common.cuh"

@@ -23,6 +23,7 @@ pub mod ops;
 pub mod select;
 
 use crate::error::Result;
+use ops::elementwise::{map_cpu, map_gpu, Map};
 
 /// What a linear op does after the matrix product and bias.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -375,218 +376,326 @@ pub struct HeadsTargets<'a, B: Backend + ?Sized> {
     pub ret: &'a B::Buf,
 }
 
-/// The ops training needs beyond the forward: backward passes and the
-/// optimizer. A separate trait so a backend without them cannot be handed
-/// to the trainer by mistake (the CPU and `Gpu<D>` implement both).
-///
-/// Backward conventions: weights are passed in PyTorch's layout (the master
-/// copy, not `prepare_linear`'s); parameter gradients are always added into
-/// (so accumulation over micro-batches is free); an input gradient is written
-/// unless the op says it adds. Reductions run in a fixed order, so the same
-/// inputs give bit-identical gradients whatever the thread scheduling.
-pub trait Train: Backend {
-    /// The 16-bit format the forward's matrix products use while training
-    /// (docs/training.md's `use_amp`), or `None` when everything runs in f32.
-    fn mixed_precision(&self) -> Option<&'static str> {
-        None
+/// Declares `Train` and its two implementations from one list: each op's
+/// signature once, with the one call each backend makes (its op module's
+/// function, backend/ops/). `impl Train for Cpu` and `impl Train for Gpu<D>`
+/// are nothing but these calls.
+macro_rules! train_ops {
+    ($(#[$trait_meta:meta])* pub trait Train: Backend {
+        $(
+            $(#[$meta:meta])*
+            fn $name:ident(&$this:ident $(, $arg:ident: $ty:ty)* $(,)?) -> $ret:ty {
+                cpu: $cpu:expr,
+                gpu: $gpu:expr $(,)?
+            }
+        )*
+    }) => {
+        $(#[$trait_meta])*
+        pub trait Train: Backend {
+            $( $(#[$meta])* fn $name(&$this $(, $arg: $ty)*) -> $ret; )*
+        }
+
+        impl Train for cpu::Cpu {
+            $( fn $name(&$this $(, $arg: $ty)*) -> $ret { $cpu } )*
+        }
+
+        impl<D: gpu::Device> Train for gpu::Gpu<D> {
+            $( fn $name(&$this $(, $arg: $ty)*) -> $ret { $gpu } )*
+        }
+    };
+}
+
+train_ops! {
+    /// The ops training needs beyond the forward: backward passes and the
+    /// optimizer. A separate trait so a backend without them cannot be handed
+    /// to the trainer by mistake (the CPU and `Gpu<D>` implement both).
+    ///
+    /// Backward conventions: weights are passed in PyTorch's layout (the master
+    /// copy, not `prepare_linear`'s); parameter gradients are always added into
+    /// (so accumulation over micro-batches is free); an input gradient is written
+    /// unless the op says it adds. Reductions run in a fixed order, so the same
+    /// inputs give bit-identical gradients whatever the thread scheduling.
+    pub trait Train: Backend {
+        /// The 16-bit format the forward's matrix products use while training
+        /// (docs/training.md's `use_amp`), or `None` when everything runs in f32.
+        fn mixed_precision(&self) -> Option<&'static str> {
+            cpu: None,
+            gpu: match self.precision() {
+                Precision::F32 => None,
+                Precision::Bf16 => Some("bf16"),
+                Precision::F16 => Some("f16"),
+            },
+        }
+
+        /// `prepare_linear` from a weight already on this backend (PyTorch's
+        /// `(n_out, n_in)` layout) into an existing buffer: re-deriving the
+        /// layout after an optimizer step without allocating or leaving the device.
+        fn prepare_linear_from(&self, w: &Self::Buf, n_out: usize, n_in: usize, dst: &mut Self::Buf) -> Result<()> {
+            cpu: ops::linear::prepare_from_cpu(self, w, n_out, n_in, dst),
+            gpu: ops::linear::prepare_from_gpu(self, w, n_out, n_in, dst),
+        }
+        /// `prepare_recurrent` from a `W_hh` already on this backend into an existing buffer.
+        fn prepare_recurrent_from(&self, w_hh: &Self::Buf, hidden: usize, dst: &mut Self::Buf) -> Result<()> {
+            cpu: ops::lstm::prepare_from_cpu(self, w_hh, hidden, dst),
+            gpu: ops::lstm::prepare_from_gpu(self, w_hh, hidden, dst),
+        }
+        /// `dst (outer, cols, rows) = src (outer, rows, cols)` with the last two
+        /// axes swapped, or `+=` when `accumulate` (TLOB's relabeling of
+        /// `spatial.proj` between PyTorch's and our flattening, and back for its gradient).
+        #[allow(clippy::too_many_arguments)]
+        fn swap_last_axes(
+            &self,
+            src: &Self::Buf,
+            dst: &mut Self::Buf,
+            outer: usize,
+            rows: usize,
+            cols: usize,
+            accumulate: bool,
+        ) -> Result<()> {
+            cpu: ops::swap_last_axes::swap_cpu(src, dst, outer, rows, cols, accumulate),
+            gpu: ops::swap_last_axes::swap_gpu(self, "swap_last_axes", src, dst, outer, rows, cols, accumulate),
+        }
+
+        /// `dst[..len] = src[..len]`.
+        fn copy(&self, src: &Self::Buf, dst: &mut Self::Buf, len: usize) -> Result<()> {
+            cpu: map_cpu(Map::Copy, Some(src), dst, len),
+            gpu: map_gpu(self, Map::Copy, Some(src), dst, len),
+        }
+        /// `dst[..len] += src[..len]`.
+        fn add(&self, dst: &mut Self::Buf, src: &Self::Buf, len: usize) -> Result<()> {
+            cpu: map_cpu(Map::Add, Some(src), dst, len),
+            gpu: map_gpu(self, Map::Add, Some(src), dst, len),
+        }
+        /// `x[..len] *= m[..len]` (applying a dropout mask, forward or backward).
+        fn mul(&self, x: &mut Self::Buf, m: &Self::Buf, len: usize) -> Result<()> {
+            cpu: map_cpu(Map::Mul, Some(m), x, len),
+            gpu: map_gpu(self, Map::Mul, Some(m), x, len),
+        }
+        /// `y = GELU(x)` elementwise (the training forward keeps `x`).
+        fn gelu(&self, x: &Self::Buf, y: &mut Self::Buf, len: usize) -> Result<()> {
+            cpu: map_cpu(Map::Gelu, Some(x), y, len),
+            gpu: map_gpu(self, Map::Gelu, Some(x), y, len),
+        }
+        /// `dy *= GELU'(pre)`: turns the gradient of a GELU's output into that of its input.
+        fn gelu_backward(&self, pre: &Self::Buf, dy: &mut Self::Buf, len: usize) -> Result<()> {
+            cpu: map_cpu(Map::GeluBackward, Some(pre), dy, len),
+            gpu: map_gpu(self, Map::GeluBackward, Some(pre), dy, len),
+        }
+        /// An inverted-dropout mask: each value is `1 / (1 − p)` with probability
+        /// `1 − p`, else 0, drawn from ChaCha8 seeded with `seed` on stream `stream`.
+        fn dropout_mask(&self, mask: &mut Self::Buf, len: usize, p: f32, seed: u64, stream: u64) -> Result<()> {
+            cpu: ops::dropout::mask_cpu(mask, len, p, seed, stream),
+            gpu: ops::dropout::mask_gpu(self, mask, len, p, seed, stream),
+        }
+
+        /// Backward of `y = x Wᵀ + b` with `w (n_out, n_in)`: `dw += dyᵀ x`,
+        /// `db += Σ_rows dy` when given, and `dx = dy W` (`+=` when
+        /// `accumulate_dx`) when given.
+        #[allow(clippy::too_many_arguments)]
+        fn linear_backward(
+            &self,
+            x: &Self::Buf,
+            w: &Self::Buf,
+            dy: &Self::Buf,
+            dx: Option<&mut Self::Buf>,
+            dw: &mut Self::Buf,
+            db: Option<&mut Self::Buf>,
+            shape: LinearShape,
+            accumulate_dx: bool,
+        ) -> Result<()> {
+            cpu: ops::linear::backward_cpu(self, x, w, dy, dx, dw, db, shape, accumulate_dx),
+            gpu: ops::linear::backward_gpu(self, x, w, dy, dx, dw, db, shape, accumulate_dx),
+        }
+
+        /// `db[..n] += Σ_rows dy (rows, n)`.
+        fn bias_backward(&self, dy: &Self::Buf, db: &mut Self::Buf, rows: usize, n: usize) -> Result<()> {
+            cpu: ops::linear::bias_backward_cpu(dy, db, rows, n),
+            gpu: ops::linear::bias_backward_gpu(self, dy, db, rows, n),
+        }
+
+        /// Backward of `layernorm`, statistics recomputed from `x`: `dx += …`,
+        /// `dgamma += …`, `dbeta += …`.
+        #[allow(clippy::too_many_arguments)]
+        fn layernorm_backward(
+            &self,
+            x: &Self::Buf,
+            gamma: &Self::Buf,
+            dy: &Self::Buf,
+            dx: &mut Self::Buf,
+            dgamma: &mut Self::Buf,
+            dbeta: &mut Self::Buf,
+            rows: usize,
+            dim: usize,
+        ) -> Result<()> {
+            cpu: ops::layernorm::backward_cpu(x, gamma, dy, dx, dgamma, dbeta, rows, dim),
+            gpu: ops::layernorm::backward_gpu(self, x, gamma, dy, dx, dgamma, dbeta, rows, dim),
+        }
+
+        /// `attention`, also keeping the softmax probabilities
+        /// `probs (batch, heads, tokens, tokens)` for the backward.
+        fn attention_train(
+            &self,
+            qkv: &Self::Buf,
+            out: &mut Self::Buf,
+            probs: &mut Self::Buf,
+            shape: AttentionShape,
+        ) -> Result<()> {
+            cpu: ops::attention::train_cpu(qkv, out, probs, shape),
+            gpu: ops::attention::train_gpu(self, qkv, out, probs, shape),
+        }
+
+        /// Backward of `attention` from the kept probabilities: writes `dqkv`;
+        /// `scratch` has the size of `probs` (the probabilities' gradient).
+        fn attention_backward(
+            &self,
+            qkv: &Self::Buf,
+            probs: &Self::Buf,
+            dout: &Self::Buf,
+            dqkv: &mut Self::Buf,
+            scratch: &mut Self::Buf,
+            shape: AttentionShape,
+        ) -> Result<()> {
+            cpu: ops::attention::backward_cpu(qkv, probs, dout, dqkv, scratch, shape),
+            gpu: ops::attention::backward_gpu(self, qkv, probs, dout, dqkv, scratch, shape),
+        }
+
+        /// Backward of `patch_embed`: `dw (dim, patch_h·patch_w) += …`, `db += …`,
+        /// `dcls += …` (with a class token), `dpos (tokens, dim) += …`.
+        #[allow(clippy::too_many_arguments)]
+        fn patch_embed_backward(
+            &self,
+            x: &Self::Buf,
+            dout: &Self::Buf,
+            dw: &mut Self::Buf,
+            db: &mut Self::Buf,
+            dcls: Option<&mut Self::Buf>,
+            dpos: &mut Self::Buf,
+            shape: PatchShape,
+        ) -> Result<()> {
+            cpu: ops::patch_embed::backward_cpu(x, dout, dw, db, dcls, dpos, shape),
+            gpu: ops::patch_embed::backward_gpu(self, x, dout, dw, db, dcls, dpos, shape),
+        }
+
+        /// Backward of a `conv1d` without its activation (`dy` is the gradient of
+        /// the pre-activation, read at `shape.out_offset` of rows of
+        /// `shape.out_stride`); `w` is PyTorch's `(c_out, c_in, k)`; `dw += …`,
+        /// `db += …`, `dx += …` when given.
+        #[allow(clippy::too_many_arguments)]
+        fn conv1d_backward(
+            &self,
+            x: &Self::Buf,
+            w: &Self::Buf,
+            dy: &Self::Buf,
+            dx: Option<&mut Self::Buf>,
+            dw: &mut Self::Buf,
+            db: &mut Self::Buf,
+            shape: ConvShape,
+        ) -> Result<()> {
+            cpu: ops::conv1d::backward_cpu(self, x, w, dy, dx, dw, db, shape),
+            gpu: ops::conv1d::backward_gpu(self, x, w, dy, dx, dw, db, shape),
+        }
+
+        /// The LSTM recurrence of `lstm`, also keeping every step's cell state
+        /// `c_seq (batch, steps, hidden)` and activated gates
+        /// `gates (batch, steps, 4·hidden)` (i, f, g, o) for the backward.
+        fn lstm_train(
+            &self,
+            gx: &Self::Buf,
+            w_hh: &Self::Buf,
+            h_seq: &mut Self::Buf,
+            c_seq: &mut Self::Buf,
+            gates: &mut Self::Buf,
+            shape: LstmShape,
+        ) -> Result<()> {
+            cpu: ops::lstm::train_cpu(self, gx, w_hh, h_seq, c_seq, gates, shape),
+            gpu: ops::lstm::train_gpu(self, gx, w_hh, h_seq, c_seq, gates, shape),
+        }
+
+        /// Backpropagation through time of one LSTM layer: from the gradient of
+        /// every step's output `dh_seq`, writes the gradient of the gate
+        /// pre-activations `dgx (batch, steps, 4·hidden)` (which is also the
+        /// gradient of both biases and, through `W_ih`, of the input) and adds
+        /// `dw_hh (4·hidden, hidden) += …`. `w_hh` in PyTorch's layout.
+        #[allow(clippy::too_many_arguments)]
+        fn lstm_backward(
+            &self,
+            w_hh: &Self::Buf,
+            h_seq: &Self::Buf,
+            c_seq: &Self::Buf,
+            gates: &Self::Buf,
+            dh_seq: &Self::Buf,
+            dgx: &mut Self::Buf,
+            dw_hh: &mut Self::Buf,
+            shape: LstmShape,
+        ) -> Result<()> {
+            cpu: ops::lstm::backward_cpu(self, w_hh, h_seq, c_seq, gates, dh_seq, dgx, dw_hh, shape),
+            gpu: ops::lstm::backward_gpu(self, w_hh, h_seq, c_seq, gates, dh_seq, dgx, dw_hh, shape),
+        }
+
+        /// Backward of `broadcast_add` for its source: `dsrc += Σ dx` over the broadcast axis.
+        fn broadcast_add_backward(&self, dx: &Self::Buf, dsrc: &mut Self::Buf, shape: BroadcastShape) -> Result<()> {
+            cpu: ops::broadcast_add::backward_cpu(dx, dsrc, shape),
+            gpu: ops::broadcast_add::backward_gpu(self, dx, dsrc, shape),
+        }
+
+        /// Backward of `pool`: writes all of `dx (batch, tokens, dim)`.
+        fn pool_backward(
+            &self,
+            dout: &Self::Buf,
+            dx: &mut Self::Buf,
+            batch: usize,
+            tokens: usize,
+            dim: usize,
+            how: Pool,
+        ) -> Result<()> {
+            cpu: ops::pool::backward_cpu(dout, dx, batch, tokens, dim, how),
+            gpu: ops::pool::backward_gpu(self, dout, dx, batch, tokens, dim, how),
+        }
+
+        /// The heads' forward (as `heads`) and docs/training.md's loss of one set of
+        /// heads; returns the loss summed over the batch (not yet averaged).
+        /// With `grads`, adds `loss.grad_scale ·` the gradient into the heads'
+        /// parameter gradients and into `dz (batch, dim)`.
+        #[allow(clippy::too_many_arguments)]
+        fn heads_loss(
+            &self,
+            z: &Self::Buf,
+            p: HeadsRef<'_, Self>,
+            out: HeadsOut<'_, Self>,
+            targets: HeadsTargets<'_, Self>,
+            loss: HeadsLoss,
+            grads: Option<(HeadsGrads<'_, Self>, &mut Self::Buf)>,
+            batch: usize,
+            dim: usize,
+        ) -> Result<f64> {
+            cpu: ops::heads::loss_cpu(z, p, out, targets, loss, grads, batch, dim),
+            gpu: ops::heads::loss_gpu(self, z, p, out, targets, loss, grads, batch, dim),
+        }
+
+        fn adamw(
+            &self,
+            param: &mut Self::Buf,
+            grad: &Self::Buf,
+            m: &mut Self::Buf,
+            v: &mut Self::Buf,
+            len: usize,
+            step: AdamWStep,
+        ) -> Result<()> {
+            cpu: ops::adamw::step_cpu(param, grad, m, v, len, step),
+            gpu: ops::adamw::step_gpu(self, param, grad, m, v, len, step),
+        }
+
+        /// `Σ x²` over the first `len` values, accumulated in f64 (for the
+        /// global gradient norm).
+        fn sum_squares(&self, x: &Self::Buf, len: usize) -> Result<f64> {
+            cpu: ops::sum_squares::sum_cpu(x, len),
+            gpu: ops::sum_squares::sum_gpu(self, x, len),
+        }
+
+        /// Sets the first `len` values to `value` (zeroing gradients).
+        fn fill(&self, x: &mut Self::Buf, len: usize, value: f32) -> Result<()> {
+            cpu: map_cpu(Map::Fill(value), None, x, len),
+            gpu: map_gpu(self, Map::Fill(value), None, x, len),
+        }
     }
-
-    /// `prepare_linear` from a weight already on this backend (PyTorch's
-    /// `(n_out, n_in)` layout) into an existing buffer: re-deriving the
-    /// layout after an optimizer step without allocating or leaving the device.
-    fn prepare_linear_from(&self, w: &Self::Buf, n_out: usize, n_in: usize, dst: &mut Self::Buf) -> Result<()>;
-    /// `prepare_recurrent` from a `W_hh` already on this backend into an existing buffer.
-    fn prepare_recurrent_from(&self, w_hh: &Self::Buf, hidden: usize, dst: &mut Self::Buf) -> Result<()>;
-    /// `dst (outer, cols, rows) = src (outer, rows, cols)` with the last two
-    /// axes swapped, or `+=` when `accumulate` (TLOB's relabeling of
-    /// `spatial.proj` between PyTorch's and our flattening, and back for its gradient).
-    #[allow(clippy::too_many_arguments)]
-    fn swap_last_axes(
-        &self,
-        src: &Self::Buf,
-        dst: &mut Self::Buf,
-        outer: usize,
-        rows: usize,
-        cols: usize,
-        accumulate: bool,
-    ) -> Result<()>;
-
-    /// `dst[..len] = src[..len]`.
-    fn copy(&self, src: &Self::Buf, dst: &mut Self::Buf, len: usize) -> Result<()>;
-    /// `dst[..len] += src[..len]`.
-    fn add(&self, dst: &mut Self::Buf, src: &Self::Buf, len: usize) -> Result<()>;
-    /// `x[..len] *= m[..len]` (applying a dropout mask, forward or backward).
-    fn mul(&self, x: &mut Self::Buf, m: &Self::Buf, len: usize) -> Result<()>;
-    /// `y = GELU(x)` elementwise (the training forward keeps `x`).
-    fn gelu(&self, x: &Self::Buf, y: &mut Self::Buf, len: usize) -> Result<()>;
-    /// `dy *= GELU'(pre)`: turns the gradient of a GELU's output into that of its input.
-    fn gelu_backward(&self, pre: &Self::Buf, dy: &mut Self::Buf, len: usize) -> Result<()>;
-    /// An inverted-dropout mask: each value is `1 / (1 − p)` with probability
-    /// `1 − p`, else 0, drawn from ChaCha8 seeded with `seed` on stream `stream`.
-    fn dropout_mask(&self, mask: &mut Self::Buf, len: usize, p: f32, seed: u64, stream: u64) -> Result<()>;
-
-    /// Backward of `y = x Wᵀ + b` with `w (n_out, n_in)`: `dw += dyᵀ x`,
-    /// `db += Σ_rows dy` when given, and `dx = dy W` (`+=` when
-    /// `accumulate_dx`) when given.
-    #[allow(clippy::too_many_arguments)]
-    fn linear_backward(
-        &self,
-        x: &Self::Buf,
-        w: &Self::Buf,
-        dy: &Self::Buf,
-        dx: Option<&mut Self::Buf>,
-        dw: &mut Self::Buf,
-        db: Option<&mut Self::Buf>,
-        shape: LinearShape,
-        accumulate_dx: bool,
-    ) -> Result<()>;
-
-    /// `db[..n] += Σ_rows dy (rows, n)`.
-    fn bias_backward(&self, dy: &Self::Buf, db: &mut Self::Buf, rows: usize, n: usize) -> Result<()>;
-
-    /// Backward of `layernorm`, statistics recomputed from `x`: `dx += …`,
-    /// `dgamma += …`, `dbeta += …`.
-    #[allow(clippy::too_many_arguments)]
-    fn layernorm_backward(
-        &self,
-        x: &Self::Buf,
-        gamma: &Self::Buf,
-        dy: &Self::Buf,
-        dx: &mut Self::Buf,
-        dgamma: &mut Self::Buf,
-        dbeta: &mut Self::Buf,
-        rows: usize,
-        dim: usize,
-    ) -> Result<()>;
-
-    /// `attention`, also keeping the softmax probabilities
-    /// `probs (batch, heads, tokens, tokens)` for the backward.
-    fn attention_train(
-        &self,
-        qkv: &Self::Buf,
-        out: &mut Self::Buf,
-        probs: &mut Self::Buf,
-        shape: AttentionShape,
-    ) -> Result<()>;
-
-    /// Backward of `attention` from the kept probabilities: writes `dqkv`;
-    /// `scratch` has the size of `probs` (the probabilities' gradient).
-    fn attention_backward(
-        &self,
-        qkv: &Self::Buf,
-        probs: &Self::Buf,
-        dout: &Self::Buf,
-        dqkv: &mut Self::Buf,
-        scratch: &mut Self::Buf,
-        shape: AttentionShape,
-    ) -> Result<()>;
-
-    /// Backward of `patch_embed`: `dw (dim, patch_h·patch_w) += …`, `db += …`,
-    /// `dcls += …` (with a class token), `dpos (tokens, dim) += …`.
-    #[allow(clippy::too_many_arguments)]
-    fn patch_embed_backward(
-        &self,
-        x: &Self::Buf,
-        dout: &Self::Buf,
-        dw: &mut Self::Buf,
-        db: &mut Self::Buf,
-        dcls: Option<&mut Self::Buf>,
-        dpos: &mut Self::Buf,
-        shape: PatchShape,
-    ) -> Result<()>;
-
-    /// Backward of a `conv1d` without its activation (`dy` is the gradient of
-    /// the pre-activation, read at `shape.out_offset` of rows of
-    /// `shape.out_stride`); `w` is PyTorch's `(c_out, c_in, k)`; `dw += …`,
-    /// `db += …`, `dx += …` when given.
-    #[allow(clippy::too_many_arguments)]
-    fn conv1d_backward(
-        &self,
-        x: &Self::Buf,
-        w: &Self::Buf,
-        dy: &Self::Buf,
-        dx: Option<&mut Self::Buf>,
-        dw: &mut Self::Buf,
-        db: &mut Self::Buf,
-        shape: ConvShape,
-    ) -> Result<()>;
-
-    /// The LSTM recurrence of `lstm`, also keeping every step's cell state
-    /// `c_seq (batch, steps, hidden)` and activated gates
-    /// `gates (batch, steps, 4·hidden)` (i, f, g, o) for the backward.
-    fn lstm_train(
-        &self,
-        gx: &Self::Buf,
-        w_hh: &Self::Buf,
-        h_seq: &mut Self::Buf,
-        c_seq: &mut Self::Buf,
-        gates: &mut Self::Buf,
-        shape: LstmShape,
-    ) -> Result<()>;
-
-    /// Backpropagation through time of one LSTM layer: from the gradient of
-    /// every step's output `dh_seq`, writes the gradient of the gate
-    /// pre-activations `dgx (batch, steps, 4·hidden)` (which is also the
-    /// gradient of both biases and, through `W_ih`, of the input) and adds
-    /// `dw_hh (4·hidden, hidden) += …`. `w_hh` in PyTorch's layout.
-    #[allow(clippy::too_many_arguments)]
-    fn lstm_backward(
-        &self,
-        w_hh: &Self::Buf,
-        h_seq: &Self::Buf,
-        c_seq: &Self::Buf,
-        gates: &Self::Buf,
-        dh_seq: &Self::Buf,
-        dgx: &mut Self::Buf,
-        dw_hh: &mut Self::Buf,
-        shape: LstmShape,
-    ) -> Result<()>;
-
-    /// Backward of `broadcast_add` for its source: `dsrc += Σ dx` over the broadcast axis.
-    fn broadcast_add_backward(&self, dx: &Self::Buf, dsrc: &mut Self::Buf, shape: BroadcastShape) -> Result<()>;
-
-    /// Backward of `pool`: writes all of `dx (batch, tokens, dim)`.
-    fn pool_backward(
-        &self,
-        dout: &Self::Buf,
-        dx: &mut Self::Buf,
-        batch: usize,
-        tokens: usize,
-        dim: usize,
-        how: Pool,
-    ) -> Result<()>;
-
-    /// The heads' forward (as `heads`) and docs/training.md's loss of one set of
-    /// heads; returns the loss summed over the batch (not yet averaged).
-    /// With `grads`, adds `loss.grad_scale ·` the gradient into the heads'
-    /// parameter gradients and into `dz (batch, dim)`.
-    #[allow(clippy::too_many_arguments)]
-    fn heads_loss(
-        &self,
-        z: &Self::Buf,
-        p: HeadsRef<'_, Self>,
-        out: HeadsOut<'_, Self>,
-        targets: HeadsTargets<'_, Self>,
-        loss: HeadsLoss,
-        grads: Option<(HeadsGrads<'_, Self>, &mut Self::Buf)>,
-        batch: usize,
-        dim: usize,
-    ) -> Result<f64>;
-
-    fn adamw(
-        &self,
-        param: &mut Self::Buf,
-        grad: &Self::Buf,
-        m: &mut Self::Buf,
-        v: &mut Self::Buf,
-        len: usize,
-        step: AdamWStep,
-    ) -> Result<()>;
-
-    /// `Σ x²` over the first `len` values, accumulated in f64 (for the
-    /// global gradient norm).
-    fn sum_squares(&self, x: &Self::Buf, len: usize) -> Result<f64>;
-
-    /// Sets the first `len` values to `value` (zeroing gradients).
-    fn fill(&self, x: &mut Self::Buf, len: usize, value: f32) -> Result<()>;
 }

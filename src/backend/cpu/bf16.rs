@@ -10,15 +10,14 @@
 //! for bit): a linear weight `(n_out, n_in)` as `(⌈n_in/2⌉, n_out)` pairs of
 //! consecutive inputs (`small_gemm::pack_bf16`); a Conv1d weight
 //! `(c_out, c_in, k)` tap-major, `(k·⌈c_in/2⌉, c_out)`, so each tap is a
-//! plain block of pairs of consecutive channels; `W_hh` in one block of
+//! plain block of pairs of consecutive channels (backend/ops/conv1d.rs,
+//! `pack_bf16`, with the conv's bf16 forward); `W_hh` in one block of
 //! panels per core (backend/ops/lstm.rs, `pack_recurrent`).
 
 use std::cell::RefCell;
 
-use super::conv::{conv_taps, TapWeight};
 use super::small_gemm::{self, Bias, Elem, Lhs, Operand, Output, Product, Taps};
 use super::{run_product, split_chunks, with_local, Gemm, PAR_MIN_ELEMS, PAR_MIN_MACS};
-use crate::backend::ConvShape;
 
 thread_local! {
     /// Activations as bf16 pairs, reused: no allocation after warm-up. Apart
@@ -41,30 +40,6 @@ pub(crate) fn as_pairs(w: &[f32]) -> &[u32] {
 /// Values a prepared linear weight `(n_out, n_in)` holds.
 pub(crate) fn linear_len(n_out: usize, n_in: usize) -> usize {
     n_in.div_ceil(2) * n_out
-}
-
-/// Values a prepared Conv1d weight holds.
-pub(super) fn conv_len(c_out: usize, c_in: usize, kernel: usize) -> usize {
-    kernel * c_in.div_ceil(2) * c_out
-}
-
-/// PyTorch's `(c_out, c_in, k)` as tap-major pairs: row `j·⌈c_in/2⌉ + q`
-/// holds channels `2q` and `2q + 1` of tap `j` for every output channel.
-pub(super) fn pack_conv(w: &[f32], c_out: usize, c_in: usize, k: usize) -> Vec<f32> {
-    let cp = c_in.div_ceil(2);
-    // (c_out, c_in, k) → per tap j the (c_out, c_in) matrix, packed as a linear weight.
-    let mut out = Vec::with_capacity(conv_len(c_out, c_in, k));
-    let mut tap = vec![0f32; c_out * c_in];
-    for j in 0..k {
-        for o in 0..c_out {
-            for c in 0..c_in {
-                tap[o * c_in + c] = w[(o * c_in + c) * k + j];
-            }
-        }
-        out.extend(small_gemm::pack_bf16(&tap, c_out, c_in));
-    }
-    debug_assert_eq!(out.len(), k * cp * c_out);
-    to_bits(out)
 }
 
 /// `g`'s product (then `+ bias[j]`, GELU) for `W` from `ops::linear::pack_bf16`.
@@ -94,21 +69,6 @@ pub(super) fn product(x: &[f32], w: &[f32], y: &mut [f32], g: Gemm, bias: Option
     });
 }
 
-/// A "same" Conv1d (then bias, GELU if asked) for a weight from
-/// `pack_conv`: each sample's rows rounded to pairs between `k/2` zero rows
-/// on either side, then one product summing the k row-shifted taps.
-pub(super) fn conv(x: &[f32], w: &[f32], b: &[f32], y: &mut [f32], s: ConvShape, gelu: bool) {
-    let (len, cin, k) = (s.len, s.c_in, s.kernel);
-    let cp = cin.div_ceil(2);
-    assert!(x.len() >= s.samples * len * cin && w.len() >= conv_len(s.c_out, cin, k));
-    let taps = TapWeight { elem: Elem::Bf16Pairs, ptr: as_pairs(w).as_ptr(), ld: s.c_out, tap_step: cp * s.c_out };
-    with_pairs(s.samples * (len + k - 1) * cp, |xp| {
-        conv_taps(xp, cp, taps, b, y, s, gelu, &|smp, rows| {
-            small_gemm::to_bf16_pairs(&x[smp * len * cin..][..len * cin], len, cin, cin, rows)
-        });
-    });
-}
-
 #[cfg(test)]
 mod tests {
     //! Each op against a plain f64 sum over the bf16-rounded operands: in
@@ -116,7 +76,7 @@ mod tests {
     //! sums differ, so the bounds are f32's, far below what a wrong pairing,
     //! tap or column would cost.
     use super::super::Cpu;
-    use crate::backend::{Backend, ConvShape, Epilogue, LinearShape, Precision};
+    use crate::backend::{Backend, Epilogue, LinearShape, Precision};
 
     fn data(n: usize, seed: f32) -> Vec<f32> {
         (0..n).map(|i| ((i as f32 + seed) * 0.618).sin()).collect()
@@ -156,43 +116,6 @@ mod tests {
                     let (sum, mag) = terms.fold((0f64, 0f64), |(s, m), t| (s + t, m + t.abs()));
                     let want = f64::from(y0[i * n_out + o]) + f64::from(b[o]) + sum;
                     close(y[i * n_out + o], want, mag, &format!("{rows}x{n_in}x{n_out} ({i},{o})"));
-                }
-            }
-        }
-    }
-
-    #[test]
-    fn conv1d_sums_the_rounded_products_of_every_tap() {
-        let Some(be) = backend() else { return };
-        // Odd channel counts, kernels 1 to 7, samples shorter than the kernel.
-        for &(samples, len, c_in, c_out, k) in
-            &[(3, 15, 5, 16, 3), (2, 7, 33, 12, 5), (4, 2, 4, 40, 7), (1, 9, 3, 3, 1)]
-        {
-            let (x, w, b) = (data(samples * len * c_in, 1.0), data(c_out * c_in * k, 2.0), data(c_out, 3.0));
-            let wp = be.prepare_conv(&w, c_out, c_in, k).unwrap();
-            let mut y = vec![f32::NAN; samples * len * c_out];
-            be.conv1d(&x, &wp, &b, &mut y, ConvShape::dense(samples, len, c_in, c_out, k), false).unwrap();
-            for s in 0..samples {
-                for t in 0..len {
-                    for o in 0..c_out {
-                        let (mut sum, mut mag) = (f64::from(b[o]), 0f64);
-                        for c in 0..c_in {
-                            for j in 0..k {
-                                let src = t as isize + j as isize - (k / 2) as isize;
-                                if (0..len as isize).contains(&src) {
-                                    let p = r(w[(o * c_in + c) * k + j]) * r(x[(s * len + src as usize) * c_in + c]);
-                                    sum += p;
-                                    mag += p.abs();
-                                }
-                            }
-                        }
-                        close(
-                            y[(s * len + t) * c_out + o],
-                            sum,
-                            mag,
-                            &format!("conv {c_in}→{c_out} k{k} ({s},{t},{o})"),
-                        );
-                    }
                 }
             }
         }

@@ -10,15 +10,12 @@
 //! after the first forward at a given batch size, nothing allocates.
 
 pub(crate) mod bf16;
-mod conv;
-mod grad;
 pub(crate) mod pair;
 pub mod simd;
 pub(crate) mod small_gemm;
-mod train;
+mod strided_gemm;
 
-pub(crate) use grad::{gemm_strided, gemm_strided_on};
-pub(crate) use train::transpose_into;
+pub(crate) use strided_gemm::{gemm_strided, gemm_strided_on};
 
 use std::cell::RefCell;
 use std::ops::Range;
@@ -316,23 +313,6 @@ pub(crate) unsafe fn run_product(elem: Elem, pr: &small_gemm::Product, n: usize,
     split_columns(n, worth, &|cols| unsafe { small_gemm::run(elem, pr, cols) });
 }
 
-/// One image's patches as rows: patch `p = i·n_f + j` becomes
-/// `v[p, r·pf + c] = img[i·pt + r, j·pf + c]` (docs/models.md's order). Shared by
-/// the patch embedding's forward and backward.
-pub(crate) fn gather_patches(img: &[f32], v: &mut [f32], s: PatchShape) {
-    let (pt, pf) = (s.patch_h, s.patch_w);
-    let (n_t, n_f, plen) = (s.height / pt, s.width / pf, pt * pf);
-    for i in 0..n_t {
-        for j in 0..n_f {
-            let dst = &mut v[(i * n_f + j) * plen..(i * n_f + j + 1) * plen];
-            for r in 0..pt {
-                let src = (i * pt + r) * s.width + j * pf;
-                dst[r * pf..(r + 1) * pf].copy_from_slice(&img[src..src + pf]);
-            }
-        }
-    }
-}
-
 /// `(n_out, n_in)` row-major → `(n_in, n_out)` row-major.
 pub(crate) fn transpose(w: &[f32], n_out: usize, n_in: usize) -> Vec<f32> {
     let mut t = vec![0f32; w.len()];
@@ -342,6 +322,26 @@ pub(crate) fn transpose(w: &[f32], n_out: usize, n_in: usize) -> Vec<f32> {
         }
     }
     t
+}
+
+/// `(rows, cols)` → `(cols, rows)` row-major, in tiles so both sides stay in
+/// cache (a plain double loop strides through the destination); runs after
+/// every optimizer step for every matrix.
+pub(crate) fn transpose_into(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
+    const T: usize = 32;
+    // Parallel over destination row blocks (source column blocks): disjoint writes.
+    dst.par_chunks_mut(T * rows).enumerate().for_each(|(cb, block)| {
+        let c0 = cb * T;
+        let c1 = (c0 + T).min(cols);
+        for r0 in (0..rows).step_by(T) {
+            for r in r0..(r0 + T).min(rows) {
+                let row = &src[r * cols..];
+                for c in c0..c1 {
+                    block[(c - c0) * rows + r] = row[c];
+                }
+            }
+        }
+    });
 }
 
 /// Adds the bias (then GELU) to columns `off..off+b.len()` of every row.
@@ -376,11 +376,7 @@ impl Backend for Cpu {
     }
 
     fn prepare_conv(&self, w: &[f32], c_out: usize, c_in: usize, kernel: usize) -> Result<Vec<f32>> {
-        check_len("prepare_conv", "w", w.len(), c_out * c_in * kernel)?;
-        if self.bf16() {
-            return Ok(bf16::pack_conv(w, c_out, c_in, kernel));
-        }
-        self.prepare_linear(w, c_out, c_in * kernel)
+        super::ops::conv1d::prepare_cpu(self, w, c_out, c_in, kernel)
     }
 
     fn write(&self, dst: &mut Vec<f32>, src: &[f32]) -> Result<()> {
@@ -437,38 +433,7 @@ impl Backend for Cpu {
         out: &mut Vec<f32>,
         s: PatchShape,
     ) -> Result<()> {
-        let (pt, pf, d) = (s.patch_h, s.patch_w, s.dim);
-        let (patches, tokens, plen) = (s.patches(), s.tokens(), pt * pf);
-        check_len("patch_embed", "x", x.len(), s.batch * s.height * s.width)?;
-        check_len("patch_embed", "w", w.len(), self.linear_len(d, plen))?;
-        check_len("patch_embed", "pos", pos.len(), tokens * d)?;
-        check_len("patch_embed", "out", out.len(), s.batch * tokens * d)?;
-        if s.cls_token {
-            check_len("patch_embed", "cls", cls.map_or(0, |c| c.len()), d)?;
-        }
-        let first = usize::from(s.cls_token);
-        with_scratch(patches * plen, |v| {
-            for bi in 0..s.batch {
-                gather_patches(&x[bi * s.height * s.width..(bi + 1) * s.height * s.width], v, s);
-                let o = &mut out[(bi * tokens + first) * d..(bi + 1) * tokens * d];
-                self.product(v, w, o, Gemm { rows: patches, k: plen, n: d, ld_y: d, accumulate: false }, None);
-            }
-        });
-        for bi in 0..s.batch {
-            let seq = &mut out[bi * tokens * d..(bi + 1) * tokens * d];
-            if let Some(c) = cls.filter(|_| s.cls_token) {
-                seq[..d].copy_from_slice(&c[..d]);
-            }
-            for (t, row) in seq.chunks_mut(d).enumerate() {
-                let p = &pos[t * d..(t + 1) * d];
-                if t < first {
-                    row.iter_mut().zip(p).for_each(|(v, pv)| *v += pv);
-                } else {
-                    row.iter_mut().zip(p).zip(&b[..d]).for_each(|((v, pv), bv)| *v += bv + pv);
-                }
-            }
-        }
-        Ok(())
+        super::ops::patch_embed::forward_cpu(self, x, w, b, cls, pos, out, s)
     }
 
     fn conv1d(
@@ -480,20 +445,7 @@ impl Backend for Cpu {
         s: ConvShape,
         gelu: bool,
     ) -> Result<()> {
-        check_len("conv1d", "x", x.len(), s.samples * s.len * s.c_in)?;
-        let w_len = if self.bf16() { bf16::conv_len(s.c_out, s.c_in, s.kernel) } else { s.c_out * s.c_in * s.kernel };
-        check_len("conv1d", "w", w.len(), w_len)?;
-        check_len("conv1d", "b", b.len(), s.c_out)?;
-        check_len("conv1d", "y", y.len(), s.samples * s.len * s.out_stride)?;
-        if s.out_offset + s.c_out > s.out_stride || s.kernel.is_multiple_of(2) {
-            return Err(Error::Backend { backend: "cpu".into(), reason: format!("conv1d: inconsistent shape {s:?}") });
-        }
-        if self.bf16() {
-            bf16::conv(x, w, &b[..s.c_out], y, s, gelu);
-        } else {
-            conv::forward(x, w, &b[..s.c_out], y, s, gelu);
-        }
-        Ok(())
+        super::ops::conv1d::forward_cpu(self, x, w, b, y, s, gelu)
     }
 
     fn multiscale_conv(
@@ -505,20 +457,7 @@ impl Backend for Cpu {
         len: usize,
         dim: usize,
     ) -> Result<()> {
-        let width = branches.len() * dim;
-        for (i, br) in branches.iter().enumerate() {
-            let shape = ConvShape {
-                samples,
-                len,
-                c_in: dim,
-                c_out: dim,
-                kernel: br.kernel,
-                out_stride: width,
-                out_offset: i * dim,
-            };
-            self.conv1d(x, &br.w, &br.b, y, shape, true)?;
-        }
-        Ok(())
+        super::ops::conv1d::multiscale_cpu(self, x, branches, y, samples, len, dim)
     }
 
     fn lstm(&self, gx: &Vec<f32>, w_hh: &Vec<f32>, h_seq: &mut Vec<f32>, s: LstmShape) -> Result<()> {
@@ -554,42 +493,5 @@ impl Backend for Cpu {
 
     fn replay(&self, _graph: &()) -> Result<()> {
         Err(Error::Backend { backend: "cpu".into(), reason: "replay: the CPU backend does not record".into() })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn data(n: usize, seed: f32) -> Vec<f32> {
-        (0..n).map(|i| ((i as f32 + seed) * 0.618).sin()).collect()
-    }
-
-    #[test]
-    fn conv1d_matches_naive_at_awkward_sizes() {
-        let be = Cpu::new();
-        for &(samples, len, c_in, c_out, k) in &[(3, 15, 24, 16, 3), (2, 7, 5, 12, 5), (1, 60, 112, 128, 3)] {
-            let (x, w, b) = (data(samples * len * c_in, 1.0), data(c_out * c_in * k, 2.0), data(c_out, 3.0));
-            let wp = be.prepare_linear(&w, c_out, c_in * k).unwrap();
-            let mut y = vec![0f32; samples * len * c_out];
-            be.conv1d(&x, &wp, &b, &mut y, ConvShape::dense(samples, len, c_in, c_out, k), false).unwrap();
-            for s in 0..samples {
-                for t in 0..len {
-                    for o in 0..c_out {
-                        let mut want = b[o];
-                        for c in 0..c_in {
-                            for j in 0..k {
-                                let src = t as isize + j as isize - (k / 2) as isize;
-                                if (0..len as isize).contains(&src) {
-                                    want += w[(o * c_in + c) * k + j] * x[(s * len + src as usize) * c_in + c];
-                                }
-                            }
-                        }
-                        let got = y[(s * len + t) * c_out + o];
-                        assert!((got - want).abs() < 1e-4 * (1.0 + want.abs()), "({s},{t},{o}): {got} vs {want}");
-                    }
-                }
-            }
-        }
     }
 }

@@ -6,7 +6,7 @@
 use super::device::LaunchConfig;
 use crate::error::{Error, Result};
 
-/// Threads per block of the GEMM tile (gemm.cu GEMM_THREADS) and its tile size.
+/// Threads per block of the f32 GEMM tile (gemm_tile.cuh GEMM_THREADS) and its tile size.
 pub const GEMM_THREADS: u32 = 256;
 pub const GEMM_TILE: usize = 64;
 /// Shared memory a block may use without opting in (every arch since sm_20).
@@ -38,13 +38,14 @@ pub fn elementwise(n: usize) -> Result<LaunchConfig> {
     cfg([blocks, 1, 1], ELEMENTWISE_THREADS, 0)
 }
 
-/// gemm.cu: one 256-thread block per 64×64 tile of the output, `branches`
+/// gemm_tile.cuh (every f32 matrix product, forward and backward: linear,
+/// conv1d, patch_embed): one 256-thread block per 64×64 tile of the output, `branches`
 /// independent products along z.
 pub fn gemm(rows: usize, n: usize, branches: usize) -> Result<LaunchConfig> {
     cfg([n.div_ceil(GEMM_TILE), rows.div_ceil(GEMM_TILE), branches], GEMM_THREADS, 0)
 }
 
-/// gemm.cu's tensor-core tile (bf16 and f16): 128 threads (4 warps) per 64×32 tile.
+/// gemm_tile_mma.cuh, the 16-bit forward products' tensor-core tile: 128 threads (4 warps) per 64×32 tile.
 pub fn gemm_mma(rows: usize, n: usize, branches: usize) -> Result<LaunchConfig> {
     cfg([n.div_ceil(32), rows.div_ceil(64), branches], 128, 0)
 }

@@ -8,7 +8,7 @@
 //! there, with `Gpu::check`, `Gpu::int`, `Gpu::err`, `Gpu::with_scratch`,
 //! `launch_nonempty` and `f64_from_words` from here.
 //! Weights of matrix products are prepared as `(n_in, n_out)` row-major, the
-//! layout the GEMM tile (gemm.cu) reads with coalesced loads.
+//! layout the GEMM tile (gemm_tile.cuh) reads with coalesced loads.
 
 pub mod compile_check;
 pub mod cuda;
@@ -18,7 +18,6 @@ pub mod launch;
 pub mod nvrtc;
 pub mod params;
 pub mod sources;
-pub mod train;
 
 pub use cuda::Cuda;
 pub use device::{Device, Kernel, LaunchConfig};
@@ -113,32 +112,6 @@ impl<D: Device> Gpu<D> {
     pub(crate) fn int(&self, op: &str, v: usize) -> Result<i32> {
         i32::try_from(v).map_err(|_| self.err(format!("{op}: size {v} exceeds the kernels' int range")))
     }
-
-    /// One conv launch of up to `MAX_BRANCHES` branches over the same input;
-    /// branch z writes columns `s.out_offset + z·c_out ..` of each row.
-    fn conv_raw(
-        &self,
-        x: &D::Mem,
-        br: [ConvBranch; MAX_BRANCHES],
-        branches: usize,
-        y: &mut D::Mem,
-        s: ConvShape,
-        gelu: bool,
-    ) -> Result<()> {
-        let p = ConvParams {
-            x: self.dev.ptr(x),
-            y: self.dev.ptr_mut(y),
-            br,
-            samples: self.int("conv1d", s.samples)?,
-            len: self.int("conv1d", s.len)?,
-            c_in: self.int("conv1d", s.c_in)?,
-            c_out: self.int("conv1d", s.c_out)?,
-            out_stride: self.int("conv1d", s.out_stride)?,
-            out_offset: self.int("conv1d", s.out_offset)?,
-            gelu: i32::from(gelu),
-        };
-        self.launch_gemm(s.samples * s.len, s.c_out, branches, p)
-    }
 }
 
 /// Launches unless the grid is empty (a zero-sized problem: nothing to
@@ -219,54 +192,11 @@ impl<D: Device> Backend for Gpu<D> {
         out: &mut D::Mem,
         s: PatchShape,
     ) -> Result<()> {
-        let (tokens, plen) = (s.tokens(), s.patch_h * s.patch_w);
-        if s.patch_h == 0 || s.patch_w == 0 || !s.height.is_multiple_of(s.patch_h) || !s.width.is_multiple_of(s.patch_w)
-        {
-            return Err(self.err(format!("patch_embed: inconsistent shape {s:?}")));
-        }
-        self.check("patch_embed", "x", x, s.batch * s.height * s.width)?;
-        self.check("patch_embed", "w", w, self.weight_len(s.dim, plen))?;
-        self.check("patch_embed", "b", b, s.dim)?;
-        self.check("patch_embed", "pos", pos, tokens * s.dim)?;
-        self.check("patch_embed", "out", out, s.batch * tokens * s.dim)?;
-        let cls_ptr = match (s.cls_token, cls) {
-            (false, _) => 0,
-            (true, Some(c)) => {
-                self.check("patch_embed", "cls", c, s.dim)?;
-                self.dev.ptr(c)
-            }
-            (true, None) => return Err(self.err("patch_embed: cls_token set but no cls buffer".into())),
-        };
-        let p = PatchParams {
-            x: self.dev.ptr(x),
-            w: self.dev.ptr(w),
-            b: self.dev.ptr(b),
-            cls: cls_ptr,
-            pos: self.dev.ptr(pos),
-            out: self.dev.ptr_mut(out),
-            batch: self.int("patch_embed", s.batch)?,
-            height: self.int("patch_embed", s.height)?,
-            width: self.int("patch_embed", s.width)?,
-            ph: self.int("patch_embed", s.patch_h)?,
-            pw: self.int("patch_embed", s.patch_w)?,
-            dim: self.int("patch_embed", s.dim)?,
-            tokens: self.int("patch_embed", tokens)?,
-            has_cls: i32::from(s.cls_token),
-        };
-        self.launch_gemm(s.batch * tokens, s.dim, 1, p)
+        super::ops::patch_embed::forward_gpu(self, x, w, b, cls, pos, out, s)
     }
 
     fn conv1d(&self, x: &D::Mem, w: &D::Mem, b: &D::Mem, y: &mut D::Mem, s: ConvShape, gelu: bool) -> Result<()> {
-        if s.out_offset + s.c_out > s.out_stride || s.kernel.is_multiple_of(2) {
-            return Err(self.err(format!("conv1d: inconsistent shape {s:?}")));
-        }
-        self.check("conv1d", "x", x, s.samples * s.len * s.c_in)?;
-        self.check("conv1d", "w", w, self.weight_len(s.c_out, s.c_in * s.kernel))?;
-        self.check("conv1d", "b", b, s.c_out)?;
-        self.check("conv1d", "y", y, s.samples * s.len * s.out_stride)?;
-        let mut br = [ConvBranch::default(); MAX_BRANCHES];
-        br[0] = ConvBranch { w: self.dev.ptr(w), b: self.dev.ptr(b), ksize: self.int("conv1d", s.kernel)?, _pad: 0 };
-        self.conv_raw(x, br, 1, y, s, gelu)
+        super::ops::conv1d::forward_gpu(self, x, w, b, y, s, gelu)
     }
 
     fn multiscale_conv(
@@ -278,40 +208,7 @@ impl<D: Device> Backend for Gpu<D> {
         len: usize,
         dim: usize,
     ) -> Result<()> {
-        let width = branches.len() * dim;
-        self.check("multiscale_conv", "x", x, samples * len * dim)?;
-        self.check("multiscale_conv", "y", y, samples * len * width)?;
-        // Up to MAX_BRANCHES branches per launch (blockIdx.z = branch).
-        for (chunk, group) in branches.chunks(MAX_BRANCHES).enumerate() {
-            let mut br = [ConvBranch::default(); MAX_BRANCHES];
-            for (slot, w) in br.iter_mut().zip(group) {
-                if w.c_in != dim || w.c_out != dim || w.kernel % 2 == 0 {
-                    return Err(self.err(format!(
-                        "multiscale_conv: branch ({}, {}, k {}) does not map {dim} to {dim} channels with an odd kernel",
-                        w.c_in, w.c_out, w.kernel
-                    )));
-                }
-                self.check("multiscale_conv", "branch w", &w.w, self.weight_len(dim, dim * w.kernel))?;
-                self.check("multiscale_conv", "branch b", &w.b, dim)?;
-                *slot = ConvBranch {
-                    w: self.dev.ptr(&w.w),
-                    b: self.dev.ptr(&w.b),
-                    ksize: self.int("multiscale_conv", w.kernel)?,
-                    _pad: 0,
-                };
-            }
-            let s = ConvShape {
-                samples,
-                len,
-                c_in: dim,
-                c_out: dim,
-                kernel: 1,
-                out_stride: width,
-                out_offset: chunk * MAX_BRANCHES * dim,
-            };
-            self.conv_raw(x, br, group.len(), y, s, true)?;
-        }
-        Ok(())
+        super::ops::conv1d::multiscale_gpu(self, x, branches, y, samples, len, dim)
     }
 
     fn lstm(&self, gx: &D::Mem, w_hh: &D::Mem, h_seq: &mut D::Mem, s: LstmShape) -> Result<()> {

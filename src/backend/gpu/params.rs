@@ -27,38 +27,9 @@ macro_rules! params {
     };
 }
 
-// Usable by the training ops' modules (gpu/train/) and the op modules
-// (backend/ops/), which declare their own parameter structs beside the ops
-// that launch them.
+// Usable by the op modules (backend/ops/), which declare their own
+// parameter structs beside the ops that launch them.
 pub(crate) use params;
-
-/// `kernels/gemm.cu` ConvBranch
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
-pub struct ConvBranch {
-    pub w: u64,
-    pub b: u64,
-    pub ksize: i32,
-    pub _pad: i32,
-}
-
-/// Branches one conv launch can carry (`QUORUM_MAX_BRANCHES`).
-pub const MAX_BRANCHES: usize = 4;
-
-params!(
-    /// `kernels/gemm.cu` ConvParams; branch z of the grid uses `br[z]`.
-    ConvParams => Conv1d {
-        x: u64, y: u64, br: [ConvBranch; MAX_BRANCHES],
-        samples: i32, len: i32, c_in: i32, c_out: i32, out_stride: i32, out_offset: i32, gelu: i32,
-    }
-);
-params!(
-    /// `kernels/gemm.cu` PatchParams
-    PatchParams => PatchEmbed {
-        x: u64, w: u64, b: u64, cls: u64, pos: u64, out: u64,
-        batch: i32, height: i32, width: i32, ph: i32, pw: i32, dim: i32, tokens: i32, has_cls: i32,
-    }
-);
 
 params!(
     /// `kernels/mma_check.cu` MmaCheckParams: d (16×8) = a (16×16) · b (16×8) + c, bf16 inputs.
@@ -91,22 +62,4 @@ macro_rules! twin {
 // Usable by the op modules (backend/ops/) for their own twins.
 pub(crate) use twin;
 
-twin!(Bf16, ConvParams => Conv1dBf16);
-twin!(Bf16, PatchParams => PatchEmbedBf16);
-twin!(F16, ConvParams => Conv1dF16);
-twin!(F16, PatchParams => PatchEmbedF16);
 twin!(F16, MmaCheckParams => MmaCheckF16);
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn layouts_match_the_c_structs() {
-        // The C compiler's layout on LP64: pointers 8 bytes, ints 4, structs
-        // padded to 8. These sizes are what the kernels see.
-        assert_eq!(std::mem::size_of::<ConvBranch>(), 24);
-        assert_eq!(std::mem::size_of::<ConvParams>(), 16 + 4 * 24 + 7 * 4 + 4);
-        assert_eq!(std::mem::size_of::<PatchParams>(), 6 * 8 + 8 * 4);
-    }
-}

@@ -39,8 +39,8 @@ use crate::backend::cpu::{
 use crate::backend::gpu::device::LaunchConfig;
 use crate::backend::gpu::launch::{self, cfg};
 use crate::backend::gpu::params::{params, twin, Bf16, KernelParams, F16};
-use crate::backend::gpu::train::gemm::{column_sum, ColumnSum};
 use crate::backend::gpu::{launch_nonempty, Device, Gpu};
+use crate::backend::ops::column_sum::{self, ColumnSum};
 use crate::backend::ops::swap_last_axes;
 use crate::backend::{Epilogue, LinearShape, Precision};
 use crate::error::Result;
@@ -262,13 +262,14 @@ pub(crate) fn backward_cpu(
     x: &[f32],
     w: &[f32],
     dy: &[f32],
-    dx: Option<&mut [f32]>,
+    dx: Option<&mut Vec<f32>>,
     dw: &mut [f32],
-    db: Option<&mut [f32]>,
+    db: Option<&mut Vec<f32>>,
     s: LinearShape,
     accumulate_dx: bool,
 ) -> Result<()> {
     cpu.f32_only("linear_backward")?;
+    let (dx, db) = (dx.map(|v| v.as_mut_slice()), db.map(|v| v.as_mut_slice()));
     check_backward(x, w, dy, dx.as_deref(), &*dw, db.as_deref(), s, |what, v: &[f32], need| {
         check_len("linear_backward", what, v.len(), need)
     })?;
@@ -425,7 +426,7 @@ pub(crate) fn forward_gpu<D: Device>(
 
 /// `Train::linear_backward` on a `Gpu`: `quorum_linear_dw`, then
 /// `quorum_linear_dx` when `dx` is asked for, then the bias as a column sum
-/// (`quorum_gemm_bias_grad`, gpu/train/gemm.rs).
+/// (`quorum_column_sum`, backend/ops/column_sum.rs).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn backward_gpu<D: Device>(
     gpu: &Gpu<D>,
@@ -459,8 +460,7 @@ pub(crate) fn backward_gpu<D: Device>(
         launch_nonempty(gpu, launch::gemm(s.rows, s.n_in, 1)?, &p)?;
     }
     if let Some(db) = db {
-        let sum = ColumnSum { n: s.n_out, groups: 1, rows: s.rows, group_stride: 0, row_stride: s.n_out, offset: 0 };
-        column_sum(gpu, op, dy, db, sum)?;
+        column_sum::sum_gpu(gpu, op, dy, db, ColumnSum::rows(s.n_out, s.rows, s.n_out, 0))?;
     }
     Ok(())
 }
@@ -737,5 +737,23 @@ mod tests {
     fn the_parameter_struct_has_the_c_layout() {
         // Moved from gpu/params.rs: pointers 8 bytes, ints 4.
         assert_eq!(std::mem::size_of::<LinearParams>(), 48);
+    }
+
+    #[test]
+    fn a_bf16_cpu_refuses_the_training_ops_that_read_prepared_weights() {
+        // Moved from cpu/train.rs.
+        let Ok(be) = Cpu::with_precision(Precision::Bf16) else {
+            eprintln!("skipped: no AVX512_BF16 here");
+            return;
+        };
+        let w = vec![0.5f32; 12];
+        let mut dst = vec![0f32; 12];
+        let e = be.prepare_linear_from(&w, 3, 4, &mut dst).unwrap_err().to_string();
+        assert!(e.contains("prepare_linear_from") && e.contains("f32"), "{e}");
+        assert_eq!(dst, vec![0f32; 12], "a refused op changes nothing");
+        let (x, dy, mut dw) = (vec![0.5f32; 8], vec![0.5f32; 6], vec![0f32; 12]);
+        let s = LinearShape { rows: 2, n_in: 4, n_out: 3 };
+        let e = be.linear_backward(&x, &w, &dy, None, &mut dw, None, s, false).unwrap_err().to_string();
+        assert!(e.contains("linear_backward") && e.contains("f32"), "{e}");
     }
 }

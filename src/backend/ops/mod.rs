@@ -18,22 +18,28 @@
 //! signature; `impl Backend for Cpu`, `impl Backend for Gpu<D>` and their
 //! `Train` impls delegate to the op module in one line each.
 //!
-//! Ops moved here so far: `layernorm`, `pool`, `adamw`, `elementwise`,
-//! `heads`, `attention`, `lstm`, `broadcast_add`, `standardize`, `dropout`,
-//! `sum_squares`, `swap_last_axes`, `linear` (with `prepare_linear`,
-//! `prepare_linear_from` and `bias_backward`). The others (the conv, the
-//! multi-scale conv, the patch embedding) still live in `cpu/` and `gpu/`
-//! (#16).
+//! Every op of `Backend` and `Train` lives here (a few share a module:
+//! `linear` holds `prepare_linear`, `prepare_linear_from` and
+//! `bias_backward`; `conv1d` the multi-scale conv and `prepare_conv`;
+//! `lstm` `prepare_recurrent`; `elementwise` copy, add, mul, fill and GELU),
+//! plus `column_sum`, the GPU's reduction that the backwards of the linear
+//! layer, the conv and the patch embedding share. What stays in `cpu/` and
+//! `gpu/` is what every op uses: the CPU's micro-kernels, scratch and
+//! thread splits; the devices, the emulator, the launch rules of the shared
+//! GEMM tiles.
 
 pub mod adamw;
 pub mod attention;
 pub mod broadcast_add;
+pub mod column_sum;
+pub mod conv1d;
 pub mod dropout;
 pub mod elementwise;
 pub mod heads;
 pub mod layernorm;
 pub mod linear;
 pub mod lstm;
+pub mod patch_embed;
 pub mod pool;
 pub mod standardize;
 pub mod sum_squares;
@@ -59,6 +65,9 @@ pub(crate) fn parameter_structs_checked() -> Vec<crate::backend::gpu::Kernel> {
         sum_squares::parameter_structs_checked(),
         swap_last_axes::parameter_structs_checked(),
         linear::parameter_structs_checked(),
+        column_sum::parameter_structs_checked(),
+        conv1d::parameter_structs_checked(),
+        patch_embed::parameter_structs_checked(),
     ]
     .concat()
 }

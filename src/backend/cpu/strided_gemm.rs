@@ -1,0 +1,111 @@
+//! The products of the CPU's backward passes (the linear layer's, the
+//! conv's, the patch embedding's, the LSTM's weight gradients): a `gemm`
+//! call on strided views (no transposed copies); large ones split over
+//! output columns, one block per task, so each output value is reduced by
+//! one thread in one order. With the ops' row reductions in fixed chunks of
+//! `ROW_CHUNK` rows combined in order, the same inputs give bit-identical
+//! gradients whatever the thread scheduling (docs/training.md: same seed,
+//! same data, same weights).
+
+use rayon::prelude::*;
+
+use super::{SendPtr, PAR_MIN_MACS};
+
+/// Output columns per task of a large product (a multiple of 16 floats, one AVX-512 register).
+const COL_BLOCK: usize = 64;
+
+/// `dst (m, n) [+]= scale · lhs (m, k) · rhs (k, n)` over strided views; the
+/// destination's columns are contiguous. Split over column blocks when large.
+///
+/// # Safety
+/// Every `(row, col)` the strides form must lie inside the buffers the
+/// pointers come from, and `dst` must not overlap `lhs` or `rhs`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn gemm_strided(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: *mut f32,
+    dst_rs: usize,
+    accumulate: bool,
+    lhs: *const f32,
+    lhs_rs: usize,
+    lhs_cs: usize,
+    rhs: *const f32,
+    rhs_rs: usize,
+    rhs_cs: usize,
+    scale: f32,
+) {
+    gemm_strided_on(m, n, k, dst, dst_rs, accumulate, lhs, lhs_rs, lhs_cs, rhs, rhs_rs, rhs_cs, scale, true);
+}
+
+/// `gemm_strided`, its column blocks run here in order unless `parallel`:
+/// the same blocks either way, so the same bits.
+///
+/// # Safety
+/// As `gemm_strided`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn gemm_strided_on(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: *mut f32,
+    dst_rs: usize,
+    accumulate: bool,
+    lhs: *const f32,
+    lhs_rs: usize,
+    lhs_cs: usize,
+    rhs: *const f32,
+    rhs_rs: usize,
+    rhs_cs: usize,
+    scale: f32,
+    parallel: bool,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        if !accumulate {
+            for i in 0..m {
+                std::slice::from_raw_parts_mut(dst.add(i * dst_rs), n).fill(0.0);
+            }
+        }
+        return;
+    }
+    // Column blocks of a width that depends on the sizes only, never on the
+    // thread count: gemm's result for a column can depend on the block it
+    // is computed in, and training must give the same bits on any pool.
+    let width = if m * n * k >= PAR_MIN_MACS && n >= 2 * COL_BLOCK { COL_BLOCK } else { n };
+    let (dst, lhs, rhs) = (SendPtr(dst), SendPtr(lhs as *mut f32), SendPtr(rhs as *mut f32));
+    let run = |j0: usize| {
+        let nb = width.min(n - j0);
+        gemm::gemm(
+            m,
+            nb,
+            k,
+            dst.at(j0),
+            1,
+            dst_rs as isize,
+            accumulate,
+            lhs.at(0) as *const f32,
+            lhs_cs as isize,
+            lhs_rs as isize,
+            rhs.at(j0 * rhs_cs) as *const f32,
+            rhs_cs as isize,
+            rhs_rs as isize,
+            1.0,
+            scale,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
+    };
+    if width == n {
+        run(0);
+    } else if parallel {
+        (0..n.div_ceil(width)).into_par_iter().for_each(|b| run(b * width));
+    } else {
+        (0..n.div_ceil(width)).for_each(|b| run(b * width));
+    }
+}
