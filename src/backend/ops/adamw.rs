@@ -164,7 +164,9 @@ pub(crate) fn parameter_structs_checked() -> Vec<crate::backend::gpu::Kernel> {
 mod tests {
     use super::*;
     use crate::backend::gpu::Emu;
-    use crate::backend::ops::testing::{data, each_short_buffer_is_named, emulator_gives_the_cpus_bits, wide};
+    use crate::backend::ops::testing::{
+        self, data, each_short_buffer_is_named, emulator_gives_the_cpus_bits, read, wide,
+    };
     use crate::backend::Train;
     use crate::Cpu;
 
@@ -207,10 +209,9 @@ mod tests {
                 reference_step(&mut wp, &wide(&grad), &mut wm, &mut wv, s);
             }
             for (name, buf, want) in [("param", &p, &wp), ("m", &m, &wm), ("v", &v, &wv)] {
-                let mut got = vec![0f32; len];
-                be.read(buf, &mut got).unwrap();
+                let got = read(be, buf, len);
                 assert_close(&format!("{what} {len}: {name}"), &got, want);
-                bits.push(got.iter().map(|x| x.to_bits()).collect());
+                bits.push(testing::bits(&got));
             }
         }
         bits

@@ -188,7 +188,7 @@ pub(crate) fn parameter_structs_checked() -> Vec<crate::backend::gpu::Kernel> {
 mod tests {
     use super::*;
     use crate::backend::ops::testing::{
-        assert_close, data, each_short_buffer_is_named, emulator_gives_the_cpus_bits, wide,
+        added, data, each_short_buffer_is_named, emulator_gives_the_cpus_bits, read_close, wide,
     };
     use crate::backend::Train;
     use crate::Cpu;
@@ -200,12 +200,6 @@ mod tests {
 
     fn shape(&(outer, inner, dim, per_outer): &(usize, usize, usize, bool)) -> BroadcastShape {
         BroadcastShape { outer, inner, dim, per_outer }
-    }
-
-    fn read<B: Train>(be: &B, b: &B::Buf, n: usize) -> Vec<f32> {
-        let mut v = vec![0f32; n];
-        be.read(b, &mut v).unwrap();
-        v
     }
 
     /// Every shape's forward (`x + src`) and backward (`dsrc` from a
@@ -221,16 +215,11 @@ mod tests {
                 (data(nx, seed, 1.0), data(nsrc, seed + 1, 1.0), data(nx, seed + 2, 1.0), data(nsrc, seed + 3, 0.5));
             let mut xb = be.upload(&x).unwrap();
             be.broadcast_add(&mut xb, &be.upload(&src).unwrap(), s).unwrap();
-            let y = read(be, &xb, nx);
-            assert_close(&format!("{what} {s:?}: x"), &y, &reference_forward(&wide(&x), &wide(&src), s));
+            bits.push(read_close(be, &xb, &format!("{what} {s:?}: x"), &reference_forward(&wide(&x), &wide(&src), s)));
             let mut db = be.upload(&d0).unwrap();
             be.broadcast_add_backward(&be.upload(&dx).unwrap(), &mut db, s).unwrap();
-            let dsrc = read(be, &db, nsrc);
-            let want: Vec<f64> =
-                reference_backward(&wide(&dx), s).iter().zip(&d0).map(|(d, d0)| d + f64::from(*d0)).collect();
-            assert_close(&format!("{what} {s:?}: dsrc"), &dsrc, &want);
-            bits.push(y.iter().map(|v| v.to_bits()).collect());
-            bits.push(dsrc.iter().map(|v| v.to_bits()).collect());
+            let want = added(&d0, &reference_backward(&wide(&dx), s));
+            bits.push(read_close(be, &db, &format!("{what} {s:?}: dsrc"), &want));
         }
         bits
     }

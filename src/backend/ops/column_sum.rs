@@ -100,8 +100,8 @@ pub(crate) fn parameter_structs_checked() -> Vec<crate::backend::gpu::Kernel> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::gpu::{Emu, ThreadOrder};
-    use crate::backend::ops::testing::{assert_close, data, wide};
+    use crate::backend::gpu::Emu;
+    use crate::backend::ops::testing::{data, read_close, same_bits_in_every_order, wide};
     use crate::backend::Backend;
 
     /// A bias at a column offset, a class token (row 0 of each group), a
@@ -118,21 +118,16 @@ mod tests {
 
     #[test]
     fn the_emulator_matches_the_reference_with_the_same_bits_in_every_order() {
-        let mut first = None;
-        for order in [ThreadOrder::Alternate, ThreadOrder::Forward, ThreadOrder::Reverse] {
-            let gpu = Gpu::new(Emu::with_order(order));
-            let mut bits = Vec::new();
+        same_bits_in_every_order(|gpu, what| {
+            let mut out = Vec::new();
             for (i, s) in cases().into_iter().enumerate() {
                 let (src, dst0) = (data(s.extent().max(1), i as u64, 1.0), data(s.n.max(1), 50 + i as u64, 1.0));
                 let mut dst = gpu.upload(&dst0).unwrap();
-                sum_gpu(&gpu, "column_sum", &gpu.upload(&src).unwrap(), &mut dst, s).unwrap();
-                let mut got = vec![0f32; dst0.len()];
-                gpu.read(&dst, &mut got).unwrap();
-                assert_close(&format!("{order:?} {s:?}"), &got, &reference(&wide(&src), &wide(&dst0), s));
-                bits.push(got.iter().map(|v| v.to_bits()).collect::<Vec<u32>>());
+                sum_gpu(gpu, "column_sum", &gpu.upload(&src).unwrap(), &mut dst, s).unwrap();
+                out.push(read_close(gpu, &dst, &format!("{what} {s:?}"), &reference(&wide(&src), &wide(&dst0), s)));
             }
-            assert!(first.get_or_insert_with(|| bits.clone()) == &bits, "{order:?}: other bits");
-        }
+            out
+        });
     }
 
     #[test]

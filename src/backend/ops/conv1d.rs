@@ -687,8 +687,10 @@ pub(crate) fn parameter_structs_checked() -> Vec<crate::backend::gpu::Kernel> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::gpu::{Emu, ThreadOrder};
-    use crate::backend::ops::testing::{assert_close, data, wide};
+    use crate::backend::gpu::Emu;
+    use crate::backend::ops::testing::{
+        added, assert_close, assert_matches_finite_differences, data, read, read_close, same_bits_in_every_order, wide,
+    };
     use crate::backend::{Backend, Train};
 
     /// Odd channel counts, kernels 1 to 7, sequences shorter than the
@@ -704,12 +706,6 @@ mod tests {
             ConvShape::dense(0, 5, 4, 4, 3),
             ConvShape::dense(1, 60, 112, 128, 3),
         ]
-    }
-
-    fn read<B: Backend>(be: &B, m: &B::Buf, n: usize) -> Vec<f32> {
-        let mut v = vec![0f32; n];
-        be.read(m, &mut v).unwrap();
-        v
     }
 
     /// The conv's own columns of `y (rows, out_stride)`.
@@ -748,7 +744,7 @@ mod tests {
     /// The backward (with and without dx, every gradient starting non-zero)
     /// against the reference; the bits of every gradient.
     fn backward_matches_the_reference<B: Train>(be: &B, what: &str) -> Vec<Vec<u32>> {
-        let mut bits = Vec::new();
+        let mut out = Vec::new();
         for (i, s) in shapes().into_iter().enumerate() {
             let seed = 20 * i as u64;
             let rows = s.samples * s.len;
@@ -759,26 +755,22 @@ mod tests {
                 (data(rows * s.c_in, seed + 3, 1.0), data(wlen, seed + 4, 1.0), data(s.c_out, seed + 5, 1.0));
             let dense_dy = own_columns(&dy, s);
             let g = reference_backward(&wide(&x), &wide(&w), &wide(&dense_dy), s);
-            let add =
-                |start: &[f32], d: &[f64]| start.iter().zip(d).map(|(a, b)| f64::from(*a) + b).collect::<Vec<_>>();
             for with_dx in [true, false] {
                 let (mut dx, mut dw, mut db) =
                     (be.upload(&dx0).unwrap(), be.upload(&dw0).unwrap(), be.upload(&db0).unwrap());
                 let (xb, wb, dyb) = (be.upload(&x).unwrap(), be.upload(&w).unwrap(), be.upload(&dy).unwrap());
                 be.conv1d_backward(&xb, &wb, &dyb, with_dx.then_some(&mut dx), &mut dw, &mut db, s).unwrap();
                 let tag = format!("{what} {s:?} dx {with_dx}");
-                let got = [read(be, &dx, dx0.len()), read(be, &dw, wlen), read(be, &db, s.c_out)];
                 if with_dx {
-                    assert_close(&format!("{tag} dx"), &got[0], &add(&dx0, &g.dx));
+                    out.push(read_close(be, &dx, &format!("{tag} dx"), &added(&dx0, &g.dx)));
                 } else {
-                    assert_eq!(got[0], dx0, "{tag}: dx untouched");
+                    assert_eq!(read(be, &dx, dx0.len()), dx0, "{tag}: dx untouched");
                 }
-                assert_close(&format!("{tag} dw"), &got[1], &add(&dw0, &g.dw));
-                assert_close(&format!("{tag} db"), &got[2], &add(&db0, &g.db));
-                bits.extend(got.iter().map(|v| v.iter().map(|x| x.to_bits()).collect::<Vec<u32>>()));
+                out.push(read_close(be, &dw, &format!("{tag} dw"), &added(&dw0, &g.dw)));
+                out.push(read_close(be, &db, &format!("{tag} db"), &added(&db0, &g.db)));
             }
         }
-        bits
+        out
     }
 
     /// A multi-scale conv equals its branches run one by one, each into its
@@ -823,22 +815,9 @@ mod tests {
             reference_forward(x, w, b, s, false).iter().zip(&dy).map(|(y, d)| y * d).sum()
         };
         let g = reference_backward(&x, &w, &dy, s);
-        let h = 1e-6;
-        let fd = |v: &[f64], i: usize, f: &dyn Fn(&[f64]) -> f64| {
-            let (mut p, mut m) = (v.to_vec(), v.to_vec());
-            p[i] += h;
-            m[i] -= h;
-            (f(&p) - f(&m)) / (2.0 * h)
-        };
-        for i in 0..x.len() {
-            assert!((fd(&x, i, &|v| loss(v, &w, &b)) - g.dx[i]).abs() < 1e-6, "dx {i}");
-        }
-        for i in 0..w.len() {
-            assert!((fd(&w, i, &|v| loss(&x, v, &b)) - g.dw[i]).abs() < 1e-6, "dw {i}");
-        }
-        for i in 0..b.len() {
-            assert!((fd(&b, i, &|v| loss(&x, &w, v)) - g.db[i]).abs() < 1e-6, "db {i}");
-        }
+        assert_matches_finite_differences("dx", &x, &g.dx, &|v| loss(v, &w, &b));
+        assert_matches_finite_differences("dw", &w, &g.dw, &|v| loss(&x, v, &b));
+        assert_matches_finite_differences("db", &b, &g.db, &|v| loss(&x, &w, v));
     }
 
     #[test]
@@ -851,15 +830,11 @@ mod tests {
 
     #[test]
     fn emulator_matches_the_reference_in_every_thread_order() {
-        let mut first = None;
-        for order in [ThreadOrder::Alternate, ThreadOrder::Forward, ThreadOrder::Reverse] {
-            let emu = Gpu::new(Emu::with_order(order));
-            let what = format!("emu {order:?}");
-            forward_matches_the_reference(&emu, &what);
-            multiscale_matches_its_branches(&emu, &what);
-            let bits = backward_matches_the_reference(&emu, &what);
-            assert!(first.get_or_insert_with(|| bits.clone()) == &bits, "{what}: other bits than the first order");
-        }
+        same_bits_in_every_order(|emu, what| {
+            forward_matches_the_reference(emu, what);
+            multiscale_matches_its_branches(emu, what);
+            backward_matches_the_reference(emu, what)
+        });
     }
 
     #[test]

@@ -355,7 +355,9 @@ pub(crate) fn parameter_structs_checked() -> Vec<crate::backend::gpu::Kernel> {
 mod tests {
     use super::*;
     use crate::backend::gpu::{Emu, ThreadOrder};
-    use crate::backend::ops::testing::{assert_close, data, each_short_buffer_is_named, wide};
+    use crate::backend::ops::testing::{
+        assert_close, assert_matches_finite_differences, data, each_short_buffer_is_named, wide,
+    };
     use crate::backend::Train;
     use crate::Cpu;
 
@@ -439,23 +441,9 @@ mod tests {
             reference_forward(x, g, b, rows, dim).iter().zip(&r).map(|(y, r)| y * r).sum()
         };
         let grads = reference_backward(&x, &gamma, &r, rows, dim);
-        let h = 1e-6;
-        let fd = |v: &[f64], i: usize, f: &dyn Fn(&[f64]) -> f64| {
-            let (mut p, mut m) = (v.to_vec(), v.to_vec());
-            p[i] += h;
-            m[i] -= h;
-            (f(&p) - f(&m)) / (2.0 * h)
-        };
-        for i in 0..rows * dim {
-            let want = fd(&x, i, &|x| loss(x, &gamma, &beta));
-            assert!((grads.dx[i] - want).abs() < 1e-6, "dx[{i}]: {} vs {want}", grads.dx[i]);
-        }
-        for i in 0..dim {
-            let want = fd(&gamma, i, &|g| loss(&x, g, &beta));
-            assert!((grads.dgamma[i] - want).abs() < 1e-6, "dgamma[{i}]: {} vs {want}", grads.dgamma[i]);
-            let want = fd(&beta, i, &|b| loss(&x, &gamma, b));
-            assert!((grads.dbeta[i] - want).abs() < 1e-6, "dbeta[{i}]: {} vs {want}", grads.dbeta[i]);
-        }
+        assert_matches_finite_differences("dx", &x, &grads.dx, &|x| loss(x, &gamma, &beta));
+        assert_matches_finite_differences("dgamma", &gamma, &grads.dgamma, &|g| loss(&x, g, &beta));
+        assert_matches_finite_differences("dbeta", &beta, &grads.dbeta, &|b| loss(&x, &gamma, b));
     }
 
     #[test]

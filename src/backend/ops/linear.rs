@@ -520,8 +520,11 @@ pub(crate) fn parameter_structs_checked() -> Vec<crate::backend::gpu::Kernel> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::gpu::{Emu, ThreadOrder};
-    use crate::backend::ops::testing::{assert_close, data, emulator_gives_the_cpus_bits, wide};
+    use crate::backend::gpu::Emu;
+    use crate::backend::ops::testing::{
+        added, assert_close, assert_matches_finite_differences, data, emulator_gives_the_cpus_bits, read, read_close,
+        same_bits_in_every_order, wide,
+    };
     use crate::backend::{Backend, Train};
 
     /// (rows, n_in, n_out): one value, odd sizes around the tiles, a wide
@@ -530,12 +533,6 @@ mod tests {
 
     fn shape((rows, n_in, n_out): (usize, usize, usize)) -> LinearShape {
         LinearShape { rows, n_in, n_out }
-    }
-
-    fn read<B: Backend>(be: &B, m: &B::Buf, n: usize) -> Vec<f32> {
-        let mut v = vec![0f32; n];
-        be.read(m, &mut v).unwrap();
-        v
     }
 
     /// The forward with each epilogue, against the reference.
@@ -579,15 +576,11 @@ mod tests {
                     (be.upload(&dx0).unwrap(), be.upload(&dw0).unwrap(), be.upload(&db0).unwrap());
                 let (xb, wb, dyb) = (be.upload(&x).unwrap(), be.upload(&w).unwrap(), be.upload(&dy).unwrap());
                 be.linear_backward(&xb, &wb, &dyb, Some(&mut dx), &mut dw, Some(&mut db), s, accumulate_dx).unwrap();
-                let add =
-                    |start: &[f32], d: &[f64]| start.iter().zip(d).map(|(a, b)| f64::from(*a) + b).collect::<Vec<_>>();
-                let want_dx = if accumulate_dx { add(&dx0, &g.dx) } else { g.dx.clone() };
+                let want_dx = if accumulate_dx { added(&dx0, &g.dx) } else { g.dx.clone() };
                 let tag = format!("{what} {sh:?} accumulate_dx {accumulate_dx}");
-                let got = [read(be, &dx, dx0.len()), read(be, &dw, dw0.len()), read(be, &db, db0.len())];
-                assert_close(&format!("{tag} dx"), &got[0], &want_dx);
-                assert_close(&format!("{tag} dw"), &got[1], &add(&dw0, &g.dw));
-                assert_close(&format!("{tag} db"), &got[2], &add(&db0, &g.db));
-                bits.extend(got.iter().map(|v| v.iter().map(|x| x.to_bits()).collect::<Vec<u32>>()));
+                bits.push(read_close(be, &dx, &format!("{tag} dx"), &want_dx));
+                bits.push(read_close(be, &dw, &format!("{tag} dw"), &added(&dw0, &g.dw)));
+                bits.push(read_close(be, &db, &format!("{tag} db"), &added(&db0, &g.db)));
             }
         }
         bits
@@ -602,11 +595,8 @@ mod tests {
             let mut db = be.upload(&db0).unwrap();
             be.bias_backward(&be.upload(&dy).unwrap(), &mut db, rows, n).unwrap();
             let s = LinearShape { rows, n_in: 0, n_out: n };
-            let want = reference_backward(&[], &[], &wide(&dy), s).db;
-            let want: Vec<f64> = db0.iter().zip(&want).map(|(a, b)| f64::from(*a) + b).collect();
-            let got = read(be, &db, n);
-            assert_close(&format!("{what} bias ({rows}, {n})"), &got, &want);
-            bits.push(got.iter().map(|x| x.to_bits()).collect());
+            let want = added(&db0, &reference_backward(&[], &[], &wide(&dy), s).db);
+            bits.push(read_close(be, &db, &format!("{what} bias ({rows}, {n})"), &want));
         }
         bits
     }
@@ -620,22 +610,9 @@ mod tests {
             reference_forward(x, w, b, &[], s, Epilogue::None).iter().zip(&dy).map(|(y, d)| y * d).sum()
         };
         let g = reference_backward(&x, &w, &dy, s);
-        let h = 1e-6;
-        let fd = |v: &[f64], i: usize, f: &dyn Fn(&[f64]) -> f64| {
-            let (mut p, mut m) = (v.to_vec(), v.to_vec());
-            p[i] += h;
-            m[i] -= h;
-            (f(&p) - f(&m)) / (2.0 * h)
-        };
-        for i in 0..x.len() {
-            assert!((fd(&x, i, &|v| loss(v, &w, &b)) - g.dx[i]).abs() < 1e-6, "dx {i}");
-        }
-        for i in 0..w.len() {
-            assert!((fd(&w, i, &|v| loss(&x, v, &b)) - g.dw[i]).abs() < 1e-6, "dw {i}");
-        }
-        for i in 0..b.len() {
-            assert!((fd(&b, i, &|v| loss(&x, &w, v)) - g.db[i]).abs() < 1e-6, "db {i}");
-        }
+        assert_matches_finite_differences("dx", &x, &g.dx, &|v| loss(v, &w, &b));
+        assert_matches_finite_differences("dw", &w, &g.dw, &|v| loss(&x, v, &b));
+        assert_matches_finite_differences("db", &b, &g.db, &|v| loss(&x, &w, v));
     }
 
     #[test]
@@ -646,16 +623,10 @@ mod tests {
 
     #[test]
     fn emulator_matches_the_reference_in_every_thread_order() {
-        let mut first = None;
-        for order in [ThreadOrder::Alternate, ThreadOrder::Forward, ThreadOrder::Reverse] {
-            let emu = Gpu::new(Emu::with_order(order));
-            forward_matches_the_reference(&emu, &format!("emu {order:?}"));
-            let bits = backward_matches_the_reference(&emu, &format!("emu {order:?}"));
-            assert!(
-                first.get_or_insert_with(|| bits.clone()) == &bits,
-                "emu {order:?}: other bits than the first order"
-            );
-        }
+        same_bits_in_every_order(|emu, what| {
+            forward_matches_the_reference(emu, what);
+            backward_matches_the_reference(emu, what)
+        });
     }
 
     #[test]

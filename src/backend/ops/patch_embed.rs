@@ -404,8 +404,10 @@ pub(crate) fn parameter_structs_checked() -> Vec<crate::backend::gpu::Kernel> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::gpu::{Emu, ThreadOrder};
-    use crate::backend::ops::testing::{assert_close, data, wide};
+    use crate::backend::gpu::Emu;
+    use crate::backend::ops::testing::{
+        added, assert_close, assert_matches_finite_differences, data, read, read_close, same_bits_in_every_order, wide,
+    };
     use crate::backend::{Backend, Train};
 
     /// Square and oblong patches, with and without a class token, one and
@@ -430,12 +432,6 @@ mod tests {
         ]
     }
 
-    fn read<B: Backend>(be: &B, m: &B::Buf, n: usize) -> Vec<f32> {
-        let mut v = vec![0f32; n];
-        be.read(m, &mut v).unwrap();
-        v
-    }
-
     fn forward_matches_the_reference<B: Backend>(be: &B, what: &str) {
         for (i, s) in shapes().into_iter().enumerate() {
             let seed = 10 * i as u64;
@@ -456,7 +452,7 @@ mod tests {
     /// the bits of every gradient. Without a class token a given `dcls`
     /// stays as it was.
     fn backward_matches_the_reference<B: Train>(be: &B, what: &str) -> Vec<Vec<u32>> {
-        let mut bits = Vec::new();
+        let mut out = Vec::new();
         for (i, s) in shapes().into_iter().enumerate() {
             let seed = 20 * i as u64;
             let (tokens, plen, d) = (s.tokens(), s.patch_h * s.patch_w, s.dim);
@@ -467,20 +463,16 @@ mod tests {
             let up = |v: &[f32]| be.upload(v).unwrap();
             let (mut dw, mut db, mut dcls, mut dpos) = (up(&dw0), up(&db0), up(&dcls0), up(&dpos0));
             be.patch_embed_backward(&up(&x), &up(&dout), &mut dw, &mut db, Some(&mut dcls), &mut dpos, s).unwrap();
-            let add =
-                |start: &[f32], d: &[f64]| start.iter().zip(d).map(|(a, b)| f64::from(*a) + b).collect::<Vec<_>>();
             let tag = format!("{what} {s:?}");
-            let got = [read(be, &dw, dw0.len()), read(be, &db, d), read(be, &dcls, d), read(be, &dpos, dpos0.len())];
-            assert_close(&format!("{tag} dw"), &got[0], &add(&dw0, &g.dw));
-            assert_close(&format!("{tag} db"), &got[1], &add(&db0, &g.db));
-            assert_close(&format!("{tag} dcls"), &got[2], &add(&dcls0, &g.dcls));
-            assert_close(&format!("{tag} dpos"), &got[3], &add(&dpos0, &g.dpos));
+            out.push(read_close(be, &dw, &format!("{tag} dw"), &added(&dw0, &g.dw)));
+            out.push(read_close(be, &db, &format!("{tag} db"), &added(&db0, &g.db)));
+            out.push(read_close(be, &dcls, &format!("{tag} dcls"), &added(&dcls0, &g.dcls)));
+            out.push(read_close(be, &dpos, &format!("{tag} dpos"), &added(&dpos0, &g.dpos)));
             if !s.cls_token {
-                assert_eq!(got[2], dcls0, "{tag}: dcls untouched without a class token");
+                assert_eq!(read(be, &dcls, d), dcls0, "{tag}: dcls untouched without a class token");
             }
-            bits.extend(got.iter().map(|v| v.iter().map(|x| x.to_bits()).collect::<Vec<u32>>()));
         }
-        bits
+        out
     }
 
     #[test]
@@ -495,23 +487,10 @@ mod tests {
             reference_forward(&x, w, b, cls, pos, s).iter().zip(&dout).map(|(y, d)| y * d).sum()
         };
         let g = reference_backward(&x, &dout, s);
-        let h = 1e-6;
-        let fd = |v: &[f64], i: usize, f: &dyn Fn(&[f64]) -> f64| {
-            let (mut p, mut m) = (v.to_vec(), v.to_vec());
-            p[i] += h;
-            m[i] -= h;
-            (f(&p) - f(&m)) / (2.0 * h)
-        };
-        for i in 0..w.len() {
-            assert!((fd(&w, i, &|v| loss(v, &b, &cls, &pos)) - g.dw[i]).abs() < 1e-6, "dw {i}");
-        }
-        for i in 0..3 {
-            assert!((fd(&b, i, &|v| loss(&w, v, &cls, &pos)) - g.db[i]).abs() < 1e-6, "db {i}");
-            assert!((fd(&cls, i, &|v| loss(&w, &b, v, &pos)) - g.dcls[i]).abs() < 1e-6, "dcls {i}");
-        }
-        for i in 0..pos.len() {
-            assert!((fd(&pos, i, &|v| loss(&w, &b, &cls, v)) - g.dpos[i]).abs() < 1e-6, "dpos {i}");
-        }
+        assert_matches_finite_differences("dw", &w, &g.dw, &|v| loss(v, &b, &cls, &pos));
+        assert_matches_finite_differences("db", &b, &g.db, &|v| loss(&w, v, &cls, &pos));
+        assert_matches_finite_differences("dcls", &cls, &g.dcls, &|v| loss(&w, &b, v, &pos));
+        assert_matches_finite_differences("dpos", &pos, &g.dpos, &|v| loss(&w, &b, &cls, v));
     }
 
     #[test]
@@ -522,14 +501,10 @@ mod tests {
 
     #[test]
     fn emulator_matches_the_reference_in_every_thread_order() {
-        let mut first = None;
-        for order in [ThreadOrder::Alternate, ThreadOrder::Forward, ThreadOrder::Reverse] {
-            let emu = Gpu::new(Emu::with_order(order));
-            let what = format!("emu {order:?}");
-            forward_matches_the_reference(&emu, &what);
-            let bits = backward_matches_the_reference(&emu, &what);
-            assert!(first.get_or_insert_with(|| bits.clone()) == &bits, "{what}: other bits than the first order");
-        }
+        same_bits_in_every_order(|emu, what| {
+            forward_matches_the_reference(emu, what);
+            backward_matches_the_reference(emu, what)
+        });
     }
 
     #[test]

@@ -247,7 +247,7 @@ pub(crate) fn parameter_structs_checked() -> Vec<crate::backend::gpu::Kernel> {
 mod tests {
     use super::*;
     use crate::backend::gpu::Emu;
-    use crate::backend::ops::testing::{assert_close, data, emulator_gives_the_cpus_bits, wide};
+    use crate::backend::ops::testing::{data, emulator_gives_the_cpus_bits, read_close, wide};
     use crate::backend::{Backend, Train};
     use crate::Cpu;
 
@@ -266,18 +266,13 @@ mod tests {
                 let what = format!("{what} {how:?} {batch}x{tokens}x{dim}");
                 let mut out = be.upload(&vec![f32::NAN; batch * dim]).unwrap();
                 be.pool(&be.upload(&x).unwrap(), &mut out, batch, tokens, dim, how).unwrap();
-                let mut got = vec![0f32; batch * dim];
-                be.read(&out, &mut got).unwrap();
-                assert_close(&format!("{what}: out"), &got, &reference_forward(&wide(&x), batch, tokens, dim, how));
-                bits.push(got.iter().map(|v| v.to_bits()).collect());
+                let want = reference_forward(&wide(&x), batch, tokens, dim, how);
+                bits.push(read_close(be, &out, &format!("{what}: out"), &want));
                 // dx starts as garbage: the backward writes all of it.
                 let mut dx = be.upload(&vec![f32::NAN; batch * tokens * dim]).unwrap();
                 be.pool_backward(&be.upload(&dout).unwrap(), &mut dx, batch, tokens, dim, how).unwrap();
-                let mut got = vec![0f32; batch * tokens * dim];
-                be.read(&dx, &mut got).unwrap();
                 let want = reference_backward(&wide(&dout), batch, tokens, dim, how);
-                assert_close(&format!("{what}: dx"), &got, &want);
-                bits.push(got.iter().map(|v| v.to_bits()).collect());
+                bits.push(read_close(be, &dx, &format!("{what}: dx"), &want));
             }
         }
         bits

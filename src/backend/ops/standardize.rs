@@ -91,7 +91,7 @@ pub(crate) fn parameter_structs_checked() -> Vec<crate::backend::gpu::Kernel> {
 mod tests {
     use super::*;
     use crate::backend::ops::testing::{
-        assert_close, data, each_short_buffer_is_named, emulator_gives_the_cpus_bits, wide,
+        data, each_short_buffer_is_named, emulator_gives_the_cpus_bits, read_close, wide,
     };
     use crate::backend::Backend;
     use crate::Cpu;
@@ -110,14 +110,8 @@ mod tests {
             let std: Vec<f32> = data(dim, seed + 2, 1.0).iter().map(|v| 0.25 + v.abs() * 2.0).collect();
             let mut xb = be.upload(&x).unwrap();
             be.standardize(&mut xb, &be.upload(&mean).unwrap(), &be.upload(&std).unwrap(), rows, dim).unwrap();
-            let mut got = vec![0f32; rows * dim];
-            be.read(&xb, &mut got).unwrap();
-            assert_close(
-                &format!("{what} {rows}x{dim}"),
-                &got,
-                &reference(&wide(&x), &wide(&mean), &wide(&std), rows, dim),
-            );
-            bits.push(got.iter().map(|v| v.to_bits()).collect());
+            let want = reference(&wide(&x), &wide(&mean), &wide(&std), rows, dim);
+            bits.push(read_close(be, &xb, &format!("{what} {rows}x{dim}"), &want));
         }
         bits
     }

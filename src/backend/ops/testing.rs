@@ -2,6 +2,7 @@
 //! CPU-against-emulator comparison.
 
 use crate::backend::gpu::{Emu, Gpu, ThreadOrder};
+use crate::backend::Backend;
 
 /// Deterministic values in [-scale, scale) (an LCG).
 pub(super) fn data(n: usize, seed: u64, scale: f32) -> Vec<f32> {
@@ -56,5 +57,57 @@ pub(super) fn each_short_buffer_is_named<const N: usize>(
         n[i] -= 1;
         let err = call(n).err().unwrap_or_else(|| panic!("{backend}: {op} took a short {what}")).to_string();
         assert!(err.contains(&format!("{op}: buffer {what} ")), "{backend}: {err}");
+    }
+}
+
+/// The first `n` values of `m`.
+pub(super) fn read<B: Backend>(be: &B, m: &B::Buf, n: usize) -> Vec<f32> {
+    let mut v = vec![0f32; n];
+    be.read(m, &mut v).unwrap();
+    v
+}
+
+/// Each value's bits, for the comparisons that must be exact.
+pub(super) fn bits(v: &[f32]) -> Vec<u32> {
+    v.iter().map(|x| x.to_bits()).collect()
+}
+
+/// Reads as many values of `m` as `want` has, asserts them within the f32
+/// tolerance of `want` (`assert_close`), and returns their bits.
+pub(super) fn read_close<B: Backend>(be: &B, m: &B::Buf, what: &str, want: &[f64]) -> Vec<u32> {
+    let got = read(be, m, want.len());
+    assert_close(what, &got, want);
+    bits(&got)
+}
+
+/// `start + delta` in f64: what a buffer that started at `start` holds
+/// once a gradient `delta` is added into it.
+pub(super) fn added(start: &[f32], delta: &[f64]) -> Vec<f64> {
+    start.iter().zip(delta).map(|(a, d)| f64::from(*a) + d).collect()
+}
+
+/// Runs `run` (which asserts against the reference and returns the bits of
+/// what it computed) on the emulator in every thread order: each order
+/// must give the first order's bits, or the kernel depends on the schedule.
+pub(super) fn same_bits_in_every_order(run: impl Fn(&Gpu<Emu>, &str) -> Vec<Vec<u32>>) {
+    let mut first: Option<Vec<Vec<u32>>> = None;
+    for order in [ThreadOrder::Alternate, ThreadOrder::Forward, ThreadOrder::Reverse] {
+        let bits = run(&Gpu::new(Emu::with_order(order)), &format!("emu {order:?}"));
+        assert!(first.get_or_insert_with(|| bits.clone()) == &bits, "emu {order:?}: other bits than the first order");
+    }
+}
+
+/// Asserts that `grad` is the gradient of `f` at `v`, entry by entry,
+/// against central differences (step 1e-6, within 1e-6: the references are
+/// f64 and smooth).
+pub(super) fn assert_matches_finite_differences(what: &str, v: &[f64], grad: &[f64], f: &dyn Fn(&[f64]) -> f64) {
+    assert_eq!(v.len(), grad.len(), "{what}: length");
+    let h = 1e-6;
+    for i in 0..v.len() {
+        let (mut p, mut m) = (v.to_vec(), v.to_vec());
+        p[i] += h;
+        m[i] -= h;
+        let fd = (f(&p) - f(&m)) / (2.0 * h);
+        assert!((fd - grad[i]).abs() < 1e-6, "{what} {i}: {} vs finite difference {fd}", grad[i]);
     }
 }
