@@ -96,6 +96,10 @@ QUORUM_KERNEL void quorum_heads_loss(HeadsLossParams p) {
     QUORUM_REQUIRE(p.classes == HEADS_CLASSES);
     QUORUM_SHARED(float, dots, [HEADS_CLASSES + 2]);
     QUORUM_SHARED(float, grad, [HEADS_CLASSES + 2]);
+    // Whether any sample of the batch has an invalid class: then the op
+    // fails and must change nothing (no outputs, no dz, no parameter
+    // gradients), so every block looks at every target, not only its own.
+    QUORUM_SHARED(int, batch_bad, [1]);
     const int b = blockIdx.x, lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
     const float *z = p.z + (long long)b * p.dim;
     for (int o = warp; o < HEADS_CLASSES + 2; o += warps) {
@@ -107,15 +111,23 @@ QUORUM_KERNEL void quorum_heads_loss(HeadsLossParams p) {
     }
     __syncthreads();
     if (threadIdx.x == 0) {
+        int any_bad = 0;
+        for (int i = 0; i < p.batch && !any_bad; i++) {
+            const float c = p.target_class[i];
+            any_bad = !(c == 0.0f || c == 1.0f || c == 2.0f);
+        }
+        batch_bad[0] = any_bad;
         float logits[HEADS_CLASSES];
         for (int k = 0; k < HEADS_CLASSES; k++) {
             logits[k] = dots[k] + p.dir_b[k];
-            p.logits[b * HEADS_CLASSES + k] = logits[k];
+            if (!any_bad) p.logits[b * HEADS_CLASSES + k] = logits[k];
         }
         const float conf_pre = dots[HEADS_CLASSES] + p.conf_b[0];
         const float ret = dots[HEADS_CLASSES + 1] + p.ret_b[0];
-        p.confidence[b] = sigmoidf(conf_pre);
-        p.expected_return[b] = ret;
+        if (!any_bad) {
+            p.confidence[b] = sigmoidf(conf_pre);
+            p.expected_return[b] = ret;
+        }
 
         const float cls = p.target_class[b];
         const bool valid = cls == 0.0f || cls == 1.0f || cls == 2.0f;
@@ -150,7 +162,8 @@ QUORUM_KERNEL void quorum_heads_loss(HeadsLossParams p) {
         const double sig = 1.0 / (1.0 + exp(-s));
         g[HEADS_CLASSES] = (float)((double)p.w_confidence * (sig - right)) * p.grad_scale;
         g[HEADS_CLASSES + 1] = p.w_ret * (float)fmin(fmax(d, -1.0), 1.0) * p.grad_scale;
-        // A sample with an invalid class contributes nothing (the op fails).
+        // A sample with an invalid class contributes nothing (and its
+        // batch fails as a whole, below).
         unsigned *rec = p.scratch + HEADS_HEADER + (long long)b * HEADS_RECORD;
         const unsigned long long lb = heads_double_bits(valid ? loss : 0.0);
         rec[0] = (unsigned)lb;
@@ -162,7 +175,7 @@ QUORUM_KERNEL void quorum_heads_loss(HeadsLossParams p) {
         rec[7] = valid ? 0u : 1u;
     }
     __syncthreads();
-    if (p.dz != 0) {
+    if (p.dz != 0 && !batch_bad[0]) {
         // dz += Σ_o g_o · w_o, heads in the CPU's order.
         float *dz = p.dz + (long long)b * p.dim;
         for (int j = threadIdx.x; j < p.dim; j += blockDim.x) {
@@ -224,6 +237,10 @@ QUORUM_KERNEL void quorum_heads_param_grads(HeadsParamGradsParams p) {
         } else {
             dst = p.ret_b, gi = HEADS_CLASSES + 1, col = -1;
         }
+        // A batch with an invalid class adds nothing anywhere (the op fails).
+        bool any_bad = false;
+        for (int b = 0; b < p.batch && !any_bad; b++) any_bad = rec[(long long)b * HEADS_RECORD + 7] != 0;
+        if (any_bad) continue;
         float v = *dst;
         for (int b = 0; b < p.batch; b++) {
             const float g = __int_as_float((int)rec[(long long)b * HEADS_RECORD + 2 + gi]);

@@ -316,6 +316,10 @@ fn forward_pairs(qkv: &[f32], out: &mut [f32], s: AttentionShape) {
 /// `Backend::attention` on the CPU.
 pub(crate) fn forward_cpu(qkv: &[f32], out: &mut [f32], s: AttentionShape) -> Result<()> {
     check_forward(qkv, out, s, |what, b: &[f32], need| check_len(OP, what, b.len(), need))?;
+    if s.tokens == 0 {
+        // Nothing to compute, and the per-head slicing below needs a token.
+        return Ok(());
+    }
     let (nqkv, nout, _) = sizes(s);
     forward_pairs(&qkv[..nqkv], &mut out[..nout], s);
     Ok(())
@@ -326,6 +330,10 @@ pub(crate) fn forward_cpu(qkv: &[f32], out: &mut [f32], s: AttentionShape) -> Re
 /// pairs on rayon's threads.
 pub(crate) fn train_cpu(qkv: &[f32], out: &mut [f32], probs: &mut [f32], s: AttentionShape) -> Result<()> {
     check_train(qkv, out, probs, s, |what, b: &[f32], need| check_len(OP_TRAIN, what, b.len(), need))?;
+    if s.tokens == 0 {
+        // Nothing to compute; an empty chunk size would panic below.
+        return Ok(());
+    }
     let (n, d, dh) = (s.tokens, s.dim(), s.head_dim);
     let scale = 1.0 / (dh as f32).sqrt();
     let dst = SendPtr(out.as_mut_ptr());
@@ -363,6 +371,9 @@ pub(crate) fn backward_cpu(
     check_backward(qkv, probs, dout, dqkv, scratch, s, |what, b: &[f32], need| {
         check_len(OP_BACKWARD, what, b.len(), need)
     })?;
+    if s.tokens == 0 {
+        return Ok(());
+    }
     let scratch = &mut scratch[..sizes(s).2];
     let (n, d, dh) = (s.tokens, s.dim(), s.head_dim);
     let scale = 1.0 / (dh as f32).sqrt();
@@ -785,5 +796,30 @@ mod tests {
         assert!(train_cfg(AttentionShape { head_dim: 0, ..mpd }, true).is_err());
         assert!(train_cfg(AttentionShape { tokens: 257, head_dim: 8, ..mpd }, false).is_err());
         assert!(train_cfg(AttentionShape { tokens: 256, head_dim: 64, ..mpd }, true).is_err(), "48 KiB");
+    }
+
+    #[test]
+    fn no_tokens_no_samples_or_no_heads_is_nothing_to_do_on_both_backends() {
+        // Each of these panicked on the CPU before (a zero chunk size, a
+        // slice past an empty sequence).
+        fn empty<B: Train>(be: &B) {
+            for s in [
+                AttentionShape { batch: 2, tokens: 0, heads: 3, head_dim: 4 },
+                AttentionShape { batch: 0, tokens: 5, heads: 3, head_dim: 4 },
+                AttentionShape { batch: 2, tokens: 5, heads: 0, head_dim: 4 },
+            ] {
+                let (nqkv, nout, nprobs) = sizes(s);
+                let z = |n: usize| be.alloc(n).unwrap();
+                let (qkv, mut out, mut probs) = (z(nqkv), z(nout), z(nprobs));
+                be.attention(&qkv, &mut out, s).unwrap_or_else(|e| panic!("{} {s:?}: {e}", be.name()));
+                be.attention_train(&qkv, &mut out, &mut probs, s)
+                    .unwrap_or_else(|e| panic!("{} {s:?}: {e}", be.name()));
+                let (mut dqkv, mut scratch) = (z(nqkv), z(nprobs));
+                be.attention_backward(&qkv, &probs, &z(nout), &mut dqkv, &mut scratch, s)
+                    .unwrap_or_else(|e| panic!("{} {s:?}: {e}", be.name()));
+            }
+        }
+        empty(&Cpu::new());
+        empty(&Gpu::new(Emu::new()));
     }
 }

@@ -305,14 +305,16 @@ pub(crate) fn loss_cpu(
     check_loss(z, &p, &out, &targets, g, batch, dim, |what, b: &Vec<f32>, need| {
         check_len(OP_LOSS, what, b.len(), need)
     })?;
+    // Every class before anything is written: a refused batch changes nothing.
+    if let Some(bi) = targets.class[..batch].iter().position(|&c| !(c == 0.0 || c == 1.0 || c == 2.0)) {
+        let class = targets.class[bi];
+        return Err(Error::input("targets.class", format!("sample {bi}: class {class} is not 0, 1 or 2")));
+    }
     forward_rows(z, &p, &mut out, batch, dim);
     let mut total = 0f64;
     for bi in 0..batch {
         let zr = &z[bi * dim..(bi + 1) * dim];
         let class = targets.class[bi];
-        if !(class == 0.0 || class == 1.0 || class == 2.0) {
-            return Err(Error::input("targets.class", format!("sample {bi}: class {class} is not 0, 1 or 2")));
-        }
         // The confidence head's pre-sigmoid value, recomputed exactly.
         let conf_pre = simd::dot(zr, &p.confidence_w[..dim]) + p.confidence_b[0];
         let logits = &out.logits[bi * c..(bi + 1) * c];
@@ -813,10 +815,14 @@ mod tests {
             assert!(s.untouched(&outputs), "{}: a refused heads_loss wrote", be.name());
             let (loss, outputs) = c.heads_loss_raw(be, 2, true);
             assert!(loss.is_err() && c.untouched(&outputs), "{}: two classes wrote", be.name());
+            // A bad class after a good one: refused, and the good sample's
+            // outputs and gradients are not written either.
             let mut s = case(0, batch, dim);
             s.class[1] = 1.5;
-            let err = s.heads_loss(be, 3, true).unwrap_err().to_string();
+            let (loss, outputs) = s.heads_loss_raw(be, 3, true);
+            let err = loss.unwrap_err().to_string();
             assert!(err.contains("targets.class") && err.contains("sample 1"), "{}: {err}", be.name());
+            assert!(s.untouched(&outputs), "{}: a batch with a bad class wrote", be.name());
         }
         refuses(&Cpu::new());
         refuses(&Gpu::new(Emu::new()));
