@@ -188,6 +188,17 @@ impl Device for Emu {
     }
 
     unsafe fn launch<P: KernelParams>(&self, cfg: LaunchConfig, params: &P) -> Result<()> {
+        if cfg.blocks() == 0 || cfg.threads_per_block() == 0 {
+            // CUDA refuses these ("invalid configuration argument"): an op
+            // must skip a zero-sized problem itself (`launch_nonempty`), and
+            // the emulator holds it to that.
+            return Err(emu_err(format!(
+                "{:?}: an empty launch (grid {:?}, block {:?}), which CUDA refuses",
+                P::KERNEL,
+                cfg.grid,
+                cfg.block
+            )));
+        }
         let _pass = self.stream.gate.enter();
         let params = *params;
         if let Some(c) = self.stream.capture().as_mut() {
@@ -403,6 +414,17 @@ mod tests {
     /// gives its C struct, and every kernel of the registry has one (a new
     /// kernel without its Rust struct fails here). Each module lists its
     /// structs by type only: the kernel comes from `KernelParams::KERNEL`.
+    #[test]
+    fn an_empty_launch_is_refused_as_cuda_refuses_it() {
+        let emu = Emu::new();
+        for (grid, block) in [([0, 1, 1], [32, 1, 1]), ([2, 0, 1], [32, 1, 1]), ([1, 1, 1], [0, 1, 1])] {
+            let cfg = LaunchConfig { grid, block, shared_bytes: 0 };
+            // SAFETY: refused before anything runs (null pointers never read).
+            let e = unsafe { emu.launch(cfg, &MmaCheckParams::default()) }.unwrap_err().to_string();
+            assert!(e.contains("MmaCheck") && e.contains("empty launch"), "{e}");
+        }
+    }
+
     #[test]
     fn every_kernel_has_a_rust_parameter_struct_of_its_c_size() {
         let mut checked = vec![

@@ -79,13 +79,10 @@ impl<D: Device> Gpu<D> {
         Bf16<P>: KernelParams,
         F16<P>: KernelParams,
     {
-        // SAFETY: the callers checked every buffer of `p` against its shape.
-        unsafe {
-            match self.precision {
-                Precision::F32 => self.dev.launch(launch::gemm(rows, n, branches)?, &p),
-                Precision::Bf16 => self.dev.launch(launch::gemm_mma(rows, n, branches)?, &Bf16(p)),
-                Precision::F16 => self.dev.launch(launch::gemm_mma(rows, n, branches)?, &F16(p)),
-            }
+        match self.precision {
+            Precision::F32 => launch_nonempty(self, launch::gemm(rows, n, branches)?, &p),
+            Precision::Bf16 => launch_nonempty(self, launch::gemm_mma(rows, n, branches)?, &Bf16(p)),
+            Precision::F16 => launch_nonempty(self, launch::gemm_mma(rows, n, branches)?, &F16(p)),
         }
     }
 

@@ -41,7 +41,7 @@ use crate::backend::cpu::simd::{exp, LANES};
 use crate::backend::cpu::{check_len, gemm_strided, split_items, SendPtr};
 use crate::backend::gpu::launch::{cfg, err};
 use crate::backend::gpu::params::{params, KernelParams};
-use crate::backend::gpu::{Device, Gpu, LaunchConfig};
+use crate::backend::gpu::{launch_nonempty, Device, Gpu, LaunchConfig};
 use crate::backend::AttentionShape;
 use crate::error::Result;
 
@@ -490,8 +490,7 @@ pub(crate) fn forward_gpu<D: Device>(gpu: &Gpu<D>, qkv: &D::Mem, out: &mut D::Me
         heads: gpu.int(OP, s.heads)?,
         head_dim: gpu.int(OP, s.head_dim)?,
     };
-    // SAFETY: sizes checked above.
-    unsafe { dev.launch(cfg, &p) }
+    launch_nonempty(gpu, cfg, &p)
 }
 
 /// The training kernels' ints of a shape, and whether there is anything to compute.

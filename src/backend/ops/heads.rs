@@ -32,7 +32,7 @@
 use crate::backend::cpu::{check_len, simd, Cpu};
 use crate::backend::gpu::launch::{self, cfg};
 use crate::backend::gpu::params::{params, KernelParams};
-use crate::backend::gpu::{f64_from_words, Device, Gpu, LaunchConfig};
+use crate::backend::gpu::{f64_from_words, launch_nonempty, Device, Gpu, LaunchConfig};
 use crate::backend::{Backend, HeadsGrads, HeadsLoss, HeadsOut, HeadsRef, HeadsTargets};
 use crate::error::{Error, Result};
 
@@ -399,8 +399,7 @@ pub(crate) fn forward_gpu<D: Device>(
         dim: gpu.int(OP, dim)?,
         classes: gpu.int(OP, p.classes)?,
     };
-    // SAFETY: sizes checked above.
-    unsafe { dev.launch(forward_cfg(batch)?, &prm) }
+    launch_nonempty(gpu, forward_cfg(batch)?, &prm)
 }
 
 /// `Train::heads_loss` on a `Gpu`: per-sample losses and head-value
@@ -424,6 +423,10 @@ pub(crate) fn loss_gpu<D: Device>(
     check_classes(p.classes, |reason| gpu.err(reason))?;
     let g = grads.as_ref().map(|(g, dz)| (g, &**dz));
     check_loss(z, &p, &out, &targets, g, batch, dim, |what, m, need| gpu.check(op, what, m, need))?;
+    if batch == 0 {
+        // No sample: no loss and nothing to add (and CUDA refuses the empty grid).
+        return Ok(0.0);
+    }
     let dev = gpu.device();
     let (batch_i, dim_i) = (gpu.int(op, batch)?, gpu.int(op, dim)?);
     let elems = if grads.is_some() { gpu.int(op, 5 * dim + 5)? as usize } else { 0 };
@@ -841,5 +844,19 @@ mod tests {
         assert_eq!(forward_cfg(1).unwrap().block, [128, 1, 1]);
         assert_eq!(loss_cfg(17).unwrap().grid, [17, 1, 1]);
         assert_eq!(loss_cfg(3).unwrap().block, [128, 1, 1]);
+    }
+
+    #[test]
+    fn an_empty_batch_has_no_loss_and_writes_nothing_on_both_backends() {
+        // The GPU launched empty grids at batch 0, which CUDA refuses.
+        fn empty<B: Train>(be: &B) {
+            let s = case(0, 0, 4);
+            let (loss, outputs) = s.heads_loss(be, 3, true).unwrap_or_else(|e| panic!("{}: {e}", be.name()));
+            assert_eq!(loss, 0.0, "{}", be.name());
+            assert!(s.untouched(&outputs), "{}: an empty batch wrote", be.name());
+            s.run(be);
+        }
+        empty(&Cpu::new());
+        empty(&Gpu::new(Emu::new()));
     }
 }

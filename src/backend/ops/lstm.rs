@@ -53,7 +53,7 @@ use crate::backend::cpu::{
 };
 use crate::backend::gpu::launch::cfg;
 use crate::backend::gpu::params::{params, KernelParams};
-use crate::backend::gpu::{Device, Gpu, LaunchConfig};
+use crate::backend::gpu::{launch_nonempty, Device, Gpu, LaunchConfig};
 use crate::backend::{LstmShape, Precision, Train};
 use crate::error::Result;
 
@@ -243,11 +243,20 @@ pub(crate) fn prepare_from_cpu(cpu: &Cpu, w_hh: &[f32], hidden: usize, dst: &mut
     Ok(())
 }
 
+/// No sample, no step or no unit: every output is empty (the CPU's loops
+/// index a step's rows, which an empty buffer does not have).
+fn nothing_to_do(s: LstmShape) -> bool {
+    s.batch == 0 || s.steps == 0 || s.hidden == 0
+}
+
 /// `Backend::lstm` on the CPU, in the backend's precision.
 pub(crate) fn forward_cpu(cpu: &Cpu, gx: &[f32], w_hh: &[f32], h_seq: &mut [f32], s: LstmShape) -> Result<()> {
     let bf16 = cpu.precision() == Precision::Bf16;
     let w_len = if bf16 { linear_len(4 * s.hidden, s.hidden) } else { 8 * s.hidden * s.hidden };
     check_forward(gx, w_hh, h_seq, s, w_len, |what, b: &[f32], need| check_len(OP, what, b.len(), need))?;
+    if nothing_to_do(s) {
+        return Ok(());
+    }
     if bf16 {
         forward_bf16(gx, w_hh, h_seq, s);
     } else {
@@ -272,6 +281,9 @@ pub(crate) fn train_cpu(
     check_train(gx, w_hh, h_seq, c_seq, gates, s, 8 * h * h, |what, b: &[f32], need| {
         check_len(OP_TRAIN, what, b.len(), need)
     })?;
+    if nothing_to_do(s) {
+        return Ok(());
+    }
     train_f32(gx, &w_hh[4 * h * h..8 * h * h], h_seq, c_seq, gates, s);
     Ok(())
 }
@@ -293,6 +305,9 @@ pub(crate) fn backward_cpu(
     check_backward(w_hh, h_seq, c_seq, gates, dh_seq, dgx, dw_hh, s, |what, b: &[f32], need| {
         check_len(OP_BACKWARD, what, b.len(), need)
     })?;
+    if nothing_to_do(s) {
+        return Ok(());
+    }
     backward_f32(w_hh, h_seq, c_seq, gates, dh_seq, dgx, dw_hh, s);
     Ok(())
 }
@@ -932,8 +947,7 @@ pub(crate) fn forward_gpu<D: Device>(
         steps: gpu.int(OP, s.steps)?,
         hidden: gpu.int(OP, s.hidden)?,
     };
-    // SAFETY: sizes checked above.
-    unsafe { dev.launch(forward_cfg(s.batch, s.hidden)?, &p) }
+    launch_nonempty(gpu, forward_cfg(s.batch, s.hidden)?, &p)
 }
 
 /// `Train::lstm_train` on a `Gpu`: one launch of `quorum_lstm_train`.
@@ -1315,5 +1329,29 @@ mod tests {
         assert_eq!(std::mem::size_of::<LstmTrainParams>(), 5 * 8 + 3 * 4 + 4);
         assert_eq!(std::mem::size_of::<LstmBackwardParams>(), 5 * 8 + 3 * 4 + 4);
         assert_eq!(std::mem::size_of::<LstmDwParams>(), 3 * 8 + 3 * 4 + 4);
+    }
+
+    #[test]
+    fn no_samples_or_no_steps_is_nothing_to_do_on_both_backends() {
+        // The GPU forward launched an empty grid at batch 0, which CUDA
+        // refuses (the emulator now does too).
+        fn empty<B: crate::backend::Train>(be: &B) {
+            for (batch, steps, hidden) in [(0, 5, 8), (3, 0, 8)] {
+                let s = LstmShape { batch, steps, hidden };
+                let z = |n: usize| be.alloc(n).unwrap();
+                let (rows, gates) = (batch * steps, 4 * hidden);
+                let w = be.prepare_recurrent(&vec![0.5; gates * hidden], hidden).unwrap();
+                let (gx, mut h) = (z(rows * gates), z(rows * hidden));
+                be.lstm(&gx, &w, &mut h, s).unwrap_or_else(|e| panic!("{} {s:?}: {e}", be.name()));
+                let (mut c, mut g) = (z(rows * hidden), z(rows * gates));
+                be.lstm_train(&gx, &w, &mut h, &mut c, &mut g, s)
+                    .unwrap_or_else(|e| panic!("{} {s:?}: {e}", be.name()));
+                let (w_pt, mut dgx, mut dw) = (z(gates * hidden), z(rows * gates), z(gates * hidden));
+                be.lstm_backward(&w_pt, &h, &c, &g, &z(rows * hidden), &mut dgx, &mut dw, s)
+                    .unwrap_or_else(|e| panic!("{} {s:?}: {e}", be.name()));
+            }
+        }
+        empty(&Cpu::new());
+        empty(&Gpu::new(Emu::new()));
     }
 }
