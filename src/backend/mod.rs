@@ -212,11 +212,10 @@ pub trait Backend: Send + Sync {
     /// expect.
     fn prepare_linear(&self, w: &[f32], n_out: usize, n_in: usize) -> Result<Self::Buf>;
     /// Uploads a Conv1d weight given in PyTorch's `(c_out, c_in, kernel)`
-    /// layout, in whatever layout `conv1d` and `multiscale_conv` expect; by
-    /// default `prepare_linear`'s of the `(c_out, c_in·kernel)` matrix.
-    fn prepare_conv(&self, w: &[f32], c_out: usize, c_in: usize, kernel: usize) -> Result<Self::Buf> {
-        self.prepare_linear(w, c_out, c_in * kernel)
-    }
+    /// layout, in whatever layout `conv1d` and `multiscale_conv` expect
+    /// (`prepare_linear`'s of the `(c_out, c_in·kernel)` matrix, or the CPU's
+    /// tap-major bf16 pairs).
+    fn prepare_conv(&self, w: &[f32], c_out: usize, c_in: usize, kernel: usize) -> Result<Self::Buf>;
     /// Uploads an LSTM layer's recurrent weight `W_hh` given in PyTorch's
     /// `(4·hidden, hidden)` layout, in whatever layout `lstm` expects.
     fn prepare_recurrent(&self, w_hh: &[f32], hidden: usize) -> Result<Self::Buf>;

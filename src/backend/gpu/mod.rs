@@ -92,7 +92,12 @@ impl<D: Device> Gpu<D> {
 
     /// Fails with a backend error unless `m` holds at least `need` values.
     pub(crate) fn check(&self, op: &str, what: &str, m: &D::Mem, need: usize) -> Result<()> {
-        let have = self.dev.len(m);
+        self.check_len(op, what, self.dev.len(m), need)
+    }
+
+    /// `check` for a length: a host slice an op uploads (the weights of the
+    /// `prepare_*` ops), in the same words as the CPU's `check_len`.
+    pub(crate) fn check_len(&self, op: &str, what: &str, have: usize, need: usize) -> Result<()> {
         if have < need {
             return Err(self.err(format!("{op}: buffer {what} holds {have} values, needs {need}")));
         }
@@ -147,6 +152,10 @@ impl<D: Device> Backend for Gpu<D> {
 
     fn prepare_recurrent(&self, w_hh: &[f32], hidden: usize) -> Result<D::Mem> {
         super::ops::lstm::prepare_gpu(self, w_hh, hidden)
+    }
+
+    fn prepare_conv(&self, w: &[f32], c_out: usize, c_in: usize, kernel: usize) -> Result<D::Mem> {
+        super::ops::conv1d::prepare_gpu(self, w, c_out, c_in, kernel)
     }
 
     fn prepare_linear(&self, w: &[f32], n_out: usize, n_in: usize) -> Result<D::Mem> {

@@ -229,6 +229,13 @@ pub(crate) fn prepare_cpu(cpu: &Cpu, w: &[f32], c_out: usize, c_in: usize, kerne
     super::linear::prepare_cpu(cpu, w, c_out, c_in * kernel)
 }
 
+/// `Backend::prepare_conv` on a `Gpu`: the linear layer's layout of the
+/// `(c_out, c_in·k)` matrix, in the backend's precision.
+pub(crate) fn prepare_gpu<D: Device>(gpu: &Gpu<D>, w: &[f32], c_out: usize, c_in: usize, k: usize) -> Result<D::Mem> {
+    gpu.check_len("prepare_conv", "w", w.len(), c_out * c_in * k)?;
+    super::linear::prepare_gpu(gpu, w, c_out, c_in * k)
+}
+
 fn cpu_err(op: &str, reason: String) -> Error {
     Error::Backend { backend: "cpu".into(), reason: format!("{op}: {reason}") }
 }
@@ -886,6 +893,8 @@ mod tests {
             let name = be.name();
             let s = ConvShape::dense(2, 3, 2, 4, 3);
             let z = |n: usize| be.alloc(n).unwrap();
+            let err = be.prepare_conv(&[0.5; 23], 4, 2, 3).err().expect("a short conv weight").to_string();
+            assert!(err.contains("prepare_conv: buffer w holds 23 values, needs 24"), "{name}: {err}");
             let wp = be.prepare_conv(&[0.5; 24], 4, 2, 3).unwrap();
             // The forward: x, b, y one short (w's length depends on the precision).
             for (i, what) in [(0, "x"), (2, "b"), (3, "y")] {

@@ -328,9 +328,7 @@ pub fn bias_partials_cfg(n: usize, chunks: usize) -> Result<LaunchConfig> {
 /// f32; in 16 bits PyTorch's `(n_out, n_in)` layout, k padded to even, two
 /// values per 32-bit slot (low half first), gemm_tile_mma's B words.
 pub(crate) fn prepare_gpu<D: Device>(gpu: &Gpu<D>, w: &[f32], n_out: usize, n_in: usize) -> Result<D::Mem> {
-    if w.len() < n_out * n_in {
-        return Err(gpu.err(format!("prepare_linear: {} values for a ({n_out}, {n_in}) matrix", w.len())));
-    }
+    gpu.check_len("prepare_linear", "w", w.len(), n_out * n_in)?;
     let precision = gpu.precision();
     let bits: fn(f32) -> u32 = match precision {
         Precision::F32 => |_| 0,
@@ -665,6 +663,8 @@ mod tests {
         fn refuses<B: Train>(be: &B) {
             let s = LinearShape { rows: 2, n_in: 3, n_out: 4 };
             let z = |n: usize| be.alloc(n).unwrap();
+            let err = be.prepare_linear(&[0.5; 11], 4, 3).err().expect("a short weight").to_string();
+            assert!(err.contains("prepare_linear: buffer w holds 11 values, needs 12"), "{}: {err}", be.name());
             let w = be.prepare_linear(&[0.5; 12], 4, 3).unwrap();
             // The forward: x, b, y one short (w's length depends on the precision).
             for (i, what) in [(0, "x"), (2, "b"), (3, "y")] {

@@ -911,13 +911,7 @@ pub fn dw_cfg(hidden: usize) -> Result<LaunchConfig> {
 /// PyTorch's `(4·hidden, hidden)` layout, uploaded as it is.
 pub(crate) fn prepare_gpu<D: Device>(gpu: &Gpu<D>, w_hh: &[f32], hidden: usize) -> Result<D::Mem> {
     let n = 4 * hidden * hidden;
-    if w_hh.len() < n {
-        return Err(gpu.err(format!(
-            "prepare_recurrent: {} values for a ({}, {hidden}) matrix",
-            w_hh.len(),
-            4 * hidden
-        )));
-    }
+    gpu.check_len("prepare_recurrent", "w_hh", w_hh.len(), n)?;
     gpu.device().upload(&w_hh[..n])
 }
 
@@ -1297,7 +1291,8 @@ mod tests {
             let Err(err) = be.prepare_recurrent(&vec![0.0; nw - 1], s.hidden) else {
                 panic!("{}: prepare_recurrent took a short W_hh", be.name());
             };
-            assert!(err.to_string().contains("prepare_recurrent: "), "{}: {err}", be.name());
+            let want = format!("prepare_recurrent: buffer w_hh holds {} values, needs {nw}", nw - 1);
+            assert!(err.to_string().contains(&want), "{}: {err}", be.name());
         }
         refuses(&Cpu::new(), 2 * 4 * 4 * 4);
         refuses(&Gpu::new(Emu::new()), 4 * 4 * 4);
