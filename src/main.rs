@@ -25,6 +25,12 @@ struct Cli {
     /// The least severe level logged.
     #[arg(long, value_enum, default_value_t = LogLevel::Info, global = true)]
     log_level: LogLevel,
+    /// Give the CPU backend's batch-1 helper (the second core of every op
+    /// it splits in two) this CPU alone, and every other thread of quorum
+    /// the remaining ones (Linux): a neighbour on the helper's core delays
+    /// every op of a batch-1 forward. rayon's workers keep every CPU.
+    #[arg(long, global = true)]
+    helper_cpu: Option<usize>,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug)]
@@ -155,6 +161,10 @@ fn end_quietly_on_closed_stdout() {
 fn main() -> Result<()> {
     let cli = Cli::parse();
     init_logging(cli.log_format, cli.log_level);
+    if let Some(cpu) = cli.helper_cpu {
+        let rest = quorum::backend::cpu::pin_helper(cpu)?;
+        tracing::info!(helper = cpu, others = ?rest, "the batch-1 helper has its CPU to itself");
+    }
     let long_running = match &cli.command {
         Command::Demo(_) | Command::Collect(_) | Command::Serve(_) => true,
         Command::Simulate(args) => args.serve.is_some(),

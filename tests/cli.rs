@@ -589,3 +589,29 @@ fn simulate_features_train_serve_predict_chain_with_defaults() {
     assert!(["down", "neutral", "up"].contains(&decision["direction"].as_str().unwrap()), "{decision}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn helper_cpu_is_checked_against_the_cpus_and_a_run_with_it_works() {
+    // A CPU the process may not use: refused, naming the option and the CPUs it may use.
+    let out = quorum(&["--helper-cpu", "1023", "bench", "--backend", "cpu", "--iters", "1", "--model", "cnn_lstm"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("helper-cpu") && err.contains("may use"), "{err}");
+    let Ok(cpus) = quorum::backend::cpu::affinity::allowed() else {
+        eprintln!("skipped the run: no CPU affinity here");
+        return;
+    };
+    if cpus.len() < 2 {
+        eprintln!("skipped the run: one CPU");
+        return;
+    }
+    let cpu = cpus[cpus.len() - 1].to_string();
+    let args =
+        ["--helper-cpu", &cpu, "bench", "--backend", "cpu", "--iters", "3", "--model", "cnn_lstm", "--batch", "1"];
+    let out = quorum(&args);
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("the batch-1 helper has its CPU to itself") && stdout.contains("cnn_lstm"),
+        "{stderr}\n{stdout}"
+    );
+}

@@ -292,33 +292,14 @@ fn weights_dir(args: &ServeArgs) -> Option<PathBuf> {
     args.weights.clone().or_else(|| args.data.as_deref().map(|d| Repository::of_data_folder(d).root().to_path_buf()))
 }
 
-/// Confines the calling thread (and every thread it starts from now on) to `cpus`.
-#[cfg(target_os = "linux")]
+/// Confines the calling thread (and every thread it starts from now on) to
+/// `cpus`, which must not include `--helper-cpu`'s (the helper's alone).
 fn pin_to(cpus: &[usize]) -> Result<()> {
-    // SAFETY: cpu_set_t is plain data; sched_{get,set}affinity read and write
-    // only the set given, of the size given.
-    unsafe {
-        let mut allowed: libc::cpu_set_t = std::mem::zeroed();
-        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut allowed) != 0 {
-            bail!("--cpus: reading this process's CPUs: {}", std::io::Error::last_os_error());
-        }
-        let available: Vec<usize> = (0..libc::CPU_SETSIZE as usize).filter(|&c| libc::CPU_ISSET(c, &allowed)).collect();
-        let missing: Vec<usize> = cpus.iter().copied().filter(|c| !available.contains(c)).collect();
-        if !missing.is_empty() {
-            bail!("--cpus: {missing:?} are not CPUs this process may run on; it may use {available:?}");
-        }
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        for &c in cpus {
-            libc::CPU_SET(c, &mut set);
-        }
-        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
-            bail!("--cpus {cpus:?}: {}", std::io::Error::last_os_error());
-        }
+    use quorum::backend::cpu::affinity;
+    let available = affinity::allowed().map_err(|e| anyhow::anyhow!("--cpus: reading this process's CPUs: {e}"))?;
+    let missing: Vec<usize> = cpus.iter().copied().filter(|c| !available.contains(c)).collect();
+    if !missing.is_empty() {
+        bail!("--cpus: {missing:?} are not CPUs this process may run on; it may use {available:?}");
     }
-    Ok(())
-}
-
-#[cfg(not(target_os = "linux"))]
-fn pin_to(_cpus: &[usize]) -> Result<()> {
-    bail!("--cpus is supported on Linux only")
+    affinity::confine(cpus).map_err(|e| anyhow::anyhow!("--cpus {cpus:?}: {e}"))
 }

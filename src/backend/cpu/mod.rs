@@ -9,12 +9,14 @@
 //! thread-local vectors that grow to the largest size seen and are reused:
 //! after the first forward at a given batch size, nothing allocates.
 
+pub mod affinity;
 pub(crate) mod bf16;
 pub(crate) mod pair;
 pub mod simd;
 pub(crate) mod small_gemm;
 mod strided_gemm;
 
+pub use pair::pin_helper;
 pub(crate) use strided_gemm::{gemm_strided, gemm_strided_on};
 
 use std::cell::RefCell;

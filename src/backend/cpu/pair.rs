@@ -23,6 +23,49 @@ use std::time::{Duration, Instant};
 /// between forwards of a server at market-data rates.
 const LINGER: Duration = Duration::from_micros(300);
 
+/// The CPU the helper runs on alone (`pin_helper`); `usize::MAX`: anywhere.
+static HELPER_CPU: AtomicUsize = AtomicUsize::new(usize::MAX);
+
+/// Gives the helper CPU `cpu` to itself: from now on it runs there only, and
+/// the calling thread (with every thread it starts later: a server's tokio
+/// workers) on the other CPUs this process may use. rayon's pool is started
+/// first, so its workers keep every CPU for the batch-32 work they split.
+/// Returns the CPUs left to the calling thread. Call it at startup, before
+/// the threads that should avoid `cpu` exist (`--helper-cpu`).
+pub fn pin_helper(cpu: usize) -> crate::error::Result<Vec<usize>> {
+    use super::affinity;
+    let refuse = |reason: String| crate::error::Error::config("helper-cpu", reason);
+    let allowed = affinity::allowed().map_err(|e| refuse(format!("reading this process's CPUs: {e}")))?;
+    if !allowed.contains(&cpu) {
+        return Err(refuse(format!("CPU {cpu} is not one this process may run on; it may use {allowed:?}")));
+    }
+    let rest: Vec<usize> = allowed.iter().copied().filter(|&c| c != cpu).collect();
+    if rest.is_empty() {
+        return Err(refuse(format!("CPU {cpu} is the only one this process may run on: the helper needs a second")));
+    }
+    // rayon's registry starts its workers on first use; start them now, on
+    // every CPU, before this thread's mask narrows what later threads inherit.
+    rayon::join(|| (), || ());
+    HELPER_CPU.store(cpu, Ordering::SeqCst);
+    // A helper already running moves on its next job; one not yet spawned
+    // pins itself when it starts.
+    if PAIR.get().is_some() {
+        let failed = AtomicBool::new(false);
+        while !run(&|part, _| {
+            if part == 1 && affinity::confine(&[cpu]).is_err() {
+                failed.store(true, Ordering::Relaxed);
+            }
+        }) {
+            std::thread::yield_now();
+        }
+        if failed.load(Ordering::Relaxed) {
+            return Err(refuse(format!("moving the running helper to CPU {cpu} failed")));
+        }
+    }
+    affinity::confine(&rest).map_err(|e| refuse(format!("confining the other threads to {rest:?}: {e}")))?;
+    Ok(rest)
+}
+
 /// A two-party, sense-reversing spin barrier.
 pub(crate) struct Barrier {
     arrived: AtomicUsize,
@@ -104,6 +147,12 @@ fn pair() -> &'static Pair {
 }
 
 fn helper(p: &'static Pair) {
+    let cpu = HELPER_CPU.load(Ordering::SeqCst);
+    if cpu != usize::MAX {
+        // Checked by `pin_helper` against this process's CPUs; if it fails
+        // anyway the helper still works, only unpinned.
+        let _ = super::affinity::confine(&[cpu]);
+    }
     let mut seen = 0u64;
     loop {
         seen = next_job(p, seen);
@@ -300,5 +349,39 @@ mod tests {
             count.fetch_add(1, Ordering::Relaxed);
         });
         assert_eq!(count.load(Ordering::Relaxed), 2);
+    }
+
+    #[test]
+    fn a_pinned_helper_runs_on_its_cpu_alone_and_the_caller_elsewhere() {
+        within_deadline(pinned_helper);
+    }
+
+    fn pinned_helper() {
+        let Ok(cpus) = super::super::affinity::allowed() else {
+            eprintln!("skipped: no CPU affinity here");
+            return;
+        };
+        let Some(&helper_cpu) = cpus.last().filter(|_| cpus.len() >= 2) else {
+            eprintln!("skipped: one CPU");
+            return;
+        };
+        // This test's own thread is the caller (within_deadline's), so its
+        // narrowed mask leaves the other tests alone; the helper is shared,
+        // and any CPU is fine for them.
+        let rest = pin_helper(helper_cpu).unwrap();
+        assert!(!rest.contains(&helper_cpu) && !rest.is_empty(), "{rest:?}");
+        // Each half's mask (what the scheduler may do), and where it ran.
+        let masks = [Mutex::new(Vec::new()), Mutex::new(Vec::new())];
+        let seen = [AtomicUsize::new(usize::MAX), AtomicUsize::new(usize::MAX)];
+        run_when_free(&|part, _| {
+            *masks[part].lock().unwrap() = super::super::affinity::allowed().unwrap();
+            seen[part].store(super::super::affinity::current().unwrap_or(usize::MAX), Ordering::Relaxed);
+        });
+        assert_eq!(*masks[1].lock().unwrap(), vec![helper_cpu], "the helper's CPUs");
+        assert_eq!(*masks[0].lock().unwrap(), rest, "the caller's CPUs");
+        assert_eq!(seen[1].load(Ordering::Relaxed), helper_cpu, "where the helper's half ran");
+        assert_ne!(seen[0].load(Ordering::Relaxed), helper_cpu, "where the caller's half ran");
+        let e = pin_helper(usize::MAX - 1).unwrap_err().to_string();
+        assert!(e.contains("helper-cpu") && e.contains("may use"), "{e}");
     }
 }
