@@ -445,8 +445,8 @@ fn the_readme_command_list_and_help_agree() {
     }
     let help = |args: &[&str]| String::from_utf8_lossy(&quorum(args).stdout).into_owned();
     let top = help(&["--help"]);
-    let global = ["--log-format", "--log-level", "--help", "--version"];
-    for global_flag in &global[..2] {
+    let global = ["--log-format", "--log-level", "--helper-cpu", "--help", "--version"];
+    for global_flag in &global[..3] {
         assert!(block.contains(global_flag), "the README's command list does not mention {global_flag}");
     }
     let commands: Vec<String> = top
