@@ -944,4 +944,42 @@ mod tests {
         assert_eq!(std::mem::size_of::<ConvBranch>(), 24);
         assert_eq!(std::mem::size_of::<ConvParams>(), 16 + 4 * 24 + 7 * 4 + 4);
     }
+
+    /// Each sample's output, computed alone, has the bits it has inside a
+    /// batch (TLOB's spatial convs run over 100 snapshots as samples: a
+    /// tick that recomputes only the newest one relies on this).
+    fn samples_are_independent<B: Backend>(be: &B, what: &str, shapes: &[(usize, usize, usize, usize)]) {
+        let samples = 100;
+        for &(len, c_in, c_out, k) in shapes {
+            let (x, w, b) = (data(samples * len * c_in, 1, 1.0), data(c_out * c_in * k, 2, 0.5), data(c_out, 3, 1.0));
+            let (wp, bb) = (be.prepare_conv(&w, c_out, c_in, k).unwrap(), be.upload(&b).unwrap());
+            let mut y = be.alloc(samples * len * c_out).unwrap();
+            let s = ConvShape::dense(samples, len, c_in, c_out, k);
+            be.conv1d(&be.upload(&x).unwrap(), &wp, &bb, &mut y, s, true).unwrap();
+            let all = read(be, &y, samples * len * c_out);
+            for smp in [0, 1, 50, 99] {
+                let mut y1 = be.alloc(len * c_out).unwrap();
+                let x1 = be.upload(&x[smp * len * c_in..(smp + 1) * len * c_in]).unwrap();
+                be.conv1d(&x1, &wp, &bb, &mut y1, ConvShape::dense(1, len, c_in, c_out, k), true).unwrap();
+                let alone = read(be, &y1, len * c_out);
+                assert!(
+                    alone.iter().zip(&all[smp * len * c_out..]).all(|(a, b)| a.to_bits() == b.to_bits()),
+                    "{what} {len}x{c_in}->{c_out} k{k}: sample {smp} alone differs from the batch"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_samples_output_has_the_same_bits_alone_or_in_a_batch() {
+        // TLOB's three spatial convs over 20 levels.
+        let shapes = [(20, 4, 32, 3), (20, 32, 64, 3), (20, 64, 128, 3)];
+        samples_are_independent(&Cpu::new(), "cpu f32", &shapes);
+        if let Ok(be) = Cpu::with_precision(Precision::Bf16) {
+            samples_are_independent(&be, "cpu bf16", &shapes);
+        }
+        for p in [Precision::F32, Precision::Bf16] {
+            samples_are_independent(&Gpu::with_precision(Emu::new(), p), &format!("emu {p:?}"), &[(20, 4, 32, 3)]);
+        }
+    }
 }

@@ -727,4 +727,42 @@ mod tests {
         let e = be.linear_backward(&x, &w, &dy, None, &mut dw, None, s, false).unwrap_err().to_string();
         assert!(e.contains("linear_backward") && e.contains("f32"), "{e}");
     }
+
+    /// Each row's output, computed alone, has the bits it has inside a
+    /// batch: what batching symbols into one forward, and a TLOB tick that
+    /// recomputes only its newest snapshot, both rely on.
+    fn rows_are_independent<B: Backend>(be: &B, what: &str, shapes: &[(usize, usize)]) {
+        let rows = 100;
+        for &(n_in, n_out) in shapes {
+            let (x, w, b) = (data(rows * n_in, 1, 1.0), data(n_out * n_in, 2, 0.5), data(n_out, 3, 1.0));
+            let (wp, bb) = (be.prepare_linear(&w, n_out, n_in).unwrap(), be.upload(&b).unwrap());
+            let mut y = be.alloc(rows * n_out).unwrap();
+            be.linear(&be.upload(&x).unwrap(), &wp, &bb, &mut y, LinearShape { rows, n_in, n_out }, Epilogue::Gelu)
+                .unwrap();
+            let all = read(be, &y, rows * n_out);
+            for r in [0, 1, 63, 64, 99] {
+                let mut y1 = be.alloc(n_out).unwrap();
+                let x1 = be.upload(&x[r * n_in..(r + 1) * n_in]).unwrap();
+                be.linear(&x1, &wp, &bb, &mut y1, LinearShape { rows: 1, n_in, n_out }, Epilogue::Gelu).unwrap();
+                let alone = read(be, &y1, n_out);
+                assert!(
+                    alone.iter().zip(&all[r * n_out..]).all(|(a, b)| a.to_bits() == b.to_bits()),
+                    "{what} {n_in}->{n_out}: row {r} alone differs from the batch"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_rows_output_has_the_same_bits_alone_or_in_a_batch() {
+        // TLOB's spatial projection (2560 -> 128) and an MPD-sized layer.
+        let shapes = [(2560, 128), (256, 768)];
+        rows_are_independent(&Cpu::new(), "cpu f32", &shapes);
+        if let Ok(be) = Cpu::with_precision(Precision::Bf16) {
+            rows_are_independent(&be, "cpu bf16", &shapes);
+        }
+        for p in [Precision::F32, Precision::Bf16] {
+            rows_are_independent(&Gpu::with_precision(Emu::new(), p), &format!("emu {p:?}"), &[(160, 96)]);
+        }
+    }
 }
