@@ -330,6 +330,9 @@ pub(crate) fn transpose(w: &[f32], n_out: usize, n_in: usize) -> Vec<f32> {
 /// cache (a plain double loop strides through the destination); runs after
 /// every optimizer step for every matrix.
 pub(crate) fn transpose_into(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
+    if rows == 0 || cols == 0 {
+        return;
+    }
     const T: usize = 32;
     // Parallel over destination row blocks (source column blocks): disjoint writes.
     dst.par_chunks_mut(T * rows).enumerate().for_each(|(cb, block)| {

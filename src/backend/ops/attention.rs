@@ -313,9 +313,19 @@ fn forward_pairs(qkv: &[f32], out: &mut [f32], s: AttentionShape) {
     split_items(pairs, true, &|range| range.for_each(task));
 }
 
+/// A head of no features has no scores to scale (1/√0): refused, as the
+/// GPU's launch rules refuse it.
+fn no_empty_heads(op: &str, s: AttentionShape) -> Result<()> {
+    if s.head_dim == 0 {
+        return Err(crate::error::Error::Backend { backend: "cpu".into(), reason: format!("{op}: head dim 0") });
+    }
+    Ok(())
+}
+
 /// `Backend::attention` on the CPU.
 pub(crate) fn forward_cpu(qkv: &[f32], out: &mut [f32], s: AttentionShape) -> Result<()> {
     check_forward(qkv, out, s, |what, b: &[f32], need| check_len(OP, what, b.len(), need))?;
+    no_empty_heads(OP, s)?;
     if s.tokens == 0 {
         // Nothing to compute, and the per-head slicing below needs a token.
         return Ok(());
@@ -330,6 +340,7 @@ pub(crate) fn forward_cpu(qkv: &[f32], out: &mut [f32], s: AttentionShape) -> Re
 /// pairs on rayon's threads.
 pub(crate) fn train_cpu(qkv: &[f32], out: &mut [f32], probs: &mut [f32], s: AttentionShape) -> Result<()> {
     check_train(qkv, out, probs, s, |what, b: &[f32], need| check_len(OP_TRAIN, what, b.len(), need))?;
+    no_empty_heads(OP_TRAIN, s)?;
     if s.tokens == 0 {
         // Nothing to compute; an empty chunk size would panic below.
         return Ok(());
@@ -371,6 +382,7 @@ pub(crate) fn backward_cpu(
     check_backward(qkv, probs, dout, dqkv, scratch, s, |what, b: &[f32], need| {
         check_len(OP_BACKWARD, what, b.len(), need)
     })?;
+    no_empty_heads(OP_BACKWARD, s)?;
     if s.tokens == 0 {
         return Ok(());
     }

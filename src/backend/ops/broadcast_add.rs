@@ -108,6 +108,9 @@ pub fn reference_backward(dx: &[f64], s: BroadcastShape) -> Vec<f64> {
 /// `Backend::broadcast_add` on the CPU.
 pub(crate) fn forward_cpu(x: &mut [f32], src: &[f32], s: BroadcastShape) -> Result<()> {
     check_forward(&*x, src, s, |what, b: &[f32], need| check_len(OP, what, b.len(), need))?;
+    if s.outer * s.inner * s.dim == 0 {
+        return Ok(());
+    }
     for (o, block) in x[..s.outer * s.inner * s.dim].chunks_mut(s.inner * s.dim).enumerate() {
         for (t, row) in block.chunks_mut(s.dim).enumerate() {
             let r = if s.per_outer { o } else { t };
@@ -120,6 +123,10 @@ pub(crate) fn forward_cpu(x: &mut [f32], src: &[f32], s: BroadcastShape) -> Resu
 /// `Train::broadcast_add_backward` on the CPU: samples, then tokens, in order.
 pub(crate) fn backward_cpu(dx: &[f32], dsrc: &mut [f32], s: BroadcastShape) -> Result<()> {
     check_backward(dx, &*dsrc, s, |what, b: &[f32], need| check_len(OP_BACKWARD, what, b.len(), need))?;
+    if s.outer * s.inner * s.dim == 0 {
+        // Nothing broadcast: nothing to add back.
+        return Ok(());
+    }
     for (o, block) in dx[..s.outer * s.inner * s.dim].chunks(s.inner * s.dim).enumerate() {
         for (t, row) in block.chunks(s.dim).enumerate() {
             let r = if s.per_outer { o } else { t };

@@ -436,8 +436,15 @@ pub(crate) fn backward_cpu(
     let pad = k / 2;
     let rows = s.samples * len;
     let width = cin * k;
+    if rows == 0 || s.c_out == 0 {
+        return Ok(());
+    }
     let dy_at = dy[s.out_offset..].as_ptr();
+    // No input channel: no weight or input gradient, only the bias's.
     with_scratch(2 * rows * width, |scr| {
+        if width == 0 {
+            return;
+        }
         let (cols, dcols) = scr.split_at_mut(rows * width);
         im2col(x, cols, len, cin, k);
         // SAFETY: dy rows of stride out_stride hold c_out values at out_offset;

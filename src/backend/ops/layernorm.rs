@@ -221,6 +221,9 @@ pub(crate) fn backward_cpu(
     check_backward(x, gamma, dy, dx, dgamma, dbeta, rows, dim, |what, b: &[f32], need| {
         check_len(OP_BACKWARD, what, b.len(), need)
     })?;
+    if rows == 0 || dim == 0 {
+        return Ok(());
+    }
     let chunks = rows.div_ceil(ROW_CHUNK);
     let dxp = SendPtr(dx.as_mut_ptr());
     with_scratch(chunks * 2 * dim, |part| {

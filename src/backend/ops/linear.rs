@@ -199,6 +199,9 @@ pub(crate) fn forward_cpu(
 
 /// `db[..n] += Σ_r dy[r·ld + off ..][..n]` in fixed row chunks combined in order.
 pub(crate) fn col_sums(dy: &[f32], ld: usize, off: usize, rows: usize, n: usize, db: &mut [f32]) {
+    if rows == 0 || n == 0 {
+        return;
+    }
     let chunks = rows.div_ceil(ROW_CHUNK);
     with_scratch(chunks * n, |part| {
         part.par_chunks_mut(n).enumerate().for_each(|(c, acc)| {

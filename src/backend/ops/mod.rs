@@ -46,6 +46,8 @@ pub mod sum_squares;
 pub mod swap_last_axes;
 #[cfg(test)]
 mod testing;
+#[cfg(test)]
+mod zero_sizes;
 
 /// Every op module's parameter structs, each checked against its C size
 /// (for the emulator's test that every registered kernel has one).

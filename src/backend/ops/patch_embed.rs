@@ -210,6 +210,9 @@ pub(crate) fn forward_cpu(
     let check = |what: &str, v: &[f32], need| check_len(OP, what, v.len(), need);
     let w_len = |n_out, n_in| cpu.linear_len(n_out, n_in);
     check_forward(x, w, b, cls.map(Vec::as_slice), pos, &*out, s, w_len, check, cpu_refuse(OP))?;
+    if s.batch == 0 || s.dim == 0 {
+        return Ok(());
+    }
     let (pt, pf, d) = (s.patch_h, s.patch_w, s.dim);
     let (patches, tokens, plen) = (s.patches(), s.tokens(), pt * pf);
     let first = usize::from(s.cls_token);
@@ -250,6 +253,9 @@ pub(crate) fn backward_cpu(
 ) -> Result<()> {
     let check = |what: &str, v: &[f32], need| check_len(BACKWARD, what, v.len(), need);
     check_backward(x, dout, &*dw, &*db, dcls.as_deref().map(Vec::as_slice), &*dpos, s, check, cpu_refuse(BACKWARD))?;
+    if s.batch == 0 || s.dim == 0 {
+        return Ok(());
+    }
     let mut dcls = dcls.map(|c| c.as_mut_slice());
     let (pt, pf, d) = (s.patch_h, s.patch_w, s.dim);
     let (patches, tokens, plen) = (s.patches(), s.tokens(), pt * pf);

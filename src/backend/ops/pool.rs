@@ -105,6 +105,13 @@ pub(crate) fn forward_cpu(
     how: Pool,
 ) -> Result<()> {
     check_forward(x, out, batch, tokens, dim, |what, b: &[f32], need| check_len(OP, what, b.len(), need))?;
+    if tokens == 0 {
+        // There is no first, last or mean token (the GPU refuses it too).
+        return Err(Error::Backend { backend: "cpu".into(), reason: "pool: zero tokens".into() });
+    }
+    if batch == 0 || dim == 0 {
+        return Ok(());
+    }
     for bi in 0..batch {
         let seq = &x[bi * tokens * dim..(bi + 1) * tokens * dim];
         let o = &mut out[bi * dim..(bi + 1) * dim];
@@ -136,6 +143,9 @@ pub(crate) fn backward_cpu(
     check_backward(dout, dx, batch, tokens, dim, |what, b: &[f32], need| check_len(OP_BACKWARD, what, b.len(), need))?;
     if tokens == 0 {
         return Err(Error::Backend { backend: "cpu".into(), reason: "pool_backward: zero tokens".into() });
+    }
+    if batch == 0 || dim == 0 {
+        return Ok(());
     }
     for bi in 0..batch {
         let g = &dout[bi * dim..(bi + 1) * dim];

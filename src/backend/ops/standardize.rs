@@ -46,6 +46,9 @@ pub fn reference(x: &[f64], mean: &[f64], std: &[f64], rows: usize, dim: usize) 
 /// `Backend::standardize` on the CPU.
 pub(crate) fn forward_cpu(x: &mut [f32], mean: &[f32], std: &[f32], rows: usize, dim: usize) -> Result<()> {
     check_buffers(&*x, mean, std, rows, dim, |what, b: &[f32], need| check_len(OP, what, b.len(), need))?;
+    if rows == 0 || dim == 0 {
+        return Ok(());
+    }
     for row in x[..rows * dim].chunks_mut(dim) {
         for ((v, m), s) in row.iter_mut().zip(mean).zip(std) {
             *v = (*v - m) / s;
