@@ -25,6 +25,11 @@ pub mod select;
 use crate::error::Result;
 use ops::elementwise::{map_cpu, map_gpu, Map};
 
+/// Why a buffer is refused, in the same words on every backend.
+pub(crate) fn short_buffer(op: &str, what: &str, have: usize, need: usize) -> String {
+    format!("{op}: buffer {what} holds {have} values, needs {need}")
+}
+
 /// What a linear op does after the matrix product and bias.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Epilogue {

@@ -144,12 +144,14 @@ pub(crate) fn with_local<T: Copy + Default, R>(
 /// Fails with a backend error unless `buf` holds at least `need` values.
 pub(crate) fn check_len(op: &str, what: &str, have: usize, need: usize) -> Result<()> {
     if have < need {
-        return Err(Error::Backend {
-            backend: "cpu".into(),
-            reason: format!("{op}: buffer {what} holds {have} values, needs {need}"),
-        });
+        return Err(Error::Backend { backend: "cpu".into(), reason: super::short_buffer(op, what, have, need) });
     }
     Ok(())
+}
+
+/// A CPU backend error of `op`: "`op`: `reason`".
+pub(crate) fn refuse(op: &str, reason: impl std::fmt::Display) -> Error {
+    Error::Backend { backend: "cpu".into(), reason: format!("{op}: {reason}") }
 }
 
 /// A raw pointer that may cross to rayon's threads: each task writes a

@@ -99,7 +99,7 @@ impl<D: Device> Gpu<D> {
     /// `prepare_*` ops), in the same words as the CPU's `check_len`.
     pub(crate) fn check_len(&self, op: &str, what: &str, have: usize, need: usize) -> Result<()> {
         if have < need {
-            return Err(self.err(format!("{op}: buffer {what} holds {have} values, needs {need}")));
+            return Err(self.err(super::short_buffer(op, what, have, need)));
         }
         Ok(())
     }

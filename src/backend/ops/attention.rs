@@ -38,7 +38,7 @@ use multiversion::multiversion;
 use rayon::prelude::*;
 
 use crate::backend::cpu::simd::{exp, LANES};
-use crate::backend::cpu::{check_len, gemm_strided, split_items, SendPtr};
+use crate::backend::cpu::{check_len, gemm_strided, refuse, split_items, SendPtr};
 use crate::backend::gpu::launch::{cfg, err};
 use crate::backend::gpu::params::{params, KernelParams};
 use crate::backend::gpu::{launch_nonempty, Device, Gpu, LaunchConfig};
@@ -317,7 +317,7 @@ fn forward_pairs(qkv: &[f32], out: &mut [f32], s: AttentionShape) {
 /// GPU's launch rules refuse it.
 fn no_empty_heads(op: &str, s: AttentionShape) -> Result<()> {
     if s.head_dim == 0 {
-        return Err(crate::error::Error::Backend { backend: "cpu".into(), reason: format!("{op}: head dim 0") });
+        return Err(refuse(op, "head dim 0"));
     }
     Ok(())
 }

@@ -34,7 +34,7 @@ use super::column_sum::{self, ColumnSum};
 use super::linear::col_sums;
 use crate::backend::cpu::small_gemm::{self, Bias, Elem, Lhs, Operand, Output, Product, Taps};
 use crate::backend::cpu::{
-    bf16, check_len, gemm_strided, matmul, run_product, split_chunks, with_scratch, Cpu, Gemm, PAR_MIN_ELEMS,
+    bf16, check_len, gemm_strided, matmul, refuse, run_product, split_chunks, with_scratch, Cpu, Gemm, PAR_MIN_ELEMS,
     PAR_MIN_MACS,
 };
 use crate::backend::gpu::params::{twin, Bf16, KernelParams, F16};
@@ -236,10 +236,6 @@ pub(crate) fn prepare_gpu<D: Device>(gpu: &Gpu<D>, w: &[f32], c_out: usize, c_in
     super::linear::prepare_gpu(gpu, w, c_out, c_in * k)
 }
 
-fn cpu_err(op: &str, reason: String) -> Error {
-    Error::Backend { backend: "cpu".into(), reason: format!("{op}: {reason}") }
-}
-
 /// `Backend::conv1d` on the CPU, in the backend's precision.
 pub(crate) fn forward_cpu(
     cpu: &Cpu,
@@ -250,7 +246,7 @@ pub(crate) fn forward_cpu(
     s: ConvShape,
     gelu: bool,
 ) -> Result<()> {
-    consistent(s).map_err(|r| cpu_err(OP, r))?;
+    consistent(s).map_err(|r| refuse(OP, r))?;
     let bf16_mode = cpu.precision() == Precision::Bf16;
     let w_len = if bf16_mode { bf16_len(s.c_out, s.c_in, s.kernel) } else { s.c_out * s.c_in * s.kernel };
     check_forward(x, w, b, &*y, s, w_len, |what, v: &[f32], need| check_len(OP, what, v.len(), need))?;
@@ -277,7 +273,7 @@ pub(crate) fn multiscale_cpu(
     check_len(MULTI, "x", x.len(), samples * len * dim)?;
     check_len(MULTI, "y", y.len(), samples * len * branches.len() * dim)?;
     let w_len = |k| if cpu.precision() == Precision::Bf16 { bf16_len(dim, dim, k) } else { dim * dim * k };
-    check_branches(branches, dim, w_len, check, |r| cpu_err(MULTI, r))?;
+    check_branches(branches, dim, w_len, check, |r| refuse(MULTI, r))?;
     for (i, br) in branches.iter().enumerate() {
         let s = branch_shape(samples, len, dim, br.kernel, i, branches.len());
         forward_cpu(cpu, x, &br.w, &br.b, y, s, true)?;
@@ -431,7 +427,7 @@ pub(crate) fn backward_cpu(
     check_backward(x, w, dy, dx.as_deref().map(Vec::as_slice), &*dw, &*db, s, |what, v: &[f32], need| {
         check_len(BACKWARD, what, v.len(), need)
     })?;
-    consistent(s).map_err(|r| cpu_err(BACKWARD, r))?;
+    consistent(s).map_err(|r| refuse(BACKWARD, r))?;
     let (len, cin, k) = (s.len, s.c_in, s.kernel);
     let pad = k / 2;
     let rows = s.samples * len;

@@ -24,7 +24,7 @@
 //! (`patch_embed_backward_shapes`), `train_grads` and `bit_lock`.
 
 use super::column_sum::{self, ColumnSum};
-use crate::backend::cpu::{check_len, gemm_strided, with_scratch, Cpu, Gemm};
+use crate::backend::cpu::{check_len, gemm_strided, refuse, with_scratch, Cpu, Gemm};
 use crate::backend::gpu::params::{params, twin, Bf16, KernelParams, F16};
 use crate::backend::gpu::{launch, launch_nonempty, Device, Gpu};
 use crate::backend::PatchShape;
@@ -191,10 +191,6 @@ fn gather_patches(img: &[f32], v: &mut [f32], s: PatchShape) {
     }
 }
 
-fn cpu_refuse(op: &'static str) -> impl Fn(String) -> Error {
-    move |reason| Error::Backend { backend: "cpu".into(), reason: format!("{op}: {reason}") }
-}
-
 /// `Backend::patch_embed` on the CPU, in the backend's precision.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn forward_cpu(
@@ -209,7 +205,7 @@ pub(crate) fn forward_cpu(
 ) -> Result<()> {
     let check = |what: &str, v: &[f32], need| check_len(OP, what, v.len(), need);
     let w_len = |n_out, n_in| cpu.linear_len(n_out, n_in);
-    check_forward(x, w, b, cls.map(Vec::as_slice), pos, &*out, s, w_len, check, cpu_refuse(OP))?;
+    check_forward(x, w, b, cls.map(Vec::as_slice), pos, &*out, s, w_len, check, |r| refuse(OP, r))?;
     if s.batch == 0 || s.dim == 0 {
         return Ok(());
     }
@@ -252,7 +248,7 @@ pub(crate) fn backward_cpu(
     s: PatchShape,
 ) -> Result<()> {
     let check = |what: &str, v: &[f32], need| check_len(BACKWARD, what, v.len(), need);
-    check_backward(x, dout, &*dw, &*db, dcls.as_deref().map(Vec::as_slice), &*dpos, s, check, cpu_refuse(BACKWARD))?;
+    check_backward(x, dout, &*dw, &*db, dcls.as_deref().map(Vec::as_slice), &*dpos, s, check, |r| refuse(BACKWARD, r))?;
     if s.batch == 0 || s.dim == 0 {
         return Ok(());
     }

@@ -19,12 +19,12 @@
 //! GPU through `tests/common/kernels.rs` (`elementwise_ops`) and
 //! `tests/common/train_elementwise.rs` (`pool_backward_all_modes`).
 
-use crate::backend::cpu::check_len;
+use crate::backend::cpu::{check_len, refuse};
 use crate::backend::gpu::launch;
 use crate::backend::gpu::params::{params, KernelParams};
 use crate::backend::gpu::{Device, Gpu};
 use crate::backend::Pool;
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 const OP: &str = "pool";
 const OP_BACKWARD: &str = "pool_backward";
@@ -107,7 +107,7 @@ pub(crate) fn forward_cpu(
     check_forward(x, out, batch, tokens, dim, |what, b: &[f32], need| check_len(OP, what, b.len(), need))?;
     if tokens == 0 {
         // There is no first, last or mean token (the GPU refuses it too).
-        return Err(Error::Backend { backend: "cpu".into(), reason: "pool: zero tokens".into() });
+        return Err(refuse(OP, "zero tokens"));
     }
     if batch == 0 || dim == 0 {
         return Ok(());
@@ -142,7 +142,7 @@ pub(crate) fn backward_cpu(
 ) -> Result<()> {
     check_backward(dout, dx, batch, tokens, dim, |what, b: &[f32], need| check_len(OP_BACKWARD, what, b.len(), need))?;
     if tokens == 0 {
-        return Err(Error::Backend { backend: "cpu".into(), reason: "pool_backward: zero tokens".into() });
+        return Err(refuse(OP_BACKWARD, "zero tokens"));
     }
     if batch == 0 || dim == 0 {
         return Ok(());
