@@ -20,7 +20,7 @@ use quorum::{Inputs, Outputs};
 fn forward(c: &mut Criterion) {
     let mut group = c.benchmark_group("forward_cuda");
     for precision in [Precision::F32, Precision::Bf16, Precision::F16] {
-        let be = Gpu::with_precision(Cuda::new(0).expect("a CUDA device"), precision);
+        let be = Gpu::with_precision(Cuda::new(0).expect("a CUDA device"), precision).unwrap();
         for kind in ModelKind::ALL {
             let mut model = default_model(&be, kind);
             for (batch, graphs) in [(1usize, true), (1, false), (32, true)] {
@@ -72,7 +72,7 @@ fn kernels(c: &mut Criterion) {
     });
     // The same product with 16-bit weights on the tensor cores.
     for precision in [Precision::Bf16, Precision::F16] {
-        let half = Gpu::with_precision(Cuda::new(0).expect("a CUDA device"), precision);
+        let half = Gpu::with_precision(Cuda::new(0).expect("a CUDA device"), precision).unwrap();
         let (x, b) = (half.alloc(rows * n_in).unwrap(), half.alloc(n_out).unwrap());
         let w = half.prepare_linear(&vec![0.01; n_in * n_out], n_out, n_in).unwrap();
         let mut y = half.alloc(rows * n_out).unwrap();

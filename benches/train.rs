@@ -55,7 +55,7 @@ fn train_step(c: &mut Criterion) {
         train_step_on(c, &gpu, "train_step_cuda");
         // use_amp: bf16 products in the forward, f32 master weights (the
         // peer of PyTorch's autocast bf16 step).
-        let amp = Gpu::with_precision(Cuda::new(0).expect("a CUDA device"), Precision::for_training(true));
+        let amp = Gpu::with_precision(Cuda::new(0).expect("a CUDA device"), Precision::for_training(true)).unwrap();
         train_step_on(c, &amp, "train_step_cuda_amp");
     }
 }

@@ -84,10 +84,10 @@ fn current() -> BTreeMap<String, String> {
         forwards(&cpu_bf16, "cpu-bf16", &mut out);
     }
     forwards(&Gpu::new(Emu::new()), "emu-f32", &mut out);
-    forwards(&Gpu::with_precision(Emu::new(), Precision::Bf16), "emu-bf16", &mut out);
+    forwards(&Gpu::with_precision(Emu::new(), Precision::Bf16).unwrap(), "emu-bf16", &mut out);
     training(&cpu, "cpu", &mut out);
     training(&Gpu::new(Emu::new()), "emu-f32", &mut out);
-    training(&Gpu::with_precision(Emu::new(), Precision::Bf16), "emu-bf16", &mut out);
+    training(&Gpu::with_precision(Emu::new(), Precision::Bf16).unwrap(), "emu-bf16", &mut out);
     out
 }
 

@@ -55,7 +55,7 @@ mod on_gpu {
     const HALVES: [Precision; 2] = [Precision::Bf16, Precision::F16];
 
     fn gpu_in(p: Precision) -> Gpu<Cuda> {
-        Gpu::with_precision(Cuda::new(0).expect("gpu-tests need a CUDA device"), p)
+        Gpu::with_precision(Cuda::new(0).expect("gpu-tests need a CUDA device"), p).unwrap()
     }
 
     #[test]

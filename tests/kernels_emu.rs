@@ -192,20 +192,20 @@ fn tensor_core_helper_matches_a_reference_product() {
 #[test]
 fn half_linear_all_epilogues() {
     for p in HALVES {
-        kernels::half_linear_all_epilogues(&Gpu::with_precision(Emu::new(), p), p);
+        kernels::half_linear_all_epilogues(&Gpu::with_precision(Emu::new(), p).unwrap(), p);
     }
 }
 
 #[test]
 fn half_conv_and_patch_embedding() {
     for p in HALVES {
-        kernels::half_conv_and_patch_embedding(&Gpu::with_precision(Emu::new(), p), p);
+        kernels::half_conv_and_patch_embedding(&Gpu::with_precision(Emu::new(), p).unwrap(), p);
     }
 }
 
 #[test]
 fn half_weights_really_are_rounded() {
-    kernels::half_weights_really_are_rounded(|p| Gpu::with_precision(Emu::new(), p));
+    kernels::half_weights_really_are_rounded(|p| Gpu::with_precision(Emu::new(), p).unwrap());
 }
 
 #[test]

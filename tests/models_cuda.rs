@@ -22,7 +22,7 @@ fn every_golden_case_on_cuda() {
 #[test]
 fn every_golden_case_on_cuda_in_bf16() {
     use quorum::backend::gpu::Precision;
-    let be = Gpu::with_precision(Cuda::new(0).expect("gpu-tests need a CUDA device"), Precision::Bf16);
+    let be = Gpu::with_precision(Cuda::new(0).expect("gpu-tests need a CUDA device"), Precision::Bf16).unwrap();
     for name in ALL_CASES {
         let g = golden(name);
         let mut model = g.model(&be);

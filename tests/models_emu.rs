@@ -66,7 +66,7 @@ fn batch_results_equal_single_sample_results_on_emu() {
 fn every_case_in_bf16_and_f16_within_the_half_precision_tolerances() {
     for precision in [Precision::Bf16, Precision::F16] {
         for name in ALL_CASES {
-            let worst = check_golden_within(&Gpu::with_precision(Emu::new(), precision), name, true);
+            let worst = check_golden_within(&Gpu::with_precision(Emu::new(), precision).unwrap(), name, true);
             eprintln!("{name} on emu, {precision:?}: worst error / tolerance = {worst:.3}");
         }
     }

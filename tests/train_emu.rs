@@ -23,7 +23,7 @@ fn every_gradient_golden_matches_pytorch_on_the_emulator() {
 /// use_amp: the forward's matrix products in bf16 from the f32 master weights.
 #[test]
 fn mixed_precision_gradients_stay_near_pytorch_on_the_emulator() {
-    let gpu = Gpu::with_precision(Emu::new(), Precision::Bf16);
+    let gpu = Gpu::with_precision(Emu::new(), Precision::Bf16).unwrap();
     let mut worst: f64 = 0.0;
     for name in GOLDEN_CASES {
         worst = worst.max(check_golden(&gpu, name, grads::BF16));

@@ -486,6 +486,6 @@ fn prepare_from_matches_prepare_on_the_emulated_gpu() {
     prepare_from_matches_prepare(&Gpu::new(Emu::new()), |o, i| o * i);
     // Mixed precision: the f32 master weights packed on the device as the host packs them.
     for p in [Precision::Bf16, Precision::F16] {
-        prepare_from_matches_prepare(&Gpu::with_precision(Emu::new(), p), |o, i| o * i.div_ceil(2));
+        prepare_from_matches_prepare(&Gpu::with_precision(Emu::new(), p).unwrap(), |o, i| o * i.div_ceil(2));
     }
 }

@@ -172,8 +172,8 @@ pub struct ConvWeights<B: Backend + ?Sized> {
 
 /// How matrix-product weights are stored and multiplied. Activations,
 /// norms, attention and the cell updates stay f32 in every mode. The GPU
-/// backends take all three; the CPU takes f32 and, where the CPU has
-/// AVX512_BF16, bf16.
+/// backends take f32, bf16 and f16; the CPU takes f32 and, where the CPU has
+/// AVX512_BF16, bf16, and with AVX512_VNNI as well, int8.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum Precision {
     /// f32 weights, FMA GEMM: docs/models.md's f32 tolerances.
@@ -187,9 +187,25 @@ pub enum Precision {
     /// more mantissa bits than bf16 and a range to ±65504, which weights and
     /// normalized activations stay well inside; same tolerances.
     F16,
+    /// int8 linear weights (a quarter of f32's bytes), quantized per output
+    /// channel at load, activations per row as they run, exact i32 sums
+    /// (`vpdpbusd` on a CPU with AVX512_VNNI; backend/cpu/int8.rs); the
+    /// convolutions and the recurrence as in bf16: docs/models.md's int8
+    /// bounds. CPU only so far.
+    Int8,
 }
 
 impl Precision {
+    /// The name `--precision` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::F32 => "f32",
+            Precision::Bf16 => "bf16",
+            Precision::F16 => "f16",
+            Precision::Int8 => "int8",
+        }
+    }
+
     /// The precision a GPU backend trains at: docs/training.md's `use_amp` means
     /// bf16 products in the forward (f32 master weights); otherwise f32.
     pub fn for_training(use_amp: bool) -> Self {
@@ -428,6 +444,7 @@ train_ops! {
                 Precision::F32 => None,
                 Precision::Bf16 => Some("bf16"),
                 Precision::F16 => Some("f16"),
+                Precision::Int8 => unreachable!("Gpu::with_precision refuses int8"),
             },
         }
 

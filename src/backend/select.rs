@@ -89,14 +89,14 @@ pub fn cpu(precision: Precision) -> Result<Cpu> {
     Cpu::with_precision(precision)
 }
 
-/// The emulated GPU backend at `precision`.
-pub fn emu(precision: Precision) -> Gpu<Emu> {
+/// The emulated GPU backend at `precision` (int8 is refused: no GPU path has it).
+pub fn emu(precision: Precision) -> Result<Gpu<Emu>> {
     Gpu::with_precision(Emu::new(), precision)
 }
 
 /// Runs `$body` with `$be` bound to the backend (owned) of an [`OpenDevice`]
-/// at a [`Precision`]; evaluates to the body's value; `?` on the CPU's refusal
-/// of f16. Each arm is its own
+/// at a [`Precision`]; evaluates to the body's value; `?` on a backend's
+/// refusal of a precision (f16 on the CPU, int8 on a GPU). Each arm is its own
 /// monomorphized copy (the models are generic over `Backend`), which is why
 /// this is a macro and not a function taking a closure.
 ///
@@ -117,11 +117,11 @@ macro_rules! on_device {
                 $body
             }
             $crate::backend::select::OpenDevice::Emu => {
-                let $be = $crate::backend::select::emu(precision);
+                let $be = $crate::backend::select::emu(precision)?;
                 $body
             }
             $crate::backend::select::OpenDevice::Cuda(dev) => {
-                let $be = $crate::backend::gpu::Gpu::with_precision(dev, precision);
+                let $be = $crate::backend::gpu::Gpu::with_precision(dev, precision)?;
                 $body
             }
         }
@@ -137,8 +137,8 @@ mod tests {
     fn each_device_opens_the_backend_it_names() {
         let name = |d: Device| -> Result<&'static str> { Ok(on_device!(d.open()?, Precision::F32, be => be.name())) };
         assert_eq!(name(Device::Cpu).unwrap(), Cpu::new().name());
-        assert_eq!(name(Device::Emu).unwrap(), emu(Precision::F32).name());
-        assert_ne!(Cpu::new().name(), emu(Precision::F32).name());
+        assert_eq!(name(Device::Emu).unwrap(), emu(Precision::F32).unwrap().name());
+        assert_ne!(Cpu::new().name(), emu(Precision::F32).unwrap().name());
     }
 
     #[test]

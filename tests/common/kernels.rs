@@ -326,6 +326,7 @@ pub fn round_to(precision: Precision, x: f32) -> f32 {
         Precision::F32 => x,
         Precision::Bf16 => bf16(x),
         Precision::F16 => f16(x),
+        Precision::Int8 => panic!("round_to is for the GPU's precisions"),
     }
 }
 
@@ -346,7 +347,7 @@ pub fn mma_check<D: Device>(dev: &D, precision: Precision) {
     match precision {
         Precision::Bf16 => unsafe { dev.launch(cfg, &p) }.unwrap(),
         Precision::F16 => unsafe { dev.launch(cfg, &F16(p)) }.unwrap(),
-        Precision::F32 => panic!("mma_check is for the 16-bit precisions"),
+        Precision::F32 | Precision::Int8 => panic!("mma_check is for the 16-bit precisions"),
     }
     let round = |x: f32| round_to(precision, x);
     let mut d = vec![0f32; 128];

@@ -63,6 +63,7 @@ pub(super) fn product(x: &[f32], w: &[f32], y: &mut [f32], g: Gemm, bias: Option
             depth: kp,
             taps: Taps::ONE,
             bias: bias.map(|(b, gelu)| Bias { ptr: b.as_ptr(), gelu }),
+            dequant: None,
         };
         // SAFETY: the assertions bound every pair, weight, bias and output element.
         unsafe { run_product(Elem::Bf16Pairs, &pr, n, rows * k * n >= PAR_MIN_MACS) };

@@ -2,15 +2,17 @@
 //! fast path in its own right: hand-written AVX-512 products over the weights
 //! as prepared at load (`small_gemm`), each batch-1 op split across two cores
 //! (`pair`), fused loops (`simd`), the `gemm` crate where AVX-512 is missing
-//! and for attention; f32, or bf16 products on CPUs with AVX512_BF16 (`bf16`).
+//! and for attention; f32, bf16 products on CPUs with AVX512_BF16 (`bf16`),
+//! or int8 products on CPUs that also have AVX512_VNNI (`int8`).
 //!
-//! Buffers are plain `Vec<f32>` (bf16 weights are pairs stored bit for bit).
+//! Buffers are plain `Vec<f32>` (bf16 and int8 weights are stored bit for bit).
 //! Scratch space (padded inputs, patches, gates, bf16 pairs) lives in
 //! thread-local vectors that grow to the largest size seen and are reused:
 //! after the first forward at a given batch size, nothing allocates.
 
 pub mod affinity;
 pub(crate) mod bf16;
+pub(crate) mod int8;
 pub(crate) mod pair;
 pub mod simd;
 pub(crate) mod small_gemm;
@@ -55,19 +57,29 @@ impl Cpu {
     }
 
     /// `Precision::Bf16` stores the matrix-product weights as bf16 and
-    /// multiplies with AVX512_BF16 (`bf16.rs`); it fails on a CPU without
-    /// that extension, and for f16, which CPUs here cannot multiply natively.
+    /// multiplies with AVX512_BF16 (`bf16.rs`); `Precision::Int8` quantizes
+    /// the linear weights and multiplies with AVX512_VNNI (`int8.rs`), the
+    /// convolutions and the recurrence as in bf16. Each fails on a CPU
+    /// without its extensions, and f16 fails: CPUs here cannot multiply it
+    /// natively.
     pub fn with_precision(precision: Precision) -> Result<Self> {
+        let bf16 = small_gemm::bf16_available();
         match precision {
             Precision::F32 => Ok(Cpu::new()),
-            Precision::Bf16 if small_gemm::bf16_available() => Ok(Cpu { precision }),
+            Precision::Bf16 if bf16 => Ok(Cpu { precision }),
             Precision::Bf16 => Err(Error::config(
                 "precision",
                 "bf16 on the CPU backend needs AVX512_BF16 (and AVX-512F), which this CPU lacks; use f32",
             )),
+            Precision::Int8 if bf16 && small_gemm::int8_available() => Ok(Cpu { precision }),
+            Precision::Int8 => Err(Error::config(
+                "precision",
+                "int8 on the CPU backend needs AVX512_VNNI and AVX512_BF16 (and AVX-512F), which this CPU lacks; \
+                 use f32",
+            )),
             Precision::F16 => Err(Error::config(
                 "precision",
-                "the CPU backend computes in f32 or bf16 (f16 is for --backend cuda or emu)",
+                "the CPU backend computes in f32, bf16 or int8 (f16 is for --backend cuda or emu)",
             )),
         }
     }
@@ -76,35 +88,39 @@ impl Cpu {
         self.precision
     }
 
-    fn bf16(&self) -> bool {
-        self.precision == Precision::Bf16
+    /// Whether the convolutions and the LSTM's recurrence multiply bf16
+    /// pairs: in bf16 mode, and in int8 mode, which leaves them in bf16
+    /// (int8.rs says why).
+    pub(crate) fn convs_in_bf16(&self) -> bool {
+        matches!(self.precision, Precision::Bf16 | Precision::Int8)
     }
 
     /// Values a prepared `(n_out, n_in)` weight holds in this precision.
     pub(crate) fn linear_len(&self, n_out: usize, n_in: usize) -> usize {
-        if self.bf16() {
-            bf16::linear_len(n_out, n_in)
-        } else {
-            n_out * n_in
+        match self.precision {
+            Precision::Bf16 => bf16::linear_len(n_out, n_in),
+            Precision::Int8 => int8::linear_len(n_out, n_in),
+            Precision::F32 | Precision::F16 => n_out * n_in,
         }
     }
 
     /// `g`'s product (then `+ bias[j]`, GELU) for a weight from
     /// `prepare_linear`, in this backend's precision.
     pub(crate) fn product(&self, x: &[f32], w: &[f32], y: &mut [f32], g: Gemm, bias: Option<(&[f32], bool)>) {
-        if self.bf16() {
-            bf16::product(x, w, y, g, bias);
-        } else {
-            matmul(x, w, y, g, true, bias);
+        match self.precision {
+            Precision::Bf16 => bf16::product(x, w, y, g, bias),
+            Precision::Int8 => int8::product(x, w, y, g, bias),
+            Precision::F32 | Precision::F16 => matmul(x, w, y, g, true, bias),
         }
     }
 
     /// Training runs in f32 on the CPU: its ops read f32 prepared weights.
     pub(crate) fn f32_only(&self, op: &str) -> Result<()> {
-        if self.bf16() {
+        if self.precision != Precision::F32 {
+            let p = self.precision.name();
             return Err(Error::Backend {
                 backend: "cpu".into(),
-                reason: format!("{op}: training on the CPU runs in f32; this backend was made with bf16 weights"),
+                reason: format!("{op}: training on the CPU runs in f32; this backend was made with {p} weights"),
             });
         }
         Ok(())
@@ -210,6 +226,7 @@ pub(crate) fn matmul(x: &[f32], wt: &[f32], y: &mut [f32], g: Gemm, parallel: bo
             depth: k,
             taps: small_gemm::Taps::ONE,
             bias: bias.map(|(b, gelu)| small_gemm::Bias { ptr: b.as_ptr(), gelu }),
+            dequant: None,
         };
         // SAFETY: the assertions above bound every row, column and bias the
         // kernel reads or writes.

@@ -45,6 +45,18 @@ pub(crate) fn bf16_available() -> bool {
     }
 }
 
+/// Whether the int8 kernel can run here (AVX-512F and AVX512_VNNI).
+pub(crate) fn int8_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("avx512vnni")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
 /// The bf16 bits of `v`, rounded to nearest even (`half`'s conversion, as the
 /// GPU backend's packing uses).
 fn bf16_bits(v: f32) -> u32 {
@@ -111,16 +123,26 @@ unsafe fn row_to_bf16(x: &[f32], out: &mut [u32]) {
     }
 }
 
-/// How one depth step multiplies and adds (bits in, f32 sums out).
+/// How one depth step multiplies and adds (bits in, sums out), and how a
+/// tile's sums become f32 outputs.
 #[cfg(target_arch = "x86_64")]
 trait Madd {
     unsafe fn madd(acc: __m512, a: __m512, b: __m512) -> __m512;
+
+    /// The f32 values of the sums `acc` of row `r`, columns `j..j + 16`
+    /// (masked by `mask`): the sums themselves where they are f32 already.
+    #[inline(always)]
+    unsafe fn finish(acc: __m512, _pr: &Product, _r: usize, _j: usize, _mask: __mmask16) -> __m512 {
+        acc
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
 struct F32;
 #[cfg(target_arch = "x86_64")]
 struct Bf16;
+#[cfg(target_arch = "x86_64")]
+struct Int8;
 
 #[cfg(target_arch = "x86_64")]
 impl Madd for F32 {
@@ -135,6 +157,34 @@ impl Madd for Bf16 {
     #[inline(always)]
     unsafe fn madd(acc: __m512, a: __m512, b: __m512) -> __m512 {
         _mm512_dpbf16_ps(acc, std::mem::transmute::<__m512, __m512bh>(a), std::mem::transmute::<__m512, __m512bh>(b))
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+impl Madd for Int8 {
+    /// `vpdpbusd`: four products of an unsigned activation byte and a signed
+    /// weight byte added into each i32 lane, exactly.
+    #[inline(always)]
+    unsafe fn madd(acc: __m512, a: __m512, b: __m512) -> __m512 {
+        _mm512_castsi512_ps(_mm512_dpbusd_epi32(
+            _mm512_castps_si512(acc),
+            _mm512_castps_si512(a),
+            _mm512_castps_si512(b),
+        ))
+    }
+
+    /// `(Σ - comp[j]) · (row_scale[r] · col_scale[j])`: the integer sum
+    /// without the activations' +128 offset, then both scales.
+    #[inline(always)]
+    unsafe fn finish(acc: __m512, pr: &Product, r: usize, j: usize, mask: __mmask16) -> __m512 {
+        let q = pr.dequant.expect("an int8 product carries its scales");
+        let comp = _mm512_maskz_loadu_epi32(mask, q.col_comp.add(j));
+        let exact = _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_castps_si512(acc), comp));
+        let scale = _mm512_mul_ps(
+            _mm512_set1_ps(*q.row_scale.add(r * q.row_ld)),
+            _mm512_maskz_loadu_ps(mask, q.col_scale.add(j)),
+        );
+        _mm512_mul_ps(exact, scale)
     }
 }
 
@@ -216,6 +266,22 @@ pub(crate) struct Bias {
 unsafe impl Send for Bias {}
 unsafe impl Sync for Bias {}
 
+/// How an int8 product's integer sums become f32 (cpu/int8.rs): row `r`'s
+/// activation scale is `row_scale[r·row_ld]`; column `j`'s weight scale is
+/// `col_scale[j]` and `col_comp[j]` is 128 times its quantized weights' sum
+/// (the activations are stored offset by +128, as `vpdpbusd` wants them
+/// unsigned).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Dequant {
+    pub row_scale: *const f32,
+    pub row_ld: usize,
+    pub col_scale: *const f32,
+    pub col_comp: *const i32,
+}
+
+unsafe impl Send for Dequant {}
+unsafe impl Sync for Dequant {}
+
 /// What one call computes: `y[r, j] (+)= Σ_taps Σ_p a[r, p] · b[p, j]`
 /// (then `+ bias[j]`, GELU) for `r < rows`, `j ∈ cols`.
 #[derive(Clone, Copy, Debug)]
@@ -227,6 +293,8 @@ pub(crate) struct Product {
     pub depth: usize,
     pub taps: Taps,
     pub bias: Option<Bias>,
+    /// The scales of an int8 product (`Elem::Int8Quads`); `None` otherwise.
+    pub dequant: Option<Dequant>,
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -331,8 +399,8 @@ unsafe fn tile<K: Madd, const R: usize, const NV: usize>(pr: &Product, r0: usize
     for (i, acc) in acc.iter().enumerate() {
         for v in 0..NV {
             let dst = pr.y.ptr.add((r0 + i) * pr.y.ld + j0 + 16 * v);
-            let sum =
-                if pr.y.accumulate { _mm512_add_ps(acc[v], _mm512_maskz_loadu_ps(masks[v], dst)) } else { acc[v] };
+            let val = K::finish(acc[v], pr, r0 + i, j0 + 16 * v, masks[v]);
+            let sum = if pr.y.accumulate { _mm512_add_ps(val, _mm512_maskz_loadu_ps(masks[v], dst)) } else { val };
             _mm512_mask_storeu_ps(dst, masks[v], sum);
         }
     }
@@ -350,6 +418,12 @@ unsafe fn product_bf16(pr: &Product, cols: Range<usize>) {
     product::<Bf16>(pr, cols)
 }
 
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512vnni")]
+unsafe fn product_int8(pr: &Product, cols: Range<usize>) {
+    product::<Int8>(pr, cols)
+}
+
 /// The element type of both operands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Elem {
@@ -357,13 +431,18 @@ pub(crate) enum Elem {
     F32,
     /// bf16 pairs, one `u32` per two depth steps (`depth` counts pairs).
     Bf16Pairs,
+    /// Quads of bytes, one `u32` per four depth steps (`depth` counts
+    /// quads): unsigned activations (offset by +128) against signed weights,
+    /// i32 sums, and `Product::dequant` to make them f32.
+    Int8Quads,
 }
 
 /// Computes the columns `cols` of `pr`.
 ///
 /// # Safety
 /// The feature for `elem` must be available (`f32_available`,
-/// `bf16_available`); every row, tap, column and bias the product reads or
+/// `bf16_available`, `int8_available`), an int8 product must carry its
+/// `dequant` scales; every row, tap, column and bias the product reads or
 /// writes must lie inside its buffers; and no other thread may touch `y`'s block
 /// meanwhile.
 pub(crate) unsafe fn run(elem: Elem, pr: &Product, cols: Range<usize>) {
@@ -371,6 +450,7 @@ pub(crate) unsafe fn run(elem: Elem, pr: &Product, cols: Range<usize>) {
     match elem {
         Elem::F32 => product_f32(pr, cols),
         Elem::Bf16Pairs => product_bf16(pr, cols),
+        Elem::Int8Quads => product_int8(pr, cols),
     }
     #[cfg(not(target_arch = "x86_64"))]
     unreachable!("small_gemm::run without AVX-512 ({elem:?}, {pr:?}, {cols:?})")
@@ -417,6 +497,7 @@ mod tests {
                         to_bf16_pairs(&x, rows, k, k, &mut a);
                         (a, pack_bf16(&w, n, k), k.div_ceil(2))
                     }
+                    Elem::Int8Quads => unreachable!("cpu/int8.rs tests the int8 products against their own reference"),
                 };
                 // Two column ranges, as two cores would split them.
                 let mid = (n / 2).div_ceil(16) * 16;
@@ -428,6 +509,7 @@ mod tests {
                     depth,
                     taps: Taps::ONE,
                     bias: None,
+                    dequant: None,
                 };
                 for cols in [0..mid.min(n), mid.min(n)..n] {
                     unsafe { run(elem, &pr, cols) };

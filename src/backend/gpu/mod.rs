@@ -42,11 +42,19 @@ pub struct Gpu<D: Device> {
 
 impl<D: Device> Gpu<D> {
     pub fn new(dev: D) -> Self {
-        Gpu::with_precision(dev, Precision::F32)
+        Gpu { dev, precision: Precision::F32, scratch: std::sync::Mutex::new(None) }
     }
 
-    pub fn with_precision(dev: D, precision: Precision) -> Self {
-        Gpu { dev, precision, scratch: std::sync::Mutex::new(None) }
+    /// The backend at `precision`: f32, bf16 or f16 (tensor-core products);
+    /// int8 is refused, as the kernels have no int8 path yet.
+    pub fn with_precision(dev: D, precision: Precision) -> Result<Self> {
+        if precision == Precision::Int8 {
+            return Err(Error::config(
+                "precision",
+                "int8 runs on the CPU backend only so far (--backend cpu); the GPU backends take f32, bf16 or f16",
+            ));
+        }
+        Ok(Gpu { precision, ..Gpu::new(dev) })
     }
 
     /// Runs `f` with the backend's scratch buffer, at least `len` values long
@@ -69,6 +77,7 @@ impl<D: Device> Gpu<D> {
         match self.precision {
             Precision::F32 => n_out * n_in,
             Precision::Bf16 | Precision::F16 => n_out * n_in.div_ceil(2),
+            Precision::Int8 => unreachable!("Gpu::with_precision refuses int8"),
         }
     }
 
@@ -83,6 +92,7 @@ impl<D: Device> Gpu<D> {
             Precision::F32 => launch_nonempty(self, launch::gemm(rows, n, branches)?, &p),
             Precision::Bf16 => launch_nonempty(self, launch::gemm_mma(rows, n, branches)?, &Bf16(p)),
             Precision::F16 => launch_nonempty(self, launch::gemm_mma(rows, n, branches)?, &F16(p)),
+            Precision::Int8 => unreachable!("Gpu::with_precision refuses int8"),
         }
     }
 

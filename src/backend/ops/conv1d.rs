@@ -39,7 +39,7 @@ use crate::backend::cpu::{
 };
 use crate::backend::gpu::params::{twin, Bf16, KernelParams, F16};
 use crate::backend::gpu::{launch, launch_nonempty, params::params, Device, Gpu};
-use crate::backend::{ConvShape, ConvWeights, Precision};
+use crate::backend::{ConvShape, ConvWeights};
 use crate::error::{Error, Result};
 
 const OP: &str = "conv1d";
@@ -223,7 +223,7 @@ pub(crate) fn pack_bf16(w: &[f32], c_out: usize, c_in: usize, k: usize) -> Vec<f
 /// `(c_out, c_in·k)` matrix at f32, tap-major bf16 pairs in bf16 mode.
 pub(crate) fn prepare_cpu(cpu: &Cpu, w: &[f32], c_out: usize, c_in: usize, kernel: usize) -> Result<Vec<f32>> {
     check_len("prepare_conv", "w", w.len(), c_out * c_in * kernel)?;
-    if cpu.precision() == Precision::Bf16 {
+    if cpu.convs_in_bf16() {
         return Ok(pack_bf16(w, c_out, c_in, kernel));
     }
     super::linear::prepare_cpu(cpu, w, c_out, c_in * kernel)
@@ -247,7 +247,7 @@ pub(crate) fn forward_cpu(
     gelu: bool,
 ) -> Result<()> {
     consistent(s).map_err(|r| refuse(OP, r))?;
-    let bf16_mode = cpu.precision() == Precision::Bf16;
+    let bf16_mode = cpu.convs_in_bf16();
     let w_len = if bf16_mode { bf16_len(s.c_out, s.c_in, s.kernel) } else { s.c_out * s.c_in * s.kernel };
     check_forward(x, w, b, &*y, s, w_len, |what, v: &[f32], need| check_len(OP, what, v.len(), need))?;
     if bf16_mode {
@@ -272,7 +272,7 @@ pub(crate) fn multiscale_cpu(
     let check = |what: &str, v: &Vec<f32>, need| check_len(MULTI, what, v.len(), need);
     check_len(MULTI, "x", x.len(), samples * len * dim)?;
     check_len(MULTI, "y", y.len(), samples * len * branches.len() * dim)?;
-    let w_len = |k| if cpu.precision() == Precision::Bf16 { bf16_len(dim, dim, k) } else { dim * dim * k };
+    let w_len = |k| if cpu.convs_in_bf16() { bf16_len(dim, dim, k) } else { dim * dim * k };
     check_branches(branches, dim, w_len, check, |r| refuse(MULTI, r))?;
     for (i, br) in branches.iter().enumerate() {
         let s = branch_shape(samples, len, dim, br.kernel, i, branches.len());
@@ -375,6 +375,7 @@ fn conv_taps<T: Copy + Default + Send>(
         depth: width,
         taps: Taps { count: k, lhs_step: width, rhs_step: w.tap_step },
         bias: Some(Bias { ptr: b.as_ptr(), gelu }),
+        dequant: None,
     };
     let macs = rows * width * k * s.c_out;
     // SAFETY: every padded row the taps read is inside xp (split_chunks
@@ -701,7 +702,7 @@ mod tests {
     use crate::backend::ops::testing::{
         added, assert_close, assert_matches_finite_differences, data, read, read_close, same_bits_in_every_order, wide,
     };
-    use crate::backend::{Backend, Train};
+    use crate::backend::{Backend, Precision, Train};
 
     /// Odd channel counts, kernels 1 to 7, sequences shorter than the
     /// kernel, a branch of a wider output row, no samples, and the CNN-LSTM's
@@ -982,7 +983,11 @@ mod tests {
             samples_are_independent(&be, "cpu bf16", &shapes);
         }
         for p in [Precision::F32, Precision::Bf16] {
-            samples_are_independent(&Gpu::with_precision(Emu::new(), p), &format!("emu {p:?}"), &[(20, 4, 32, 3)]);
+            samples_are_independent(
+                &Gpu::with_precision(Emu::new(), p).unwrap(),
+                &format!("emu {p:?}"),
+                &[(20, 4, 32, 3)],
+            );
         }
     }
 }

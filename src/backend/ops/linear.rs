@@ -34,7 +34,7 @@ use rayon::prelude::*;
 
 use crate::backend::cpu::small_gemm;
 use crate::backend::cpu::{
-    bf16, check_len, gemm_strided, transpose, transpose_into, with_scratch, Cpu, Gemm, ROW_CHUNK,
+    bf16, check_len, gemm_strided, int8, refuse, transpose, transpose_into, with_scratch, Cpu, Gemm, ROW_CHUNK,
 };
 use crate::backend::gpu::device::LaunchConfig;
 use crate::backend::gpu::launch::{self, cfg};
@@ -156,13 +156,19 @@ pub fn reference_backward(x: &[f64], w: &[f64], dy: &[f64], s: LinearShape) -> R
 // --------------------------------------------------------------------- CPU
 
 /// `Backend::prepare_linear` on the CPU: the transpose `(n_in, n_out)` at
-/// f32, bf16 pairs of consecutive inputs in bf16 mode (cpu/bf16.rs).
+/// f32, bf16 pairs of consecutive inputs in bf16 mode (cpu/bf16.rs), int8
+/// quads and per-channel scales in int8 mode (cpu/int8.rs).
 pub(crate) fn prepare_cpu(cpu: &Cpu, w: &[f32], n_out: usize, n_in: usize) -> Result<Vec<f32>> {
     check_len("prepare_linear", "w", w.len(), n_out * n_in)?;
-    if cpu.precision() == Precision::Bf16 {
-        return Ok(pack_bf16(w, n_out, n_in));
+    match cpu.precision() {
+        Precision::Bf16 => Ok(pack_bf16(w, n_out, n_in)),
+        Precision::Int8 if n_in > int8::MAX_DEPTH => Err(refuse(
+            "prepare_linear",
+            format!("int8 products take at most {} inputs (i32 sums), this weight has {n_in}", int8::MAX_DEPTH),
+        )),
+        Precision::Int8 => Ok(int8::pack(&w[..n_out * n_in], n_out, n_in)),
+        Precision::F32 | Precision::F16 => Ok(transpose(&w[..n_out * n_in], n_out, n_in)),
     }
-    Ok(transpose(&w[..n_out * n_in], n_out, n_in))
 }
 
 /// The bf16 mode's layout: `(⌈n_in/2⌉, n_out)` pairs (`small_gemm::pack_bf16`).
@@ -337,6 +343,7 @@ pub(crate) fn prepare_gpu<D: Device>(gpu: &Gpu<D>, w: &[f32], n_out: usize, n_in
         Precision::F32 => |_| 0,
         Precision::Bf16 => |v| u32::from(half::bf16::from_f32(v).to_bits()),
         Precision::F16 => |v| u32::from(half::f16::from_f32(v).to_bits()),
+        Precision::Int8 => unreachable!("Gpu::with_precision refuses int8"),
     };
     if precision != Precision::F32 {
         // PyTorch's (n_out, n_in) layout, k padded to even, two 16-bit
@@ -376,6 +383,7 @@ pub(crate) fn prepare_from_gpu<D: Device>(
         Precision::F32 => return swap_last_axes::swap_gpu(gpu, op, w, dst, 1, n_out, n_in, false),
         Precision::Bf16 => 0,
         Precision::F16 => 1,
+        Precision::Int8 => unreachable!("Gpu::with_precision refuses int8"),
     };
     gpu.check(op, "w", w, n_out * n_in)?;
     gpu.check(op, "dst", dst, gpu.weight_len(n_out, n_in))?;
@@ -714,21 +722,33 @@ mod tests {
     }
 
     #[test]
-    fn a_bf16_cpu_refuses_the_training_ops_that_read_prepared_weights() {
-        // Moved from cpu/train.rs.
-        let Ok(be) = Cpu::with_precision(Precision::Bf16) else {
-            eprintln!("skipped: no AVX512_BF16 here");
-            return;
-        };
-        let w = vec![0.5f32; 12];
-        let mut dst = vec![0f32; 12];
-        let e = be.prepare_linear_from(&w, 3, 4, &mut dst).unwrap_err().to_string();
-        assert!(e.contains("prepare_linear_from") && e.contains("f32"), "{e}");
-        assert_eq!(dst, vec![0f32; 12], "a refused op changes nothing");
-        let (x, dy, mut dw) = (vec![0.5f32; 8], vec![0.5f32; 6], vec![0f32; 12]);
-        let s = LinearShape { rows: 2, n_in: 4, n_out: 3 };
-        let e = be.linear_backward(&x, &w, &dy, None, &mut dw, None, s, false).unwrap_err().to_string();
-        assert!(e.contains("linear_backward") && e.contains("f32"), "{e}");
+    fn a_bf16_or_int8_cpu_refuses_the_training_ops_that_read_prepared_weights() {
+        for p in [Precision::Bf16, Precision::Int8] {
+            let Ok(be) = Cpu::with_precision(p) else {
+                eprintln!("skipped {p:?}: not on this CPU");
+                continue;
+            };
+            let w = vec![0.5f32; 12];
+            let mut dst = vec![0f32; 12];
+            let e = be.prepare_linear_from(&w, 3, 4, &mut dst).unwrap_err().to_string();
+            assert!(e.contains("prepare_linear_from") && e.contains("f32") && e.contains(p.name()), "{e}");
+            assert_eq!(dst, vec![0f32; 12], "a refused op changes nothing");
+            let (x, dy, mut dw) = (vec![0.5f32; 8], vec![0.5f32; 6], vec![0f32; 12]);
+            let s = LinearShape { rows: 2, n_in: 4, n_out: 3 };
+            let e = be.linear_backward(&x, &w, &dy, None, &mut dw, None, s, false).unwrap_err().to_string();
+            assert!(e.contains("linear_backward") && e.contains("f32"), "{e}");
+        }
+    }
+
+    #[test]
+    fn int8_refuses_a_weight_deeper_than_its_sums_hold_and_gpus_refuse_int8() {
+        if let Ok(be) = Cpu::with_precision(Precision::Int8) {
+            let n_in = int8::MAX_DEPTH + 1;
+            let e = be.prepare_linear(&vec![0.5f32; n_in], 1, n_in).unwrap_err().to_string();
+            assert!(e.contains("prepare_linear") && e.contains(&n_in.to_string()), "{e}");
+        }
+        let e = Gpu::with_precision(Emu::new(), Precision::Int8).err().expect("refused").to_string();
+        assert!(e.contains("int8") && e.contains("--backend cpu"), "{e}");
     }
 
     /// Each row's output, computed alone, has the bits it has inside a
@@ -761,11 +781,13 @@ mod tests {
         // TLOB's spatial projection (2560 -> 128) and an MPD-sized layer.
         let shapes = [(2560, 128), (256, 768)];
         rows_are_independent(&Cpu::new(), "cpu f32", &shapes);
-        if let Ok(be) = Cpu::with_precision(Precision::Bf16) {
-            rows_are_independent(&be, "cpu bf16", &shapes);
+        for p in [Precision::Bf16, Precision::Int8] {
+            if let Ok(be) = Cpu::with_precision(p) {
+                rows_are_independent(&be, &format!("cpu {p:?}"), &shapes);
+            }
         }
         for p in [Precision::F32, Precision::Bf16] {
-            rows_are_independent(&Gpu::with_precision(Emu::new(), p), &format!("emu {p:?}"), &[(160, 96)]);
+            rows_are_independent(&Gpu::with_precision(Emu::new(), p).unwrap(), &format!("emu {p:?}"), &[(160, 96)]);
         }
     }
 }

@@ -54,7 +54,7 @@ use crate::backend::cpu::{
 use crate::backend::gpu::launch::cfg;
 use crate::backend::gpu::params::{params, KernelParams};
 use crate::backend::gpu::{launch_nonempty, Device, Gpu, LaunchConfig};
-use crate::backend::{LstmShape, Precision, Train};
+use crate::backend::{LstmShape, Train};
 use crate::error::Result;
 
 const OP: &str = "lstm";
@@ -223,7 +223,7 @@ pub fn reference_backward(gx: &[f64], w_hh: &[f64], dh_seq: &[f64], s: LstmShape
 pub(crate) fn prepare_cpu(cpu: &Cpu, w_hh: &[f32], hidden: usize) -> Result<Vec<f32>> {
     let n = 4 * hidden * hidden;
     check_len("prepare_recurrent", "w_hh", w_hh.len(), n)?;
-    if cpu.precision() == Precision::Bf16 {
+    if cpu.convs_in_bf16() {
         return Ok(pack_recurrent(w_hh, hidden));
     }
     let mut both = w_hh[..n].to_vec();
@@ -251,7 +251,7 @@ fn nothing_to_do(s: LstmShape) -> bool {
 
 /// `Backend::lstm` on the CPU, in the backend's precision.
 pub(crate) fn forward_cpu(cpu: &Cpu, gx: &[f32], w_hh: &[f32], h_seq: &mut [f32], s: LstmShape) -> Result<()> {
-    let bf16 = cpu.precision() == Precision::Bf16;
+    let bf16 = cpu.convs_in_bf16();
     let w_len = if bf16 { linear_len(4 * s.hidden, s.hidden) } else { 8 * s.hidden * s.hidden };
     check_forward(gx, w_hh, h_seq, s, w_len, |what, b: &[f32], need| check_len(OP, what, b.len(), need))?;
     if nothing_to_do(s) {
@@ -585,6 +585,7 @@ fn forward_bf16(gx: &[f32], w_hh: &[f32], h_seq: &mut [f32], s: LstmShape) {
                             depth: hp,
                             taps: Taps::ONE,
                             bias: None,
+                            dequant: None,
                         };
                         // SAFETY: one panel of this half's block of W_hh's
                         // pairs (after the first half's hp·4·mid; the whole
@@ -1043,7 +1044,7 @@ mod tests {
     use super::*;
     use crate::backend::gpu::{Emu, ThreadOrder};
     use crate::backend::ops::testing::{assert_close, data, each_short_buffer_is_named, wide};
-    use crate::backend::Backend;
+    use crate::backend::{Backend, Precision};
 
     /// (batch, steps, hidden): one sample and several, one step, hidden
     /// sizes not a multiple of the 32 lanes or the 16-unit split, one past a

@@ -148,3 +148,18 @@ fn done(ok: bool) -> &'static str {
         "refused it"
     }
 }
+
+#[test]
+fn zero_sizes_never_panic_on_the_cpu_in_bf16_or_int8() {
+    // Those modes take their own paths (pairs, quads, per-row scales); the
+    // training ops refuse there, so only panics are looked for.
+    for p in [crate::backend::Precision::Bf16, crate::backend::Precision::Int8] {
+        let Ok(be) = Cpu::with_precision(p) else {
+            eprintln!("skipped {p:?}: not on this CPU");
+            continue;
+        };
+        let panics: Vec<String> =
+            run_all(&be).into_iter().filter_map(|(what, r)| r.err().map(|p| format!("{what}: {p}"))).collect();
+        assert!(panics.is_empty(), "{p:?}: {panics:#?}");
+    }
+}
