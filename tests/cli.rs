@@ -127,7 +127,26 @@ fn precision_is_a_value_enum_everywhere() {
         let out = quorum(&args);
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{cmd:?} accepted fp8");
-        assert!(err.contains("invalid value 'fp8'") && err.contains("f32, bf16, f16"), "{cmd:?}: {err}");
+        assert!(err.contains("invalid value 'fp8'") && err.contains("f32, bf16, f16, int8"), "{cmd:?}: {err}");
+    }
+}
+
+/// `--precision int8` runs on the CPU (where it has AVX512_VNNI) and is
+/// refused by name on a GPU backend, before anything runs.
+#[test]
+fn int8_benches_on_the_cpu_and_is_refused_on_a_gpu_backend() {
+    let out = quorum(&["bench", "--backend", "emu", "--precision", "int8", "--iters", "1"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("int8") && err.contains("--backend cpu"), "{err}");
+    let out = quorum(&["bench", "--backend", "cpu", "--precision", "int8", "--batch", "1", "--iters", "2"]);
+    let (stdout, err) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    if quorum::Cpu::with_precision(quorum::backend::Precision::Int8).is_err() {
+        assert!(!out.status.success() && err.contains("AVX512_VNNI"), "{err}");
+        return;
+    }
+    assert!(out.status.success(), "{err}");
+    for model in ["mpd_transformer", "tlob", "cnn_lstm"] {
+        assert!(stdout.contains(model), "{model} missing from:\n{stdout}");
     }
 }
 

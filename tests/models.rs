@@ -68,24 +68,27 @@ fn every_case_in_bf16_on_the_cpu_within_the_half_precision_tolerances() {
     }
 }
 
-/// In bf16 each sample's rows are rounded and multiplied on their own, so a
-/// sample computes the same bits alone as inside its batch (batch 1 takes
-/// other paths: two-row tiles, the recurrence split by units).
+/// In bf16 and int8 each sample's rows are rounded (quantized) and
+/// multiplied on their own, so a sample computes the same bits alone as
+/// inside its batch (batch 1 takes other paths: two-row tiles, the
+/// recurrence split by units): what batching symbols into one forward needs.
 #[test]
-fn bf16_on_the_cpu_gives_each_sample_the_same_bits_alone_as_in_its_batch() {
-    let Ok(be) = Cpu::with_precision(Precision::Bf16) else {
-        eprintln!("skipped: no AVX512_BF16 here");
-        return;
-    };
-    for name in ALL_CASES {
-        let g = golden(name);
-        let mut model = g.model(&be);
-        let whole = model.forward(&be, &g.inputs()).unwrap();
-        let batch = g.inputs.values().next().unwrap().shape[0];
-        for b in 0..batch {
-            let out = model.forward(&be, &inputs_of(&one_sample(&g, b), true)).unwrap();
-            for (k, all) in &whole {
-                assert_eq!(out[k].data, sample(all, b).data, "{name}[{b}] {k}");
+fn bf16_and_int8_on_the_cpu_give_each_sample_the_same_bits_alone_as_in_its_batch() {
+    for p in [Precision::Bf16, Precision::Int8] {
+        let Ok(be) = Cpu::with_precision(p) else {
+            eprintln!("skipped {p:?}: not on this CPU");
+            continue;
+        };
+        for name in ALL_CASES {
+            let g = golden(name);
+            let mut model = g.model(&be);
+            let whole = model.forward(&be, &g.inputs()).unwrap();
+            let batch = g.inputs.values().next().unwrap().shape[0];
+            for b in 0..batch {
+                let out = model.forward(&be, &inputs_of(&one_sample(&g, b), true)).unwrap();
+                for (k, all) in &whole {
+                    assert_eq!(out[k].data, sample(all, b).data, "{p:?} {name}[{b}] {k}");
+                }
             }
         }
     }

@@ -173,18 +173,16 @@ impl Madd for Int8 {
         ))
     }
 
-    /// `(Σ - comp[j]) · (row_scale[r] · col_scale[j])`: the integer sum
-    /// without the activations' +128 offset, then both scales.
+    /// `(Σ − zero[r]·sum[j]) · (row_scale[r] · col_scale[j])`: the integer
+    /// sum with the activations' zero point taken off, then both scales.
     #[inline(always)]
     unsafe fn finish(acc: __m512, pr: &Product, r: usize, j: usize, mask: __mmask16) -> __m512 {
         let q = pr.dequant.expect("an int8 product carries its scales");
-        let comp = _mm512_maskz_loadu_epi32(mask, q.col_comp.add(j));
-        let exact = _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_castps_si512(acc), comp));
-        let scale = _mm512_mul_ps(
-            _mm512_set1_ps(*q.row_scale.add(r * q.row_ld)),
-            _mm512_maskz_loadu_ps(mask, q.col_scale.add(j)),
-        );
-        _mm512_mul_ps(exact, scale)
+        let sum = _mm512_maskz_loadu_epi32(mask, q.col_sum.add(j));
+        let zero = _mm512_set1_epi32(*q.row_zero.add(r * q.row_ld));
+        let exact = _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_castps_si512(acc), _mm512_mullo_epi32(zero, sum)));
+        let row_scale = _mm512_set1_ps(*q.row_scale.add(r * q.row_ld));
+        _mm512_mul_ps(exact, _mm512_mul_ps(row_scale, _mm512_maskz_loadu_ps(mask, q.col_scale.add(j))))
     }
 }
 
@@ -267,16 +265,16 @@ unsafe impl Send for Bias {}
 unsafe impl Sync for Bias {}
 
 /// How an int8 product's integer sums become f32 (cpu/int8.rs): row `r`'s
-/// activation scale is `row_scale[r·row_ld]`; column `j`'s weight scale is
-/// `col_scale[j]` and `col_comp[j]` is 128 times its quantized weights' sum
-/// (the activations are stored offset by +128, as `vpdpbusd` wants them
-/// unsigned).
+/// activation scale and zero point are `row_scale[r·row_ld]` and
+/// `row_zero[r·row_ld]`; column `j`'s weight scale is `col_scale[j]` and
+/// `col_sum[j]` the sum of its quantized weights.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Dequant {
     pub row_scale: *const f32,
+    pub row_zero: *const i32,
     pub row_ld: usize,
     pub col_scale: *const f32,
-    pub col_comp: *const i32,
+    pub col_sum: *const i32,
 }
 
 unsafe impl Send for Dequant {}
@@ -432,8 +430,8 @@ pub(crate) enum Elem {
     /// bf16 pairs, one `u32` per two depth steps (`depth` counts pairs).
     Bf16Pairs,
     /// Quads of bytes, one `u32` per four depth steps (`depth` counts
-    /// quads): unsigned activations (offset by +128) against signed weights,
-    /// i32 sums, and `Product::dequant` to make them f32.
+    /// quads): unsigned activations (with a zero point) against signed
+    /// weights, i32 sums, and `Product::dequant` to make them f32.
     Int8Quads,
 }
 
