@@ -1,17 +1,18 @@
 //! The CPU backend's int8 mode (`Precision::Int8`, on CPUs with AVX512_VNNI
 //! and AVX512_BF16): every weight that goes through `prepare_linear` (the
-//! linear layers and the patch projection) is quantized once at load,
-//! symmetric per output channel; each product's activations are quantized
-//! per row as it runs; `vpdpbusd` multiplies the bytes four at a time into
-//! exact i32 sums, which one multiply per output turns back into f32 before
-//! the bias and GELU. Four products per lane and instruction (twice bf16's,
-//! four times f32's) and a quarter of f32's weight bytes.
+//! linear layers and the patch projection) or `prepare_conv` is quantized
+//! once at load, symmetric per output channel; activations are quantized as
+//! each product runs, per row for a linear layer and per sample for a conv
+//! (a conv's output row sums k shifted input rows, which must share one
+//! scale for it to factor out); `vpdpbusd` multiplies the bytes four at a
+//! time into exact i32 sums, which one multiply per output turns back into
+//! f32 before the bias and GELU. Four products per lane and instruction
+//! (twice bf16's, four times f32's) and a quarter of f32's weight bytes.
 //!
-//! What stays in higher precision, and why: the convolutions and the LSTM's
-//! recurrence run as in bf16 mode (a conv's row mixes k input rows, so one
-//! scale per row would not factor out of its sum; the recurrence quantizes
-//! the state it feeds back, 60 times over), and the norms, attention, the
-//! cell updates and the heads stay f32 as in every mode.
+//! What stays in higher precision, and why: the LSTM's recurrence runs as
+//! in bf16 mode (it would quantize the state it feeds back, 60 times over),
+//! and the norms, attention, the cell updates and the heads stay f32 as in
+//! every mode.
 //!
 //! Quantization, in one place for the weights and the activations:
 //! - a weight row (one output channel) is symmetric: scale `max|w| / 127`,
@@ -35,9 +36,12 @@
 //! Layouts (bits in the backend's `Vec<f32>` buffers): a prepared weight
 //! `(n_out, n_in)` is `⌈n_in/4⌉ × n_out` quads of four consecutive inputs'
 //! signed bytes (zero past `n_in`), then `n_out` f32 scales, then `n_out`
-//! i32 sums; a quantized activation row is its `⌈k/4⌉` quads of unsigned
-//! bytes (zero past `k`, against zero weights), then its scale, then its
-//! zero point (i32).
+//! i32 sums; a conv's `(c_out, c_in, k)` is the same per tap, tap after tap,
+//! then the scales and sums over all taps (`pack_conv`). A quantized
+//! activation row is its `⌈k/4⌉` quads of unsigned bytes (zero past `k`,
+//! against zero weights), then its scale, then its zero point (i32); a
+//! conv's sample is its rows of quads between padding rows of zero points
+//! (ops/conv1d.rs), its scale and zero point after them.
 
 use std::cell::RefCell;
 
@@ -136,53 +140,119 @@ pub(crate) fn row_len(k: usize) -> usize {
 /// zero point (bits). Needs `small_gemm::int8_available()`.
 pub(crate) fn quantize_row(x: &[f32], out: &mut [u32]) {
     assert!(small_gemm::int8_available(), "quantize_row needs AVX512_VNNI");
+    let kq = x.len().div_ceil(4);
     assert!(out.len() >= row_len(x.len()));
-    // SAFETY: the feature was checked; `out` holds the row's 4·⌈k/4⌉ bytes,
+    // SAFETY: the feature was checked; `out` holds the row's 4·kq bytes,
     // its scale and its zero point (asserted).
     #[cfg(target_arch = "x86_64")]
     unsafe {
-        quantize_row_avx512(x, out)
-    };
+        let (lo, hi, finite) = range_avx512(x);
+        let q = row_quant(lo, hi, finite);
+        quantize_into_avx512(x, q, out.as_mut_ptr() as *mut i8, 4 * kq);
+        out[kq] = q.scale.to_bits();
+        out[kq + 1] = q.zero as u32;
+    }
 }
 
+/// A convolution's input sample `x (rows, k)` quantized with one scale and
+/// zero point for the whole sample (a conv's output row sums several input
+/// rows, so they must share them): row `r`'s quads into
+/// `out[r·⌈k/4⌉..]`, the scale and zero point (bits) into `tail[..2]`.
+/// Returns the quad that stands for a zero input (four zero points), which
+/// the sample's padding rows must hold. Needs `small_gemm::int8_available()`.
+pub(crate) fn quantize_sample(x: &[f32], rows: usize, k: usize, out: &mut [u32], tail: &mut [u32]) -> u32 {
+    assert!(small_gemm::int8_available(), "quantize_sample needs AVX512_VNNI");
+    let kq = k.div_ceil(4);
+    assert!(x.len() >= rows * k && out.len() >= rows * kq && tail.len() >= 2);
+    // SAFETY: the feature was checked; each row's 4·kq bytes are inside
+    // `out` (asserted).
+    #[cfg(target_arch = "x86_64")]
+    unsafe {
+        let (lo, hi, finite) = range_avx512(&x[..rows * k]);
+        let q = row_quant(lo, hi, finite);
+        for r in 0..rows {
+            quantize_into_avx512(&x[r * k..(r + 1) * k], q, out[r * kq..].as_mut_ptr() as *mut i8, 4 * kq);
+        }
+        tail[0] = q.scale.to_bits();
+        tail[1] = q.zero as u32;
+        u32::from_le_bytes([q.zero as u8; 4])
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    unreachable!("int8 needs x86-64")
+}
+
+/// Bits of `v` past its first `n`, as a lane mask.
+#[cfg(target_arch = "x86_64")]
+fn lanes(n: usize) -> __mmask16 {
+    if n >= 16 {
+        !0
+    } else {
+        (1u16 << n) - 1
+    }
+}
+
+/// `(min(x, 0), max(x, 0), no NaN or infinity in x)`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn quantize_row_avx512(x: &[f32], out: &mut [u32]) {
-    let k = x.len();
-    let kq = k.div_ceil(4);
-    let masked = |i: usize| -> __mmask16 {
-        let n = (k - i).min(16);
-        if n == 16 {
-            !0
-        } else {
-            (1u16 << n) - 1
-        }
-    };
-    // One pass for the range and for any NaN or infinity (x·0 is NaN
-    // exactly for those), one to quantize. Masked-off lanes load zeros,
-    // which the range includes anyway.
+unsafe fn range_avx512(x: &[f32]) -> (f32, f32, bool) {
+    // x·0 is NaN exactly for a NaN or an infinity. Masked-off lanes load
+    // zeros, which the range includes anyway.
     let (mut lo, mut hi, mut poison) = (_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps());
-    for i in (0..k).step_by(16) {
-        let v = _mm512_maskz_loadu_ps(masked(i), x.as_ptr().add(i));
+    for i in (0..x.len()).step_by(16) {
+        let v = _mm512_maskz_loadu_ps(lanes(x.len() - i), x.as_ptr().add(i));
         lo = _mm512_min_ps(lo, v);
         hi = _mm512_max_ps(hi, v);
         poison = _mm512_add_ps(poison, _mm512_mul_ps(v, _mm512_setzero_ps()));
     }
-    let finite = !_mm512_reduce_add_ps(poison).is_nan();
-    let q = row_quant(_mm512_reduce_min_ps(lo), _mm512_reduce_max_ps(hi), finite);
-    let bytes = out.as_mut_ptr() as *mut i8;
+    (_mm512_reduce_min_ps(lo), _mm512_reduce_max_ps(hi), !_mm512_reduce_add_ps(poison).is_nan())
+}
+
+/// `x`'s bytes under `q` at `bytes`, then zero bytes up to `padded`
+/// (inputs past `k`, which meet zero weights).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn quantize_into_avx512(x: &[f32], q: RowQuant, bytes: *mut i8, padded: usize) {
+    let k = x.len();
     let (inv, zero, top) = (_mm512_set1_ps(q.inv), _mm512_set1_epi32(q.zero), _mm512_set1_epi32(255));
     for i in (0..k).step_by(16) {
-        let v = _mm512_maskz_loadu_ps(masked(i), x.as_ptr().add(i));
+        let v = _mm512_maskz_loadu_ps(lanes(k - i), x.as_ptr().add(i));
         let u = _mm512_add_epi32(_mm512_cvtps_epi32(_mm512_mul_ps(v, inv)), zero);
         let u = _mm512_min_epi32(_mm512_max_epi32(u, _mm512_setzero_si512()), top);
-        _mm512_mask_cvtusepi32_storeu_epi8(bytes.add(i), masked(i), u);
+        _mm512_mask_cvtusepi32_storeu_epi8(bytes.add(i), lanes(k - i), u);
     }
-    for i in k..4 * kq {
+    for i in k..padded {
         *bytes.add(i) = 0;
     }
-    out[kq] = q.scale.to_bits();
-    out[kq + 1] = q.zero as u32;
+}
+
+/// Values an int8-prepared Conv1d weight holds (`pack_conv`): per tap the
+/// quads of consecutive input channels, then the scales and the sums.
+pub(crate) fn conv_len(c_out: usize, c_in: usize, k: usize) -> usize {
+    k * c_in.div_ceil(4) * c_out + 2 * c_out
+}
+
+/// PyTorch's `(c_out, c_in, k)` quantized per output channel (over all its
+/// taps and channels, the sums' common scale), tap-major: tap `j`'s block is
+/// `⌈c_in/4⌉ × c_out` quads of consecutive channels, as a linear weight's.
+pub(crate) fn pack_conv(w: &[f32], c_out: usize, c_in: usize, k: usize) -> Vec<f32> {
+    let cq = c_in.div_ceil(4);
+    let mut out = vec![0u32; conv_len(c_out, c_in, k)];
+    let taps = k * cq * c_out;
+    for o in 0..c_out {
+        let row = &w[o * c_in * k..(o + 1) * c_in * k];
+        let (scale, inv) = weight_scales(row);
+        let mut sum = 0i32;
+        for c in 0..c_in {
+            for j in 0..k {
+                let q = quantize_weight(row[c * k + j], inv);
+                sum += q;
+                out[(j * cq + c / 4) * c_out + o] |= u32::from(q as i8 as u8) << (8 * (c % 4));
+            }
+        }
+        out[taps + o] = scale.to_bits();
+        out[taps + c_out + o] = sum as u32;
+    }
+    out.into_iter().map(f32::from_bits).collect()
 }
 
 /// `g`'s product (then `+ bias[j]`, GELU) for `W` from `pack`.
@@ -210,6 +280,7 @@ pub(super) fn product(x: &[f32], w: &[f32], y: &mut [f32], g: Gemm, bias: Option
                 row_scale: a[kq..].as_ptr() as *const f32,
                 row_zero: a[kq + 1..].as_ptr() as *const i32,
                 row_ld: ld,
+                rows_per_scale: 1,
                 col_scale: w[kq * n..].as_ptr(),
                 col_sum: w[kq * n + n..].as_ptr() as *const i32,
             }),

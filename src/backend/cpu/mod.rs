@@ -88,10 +88,9 @@ impl Cpu {
         self.precision
     }
 
-    /// Whether the convolutions and the LSTM's recurrence multiply bf16
-    /// pairs: in bf16 mode, and in int8 mode, which leaves them in bf16
-    /// (int8.rs says why).
-    pub(crate) fn convs_in_bf16(&self) -> bool {
+    /// Whether the LSTM's recurrence multiplies bf16 pairs: in bf16 mode,
+    /// and in int8 mode, which leaves it in bf16 (int8.rs says why).
+    pub(crate) fn recurrence_in_bf16(&self) -> bool {
         matches!(self.precision, Precision::Bf16 | Precision::Int8)
     }
 

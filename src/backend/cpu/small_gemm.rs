@@ -179,9 +179,10 @@ impl Madd for Int8 {
     unsafe fn finish(acc: __m512, pr: &Product, r: usize, j: usize, mask: __mmask16) -> __m512 {
         let q = pr.dequant.expect("an int8 product carries its scales");
         let sum = _mm512_maskz_loadu_epi32(mask, q.col_sum.add(j));
-        let zero = _mm512_set1_epi32(*q.row_zero.add(r * q.row_ld));
+        let at = r / q.rows_per_scale * q.row_ld;
+        let zero = _mm512_set1_epi32(*q.row_zero.add(at));
         let exact = _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_castps_si512(acc), _mm512_mullo_epi32(zero, sum)));
-        let row_scale = _mm512_set1_ps(*q.row_scale.add(r * q.row_ld));
+        let row_scale = _mm512_set1_ps(*q.row_scale.add(at));
         _mm512_mul_ps(exact, _mm512_mul_ps(row_scale, _mm512_maskz_loadu_ps(mask, q.col_scale.add(j))))
     }
 }
@@ -265,14 +266,17 @@ unsafe impl Send for Bias {}
 unsafe impl Sync for Bias {}
 
 /// How an int8 product's integer sums become f32 (cpu/int8.rs): row `r`'s
-/// activation scale and zero point are `row_scale[r·row_ld]` and
-/// `row_zero[r·row_ld]`; column `j`'s weight scale is `col_scale[j]` and
-/// `col_sum[j]` the sum of its quantized weights.
+/// activation scale and zero point are `row_scale[i·row_ld]` and
+/// `row_zero[i·row_ld]` with `i = r / rows_per_scale` (1 for a linear
+/// layer's rows, a sequence's length for a conv's samples); column `j`'s
+/// weight scale is `col_scale[j]` and `col_sum[j]` the sum of its quantized
+/// weights.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Dequant {
     pub row_scale: *const f32,
     pub row_zero: *const i32,
     pub row_ld: usize,
+    pub rows_per_scale: usize,
     pub col_scale: *const f32,
     pub col_sum: *const i32,
 }

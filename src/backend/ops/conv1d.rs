@@ -32,14 +32,14 @@ use rayon::prelude::*;
 
 use super::column_sum::{self, ColumnSum};
 use super::linear::col_sums;
-use crate::backend::cpu::small_gemm::{self, Bias, Elem, Lhs, Operand, Output, Product, Taps};
+use crate::backend::cpu::small_gemm::{self, Bias, Dequant, Elem, Lhs, Operand, Output, Product, Taps};
 use crate::backend::cpu::{
-    bf16, check_len, gemm_strided, matmul, refuse, run_product, split_chunks, with_scratch, Cpu, Gemm, PAR_MIN_ELEMS,
-    PAR_MIN_MACS,
+    bf16, check_len, gemm_strided, int8, matmul, refuse, run_product, simd, split_chunks, with_scratch, Cpu, Gemm,
+    PAR_MIN_ELEMS, PAR_MIN_MACS,
 };
 use crate::backend::gpu::params::{twin, Bf16, KernelParams, F16};
 use crate::backend::gpu::{launch, launch_nonempty, params::params, Device, Gpu};
-use crate::backend::{ConvShape, ConvWeights};
+use crate::backend::{ConvShape, ConvWeights, Precision};
 use crate::error::{Error, Result};
 
 const OP: &str = "conv1d";
@@ -194,6 +194,15 @@ pub fn reference_backward(x: &[f64], w: &[f64], dy: &[f64], s: ConvShape) -> Ref
 
 // --------------------------------------------------------------------- CPU
 
+/// Values a Conv1d weight prepared by `prepare_cpu` holds.
+fn prepared_len(cpu: &Cpu, c_out: usize, c_in: usize, k: usize) -> usize {
+    match cpu.precision() {
+        Precision::Bf16 => bf16_len(c_out, c_in, k),
+        Precision::Int8 => int8::conv_len(c_out, c_in, k),
+        Precision::F32 | Precision::F16 => c_out * c_in * k,
+    }
+}
+
 /// Values a bf16-prepared Conv1d weight holds (`pack_bf16`).
 pub(crate) fn bf16_len(c_out: usize, c_in: usize, kernel: usize) -> usize {
     kernel * c_in.div_ceil(2) * c_out
@@ -223,10 +232,19 @@ pub(crate) fn pack_bf16(w: &[f32], c_out: usize, c_in: usize, k: usize) -> Vec<f
 /// `(c_out, c_in·k)` matrix at f32, tap-major bf16 pairs in bf16 mode.
 pub(crate) fn prepare_cpu(cpu: &Cpu, w: &[f32], c_out: usize, c_in: usize, kernel: usize) -> Result<Vec<f32>> {
     check_len("prepare_conv", "w", w.len(), c_out * c_in * kernel)?;
-    if cpu.convs_in_bf16() {
-        return Ok(pack_bf16(w, c_out, c_in, kernel));
+    match cpu.precision() {
+        Precision::Bf16 => Ok(pack_bf16(w, c_out, c_in, kernel)),
+        Precision::Int8 if c_in * kernel > int8::MAX_DEPTH => Err(refuse(
+            "prepare_conv",
+            format!(
+                "int8 products take at most {} inputs (i32 sums), this conv has {}",
+                int8::MAX_DEPTH,
+                c_in * kernel
+            ),
+        )),
+        Precision::Int8 => Ok(int8::pack_conv(&w[..c_out * c_in * kernel], c_out, c_in, kernel)),
+        Precision::F32 | Precision::F16 => super::linear::prepare_cpu(cpu, w, c_out, c_in * kernel),
     }
-    super::linear::prepare_cpu(cpu, w, c_out, c_in * kernel)
 }
 
 /// `Backend::prepare_conv` on a `Gpu`: the linear layer's layout of the
@@ -247,13 +265,12 @@ pub(crate) fn forward_cpu(
     gelu: bool,
 ) -> Result<()> {
     consistent(s).map_err(|r| refuse(OP, r))?;
-    let bf16_mode = cpu.convs_in_bf16();
-    let w_len = if bf16_mode { bf16_len(s.c_out, s.c_in, s.kernel) } else { s.c_out * s.c_in * s.kernel };
+    let w_len = prepared_len(cpu, s.c_out, s.c_in, s.kernel);
     check_forward(x, w, b, &*y, s, w_len, |what, v: &[f32], need| check_len(OP, what, v.len(), need))?;
-    if bf16_mode {
-        forward_bf16(x, w, &b[..s.c_out], y, s, gelu);
-    } else {
-        forward_f32(x, w, &b[..s.c_out], y, s, gelu);
+    match cpu.precision() {
+        Precision::Bf16 => forward_bf16(x, w, &b[..s.c_out], y, s, gelu),
+        Precision::Int8 => forward_int8(x, w, &b[..s.c_out], y, s, gelu),
+        Precision::F32 | Precision::F16 => forward_f32(x, w, &b[..s.c_out], y, s, gelu),
     }
     Ok(())
 }
@@ -272,7 +289,7 @@ pub(crate) fn multiscale_cpu(
     let check = |what: &str, v: &Vec<f32>, need| check_len(MULTI, what, v.len(), need);
     check_len(MULTI, "x", x.len(), samples * len * dim)?;
     check_len(MULTI, "y", y.len(), samples * len * branches.len() * dim)?;
-    let w_len = |k| if cpu.convs_in_bf16() { bf16_len(dim, dim, k) } else { dim * dim * k };
+    let w_len = |k| prepared_len(cpu, dim, dim, k);
     check_branches(branches, dim, w_len, check, |r| refuse(MULTI, r))?;
     for (i, br) in branches.iter().enumerate() {
         let s = branch_shape(samples, len, dim, br.kernel, i, branches.len());
@@ -306,9 +323,13 @@ fn forward_f32(x: &[f32], w: &[f32], b: &[f32], y: &mut [f32], s: ConvShape, gel
 fn forward_taps(x: &[f32], w: &[f32], b: &[f32], y: &mut [f32], s: ConvShape, gelu: bool) {
     let (len, cin, k) = (s.len, s.c_in, s.kernel);
     assert!(x.len() >= s.samples * len * cin && w.len() >= cin * k * s.c_out);
-    let taps = TapWeight { elem: Elem::F32, ptr: w.as_ptr() as *const u32, ld: k * s.c_out, tap_step: s.c_out };
+    let taps =
+        TapWeight { elem: Elem::F32, ptr: w.as_ptr() as *const u32, ld: k * s.c_out, tap_step: s.c_out, int8: None };
     with_scratch(s.samples * (len + k - 1) * cin, |xp| {
-        conv_taps(xp, cin, taps, b, y, s, gelu, &|smp, rows| rows.copy_from_slice(&x[smp * len * cin..][..len * cin]));
+        conv_taps(xp, cin, taps, b, y, s, gelu, &|smp, rows, _| {
+            rows.copy_from_slice(&x[smp * len * cin..][..len * cin]);
+            0.0
+        });
     });
 }
 
@@ -319,11 +340,42 @@ fn forward_bf16(x: &[f32], w: &[f32], b: &[f32], y: &mut [f32], s: ConvShape, ge
     let (len, cin, k) = (s.len, s.c_in, s.kernel);
     let cp = cin.div_ceil(2);
     assert!(x.len() >= s.samples * len * cin && w.len() >= bf16_len(s.c_out, cin, k));
-    let taps =
-        TapWeight { elem: Elem::Bf16Pairs, ptr: bf16::as_pairs(w).as_ptr(), ld: s.c_out, tap_step: cp * s.c_out };
+    let pairs = bf16::as_pairs(w).as_ptr();
+    let taps = TapWeight { elem: Elem::Bf16Pairs, ptr: pairs, ld: s.c_out, tap_step: cp * s.c_out, int8: None };
     bf16::with_pairs(s.samples * (len + k - 1) * cp, |xp| {
-        conv_taps(xp, cp, taps, b, y, s, gelu, &|smp, rows| {
-            small_gemm::to_bf16_pairs(&x[smp * len * cin..][..len * cin], len, cin, cin, rows)
+        conv_taps(xp, cp, taps, b, y, s, gelu, &|smp, rows, _| {
+            small_gemm::to_bf16_pairs(&x[smp * len * cin..][..len * cin], len, cin, cin, rows);
+            0
+        });
+    });
+}
+
+/// The int8 forward for a weight from `int8::pack_conv`: each sample
+/// quantized with one scale and zero point (`int8::quantize_sample`), its
+/// padding rows holding the zero point, then one product summing the k
+/// row-shifted taps, the sums made f32 with the sample's and the channel's
+/// scales.
+fn forward_int8(x: &[f32], w: &[f32], b: &[f32], y: &mut [f32], s: ConvShape, gelu: bool) {
+    let (len, cin, k) = (s.len, s.c_in, s.kernel);
+    let cq = cin.div_ceil(4);
+    assert!(x.len() >= s.samples * len * cin && w.len() >= int8::conv_len(s.c_out, cin, k));
+    if cq == 0 {
+        // No input channel: every output is its bias (then GELU).
+        for r in 0..s.samples * len {
+            let row = &mut y[r * s.out_stride + s.out_offset..][..s.c_out];
+            row.fill(0.0);
+            simd::bias_act_row(row, b, gelu);
+        }
+        return;
+    }
+    let quads = w.as_ptr() as *const u32;
+    let cols = k * cq * s.c_out;
+    let int8 = Some((w[cols..].as_ptr(), w[cols + s.c_out..].as_ptr() as *const i32));
+    let taps = TapWeight { elem: Elem::Int8Quads, ptr: quads, ld: s.c_out, tap_step: cq * s.c_out, int8 };
+    let per_sample = (len + k - 1 + tail_rows(true, cq)) * cq;
+    bf16::with_pairs(s.samples * per_sample, |xp| {
+        conv_taps(xp, cq, taps, b, y, s, gelu, &|smp, rows, tail| {
+            int8::quantize_sample(&x[smp * len * cin..][..len * cin], len, cin, rows, tail)
         });
     });
 }
@@ -336,12 +388,17 @@ struct TapWeight {
     ptr: *const u32,
     ld: usize,
     tap_step: usize,
+    /// An int8 weight's per-channel scales and sums (`int8::pack_conv`).
+    int8: Option<(*const f32, *const i32)>,
 }
 
 /// A "same" Conv1d (then bias, GELU if asked) as `s.kernel` row-shifted
-/// products over `xp`: each sample laid out between `k/2` zero rows on
-/// either side, its own rows written by `fill(sample, rows)`, `width`
-/// elements a row (f32 values, or bf16 pairs).
+/// products over `xp`: each sample laid out between `k/2` padding rows on
+/// either side, `width` elements a row (f32 values, bf16 pairs or int8
+/// quads). `fill(sample, rows, tail)` writes the sample's own rows and
+/// returns what its padding rows hold (a zero input). An int8 weight
+/// (`w.int8` set) reads each sample's scale and zero point from `tail`, the
+/// rows after its padding, which `fill` writes.
 #[allow(clippy::too_many_arguments)]
 fn conv_taps<T: Copy + Default + Send>(
     xp: &mut [T],
@@ -351,7 +408,7 @@ fn conv_taps<T: Copy + Default + Send>(
     y: &mut [f32],
     s: ConvShape,
     gelu: bool,
-    fill: &(dyn Fn(usize, &mut [T]) + Sync),
+    fill: &(dyn Fn(usize, &mut [T], &mut [T]) -> T + Sync),
 ) {
     assert_eq!(std::mem::size_of::<T>(), 4, "the kernel reads 32-bit elements");
     let (len, k, pad) = (s.len, s.kernel, s.kernel / 2);
@@ -361,27 +418,52 @@ fn conv_taps<T: Copy + Default + Send>(
     }
     assert!(b.len() >= s.c_out && s.out_offset + s.c_out <= s.out_stride);
     assert!(y.len() >= (rows - 1) * s.out_stride + s.out_offset + s.c_out);
-    let block = stored * width;
+    let tail = tail_rows(w.int8.is_some(), width);
+    let block = (stored + tail) * width;
+    assert!(xp.len() >= s.samples * block);
     split_chunks(xp, s.samples, block, block, rows * width >= PAR_MIN_ELEMS, &|smp, dst| {
-        dst[..pad * width].fill(T::default());
-        fill(smp, &mut dst[pad * width..(pad + len) * width]);
-        dst[(pad + len) * width..].fill(T::default());
+        let (front, rest) = dst.split_at_mut(pad * width);
+        let (own, rest) = rest.split_at_mut(len * width);
+        let (back, tail) = rest.split_at_mut(pad * width);
+        let zero = fill(smp, own, tail);
+        front.fill(zero);
+        back.fill(zero);
     });
     let pr = Product {
-        a: Lhs { ptr: xp.as_ptr() as *const u32, ld: width, seq: Some((len, stored)) },
+        a: Lhs { ptr: xp.as_ptr() as *const u32, ld: width, seq: Some((len, stored + tail)) },
         b: Operand { ptr: w.ptr, ld: w.ld },
         y: Output { ptr: y[s.out_offset..].as_mut_ptr(), ld: s.out_stride, accumulate: false },
         rows,
         depth: width,
         taps: Taps { count: k, lhs_step: width, rhs_step: w.tap_step },
         bias: Some(Bias { ptr: b.as_ptr(), gelu }),
-        dequant: None,
+        dequant: w.int8.map(|(col_scale, col_sum)| {
+            let scale = xp[stored * width..].as_ptr() as *const u32;
+            Dequant {
+                row_scale: scale as *const f32,
+                row_zero: scale.wrapping_add(1) as *const i32,
+                row_ld: block,
+                rows_per_scale: len,
+                col_scale,
+                col_sum,
+            }
+        }),
     };
     let macs = rows * width * k * s.c_out;
-    // SAFETY: every padded row the taps read is inside xp (split_chunks
-    // asserted its length), the output and bias are asserted above, and the
+    // SAFETY: every padded row the taps read is inside xp (asserted), so is
+    // each sample's scale and zero point (an int8 weight's tail rows hold at
+    // least two elements), the output and bias are asserted above, and the
     // callers assert their weight's length.
     unsafe { run_product(w.elem, &pr, s.c_out, macs >= PAR_MIN_MACS) };
+}
+
+/// Rows after each sample's padding for its int8 scale and zero point.
+fn tail_rows(int8: bool, width: usize) -> usize {
+    if int8 {
+        2usize.div_ceil(width)
+    } else {
+        0
+    }
 }
 
 /// The im2col matrix `cols (samples·len, c_in·k)` of a "same" Conv1d over
@@ -702,7 +784,7 @@ mod tests {
     use crate::backend::ops::testing::{
         added, assert_close, assert_matches_finite_differences, data, read, read_close, same_bits_in_every_order, wide,
     };
-    use crate::backend::{Backend, Precision, Train};
+    use crate::backend::{Backend, Train};
 
     /// Odd channel counts, kernels 1 to 7, sequences shorter than the
     /// kernel, a branch of a wider output row, no samples, and the CNN-LSTM's
@@ -782,6 +864,67 @@ mod tests {
             }
         }
         out
+    }
+
+    /// The int8 forward against an exact integer reference written from
+    /// int8.rs's definitions: each sample quantized with one asymmetric
+    /// scale (padding at its zero point, i.e. an exact zero), each output
+    /// channel's `(c_in, k)` weights with one symmetric scale, the taps'
+    /// products summed in i64, then `(Σ as f32) · (scale_sample ·
+    /// scale_channel) + bias`, bit for bit.
+    #[test]
+    fn int8_conv_has_the_exact_integer_references_bits() {
+        let Ok(be) = Cpu::with_precision(Precision::Int8) else {
+            eprintln!("skipped: no AVX512_VNNI here");
+            return;
+        };
+        // Channels that are and are not multiples of 4, one to four
+        // quads, kernels 1 to 7, one and several samples, narrow and
+        // wide outputs.
+        for &(samples, len, c_in, c_out, k) in
+            &[(1, 9, 1, 5, 3), (3, 20, 4, 32, 3), (2, 17, 7, 40, 5), (4, 60, 112, 64, 7), (2, 5, 13, 3, 1)]
+        {
+            let x: Vec<f32> = data(samples * len * c_in, 1, 1.0).iter().map(|v| v * 3.0 + 0.5).collect();
+            let (w, b) = (data(c_out * c_in * k, 2, 0.5), data(c_out, 3, 1.0));
+            let s = ConvShape::dense(samples, len, c_in, c_out, k);
+            let mut y = be.alloc(samples * len * c_out).unwrap();
+            be.conv1d(&x, &be.prepare_conv(&w, c_out, c_in, k).unwrap(), &b, &mut y, s, false).unwrap();
+            let wq: Vec<(Vec<i64>, f32)> = w
+                .chunks(c_in * k)
+                .map(|row| {
+                    let amax = row.iter().fold(0f32, |m, v| m.max(v.abs()));
+                    let q = row
+                        .iter()
+                        .map(|&v| i64::from(((v * (127.0 / amax)).round_ties_even() as i32).clamp(-127, 127)));
+                    (q.collect(), amax / 127.0)
+                })
+                .collect();
+            for smp in 0..samples {
+                let xs = &x[smp * len * c_in..(smp + 1) * len * c_in];
+                let (lo, hi) = xs.iter().fold((0f32, 0f32), |(l, h), &v| (l.min(v), h.max(v)));
+                let inv = 255.0 / (hi - lo);
+                let z = i64::from(((-lo * inv).round_ties_even() as i32).clamp(0, 255));
+                let u = |v: f32| (i64::from((v * inv).round_ties_even() as i32) + z).clamp(0, 255) - z;
+                for t in 0..len {
+                    for o in 0..c_out {
+                        let mut sum = 0i64;
+                        for j in 0..k {
+                            let Some(src) = (t + j).checked_sub(k / 2).filter(|&r| r < len) else { continue };
+                            for c in 0..c_in {
+                                sum += u(xs[src * c_in + c]) * wq[o].0[c * k + j];
+                            }
+                        }
+                        let want = (sum as f32) * (((hi - lo) / 255.0) * wq[o].1) + b[o];
+                        let got = y[(smp * len + t) * c_out + o];
+                        assert_eq!(
+                            got.to_bits(),
+                            want.to_bits(),
+                            "{samples}x{len}x{c_in}->{c_out} k{k} ({smp},{t},{o}): {got} vs {want}"
+                        );
+                    }
+                }
+            }
+        }
     }
 
     /// A multi-scale conv equals its branches run one by one, each into its
@@ -979,8 +1122,10 @@ mod tests {
         // TLOB's three spatial convs over 20 levels.
         let shapes = [(20, 4, 32, 3), (20, 32, 64, 3), (20, 64, 128, 3)];
         samples_are_independent(&Cpu::new(), "cpu f32", &shapes);
-        if let Ok(be) = Cpu::with_precision(Precision::Bf16) {
-            samples_are_independent(&be, "cpu bf16", &shapes);
+        for p in [Precision::Bf16, Precision::Int8] {
+            if let Ok(be) = Cpu::with_precision(p) {
+                samples_are_independent(&be, &format!("cpu {p:?}"), &shapes);
+            }
         }
         for p in [Precision::F32, Precision::Bf16] {
             samples_are_independent(

@@ -223,7 +223,7 @@ pub fn reference_backward(gx: &[f64], w_hh: &[f64], dh_seq: &[f64], s: LstmShape
 pub(crate) fn prepare_cpu(cpu: &Cpu, w_hh: &[f32], hidden: usize) -> Result<Vec<f32>> {
     let n = 4 * hidden * hidden;
     check_len("prepare_recurrent", "w_hh", w_hh.len(), n)?;
-    if cpu.convs_in_bf16() {
+    if cpu.recurrence_in_bf16() {
         return Ok(pack_recurrent(w_hh, hidden));
     }
     let mut both = w_hh[..n].to_vec();
@@ -251,7 +251,7 @@ fn nothing_to_do(s: LstmShape) -> bool {
 
 /// `Backend::lstm` on the CPU, in the backend's precision.
 pub(crate) fn forward_cpu(cpu: &Cpu, gx: &[f32], w_hh: &[f32], h_seq: &mut [f32], s: LstmShape) -> Result<()> {
-    let bf16 = cpu.convs_in_bf16();
+    let bf16 = cpu.recurrence_in_bf16();
     let w_len = if bf16 { linear_len(4 * s.hidden, s.hidden) } else { 8 * s.hidden * s.hidden };
     check_forward(gx, w_hh, h_seq, s, w_len, |what, b: &[f32], need| check_len(OP, what, b.len(), need))?;
     if nothing_to_do(s) {
