@@ -187,11 +187,11 @@ pub enum Precision {
     /// more mantissa bits than bf16 and a range to ±65504, which weights and
     /// normalized activations stay well inside; same tolerances.
     F16,
-    /// int8 linear weights (a quarter of f32's bytes), quantized per output
-    /// channel at load, activations per row as they run, exact i32 sums
-    /// (`vpdpbusd` on a CPU with AVX512_VNNI; backend/cpu/int8.rs); the
-    /// convolutions and the recurrence as in bf16: docs/models.md's int8
-    /// bounds. CPU only so far.
+    /// int8 linear and conv weights (a quarter of f32's bytes), quantized
+    /// per output channel at load, activations per row (per sample for a
+    /// conv) as they run, exact i32 sums (`vpdpbusd` on a CPU with
+    /// AVX512_VNNI; backend/cpu/int8.rs); the LSTM's recurrence as in bf16:
+    /// docs/models.md's int8 bounds. CPU only so far.
     Int8,
 }
 

@@ -58,8 +58,8 @@ impl Cpu {
 
     /// `Precision::Bf16` stores the matrix-product weights as bf16 and
     /// multiplies with AVX512_BF16 (`bf16.rs`); `Precision::Int8` quantizes
-    /// the linear weights and multiplies with AVX512_VNNI (`int8.rs`), the
-    /// convolutions and the recurrence as in bf16. Each fails on a CPU
+    /// the linear and conv weights and multiplies with AVX512_VNNI
+    /// (`int8.rs`), the recurrence as in bf16. Each fails on a CPU
     /// without its extensions, and f16 fails: CPUs here cannot multiply it
     /// natively.
     pub fn with_precision(precision: Precision) -> Result<Self> {
