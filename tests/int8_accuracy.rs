@@ -114,7 +114,7 @@ fn batch(kind: ModelKind, data: &Dataset, ends: &[usize]) -> (Option<Tensor>, Op
 /// last 40% of `data`; int8 is held to the bounds.
 fn compare_all(data: &Dataset, market: &str) {
     let (Ok(bf16), Ok(int8)) = (Cpu::with_precision(Precision::Bf16), Cpu::with_precision(Precision::Int8)) else {
-        println!("skipped: this CPU has no AVX512_VNNI/AVX512_BF16 for int8");
+        println!("skipped: this CPU lacks AVX512_VNNI (int8) or AVX512_BF16 (the bf16 column)");
         return;
     };
     let f32_be = Cpu::new();

@@ -173,7 +173,7 @@ pub struct ConvWeights<B: Backend + ?Sized> {
 /// How matrix-product weights are stored and multiplied. Activations,
 /// norms, attention and the cell updates stay f32 in every mode. The GPU
 /// backends take f32, bf16 and f16; the CPU takes f32 and, where the CPU has
-/// AVX512_BF16, bf16, and with AVX512_VNNI as well, int8.
+/// AVX512_BF16, bf16, and where it has AVX512_VNNI, int8.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum Precision {
     /// f32 weights, FMA GEMM: docs/models.md's f32 tolerances.
@@ -187,11 +187,11 @@ pub enum Precision {
     /// more mantissa bits than bf16 and a range to ±65504, which weights and
     /// normalized activations stay well inside; same tolerances.
     F16,
-    /// int8 linear and conv weights (a quarter of f32's bytes), quantized
-    /// per output channel at load, activations per row (per sample for a
-    /// conv) as they run, exact i32 sums (`vpdpbusd` on a CPU with
-    /// AVX512_VNNI; backend/cpu/int8.rs); the LSTM's recurrence as in bf16:
-    /// docs/models.md's int8 bounds. CPU only so far.
+    /// int8 linear, conv and recurrent weights (a quarter of f32's bytes),
+    /// quantized per output channel at load, activations per row (per
+    /// sample for a conv) as they run, exact i32 sums (`vpdpbusd` on a CPU
+    /// with AVX512_VNNI; backend/cpu/int8.rs): docs/models.md's int8
+    /// bounds. CPU only so far.
     Int8,
 }
 

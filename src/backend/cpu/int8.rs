@@ -1,6 +1,7 @@
-//! The CPU backend's int8 mode (`Precision::Int8`, on CPUs with AVX512_VNNI
-//! and AVX512_BF16): every weight that goes through `prepare_linear` (the
-//! linear layers and the patch projection) or `prepare_conv` is quantized
+//! The CPU backend's int8 mode (`Precision::Int8`, on CPUs with
+//! AVX512_VNNI): every weight that goes through `prepare_linear` (the
+//! linear layers and the patch projection), `prepare_conv` or
+//! `prepare_recurrent` (the LSTM's `W_hh`) is quantized
 //! once at load, symmetric per output channel; activations are quantized as
 //! each product runs, per row for a linear layer and per sample for a conv
 //! (a conv's output row sums k shifted input rows, which must share one
@@ -9,10 +10,10 @@
 //! f32 before the bias and GELU. Four products per lane and instruction
 //! (twice bf16's, four times f32's) and a quarter of f32's weight bytes.
 //!
-//! What stays in higher precision, and why: the LSTM's recurrence runs as
-//! in bf16 mode (it would quantize the state it feeds back, 60 times over),
-//! and the norms, attention, the cell updates and the heads stay f32 as in
-//! every mode.
+//! The LSTM's recurrence quantizes each step's `h` per sample the same way
+//! (ops/lstm.rs, `forward_packed`); the cell state stays f32. What stays in
+//! higher precision: the norms, attention, the cell updates and the heads,
+//! f32 as in every mode.
 //!
 //! Quantization, in one place for the weights and the activations:
 //! - a weight row (one output channel) is symmetric: scale `max|w| / 127`,

@@ -3,7 +3,7 @@
 //! as prepared at load (`small_gemm`), each batch-1 op split across two cores
 //! (`pair`), fused loops (`simd`), the `gemm` crate where AVX-512 is missing
 //! and for attention; f32, bf16 products on CPUs with AVX512_BF16 (`bf16`),
-//! or int8 products on CPUs that also have AVX512_VNNI (`int8`).
+//! or int8 products on CPUs with AVX512_VNNI (`int8`).
 //!
 //! Buffers are plain `Vec<f32>` (bf16 and int8 weights are stored bit for bit).
 //! Scratch space (padded inputs, patches, gates, bf16 pairs) lives in
@@ -58,8 +58,8 @@ impl Cpu {
 
     /// `Precision::Bf16` stores the matrix-product weights as bf16 and
     /// multiplies with AVX512_BF16 (`bf16.rs`); `Precision::Int8` quantizes
-    /// the linear and conv weights and multiplies with AVX512_VNNI
-    /// (`int8.rs`), the recurrence as in bf16. Each fails on a CPU
+    /// the linear, conv and recurrent weights and multiplies with
+    /// AVX512_VNNI (`int8.rs`). Each fails on a CPU
     /// without its extensions, and f16 fails: CPUs here cannot multiply it
     /// natively.
     pub fn with_precision(precision: Precision) -> Result<Self> {
@@ -71,11 +71,10 @@ impl Cpu {
                 "precision",
                 "bf16 on the CPU backend needs AVX512_BF16 (and AVX-512F), which this CPU lacks; use f32",
             )),
-            Precision::Int8 if bf16 && small_gemm::int8_available() => Ok(Cpu { precision }),
+            Precision::Int8 if small_gemm::int8_available() => Ok(Cpu { precision }),
             Precision::Int8 => Err(Error::config(
                 "precision",
-                "int8 on the CPU backend needs AVX512_VNNI and AVX512_BF16 (and AVX-512F), which this CPU lacks; \
-                 use f32",
+                "int8 on the CPU backend needs AVX512_VNNI (and AVX-512F), which this CPU lacks; use f32",
             )),
             Precision::F16 => Err(Error::config(
                 "precision",
@@ -86,12 +85,6 @@ impl Cpu {
 
     pub fn precision(&self) -> Precision {
         self.precision
-    }
-
-    /// Whether the LSTM's recurrence multiplies bf16 pairs: in bf16 mode,
-    /// and in int8 mode, which leaves it in bf16 (int8.rs says why).
-    pub(crate) fn recurrence_in_bf16(&self) -> bool {
-        matches!(self.precision, Precision::Bf16 | Precision::Int8)
     }
 
     /// Values a prepared `(n_out, n_in)` weight holds in this precision.

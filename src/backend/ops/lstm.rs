@@ -46,15 +46,15 @@ use multiversion::multiversion;
 
 use crate::backend::cpu::bf16::{as_pairs, linear_len, to_bits, with_pairs};
 use crate::backend::cpu::simd::LANES;
-use crate::backend::cpu::small_gemm::{self, Elem, Lhs, Operand, Output, Product, Taps};
+use crate::backend::cpu::small_gemm::{self, Dequant, Elem, Lhs, Operand, Output, Product, Taps};
 use crate::backend::cpu::{
-    check_len, gemm_strided, gemm_strided_on, matmul, pair, simd, transpose, transpose_into, with_scratch, Cpu, Gemm,
-    SendPtr, PAR_MIN_MACS,
+    check_len, gemm_strided, gemm_strided_on, int8, matmul, pair, refuse, simd, transpose, transpose_into,
+    with_scratch, Cpu, Gemm, SendPtr, PAR_MIN_MACS,
 };
 use crate::backend::gpu::launch::cfg;
 use crate::backend::gpu::params::{params, KernelParams};
 use crate::backend::gpu::{launch_nonempty, Device, Gpu, LaunchConfig};
-use crate::backend::{LstmShape, Train};
+use crate::backend::{LstmShape, Precision, Train};
 use crate::error::Result;
 
 const OP: &str = "lstm";
@@ -219,12 +219,18 @@ pub fn reference_backward(gx: &[f64], w_hh: &[f64], dh_seq: &[f64], s: LstmShape
 
 /// `Backend::prepare_recurrent` on the CPU: `[W_hh (4H, H) | W_hhᵀ (H, 4H)]`,
 /// rows for the batch-1 dot products, the transpose for the batched per-step
-/// GEMM. In bf16: `W_hh` packed in one block per core (`pack_recurrent`).
+/// GEMM. In bf16: `W_hh` packed in one block per core (`pack_recurrent`);
+/// in int8 likewise, quantized (`pack_recurrent_int8`).
 pub(crate) fn prepare_cpu(cpu: &Cpu, w_hh: &[f32], hidden: usize) -> Result<Vec<f32>> {
     let n = 4 * hidden * hidden;
     check_len("prepare_recurrent", "w_hh", w_hh.len(), n)?;
-    if cpu.recurrence_in_bf16() {
-        return Ok(pack_recurrent(w_hh, hidden));
+    match cpu.precision() {
+        Precision::Bf16 => return Ok(pack_recurrent(w_hh, hidden)),
+        Precision::Int8 if hidden > int8::MAX_DEPTH => {
+            return Err(refuse("prepare_recurrent", format!("int8 products take at most {} inputs", int8::MAX_DEPTH)))
+        }
+        Precision::Int8 => return Ok(pack_recurrent_int8(w_hh, hidden)),
+        Precision::F32 | Precision::F16 => {}
     }
     let mut both = w_hh[..n].to_vec();
     both.extend_from_slice(&transpose(&w_hh[..n], 4 * hidden, hidden));
@@ -251,16 +257,20 @@ fn nothing_to_do(s: LstmShape) -> bool {
 
 /// `Backend::lstm` on the CPU, in the backend's precision.
 pub(crate) fn forward_cpu(cpu: &Cpu, gx: &[f32], w_hh: &[f32], h_seq: &mut [f32], s: LstmShape) -> Result<()> {
-    let bf16 = cpu.recurrence_in_bf16();
-    let w_len = if bf16 { linear_len(4 * s.hidden, s.hidden) } else { 8 * s.hidden * s.hidden };
+    let (g4, h) = (4 * s.hidden, s.hidden);
+    let w_len = match cpu.precision() {
+        Precision::Bf16 => linear_len(g4, h),
+        Precision::Int8 => int8::linear_len(g4, h),
+        Precision::F32 | Precision::F16 => 8 * h * h,
+    };
     check_forward(gx, w_hh, h_seq, s, w_len, |what, b: &[f32], need| check_len(OP, what, b.len(), need))?;
     if nothing_to_do(s) {
         return Ok(());
     }
-    if bf16 {
-        forward_bf16(gx, w_hh, h_seq, s);
-    } else {
-        forward_f32(gx, w_hh, h_seq, s);
+    match cpu.precision() {
+        Precision::Bf16 => forward_packed(gx, w_hh, h_seq, s, Packed::Bf16),
+        Precision::Int8 => forward_packed(gx, w_hh, h_seq, s, Packed::Int8),
+        Precision::F32 | Precision::F16 => forward_f32(gx, w_hh, h_seq, s),
     }
     Ok(())
 }
@@ -521,25 +531,85 @@ fn pack_recurrent(w_hh: &[f32], h: usize) -> Vec<f32> {
     to_bits(out)
 }
 
-/// The bf16 recurrence over a `W_hh` from `pack_recurrent`.
+/// `pack_recurrent`'s blocks and panels in int8 (cpu/int8.rs): each half's
+/// `(4·n_p, H)` gate rows quantized per row, as quads of consecutive inputs
+/// `(⌈H/4⌉, 4·n_p)` cut into panels of `PANEL` columns, then the half's
+/// `4·n_p` scales and `4·n_p` sums.
+fn pack_recurrent_int8(w_hh: &[f32], h: usize) -> Vec<f32> {
+    let hq = h.div_ceil(4);
+    let mut out = Vec::with_capacity(int8::linear_len(4 * h, h));
+    for (u0, u1) in unit_halves(h) {
+        let cols = 4 * (u1 - u0);
+        let rows: Vec<f32> = (0..4).flat_map(|q| w_hh[(q * h + u0) * h..(q * h + u1) * h].iter().copied()).collect();
+        let packed = int8::pack(&rows, cols, h);
+        for c0 in (0..cols).step_by(PANEL) {
+            let width = PANEL.min(cols - c0);
+            for p in 0..hq {
+                out.extend_from_slice(&packed[p * cols + c0..p * cols + c0 + width]);
+            }
+        }
+        out.extend_from_slice(&packed[hq * cols..]);
+    }
+    out
+}
+
+/// The element of a packed recurrence: `pack_recurrent`'s bf16 pairs or
+/// `pack_recurrent_int8`'s quads.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Packed {
+    Bf16,
+    Int8,
+}
+
+impl Packed {
+    /// Elements of one sample's `h` as the products read it: its pairs, or
+    /// its quads with their scale and zero point.
+    fn row_len(self, h: usize) -> usize {
+        match self {
+            Packed::Bf16 => h.div_ceil(2),
+            Packed::Int8 => int8::row_len(h),
+        }
+    }
+
+    /// Depth steps of one product over `h` inputs.
+    fn depth(self, h: usize) -> usize {
+        match self {
+            Packed::Bf16 => h.div_ceil(2),
+            Packed::Int8 => h.div_ceil(4),
+        }
+    }
+
+    /// Values of one half's block of `W_hh` with `cols` gate columns.
+    fn block_len(self, h: usize, cols: usize) -> usize {
+        match self {
+            Packed::Bf16 => h.div_ceil(2) * cols,
+            Packed::Int8 => (h.div_ceil(4) + 2) * cols,
+        }
+    }
+}
+
+/// The packed recurrence over a `W_hh` from `pack_recurrent` (bf16) or
+/// `pack_recurrent_int8` (int8).
 ///
 /// Each step, each of the two cores takes half of the hidden units: it
 /// rounds the whole previous `h` of every sample to bf16 pairs, computes the
 /// four gates of its units (one product over its block of `W_hh`, into a
 /// local `[i | f | g | o]` row per sample), updates their cells and writes
 /// their `h`; then the two meet at a barrier, since the next step reads all
-/// of `h`. Without the helper core, the halves run in turn.
-fn forward_bf16(gx: &[f32], w_hh: &[f32], h_seq: &mut [f32], s: LstmShape) {
+/// of `h`. Without the helper core, the halves run in turn. In int8 each
+/// sample's `h` is quantized per row instead of rounded to pairs.
+fn forward_packed(gx: &[f32], w_hh: &[f32], h_seq: &mut [f32], s: LstmShape, elem: Packed) {
     let (batch, steps, h) = (s.batch, s.steps, s.hidden);
-    let (g4, hp) = (4 * h, h.div_ceil(2));
+    let (g4, hp, depth) = (4 * h, elem.row_len(h), elem.depth(h));
     if batch == 0 || steps == 0 || h == 0 {
         return;
     }
-    assert!(gx.len() >= batch * steps * g4 && w_hh.len() >= linear_len(g4, h) && h_seq.len() >= batch * steps * h);
     let units = unit_halves(h);
+    let block = |p: usize| elem.block_len(h, 4 * (units[p].1 - units[p].0));
+    assert!(gx.len() >= batch * steps * g4 && w_hh.len() >= block(0) + block(1) && h_seq.len() >= batch * steps * h);
     let w = as_pairs(w_hh);
-    // Scratch: the cell state (batch, H), then per half its h pairs
-    // (batch, ⌈H/2⌉) and its gate blocks (batch, 4·units).
+    // Scratch: the cell state (batch, H), then per half its h as the
+    // products read it (batch, row_len) and its gate blocks (batch, 4·units).
     let part_len = |p: usize| batch * hp + batch * 4 * (units[p].1 - units[p].0);
     with_scratch(batch * h, |c| {
         c.fill(0.0);
@@ -573,25 +643,41 @@ fn forward_bf16(gx: &[f32], w_hh: &[f32], h_seq: &mut [f32], s: LstmShape) {
                         // SAFETY: row t − 1 of sample bi, complete since the
                         // last barrier and written by nobody during step t.
                         let prev = unsafe { std::slice::from_raw_parts(out_ptr.at((bi * steps + t - 1) * h), h) };
-                        small_gemm::to_bf16_pairs(prev, 1, h, h, &mut pairs[bi * hp..(bi + 1) * hp]);
+                        let row = &mut pairs[bi * hp..(bi + 1) * hp];
+                        match elem {
+                            Packed::Bf16 => small_gemm::to_bf16_pairs(prev, 1, h, h, row),
+                            Packed::Int8 => int8::quantize_row(prev, row),
+                        }
                     }
+                    let half = &w[if part == 0 { 0 } else { block(0) }..];
+                    let (kind, cols) = match elem {
+                        Packed::Bf16 => (Elem::Bf16Pairs, None),
+                        Packed::Int8 => (Elem::Int8Quads, Some(depth * 4 * n)),
+                    };
                     for c0 in (0..4 * n).step_by(PANEL) {
                         let width = PANEL.min(4 * n - c0);
                         let pr = Product {
                             a: Lhs::rows(pairs.as_ptr(), hp),
-                            b: Operand { ptr: w[hp * (4 * u0 + c0)..].as_ptr(), ld: width },
+                            b: Operand { ptr: half[depth * c0..].as_ptr(), ld: width },
                             y: Output { ptr: gates[c0..].as_mut_ptr(), ld: 4 * n, accumulate: true },
                             rows: batch,
-                            depth: hp,
+                            depth,
                             taps: Taps::ONE,
                             bias: None,
-                            dequant: None,
+                            dequant: cols.map(|at| Dequant {
+                                row_scale: pairs[depth..].as_ptr() as *const f32,
+                                row_zero: pairs[depth + 1..].as_ptr() as *const i32,
+                                row_ld: hp,
+                                rows_per_scale: 1,
+                                col_scale: half[at + c0..].as_ptr() as *const f32,
+                                col_sum: half[at + 4 * n + c0..].as_ptr() as *const i32,
+                            }),
                         };
-                        // SAFETY: one panel of this half's block of W_hh's
-                        // pairs (after the first half's hp·4·mid; the whole
-                        // size is asserted above), columns c0.. of this half's
-                        // gate rows.
-                        unsafe { small_gemm::run(Elem::Bf16Pairs, &pr, 0..width) };
+                        // SAFETY: one panel of this half's block of W_hh
+                        // (the whole size is asserted above), its scales and
+                        // sums in int8, columns c0.. of this half's gate rows;
+                        // every row of `pairs` was written above.
+                        unsafe { small_gemm::run(kind, &pr, 0..width) };
                     }
                 }
                 for bi in 0..batch {
@@ -1044,7 +1130,7 @@ mod tests {
     use super::*;
     use crate::backend::gpu::{Emu, ThreadOrder};
     use crate::backend::ops::testing::{assert_close, data, each_short_buffer_is_named, wide};
-    use crate::backend::{Backend, Precision};
+    use crate::backend::Backend;
 
     /// (batch, steps, hidden): one sample and several, one step, hidden
     /// sizes not a multiple of the 32 lanes or the 16-unit split, one past a
@@ -1272,6 +1358,67 @@ mod tests {
     }
 
     #[test]
+    fn int8_quantizes_h_each_step_and_keeps_the_cell_in_f32() {
+        // Each step against the exact integer product of the quantized
+        // operands (cpu/int8.rs's definitions, written out here: the
+        // backend's own previous h quantized per row, asymmetric; each gate
+        // row of W_hh symmetric), added to gx in f32 as the kernel adds it;
+        // only the cell's f32 arithmetic differs.
+        let Ok(be) = Cpu::with_precision(Precision::Int8) else {
+            eprintln!("skipped: no AVX512_VNNI here");
+            return;
+        };
+        let data = |n: usize, seed: f32| -> Vec<f32> { (0..n).map(|i| ((i as f32 + seed) * 0.618).sin()).collect() };
+        for &(batch, steps, h) in &[(1usize, 6usize, 40usize), (3, 5, 33), (2, 4, 256)] {
+            let g4 = 4 * h;
+            let gx = data(batch * steps * g4, 1.0);
+            let w: Vec<f32> = data(g4 * h, 2.0).iter().map(|v| v * 0.2).collect();
+            let wq: Vec<(Vec<i64>, f32)> = w
+                .chunks(h)
+                .map(|row| {
+                    let amax = row.iter().fold(0f32, |m, v| m.max(v.abs()));
+                    let q = row
+                        .iter()
+                        .map(|&v| i64::from(((v * (127.0 / amax)).round_ties_even() as i32).clamp(-127, 127)));
+                    (q.collect(), amax / 127.0)
+                })
+                .collect();
+            let wp = be.prepare_recurrent(&w, h).unwrap();
+            let mut out = vec![f32::NAN; batch * steps * h];
+            be.lstm(&gx, &wp, &mut out, LstmShape { batch, steps, hidden: h }).unwrap();
+            for bi in 0..batch {
+                let mut cs = vec![0f64; h];
+                for t in 0..steps {
+                    let prev: Vec<f32> =
+                        (0..h).map(|u| if t == 0 { 0.0 } else { out[(bi * steps + t - 1) * h + u] }).collect();
+                    let (lo, hi) = prev.iter().fold((0f32, 0f32), |(l, m), &v| (l.min(v), m.max(v)));
+                    let gate = |q: usize, u: usize| {
+                        let row = q * h + u;
+                        let g = gx[(bi * steps + t) * g4 + row];
+                        if t == 0 {
+                            return f64::from(g);
+                        }
+                        let inv = 255.0 / (hi - lo);
+                        let z = i64::from(((-lo * inv).round_ties_even() as i32).clamp(0, 255));
+                        let uq = |v: f32| (i64::from((v * inv).round_ties_even() as i32) + z).clamp(0, 255) - z;
+                        let sum: i64 = (0..h).map(|k| uq(prev[k]) * wq[row].0[k]).sum();
+                        f64::from((sum as f32) * (((hi - lo) / 255.0) * wq[row].1) + g)
+                    };
+                    for u in 0..h {
+                        let (i, f, g, o) =
+                            (sigmoid(gate(0, u)), sigmoid(gate(1, u)), gate(2, u).tanh(), sigmoid(gate(3, u)));
+                        cs[u] = f * cs[u] + i * g;
+                        let want = o * cs[u].tanh();
+                        let got = out[(bi * steps + t) * h + u];
+                        let what = format!("batch {batch} h {h} ({bi},{t},{u})");
+                        assert!((f64::from(got) - want).abs() < 1e-5, "{what}: {got} vs {want}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
     fn short_buffers_are_refused_by_both_backends() {
         fn refuses<B: Train>(be: &B, w_len: usize) {
             let s = LstmShape { batch: 2, steps: 3, hidden: 4 };
@@ -1300,8 +1447,14 @@ mod tests {
     }
 
     #[test]
-    fn training_on_a_bf16_cpu_is_refused() {
-        let Ok(be) = Cpu::with_precision(Precision::Bf16) else { return };
+    fn training_on_a_bf16_or_int8_cpu_is_refused() {
+        for p in [Precision::Bf16, Precision::Int8] {
+            let Ok(be) = Cpu::with_precision(p) else { continue };
+            refuses_training(&be);
+        }
+    }
+
+    fn refuses_training(be: &Cpu) {
         let s = LstmShape { batch: 1, steps: 1, hidden: 1 };
         let z = |n: usize| vec![0f32; n];
         let err = be.lstm_train(&z(4), &z(8), &mut z(1), &mut z(1), &mut z(4), s).unwrap_err().to_string();
