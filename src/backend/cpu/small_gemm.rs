@@ -1,8 +1,10 @@
 //! Products of tens of rows against a prepared weight, the shape of every
 //! batch-1 layer here (49 to 100 tokens by 128 to 2560 inputs), as AVX-512
-//! micro-kernels: f32 fused multiply-adds, and bf16 pair dot-products
-//! (`vdpbf16ps`, AVX512_BF16: two products per f32 lane per instruction, so
-//! twice f32's peak on this Zen 4).
+//! micro-kernels: f32 fused multiply-adds, bf16 pair dot-products
+//! (`vdpbf16ps`, AVX512_BF16: two products per f32 lane per instruction,
+//! twice f32's peak on a Zen 4) and int8 quad dot-products (`vpdpbusd`,
+//! AVX512_VNNI: four per i32 lane, made f32 by `Madd::finish` with the
+//! scales of cpu/int8.rs).
 //!
 //! The weight is the right-hand side `B (depth, ldb)`, row-major, read in
 //! place: a panel of `16·NV` columns is `NV` vector loads per depth step, and

@@ -408,7 +408,7 @@ fn conv_taps<T: Copy + Default + Send>(
     y: &mut [f32],
     s: ConvShape,
     gelu: bool,
-    fill: &(dyn Fn(usize, &mut [T], &mut [T]) -> T + Sync),
+    fill: &FillSample<'_, T>,
 ) {
     assert_eq!(std::mem::size_of::<T>(), 4, "the kernel reads 32-bit elements");
     let (len, k, pad) = (s.len, s.kernel, s.kernel / 2);
@@ -456,6 +456,11 @@ fn conv_taps<T: Copy + Default + Send>(
     // callers assert their weight's length.
     unsafe { run_product(w.elem, &pr, s.c_out, macs >= PAR_MIN_MACS) };
 }
+
+/// `fill(sample, rows, tail)` of `conv_taps`: writes a sample's own rows
+/// (and, in int8, its scale and zero point into `tail`), returns the value
+/// of its padding rows.
+type FillSample<'a, T> = dyn Fn(usize, &mut [T], &mut [T]) -> T + Sync + 'a;
 
 /// Rows after each sample's padding for its int8 scale and zero point.
 fn tail_rows(int8: bool, width: usize) -> usize {
