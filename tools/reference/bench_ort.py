@@ -20,10 +20,8 @@ runs after 20 warm-ups.
 
 import argparse
 import os
-import statistics
 import sys
 import tempfile
-import time
 
 import numpy as np
 import onnxruntime as ort
@@ -32,6 +30,7 @@ from onnxruntime.quantization import QuantType, quantize_dynamic
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
 sys.path.insert(0, os.path.dirname(__file__))
+from bench_torch import median_ms  # noqa: E402
 from quorum_ref import CnnLstm, CnnLstmConfig, MPDConfig, MPDTransformer, TLOBConfig, TLOBTransformer, fill_generated  # noqa: E402
 
 OUTPUTS = ["direction_logits", "confidence", "expected_return"]
@@ -48,17 +47,6 @@ class Flat(torch.nn.Module):
     def forward(self, *args):
         out = self.model(*args)
         return tuple(out[k] for k in OUTPUTS)
-
-
-def median_ms(fn, warmup=20, reps=200):
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times) * 1e3
 
 
 def session(path, threads):

@@ -293,12 +293,43 @@ pub(super) fn product(x: &[f32], w: &[f32], y: &mut [f32], g: Gemm, bias: Option
     });
 }
 
+/// The quantization written out from its definitions above, without this
+/// module's helpers: the reference that the int8 tests of the linear layer,
+/// the conv and the recurrence hold the kernels to.
+#[cfg(test)]
+pub(crate) mod reference {
+    /// A weight row's `(q, scale)`: symmetric, ±127.
+    pub(crate) fn weights(v: &[f32]) -> (Vec<i64>, f32) {
+        let amax = v.iter().map(|x| x.abs()).fold(0f32, f32::max);
+        if amax == 0.0 {
+            return (vec![0; v.len()], 0.0);
+        }
+        let q = v.iter().map(|&x| i64::from(((x * (127.0 / amax)).round_ties_even() as i32).clamp(-127, 127)));
+        (q.collect(), amax / 127.0)
+    }
+
+    /// An activation row's (or a conv sample's) `(u − z, scale)`:
+    /// asymmetric over `[min(v, 0), max(v, 0)]`.
+    pub(crate) fn activations(v: &[f32]) -> (Vec<i64>, f32) {
+        let lo = v.iter().fold(0f32, |m, &x| m.min(x));
+        let hi = v.iter().fold(0f32, |m, &x| m.max(x));
+        if hi == lo {
+            return (vec![0; v.len()], 0.0);
+        }
+        let inv = 255.0 / (hi - lo);
+        let z = i64::from(((-lo * inv).round_ties_even() as i32).clamp(0, 255));
+        let u = v.iter().map(|&x| (i64::from((x * inv).round_ties_even() as i32) + z).clamp(0, 255) - z);
+        (u.collect(), (hi - lo) / 255.0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     //! The kernel against an exact integer reference: the operands quantized
     //! here from first principles, their products summed in i64, then the
     //! one rounding the mode defines (`(Σ as f32) · (scale_r · scale_j)`).
     //! Every output must have the reference's bits.
+    use super::reference::{activations as reference_activations, weights as reference_weights};
     use super::*;
 
     fn data(n: usize, seed: f32) -> Vec<f32> {
@@ -316,29 +347,6 @@ mod tests {
             eprintln!("skipped: no AVX512_VNNI here");
         }
         ok
-    }
-
-    /// A weight row's `(q, scale)`, written out without the module's helpers.
-    fn reference_weights(v: &[f32]) -> (Vec<i64>, f32) {
-        let amax = v.iter().map(|x| x.abs()).fold(0f32, f32::max);
-        if amax == 0.0 {
-            return (vec![0; v.len()], 0.0);
-        }
-        let q = v.iter().map(|&x| i64::from(((x * (127.0 / amax)).round_ties_even() as i32).clamp(-127, 127)));
-        (q.collect(), amax / 127.0)
-    }
-
-    /// An activation row's `(u − z, scale)`, likewise.
-    fn reference_activations(v: &[f32]) -> (Vec<i64>, f32) {
-        let lo = v.iter().fold(0f32, |m, &x| m.min(x));
-        let hi = v.iter().fold(0f32, |m, &x| m.max(x));
-        if hi == lo {
-            return (vec![0; v.len()], 0.0);
-        }
-        let inv = 255.0 / (hi - lo);
-        let z = i64::from(((-lo * inv).round_ties_even() as i32).clamp(0, 255));
-        let u = v.iter().map(|&x| (i64::from((x * inv).round_ties_even() as i32) + z).clamp(0, 255) - z);
-        (u.collect(), (hi - lo) / 255.0)
     }
 
     fn reference(x: &[f32], w: &[f32], rows: usize, k: usize, n: usize) -> Vec<f32> {

@@ -894,32 +894,19 @@ mod tests {
             let s = ConvShape::dense(samples, len, c_in, c_out, k);
             let mut y = be.alloc(samples * len * c_out).unwrap();
             be.conv1d(&x, &be.prepare_conv(&w, c_out, c_in, k).unwrap(), &b, &mut y, s, false).unwrap();
-            let wq: Vec<(Vec<i64>, f32)> = w
-                .chunks(c_in * k)
-                .map(|row| {
-                    let amax = row.iter().fold(0f32, |m, v| m.max(v.abs()));
-                    let q = row
-                        .iter()
-                        .map(|&v| i64::from(((v * (127.0 / amax)).round_ties_even() as i32).clamp(-127, 127)));
-                    (q.collect(), amax / 127.0)
-                })
-                .collect();
+            let wq: Vec<(Vec<i64>, f32)> = w.chunks(c_in * k).map(int8::reference::weights).collect();
             for smp in 0..samples {
-                let xs = &x[smp * len * c_in..(smp + 1) * len * c_in];
-                let (lo, hi) = xs.iter().fold((0f32, 0f32), |(l, h), &v| (l.min(v), h.max(v)));
-                let inv = 255.0 / (hi - lo);
-                let z = i64::from(((-lo * inv).round_ties_even() as i32).clamp(0, 255));
-                let u = |v: f32| (i64::from((v * inv).round_ties_even() as i32) + z).clamp(0, 255) - z;
+                let (xq, x_scale) = int8::reference::activations(&x[smp * len * c_in..(smp + 1) * len * c_in]);
                 for t in 0..len {
                     for o in 0..c_out {
                         let mut sum = 0i64;
                         for j in 0..k {
                             let Some(src) = (t + j).checked_sub(k / 2).filter(|&r| r < len) else { continue };
                             for c in 0..c_in {
-                                sum += u(xs[src * c_in + c]) * wq[o].0[c * k + j];
+                                sum += xq[src * c_in + c] * wq[o].0[c * k + j];
                             }
                         }
-                        let want = (sum as f32) * (((hi - lo) / 255.0) * wq[o].1) + b[o];
+                        let want = (sum as f32) * (x_scale * wq[o].1) + b[o];
                         let got = y[(smp * len + t) * c_out + o];
                         assert_eq!(
                             got.to_bits(),

@@ -1373,16 +1373,7 @@ mod tests {
             let g4 = 4 * h;
             let gx = data(batch * steps * g4, 1.0);
             let w: Vec<f32> = data(g4 * h, 2.0).iter().map(|v| v * 0.2).collect();
-            let wq: Vec<(Vec<i64>, f32)> = w
-                .chunks(h)
-                .map(|row| {
-                    let amax = row.iter().fold(0f32, |m, v| m.max(v.abs()));
-                    let q = row
-                        .iter()
-                        .map(|&v| i64::from(((v * (127.0 / amax)).round_ties_even() as i32).clamp(-127, 127)));
-                    (q.collect(), amax / 127.0)
-                })
-                .collect();
+            let wq: Vec<(Vec<i64>, f32)> = w.chunks(h).map(int8::reference::weights).collect();
             let wp = be.prepare_recurrent(&w, h).unwrap();
             let mut out = vec![f32::NAN; batch * steps * h];
             be.lstm(&gx, &wp, &mut out, LstmShape { batch, steps, hidden: h }).unwrap();
@@ -1391,18 +1382,15 @@ mod tests {
                 for t in 0..steps {
                     let prev: Vec<f32> =
                         (0..h).map(|u| if t == 0 { 0.0 } else { out[(bi * steps + t - 1) * h + u] }).collect();
-                    let (lo, hi) = prev.iter().fold((0f32, 0f32), |(l, m), &v| (l.min(v), m.max(v)));
+                    let (hq, h_scale) = int8::reference::activations(&prev);
                     let gate = |q: usize, u: usize| {
                         let row = q * h + u;
                         let g = gx[(bi * steps + t) * g4 + row];
                         if t == 0 {
                             return f64::from(g);
                         }
-                        let inv = 255.0 / (hi - lo);
-                        let z = i64::from(((-lo * inv).round_ties_even() as i32).clamp(0, 255));
-                        let uq = |v: f32| (i64::from((v * inv).round_ties_even() as i32) + z).clamp(0, 255) - z;
-                        let sum: i64 = (0..h).map(|k| uq(prev[k]) * wq[row].0[k]).sum();
-                        f64::from((sum as f32) * (((hi - lo) / 255.0) * wq[row].1) + g)
+                        let sum: i64 = (0..h).map(|k| hq[k] * wq[row].0[k]).sum();
+                        f64::from((sum as f32) * (h_scale * wq[row].1) + g)
                     };
                     for u in 0..h {
                         let (i, f, g, o) =
