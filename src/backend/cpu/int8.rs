@@ -46,8 +46,11 @@
 
 use std::cell::RefCell;
 
+#[cfg(target_arch = "x86_64")]
+use super::small_gemm::lanes;
 use super::small_gemm::{self, Bias, Dequant, Elem, Lhs, Operand, Output, Product, Taps};
 use super::{run_product, split_chunks, with_local, Gemm, PAR_MIN_ELEMS, PAR_MIN_MACS};
+use crate::error::Result;
 
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
@@ -100,30 +103,27 @@ pub(crate) fn row_quant(lo: f32, hi: f32, finite: bool) -> RowQuant {
     }
 }
 
+/// Refuses, for `op`, a product deeper than `MAX_DEPTH` inputs.
+pub(crate) fn check_depth(op: &str, depth: usize) -> Result<()> {
+    if depth > MAX_DEPTH {
+        return Err(super::refuse(
+            op,
+            format!("int8 products take at most {MAX_DEPTH} inputs (i32 sums), this one has {depth}"),
+        ));
+    }
+    Ok(())
+}
+
 /// Values a prepared linear weight `(n_out, n_in)` holds: the quads, the
-/// scales and the offsets.
+/// scales and the sums (a conv of one tap).
 pub(crate) fn linear_len(n_out: usize, n_in: usize) -> usize {
-    n_in.div_ceil(4) * n_out + 2 * n_out
+    conv_len(n_out, n_in, 1)
 }
 
 /// `w (n_out, n_in)` row-major quantized per output channel, in the layout
-/// above.
+/// above (a conv of one tap).
 pub(crate) fn pack(w: &[f32], n_out: usize, n_in: usize) -> Vec<f32> {
-    let kq = n_in.div_ceil(4);
-    let mut out = vec![0u32; linear_len(n_out, n_in)];
-    for j in 0..n_out {
-        let row = &w[j * n_in..(j + 1) * n_in];
-        let (scale, inv) = weight_scales(row);
-        let mut sum = 0i32;
-        for (i, &v) in row.iter().enumerate() {
-            let q = quantize_weight(v, inv);
-            sum += q;
-            out[(i / 4) * n_out + j] |= u32::from(q as i8 as u8) << (8 * (i % 4));
-        }
-        out[kq * n_out + j] = scale.to_bits();
-        out[kq * n_out + n_out + j] = sum as u32;
-    }
-    out.into_iter().map(f32::from_bits).collect()
+    pack_conv(w, n_out, n_in, 1)
 }
 
 thread_local! {
@@ -182,16 +182,6 @@ pub(crate) fn quantize_sample(x: &[f32], rows: usize, k: usize, out: &mut [u32],
     unreachable!("int8 needs x86-64")
 }
 
-/// Bits of `v` past its first `n`, as a lane mask.
-#[cfg(target_arch = "x86_64")]
-fn lanes(n: usize) -> __mmask16 {
-    if n >= 16 {
-        !0
-    } else {
-        (1u16 << n) - 1
-    }
-}
-
 /// `(min(x, 0), max(x, 0), no NaN or infinity in x)`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
@@ -234,7 +224,8 @@ pub(crate) fn conv_len(c_out: usize, c_in: usize, k: usize) -> usize {
 
 /// PyTorch's `(c_out, c_in, k)` quantized per output channel (over all its
 /// taps and channels, the sums' common scale), tap-major: tap `j`'s block is
-/// `⌈c_in/4⌉ × c_out` quads of consecutive channels, as a linear weight's.
+/// `⌈c_in/4⌉ × c_out` quads of consecutive channels, as a linear weight's
+/// (which is this at k = 1).
 pub(crate) fn pack_conv(w: &[f32], c_out: usize, c_in: usize, k: usize) -> Vec<f32> {
     let cq = c_in.div_ceil(4);
     let mut out = vec![0u32; conv_len(c_out, c_in, k)];

@@ -63,10 +63,9 @@ impl Cpu {
     /// without its extensions, and f16 fails: CPUs here cannot multiply it
     /// natively.
     pub fn with_precision(precision: Precision) -> Result<Self> {
-        let bf16 = small_gemm::bf16_available();
         match precision {
             Precision::F32 => Ok(Cpu::new()),
-            Precision::Bf16 if bf16 => Ok(Cpu { precision }),
+            Precision::Bf16 if small_gemm::bf16_available() => Ok(Cpu { precision }),
             Precision::Bf16 => Err(Error::config(
                 "precision",
                 "bf16 on the CPU backend needs AVX512_BF16 (and AVX-512F), which this CPU lacks; use f32",

@@ -106,6 +106,16 @@ pub(crate) fn to_bf16_pairs(x: &[f32], rows: usize, k: usize, ldx: usize, out: &
     }
 }
 
+/// The first `min(n, 16)` lanes of a vector, as a mask.
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn lanes(n: usize) -> __mmask16 {
+    if n >= 16 {
+        !0
+    } else {
+        (1u16 << n) - 1
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bf16,avx512vl")]
 unsafe fn row_to_bf16(x: &[f32], out: &mut [u32]) {
@@ -114,7 +124,7 @@ unsafe fn row_to_bf16(x: &[f32], out: &mut [u32]) {
     let mut i = 0;
     while i < k {
         let n = (k - i).min(16);
-        let mask: __mmask16 = if n == 16 { !0 } else { (1u16 << n) - 1 };
+        let mask = lanes(n);
         let v = _mm512_maskz_loadu_ps(mask, x.as_ptr().add(i));
         let h: __m256i = std::mem::transmute(_mm512_cvtneps_pbh(v));
         _mm256_mask_storeu_epi16(dst.add(i) as *mut i16, mask, h);
@@ -329,7 +339,7 @@ unsafe fn panels<K: Madd, const MR: usize, const NV: usize>(pr: &Product, cols: 
         let mut masks = [0 as __mmask16; NV];
         for (v, m) in masks.iter_mut().enumerate() {
             let n = width.saturating_sub(16 * v).min(16);
-            *m = if n == 16 { !0 } else { (1u16 << n) - 1 };
+            *m = lanes(n);
         }
         let mut r = 0;
         while r < pr.rows {

@@ -234,15 +234,10 @@ pub(crate) fn prepare_cpu(cpu: &Cpu, w: &[f32], c_out: usize, c_in: usize, kerne
     check_len("prepare_conv", "w", w.len(), c_out * c_in * kernel)?;
     match cpu.precision() {
         Precision::Bf16 => Ok(pack_bf16(w, c_out, c_in, kernel)),
-        Precision::Int8 if c_in * kernel > int8::MAX_DEPTH => Err(refuse(
-            "prepare_conv",
-            format!(
-                "int8 products take at most {} inputs (i32 sums), this conv has {}",
-                int8::MAX_DEPTH,
-                c_in * kernel
-            ),
-        )),
-        Precision::Int8 => Ok(int8::pack_conv(&w[..c_out * c_in * kernel], c_out, c_in, kernel)),
+        Precision::Int8 => {
+            int8::check_depth("prepare_conv", c_in * kernel)?;
+            Ok(int8::pack_conv(&w[..c_out * c_in * kernel], c_out, c_in, kernel))
+        }
         Precision::F32 | Precision::F16 => super::linear::prepare_cpu(cpu, w, c_out, c_in * kernel),
     }
 }

@@ -34,7 +34,7 @@ use rayon::prelude::*;
 
 use crate::backend::cpu::small_gemm;
 use crate::backend::cpu::{
-    bf16, check_len, gemm_strided, int8, refuse, transpose, transpose_into, with_scratch, Cpu, Gemm, ROW_CHUNK,
+    bf16, check_len, gemm_strided, int8, transpose, transpose_into, with_scratch, Cpu, Gemm, ROW_CHUNK,
 };
 use crate::backend::gpu::device::LaunchConfig;
 use crate::backend::gpu::launch::{self, cfg};
@@ -162,11 +162,10 @@ pub(crate) fn prepare_cpu(cpu: &Cpu, w: &[f32], n_out: usize, n_in: usize) -> Re
     check_len("prepare_linear", "w", w.len(), n_out * n_in)?;
     match cpu.precision() {
         Precision::Bf16 => Ok(pack_bf16(w, n_out, n_in)),
-        Precision::Int8 if n_in > int8::MAX_DEPTH => Err(refuse(
-            "prepare_linear",
-            format!("int8 products take at most {} inputs (i32 sums), this weight has {n_in}", int8::MAX_DEPTH),
-        )),
-        Precision::Int8 => Ok(int8::pack(&w[..n_out * n_in], n_out, n_in)),
+        Precision::Int8 => {
+            int8::check_depth("prepare_linear", n_in)?;
+            Ok(int8::pack(&w[..n_out * n_in], n_out, n_in))
+        }
         Precision::F32 | Precision::F16 => Ok(transpose(&w[..n_out * n_in], n_out, n_in)),
     }
 }

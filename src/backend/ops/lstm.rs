@@ -48,8 +48,8 @@ use crate::backend::cpu::bf16::{as_pairs, linear_len, to_bits, with_pairs};
 use crate::backend::cpu::simd::LANES;
 use crate::backend::cpu::small_gemm::{self, Dequant, Elem, Lhs, Operand, Output, Product, Taps};
 use crate::backend::cpu::{
-    check_len, gemm_strided, gemm_strided_on, int8, matmul, pair, refuse, simd, transpose, transpose_into,
-    with_scratch, Cpu, Gemm, SendPtr, PAR_MIN_MACS,
+    check_len, gemm_strided, gemm_strided_on, int8, matmul, pair, simd, transpose, transpose_into, with_scratch, Cpu,
+    Gemm, SendPtr, PAR_MIN_MACS,
 };
 use crate::backend::gpu::launch::cfg;
 use crate::backend::gpu::params::{params, KernelParams};
@@ -226,10 +226,10 @@ pub(crate) fn prepare_cpu(cpu: &Cpu, w_hh: &[f32], hidden: usize) -> Result<Vec<
     check_len("prepare_recurrent", "w_hh", w_hh.len(), n)?;
     match cpu.precision() {
         Precision::Bf16 => return Ok(pack_recurrent(w_hh, hidden)),
-        Precision::Int8 if hidden > int8::MAX_DEPTH => {
-            return Err(refuse("prepare_recurrent", format!("int8 products take at most {} inputs", int8::MAX_DEPTH)))
+        Precision::Int8 => {
+            int8::check_depth("prepare_recurrent", hidden)?;
+            return Ok(pack_recurrent_int8(w_hh, hidden));
         }
-        Precision::Int8 => return Ok(pack_recurrent_int8(w_hh, hidden)),
         Precision::F32 | Precision::F16 => {}
     }
     let mut both = w_hh[..n].to_vec();
@@ -582,8 +582,8 @@ impl Packed {
     /// Values of one half's block of `W_hh` with `cols` gate columns.
     fn block_len(self, h: usize, cols: usize) -> usize {
         match self {
-            Packed::Bf16 => h.div_ceil(2) * cols,
-            Packed::Int8 => (h.div_ceil(4) + 2) * cols,
+            Packed::Bf16 => linear_len(cols, h),
+            Packed::Int8 => int8::linear_len(cols, h),
         }
     }
 }
