@@ -7,7 +7,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 mod cli;
 
-use cli::{demo, evaluate, features, market, models, serve, train};
+use cli::{bench_symbols, demo, evaluate, features, market, models, serve, train};
 
 use quorum::backend::gpu::Precision;
 use quorum::backend::select::Device;
@@ -117,6 +117,13 @@ enum Command {
         /// forwards always: the engine replays them).
         #[arg(long)]
         ensemble: bool,
+        /// Instead of the per-model table, time live mode's tick for these
+        /// symbol counts (`1,8,32,64`): that many simulated markets, each
+        /// tick's decisions made together (one forward per model, batch =
+        /// symbols); --iters is the ticks timed per count. Prints the tick's
+        /// p50 and p99 and the largest count under a 100 ms tick.
+        #[arg(long, value_delimiter = ',')]
+        symbols: Vec<usize>,
     },
     /// Build the 112-feature table (docs/features.md) of each symbol's stored
     /// snapshots and trades: `<out>/<SYMBOL>.parquet`.
@@ -179,7 +186,10 @@ fn main() -> Result<()> {
         Command::Infer { weights, input, output, backend, precision } => {
             models::infer(&weights, &input, &output, backend, precision)
         }
-        Command::Bench { batch, iters, backend, model, no_graphs, precision, ensemble } => {
+        Command::Bench { symbols, iters, backend, precision, .. } if !symbols.is_empty() => {
+            bench_symbols::bench_symbols(&symbols, iters, backend, precision)
+        }
+        Command::Bench { batch, iters, backend, model, no_graphs, precision, ensemble, .. } => {
             models::bench(&batch, iters, backend, &model, !no_graphs, precision)?;
             if ensemble {
                 models::bench_ensemble(iters, backend, precision)?;

@@ -634,3 +634,31 @@ fn helper_cpu_is_checked_against_the_cpus_and_a_run_with_it_works() {
         "{stderr}\n{stdout}"
     );
 }
+
+/// Many symbols: `bench --symbols` times the live tick for each count and
+/// says which fit a 100 ms tick; bad counts and symbol lists are refused by
+/// name before anything starts.
+#[test]
+fn bench_times_the_tick_for_several_symbols_and_serve_refuses_bad_symbol_lists() {
+    let out = quorum(&["bench", "--backend", "cpu", "--symbols", "1,2", "--iters", "2"]);
+    let (stdout, err) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{err}");
+    let rows: Vec<&str> = stdout.lines().filter(|l| l.starts_with("|       ")).collect();
+    assert_eq!(rows.len(), 2, "one row per symbol count:\n{stdout}");
+    assert!(stdout.contains("tick p99"), "{stdout}");
+    assert!(stdout.contains("100 ms"), "{stdout}");
+    for (args, needle) in [
+        (&["bench", "--backend", "cpu", "--symbols", "0", "--iters", "1"][..], "--symbols: 0"),
+        (&["bench", "--backend", "cpu", "--symbols", "129", "--iters", "1"][..], "--symbols: 129"),
+        (&["serve", "--bind", "127.0.0.1:0", "--live", "BTCUSDT,btcusdt", "--duration", "1s"][..], "named twice"),
+        (&["serve", "--bind", "127.0.0.1:0", "--live", "BTC/USDT", "--duration", "1s"][..], "letters and digits"),
+        (
+            &["serve", "--bind", "127.0.0.1:0", "--simulate", "--sim-symbols", "0", "--duration", "1s"][..],
+            "--sim-symbols",
+        ),
+    ] {
+        let out = quorum(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains(needle), "{args:?}: {err}");
+    }
+}

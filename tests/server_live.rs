@@ -97,14 +97,10 @@ async fn live_decisions_on_every_tick_are_scored_and_move_the_adaptive_weights()
     let engine = engine_with(&small_configs(), ensemble);
     let metrics = Arc::new(Metrics::default());
     let observer: Arc<dyn LiveObserver> = metrics.clone();
-    let live_cfg = LiveConfig {
-        symbol,
-        endpoint: exchange.endpoint(),
-        sample_interval: Duration::from_millis(4),
-        ..LiveConfig::default()
-    };
+    let live_cfg =
+        LiveConfig { sample_interval: Duration::from_millis(4), ..LiveConfig::on(&[symbol], &exchange.endpoint()) };
     let live = LiveRunner::start(live_cfg, engine.clone(), Some(observer)).unwrap();
-    let extras = Extras { live: Some(live.hub()), launcher: None, metrics: Some(metrics) };
+    let extras = Extras { live: live.hubs(), launcher: None, metrics: Some(metrics) };
     let server_cfg = ServerConfig { bind: "127.0.0.1:0".parse().unwrap(), ..ServerConfig::default() };
     let server = Server::start(server_cfg, engine, extras).await.unwrap();
     let http = Http::new(server.local_addr());
@@ -281,4 +277,222 @@ fn live_state_waits_for_every_input_a_model_reads_and_refills_after_a_break() {
     }
     assert!(step(&mut state).is_some(), "the 100th tick after the break decides");
     assert_eq!(hub.counters().window_breaks, 1);
+}
+
+/// The parts of a live record that say what was decided (not when, nor under which id).
+fn decided(json: &str) -> Value {
+    let mut v: Value = serde_json::from_str(json).unwrap();
+    let d = v["decision"].as_object_mut().unwrap();
+    for k in ["id", "timestamp", "timings"] {
+        d.remove(k);
+    }
+    for p in d["predictions"].as_array_mut().unwrap() {
+        p.as_object_mut().unwrap().remove("timestamp");
+    }
+    json!({"symbol": v["symbol"], "seq": v["seq"], "tick": v["tick"], "decision": v["decision"]})
+}
+
+/// #19, "many symbols, one forward": several symbols decided together (one
+/// forward per model, batch = symbols) decide exactly what each decides
+/// alone, at the models' default sizes, in every precision this CPU runs.
+#[test]
+fn symbols_decided_together_decide_what_each_decides_alone() {
+    use quorum::backend::Precision;
+    use quorum::market::{MarketSimulator, Trade};
+    use quorum::model::{ModelConfig, ModelKind};
+    use quorum::server::engine::{model_type, Engine};
+    use quorum::server::live::{decide_together, LiveHub, LiveState};
+    use quorum::Cpu;
+    use std::time::Instant;
+
+    const SYMBOLS: usize = 3;
+    let engine_at = |precision: Precision| -> Option<Arc<Engine>> {
+        let be = Cpu::with_precision(precision).ok()?;
+        let engine = Engine::new(be, EnsembleConfig::default()).unwrap();
+        for kind in ModelKind::ALL {
+            let config = ModelConfig::default_for(kind);
+            engine.load_weights(model_type(kind), weights(&config, 1.0)).unwrap();
+        }
+        Some(Arc::new(engine))
+    };
+    let mut ran = Vec::new();
+    for precision in [Precision::F32, Precision::Bf16, Precision::Int8] {
+        let (Some(together), Some(alone)) = (engine_at(precision), engine_at(precision)) else {
+            println!("{}: this CPU does not run it, skipped", precision.name());
+            continue;
+        };
+        ran.push(precision.name());
+        // The same markets twice: one set of pipelines decides together, the other one symbol at a time.
+        let sims = || -> Vec<MarketSimulator> {
+            (0..SYMBOLS as u64)
+                .map(|k| {
+                    let symbol = format!("SIM{}USDT", k + 1);
+                    MarketSimulator::new(SimConfig { interval_ms: 1000, seed: 7 + k, symbol, ..SimConfig::default() })
+                        .unwrap()
+                })
+                .collect()
+        };
+        let states = |engine: &Arc<Engine>| -> Vec<LiveState> {
+            (0..SYMBOLS)
+                .map(|k| LiveState::new(engine.clone(), LiveHub::new(&format!("SIM{}USDT", k + 1), 10), None))
+                .collect()
+        };
+        let (mut sims_t, mut sims_a) = (sims(), sims());
+        let (mut st_t, mut st_a) = (states(&together), states(&alone));
+        let mut compared = 0;
+        for _ in 0..300 {
+            let mut snaps_t = Vec::new();
+            for (k, (sim_t, sim_a)) in sims_t.iter_mut().zip(sims_a.iter_mut()).enumerate() {
+                let (vt, va) = (sim_t.step().unwrap(), sim_a.step().unwrap());
+                let trades: Vec<Trade> = vt.trades.iter().map(|t| t.to_trade()).collect();
+                let trades_a: Vec<Trade> = va.trades.iter().map(|t| t.to_trade()).collect();
+                let (snap_t, snap_a) = (*vt.snapshot, *va.snapshot);
+                let warm_t = st_t[k].advance(&trades, &snap_t).warm;
+                let warm_a = st_a[k].advance(&trades_a, &snap_a).warm;
+                assert_eq!(warm_t, warm_a);
+                snaps_t.push((warm_t, snap_t, snap_a));
+            }
+            // Alone: each warm symbol decides by itself.
+            let mut alone_json = Vec::new();
+            for (k, (warm, _, snap_a)) in snaps_t.iter().enumerate() {
+                if *warm {
+                    let (entry, _) = st_a[k].decide(snap_a, Instant::now()).expect("a warm pipeline decides");
+                    alone_json.push(decided(&entry.json));
+                }
+            }
+            // Together: one engine call for every warm symbol.
+            let mut ticks: Vec<(&mut LiveState, &quorum::market::Snapshot, Instant)> = st_t
+                .iter_mut()
+                .zip(&snaps_t)
+                .filter(|(_, (warm, _, _))| *warm)
+                .map(|(s, (_, snap, _))| (s, snap, Instant::now()))
+                .collect();
+            let published = decide_together(&mut ticks);
+            let together_json: Vec<Value> =
+                published.iter().map(|p| decided(&p.as_ref().expect("a warm pipeline decides").0.json)).collect();
+            assert_eq!(together_json.len(), alone_json.len());
+            for (t, a) in together_json.iter().zip(&alone_json) {
+                assert_eq!(t["decision"]["predictions"].as_array().unwrap().len(), 3, "{t}");
+                assert_eq!(t, a, "{}: decided together vs alone", precision.name());
+            }
+            compared += together_json.len();
+        }
+        assert!(compared >= SYMBOLS * 30, "{}: only {compared} decisions compared", precision.name());
+        println!("{}: {compared} decisions identical together and alone", precision.name());
+    }
+    assert!(ran.contains(&"f32"), "f32 always runs");
+}
+
+/// A batch of samples where one is refused and one lacks the book: the
+/// refused one gets its error naming the field, the one without a book is
+/// decided without TLOB, and the rest are decided as they are alone.
+#[test]
+fn predict_many_refuses_only_the_bad_sample() {
+    use quorum::server::engine::EngineInputs;
+
+    let engine = engine_with(&small_configs(), EnsembleConfig::default());
+    let sample = |seed: u64| {
+        let (f, l, a) = inputs(seed);
+        EngineInputs { features: Some(f), lob: Some(l), aux: Some(a) }
+    };
+    let mut bad = sample(2);
+    bad.lob.as_mut().unwrap()[85] = f32::NAN;
+    let no_book = EngineInputs { lob: None, aux: None, ..sample(3) };
+    let batch = vec![sample(1), bad, no_book.clone(), sample(4)];
+    let answers = engine.predict_many(batch);
+    assert_eq!(answers.len(), 4);
+    let err = answers[1].as_ref().unwrap_err();
+    assert_eq!(err.field().as_deref(), Some("lob[1][1][1]"), "{err}");
+    for (i, seed_or_input) in [(0, sample(1)), (2, no_book), (3, sample(4))] {
+        let together = answers[i].as_ref().unwrap();
+        let alone = engine.predict(seed_or_input).unwrap();
+        assert_eq!(together.predictions.len(), alone.predictions.len(), "sample {i}");
+        for (t, a) in together.predictions.iter().zip(&alone.predictions) {
+            assert_eq!((t.model_type, t.probabilities, t.confidence), (a.model_type, a.probabilities, a.confidence));
+            assert_eq!(t.expected_return.to_bits(), a.expected_return.to_bits());
+        }
+        assert_eq!(together.skipped, alone.skipped, "sample {i}");
+        assert_eq!(together.result.probabilities, alone.result.probabilities, "sample {i}");
+    }
+    assert_eq!(answers[2].as_ref().unwrap().skipped[&ModelType::Tlob].reason, "missing_input");
+    assert_eq!(answers[0].as_ref().unwrap().predictions.len(), 3);
+    // The consensus numbered the decided samples in order; the refused one took no id.
+    let ids: Vec<u64> = [0, 2, 3].iter().map(|&i| answers[i].as_ref().unwrap().result.id).collect();
+    assert!(ids.windows(2).all(|w| w[1] == w[0] + 1), "{ids:?}");
+}
+
+/// `serve --live A,B` end to end: two exchanges, one pipeline deciding both
+/// symbols every tick, and the live endpoints choosing a symbol by `?symbol=`
+/// (required once there are several, refused by name when unknown).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_symbols_are_followed_together_and_served_by_name() {
+    use quorum::server::live::LiveMarket;
+
+    let mut exchanges = Vec::new();
+    let mut markets = Vec::new();
+    for (k, symbol) in ["AAAUSDT", "BBBUSDT"].iter().enumerate() {
+        let sim =
+            SimConfig { interval_ms: 1000, seed: 11 + k as u64, symbol: symbol.to_string(), ..SimConfig::default() };
+        let ex_cfg = ExchangeConfig {
+            sim,
+            tick_interval: Duration::from_millis(4),
+            wait_for_client: true,
+            truth_capacity: 100,
+            ..ExchangeConfig::default()
+        };
+        let ex = LoopbackExchange::start("127.0.0.1:0".parse().unwrap(), ex_cfg).await.unwrap();
+        markets.push(LiveMarket { symbol: symbol.to_string(), endpoint: ex.endpoint() });
+        exchanges.push(ex);
+    }
+    let engine = engine_with(&small_configs(), EnsembleConfig::default());
+    let live_cfg = LiveConfig { markets, sample_interval: Duration::from_millis(4), ..LiveConfig::default() };
+    let live = LiveRunner::start(live_cfg, engine.clone(), None).unwrap();
+    let extras = Extras { live: live.hubs(), launcher: None, metrics: None };
+    let server_cfg = ServerConfig { bind: "127.0.0.1:0".parse().unwrap(), ..ServerConfig::default() };
+    let server = Server::start(server_cfg, engine, extras).await.unwrap();
+    let http = Http::new(server.local_addr());
+
+    let events = read_events(server.local_addr(), "/api/ensemble/live/stream?symbol=bbbusdt", 3).await;
+    assert!(events.iter().all(|e| e["symbol"] == "BBBUSDT"), "{events:?}");
+    for symbol in ["AAAUSDT", "BBBUSDT"] {
+        let latest = tokio::time::timeout(Duration::from_secs(60), async {
+            loop {
+                let a = http.get(&format!("/api/ensemble/live/latest?symbol={symbol}")).await;
+                if a.status == 200 {
+                    break a.json();
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .expect("each symbol decides");
+        assert_eq!(latest["symbol"], symbol, "{latest}");
+        assert_eq!(latest["decision"]["predictions"].as_array().unwrap().len(), 3, "{latest}");
+        let status = http.get(&format!("/api/ensemble/live/status?symbol={symbol}")).await.json();
+        assert_eq!((status["symbol"].as_str(), status["warm"].as_bool()), (Some(symbol), Some(true)), "{status}");
+        let history = http.get(&format!("/api/ensemble/live/history?symbol={symbol}&limit=2")).await.json();
+        assert!(history.as_array().unwrap().iter().all(|e| e["symbol"] == symbol), "{history}");
+    }
+    // Without a symbol, with several followed: refused, naming the field and the symbols.
+    for path in ["/api/ensemble/live/latest", "/api/ensemble/live/status", "/api/ensemble/live/stream"] {
+        let a = http.get(path).await;
+        assert_eq!(a.status, 400, "{path}: {}", a.text());
+        let body = a.json()["error"].clone();
+        assert_eq!(body["field"], "symbol", "{path}: {body}");
+        assert!(body["message"].as_str().unwrap().contains("AAAUSDT, BBBUSDT"), "{path}: {body}");
+    }
+    let unknown = http.get("/api/ensemble/live/latest?symbol=CCCUSDT").await;
+    assert_eq!(unknown.status, 404, "{}", unknown.text());
+    assert_eq!(unknown.json()["error"]["code"], "unknown_symbol");
+    let extra = http.get("/api/ensemble/live/latest?symbol=AAAUSDT&limit=3").await;
+    assert_eq!((extra.status, extra.json()["error"]["field"].as_str()), (400, Some("limit")), "{}", extra.text());
+    assert_eq!(http.get("/health/ready").await.status, 200, "both symbols warm");
+
+    server.shutdown().await;
+    let counters = live.counters();
+    live.stop().await;
+    assert!(counters.decisions >= 2 * 3, "{counters:?}");
+    for ex in exchanges {
+        ex.shutdown().await;
+    }
 }

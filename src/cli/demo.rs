@@ -256,16 +256,12 @@ async fn live(args: &DemoArgs, data: &Path, trained: &Trained, target: u64) -> R
     let tick = Duration::from_millis(if args.quick { 5 } else { 10 });
     let ex_cfg = ExchangeConfig { sim, tick_interval: tick, truth_capacity: 1_000, ..Default::default() };
     let exchange = LoopbackExchange::start(SocketAddr::from(([127, 0, 0, 1], 0)), ex_cfg).await?;
-    let live_cfg = LiveConfig {
-        symbol: SYMBOL.into(),
-        endpoint: exchange.endpoint(),
-        sample_interval: tick,
-        ..Default::default()
-    };
+    let live_cfg = LiveConfig { sample_interval: tick, ..LiveConfig::on(&[SYMBOL.into()], &exchange.endpoint()) };
     let runner = LiveRunner::start(live_cfg, engine.clone(), None)?;
-    let hub = runner.hub();
+    let hubs = runner.hubs();
+    let hub = hubs[0].clone();
     let launcher: Arc<dyn TrainingLauncher> = Arc::new(DataFolderLauncher::new(data));
-    let extras = Extras { live: Some(hub.clone()), launcher: Some(launcher), metrics: None };
+    let extras = Extras { live: hubs, launcher: Some(launcher), metrics: None };
     // The repository the models were published into: `POST /models/load` takes their versions.
     let weights_dir = Some(Repository::of_data_folder(data).root().to_path_buf());
     let server =

@@ -102,7 +102,8 @@ fn as_inputs<'a>(m: &'a BTreeMap<&'static str, Tensor>) -> Inputs<'a> {
     Inputs { features: m.get("features"), lob: m.get("lob"), aux: m.get("aux") }
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
+/// The value at fraction `p` of sorted samples (nearest rank).
+pub(crate) fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 

@@ -14,7 +14,7 @@ use quorum::backend::Precision;
 use quorum::ensemble::EnsembleConfig;
 use quorum::market::{Endpoint, ExchangeConfig, LoopbackExchange, SimConfig, BINANCE_REST_URL, BINANCE_WS_URL};
 use quorum::server::engine::Engine;
-use quorum::server::live::{LiveConfig, LiveObserver, LiveRunner};
+use quorum::server::live::{LiveConfig, LiveMarket, LiveObserver, LiveRunner, MAX_LIVE_SYMBOLS};
 use quorum::server::{DataFolderLauncher, Extras, Metrics, Server, ServerConfig, TrainingLauncher};
 use quorum::weights::Repository;
 
@@ -81,9 +81,15 @@ pub struct ServeArgs {
     /// Live mode on the built-in simulator, served as a loopback exchange.
     #[arg(long, conflicts_with = "live")]
     pub simulate: bool,
-    /// Live mode on Binance spot for this symbol (e.g. BTCUSDT).
-    #[arg(long)]
-    pub live: Option<String>,
+    /// With --simulate: how many simulated markets (SIM1USDT, SIM2USDT, …, each
+    /// its own seed), decided together every tick as --live does with several symbols.
+    #[arg(long, default_value_t = 1, requires = "simulate")]
+    pub sim_symbols: usize,
+    /// Live mode on Binance spot for these symbols, comma-separated (e.g.
+    /// BTCUSDT or BTCUSDT,ETHUSDT,SOLUSDT; at most 128). Every tick decides all
+    /// of them together: one forward per model, batch = symbols.
+    #[arg(long, value_delimiter = ',')]
+    pub live: Vec<String>,
     /// With --live: the WebSocket base URL (`wss://host:port` or `ws://host:port`),
     /// e.g. a `quorum simulate --serve ADDR --replay FILE...` of a recording.
     #[arg(long, requires = "live", default_value = BINANCE_WS_URL)]
@@ -176,36 +182,45 @@ pub fn serve(args: ServeArgs) -> Result<()> {
 
 async fn run(args: ServeArgs, engine: Arc<Engine>, train_on: Device) -> Result<()> {
     let metrics = Arc::new(Metrics::default());
-    let mut exchange = None;
+    let mut exchanges = Vec::new();
     let live_cfg = if args.simulate {
-        let sim = SimConfig { seed: args.seed, ..SimConfig::default() };
-        let symbol = sim.symbol.clone();
-        let cfg = ExchangeConfig {
-            sim,
-            tick_interval: Duration::from_millis(args.sim_tick_ms),
-            truth_capacity: 1_000,
-            ..Default::default()
-        };
-        let ex = LoopbackExchange::start(SocketAddr::from(([127, 0, 0, 1], 0)), cfg).await?;
-        println!("simulator exchange on {} ({symbol})", ex.local_addr());
-        let endpoint = ex.endpoint();
-        exchange = Some(ex);
-        Some(LiveConfig { symbol, endpoint, ..LiveConfig::default() })
+        if !(1..=MAX_LIVE_SYMBOLS).contains(&args.sim_symbols) {
+            bail!("--sim-symbols must be 1 to {MAX_LIVE_SYMBOLS}");
+        }
+        let mut markets = Vec::with_capacity(args.sim_symbols);
+        for k in 0..args.sim_symbols as u64 {
+            // One symbol keeps the simulator's own name; several are numbered, each its own market.
+            let base = SimConfig::default();
+            let symbol = if args.sim_symbols == 1 { base.symbol.clone() } else { format!("SIM{}USDT", k + 1) };
+            let sim = SimConfig { seed: args.seed.wrapping_add(k), symbol: symbol.clone(), ..base };
+            let cfg = ExchangeConfig {
+                sim,
+                tick_interval: Duration::from_millis(args.sim_tick_ms),
+                truth_capacity: 1_000,
+                ..Default::default()
+            };
+            let ex = LoopbackExchange::start(SocketAddr::from(([127, 0, 0, 1], 0)), cfg).await?;
+            println!("simulator exchange on {} ({symbol})", ex.local_addr());
+            markets.push(LiveMarket { symbol, endpoint: ex.endpoint() });
+            exchanges.push(ex);
+        }
+        Some(LiveConfig { markets, ..LiveConfig::default() })
+    } else if args.live.is_empty() {
+        None
     } else {
-        args.live.as_ref().map(|symbol| LiveConfig {
-            symbol: symbol.to_ascii_uppercase(),
-            endpoint: Endpoint::new(args.ws_url.clone(), args.rest_url.clone()),
-            ..LiveConfig::default()
-        })
+        let symbols: Vec<String> = args.live.iter().map(|s| s.trim().to_ascii_uppercase()).collect();
+        Some(LiveConfig::on(&symbols, &Endpoint::new(args.ws_url.clone(), args.rest_url.clone())))
     };
     let live = match live_cfg {
         Some(cfg) => {
             let cfg = LiveConfig { sample_interval: Duration::from_millis(args.sample_ms), ..cfg };
             let observer: Arc<dyn LiveObserver> = metrics.clone();
-            let runner = LiveRunner::start(cfg.clone(), engine.clone(), Some(observer))?;
+            let runner = LiveRunner::start(cfg.clone(), engine.clone(), Some(observer)).context("--live")?;
+            let symbols: Vec<&str> = cfg.markets.iter().map(|m| m.symbol.as_str()).collect();
             println!(
                 "live mode: {} every {} ms; decisions once warm (200 one-second candles, then 60 feature vectors)",
-                cfg.symbol, args.sample_ms
+                symbols.join(","),
+                args.sample_ms
             );
             Some(runner)
         }
@@ -233,7 +248,7 @@ async fn run(args: ServeArgs, engine: Arc<Engine>, train_on: Device) -> Result<(
         };
         Arc::new(launcher) as Arc<dyn TrainingLauncher>
     });
-    let extras = Extras { live: live.as_ref().map(|l| l.hub()), launcher, metrics: Some(metrics) };
+    let extras = Extras { live: live.as_ref().map(|l| l.hubs()).unwrap_or_default(), launcher, metrics: Some(metrics) };
     let server = Server::start(config, engine, extras).await?;
     println!("quorum serve: listening on http://{}; Ctrl-C to stop", server.local_addr());
     let wait = async {
@@ -248,11 +263,11 @@ async fn run(args: ServeArgs, engine: Arc<Engine>, train_on: Device) -> Result<(
     }
     server.shutdown().await;
     if let Some(l) = live {
-        let c = l.hub().counters();
+        let c = l.counters();
         l.stop().await;
         println!("live: {} ticks, {} decisions, {} resyncs", c.ticks, c.decisions, c.resyncs);
     }
-    if let Some(ex) = exchange {
+    for ex in exchanges {
         ex.shutdown().await;
     }
     Ok(())

@@ -181,7 +181,8 @@ pub struct Decision {
 
 /// One loaded model, behind the engine's type erasure of the backend.
 trait Runner: Send + Sync {
-    fn run(&self, inputs: &Inputs<'_>) -> crate::Result<RawModelOutput>;
+    /// One forward over a batch; one output per sample, in order.
+    fn run(&self, inputs: &Inputs<'_>) -> crate::Result<Vec<RawModelOutput>>;
 }
 
 struct Loaded<B: Backend> {
@@ -191,25 +192,34 @@ struct Loaded<B: Backend> {
 }
 
 impl<B: Backend> Runner for Loaded<B> {
-    fn run(&self, inputs: &Inputs<'_>) -> crate::Result<RawModelOutput> {
+    fn run(&self, inputs: &Inputs<'_>) -> crate::Result<Vec<RawModelOutput>> {
         let mut guard = self.state.lock();
         let (model, out) = &mut *guard;
         model.forward_into(&self.be, inputs, out)?;
-        let first = |name: &str| -> crate::Result<&[f32]> {
+        let output = |name: &str| -> crate::Result<&Tensor> {
             out.get(name)
-                .map(|t| t.data.as_slice())
-                .filter(|d| !d.is_empty())
+                .filter(|t| t.shape.len() == 2 && t.shape[0] > 0)
                 .ok_or_else(|| crate::Error::input(name, "the model produced no such output"))
         };
-        let l = first("direction_logits")?;
-        if l.len() < 3 {
+        let (logits, confidence, expected) =
+            (output("direction_logits")?, output("confidence")?, output("expected_return")?);
+        let (batch, classes) = (logits.shape[0], logits.shape[1]);
+        if classes < 3 {
             return Err(crate::Error::input("direction_logits", "fewer than 3 classes"));
         }
-        Ok(RawModelOutput {
-            direction_logits: [l[0], l[1], l[2]],
-            confidence: first("confidence")?[0],
-            expected_return: first("expected_return")?[0],
-        })
+        if confidence.data.len() != batch || expected.data.len() != batch {
+            return Err(crate::Error::input("confidence", "not one value per sample"));
+        }
+        Ok((0..batch)
+            .map(|i| {
+                let l = &logits.data[i * classes..];
+                RawModelOutput {
+                    direction_logits: [l[0], l[1], l[2]],
+                    confidence: confidence.data[i],
+                    expected_return: expected.data[i],
+                }
+            })
+            .collect())
     }
 }
 
@@ -523,77 +533,169 @@ impl Engine {
     /// consensus. Inputs are checked against [`Engine::input_layout`] first:
     /// a bad input is an error and nothing runs.
     pub fn predict(&self, inputs: EngineInputs) -> Result<Decision, EngineError> {
+        self.predict_many(vec![inputs]).pop().expect("predict_many answers once per sample")
+    }
+
+    /// One decision per sample (live mode: one per symbol), each exactly what
+    /// [`Engine::predict`] would decide on it alone, with every model run
+    /// **once** over all the samples that have its input (batch = samples):
+    /// at a tick, a desk's dozens of symbols cost one forward per model, not
+    /// dozens. A sample whose inputs are refused gets its error and stays out
+    /// of the batch; the others go on. A model's time in each decision's
+    /// `timings` is its batched forward, shared by the samples in it.
+    ///
+    /// The answers equal single-sample runs bit for bit because every op
+    /// treats a sample's rows alone (tested per op in `tests/models.rs` and
+    /// for whole decisions in `tests/server_live.rs`).
+    pub fn predict_many(&self, samples: Vec<EngineInputs>) -> Vec<Result<Decision, EngineError>> {
         let t0 = Instant::now();
         let slots = self.slots.read().clone();
         let layout = layout_of(&slots);
-        if inputs.features.is_none() && inputs.lob.is_none() && inputs.aux.is_none() {
-            return Err(EngineError::input("features", "no input given (features, lob or aux)"));
-        }
-        if slots.iter().all(Option::is_none) {
-            return Err(EngineError::NoModels);
-        }
-        let features = check_input("features", inputs.features, layout.features.map(|s| s.to_vec()))?;
-        let lob = check_input("lob", inputs.lob, layout.lob.map(|s| s.to_vec()))?;
-        let aux = check_input("aux", inputs.aux, layout.aux.map(|a| vec![a]))?;
+        let no_models = slots.iter().all(Option::is_none);
+        let checked: Vec<Result<Checked, EngineError>> =
+            samples.into_iter().map(|s| Checked::new(s, &layout, no_models)).collect();
 
         let config = self.consensus.config();
-        let mut predictions = Vec::with_capacity(slots.len());
-        let mut skipped = BTreeMap::new();
+        let mut predictions: Vec<Vec<ModelPrediction>> = vec![Vec::new(); checked.len()];
+        let mut skipped: Vec<BTreeMap<ModelType, Skip>> = vec![BTreeMap::new(); checked.len()];
         let mut models_us = BTreeMap::new();
+        let valid: Vec<usize> = (0..checked.len()).filter(|&i| checked[i].is_ok()).collect();
         for (&model, slot) in ModelType::ALL.iter().zip(&slots) {
+            let skip_all = |skipped: &mut Vec<BTreeMap<ModelType, Skip>>, reason, detail: &str| {
+                for &i in &valid {
+                    skipped[i].insert(model, Skip { reason, detail: detail.into() });
+                }
+            };
             let Some(slot) = slot else {
                 if config.model(model).is_some() {
-                    skipped.insert(model, Skip { reason: "not_loaded", detail: "no weights loaded".into() });
+                    skip_all(&mut skipped, "not_loaded", "no weights loaded");
                 }
                 continue;
             };
             if config.model(model).is_none() {
-                skipped.insert(
-                    model,
-                    Skip { reason: "not_in_ensemble", detail: "the consensus config does not name it".into() },
-                );
+                skip_all(&mut skipped, "not_in_ensemble", "the consensus config does not name it");
                 continue;
             }
-            let model_inputs = match &slot.config {
-                ModelConfig::Tlob(c) => Inputs {
-                    features: None,
-                    lob: lob.as_ref(),
-                    aux: if c.aux_features > 0 { aux.as_ref() } else { None },
-                },
-                _ => Inputs { features: features.as_ref(), lob: None, aux: None },
-            };
-            let needed =
-                if matches!(slot.config, ModelConfig::Tlob(_)) { ("lob", &lob) } else { ("features", &features) };
-            if needed.1.is_none() {
-                skipped.insert(model, Skip { reason: "missing_input", detail: format!("{} was not given", needed.0) });
-                continue;
-            }
-            let t = Instant::now();
-            let outcome = slot
-                .runner
-                .run(&model_inputs)
-                .map_err(|e| e.to_string())
-                .and_then(|raw| slot.adapter.to_prediction(model, &raw, unix_now_s()).map_err(|e| e.to_string()));
-            models_us.insert(model, us_since(t));
-            match outcome {
-                Ok(p) => predictions.push(p),
-                // An internal failure of one model (a backend error, a
-                // non-finite output) leaves it out rather than failing the
-                // whole decision; the answer says so.
-                Err(detail) => {
-                    skipped.insert(model, Skip { reason: "failed", detail });
+            // The samples this model runs on, in groups of one op list each
+            // (a TLOB with an aux encoder runs with and without aux).
+            let mut groups: [Vec<usize>; 2] = [Vec::new(), Vec::new()];
+            for &i in &valid {
+                let c = checked[i].as_ref().expect("valid");
+                match c.input_for(&slot.config) {
+                    Err(name) => {
+                        skipped[i]
+                            .insert(model, Skip { reason: "missing_input", detail: format!("{name} was not given") });
+                    }
+                    Ok(with_aux) => groups[usize::from(with_aux)].push(i),
                 }
             }
+            let t = Instant::now();
+            for group in groups.iter().filter(|g| !g.is_empty()) {
+                let members: Vec<&Checked> = group.iter().map(|&i| checked[i].as_ref().expect("valid")).collect();
+                let outcome = Checked::stacked(&members, &slot.config, |inputs| slot.runner.run(inputs));
+                for (k, &i) in group.iter().enumerate() {
+                    let prediction = outcome.as_ref().map_err(|e| e.to_string()).and_then(|raws| {
+                        slot.adapter.to_prediction(model, &raws[k], unix_now_s()).map_err(|e| e.to_string())
+                    });
+                    match prediction {
+                        Ok(p) => predictions[i].push(p),
+                        // An internal failure of one model (a backend error, a
+                        // non-finite output) leaves it out rather than failing the
+                        // whole decision; the answer says so.
+                        Err(detail) => {
+                            skipped[i].insert(model, Skip { reason: "failed", detail });
+                        }
+                    }
+                }
+            }
+            if groups.iter().any(|g| !g.is_empty()) {
+                models_us.insert(model, us_since(t));
+            }
         }
-        let tc = Instant::now();
-        let result = self.consensus.predict(&predictions)?;
-        let consensus_us = us_since(tc);
-        Ok(Decision {
-            result,
-            predictions,
-            skipped,
-            timings: StageTimes { decode_us: None, models_us, consensus_us, total_us: us_since(t0) },
+        checked
+            .into_iter()
+            .zip(predictions.into_iter().zip(skipped))
+            .map(|(c, (predictions, skipped))| {
+                c?;
+                let tc = Instant::now();
+                let result = self.consensus.predict(&predictions)?;
+                let consensus_us = us_since(tc);
+                Ok(Decision {
+                    result,
+                    predictions,
+                    skipped,
+                    timings: StageTimes {
+                        decode_us: None,
+                        models_us: models_us.clone(),
+                        consensus_us,
+                        total_us: us_since(t0),
+                    },
+                })
+            })
+            .collect()
+    }
+}
+
+/// One sample's inputs, checked against the loaded models' layout (batch 1 each).
+struct Checked {
+    features: Option<Tensor>,
+    lob: Option<Tensor>,
+    aux: Option<Tensor>,
+}
+
+impl Checked {
+    fn new(inputs: EngineInputs, layout: &InputLayout, no_models: bool) -> Result<Checked, EngineError> {
+        if inputs.features.is_none() && inputs.lob.is_none() && inputs.aux.is_none() {
+            return Err(EngineError::input("features", "no input given (features, lob or aux)"));
+        }
+        if no_models {
+            return Err(EngineError::NoModels);
+        }
+        Ok(Checked {
+            features: check_input("features", inputs.features, layout.features.map(|s| s.to_vec()))?,
+            lob: check_input("lob", inputs.lob, layout.lob.map(|s| s.to_vec()))?,
+            aux: check_input("aux", inputs.aux, layout.aux.map(|a| vec![a]))?,
         })
+    }
+
+    /// Whether this sample runs on a model of `config`: `Ok(with aux)`, or
+    /// the name of the input it lacks.
+    fn input_for(&self, config: &ModelConfig) -> Result<bool, &'static str> {
+        match config {
+            ModelConfig::Tlob(c) if self.lob.is_some() => Ok(c.aux_features > 0 && self.aux.is_some()),
+            ModelConfig::Tlob(_) => Err("lob"),
+            _ if self.features.is_some() => Ok(false),
+            _ => Err("features"),
+        }
+    }
+
+    /// The `[features, lob, aux]` a model of `config` reads from this sample.
+    fn parts(&self, config: &ModelConfig) -> [Option<&Tensor>; 3] {
+        match config {
+            ModelConfig::Tlob(c) => [None, self.lob.as_ref(), self.aux.as_ref().filter(|_| c.aux_features > 0)],
+            _ => [self.features.as_ref(), None, None],
+        }
+    }
+
+    /// Runs `f` on the samples' inputs for a model of `config`, stacked into
+    /// one batch (a lone sample's tensors as they are, without a copy).
+    fn stacked<T>(samples: &[&Checked], config: &ModelConfig, f: impl FnOnce(&Inputs<'_>) -> T) -> T {
+        if let [one] = samples {
+            let [features, lob, aux] = one.parts(config);
+            return f(&Inputs { features, lob, aux });
+        }
+        let stack = |k: usize| -> Option<Tensor> {
+            let first = samples[0].parts(config)[k]?;
+            let mut shape = first.shape.clone();
+            shape[0] = samples.len();
+            let mut data = Vec::with_capacity(first.data.len() * samples.len());
+            for s in samples {
+                data.extend_from_slice(&s.parts(config)[k].expect("a group shares its inputs").data);
+            }
+            Some(Tensor { shape, data })
+        };
+        let [features, lob, aux] = [stack(0), stack(1), stack(2)];
+        f(&Inputs { features: features.as_ref(), lob: lob.as_ref(), aux: aux.as_ref() })
     }
 }
 

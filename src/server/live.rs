@@ -34,25 +34,65 @@ use crate::market::{
     is_exchange_symbol, ClientTuning, Endpoint, Level, RawLOBSequence, Snapshot, Trade, EXCHANGE_SYMBOL_RULE,
     NUM_LEVELS,
 };
-use crate::server::engine::{Decision, Engine, EngineInputs, InputLayout};
+use crate::server::engine::{Decision, Engine, EngineError, EngineInputs, InputLayout};
+
+/// One market of live mode: a symbol and the exchange that serves it.
+#[derive(Clone, Debug)]
+pub struct LiveMarket {
+    pub symbol: String,
+    pub endpoint: Endpoint,
+}
 
 /// Live mode's settings.
 #[derive(Clone, Debug)]
 pub struct LiveConfig {
-    pub symbol: String,
-    pub endpoint: Endpoint,
+    /// The symbols followed (one exchange connection each); every tick, all
+    /// of them are decided together, one forward per model.
+    pub markets: Vec<LiveMarket>,
     pub tuning: ClientTuning,
     /// Wall-clock time between samples of the book (the collector's 100 ms).
     pub sample_interval: Duration,
-    /// Decisions kept for `/live/history`.
+    /// Decisions kept for `/live/history`, per symbol.
     pub history: usize,
+}
+
+/// The most symbols one live pipeline follows: each is an exchange
+/// connection, and a tick's batch grows with them (see docs/serving.md,
+/// "Many symbols" for what a tick costs at 1 to 64).
+pub const MAX_LIVE_SYMBOLS: usize = 128;
+
+impl LiveConfig {
+    /// Live mode on `symbols`, all from one exchange.
+    pub fn on(symbols: &[String], endpoint: &Endpoint) -> LiveConfig {
+        let markets = symbols.iter().map(|s| LiveMarket { symbol: s.clone(), endpoint: endpoint.clone() }).collect();
+        LiveConfig { markets, ..LiveConfig::default() }
+    }
+
+    /// Refuses what cannot run, naming the field.
+    pub fn validate(&self) -> Result<(), LiveError> {
+        let field = |field, reason: String| Err(LiveError::Config { field, reason });
+        if self.sample_interval.is_zero() {
+            return field("sample_interval", "must be positive".into());
+        }
+        if self.markets.is_empty() || self.markets.len() > MAX_LIVE_SYMBOLS {
+            return field("symbols", format!("1 to {MAX_LIVE_SYMBOLS} symbols, got {}", self.markets.len()));
+        }
+        for (i, m) in self.markets.iter().enumerate() {
+            if !is_exchange_symbol(&m.symbol) {
+                return field("symbol", format!("{:?}: {EXCHANGE_SYMBOL_RULE}", m.symbol));
+            }
+            if self.markets[..i].iter().any(|o| o.symbol == m.symbol) {
+                return field("symbols", format!("{} is named twice", m.symbol));
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Default for LiveConfig {
     fn default() -> Self {
         LiveConfig {
-            symbol: "BTCUSDT".into(),
-            endpoint: Endpoint::default(),
+            markets: vec![LiveMarket { symbol: "BTCUSDT".into(), endpoint: Endpoint::default() }],
             tuning: ClientTuning::default(),
             sample_interval: Duration::from_millis(100),
             history: 1000,
@@ -367,14 +407,22 @@ impl LiveState {
     /// engine's decision on the windows, published to the hub. Returns the
     /// published entry and the decision itself.
     pub fn decide(&mut self, snap: &Snapshot, sampled_at: Instant) -> Option<(Arc<LiveEntry>, Decision)> {
-        let (need_f, need_l) = self.needs;
-        let inputs = self.inputs(&self.layout, need_f, need_l);
+        decide_together(&mut [(self, snap, sampled_at)]).pop().flatten()
+    }
+
+    /// Publishes the engine's answer on this tick's windows to the hub.
+    fn publish(
+        &mut self,
+        decision: Result<Decision, EngineError>,
+        snap: &Snapshot,
+        sampled_at: Instant,
+    ) -> Option<(Arc<LiveEntry>, Decision)> {
         let tick = TickInfo {
             ts_exchange_ms: snap.ts_exchange_ms,
             last_update_id: snap.last_update_id,
             mid: snap.mid().unwrap_or(f64::NAN),
         };
-        let decision = match self.engine.predict(inputs) {
+        let decision = match decision {
             Ok(d) => d,
             Err(e) => {
                 let n = self.hub.failed.fetch_add(1, Ordering::Relaxed);
@@ -432,53 +480,77 @@ impl LiveState {
     }
 }
 
+/// The second half of a tick for several symbols at once, each state warm
+/// ([`LiveState::advance`]): every symbol's windows go into one engine call,
+/// so each model runs once over all of them (batch = symbols, see
+/// [`Engine::predict_many`]), and each decision is published to its own
+/// symbol's hub, stamped with its own sample time. The states must share one
+/// engine (the first one's runs). Returns, per state, what it published.
+pub fn decide_together(ticks: &mut [(&mut LiveState, &Snapshot, Instant)]) -> Vec<Option<(Arc<LiveEntry>, Decision)>> {
+    let Some(engine) = ticks.first().map(|(s, _, _)| s.engine.clone()) else { return Vec::new() };
+    debug_assert!(ticks.iter().all(|(s, _, _)| Arc::ptr_eq(&s.engine, &engine)), "one engine for every symbol");
+    let inputs = ticks.iter().map(|(s, _, _)| s.inputs(&s.layout, s.needs.0, s.needs.1)).collect();
+    let decisions = engine.predict_many(inputs);
+    ticks.iter_mut().zip(decisions).map(|((state, snap, at), d)| state.publish(d, snap, *at)).collect()
+}
+
 /// A running live pipeline; dropping it stops it.
 pub struct LiveRunner {
-    hub: Arc<LiveHub>,
+    hubs: Vec<Arc<LiveHub>>,
     stop_tx: watch::Sender<bool>,
     stop_flag: Arc<AtomicBool>,
-    client: Option<tokio::task::JoinHandle<Result<(), crate::market::ClientError>>>,
+    clients: Vec<tokio::task::JoinHandle<Result<(), crate::market::ClientError>>>,
     sampler: Option<std::thread::JoinHandle<()>>,
 }
 
 impl LiveRunner {
-    /// Connects to `cfg.endpoint` and starts sampling. Needs a tokio runtime.
+    /// Connects to every market of `cfg` and starts sampling them. Needs a tokio runtime.
     pub fn start(
         cfg: LiveConfig,
         engine: Arc<Engine>,
         observer: Option<Arc<dyn LiveObserver>>,
     ) -> Result<LiveRunner, LiveError> {
-        if cfg.sample_interval.is_zero() {
-            return Err(LiveError::Config { field: "sample_interval", reason: "must be positive".into() });
-        }
-        if !is_exchange_symbol(&cfg.symbol) {
-            return Err(LiveError::Config { field: "symbol", reason: EXCHANGE_SYMBOL_RULE.into() });
-        }
+        cfg.validate()?;
         let rt = tokio::runtime::Handle::try_current().map_err(|e| LiveError::NoRuntime(e.to_string()))?;
-        let hub = LiveHub::new(&cfg.symbol, cfg.history);
-        let shared = Arc::new(ClientShared::new(&cfg.symbol));
-        *hub.client.lock() = Some(shared.clone());
         let (stop_tx, stop_rx) = watch::channel(false);
-        let client = rt.spawn(run_client(cfg.endpoint.clone(), cfg.tuning.clone(), shared.clone(), stop_rx));
+        let mut feeds = Vec::with_capacity(cfg.markets.len());
+        let mut clients = Vec::with_capacity(cfg.markets.len());
+        for m in &cfg.markets {
+            let hub = LiveHub::new(&m.symbol, cfg.history);
+            let shared = Arc::new(ClientShared::new(&m.symbol));
+            *hub.client.lock() = Some(shared.clone());
+            clients.push(rt.spawn(run_client(m.endpoint.clone(), cfg.tuning.clone(), shared.clone(), stop_rx.clone())));
+            feeds.push(Feed::new(LiveState::new(engine.clone(), hub, observer.clone()), shared));
+        }
+        let hubs = feeds.iter().map(|f| f.state.hub.clone()).collect();
         let stop_flag = Arc::new(AtomicBool::new(false));
-        let mut state = LiveState::new(engine, hub.clone(), observer);
         let flag = stop_flag.clone();
         let interval = cfg.sample_interval;
+        let name = match &cfg.markets[..] {
+            [one] => format!("live-{}", one.symbol),
+            more => format!("live-{}-symbols", more.len()),
+        };
         let sampler = std::thread::Builder::new()
-            .name(format!("live-{}", cfg.symbol))
-            .spawn(move || sample_loop(&mut state, &shared, interval, &flag))
+            .name(name)
+            .spawn(move || sample_loop(&mut feeds, interval, &flag))
             .map_err(|e| LiveError::Thread(e.to_string()))?;
-        Ok(LiveRunner { hub, stop_tx, stop_flag, client: Some(client), sampler: Some(sampler) })
+        Ok(LiveRunner { hubs, stop_tx, stop_flag, clients, sampler: Some(sampler) })
     }
 
-    pub fn hub(&self) -> Arc<LiveHub> {
-        self.hub.clone()
+    /// Each symbol's hub, in the order of the config's markets.
+    pub fn hubs(&self) -> Vec<Arc<LiveHub>> {
+        self.hubs.clone()
     }
 
-    /// Stops the client and the sampler and waits for both.
+    /// Every symbol's counters added up.
+    pub fn counters(&self) -> LiveCounters {
+        total_counters(&self.hubs)
+    }
+
+    /// Stops the clients and the sampler and waits for them.
     pub async fn stop(mut self) {
         self.signal();
-        if let Some(c) = self.client.take() {
+        for c in std::mem::take(&mut self.clients) {
             let _ = c.await;
         }
         if let Some(s) = self.sampler.take() {
@@ -495,9 +567,62 @@ impl LiveRunner {
 impl Drop for LiveRunner {
     fn drop(&mut self) {
         self.signal();
-        if let Some(c) = &self.client {
+        for c in &self.clients {
             c.abort();
         }
+    }
+}
+
+/// Several hubs' counters added up (the server's metrics and the end-of-run line).
+pub fn total_counters(hubs: &[Arc<LiveHub>]) -> LiveCounters {
+    hubs.iter().map(|h| h.counters()).fold(LiveCounters::default(), |a, c| LiveCounters {
+        ticks: a.ticks + c.ticks,
+        decisions: a.decisions + c.decisions,
+        failed_ticks: a.failed_ticks + c.failed_ticks,
+        window_breaks: a.window_breaks + c.window_breaks,
+        resyncs: a.resyncs + c.resyncs,
+        reconnects: a.reconnects + c.reconnects,
+    })
+}
+
+/// One symbol in the sampler: its pipeline, its client's book, and this tick's sample.
+struct Feed {
+    state: LiveState,
+    shared: Arc<ClientShared>,
+    resyncs: u64,
+    snap: Snapshot,
+    /// When this tick's sample was taken, if it left the pipeline warm.
+    warm_at: Option<Instant>,
+}
+
+impl Feed {
+    fn new(state: LiveState, shared: Arc<ClientShared>) -> Feed {
+        let mut snap = Snapshot::empty(0, 0, 0);
+        for lvl in 0..NUM_LEVELS {
+            snap.bids[lvl] = Level::MISSING;
+            snap.asks[lvl] = Level::MISSING;
+        }
+        let resyncs = shared.counters.resyncs.load(Ordering::Relaxed);
+        Feed { state, shared, resyncs, snap, warm_at: None }
+    }
+
+    /// Samples the book and advances the windows; true when warm.
+    fn sample(&mut self) -> bool {
+        self.warm_at = None;
+        let r = self.shared.counters.resyncs.load(Ordering::Relaxed);
+        if r != self.resyncs {
+            self.resyncs = r;
+            self.state.break_windows();
+        }
+        let sampled_at = Instant::now();
+        if !take_sample(&self.shared, &mut self.snap) {
+            return false;
+        }
+        let trades = std::mem::take(&mut *self.shared.trades.lock());
+        if self.state.advance(&trades, &self.snap).warm {
+            self.warm_at = Some(sampled_at);
+        }
+        self.warm_at.is_some()
     }
 }
 
@@ -515,14 +640,10 @@ fn take_sample(shared: &ClientShared, out: &mut Snapshot) -> bool {
     out.validate().is_ok()
 }
 
-fn sample_loop(state: &mut LiveState, shared: &ClientShared, interval: Duration, stop: &AtomicBool) {
+/// Every `interval`: a sample of each symbol's book, then one decision for
+/// all the warm ones together ([`decide_together`]).
+fn sample_loop(feeds: &mut [Feed], interval: Duration, stop: &AtomicBool) {
     let mut next = Instant::now();
-    let mut resyncs = shared.counters.resyncs.load(Ordering::Relaxed);
-    let mut snap = Snapshot::empty(0, 0, 0);
-    for lvl in 0..NUM_LEVELS {
-        snap.bids[lvl] = Level::MISSING;
-        snap.asks[lvl] = Level::MISSING;
-    }
     while !stop.load(Ordering::SeqCst) {
         next += interval;
         let now = Instant::now();
@@ -535,16 +656,19 @@ fn sample_loop(state: &mut LiveState, shared: &ClientShared, interval: Duration,
         if stop.load(Ordering::SeqCst) {
             break;
         }
-        let r = shared.counters.resyncs.load(Ordering::Relaxed);
-        if r != resyncs {
-            resyncs = r;
-            state.break_windows();
+        let mut warm = 0;
+        for f in feeds.iter_mut() {
+            warm += usize::from(f.sample());
         }
-        let sampled_at = Instant::now();
-        if !take_sample(shared, &mut snap) {
+        if warm == 0 {
             continue;
         }
-        let trades = std::mem::take(&mut *shared.trades.lock());
-        state.on_sample(&trades, &snap, sampled_at);
+        let mut ticks: Vec<(&mut LiveState, &Snapshot, Instant)> = Vec::with_capacity(warm);
+        for f in feeds.iter_mut() {
+            if let Some(at) = f.warm_at {
+                ticks.push((&mut f.state, &f.snap, at));
+            }
+        }
+        decide_together(&mut ticks);
     }
 }

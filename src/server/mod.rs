@@ -210,7 +210,8 @@ pub struct AppState {
     pub origins: guard::OriginPolicy,
     pub engine: Arc<Engine>,
     pub metrics: Arc<Metrics>,
-    pub live: Option<Arc<LiveHub>>,
+    /// Live mode's hubs, one per symbol (empty: live mode is off).
+    pub live: Vec<Arc<LiveHub>>,
     pub launcher: Option<Arc<dyn TrainingLauncher>>,
     pub training: training::TrainingSlot,
     pub in_flight: Semaphore,
@@ -232,7 +233,8 @@ pub struct Server {
 /// What the server serves besides the engine.
 #[derive(Default)]
 pub struct Extras {
-    pub live: Option<Arc<LiveHub>>,
+    /// Live mode's hubs, one per symbol (`LiveRunner::hubs`); empty when off.
+    pub live: Vec<Arc<LiveHub>>,
     pub launcher: Option<Arc<dyn TrainingLauncher>>,
     /// Shared with the live pipeline's observer, so live decisions count too.
     pub metrics: Option<Arc<Metrics>>,

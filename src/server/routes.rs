@@ -29,7 +29,7 @@ use crate::ensemble::{ConsensusStrategy, Direction, ModelPrediction, ModelStatus
 use crate::fsutil;
 use crate::market::{is_exchange_symbol, EXCHANGE_SYMBOL_RULE};
 use crate::server::engine::{model_kind, EngineError, EngineInputs, ModelEntry};
-use crate::server::live::LiveEntry;
+use crate::server::live::{LiveEntry, LiveHub};
 use crate::train::TrainingConfig;
 use crate::weights::repository::{self, Repository, VersionInfo};
 
@@ -208,7 +208,7 @@ async fn guarded(state: &Arc<AppState>, route: Route, req: Request<Incoming>) ->
         Route::OpenApi => return Ok(json_text(StatusCode::OK, super::openapi::json().to_owned())),
         Route::HealthReady => return ready(state),
         Route::Metrics => return metrics(state),
-        Route::LiveStream => return live_stream(state),
+        Route::LiveStream => return live_stream(state, req.uri().query()),
         _ => {}
     }
     // The body is read before taking a place, so a client that sends it
@@ -233,9 +233,9 @@ async fn guarded(state: &Arc<AppState>, route: Route, req: Request<Incoming>) ->
         ),
         Route::Layout => json(StatusCode::OK, &layout_body(state)),
         Route::TrainStatus => json(StatusCode::OK, &state.training.status()),
-        Route::LiveLatest => live_latest(state),
+        Route::LiveLatest => live_latest(state, query),
         Route::LiveHistory => live_history(state, query),
-        Route::LiveStatus => json(StatusCode::OK, &live_hub(state)?.status()),
+        Route::LiveStatus => json(StatusCode::OK, &live_hub_only(state, query)?.status()),
         post => match &parts {
             Some(_) => post_route(state, post, kind, body).await,
             None => {
@@ -710,21 +710,21 @@ fn layout_body(state: &AppState) -> LayoutBody {
 fn ready(state: &AppState) -> Result<Response<Body>, ApiError> {
     let loaded = state.engine.loaded_models();
     let not_loaded: Vec<ModelType> = ModelType::ALL.iter().copied().filter(|m| !loaded.contains(m)).collect();
-    let live_warm = state.live.as_ref().map(|l| l.is_warm());
+    let live_warm = (!state.live.is_empty()).then(|| state.live.iter().all(|l| l.is_warm()));
     let ready = !loaded.is_empty() && live_warm.unwrap_or(true);
     let body = Readiness { ready, models_loaded: loaded, models_not_loaded: not_loaded, live_warm };
     json(if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }, &body)
 }
 
 fn metrics(state: &AppState) -> Result<Response<Body>, ApiError> {
-    let live = state.live.as_ref().map(|l| {
-        let c = l.counters();
+    let live = (!state.live.is_empty()).then(|| {
+        let c = crate::server::live::total_counters(&state.live);
         LiveFigures {
             ticks: c.ticks,
             decisions: c.decisions,
             resyncs: c.resyncs,
             reconnects: c.reconnects,
-            warm: l.is_warm(),
+            warm: state.live.iter().all(|l| l.is_warm()),
         }
     });
     let p = state.training.status().progress;
@@ -740,18 +740,65 @@ fn metrics(state: &AppState) -> Result<Response<Body>, ApiError> {
     Ok(r)
 }
 
-fn live_hub(state: &AppState) -> Result<&Arc<crate::server::live::LiveHub>, ApiError> {
-    state.live.as_ref().ok_or_else(|| {
-        ApiError::new(
+/// The hub of the symbol a live endpoint's `symbol` query names; with one
+/// symbol served, the parameter may be left out. The other query
+/// parameters are handed back as `(name, value)` for the endpoint to read.
+fn live_hub<'s, 'q>(
+    state: &'s AppState,
+    query: Option<&'q str>,
+) -> Result<(&'s Arc<LiveHub>, QueryPairs<'q>), ApiError> {
+    let hubs = &state.live;
+    if hubs.is_empty() {
+        return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "live_mode_off",
-            "live mode is off (start with --simulate or --live SYMBOL)",
-        )
-    })
+            "live mode is off (start with --simulate or --live SYMBOL[,SYMBOL...])",
+        ));
+    }
+    let mut symbol = None;
+    let mut rest = Vec::new();
+    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        match pair.split_once('=') {
+            Some(("symbol", v)) => symbol = Some(v),
+            Some((k, v)) => rest.push((k, v)),
+            None => return Err(ApiError::bad("invalid_value", pair, "query parameters are name=value")),
+        }
+    }
+    let served = || hubs.iter().map(|h| h.symbol()).collect::<Vec<_>>().join(", ");
+    let hub = match (symbol, &hubs[..]) {
+        (None, [one]) => one,
+        (None, _) => {
+            return Err(ApiError::bad(
+                "missing_field",
+                "symbol",
+                format!("live mode follows {} symbols ({}): name one with ?symbol=", hubs.len(), served()),
+            ));
+        }
+        (Some(name), _) => hubs.iter().find(|h| h.symbol().eq_ignore_ascii_case(name)).ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "unknown_symbol",
+                format!("live mode does not follow {name:?}; it follows {}", served()),
+            )
+        })?,
+    };
+    Ok((hub, rest))
 }
 
-fn live_latest(state: &AppState) -> Result<Response<Body>, ApiError> {
-    let hub = live_hub(state)?;
+/// A query's `name=value` pairs, in order.
+type QueryPairs<'q> = Vec<(&'q str, &'q str)>;
+
+/// [`live_hub`] for an endpoint that takes no other query parameter.
+fn live_hub_only<'s>(state: &'s AppState, query: Option<&str>) -> Result<&'s Arc<LiveHub>, ApiError> {
+    let (hub, rest) = live_hub(state, query)?;
+    match rest.first() {
+        Some((k, _)) => Err(ApiError::bad("unknown_field", *k, "the only query parameter is symbol")),
+        None => Ok(hub),
+    }
+}
+
+fn live_latest(state: &AppState, query: Option<&str>) -> Result<Response<Body>, ApiError> {
+    let hub = live_hub_only(state, query)?;
     let entry = hub.latest().ok_or_else(|| {
         ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "warming_up", "no live decision yet: the windows are filling")
     })?;
@@ -759,18 +806,18 @@ fn live_latest(state: &AppState) -> Result<Response<Body>, ApiError> {
 }
 
 fn live_history(state: &AppState, query: Option<&str>) -> Result<Response<Body>, ApiError> {
-    let hub = live_hub(state)?;
+    let (hub, rest) = live_hub(state, query)?;
     let mut limit = 100usize;
-    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
-        match pair.split_once('=') {
-            Some(("limit", v)) => {
+    for (k, v) in rest {
+        match k {
+            "limit" => {
                 limit = v
                     .parse()
                     .ok()
                     .filter(|&n| n > 0)
                     .ok_or_else(|| ApiError::bad("invalid_value", "limit", "must be a positive integer"))?;
             }
-            _ => return Err(ApiError::bad("unknown_field", pair, "the only query parameter is limit")),
+            _ => return Err(ApiError::bad("unknown_field", k, "the query parameters are limit and symbol")),
         }
     }
     let entries = hub.history(limit);
@@ -789,8 +836,8 @@ fn live_history(state: &AppState, query: Option<&str>) -> Result<Response<Body>,
 /// Server-sent events: one `decision` event per live decision (`id:` is the
 /// result id), a comment every 15 s so dead peers are noticed, and a
 /// `lagged` event when this subscriber fell behind and lost some.
-fn live_stream(state: &Arc<AppState>) -> Result<Response<Body>, ApiError> {
-    let hub = live_hub(state)?;
+fn live_stream(state: &Arc<AppState>, query: Option<&str>) -> Result<Response<Body>, ApiError> {
+    let hub = live_hub_only(state, query)?;
     let permit = state.streams.clone().try_acquire_owned().map_err(|_| {
         ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "too_many_streams", "the event stream has no free place")
     })?;

@@ -136,90 +136,12 @@ pub fn bias_act_row(y: &mut [f32], b: &[f32], apply_gelu: bool) {
     }
 }
 
-/// y[j] += Σ_k w[j, k]·x[k] for a row-major `w (y.len(), x.len())`.
-///
-/// The LSTM's batch-1 recurrence is this product over `W_hh` at every step,
-/// so it is latency-bound: four rows at a time, each with its own fused
-/// multiply-add accumulator (four independent dependency chains instead of
-/// one per row), and a tree reduction of the lanes at the end of a row.
-#[multiversion(targets("x86_64+avx512f+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
-pub fn gemv_acc(w: &[f32], x: &[f32], y: &mut [f32]) {
-    // No closures in here: they would not inherit this function's target
-    // features, and `mul_add` outside them is a libm call, not an FMA.
-    let k = x.len();
-    let full = k / LANES * LANES;
-    let quads = y.len() / 4;
-    for q in 0..quads {
-        let base = 4 * q * k;
-        let mut acc = [[0f32; LANES]; 4];
-        for c in (0..full).step_by(LANES) {
-            let xc = &x[c..c + LANES];
-            for (r, acc_r) in acc.iter_mut().enumerate() {
-                let row = &w[base + r * k + c..base + r * k + c + LANES];
-                for i in 0..LANES {
-                    acc_r[i] = row[i].mul_add(xc[i], acc_r[i]);
-                }
-            }
-        }
-        for (r, acc_r) in acc.iter().enumerate() {
-            let mut t = 0f32;
-            for c in full..k {
-                t = w[base + r * k + c].mul_add(x[c], t);
-            }
-            y[4 * q + r] += hsum(*acc_r) + t;
-        }
-    }
-    for j in 4 * quads..y.len() {
-        let row = &w[j * k..(j + 1) * k];
-        let mut acc = [0f32; LANES];
-        for c in (0..full).step_by(LANES) {
-            for i in 0..LANES {
-                acc[i] = row[c + i].mul_add(x[c + i], acc[i]);
-            }
-        }
-        let mut t = 0f32;
-        for c in full..k {
-            t = row[c].mul_add(x[c], t);
-        }
-        y[j] += hsum(acc) + t;
-    }
-}
-
-/// The sum of a vector's lanes as a tree (halves added pairwise): log₂ steps
-/// of dependent adds instead of one per lane.
-#[inline(always)]
-fn hsum(mut v: [f32; LANES]) -> f32 {
-    let mut width = LANES / 2;
-    while width > 0 {
-        for i in 0..width {
-            v[i] += v[i + width];
-        }
-        width /= 2;
-    }
-    v[0]
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn grid() -> impl Iterator<Item = f32> {
         (-200_000..=200_000).map(|i| i as f32 * 5e-5)
-    }
-
-    #[test]
-    fn gemv_acc_matches_a_plain_sum() {
-        // Row counts around the blocks of four, lengths around the 16 lanes.
-        for &(rows, k) in &[(1usize, 1usize), (3, 15), (4, 16), (5, 17), (7, 33), (9, 256)] {
-            let w: Vec<f32> = (0..rows * k).map(|i| ((i * 37 % 101) as f32 - 50.0) * 0.01).collect();
-            let x: Vec<f32> = (0..k).map(|i| ((i * 13 % 29) as f32 - 14.0) * 0.1).collect();
-            let mut y: Vec<f32> = (0..rows).map(|j| j as f32).collect();
-            gemv_acc(&w, &x, &mut y);
-            for (j, got) in y.iter().enumerate() {
-                let want = j as f64 + (0..k).map(|c| f64::from(w[j * k + c]) * f64::from(x[c])).sum::<f64>();
-                assert!((f64::from(*got) - want).abs() < 1e-4, "rows {rows} k {k} row {j}: {got} vs {want}");
-            }
-        }
     }
 
     #[test]

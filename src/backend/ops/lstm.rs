@@ -12,26 +12,28 @@
 //! `Backend::lstm`, `Train::prepare_recurrent_from`, `Train::lstm_train`,
 //! `Train::lstm_backward`, with `LstmShape`) and its kernels
 //! (`kernels/lstm.cu`):
-//! - the prepared `W_hh` of each backend: on the CPU `[W_hh | W_hhᵀ]` in
-//!   f32 (rows for the batch-1 dot products, the transpose for the batched
-//!   per-step GEMM; training reads the transpose) or, in bf16, one block of
-//!   panels per core; on the GPU PyTorch's layout as it is;
+//! - the prepared `W_hh` of each backend: on the CPU `[W_hh packed | W_hhᵀ]`
+//!   in f32 (one block of panels per core for inference; the transpose for
+//!   training and for CPUs without AVX-512) or, in bf16 and int8, the blocks
+//!   of panels alone; on the GPU PyTorch's layout as it is;
 //! - the shape checks, one list per call for both backends (the prepared
 //!   `W_hh`'s length the backend's own);
 //! - the reference, plain f64 loops of the recurrence (h, c and the gates)
 //!   and of its backward, that the tests compare with;
-//! - the CPU: the inference recurrence in f32 (batch 1: the hidden units
-//!   split over two cores meeting at a barrier per step; batch 2 and more:
-//!   the samples split over the cores, a GEMM per step) and in bf16 (the
-//!   hidden units split, a bf16 product per step); the training recurrence
+//! - the CPU: the inference recurrence in f32, bf16 and int8 (the hidden
+//!   units split over two cores meeting at a barrier per step, one product
+//!   per step over each core's block, the same path at every batch size so
+//!   a sample's bits do not depend on its batch; without AVX-512, a GEMM per
+//!   step with the samples split over the cores); the training recurrence
 //!   and BPTT, the samples in two halves, the products on fixed column
 //!   blocks so the bits never depend on the threads;
 //! - the GPU: the four kernels' parameter structs, launch rules and
 //!   launches (persistent: one block per sample runs every step; `dW_hh` a
 //!   tiled GEMM over (sample, step), see the `.cu`);
 //! - the tests: the CPU and the emulator against the reference, the
-//!   reference's backward against finite differences, the CPU's split paths
-//!   against its plain one, bf16's rounding, the emulator's bits the same in
+//!   reference's backward against finite differences, the packed f32 path
+//!   against the plain GEMM one and each sample alone against its batch,
+//!   bf16's rounding, the emulator's bits the same in
 //!   every thread order, the launch rules, the refusals.
 //!
 //! Also exercised from `tests/`: against the CPU on the emulator and on a
@@ -48,8 +50,8 @@ use crate::backend::cpu::bf16::{as_pairs, linear_len, to_bits, with_pairs};
 use crate::backend::cpu::simd::LANES;
 use crate::backend::cpu::small_gemm::{self, Dequant, Elem, Lhs, Operand, Output, Product, Taps};
 use crate::backend::cpu::{
-    check_len, gemm_strided, gemm_strided_on, int8, matmul, pair, simd, transpose, transpose_into, with_scratch, Cpu,
-    Gemm, SendPtr, PAR_MIN_MACS,
+    check_len, gemm_strided, gemm_strided_on, int8, matmul, pair, simd, transpose_into, with_scratch, Cpu, Gemm,
+    SendPtr, PAR_MIN_MACS,
 };
 use crate::backend::gpu::launch::cfg;
 use crate::backend::gpu::params::{params, KernelParams};
@@ -232,8 +234,9 @@ pub(crate) fn prepare_cpu(cpu: &Cpu, w_hh: &[f32], hidden: usize) -> Result<Vec<
         }
         Precision::F32 | Precision::F16 => {}
     }
-    let mut both = w_hh[..n].to_vec();
-    both.extend_from_slice(&transpose(&w_hh[..n], 4 * hidden, hidden));
+    let mut both = vec![0f32; 2 * n];
+    pack_recurrent_f32_into(&w_hh[..n], hidden, &mut both[..n]);
+    transpose_into(&w_hh[..n], 4 * hidden, hidden, &mut both[n..]);
     Ok(both)
 }
 
@@ -244,7 +247,7 @@ pub(crate) fn prepare_from_cpu(cpu: &Cpu, w_hh: &[f32], hidden: usize, dst: &mut
     let n = 4 * hidden * hidden;
     check_len("prepare_recurrent_from", "w_hh", w_hh.len(), n)?;
     check_len("prepare_recurrent_from", "dst", dst.len(), 2 * n)?;
-    dst[..n].copy_from_slice(&w_hh[..n]);
+    pack_recurrent_f32_into(&w_hh[..n], hidden, &mut dst[..n]);
     transpose_into(&w_hh[..n], 4 * hidden, hidden, &mut dst[n..2 * n]);
     Ok(())
 }
@@ -270,7 +273,10 @@ pub(crate) fn forward_cpu(cpu: &Cpu, gx: &[f32], w_hh: &[f32], h_seq: &mut [f32]
     match cpu.precision() {
         Precision::Bf16 => forward_packed(gx, w_hh, h_seq, s, Packed::Bf16),
         Precision::Int8 => forward_packed(gx, w_hh, h_seq, s, Packed::Int8),
-        Precision::F32 | Precision::F16 => forward_f32(gx, w_hh, h_seq, s),
+        Precision::F32 | Precision::F16 if small_gemm::f32_available() => {
+            forward_packed(gx, w_hh, h_seq, s, Packed::F32)
+        }
+        Precision::F32 | Precision::F16 => forward_f32(gx, &w_hh[4 * h * h..8 * h * h], h_seq, s),
     }
     Ok(())
 }
@@ -355,48 +361,34 @@ fn lstm_cell(gates: &[f32], c: &mut [f32], h: &mut [f32]) {
 /// batch 1 the per-step product is a matrix-vector product over `W_hh`
 /// (4H × H, 1 MiB at H = 256), split across two cores; at larger batches, a
 /// GEMM per step against the transposed copy, the batch split across two
-/// cores.
-fn forward_f32(gx: &[f32], w_hh: &[f32], h_seq: &mut [f32], s: LstmShape) {
-    let (w_hh, w_t) = w_hh.split_at(4 * s.hidden * s.hidden);
+/// The f32 recurrence where AVX-512 is missing (`forward_packed` runs it
+/// elsewhere): a GEMM per step against `W_hhᵀ`, the batch split across two
+/// cores from batch 2.
+fn forward_f32(gx: &[f32], w_t: &[f32], h_seq: &mut [f32], s: LstmShape) {
     let two_cores = rayon::current_num_threads() > 1 && 4 * s.hidden * s.hidden >= PAR_MIN_MACS;
-    if s.batch == 1 && two_cores {
-        return forward_single_split(gx, w_hh, h_seq, s.steps, s.hidden);
-    }
     if s.batch >= 2 && two_cores {
-        return forward_batch_split(gx, w_hh, w_t, h_seq, s);
+        return forward_batch_split(gx, w_t, h_seq, s);
     }
-    forward_batch(gx, w_hh, w_t, h_seq, s.batch, s.steps, s.hidden, true);
+    forward_batch(gx, w_t, h_seq, s.batch, s.steps, s.hidden, true);
 }
 
 /// Batches of 2 and more: the samples' recurrences are independent, so each
 /// core runs every step for half of the batch, with serial products, and the
-/// two meet once at the end instead of at a fork/join per step (which, with
-/// the per-step cell update left on one core, cost a third of the time at
-/// batch 32).
-fn forward_batch_split(gx: &[f32], w_hh: &[f32], w_t: &[f32], h_seq: &mut [f32], s: LstmShape) {
+/// two meet once at the end instead of at a fork/join per step.
+fn forward_batch_split(gx: &[f32], w_t: &[f32], h_seq: &mut [f32], s: LstmShape) {
     let (steps, h) = (s.steps, s.hidden);
     let out = SendPtr(h_seq.as_mut_ptr());
     pair::run_halves(s.batch, &|b0, nb| {
         // SAFETY: the halves write the disjoint sample ranges [0, first) and
         // [first, batch) of h_seq, which the caller holds mutably throughout.
         let hs = unsafe { std::slice::from_raw_parts_mut(out.at(b0 * steps * h), nb * steps * h) };
-        forward_batch(&gx[b0 * steps * 4 * h..][..nb * steps * 4 * h], w_hh, w_t, hs, nb, steps, h, false);
+        forward_batch(&gx[b0 * steps * 4 * h..][..nb * steps * 4 * h], w_t, hs, nb, steps, h, false);
     });
 }
 
 /// Every step of `batch` samples on this thread (`parallel`: the per-step
 /// products may split across the cores).
-#[allow(clippy::too_many_arguments)]
-fn forward_batch(
-    gx: &[f32],
-    w_hh: &[f32],
-    w_t: &[f32],
-    h_seq: &mut [f32],
-    batch: usize,
-    steps: usize,
-    h: usize,
-    parallel: bool,
-) {
+fn forward_batch(gx: &[f32], w_t: &[f32], h_seq: &mut [f32], batch: usize, steps: usize, h: usize, parallel: bool) {
     let g4 = 4 * h;
     with_scratch(batch * g4 + 2 * batch * h, |scr| {
         let (gates, state) = scr.split_at_mut(batch * g4);
@@ -408,18 +400,8 @@ fn forward_batch(
                 gates[bi * g4..(bi + 1) * g4].copy_from_slice(&gx[(bi * steps + t) * g4..][..g4]);
             }
             if t > 0 {
-                if batch == 1 {
-                    simd::gemv_acc(w_hh, h_prev, gates);
-                } else {
-                    matmul(
-                        h_prev,
-                        w_t,
-                        gates,
-                        Gemm { rows: batch, k: h, n: g4, ld_y: g4, accumulate: true },
-                        parallel,
-                        None,
-                    );
-                }
+                let g = Gemm { rows: batch, k: h, n: g4, ld_y: g4, accumulate: true };
+                matmul(h_prev, w_t, gates, g, parallel, None);
             }
             for bi in 0..batch {
                 let g = &gates[bi * g4..(bi + 1) * g4];
@@ -427,71 +409,6 @@ fn forward_batch(
                 let hb = &mut h_prev[bi * h..(bi + 1) * h];
                 lstm_cell(g, cb, hb);
                 h_seq[(bi * steps + t) * h..][..h].copy_from_slice(hb);
-            }
-        }
-    });
-}
-
-/// Batch 1, the latency case: the two halves of the hidden units run on two
-/// cores, each computing all four gate rows of its units (so its part of the
-/// cell update is local) from the full previous `h`, meeting once per step.
-/// Each core then streams only its half of `W_hh` (512 KiB at H = 256), which
-/// stays in its own L2 across the steps. The second core is `pair`'s helper
-/// thread (a spin barrier per step); if it is busy, `rayon::join` per step.
-fn forward_single_split(gx: &[f32], w_hh: &[f32], h_seq: &mut [f32], steps: usize, h: usize) {
-    let g4 = 4 * h;
-    // Split on a 16-float boundary so each half's rows start vector-aligned.
-    let mid = ((h / 2).div_ceil(16) * 16).min(h);
-    with_scratch(2 * h + h + g4, |scr| {
-        let (hbuf, rest) = scr.split_at_mut(2 * h);
-        let (c, gates) = rest.split_at_mut(h);
-        hbuf.fill(0.0);
-        c.fill(0.0);
-        let (hp_ptr, c_ptr, g_ptr, out_ptr) = (
-            SendPtr(hbuf.as_mut_ptr()),
-            SendPtr(c.as_mut_ptr()),
-            SendPtr(gates.as_mut_ptr()),
-            SendPtr(h_seq.as_mut_ptr()),
-        );
-        // One step for units [u0, u1): the halves touch disjoint units of `c`,
-        // of the gate scratch, of the next `h` and of the step's output row;
-        // both read the whole current `h`, which neither writes in that step.
-        let half = |u0: usize, u1: usize, t: usize| {
-            let n = u1 - u0;
-            let (cur, next) = if t.is_multiple_of(2) { (0, h) } else { (h, 0) };
-            // SAFETY: see above; the caller orders steps (join or barrier).
-            let (h_cur, c, h_next, out, g) = unsafe {
-                (
-                    std::slice::from_raw_parts(hp_ptr.at(cur), h),
-                    std::slice::from_raw_parts_mut(c_ptr.at(u0), n),
-                    std::slice::from_raw_parts_mut(hp_ptr.at(next + u0), n),
-                    std::slice::from_raw_parts_mut(out_ptr.at(t * h + u0), n),
-                    std::slice::from_raw_parts_mut(g_ptr.at(4 * u0), 4 * n),
-                )
-            };
-            for q in 0..4 {
-                let gq = &mut g[q * n..(q + 1) * n];
-                gq.copy_from_slice(&gx[t * g4 + q * h + u0..][..n]);
-                if t > 0 {
-                    simd::gemv_acc(&w_hh[(q * h + u0) * h..(q * h + u1) * h], h_cur, gq);
-                }
-            }
-            lstm_cell(g, c, h_next);
-            out.copy_from_slice(h_next);
-        };
-        let ran = pair::run(&|part, barrier| {
-            let (u0, u1) = if part == 0 { (0, mid) } else { (mid, h) };
-            let mut sense = false;
-            for t in 0..steps {
-                half(u0, u1, t);
-                // After this, step t's `h` is complete and step t−1's buffer,
-                // which step t + 1 overwrites, is no longer read.
-                barrier.wait(&mut sense);
-            }
-        });
-        if !ran {
-            for t in 0..steps {
-                rayon::join(|| half(0, mid, t), || half(mid, h, t));
             }
         }
     });
@@ -531,6 +448,27 @@ fn pack_recurrent(w_hh: &[f32], h: usize) -> Vec<f32> {
     to_bits(out)
 }
 
+/// `pack_recurrent`'s blocks and panels in f32, written into `dst` (the
+/// training refresh calls it every step, so it allocates nothing): per half,
+/// the `(H, 4·n_p)` transpose of its gate rows, cut into panels of `PANEL`
+/// columns, each panel's rows one after the other.
+fn pack_recurrent_f32_into(w_hh: &[f32], h: usize, dst: &mut [f32]) {
+    let mut out = dst.iter_mut();
+    for (u0, u1) in unit_halves(h) {
+        let n = u1 - u0;
+        for c0 in (0..4 * n).step_by(PANEL) {
+            let width = PANEL.min(4 * n - c0);
+            for k in 0..h {
+                for j in c0..c0 + width {
+                    // Column j of the half is gate j / n of unit u0 + j % n.
+                    let row = (j / n) * h + u0 + j % n;
+                    *out.next().expect("dst holds 4·H·H values") = w_hh[row * h + k];
+                }
+            }
+        }
+    }
+}
+
 /// `pack_recurrent`'s blocks and panels in int8 (cpu/int8.rs): each half's
 /// `(4·n_p, H)` gate rows quantized per row, as quads of consecutive inputs
 /// `(⌈H/4⌉, 4·n_p)` cut into panels of `PANEL` columns, then the half's
@@ -553,10 +491,11 @@ fn pack_recurrent_int8(w_hh: &[f32], h: usize) -> Vec<f32> {
     out
 }
 
-/// The element of a packed recurrence: `pack_recurrent`'s bf16 pairs or
-/// `pack_recurrent_int8`'s quads.
+/// The element of a packed recurrence: `pack_recurrent_f32_into`'s floats,
+/// `pack_recurrent`'s bf16 pairs or `pack_recurrent_int8`'s quads.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Packed {
+    F32,
     Bf16,
     Int8,
 }
@@ -566,6 +505,7 @@ impl Packed {
     /// its quads with their scale and zero point.
     fn row_len(self, h: usize) -> usize {
         match self {
+            Packed::F32 => h,
             Packed::Bf16 => h.div_ceil(2),
             Packed::Int8 => int8::row_len(h),
         }
@@ -574,6 +514,7 @@ impl Packed {
     /// Depth steps of one product over `h` inputs.
     fn depth(self, h: usize) -> usize {
         match self {
+            Packed::F32 => h,
             Packed::Bf16 => h.div_ceil(2),
             Packed::Int8 => h.div_ceil(4),
         }
@@ -582,17 +523,21 @@ impl Packed {
     /// Values of one half's block of `W_hh` with `cols` gate columns.
     fn block_len(self, h: usize, cols: usize) -> usize {
         match self {
+            Packed::F32 => h * cols,
             Packed::Bf16 => linear_len(cols, h),
             Packed::Int8 => int8::linear_len(cols, h),
         }
     }
 }
 
-/// The packed recurrence over a `W_hh` from `pack_recurrent` (bf16) or
-/// `pack_recurrent_int8` (int8).
+/// The packed recurrence over a `W_hh` from `pack_recurrent_f32_into` (f32),
+/// `pack_recurrent` (bf16) or `pack_recurrent_int8` (int8), at every batch
+/// size: one code path, so each sample's products, and with them its bits,
+/// are the same alone as inside any batch (the products treat rows apart).
 ///
 /// Each step, each of the two cores takes half of the hidden units: it
-/// rounds the whole previous `h` of every sample to bf16 pairs, computes the
+/// rounds the whole previous `h` of every sample to bf16 pairs (copies it in
+/// f32), computes the
 /// four gates of its units (one product over its block of `W_hh`, into a
 /// local `[i | f | g | o]` row per sample), updates their cells and writes
 /// their `h`; then the two meet at a barrier, since the next step reads all
@@ -645,12 +590,14 @@ fn forward_packed(gx: &[f32], w_hh: &[f32], h_seq: &mut [f32], s: LstmShape, ele
                         let prev = unsafe { std::slice::from_raw_parts(out_ptr.at((bi * steps + t - 1) * h), h) };
                         let row = &mut pairs[bi * hp..(bi + 1) * hp];
                         match elem {
+                            Packed::F32 => row.iter_mut().zip(prev).for_each(|(r, &v)| *r = v.to_bits()),
                             Packed::Bf16 => small_gemm::to_bf16_pairs(prev, 1, h, h, row),
                             Packed::Int8 => int8::quantize_row(prev, row),
                         }
                     }
                     let half = &w[if part == 0 { 0 } else { block(0) }..];
                     let (kind, cols) = match elem {
+                        Packed::F32 => (Elem::F32, None),
                         Packed::Bf16 => (Elem::Bf16Pairs, None),
                         Packed::Int8 => (Elem::Int8Quads, Some(depth * 4 * n)),
                     };
@@ -1128,6 +1075,7 @@ pub(crate) fn parameter_structs_checked() -> Vec<crate::backend::gpu::Kernel> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::cpu::transpose;
     use crate::backend::gpu::{Emu, ThreadOrder};
     use crate::backend::ops::testing::{assert_close, data, each_short_buffer_is_named, wide};
     use crate::backend::Backend;
@@ -1268,24 +1216,37 @@ mod tests {
     }
 
     #[test]
-    fn split_batch1_recurrence_matches_the_plain_one() {
-        // Hidden sizes around the split point, incl. one not a multiple of 16.
-        for &(steps, h) in &[(7usize, 200usize), (5, 256), (3, 183)] {
+    fn packed_f32_recurrence_matches_the_plain_one_and_a_sample_alone_its_batch() {
+        if !small_gemm::f32_available() {
+            eprintln!("skipped: the packed f32 path needs AVX-512");
+            return;
+        }
+        // Batch 1 to 5 (uneven halves), hidden sizes around the 16-unit split
+        // and the 128-column panels, one not a multiple of 16.
+        for &(batch, steps, h) in &[(1usize, 7usize, 200usize), (2, 4, 200), (3, 5, 183), (5, 3, 256), (4, 3, 40)] {
             let g4 = 4 * h;
-            let gx: Vec<f32> = (0..steps * g4).map(|i| (i as f32 * 0.013).sin()).collect();
+            let gx: Vec<f32> = (0..batch * steps * g4).map(|i| (i as f32 * 0.017).sin()).collect();
             let w: Vec<f32> = (0..g4 * h).map(|i| (i as f32 * 0.0071).cos() * 0.05).collect();
-            let mut split = vec![0f32; steps * h];
-            forward_single_split(&gx, &w, &mut split, steps, h);
-            assert!(split.iter().all(|v| v.is_finite() && *v != 0.0), "the split path wrote every value");
-            // The plain path at batch 2 with the same sample twice.
-            let mut gx2 = gx.clone();
-            gx2.extend_from_slice(&gx);
-            let mut plain = vec![0f32; 2 * steps * h];
             let be = Cpu::new();
-            let both = be.prepare_recurrent(&w, h).unwrap();
-            be.lstm(&gx2, &both, &mut plain, LstmShape { batch: 2, steps, hidden: h }).unwrap();
-            for (i, (a, b)) in split.iter().zip(&plain[..steps * h]).enumerate() {
-                assert!((a - b).abs() < 1e-6, "steps {steps} h {h} index {i}: {a} vs {b}");
+            let prepared = be.prepare_recurrent(&w, h).unwrap();
+            let s = LstmShape { batch, steps, hidden: h };
+            let mut packed = vec![0f32; batch * steps * h];
+            be.lstm(&gx, &prepared, &mut packed, s).unwrap();
+            let mut plain = vec![0f32; batch * steps * h];
+            forward_f32(&gx, &transpose(&w, g4, h), &mut plain, s);
+            assert!(packed.iter().all(|v| v.is_finite() && *v != 0.0), "the packed path wrote every value");
+            for (i, (a, b)) in packed.iter().zip(&plain).enumerate() {
+                assert!((a - b).abs() < 1e-6, "batch {batch} h {h} index {i}: {a} vs {b}");
+            }
+            for b in 0..batch {
+                let mut alone = vec![0f32; steps * h];
+                let one = LstmShape { batch: 1, ..s };
+                be.lstm(&gx[b * steps * g4..][..steps * g4].to_vec(), &prepared, &mut alone, one).unwrap();
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert!(
+                    bits(&alone) == bits(&packed[b * steps * h..][..steps * h]),
+                    "batch {batch} h {h}: sample {b} alone differs from the batch"
+                );
             }
         }
     }
@@ -1300,9 +1261,9 @@ mod tests {
             let w_t = transpose(&w, g4, h);
             let s = LstmShape { batch, steps, hidden: h };
             let mut split = vec![0f32; batch * steps * h];
-            forward_batch_split(&gx, &w, &w_t, &mut split, s);
+            forward_batch_split(&gx, &w_t, &mut split, s);
             let mut plain = vec![0f32; batch * steps * h];
-            forward_batch(&gx, &w, &w_t, &mut plain, batch, steps, h, true);
+            forward_batch(&gx, &w_t, &mut plain, batch, steps, h, true);
             assert!(split.iter().all(|v| v.is_finite() && *v != 0.0), "the split path wrote every value");
             for (i, (a, b)) in split.iter().zip(&plain).enumerate() {
                 assert!((a - b).abs() < 1e-6, "batch {batch} h {h} index {i}: {a} vs {b}");

@@ -1,0 +1,135 @@
+//! `quorum bench --symbols 1,8,32,64`: live mode's tick for many symbols at
+//! once, without the network. Each symbol is its own simulated market; a tick
+//! samples every market, advances each symbol's features and windows, then
+//! decides all of them together (`live::decide_together`: one forward per
+//! model, batch = symbols) and publishes each decision. The time of a tick,
+//! from its first sample to its last published decision, is the
+//! tick-to-decision of its slowest symbol; its p50 and p99 over the ticks
+//! say how many symbols fit a 100 ms tick.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{bail, Result};
+
+use super::models::percentile;
+use quorum::backend::gpu::Precision;
+use quorum::backend::select::Device;
+use quorum::ensemble::EnsembleConfig;
+use quorum::market::{MarketSimulator, SimConfig, Snapshot, Trade};
+use quorum::server::engine::Engine;
+use quorum::server::live::{decide_together, LiveHub, LiveState, MAX_LIVE_SYMBOLS};
+
+/// The tick live mode samples at (`serve --sample-ms`' default).
+const TICK_MS: f64 = 100.0;
+
+/// Ticks a fresh market needs before every window is full: 200 one-second
+/// candles, then 60 feature vectors, with margin.
+const MAX_WARMUP_TICKS: usize = 400;
+
+pub fn bench_symbols(counts: &[usize], ticks: usize, backend: Device, precision: Precision) -> Result<()> {
+    if ticks == 0 {
+        bail!("--iters (ticks per symbol count) must be at least 1");
+    }
+    if let Some(&n) = counts.iter().find(|&&n| n == 0 || n > MAX_LIVE_SYMBOLS) {
+        bail!("--symbols: {n} is not 1 to {MAX_LIVE_SYMBOLS}");
+    }
+    let engine = Arc::new(Engine::on(backend.open()?, precision, EnsembleConfig::default())?);
+    engine.load_builtin_weights()?;
+    println!(
+        "quorum {} live tick for many symbols: backend {}, precision {}, {} threads, the three models at their \
+         default sizes (generated weights), {ticks} ticks each",
+        env!("CARGO_PKG_VERSION"),
+        engine.backend_name(),
+        precision.name(),
+        rayon::current_num_threads()
+    );
+    println!("| symbols | tick p50 ms | tick p99 ms | per symbol p50 µs | p99 under {TICK_MS:.0} ms |");
+    println!("|--------:|------------:|------------:|------------------:|:---------------:|");
+    let mut fits = None;
+    for &n in counts {
+        let times = time_ticks(&engine, n, ticks)?;
+        let (p50, p99) = (percentile(&times, 0.5), percentile(&times, 0.99));
+        let under = p99 < TICK_MS;
+        if under {
+            fits = fits.max(Some(n));
+        }
+        println!(
+            "| {n:7} | {p50:11.2} | {p99:11.2} | {:17.0} | {:^15} |",
+            p50 * 1e3 / n as f64,
+            if under { "yes" } else { "no" }
+        );
+    }
+    match fits {
+        Some(n) => println!("largest symbol count measured with a tick p99 under {TICK_MS:.0} ms: {n}"),
+        None => println!("no symbol count measured had a tick p99 under {TICK_MS:.0} ms"),
+    }
+    Ok(())
+}
+
+/// One simulated market and its live pipeline.
+struct Market {
+    sim: MarketSimulator,
+    state: LiveState,
+    trades: Vec<Trade>,
+    snap: Snapshot,
+}
+
+impl Market {
+    /// The exchange's side of a tick (outside the timing): the next trades and book.
+    fn next_sample(&mut self) -> Result<()> {
+        let view = self.sim.step()?;
+        self.trades.clear();
+        self.trades.extend(view.trades.iter().map(|t| t.to_trade()));
+        self.snap = *view.snapshot;
+        Ok(())
+    }
+}
+
+/// The wall time, in ms, of `ticks` ticks of `n` warm symbols.
+fn time_ticks(engine: &Arc<Engine>, n: usize, ticks: usize) -> Result<Vec<f64>> {
+    let mut markets: Vec<Market> = (0..n as u64)
+        .map(|k| {
+            let symbol = format!("SIM{}USDT", k + 1);
+            // One tick per second of exchange time: the 200-candle warm-up is 200 ticks.
+            let cfg = SimConfig { interval_ms: 1000, seed: 1 + k, symbol: symbol.clone(), ..SimConfig::default() };
+            let sim = MarketSimulator::new(cfg)?;
+            let state = LiveState::new(engine.clone(), LiveHub::new(&symbol, 16), None);
+            Ok(Market { sim, state, trades: Vec::new(), snap: Snapshot::empty(0, 0, 0) })
+        })
+        .collect::<Result<_>>()?;
+    let mut warm = false;
+    for _ in 0..MAX_WARMUP_TICKS {
+        warm = true;
+        for m in &mut markets {
+            m.next_sample()?;
+            warm &= m.state.advance(&m.trades, &m.snap).warm;
+        }
+        if warm {
+            break;
+        }
+    }
+    if !warm {
+        bail!("{n} simulated symbols were not warm after {MAX_WARMUP_TICKS} ticks");
+    }
+    let mut times = Vec::with_capacity(ticks);
+    for _ in 0..ticks {
+        for m in &mut markets {
+            m.next_sample()?;
+        }
+        let t0 = Instant::now();
+        let mut due = Vec::with_capacity(n);
+        for m in &mut markets {
+            if m.state.advance(&m.trades, &m.snap).warm {
+                due.push((&mut m.state, &m.snap, t0));
+            }
+        }
+        let decided = decide_together(&mut due).iter().filter(|d| d.is_some()).count();
+        times.push(t0.elapsed().as_secs_f64() * 1e3);
+        if decided != n {
+            bail!("{n} symbols: {decided} decided on a warm tick");
+        }
+    }
+    times.sort_by(f64::total_cmp);
+    Ok(times)
+}
