@@ -90,5 +90,40 @@ fn imported_btcusdt_gives_features_and_every_model_runs_on_its_windows() {
             .collect::<std::collections::BTreeSet<_>>();
         assert!(distinct.len() > 1, "{kind}: different windows give different outputs");
     }
+    tlob_windows_share_no_normalized_snapshot(&raw);
     let _ = std::fs::remove_dir_all(&root);
+}
+
+/// Why a live TLOB tick does not reuse the encodings of the 99 snapshots it
+/// shares with the previous tick (issue #19's "tick cache"; docs/models.md,
+/// "A TLOB tick recomputes its window"): the window is normalized as a
+/// whole, prices against its last mid and volumes by its own mean and std,
+/// so a snapshot's normalized row changes from one tick to the next. On the
+/// real recording, count the shared rows whose values stayed the same.
+fn tlob_windows_share_no_normalized_snapshot(raw: &std::path::Path) {
+    use quorum::market::{read_snapshots, RawLOBSequence, Snapshot};
+    const ROW: usize = 20 * 4;
+    let snaps: Vec<Snapshot> = read_snapshots(raw, "BTCUSDT").unwrap().collect::<Result<_, _>>().unwrap();
+    let mut prev: Option<Vec<f32>> = None;
+    let (mut shared, mut same, mut same_prices) = (0usize, 0usize, 0usize);
+    for w in snaps.windows(TLOB_WINDOW) {
+        let cur = RawLOBSequence::new(w.to_vec()).unwrap().to_normalized_tensor();
+        if let Some(p) = &prev {
+            for r in 0..TLOB_WINDOW - 1 {
+                let (old, new) = (&p[(r + 1) * ROW..(r + 2) * ROW], &cur[r * ROW..(r + 1) * ROW]);
+                shared += 1;
+                same += usize::from(old.iter().zip(new).all(|(a, b)| a.to_bits() == b.to_bits()));
+                // Columns 0 and 2 of each level are the bid and ask prices.
+                let prices = |v: &[f32]| v.chunks(4).map(|l| [l[0].to_bits(), l[2].to_bits()]).collect::<Vec<_>>();
+                same_prices += usize::from(prices(old) == prices(new));
+            }
+        }
+        prev = Some(cur);
+    }
+    println!(
+        "TLOB windows: {shared} snapshot rows shared by consecutive windows, {same} unchanged after \
+         normalization, {same_prices} with unchanged prices"
+    );
+    assert!(shared > 100_000, "{shared} shared rows");
+    assert!(same * 1000 < shared, "{same} of {shared} shared rows kept their values: a tick cache would pay");
 }

@@ -487,6 +487,11 @@ async fn several_symbols_are_followed_together_and_served_by_name() {
     let extra = http.get("/api/ensemble/live/latest?symbol=AAAUSDT&limit=3").await;
     assert_eq!((extra.status, extra.json()["error"]["field"].as_str()), (400, Some("limit")), "{}", extra.text());
     assert_eq!(http.get("/health/ready").await.status, 200, "both symbols warm");
+    let api = http.get("/openapi.json").await.json();
+    for path in ["/api/ensemble/live/latest", "/api/ensemble/live/history", "/api/ensemble/live/stream"] {
+        let params = api["paths"][path]["get"]["parameters"].as_array().cloned().unwrap_or_default();
+        assert!(params.iter().any(|p| p["name"] == "symbol" && p["in"] == "query"), "{path}: {params:?}");
+    }
 
     server.shutdown().await;
     let counters = live.counters();

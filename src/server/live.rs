@@ -57,8 +57,8 @@ pub struct LiveConfig {
 }
 
 /// The most symbols one live pipeline follows: each is an exchange
-/// connection, and a tick's batch grows with them (see docs/serving.md,
-/// "Many symbols" for what a tick costs at 1 to 64).
+/// connection, and a tick's batch grows with them (the README's "Many
+/// symbols" says what a tick costs at 1 to 64: `quorum bench --symbols`).
 pub const MAX_LIVE_SYMBOLS: usize = 128;
 
 impl LiveConfig {

@@ -188,6 +188,15 @@ pub fn document() -> OpenApi {
                 .schema(Some(ObjectBuilder::new().schema_type(Type::Integer).minimum(Some(1))));
             op = op.parameter(limit);
         }
+        if matches!(route, Route::LiveLatest | Route::LiveHistory | Route::LiveStatus | Route::LiveStream) {
+            let symbol = ParameterBuilder::new()
+                .name("symbol")
+                .parameter_in(ParameterIn::Query)
+                .required(Required::False)
+                .description(Some("which followed symbol (any case); required when live mode follows several"))
+                .schema(Some(ObjectBuilder::new().schema_type(Type::String)));
+            op = op.parameter(symbol);
+        }
         paths.add_path_operation(path, vec![http_method(method)], op);
     }
     OpenApiBuilder::new()
