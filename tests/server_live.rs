@@ -486,7 +486,13 @@ async fn several_symbols_are_followed_together_and_served_by_name() {
     assert_eq!(unknown.json()["error"]["code"], "unknown_symbol");
     let extra = http.get("/api/ensemble/live/latest?symbol=AAAUSDT&limit=3").await;
     assert_eq!((extra.status, extra.json()["error"]["field"].as_str()), (400, Some("limit")), "{}", extra.text());
-    assert_eq!(http.get("/health/ready").await.status, 200, "both symbols warm");
+    let ready = http.get("/health/ready").await;
+    assert_eq!(ready.status, 200, "both symbols warm: {}", ready.text());
+    assert_eq!(ready.json()["live_not_warm"], json!([]));
+    let metrics = http.get("/metrics").await.text();
+    for symbol in ["AAAUSDT", "BBBUSDT"] {
+        assert!(metrics.contains(&format!("quorum_live_symbol_warm{{symbol=\"{symbol}\"}} 1\n")), "{metrics}");
+    }
     let api = http.get("/openapi.json").await.json();
     for path in ["/api/ensemble/live/latest", "/api/ensemble/live/history", "/api/ensemble/live/stream"] {
         let params = api["paths"][path]["get"]["parameters"].as_array().cloned().unwrap_or_default();

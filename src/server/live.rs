@@ -1,15 +1,18 @@
-//! Live mode: an exchange feed turned into a decision on every tick.
+//! Live mode: exchange feeds turned into a decision per symbol on every tick.
 //!
-//! The Binance protocol client (`market::client::run_client`, the same one the
-//! collector uses) keeps the order book; a sampler thread takes a snapshot of
-//! it every `sample_interval` exactly as the collector does (synchronized
-//! books only), feeds the trades and the snapshot to the streaming
-//! [`FeatureEngine`], and keeps two windows: the last feature vectors (60 ×
-//! 112) and the last snapshots (100, normalized with `to_normalized_tensor`).
-//! Once every window a loaded model needs is full ("warm"), each tick runs the
-//! [`Engine`] and publishes the decision to the [`LiveHub`]: the latest, a
-//! bounded history, and a broadcast that the server streams as server-sent
-//! events. Decision ids are the consensus's, so `/outcome` scores them.
+//! For each followed symbol, the Binance protocol client
+//! (`market::client::run_client`, the same one the collector uses) keeps its
+//! order book. One sampler thread, every `sample_interval`, takes a snapshot
+//! of each book exactly as the collector does (synchronized books only),
+//! feeds the symbol's trades and snapshot to its streaming
+//! [`FeatureEngine`], and keeps that symbol's two windows: the last feature
+//! vectors (60 × 112) and the last snapshots (100, normalized with
+//! `to_normalized_tensor`). Every symbol whose windows a loaded model needs
+//! are full ("warm") is then decided, all of them together
+//! ([`decide_together`]: one forward per model, batch = symbols), and each
+//! decision is published to its symbol's [`LiveHub`]: the latest, a bounded
+//! history, and a broadcast that the server streams as server-sent events.
+//! Decision ids are the consensus's, so `/outcome` scores them.
 //!
 //! Windows hold only consecutive ticks (docs/training.md, "Samples"): a resync of the
 //! client, a feature-engine reset or an undefined feature vector empties them

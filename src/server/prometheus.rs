@@ -10,7 +10,9 @@
 //!   stage per model (`model_cnn_lstm`, …);
 //! - `decisions_total{direction}`;
 //! - live mode: `live_ticks_total`, `live_decisions_total`, `live_tick_to_decision_seconds`,
-//!   `collector_resyncs_total`, `collector_reconnects_total`, `live_warm`;
+//!   `collector_resyncs_total`, `collector_reconnects_total`, `live_warm` (every
+//!   symbol added up), and per followed symbol `live_symbol_warm{symbol}`,
+//!   `live_symbol_decisions_total{symbol}`;
 //! - training: `training_active`, `training_epoch`, `training_progress_percent`, `training_loss`;
 //! - connections: `http_connections_open`, `http_connections_evicted_total`
 //!   (idle ones closed to make room), `http_connections_reserve_total` (taken
@@ -81,14 +83,30 @@ struct DirectionLabel {
     direction: String,
 }
 
-/// Figures read at scrape time from the live pipeline.
-#[derive(Debug, Clone, Copy, Default)]
+/// Figures read at scrape time from the live pipeline (all symbols added up,
+/// and each symbol's own).
+#[derive(Debug, Clone, Default)]
 pub struct LiveFigures {
     pub ticks: u64,
     pub decisions: u64,
     pub resyncs: u64,
     pub reconnects: u64,
+    /// Every symbol warm.
     pub warm: bool,
+    pub per_symbol: Vec<SymbolFigures>,
+}
+
+/// One followed symbol's figures, as `{symbol="…"}` series.
+#[derive(Debug, Clone, Default)]
+pub struct SymbolFigures {
+    pub symbol: String,
+    pub decisions: u64,
+    pub warm: bool,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SymbolLabel {
+    symbol: String,
 }
 
 /// Figures read at scrape time from the training job.
@@ -211,6 +229,15 @@ impl Metrics {
             r.register("collector_resyncs", "Order-book resyncs of the live client", ConstCounter::new(l.resyncs));
             r.register("collector_reconnects", "Reconnects of the live client", ConstCounter::new(l.reconnects));
             r.register("live_warm", "1 once the feature and book windows are full", ConstGauge::new(i64::from(l.warm)));
+            let warm = Family::<SymbolLabel, Gauge>::default();
+            let decisions = Family::<SymbolLabel, Counter>::default();
+            for f in &l.per_symbol {
+                let label = SymbolLabel { symbol: f.symbol.clone() };
+                warm.get_or_create(&label).set(i64::from(f.warm));
+                decisions.get_or_create(&label).inc_by(f.decisions);
+            }
+            r.register("live_symbol_warm", "1 once this symbol's windows are full", warm);
+            r.register("live_symbol_decisions", "Decisions made for this symbol in live mode", decisions);
             r.register(
                 "live_tick_to_decision_seconds",
                 "From a book sample to its published decision",
@@ -298,9 +325,14 @@ mod tests {
         let m = Metrics::default();
         let off = m.render(None, &TrainingFigures::default());
         assert!(!off.contains("quorum_live_"), "{off}");
-        let live = LiveFigures { ticks: 7, warm: true, ..LiveFigures::default() };
+        let symbol = |s: &str, decisions, warm| SymbolFigures { symbol: s.into(), decisions, warm };
+        let per_symbol = vec![symbol("AAAUSDT", 5, true), symbol("BBBUSDT", 0, false)];
+        let live = LiveFigures { ticks: 7, warm: false, per_symbol, ..LiveFigures::default() };
         let on = m.render(Some(live), &TrainingFigures::default());
         assert!(on.contains("quorum_live_ticks_total 7\n"), "{on}");
-        assert!(on.contains("quorum_live_warm 1\n"), "{on}");
+        assert!(on.contains("quorum_live_warm 0\n"), "{on}");
+        assert!(on.contains("quorum_live_symbol_warm{symbol=\"AAAUSDT\"} 1\n"), "{on}");
+        assert!(on.contains("quorum_live_symbol_warm{symbol=\"BBBUSDT\"} 0\n"), "{on}");
+        assert!(on.contains("quorum_live_symbol_decisions_total{symbol=\"AAAUSDT\"} 5\n"), "{on}");
     }
 }

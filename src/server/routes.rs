@@ -22,7 +22,7 @@ use tracing::Instrument;
 use super::codec::{decode_binary, flatten2, flatten3, from_json, from_json_object, from_value};
 use super::error::ApiError;
 use super::guard::{body_kind, BodyKind, ConnCtx};
-use super::prometheus::{LiveFigures, TrainingFigures};
+use super::prometheus::{LiveFigures, SymbolFigures, TrainingFigures};
 use super::training::StartError;
 use super::AppState;
 use crate::ensemble::{ConsensusStrategy, Direction, ModelPrediction, ModelStatus, ModelType};
@@ -330,8 +330,10 @@ pub(super) struct Readiness {
     ready: bool,
     models_loaded: Vec<ModelType>,
     models_not_loaded: Vec<ModelType>,
-    /// `null` when live mode is off.
+    /// Every followed symbol warm; `null` when live mode is off.
     live_warm: Option<bool>,
+    /// The followed symbols whose windows are still filling (empty once warm).
+    live_not_warm: Vec<String>,
 }
 
 /// `GET /api/ensemble/models`.
@@ -710,9 +712,11 @@ fn layout_body(state: &AppState) -> LayoutBody {
 fn ready(state: &AppState) -> Result<Response<Body>, ApiError> {
     let loaded = state.engine.loaded_models();
     let not_loaded: Vec<ModelType> = ModelType::ALL.iter().copied().filter(|m| !loaded.contains(m)).collect();
-    let live_warm = (!state.live.is_empty()).then(|| state.live.iter().all(|l| l.is_warm()));
+    let live_not_warm: Vec<String> =
+        state.live.iter().filter(|l| !l.is_warm()).map(|l| l.symbol().to_owned()).collect();
+    let live_warm = (!state.live.is_empty()).then_some(live_not_warm.is_empty());
     let ready = !loaded.is_empty() && live_warm.unwrap_or(true);
-    let body = Readiness { ready, models_loaded: loaded, models_not_loaded: not_loaded, live_warm };
+    let body = Readiness { ready, models_loaded: loaded, models_not_loaded: not_loaded, live_warm, live_not_warm };
     json(if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }, &body)
 }
 
@@ -725,6 +729,15 @@ fn metrics(state: &AppState) -> Result<Response<Body>, ApiError> {
             resyncs: c.resyncs,
             reconnects: c.reconnects,
             warm: state.live.iter().all(|l| l.is_warm()),
+            // Bounded by the symbols followed (at most MAX_LIVE_SYMBOLS), never by requests.
+            per_symbol: state
+                .live
+                .iter()
+                .map(|l| {
+                    let c = l.counters();
+                    SymbolFigures { symbol: l.symbol().to_owned(), decisions: c.decisions, warm: l.is_warm() }
+                })
+                .collect(),
         }
     });
     let p = state.training.status().progress;
