@@ -95,7 +95,13 @@ pub fn exp(x: f32) -> f32 {
     p = p * r + 0.5;
     p = p * r + 1.0;
     p = p * r + 1.0;
-    let bits = ((n as i32 + 127) as u32) << 23;
+    // The clamp keeps n within [−126, 127], and `max` turns a NaN's n into
+    // −127 (the result is NaN through r anyway), so the conversion is always
+    // in range. `as i32` would saturate instead, which the compiler does one
+    // lane at a time; this is one vector conversion, with the same integers.
+    // SAFETY: n.max(−127.0) is finite and within i32 (see above).
+    let n_int: i32 = unsafe { n.max(-127.0).to_int_unchecked() };
+    let bits = ((n_int + 127) as u32) << 23;
     let v = p * f32::from_bits(bits);
     if underflow {
         0.0
