@@ -322,50 +322,46 @@ fn symbols_decided_together_decide_what_each_decides_alone() {
             continue;
         };
         ran.push(precision.name());
-        // The same markets twice: one set of pipelines decides together, the other one symbol at a time.
-        let sims = || -> Vec<MarketSimulator> {
-            (0..SYMBOLS as u64)
-                .map(|k| {
-                    let symbol = format!("SIM{}USDT", k + 1);
-                    MarketSimulator::new(SimConfig { interval_ms: 1000, seed: 7 + k, symbol, ..SimConfig::default() })
-                        .unwrap()
-                })
-                .collect()
-        };
+        // Each market feeds two pipelines: one set decides together, the other one symbol at a time.
+        let mut sims: Vec<MarketSimulator> = (0..SYMBOLS as u64)
+            .map(|k| {
+                let symbol = format!("SIM{}USDT", k + 1);
+                MarketSimulator::new(SimConfig { interval_ms: 1000, seed: 7 + k, symbol, ..SimConfig::default() })
+                    .unwrap()
+            })
+            .collect();
         let states = |engine: &Arc<Engine>| -> Vec<LiveState> {
             (0..SYMBOLS)
                 .map(|k| LiveState::new(engine.clone(), LiveHub::new(&format!("SIM{}USDT", k + 1), 10), None))
                 .collect()
         };
-        let (mut sims_t, mut sims_a) = (sims(), sims());
         let (mut st_t, mut st_a) = (states(&together), states(&alone));
         let mut compared = 0;
         for _ in 0..300 {
-            let mut snaps_t = Vec::new();
-            for (k, (sim_t, sim_a)) in sims_t.iter_mut().zip(sims_a.iter_mut()).enumerate() {
-                let (vt, va) = (sim_t.step().unwrap(), sim_a.step().unwrap());
-                let trades: Vec<Trade> = vt.trades.iter().map(|t| t.to_trade()).collect();
-                let trades_a: Vec<Trade> = va.trades.iter().map(|t| t.to_trade()).collect();
-                let (snap_t, snap_a) = (*vt.snapshot, *va.snapshot);
-                let warm_t = st_t[k].advance(&trades, &snap_t).warm;
-                let warm_a = st_a[k].advance(&trades_a, &snap_a).warm;
-                assert_eq!(warm_t, warm_a);
-                snaps_t.push((warm_t, snap_t, snap_a));
+            // This tick's sample of each market, and whether its pipelines are warm.
+            let mut snaps = Vec::new();
+            for (k, sim) in sims.iter_mut().enumerate() {
+                let view = sim.step().unwrap();
+                let trades: Vec<Trade> = view.trades.iter().map(|t| t.to_trade()).collect();
+                let snap = *view.snapshot;
+                let warm = st_t[k].advance(&trades, &snap).warm;
+                assert_eq!(warm, st_a[k].advance(&trades, &snap).warm);
+                snaps.push((warm, snap));
             }
             // Alone: each warm symbol decides by itself.
             let mut alone_json = Vec::new();
-            for (k, (warm, _, snap_a)) in snaps_t.iter().enumerate() {
+            for (k, (warm, snap)) in snaps.iter().enumerate() {
                 if *warm {
-                    let (entry, _) = st_a[k].decide(snap_a, Instant::now()).expect("a warm pipeline decides");
+                    let (entry, _) = st_a[k].decide(snap, Instant::now()).expect("a warm pipeline decides");
                     alone_json.push(decided(&entry.json));
                 }
             }
             // Together: one engine call for every warm symbol.
             let mut ticks: Vec<(&mut LiveState, &quorum::market::Snapshot, Instant)> = st_t
                 .iter_mut()
-                .zip(&snaps_t)
-                .filter(|(_, (warm, _, _))| *warm)
-                .map(|(s, (_, snap, _))| (s, snap, Instant::now()))
+                .zip(&snaps)
+                .filter(|(_, (warm, _))| *warm)
+                .map(|(s, (_, snap))| (s, snap, Instant::now()))
                 .collect();
             let published = decide_together(&mut ticks);
             let together_json: Vec<Value> =

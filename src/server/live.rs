@@ -161,6 +161,20 @@ pub struct LiveCounters {
     pub reconnects: u64,
 }
 
+/// Several symbols' counters added up (the server's metrics, the end-of-run line).
+impl std::iter::Sum for LiveCounters {
+    fn sum<I: Iterator<Item = LiveCounters>>(iter: I) -> LiveCounters {
+        iter.fold(LiveCounters::default(), |a, c| LiveCounters {
+            ticks: a.ticks + c.ticks,
+            decisions: a.decisions + c.decisions,
+            failed_ticks: a.failed_ticks + c.failed_ticks,
+            window_breaks: a.window_breaks + c.window_breaks,
+            resyncs: a.resyncs + c.resyncs,
+            reconnects: a.reconnects + c.reconnects,
+        })
+    }
+}
+
 /// `GET /api/ensemble/live/status`.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct LiveStatus {
@@ -547,7 +561,7 @@ impl LiveRunner {
 
     /// Every symbol's counters added up.
     pub fn counters(&self) -> LiveCounters {
-        total_counters(&self.hubs)
+        self.hubs.iter().map(|h| h.counters()).sum()
     }
 
     /// Stops the clients and the sampler and waits for them.
@@ -574,18 +588,6 @@ impl Drop for LiveRunner {
             c.abort();
         }
     }
-}
-
-/// Several hubs' counters added up (the server's metrics and the end-of-run line).
-pub fn total_counters(hubs: &[Arc<LiveHub>]) -> LiveCounters {
-    hubs.iter().map(|h| h.counters()).fold(LiveCounters::default(), |a, c| LiveCounters {
-        ticks: a.ticks + c.ticks,
-        decisions: a.decisions + c.decisions,
-        failed_ticks: a.failed_ticks + c.failed_ticks,
-        window_breaks: a.window_breaks + c.window_breaks,
-        resyncs: a.resyncs + c.resyncs,
-        reconnects: a.reconnects + c.reconnects,
-    })
 }
 
 /// One symbol in the sampler: its pipeline, its client's book, and this tick's sample.

@@ -91,8 +91,6 @@ pub struct LiveFigures {
     pub decisions: u64,
     pub resyncs: u64,
     pub reconnects: u64,
-    /// Every symbol warm.
-    pub warm: bool,
     pub per_symbol: Vec<SymbolFigures>,
 }
 
@@ -228,7 +226,12 @@ impl Metrics {
             r.register("live_decisions", "Decisions made in live mode", ConstCounter::new(l.decisions));
             r.register("collector_resyncs", "Order-book resyncs of the live client", ConstCounter::new(l.resyncs));
             r.register("collector_reconnects", "Reconnects of the live client", ConstCounter::new(l.reconnects));
-            r.register("live_warm", "1 once the feature and book windows are full", ConstGauge::new(i64::from(l.warm)));
+            let all_warm = l.per_symbol.iter().all(|f| f.warm);
+            r.register(
+                "live_warm",
+                "1 once every symbol's feature and book windows are full",
+                ConstGauge::new(i64::from(all_warm)),
+            );
             let warm = Family::<SymbolLabel, Gauge>::default();
             let decisions = Family::<SymbolLabel, Counter>::default();
             for f in &l.per_symbol {
@@ -327,7 +330,7 @@ mod tests {
         assert!(!off.contains("quorum_live_"), "{off}");
         let symbol = |s: &str, decisions, warm| SymbolFigures { symbol: s.into(), decisions, warm };
         let per_symbol = vec![symbol("AAAUSDT", 5, true), symbol("BBBUSDT", 0, false)];
-        let live = LiveFigures { ticks: 7, warm: false, per_symbol, ..LiveFigures::default() };
+        let live = LiveFigures { ticks: 7, per_symbol, ..LiveFigures::default() };
         let on = m.render(Some(live), &TrainingFigures::default());
         assert!(on.contains("quorum_live_ticks_total 7\n"), "{on}");
         assert!(on.contains("quorum_live_warm 0\n"), "{on}");

@@ -722,20 +722,21 @@ fn ready(state: &AppState) -> Result<Response<Body>, ApiError> {
 
 fn metrics(state: &AppState) -> Result<Response<Body>, ApiError> {
     let live = (!state.live.is_empty()).then(|| {
-        let c = crate::server::live::total_counters(&state.live);
+        // Each hub read once: its own series, and the totals from them.
+        let counters: Vec<_> = state.live.iter().map(|l| (l, l.counters())).collect();
+        let c: crate::server::live::LiveCounters = counters.iter().map(|(_, c)| *c).sum();
         LiveFigures {
             ticks: c.ticks,
             decisions: c.decisions,
             resyncs: c.resyncs,
             reconnects: c.reconnects,
-            warm: state.live.iter().all(|l| l.is_warm()),
             // Bounded by the symbols followed (at most MAX_LIVE_SYMBOLS), never by requests.
-            per_symbol: state
-                .live
+            per_symbol: counters
                 .iter()
-                .map(|l| {
-                    let c = l.counters();
-                    SymbolFigures { symbol: l.symbol().to_owned(), decisions: c.decisions, warm: l.is_warm() }
+                .map(|(l, c)| SymbolFigures {
+                    symbol: l.symbol().to_owned(),
+                    decisions: c.decisions,
+                    warm: l.is_warm(),
                 })
                 .collect(),
         }

@@ -140,19 +140,10 @@ pub(crate) fn row_len(k: usize) -> usize {
 /// `x (k)` as unsigned byte quads into `out[..⌈k/4⌉]`, then its scale and
 /// zero point (bits). Needs `small_gemm::int8_available()`.
 pub(crate) fn quantize_row(x: &[f32], out: &mut [u32]) {
-    assert!(small_gemm::int8_available(), "quantize_row needs AVX512_VNNI");
-    let kq = x.len().div_ceil(4);
     assert!(out.len() >= row_len(x.len()));
-    // SAFETY: the feature was checked; `out` holds the row's 4·kq bytes,
-    // its scale and its zero point (asserted).
-    #[cfg(target_arch = "x86_64")]
-    unsafe {
-        let (lo, hi, finite) = range_avx512(x);
-        let q = row_quant(lo, hi, finite);
-        quantize_into_avx512(x, q, out.as_mut_ptr() as *mut i8, 4 * kq);
-        out[kq] = q.scale.to_bits();
-        out[kq + 1] = q.zero as u32;
-    }
+    // A row is a sample of one row, its scale and zero point right after its quads.
+    let (quads, tail) = out.split_at_mut(x.len().div_ceil(4));
+    quantize_sample(x, 1, x.len(), quads, tail);
 }
 
 /// A convolution's input sample `x (rows, k)` quantized with one scale and

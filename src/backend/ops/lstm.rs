@@ -219,10 +219,11 @@ pub fn reference_backward(gx: &[f64], w_hh: &[f64], dh_seq: &[f64], s: LstmShape
 
 // --------------------------------------------------------------------- CPU
 
-/// `Backend::prepare_recurrent` on the CPU: `[W_hh (4H, H) | W_hhᵀ (H, 4H)]`,
-/// rows for the batch-1 dot products, the transpose for the batched per-step
-/// GEMM. In bf16: `W_hh` packed in one block per core (`pack_recurrent`);
-/// in int8 likewise, quantized (`pack_recurrent_int8`).
+/// `Backend::prepare_recurrent` on the CPU: in f32 `[W_hh packed | W_hhᵀ (H, 4H)]`,
+/// the packed half (`pack_recurrent_f32_into`: one block of panels per core)
+/// for the inference recurrence, the transpose for the training one and for
+/// CPUs without AVX-512. In bf16: `W_hh` packed in one block per core
+/// (`pack_recurrent`); in int8 likewise, quantized (`pack_recurrent_int8`).
 pub(crate) fn prepare_cpu(cpu: &Cpu, w_hh: &[f32], hidden: usize) -> Result<Vec<f32>> {
     let n = 4 * hidden * hidden;
     check_len("prepare_recurrent", "w_hh", w_hh.len(), n)?;
@@ -357,10 +358,6 @@ fn lstm_cell(gates: &[f32], c: &mut [f32], h: &mut [f32]) {
     }
 }
 
-/// The f32 recurrence: `w_hh` is `prepare_cpu`'s `[W_hh | W_hhᵀ]`. At
-/// batch 1 the per-step product is a matrix-vector product over `W_hh`
-/// (4H × H, 1 MiB at H = 256), split across two cores; at larger batches, a
-/// GEMM per step against the transposed copy, the batch split across two
 /// The f32 recurrence where AVX-512 is missing (`forward_packed` runs it
 /// elsewhere): a GEMM per step against `W_hhᵀ`, the batch split across two
 /// cores from batch 2.
@@ -432,20 +429,29 @@ const PANEL: usize = 128;
 /// gates' columns 4 KiB apart, both layers' halves did not fit the L2's
 /// ways, and strided panels left its prefetchers behind.
 fn pack_recurrent(w_hh: &[f32], h: usize) -> Vec<f32> {
-    let hp = h.div_ceil(2);
     let mut out = Vec::with_capacity(linear_len(4 * h, h));
     for (u0, u1) in unit_halves(h) {
         let cols = 4 * (u1 - u0);
-        let rows: Vec<f32> = (0..4).flat_map(|q| w_hh[(q * h + u0) * h..(q * h + u1) * h].iter().copied()).collect();
-        let packed = small_gemm::pack_bf16(&rows, cols, h);
-        for c0 in (0..cols).step_by(PANEL) {
-            let width = PANEL.min(cols - c0);
-            for p in 0..hp {
-                out.extend_from_slice(&packed[p * cols + c0..p * cols + c0 + width]);
-            }
-        }
+        let packed = small_gemm::pack_bf16(&half_gate_rows(w_hh, h, u0, u1), cols, h);
+        push_panels(&mut out, &packed, h.div_ceil(2), cols);
     }
     to_bits(out)
+}
+
+/// The `(4·n, H)` gate rows `[i | f | g | o]` of the hidden units `[u0, u1)`.
+fn half_gate_rows(w_hh: &[f32], h: usize, u0: usize, u1: usize) -> Vec<f32> {
+    (0..4).flat_map(|q| w_hh[(q * h + u0) * h..(q * h + u1) * h].iter().copied()).collect()
+}
+
+/// Appends a packed `(depth, cols)` weight to `out` as panels of `PANEL`
+/// columns, each panel's `depth` rows one after the other.
+fn push_panels<T: Copy>(out: &mut Vec<T>, packed: &[T], depth: usize, cols: usize) {
+    for c0 in (0..cols).step_by(PANEL) {
+        let width = PANEL.min(cols - c0);
+        for p in 0..depth {
+            out.extend_from_slice(&packed[p * cols + c0..p * cols + c0 + width]);
+        }
+    }
 }
 
 /// `pack_recurrent`'s blocks and panels in f32, written into `dst` (the
@@ -478,14 +484,8 @@ fn pack_recurrent_int8(w_hh: &[f32], h: usize) -> Vec<f32> {
     let mut out = Vec::with_capacity(int8::linear_len(4 * h, h));
     for (u0, u1) in unit_halves(h) {
         let cols = 4 * (u1 - u0);
-        let rows: Vec<f32> = (0..4).flat_map(|q| w_hh[(q * h + u0) * h..(q * h + u1) * h].iter().copied()).collect();
-        let packed = int8::pack(&rows, cols, h);
-        for c0 in (0..cols).step_by(PANEL) {
-            let width = PANEL.min(cols - c0);
-            for p in 0..hq {
-                out.extend_from_slice(&packed[p * cols + c0..p * cols + c0 + width]);
-            }
-        }
+        let packed = int8::pack(&half_gate_rows(w_hh, h, u0, u1), cols, h);
+        push_panels(&mut out, &packed, hq, cols);
         out.extend_from_slice(&packed[hq * cols..]);
     }
     out
@@ -501,8 +501,8 @@ enum Packed {
 }
 
 impl Packed {
-    /// Elements of one sample's `h` as the products read it: its pairs, or
-    /// its quads with their scale and zero point.
+    /// Elements of one sample's `h` as the products read it: its floats, its
+    /// pairs, or its quads with their scale and zero point.
     fn row_len(self, h: usize) -> usize {
         match self {
             Packed::F32 => h,
