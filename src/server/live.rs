@@ -449,7 +449,7 @@ impl LiveState {
                 return None;
             }
         };
-        let mut tick_to_decision_us = sampled_at.elapsed().as_secs_f64() * 1e6;
+        let tick_to_decision_us = sampled_at.elapsed().as_secs_f64() * 1e6;
         let record = Record {
             id: decision.result.id,
             seq: self.seq,
@@ -468,12 +468,13 @@ impl LiveState {
             }
         };
         let entry = Arc::new(LiveEntry { id: decision.result.id, seq: self.seq, json });
-        self.hub.publish(entry.clone());
+        // Counted before it is published: whoever has seen a decision finds
+        // it in the counters and the metrics too.
         self.hub.decisions.fetch_add(1, Ordering::Relaxed);
-        tick_to_decision_us = sampled_at.elapsed().as_secs_f64() * 1e6;
         if let Some(o) = &self.observer {
-            o.decision(&decision, tick_to_decision_us);
+            o.decision(&decision, sampled_at.elapsed().as_secs_f64() * 1e6);
         }
+        self.hub.publish(entry.clone());
         Some((entry, decision))
     }
 

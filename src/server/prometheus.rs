@@ -243,7 +243,7 @@ impl Metrics {
             r.register("live_symbol_decisions", "Decisions made for this symbol in live mode", decisions);
             r.register(
                 "live_tick_to_decision_seconds",
-                "From a book sample to its published decision",
+                "From a book sample to its decision, ready to publish",
                 self.tick_to_decision.clone(),
             );
         }
