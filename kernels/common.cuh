@@ -48,6 +48,11 @@ __device__ __forceinline__ float warp_max(float v) {
     return v;
 }
 
+__device__ __forceinline__ float warp_min(float v) {
+    for (int o = 16; o > 0; o >>= 1) v = fminf(v, __shfl_xor_sync(QUORUM_FULL_MASK, v, o));
+    return v;
+}
+
 // Exact GELU (erf form), as PyTorch's default and docs/models.md.
 __device__ __forceinline__ float gelu_erf(float x) { return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f)); }
 

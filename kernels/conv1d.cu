@@ -5,6 +5,8 @@
 //                        branches in one launch (blockIdx.z = branch, the
 //                        multi-scale conv), concatenated on channels
 //   quorum_conv1d_bf16/_f16  the same on gemm_tile_mma.cuh's tensor-core tile
+//   quorum_conv1d_int8   the same on gemm_tile_int8.cuh, each sample quantized
+//                        with one scale (its output rows sum shifted input rows)
 //   quorum_conv1d_dw     dW (c_out, c_in * k) += dy^T im2col(x)
 //   quorum_conv1d_dx     dx += dy convolved with the flipped, transposed kernel
 //
@@ -17,6 +19,7 @@
 // k in increasing order, no atomics, so the bits do not depend on scheduling.
 #include "common.cuh"
 #include "gemm_tile.cuh"
+#include "gemm_tile_int8.cuh"
 #include "gemm_tile_mma.cuh"
 
 // ---- forward --------------------------------------------------------------------
@@ -50,6 +53,10 @@ struct ConvProblem {
         if (src < 0 || src >= p.len) return 0.0f;
         return p.x[((long long)(r - t) + src) * p.c_in + c];
     }
+    // int8: a sample (len x c_in values) is one quantization group.
+    __device__ int quant_group(int r) const { return r / p.len; }
+    __device__ int quant_len(int) const { return p.len * p.c_in; }
+    __device__ float quant_at(int r, int i) const { return p.x[(long long)(r / p.len) * p.len * p.c_in + i]; }
     __device__ void store(int r, int c, float acc) const {
         float v = acc + bias[c];
         if (p.gelu) v = gelu_erf(v);
@@ -77,6 +84,14 @@ QUORUM_EMU_ENTRY(quorum_conv1d_bf16, ConvParams)
 
 QUORUM_KERNEL void quorum_conv1d_f16(ConvParams p) { conv1d_mma<QUORUM_HALF_F16>(p); }
 QUORUM_EMU_ENTRY(quorum_conv1d_f16, ConvParams)
+
+QUORUM_KERNEL void quorum_conv1d_int8(ConvParams p) {
+    const int z = blockIdx.z;
+    const ConvBranch br = p.br[z];
+    ConvProblem pr{p, br.ksize, p.out_offset + z * p.c_out, br.b};
+    gemm_tile_int8(pr, reinterpret_cast<const unsigned *>(br.w), p.samples * p.len, p.c_in * br.ksize, p.c_out);
+}
+QUORUM_EMU_ENTRY(quorum_conv1d_int8, ConvParams)
 
 // ---- backward -------------------------------------------------------------------
 

@@ -2,7 +2,8 @@
 // src/backend/ops/linear.rs):
 //   quorum_linear        y = x W^T + b, then nothing / GELU / accumulate into y,
 //                        on the f32 tile (gemm_tile.cuh); _bf16 and _f16 on
-//                        the tensor-core tile (gemm_tile_mma.cuh)
+//                        the tensor-core tile (gemm_tile_mma.cuh); _int8 on the
+//                        int8 tile (gemm_tile_int8.cuh), each row quantized alone
 //   quorum_linear_dw     dW (n_out, n_in) += dy^T x, on the f32 tile
 //   quorum_linear_dx     dx = dy W (or +=), W in PyTorch's (n_out, n_in) layout
 //   quorum_bias_partials, quorum_bias_finish
@@ -19,6 +20,7 @@
 // on scheduling.
 #include "common.cuh"
 #include "gemm_tile.cuh"
+#include "gemm_tile_int8.cuh"
 #include "gemm_tile_mma.cuh"
 
 // ---- linear -----------------------------------------------------------------
@@ -35,6 +37,10 @@ struct LinearParams {
 struct LinearProblem {
     const LinearParams &p;
     __device__ float a(int r, int kk) const { return p.x[(long long)r * p.n_in + kk]; }
+    // int8: each row is its own quantization group.
+    __device__ int quant_group(int r) const { return r; }
+    __device__ int quant_len(int) const { return p.n_in; }
+    __device__ float quant_at(int r, int i) const { return a(r, i); }
     __device__ void store(int r, int c, float acc) const {
         float *y = p.y + (long long)r * p.n_out + c;
         float v = acc + p.b[c];
@@ -62,6 +68,13 @@ QUORUM_KERNEL void quorum_linear_f16(LinearParams p) {
     gemm_tile_mma<QUORUM_HALF_F16>(pr, reinterpret_cast<const unsigned *>(p.w), p.rows, p.n_in, p.n_out);
 }
 QUORUM_EMU_ENTRY(quorum_linear_f16, LinearParams)
+
+// The same with w in int8 (see gemm_tile_int8).
+QUORUM_KERNEL void quorum_linear_int8(LinearParams p) {
+    LinearProblem pr{p};
+    gemm_tile_int8(pr, reinterpret_cast<const unsigned *>(p.w), p.rows, p.n_in, p.n_out);
+}
+QUORUM_EMU_ENTRY(quorum_linear_int8, LinearParams)
 
 // ---- linear -------------------------------------------------------------------
 

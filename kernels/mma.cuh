@@ -103,13 +103,18 @@ struct MmaC {
 template <int H> __device__ __forceinline__ void mma_16816(MmaC &d, const MmaA &a, const MmaB &b);
 
 #ifdef QUORUM_EMU
+// Every lane's A and B registers, for the twins (a warp collective).
+__device__ __forceinline__ void mma_gather(const MmaA &a, const MmaB &b, MmaA *as, MmaB *bs) {
+    ::quorum_emu::warp_gather(QUORUM_FULL_MASK, &a, sizeof a, as, __FILE__, __LINE__);
+    ::quorum_emu::warp_gather(QUORUM_FULL_MASK, &b, sizeof b, bs, __FILE__, __LINE__);
+}
+
 // The twin: gather every lane's fragments, form the 16x16 and 16x8 operands,
 // and compute this lane's four outputs with f32 FMAs in k order.
 template <int H> __device__ __forceinline__ void mma_16816(MmaC &d, const MmaA &a, const MmaB &b) {
     MmaA as[32];
     MmaB bs[32];
-    ::quorum_emu::warp_gather(QUORUM_FULL_MASK, &a, sizeof a, as, __FILE__, __LINE__);
-    ::quorum_emu::warp_gather(QUORUM_FULL_MASK, &b, sizeof b, bs, __FILE__, __LINE__);
+    mma_gather(a, b, as, bs);
     float A[16][16], B[16][8];
     for (int l = 0; l < 32; l++) {
         for (int i = 0; i < 8; i++) A[mma_a_row(l, i)][mma_a_col(l, i)] = unpack_half<H>(as[l].r[i >> 1], i & 1);
@@ -141,3 +146,59 @@ template <> __device__ __forceinline__ void mma_16816<QUORUM_HALF_F16>(MmaC &d, 
 __device__ __forceinline__ void mma_bf16_16816(MmaC &d, const MmaA &a, const MmaB &b) {
     mma_16816<QUORUM_HALF_BF16>(d, a, b);
 }
+
+// ---- 8-bit integers: mma.sync.aligned.m16n8k32.row.col.s32.u8.s8.s32 ----------
+//
+// The int8 mode's product (docs/kernels.md, "int8"): A holds unsigned bytes
+// (activations with a zero point), B signed bytes (symmetric weights), the
+// sums are exact in i32. Fragment layout (PTX ISA, "Matrix Fragments for
+// mma.m16n8k32", 8-bit types), lane l, g = l >> 2, t = l & 3; each 32-bit
+// register holds four consecutive k, the lowest k in the lowest byte:
+//   A (16x32, 4 regs): reg j holds row g + 8*(j & 1), k 4t + 16*(j >> 1) .. +3
+//   B (32x8, 2 regs):  reg j holds k 4t + 16*j .. +3 of column g
+//   C/D (16x8 s32, 4 regs): as the 16-bit kinds' f32 C (mma_c_row, mma_c_col)
+// So a register is one 32-bit word of a row (A) or column (B) of four
+// consecutive k: word index (in words of 4 k) t + 4*(j >> 1) for A, t + 4*j for B.
+__device__ __forceinline__ int mma8_a_row(int lane, int j) { return (lane >> 2) + 8 * (j & 1); }
+__device__ __forceinline__ int mma8_a_word(int lane, int j) { return (lane & 3) + 4 * (j >> 1); }
+__device__ __forceinline__ int mma8_b_word(int lane, int j) { return (lane & 3) + 4 * j; }
+
+struct MmaCi {
+    int c[4];
+};
+
+// d += a * b over k = 32, by the whole warp (every lane, converged); a holds
+// u8, b holds s8 (four to a register, as above).
+#ifdef QUORUM_EMU
+// The twin: gather every lane's registers, unpack the 16x32 and 32x8 byte
+// operands through the same helpers, and sum this lane's four outputs in
+// i32 (exact, so the order does not matter).
+__device__ __forceinline__ void mma_16832_u8s8(MmaCi &d, const MmaA &a, const MmaB &b) {
+    MmaA as[32];
+    MmaB bs[32];
+    mma_gather(a, b, as, bs);
+    int A[16][32], B[32][8];
+    for (int l = 0; l < 32; l++) {
+        for (int j = 0; j < 4; j++)
+            for (int e = 0; e < 4; e++)
+                A[mma8_a_row(l, j)][4 * mma8_a_word(l, j) + e] = (int)((as[l].r[j] >> (8 * e)) & 0xffu);
+        for (int j = 0; j < 2; j++)
+            for (int e = 0; e < 4; e++)
+                B[4 * mma8_b_word(l, j) + e][mma_b_col(l)] = (int)(signed char)((bs[l].r[j] >> (8 * e)) & 0xffu);
+    }
+    const int lane = ::quorum_emu::lane_id();
+    for (int i = 0; i < 4; i++) {
+        const int row = mma_c_row(lane, i), col = mma_c_col(lane, i);
+        int s = d.c[i];
+        for (int k = 0; k < 32; k++) s += A[row][k] * B[k][col];
+        d.c[i] = s;
+    }
+}
+#else
+__device__ __forceinline__ void mma_16832_u8s8(MmaCi &d, const MmaA &a, const MmaB &b) {
+    asm volatile("mma.sync.aligned.m16n8k32.row.col.s32.u8.s8.s32 "
+                 "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};"
+                 : "+r"(d.c[0]), "+r"(d.c[1]), "+r"(d.c[2]), "+r"(d.c[3])
+                 : "r"(a.r[0]), "r"(a.r[1]), "r"(a.r[2]), "r"(a.r[3]), "r"(b.r[0]), "r"(b.r[1]));
+}
+#endif

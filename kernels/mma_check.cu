@@ -1,5 +1,5 @@
 // A one-warp check of mma.cuh: D (16x8) = A (16x16) B (16x8) + C with A and B
-// rounded to bf16 (or f16), every operand built through the fragment-layout
+// rounded to bf16 (or f16), or (int8) u8 times s8 with k = 32, every operand built through the fragment-layout
 // helpers. Run by the emulator against a CPU reference (tests/kernels_emu.rs)
 // and compiled by NVRTC like every kernel, so the inline PTX is checked too;
 // on a GPU (gpu-tests) it is what proves the helpers match the hardware.
@@ -37,6 +37,32 @@ QUORUM_EMU_ENTRY(quorum_mma_check, MmaCheckParams)
 
 QUORUM_KERNEL void quorum_mma_check_f16(MmaCheckParams p) { mma_check<QUORUM_HALF_F16>(p); }
 QUORUM_EMU_ENTRY(quorum_mma_check_f16, MmaCheckParams)
+
+// The int8 product, the same way: D (16x8) = A (16x32) B (32x8) + C, every
+// value an integer held in an f32 (A in 0..=255, B in -128..=127, the sums
+// below 2^24, so every conversion is exact), each register packed through
+// the 8-bit helpers, mma_16832_u8s8 doing the product.
+QUORUM_KERNEL void quorum_mma_check_int8(MmaCheckParams p) {
+    QUORUM_REQUIRE(blockDim.x == 32);
+    const int lane = threadIdx.x;
+    MmaA a;
+    MmaB b;
+    MmaCi acc;
+    for (int j = 0; j < 4; j++) {
+        a.r[j] = 0u;
+        for (int e = 0; e < 4; e++)
+            a.r[j] |= ((unsigned)(int)p.a[mma8_a_row(lane, j) * 32 + 4 * mma8_a_word(lane, j) + e] & 0xffu) << (8 * e);
+        acc.c[j] = (int)p.c[mma_c_row(lane, j) * 8 + mma_c_col(lane, j)];
+    }
+    for (int j = 0; j < 2; j++) {
+        b.r[j] = 0u;
+        for (int e = 0; e < 4; e++)
+            b.r[j] |= ((unsigned)(int)p.b[(4 * mma8_b_word(lane, j) + e) * 8 + mma_b_col(lane)] & 0xffu) << (8 * e);
+    }
+    mma_16832_u8s8(acc, a, b);
+    for (int i = 0; i < 4; i++) p.d[mma_c_row(lane, i) * 8 + mma_c_col(lane, i)] = (float)acc.c[i];
+}
+QUORUM_EMU_ENTRY(quorum_mma_check_int8, MmaCheckParams)
 
 // y[i] = widen(narrow(x[i])) for the 16-bit float `kind` (0 bf16, 1 f16): the
 // hand-written conversions above, checked against a reference on edge cases

@@ -3,12 +3,14 @@
 //   quorum_patch_embed        implicit patch gather GEMM, + CLS row, + bias,
 //                             + position embedding
 //   quorum_patch_embed_bf16/_f16  the same on gemm_tile_mma.cuh's tensor-core tile
+//   quorum_patch_embed_int8   the same on gemm_tile_int8.cuh, each patch quantized alone
 //   quorum_patch_embed_dw     dW (dim, ph * pw) += dout's patch rows^T . patches
 // The bias, class-token and position-embedding gradients are column sums
 // (column_sum.cu). Tiling as conv1d.cu: gemm_tile.cuh's 64x64 tile, each
 // output reduced by one thread in a fixed order.
 #include "common.cuh"
 #include "gemm_tile.cuh"
+#include "gemm_tile_int8.cuh"
 #include "gemm_tile_mma.cuh"
 
 // ---- forward --------------------------------------------------------------------
@@ -37,6 +39,10 @@ struct PatchProblem {
         int i = patch / nf, j = patch % nf, rr = kk / p.pw, cc = kk % p.pw;
         return p.x[((long long)b * p.height + i * p.ph + rr) * p.width + j * p.pw + cc];
     }
+    // int8: each patch (a row) is its own quantization group.
+    __device__ int quant_group(int r) const { return r; }
+    __device__ int quant_len(int) const { return p.ph * p.pw; }
+    __device__ float quant_at(int r, int i) const { return a(r, i); }
     __device__ void store(int r, int c, float acc) const {
         int tok = r % p.tokens;
         float add = (p.has_cls && tok == 0) ? p.cls[c] : p.b[c];
@@ -61,6 +67,12 @@ QUORUM_KERNEL void quorum_patch_embed_f16(PatchParams p) {
     gemm_tile_mma<QUORUM_HALF_F16>(pr, reinterpret_cast<const unsigned *>(p.w), p.batch * p.tokens, p.ph * p.pw, p.dim);
 }
 QUORUM_EMU_ENTRY(quorum_patch_embed_f16, PatchParams)
+
+QUORUM_KERNEL void quorum_patch_embed_int8(PatchParams p) {
+    PatchProblem pr{p};
+    gemm_tile_int8(pr, reinterpret_cast<const unsigned *>(p.w), p.batch * p.tokens, p.ph * p.pw, p.dim);
+}
+QUORUM_EMU_ENTRY(quorum_patch_embed_int8, PatchParams)
 
 // ---- backward -------------------------------------------------------------------
 

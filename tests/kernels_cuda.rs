@@ -49,6 +49,7 @@ mod on_gpu {
         let cuda = Cuda::new(0).expect("gpu-tests need a CUDA device");
         kernels::mma_check(&cuda, Precision::Bf16);
         kernels::mma_check(&cuda, Precision::F16);
+        kernels::mma_check_int8(&cuda);
     }
 
     // The 16-bit kernels: the same cases as the emulator's (tests/kernels_emu.rs).
@@ -75,6 +76,14 @@ mod on_gpu {
     #[test]
     fn half_weights_really_are_rounded() {
         kernels::half_weights_really_are_rounded(gpu_in);
+    }
+
+    // The int8 tile on the hardware: the same exact-reference cases as the emulator's.
+    #[test]
+    fn int8_products_have_the_exact_references_bits() {
+        let g = gpu_in(Precision::Int8);
+        kernels::int8_linear_has_the_exact_references_bits(&g);
+        kernels::int8_conv_and_patch_have_the_exact_references_bits(&g);
     }
 
     #[test]

@@ -203,6 +203,23 @@ fn half_conv_and_patch_embedding() {
     }
 }
 
+/// The int8 tile's fragments, then its products (tests/common/kernels.rs).
+#[test]
+fn int8_helper_matches_the_exact_product() {
+    kernels::mma_check_int8(&Emu::new());
+}
+
+#[test]
+fn int8_linear_has_the_exact_references_bits() {
+    kernels::int8_linear_has_the_exact_references_bits(&Gpu::with_precision(Emu::new(), Precision::Int8).unwrap());
+}
+
+#[test]
+fn int8_conv_and_patch_have_the_exact_references_bits() {
+    let g = Gpu::with_precision(Emu::new(), Precision::Int8).unwrap();
+    kernels::int8_conv_and_patch_have_the_exact_references_bits(&g);
+}
+
 #[test]
 fn half_weights_really_are_rounded() {
     kernels::half_weights_really_are_rounded(|p| Gpu::with_precision(Emu::new(), p).unwrap());

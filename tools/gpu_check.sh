@@ -24,7 +24,7 @@
 #              traps poisons the CUDA context for every test after it)
 #   sanitizer  compute-sanitizer memcheck, racecheck and synccheck on the
 #              kernel tests
-#   bench      quorum bench (batch 1 and 32, f32 and bf16, graphs and not, the
+#   bench      quorum bench (batch 1 and 32, f32, bf16 and int8, graphs and not, the
 #              ensemble tick), the criterion CUDA benches with short settings
 #   torch      tools/reference/bench_torch_cuda.py on the same GPU
 #   ncu        the heaviest kernels' achieved rates, if ncu reads counters
@@ -201,6 +201,7 @@ run() {
         # bf16 tensor-core emulation slower still): one model in bf16.
         step bench_f32 90 "$bin/quorum" bench --backend emu --iters 2 --batch 1 --ensemble
         step bench_bf16 90 "$bin/quorum" bench --backend emu --iters 1 --batch 1 --precision bf16 --model cnn_lstm
+        step bench_int8 90 "$bin/quorum" bench --backend emu --iters 1 --batch 1 --precision int8 --model cnn_lstm
         step bench_f32_no_graphs 60 "$bin/quorum" bench --backend emu --iters 1 --batch 1 --no-graphs
         # Both benches open the CUDA device before criterion would list them:
         # here, only that the binaries start and are criterion's.
@@ -209,6 +210,7 @@ run() {
     else
         step bench_f32 90 "$bin/quorum" bench --backend cuda --iters 2000 --batch 1,32 --ensemble
         step bench_bf16 90 "$bin/quorum" bench --backend cuda --iters 2000 --batch 1,32 --precision bf16 --ensemble
+        step bench_int8 90 "$bin/quorum" bench --backend cuda --iters 2000 --batch 1,32 --precision int8 --ensemble
         step bench_f32_no_graphs 60 "$bin/quorum" bench --backend cuda --iters 2000 --batch 1 --no-graphs
         step criterion_models_cuda 120 "$bin/bench_models_cuda" --bench --noplot \
             --warm-up-time 0.5 --measurement-time 1 --sample-size 20

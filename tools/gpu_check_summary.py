@@ -134,7 +134,7 @@ def main():
             p(f"| {name} | {('errors: ' + ', '.join(m)) if m else 'no ERROR SUMMARY line'} |")
     p("")
 
-    q = {"f32": quorum_table(read(logs, "bench_f32.log")), "bf16": quorum_table(read(logs, "bench_bf16.log"))}
+    q = {d: quorum_table(read(logs, f"bench_{d}.log")) for d in ("f32", "bf16", "int8")}
     launches = quorum_table(read(logs, "bench_f32_no_graphs.log"))
     t = torch_rows(read(logs, "torch.tsv"))
     p("## Forward, end to end (inputs from host memory to outputs in host memory), median")
@@ -143,7 +143,7 @@ def main():
     p("")
     p("| model | dtype | batch | quorum (graph) | quorum p99 | PyTorch eager | PyTorch graph | eager ÷ quorum | graph ÷ quorum | target |")
     p("|---|---|---:|---:|---:|---:|---:|---:|---:|---|")
-    for dtype in ("f32", "bf16"):
+    for dtype in ("f32", "bf16", "int8"):
         for batch in (1, 32):
             for model in ("mpd_transformer", "tlob", "cnn_lstm"):
                 row = q[dtype]["rows"].get((model, batch))
@@ -168,7 +168,7 @@ def main():
     p("")
     p("| figure | dtype | median | p99 | target | verdict |")
     p("|---|---|---:|---:|---|---|")
-    for dtype in ("f32", "bf16"):
+    for dtype in ("f32", "bf16", "int8"):
         tick = q[dtype]["ensemble"].get("whole tick")
         p(
             f"| ensemble tick (3 models + consensus) | {dtype} | {fmt(tick[0] if tick else None)} "

@@ -219,6 +219,8 @@ inline void __threadfence() { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
 inline float rsqrtf(float x) { return 1.0f / std::sqrt(x); }
 inline float __expf(float x) { return std::exp(x); }
 inline float __fdividef(float a, float b) { return a / b; }
+// Never contracted into an FMA on a GPU; the emulator never contracts (no -mfma).
+inline float __fmul_rn(float a, float b) { return a * b; }
 inline float __frcp_rn(float x) { return 1.0f / x; }
 inline float __int_as_float(int i) { return quorum_emu::from_bits<float>((unsigned)i); }
 inline int __float_as_int(float f) { return (int)(unsigned)quorum_emu::to_bits(f); }

@@ -444,7 +444,9 @@ train_ops! {
                 Precision::F32 => None,
                 Precision::Bf16 => Some("bf16"),
                 Precision::F16 => Some("f16"),
-                Precision::Int8 => unreachable!("Gpu::with_precision refuses int8"),
+                // Inference only: prepare_linear_from refuses int8, so a
+                // trainer handed an int8 GPU stops at its first step.
+                Precision::Int8 => None,
             },
         }
 

@@ -89,14 +89,14 @@ pub fn cpu(precision: Precision) -> Result<Cpu> {
     Cpu::with_precision(precision)
 }
 
-/// The emulated GPU backend at `precision` (int8 is refused: no GPU path has it).
+/// The emulated GPU backend at `precision`.
 pub fn emu(precision: Precision) -> Result<Gpu<Emu>> {
     Gpu::with_precision(Emu::new(), precision)
 }
 
 /// Runs `$body` with `$be` bound to the backend (owned) of an [`OpenDevice`]
 /// at a [`Precision`]; evaluates to the body's value; `?` on a backend's
-/// refusal of a precision (f16 on the CPU, int8 on a GPU). Each arm is its own
+/// refusal of a precision (f16 on the CPU, int8 on a CPU without VNNI). Each arm is its own
 /// monomorphized copy (the models are generic over `Backend`), which is why
 /// this is a macro and not a function taking a closure.
 ///

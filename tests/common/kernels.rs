@@ -5,7 +5,8 @@
 //! 1e-4·(1 + max |ref|) per output tensor (confidences: 1e-5 absolute).
 #![allow(dead_code)]
 
-use quorum::backend::gpu::params::{MmaCheckParams, F16};
+use quorum::backend::cpu::int8::reference as int8_reference;
+use quorum::backend::gpu::params::{Int8, MmaCheckParams, F16};
 use quorum::backend::gpu::{Device, Gpu, LaunchConfig, Precision};
 use quorum::backend::{
     AttentionShape, Backend, BroadcastShape, ConvShape, ConvWeights, Epilogue, HeadsOut, HeadsRef, LinearShape,
@@ -508,6 +509,186 @@ pub fn half_conv_and_patch_embedding<G: Backend>(g: &G, p: Precision) {
             .unwrap();
             assert_close(&format!("{p:?} patch_embed {s:?}"), &read(g, &og, n), &oc);
         }
+    }
+}
+
+/// mma_check.cu's int8 kernel on a device: D = A·B + C over k = 32 with A in
+/// bytes 0..=255 and B in -128..=127, exact integers, so every output must
+/// equal the reference exactly. On a GPU this is what proves the 8-bit
+/// fragment helpers match the hardware's layout.
+pub fn mma_check_int8<D: Device>(dev: &D) {
+    // Distinct values everywhere, so a fragment mix-up changes the result.
+    let a: Vec<f32> = (0..16 * 32).map(|i| ((i * 37 + 11) % 256) as f32).collect();
+    let b: Vec<f32> = (0..32 * 8).map(|i| ((i * 53 + 7) % 256) as f32 - 128.0).collect();
+    let c: Vec<f32> = (0..16 * 8).map(|i| (i as f32 - 64.0) * 1000.0).collect();
+    let (ab, bb, cb) = (dev.upload(&a).unwrap(), dev.upload(&b).unwrap(), dev.upload(&c).unwrap());
+    let mut db = dev.upload(&[f32::NAN; 128]).unwrap();
+    let p = MmaCheckParams { a: dev.ptr(&ab), b: dev.ptr(&bb), c: dev.ptr(&cb), d: dev.ptr_mut(&mut db) };
+    let cfg = LaunchConfig { grid: [1, 1, 1], block: [32, 1, 1], shared_bytes: 0 };
+    // SAFETY: the buffers hold the 16×32, 32×8, 16×8 and 16×8 matrices the kernel reads and writes.
+    unsafe { dev.launch(cfg, &Int8(p)) }.unwrap();
+    let mut d = vec![0f32; 128];
+    dev.read(&db, &mut d).unwrap();
+    for r in 0..16 {
+        for n in 0..8 {
+            let want = c[r * 8 + n] as i64 + (0..32).map(|k| a[r * 32 + k] as i64 * b[k * 8 + n] as i64).sum::<i64>();
+            assert_eq!(d[r * 8 + n], want as f32, "int8 mma ({r}, {n})");
+        }
+    }
+}
+
+/// The int8 product of `x (rows, k)` and `w (n, k)` from the exact integer
+/// reference: `(Σ (u − z)·q as f32) · (scale_row · scale_col)`, the one
+/// rounding the mode defines. `groups[r]` is the slice row `r` is quantized
+/// with (itself for a linear layer, its sample for a conv).
+fn int8_product(rows: &[Vec<f32>], w: &[f32], n: usize, k: usize) -> Vec<f32> {
+    let qw: Vec<(Vec<i64>, f32)> = w.chunks(k).take(n).map(int8_reference::weights).collect();
+    let mut y = Vec::with_capacity(rows.len() * n);
+    for row in rows {
+        let (qx, scale) = int8_reference::activations(row);
+        for (q, w_scale) in &qw {
+            let sum: i64 = qx.iter().zip(q).map(|(a, b)| a * b).sum();
+            y.push((sum as f32) * (scale * w_scale));
+        }
+    }
+    y
+}
+
+fn assert_bits(what: &str, got: &[f32], want: &[f32]) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        assert_eq!(g.to_bits(), w.to_bits(), "{what}: element {i}: {g} vs {w}");
+    }
+}
+
+/// The int8 linear layer (gemm_tile_int8.cuh on a GPU backend, `g` at
+/// `Precision::Int8`) against the exact integer reference, bit for bit: the
+/// product, then the bias, then (accumulate) the old output, in that order.
+/// Sizes around every tile edge (64 rows, 32 columns, 32 deep, 4 to a
+/// word), one-sided rows as after a GELU, a row of zeros, and rows holding
+/// a NaN or an infinity (NaN out, the other rows untouched).
+pub fn int8_linear_has_the_exact_references_bits<G: Backend>(g: &G) {
+    for (i, &(rows, k, n)) in [
+        (1, 7, 5),
+        (1, 1, 17),
+        (2, 33, 70),
+        (5, 2, 17),
+        (13, 63, 200),
+        (49, 256, 96),
+        (65, 40, 33),
+        (130, 129, 64),
+        (3, 4096, 33),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let mut x = data(rows * k, 1 + i as u64, 1.0);
+        if rows >= 3 {
+            x[k..2 * k].iter_mut().filter(|v| **v < 0.0).for_each(|v| *v *= 0.05);
+            x[2 * k..3 * k].fill(0.0);
+        }
+        let poisoned = if rows >= 13 { vec![(4, f32::NAN), (7, f32::INFINITY)] } else { vec![] };
+        for &(r, v) in &poisoned {
+            x[r * k + k / 2] = v;
+        }
+        let (w, b, y0) = (data(n * k, 2 + i as u64, 0.2), data(n, 3 + i as u64, 0.5), data(rows * n, 4, 1.0));
+        let prod = int8_product(&x.chunks(k).map(<[f32]>::to_vec).collect::<Vec<_>>(), &w, n, k);
+        let (xg, wg, bg) = (g.upload(&x).unwrap(), g.prepare_linear(&w, n, k).unwrap(), g.upload(&b).unwrap());
+        for epi in [Epilogue::None, Epilogue::Accumulate] {
+            let mut yg = g.upload(&y0).unwrap();
+            let s = LinearShape { rows, n_in: k, n_out: n };
+            g.linear(&xg, &wg, &bg, &mut yg, s, epi).unwrap();
+            let mut got = read(g, &yg, rows * n);
+            let mut want: Vec<f32> = (0..rows * n)
+                .map(|e| {
+                    let v = prod[e] + b[e % n];
+                    if epi == Epilogue::Accumulate {
+                        v + y0[e]
+                    } else {
+                        v
+                    }
+                })
+                .collect();
+            for &(r, _) in &poisoned {
+                assert!(got[r * n..(r + 1) * n].iter().all(|v| v.is_nan()), "{s:?}: row {r} holds a NaN or inf");
+                got[r * n..(r + 1) * n].fill(0.0);
+                want[r * n..(r + 1) * n].fill(0.0);
+            }
+            assert_bits(&format!("int8 linear {s:?} {epi:?}"), &got, &want);
+        }
+    }
+}
+
+/// The int8 conv (each sample quantized with one scale: its padding at the
+/// zero point) and patch embedding (each patch alone; the class token's row
+/// is zero) against the exact integer reference, bit for bit, in the
+/// kernels' own order of additions (conv: `+ bias`; patch: `+ bias` or
+/// `+ cls`, then `+ pos`). Samples shorter and longer than the 64-row
+/// tile, so a tile holds parts of several samples and a sample spans tiles.
+pub fn int8_conv_and_patch_have_the_exact_references_bits<G: Backend>(g: &G) {
+    for (i, &(samples, len, c_in, c_out, k)) in
+        [(1, 9, 1, 5, 3), (3, 20, 4, 32, 3), (2, 17, 7, 40, 5), (2, 60, 112, 64, 7), (5, 30, 13, 3, 1)]
+            .iter()
+            .enumerate()
+    {
+        let (stride, off) = (c_out + 3, 2);
+        let s = ConvShape { samples, len, c_in, c_out, kernel: k, out_stride: stride, out_offset: off };
+        let x: Vec<f32> = data(samples * len * c_in, 50 + i as u64, 1.0).iter().map(|v| v * 3.0 + 0.5).collect();
+        let (w, b) = (data(c_out * c_in * k, 51, 0.5), data(c_out, 52, 1.0));
+        let y0 = data(samples * len * stride, 53, 1.0);
+        let mut yg = g.upload(&y0).unwrap();
+        let (xg, wg, bg) = (g.upload(&x).unwrap(), g.prepare_conv(&w, c_out, c_in, k).unwrap(), g.upload(&b).unwrap());
+        g.conv1d(&xg, &wg, &bg, &mut yg, s, false).unwrap();
+        let got = read(g, &yg, y0.len());
+        let mut want = y0.clone();
+        let qw: Vec<(Vec<i64>, f32)> = w.chunks(c_in * k).map(int8_reference::weights).collect();
+        for smp in 0..samples {
+            let (xq, x_scale) = int8_reference::activations(&x[smp * len * c_in..(smp + 1) * len * c_in]);
+            for t in 0..len {
+                for (o, (wq, w_scale)) in qw.iter().enumerate() {
+                    let mut sum = 0i64;
+                    for j in 0..k {
+                        let Some(src) = (t + j).checked_sub(k / 2).filter(|&r| r < len) else { continue };
+                        sum += (0..c_in).map(|c| xq[src * c_in + c] * wq[c * k + j]).sum::<i64>();
+                    }
+                    want[(smp * len + t) * stride + off + o] = (sum as f32) * (x_scale * w_scale) + b[o];
+                }
+            }
+        }
+        assert_bits(&format!("int8 conv1d {s:?}"), &got, &want);
+    }
+    for (i, &(batch, cls)) in [(1, true), (3, false), (2, true)].iter().enumerate() {
+        let s = PatchShape { batch, height: 60, width: 112, patch_h: 10, patch_w: 14, dim: 40, cls_token: cls };
+        let x = data(batch * 60 * 112, 60 + i as u64, 1.0);
+        let (w, b, c, pos) =
+            (data(40 * 140, 61, 0.1), data(40, 62, 0.5), data(40, 63, 0.5), data(s.tokens() * 40, 64, 0.5));
+        let n = batch * s.tokens() * 40;
+        let mut og = g.upload(&vec![f32::NAN; n]).unwrap();
+        let (wg, cg) = (g.prepare_linear(&w, 40, 140).unwrap(), g.upload(&c).unwrap());
+        let (xg, bg, pg) = (g.upload(&x).unwrap(), g.upload(&b).unwrap(), g.upload(&pos).unwrap());
+        g.patch_embed(&xg, &wg, &bg, cls.then_some(&cg), &pg, &mut og, s).unwrap();
+        // The patches in token order, the class token's row (if any) zero.
+        let nf = 112 / 14;
+        let mut rows = Vec::new();
+        for bi in 0..batch {
+            if cls {
+                rows.push(vec![0f32; 140]);
+            }
+            for p in 0..s.patches() {
+                let (pi, pj) = (p / nf, p % nf);
+                let row = (0..140).map(|e| x[(bi * 60 + pi * 10 + e / 14) * 112 + pj * 14 + e % 14]);
+                rows.push(row.collect());
+            }
+        }
+        let prod = int8_product(&rows, &w, 40, 140);
+        let want: Vec<f32> = (0..n)
+            .map(|e| {
+                let (tok, col) = ((e / 40) % s.tokens(), e % 40);
+                let add = if cls && tok == 0 { c[col] } else { b[col] };
+                prod[e] + add + pos[tok * 40 + col]
+            })
+            .collect();
+        assert_bits(&format!("int8 patch_embed {s:?}"), &read(g, &og, n), &want);
     }
 }
 

@@ -103,15 +103,16 @@ pub(crate) fn row_quant(lo: f32, hi: f32, finite: bool) -> RowQuant {
     }
 }
 
+/// Why a product `depth` inputs deep cannot run in int8, if it cannot
+/// (the CPU's and the GPU's int8 share the i32 sums' bound).
+pub(crate) fn too_deep(depth: usize) -> Option<String> {
+    (depth > MAX_DEPTH)
+        .then(|| format!("int8 products take at most {MAX_DEPTH} inputs (i32 sums), this one has {depth}"))
+}
+
 /// Refuses, for `op`, a product deeper than `MAX_DEPTH` inputs.
 pub(crate) fn check_depth(op: &str, depth: usize) -> Result<()> {
-    if depth > MAX_DEPTH {
-        return Err(super::refuse(
-            op,
-            format!("int8 products take at most {MAX_DEPTH} inputs (i32 sums), this one has {depth}"),
-        ));
-    }
-    Ok(())
+    too_deep(depth).map_or(Ok(()), |reason| Err(super::refuse(op, reason)))
 }
 
 /// Values a prepared linear weight `(n_out, n_in)` holds: the quads, the
@@ -277,11 +278,11 @@ pub(super) fn product(x: &[f32], w: &[f32], y: &mut [f32], g: Gemm, bias: Option
 
 /// The quantization written out from its definitions above, without this
 /// module's helpers: the reference that the int8 tests of the linear layer,
-/// the conv and the recurrence hold the kernels to.
-#[cfg(test)]
-pub(crate) mod reference {
+/// the conv and the recurrence hold the kernels to, the CPU's here and the
+/// GPU's (gemm_tile_int8.cuh) in tests/common/kernels.rs.
+pub mod reference {
     /// A weight row's `(q, scale)`: symmetric, ±127.
-    pub(crate) fn weights(v: &[f32]) -> (Vec<i64>, f32) {
+    pub fn weights(v: &[f32]) -> (Vec<i64>, f32) {
         let amax = v.iter().map(|x| x.abs()).fold(0f32, f32::max);
         if amax == 0.0 {
             return (vec![0; v.len()], 0.0);
@@ -292,7 +293,7 @@ pub(crate) mod reference {
 
     /// An activation row's (or a conv sample's) `(u − z, scale)`:
     /// asymmetric over `[min(v, 0), max(v, 0)]`.
-    pub(crate) fn activations(v: &[f32]) -> (Vec<i64>, f32) {
+    pub fn activations(v: &[f32]) -> (Vec<i64>, f32) {
         let lo = v.iter().fold(0f32, |m, &x| m.min(x));
         let hi = v.iter().fold(0f32, |m, &x| m.max(x));
         if hi == lo {

@@ -12,7 +12,7 @@
 
 pub mod affinity;
 pub(crate) mod bf16;
-pub(crate) mod int8;
+pub mod int8;
 pub(crate) mod pair;
 pub mod simd;
 pub(crate) mod small_gemm;

@@ -430,6 +430,7 @@ mod tests {
         let mut checked = vec![
             c_size_agrees::<MmaCheckParams>(),
             c_size_agrees::<F16<MmaCheckParams>>(),
+            c_size_agrees::<Int8<MmaCheckParams>>(),
             c_size_agrees::<HalfRoundTripParams>(),
         ];
         checked.extend(crate::backend::ops::parameter_structs_checked());

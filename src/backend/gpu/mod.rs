@@ -45,15 +45,10 @@ impl<D: Device> Gpu<D> {
         Gpu { dev, precision: Precision::F32, scratch: std::sync::Mutex::new(None) }
     }
 
-    /// The backend at `precision`: f32, bf16 or f16 (tensor-core products);
-    /// int8 is refused, as the kernels have no int8 path yet.
+    /// The backend at `precision`: f32, bf16 or f16 (tensor-core products),
+    /// or int8 (weights quantized at load, activations as each product
+    /// runs: gemm_tile_int8.cuh).
     pub fn with_precision(dev: D, precision: Precision) -> Result<Self> {
-        if precision == Precision::Int8 {
-            return Err(Error::config(
-                "precision",
-                "int8 runs on the CPU backend only so far (--backend cpu); the GPU backends take f32, bf16 or f16",
-            ));
-        }
         Ok(Gpu { precision, ..Gpu::new(dev) })
     }
 
@@ -72,12 +67,13 @@ impl<D: Device> Gpu<D> {
     }
 
     /// f32 slots a prepared `(n_out, n_in)` weight occupies: bf16 pairs
-    /// (k padded to even) share one slot.
+    /// (k padded to even) share one slot; int8 quads (k padded to a
+    /// multiple of 4) do, followed by a scale and a sum per output.
     pub(crate) fn weight_len(&self, n_out: usize, n_in: usize) -> usize {
         match self.precision {
             Precision::F32 => n_out * n_in,
             Precision::Bf16 | Precision::F16 => n_out * n_in.div_ceil(2),
-            Precision::Int8 => unreachable!("Gpu::with_precision refuses int8"),
+            Precision::Int8 => n_out * n_in.div_ceil(4) + 2 * n_out,
         }
     }
 
@@ -87,12 +83,14 @@ impl<D: Device> Gpu<D> {
         P: KernelParams,
         Bf16<P>: KernelParams,
         F16<P>: KernelParams,
+        Int8<P>: KernelParams,
     {
         match self.precision {
             Precision::F32 => launch_nonempty(self, launch::gemm(rows, n, branches)?, &p),
             Precision::Bf16 => launch_nonempty(self, launch::gemm_mma(rows, n, branches)?, &Bf16(p)),
             Precision::F16 => launch_nonempty(self, launch::gemm_mma(rows, n, branches)?, &F16(p)),
-            Precision::Int8 => unreachable!("Gpu::with_precision refuses int8"),
+            // The int8 tile has the 16-bit tile's block and tile shape.
+            Precision::Int8 => launch_nonempty(self, launch::gemm_mma(rows, n, branches)?, &Int8(p)),
         }
     }
 

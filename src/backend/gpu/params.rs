@@ -51,6 +51,12 @@ pub struct Bf16<P>(pub P);
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct F16<P>(pub P);
 
+/// The same parameters for a kernel's int8 twin (`w` holds int8 quads,
+/// scales and sums: gemm_tile_int8.cuh).
+#[repr(transparent)]
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Int8<P>(pub P);
+
 macro_rules! twin {
     ($wrap:ident, $p:ty => $kernel:ident) => {
         // SAFETY: repr(transparent) over a parameter struct of the same C layout.
@@ -63,3 +69,4 @@ macro_rules! twin {
 pub(crate) use twin;
 
 twin!(F16, MmaCheckParams => MmaCheckF16);
+twin!(Int8, MmaCheckParams => MmaCheckInt8);

@@ -37,7 +37,7 @@ use crate::backend::cpu::{
     bf16, check_len, gemm_strided, int8, matmul, refuse, run_product, simd, split_chunks, with_scratch, Cpu, Gemm,
     PAR_MIN_ELEMS, PAR_MIN_MACS,
 };
-use crate::backend::gpu::params::{twin, Bf16, KernelParams, F16};
+use crate::backend::gpu::params::{twin, Bf16, Int8, KernelParams, F16};
 use crate::backend::gpu::{launch, launch_nonempty, params::params, Device, Gpu};
 use crate::backend::{ConvShape, ConvWeights, Precision};
 use crate::error::{Error, Result};
@@ -611,6 +611,7 @@ params!(
 );
 twin!(Bf16, ConvParams => Conv1dBf16);
 twin!(F16, ConvParams => Conv1dF16);
+twin!(Int8, ConvParams => Conv1dInt8);
 
 params!(
     /// `kernels/conv1d.cu` ConvDwParams: `dw (c_out, c_in·k) += dyᵀ im2col(x)`.
@@ -772,6 +773,7 @@ pub(crate) fn parameter_structs_checked() -> Vec<crate::backend::gpu::Kernel> {
         c_size_agrees::<ConvParams>(),
         c_size_agrees::<Bf16<ConvParams>>(),
         c_size_agrees::<F16<ConvParams>>(),
+        c_size_agrees::<Int8<ConvParams>>(),
         c_size_agrees::<ConvDwParams>(),
         c_size_agrees::<ConvDxParams>(),
     ]

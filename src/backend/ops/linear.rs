@@ -38,7 +38,7 @@ use crate::backend::cpu::{
 };
 use crate::backend::gpu::device::LaunchConfig;
 use crate::backend::gpu::launch::{self, cfg};
-use crate::backend::gpu::params::{params, twin, Bf16, KernelParams, F16};
+use crate::backend::gpu::params::{params, twin, Bf16, Int8, KernelParams, F16};
 use crate::backend::gpu::{launch_nonempty, Device, Gpu};
 use crate::backend::ops::column_sum::{self, ColumnSum};
 use crate::backend::ops::swap_last_axes;
@@ -300,6 +300,7 @@ params!(
 );
 twin!(Bf16, LinearParams => LinearBf16);
 twin!(F16, LinearParams => LinearF16);
+twin!(Int8, LinearParams => LinearInt8);
 
 params!(
     /// `kernels/linear.cu` LinearDwParams: `dw (n_out, n_in) += dyᵀ x`.
@@ -334,7 +335,8 @@ pub fn bias_partials_cfg(n: usize, chunks: usize) -> Result<LaunchConfig> {
 
 /// `Backend::prepare_linear` on a `Gpu`: the transpose `(n_in, n_out)` at
 /// f32; in 16 bits PyTorch's `(n_out, n_in)` layout, k padded to even, two
-/// values per 32-bit slot (low half first), gemm_tile_mma's B words.
+/// values per 32-bit slot (low half first), gemm_tile_mma's B words; in
+/// int8, `pack_int8_gpu`.
 pub(crate) fn prepare_gpu<D: Device>(gpu: &Gpu<D>, w: &[f32], n_out: usize, n_in: usize) -> Result<D::Mem> {
     gpu.check_len("prepare_linear", "w", w.len(), n_out * n_in)?;
     let precision = gpu.precision();
@@ -342,7 +344,12 @@ pub(crate) fn prepare_gpu<D: Device>(gpu: &Gpu<D>, w: &[f32], n_out: usize, n_in
         Precision::F32 => |_| 0,
         Precision::Bf16 => |v| u32::from(half::bf16::from_f32(v).to_bits()),
         Precision::F16 => |v| u32::from(half::f16::from_f32(v).to_bits()),
-        Precision::Int8 => unreachable!("Gpu::with_precision refuses int8"),
+        Precision::Int8 => {
+            if let Some(reason) = int8::too_deep(n_in) {
+                return Err(gpu.err(format!("prepare_linear: {reason}")));
+            }
+            return gpu.device().upload(&pack_int8_gpu(&w[..n_out * n_in], n_out, n_in));
+        }
     };
     if precision != Precision::F32 {
         // PyTorch's (n_out, n_in) layout, k padded to even, two 16-bit
@@ -367,6 +374,29 @@ pub(crate) fn prepare_gpu<D: Device>(gpu: &Gpu<D>, w: &[f32], n_out: usize, n_in
     gpu.device().upload(&t)
 }
 
+/// gemm_tile_int8.cuh's weight: PyTorch's `(n_out, n_in)` rows quantized
+/// per output channel as the CPU's int8 mode quantizes them
+/// (`int8::weight_scales`, `int8::quantize_weight`), four consecutive
+/// inputs' signed bytes to a 32-bit word (the lowest input in the lowest
+/// byte, zeros past `n_in`), then the `n_out` scales, then the `n_out`
+/// sums of each row's quantized values.
+pub(crate) fn pack_int8_gpu(w: &[f32], n_out: usize, n_in: usize) -> Vec<f32> {
+    let words = n_in.div_ceil(4);
+    let mut out = vec![0u32; n_out * words + 2 * n_out];
+    for (o, row) in w.chunks_exact(n_in.max(1)).take(n_out).enumerate() {
+        let (scale, inv) = int8::weight_scales(row);
+        let mut sum = 0i32;
+        for (i, &v) in row.iter().enumerate() {
+            let q = int8::quantize_weight(v, inv);
+            sum += q;
+            out[o * words + i / 4] |= u32::from(q as i8 as u8) << (8 * (i % 4));
+        }
+        out[n_out * words + o] = scale.to_bits();
+        out[n_out * words + n_out + o] = sum as u32;
+    }
+    out.into_iter().map(f32::from_bits).collect()
+}
+
 /// `Train::prepare_linear_from` on a `Gpu`: `prepare_linear`'s layout for
 /// this backend's precision, from a weight on the device: the transpose at
 /// f32 (`swap_last_axes`), packed 16-bit pairs otherwise (`quorum_pack_half`).
@@ -382,7 +412,11 @@ pub(crate) fn prepare_from_gpu<D: Device>(
         Precision::F32 => return swap_last_axes::swap_gpu(gpu, op, w, dst, 1, n_out, n_in, false),
         Precision::Bf16 => 0,
         Precision::F16 => 1,
-        Precision::Int8 => unreachable!("Gpu::with_precision refuses int8"),
+        Precision::Int8 => {
+            return Err(
+                gpu.err(format!("{op}: training runs in f32, bf16 or f16; an int8 backend serves inference only"))
+            )
+        }
     };
     gpu.check(op, "w", w, n_out * n_in)?;
     gpu.check(op, "dst", dst, gpu.weight_len(n_out, n_in))?;
@@ -517,6 +551,7 @@ pub(crate) fn parameter_structs_checked() -> Vec<crate::backend::gpu::Kernel> {
         c_size_agrees::<LinearParams>(),
         c_size_agrees::<Bf16<LinearParams>>(),
         c_size_agrees::<F16<LinearParams>>(),
+        c_size_agrees::<Int8<LinearParams>>(),
         c_size_agrees::<LinearDwParams>(),
         c_size_agrees::<LinearDxParams>(),
         c_size_agrees::<BiasPartialsParams>(),
@@ -740,14 +775,45 @@ mod tests {
     }
 
     #[test]
-    fn int8_refuses_a_weight_deeper_than_its_sums_hold_and_gpus_refuse_int8() {
+    fn int8_refuses_a_weight_deeper_than_its_sums_hold_on_the_cpu_and_the_gpu() {
+        let n_in = int8::MAX_DEPTH + 1;
+        let w = vec![0.5f32; n_in];
         if let Ok(be) = Cpu::with_precision(Precision::Int8) {
-            let n_in = int8::MAX_DEPTH + 1;
-            let e = be.prepare_linear(&vec![0.5f32; n_in], 1, n_in).unwrap_err().to_string();
+            let e = be.prepare_linear(&w, 1, n_in).unwrap_err().to_string();
             assert!(e.contains("prepare_linear") && e.contains(&n_in.to_string()), "{e}");
         }
-        let e = Gpu::with_precision(Emu::new(), Precision::Int8).err().expect("refused").to_string();
-        assert!(e.contains("int8") && e.contains("--backend cpu"), "{e}");
+        let gpu = Gpu::with_precision(Emu::new(), Precision::Int8).unwrap();
+        let e = gpu.prepare_linear(&w, 1, n_in).expect_err("refused").to_string();
+        assert!(e.contains("prepare_linear") && e.contains(&n_in.to_string()) && e.contains("emu"), "{e}");
+        assert!(gpu.prepare_linear(&w[..n_in - 1], 1, n_in - 1).is_ok(), "the deepest allowed product");
+    }
+
+    /// An int8 GPU serves inference only: the training op that re-derives a
+    /// prepared weight says so, and leaves its destination as it was.
+    #[test]
+    fn an_int8_gpu_refuses_to_prepare_weights_for_training() {
+        let gpu = Gpu::with_precision(Emu::new(), Precision::Int8).unwrap();
+        let w = gpu.upload(&[0.5f32; 12]).unwrap();
+        let mut dst = gpu.upload(&[7f32; 12]).unwrap();
+        let e = gpu.prepare_linear_from(&w, 3, 4, &mut dst).unwrap_err().to_string();
+        assert!(e.contains("prepare_linear_from") && e.contains("int8") && e.contains("inference"), "{e}");
+        assert_eq!(read(&gpu, &dst, 12), vec![7f32; 12], "a refused op changes nothing");
+    }
+
+    /// The GPU's int8 weight: four inputs a word, lowest input in the lowest
+    /// byte, zeros past `n_in`, then each row's scale and the sum of its
+    /// quantized values (what the zero points are taken off with).
+    #[test]
+    fn the_gpus_int8_weight_layout() {
+        // Row 0: max |w| = 1.27, so q = w · 100; row 1 all zeros.
+        let w = [0.01f32, -0.02, 1.27, -1.27, 0.5, 0.0, 0.0, 0.0, 0.0, 0.0];
+        let packed: Vec<u32> = pack_int8_gpu(&w, 2, 5).into_iter().map(f32::to_bits).collect();
+        let bytes = |q: [i8; 4]| u32::from_le_bytes(q.map(|v| v as u8));
+        assert_eq!(packed.len(), 2 * 2 + 2 * 2);
+        assert_eq!(packed[..4], [bytes([1, -2, 127, -127]), bytes([50, 0, 0, 0]), 0, 0]);
+        assert_eq!(f32::from_bits(packed[4]), 1.27 / 127.0);
+        assert_eq!(f32::from_bits(packed[5]), 0.0);
+        assert_eq!(packed[6..], [49u32, 0]);
     }
 
     /// Each row's output, computed alone, has the bits it has inside a
@@ -785,7 +851,7 @@ mod tests {
                 rows_are_independent(&be, &format!("cpu {p:?}"), &shapes);
             }
         }
-        for p in [Precision::F32, Precision::Bf16] {
+        for p in [Precision::F32, Precision::Bf16, Precision::Int8] {
             rows_are_independent(&Gpu::with_precision(Emu::new(), p).unwrap(), &format!("emu {p:?}"), &[(160, 96)]);
         }
     }

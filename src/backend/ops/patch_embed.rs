@@ -25,7 +25,7 @@
 
 use super::column_sum::{self, ColumnSum};
 use crate::backend::cpu::{check_len, gemm_strided, refuse, with_scratch, Cpu, Gemm};
-use crate::backend::gpu::params::{params, twin, Bf16, KernelParams, F16};
+use crate::backend::gpu::params::{params, twin, Bf16, Int8, KernelParams, F16};
 use crate::backend::gpu::{launch, launch_nonempty, Device, Gpu};
 use crate::backend::PatchShape;
 use crate::error::{Error, Result};
@@ -293,6 +293,7 @@ params!(
 );
 twin!(Bf16, PatchParams => PatchEmbedBf16);
 twin!(F16, PatchParams => PatchEmbedF16);
+twin!(Int8, PatchParams => PatchEmbedInt8);
 
 params!(
     /// `kernels/patch_embed.cu` PatchDwParams: `dw (dim, ph·pw) +=` dout's patch rows ᵀ · the patches.
@@ -399,6 +400,7 @@ pub(crate) fn parameter_structs_checked() -> Vec<crate::backend::gpu::Kernel> {
         c_size_agrees::<PatchParams>(),
         c_size_agrees::<Bf16<PatchParams>>(),
         c_size_agrees::<F16<PatchParams>>(),
+        c_size_agrees::<Int8<PatchParams>>(),
         c_size_agrees::<PatchDwParams>(),
     ]
 }

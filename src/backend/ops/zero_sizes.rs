@@ -163,3 +163,13 @@ fn zero_sizes_never_panic_on_the_cpu_in_bf16_or_int8() {
         assert!(panics.is_empty(), "{p:?}: {panics:#?}");
     }
 }
+
+#[test]
+fn zero_sizes_never_panic_on_the_emulated_gpu_in_int8() {
+    // The int8 tile (gemm_tile_int8.cuh) and its weight layout; the training
+    // ops that re-derive prepared weights refuse there.
+    let be = Gpu::with_precision(Emu::new(), crate::backend::Precision::Int8).unwrap();
+    let panics: Vec<String> =
+        run_all(&be).into_iter().filter_map(|(what, r)| r.err().map(|p| format!("{what}: {p}"))).collect();
+    assert!(panics.is_empty(), "{panics:#?}");
+}
