@@ -14,8 +14,10 @@ quantize_dynamic` of that graph (QInt8 weights per output channel where ORT
 supports it, activations quantized per tensor at run time: ORT's usual CPU
 int8 recipe), and `int8+pre` the same after ORT's recommended
 `quant_pre_process` (shape inference and graph optimization first); the
-faster of the two is ORT's int8 figure. Prints the median of `--reps` timed
-runs after 20 warm-ups.
+faster of the two is ORT's int8 figure. Beside them, the same module run by
+PyTorch eager in f32 (`torch.no_grad()`, `--threads` threads), so the
+issue's table gets its PyTorch column from the same run. Prints the median
+of `--reps` timed runs after 20 warm-ups.
 """
 
 import argparse
@@ -65,6 +67,7 @@ def main():
     ap.add_argument("--reps", type=int, default=200)
     args = ap.parse_args()
     torch.manual_seed(0)
+    torch.set_num_threads(args.threads)
     b = args.batch
     cases = [
         ("mpd_transformer", MPDTransformer(MPDConfig()), {"features": torch.randn(b, 60, 112)}),
@@ -76,6 +79,9 @@ def main():
         for name, model, inputs in cases:
             model.eval()
             fill_generated(model)
+            with torch.no_grad():
+                ms = median_ms(lambda: model(**inputs), reps=args.reps)
+            print(f"{name:16s} torch eager    batch {b:2d}: {ms:8.3f} ms median", flush=True)
             f32_path = os.path.join(tmp, f"{name}.onnx")
             int8_path = os.path.join(tmp, f"{name}.int8.onnx")
             with torch.no_grad():
