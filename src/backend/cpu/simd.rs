@@ -54,27 +54,60 @@ pub fn scale(alpha: f32, y: &mut [f32]) {
 /// erf(x) as a rational function on [-4, 4] (odd numerator of degree 13,
 /// even denominator of degree 8); |erf(x)| rounds to 1 outside in f32.
 #[inline(always)]
-#[allow(clippy::excessive_precision)] // the coefficients as fitted; f32 rounds them
 pub fn erf(x: f32) -> f32 {
     let x = x.clamp(-4.0, 4.0);
     let x2 = x * x;
-    let mut p = x2 * -2.726_142_3e-10 + 2.770_681_4e-8;
-    p = x2 * p + -2.101_024e-6;
-    p = x2 * p + -5.692_506_4e-5;
-    p = x2 * p + -7.349_906_3e-4;
-    p = x2 * p + -2.954_600e-3;
-    p = x2 * p + -1.609_603_3e-2;
-    let mut q = x2 * -1.456_607_2e-5 + -2.133_740_6e-4;
-    q = x2 * q + -1.682_827e-3;
-    q = x2 * q + -7.373_329e-3;
-    q = x2 * q + -1.426_474e-2;
+    let mut p = x2 * ERF_P[0] + ERF_P[1];
+    for c in &ERF_P[2..] {
+        p = x2 * p + c;
+    }
+    let mut q = x2 * ERF_Q[0] + ERF_Q[1];
+    for c in &ERF_Q[2..] {
+        q = x2 * q + c;
+    }
     x * p / q
 }
+
+/// `erf`'s numerator and denominator coefficients in x², highest degree first.
+#[allow(clippy::excessive_precision)] // the coefficients as fitted; f32 rounds them
+const ERF_P: [f32; 7] =
+    [-2.726_142_3e-10, 2.770_681_4e-8, -2.101_024e-6, -5.692_506_4e-5, -7.349_906_3e-4, -2.954_600e-3, -1.609_603_3e-2];
+#[allow(clippy::excessive_precision)]
+const ERF_Q: [f32; 5] = [-1.456_607_2e-5, -2.133_740_6e-4, -1.682_827e-3, -7.373_329e-3, -1.426_474e-2];
 
 /// Exact-form GELU: 0.5·x·(1 + erf(x/√2)).
 #[inline(always)]
 pub fn gelu(x: f32) -> f32 {
     0.5 * x * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2))
+}
+
+/// `gelu` of 16 lanes, operation for operation as the scalar one (no
+/// fused multiply-adds, the same order), so every lane has its bits: the
+/// products' epilogue (small_gemm.rs) applies it to a tile still in
+/// registers, where many independent lanes hide the division's latency.
+///
+/// # Safety
+/// Needs AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+pub(crate) unsafe fn gelu_avx512(v: std::arch::x86_64::__m512) -> std::arch::x86_64::__m512 {
+    use std::arch::x86_64::*;
+    let splat = _mm512_set1_ps;
+    let s = _mm512_mul_ps(v, splat(std::f32::consts::FRAC_1_SQRT_2));
+    // clamp(-4, 4), a NaN kept: max/min return their second operand on a NaN.
+    let x = _mm512_min_ps(splat(4.0), _mm512_max_ps(splat(-4.0), s));
+    let x2 = _mm512_mul_ps(x, x);
+    let mut p = _mm512_add_ps(_mm512_mul_ps(x2, splat(ERF_P[0])), splat(ERF_P[1]));
+    for &c in &ERF_P[2..] {
+        p = _mm512_add_ps(_mm512_mul_ps(x2, p), splat(c));
+    }
+    let mut q = _mm512_add_ps(_mm512_mul_ps(x2, splat(ERF_Q[0])), splat(ERF_Q[1]));
+    for &c in &ERF_Q[2..] {
+        q = _mm512_add_ps(_mm512_mul_ps(x2, q), splat(c));
+    }
+    let erf = _mm512_div_ps(_mm512_mul_ps(x, p), q);
+    _mm512_mul_ps(_mm512_mul_ps(splat(0.5), v), _mm512_add_ps(splat(1.0), erf))
 }
 
 /// e^x: range reduction x = n·ln2 + r, |r| ≤ ln2/2, a degree-6 polynomial for
@@ -148,6 +181,33 @@ mod tests {
 
     fn grid() -> impl Iterator<Item = f32> {
         (-200_000..=200_000).map(|i| i as f32 * 5e-5)
+    }
+
+    /// The vector GELU of the products' epilogue has the scalar one's bits.
+    #[test]
+    #[cfg(target_arch = "x86_64")]
+    fn the_vector_gelu_has_the_scalar_ones_bits() {
+        use std::arch::x86_64::*;
+        if !std::arch::is_x86_feature_detected!("avx512f") {
+            eprintln!("skipped: no AVX-512 here");
+            return;
+        }
+        let specials = [0.0, -0.0, 1e-30, -1e-30, 5.656, -5.656, 1e30, -1e30, f32::INFINITY, f32::NEG_INFINITY];
+        let xs: Vec<f32> = grid().chain((-300..=300).map(|i| i as f32 * 0.037)).chain(specials).collect();
+        for chunk in xs.chunks(16) {
+            let mut lanes = [0f32; 16];
+            lanes[..chunk.len()].copy_from_slice(chunk);
+            let mut out = [0f32; 16];
+            // SAFETY: AVX-512F was detected; both pointers are 16 floats.
+            unsafe { _mm512_storeu_ps(out.as_mut_ptr(), gelu_avx512(_mm512_loadu_ps(lanes.as_ptr()))) };
+            for (x, y) in lanes.iter().zip(out) {
+                assert_eq!(y.to_bits(), gelu(*x).to_bits(), "gelu({x}): vector {y}, scalar {}", gelu(*x));
+            }
+        }
+        let mut nan = [f32::NAN; 16];
+        // SAFETY: as above.
+        unsafe { _mm512_storeu_ps(nan.as_mut_ptr(), gelu_avx512(_mm512_loadu_ps(nan.as_ptr()))) };
+        assert!(nan.iter().all(|v| v.is_nan()), "a NaN stays NaN");
     }
 
     #[test]
