@@ -190,8 +190,9 @@ pub enum Precision {
     /// int8 linear, conv and recurrent weights (a quarter of f32's bytes),
     /// quantized per output channel at load, activations per row (per
     /// sample for a conv) as they run, exact i32 sums (`vpdpbusd` on a CPU
-    /// with AVX512_VNNI; backend/cpu/int8.rs): docs/models.md's int8
-    /// bounds. CPU only so far.
+    /// with AVX512_VNNI, backend/cpu/int8.rs; `mma.sync` u8 × s8 on a GPU,
+    /// kernels/gemm_tile_int8.cuh, whose recurrence stays f32):
+    /// docs/models.md's int8 bounds. Inference only.
     Int8,
 }
 
