@@ -8,6 +8,7 @@
 use quorum::backend::cpu::int8::reference as int8_reference;
 use quorum::backend::gpu::params::{Int8, MmaCheckParams, F16};
 use quorum::backend::gpu::{Device, Gpu, LaunchConfig, Precision};
+use quorum::backend::ops::conv1d;
 use quorum::backend::{
     AttentionShape, Backend, BroadcastShape, ConvShape, ConvWeights, Epilogue, HeadsOut, HeadsRef, LinearShape,
     LstmShape, PatchShape, Pool,
@@ -537,10 +538,10 @@ pub fn mma_check_int8<D: Device>(dev: &D) {
     }
 }
 
-/// The int8 product of `x (rows, k)` and `w (n, k)` from the exact integer
-/// reference: `(Σ (u − z)·q as f32) · (scale_row · scale_col)`, the one
-/// rounding the mode defines. `groups[r]` is the slice row `r` is quantized
-/// with (itself for a linear layer, its sample for a conv).
+/// The int8 product of `rows` (each `k` values, each quantized alone, as a
+/// linear layer's or a patch's rows are) and `w (n, k)` from the exact
+/// integer reference: `(Σ (u − z)·q as f32) · (scale_row · scale_col)`, the
+/// one rounding the mode defines.
 fn int8_product(rows: &[Vec<f32>], w: &[f32], n: usize, k: usize) -> Vec<f32> {
     let qw: Vec<(Vec<i64>, f32)> = w.chunks(k).take(n).map(int8_reference::weights).collect();
     let mut y = Vec::with_capacity(rows.len() * n);
@@ -641,19 +642,9 @@ pub fn int8_conv_and_patch_have_the_exact_references_bits<G: Backend>(g: &G) {
         g.conv1d(&xg, &wg, &bg, &mut yg, s, false).unwrap();
         let got = read(g, &yg, y0.len());
         let mut want = y0.clone();
-        let qw: Vec<(Vec<i64>, f32)> = w.chunks(c_in * k).map(int8_reference::weights).collect();
-        for smp in 0..samples {
-            let (xq, x_scale) = int8_reference::activations(&x[smp * len * c_in..(smp + 1) * len * c_in]);
-            for t in 0..len {
-                for (o, (wq, w_scale)) in qw.iter().enumerate() {
-                    let mut sum = 0i64;
-                    for j in 0..k {
-                        let Some(src) = (t + j).checked_sub(k / 2).filter(|&r| r < len) else { continue };
-                        sum += (0..c_in).map(|c| xq[src * c_in + c] * wq[c * k + j]).sum::<i64>();
-                    }
-                    want[(smp * len + t) * stride + off + o] = (sum as f32) * (x_scale * w_scale) + b[o];
-                }
-            }
+        for (i, prod) in conv1d::reference_int8(&x, &w, s).into_iter().enumerate() {
+            let (r, o) = (i / c_out, i % c_out);
+            want[r * stride + off + o] = prod + b[o];
         }
         assert_bits(&format!("int8 conv1d {s:?}"), &got, &want);
     }

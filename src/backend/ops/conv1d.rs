@@ -157,6 +157,33 @@ pub fn reference_forward(x: &[f64], w: &[f64], b: &[f64], s: ConvShape, gelu: bo
     y
 }
 
+/// The int8 forward's products, from the exact integer reference
+/// (`int8::reference`): each sample quantized with one asymmetric scale
+/// (padding at its zero point, an exact zero), each output channel's
+/// `(c_in, k)` weights with one symmetric scale, the taps' products summed
+/// exactly, then `(Σ as f32) · (scale_sample · scale_channel)`, the one
+/// rounding the mode defines: `(samples·len, c_out)`, before the bias. The
+/// CPU's int8 conv and the GPU's (gemm_tile_int8.cuh) are held to its bits.
+pub fn reference_int8(x: &[f32], w: &[f32], s: ConvShape) -> Vec<f32> {
+    let (len, c_in, c_out, k) = (s.len, s.c_in, s.c_out, s.kernel);
+    let wq: Vec<(Vec<i64>, f32)> = w.chunks(c_in * k).take(c_out).map(int8::reference::weights).collect();
+    let mut y = vec![0f32; s.samples * len * c_out];
+    for smp in 0..s.samples {
+        let (xq, x_scale) = int8::reference::activations(&x[smp * len * c_in..(smp + 1) * len * c_in]);
+        for t in 0..len {
+            for (o, (q, w_scale)) in wq.iter().enumerate() {
+                let mut sum = 0i64;
+                for j in 0..k {
+                    let Some(src) = (t + j).checked_sub(k / 2).filter(|&r| r < len) else { continue };
+                    sum += (0..c_in).map(|c| xq[src * c_in + c] * q[c * k + j]).sum::<i64>();
+                }
+                y[(smp * len + t) * c_out + o] = (sum as f32) * (x_scale * w_scale);
+            }
+        }
+    }
+    y
+}
+
 /// The backward's gradients of the reference, each as added to zero.
 pub struct ReferenceGrads {
     pub dx: Vec<f64>,
@@ -868,12 +895,8 @@ mod tests {
         out
     }
 
-    /// The int8 forward against an exact integer reference written from
-    /// int8.rs's definitions: each sample quantized with one asymmetric
-    /// scale (padding at its zero point, i.e. an exact zero), each output
-    /// channel's `(c_in, k)` weights with one symmetric scale, the taps'
-    /// products summed in i64, then `(Σ as f32) · (scale_sample ·
-    /// scale_channel) + bias`, bit for bit.
+    /// The int8 forward against the exact integer reference
+    /// (`reference_int8`), then `+ bias`, bit for bit.
     #[test]
     fn int8_conv_has_the_exact_integer_references_bits() {
         let Ok(be) = Cpu::with_precision(Precision::Int8) else {
@@ -891,27 +914,9 @@ mod tests {
             let s = ConvShape::dense(samples, len, c_in, c_out, k);
             let mut y = be.alloc(samples * len * c_out).unwrap();
             be.conv1d(&x, &be.prepare_conv(&w, c_out, c_in, k).unwrap(), &b, &mut y, s, false).unwrap();
-            let wq: Vec<(Vec<i64>, f32)> = w.chunks(c_in * k).map(int8::reference::weights).collect();
-            for smp in 0..samples {
-                let (xq, x_scale) = int8::reference::activations(&x[smp * len * c_in..(smp + 1) * len * c_in]);
-                for t in 0..len {
-                    for o in 0..c_out {
-                        let mut sum = 0i64;
-                        for j in 0..k {
-                            let Some(src) = (t + j).checked_sub(k / 2).filter(|&r| r < len) else { continue };
-                            for c in 0..c_in {
-                                sum += xq[src * c_in + c] * wq[o].0[c * k + j];
-                            }
-                        }
-                        let want = (sum as f32) * (x_scale * wq[o].1) + b[o];
-                        let got = y[(smp * len + t) * c_out + o];
-                        assert_eq!(
-                            got.to_bits(),
-                            want.to_bits(),
-                            "{samples}x{len}x{c_in}->{c_out} k{k} ({smp},{t},{o}): {got} vs {want}"
-                        );
-                    }
-                }
+            for (i, (got, prod)) in y.iter().zip(reference_int8(&x, &w, s)).enumerate() {
+                let want = prod + b[i % c_out];
+                assert_eq!(got.to_bits(), want.to_bits(), "{s:?} output {i}: {got} vs {want}");
             }
         }
     }
