@@ -33,6 +33,17 @@ fn every_golden_case_on_cuda_in_bf16() {
     }
 }
 
+/// Every golden case in int8 (gemm_tile_int8.cuh on the tensor cores)
+/// within docs/models.md's int8 bounds, as on the emulator.
+#[test]
+fn every_golden_case_on_cuda_in_int8_within_the_int8_bounds() {
+    use quorum::backend::gpu::Precision;
+    let be = Gpu::with_precision(Cuda::new(0).expect("gpu-tests need a CUDA device"), Precision::Int8).unwrap();
+    for name in ALL_CASES {
+        common::check_golden_int8(&be, name);
+    }
+}
+
 /// The batch-1 (and any-batch) forward captured into a CUDA graph replays
 /// bit-identically to launching its kernels one by one.
 #[test]

@@ -85,41 +85,24 @@ fn models_sharing_the_emulated_device_across_threads_stay_apart() {
 
 /// Every golden case in int8 on the emulator (gemm_tile_int8.cuh for each
 /// linear layer, conv and the patch projection; the recurrence and the rest
-/// in f32) within docs/models.md's int8 bounds against the f32 golden: the
-/// class probabilities, `confidence` and `expected_return` within 0.02
-/// (absolute). The CPU's int8, where this CPU has it, is printed beside it:
-/// MPD's and TLOB's products are the same bits, so the two differ only
-/// where an f32 op's last bit moves a quantized byte (the CNN-LSTM's
-/// recurrence is int8 on the CPU, f32 here).
+/// in f32) within docs/models.md's int8 bounds against the f32 golden
+/// (`common::check_golden_int8`). The CPU's int8, where this CPU has it, is
+/// printed beside it: MPD's and TLOB's products are the same bits, so the
+/// two differ only where an f32 op's last bit moves a quantized byte (the
+/// CNN-LSTM's recurrence is int8 on the CPU, f32 here).
 #[test]
 fn every_case_in_int8_on_emu_within_the_int8_bounds() {
-    const BOUND: f32 = 0.02;
-    let softmax = |l: &[f32]| {
-        let m = l.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
-        let e: Vec<f32> = l.iter().map(|v| (v - m).exp()).collect();
-        let s: f32 = e.iter().sum();
-        e.into_iter().map(|v| v / s).collect::<Vec<f32>>()
-    };
-    let worst = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
     let cpu8 = quorum::Cpu::with_precision(Precision::Int8).ok();
     let emu8 = Gpu::with_precision(Emu::new(), Precision::Int8).unwrap();
     for name in ALL_CASES {
-        let g = golden(name);
-        let got = g.model(&emu8).forward(&emu8, &g.inputs()).unwrap();
-        let cpu = cpu8.as_ref().map(|be| g.model(be).forward(be, &g.inputs()).unwrap());
-        for (k, want) in &g.outputs {
-            let (a, b) = (&got[k].data, &want.data);
-            assert!(a.iter().all(|v| v.is_finite()), "{name} {k}: not finite");
-            let diff = if k.starts_with("direction") {
-                a.chunks(3).zip(b.chunks(3)).map(|(x, y)| worst(&softmax(x), &softmax(y))).fold(0f32, f32::max)
-            } else {
-                worst(a, b)
-            };
-            let beside = cpu.as_ref().map(|c| worst(&c[k].data, a));
-            eprintln!(
-                "{name} {k}: emu int8 - f32 {diff:.5} (probabilities for directions); cpu int8 - emu int8 {beside:?}"
-            );
-            assert!(diff <= BOUND, "{name} {k}: emu int8 differs from f32 by {diff} > {BOUND}");
+        let got = common::check_golden_int8(&emu8, name);
+        if let Some(cpu8) = &cpu8 {
+            let g = golden(name);
+            let cpu = g.model(cpu8).forward(cpu8, &g.inputs()).unwrap();
+            for (k, t) in &got {
+                let beside = t.data.iter().zip(&cpu[k].data).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+                eprintln!("{name} {k}: cpu int8 - emu int8 {beside:e}");
+            }
         }
     }
 }

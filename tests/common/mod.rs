@@ -140,6 +140,36 @@ pub fn check_golden_within<B: Backend>(be: &B, name: &str, half: bool) -> f64 {
     worst
 }
 
+/// A golden case on `be` in int8, held to docs/models.md's int8 bounds
+/// against the f32 golden: the class probabilities (softmax of each
+/// `direction*` output), `confidence` and `expected_return` within 0.02,
+/// absolute, and every output finite. Returns the outputs.
+#[allow(dead_code)] // used by the emulator's and the GPU's model tests
+pub fn check_golden_int8<B: Backend>(be: &B, name: &str) -> BTreeMap<String, Tensor> {
+    const BOUND: f32 = 0.02;
+    let softmax = |l: &[f32]| {
+        let m = l.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+        let e: Vec<f32> = l.iter().map(|v| (v - m).exp()).collect();
+        let s: f32 = e.iter().sum();
+        e.into_iter().map(|v| v / s).collect::<Vec<f32>>()
+    };
+    let worst = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+    let g = golden(name);
+    let got = g.model(be).forward(be, &g.inputs()).unwrap();
+    for (k, want) in &g.outputs {
+        let (a, b) = (&got[k].data, &want.data);
+        assert!(a.iter().all(|v| v.is_finite()), "{name} {k}: not finite");
+        let diff = if k.starts_with("direction") {
+            a.chunks(3).zip(b.chunks(3)).map(|(x, y)| worst(&softmax(x), &softmax(y))).fold(0f32, f32::max)
+        } else {
+            worst(a, b)
+        };
+        eprintln!("{name} {k}: int8 - f32 {diff:.5} (probabilities for directions)");
+        assert!(diff <= BOUND, "{name} {k}: int8 differs from f32 by {diff} > {BOUND}");
+    }
+    got
+}
+
 /// Sample `b` of a golden case's inputs, as a batch of one.
 pub fn one_sample(g: &Golden, b: usize) -> BTreeMap<String, Tensor> {
     g.inputs.iter().map(|(k, t)| (k.clone(), sample(t, b))).collect()
