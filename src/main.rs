@@ -86,7 +86,8 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Device::Auto)]
         backend: Device,
         /// Weights and products: f32, bf16 (GPU tensor cores, or a CPU with
-        /// AVX512_BF16) or f16 (GPU backends only).
+        /// AVX512_BF16), f16 (GPU backends only) or int8 (GPU tensor cores,
+        /// or a CPU with AVX512_VNNI; docs/models.md's int8 bounds).
         #[arg(long, value_enum, default_value_t = Precision::F32)]
         precision: Precision,
     },
@@ -108,7 +109,8 @@ enum Command {
         #[arg(long)]
         no_graphs: bool,
         /// Weights and products: f32, bf16 (GPU tensor cores, or a CPU with
-        /// AVX512_BF16) or f16 (GPU backends only).
+        /// AVX512_BF16), f16 (GPU backends only) or int8 (GPU tensor cores,
+        /// or a CPU with AVX512_VNNI; docs/models.md's int8 bounds).
         #[arg(long, value_enum, default_value_t = Precision::F32)]
         precision: Precision,
         /// Also time the ensemble tick: the engine's decision (the three

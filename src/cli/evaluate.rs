@@ -71,7 +71,8 @@ pub struct EvaluateArgs {
     pub ensemble_config: Option<PathBuf>,
     #[arg(long, value_enum, default_value_t = Device::Cpu)]
     pub backend: Device,
-    /// f32, bf16 (a CPU with AVX512_BF16, or a GPU) or f16 (GPU backends only).
+    /// f32, bf16 (a CPU with AVX512_BF16, or a GPU), f16 (GPU backends only)
+    /// or int8 (a CPU with AVX512_VNNI, or a GPU).
     #[arg(long, value_enum, default_value_t = Precision::F32)]
     pub precision: Precision,
     /// The report folder: decisions.parquet, report.json and report.html.

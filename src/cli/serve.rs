@@ -115,9 +115,10 @@ pub struct ServeArgs {
     #[arg(long)]
     pub data: Option<PathBuf>,
     /// The served models' weights and products: f32, bf16 (GPU tensor cores,
-    /// or a CPU with AVX512_BF16: about twice as fast there, within
-    /// docs/models.md's 16-bit tolerances) or f16 (GPU backends only). Training
-    /// jobs follow `use_amp` instead.
+    /// or a CPU with AVX512_BF16; within docs/models.md's 16-bit
+    /// tolerances), f16 (GPU backends only) or int8 (GPU tensor cores, or a
+    /// CPU with AVX512_VNNI; docs/models.md's int8 bounds). Training jobs
+    /// follow `use_amp` instead.
     #[arg(long, value_enum, default_value_t = Precision::F32)]
     pub precision: Precision,
     /// The memory a training job (--data) may be estimated to need, in MiB;
