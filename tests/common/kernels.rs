@@ -538,23 +538,6 @@ pub fn mma_check_int8<D: Device>(dev: &D) {
     }
 }
 
-/// The int8 product of `rows` (each `k` values, each quantized alone, as a
-/// linear layer's or a patch's rows are) and `w (n, k)` from the exact
-/// integer reference: `(Σ (u − z)·q as f32) · (scale_row · scale_col)`, the
-/// one rounding the mode defines.
-fn int8_product(rows: &[Vec<f32>], w: &[f32], n: usize, k: usize) -> Vec<f32> {
-    let qw: Vec<(Vec<i64>, f32)> = w.chunks(k).take(n).map(int8_reference::weights).collect();
-    let mut y = Vec::with_capacity(rows.len() * n);
-    for row in rows {
-        let (qx, scale) = int8_reference::activations(row);
-        for (q, w_scale) in &qw {
-            let sum: i64 = qx.iter().zip(q).map(|(a, b)| a * b).sum();
-            y.push((sum as f32) * (scale * w_scale));
-        }
-    }
-    y
-}
-
 fn assert_bits(what: &str, got: &[f32], want: &[f32]) {
     assert_eq!(got.len(), want.len(), "{what}: length");
     for (i, (g, w)) in got.iter().zip(want).enumerate() {
@@ -593,7 +576,7 @@ pub fn int8_linear_has_the_exact_references_bits<G: Backend>(g: &G) {
             x[r * k + k / 2] = v;
         }
         let (w, b, y0) = (data(n * k, 2 + i as u64, 0.2), data(n, 3 + i as u64, 0.5), data(rows * n, 4, 1.0));
-        let prod = int8_product(&x.chunks(k).map(<[f32]>::to_vec).collect::<Vec<_>>(), &w, n, k);
+        let prod = int8_reference::product(&x, &w, rows, k, n);
         let (xg, wg, bg) = (g.upload(&x).unwrap(), g.prepare_linear(&w, n, k).unwrap(), g.upload(&b).unwrap());
         for epi in [Epilogue::None, Epilogue::Accumulate] {
             let mut yg = g.upload(&y0).unwrap();
@@ -663,15 +646,14 @@ pub fn int8_conv_and_patch_have_the_exact_references_bits<G: Backend>(g: &G) {
         let mut rows = Vec::new();
         for bi in 0..batch {
             if cls {
-                rows.push(vec![0f32; 140]);
+                rows.extend([0f32; 140]);
             }
             for p in 0..s.patches() {
                 let (pi, pj) = (p / nf, p % nf);
-                let row = (0..140).map(|e| x[(bi * 60 + pi * 10 + e / 14) * 112 + pj * 14 + e % 14]);
-                rows.push(row.collect());
+                rows.extend((0..140).map(|e| x[(bi * 60 + pi * 10 + e / 14) * 112 + pj * 14 + e % 14]));
             }
         }
-        let prod = int8_product(&rows, &w, 40, 140);
+        let prod = int8_reference::product(&rows, &w, batch * s.tokens(), 140, 40);
         let want: Vec<f32> = (0..n)
             .map(|e| {
                 let (tok, col) = ((e / 40) % s.tokens(), e % 40);

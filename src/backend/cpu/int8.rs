@@ -222,21 +222,44 @@ pub(crate) fn pack_conv(w: &[f32], c_out: usize, c_in: usize, k: usize) -> Vec<f
     let cq = c_in.div_ceil(4);
     let mut out = vec![0u32; conv_len(c_out, c_in, k)];
     let taps = k * cq * c_out;
+    // Input i of a channel's row is PyTorch's (c, j) = (i / k, i % k).
+    let (scales, sums) = quantize_channels(w, c_out, c_in * k, |o, i, byte| {
+        let (c, j) = (i / k, i % k);
+        out[(j * cq + c / 4) * c_out + o] |= byte << (8 * (c % 4));
+    });
     for o in 0..c_out {
-        let row = &w[o * c_in * k..(o + 1) * c_in * k];
-        let (scale, inv) = weight_scales(row);
-        let mut sum = 0i32;
-        for c in 0..c_in {
-            for j in 0..k {
-                let q = quantize_weight(row[c * k + j], inv);
-                sum += q;
-                out[(j * cq + c / 4) * c_out + o] |= u32::from(q as i8 as u8) << (8 * (c % 4));
-            }
-        }
-        out[taps + o] = scale.to_bits();
-        out[taps + c_out + o] = sum as u32;
+        out[taps + o] = scales[o].to_bits();
+        out[taps + c_out + o] = sums[o] as u32;
     }
     out.into_iter().map(f32::from_bits).collect()
+}
+
+/// Quantizes each of the `n_out` rows of `w` (`row_len` values each)
+/// symmetrically per output channel, handing `put(row, input, byte)` every
+/// quantized value as its signed byte (in the low 8 bits) for the caller's
+/// layout; returns each row's scale and the sum of its quantized values
+/// (what the activations' zero points come off with). The CPU's packs and
+/// the GPU's (`ops::linear::pack_int8_gpu`) all quantize through here.
+pub(crate) fn quantize_channels(
+    w: &[f32],
+    n_out: usize,
+    row_len: usize,
+    mut put: impl FnMut(usize, usize, u32),
+) -> (Vec<f32>, Vec<i32>) {
+    let (mut scales, mut sums) = (Vec::with_capacity(n_out), Vec::with_capacity(n_out));
+    for o in 0..n_out {
+        let row = &w[o * row_len..(o + 1) * row_len];
+        let (scale, inv) = weight_scales(row);
+        let mut sum = 0i32;
+        for (i, &v) in row.iter().enumerate() {
+            let q = quantize_weight(v, inv);
+            sum += q;
+            put(o, i, u32::from(q as i8 as u8));
+        }
+        scales.push(scale);
+        sums.push(sum);
+    }
+    (scales, sums)
 }
 
 /// `g`'s product (then `+ bias[j]`, GELU) for `W` from `pack`.
@@ -304,6 +327,23 @@ pub mod reference {
         let u = v.iter().map(|&x| (i64::from((x * inv).round_ties_even() as i32) + z).clamp(0, 255) - z);
         (u.collect(), (hi - lo) / 255.0)
     }
+
+    /// The int8 product of `x (rows, k)`, each row quantized alone (a
+    /// linear layer's or a patch's), and `w (n, k)`: the products summed
+    /// exactly, then `(Σ as f32) · (scale_row · scale_col)`, the one
+    /// rounding the mode defines (before any bias).
+    pub fn product(x: &[f32], w: &[f32], rows: usize, k: usize, n: usize) -> Vec<f32> {
+        let qx: Vec<_> = x.chunks(k.max(1)).take(rows).map(activations).collect();
+        let qw: Vec<_> = w.chunks(k.max(1)).take(n).map(weights).collect();
+        let mut y = Vec::with_capacity(rows * n);
+        for (ax, x_scale) in &qx {
+            for (qw, w_scale) in &qw {
+                let sum: i64 = ax.iter().zip(qw).map(|(a, b)| a * b).sum();
+                y.push((sum as f32) * (x_scale * w_scale));
+            }
+        }
+        y
+    }
 }
 
 #[cfg(test)]
@@ -312,7 +352,7 @@ mod tests {
     //! here from first principles, their products summed in i64, then the
     //! one rounding the mode defines (`(Σ as f32) · (scale_r · scale_j)`).
     //! Every output must have the reference's bits.
-    use super::reference::{activations as reference_activations, weights as reference_weights};
+    use super::reference::product as reference_product;
     use super::*;
 
     fn data(n: usize, seed: f32) -> Vec<f32> {
@@ -330,19 +370,6 @@ mod tests {
             eprintln!("skipped: no AVX512_VNNI here");
         }
         ok
-    }
-
-    fn reference(x: &[f32], w: &[f32], rows: usize, k: usize, n: usize) -> Vec<f32> {
-        let qx: Vec<_> = x.chunks(k.max(1)).take(rows).map(reference_activations).collect();
-        let qw: Vec<_> = w.chunks(k.max(1)).take(n).map(reference_weights).collect();
-        let mut y = vec![0f32; rows * n];
-        for r in 0..rows {
-            for j in 0..n {
-                let sum: i64 = (0..k).map(|i| qx[r].0[i] * qw[j].0[i]).sum();
-                y[r * n + j] = (sum as f32) * (qx[r].1 * qw[j].1);
-            }
-        }
-        y
     }
 
     /// Rows around every tile (1, 2, 3..13, 49), depths that are and are
@@ -370,7 +397,7 @@ mod tests {
         for &(rows, k, n) in SIZES {
             for (shape, x) in [("two-sided", data(rows * k, 1.0)), ("one-sided", one_sided(rows * k, 1.0))] {
                 let (w, b) = (data(n * k, 2.0), data(n, 3.0));
-                let want = reference(&x, &w, rows, k, n);
+                let want = reference_product(&x, &w, rows, k, n);
                 let wp = pack(&w, n, k);
                 let g = |accumulate| Gemm { rows, k, n, ld_y: n, accumulate };
                 let mut y = data(rows * n, 4.0);

@@ -407,6 +407,13 @@ unsafe fn tile<K: Madd, const R: usize, const NV: usize>(pr: &Product, r0: usize
             }
         }
     }
+    // The bias vectors once per tile, not once per row.
+    let mut bias = [_mm512_setzero_ps(); NV];
+    if let Some(b) = pr.bias {
+        for (v, bv) in bias.iter_mut().enumerate() {
+            *bv = _mm512_maskz_loadu_ps(masks[v], b.ptr.add(j0 + 16 * v));
+        }
+    }
     for (i, acc) in acc.iter().enumerate() {
         for v in 0..NV {
             let j = j0 + 16 * v;
@@ -415,9 +422,9 @@ unsafe fn tile<K: Madd, const R: usize, const NV: usize>(pr: &Product, r0: usize
             if pr.y.accumulate {
                 val = _mm512_add_ps(val, _mm512_maskz_loadu_ps(masks[v], dst));
             }
-            if let Some(bias) = pr.bias {
-                val = _mm512_add_ps(val, _mm512_maskz_loadu_ps(masks[v], bias.ptr.add(j)));
-                if bias.gelu {
+            if let Some(b) = pr.bias {
+                val = _mm512_add_ps(val, bias[v]);
+                if b.gelu {
                     val = super::simd::gelu_avx512(val);
                 }
             }

@@ -376,23 +376,18 @@ pub(crate) fn prepare_gpu<D: Device>(gpu: &Gpu<D>, w: &[f32], n_out: usize, n_in
 
 /// gemm_tile_int8.cuh's weight: PyTorch's `(n_out, n_in)` rows quantized
 /// per output channel as the CPU's int8 mode quantizes them
-/// (`int8::weight_scales`, `int8::quantize_weight`), four consecutive
-/// inputs' signed bytes to a 32-bit word (the lowest input in the lowest
-/// byte, zeros past `n_in`), then the `n_out` scales, then the `n_out`
-/// sums of each row's quantized values.
+/// (`int8::quantize_channels`), four consecutive inputs' signed bytes to a
+/// 32-bit word (the lowest input in the lowest byte, zeros past `n_in`),
+/// then the `n_out` scales, then the `n_out` sums of each row's quantized
+/// values.
 pub(crate) fn pack_int8_gpu(w: &[f32], n_out: usize, n_in: usize) -> Vec<f32> {
     let words = n_in.div_ceil(4);
     let mut out = vec![0u32; n_out * words + 2 * n_out];
-    for (o, row) in w.chunks_exact(n_in.max(1)).take(n_out).enumerate() {
-        let (scale, inv) = int8::weight_scales(row);
-        let mut sum = 0i32;
-        for (i, &v) in row.iter().enumerate() {
-            let q = int8::quantize_weight(v, inv);
-            sum += q;
-            out[o * words + i / 4] |= u32::from(q as i8 as u8) << (8 * (i % 4));
-        }
-        out[n_out * words + o] = scale.to_bits();
-        out[n_out * words + n_out + o] = sum as u32;
+    let (scales, sums) =
+        int8::quantize_channels(w, n_out, n_in, |o, i, byte| out[o * words + i / 4] |= byte << (8 * (i % 4)));
+    for o in 0..n_out {
+        out[n_out * words + o] = scales[o].to_bits();
+        out[n_out * words + n_out + o] = sums[o] as u32;
     }
     out.into_iter().map(f32::from_bits).collect()
 }
