@@ -25,8 +25,10 @@
 //!   per step over each core's block, the same path at every batch size so
 //!   a sample's bits do not depend on its batch; without AVX-512, a GEMM per
 //!   step with the samples split over the cores); the training recurrence
-//!   and BPTT, the samples in two halves, the products on fixed column
-//!   blocks so the bits never depend on the threads;
+//!   and BPTT, the samples in two halves, each step's product over a half's
+//!   rows on `rows_product` (small_gemm's kernel, reading `W_hh` in place:
+//!   the `gemm` crate packed all of it every step) and the cell in blocks of
+//!   16 lanes, so the bits never depend on the threads;
 //! - the GPU: the four kernels' parameter structs, launch rules and
 //!   launches (persistent: one block per sample runs every step; `dW_hh` a
 //!   tiled GEMM over (sample, step), see the `.cu`);
@@ -50,8 +52,8 @@ use crate::backend::cpu::bf16::{as_pairs, linear_len, to_bits, with_pairs};
 use crate::backend::cpu::simd::LANES;
 use crate::backend::cpu::small_gemm::{self, Dequant, Elem, Lhs, Operand, Output, Product, Taps};
 use crate::backend::cpu::{
-    check_len, gemm_strided, gemm_strided_on, int8, matmul, pair, simd, transpose_into, with_scratch, Cpu, Gemm,
-    SendPtr, PAR_MIN_MACS,
+    check_len, gemm_strided, int8, matmul, pair, rows_product, simd, transpose_into, with_scratch, Cpu, Gemm, SendPtr,
+    PAR_MIN_MACS,
 };
 use crate::backend::gpu::launch::cfg;
 use crate::backend::gpu::params::{params, KernelParams};
@@ -663,18 +665,33 @@ fn forward_packed(gx: &[f32], w_hh: &[f32], h_seq: &mut [f32], s: LstmShape, ele
 #[multiversion(targets("x86_64+avx512f+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
 fn cell_forward(g: &mut [f32], c_prev: Option<&[f32]>, c: &mut [f32], h: &mut [f32]) {
     let n = c.len();
-    for u in 0..n {
-        let i = simd::sigmoid(g[u]);
-        let f = simd::sigmoid(g[n + u]);
-        let gg = simd::tanh(g[2 * n + u]);
-        let o = simd::sigmoid(g[3 * n + u]);
-        g[u] = i;
-        g[n + u] = f;
-        g[2 * n + u] = gg;
-        g[3 * n + u] = o;
+    let (gi, rest) = g.split_at_mut(n);
+    let (gf, rest) = rest.split_at_mut(n);
+    let (gg, go) = rest.split_at_mut(n);
+    let (go, h) = (&mut go[..n], &mut h[..n]);
+    let zeros = [0f32; LANES];
+    // Blocks of 16 lanes with fixed bounds (as `lstm_cell`): over a plain
+    // loop on one slice LLVM kept every value scalar, a quarter of the
+    // CNN-LSTM's training step.
+    let full = n / LANES * LANES;
+    for j0 in (0..full).step_by(LANES) {
+        let cp = c_prev.map_or(&zeros[..], |p| &p[j0..j0 + LANES]);
+        let (i, f) = (&mut gi[j0..j0 + LANES], &mut gf[j0..j0 + LANES]);
+        let (gb, o) = (&mut gg[j0..j0 + LANES], &mut go[j0..j0 + LANES]);
+        let (cb, hb) = (&mut c[j0..j0 + LANES], &mut h[j0..j0 + LANES]);
+        for l in 0..LANES {
+            (i[l], f[l], gb[l], o[l]) =
+                (simd::sigmoid(i[l]), simd::sigmoid(f[l]), simd::tanh(gb[l]), simd::sigmoid(o[l]));
+            cb[l] = f[l] * cp[l] + i[l] * gb[l];
+            hb[l] = o[l] * simd::tanh(cb[l]);
+        }
+    }
+    for u in full..n {
+        (gi[u], gf[u], gg[u], go[u]) =
+            (simd::sigmoid(gi[u]), simd::sigmoid(gf[u]), simd::tanh(gg[u]), simd::sigmoid(go[u]));
         let cp = c_prev.map_or(0.0, |p| p[u]);
-        c[u] = f * cp + i * gg;
-        h[u] = o * simd::tanh(c[u]);
+        c[u] = gf[u] * cp + gi[u] * gg[u];
+        h[u] = go[u] * simd::tanh(c[u]);
     }
 }
 
@@ -692,17 +709,64 @@ fn cell_backward(
     dg: &mut [f32],
 ) {
     let n = c.len();
-    for u in 0..n {
-        let dh = dh_out[u] + dh_rec[u];
-        let tc = simd::tanh(c[u]);
+    let (gi, gf, gg, go) = (&g[..n], &g[n..2 * n], &g[2 * n..3 * n], &g[3 * n..4 * n]);
+    let (dgi, rest) = dg.split_at_mut(n);
+    let (dgf, rest) = rest.split_at_mut(n);
+    let (dgg, dgo) = rest.split_at_mut(n);
+    let dgo = &mut dgo[..n];
+    let zeros = [0f32; LANES];
+    // One unit's gradients, the same operations in the whole blocks and the tail.
+    #[inline(always)]
+    fn unit([i, f, gg, o]: [f32; 4], c: f32, cp: f32, dh: f32, dc_next: &mut f32) -> [f32; 4] {
+        let tc = simd::tanh(c);
+        let dc = *dc_next + dh * o * (1.0 - tc * tc);
+        *dc_next = dc * f;
+        [dc * gg * i * (1.0 - i), dc * cp * f * (1.0 - f), dc * i * (1.0 - gg * gg), dh * tc * o * (1.0 - o)]
+    }
+    // Blocks of 16 lanes, each handed over as arrays: the arguments'
+    // `noalias` lets LLVM vectorize (over the slices it wanted a run-time
+    // overlap check per pair of the 13 and gave up, leaving it scalar).
+    type Lanes = [f32; LANES];
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    fn block(
+        [i, f, gg, o]: [&Lanes; 4],
+        c: &Lanes,
+        cp: &Lanes,
+        [dh_out, dh_rec]: [&Lanes; 2],
+        dc_next: &mut Lanes,
+        [di, df, dgg, dgo]: [&mut Lanes; 4],
+    ) {
+        for l in 0..LANES {
+            [di[l], df[l], dgg[l], dgo[l]] =
+                unit([i[l], f[l], gg[l], o[l]], c[l], cp[l], dh_out[l] + dh_rec[l], &mut dc_next[l]);
+        }
+    }
+    fn lanes(v: &[f32], j0: usize) -> &Lanes {
+        v[j0..j0 + LANES].try_into().expect("16 lanes")
+    }
+    let full = n / LANES * LANES;
+    for j0 in (0..full).step_by(LANES) {
+        let cp = c_prev.map_or(&zeros, |p| lanes(p, j0));
+        let r = j0..j0 + LANES;
+        block(
+            [lanes(gi, j0), lanes(gf, j0), lanes(gg, j0), lanes(go, j0)],
+            lanes(c, j0),
+            cp,
+            [lanes(dh_out, j0), lanes(dh_rec, j0)],
+            (&mut dc_next[r.clone()]).try_into().expect("16 lanes"),
+            [
+                (&mut dgi[r.clone()]).try_into().expect("16 lanes"),
+                (&mut dgf[r.clone()]).try_into().expect("16 lanes"),
+                (&mut dgg[r.clone()]).try_into().expect("16 lanes"),
+                (&mut dgo[r]).try_into().expect("16 lanes"),
+            ],
+        );
+    }
+    for u in full..n {
         let cp = c_prev.map_or(0.0, |p| p[u]);
-        let (i, f, gg, o) = (g[u], g[n + u], g[2 * n + u], g[3 * n + u]);
-        let dc = dc_next[u] + dh * o * (1.0 - tc * tc);
-        dc_next[u] = dc * f;
-        dg[u] = dc * gg * i * (1.0 - i);
-        dg[n + u] = dc * cp * f * (1.0 - f);
-        dg[2 * n + u] = dc * i * (1.0 - gg * gg);
-        dg[3 * n + u] = dh * tc * o * (1.0 - o);
+        [dgi[u], dgf[u], dgg[u], dgo[u]] =
+            unit([gi[u], gf[u], gg[u], go[u]], c[u], cp, dh_out[u] + dh_rec[u], &mut dc_next[u]);
     }
 }
 
@@ -756,7 +820,7 @@ fn train_part(
             // SAFETY: gates rows (b, t) of stride steps·4H, h_seq rows (b, t−1)
             // of stride steps·H, w_t (H, 4H): all in bounds, distinct buffers.
             unsafe {
-                gemm_strided_on(
+                rows_product(
                     batch,
                     g4,
                     h,
@@ -765,11 +829,8 @@ fn train_part(
                     true,
                     h_seq[(t - 1) * h..].as_ptr(),
                     steps * h,
-                    1,
                     w_t.as_ptr(),
                     g4,
-                    1,
-                    1.0,
                     parallel,
                 );
             }
@@ -874,7 +935,7 @@ fn bptt_part(
                 // dh_{t−1} = dgates_t · W_hh (batch rows of stride steps·4H).
                 // SAFETY: in bounds as checked by the caller; distinct buffers.
                 unsafe {
-                    gemm_strided_on(
+                    rows_product(
                         batch,
                         h,
                         g4,
@@ -883,11 +944,8 @@ fn bptt_part(
                         false,
                         dgx[t * g4..].as_ptr(),
                         steps * g4,
-                        1,
                         w_hh.as_ptr(),
                         h,
-                        1,
-                        1.0,
                         parallel,
                     );
                 }
