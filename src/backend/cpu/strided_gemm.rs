@@ -79,26 +79,20 @@ pub(crate) unsafe fn gemm_strided_on(
     let (dst, lhs, rhs) = (SendPtr(dst), SendPtr(lhs as *mut f32), SendPtr(rhs as *mut f32));
     let run = |j0: usize| {
         let nb = width.min(n - j0);
-        gemm::gemm(
+        one_gemm(
             m,
             nb,
             k,
             dst.at(j0),
-            1,
-            dst_rs as isize,
+            dst_rs,
             accumulate,
-            lhs.at(0) as *const f32,
-            lhs_cs as isize,
-            lhs_rs as isize,
-            rhs.at(j0 * rhs_cs) as *const f32,
-            rhs_cs as isize,
-            rhs_rs as isize,
-            1.0,
+            lhs.at(0),
+            lhs_rs,
+            lhs_cs,
+            rhs.at(j0 * rhs_cs),
+            rhs_rs,
+            rhs_cs,
             scale,
-            false,
-            false,
-            false,
-            gemm::Parallelism::None,
         );
     };
     if width == n {
@@ -149,4 +143,86 @@ pub(crate) unsafe fn rows_product(
     };
     // SAFETY: the caller's bounds; the halves write disjoint columns.
     run_product(small_gemm::Elem::F32, &pr, n, parallel && m * n * k >= PAR_MIN_MACS);
+}
+
+/// One `gemm` call over the whole of `dst (m, n)`, on this thread.
+///
+/// # Safety
+/// As `gemm_strided`.
+#[allow(clippy::too_many_arguments)]
+unsafe fn one_gemm(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: *mut f32,
+    dst_rs: usize,
+    accumulate: bool,
+    lhs: *const f32,
+    lhs_rs: usize,
+    lhs_cs: usize,
+    rhs: *const f32,
+    rhs_rs: usize,
+    rhs_cs: usize,
+    scale: f32,
+) {
+    gemm::gemm(
+        m,
+        n,
+        k,
+        dst,
+        1,
+        dst_rs as isize,
+        accumulate,
+        lhs,
+        lhs_cs as isize,
+        lhs_rs as isize,
+        rhs,
+        rhs_cs as isize,
+        rhs_rs as isize,
+        1.0,
+        scale,
+        false,
+        false,
+        false,
+        gemm::Parallelism::None,
+    );
+}
+
+/// The two halves of a deep product's depth: `parts[h] (m, n) = lhs (m,
+/// k_h) · rhs (k_h, n)` over depths `[0, k/2)` and `[k/2, k)`, at once on
+/// the two cores when large, each one `gemm` call; the caller adds them
+/// in order. For a weight gradient summed over tens of thousands of rows
+/// into a few hundred columns, where splitting the columns would pack the
+/// whole left operand once per block. The split depends on `k` alone, so
+/// the bits do not depend on the threads.
+///
+/// # Safety
+/// As `gemm_strided` for both halves; `parts` holds `2·m·n` values and
+/// overlaps neither operand.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn gemm_depth_halves(
+    m: usize,
+    n: usize,
+    k: usize,
+    parts: *mut f32,
+    lhs: *const f32,
+    lhs_rs: usize,
+    lhs_cs: usize,
+    rhs: *const f32,
+    rhs_rs: usize,
+    rhs_cs: usize,
+) {
+    let (parts, lhs, rhs) = (SendPtr(parts), SendPtr(lhs as *mut f32), SendPtr(rhs as *mut f32));
+    let half = k / 2;
+    let run = |h: usize| {
+        let (k0, kh) = if h == 0 { (0, half) } else { (half, k - half) };
+        let dst = parts.at(h * m * n);
+        if kh == 0 {
+            std::slice::from_raw_parts_mut(dst, m * n).fill(0.0);
+            return;
+        }
+        let (a, b) = (lhs.at(k0 * lhs_cs), rhs.at(k0 * rhs_rs));
+        one_gemm(m, n, kh, dst, n, false, a, lhs_rs, lhs_cs, b, rhs_rs, rhs_cs, 1.0);
+    };
+    super::split_items(2, m * n * k >= PAR_MIN_MACS, &|hs| hs.for_each(run));
 }

@@ -12,8 +12,10 @@
 //! - the CPU: the f32 forward as `k` row-shifted products summed in
 //!   registers (`conv_taps` over `cpu/small_gemm.rs`'s micro-kernel), or
 //!   im2col and one product where AVX-512 is missing; the bf16 forward over
-//!   tap-major bf16 pairs (`pack_bf16`); the backward on `gemm_strided`
-//!   over the im2col matrix, then col2im;
+//!   tap-major bf16 pairs (`pack_bf16`); the backward as tap products
+//!   too (`backward_taps`: the input gradient on the forward's kernel, the
+//!   weight gradient one product over padded rows), or over the im2col
+//!   matrix then col2im where AVX-512 is missing;
 //! - the GPU: the parameter structs (`ConvParams` with up to four
 //!   `ConvBranch`es, its bf16/f16 twins, `ConvDwParams`, `ConvDxParams`)
 //!   and every launch (the GEMM tiles' rules are `gpu/launch.rs`'s, shared
@@ -34,8 +36,8 @@ use super::column_sum::{self, ColumnSum};
 use super::linear::col_sums;
 use crate::backend::cpu::small_gemm::{self, Bias, Dequant, Elem, Lhs, Operand, Output, Product, Taps};
 use crate::backend::cpu::{
-    bf16, check_len, gemm_strided, int8, matmul, refuse, run_product, simd, split_chunks, with_scratch, Cpu, Gemm,
-    PAR_MIN_ELEMS, PAR_MIN_MACS,
+    bf16, check_len, gemm_depth_halves, gemm_strided, int8, matmul, refuse, run_product, simd, split_chunks,
+    with_scratch, Cpu, Gemm, PAR_MIN_ELEMS, PAR_MIN_MACS,
 };
 use crate::backend::gpu::params::{twin, Bf16, Int8, KernelParams, F16};
 use crate::backend::gpu::{launch, launch_nonempty, params::params, Device, Gpu};
@@ -414,6 +416,15 @@ struct TapWeight {
     int8: Option<(*const f32, *const i32)>,
 }
 
+/// What a tap product does with its sums: add the bias (then GELU) and
+/// overwrite the output (a forward), or add them to the output (the
+/// backward's input gradient).
+#[derive(Clone, Copy)]
+enum TapsOut<'a> {
+    Bias(&'a [f32], bool),
+    Accumulate,
+}
+
 /// A "same" Conv1d (then bias, GELU if asked) as `s.kernel` row-shifted
 /// products over `xp`: each sample laid out between `k/2` padding rows on
 /// either side, `width` elements a row (f32 values, bf16 pairs or int8
@@ -432,18 +443,24 @@ fn conv_taps<T: Copy + Default + Send>(
     gelu: bool,
     fill: &FillSample<'_, T>,
 ) {
-    assert_eq!(std::mem::size_of::<T>(), 4, "the kernel reads 32-bit elements");
-    let (len, k, pad) = (s.len, s.kernel, s.kernel / 2);
-    let (stored, rows) = (len + 2 * pad, s.samples * len);
-    if rows == 0 {
-        return;
-    }
-    assert!(b.len() >= s.c_out && s.out_offset + s.c_out <= s.out_stride);
-    assert!(y.len() >= (rows - 1) * s.out_stride + s.out_offset + s.c_out);
     let tail = tail_rows(w.int8.is_some(), width);
-    let block = (stored + tail) * width;
+    pad_samples(xp, width, tail, s, fill);
+    taps_product(xp, width, tail, w, y, s, TapsOut::Bias(b, gelu));
+}
+
+/// Lays each sample of `s` out in `xp` between `k/2` padding rows on either
+/// side and `tail` rows after (see `conv_taps`), `width` elements a row.
+fn pad_samples<T: Copy + Default + Send>(
+    xp: &mut [T],
+    width: usize,
+    tail: usize,
+    s: ConvShape,
+    fill: &FillSample<'_, T>,
+) {
+    let (len, pad) = (s.len, s.kernel / 2);
+    let block = (len + 2 * pad + tail) * width;
     assert!(xp.len() >= s.samples * block);
-    split_chunks(xp, s.samples, block, block, rows * width >= PAR_MIN_ELEMS, &|smp, dst| {
+    split_chunks(xp, s.samples, block, block, s.samples * len * width >= PAR_MIN_ELEMS, &|smp, dst| {
         let (front, rest) = dst.split_at_mut(pad * width);
         let (own, rest) = rest.split_at_mut(len * width);
         let (back, tail) = rest.split_at_mut(pad * width);
@@ -451,14 +468,38 @@ fn conv_taps<T: Copy + Default + Send>(
         front.fill(zero);
         back.fill(zero);
     });
+}
+
+/// The product of `conv_taps` over samples `pad_samples` laid out in `xp`.
+fn taps_product<T: Copy>(xp: &[T], width: usize, tail: usize, w: TapWeight, y: &mut [f32], s: ConvShape, out: TapsOut) {
+    assert_eq!(std::mem::size_of::<T>(), 4, "the kernel reads 32-bit elements");
+    let (len, k, pad) = (s.len, s.kernel, s.kernel / 2);
+    let (stored, rows) = (len + 2 * pad, s.samples * len);
+    if rows == 0 {
+        return;
+    }
+    let block = (stored + tail) * width;
+    assert!(xp.len() >= s.samples * block && s.out_offset + s.c_out <= s.out_stride);
+    assert!(y.len() >= (rows - 1) * s.out_stride + s.out_offset + s.c_out);
+    let bias = match out {
+        TapsOut::Bias(b, gelu) => {
+            assert!(b.len() >= s.c_out);
+            Some(Bias { ptr: b.as_ptr(), gelu })
+        }
+        TapsOut::Accumulate => None,
+    };
     let pr = Product {
         a: Lhs { ptr: xp.as_ptr() as *const u32, ld: width, seq: Some((len, stored + tail)) },
         b: Operand { ptr: w.ptr, ld: w.ld },
-        y: Output { ptr: y[s.out_offset..].as_mut_ptr(), ld: s.out_stride, accumulate: false },
+        y: Output {
+            ptr: y[s.out_offset..].as_mut_ptr(),
+            ld: s.out_stride,
+            accumulate: matches!(out, TapsOut::Accumulate),
+        },
         rows,
         depth: width,
         taps: Taps { count: k, lhs_step: width, rhs_step: w.tap_step },
-        bias: Some(Bias { ptr: b.as_ptr(), gelu }),
+        bias,
         dequant: w.int8.map(|(col_scale, col_sum)| {
             let scale = xp[stored * width..].as_ptr() as *const u32;
             Dequant {
@@ -538,13 +579,116 @@ pub(crate) fn backward_cpu(
         check_len(BACKWARD, what, v.len(), need)
     })?;
     consistent(s).map_err(|r| refuse(BACKWARD, r))?;
+    if s.samples * s.len == 0 || s.c_out == 0 {
+        return Ok(());
+    }
+    let dx = dx.map(|v| v.as_mut_slice());
+    if small_gemm::f32_available() {
+        backward_taps(x, w, dy, dx, dw, s);
+    } else {
+        backward_im2col(x, w, dy, dx, dw, s);
+    }
+    col_sums(dy, s.out_stride, s.out_offset, s.samples * s.len, s.c_out, db);
+    Ok(())
+}
+
+/// The backward's weight and input gradients as tap products, with no
+/// im2col matrix (at TLOB's spatial convs im2col, its gradient and col2im
+/// moved three times the input through memory each, most of the step's
+/// conv time). `dy` and `x` are laid out per sample between `k/2` zero rows
+/// on either side (`pad_samples`), then:
+/// - `dx += Σ_j` tap products of the padded `dy` with each tap's weight
+///   block `W[:, :, k−1−j]` (`taps_product`, the forward's kernel);
+/// - `dW`, tap-major, is one product over every padded row: row `i` of the
+///   padded `dy` against the `k` padded input rows centred on it, which lie
+///   side by side in memory (a window read with a row stride of `c_in`).
+///   The padding rows of `dy` are zeros, so the rows they meet add nothing
+///   (a non-finite input value there would add a NaN, as it would anyway
+///   through its own rows). Its depth is split in two fixed halves, one per
+///   core (`gemm_depth_halves`), added in order.
+fn backward_taps(x: &[f32], w: &[f32], dy: &[f32], dx: Option<&mut [f32]>, dw: &mut [f32], s: ConvShape) {
+    let (len, cin, cout, k) = (s.len, s.c_in, s.c_out, s.kernel);
+    let pad = k / 2;
+    let (width, stored) = (cin * k, len + 2 * pad);
+    let padded = s.samples * stored;
+    if cin == 0 {
+        return;
+    }
+    let wr_len = if dx.is_some() { k * cout * cin } else { 0 };
+    let sizes = [padded * cout, padded * cin, wr_len, 2 * cout * width];
+    with_scratch(sizes.iter().sum(), |scr| {
+        let (dyp, rest) = scr.split_at_mut(sizes[0]);
+        let (xp, rest) = rest.split_at_mut(sizes[1]);
+        let (wr, parts) = rest.split_at_mut(sizes[2]);
+        pad_samples(dyp, cout, 0, s, &|smp, rows, _| {
+            for (t, row) in rows.chunks_exact_mut(cout).enumerate() {
+                row.copy_from_slice(&dy[(smp * len + t) * s.out_stride + s.out_offset..][..cout]);
+            }
+            0.0
+        });
+        pad_samples(xp, cin, 0, s, &|smp, rows, _| {
+            rows.copy_from_slice(&x[smp * len * cin..][..len * cin]);
+            0.0
+        });
+        if let Some(dx) = dx {
+            // Tap j of the input gradient reads dy's row t + j (padded) with
+            // the forward's tap k−1−j: wr[j] (c_out, c_in) = W[:, :, k−1−j].
+            for j in 0..k {
+                for o in 0..cout {
+                    for c in 0..cin {
+                        wr[(j * cout + o) * cin + c] = w[o * width + c * k + (k - 1 - j)];
+                    }
+                }
+            }
+            let taps = TapWeight {
+                elem: Elem::F32,
+                ptr: wr.as_ptr() as *const u32,
+                ld: cin,
+                tap_step: cout * cin,
+                int8: None,
+            };
+            let back = ConvShape { c_in: cout, c_out: cin, out_stride: cin, out_offset: 0, ..s };
+            taps_product(dyp, cout, 0, taps, dx, back, TapsOut::Accumulate);
+        }
+        // Padded row i (from the first sample's first own row back by pad)
+        // meets the input rows i − pad .. i + pad: tap-major columns j·c_in + c.
+        let depth = padded - 2 * pad;
+        // SAFETY: lhs element (o, i) is dyp[(pad + i)·c_out + o] and rhs
+        // element (i, j·c_in + c) is xp[(i + j)·c_in + c], both inside their
+        // buffers for i < depth, j < k; parts holds 2·c_out·width values.
+        unsafe {
+            gemm_depth_halves(
+                cout,
+                width,
+                depth,
+                parts.as_mut_ptr(),
+                dyp[pad * cout..].as_ptr(),
+                1,
+                cout,
+                xp.as_ptr(),
+                cin,
+                1,
+            )
+        };
+        let (p0, p1) = parts.split_at(cout * width);
+        for o in 0..cout {
+            for j in 0..k {
+                for c in 0..cin {
+                    let at = o * width + j * cin + c;
+                    dw[o * width + c * k + j] += p0[at] + p1[at];
+                }
+            }
+        }
+    });
+}
+
+/// The backward where AVX-512 is missing: `dW += dyᵀ·im2col(x)`, `dcols =
+/// dy·W` then col2im into `dx`.
+fn backward_im2col(x: &[f32], w: &[f32], dy: &[f32], dx: Option<&mut [f32]>, dw: &mut [f32], s: ConvShape) {
     let (len, cin, k) = (s.len, s.c_in, s.kernel);
     let pad = k / 2;
     let rows = s.samples * len;
     let width = cin * k;
-    if rows == 0 || s.c_out == 0 {
-        return Ok(());
-    }
     let dy_at = dy[s.out_offset..].as_ptr();
     // No input channel: no weight or input gradient, only the bias's.
     with_scratch(2 * rows * width, |scr| {
@@ -609,9 +753,6 @@ pub(crate) fn backward_cpu(
             });
         }
     });
-    // Outside the closure above: col_sums takes the thread's scratch too.
-    col_sums(dy, s.out_stride, s.out_offset, rows, s.c_out, db);
-    Ok(())
 }
 
 // --------------------------------------------------------------------- GPU
@@ -951,6 +1092,44 @@ mod tests {
             let s = branch_shape(samples, len, dim, k, i, kernels.len());
             let want = reference_forward(&wide(&x), &wide(w), &wide(b), s, true);
             assert_close(&format!("{what} branch {i} (k {k})"), &own_columns(&got, s), &want);
+        }
+    }
+
+    /// Both CPU backwards, called directly (the backend picks one by the
+    /// CPU's features), against the reference: `shapes()`, a batch whose
+    /// weight gradient splits its depth over the two cores, and a kernel-5
+    /// branch of a wider output row.
+    #[test]
+    fn the_tap_and_the_im2col_backward_both_match_the_reference() {
+        type Path = fn(&[f32], &[f32], &[f32], Option<&mut [f32]>, &mut [f32], ConvShape);
+        let mut paths: Vec<(&str, Path)> = vec![("im2col", backward_im2col)];
+        if small_gemm::f32_available() {
+            paths.push(("taps", backward_taps));
+        }
+        let more = [
+            ConvShape::dense(48, 20, 16, 32, 3),
+            ConvShape { samples: 3, len: 20, c_in: 8, c_out: 16, kernel: 5, out_stride: 48, out_offset: 16 },
+        ];
+        for (i, s) in shapes().into_iter().chain(more).enumerate() {
+            let seed = 30 * i as u64;
+            let rows = s.samples * s.len;
+            let wlen = s.c_out * s.c_in * s.kernel;
+            let (x, w, dy) =
+                (data(rows * s.c_in, seed, 1.0), data(wlen, seed + 1, 0.5), data(rows * s.out_stride, seed + 2, 1.0));
+            let (dx0, dw0) = (data(rows * s.c_in, seed + 3, 1.0), data(wlen, seed + 4, 1.0));
+            let g = reference_backward(&wide(&x), &wide(&w), &wide(&own_columns(&dy, s)), s);
+            for (name, path) in &paths {
+                for with_dx in [true, false] {
+                    let (mut dx, mut dw) = (dx0.clone(), dw0.clone());
+                    if rows > 0 && s.c_out > 0 {
+                        path(&x, &w, &dy, with_dx.then_some(&mut dx[..]), &mut dw, s);
+                    }
+                    let tag = format!("{name} {s:?} dx {with_dx}");
+                    let want_dx = if with_dx { added(&dx0, &g.dx) } else { wide(&dx0) };
+                    assert_close(&format!("{tag} dx"), &dx, &want_dx);
+                    assert_close(&format!("{tag} dw"), &dw, &added(&dw0, &g.dw));
+                }
+            }
         }
     }
 
