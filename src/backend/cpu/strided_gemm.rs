@@ -212,6 +212,9 @@ pub(crate) unsafe fn gemm_depth_halves(
     rhs_rs: usize,
     rhs_cs: usize,
 ) {
+    if m == 0 || n == 0 {
+        return;
+    }
     let (parts, lhs, rhs) = (SendPtr(parts), SendPtr(lhs as *mut f32), SendPtr(rhs as *mut f32));
     let half = k / 2;
     let run = |h: usize| {
