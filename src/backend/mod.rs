@@ -495,6 +495,38 @@ train_ops! {
             cpu: map_cpu(Map::Mul, Some(m), x, len),
             gpu: map_gpu(self, Map::Mul, Some(m), x, len),
         }
+        /// `pre = x Wᵀ + b` and `y = GELU(pre)` (the training forward keeps
+        /// the pre-activation for the backward): the same bits as `linear`
+        /// without an epilogue, then `gelu`.
+        #[allow(clippy::too_many_arguments)]
+        fn linear_gelu_keep(
+            &self,
+            x: &Self::Buf,
+            w: &Self::Buf,
+            b: &Self::Buf,
+            pre: &mut Self::Buf,
+            y: &mut Self::Buf,
+            shape: LinearShape,
+        ) -> Result<()> {
+            cpu: ops::linear::forward_keep_cpu(self, x, w, b, pre, y, shape),
+            gpu: ops::linear::forward_keep_gpu(self, x, w, b, pre, y, shape),
+        }
+        /// `pre = conv1d(x)` and `y = GELU(pre)` over a dense output
+        /// (`out_stride = c_out`, `out_offset = 0`): the same bits as
+        /// `conv1d` without GELU, then `gelu`.
+        #[allow(clippy::too_many_arguments)]
+        fn conv1d_gelu_keep(
+            &self,
+            x: &Self::Buf,
+            w: &Self::Buf,
+            b: &Self::Buf,
+            pre: &mut Self::Buf,
+            y: &mut Self::Buf,
+            shape: ConvShape,
+        ) -> Result<()> {
+            cpu: ops::conv1d::forward_keep_cpu(self, x, w, b, pre, y, shape),
+            gpu: ops::conv1d::forward_keep_gpu(self, x, w, b, pre, y, shape),
+        }
         /// `y = GELU(x)` elementwise (the training forward keeps `x`).
         fn gelu(&self, x: &Self::Buf, y: &mut Self::Buf, len: usize) -> Result<()> {
             cpu: map_cpu(Map::Gelu, Some(x), y, len),

@@ -212,6 +212,14 @@ impl<B: Train> TrainRun<'_, B> {
         self.be.linear(xb, w, b, yb, LinearShape { rows, n_in: l.n_in, n_out: l.n_out }, epi)
     }
 
+    /// `pre = x Wᵀ + b` and `y = GELU(pre)` (all three activations), in one op.
+    fn lin_gelu(&mut self, l: &Linear, x: Act, pre: Act, y: Act, rows: usize) -> Result<()> {
+        let (def, params, derived) = (self.def, &*self.params, &*self.derived);
+        let (w, b) = (Self::slot(def, params, derived, l.w), Self::slot(def, params, derived, l.b));
+        let [xb, pb, yb] = self.tape.acts.many_mut([x, pre, y]);
+        self.be.linear_gelu_keep(xb, w, b, pb, yb, LinearShape { rows, n_in: l.n_in, n_out: l.n_out })
+    }
+
     fn ln(&mut self, n: &Norm, x: Act, y: Act, rows: usize) -> Result<()> {
         let (p, be) = (&*self.params, self.be);
         let (xb, yb) = self.tape.acts.io(x, y);
@@ -595,13 +603,12 @@ impl<B: Train> Run<B> for TrainRun<'_, B> {
         Ok(y)
     }
 
-    /// The pre-activation is kept for the backward, so GELU is its own op.
+    /// The pre-activation is kept for the backward, stored beside the
+    /// output by the same op.
     fn linear_gelu(&mut self, l: &Linear, x: Act, rows: usize) -> Result<Act> {
         let pre = self.take(rows * l.n_out)?;
         let y = self.take(rows * l.n_out)?;
-        self.lin(l, x, pre, rows, Epilogue::None)?;
-        let (pb, yb) = self.tape.acts.io(pre, y);
-        self.be.gelu(pb, yb, rows * l.n_out)?;
+        self.lin_gelu(l, x, pre, y, rows)?;
         self.tape.recs.push(Rec::LinearGelu { x, pre, rows });
         Ok(y)
     }
@@ -662,7 +669,8 @@ impl<B: Train> Run<B> for TrainRun<'_, B> {
         Ok(x)
     }
 
-    /// The pre-activation is kept for the backward, so GELU is its own op.
+    /// The pre-activation is kept for the backward, stored beside the
+    /// output by the same op.
     fn conv_gelu(&mut self, conv: &Conv, x: Act, samples: usize, len: usize) -> Result<Act> {
         let n = samples * len * conv.c_out;
         let pre = self.take(n)?;
@@ -670,11 +678,8 @@ impl<B: Train> Run<B> for TrainRun<'_, B> {
         let shape = ConvShape::dense(samples, len, conv.c_in, conv.c_out, conv.k);
         let (def, params, derived) = (self.def, &*self.params, &*self.derived);
         let (w, b) = (Self::slot(def, params, derived, conv.w), Self::slot(def, params, derived, conv.b));
-        let acts = &mut self.tape.acts;
-        let (xb, pb) = acts.io(x, pre);
-        self.be.conv1d(xb, w, b, pb, shape, false)?;
-        let (pb, yb) = acts.io(pre, y);
-        self.be.gelu(pb, yb, n)?;
+        let [xb, pb, yb] = self.tape.acts.many_mut([x, pre, y]);
+        self.be.conv1d_gelu_keep(xb, w, b, pb, yb, shape)?;
         self.tape.recs.push(Rec::Conv { x, pre, samples, len });
         Ok(y)
     }
@@ -772,11 +777,7 @@ impl<B: Train> Run<B> for TrainRun<'_, B> {
         }
         self.residual_op(&b.proj, att, x_in, x_mid, tmp, masks.map(|m| m.0), rows)?;
         self.ln(&b.norm2, x_mid, h2, rows)?;
-        self.lin(&b.fc1, h2, pre, rows, Epilogue::None)?;
-        {
-            let (pb, ab) = self.tape.acts.io(pre, act);
-            be.gelu(pb, ab, rows * b.hidden)?;
-        }
+        self.lin_gelu(&b.fc1, h2, pre, act, rows)?;
         self.residual_op(&b.fc2, act, x_mid, x_out, tmp, masks.map(|m| m.1), rows)?;
         self.tape.acts.free(tmp);
         let masks = masks.filter(|_| self.drop.active());

@@ -62,7 +62,7 @@ pub(super) fn product(x: &[f32], w: &[f32], y: &mut [f32], g: Gemm, bias: Option
             rows,
             depth: kp,
             taps: Taps::ONE,
-            bias: bias.map(|(b, gelu)| Bias { ptr: b.as_ptr(), gelu }),
+            bias: bias.map(|(b, gelu)| Bias { ptr: b.as_ptr(), gelu, keep: std::ptr::null_mut() }),
             dequant: None,
         };
         // SAFETY: the assertions bound every pair, weight, bias and output element.

@@ -282,7 +282,7 @@ pub(super) fn product(x: &[f32], w: &[f32], y: &mut [f32], g: Gemm, bias: Option
             rows,
             depth: kq,
             taps: Taps::ONE,
-            bias: bias.map(|(b, gelu)| Bias { ptr: b.as_ptr(), gelu }),
+            bias: bias.map(|(b, gelu)| Bias { ptr: b.as_ptr(), gelu, keep: std::ptr::null_mut() }),
             dequant: Some(Dequant {
                 row_scale: a[kq..].as_ptr() as *const f32,
                 row_zero: a[kq + 1..].as_ptr() as *const i32,

@@ -216,7 +216,7 @@ pub(crate) fn matmul(x: &[f32], wt: &[f32], y: &mut [f32], g: Gemm, parallel: bo
             rows,
             depth: k,
             taps: small_gemm::Taps::ONE,
-            bias: bias.map(|(b, gelu)| small_gemm::Bias { ptr: b.as_ptr(), gelu }),
+            bias: bias.map(|(b, gelu)| small_gemm::Bias { ptr: b.as_ptr(), gelu, keep: std::ptr::null_mut() }),
             dequant: None,
         };
         // SAFETY: the assertions above bound every row, column and bias the
@@ -266,6 +266,40 @@ pub(crate) fn matmul(x: &[f32], wt: &[f32], y: &mut [f32], g: Gemm, parallel: bo
     if let Some((b, gelu)) = bias {
         bias_act(y, &b[..n], rows, ld_y, 0, gelu);
     }
+}
+
+/// `pre = x·wt + b` and `y = GELU(pre)` (dense rows of `n`) in one pass:
+/// the training forward keeps the pre-activation for the backward, and
+/// storing both from the tile's registers saves a pass that read `pre`
+/// back and wrote `y` (at batch 32 both are far larger than the caches).
+/// The same bits as the product then `Train::gelu` (`simd::gelu_avx512` is
+/// the scalar GELU lane for lane).
+pub(crate) fn matmul_gelu_keep(x: &[f32], wt: &[f32], b: &[f32], pre: &mut [f32], y: &mut [f32], s: LinearShape) {
+    let LinearShape { rows, n_in: k, n_out: n } = s;
+    if rows == 0 || n == 0 {
+        return;
+    }
+    assert!(x.len() >= rows * k && wt.len() >= k * n && b.len() >= n && pre.len() >= rows * n && y.len() >= rows * n);
+    let g = Gemm { rows, k, n, ld_y: n, accumulate: false };
+    if !small_gemm::f32_available() {
+        matmul(x, wt, pre, g, true, Some((b, false)));
+        y[..rows * n].copy_from_slice(&pre[..rows * n]);
+        y[..rows * n].par_chunks_mut(ELEM_CHUNK).for_each(simd::gelu_inplace);
+        return;
+    }
+    let pr = small_gemm::Product {
+        a: small_gemm::Lhs::rows(x.as_ptr() as *const u32, k),
+        b: small_gemm::Operand { ptr: wt.as_ptr() as *const u32, ld: n },
+        y: small_gemm::Output { ptr: y.as_mut_ptr(), ld: n, accumulate: false },
+        rows,
+        depth: k,
+        taps: small_gemm::Taps::ONE,
+        bias: Some(small_gemm::Bias { ptr: b.as_ptr(), gelu: true, keep: pre.as_mut_ptr() }),
+        dequant: None,
+    };
+    // SAFETY: the assertion above bounds every row, column and bias the
+    // kernel reads, and both outputs it writes.
+    unsafe { run_product(Elem::F32, &pr, n, rows * k * n >= PAR_MIN_MACS) };
 }
 
 /// Runs `part` over the columns `0..n`: in two halves on the two cores when

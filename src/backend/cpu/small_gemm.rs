@@ -272,6 +272,10 @@ unsafe impl Sync for Output {}
 pub(crate) struct Bias {
     pub ptr: *const f32,
     pub gelu: bool,
+    /// Where to also store the values before GELU (the training forward
+    /// keeps them for the backward), laid out as the output (`y.ld`, the
+    /// same columns); null when not kept.
+    pub keep: *mut f32,
 }
 
 unsafe impl Send for Bias {}
@@ -424,6 +428,9 @@ unsafe fn tile<K: Madd, const R: usize, const NV: usize>(pr: &Product, r0: usize
             }
             if let Some(b) = pr.bias {
                 val = _mm512_add_ps(val, bias[v]);
+                if !b.keep.is_null() {
+                    _mm512_mask_storeu_ps(b.keep.add((r0 + i) * pr.y.ld + j), masks[v], val);
+                }
                 if b.gelu {
                     val = super::simd::gelu_avx512(val);
                 }

@@ -6,12 +6,15 @@
 //!
 //! Every piece of the op but its signatures (`Backend::conv1d`,
 //! `Backend::multiscale_conv`, `Backend::prepare_conv`,
-//! `Train::conv1d_backward`) and its kernels (`kernels/conv1d.cu`):
+//! `Train::conv1d_gelu_keep`, `Train::conv1d_backward`) and its kernels
+//! (`kernels/conv1d.cu`):
 //! - the shape checks, one list per call for both backends;
 //! - the reference, plain f64 loops over the taps, forward and backward;
 //! - the CPU: the f32 forward as `k` row-shifted products summed in
 //!   registers (`conv_taps` over `cpu/small_gemm.rs`'s micro-kernel), or
-//!   im2col and one product where AVX-512 is missing; the bf16 forward over
+//!   im2col and one product where AVX-512 is missing (`conv1d_gelu_keep`,
+//!   the training forward, the same products storing both sides of GELU;
+//!   on the GPU the conv then `gelu`); the bf16 forward over
 //!   tap-major bf16 pairs (`pack_bf16`); the backward as tap products
 //!   too (`backward_taps`: the input gradient on the forward's kernel, the
 //!   weight gradient one product over padded rows), or over the im2col
@@ -33,6 +36,7 @@
 use rayon::prelude::*;
 
 use super::column_sum::{self, ColumnSum};
+use super::elementwise::{map_gpu, Map};
 use super::linear::col_sums;
 use crate::backend::cpu::small_gemm::{self, Bias, Dequant, Elem, Lhs, Operand, Output, Product, Taps};
 use crate::backend::cpu::{
@@ -47,6 +51,7 @@ use crate::error::{Error, Result};
 const OP: &str = "conv1d";
 const MULTI: &str = "multiscale_conv";
 const BACKWARD: &str = "conv1d_backward";
+const KEEP: &str = "conv1d_gelu_keep";
 
 // ------------------------------------------------------------------ shapes
 
@@ -322,13 +327,54 @@ pub(crate) fn multiscale_cpu(
     Ok(())
 }
 
+/// `Train::conv1d_gelu_keep` on the CPU (f32 only, a dense output): the
+/// tap products with the bias and GELU in their epilogue, storing the
+/// values before GELU too.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn forward_keep_cpu(
+    cpu: &Cpu,
+    x: &[f32],
+    w: &[f32],
+    b: &[f32],
+    pre: &mut [f32],
+    y: &mut [f32],
+    s: ConvShape,
+) -> Result<()> {
+    cpu.f32_only(KEEP)?;
+    dense(s).and_then(|_| consistent(s)).map_err(|r| refuse(KEEP, r))?;
+    let w_len = prepared_len(cpu, s.c_out, s.c_in, s.kernel);
+    check_forward(x, w, b, &*y, s, w_len, |what, v: &[f32], need| check_len(KEEP, what, v.len(), need))?;
+    let n = s.samples * s.len * s.c_out;
+    check_len(KEEP, "pre", pre.len(), n)?;
+    if small_gemm::f32_available() {
+        forward_taps(x, w, y, s, TapsOut::Bias(b, true, pre.as_mut_ptr()));
+    } else {
+        forward_f32(x, w, b, pre, s, false);
+        y[..n].copy_from_slice(&pre[..n]);
+        simd::gelu_inplace(&mut y[..n]);
+    }
+    Ok(())
+}
+
+/// The kept pre-activation is laid out as the output, and a GPU's GELU
+/// runs over whole buffers: the output rows must be the conv's own.
+fn dense(s: ConvShape) -> std::result::Result<(), String> {
+    if s.out_stride != s.c_out || s.out_offset != 0 {
+        return Err(format!(
+            "{KEEP} needs a dense output (out_stride = c_out = {}, out_offset = 0), got out_stride {} and out_offset {}",
+            s.c_out, s.out_stride, s.out_offset
+        ));
+    }
+    Ok(())
+}
+
 /// The f32 forward: the tap products where `small_gemm` runs, im2col and
 /// one product elsewhere.
 fn forward_f32(x: &[f32], w: &[f32], b: &[f32], y: &mut [f32], s: ConvShape, gelu: bool) {
     let (len, cin, k) = (s.len, s.c_in, s.kernel);
     let rows = s.samples * len;
     if small_gemm::f32_available() {
-        forward_taps(x, w, b, y, s, gelu);
+        forward_taps(x, w, y, s, TapsOut::bias(b, gelu));
     } else {
         let width = cin * k;
         with_scratch(rows * width, |cols| {
@@ -344,13 +390,13 @@ fn forward_f32(x: &[f32], w: &[f32], b: &[f32], y: &mut [f32], s: ConvShape, gel
 /// TLOB forward). Tap `j` multiplies input row `t + j − k/2` by the rows
 /// `c·k + j` of the prepared weight (a strided view of it), so the input
 /// only needs its zero padding.
-fn forward_taps(x: &[f32], w: &[f32], b: &[f32], y: &mut [f32], s: ConvShape, gelu: bool) {
+fn forward_taps(x: &[f32], w: &[f32], y: &mut [f32], s: ConvShape, out: TapsOut) {
     let (len, cin, k) = (s.len, s.c_in, s.kernel);
     assert!(x.len() >= s.samples * len * cin && w.len() >= cin * k * s.c_out);
     let taps =
         TapWeight { elem: Elem::F32, ptr: w.as_ptr() as *const u32, ld: k * s.c_out, tap_step: s.c_out, int8: None };
     with_scratch(s.samples * (len + k - 1) * cin, |xp| {
-        conv_taps(xp, cin, taps, b, y, s, gelu, &|smp, rows, _| {
+        conv_taps(xp, cin, taps, y, s, out, &|smp, rows, _| {
             rows.copy_from_slice(&x[smp * len * cin..][..len * cin]);
             0.0
         });
@@ -367,7 +413,7 @@ fn forward_bf16(x: &[f32], w: &[f32], b: &[f32], y: &mut [f32], s: ConvShape, ge
     let pairs = bf16::as_pairs(w).as_ptr();
     let taps = TapWeight { elem: Elem::Bf16Pairs, ptr: pairs, ld: s.c_out, tap_step: cp * s.c_out, int8: None };
     bf16::with_pairs(s.samples * (len + k - 1) * cp, |xp| {
-        conv_taps(xp, cp, taps, b, y, s, gelu, &|smp, rows, _| {
+        conv_taps(xp, cp, taps, y, s, TapsOut::bias(b, gelu), &|smp, rows, _| {
             small_gemm::to_bf16_pairs(&x[smp * len * cin..][..len * cin], len, cin, cin, rows);
             0
         });
@@ -398,7 +444,7 @@ fn forward_int8(x: &[f32], w: &[f32], b: &[f32], y: &mut [f32], s: ConvShape, ge
     let taps = TapWeight { elem: Elem::Int8Quads, ptr: quads, ld: s.c_out, tap_step: cq * s.c_out, int8 };
     let per_sample = (len + k - 1 + tail_rows(true, cq)) * cq;
     bf16::with_pairs(s.samples * per_sample, |xp| {
-        conv_taps(xp, cq, taps, b, y, s, gelu, &|smp, rows, tail| {
+        conv_taps(xp, cq, taps, y, s, TapsOut::bias(b, gelu), &|smp, rows, tail| {
             int8::quantize_sample(&x[smp * len * cin..][..len * cin], len, cin, rows, tail)
         });
     });
@@ -421,8 +467,16 @@ struct TapWeight {
 /// backward's input gradient).
 #[derive(Clone, Copy)]
 enum TapsOut<'a> {
-    Bias(&'a [f32], bool),
+    /// The bias, whether GELU follows, and where to keep the values before
+    /// GELU (laid out as the output; null when not kept).
+    Bias(&'a [f32], bool, *mut f32),
     Accumulate,
+}
+
+impl<'a> TapsOut<'a> {
+    fn bias(b: &'a [f32], gelu: bool) -> Self {
+        TapsOut::Bias(b, gelu, std::ptr::null_mut())
+    }
 }
 
 /// A "same" Conv1d (then bias, GELU if asked) as `s.kernel` row-shifted
@@ -432,20 +486,18 @@ enum TapsOut<'a> {
 /// returns what its padding rows hold (a zero input). An int8 weight
 /// (`w.int8` set) reads each sample's scale and zero point from `tail`, the
 /// rows after its padding, which `fill` writes.
-#[allow(clippy::too_many_arguments)]
 fn conv_taps<T: Copy + Default + Send>(
     xp: &mut [T],
     width: usize,
     w: TapWeight,
-    b: &[f32],
     y: &mut [f32],
     s: ConvShape,
-    gelu: bool,
+    out: TapsOut,
     fill: &FillSample<'_, T>,
 ) {
     let tail = tail_rows(w.int8.is_some(), width);
     pad_samples(xp, width, tail, s, fill);
-    taps_product(xp, width, tail, w, y, s, TapsOut::Bias(b, gelu));
+    taps_product(xp, width, tail, w, y, s, out);
 }
 
 /// Lays each sample of `s` out in `xp` between `k/2` padding rows on either
@@ -482,9 +534,13 @@ fn taps_product<T: Copy>(xp: &[T], width: usize, tail: usize, w: TapWeight, y: &
     assert!(xp.len() >= s.samples * block && s.out_offset + s.c_out <= s.out_stride);
     assert!(y.len() >= (rows - 1) * s.out_stride + s.out_offset + s.c_out);
     let bias = match out {
-        TapsOut::Bias(b, gelu) => {
+        TapsOut::Bias(b, gelu, keep) => {
             assert!(b.len() >= s.c_out);
-            Some(Bias { ptr: b.as_ptr(), gelu })
+            Some(Bias {
+                ptr: b.as_ptr(),
+                gelu,
+                keep: if keep.is_null() { keep } else { keep.wrapping_add(s.out_offset) },
+            })
         }
         TapsOut::Accumulate => None,
     };
@@ -825,6 +881,25 @@ fn launch_branches<D: Device>(
     gpu.launch_gemm(s.samples * s.len, s.c_out, branches, p)
 }
 
+/// `Train::conv1d_gelu_keep` on a `Gpu`: the conv into `pre`, then GELU
+/// into `y` (two launches).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn forward_keep_gpu<D: Device>(
+    gpu: &Gpu<D>,
+    x: &D::Mem,
+    w: &D::Mem,
+    b: &D::Mem,
+    pre: &mut D::Mem,
+    y: &mut D::Mem,
+    s: ConvShape,
+) -> Result<()> {
+    dense(s).map_err(|r| gpu.err(r))?;
+    let n = s.samples * s.len * s.c_out;
+    gpu.check(KEEP, "y", y, n)?;
+    forward_gpu(gpu, x, w, b, pre, s, false)?;
+    map_gpu(gpu, Map::Gelu, Some(pre), y, n)
+}
+
 /// `Backend::conv1d` on a `Gpu`: one launch of `quorum_conv1d` (or its
 /// 16-bit twin) with one branch.
 pub(crate) fn forward_gpu<D: Device>(
@@ -1131,6 +1206,48 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// `conv1d_gelu_keep` stores what `conv1d` (no GELU) then `gelu` store,
+    /// bit for bit, at every dense shape; a branch of a wider row is refused
+    /// by name and changes nothing.
+    fn gelu_keep_is_the_conv_then_gelu<B: Train>(be: &B, what: &str) {
+        for (i, s) in shapes().into_iter().enumerate() {
+            let n = s.samples * s.len * s.c_out;
+            let seed = 50 * i as u64;
+            let (x, w, b) = (
+                data(s.samples * s.len * s.c_in, seed, 2.0),
+                data(s.c_out * s.c_in * s.kernel, seed + 1, 0.5),
+                data(s.c_out, seed + 2, 1.0),
+            );
+            let (xb, wp, bb) = (
+                be.upload(&x).unwrap(),
+                be.prepare_conv(&w, s.c_out, s.c_in, s.kernel).unwrap(),
+                be.upload(&b).unwrap(),
+            );
+            let (mut pre, mut y) =
+                (be.upload(&vec![7f32; n.max(1)]).unwrap(), be.upload(&vec![7f32; n.max(1)]).unwrap());
+            let got = be.conv1d_gelu_keep(&xb, &wp, &bb, &mut pre, &mut y, s);
+            if s.out_stride != s.c_out {
+                let e = got.unwrap_err().to_string();
+                assert!(e.contains("conv1d_gelu_keep") && e.contains("out_stride"), "{what} {s:?}: {e}");
+                assert_eq!(read(be, &y, n), vec![7f32; n], "{what} {s:?}: a refused op changes nothing");
+                continue;
+            }
+            got.unwrap();
+            let (mut pre_want, mut y_want) = (be.alloc(n.max(1)).unwrap(), be.alloc(n.max(1)).unwrap());
+            be.conv1d(&xb, &wp, &bb, &mut pre_want, s, false).unwrap();
+            be.gelu(&pre_want, &mut y_want, n).unwrap();
+            let bits = |v: Vec<f32>| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(read(be, &pre, n)), bits(read(be, &pre_want, n)), "{what} {s:?}: pre");
+            assert_eq!(bits(read(be, &y, n)), bits(read(be, &y_want, n)), "{what} {s:?}: y");
+        }
+    }
+
+    #[test]
+    fn gelu_keep_is_the_conv_then_gelu_on_the_cpu_and_the_emulator() {
+        gelu_keep_is_the_conv_then_gelu(&Cpu::new(), "cpu");
+        gelu_keep_is_the_conv_then_gelu(&Gpu::new(Emu::new()), "emu");
     }
 
     #[test]

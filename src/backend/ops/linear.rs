@@ -1,11 +1,12 @@
 //! The linear layer, `y = x·Wᵀ + b` (then GELU, or added into `y`), with
 //! what belongs to it alone: its weight preparation (`prepare_linear`, and
-//! `prepare_linear_from` after each optimizer step), its backward
+//! `prepare_linear_from` after each optimizer step), the training forward
+//! that keeps the pre-activation (`linear_gelu_keep`), its backward
 //! (`linear_backward`) and the bias backward (`bias_backward`, a column sum
 //! in fixed row chunks that the conv backward's bias shares on the CPU).
 //!
 //! Every piece of the op but its signatures (`Backend::linear`,
-//! `Backend::prepare_linear`, `Train::linear_backward`,
+//! `Backend::prepare_linear`, `Train::linear_gelu_keep`, `Train::linear_backward`,
 //! `Train::bias_backward`, `Train::prepare_linear_from`) and its kernels
 //! (`kernels/linear.cu`):
 //! - the shape checks, one list per call for both backends;
@@ -14,8 +15,11 @@
 //! - the CPU: the prepared layouts (the transpose at f32, bf16 pairs from
 //!   `small_gemm::pack_bf16`), the forward through `Cpu::product` (the
 //!   shared micro-kernels of `cpu/small_gemm.rs` and `cpu/bf16.rs`, which the
-//!   patch embedding uses too), the backward on `gemm_strided`, and
-//!   `col_sums`;
+//!   patch embedding uses too), `linear_gelu_keep` as one product storing
+//!   both sides of GELU from its registers (`matmul_gelu_keep`), the
+//!   backward (`dW` in two halves of the rows, `gemm_depth_halves`; `dx` on
+//!   `gemm_strided`), and `col_sums`; on the GPU `linear_gelu_keep` is the
+//!   product then `gelu`;
 //! - the GPU: the parameter structs (`LinearParams` and its bf16/f16 twins,
 //!   `LinearDwParams`, `LinearDxParams`, `BiasPartialsParams`,
 //!   `BiasFinishParams`, `PackHalfParams`), the bias backward's launch rule
@@ -34,19 +38,21 @@ use rayon::prelude::*;
 
 use crate::backend::cpu::small_gemm;
 use crate::backend::cpu::{
-    bf16, check_len, gemm_depth_halves, gemm_strided, int8, transpose, transpose_into, with_scratch, Cpu, Gemm,
-    ROW_CHUNK,
+    bf16, check_len, gemm_depth_halves, gemm_strided, int8, matmul_gelu_keep, transpose, transpose_into, with_scratch,
+    Cpu, Gemm, ROW_CHUNK,
 };
 use crate::backend::gpu::device::LaunchConfig;
 use crate::backend::gpu::launch::{self, cfg};
 use crate::backend::gpu::params::{params, twin, Bf16, Int8, KernelParams, F16};
 use crate::backend::gpu::{launch_nonempty, Device, Gpu};
 use crate::backend::ops::column_sum::{self, ColumnSum};
+use crate::backend::ops::elementwise::{map_gpu, Map};
 use crate::backend::ops::swap_last_axes;
 use crate::backend::{Epilogue, LinearShape, Precision};
 use crate::error::Result;
 
 const OP: &str = "linear";
+const KEEP: &str = "linear_gelu_keep";
 
 // ------------------------------------------------------------------ shapes
 
@@ -200,6 +206,26 @@ pub(crate) fn forward_cpu(
     check_forward(x, w, b, &*y, s, w_len, |what, v: &[f32], need| check_len(OP, what, v.len(), need))?;
     let g = Gemm { rows: s.rows, k: s.n_in, n: s.n_out, ld_y: s.n_out, accumulate: epi == Epilogue::Accumulate };
     cpu.product(x, w, y, g, Some((&b[..s.n_out], epi == Epilogue::Gelu)));
+    Ok(())
+}
+
+/// `Train::linear_gelu_keep` on the CPU (f32 only): the product with the
+/// bias and GELU in its epilogue, storing the values before GELU too.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn forward_keep_cpu(
+    cpu: &Cpu,
+    x: &[f32],
+    w: &[f32],
+    b: &[f32],
+    pre: &mut [f32],
+    y: &mut [f32],
+    s: LinearShape,
+) -> Result<()> {
+    cpu.f32_only(KEEP)?;
+    let w_len = cpu.linear_len(s.n_out, s.n_in);
+    check_forward(x, w, b, &*y, s, w_len, |what, v: &[f32], need| check_len(KEEP, what, v.len(), need))?;
+    check_len(KEEP, "pre", pre.len(), s.rows * s.n_out)?;
+    matmul_gelu_keep(x, w, b, pre, y, s);
     Ok(())
 }
 
@@ -439,6 +465,23 @@ pub(crate) fn prepare_from_gpu<D: Device>(
     };
     // SAFETY: sizes checked above.
     unsafe { dev.launch(launch::elementwise(gpu.weight_len(n_out, n_in))?, &p) }
+}
+
+/// `Train::linear_gelu_keep` on a `Gpu`: the product into `pre`, then GELU
+/// into `y` (two launches).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn forward_keep_gpu<D: Device>(
+    gpu: &Gpu<D>,
+    x: &D::Mem,
+    w: &D::Mem,
+    b: &D::Mem,
+    pre: &mut D::Mem,
+    y: &mut D::Mem,
+    s: LinearShape,
+) -> Result<()> {
+    gpu.check(KEEP, "y", y, s.rows * s.n_out)?;
+    forward_gpu(gpu, x, w, b, pre, s, Epilogue::None)?;
+    map_gpu(gpu, Map::Gelu, Some(pre), y, s.rows * s.n_out)
 }
 
 /// `Backend::linear` on a `Gpu`: one launch of `quorum_linear` (or its
@@ -777,6 +820,45 @@ mod tests {
             let s = LinearShape { rows: 2, n_in: 4, n_out: 3 };
             let e = be.linear_backward(&x, &w, &dy, None, &mut dw, None, s, false).unwrap_err().to_string();
             assert!(e.contains("linear_backward") && e.contains("f32"), "{e}");
+        }
+    }
+
+    /// `linear_gelu_keep` stores what `linear` (no epilogue) then `gelu`
+    /// store, bit for bit; a bf16 CPU refuses it and leaves both outputs.
+    fn gelu_keep_is_the_product_then_gelu<B: Train>(be: &B, what: &str) {
+        for (i, &sh) in SHAPES.iter().enumerate() {
+            let s = shape(sh);
+            let seed = 40 * i as u64;
+            let (x, w, b) =
+                (data(s.rows * s.n_in, seed, 2.0), data(s.n_out * s.n_in, seed + 1, 0.5), data(s.n_out, seed + 2, 1.0));
+            let (xb, wp, bb) =
+                (be.upload(&x).unwrap(), be.prepare_linear(&w, s.n_out, s.n_in).unwrap(), be.upload(&b).unwrap());
+            let n = s.rows * s.n_out;
+            let (mut pre_want, mut y_want) = (be.alloc(n.max(1)).unwrap(), be.alloc(n.max(1)).unwrap());
+            be.linear(&xb, &wp, &bb, &mut pre_want, s, Epilogue::None).unwrap();
+            be.gelu(&pre_want, &mut y_want, n).unwrap();
+            let (mut pre, mut y) = (be.alloc(n.max(1)).unwrap(), be.alloc(n.max(1)).unwrap());
+            be.linear_gelu_keep(&xb, &wp, &bb, &mut pre, &mut y, s).unwrap();
+            assert_eq!(bits(&read(be, &pre, n)), bits(&read(be, &pre_want, n)), "{what} {sh:?}: pre");
+            assert_eq!(bits(&read(be, &y, n)), bits(&read(be, &y_want, n)), "{what} {sh:?}: y");
+        }
+    }
+
+    fn bits(v: &[f32]) -> Vec<u32> {
+        v.iter().map(|f| f.to_bits()).collect()
+    }
+
+    #[test]
+    fn gelu_keep_is_the_product_then_gelu_on_the_cpu_and_the_emulator() {
+        gelu_keep_is_the_product_then_gelu(&Cpu::new(), "cpu");
+        gelu_keep_is_the_product_then_gelu(&Gpu::new(Emu::new()), "emu");
+        if let Ok(be) = Cpu::with_precision(Precision::Bf16) {
+            let s = LinearShape { rows: 2, n_in: 4, n_out: 3 };
+            let wp = be.prepare_linear(&[0.5f32; 12], 3, 4).unwrap();
+            let (mut pre, mut y) = (vec![7f32; 6], vec![7f32; 6]);
+            let e = be.linear_gelu_keep(&vec![0.5f32; 8], &wp, &vec![0f32; 3], &mut pre, &mut y, s).unwrap_err();
+            assert!(e.to_string().contains("linear_gelu_keep") && e.to_string().contains("f32"), "{e}");
+            assert_eq!((pre, y), (vec![7f32; 6], vec![7f32; 6]), "a refused op changes nothing");
         }
     }
 
