@@ -498,7 +498,6 @@ train_ops! {
         /// `pre = x Wᵀ + b` and `y = GELU(pre)` (the training forward keeps
         /// the pre-activation for the backward): the same bits as `linear`
         /// without an epilogue, then `gelu`.
-        #[allow(clippy::too_many_arguments)]
         fn linear_gelu_keep(
             &self,
             x: &Self::Buf,
@@ -514,7 +513,6 @@ train_ops! {
         /// `pre = conv1d(x)` and `y = GELU(pre)` over a dense output
         /// (`out_stride = c_out`, `out_offset = 0`): the same bits as
         /// `conv1d` without GELU, then `gelu`.
-        #[allow(clippy::too_many_arguments)]
         fn conv1d_gelu_keep(
             &self,
             x: &Self::Buf,

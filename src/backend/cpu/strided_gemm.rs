@@ -1,11 +1,20 @@
 //! The products of the CPU's backward passes (the linear layer's, the
-//! conv's, the patch embedding's, the LSTM's weight gradients): a `gemm`
-//! call on strided views (no transposed copies); large ones split over
-//! output columns, one block per task, so each output value is reduced by
-//! one thread in one order. With the ops' row reductions in fixed chunks of
-//! `ROW_CHUNK` rows combined in order, the same inputs give bit-identical
-//! gradients whatever the thread scheduling (docs/training.md: same seed,
-//! same data, same weights).
+//! conv's, the patch embedding's, the LSTM's weight gradients) and of the
+//! training recurrence's steps:
+//! - `gemm_strided`: a `gemm` call on strided views (no transposed
+//!   copies); large ones split over output columns, one block per task, so
+//!   each output value is reduced by one thread in one order;
+//! - `gemm_depth_halves`: a weight gradient summed over thousands of rows
+//!   into a few hundred columns, its rows in two fixed halves, one per core,
+//!   which the caller adds in order (splitting the columns instead packed the
+//!   whole left operand once per block);
+//! - `rows_product`: tens of contiguous rows against a cached weight, on
+//!   small_gemm's kernel.
+//!
+//! Every split depends on the sizes alone, never on the thread count. With
+//! the ops' row reductions in fixed chunks of `ROW_CHUNK` rows combined in
+//! order, the same inputs give bit-identical gradients whatever the thread
+//! scheduling (docs/training.md: same seed, same data, same weights).
 
 use rayon::prelude::*;
 
@@ -107,10 +116,10 @@ pub(crate) unsafe fn gemm_strided_on(
 /// `dst (m, n) [+]= lhs (m, k) · rhs (k, n)` where both operands' rows are
 /// contiguous (`lhs_rs`, `rhs_rs` apart): the products of a recurrence's
 /// step, tens of rows against a weight that stays in the core's cache.
-/// There small_gemm's f32 kernel, which reads both operands in place, takes
-/// a third of the time of `gemm`, which packs the whole weight on every
-/// call; without AVX-512, `gemm_strided_on`. Each output value is one
-/// in-order sum over `k` either way, so the bits do not depend on `parallel`.
+/// There small_gemm's f32 kernel reads both operands in place, where `gemm`
+/// packs the whole weight on every call; without AVX-512,
+/// `gemm_strided_on`. The result does not depend on `parallel` either way
+/// (small_gemm sums each output in order; gemm's column blocks are fixed).
 ///
 /// # Safety
 /// As `gemm_strided`.

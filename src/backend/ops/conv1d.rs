@@ -330,7 +330,6 @@ pub(crate) fn multiscale_cpu(
 /// `Train::conv1d_gelu_keep` on the CPU (f32 only, a dense output): the
 /// tap products with the bias and GELU in their epilogue, storing the
 /// values before GELU too.
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn forward_keep_cpu(
     cpu: &Cpu,
     x: &[f32],
@@ -883,7 +882,6 @@ fn launch_branches<D: Device>(
 
 /// `Train::conv1d_gelu_keep` on a `Gpu`: the conv into `pre`, then GELU
 /// into `y` (two launches).
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn forward_keep_gpu<D: Device>(
     gpu: &Gpu<D>,
     x: &D::Mem,

@@ -211,7 +211,6 @@ pub(crate) fn forward_cpu(
 
 /// `Train::linear_gelu_keep` on the CPU (f32 only): the product with the
 /// bias and GELU in its epilogue, storing the values before GELU too.
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn forward_keep_cpu(
     cpu: &Cpu,
     x: &[f32],
@@ -469,7 +468,6 @@ pub(crate) fn prepare_from_gpu<D: Device>(
 
 /// `Train::linear_gelu_keep` on a `Gpu`: the product into `pre`, then GELU
 /// into `y` (two launches).
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn forward_keep_gpu<D: Device>(
     gpu: &Gpu<D>,
     x: &D::Mem,
