@@ -273,20 +273,15 @@ pub(crate) fn matmul(x: &[f32], wt: &[f32], y: &mut [f32], g: Gemm, parallel: bo
 /// storing both from the tile's registers saves a pass that read `pre`
 /// back and wrote `y` (at batch 32 both are far larger than the caches).
 /// The same bits as the product then `Train::gelu` (`simd::gelu_avx512` is
-/// the scalar GELU lane for lane).
+/// the scalar GELU lane for lane). Needs AVX-512F (`small_gemm::f32_available`):
+/// elsewhere the caller runs the product, then `gelu`.
 pub(crate) fn matmul_gelu_keep(x: &[f32], wt: &[f32], b: &[f32], pre: &mut [f32], y: &mut [f32], s: LinearShape) {
     let LinearShape { rows, n_in: k, n_out: n } = s;
     if rows == 0 || n == 0 {
         return;
     }
     assert!(x.len() >= rows * k && wt.len() >= k * n && b.len() >= n && pre.len() >= rows * n && y.len() >= rows * n);
-    let g = Gemm { rows, k, n, ld_y: n, accumulate: false };
-    if !small_gemm::f32_available() {
-        matmul(x, wt, pre, g, true, Some((b, false)));
-        y[..rows * n].copy_from_slice(&pre[..rows * n]);
-        y[..rows * n].par_chunks_mut(ELEM_CHUNK).for_each(simd::gelu_inplace);
-        return;
-    }
+    assert!(small_gemm::f32_available(), "matmul_gelu_keep needs AVX-512F");
     let pr = small_gemm::Product {
         a: small_gemm::Lhs::rows(x.as_ptr() as *const u32, k),
         b: small_gemm::Operand { ptr: wt.as_ptr() as *const u32, ld: n },

@@ -36,7 +36,7 @@
 use rayon::prelude::*;
 
 use super::column_sum::{self, ColumnSum};
-use super::elementwise::{map_gpu, Map};
+use super::elementwise::{map_cpu, map_gpu, Map};
 use super::linear::col_sums;
 use crate::backend::cpu::small_gemm::{self, Bias, Dequant, Elem, Lhs, Operand, Output, Product, Taps};
 use crate::backend::cpu::{
@@ -347,12 +347,12 @@ pub(crate) fn forward_keep_cpu(
     check_len(KEEP, "pre", pre.len(), n)?;
     if small_gemm::f32_available() {
         forward_taps(x, w, y, s, TapsOut::Bias(b, true, pre.as_mut_ptr()));
+        Ok(())
     } else {
+        // Without AVX-512: the conv, then the `gelu` op itself.
         forward_f32(x, w, b, pre, s, false);
-        y[..n].copy_from_slice(&pre[..n]);
-        simd::gelu_inplace(&mut y[..n]);
+        map_cpu(Map::Gelu, Some(pre), y, n)
     }
-    Ok(())
 }
 
 /// The kept pre-activation is laid out as the output, and a GPU's GELU

@@ -46,7 +46,7 @@ use crate::backend::gpu::launch::{self, cfg};
 use crate::backend::gpu::params::{params, twin, Bf16, Int8, KernelParams, F16};
 use crate::backend::gpu::{launch_nonempty, Device, Gpu};
 use crate::backend::ops::column_sum::{self, ColumnSum};
-use crate::backend::ops::elementwise::{map_gpu, Map};
+use crate::backend::ops::elementwise::{map_cpu, map_gpu, Map};
 use crate::backend::ops::swap_last_axes;
 use crate::backend::{Epilogue, LinearShape, Precision};
 use crate::error::Result;
@@ -224,6 +224,11 @@ pub(crate) fn forward_keep_cpu(
     let w_len = cpu.linear_len(s.n_out, s.n_in);
     check_forward(x, w, b, &*y, s, w_len, |what, v: &[f32], need| check_len(KEEP, what, v.len(), need))?;
     check_len(KEEP, "pre", pre.len(), s.rows * s.n_out)?;
+    if !small_gemm::f32_available() {
+        // Without AVX-512: the product, then the `gelu` op itself.
+        forward_cpu(cpu, x, w, b, pre, s, Epilogue::None)?;
+        return map_cpu(Map::Gelu, Some(pre), y, s.rows * s.n_out);
+    }
     matmul_gelu_keep(x, w, b, pre, y, s);
     Ok(())
 }
