@@ -436,6 +436,177 @@ fn serve_confines_its_threads_to_the_cpus_given() {
     assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("comma-separated"));
 }
 
+/// `serve --token-file`: the token from a file's first line (no token in
+/// `ps`), guarding every POST as `--token` does; a missing, empty or
+/// oversized file, or both flags at once, is refused before the server starts.
+#[test]
+fn serve_reads_its_token_from_a_file() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::process::Stdio;
+    let dir = tempdir("token-file");
+    let token = "a-token-of-twenty-four-c";
+    let file = dir.join("token");
+    std::fs::write(&file, format!("{token}\n")).unwrap();
+    let file = file.to_str().unwrap();
+    let mut server = Command::new(env!("CARGO_BIN_EXE_quorum"))
+        .args(["serve", "--bind", "0.0.0.0:0", "--allow-remote"])
+        .args(["--token-file", file, "--backend", "cpu", "--duration", "30s"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let port = BufReader::new(server.stdout.take().unwrap())
+        .lines()
+        .map_while(Result::ok)
+        .find_map(|l| l.split("listening on http://").nth(1).map(|r| r.split(';').next().unwrap().to_string()))
+        .and_then(|addr| addr.rsplit(':').next().map(str::to_owned))
+        .expect("the server says where it listens");
+    let post = |authorization: &str| -> u16 {
+        let addr = format!("127.0.0.1:{port}");
+        let mut s = std::net::TcpStream::connect(&addr).unwrap();
+        let body = "{}";
+        let head = format!(
+            "POST /api/ensemble/predict HTTP/1.1\r\nHost: {addr}\r\n{authorization}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        s.write_all(head.as_bytes()).unwrap();
+        let mut answer = String::new();
+        s.read_to_string(&mut answer).unwrap();
+        answer[9..12].parse().unwrap()
+    };
+    let without = post("");
+    let wrong = post("Authorization: Bearer a-token-of-twenty-four-X\r\n");
+    let right = post(&format!("Authorization: Bearer {token}\r\n"));
+    let _ = server.kill();
+    let _ = server.wait();
+    assert_eq!((without, wrong), (401, 401));
+    // Past the token, the empty body is refused for what it lacks.
+    assert_eq!(right, 400);
+
+    let refused = |args: &[&str], says: &str| {
+        let o = quorum(&[&["serve", "--bind", "127.0.0.1:0", "--duration", "1s"][..], args].concat());
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success() && err.contains(says), "{args:?}: {err}");
+    };
+    let empty = dir.join("empty");
+    std::fs::write(&empty, "\n").unwrap();
+    let big = dir.join("big");
+    std::fs::write(&big, vec![b'x'; 5000]).unwrap();
+    let missing = dir.join("missing");
+    refused(&["--token-file", empty.to_str().unwrap()], "first line is empty");
+    refused(&["--token-file", big.to_str().unwrap()], "5000 bytes");
+    refused(&["--token-file", missing.to_str().unwrap()], missing.to_str().unwrap());
+    refused(&["--token-file", file, "--token", token], "cannot be used with");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The container file (Dockerfile): no container engine runs where the suite
+/// does, so this checks what can be checked without one. Its builder is a
+/// toolchain the crate accepts, on the runtime image's Debian release (the
+/// binary needs the builder's glibc and libstdc++); `.dockerignore` keeps
+/// nothing the build reads out of the context; and the image's command runs:
+/// the ENTRYPOINT and CMD as written, with only the port, the secret and the
+/// volume moved into a scratch folder, start a server that answers health.
+#[test]
+fn the_container_file_builds_from_the_context_and_its_command_serves() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::process::Stdio;
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dockerfile = std::fs::read_to_string(root.join("Dockerfile")).expect("a Dockerfile at the root");
+    let instruction = |name: &str| -> Vec<String> {
+        // Continued lines joined, comments dropped.
+        let joined = dockerfile
+            .lines()
+            .filter(|l| !l.trim_start().starts_with('#'))
+            .collect::<Vec<_>>()
+            .join("\n")
+            .replace("\\\n", " ");
+        joined.lines().filter_map(|l| l.strip_prefix(&format!("{name} "))).map(|r| r.trim().to_owned()).collect()
+    };
+    let from = instruction("FROM");
+    assert_eq!(from.len(), 2, "a builder and a runtime: {from:?}");
+    let builder = from[0].split_whitespace().next().unwrap();
+    let runtime = from[1].split_whitespace().next().unwrap();
+    let release = |image: &str| image.rsplit('-').next().unwrap().to_owned();
+    assert_eq!(release(builder), "bookworm", "{builder}");
+    assert!(runtime.starts_with(&format!("debian:{}", release(builder))), "{runtime} is not {builder}'s Debian");
+    let version = |v: &str| -> Vec<u32> { v.split('.').map(|p| p.parse().unwrap()).collect() };
+    let rust = builder.strip_prefix("rust:").and_then(|r| r.split('-').next()).unwrap();
+    let manifest = std::fs::read_to_string(root.join("Cargo.toml")).unwrap();
+    let wanted = manifest.lines().find_map(|l| l.strip_prefix("rust-version = ")).unwrap().trim_matches('"').to_owned();
+    assert!(version(rust) >= version(&wanted), "rust:{rust} is older than the crate's rust-version {wanted}");
+    for run in instruction("RUN").iter().filter(|r| r.starts_with("cargo")) {
+        assert!(run.contains("--locked"), "{run}: the image must build what Cargo.lock pins");
+    }
+
+    // What the build reads: the manifest, the lock, build.rs and every folder
+    // of targets. A .dockerignore line must not cover any of them.
+    let ignored: Vec<String> = std::fs::read_to_string(root.join(".dockerignore"))
+        .unwrap()
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(|l| l.trim_start_matches('/').to_owned())
+        .collect();
+    for needed in ["Cargo.toml", "Cargo.lock", "build.rs", "src", "kernels", "benches", "examples", "tests"] {
+        assert!(root.join(needed).exists(), "{needed}");
+        for pattern in &ignored {
+            let covers = needed == pattern || needed.starts_with(&format!("{pattern}/")) || pattern == "*";
+            assert!(!covers, ".dockerignore's {pattern:?} leaves {needed} out of the build");
+        }
+    }
+    assert!(ignored.iter().any(|p| p == "target"), "the context would carry target/: {ignored:?}");
+
+    // The image's command, as written.
+    let json_array = |name: &str| -> Vec<String> {
+        let all = instruction(name);
+        assert_eq!(all.len(), 1, "one {name}: {all:?}");
+        serde_json::from_str(&all[0]).unwrap_or_else(|e| panic!("{name} in exec form (a JSON array): {e}"))
+    };
+    let entrypoint = json_array("ENTRYPOINT");
+    let cmd = json_array("CMD");
+    assert_eq!(entrypoint[0], "quorum");
+    let dir = tempdir("container");
+    let secret = dir.join("token");
+    std::fs::write(&secret, "a-container-secret-token\n").unwrap();
+    let volume = dir.join("data");
+    std::fs::create_dir_all(&volume).unwrap();
+    let moved = |a: &String| match a.as_str() {
+        "0.0.0.0:8000" => "0.0.0.0:0".to_owned(),
+        "/run/secrets/quorum_token" => secret.to_str().unwrap().to_owned(),
+        "/var/lib/quorum" => volume.to_str().unwrap().to_owned(),
+        other => other.to_owned(),
+    };
+    let args: Vec<String> = entrypoint[1..].iter().chain(&cmd).map(moved).collect();
+    assert_ne!(args, entrypoint[1..].iter().chain(&cmd).cloned().collect::<Vec<_>>(), "nothing moved: {args:?}");
+    let mut server = Command::new(env!("CARGO_BIN_EXE_quorum"))
+        .args(&args)
+        .args(["--backend", "cpu", "--duration", "30s"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let port = BufReader::new(server.stdout.take().unwrap())
+        .lines()
+        .map_while(Result::ok)
+        .find_map(|l| l.split("listening on http://0.0.0.0:").nth(1).map(|r| r.split(';').next().unwrap().to_owned()));
+    let health = port.as_ref().map(|port| {
+        let mut s = std::net::TcpStream::connect(format!("127.0.0.1:{port}")).unwrap();
+        s.write_all(
+            format!("GET /health/live HTTP/1.1\r\nHost: localhost:{port}\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .unwrap();
+        let mut answer = String::new();
+        s.read_to_string(&mut answer).unwrap();
+        answer
+    });
+    let _ = server.kill();
+    let _ = server.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    let health = health.unwrap_or_else(|| panic!("quorum {args:?} did not start listening"));
+    assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+}
+
 /// The README's command list and `--help` agree: every subcommand is listed,
 /// every flag the README shows exists, and every flag `--help` lists is shown.
 #[test]

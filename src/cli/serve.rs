@@ -29,6 +29,11 @@ pub struct ServeArgs {
     /// Bearer token required on every POST (at least 16 characters).
     #[arg(long)]
     pub token: Option<String>,
+    /// Read the bearer token from this file instead (its first line): a token
+    /// on the command line is visible to every user of the machine in `ps`.
+    /// E.g. a container secret, /run/secrets/quorum_token.
+    #[arg(long, value_name = "PATH", conflicts_with = "token")]
+    pub token_file: Option<PathBuf>,
     /// An origin (scheme://host[:port]) whose web pages may call the API
     /// (repeatable). Requests carrying any other Origin header are refused.
     #[arg(long = "allow-origin", value_name = "ORIGIN")]
@@ -130,12 +135,14 @@ pub struct ServeArgs {
     pub max_weights_mb: u64,
 }
 
-pub fn serve(args: ServeArgs) -> Result<()> {
+pub fn serve(mut args: ServeArgs) -> Result<()> {
     // First, before any thread starts: every thread made later inherits the mask.
     if let Some(CpuList(cpus)) = &args.cpus {
         pin_to(cpus)?;
         tracing::info!(?cpus, "serve: threads confined to these CPUs");
     }
+    // Before the models load: a bad token file fails at once.
+    args.token = token_of(&args)?;
     let config = match &args.ensemble_config {
         Some(p) => EnsembleConfig::from_file(p)?,
         None => EnsembleConfig::default(),
@@ -179,6 +186,26 @@ pub fn serve(args: ServeArgs) -> Result<()> {
     let rt =
         tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().context("starting tokio")?;
     rt.block_on(run(args, Arc::new(engine), train_on))
+}
+
+/// The most a token file may hold: a token is a line, not a document.
+const MAX_TOKEN_FILE_BYTES: u64 = 4096;
+
+/// The bearer token, from `--token` or the first line of `--token-file`
+/// (the server checks its length and characters, as for `--token`).
+fn token_of(args: &ServeArgs) -> Result<Option<String>> {
+    let Some(path) = &args.token_file else { return Ok(args.token.clone()) };
+    let named = || format!("--token-file {}", path.display());
+    let len = std::fs::metadata(path).with_context(named)?.len();
+    if len > MAX_TOKEN_FILE_BYTES {
+        bail!("{}: {len} bytes; a token file holds one line (at most {MAX_TOKEN_FILE_BYTES} bytes)", named());
+    }
+    let text = std::fs::read_to_string(path).with_context(named)?;
+    let token = text.lines().next().unwrap_or("").trim_end();
+    if token.is_empty() {
+        bail!("{}: the file's first line is empty; write the token there", named());
+    }
+    Ok(Some(token.to_owned()))
 }
 
 async fn run(args: ServeArgs, engine: Arc<Engine>, train_on: Device) -> Result<()> {
