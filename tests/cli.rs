@@ -18,6 +18,47 @@ fn tempdir(tag: &str) -> std::path::PathBuf {
     d
 }
 
+/// A `quorum serve` a test started, killed when dropped.
+struct ServerProcess {
+    child: std::process::Child,
+    /// Where it listens, as it said on stdout; None if it ended first.
+    addr: Option<String>,
+    // Held open: a server printing into a closed pipe would end on SIGPIPE.
+    _stdout: std::io::Lines<std::io::BufReader<std::process::ChildStdout>>,
+}
+
+impl ServerProcess {
+    /// Runs `quorum ARGS` in `dir` and reads its stdout until it says where it listens.
+    fn start<S: AsRef<std::ffi::OsStr>>(args: &[S], dir: &std::path::Path) -> ServerProcess {
+        use std::io::BufRead;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_quorum"))
+            .args(args)
+            .current_dir(dir)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let addr = lines
+            .by_ref()
+            .map_while(Result::ok)
+            .find_map(|l| l.split("listening on http://").nth(1).map(|r| r.split(';').next().unwrap().to_owned()));
+        ServerProcess { child, addr, _stdout: lines }
+    }
+
+    /// The port it listens on.
+    fn port(&self) -> Option<&str> {
+        self.addr.as_deref().and_then(|a| a.rsplit(':').next())
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 #[test]
 fn info_prints_kind_config_and_parameter_count() {
     let w = fixture("tlob_small_aux_norm.weights.safetensors");
@@ -441,26 +482,28 @@ fn serve_confines_its_threads_to_the_cpus_given() {
 /// oversized file, or both flags at once, is refused before the server starts.
 #[test]
 fn serve_reads_its_token_from_a_file() {
-    use std::io::{BufRead, BufReader, Read, Write};
-    use std::process::Stdio;
+    use std::io::{Read, Write};
     let dir = tempdir("token-file");
     let token = "a-token-of-twenty-four-c";
     let file = dir.join("token");
     std::fs::write(&file, format!("{token}\n")).unwrap();
     let file = file.to_str().unwrap();
-    let mut server = Command::new(env!("CARGO_BIN_EXE_quorum"))
-        .args(["serve", "--bind", "0.0.0.0:0", "--allow-remote"])
-        .args(["--token-file", file, "--backend", "cpu", "--duration", "30s"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let port = BufReader::new(server.stdout.take().unwrap())
-        .lines()
-        .map_while(Result::ok)
-        .find_map(|l| l.split("listening on http://").nth(1).map(|r| r.split(';').next().unwrap().to_string()))
-        .and_then(|addr| addr.rsplit(':').next().map(str::to_owned))
-        .expect("the server says where it listens");
+    let server = ServerProcess::start(
+        &[
+            "serve",
+            "--bind",
+            "0.0.0.0:0",
+            "--allow-remote",
+            "--token-file",
+            file,
+            "--backend",
+            "cpu",
+            "--duration",
+            "30s",
+        ],
+        &dir,
+    );
+    let port = server.port().expect("the server says where it listens").to_owned();
     let post = |authorization: &str| -> u16 {
         let addr = format!("127.0.0.1:{port}");
         let mut s = std::net::TcpStream::connect(&addr).unwrap();
@@ -477,8 +520,7 @@ fn serve_reads_its_token_from_a_file() {
     let without = post("");
     let wrong = post("Authorization: Bearer a-token-of-twenty-four-X\r\n");
     let right = post(&format!("Authorization: Bearer {token}\r\n"));
-    let _ = server.kill();
-    let _ = server.wait();
+    drop(server);
     assert_eq!((without, wrong), (401, 401));
     // Past the token, the empty body is refused for what it lacks.
     assert_eq!(right, 400);
@@ -509,8 +551,7 @@ fn serve_reads_its_token_from_a_file() {
 /// volume moved into a scratch folder, start a server that answers health.
 #[test]
 fn the_container_file_builds_from_the_context_and_its_command_serves() {
-    use std::io::{BufRead, BufReader, Read, Write};
-    use std::process::Stdio;
+    use std::io::{Read, Write};
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let dockerfile = std::fs::read_to_string(root.join("Dockerfile")).expect("a Dockerfile at the root");
     let instruction = |name: &str| -> Vec<String> {
@@ -579,18 +620,9 @@ fn the_container_file_builds_from_the_context_and_its_command_serves() {
     };
     let args: Vec<String> = entrypoint[1..].iter().chain(&cmd).map(moved).collect();
     assert_ne!(args, entrypoint[1..].iter().chain(&cmd).cloned().collect::<Vec<_>>(), "nothing moved: {args:?}");
-    let mut server = Command::new(env!("CARGO_BIN_EXE_quorum"))
-        .args(&args)
-        .args(["--backend", "cpu", "--duration", "30s"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let port = BufReader::new(server.stdout.take().unwrap())
-        .lines()
-        .map_while(Result::ok)
-        .find_map(|l| l.split("listening on http://0.0.0.0:").nth(1).map(|r| r.split(';').next().unwrap().to_owned()));
-    let health = port.as_ref().map(|port| {
+    let server = ServerProcess::start(&[&args[..], &["--backend".into(), "cpu".into()]].concat(), &dir);
+    assert!(server.addr.as_deref().is_none_or(|a| a.starts_with("0.0.0.0:")), "{:?}", server.addr);
+    let health = server.port().map(|port| {
         let mut s = std::net::TcpStream::connect(format!("127.0.0.1:{port}")).unwrap();
         s.write_all(
             format!("GET /health/live HTTP/1.1\r\nHost: localhost:{port}\r\nConnection: close\r\n\r\n").as_bytes(),
@@ -600,8 +632,7 @@ fn the_container_file_builds_from_the_context_and_its_command_serves() {
         s.read_to_string(&mut answer).unwrap();
         answer
     });
-    let _ = server.kill();
-    let _ = server.wait();
+    drop(server);
     let _ = std::fs::remove_dir_all(&dir);
     let health = health.unwrap_or_else(|| panic!("quorum {args:?} did not start listening"));
     assert!(health.starts_with("HTTP/1.1 200"), "{health}");
@@ -695,8 +726,7 @@ fn the_readme_command_list_and_help_agree() {
 /// renamed or moved between the steps.
 #[test]
 fn simulate_features_train_serve_predict_chain_with_defaults() {
-    use std::io::{BufRead, BufReader, Read, Write};
-    use std::process::Stdio;
+    use std::io::{Read, Write};
     let dir = tempdir("quick-path");
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
@@ -736,19 +766,11 @@ fn simulate_features_train_serve_predict_chain_with_defaults() {
         assert!(manifest["results"]["mean"]["accuracy"].is_f64(), "held-out metrics: {manifest}");
     }
 
-    let mut server = Command::new(env!("CARGO_BIN_EXE_quorum"))
-        .args(["serve", "--bind", "127.0.0.1:0", "--data", "data", "--backend", "cpu", "--duration", "60s"])
-        .current_dir(&dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(server.stdout.take().unwrap()).lines();
-    let addr = lines
-        .by_ref()
-        .map_while(Result::ok)
-        .find_map(|l| l.split("listening on http://").nth(1).map(|r| r.split(';').next().unwrap().to_string()))
-        .expect("the server says where it listens");
+    let server = ServerProcess::start(
+        &["serve", "--bind", "127.0.0.1:0", "--data", "data", "--backend", "cpu", "--duration", "60s"],
+        &dir,
+    );
+    let addr = server.addr.clone().expect("the server says where it listens");
     let http = |method: &str, path: &str, body: &str| -> (u16, serde_json::Value) {
         let mut s = std::net::TcpStream::connect(&addr).unwrap();
         let head = format!(
@@ -774,8 +796,7 @@ fn simulate_features_train_serve_predict_chain_with_defaults() {
         http("POST", "/api/ensemble/models/load", r#"{"model_type": "cnn_lstm", "version": 1}"#);
     let (absent_status, absent) =
         http("POST", "/api/ensemble/models/load", r#"{"model_type": "cnn_lstm", "version": 9}"#);
-    let _ = server.kill();
-    let _ = server.wait();
+    drop(server);
     let loaded = models["models"].as_array().unwrap().iter().find(|m| m["model_type"] == "cnn_lstm").unwrap();
     assert_eq!(loaded["version"], 2, "the latest version is served: {models}");
     let listed: Vec<u64> =
