@@ -23,29 +23,85 @@ use super::{run_product, small_gemm, SendPtr, PAR_MIN_MACS};
 /// Output columns per task of a large product (a multiple of 16 floats, one AVX-512 register).
 const COL_BLOCK: usize = 64;
 
-/// `dst (m, n) [+]= scale · lhs (m, k) · rhs (k, n)` over strided views; the
-/// destination's columns are contiguous. Split over column blocks when large.
+/// A matrix read in place: element `(i, j)` at `ptr + i·rs + j·cs`. Every
+/// operand here is either row-major (`rows`) or the transpose of one
+/// (`transposed`), so no transposed copy is ever made.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct View {
+    ptr: *const f32,
+    rs: usize,
+    cs: usize,
+}
+
+/// Where a product goes: rows `rs` apart, each row's columns contiguous;
+/// written, or added to when `accumulate`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Dst {
+    ptr: *mut f32,
+    rs: usize,
+    accumulate: bool,
+}
+
+// SAFETY: the views are handed to the tasks of one product, which all finish
+// before the caller's borrows of the buffers end; tasks write disjoint
+// blocks of `Dst` (each function's contract).
+unsafe impl Send for View {}
+unsafe impl Sync for View {}
+unsafe impl Send for Dst {}
+unsafe impl Sync for Dst {}
+
+impl View {
+    /// A row-major matrix whose rows start `rs` apart.
+    pub(crate) fn rows(ptr: *const f32, rs: usize) -> View {
+        View { ptr, rs, cs: 1 }
+    }
+
+    /// The transpose of a row-major matrix whose rows start `ld` apart:
+    /// element `(i, j)` is that matrix's `(j, i)`.
+    pub(crate) fn transposed(ptr: *const f32, ld: usize) -> View {
+        View { ptr, rs: 1, cs: ld }
+    }
+
+    /// The view without its first `i` rows.
+    fn skip_rows(self, i: usize) -> View {
+        View { ptr: self.ptr.wrapping_add(i * self.rs), ..self }
+    }
+
+    /// The view without its first `j` columns.
+    fn skip_cols(self, j: usize) -> View {
+        View { ptr: self.ptr.wrapping_add(j * self.cs), ..self }
+    }
+}
+
+impl Dst {
+    /// Rows `rs` apart, overwritten.
+    pub(crate) fn write(ptr: *mut f32, rs: usize) -> Dst {
+        Dst { ptr, rs, accumulate: false }
+    }
+
+    /// Rows `rs` apart, the product added to what is there.
+    pub(crate) fn add(ptr: *mut f32, rs: usize) -> Dst {
+        Dst { ptr, rs, accumulate: true }
+    }
+
+    /// `add` when `accumulate`, else `write`.
+    pub(crate) fn new(ptr: *mut f32, rs: usize, accumulate: bool) -> Dst {
+        Dst { ptr, rs, accumulate }
+    }
+
+    fn skip_cols(self, j: usize) -> Dst {
+        Dst { ptr: self.ptr.wrapping_add(j), ..self }
+    }
+}
+
+/// `dst (m, n) [+]= scale · lhs (m, k) · rhs (k, n)` over views. Split over
+/// column blocks when large.
 ///
 /// # Safety
-/// Every `(row, col)` the strides form must lie inside the buffers the
+/// Every `(row, col)` the views form must lie inside the buffers the
 /// pointers come from, and `dst` must not overlap `lhs` or `rhs`.
-#[allow(clippy::too_many_arguments)]
-pub(crate) unsafe fn gemm_strided(
-    m: usize,
-    n: usize,
-    k: usize,
-    dst: *mut f32,
-    dst_rs: usize,
-    accumulate: bool,
-    lhs: *const f32,
-    lhs_rs: usize,
-    lhs_cs: usize,
-    rhs: *const f32,
-    rhs_rs: usize,
-    rhs_cs: usize,
-    scale: f32,
-) {
-    gemm_strided_on(m, n, k, dst, dst_rs, accumulate, lhs, lhs_rs, lhs_cs, rhs, rhs_rs, rhs_cs, scale, true);
+pub(crate) unsafe fn gemm_strided(m: usize, n: usize, k: usize, dst: Dst, lhs: View, rhs: View, scale: f32) {
+    gemm_strided_on(m, n, k, dst, lhs, rhs, scale, true);
 }
 
 /// `gemm_strided`, its column blocks run here in order unless `parallel`:
@@ -58,15 +114,9 @@ pub(crate) unsafe fn gemm_strided_on(
     m: usize,
     n: usize,
     k: usize,
-    dst: *mut f32,
-    dst_rs: usize,
-    accumulate: bool,
-    lhs: *const f32,
-    lhs_rs: usize,
-    lhs_cs: usize,
-    rhs: *const f32,
-    rhs_rs: usize,
-    rhs_cs: usize,
+    dst: Dst,
+    lhs: View,
+    rhs: View,
     scale: f32,
     parallel: bool,
 ) {
@@ -74,9 +124,9 @@ pub(crate) unsafe fn gemm_strided_on(
         return;
     }
     if k == 0 {
-        if !accumulate {
+        if !dst.accumulate {
             for i in 0..m {
-                std::slice::from_raw_parts_mut(dst.add(i * dst_rs), n).fill(0.0);
+                std::slice::from_raw_parts_mut(dst.ptr.add(i * dst.rs), n).fill(0.0);
             }
         }
         return;
@@ -85,25 +135,7 @@ pub(crate) unsafe fn gemm_strided_on(
     // thread count: gemm's result for a column can depend on the block it
     // is computed in, and training must give the same bits on any pool.
     let width = if m * n * k >= PAR_MIN_MACS && n >= 2 * COL_BLOCK { COL_BLOCK } else { n };
-    let (dst, lhs, rhs) = (SendPtr(dst), SendPtr(lhs as *mut f32), SendPtr(rhs as *mut f32));
-    let run = |j0: usize| {
-        let nb = width.min(n - j0);
-        one_gemm(
-            m,
-            nb,
-            k,
-            dst.at(j0),
-            dst_rs,
-            accumulate,
-            lhs.at(0),
-            lhs_rs,
-            lhs_cs,
-            rhs.at(j0 * rhs_cs),
-            rhs_rs,
-            rhs_cs,
-            scale,
-        );
-    };
+    let run = |j0: usize| one_gemm(m, width.min(n - j0), k, dst.skip_cols(j0), lhs, rhs.skip_cols(j0), scale);
     if width == n {
         run(0);
     } else if parallel {
@@ -122,28 +154,16 @@ pub(crate) unsafe fn gemm_strided_on(
 /// (small_gemm sums each output in order; gemm's column blocks are fixed).
 ///
 /// # Safety
-/// As `gemm_strided`.
-#[allow(clippy::too_many_arguments)]
-pub(crate) unsafe fn rows_product(
-    m: usize,
-    n: usize,
-    k: usize,
-    dst: *mut f32,
-    dst_rs: usize,
-    accumulate: bool,
-    lhs: *const f32,
-    lhs_rs: usize,
-    rhs: *const f32,
-    rhs_rs: usize,
-    parallel: bool,
-) {
+/// As `gemm_strided`; both views are `View::rows` (asserted).
+pub(crate) unsafe fn rows_product(m: usize, n: usize, k: usize, dst: Dst, lhs: View, rhs: View, parallel: bool) {
+    assert!(lhs.cs == 1 && rhs.cs == 1, "rows_product reads row-major operands: {lhs:?}, {rhs:?}");
     if m == 0 || n == 0 || k == 0 || !small_gemm::f32_available() {
-        return gemm_strided_on(m, n, k, dst, dst_rs, accumulate, lhs, lhs_rs, 1, rhs, rhs_rs, 1, 1.0, parallel);
+        return gemm_strided_on(m, n, k, dst, lhs, rhs, 1.0, parallel);
     }
     let pr = small_gemm::Product {
-        a: small_gemm::Lhs::rows(lhs as *const u32, lhs_rs),
-        b: small_gemm::Operand { ptr: rhs as *const u32, ld: rhs_rs },
-        y: small_gemm::Output { ptr: dst, ld: dst_rs, accumulate },
+        a: small_gemm::Lhs::rows(lhs.ptr as *const u32, lhs.rs),
+        b: small_gemm::Operand { ptr: rhs.ptr as *const u32, ld: rhs.rs },
+        y: small_gemm::Output { ptr: dst.ptr, ld: dst.rs, accumulate: dst.accumulate },
         rows: m,
         depth: k,
         taps: small_gemm::Taps::ONE,
@@ -158,36 +178,21 @@ pub(crate) unsafe fn rows_product(
 ///
 /// # Safety
 /// As `gemm_strided`.
-#[allow(clippy::too_many_arguments)]
-unsafe fn one_gemm(
-    m: usize,
-    n: usize,
-    k: usize,
-    dst: *mut f32,
-    dst_rs: usize,
-    accumulate: bool,
-    lhs: *const f32,
-    lhs_rs: usize,
-    lhs_cs: usize,
-    rhs: *const f32,
-    rhs_rs: usize,
-    rhs_cs: usize,
-    scale: f32,
-) {
+unsafe fn one_gemm(m: usize, n: usize, k: usize, dst: Dst, lhs: View, rhs: View, scale: f32) {
     gemm::gemm(
         m,
         n,
         k,
-        dst,
+        dst.ptr,
         1,
-        dst_rs as isize,
-        accumulate,
-        lhs,
-        lhs_cs as isize,
-        lhs_rs as isize,
-        rhs,
-        rhs_cs as isize,
-        rhs_rs as isize,
+        dst.rs as isize,
+        dst.accumulate,
+        lhs.ptr,
+        lhs.cs as isize,
+        lhs.rs as isize,
+        rhs.ptr,
+        rhs.cs as isize,
+        rhs.rs as isize,
         1.0,
         scale,
         false,
@@ -208,23 +213,11 @@ unsafe fn one_gemm(
 /// # Safety
 /// As `gemm_strided` for both halves; `parts` holds `2·m·n` values and
 /// overlaps neither operand.
-#[allow(clippy::too_many_arguments)]
-pub(crate) unsafe fn gemm_depth_halves(
-    m: usize,
-    n: usize,
-    k: usize,
-    parts: *mut f32,
-    lhs: *const f32,
-    lhs_rs: usize,
-    lhs_cs: usize,
-    rhs: *const f32,
-    rhs_rs: usize,
-    rhs_cs: usize,
-) {
+pub(crate) unsafe fn gemm_depth_halves(m: usize, n: usize, k: usize, parts: *mut f32, lhs: View, rhs: View) {
     if m == 0 || n == 0 {
         return;
     }
-    let (parts, lhs, rhs) = (SendPtr(parts), SendPtr(lhs as *mut f32), SendPtr(rhs as *mut f32));
+    let parts = SendPtr(parts);
     let half = k / 2;
     let run = |h: usize| {
         let (k0, kh) = if h == 0 { (0, half) } else { (half, k - half) };
@@ -233,8 +226,7 @@ pub(crate) unsafe fn gemm_depth_halves(
             std::slice::from_raw_parts_mut(dst, m * n).fill(0.0);
             return;
         }
-        let (a, b) = (lhs.at(k0 * lhs_cs), rhs.at(k0 * rhs_rs));
-        one_gemm(m, n, kh, dst, n, false, a, lhs_rs, lhs_cs, b, rhs_rs, rhs_cs, 1.0);
+        one_gemm(m, n, kh, Dst::write(dst, n), lhs.skip_cols(k0), rhs.skip_rows(k0), 1.0);
     };
     super::split_items(2, m * n * k >= PAR_MIN_MACS, &|hs| hs.for_each(run));
 }

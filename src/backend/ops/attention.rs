@@ -38,7 +38,7 @@ use multiversion::multiversion;
 use rayon::prelude::*;
 
 use crate::backend::cpu::simd::{exp, LANES};
-use crate::backend::cpu::{check_len, gemm_strided, refuse, split_items, SendPtr};
+use crate::backend::cpu::{check_len, gemm_strided, refuse, split_items, Dst, SendPtr, View};
 use crate::backend::gpu::launch::{cfg, err};
 use crate::backend::gpu::params::{params, KernelParams};
 use crate::backend::gpu::{launch_nonempty, Device, Gpu, LaunchConfig};
@@ -356,13 +356,22 @@ pub(crate) fn train_cpu(qkv: &[f32], out: &mut [f32], probs: &mut [f32], s: Atte
         // < dh) or this pair's n×n block; the output columns of head h of
         // sample b are this task's alone.
         unsafe {
-            gemm_strided(n, n, dh, p.as_mut_ptr(), n, false, q, 3 * d, 1, k, 1, 3 * d, scale);
+            gemm_strided(
+                n,
+                n,
+                dh,
+                Dst::write(p.as_mut_ptr(), n),
+                View::rows(q, 3 * d),
+                View::transposed(k, 3 * d),
+                scale,
+            );
         }
         for row in p.chunks_mut(n) {
             softmax_row(row);
         }
         unsafe {
-            gemm_strided(n, dh, n, dst.at(b * n * d + h * dh), d, false, p.as_ptr(), n, 1, v, 3 * d, 1, 1.0);
+            let out = Dst::write(dst.at(b * n * d + h * dh), d);
+            gemm_strided(n, dh, n, out, View::rows(p.as_ptr(), n), View::rows(v, 3 * d), 1.0);
         }
     });
     Ok(())
@@ -402,9 +411,18 @@ pub(crate) fn backward_cpu(
         // scratch block; this task alone writes the columns of head h of sample b in dqkv.
         unsafe {
             // dV = Pᵀ dO.
-            gemm_strided(n, dh, n, dst.at(base + 2 * d + h * dh), 3 * d, false, p.as_ptr(), 1, n, dout, d, 1, 1.0);
+            let dv = Dst::write(dst.at(base + 2 * d + h * dh), 3 * d);
+            gemm_strided(n, dh, n, dv, View::transposed(p.as_ptr(), n), View::rows(dout, d), 1.0);
             // dP = dO Vᵀ.
-            gemm_strided(n, n, dh, dp.as_mut_ptr(), n, false, dout, d, 1, v, 1, 3 * d, 1.0);
+            gemm_strided(
+                n,
+                n,
+                dh,
+                Dst::write(dp.as_mut_ptr(), n),
+                View::rows(dout, d),
+                View::transposed(v, 3 * d),
+                1.0,
+            );
         }
         // dS = P ⊙ (dP − rowsum(dP ⊙ P)), times the scale of S.
         for (pr, dr) in p.chunks(n).zip(dp.chunks_mut(n)) {
@@ -413,8 +431,10 @@ pub(crate) fn backward_cpu(
         }
         unsafe {
             // dQ = dS K; dK = dSᵀ Q.
-            gemm_strided(n, dh, n, dst.at(base + h * dh), 3 * d, false, dp.as_ptr(), n, 1, k, 3 * d, 1, 1.0);
-            gemm_strided(n, dh, n, dst.at(base + d + h * dh), 3 * d, false, dp.as_ptr(), 1, n, q, 3 * d, 1, 1.0);
+            let dq = Dst::write(dst.at(base + h * dh), 3 * d);
+            gemm_strided(n, dh, n, dq, View::rows(dp.as_ptr(), n), View::rows(k, 3 * d), 1.0);
+            let dk = Dst::write(dst.at(base + d + h * dh), 3 * d);
+            gemm_strided(n, dh, n, dk, View::transposed(dp.as_ptr(), n), View::rows(q, 3 * d), 1.0);
         }
     });
     Ok(())

@@ -41,7 +41,7 @@ use super::linear::col_sums;
 use crate::backend::cpu::small_gemm::{self, Bias, Dequant, Elem, Lhs, Operand, Output, Product, Taps};
 use crate::backend::cpu::{
     bf16, check_len, gemm_depth_halves, gemm_strided, int8, matmul, refuse, run_product, simd, split_chunks,
-    with_scratch, Cpu, Gemm, PAR_MIN_ELEMS, PAR_MIN_MACS,
+    with_scratch, Cpu, Dst, Gemm, View, PAR_MIN_ELEMS, PAR_MIN_MACS,
 };
 use crate::backend::gpu::params::{twin, Bf16, Int8, KernelParams, F16};
 use crate::backend::gpu::{launch, launch_nonempty, params::params, Device, Gpu};
@@ -717,12 +717,8 @@ fn backward_taps(x: &[f32], w: &[f32], dy: &[f32], dx: Option<&mut [f32]>, dw: &
                 width,
                 depth,
                 parts.as_mut_ptr(),
-                dyp[pad * cout..].as_ptr(),
-                1,
-                cout,
-                xp.as_ptr(),
-                cin,
-                1,
+                View::transposed(dyp[pad * cout..].as_ptr(), cout),
+                View::rows(xp.as_ptr(), cin),
             )
         };
         let (p0, p1) = parts.split_at(cout * width);
@@ -759,15 +755,9 @@ fn backward_im2col(x: &[f32], w: &[f32], dy: &[f32], dx: Option<&mut [f32]>, dw:
                 s.c_out,
                 width,
                 rows,
-                dw.as_mut_ptr(),
-                width,
-                true,
-                dy_at,
-                1,
-                s.out_stride,
-                cols.as_ptr(),
-                width,
-                1,
+                Dst::add(dw.as_mut_ptr(), width),
+                View::transposed(dy_at, s.out_stride),
+                View::rows(cols.as_ptr(), width),
                 1.0,
             );
         }
@@ -777,15 +767,9 @@ fn backward_im2col(x: &[f32], w: &[f32], dy: &[f32], dx: Option<&mut [f32]>, dw:
                     rows,
                     width,
                     s.c_out,
-                    dcols.as_mut_ptr(),
-                    width,
-                    false,
-                    dy_at,
-                    s.out_stride,
-                    1,
-                    w.as_ptr(),
-                    width,
-                    1,
+                    Dst::write(dcols.as_mut_ptr(), width),
+                    View::rows(dy_at, s.out_stride),
+                    View::rows(w.as_ptr(), width),
                     1.0,
                 );
             }

@@ -39,7 +39,7 @@ use rayon::prelude::*;
 use crate::backend::cpu::small_gemm;
 use crate::backend::cpu::{
     bf16, check_len, gemm_depth_halves, gemm_strided, int8, matmul_gelu_keep, transpose, transpose_into, with_scratch,
-    Cpu, Gemm, ROW_CHUNK,
+    Cpu, Dst, Gemm, View, ROW_CHUNK,
 };
 use crate::backend::gpu::device::LaunchConfig;
 use crate::backend::gpu::launch::{self, cfg};
@@ -271,7 +271,16 @@ fn backward_rows(
     with_scratch(2 * n_out * n_in, |parts| {
         // SAFETY: the caller checked x (rows, n_in) and dy (rows, n_out);
         // parts holds both halves' (n_out, n_in).
-        unsafe { gemm_depth_halves(n_out, n_in, rows, parts.as_mut_ptr(), dy.as_ptr(), 1, n_out, x.as_ptr(), n_in, 1) };
+        unsafe {
+            gemm_depth_halves(
+                n_out,
+                n_in,
+                rows,
+                parts.as_mut_ptr(),
+                View::transposed(dy.as_ptr(), n_out),
+                View::rows(x.as_ptr(), n_in),
+            )
+        };
         let (p0, p1) = parts.split_at(n_out * n_in);
         dw[..n_out * n_in].iter_mut().zip(p0.iter().zip(p1)).for_each(|(d, (a, b))| *d += a + b);
     });
@@ -286,15 +295,9 @@ fn backward_rows(
                 rows,
                 n_in,
                 n_out,
-                dx.as_mut_ptr(),
-                n_in,
-                accumulate_dx,
-                dy.as_ptr(),
-                n_out,
-                1,
-                w.as_ptr(),
-                n_in,
-                1,
+                Dst::new(dx.as_mut_ptr(), n_in, accumulate_dx),
+                View::rows(dy.as_ptr(), n_out),
+                View::rows(w.as_ptr(), n_in),
                 1.0,
             )
         };

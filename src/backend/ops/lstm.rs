@@ -52,8 +52,8 @@ use crate::backend::cpu::bf16::{as_pairs, linear_len, to_bits, with_pairs};
 use crate::backend::cpu::simd::LANES;
 use crate::backend::cpu::small_gemm::{self, Dequant, Elem, Lhs, Operand, Output, Product, Taps};
 use crate::backend::cpu::{
-    check_len, gemm_strided, int8, matmul, pair, rows_product, simd, transpose_into, with_scratch, Cpu, Gemm, SendPtr,
-    PAR_MIN_MACS,
+    check_len, gemm_strided, int8, matmul, pair, rows_product, simd, transpose_into, with_scratch, Cpu, Dst, Gemm,
+    SendPtr, View, PAR_MIN_MACS,
 };
 use crate::backend::gpu::launch::cfg;
 use crate::backend::gpu::params::{params, KernelParams};
@@ -824,13 +824,9 @@ fn train_part(
                     batch,
                     g4,
                     h,
-                    gates[t * g4..].as_mut_ptr(),
-                    steps * g4,
-                    true,
-                    h_seq[(t - 1) * h..].as_ptr(),
-                    steps * h,
-                    w_t.as_ptr(),
-                    g4,
+                    Dst::add(gates[t * g4..].as_mut_ptr(), steps * g4),
+                    View::rows(h_seq[(t - 1) * h..].as_ptr(), steps * h),
+                    View::rows(w_t.as_ptr(), g4),
                     parallel,
                 );
             }
@@ -885,15 +881,9 @@ fn backward_f32(
                     g4,
                     h,
                     steps - 1,
-                    dw_hh.as_mut_ptr(),
-                    h,
-                    true,
-                    dgx[(bi * steps + 1) * g4..].as_ptr(),
-                    1,
-                    g4,
-                    h_seq[bi * steps * h..].as_ptr(),
-                    h,
-                    1,
+                    Dst::add(dw_hh.as_mut_ptr(), h),
+                    View::transposed(dgx[(bi * steps + 1) * g4..].as_ptr(), g4),
+                    View::rows(h_seq[bi * steps * h..].as_ptr(), h),
                     1.0,
                 );
             }
@@ -939,13 +929,9 @@ fn bptt_part(
                         batch,
                         h,
                         g4,
-                        dh_next.as_mut_ptr(),
-                        h,
-                        false,
-                        dgx[t * g4..].as_ptr(),
-                        steps * g4,
-                        w_hh.as_ptr(),
-                        h,
+                        Dst::write(dh_next.as_mut_ptr(), h),
+                        View::rows(dgx[t * g4..].as_ptr(), steps * g4),
+                        View::rows(w_hh.as_ptr(), h),
                         parallel,
                     );
                 }

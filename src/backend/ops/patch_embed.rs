@@ -24,7 +24,7 @@
 //! (`patch_embed_backward_shapes`), `train_grads` and `bit_lock`.
 
 use super::column_sum::{self, ColumnSum};
-use crate::backend::cpu::{check_len, gemm_strided, refuse, with_scratch, Cpu, Gemm};
+use crate::backend::cpu::{check_len, gemm_strided, refuse, with_scratch, Cpu, Dst, Gemm, View};
 use crate::backend::gpu::params::{params, twin, Bf16, Int8, KernelParams, F16};
 use crate::backend::gpu::{launch, launch_nonempty, Device, Gpu};
 use crate::backend::PatchShape;
@@ -262,7 +262,15 @@ pub(crate) fn backward_cpu(
             let de = &dout[(bi * tokens + first) * d..(bi + 1) * tokens * d];
             // SAFETY: dW (d, plen) += dEᵀ (d × patches) · V (patches × plen), all in bounds.
             unsafe {
-                gemm_strided(d, plen, patches, dw.as_mut_ptr(), plen, true, de.as_ptr(), 1, d, v.as_ptr(), plen, 1, 1.0)
+                gemm_strided(
+                    d,
+                    plen,
+                    patches,
+                    Dst::add(dw.as_mut_ptr(), plen),
+                    View::transposed(de.as_ptr(), d),
+                    View::rows(v.as_ptr(), plen),
+                    1.0,
+                )
             };
         }
     });
