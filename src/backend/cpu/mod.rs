@@ -11,6 +11,7 @@
 //! after the first forward at a given batch size, nothing allocates.
 
 pub mod affinity;
+pub(crate) mod amx;
 pub(crate) mod bf16;
 pub mod int8;
 pub(crate) mod pair;

@@ -20,6 +20,8 @@
 
 use std::ops::Range;
 
+use super::amx;
+
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
@@ -411,6 +413,21 @@ unsafe fn tile<K: Madd, const R: usize, const NV: usize>(pr: &Product, r0: usize
             }
         }
     }
+    store::<K, R, NV>(pr, r0, j0, masks, &acc);
+}
+
+/// A tile's sums made outputs: rows `r0..r0 + R` by `NV` vectors of columns
+/// from `j0`, each made f32 (`Madd::finish`), the old output added when
+/// accumulating, then the bias, GELU's input kept, GELU, one store a vector.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn store<K: Madd, const R: usize, const NV: usize>(
+    pr: &Product,
+    r0: usize,
+    j0: usize,
+    masks: [__mmask16; NV],
+    acc: &[[__m512; NV]; R],
+) {
     // The bias vectors once per tile, not once per row.
     let mut bias = [_mm512_setzero_ps(); NV];
     if let Some(b) = pr.bias {
@@ -455,7 +472,63 @@ unsafe fn product_bf16(pr: &Product, cols: Range<usize>) {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512vnni")]
 unsafe fn product_int8(pr: &Product, cols: Range<usize>) {
-    product::<Int8>(pr, cols)
+    // Whole 32-column steps on the tile unit where it suits, the rest here.
+    let whole = cols.start + (cols.end - cols.start) / 32 * 32;
+    if whole > cols.start && amx_suits(pr) {
+        product_amx(pr, cols.start..whole);
+        product::<Int8>(pr, whole..cols.end);
+    } else {
+        product::<Int8>(pr, cols)
+    }
+}
+
+/// Rows an int8 product needs for the tile unit: below, a 16-row tile would
+/// be mostly empty (the LSTM's steps at batch 1) and VNNI's tiles serve.
+const AMX_MIN_ROWS: usize = 16;
+
+/// Whether `pr`'s sums can come from the tile unit (`amx`): evenly spaced
+/// rows (a tile is read with one stride), one tap, at least `AMX_MIN_ROWS`,
+/// a depth of whole tile steps (every int8 layer's here). A conv's taps and
+/// padded sequences stay on VNNI.
+fn amx_suits(pr: &Product) -> bool {
+    pr.taps.count == 1
+        && pr.a.seq.is_none()
+        && pr.rows >= AMX_MIN_ROWS
+        && pr.depth > 0
+        && pr.depth.is_multiple_of(amx::QUADS)
+        && amx::available()
+}
+
+/// `product::<Int8>` over whole 32-column steps (`cols` a multiple of 32
+/// wide), the integer sums from the tile unit, 32 rows by 32 columns at a
+/// time; the same sums, so the same outputs (`store`).
+///
+/// # Safety
+/// As `run`, and `amx_suits(pr)`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512vnni")]
+unsafe fn product_amx(pr: &Product, cols: Range<usize>) {
+    let load = |p: *const i32| _mm512_castsi512_ps(_mm512_loadu_si512(p as *const __m512i));
+    let mut sums = [0i32; 32 * 32];
+    let mut r0 = 0;
+    while r0 < pr.rows {
+        let rows = (pr.rows - r0).min(32);
+        let (upper, lower) = (rows.min(16), rows.saturating_sub(16));
+        // Full steps share one configuration; the last rows need their own.
+        if r0 == 0 || rows < 32 {
+            amx::configure(upper, lower);
+        }
+        for j in cols.clone().step_by(32) {
+            let (a, b) = (pr.a.row(r0) as *const u8, pr.b.ptr.add(j) as *const u8);
+            amx::sums(a, 4 * pr.a.ld, lower > 0, b, 4 * pr.b.ld, pr.depth, &mut sums);
+            for i in 0..rows {
+                let row = sums[i * 32..].as_ptr();
+                store::<Int8, 1, 2>(pr, r0 + i, j, [!0; 2], &[[load(row), load(row.add(16))]]);
+            }
+        }
+        r0 += rows;
+    }
+    amx::release();
 }
 
 /// The element type of both operands.
@@ -514,6 +587,87 @@ mod tests {
         (23, 20, 60),
         (15, 9, 24),
     ];
+
+    #[target_feature(enable = "avx512f,avx512vnni")]
+    unsafe fn int8_on_vnni(pr: &Product, cols: Range<usize>) {
+        product::<Int8>(pr, cols)
+    }
+
+    /// The tile unit's int8 sums are `vpdpbusd`'s, so its outputs have the
+    /// VNNI products' bits: one and two row tiles, last tiles of 1 to 15
+    /// rows, one to forty depth steps, a column range starting mid-row (the
+    /// second core's), written and accumulated, with a bias, GELU and GELU's
+    /// input kept.
+    #[test]
+    fn amx_int8_products_have_the_vnni_products_bits() {
+        if !amx::available() {
+            eprintln!("skipped: no AMX here");
+            return;
+        }
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for &(rows, quads, n) in
+            &[(16, 16, 32), (17, 32, 64), (61, 64, 96), (32, 16, 32), (100, 48, 128), (47, 640, 32)]
+        {
+            let ld = quads + 2;
+            let mut a: Vec<u32> = (0..rows * ld).map(|_| next() as u32).collect();
+            for r in 0..rows {
+                a[r * ld + quads] = (0.001 * (r + 1) as f32).to_bits();
+                a[r * ld + quads + 1] = (r * 37 % 256) as u32;
+            }
+            let w: Vec<u32> = (0..quads * n).map(|_| next() as u32).collect();
+            let col_scale: Vec<f32> = (0..n).map(|j| 0.002 + 0.0001 * j as f32).collect();
+            let col_sum: Vec<i32> = (0..n).map(|_| (next() % 2001) as i32 - 1000).collect();
+            let bias: Vec<f32> = (0..n).map(|j| (j as f32 * 0.37).sin()).collect();
+            let y0: Vec<f32> = (0..rows * n).map(|i| (i as f32 * 0.11).cos()).collect();
+            for (accumulate, epilogue) in [(false, false), (true, true)] {
+                let run = |on_amx: bool| {
+                    let (mut y, mut keep) = (y0.clone(), vec![0f32; rows * n]);
+                    let pr = Product {
+                        a: Lhs::rows(a.as_ptr(), ld),
+                        b: Operand { ptr: w.as_ptr(), ld: n },
+                        y: Output { ptr: y.as_mut_ptr(), ld: n, accumulate },
+                        rows,
+                        depth: quads,
+                        taps: Taps::ONE,
+                        bias: epilogue.then_some(Bias { ptr: bias.as_ptr(), gelu: true, keep: keep.as_mut_ptr() }),
+                        dequant: Some(Dequant {
+                            row_scale: a[quads..].as_ptr() as *const f32,
+                            row_zero: a[quads + 1..].as_ptr() as *const i32,
+                            row_ld: ld,
+                            rows_per_scale: 1,
+                            col_scale: col_scale.as_ptr(),
+                            col_sum: col_sum.as_ptr(),
+                        }),
+                    };
+                    assert!(amx_suits(&pr));
+                    let mid = (n / 2).div_ceil(32) * 32;
+                    for cols in [0..mid, mid..n] {
+                        // SAFETY: every buffer holds the rows, quads and columns above.
+                        unsafe {
+                            if on_amx {
+                                product_amx(&pr, cols)
+                            } else {
+                                int8_on_vnni(&pr, cols)
+                            }
+                        }
+                    }
+                    (
+                        y.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                        keep.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                    )
+                };
+                let (amx_out, vnni_out) = (run(true), run(false));
+                assert!(vnni_out.0.iter().zip(&y0).any(|(v, y)| *v != y.to_bits()), "the product wrote nothing");
+                assert_eq!(amx_out, vnni_out, "{rows}x{quads}x{n} accumulate {accumulate} epilogue {epilogue}");
+            }
+        }
+    }
 
     fn check(elem: Elem, round: fn(f32) -> f32) {
         for &(rows, k, n) in SIZES {
