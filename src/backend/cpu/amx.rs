@@ -114,7 +114,8 @@ pub(crate) unsafe fn sums(
     if lower {
         asm!("tilezero tmm2", "tilezero tmm3", options(nostack, nomem));
     }
-    let a_lower = a.add(16 * a_stride);
+    // Only read when `lower`; past a lone upper tile it may point beyond `a`'s buffer.
+    let a_lower = a.wrapping_add(16 * a_stride);
     for k in 0..depth / QUADS {
         let (ak, bk) = (k * 4 * QUADS, b.add(k * QUADS * b_stride));
         asm!(
@@ -131,7 +132,7 @@ pub(crate) unsafe fn sums(
                 "tileloadd tmm5, [{a} + {sa} * 1]",
                 "tdpbusd tmm2, tmm5, tmm6",
                 "tdpbusd tmm3, tmm5, tmm7",
-                a = in(reg) a_lower.add(ak), sa = in(reg) a_stride,
+                a = in(reg) a_lower.wrapping_add(ak), sa = in(reg) a_stride,
                 options(nostack, readonly),
             );
         }

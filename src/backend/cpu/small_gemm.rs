@@ -604,25 +604,20 @@ mod tests {
             eprintln!("skipped: no AMX here");
             return;
         }
-        let mut state = 0x2545_f491_4f6c_dd1du64;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        // Arbitrary bytes: the bits of the f32 test data.
+        let words = |n: usize, seed: f32| -> Vec<u32> { data(n, seed).into_iter().map(f32::to_bits).collect() };
         for &(rows, quads, n) in
             &[(16, 16, 32), (17, 32, 64), (61, 64, 96), (32, 16, 32), (100, 48, 128), (47, 640, 32)]
         {
             let ld = quads + 2;
-            let mut a: Vec<u32> = (0..rows * ld).map(|_| next() as u32).collect();
+            let mut a = words(rows * ld, 1.0);
             for r in 0..rows {
                 a[r * ld + quads] = (0.001 * (r + 1) as f32).to_bits();
                 a[r * ld + quads + 1] = (r * 37 % 256) as u32;
             }
-            let w: Vec<u32> = (0..quads * n).map(|_| next() as u32).collect();
+            let w = words(quads * n, 2.0);
             let col_scale: Vec<f32> = (0..n).map(|j| 0.002 + 0.0001 * j as f32).collect();
-            let col_sum: Vec<i32> = (0..n).map(|_| (next() % 2001) as i32 - 1000).collect();
+            let col_sum: Vec<i32> = (0..n).map(|j| (j * 7919 % 2001) as i32 - 1000).collect();
             let bias: Vec<f32> = (0..n).map(|j| (j as f32 * 0.37).sin()).collect();
             let y0: Vec<f32> = (0..rows * n).map(|i| (i as f32 * 0.11).cos()).collect();
             for (accumulate, epilogue) in [(false, false), (true, true)] {
