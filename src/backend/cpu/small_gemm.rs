@@ -319,26 +319,63 @@ pub(crate) struct Product {
 
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-unsafe fn product<K: Madd>(pr: &Product, cols: Range<usize>) {
+unsafe fn product<K: Kernels>(pr: &Product, cols: Range<usize>) {
     // Few rows (the LSTM's step, a CLS-only layer): wide panels, so enough
     // independent accumulators hide the multiply-add latency. Narrow column
     // ranges (a 32- or 64-channel conv split in two): panels no wider than
     // the range, so no lanes are masked off, and more rows per tile instead.
     let width = cols.end - cols.start;
     if pr.rows <= 2 {
-        panels::<K, 2, 8>(pr, cols);
+        K::panels::<2, 8>(pr, cols);
     } else if width <= 16 {
-        panels::<K, 12, 1>(pr, cols);
+        K::panels::<12, 1>(pr, cols);
     } else if width <= 32 {
-        panels::<K, 8, 2>(pr, cols);
+        K::panels::<8, 2>(pr, cols);
     } else {
-        panels::<K, 6, 4>(pr, cols);
+        K::panels::<6, 4>(pr, cols);
     }
 }
 
+/// One element type's loops, each compiled alone with the element's CPU
+/// features (`kernels!`). Alone, because LLVM allocates registers per
+/// function: with every panel shape and the 4-, 2- and 1-row tail tiles
+/// inlined into one function, the full tile's depth loop spilled one of
+/// its 24 accumulators and copied nine between registers on every step,
+/// and ran 1.1-1.45x slower in f32 and up to 2x slower in bf16 than the
+/// same loop alone (single-core GF/s at 61 to 1952 rows, this Zen 5).
+#[cfg(target_arch = "x86_64")]
+trait Kernels: Madd + Sized {
+    /// `panels::<Self, MR, NV>`.
+    unsafe fn panels<const MR: usize, const NV: usize>(pr: &Product, cols: Range<usize>);
+    /// `tail::<Self, NV>`.
+    unsafe fn tail<const NV: usize>(pr: &Product, r: usize, j: usize, masks: [__mmask16; NV]);
+}
+
+#[cfg(target_arch = "x86_64")]
+macro_rules! kernels {
+    ($($elem:ty: $features:literal),* $(,)?) => {$(
+        impl Kernels for $elem {
+            #[inline(never)]
+            #[target_feature(enable = $features)]
+            unsafe fn panels<const MR: usize, const NV: usize>(pr: &Product, cols: Range<usize>) {
+                panels::<Self, MR, NV>(pr, cols)
+            }
+
+            #[inline(never)]
+            #[target_feature(enable = $features)]
+            unsafe fn tail<const NV: usize>(pr: &Product, r: usize, j: usize, masks: [__mmask16; NV]) {
+                tail::<Self, NV>(pr, r, j, masks)
+            }
+        }
+    )*};
+}
+
+#[cfg(target_arch = "x86_64")]
+kernels!(F32: "avx512f", Bf16: "avx512f,avx512bf16", Int8: "avx512f,avx512vnni");
+
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-unsafe fn panels<K: Madd, const MR: usize, const NV: usize>(pr: &Product, cols: Range<usize>) {
+unsafe fn panels<K: Kernels, const MR: usize, const NV: usize>(pr: &Product, cols: Range<usize>) {
     let mut j = cols.start;
     while j < cols.end {
         let width = (cols.end - j).min(16 * NV);
@@ -347,30 +384,37 @@ unsafe fn panels<K: Madd, const MR: usize, const NV: usize>(pr: &Product, cols: 
             let n = width.saturating_sub(16 * v).min(16);
             *m = lanes(n);
         }
-        let mut r = 0;
-        while r < pr.rows {
-            // Full tiles, then the last rows in tiles of 4, 2 and 1.
-            let step = match pr.rows - r {
-                n if n >= MR => {
-                    tile::<K, MR, NV>(pr, r, j, masks);
-                    MR
-                }
-                n if n >= 4 => {
-                    tile::<K, 4, NV>(pr, r, j, masks);
-                    4
-                }
-                n if n >= 2 => {
-                    tile::<K, 2, NV>(pr, r, j, masks);
-                    2
-                }
-                _ => {
-                    tile::<K, 1, NV>(pr, r, j, masks);
-                    1
-                }
-            };
-            r += step;
+        // Full tiles here, the last rows out of line (`Kernels`).
+        let full = pr.rows / MR * MR;
+        for r in (0..full).step_by(MR) {
+            tile::<K, MR, NV>(pr, r, j, masks);
+        }
+        if full < pr.rows {
+            K::tail::<NV>(pr, full, j, masks);
         }
         j += 16 * NV;
+    }
+}
+
+/// Rows `r..pr.rows` (fewer than a full tile) in tiles of 4, 2 and 1.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn tail<K: Madd, const NV: usize>(pr: &Product, mut r: usize, j: usize, masks: [__mmask16; NV]) {
+    while r < pr.rows {
+        r += match pr.rows - r {
+            n if n >= 4 => {
+                tile::<K, 4, NV>(pr, r, j, masks);
+                4
+            }
+            n if n >= 2 => {
+                tile::<K, 2, NV>(pr, r, j, masks);
+                2
+            }
+            _ => {
+                tile::<K, 1, NV>(pr, r, j, masks);
+                1
+            }
+        };
     }
 }
 
@@ -455,18 +499,6 @@ unsafe fn store<K: Madd, const R: usize, const NV: usize>(
             _mm512_mask_storeu_ps(dst, masks[v], val);
         }
     }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn product_f32(pr: &Product, cols: Range<usize>) {
-    product::<F32>(pr, cols)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512bf16")]
-unsafe fn product_bf16(pr: &Product, cols: Range<usize>) {
-    product::<Bf16>(pr, cols)
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -555,8 +587,8 @@ pub(crate) enum Elem {
 pub(crate) unsafe fn run(elem: Elem, pr: &Product, cols: Range<usize>) {
     #[cfg(target_arch = "x86_64")]
     match elem {
-        Elem::F32 => product_f32(pr, cols),
-        Elem::Bf16Pairs => product_bf16(pr, cols),
+        Elem::F32 => product::<F32>(pr, cols),
+        Elem::Bf16Pairs => product::<Bf16>(pr, cols),
         Elem::Int8Quads => product_int8(pr, cols),
     }
     #[cfg(not(target_arch = "x86_64"))]
