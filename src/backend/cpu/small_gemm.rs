@@ -326,13 +326,13 @@ unsafe fn product<K: Kernels>(pr: &Product, cols: Range<usize>) {
     // the range, so no lanes are masked off, and more rows per tile instead.
     let width = cols.end - cols.start;
     if pr.rows <= 2 {
-        K::panels::<2, 8>(pr, cols);
+        panels::<K, 2, 8>(pr, cols);
     } else if width <= 16 {
-        K::panels::<12, 1>(pr, cols);
+        panels::<K, 12, 1>(pr, cols);
     } else if width <= 32 {
-        K::panels::<8, 2>(pr, cols);
+        panels::<K, 8, 2>(pr, cols);
     } else {
-        K::panels::<6, 4>(pr, cols);
+        panels::<K, 6, 4>(pr, cols);
     }
 }
 
@@ -345,8 +345,12 @@ unsafe fn product<K: Kernels>(pr: &Product, cols: Range<usize>) {
 /// same loop alone (single-core GF/s at 61 to 1952 rows, this Zen 5).
 #[cfg(target_arch = "x86_64")]
 trait Kernels: Madd + Sized {
-    /// `panels::<Self, MR, NV>`.
-    unsafe fn panels<const MR: usize, const NV: usize>(pr: &Product, cols: Range<usize>);
+    /// `blocks::<Self, MR, NV>`.
+    unsafe fn blocks<const MR: usize, const NV: usize>(
+        pr: &Product,
+        cols: Range<usize>,
+        panel: &dyn Fn(usize) -> Product,
+    );
     /// `tail::<Self, NV>`.
     unsafe fn tail<const NV: usize>(pr: &Product, r: usize, j: usize, masks: [__mmask16; NV]);
 }
@@ -357,8 +361,12 @@ macro_rules! kernels {
         impl Kernels for $elem {
             #[inline(never)]
             #[target_feature(enable = $features)]
-            unsafe fn panels<const MR: usize, const NV: usize>(pr: &Product, cols: Range<usize>) {
-                panels::<Self, MR, NV>(pr, cols)
+            unsafe fn blocks<const MR: usize, const NV: usize>(
+                pr: &Product,
+                cols: Range<usize>,
+                panel: &dyn Fn(usize) -> Product,
+            ) {
+                blocks::<Self, MR, NV>(pr, cols, panel)
             }
 
             #[inline(never)]
@@ -373,27 +381,99 @@ macro_rules! kernels {
 #[cfg(target_arch = "x86_64")]
 kernels!(F32: "avx512f", Bf16: "avx512f,avx512bf16", Int8: "avx512f,avx512vnni");
 
+/// Rows from which a product first copies its weight's panels into one
+/// contiguous block per call (`panels`), and runs its full tiles in row
+/// blocks (`row_block`). Below, the copy costs more than it saves (at 24
+/// and 61 rows the packed product measured slower).
+const PACK_MIN_ROWS: usize = 192;
+
+#[cfg(target_arch = "x86_64")]
+thread_local! {
+    static PANELS: std::cell::RefCell<Vec<u32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Rows of left-hand operand per block of full tiles: about 256 KiB of it,
+/// so the block stays in the core's L2 while every panel of the column
+/// range passes over it, instead of all rows streaming from L3 once per
+/// panel (a 1952 × 1024 → 256 product on two cores: 299 against 388 GF/s,
+/// `examples/linear_layer`'s shapes).
+fn row_block<const MR: usize>(depth: usize) -> usize {
+    ((256 << 10) / (4 * depth.max(1))).clamp(MR, 16 * MR) / MR * MR
+}
+
+#[cfg(target_arch = "x86_64")]
+unsafe fn panels<K: Kernels, const MR: usize, const NV: usize>(pr: &Product, cols: Range<usize>) {
+    if pr.rows < PACK_MIN_ROWS {
+        return K::blocks::<MR, NV>(pr, cols, &|_| *pr);
+    }
+    // The weight's panels, each `taps · depth` rows of `16·NV` columns,
+    // one after the other: a weight row `4·n` bytes long put a panel's
+    // successive rows 4 KiB apart at n = 1024, all in the same few cache
+    // sets, and the panel was read from beyond L2 by every tile.
+    let w = 16 * NV;
+    let steps = pr.taps.count * pr.depth;
+    let count = (cols.end - cols.start).div_ceil(w);
+    super::with_local(&PANELS, count * steps * w, |packed| {
+        for (q, j) in cols.clone().step_by(w).enumerate() {
+            let width = (cols.end - j).min(w);
+            for tap in 0..pr.taps.count {
+                for p in 0..pr.depth {
+                    let from = pr.b.ptr.add(tap * pr.taps.rhs_step + p * pr.b.ld + j);
+                    let to = &mut packed[(q * steps + tap * pr.depth + p) * w..][..width];
+                    to.copy_from_slice(std::slice::from_raw_parts(from, width));
+                }
+            }
+        }
+        let base = packed.as_ptr();
+        K::blocks::<MR, NV>(pr, cols.clone(), &|j| Product {
+            // Panel q's column j at base + q·steps·w + (j − j_q): the
+            // tile adds j to the pointer, so it starts j_q before.
+            b: Operand { ptr: base.wrapping_add((j - cols.start) / w * steps * w).wrapping_sub(j), ld: w },
+            taps: Taps { rhs_step: pr.depth * w, ..pr.taps },
+            ..*pr
+        });
+    });
+}
+
+/// Every tile of the columns `cols` in panels of `16·NV`, `panel(j)` being
+/// the product to read the panel from column `j` in: the full tiles in
+/// blocks of `row_block` rows (every panel over one block, then the next),
+/// then the last rows out of line (`Kernels`).
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-unsafe fn panels<K: Kernels, const MR: usize, const NV: usize>(pr: &Product, cols: Range<usize>) {
-    let mut j = cols.start;
-    while j < cols.end {
-        let width = (cols.end - j).min(16 * NV);
-        let mut masks = [0 as __mmask16; NV];
-        for (v, m) in masks.iter_mut().enumerate() {
-            let n = width.saturating_sub(16 * v).min(16);
-            *m = lanes(n);
+unsafe fn blocks<K: Kernels, const MR: usize, const NV: usize>(
+    pr: &Product,
+    cols: Range<usize>,
+    panel: &dyn Fn(usize) -> Product,
+) {
+    let full = pr.rows / MR * MR;
+    let block = row_block::<MR>(pr.taps.count * pr.depth);
+    for r0 in (0..full).step_by(block) {
+        for j in cols.clone().step_by(16 * NV) {
+            let (pj, m) = (panel(j), masks::<NV>(cols.end - j));
+            for r in (r0..(r0 + block).min(full)).step_by(MR) {
+                tile::<K, MR, NV>(&pj, r, j, m);
+            }
         }
-        // Full tiles here, the last rows out of line (`Kernels`).
-        let full = pr.rows / MR * MR;
-        for r in (0..full).step_by(MR) {
-            tile::<K, MR, NV>(pr, r, j, masks);
-        }
-        if full < pr.rows {
-            K::tail::<NV>(pr, full, j, masks);
-        }
-        j += 16 * NV;
     }
+    if full < pr.rows {
+        for j in cols.clone().step_by(16 * NV) {
+            K::tail::<NV>(&panel(j), full, j, masks::<NV>(cols.end - j));
+        }
+    }
+}
+
+/// The lanes of a panel's `NV` vectors that hold columns, `left` columns
+/// being left in the range.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn masks<const NV: usize>(left: usize) -> [__mmask16; NV] {
+    let width = left.min(16 * NV);
+    let mut masks = [0 as __mmask16; NV];
+    for (v, m) in masks.iter_mut().enumerate() {
+        *m = lanes(width.saturating_sub(16 * v).min(16));
+    }
+    masks
 }
 
 /// Rows `r..pr.rows` (fewer than a full tile) in tiles of 4, 2 and 1.
@@ -692,6 +772,98 @@ mod tests {
                 let (amx_out, vnni_out) = (run(true), run(false));
                 assert!(vnni_out.0.iter().zip(&y0).any(|(v, y)| *v != y.to_bits()), "the product wrote nothing");
                 assert_eq!(amx_out, vnni_out, "{rows}x{quads}x{n} accumulate {accumulate} epilogue {epilogue}");
+            }
+        }
+    }
+
+    /// From `PACK_MIN_ROWS` rows a product copies its weight's panels and
+    /// runs its tiles in row blocks; the sums are the same, so a large
+    /// product has the bits of the same rows computed in pieces below that
+    /// size: plain rows (several row blocks, a tail of 5, a column range
+    /// starting mid-row, a last panel partly masked) and a conv's padded
+    /// sequences with three taps, written and accumulated, with a bias,
+    /// GELU and GELU's input kept, in f32 and bf16.
+    #[test]
+    fn packed_row_blocked_products_have_the_unpacked_products_bits() {
+        if !bf16_available() {
+            eprintln!("skipped: no AVX512_BF16 here");
+            return;
+        }
+        // (sequence length, stored rows per sequence, sequences, taps, depth, columns, pieces' first sequences)
+        for &(len, stored, seqs, taps, depth, n) in &[(203, 203, 1, 1, 70, 150), (67, 69, 3, 3, 40, 96)] {
+            let rows = len * seqs;
+            assert!(rows >= PACK_MIN_ROWS && rows / 2 < PACK_MIN_ROWS && row_block::<6>(taps * depth) < rows);
+            for elem in [Elem::F32, Elem::Bf16Pairs] {
+                let words = |n: usize, seed: f32| -> Vec<u32> {
+                    let v = data(n, seed);
+                    match elem {
+                        Elem::F32 => v.into_iter().map(f32::to_bits).collect(),
+                        _ => v.chunks(2).map(|p| bf16_bits(p[0]) | bf16_bits(p[1]) << 16).collect(),
+                    }
+                };
+                let a = words(2 * (stored * seqs + taps) * depth, 1.0);
+                let b = words(2 * taps * depth * n, 2.0);
+                let bias = data(n, 3.0);
+                let y0 = data(rows * n, 4.0);
+                for accumulate in [false, true] {
+                    // Sequences `s0..s1` of the product, into y and keep.
+                    let sequences = |s0: usize, s1: usize, y: &mut [f32], keep: &mut [f32]| {
+                        let pr = Product {
+                            a: Lhs {
+                                ptr: a[s0 * stored * depth..].as_ptr(),
+                                ld: depth,
+                                seq: (seqs > 1).then_some((len, stored)),
+                            },
+                            b: Operand { ptr: b.as_ptr(), ld: n },
+                            y: Output { ptr: y[s0 * len * n..].as_mut_ptr(), ld: n, accumulate },
+                            rows: (s1 - s0) * len,
+                            depth,
+                            taps: Taps { count: taps, lhs_step: depth, rhs_step: depth * n },
+                            bias: Some(Bias {
+                                ptr: bias.as_ptr(),
+                                gelu: true,
+                                keep: keep[s0 * len * n..].as_mut_ptr(),
+                            }),
+                            dequant: None,
+                        };
+                        for cols in [0..80, 80..n] {
+                            // SAFETY: a holds every row and tap read, b every
+                            // tap's depth by n, y and keep the rows by n.
+                            unsafe { run(elem, &pr, cols) };
+                        }
+                    };
+                    let (mut whole, mut whole_keep) = (y0.clone(), vec![0f32; rows * n]);
+                    sequences(0, seqs, &mut whole, &mut whole_keep);
+                    let (mut pieces, mut pieces_keep) = (y0.clone(), vec![0f32; rows * n]);
+                    if seqs == 1 {
+                        // Plain rows: two pieces of rows, each below the threshold.
+                        let half = 101 * n;
+                        let (y_lo, y_hi) = pieces.split_at_mut(half);
+                        let (k_lo, k_hi) = pieces_keep.split_at_mut(half);
+                        let pr = |y: &mut [f32], keep: &mut [f32], r0: usize, rows: usize| Product {
+                            a: Lhs::rows(a[r0 * depth..].as_ptr(), depth),
+                            b: Operand { ptr: b.as_ptr(), ld: n },
+                            y: Output { ptr: y.as_mut_ptr(), ld: n, accumulate },
+                            rows,
+                            depth,
+                            taps: Taps::ONE,
+                            bias: Some(Bias { ptr: bias.as_ptr(), gelu: true, keep: keep.as_mut_ptr() }),
+                            dequant: None,
+                        };
+                        for (p, cols) in [(pr(y_lo, k_lo, 0, 101), 0..n), (pr(y_hi, k_hi, 101, rows - 101), 0..n)] {
+                            unsafe { run(elem, &p, cols) };
+                        }
+                    } else {
+                        for s in 0..seqs {
+                            sequences(s, s + 1, &mut pieces, &mut pieces_keep);
+                        }
+                    }
+                    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                    assert!(bits(&whole) != bits(&y0), "the product wrote nothing");
+                    let case = format!("{elem:?} {seqs}x{len} taps {taps} depth {depth} n {n} accumulate {accumulate}");
+                    assert_eq!(bits(&whole), bits(&pieces), "{case}");
+                    assert_eq!(bits(&whole_keep), bits(&pieces_keep), "{case}: kept");
+                }
             }
         }
     }

@@ -8,8 +8,10 @@
 //!   into a few hundred columns, its rows in two fixed halves, one per core,
 //!   which the caller adds in order (splitting the columns instead packed the
 //!   whole left operand once per block);
-//! - `rows_product`: tens of contiguous rows against a cached weight, on
-//!   small_gemm's kernel.
+//! - `rows_product`: row-major operands on small_gemm's kernel: the
+//!   recurrence's steps (tens of rows against a cached weight) and the
+//!   linear layer's input gradient (thousands of rows, the weight read as
+//!   the forward reads it).
 //!
 //! Every split depends on the sizes alone, never on the thread count. With
 //! the ops' row reductions in fixed chunks of `ROW_CHUNK` rows combined in
@@ -146,10 +148,10 @@ pub(crate) unsafe fn gemm_strided_on(
 }
 
 /// `dst (m, n) [+]= lhs (m, k) · rhs (k, n)` where both operands' rows are
-/// contiguous (`lhs_rs`, `rhs_rs` apart): the products of a recurrence's
-/// step, tens of rows against a weight that stays in the core's cache.
-/// There small_gemm's f32 kernel reads both operands in place, where `gemm`
-/// packs the whole weight on every call; without AVX-512,
+/// contiguous (`lhs_rs`, `rhs_rs` apart): a recurrence's step (tens of
+/// rows against a weight that stays in the core's cache, where `gemm`
+/// packed the whole weight on every call) or a linear layer's input
+/// gradient, on small_gemm's f32 kernel; without AVX-512,
 /// `gemm_strided_on`. The result does not depend on `parallel` either way
 /// (small_gemm sums each output in order; gemm's column blocks are fixed).
 ///

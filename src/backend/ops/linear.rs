@@ -38,7 +38,7 @@ use rayon::prelude::*;
 
 use crate::backend::cpu::small_gemm;
 use crate::backend::cpu::{
-    bf16, check_len, gemm_depth_halves, gemm_strided, int8, matmul_gelu_keep, transpose, transpose_into, with_scratch,
+    bf16, check_len, gemm_depth_halves, int8, matmul_gelu_keep, rows_product, transpose, transpose_into, with_scratch,
     Cpu, Dst, Gemm, View, ROW_CHUNK,
 };
 use crate::backend::gpu::device::LaunchConfig;
@@ -285,20 +285,19 @@ fn backward_rows(
         dw[..n_out * n_in].iter_mut().zip(p0.iter().zip(p1)).for_each(|(d, (a, b))| *d += a + b);
     });
     if let Some(dx) = dx {
-        // dX (rows, n_in) = dy · W. (small_gemm's kernel, reading dy in place,
-        // measured slower here than gemm's packed blocks: 80-87 against 64-68
-        // ms per MPD step.)
+        // dX (rows, n_in) = dy · W: small_gemm's product, W read as the
+        // forward's right-hand operand is, each output summed in order.
         // SAFETY: dy (rows, n_out), w (n_out, n_in), dx (rows, n_in),
         // checked by the caller; distinct buffers.
         unsafe {
-            gemm_strided(
+            rows_product(
                 rows,
                 n_in,
                 n_out,
                 Dst::new(dx.as_mut_ptr(), n_in, accumulate_dx),
                 View::rows(dy.as_ptr(), n_out),
                 View::rows(w.as_ptr(), n_in),
-                1.0,
+                true,
             )
         };
     }
