@@ -438,7 +438,7 @@ unsafe fn panels<K: Kernels, const MR: usize, const NV: usize>(pr: &Product, col
 /// Every tile of the columns `cols` in panels of `16·NV`, `panel(j)` being
 /// the product to read the panel from column `j` in: the full tiles in
 /// blocks of `row_block` rows (every panel over one block, then the next),
-/// then the last rows out of line (`Kernels`).
+/// the last rows out of line (`Kernels`) with the last block's.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 unsafe fn blocks<K: Kernels, const MR: usize, const NV: usize>(
@@ -448,18 +448,28 @@ unsafe fn blocks<K: Kernels, const MR: usize, const NV: usize>(
 ) {
     let full = pr.rows / MR * MR;
     let block = row_block::<MR>(pr.taps.count * pr.depth);
-    for r0 in (0..full).step_by(block) {
+    let mut r0 = 0;
+    loop {
+        let r1 = (r0 + block).min(full);
         for j in cols.clone().step_by(16 * NV) {
             let (pj, m) = (panel(j), masks::<NV>(cols.end - j));
-            for r in (r0..(r0 + block).min(full)).step_by(MR) {
-                tile::<K, MR, NV>(&pj, r, j, m);
+            for r in (r0..r1).step_by(MR) {
+                // Packed panels were just written, so are in cache already.
+                if r == 0 && pr.rows < PACK_MIN_ROWS {
+                    tile::<K, MR, NV, true>(&pj, r, j, m);
+                } else {
+                    tile::<K, MR, NV, false>(&pj, r, j, m);
+                }
+            }
+            // The last rows with the last block, while the panel is in cache.
+            if r1 == full && full < pr.rows {
+                K::tail::<NV>(&pj, full, j, m);
             }
         }
-    }
-    if full < pr.rows {
-        for j in cols.clone().step_by(16 * NV) {
-            K::tail::<NV>(&panel(j), full, j, masks::<NV>(cols.end - j));
+        if r1 == full {
+            break;
         }
+        r0 = r1;
     }
 }
 
@@ -483,15 +493,15 @@ unsafe fn tail<K: Madd, const NV: usize>(pr: &Product, mut r: usize, j: usize, m
     while r < pr.rows {
         r += match pr.rows - r {
             n if n >= 4 => {
-                tile::<K, 4, NV>(pr, r, j, masks);
+                tile::<K, 4, NV, false>(pr, r, j, masks);
                 4
             }
             n if n >= 2 => {
-                tile::<K, 2, NV>(pr, r, j, masks);
+                tile::<K, 2, NV, false>(pr, r, j, masks);
                 2
             }
             _ => {
-                tile::<K, 1, NV>(pr, r, j, masks);
+                tile::<K, 1, NV, false>(pr, r, j, masks);
                 1
             }
         };
@@ -503,10 +513,16 @@ unsafe fn tail<K: Madd, const NV: usize>(pr: &Product, mut r: usize, j: usize, m
 /// epilogue (the old output when accumulating, then the bias, then GELU)
 /// runs on the registers too, where the tile's R·NV independent vectors
 /// hide GELU's division (a pass over each stored row cost TLOB 16% of its
-/// int8 time; the bits are the same: `simd::gelu_avx512`).
+/// int8 time; the bits are the same: `simd::gelu_avx512`). `FIRST`: the
+/// panel's first tile, which prefetches the weight for the others.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-unsafe fn tile<K: Madd, const R: usize, const NV: usize>(pr: &Product, r0: usize, j0: usize, masks: [__mmask16; NV]) {
+unsafe fn tile<K: Madd, const R: usize, const NV: usize, const FIRST: bool>(
+    pr: &Product,
+    r0: usize,
+    j0: usize,
+    masks: [__mmask16; NV],
+) {
     let mut rows = [std::ptr::null::<u32>(); R];
     for (i, row) in rows.iter_mut().enumerate() {
         *row = pr.a.row(r0 + i);
@@ -516,10 +532,14 @@ unsafe fn tile<K: Madd, const R: usize, const NV: usize>(pr: &Product, r0: usize
         let a_off = tap * pr.taps.lhs_step;
         let b = pr.b.ptr.add(tap * pr.taps.rhs_step + j0);
         for p in 0..pr.depth {
-            // One or two rows stream the weight once (the LSTM's steps): ask
+            // One or two rows stream the weight once (the LSTM's steps), and
+            // a panel's first tile (`FIRST`) brings it from beyond L2 for
+            // the tiles below (at batch 1 every layer's weight does): ask
             // for its lines eight depth steps ahead, which the hardware
-            // prefetchers did not (a layer's 60 steps, 257 -> 219 µs median).
-            if R <= 2 {
+            // prefetchers did not (a layer's 60 steps, 257 -> 219 µs median;
+            // MPD's batch-1 forward, 3.0-3.6 -> 2.4-2.8 ms in 3 interleaved
+            // rounds of `quorum bench --batch 1`).
+            if R <= 2 || FIRST {
                 for v in 0..NV {
                     _mm_prefetch::<_MM_HINT_T0>(b.wrapping_add((p + 8) * pr.b.ld + 16 * v) as *const i8);
                 }
