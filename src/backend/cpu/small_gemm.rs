@@ -340,9 +340,9 @@ unsafe fn product<K: Kernels>(pr: &Product, cols: Range<usize>) {
 /// features (`kernels!`). Alone, because LLVM allocates registers per
 /// function: with every panel shape and the 4-, 2- and 1-row tail tiles
 /// inlined into one function, the full tile's depth loop spilled one of
-/// its 24 accumulators and copied nine between registers on every step,
-/// and ran 1.1-1.45x slower in f32 and up to 2x slower in bf16 than the
-/// same loop alone (single-core GF/s at 61 to 1952 rows, this Zen 5).
+/// its 24 accumulators and copied nine between registers on every step
+/// (bf16's worst: its batch-32 forwards took 0.6-0.73 of their time once
+/// fixed, `quorum bench --backend cpu --batch 32 --precision bf16`).
 #[cfg(target_arch = "x86_64")]
 trait Kernels: Madd + Sized {
     /// `blocks::<Self, MR, NV>`.
@@ -395,8 +395,8 @@ thread_local! {
 /// Rows of left-hand operand per block of full tiles: about 256 KiB of it,
 /// so the block stays in the core's L2 while every panel of the column
 /// range passes over it, instead of all rows streaming from L3 once per
-/// panel (a 1952 × 1024 → 256 product on two cores: 299 against 388 GF/s,
-/// `examples/linear_layer`'s shapes).
+/// panel (a 1952-row, 1024-deep product went from about 0.8 of the `gemm`
+/// crate's rate to level with it, in a one-off timing).
 fn row_block<const MR: usize>(depth: usize) -> usize {
     ((256 << 10) / (4 * depth.max(1))).clamp(MR, 16 * MR) / MR * MR
 }
