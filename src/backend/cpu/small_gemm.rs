@@ -436,9 +436,10 @@ unsafe fn panels<K: Kernels, const MR: usize, const NV: usize>(pr: &Product, col
 }
 
 /// Every tile of the columns `cols` in panels of `16·NV`, `panel(j)` being
-/// the product to read the panel from column `j` in: the full tiles in
-/// blocks of `row_block` rows (every panel over one block, then the next),
-/// the last rows out of line (`Kernels`) with the last block's.
+/// the product to read the panel from column `j` in: the full tiles (from
+/// `PACK_MIN_ROWS` rows in blocks of `row_block` rows, every panel over one
+/// block, then the next), the last rows out of line (`Kernels`) with the
+/// last block's.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 unsafe fn blocks<K: Kernels, const MR: usize, const NV: usize>(
@@ -447,7 +448,9 @@ unsafe fn blocks<K: Kernels, const MR: usize, const NV: usize>(
     panel: &dyn Fn(usize) -> Product,
 ) {
     let full = pr.rows / MR * MR;
-    let block = row_block::<MR>(pr.taps.count * pr.depth);
+    // Below PACK_MIN_ROWS one block of every row: blocks of a deep product
+    // (24 rows at TLOB's 2560) would read each panel again from L3 per block.
+    let block = if pr.rows < PACK_MIN_ROWS { full } else { row_block::<MR>(pr.taps.count * pr.depth) };
     let mut r0 = 0;
     loop {
         let r1 = (r0 + block).min(full);
@@ -812,10 +815,10 @@ mod tests {
             eprintln!("skipped: no AVX512_BF16 here");
             return;
         }
-        // (sequence length, stored rows per sequence, sequences, taps, depth, columns, pieces' first sequences)
+        // (sequence length, stored rows per sequence, sequences, taps, depth, columns)
         for &(len, stored, seqs, taps, depth, n) in &[(203, 203, 1, 1, 70, 150), (67, 69, 3, 3, 40, 96)] {
             let rows = len * seqs;
-            assert!(rows >= PACK_MIN_ROWS && rows / 2 < PACK_MIN_ROWS && row_block::<6>(taps * depth) < rows);
+            assert!(rows >= PACK_MIN_ROWS && row_block::<6>(taps * depth) < rows);
             for elem in [Elem::F32, Elem::Bf16Pairs] {
                 let words = |n: usize, seed: f32| -> Vec<u32> {
                     let v = data(n, seed);
@@ -829,24 +832,21 @@ mod tests {
                 let bias = data(n, 3.0);
                 let y0 = data(rows * n, 4.0);
                 for accumulate in [false, true] {
-                    // Sequences `s0..s1` of the product, into y and keep.
-                    let sequences = |s0: usize, s1: usize, y: &mut [f32], keep: &mut [f32]| {
+                    // Rows `r0..r1` of the product (whole sequences), into y and keep.
+                    let part = |r0: usize, r1: usize, y: &mut [f32], keep: &mut [f32]| {
+                        let first = r0 / len * stored + r0 % len;
                         let pr = Product {
                             a: Lhs {
-                                ptr: a[s0 * stored * depth..].as_ptr(),
+                                ptr: a[first * depth..].as_ptr(),
                                 ld: depth,
                                 seq: (seqs > 1).then_some((len, stored)),
                             },
                             b: Operand { ptr: b.as_ptr(), ld: n },
-                            y: Output { ptr: y[s0 * len * n..].as_mut_ptr(), ld: n, accumulate },
-                            rows: (s1 - s0) * len,
+                            y: Output { ptr: y[r0 * n..].as_mut_ptr(), ld: n, accumulate },
+                            rows: r1 - r0,
                             depth,
                             taps: Taps { count: taps, lhs_step: depth, rhs_step: depth * n },
-                            bias: Some(Bias {
-                                ptr: bias.as_ptr(),
-                                gelu: true,
-                                keep: keep[s0 * len * n..].as_mut_ptr(),
-                            }),
+                            bias: Some(Bias { ptr: bias.as_ptr(), gelu: true, keep: keep[r0 * n..].as_mut_ptr() }),
                             dequant: None,
                         };
                         for cols in [0..80, 80..n] {
@@ -856,30 +856,15 @@ mod tests {
                         }
                     };
                     let (mut whole, mut whole_keep) = (y0.clone(), vec![0f32; rows * n]);
-                    sequences(0, seqs, &mut whole, &mut whole_keep);
+                    part(0, rows, &mut whole, &mut whole_keep);
+                    // Pieces below the threshold: two halves of the plain
+                    // rows, each sequence of the conv alone.
+                    let cuts: Vec<usize> =
+                        if seqs == 1 { vec![0, 101, rows] } else { (0..=seqs).map(|s| s * len).collect() };
                     let (mut pieces, mut pieces_keep) = (y0.clone(), vec![0f32; rows * n]);
-                    if seqs == 1 {
-                        // Plain rows: two pieces of rows, each below the threshold.
-                        let half = 101 * n;
-                        let (y_lo, y_hi) = pieces.split_at_mut(half);
-                        let (k_lo, k_hi) = pieces_keep.split_at_mut(half);
-                        let pr = |y: &mut [f32], keep: &mut [f32], r0: usize, rows: usize| Product {
-                            a: Lhs::rows(a[r0 * depth..].as_ptr(), depth),
-                            b: Operand { ptr: b.as_ptr(), ld: n },
-                            y: Output { ptr: y.as_mut_ptr(), ld: n, accumulate },
-                            rows,
-                            depth,
-                            taps: Taps::ONE,
-                            bias: Some(Bias { ptr: bias.as_ptr(), gelu: true, keep: keep.as_mut_ptr() }),
-                            dequant: None,
-                        };
-                        for (p, cols) in [(pr(y_lo, k_lo, 0, 101), 0..n), (pr(y_hi, k_hi, 101, rows - 101), 0..n)] {
-                            unsafe { run(elem, &p, cols) };
-                        }
-                    } else {
-                        for s in 0..seqs {
-                            sequences(s, s + 1, &mut pieces, &mut pieces_keep);
-                        }
+                    for c in cuts.windows(2) {
+                        assert!(c[1] - c[0] < PACK_MIN_ROWS);
+                        part(c[0], c[1], &mut pieces, &mut pieces_keep);
                     }
                     let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
                     assert!(bits(&whole) != bits(&y0), "the product wrote nothing");
