@@ -274,10 +274,10 @@ pub(crate) fn forward_cpu(cpu: &Cpu, gx: &[f32], w_hh: &[f32], h_seq: &mut [f32]
         return Ok(());
     }
     match cpu.precision() {
-        Precision::Bf16 => forward_packed(gx, w_hh, h_seq, s, Packed::Bf16),
-        Precision::Int8 => forward_packed(gx, w_hh, h_seq, s, Packed::Int8),
+        Precision::Bf16 => forward_packed(gx, w_hh, h_seq, None, s, Packed::Bf16),
+        Precision::Int8 => forward_packed(gx, w_hh, h_seq, None, s, Packed::Int8),
         Precision::F32 | Precision::F16 if small_gemm::f32_available() => {
-            forward_packed(gx, w_hh, h_seq, s, Packed::F32)
+            forward_packed(gx, w_hh, h_seq, None, s, Packed::F32)
         }
         Precision::F32 | Precision::F16 => forward_f32(gx, &w_hh[4 * h * h..8 * h * h], h_seq, s),
     }
@@ -285,7 +285,8 @@ pub(crate) fn forward_cpu(cpu: &Cpu, gx: &[f32], w_hh: &[f32], h_seq: &mut [f32]
 }
 
 /// `Train::lstm_train` on the CPU (f32): `w_hh` is `prepare_cpu`'s layout,
-/// of which the recurrence reads the transpose.
+/// of which the recurrence reads the packed half (`forward_packed`, as the
+/// inference recurrence), or the transpose where AVX-512 is missing.
 pub(crate) fn train_cpu(
     cpu: &Cpu,
     gx: &[f32],
@@ -303,7 +304,11 @@ pub(crate) fn train_cpu(
     if nothing_to_do(s) {
         return Ok(());
     }
-    train_f32(gx, &w_hh[4 * h * h..8 * h * h], h_seq, c_seq, gates, s);
+    if small_gemm::f32_available() {
+        forward_packed(gx, w_hh, h_seq, Some((c_seq, gates)), s, Packed::F32);
+    } else {
+        train_f32(gx, &w_hh[4 * h * h..8 * h * h], h_seq, c_seq, gates, s);
+    }
     Ok(())
 }
 
@@ -545,7 +550,19 @@ impl Packed {
 /// their `h`; then the two meet at a barrier, since the next step reads all
 /// of `h`. Without the helper core, the halves run in turn. In int8 each
 /// sample's `h` is quantized per row instead of rounded to pairs.
-fn forward_packed(gx: &[f32], w_hh: &[f32], h_seq: &mut [f32], s: LstmShape, elem: Packed) {
+///
+/// Training (`keep`: `c_seq (batch, steps, H)` and `gates (batch, steps,
+/// 4H)`) keeps every step's cell state and activated gates for the
+/// backward (`cell_forward`, the same operations as `lstm_cell`), the cell
+/// state read from and written to `c_seq`.
+fn forward_packed(
+    gx: &[f32],
+    w_hh: &[f32],
+    h_seq: &mut [f32],
+    keep: Option<(&mut [f32], &mut [f32])>,
+    s: LstmShape,
+    elem: Packed,
+) {
     let (batch, steps, h) = (s.batch, s.steps, s.hidden);
     let (g4, hp, depth) = (4 * h, elem.row_len(h), elem.depth(h));
     if batch == 0 || steps == 0 || h == 0 {
@@ -554,6 +571,10 @@ fn forward_packed(gx: &[f32], w_hh: &[f32], h_seq: &mut [f32], s: LstmShape, ele
     let units = unit_halves(h);
     let block = |p: usize| elem.block_len(h, 4 * (units[p].1 - units[p].0));
     assert!(gx.len() >= batch * steps * g4 && w_hh.len() >= block(0) + block(1) && h_seq.len() >= batch * steps * h);
+    let kept = keep.map(|(c_seq, gates)| {
+        assert!(c_seq.len() >= batch * steps * h && gates.len() >= batch * steps * g4);
+        (SendPtr(c_seq.as_mut_ptr()), SendPtr(gates.as_mut_ptr()))
+    });
     let w = as_pairs(w_hh);
     // Scratch: the cell state (batch, H), then per half its h as the
     // products read it (batch, row_len) and its gate blocks (batch, 4·units).
@@ -630,14 +651,30 @@ fn forward_packed(gx: &[f32], w_hh: &[f32], h_seq: &mut [f32], s: LstmShape, ele
                     }
                 }
                 for bi in 0..batch {
-                    // SAFETY: this half's units of sample bi's cell and output row t.
-                    let (cb, hb) = unsafe {
-                        (
-                            std::slice::from_raw_parts_mut(c_ptr.at(bi * h + u0), n),
-                            std::slice::from_raw_parts_mut(out_ptr.at((bi * steps + t) * h + u0), n),
-                        )
+                    let row = bi * steps + t;
+                    // SAFETY: this half's units of sample bi's output row t.
+                    let hb = unsafe { std::slice::from_raw_parts_mut(out_ptr.at(row * h + u0), n) };
+                    let g = &mut gates[bi * 4 * n..(bi + 1) * 4 * n];
+                    let Some((c_seq, kept_gates)) = kept else {
+                        // SAFETY: this half's units of sample bi's cell.
+                        let cb = unsafe { std::slice::from_raw_parts_mut(c_ptr.at(bi * h + u0), n) };
+                        lstm_cell(g, cb, hb);
+                        continue;
                     };
-                    lstm_cell(&gates[bi * 4 * n..(bi + 1) * 4 * n], cb, hb);
+                    // SAFETY: this half's units of sample bi's rows t − 1
+                    // (read) and t (written) of c_seq, and of its row t of
+                    // the kept gates: written by this half only.
+                    let (c_prev, cb) = unsafe {
+                        let prev =
+                            (t > 0).then(|| std::slice::from_raw_parts(c_seq.at((row - 1) * h + u0), n) as &[f32]);
+                        (prev, std::slice::from_raw_parts_mut(c_seq.at(row * h + u0), n))
+                    };
+                    cell_forward(g, c_prev, cb, hb);
+                    for q in 0..4 {
+                        // SAFETY: as above.
+                        let to = unsafe { std::slice::from_raw_parts_mut(kept_gates.at(row * g4 + q * h + u0), n) };
+                        to.copy_from_slice(&g[q * n..(q + 1) * n]);
+                    }
                 }
             };
             let two_cores = rayon::current_num_threads() > 1 && batch * g4 * h >= PAR_MIN_MACS;
