@@ -20,7 +20,7 @@ pub(crate) mod small_gemm;
 mod strided_gemm;
 
 pub use pair::pin_helper;
-pub(crate) use strided_gemm::{gemm_depth_halves, gemm_strided, rows_product, Dst, View};
+pub(crate) use strided_gemm::{add_weight_grad, gemm_depth_halves, gemm_strided, rows_product, Dst, View};
 
 use std::cell::RefCell;
 use std::ops::Range;

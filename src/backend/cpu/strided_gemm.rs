@@ -204,6 +204,20 @@ unsafe fn one_gemm(m: usize, n: usize, k: usize, dst: Dst, lhs: View, rhs: View,
     );
 }
 
+/// `dw (m, n) += lhs (m, k) · rhs (k, n)`: a weight gradient summed over
+/// `k` rows, as `gemm_depth_halves`'s two halves added to `dw` in order
+/// (each output `dw + (first + second)`).
+///
+/// # Safety
+/// As `gemm_strided` for `lhs` and `rhs`; `dw` holds `m·n` values.
+pub(crate) unsafe fn add_weight_grad(m: usize, n: usize, k: usize, dw: &mut [f32], lhs: View, rhs: View) {
+    super::with_scratch(2 * m * n, |parts| {
+        gemm_depth_halves(m, n, k, parts.as_mut_ptr(), lhs, rhs);
+        let (p0, p1) = parts.split_at(m * n);
+        dw[..m * n].iter_mut().zip(p0.iter().zip(p1)).for_each(|(d, (a, b))| *d += a + b);
+    });
+}
+
 /// The two halves of a deep product's depth: `parts[h] (m, n) = lhs (m,
 /// k_h) · rhs (k_h, n)` over depths `[0, k/2)` and `[k/2, k)`, at once on
 /// the two cores when large, each one `gemm` call; the caller adds them

@@ -38,7 +38,7 @@ use rayon::prelude::*;
 
 use crate::backend::cpu::small_gemm;
 use crate::backend::cpu::{
-    bf16, check_len, gemm_depth_halves, int8, matmul_gelu_keep, rows_product, transpose, transpose_into, with_scratch,
+    add_weight_grad, bf16, check_len, int8, matmul_gelu_keep, rows_product, transpose, transpose_into, with_scratch,
     Cpu, Dst, Gemm, View, ROW_CHUNK,
 };
 use crate::backend::gpu::device::LaunchConfig;
@@ -268,22 +268,10 @@ fn backward_rows(
     // dW (n_out, n_in) += dyᵀ · x (lhs element (o, r) at dy[r·n_out + o]) in
     // two halves of the rows, one per core, added in order: split by
     // columns instead, each of n_in/64 blocks packed all of dyᵀ again.
-    with_scratch(2 * n_out * n_in, |parts| {
-        // SAFETY: the caller checked x (rows, n_in) and dy (rows, n_out);
-        // parts holds both halves' (n_out, n_in).
-        unsafe {
-            gemm_depth_halves(
-                n_out,
-                n_in,
-                rows,
-                parts.as_mut_ptr(),
-                View::transposed(dy.as_ptr(), n_out),
-                View::rows(x.as_ptr(), n_in),
-            )
-        };
-        let (p0, p1) = parts.split_at(n_out * n_in);
-        dw[..n_out * n_in].iter_mut().zip(p0.iter().zip(p1)).for_each(|(d, (a, b))| *d += a + b);
-    });
+    // SAFETY: the caller checked x (rows, n_in), dy (rows, n_out) and dw.
+    unsafe {
+        add_weight_grad(n_out, n_in, rows, dw, View::transposed(dy.as_ptr(), n_out), View::rows(x.as_ptr(), n_in))
+    };
     if let Some(dx) = dx {
         // dX (rows, n_in) = dy · W: small_gemm's product, W read as the
         // forward's right-hand operand is, each output summed in order.

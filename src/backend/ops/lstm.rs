@@ -52,8 +52,8 @@ use crate::backend::cpu::bf16::{as_pairs, linear_len, to_bits, with_pairs};
 use crate::backend::cpu::simd::LANES;
 use crate::backend::cpu::small_gemm::{self, Dequant, Elem, Lhs, Operand, Output, Product, Taps};
 use crate::backend::cpu::{
-    check_len, gemm_strided, int8, matmul, pair, rows_product, simd, transpose_into, with_scratch, Cpu, Dst, Gemm,
-    SendPtr, View, PAR_MIN_MACS,
+    add_weight_grad, check_len, int8, matmul, pair, rows_product, simd, transpose_into, with_local, with_scratch, Cpu,
+    Dst, Gemm, SendPtr, View, PAR_MIN_MACS,
 };
 use crate::backend::gpu::launch::cfg;
 use crate::backend::gpu::params::{params, KernelParams};
@@ -910,22 +910,30 @@ fn backward_f32(
         );
     });
     if steps > 1 {
-        // dW_hh += Σ_b Σ_{t≥1} dgates[b, t]ᵀ h[b, t−1], one product per sample, in order.
-        for bi in 0..batch {
-            // SAFETY: rows 1..steps of sample bi in dgx and 0..steps−1 in h_seq.
-            unsafe {
-                gemm_strided(
-                    g4,
-                    h,
-                    steps - 1,
-                    Dst::add(dw_hh.as_mut_ptr(), h),
-                    View::transposed(dgx[(bi * steps + 1) * g4..].as_ptr(), g4),
-                    View::rows(h_seq[bi * steps * h..].as_ptr(), h),
-                    1.0,
-                );
+        // dW_hh += Σ_b Σ_{t≥1} dgates[b, t]ᵀ h[b, t−1]: one product over
+        // every (sample, step) row against h shifted down a step (zeros at
+        // t = 0), the weight gradient's depth halves on the two cores. One
+        // product per sample instead (depth steps − 1) read and wrote all of
+        // dW_hh once per sample.
+        let rows = batch * steps;
+        with_local(&SHIFTED, rows * h, |shifted| {
+            for bi in 0..batch {
+                let r0 = bi * steps;
+                shifted[r0 * h..(r0 + 1) * h].fill(0.0);
+                shifted[(r0 + 1) * h..(r0 + steps) * h].copy_from_slice(&h_seq[r0 * h..(r0 + steps - 1) * h]);
             }
-        }
+            // SAFETY: dgx (rows, 4H) read transposed, shifted (rows, H),
+            // dw_hh (4H, H): checked by the caller.
+            unsafe {
+                add_weight_grad(g4, h, rows, dw_hh, View::transposed(dgx.as_ptr(), g4), View::rows(shifted.as_ptr(), h))
+            };
+        });
     }
+}
+
+thread_local! {
+    /// `backward_f32`'s `h` shifted down a step, kept between calls.
+    static SHIFTED: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// Backpropagation through time of `s.batch` samples: writes their `dgx`.
