@@ -1,9 +1,10 @@
 //! One training step per model at the default configs, batch 32:
 //! `forward_backward` (dropout on), the trainer's optimizer step (gradient
 //! norm, clip, AdamW over every parameter) and `refresh`: what the trainer
-//! does per optimizer step. On the CPU backend,
-//! and with `--features gpu-tests` on a CUDA device as well (the training
-//! kernels, f32, and with use_amp's bf16 forward products).
+//! does per optimizer step. On the CPU backend (f32, and with use_amp's
+//! bf16 products where the CPU has AVX512_BF16), and with `--features
+//! gpu-tests` on a CUDA device as well (the training kernels, f32, and with
+//! use_amp's bf16 forward products).
 //!
 //!     cargo bench --bench train
 //!     cargo bench --features gpu-tests --bench train
@@ -47,6 +48,10 @@ fn batch_for(config: &ModelConfig) -> TrainBatch {
 
 fn train_step(c: &mut Criterion) {
     train_step_on(c, &Cpu::new(), "train_step_cpu");
+    // use_amp on the CPU: bf16 products from f32 master weights.
+    if let Ok(amp) = Cpu::with_precision(quorum::backend::Precision::Bf16) {
+        train_step_on(c, &amp, "train_step_cpu_amp");
+    }
     #[cfg(feature = "gpu-tests")]
     {
         use quorum::backend::gpu::{Cuda, Gpu};

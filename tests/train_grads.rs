@@ -7,7 +7,7 @@
 mod grads;
 
 use grads::{batch_for, check_golden, grads_of, small_configs, WEIGHTS};
-use quorum::backend::Backend;
+use quorum::backend::{Backend, Precision};
 use quorum::model::{Model, ModelConfig, ModelKind, ModelMeta};
 use quorum::tensor::Tensor;
 use quorum::train::{LossWeights, TrainBatch, TrainNet};
@@ -45,6 +45,19 @@ fn cnn_lstm_one_layer_matches_pytorch() {
 #[test]
 fn cnn_lstm_three_layers_matches_pytorch() {
     check("cnn_lstm_3layer");
+}
+
+/// use_amp on the CPU (where it has AVX512_BF16): the matrix products in
+/// bf16 from the f32 master weights, every golden within the 16-bit bound.
+#[test]
+fn mixed_precision_gradients_stay_near_pytorch_on_the_cpu() {
+    let Ok(cpu) = Cpu::with_precision(Precision::Bf16) else {
+        eprintln!("skipped: no AVX512_BF16 here");
+        return;
+    };
+    let worst = grads::GOLDEN_CASES.iter().map(|name| check_golden(&cpu, name, grads::BF16)).fold(0.0, f64::max);
+    // bf16 really is in use: the gradients move off the f32 ones by more than f32 rounding.
+    assert!(worst > grads::F32.grad, "bf16 gradients as close as f32's ({worst:e}): is the bf16 path running?");
 }
 
 /// With dropout on (the goldens have none), finite differences of the loss

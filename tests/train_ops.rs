@@ -422,9 +422,8 @@ fn backward_ops_reject_short_buffers() {
 /// Re-preparing from a weight already on the backend gives what preparing
 /// from the host gives, and the device-side relabeling is the naive one; on
 /// the CPU and on the GPU backend (emulated), whose layouts differ.
-/// `prepared_len(n_out, n_in)`: the values `prepare_linear` gives (16-bit
-/// modes pack two per slot).
-fn prepare_from_matches_prepare<B: Train>(be: &B, prepared_len: fn(usize, usize) -> usize) {
+/// `lens`: the values each `prepare_*` gives (16-bit modes pack two per slot).
+fn prepare_from_matches_prepare<B: Train>(be: &B, lens: PreparedLens) {
     let read = |b: &B::Buf, n: usize| {
         let mut v = vec![0f32; n];
         be.read(b, &mut v).unwrap();
@@ -432,17 +431,24 @@ fn prepare_from_matches_prepare<B: Train>(be: &B, prepared_len: fn(usize, usize)
     };
     for &(n_out, n_in) in &[(1usize, 1usize), (5, 7), (33, 65), (100, 31)] {
         let w = rand(n_out * n_in, 40);
-        let n = prepared_len(n_out, n_in);
+        let n = (lens.linear)(n_out, n_in);
         let mut dst = be.upload(&vec![f32::NAN; n]).unwrap();
         be.prepare_linear_from(&be.upload(&w).unwrap(), n_out, n_in, &mut dst).unwrap();
         assert_eq!(read(&dst, n), read(&be.prepare_linear(&w, n_out, n_in).unwrap(), n), "{n_out}x{n_in}");
     }
+    // Odd channel counts (a padded last pair) and kernels 1, 3 and 5.
+    for &(c_out, c_in, k) in &[(1usize, 1usize, 1usize), (4, 3, 3), (17, 8, 5), (32, 33, 3)] {
+        let w = rand(c_out * c_in * k, 44);
+        let n = (lens.conv)(c_out, c_in, k);
+        let mut dst = be.upload(&vec![f32::NAN; n]).unwrap();
+        be.prepare_conv_from(&be.upload(&w).unwrap(), c_out, c_in, k, &mut dst).unwrap();
+        let want = be.prepare_conv(&w, c_out, c_in, k).unwrap();
+        assert_eq!(read(&dst, n), read(&want, n), "conv {c_out}x{c_in}x{k}");
+    }
     for hidden in [1usize, 5, 37] {
         let w = rand(4 * hidden * hidden, 41);
         let want = be.prepare_recurrent(&w, hidden).unwrap();
-        // The CPU keeps W_hh and its transpose; the GPU kernels read W_hh only.
-        let n = 4 * hidden * hidden;
-        let n = if be.read(&want, &mut vec![0f32; 2 * n]).is_ok() { 2 * n } else { n };
+        let n = (lens.recurrent)(hidden);
         let mut dst = be.upload(&vec![f32::NAN; n]).unwrap();
         be.prepare_recurrent_from(&be.upload(&w).unwrap(), hidden, &mut dst).unwrap();
         assert_eq!(read(&dst, n), read(&want, n), "hidden {hidden}");
@@ -475,17 +481,45 @@ fn prepare_from_matches_prepare<B: Train>(be: &B, prepared_len: fn(usize, usize)
     assert!(be.swap_last_axes(&small, &mut dst, 1, 2, 3, false).is_err(), "a short source is an error");
 }
 
+/// How many values a backend's `prepare_linear (n_out, n_in)`,
+/// `prepare_conv (c_out, c_in, k)` and `prepare_recurrent (hidden)` give.
+struct PreparedLens {
+    linear: fn(usize, usize) -> usize,
+    conv: fn(usize, usize, usize) -> usize,
+    recurrent: fn(usize) -> usize,
+}
+
 #[test]
 fn prepare_from_matches_prepare_on_the_cpu() {
-    prepare_from_matches_prepare(&Cpu::new(), |o, i| o * i);
+    // f32: the recurrence keeps W_hh packed and its transpose.
+    let f32_lens = PreparedLens { linear: |o, i| o * i, conv: |o, i, k| o * i * k, recurrent: |h| 8 * h * h };
+    prepare_from_matches_prepare(&Cpu::new(), f32_lens);
+    // use_amp: bf16 pairs, the conv's tap-major, W_hh in its two unit halves.
+    if let Ok(cpu) = Cpu::with_precision(quorum::backend::Precision::Bf16) {
+        let bf16_lens = PreparedLens {
+            linear: |o, i| o * i.div_ceil(2),
+            conv: |o, i, k| k * i.div_ceil(2) * o,
+            recurrent: |h| 4 * h * h.div_ceil(2),
+        };
+        prepare_from_matches_prepare(&cpu, bf16_lens);
+    } else {
+        eprintln!("bf16 skipped: no AVX512_BF16 here");
+    }
 }
 
 #[test]
 fn prepare_from_matches_prepare_on_the_emulated_gpu() {
     use quorum::backend::gpu::{Emu, Gpu, Precision};
-    prepare_from_matches_prepare(&Gpu::new(Emu::new()), |o, i| o * i);
+    // The GPU kernels read W_hh as it is, in every precision.
+    let f32_lens = PreparedLens { linear: |o, i| o * i, conv: |o, i, k| o * i * k, recurrent: |h| 4 * h * h };
+    prepare_from_matches_prepare(&Gpu::new(Emu::new()), f32_lens);
     // Mixed precision: the f32 master weights packed on the device as the host packs them.
     for p in [Precision::Bf16, Precision::F16] {
-        prepare_from_matches_prepare(&Gpu::with_precision(Emu::new(), p).unwrap(), |o, i| o * i.div_ceil(2));
+        let lens = PreparedLens {
+            linear: |o, i| o * i.div_ceil(2),
+            conv: |o, i, k| o * (i * k).div_ceil(2),
+            recurrent: |h| 4 * h * h,
+        };
+        prepare_from_matches_prepare(&Gpu::with_precision(Emu::new(), p).unwrap(), lens);
     }
 }

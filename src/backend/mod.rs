@@ -440,7 +440,7 @@ train_ops! {
         /// The 16-bit format the forward's matrix products use while training
         /// (docs/training.md's `use_amp`), or `None` when everything runs in f32.
         fn mixed_precision(&self) -> Option<&'static str> {
-            cpu: None,
+            cpu: (self.precision() == Precision::Bf16).then_some("bf16"),
             gpu: match self.precision() {
                 Precision::F32 => None,
                 Precision::Bf16 => Some("bf16"),
@@ -457,6 +457,12 @@ train_ops! {
         fn prepare_linear_from(&self, w: &Self::Buf, n_out: usize, n_in: usize, dst: &mut Self::Buf) -> Result<()> {
             cpu: ops::linear::prepare_from_cpu(self, w, n_out, n_in, dst),
             gpu: ops::linear::prepare_from_gpu(self, w, n_out, n_in, dst),
+        }
+        /// `prepare_conv` from a Conv1d weight already on this backend
+        /// (PyTorch's `(c_out, c_in, k)`) into an existing buffer.
+        fn prepare_conv_from(&self, w: &Self::Buf, c_out: usize, c_in: usize, k: usize, dst: &mut Self::Buf) -> Result<()> {
+            cpu: ops::conv1d::prepare_from_cpu(self, w, c_out, c_in, k, dst),
+            gpu: ops::conv1d::prepare_from_gpu(self, w, c_out, c_in, k, dst),
         }
         /// `prepare_recurrent` from a `W_hh` already on this backend into an existing buffer.
         fn prepare_recurrent_from(&self, w_hh: &Self::Buf, hidden: usize, dst: &mut Self::Buf) -> Result<()> {

@@ -383,7 +383,7 @@ impl Def {
                     be.prepare_linear_from(w_int, d, channels * levels, dst)?
                 }
                 Recipe::Linear { p, n_out, n_in } => be.prepare_linear_from(&params[p].value, n_out, n_in, dst)?,
-                Recipe::Conv { p, c_out, c_in, k } => be.prepare_linear_from(&params[p].value, c_out, c_in * k, dst)?,
+                Recipe::Conv { p, c_out, c_in, k } => be.prepare_conv_from(&params[p].value, c_out, c_in, k, dst)?,
                 Recipe::Recurrent { p, hidden } => be.prepare_recurrent_from(&params[p].value, hidden, dst)?,
                 Recipe::Sum { a, b, len } => {
                     be.copy(&params[a].value, dst, len)?;

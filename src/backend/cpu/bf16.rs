@@ -37,6 +37,10 @@ pub(crate) fn as_pairs(w: &[f32]) -> &[u32] {
     bytemuck::cast_slice(w)
 }
 
+pub(crate) fn as_pairs_mut(w: &mut [f32]) -> &mut [u32] {
+    bytemuck::cast_slice_mut(w)
+}
+
 /// Values a prepared linear weight `(n_out, n_in)` holds.
 pub(crate) fn linear_len(n_out: usize, n_in: usize) -> usize {
     n_in.div_ceil(2) * n_out
@@ -44,13 +48,26 @@ pub(crate) fn linear_len(n_out: usize, n_in: usize) -> usize {
 
 /// `g`'s product (then `+ bias[j]`, GELU) for `W` from `ops::linear::pack_bf16`.
 pub(super) fn product(x: &[f32], w: &[f32], y: &mut [f32], g: Gemm, bias: Option<(&[f32], bool)>) {
+    assert!(bias.is_none_or(|(b, _)| b.len() >= g.n));
+    let bias = bias.map(|(b, gelu)| Bias { ptr: b.as_ptr(), gelu, keep: std::ptr::null_mut() });
+    run(x, w, y, g, bias);
+}
+
+/// `pre = x·W + b` and `y = GELU(pre)` in one product (the training
+/// forward keeps `pre`), `y` and `pre` dense `(rows, n)`.
+pub(crate) fn product_gelu_keep(x: &[f32], w: &[f32], b: &[f32], pre: &mut [f32], y: &mut [f32], g: Gemm) {
+    assert!(b.len() >= g.n && g.ld_y == g.n && !g.accumulate && pre.len() >= g.rows * g.n);
+    run(x, w, y, g, Some(Bias { ptr: b.as_ptr(), gelu: true, keep: pre.as_mut_ptr() }));
+}
+
+/// `product`'s work, the bias (checked by the callers) as the kernel reads it.
+fn run(x: &[f32], w: &[f32], y: &mut [f32], g: Gemm, bias: Option<Bias>) {
     let Gemm { rows, k, n, ld_y, accumulate } = g;
     if rows == 0 || n == 0 {
         return;
     }
     let kp = k.div_ceil(2);
     assert!(x.len() >= rows * k && w.len() >= linear_len(n, k) && y.len() >= (rows - 1) * ld_y + n && n <= ld_y);
-    assert!(bias.is_none_or(|(b, _)| b.len() >= n));
     with_pairs(rows * kp, |a| {
         split_chunks(a, rows, kp, kp, rows * k >= PAR_MIN_ELEMS, &|r, pairs| {
             small_gemm::to_bf16_pairs(&x[r * k..(r + 1) * k], 1, k, k, pairs)
@@ -62,10 +79,11 @@ pub(super) fn product(x: &[f32], w: &[f32], y: &mut [f32], g: Gemm, bias: Option
             rows,
             depth: kp,
             taps: Taps::ONE,
-            bias: bias.map(|(b, gelu)| Bias { ptr: b.as_ptr(), gelu, keep: std::ptr::null_mut() }),
+            bias,
             dequant: None,
         };
-        // SAFETY: the assertions bound every pair, weight, bias and output element.
+        // SAFETY: the assertions (here and the callers' of the bias and of
+        // the kept pre-activation) bound every pair, weight, bias and output element.
         unsafe { run_product(Elem::Bf16Pairs, &pr, n, rows * k * n >= PAR_MIN_MACS) };
     });
 }

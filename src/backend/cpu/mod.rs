@@ -106,13 +106,16 @@ impl Cpu {
         }
     }
 
-    /// Training runs in f32 on the CPU: its ops read f32 prepared weights.
-    pub(crate) fn f32_only(&self, op: &str) -> Result<()> {
-        if self.precision != Precision::F32 {
+    /// Training on the CPU runs in f32, or with bf16 products (use_amp,
+    /// docs/training.md); an int8 backend serves inference only.
+    pub(crate) fn trainable(&self, op: &str) -> Result<()> {
+        if !matches!(self.precision, Precision::F32 | Precision::Bf16) {
             let p = self.precision.name();
             return Err(Error::Backend {
                 backend: "cpu".into(),
-                reason: format!("{op}: training on the CPU runs in f32; this backend was made with {p} weights"),
+                reason: format!(
+                    "{op}: training on the CPU runs in f32 or with bf16 products (use_amp); this backend was made with {p} weights"
+                ),
             });
         }
         Ok(())

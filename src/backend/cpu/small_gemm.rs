@@ -71,8 +71,14 @@ fn bf16_bits(v: f32) -> u32 {
 /// `(⌈n_in/2⌉, n_out)`, element `(p, j)` holding `w[j, 2p]` and `w[j, 2p+1]`
 /// (zero past `n_in`).
 pub(crate) fn pack_bf16(w: &[f32], n_out: usize, n_in: usize) -> Vec<u32> {
-    let pairs = n_in.div_ceil(2);
-    let mut out = vec![0u32; pairs * n_out];
+    let mut out = vec![0u32; n_in.div_ceil(2) * n_out];
+    pack_bf16_into(w, n_out, n_in, &mut out);
+    out
+}
+
+/// `pack_bf16` into the start of `out` (the training refresh, every step).
+pub(crate) fn pack_bf16_into(w: &[f32], n_out: usize, n_in: usize, out: &mut [u32]) {
+    assert!(w.len() >= n_out * n_in && out.len() >= n_in.div_ceil(2) * n_out);
     for j in 0..n_out {
         let row = &w[j * n_in..(j + 1) * n_in];
         for (p, two) in row.chunks(2).enumerate() {
@@ -80,7 +86,6 @@ pub(crate) fn pack_bf16(w: &[f32], n_out: usize, n_in: usize) -> Vec<u32> {
             out[p * n_out + j] = bf16_bits(two[0]) | (hi << 16);
         }
     }
-    out
 }
 
 /// Rows `x (rows, k)` with row stride `ldx` as bf16 pairs into

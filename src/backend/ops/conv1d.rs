@@ -246,20 +246,48 @@ pub(crate) fn bf16_len(c_out: usize, c_in: usize, kernel: usize) -> usize {
 /// holds channels `2q` and `2q + 1` of tap `j` for every output channel, so
 /// each tap is a plain block of pairs of consecutive channels.
 pub(crate) fn pack_bf16(w: &[f32], c_out: usize, c_in: usize, k: usize) -> Vec<f32> {
+    let mut out = vec![0f32; bf16_len(c_out, c_in, k)];
+    pack_bf16_into(w, c_out, c_in, k, bf16::as_pairs_mut(&mut out));
+    out
+}
+
+/// `pack_bf16` into the start of `out` (the training refresh, every step):
+/// per tap j the `(c_out, c_in)` matrix `W[:, :, j]`, packed as a linear weight.
+fn pack_bf16_into(w: &[f32], c_out: usize, c_in: usize, k: usize, out: &mut [u32]) {
     let cp = c_in.div_ceil(2);
-    // (c_out, c_in, k) → per tap j the (c_out, c_in) matrix, packed as a linear weight.
-    let mut out = Vec::with_capacity(bf16_len(c_out, c_in, k));
-    let mut tap = vec![0f32; c_out * c_in];
+    assert!(w.len() >= c_out * c_in * k && out.len() >= bf16_len(c_out, c_in, k));
+    let bits = |o: usize, c: usize, j: usize| u32::from(half::bf16::from_f32(w[(o * c_in + c) * k + j]).to_bits());
     for j in 0..k {
-        for o in 0..c_out {
-            for c in 0..c_in {
-                tap[o * c_in + c] = w[(o * c_in + c) * k + j];
+        for q in 0..cp {
+            let row = &mut out[(j * cp + q) * c_out..][..c_out];
+            for (o, pair) in row.iter_mut().enumerate() {
+                let hi = if 2 * q + 1 < c_in { bits(o, 2 * q + 1, j) } else { 0 };
+                *pair = bits(o, 2 * q, j) | (hi << 16);
             }
         }
-        out.extend(small_gemm::pack_bf16(&tap, c_out, c_in));
     }
-    debug_assert_eq!(out.len(), k * cp * c_out);
-    bf16::to_bits(out)
+}
+
+/// `Train::prepare_conv_from` on the CPU: `prepare_cpu`'s layout into `dst`
+/// (the linear layer's at f32, tap-major bf16 pairs with use_amp).
+pub(crate) fn prepare_from_cpu(
+    cpu: &Cpu,
+    w: &[f32],
+    c_out: usize,
+    c_in: usize,
+    k: usize,
+    dst: &mut [f32],
+) -> Result<()> {
+    const OP_FROM: &str = "prepare_conv_from";
+    cpu.trainable(OP_FROM)?;
+    check_len(OP_FROM, "w", w.len(), c_out * c_in * k)?;
+    check_len(OP_FROM, "dst", dst.len(), prepared_len(cpu, c_out, c_in, k))?;
+    if cpu.precision() == Precision::Bf16 {
+        pack_bf16_into(w, c_out, c_in, k, bf16::as_pairs_mut(dst));
+        Ok(())
+    } else {
+        super::linear::prepare_from_cpu(cpu, w, c_out, c_in * k, dst)
+    }
 }
 
 /// `Backend::prepare_conv` on the CPU: the linear layer's layout of the
@@ -283,6 +311,19 @@ pub(crate) fn prepare_gpu<D: Device>(gpu: &Gpu<D>, w: &[f32], c_out: usize, c_in
     super::linear::prepare_gpu(gpu, w, c_out, c_in * k)
 }
 
+/// `Train::prepare_conv_from` on a `Gpu`: `prepare_gpu`'s layout, the
+/// linear layer's of the `(c_out, c_in·k)` matrix.
+pub(crate) fn prepare_from_gpu<D: Device>(
+    gpu: &Gpu<D>,
+    w: &D::Mem,
+    c_out: usize,
+    c_in: usize,
+    k: usize,
+    dst: &mut D::Mem,
+) -> Result<()> {
+    super::linear::prepare_from_gpu(gpu, w, c_out, c_in * k, dst)
+}
+
 /// `Backend::conv1d` on the CPU, in the backend's precision.
 pub(crate) fn forward_cpu(
     cpu: &Cpu,
@@ -297,7 +338,7 @@ pub(crate) fn forward_cpu(
     let w_len = prepared_len(cpu, s.c_out, s.c_in, s.kernel);
     check_forward(x, w, b, &*y, s, w_len, |what, v: &[f32], need| check_len(OP, what, v.len(), need))?;
     match cpu.precision() {
-        Precision::Bf16 => forward_bf16(x, w, &b[..s.c_out], y, s, gelu),
+        Precision::Bf16 => forward_bf16(x, w, y, s, TapsOut::bias(&b[..s.c_out], gelu)),
         Precision::Int8 => forward_int8(x, w, &b[..s.c_out], y, s, gelu),
         Precision::F32 | Precision::F16 => forward_f32(x, w, &b[..s.c_out], y, s, gelu),
     }
@@ -327,9 +368,9 @@ pub(crate) fn multiscale_cpu(
     Ok(())
 }
 
-/// `Train::conv1d_gelu_keep` on the CPU (f32 only, a dense output): the
-/// tap products with the bias and GELU in their epilogue, storing the
-/// values before GELU too.
+/// `Train::conv1d_gelu_keep` on the CPU (a dense output): the tap
+/// products (f32, or bf16 with use_amp) with the bias and GELU in their
+/// epilogue, storing the values before GELU too.
 pub(crate) fn forward_keep_cpu(
     cpu: &Cpu,
     x: &[f32],
@@ -339,13 +380,16 @@ pub(crate) fn forward_keep_cpu(
     y: &mut [f32],
     s: ConvShape,
 ) -> Result<()> {
-    cpu.f32_only(KEEP)?;
+    cpu.trainable(KEEP)?;
     dense(s).and_then(|_| consistent(s)).map_err(|r| refuse(KEEP, r))?;
     let w_len = prepared_len(cpu, s.c_out, s.c_in, s.kernel);
     check_forward(x, w, b, &*y, s, w_len, |what, v: &[f32], need| check_len(KEEP, what, v.len(), need))?;
     let n = s.samples * s.len * s.c_out;
     check_len(KEEP, "pre", pre.len(), n)?;
-    if small_gemm::f32_available() {
+    if cpu.precision() == Precision::Bf16 {
+        forward_bf16(x, w, y, s, TapsOut::Bias(&b[..s.c_out], true, pre.as_mut_ptr()));
+        Ok(())
+    } else if small_gemm::f32_available() {
         forward_taps(x, w, y, s, TapsOut::Bias(b, true, pre.as_mut_ptr()));
         Ok(())
     } else {
@@ -405,14 +449,14 @@ fn forward_taps(x: &[f32], w: &[f32], y: &mut [f32], s: ConvShape, out: TapsOut)
 /// The bf16 forward for a weight from `pack_bf16`: each sample's rows
 /// rounded to pairs between `k/2` zero rows on either side, then one
 /// product summing the k row-shifted taps.
-fn forward_bf16(x: &[f32], w: &[f32], b: &[f32], y: &mut [f32], s: ConvShape, gelu: bool) {
+fn forward_bf16(x: &[f32], w: &[f32], y: &mut [f32], s: ConvShape, out: TapsOut) {
     let (len, cin, k) = (s.len, s.c_in, s.kernel);
     let cp = cin.div_ceil(2);
     assert!(x.len() >= s.samples * len * cin && w.len() >= bf16_len(s.c_out, cin, k));
     let pairs = bf16::as_pairs(w).as_ptr();
     let taps = TapWeight { elem: Elem::Bf16Pairs, ptr: pairs, ld: s.c_out, tap_step: cp * s.c_out, int8: None };
     bf16::with_pairs(s.samples * (len + k - 1) * cp, |xp| {
-        conv_taps(xp, cp, taps, y, s, TapsOut::bias(b, gelu), &|smp, rows, _| {
+        conv_taps(xp, cp, taps, y, s, out, &|smp, rows, _| {
             small_gemm::to_bf16_pairs(&x[smp * len * cin..][..len * cin], len, cin, cin, rows);
             0
         });
@@ -629,7 +673,7 @@ pub(crate) fn backward_cpu(
     db: &mut [f32],
     s: ConvShape,
 ) -> Result<()> {
-    cpu.f32_only(BACKWARD)?;
+    cpu.trainable(BACKWARD)?;
     check_backward(x, w, dy, dx.as_deref().map(Vec::as_slice), &*dw, &*db, s, |what, v: &[f32], need| {
         check_len(BACKWARD, what, v.len(), need)
     })?;
@@ -1230,6 +1274,10 @@ mod tests {
     fn gelu_keep_is_the_conv_then_gelu_on_the_cpu_and_the_emulator() {
         gelu_keep_is_the_conv_then_gelu(&Cpu::new(), "cpu");
         gelu_keep_is_the_conv_then_gelu(&Gpu::new(Emu::new()), "emu");
+        // use_amp's bf16 tap products keep as f32's do.
+        if let Ok(be) = Cpu::with_precision(Precision::Bf16) {
+            gelu_keep_is_the_conv_then_gelu(&be, "cpu bf16");
+        }
     }
 
     #[test]

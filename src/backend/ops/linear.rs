@@ -182,12 +182,17 @@ pub(crate) fn pack_bf16(w: &[f32], n_out: usize, n_in: usize) -> Vec<f32> {
     bf16::to_bits(small_gemm::pack_bf16(&w[..n_out * n_in], n_out, n_in))
 }
 
-/// `Train::prepare_linear_from` on the CPU (f32 only): the transpose.
+/// `Train::prepare_linear_from` on the CPU: `prepare_cpu`'s layout (the
+/// transpose, or bf16 pairs with use_amp) into `dst`.
 pub(crate) fn prepare_from_cpu(cpu: &Cpu, w: &[f32], n_out: usize, n_in: usize, dst: &mut [f32]) -> Result<()> {
-    cpu.f32_only("prepare_linear_from")?;
+    cpu.trainable("prepare_linear_from")?;
     check_len("prepare_linear_from", "w", w.len(), n_out * n_in)?;
-    check_len("prepare_linear_from", "dst", dst.len(), n_out * n_in)?;
-    transpose_into(&w[..n_out * n_in], n_out, n_in, &mut dst[..n_out * n_in]);
+    check_len("prepare_linear_from", "dst", dst.len(), cpu.linear_len(n_out, n_in))?;
+    if cpu.precision() == Precision::Bf16 {
+        small_gemm::pack_bf16_into(&w[..n_out * n_in], n_out, n_in, bf16::as_pairs_mut(dst));
+    } else {
+        transpose_into(&w[..n_out * n_in], n_out, n_in, &mut dst[..n_out * n_in]);
+    }
     Ok(())
 }
 
@@ -209,8 +214,9 @@ pub(crate) fn forward_cpu(
     Ok(())
 }
 
-/// `Train::linear_gelu_keep` on the CPU (f32 only): the product with the
-/// bias and GELU in its epilogue, storing the values before GELU too.
+/// `Train::linear_gelu_keep` on the CPU: the product (f32, or bf16 with
+/// use_amp) with the bias and GELU in its epilogue, storing the values
+/// before GELU too.
 pub(crate) fn forward_keep_cpu(
     cpu: &Cpu,
     x: &[f32],
@@ -220,10 +226,15 @@ pub(crate) fn forward_keep_cpu(
     y: &mut [f32],
     s: LinearShape,
 ) -> Result<()> {
-    cpu.f32_only(KEEP)?;
+    cpu.trainable(KEEP)?;
     let w_len = cpu.linear_len(s.n_out, s.n_in);
     check_forward(x, w, b, &*y, s, w_len, |what, v: &[f32], need| check_len(KEEP, what, v.len(), need))?;
     check_len(KEEP, "pre", pre.len(), s.rows * s.n_out)?;
+    if cpu.precision() == Precision::Bf16 {
+        let g = Gemm { rows: s.rows, k: s.n_in, n: s.n_out, ld_y: s.n_out, accumulate: false };
+        bf16::product_gelu_keep(x, w, b, pre, y, g);
+        return Ok(());
+    }
     if !small_gemm::f32_available() {
         // Without AVX-512: the product, then the `gelu` op itself.
         forward_cpu(cpu, x, w, b, pre, s, Epilogue::None)?;
@@ -294,7 +305,8 @@ fn backward_rows(
     }
 }
 
-/// `Train::linear_backward` on the CPU (f32 only).
+/// `Train::linear_backward` on the CPU (`w` the f32 master copy; f32 or
+/// use_amp's bf16 backend).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn backward_cpu(
     cpu: &Cpu,
@@ -307,7 +319,7 @@ pub(crate) fn backward_cpu(
     s: LinearShape,
     accumulate_dx: bool,
 ) -> Result<()> {
-    cpu.f32_only("linear_backward")?;
+    cpu.trainable("linear_backward")?;
     let (dx, db) = (dx.map(|v| v.as_mut_slice()), db.map(|v| v.as_mut_slice()));
     check_backward(x, w, dy, dx.as_deref(), &*dw, db.as_deref(), s, |what, v: &[f32], need| {
         check_len("linear_backward", what, v.len(), need)
@@ -798,8 +810,9 @@ mod tests {
     }
 
     #[test]
-    fn a_bf16_or_int8_cpu_refuses_the_training_ops_that_read_prepared_weights() {
-        for p in [Precision::Bf16, Precision::Int8] {
+    fn an_int8_cpu_refuses_the_training_ops_that_read_prepared_weights() {
+        // use_amp trains on a bf16 CPU; an int8 one serves inference only.
+        for p in [Precision::Int8] {
             let Ok(be) = Cpu::with_precision(p) else {
                 eprintln!("skipped {p:?}: not on this CPU");
                 continue;
@@ -817,7 +830,7 @@ mod tests {
     }
 
     /// `linear_gelu_keep` stores what `linear` (no epilogue) then `gelu`
-    /// store, bit for bit; a bf16 CPU refuses it and leaves both outputs.
+    /// store, bit for bit.
     fn gelu_keep_is_the_product_then_gelu<B: Train>(be: &B, what: &str) {
         for (i, &sh) in SHAPES.iter().enumerate() {
             let s = shape(sh);
@@ -845,12 +858,17 @@ mod tests {
     fn gelu_keep_is_the_product_then_gelu_on_the_cpu_and_the_emulator() {
         gelu_keep_is_the_product_then_gelu(&Cpu::new(), "cpu");
         gelu_keep_is_the_product_then_gelu(&Gpu::new(Emu::new()), "emu");
+        // use_amp's bf16 products keep as f32's do.
         if let Ok(be) = Cpu::with_precision(Precision::Bf16) {
+            gelu_keep_is_the_product_then_gelu(&be, "cpu bf16");
+        }
+        // An int8 backend serves inference only.
+        if let Ok(be) = Cpu::with_precision(Precision::Int8) {
             let s = LinearShape { rows: 2, n_in: 4, n_out: 3 };
             let wp = be.prepare_linear(&[0.5f32; 12], 3, 4).unwrap();
             let (mut pre, mut y) = (vec![7f32; 6], vec![7f32; 6]);
             let e = be.linear_gelu_keep(&vec![0.5f32; 8], &wp, &vec![0f32; 3], &mut pre, &mut y, s).unwrap_err();
-            assert!(e.to_string().contains("linear_gelu_keep") && e.to_string().contains("f32"), "{e}");
+            assert!(e.to_string().contains("linear_gelu_keep") && e.to_string().contains("int8"), "{e}");
             assert_eq!((pre, y), (vec![7f32; 6], vec![7f32; 6]), "a refused op changes nothing");
         }
     }

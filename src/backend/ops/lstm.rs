@@ -243,16 +243,32 @@ pub(crate) fn prepare_cpu(cpu: &Cpu, w_hh: &[f32], hidden: usize) -> Result<Vec<
     Ok(both)
 }
 
-/// `Train::prepare_recurrent_from` on the CPU: `prepare_cpu`'s f32 layout
-/// into `dst`.
+/// `Train::prepare_recurrent_from` on the CPU: `prepare_cpu`'s layout (f32,
+/// or bf16 with use_amp) into `dst`.
 pub(crate) fn prepare_from_cpu(cpu: &Cpu, w_hh: &[f32], hidden: usize, dst: &mut [f32]) -> Result<()> {
-    cpu.f32_only("prepare_recurrent_from")?;
+    cpu.trainable("prepare_recurrent_from")?;
     let n = 4 * hidden * hidden;
     check_len("prepare_recurrent_from", "w_hh", w_hh.len(), n)?;
-    check_len("prepare_recurrent_from", "dst", dst.len(), 2 * n)?;
+    check_len("prepare_recurrent_from", "dst", dst.len(), prepared_len(cpu, hidden))?;
+    if cpu.precision() == Precision::Bf16 {
+        // One allocation per refresh (half a megabyte at H = 256), beside
+        // the step's products: pack_recurrent builds its panels in a Vec.
+        let packed = pack_recurrent(&w_hh[..n], hidden);
+        dst[..packed.len()].copy_from_slice(&packed);
+        return Ok(());
+    }
     pack_recurrent_f32_into(&w_hh[..n], hidden, &mut dst[..n]);
     transpose_into(&w_hh[..n], 4 * hidden, hidden, &mut dst[n..2 * n]);
     Ok(())
+}
+
+/// Values `prepare_cpu` gives (f32: the packed `W_hh` and its transpose).
+fn prepared_len(cpu: &Cpu, h: usize) -> usize {
+    match cpu.precision() {
+        Precision::Bf16 => linear_len(4 * h, h),
+        Precision::Int8 => int8::linear_len(4 * h, h),
+        Precision::F32 | Precision::F16 => 8 * h * h,
+    }
 }
 
 /// No sample, no step or no unit: every output is empty (the CPU's loops
@@ -263,13 +279,10 @@ fn nothing_to_do(s: LstmShape) -> bool {
 
 /// `Backend::lstm` on the CPU, in the backend's precision.
 pub(crate) fn forward_cpu(cpu: &Cpu, gx: &[f32], w_hh: &[f32], h_seq: &mut [f32], s: LstmShape) -> Result<()> {
-    let (g4, h) = (4 * s.hidden, s.hidden);
-    let w_len = match cpu.precision() {
-        Precision::Bf16 => linear_len(g4, h),
-        Precision::Int8 => int8::linear_len(g4, h),
-        Precision::F32 | Precision::F16 => 8 * h * h,
-    };
-    check_forward(gx, w_hh, h_seq, s, w_len, |what, b: &[f32], need| check_len(OP, what, b.len(), need))?;
+    let h = s.hidden;
+    check_forward(gx, w_hh, h_seq, s, prepared_len(cpu, h), |what, b: &[f32], need| {
+        check_len(OP, what, b.len(), need)
+    })?;
     if nothing_to_do(s) {
         return Ok(());
     }
@@ -284,9 +297,10 @@ pub(crate) fn forward_cpu(cpu: &Cpu, gx: &[f32], w_hh: &[f32], h_seq: &mut [f32]
     Ok(())
 }
 
-/// `Train::lstm_train` on the CPU (f32): `w_hh` is `prepare_cpu`'s layout,
-/// of which the recurrence reads the packed half (`forward_packed`, as the
-/// inference recurrence), or the transpose where AVX-512 is missing.
+/// `Train::lstm_train` on the CPU: `w_hh` is `prepare_cpu`'s layout, of
+/// which the recurrence reads the packed half (`forward_packed`, as the
+/// inference recurrence), or the transpose where AVX-512 is missing; with
+/// use_amp the bf16 panels.
 pub(crate) fn train_cpu(
     cpu: &Cpu,
     gx: &[f32],
@@ -296,15 +310,17 @@ pub(crate) fn train_cpu(
     gates: &mut [f32],
     s: LstmShape,
 ) -> Result<()> {
-    cpu.f32_only(OP_TRAIN)?;
+    cpu.trainable(OP_TRAIN)?;
     let h = s.hidden;
-    check_train(gx, w_hh, h_seq, c_seq, gates, s, 8 * h * h, |what, b: &[f32], need| {
+    check_train(gx, w_hh, h_seq, c_seq, gates, s, prepared_len(cpu, h), |what, b: &[f32], need| {
         check_len(OP_TRAIN, what, b.len(), need)
     })?;
     if nothing_to_do(s) {
         return Ok(());
     }
-    if small_gemm::f32_available() {
+    if cpu.precision() == Precision::Bf16 {
+        forward_packed(gx, w_hh, h_seq, Some((c_seq, gates)), s, Packed::Bf16);
+    } else if small_gemm::f32_available() {
         forward_packed(gx, w_hh, h_seq, Some((c_seq, gates)), s, Packed::F32);
     } else {
         train_f32(gx, &w_hh[4 * h * h..8 * h * h], h_seq, c_seq, gates, s);
@@ -312,7 +328,8 @@ pub(crate) fn train_cpu(
     Ok(())
 }
 
-/// `Train::lstm_backward` on the CPU (f32), `w_hh` in PyTorch's layout.
+/// `Train::lstm_backward` on the CPU, `w_hh` the f32 master copy in
+/// PyTorch's layout.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn backward_cpu(
     cpu: &Cpu,
@@ -325,7 +342,7 @@ pub(crate) fn backward_cpu(
     dw_hh: &mut [f32],
     s: LstmShape,
 ) -> Result<()> {
-    cpu.f32_only(OP_BACKWARD)?;
+    cpu.trainable(OP_BACKWARD)?;
     check_backward(w_hh, h_seq, c_seq, gates, dh_seq, dgx, dw_hh, s, |what, b: &[f32], need| {
         check_len(OP_BACKWARD, what, b.len(), need)
     })?;
@@ -1482,23 +1499,65 @@ mod tests {
         }
         refuses(&Cpu::new(), 2 * 4 * 4 * 4);
         refuses(&Gpu::new(Emu::new()), 4 * 4 * 4);
-    }
-
-    #[test]
-    fn training_on_a_bf16_or_int8_cpu_is_refused() {
-        for p in [Precision::Bf16, Precision::Int8] {
-            let Ok(be) = Cpu::with_precision(p) else { continue };
-            refuses_training(&be);
+        // use_amp: W_hh as bf16 pairs, (4H, ⌈H/2⌉).
+        if let Ok(be) = Cpu::with_precision(Precision::Bf16) {
+            refuses(&be, 4 * 4 * 2);
         }
     }
 
-    fn refuses_training(be: &Cpu) {
+    #[test]
+    fn training_on_an_int8_cpu_is_refused() {
+        let Ok(be) = Cpu::with_precision(Precision::Int8) else {
+            eprintln!("skipped: no AVX512_VNNI here");
+            return;
+        };
         let s = LstmShape { batch: 1, steps: 1, hidden: 1 };
         let z = |n: usize| vec![0f32; n];
         let err = be.lstm_train(&z(4), &z(8), &mut z(1), &mut z(1), &mut z(4), s).unwrap_err().to_string();
-        assert!(err.contains("lstm_train: training on the CPU runs in f32"), "{err}");
+        assert!(err.contains("lstm_train: training on the CPU runs in f32 or with bf16 products"), "{err}");
+        assert!(err.contains("int8"), "{err}");
         let err = be.lstm_backward(&z(4), &z(1), &z(1), &z(4), &z(1), &mut z(4), &mut z(4), s).unwrap_err();
         assert!(err.to_string().contains("lstm_backward: training on the CPU runs in f32"), "{err}");
+    }
+
+    /// use_amp: the bf16 training recurrence is the inference one (the same
+    /// h, bit for bit) keeping its state: each kept cell state is the kept
+    /// gates' `f·c_prev + i·g`, in f32 as the cell computes it, and the
+    /// gates are activated (i, f, o in (0, 1), g in [−1, 1]).
+    #[test]
+    fn bf16_training_recurrence_is_the_inference_one_keeping_its_state() {
+        let Ok(be) = Cpu::with_precision(Precision::Bf16) else {
+            eprintln!("skipped: no AVX512_BF16 here");
+            return;
+        };
+        for &(batch, steps, h) in &[(1usize, 6usize, 40usize), (3, 5, 33), (32, 4, 256)] {
+            let s = LstmShape { batch, steps, hidden: h };
+            let (ng, nh, nw) = sizes(s);
+            let gx = data(ng, 1, 1.0);
+            let wp = be.prepare_recurrent(&data(nw, 2, 0.2), h).unwrap();
+            let mut h_inf = vec![f32::NAN; nh];
+            be.lstm(&gx, &wp, &mut h_inf, s).unwrap();
+            let (mut h_seq, mut c, mut g) = (vec![f32::NAN; nh], vec![f32::NAN; nh], vec![f32::NAN; ng]);
+            be.lstm_train(&gx, &wp, &mut h_seq, &mut c, &mut g, s).unwrap();
+            let what = format!("batch {batch} steps {steps} h {h}");
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&h_seq), bits(&h_inf), "{what}: h");
+            for row in 0..batch * steps {
+                let first = row % steps == 0;
+                for u in 0..h {
+                    let gate = |q: usize| g[row * 4 * h + q * h + u];
+                    let (i, f, gg, o) = (gate(0), gate(1), gate(2), gate(3));
+                    let unit = (0.0..=1.0).contains(&i) && (0.0..=1.0).contains(&f) && (0.0..=1.0).contains(&o);
+                    assert!(unit && (-1.0..=1.0).contains(&gg), "{what} row {row} unit {u}: gates {i} {f} {gg} {o}");
+                    let c_prev = if first { 0.0 } else { c[(row - 1) * h + u] };
+                    assert_eq!(
+                        c[row * h + u].to_bits(),
+                        (f * c_prev + i * gg).to_bits(),
+                        "{what} row {row} unit {u}: c"
+                    );
+                }
+            }
+        }
     }
 
     #[test]
