@@ -20,7 +20,7 @@ median_ms() {
 }
 for r in $(seq 1 "$rounds"); do
     echo "== round $r ($(date -u +%H:%M:%S) UTC)"
-    cargo bench --bench train -- train_step_cpu >/dev/null 2>&1
+    cargo bench --bench train -- train_step_cpu/ >/dev/null 2>&1
     torch=$("$py" tools/reference/bench_torch_train.py --threads 2 --reps 20 2>/dev/null)
     for m in mpd_transformer tlob cnn_lstm; do
         ours=$(median_ms "$m")

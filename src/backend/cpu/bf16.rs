@@ -25,8 +25,57 @@ thread_local! {
     static PAIRS: RefCell<Vec<u32>> = const { RefCell::new(Vec::new()) };
 }
 
+thread_local! {
+    /// A backward's weight as pairs of consecutive rows (`small_gemm::pack_row_pairs`).
+    static WEIGHT_PAIRS: RefCell<Vec<u32>> = const { RefCell::new(Vec::new()) };
+}
+
 pub(crate) fn with_pairs<R>(len: usize, f: impl FnOnce(&mut [u32]) -> R) -> R {
     with_local(&PAIRS, len, f)
+}
+
+/// Runs `f` with this thread's buffer for a weight packed by
+/// `small_gemm::pack_row_pairs` (`len` pairs, contents unspecified).
+pub(crate) fn with_weight_pairs<R>(len: usize, f: impl FnOnce(&mut [u32]) -> R) -> R {
+    with_local(&WEIGHT_PAIRS, len, f)
+}
+
+/// `y (rows, n) [+]= x (rows, k) · W` with `x`'s rows `ld_x` apart and `W`
+/// packed by `small_gemm::pack_row_pairs` (`(⌈k/2⌉, n)` pairs): `x` rounded
+/// to pairs, f32 sums in depth order. A backward's input gradient `dy·W`
+/// with use_amp (`W` the master weight, its rows paired).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn product_rows(
+    x: &[f32],
+    ld_x: usize,
+    w_pairs: &[u32],
+    y: &mut [f32],
+    rows: usize,
+    k: usize,
+    n: usize,
+    accumulate: bool,
+    parallel: bool,
+) {
+    if rows == 0 || n == 0 {
+        return;
+    }
+    let kp = k.div_ceil(2);
+    assert!(k <= ld_x && x.len() >= (rows - 1) * ld_x + k && w_pairs.len() >= kp * n && y.len() >= rows * n);
+    with_pairs(rows * kp, |a| {
+        small_gemm::to_bf16_pairs(x, rows, k, ld_x, a);
+        let pr = Product {
+            a: Lhs::rows(a.as_ptr(), kp),
+            b: Operand { ptr: w_pairs.as_ptr(), ld: n },
+            y: Output { ptr: y.as_mut_ptr(), ld: n, accumulate },
+            rows,
+            depth: kp,
+            taps: Taps::ONE,
+            bias: None,
+            dequant: None,
+        };
+        // SAFETY: the assertion bounds every pair, weight and output element.
+        unsafe { run_product(Elem::Bf16Pairs, &pr, n, parallel && rows * k * n >= PAR_MIN_MACS) };
+    });
 }
 
 pub(crate) fn to_bits(v: Vec<u32>) -> Vec<f32> {
@@ -94,7 +143,7 @@ mod tests {
     //! bf16 mode the products of rounded values are exact and only the f32
     //! sums differ, so the bounds are f32's, far below what a wrong pairing,
     //! tap or column would cost.
-    use super::super::Cpu;
+    use super::super::{small_gemm, Cpu};
     use crate::backend::{Backend, Epilogue, LinearShape, Precision};
 
     fn data(n: usize, seed: f32) -> Vec<f32> {
@@ -136,6 +185,42 @@ mod tests {
                     let want = f64::from(y0[i * n_out + o]) + f64::from(b[o]) + sum;
                     close(y[i * n_out + o], want, mag, &format!("{rows}x{n_in}x{n_out} ({i},{o})"));
                 }
+            }
+        }
+    }
+
+    /// use_amp's backward products: `y [+]= x·W` over rows `ld_x` apart,
+    /// `W (k, n)` paired down its rows (`pack_row_pairs`), against the f64
+    /// sum of the rounded operands; odd depths (a padded last pair), one row
+    /// and many, outputs around the 16-column panels. `pack_bf16` (the
+    /// forward's layout, vectorized) holds the same bits as `half` gives.
+    #[test]
+    fn paired_rows_products_sum_the_rounded_products() {
+        if backend().is_none() {
+            return;
+        }
+        for &(rows, k, n, ld_x, accumulate) in
+            &[(1, 7, 5, 7, false), (3, 33, 70, 40, true), (7, 129, 128, 129, false), (40, 256, 17, 300, true)]
+        {
+            let (x, w) = (data((rows - 1) * ld_x + k, 1.0), data(k * n, 2.0));
+            let mut pairs = vec![0u32; k.div_ceil(2) * n];
+            small_gemm::pack_row_pairs(&w, k, n, n, &mut pairs);
+            let mut y = data(rows * n, 3.0);
+            let y0 = y.clone();
+            super::product_rows(&x, ld_x, &pairs, &mut y, rows, k, n, accumulate, true);
+            for i in 0..rows {
+                for j in 0..n {
+                    let terms = (0..k).map(|d| r(x[i * ld_x + d]) * r(w[d * n + j]));
+                    let (sum, mag) = terms.fold((0f64, 0f64), |(s, m), t| (s + t, m + t.abs()));
+                    let want = if accumulate { f64::from(y0[i * n + j]) + sum } else { sum };
+                    close(y[i * n + j], want, mag, &format!("{rows}x{k}x{n} ({i},{j})"));
+                }
+            }
+            let packed = small_gemm::pack_bf16(&w, k, n);
+            for (p, &v) in packed.iter().enumerate() {
+                let (row, j) = (p / k, p % k);
+                let at = |c: usize| if c < n { half::bf16::from_f32(w[j * n + c]).to_bits() as u32 } else { 0 };
+                assert_eq!(v, at(2 * row) | (at(2 * row + 1) << 16), "pack_bf16 {k}x{n} pair {p}");
             }
         }
     }

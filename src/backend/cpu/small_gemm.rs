@@ -78,13 +78,69 @@ pub(crate) fn pack_bf16(w: &[f32], n_out: usize, n_in: usize) -> Vec<u32> {
 
 /// `pack_bf16` into the start of `out` (the training refresh, every step).
 pub(crate) fn pack_bf16_into(w: &[f32], n_out: usize, n_in: usize, out: &mut [u32]) {
-    assert!(w.len() >= n_out * n_in && out.len() >= n_in.div_ceil(2) * n_out);
+    let pairs = n_in.div_ceil(2);
+    assert!(w.len() >= n_out * n_in && out.len() >= pairs * n_out);
+    if bf16_available() {
+        // Each row rounded to pairs in vectors (one element a nanosecond in
+        // `half`, a twentieth of a CPU training step with use_amp), then
+        // stored down its column.
+        let mut row = vec![0u32; pairs];
+        for j in 0..n_out {
+            to_bf16_pairs(&w[j * n_in..(j + 1) * n_in], 1, n_in, n_in, &mut row);
+            for (p, &v) in row.iter().enumerate() {
+                out[p * n_out + j] = v;
+            }
+        }
+        return;
+    }
     for j in 0..n_out {
         let row = &w[j * n_in..(j + 1) * n_in];
         for (p, two) in row.chunks(2).enumerate() {
             let hi = two.get(1).map_or(0, |&v| bf16_bits(v));
             out[p * n_out + j] = bf16_bits(two[0]) | (hi << 16);
         }
+    }
+}
+
+/// `w (rows, cols)` (rows `ld` apart) as bf16 pairs of consecutive rows:
+/// `(⌈rows/2⌉, cols)`, element `(p, j)` holding `w[2p, j]` (low half) and
+/// `w[2p+1, j]` (zero past `rows`). The right-hand operand of a product
+/// whose depth runs down `w`'s rows, as a backward's `dy·W` does. Needs
+/// `bf16_available()`.
+pub(crate) fn pack_row_pairs(w: &[f32], rows: usize, cols: usize, ld: usize, out: &mut [u32]) {
+    assert!(bf16_available(), "pack_row_pairs needs AVX512_BF16");
+    assert!(cols <= ld && (rows == 0 || w.len() >= (rows - 1) * ld + cols) && out.len() >= rows.div_ceil(2) * cols);
+    for p in 0..rows.div_ceil(2) {
+        let lo = &w[2 * p * ld..][..cols];
+        let hi = (2 * p + 1 < rows).then(|| &w[(2 * p + 1) * ld..][..cols]);
+        // SAFETY: the feature was checked; both rows and the output row hold `cols`.
+        #[cfg(target_arch = "x86_64")]
+        unsafe {
+            interleave_bf16(lo, hi, &mut out[p * cols..(p + 1) * cols])
+        };
+    }
+}
+
+/// `out[j] = bf16(lo[j]) | bf16(hi[j]) << 16` (zero high halves without `hi`).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bf16,avx512vl")]
+unsafe fn interleave_bf16(lo: &[f32], hi: Option<&[f32]>, out: &mut [u32]) {
+    // Sixteen values from `v` at `at` as bf16 bits in the low halves of 32-bit lanes.
+    #[inline(always)]
+    unsafe fn widened(v: &[f32], at: usize, mask: __mmask16) -> __m512i {
+        let h: __m256i = std::mem::transmute(_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(mask, v.as_ptr().add(at))));
+        _mm512_cvtepu16_epi32(h)
+    }
+    let n = out.len();
+    let mut j = 0;
+    while j < n {
+        let mask = lanes(n - j);
+        let mut pair = widened(lo, j, mask);
+        if let Some(hi) = hi {
+            pair = _mm512_or_si512(pair, _mm512_slli_epi32::<16>(widened(hi, j, mask)));
+        }
+        _mm512_mask_storeu_epi32(out.as_mut_ptr().add(j) as *mut i32, mask, pair);
+        j += 16;
     }
 }
 

@@ -275,6 +275,7 @@ fn backward_rows(
     n_in: usize,
     n_out: usize,
     accumulate_dx: bool,
+    bf16_products: bool,
 ) {
     // dW (n_out, n_in) += dyᵀ · x (lhs element (o, r) at dy[r·n_out + o]) in
     // two halves of the rows, one per core, added in order: split by
@@ -283,30 +284,38 @@ fn backward_rows(
     unsafe {
         add_weight_grad(n_out, n_in, rows, dw, View::transposed(dy.as_ptr(), n_out), View::rows(x.as_ptr(), n_in))
     };
-    if let Some(dx) = dx {
+    match dx {
+        // use_amp: dX = dy · W in bf16 products, W's consecutive rows paired.
+        Some(dx) if bf16_products => bf16::with_weight_pairs(n_out.div_ceil(2) * n_in, |wp| {
+            small_gemm::pack_row_pairs(w, n_out, n_in, n_in, wp);
+            bf16::product_rows(dy, n_out, wp, dx, rows, n_out, n_in, accumulate_dx, true);
+        }),
         // dX (rows, n_in) = dy · W: small_gemm's product, W read as the
         // forward's right-hand operand is, each output summed in order.
-        // SAFETY: dy (rows, n_out), w (n_out, n_in), dx (rows, n_in),
-        // checked by the caller; distinct buffers.
-        unsafe {
-            rows_product(
-                rows,
-                n_in,
-                n_out,
-                Dst::new(dx.as_mut_ptr(), n_in, accumulate_dx),
-                View::rows(dy.as_ptr(), n_out),
-                View::rows(w.as_ptr(), n_in),
-                true,
-            )
-        };
+        Some(dx) => {
+            // SAFETY: dy (rows, n_out), w (n_out, n_in), dx (rows, n_in),
+            // checked by the caller; distinct buffers.
+            unsafe {
+                rows_product(
+                    rows,
+                    n_in,
+                    n_out,
+                    Dst::new(dx.as_mut_ptr(), n_in, accumulate_dx),
+                    View::rows(dy.as_ptr(), n_out),
+                    View::rows(w.as_ptr(), n_in),
+                    true,
+                )
+            }
+        }
+        None => {}
     }
     if let Some(db) = db {
         col_sums(dy, n_out, 0, rows, n_out, db);
     }
 }
 
-/// `Train::linear_backward` on the CPU (`w` the f32 master copy; f32 or
-/// use_amp's bf16 backend).
+/// `Train::linear_backward` on the CPU (`w` the f32 master copy): with
+/// use_amp (a bf16 backend) `dx` from bf16 products, `dw` in f32.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn backward_cpu(
     cpu: &Cpu,
@@ -324,7 +333,8 @@ pub(crate) fn backward_cpu(
     check_backward(x, w, dy, dx.as_deref(), &*dw, db.as_deref(), s, |what, v: &[f32], need| {
         check_len("linear_backward", what, v.len(), need)
     })?;
-    backward_rows(x, w, dy, dx, dw, db, s.rows, s.n_in, s.n_out, accumulate_dx);
+    let bf16_products = cpu.precision() == Precision::Bf16;
+    backward_rows(x, w, dy, dx, dw, db, s.rows, s.n_in, s.n_out, accumulate_dx, bf16_products);
     Ok(())
 }
 

@@ -48,7 +48,7 @@
 
 use multiversion::multiversion;
 
-use crate::backend::cpu::bf16::{as_pairs, linear_len, to_bits, with_pairs};
+use crate::backend::cpu::bf16::{self, as_pairs, linear_len, to_bits, with_pairs};
 use crate::backend::cpu::simd::LANES;
 use crate::backend::cpu::small_gemm::{self, Dequant, Elem, Lhs, Operand, Output, Product, Taps};
 use crate::backend::cpu::{
@@ -349,7 +349,7 @@ pub(crate) fn backward_cpu(
     if nothing_to_do(s) {
         return Ok(());
     }
-    backward_f32(w_hh, h_seq, c_seq, gates, dh_seq, dgx, dw_hh, s);
+    backward_f32(w_hh, h_seq, c_seq, gates, dh_seq, dgx, dw_hh, s, cpu.precision() == Precision::Bf16);
     Ok(())
 }
 
@@ -896,7 +896,9 @@ fn train_part(
     }
 }
 
-/// BPTT, then `dW_hh` from the gate gradients it wrote.
+/// BPTT, then `dW_hh` from the gate gradients it wrote. With
+/// `bf16_products` (use_amp) BPTT's `dgates · W_hh` runs in bf16 products,
+/// `W_hh`'s consecutive gate rows paired once per call.
 #[allow(clippy::too_many_arguments)]
 fn backward_f32(
     w_hh: &[f32],
@@ -907,24 +909,26 @@ fn backward_f32(
     dgx: &mut [f32],
     dw_hh: &mut [f32],
     s: LstmShape,
+    bf16_products: bool,
 ) {
     let (batch, steps, h) = (s.batch, s.steps, s.hidden);
     let g4 = 4 * h;
-    let dgx_ptr = SendPtr(dgx.as_mut_ptr());
-    batch_halves(batch, &|b0, nb, parallel| {
-        let (rows, rows_end) = (b0 * steps, (b0 + nb) * steps);
-        // SAFETY: each part owns samples [b0, b0 + nb) of dgx (contiguous,
-        // disjoint between parts), which the caller holds mutably.
-        let dgx_part = unsafe { std::slice::from_raw_parts_mut(dgx_ptr.at(rows * g4), nb * steps * g4) };
-        bptt_part(
-            w_hh,
-            &c_seq[rows * h..rows_end * h],
-            &gates[rows * g4..rows_end * g4],
-            &dh_seq[rows * h..rows_end * h],
-            dgx_part,
-            LstmShape { batch: nb, steps, hidden: h },
-            parallel,
-        );
+    let pairs_len = if bf16_products { 2 * h * h } else { 0 };
+    bf16::with_weight_pairs(pairs_len, |w_pairs| {
+        if bf16_products {
+            small_gemm::pack_row_pairs(w_hh, g4, h, h, w_pairs);
+        }
+        let w_pairs = bf16_products.then_some(&*w_pairs);
+        let dgx_ptr = SendPtr(dgx.as_mut_ptr());
+        batch_halves(batch, &|b0, nb, parallel| {
+            let (rows, rows_end) = (b0 * steps, (b0 + nb) * steps);
+            // SAFETY: each part owns samples [b0, b0 + nb) of dgx (contiguous,
+            // disjoint between parts), which the caller holds mutably.
+            let dgx_part = unsafe { std::slice::from_raw_parts_mut(dgx_ptr.at(rows * g4), nb * steps * g4) };
+            let part = LstmShape { batch: nb, steps, hidden: h };
+            let state = (&c_seq[rows * h..rows_end * h], &gates[rows * g4..rows_end * g4]);
+            bptt_part(w_hh, w_pairs, state, &dh_seq[rows * h..rows_end * h], dgx_part, part, parallel);
+        });
     });
     if steps > 1 {
         // dW_hh += Σ_b Σ_{t≥1} dgates[b, t]ᵀ h[b, t−1]: one product over
@@ -954,10 +958,12 @@ thread_local! {
 }
 
 /// Backpropagation through time of `s.batch` samples: writes their `dgx`.
+/// `w_pairs`: `W_hh` as bf16 pairs of consecutive rows (use_amp), or `None`
+/// for f32 products; `(c_seq, gates)`: the training forward's state.
 fn bptt_part(
     w_hh: &[f32],
-    c_seq: &[f32],
-    gates: &[f32],
+    w_pairs: Option<&[u32]>,
+    (c_seq, gates): (&[f32], &[f32]),
     dh_seq: &[f32],
     dgx: &mut [f32],
     s: LstmShape,
@@ -983,7 +989,10 @@ fn bptt_part(
                     &mut dgx[row * g4..(row + 1) * g4],
                 );
             }
-            if t > 0 {
+            if let (true, Some(w_pairs)) = (t > 0, w_pairs) {
+                // use_amp: the same product in bf16.
+                bf16::product_rows(&dgx[t * g4..], steps * g4, w_pairs, dh_next, batch, g4, h, false, parallel);
+            } else if t > 0 {
                 // dh_{t−1} = dgates_t · W_hh (batch rows of stride steps·4H).
                 // SAFETY: in bounds as checked by the caller; distinct buffers.
                 unsafe {
