@@ -56,26 +56,7 @@ pub(crate) fn product_rows(
     accumulate: bool,
     parallel: bool,
 ) {
-    if rows == 0 || n == 0 {
-        return;
-    }
-    let kp = k.div_ceil(2);
-    assert!(k <= ld_x && x.len() >= (rows - 1) * ld_x + k && w_pairs.len() >= kp * n && y.len() >= rows * n);
-    with_pairs(rows * kp, |a| {
-        small_gemm::to_bf16_pairs(x, rows, k, ld_x, a);
-        let pr = Product {
-            a: Lhs::rows(a.as_ptr(), kp),
-            b: Operand { ptr: w_pairs.as_ptr(), ld: n },
-            y: Output { ptr: y.as_mut_ptr(), ld: n, accumulate },
-            rows,
-            depth: kp,
-            taps: Taps::ONE,
-            bias: None,
-            dequant: None,
-        };
-        // SAFETY: the assertion bounds every pair, weight and output element.
-        unsafe { run_product(Elem::Bf16Pairs, &pr, n, parallel && rows * k * n >= PAR_MIN_MACS) };
-    });
+    run(x, ld_x, w_pairs, y, Gemm { rows, k, n, ld_y: n, accumulate }, None, parallel);
 }
 
 pub(crate) fn to_bits(v: Vec<u32>) -> Vec<f32> {
@@ -99,31 +80,35 @@ pub(crate) fn linear_len(n_out: usize, n_in: usize) -> usize {
 pub(super) fn product(x: &[f32], w: &[f32], y: &mut [f32], g: Gemm, bias: Option<(&[f32], bool)>) {
     assert!(bias.is_none_or(|(b, _)| b.len() >= g.n));
     let bias = bias.map(|(b, gelu)| Bias { ptr: b.as_ptr(), gelu, keep: std::ptr::null_mut() });
-    run(x, w, y, g, bias);
+    run(x, g.k, as_pairs(w), y, g, bias, true);
 }
 
 /// `pre = x·W + b` and `y = GELU(pre)` in one product (the training
 /// forward keeps `pre`), `y` and `pre` dense `(rows, n)`.
 pub(crate) fn product_gelu_keep(x: &[f32], w: &[f32], b: &[f32], pre: &mut [f32], y: &mut [f32], g: Gemm) {
     assert!(b.len() >= g.n && g.ld_y == g.n && !g.accumulate && pre.len() >= g.rows * g.n);
-    run(x, w, y, g, Some(Bias { ptr: b.as_ptr(), gelu: true, keep: pre.as_mut_ptr() }));
+    let keep = Bias { ptr: b.as_ptr(), gelu: true, keep: pre.as_mut_ptr() };
+    run(x, g.k, as_pairs(w), y, g, Some(keep), true);
 }
 
-/// `product`'s work, the bias (checked by the callers) as the kernel reads it.
-fn run(x: &[f32], w: &[f32], y: &mut [f32], g: Gemm, bias: Option<Bias>) {
+/// The products' work: `x`'s rows (`ld_x` apart) rounded to pairs, then
+/// one product against `w`'s `(⌈k/2⌉, n)` pairs, the bias (checked by the
+/// callers) as the kernel reads it; on both cores when `parallel` and large.
+fn run(x: &[f32], ld_x: usize, w: &[u32], y: &mut [f32], g: Gemm, bias: Option<Bias>, parallel: bool) {
     let Gemm { rows, k, n, ld_y, accumulate } = g;
     if rows == 0 || n == 0 {
         return;
     }
     let kp = k.div_ceil(2);
-    assert!(x.len() >= rows * k && w.len() >= linear_len(n, k) && y.len() >= (rows - 1) * ld_y + n && n <= ld_y);
+    assert!(k <= ld_x && x.len() >= (rows - 1) * ld_x + k && w.len() >= kp * n);
+    assert!(y.len() >= (rows - 1) * ld_y + n && n <= ld_y);
     with_pairs(rows * kp, |a| {
-        split_chunks(a, rows, kp, kp, rows * k >= PAR_MIN_ELEMS, &|r, pairs| {
-            small_gemm::to_bf16_pairs(&x[r * k..(r + 1) * k], 1, k, k, pairs)
+        split_chunks(a, rows, kp, kp, parallel && rows * k >= PAR_MIN_ELEMS, &|r, pairs| {
+            small_gemm::to_bf16_pairs(&x[r * ld_x..r * ld_x + k], 1, k, k, pairs)
         });
         let pr = Product {
             a: Lhs::rows(a.as_ptr(), kp),
-            b: Operand { ptr: as_pairs(w).as_ptr(), ld: n },
+            b: Operand { ptr: w.as_ptr(), ld: n },
             y: Output { ptr: y.as_mut_ptr(), ld: ld_y, accumulate },
             rows,
             depth: kp,
@@ -133,7 +118,7 @@ fn run(x: &[f32], w: &[f32], y: &mut [f32], g: Gemm, bias: Option<Bias>) {
         };
         // SAFETY: the assertions (here and the callers' of the bias and of
         // the kept pre-activation) bound every pair, weight, bias and output element.
-        unsafe { run_product(Elem::Bf16Pairs, &pr, n, rows * k * n >= PAR_MIN_MACS) };
+        unsafe { run_product(Elem::Bf16Pairs, &pr, n, parallel && rows * k * n >= PAR_MIN_MACS) };
     });
 }
 
