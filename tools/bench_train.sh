@@ -7,21 +7,30 @@
 # estimates.json) and PyTorch's median of 20 steps. Needs the reference
 # venv (see bench_torch_train.py's header).
 #
-#     tools/bench_train.sh [rounds, default 3]
+#     tools/bench_train.sh [rounds, default 3] [amp]
+#
+# `amp`: our bf16 CPU backend's step (`train_step_cpu_amp`) against
+# PyTorch under bf16 autocast (`bench_torch_train.py --amp`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds=${1:-3}
+group=train_step_cpu torch_flag=
+case ${2:-} in
+    "") ;;
+    amp) group=train_step_cpu_amp torch_flag=--amp ;;
+    *) echo "the second argument can only be amp (got $2)" >&2; exit 2 ;;
+esac
 py=${QUORUM_REF_PYTHON:-$HOME/.cache/quorum/ref-venv/bin/python}
 [[ -x $py ]] || { echo "no reference venv at $py: see tools/reference/bench_torch_train.py" >&2; exit 1; }
 cargo bench --bench train --no-run 2>/dev/null
 median_ms() {
     "$py" -c 'import json,sys; print("%.1f" % (json.load(open(sys.argv[1]))["median"]["point_estimate"] / 1e6))' \
-        "target/criterion/train_step_cpu/$1_32/new/estimates.json"
+        "target/criterion/$group/$1_32/new/estimates.json"
 }
 for r in $(seq 1 "$rounds"); do
     echo "== round $r ($(date -u +%H:%M:%S) UTC)"
-    cargo bench --bench train -- train_step_cpu/ >/dev/null 2>&1
-    torch=$("$py" tools/reference/bench_torch_train.py --threads 2 --reps 20 2>/dev/null)
+    cargo bench --bench train -- "$group/" >/dev/null 2>&1
+    torch=$("$py" tools/reference/bench_torch_train.py --threads 2 --reps 20 $torch_flag 2>/dev/null)
     for m in mpd_transformer tlob cnn_lstm; do
         ours=$(median_ms "$m")
         theirs=$(awk -v m="$m" '$1 == m { print $3 }' <<<"$torch")

@@ -6,7 +6,11 @@ conv kernels except cls_token and pos_embed, as src/train/optim.rs).
 
     python3 -m venv ~/.cache/quorum/ref-venv
     ~/.cache/quorum/ref-venv/bin/pip install torch numpy safetensors
-    ~/.cache/quorum/ref-venv/bin/python tools/reference/bench_torch_train.py [--threads 2] [--reps 20]
+    ~/.cache/quorum/ref-venv/bin/python tools/reference/bench_torch_train.py [--threads 2] [--reps 20] [--amp]
+
+`--amp`: the forward and the loss under `torch.autocast("cpu",
+dtype=torch.bfloat16)`, the peer of `train_step_cpu_amp` (a bf16 CPU
+backend: bf16 products from f32 master weights).
 
 Prints the median step time per model. The inputs and targets follow the
 bench's fill pattern, so both sides run the same shapes and the same mix of
@@ -65,9 +69,11 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--reps", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--amp", action="store_true", help="bf16 autocast over the forward and the loss")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {BATCH}, f32")
+    precision = "bf16 autocast" if args.amp else "f32"
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {BATCH}, {precision}")
     tlob = TLOBConfig()
     cases = [
         ("mpd_transformer", MPDTransformer(MPDConfig()), {"features": fill(BATCH, 60, 112)}, 1),
@@ -83,7 +89,8 @@ def main():
 
         def step():
             opt.zero_grad(set_to_none=False)
-            loss = multitask_loss(model, model(**inputs), tgt, 1.0, 0.5, 0.3)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.amp):
+                loss = multitask_loss(model, model(**inputs), tgt, 1.0, 0.5, 0.3)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             opt.step()
