@@ -414,8 +414,8 @@ impl<'b, B: Train, N: Net<B>> MultiModelTrainer<'b, B, N> {
         let note = match (self.config.use_amp, self.be.mixed_precision()) {
             (true, None) => Some(format!("use_amp is ignored on {}: training runs in f32 throughout", self.be.name())),
             (_, Some(h)) => Some(format!(
-                "mixed precision on {}: the forward's matrix products in {h} from f32 master weights; \
-                 the rest and the backward in f32",
+                "mixed precision on {}: matrix products in {h} from f32 master weights \
+                 (docs/training.md, use_amp, says which); the rest in f32",
                 self.be.name()
             )),
             (false, None) => None,

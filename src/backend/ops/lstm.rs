@@ -349,7 +349,7 @@ pub(crate) fn backward_cpu(
     if nothing_to_do(s) {
         return Ok(());
     }
-    backward_f32(w_hh, h_seq, c_seq, gates, dh_seq, dgx, dw_hh, s, cpu.precision() == Precision::Bf16);
+    backprop(w_hh, h_seq, c_seq, gates, dh_seq, dgx, dw_hh, s, cpu.precision() == Precision::Bf16);
     Ok(())
 }
 
@@ -900,7 +900,7 @@ fn train_part(
 /// `bf16_products` (use_amp) BPTT's `dgates · W_hh` runs in bf16 products,
 /// `W_hh`'s consecutive gate rows paired once per call.
 #[allow(clippy::too_many_arguments)]
-fn backward_f32(
+fn backprop(
     w_hh: &[f32],
     h_seq: &[f32],
     c_seq: &[f32],
@@ -953,7 +953,7 @@ fn backward_f32(
 }
 
 thread_local! {
-    /// `backward_f32`'s `h` shifted down a step, kept between calls.
+    /// `backprop`'s `h` shifted down a step, kept between calls.
     static SHIFTED: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
