@@ -23,9 +23,6 @@ thread_local! {
     /// Activations as bf16 pairs, reused: no allocation after warm-up. Apart
     /// from `with_scratch`'s, which a caller (the patch gather) may hold.
     static PAIRS: RefCell<Vec<u32>> = const { RefCell::new(Vec::new()) };
-}
-
-thread_local! {
     /// A backward's weight as pairs of consecutive rows (`small_gemm::pack_row_pairs`).
     static WEIGHT_PAIRS: RefCell<Vec<u32>> = const { RefCell::new(Vec::new()) };
 }
@@ -40,23 +37,12 @@ pub(crate) fn with_weight_pairs<R>(len: usize, f: impl FnOnce(&mut [u32]) -> R) 
     with_local(&WEIGHT_PAIRS, len, f)
 }
 
-/// `y (rows, n) [+]= x (rows, k) · W` with `x`'s rows `ld_x` apart and `W`
+/// `g`'s product `y [+]= x · W` with `x`'s rows `ld_x` apart and `W`
 /// packed by `small_gemm::pack_row_pairs` (`(⌈k/2⌉, n)` pairs): `x` rounded
 /// to pairs, f32 sums in depth order. A backward's input gradient `dy·W`
 /// with use_amp (`W` the master weight, its rows paired).
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn product_rows(
-    x: &[f32],
-    ld_x: usize,
-    w_pairs: &[u32],
-    y: &mut [f32],
-    rows: usize,
-    k: usize,
-    n: usize,
-    accumulate: bool,
-    parallel: bool,
-) {
-    run(x, ld_x, w_pairs, y, Gemm { rows, k, n, ld_y: n, accumulate }, None, parallel);
+pub(crate) fn product_rows(x: &[f32], ld_x: usize, w_pairs: &[u32], y: &mut [f32], g: Gemm, parallel: bool) {
+    run(x, ld_x, w_pairs, y, g, None, parallel);
 }
 
 pub(crate) fn to_bits(v: Vec<u32>) -> Vec<f32> {
@@ -128,7 +114,7 @@ mod tests {
     //! bf16 mode the products of rounded values are exact and only the f32
     //! sums differ, so the bounds are f32's, far below what a wrong pairing,
     //! tap or column would cost.
-    use super::super::{small_gemm, Cpu};
+    use super::super::{small_gemm, Cpu, Gemm};
     use crate::backend::{Backend, Epilogue, LinearShape, Precision};
 
     fn data(n: usize, seed: f32) -> Vec<f32> {
@@ -192,7 +178,8 @@ mod tests {
             small_gemm::pack_row_pairs(&w, k, n, n, &mut pairs);
             let mut y = data(rows * n, 3.0);
             let y0 = y.clone();
-            super::product_rows(&x, ld_x, &pairs, &mut y, rows, k, n, accumulate, true);
+            let g = Gemm { rows, k, n, ld_y: n, accumulate };
+            super::product_rows(&x, ld_x, &pairs, &mut y, g, true);
             for i in 0..rows {
                 for j in 0..n {
                     let terms = (0..k).map(|d| r(x[i * ld_x + d]) * r(w[d * n + j]));

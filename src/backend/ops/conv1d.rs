@@ -254,17 +254,16 @@ pub(crate) fn pack_bf16(w: &[f32], c_out: usize, c_in: usize, k: usize) -> Vec<f
 /// `pack_bf16` into the start of `out` (the training refresh, every step):
 /// per tap j the `(c_out, c_in)` matrix `W[:, :, j]`, packed as a linear weight.
 fn pack_bf16_into(w: &[f32], c_out: usize, c_in: usize, k: usize, out: &mut [u32]) {
-    let cp = c_in.div_ceil(2);
-    assert!(w.len() >= c_out * c_in * k && out.len() >= bf16_len(c_out, c_in, k));
-    let bits = |o: usize, c: usize, j: usize| u32::from(half::bf16::from_f32(w[(o * c_in + c) * k + j]).to_bits());
+    let block = c_in.div_ceil(2) * c_out;
+    assert!(w.len() >= c_out * c_in * k && out.len() >= k * block);
+    let mut tap = vec![0f32; c_out * c_in];
     for j in 0..k {
-        for q in 0..cp {
-            let row = &mut out[(j * cp + q) * c_out..][..c_out];
-            for (o, pair) in row.iter_mut().enumerate() {
-                let hi = if 2 * q + 1 < c_in { bits(o, 2 * q + 1, j) } else { 0 };
-                *pair = bits(o, 2 * q, j) | (hi << 16);
+        for o in 0..c_out {
+            for c in 0..c_in {
+                tap[o * c_in + c] = w[(o * c_in + c) * k + j];
             }
         }
+        small_gemm::pack_bf16_into(&tap, c_out, c_in, &mut out[j * block..(j + 1) * block]);
     }
 }
 

@@ -288,7 +288,8 @@ fn backward_rows(
         // use_amp: dX = dy · W in bf16 products, W's consecutive rows paired.
         Some(dx) if bf16_products => bf16::with_weight_pairs(n_out.div_ceil(2) * n_in, |wp| {
             small_gemm::pack_row_pairs(w, n_out, n_in, n_in, wp);
-            bf16::product_rows(dy, n_out, wp, dx, rows, n_out, n_in, accumulate_dx, true);
+            let g = Gemm { rows, k: n_out, n: n_in, ld_y: n_in, accumulate: accumulate_dx };
+            bf16::product_rows(dy, n_out, wp, dx, g, true);
         }),
         // dX (rows, n_in) = dy · W: small_gemm's product, W read as the
         // forward's right-hand operand is, each output summed in order.

@@ -593,10 +593,11 @@ fn forward_packed(
         (SendPtr(c_seq.as_mut_ptr()), SendPtr(gates.as_mut_ptr()))
     });
     let w = as_pairs(w_hh);
-    // Scratch: the cell state (batch, H), then per half its h as the
-    // products read it (batch, row_len) and its gate blocks (batch, 4·units).
+    // Scratch: the cell state (batch, H) unless kept in c_seq, then per half
+    // its h as the products read it (batch, row_len) and its gate blocks
+    // (batch, 4·units).
     let part_len = |p: usize| batch * hp + batch * 4 * (units[p].1 - units[p].0);
-    with_scratch(batch * h, |c| {
+    with_scratch(if kept.is_some() { 0 } else { batch * h }, |c| {
         c.fill(0.0);
         with_pairs(part_len(0) + part_len(1), |scr| {
             let (c_ptr, out_ptr, scr_ptr) =
@@ -989,11 +990,15 @@ fn bptt_part(
                     &mut dgx[row * g4..(row + 1) * g4],
                 );
             }
-            if let (true, Some(w_pairs)) = (t > 0, w_pairs) {
-                // use_amp: the same product in bf16.
-                bf16::product_rows(&dgx[t * g4..], steps * g4, w_pairs, dh_next, batch, g4, h, false, parallel);
-            } else if t > 0 {
-                // dh_{t−1} = dgates_t · W_hh (batch rows of stride steps·4H).
+            if t == 0 {
+                continue;
+            }
+            // dh_{t−1} = dgates_t · W_hh (batch rows of stride steps·4H).
+            if let Some(w_pairs) = w_pairs {
+                // use_amp: in bf16 products.
+                let g = Gemm { rows: batch, k: g4, n: h, ld_y: h, accumulate: false };
+                bf16::product_rows(&dgx[t * g4..], steps * g4, w_pairs, dh_next, g, parallel);
+            } else {
                 // SAFETY: in bounds as checked by the caller; distinct buffers.
                 unsafe {
                     rows_product(
