@@ -17,7 +17,7 @@
 use std::cell::RefCell;
 
 use super::small_gemm::{self, Bias, Elem, Lhs, Operand, Output, Product, Taps};
-use super::{run_product, split_chunks, with_local, Gemm, PAR_MIN_ELEMS, PAR_MIN_MACS};
+use super::{run_product, split_chunks, split_items, with_local, Gemm, SendPtr, PAR_MIN_ELEMS, PAR_MIN_MACS};
 
 thread_local! {
     /// Activations as bf16 pairs, reused: no allocation after warm-up. Apart
@@ -25,6 +25,8 @@ thread_local! {
     static PAIRS: RefCell<Vec<u32>> = const { RefCell::new(Vec::new()) };
     /// A backward's weight as pairs of consecutive rows (`small_gemm::pack_row_pairs`).
     static WEIGHT_PAIRS: RefCell<Vec<u32>> = const { RefCell::new(Vec::new()) };
+    /// `weight_grad`'s two halves' sums (its callers may hold `with_scratch`'s).
+    static HALVES: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
 pub(crate) fn with_pairs<R>(len: usize, f: impl FnOnce(&mut [u32]) -> R) -> R {
@@ -43,6 +45,90 @@ pub(crate) fn with_weight_pairs<R>(len: usize, f: impl FnOnce(&mut [u32]) -> R) 
 /// with use_amp (`W` the master weight, its rows paired).
 pub(crate) fn product_rows(x: &[f32], ld_x: usize, w_pairs: &[u32], y: &mut [f32], g: Gemm, parallel: bool) {
     run(x, ld_x, w_pairs, y, g, None, parallel);
+}
+
+/// Rows of depth per block of `weight_grad`: a block's operands, packed
+/// (`m`·256 and 256·`n` pairs), stay in L2 for its product. A whole depth
+/// at once streamed its right-hand panels from memory once per tile (the
+/// spatial convs' 70,000-row gradients at TLOB's batch 32).
+const WEIGHT_GRAD_ROWS: usize = 512;
+
+/// A weight gradient with use_amp: `dw (m, n) [+]= dyᵀ · x` summed over
+/// `g.k` rows, `dy (k, m)` and `x (k, n)` with rows `ld_dy` and `ld_x`
+/// apart (`x`'s may overlap: a conv's window of taps), `g.rows` = `m`.
+/// The rows in two fixed halves, one per core, each in blocks of
+/// `WEIGHT_GRAD_ROWS`: a block's rows rounded to bf16 pairs of consecutive
+/// rows (`dy`'s transposed, so each output row's pairs lie side by side),
+/// then its product added to the half's f32 sums; the halves are added in
+/// order. The split depends on the sizes alone, so the bits do not depend
+/// on the threads. (Split by columns instead, a gradient of a few columns
+/// over tens of thousands of rows ran on one core.)
+pub(crate) fn weight_grad(dy: &[f32], ld_dy: usize, x: &[f32], ld_x: usize, dw: &mut [f32], g: Gemm) {
+    let Gemm { rows: m, k, n, ld_y, accumulate } = g;
+    if m == 0 || n == 0 {
+        return;
+    }
+    assert!(m <= ld_dy || k <= 1, "dy's rows ({ld_dy} apart) hold {m} values");
+    assert!(k == 0 || (dy.len() >= (k - 1) * ld_dy + m && x.len() >= (k - 1) * ld_x + n));
+    assert!(dw.len() >= (m - 1) * ld_y + n && n <= ld_y);
+    // An even split, so only the last block's last pair is ever padded.
+    let half = k / 4 * 2;
+    with_local(&HALVES, 2 * m * n, |parts| {
+        let sums = SendPtr(parts.as_mut_ptr());
+        split_items(2, m * k * n >= PAR_MIN_MACS, &|hs| {
+            for h in hs {
+                let (r0, r1) = if h == 0 { (0, half) } else { (half, k) };
+                // SAFETY: each half writes its own m·n values of `parts`.
+                let out = unsafe { std::slice::from_raw_parts_mut(sums.at(h * m * n), m * n) };
+                half_weight_grad(&dy[r0 * ld_dy..], ld_dy, &x[r0 * ld_x..], ld_x, r1 - r0, out, (m, n));
+            }
+        });
+        let (p0, p1) = parts.split_at(m * n);
+        for ((row, a), b) in dw.chunks_mut(ld_y).zip(p0.chunks(n)).zip(p1.chunks(n)) {
+            for ((d, &a), &b) in row[..n].iter_mut().zip(a).zip(b) {
+                *d = if accumulate { *d + (a + b) } else { a + b };
+            }
+        }
+    });
+}
+
+/// `out (m, n) = dyᵀ · x` over `rows` rows on this thread, in blocks of
+/// `WEIGHT_GRAD_ROWS` (`weight_grad`'s half).
+fn half_weight_grad(
+    dy: &[f32],
+    ld_dy: usize,
+    x: &[f32],
+    ld_x: usize,
+    rows: usize,
+    out: &mut [f32],
+    (m, n): (usize, usize),
+) {
+    if rows == 0 {
+        out.fill(0.0);
+        return;
+    }
+    for r0 in (0..rows).step_by(WEIGHT_GRAD_ROWS) {
+        let k = WEIGHT_GRAD_ROWS.min(rows - r0);
+        let kp = k.div_ceil(2);
+        with_pairs(m * kp, |a| {
+            small_gemm::pack_row_pairs_transposed(&dy[r0 * ld_dy..], k, m, ld_dy, a);
+            with_weight_pairs(kp * n, |b| {
+                small_gemm::pack_row_pairs(&x[r0 * ld_x..], k, n, ld_x, b);
+                let pr = Product {
+                    a: Lhs::rows(a.as_ptr(), kp),
+                    b: Operand { ptr: b.as_ptr(), ld: n },
+                    y: Output { ptr: out.as_mut_ptr(), ld: n, accumulate: r0 > 0 },
+                    rows: m,
+                    depth: kp,
+                    taps: Taps::ONE,
+                    bias: None,
+                    dequant: None,
+                };
+                // SAFETY: the packers bound every pair; `out` holds m·n.
+                unsafe { small_gemm::run(Elem::Bf16Pairs, &pr, 0..n) };
+            });
+        });
+    }
 }
 
 pub(crate) fn to_bits(v: Vec<u32>) -> Vec<f32> {
@@ -193,6 +279,112 @@ mod tests {
                 let (row, j) = (p / k, p % k);
                 let at = |c: usize| if c < n { half::bf16::from_f32(w[j * n + c]).to_bits() as u32 } else { 0 };
                 assert_eq!(v, at(2 * row) | (at(2 * row + 1) << 16), "pack_bf16 {k}x{n} pair {p}");
+            }
+        }
+    }
+
+    /// use_amp's weight gradients: `dw [+]= dyᵀ·x` against the f64 sum of
+    /// the rounded operands, at odd depths (a padded last pair), outputs
+    /// around the 16-row tiles of the transposed packing and the kernel's
+    /// panels, `dy`'s rows wider than the output, and `x`'s rows
+    /// overlapping (a conv's window). The transposed packing's bits are
+    /// checked pair by pair against `half`'s.
+    #[test]
+    fn weight_gradients_sum_the_rounded_products() {
+        if backend().is_none() {
+            return;
+        }
+        let bits = |v: f32| u32::from(half::bf16::from_f32(v).to_bits());
+        for &(k, m, n, ld_dy, ld_x, accumulate) in &[
+            (1, 1, 1, 1, 1, false),
+            (7, 5, 3, 9, 3, true),
+            (33, 17, 70, 17, 70, false),
+            (64, 40, 33, 48, 11, true),
+            (301, 130, 96, 130, 96, true),
+            // Several blocks in each half, the last one odd.
+            (2 * 1100 + 3, 19, 21, 19, 7, false),
+        ] {
+            let (dy, x) = (data((k - 1) * ld_dy + m, 1.0), data((k - 1) * ld_x + n, 2.0));
+            let kp = k.div_ceil(2);
+            let mut a = vec![0u32; m * kp];
+            small_gemm::pack_row_pairs_transposed(&dy, k, m, ld_dy, &mut a);
+            for i in 0..m {
+                for p in 0..kp {
+                    let hi = if 2 * p + 1 < k { bits(dy[(2 * p + 1) * ld_dy + i]) } else { 0 };
+                    assert_eq!(a[i * kp + p], bits(dy[2 * p * ld_dy + i]) | hi << 16, "{k}x{m} pair ({i},{p})");
+                }
+            }
+            let mut dw = data(m * n, 3.0);
+            let dw0 = dw.clone();
+            let g = Gemm { rows: m, k, n, ld_y: n, accumulate };
+            super::weight_grad(&dy, ld_dy, &x, ld_x, &mut dw, g);
+            for i in 0..m {
+                for j in 0..n {
+                    let terms = (0..k).map(|t| r(dy[t * ld_dy + i]) * r(x[t * ld_x + j]));
+                    let (sum, mag) = terms.fold((0f64, 0f64), |(s, m), t| (s + t, m + t.abs()));
+                    let want = if accumulate { f64::from(dw0[i * n + j]) + sum } else { sum };
+                    close(dw[i * n + j], want, mag, &format!("dW {k}x{m}x{n} ({i},{j})"));
+                }
+            }
+        }
+    }
+
+    /// With use_amp a bf16 CPU's weight gradients are bf16 products: the
+    /// linear layer's and the conv's `dW` and the LSTM's `dW_hh`, against
+    /// the f64 sums of their rounded operands (f32 products of the same
+    /// operands miss those sums by bf16's rounding, far above the bound).
+    #[test]
+    fn training_weight_gradients_are_bf16_products() {
+        use crate::backend::{ConvShape, LstmShape, Train};
+        let Some(be) = backend() else { return };
+        let sum = |terms: &mut dyn Iterator<Item = f64>| terms.fold((0f64, 0f64), |(s, m), t| (s + t, m + t.abs()));
+
+        let (rows, n_in, n_out) = (37, 19, 23);
+        let (x, w, dy) = (data(rows * n_in, 1.0), data(n_out * n_in, 2.0), data(rows * n_out, 3.0));
+        let mut dw = vec![0f32; n_out * n_in];
+        be.linear_backward(&x, &w, &dy, None, &mut dw, None, LinearShape { rows, n_in, n_out }, false).unwrap();
+        for o in 0..n_out {
+            for i in 0..n_in {
+                let (want, mag) = sum(&mut (0..rows).map(|t| r(dy[t * n_out + o]) * r(x[t * n_in + i])));
+                close(dw[o * n_in + i], want, mag, &format!("linear dW ({o},{i})"));
+            }
+        }
+
+        let s = ConvShape::dense(2, 9, 5, 7, 3);
+        let (x, w, dy) = (data(2 * 9 * 5, 4.0), data(7 * 5 * 3, 5.0), data(2 * 9 * 7, 6.0));
+        let (mut dw, mut db) = (vec![0f32; 7 * 5 * 3], vec![0f32; 7]);
+        be.conv1d_backward(&x, &w, &dy, None, &mut dw, &mut db, s).unwrap();
+        for o in 0..7 {
+            for c in 0..5 {
+                for j in 0..3 {
+                    let mut terms =
+                        (0..2usize).flat_map(|smp| (0..9usize).map(move |t| (smp, t))).filter_map(|(smp, t)| {
+                            let src = (t + j).checked_sub(1).filter(|&u| u < 9)?;
+                            Some(r(dy[(smp * 9 + t) * 7 + o]) * r(x[(smp * 9 + src) * 5 + c]))
+                        });
+                    let (want, mag) = sum(&mut terms);
+                    close(dw[(o * 5 + c) * 3 + j], want, mag, &format!("conv dW ({o},{c},{j})"));
+                }
+            }
+        }
+
+        let (batch, steps, h) = (3, 5, 9);
+        let s = LstmShape { batch, steps, hidden: h };
+        let (rows, g4) = (batch * steps, 4 * h);
+        let (gx, w_hh) = (data(rows * g4, 7.0), data(g4 * h, 8.0).iter().map(|v| 0.3 * v).collect::<Vec<_>>());
+        let wp = be.prepare_recurrent(&w_hh, h).unwrap();
+        let (mut h_seq, mut c_seq, mut gates) = (vec![0f32; rows * h], vec![0f32; rows * h], vec![0f32; rows * g4]);
+        be.lstm_train(&gx, &wp, &mut h_seq, &mut c_seq, &mut gates, s).unwrap();
+        let (mut dgx, mut dw_hh) = (vec![0f32; rows * g4], vec![0f32; g4 * h]);
+        let dh = data(rows * h, 9.0);
+        be.lstm_backward(&w_hh, &h_seq, &c_seq, &gates, &dh, &mut dgx, &mut dw_hh, s).unwrap();
+        for g in 0..g4 {
+            for u in 0..h {
+                let mut terms = (0..batch)
+                    .flat_map(|b| (1..steps).map(move |t| b * steps + t))
+                    .map(|row| r(dgx[row * g4 + g]) * r(h_seq[(row - 1) * h + u]));
+                let (want, mag) = sum(&mut terms);
+                close(dw_hh[g * h + u], want, mag, &format!("LSTM dW_hh ({g},{u})"));
             }
         }
     }

@@ -81,16 +81,15 @@ pub(crate) fn pack_bf16_into(w: &[f32], n_out: usize, n_in: usize, out: &mut [u3
     let pairs = n_in.div_ceil(2);
     assert!(w.len() >= n_out * n_in && out.len() >= pairs * n_out);
     if bf16_available() {
-        // Each row rounded to pairs in vectors (one element a nanosecond in
-        // `half`, a twentieth of a CPU training step with use_amp), then
-        // stored down its column.
-        let mut row = vec![0u32; pairs];
-        for j in 0..n_out {
-            to_bf16_pairs(&w[j * n_in..(j + 1) * n_in], 1, n_in, n_in, &mut row);
-            for (p, &v) in row.iter().enumerate() {
-                out[p * n_out + j] = v;
-            }
-        }
+        // Sixteen rows' pairs at a time rounded in vectors and transposed in
+        // registers (in `half`, one element a nanosecond, the packing was a
+        // twentieth of a CPU training step with use_amp; a scalar transpose
+        // after vector rounding still took 2%).
+        // SAFETY: the feature was checked; the assertion bounds both sides.
+        #[cfg(target_arch = "x86_64")]
+        unsafe {
+            pack_pairs_transposed(w, n_out, n_in, out)
+        };
         return;
     }
     for j in 0..n_out {
@@ -107,9 +106,10 @@ pub(crate) fn pack_bf16_into(w: &[f32], n_out: usize, n_in: usize, out: &mut [u3
 /// `w[2p+1, j]` (zero past `rows`). The right-hand operand of a product
 /// whose depth runs down `w`'s rows, as a backward's `dy·W` does. Needs
 /// `bf16_available()`.
+/// Rows may overlap (`ld < cols`: a conv's window of taps).
 pub(crate) fn pack_row_pairs(w: &[f32], rows: usize, cols: usize, ld: usize, out: &mut [u32]) {
     assert!(bf16_available(), "pack_row_pairs needs AVX512_BF16");
-    assert!(cols <= ld && (rows == 0 || w.len() >= (rows - 1) * ld + cols) && out.len() >= rows.div_ceil(2) * cols);
+    assert!((rows == 0 || w.len() >= (rows - 1) * ld + cols) && out.len() >= rows.div_ceil(2) * cols);
     for p in 0..rows.div_ceil(2) {
         let lo = &w[2 * p * ld..][..cols];
         let hi = (2 * p + 1 < rows).then(|| &w[(2 * p + 1) * ld..][..cols]);
@@ -121,23 +121,145 @@ pub(crate) fn pack_row_pairs(w: &[f32], rows: usize, cols: usize, ld: usize, out
     }
 }
 
+/// `pack_row_pairs` transposed: `w (rows, cols)` (rows `ld` apart, which
+/// may overlap) as `(cols, ⌈rows/2⌉)`, element `(j, p)` holding `w[2p, j]`
+/// (low half) and `w[2p+1, j]` (zero past `rows`). The left-hand operand
+/// of a weight gradient `dyᵀ·x`, whose depth runs down `dy`'s rows: each
+/// output row's pairs side by side, as the kernel broadcasts them. Needs
+/// `bf16_available()`.
+pub(crate) fn pack_row_pairs_transposed(w: &[f32], rows: usize, cols: usize, ld: usize, out: &mut [u32]) {
+    assert!(bf16_available(), "pack_row_pairs_transposed needs AVX512_BF16");
+    assert!((rows == 0 || w.len() >= (rows - 1) * ld + cols) && out.len() >= cols * rows.div_ceil(2));
+    // SAFETY: the feature was checked; the assertion bounds both sides.
+    #[cfg(target_arch = "x86_64")]
+    unsafe {
+        row_pairs_transposed(w, rows, cols, ld, out.as_mut_ptr())
+    };
+}
+
+/// `pack_row_pairs_transposed`'s work: per tile, sixteen pairs of rows
+/// interleaved as `interleave_bf16` does, then transposed.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bf16,avx512vl")]
+unsafe fn row_pairs_transposed(w: &[f32], rows: usize, cols: usize, ld: usize, out: *mut u32) {
+    let pairs = rows.div_ceil(2);
+    // Along the rows first: the tiles of sixteen pairs read their 32 rows
+    // in order, each source line once.
+    for p0 in (0..pairs).step_by(16) {
+        for c0 in (0..cols).step_by(16) {
+            let mask = lanes(cols - c0);
+            let mut tile = [_mm512_setzero_si512(); 16];
+            for (l, t) in tile.iter_mut().enumerate().take(pairs - p0) {
+                let r = 2 * (p0 + l);
+                let lo = bf16_lanes(w.as_ptr().add(r * ld + c0), mask);
+                *t = if r + 1 < rows {
+                    _mm512_or_si512(lo, _mm512_slli_epi32::<16>(bf16_lanes(w.as_ptr().add((r + 1) * ld + c0), mask)))
+                } else {
+                    lo
+                };
+            }
+            store_transposed(
+                transpose16(tile),
+                out.add(c0 * pairs + p0),
+                pairs,
+                (cols - c0).min(16),
+                lanes(pairs - p0),
+            );
+        }
+    }
+}
+
+/// `pack_bf16_into`'s vector path: per tile, sixteen weight rows' next
+/// sixteen pairs (`vcvtne2ps2bf16` of 32 values), transposed.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bf16,avx512vl")]
+unsafe fn pack_pairs_transposed(w: &[f32], n_out: usize, n_in: usize, out: &mut [u32]) {
+    let pairs = n_in.div_ceil(2);
+    for j0 in (0..n_out).step_by(16) {
+        for p0 in (0..pairs).step_by(16) {
+            let (lo_mask, hi_mask) = (lanes(n_in - 2 * p0), lanes(n_in.saturating_sub(2 * p0 + 16)));
+            let mut tile = [_mm512_setzero_si512(); 16];
+            for (l, t) in tile.iter_mut().enumerate().take(n_out - j0) {
+                let row = w.as_ptr().add((j0 + l) * n_in + 2 * p0);
+                let lo = _mm512_maskz_loadu_ps(lo_mask, row);
+                let hi = _mm512_maskz_loadu_ps(hi_mask, row.wrapping_add(16));
+                // Values 0..16 (lo) in the low half of the result: lane p
+                // holds values 2p and 2p + 1, the pair `to_bf16_pairs` makes.
+                *t = std::mem::transmute::<__m512bh, __m512i>(_mm512_cvtne2ps_pbh(hi, lo));
+            }
+            let out_rows = (pairs - p0).min(16);
+            store_transposed(
+                transpose16(tile),
+                out.as_mut_ptr().add(p0 * n_out + j0),
+                n_out,
+                out_rows,
+                lanes(n_out - j0),
+            );
+        }
+    }
+}
+
+/// Sixteen values from `v` (masked) as bf16 bits in the low halves of 32-bit lanes.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn bf16_lanes(v: *const f32, mask: __mmask16) -> __m512i {
+    let h: __m256i = std::mem::transmute(_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(mask, v)));
+    _mm512_cvtepu16_epi32(h)
+}
+
+/// A 16 × 16 tile of 32-bit values transposed in registers: lane `j` of
+/// `r[i]` becomes lane `i` of the result's `j`. Pairs of rows interleaved
+/// (32-bit, then 64-bit), then 128-bit blocks gathered in two rounds.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn transpose16(r: [__m512i; 16]) -> [__m512i; 16] {
+    let mut a = [_mm512_setzero_si512(); 16];
+    for i in 0..8 {
+        a[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
+        a[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
+    }
+    // b[4i + q], 128-bit block L: column 4L + q of rows 4i..4i + 4.
+    let mut b = [_mm512_setzero_si512(); 16];
+    for i in 0..4 {
+        b[4 * i] = _mm512_unpacklo_epi64(a[4 * i], a[4 * i + 2]);
+        b[4 * i + 1] = _mm512_unpackhi_epi64(a[4 * i], a[4 * i + 2]);
+        b[4 * i + 2] = _mm512_unpacklo_epi64(a[4 * i + 1], a[4 * i + 3]);
+        b[4 * i + 3] = _mm512_unpackhi_epi64(a[4 * i + 1], a[4 * i + 3]);
+    }
+    let mut t = [_mm512_setzero_si512(); 16];
+    for q in 0..4 {
+        let (c0, c1) = (_mm512_shuffle_i32x4::<0x44>(b[q], b[4 + q]), _mm512_shuffle_i32x4::<0xEE>(b[q], b[4 + q]));
+        let (d0, d1) =
+            (_mm512_shuffle_i32x4::<0x44>(b[8 + q], b[12 + q]), _mm512_shuffle_i32x4::<0xEE>(b[8 + q], b[12 + q]));
+        t[q] = _mm512_shuffle_i32x4::<0x88>(c0, d0);
+        t[4 + q] = _mm512_shuffle_i32x4::<0xDD>(c0, d0);
+        t[8 + q] = _mm512_shuffle_i32x4::<0x88>(c1, d1);
+        t[12 + q] = _mm512_shuffle_i32x4::<0xDD>(c1, d1);
+    }
+    t
+}
+
+/// The first `rows` of a transposed tile to `out`, rows `ld` apart, the
+/// lanes of `mask` in each.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn store_transposed(t: [__m512i; 16], out: *mut u32, ld: usize, rows: usize, mask: __mmask16) {
+    for (i, v) in t.iter().enumerate().take(rows) {
+        _mm512_mask_storeu_epi32(out.add(i * ld) as *mut i32, mask, *v);
+    }
+}
+
 /// `out[j] = bf16(lo[j]) | bf16(hi[j]) << 16` (zero high halves without `hi`).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bf16,avx512vl")]
 unsafe fn interleave_bf16(lo: &[f32], hi: Option<&[f32]>, out: &mut [u32]) {
-    // Sixteen values from `v` at `at` as bf16 bits in the low halves of 32-bit lanes.
-    #[inline(always)]
-    unsafe fn widened(v: &[f32], at: usize, mask: __mmask16) -> __m512i {
-        let h: __m256i = std::mem::transmute(_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(mask, v.as_ptr().add(at))));
-        _mm512_cvtepu16_epi32(h)
-    }
     let n = out.len();
     let mut j = 0;
     while j < n {
         let mask = lanes(n - j);
-        let mut pair = widened(lo, j, mask);
+        let mut pair = bf16_lanes(lo.as_ptr().add(j), mask);
         if let Some(hi) = hi {
-            pair = _mm512_or_si512(pair, _mm512_slli_epi32::<16>(widened(hi, j, mask)));
+            pair = _mm512_or_si512(pair, _mm512_slli_epi32::<16>(bf16_lanes(hi.as_ptr().add(j), mask)));
         }
         _mm512_mask_storeu_epi32(out.as_mut_ptr().add(j) as *mut i32, mask, pair);
         j += 16;

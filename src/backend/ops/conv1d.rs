@@ -682,7 +682,7 @@ pub(crate) fn backward_cpu(
     }
     let dx = dx.map(|v| v.as_mut_slice());
     if small_gemm::f32_available() {
-        backward_taps(x, w, dy, dx, dw, s);
+        backward_taps(x, w, dy, dx, dw, s, cpu.precision() == Precision::Bf16);
     } else {
         backward_im2col(x, w, dy, dx, dw, s);
     }
@@ -704,7 +704,15 @@ pub(crate) fn backward_cpu(
 ///   (a non-finite input value there would add a NaN, as it would anyway
 ///   through its own rows). Its depth is split in two fixed halves, one per
 ///   core (`gemm_depth_halves`), added in order.
-fn backward_taps(x: &[f32], w: &[f32], dy: &[f32], dx: Option<&mut [f32]>, dw: &mut [f32], s: ConvShape) {
+fn backward_taps(
+    x: &[f32],
+    w: &[f32],
+    dy: &[f32],
+    dx: Option<&mut [f32]>,
+    dw: &mut [f32],
+    s: ConvShape,
+    bf16_products: bool,
+) {
     let (len, cin, cout, k) = (s.len, s.c_in, s.c_out, s.kernel);
     let pad = k / 2;
     let (width, stored) = (cin * k, len + 2 * pad);
@@ -751,19 +759,27 @@ fn backward_taps(x: &[f32], w: &[f32], dy: &[f32], dx: Option<&mut [f32]>, dw: &
         // Padded row i (from the first sample's first own row back by pad)
         // meets the input rows i − pad .. i + pad: tap-major columns j·c_in + c.
         let depth = padded - 2 * pad;
-        // SAFETY: lhs element (o, i) is dyp[(pad + i)·c_out + o] and rhs
-        // element (i, j·c_in + c) is xp[(i + j)·c_in + c], both inside their
-        // buffers for i < depth, j < k; parts holds 2·c_out·width values.
-        unsafe {
-            gemm_depth_halves(
-                cout,
-                width,
-                depth,
-                parts.as_mut_ptr(),
-                View::transposed(dyp[pad * cout..].as_ptr(), cout),
-                View::rows(xp.as_ptr(), cin),
-            )
-        };
+        let (p0, p1) = parts.split_at_mut(cout * width);
+        if bf16_products {
+            // use_amp: one bf16 product into p0 (each output summed by one core).
+            let g = Gemm { rows: cout, k: depth, n: width, ld_y: width, accumulate: false };
+            bf16::weight_grad(&dyp[pad * cout..], cout, xp, cin, p0, g);
+            p1.fill(0.0);
+        } else {
+            // SAFETY: lhs element (o, i) is dyp[(pad + i)·c_out + o] and rhs
+            // element (i, j·c_in + c) is xp[(i + j)·c_in + c], both inside their
+            // buffers for i < depth, j < k; parts holds 2·c_out·width values.
+            unsafe {
+                gemm_depth_halves(
+                    cout,
+                    width,
+                    depth,
+                    parts.as_mut_ptr(),
+                    View::transposed(dyp[pad * cout..].as_ptr(), cout),
+                    View::rows(xp.as_ptr(), cin),
+                )
+            };
+        }
         let (p0, p1) = parts.split_at(cout * width);
         for o in 0..cout {
             for j in 0..k {
@@ -1204,7 +1220,7 @@ mod tests {
         type Path = fn(&[f32], &[f32], &[f32], Option<&mut [f32]>, &mut [f32], ConvShape);
         let mut paths: Vec<(&str, Path)> = vec![("im2col", backward_im2col)];
         if small_gemm::f32_available() {
-            paths.push(("taps", backward_taps));
+            paths.push(("taps", |x, w, dy, dx, dw, s| backward_taps(x, w, dy, dx, dw, s, false)));
         }
         let more = [
             ConvShape::dense(48, 20, 16, 32, 3),

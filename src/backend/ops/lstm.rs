@@ -898,8 +898,9 @@ fn train_part(
 }
 
 /// BPTT, then `dW_hh` from the gate gradients it wrote. With
-/// `bf16_products` (use_amp) BPTT's `dgates · W_hh` runs in bf16 products,
-/// `W_hh`'s consecutive gate rows paired once per call.
+/// `bf16_products` (use_amp) both run in bf16 products: BPTT's `dgates ·
+/// W_hh` with `W_hh`'s consecutive gate rows paired once per call, and
+/// `dW_hh` (`bf16::weight_grad`).
 #[allow(clippy::too_many_arguments)]
 fn backprop(
     w_hh: &[f32],
@@ -944,11 +945,23 @@ fn backprop(
                 shifted[r0 * h..(r0 + 1) * h].fill(0.0);
                 shifted[(r0 + 1) * h..(r0 + steps) * h].copy_from_slice(&h_seq[r0 * h..(r0 + steps - 1) * h]);
             }
-            // SAFETY: dgx (rows, 4H) read transposed, shifted (rows, H),
-            // dw_hh (4H, H): checked by the caller.
-            unsafe {
-                add_weight_grad(g4, h, rows, dw_hh, View::transposed(dgx.as_ptr(), g4), View::rows(shifted.as_ptr(), h))
-            };
+            if bf16_products {
+                let g = Gemm { rows: g4, k: rows, n: h, ld_y: h, accumulate: true };
+                bf16::weight_grad(dgx, g4, shifted, h, dw_hh, g);
+            } else {
+                // SAFETY: dgx (rows, 4H) read transposed, shifted (rows, H),
+                // dw_hh (4H, H): checked by the caller.
+                unsafe {
+                    add_weight_grad(
+                        g4,
+                        h,
+                        rows,
+                        dw_hh,
+                        View::transposed(dgx.as_ptr(), g4),
+                        View::rows(shifted.as_ptr(), h),
+                    )
+                };
+            }
         });
     }
 }
