@@ -74,16 +74,14 @@ impl OpenDevice {
     }
 
     /// The precision a training job runs at here: `use_amp` asks for bf16
-    /// products in the forward on the GPU backends; the CPU trains in f32
-    /// (its trainer says that it ignores `use_amp`). A bf16 `Cpu` trains
-    /// too, but measured level with f32 or at most a tenth faster in
-    /// `cargo bench --bench train` (`train_step_cpu_amp`), MPD once slower:
-    /// the weight gradients are still f32 products, and rounding every
-    /// activation to bf16 pairs is a pass over memory of its own.
+    /// products from f32 master weights, which the GPU backends have and
+    /// the CPU has where it has AVX512_BF16 (its forward, input-gradient
+    /// and weight-gradient products; docs/training.md). A CPU without it
+    /// trains in f32, and its trainer says that it ignored `use_amp`.
     pub fn training_precision(&self, use_amp: bool) -> Precision {
         match self {
-            OpenDevice::Cpu => Precision::F32,
-            OpenDevice::Emu | OpenDevice::Cuda(_) => Precision::for_training(use_amp),
+            OpenDevice::Cpu if !crate::backend::cpu::small_gemm::bf16_available() => Precision::F32,
+            OpenDevice::Cpu | OpenDevice::Emu | OpenDevice::Cuda(_) => Precision::for_training(use_amp),
         }
     }
 }
@@ -158,10 +156,14 @@ mod tests {
     }
 
     #[test]
-    fn the_cpu_refuses_f16_and_trains_in_f32() {
+    fn the_cpu_refuses_f16_and_trains_with_bf16_products_only_where_it_has_them() {
         let err = (|| -> Result<()> { on_device!(OpenDevice::Cpu, Precision::F16, _be => Ok(())) })();
         assert!(err.is_err());
-        assert_eq!(OpenDevice::Cpu.training_precision(true), Precision::F32);
+        // use_amp: bf16 where the CPU has AVX512_BF16 (a bf16 Cpu opens
+        // there and nowhere else), f32 elsewhere; without use_amp, f32.
+        let amp = if Cpu::with_precision(Precision::Bf16).is_ok() { Precision::Bf16 } else { Precision::F32 };
+        assert_eq!(OpenDevice::Cpu.training_precision(true), amp);
+        assert_eq!(OpenDevice::Cpu.training_precision(false), Precision::F32);
         assert_eq!(OpenDevice::Emu.training_precision(true), Precision::Bf16);
         assert_eq!(OpenDevice::Emu.training_precision(false), Precision::F32);
     }

@@ -81,8 +81,8 @@ pub struct TrainArgs {
     /// --data` and `evaluate --data` look.
     #[arg(long)]
     pub weights: Option<PathBuf>,
-    /// docs/training.md's use_amp (the default): on cuda and emu, the forward's
-    /// matrix products in bf16 from f32 master weights; ignored on the CPU.
+    /// docs/training.md's use_amp (the default): matrix products in bf16 from
+    /// f32 master weights (on the CPU where it has AVX512_BF16, else ignored).
     #[arg(long, overrides_with = "no_amp")]
     pub use_amp: bool,
     /// Train in f32 throughout (use_amp off), overriding --config's use_amp.
@@ -138,7 +138,8 @@ fn model_configs(path: &Path, kinds: &[ModelKind]) -> Result<Vec<(ModelKind, Mod
 pub fn train(args: TrainArgs) -> Result<()> {
     let base = base_config(&args)?;
     let device = args.backend.open()?;
-    // The CPU trains in f32 and notes that use_amp is ignored.
+    // use_amp on a CPU without AVX512_BF16: f32, and the trainer notes that
+    // use_amp was ignored.
     let precision = device.training_precision(base.use_amp);
     quorum::on_device!(device, precision, be => train_on(&be, &args, base))
 }

@@ -322,7 +322,7 @@ fn backward_rows(
 }
 
 /// `Train::linear_backward` on the CPU (`w` the f32 master copy): with
-/// use_amp (a bf16 backend) `dx` from bf16 products, `dw` in f32.
+/// use_amp (a bf16 backend) `dx` and `dw` from bf16 products.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn backward_cpu(
     cpu: &Cpu,
