@@ -80,7 +80,7 @@ impl OpenDevice {
     /// trains in f32, and its trainer says that it ignored `use_amp`.
     pub fn training_precision(&self, use_amp: bool) -> Precision {
         match self {
-            OpenDevice::Cpu if !crate::backend::cpu::small_gemm::bf16_available() => Precision::F32,
+            OpenDevice::Cpu if Cpu::with_precision(Precision::Bf16).is_err() => Precision::F32,
             OpenDevice::Cpu | OpenDevice::Emu | OpenDevice::Cuda(_) => Precision::for_training(use_amp),
         }
     }

@@ -104,9 +104,8 @@ pub(crate) fn pack_bf16_into(w: &[f32], n_out: usize, n_in: usize, out: &mut [u3
 /// `w (rows, cols)` (rows `ld` apart) as bf16 pairs of consecutive rows:
 /// `(⌈rows/2⌉, cols)`, element `(p, j)` holding `w[2p, j]` (low half) and
 /// `w[2p+1, j]` (zero past `rows`). The right-hand operand of a product
-/// whose depth runs down `w`'s rows, as a backward's `dy·W` does. Needs
-/// `bf16_available()`.
-/// Rows may overlap (`ld < cols`: a conv's window of taps).
+/// whose depth runs down `w`'s rows, as a backward's `dy·W` does. Rows may
+/// overlap (`ld < cols`: a conv's window of taps). Needs `bf16_available()`.
 pub(crate) fn pack_row_pairs(w: &[f32], rows: usize, cols: usize, ld: usize, out: &mut [u32]) {
     assert!(bf16_available(), "pack_row_pairs needs AVX512_BF16");
     assert!((rows == 0 || w.len() >= (rows - 1) * ld + cols) && out.len() >= rows.div_ceil(2) * cols);
@@ -151,12 +150,8 @@ unsafe fn row_pairs_transposed(w: &[f32], rows: usize, cols: usize, ld: usize, o
             let mut tile = [_mm512_setzero_si512(); 16];
             for (l, t) in tile.iter_mut().enumerate().take(pairs - p0) {
                 let r = 2 * (p0 + l);
-                let lo = bf16_lanes(w.as_ptr().add(r * ld + c0), mask);
-                *t = if r + 1 < rows {
-                    _mm512_or_si512(lo, _mm512_slli_epi32::<16>(bf16_lanes(w.as_ptr().add((r + 1) * ld + c0), mask)))
-                } else {
-                    lo
-                };
+                let hi = (r + 1 < rows).then(|| w.as_ptr().add((r + 1) * ld + c0));
+                *t = pair_lanes(w.as_ptr().add(r * ld + c0), hi, mask);
             }
             store_transposed(
                 transpose16(tile),
@@ -205,6 +200,18 @@ unsafe fn pack_pairs_transposed(w: &[f32], n_out: usize, n_in: usize, out: &mut 
 unsafe fn bf16_lanes(v: *const f32, mask: __mmask16) -> __m512i {
     let h: __m256i = std::mem::transmute(_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(mask, v)));
     _mm512_cvtepu16_epi32(h)
+}
+
+/// Sixteen pairs: `bf16(lo[j]) | bf16(hi[j]) << 16` (zero high halves
+/// without `hi`), the lanes of `mask`.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn pair_lanes(lo: *const f32, hi: Option<*const f32>, mask: __mmask16) -> __m512i {
+    let pair = bf16_lanes(lo, mask);
+    match hi {
+        Some(hi) => _mm512_or_si512(pair, _mm512_slli_epi32::<16>(bf16_lanes(hi, mask))),
+        None => pair,
+    }
 }
 
 /// A 16 × 16 tile of 32-bit values transposed in registers: lane `j` of
@@ -257,10 +264,7 @@ unsafe fn interleave_bf16(lo: &[f32], hi: Option<&[f32]>, out: &mut [u32]) {
     let mut j = 0;
     while j < n {
         let mask = lanes(n - j);
-        let mut pair = bf16_lanes(lo.as_ptr().add(j), mask);
-        if let Some(hi) = hi {
-            pair = _mm512_or_si512(pair, _mm512_slli_epi32::<16>(bf16_lanes(hi.as_ptr().add(j), mask)));
-        }
+        let pair = pair_lanes(lo.as_ptr().add(j), hi.map(|hi| hi.as_ptr().add(j)), mask);
         _mm512_mask_storeu_epi32(out.as_mut_ptr().add(j) as *mut i32, mask, pair);
         j += 16;
     }

@@ -204,15 +204,41 @@ unsafe fn one_gemm(m: usize, n: usize, k: usize, dst: Dst, lhs: View, rhs: View,
     );
 }
 
-/// `dw (m, n) += lhs (m, k) · rhs (k, n)`: a weight gradient summed over
-/// `k` rows, as `gemm_depth_halves`'s two halves added to `dw` in order
-/// (each output `dw + (first + second)`).
-///
-/// # Safety
-/// As `gemm_strided` for `lhs` and `rhs`; `dw` holds `m·n` values.
-pub(crate) unsafe fn add_weight_grad(m: usize, n: usize, k: usize, dw: &mut [f32], lhs: View, rhs: View) {
+/// A weight gradient `dw (m, n) += dyᵀ · x` summed over `k` rows, `dy (k,
+/// m)` and `x (k, n)` row-major with rows `ld_dy` and `ld_x` apart: in f32,
+/// `gemm_depth_halves`'s two halves added to `dw` in order (each output
+/// `dw + (first + second)`); with `bf16_products` (use_amp),
+/// `bf16::weight_grad`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn add_weight_grad(
+    dy: &[f32],
+    ld_dy: usize,
+    x: &[f32],
+    ld_x: usize,
+    k: usize,
+    dw: &mut [f32],
+    (m, n): (usize, usize),
+    bf16_products: bool,
+) {
+    if bf16_products {
+        let g = super::Gemm { rows: m, k, n, ld_y: n, accumulate: true };
+        return super::bf16::weight_grad(dy, ld_dy, x, ld_x, dw, g);
+    }
+    assert!(m <= ld_dy && n <= ld_x && dw.len() >= m * n);
+    assert!(k == 0 || (dy.len() >= (k - 1) * ld_dy + m && x.len() >= (k - 1) * ld_x + n));
     super::with_scratch(2 * m * n, |parts| {
-        gemm_depth_halves(m, n, k, parts.as_mut_ptr(), lhs, rhs);
+        // SAFETY: the assertions bound both operands' (row, column) pairs;
+        // parts holds 2·m·n values and is neither operand.
+        unsafe {
+            gemm_depth_halves(
+                m,
+                n,
+                k,
+                parts.as_mut_ptr(),
+                View::transposed(dy.as_ptr(), ld_dy),
+                View::rows(x.as_ptr(), ld_x),
+            )
+        };
         let (p0, p1) = parts.split_at(m * n);
         dw[..m * n].iter_mut().zip(p0.iter().zip(p1)).for_each(|(d, (a, b))| *d += a + b);
     });

@@ -703,7 +703,8 @@ pub(crate) fn backward_cpu(
 ///   The padding rows of `dy` are zeros, so the rows they meet add nothing
 ///   (a non-finite input value there would add a NaN, as it would anyway
 ///   through its own rows). Its depth is split in two fixed halves, one per
-///   core (`gemm_depth_halves`), added in order.
+///   core (`gemm_depth_halves`), added in order; with `bf16_products`
+///   (use_amp) `bf16::weight_grad` sums it, its halves likewise.
 fn backward_taps(
     x: &[f32],
     w: &[f32],
@@ -759,12 +760,10 @@ fn backward_taps(
         // Padded row i (from the first sample's first own row back by pad)
         // meets the input rows i − pad .. i + pad: tap-major columns j·c_in + c.
         let depth = padded - 2 * pad;
-        let (p0, p1) = parts.split_at_mut(cout * width);
         if bf16_products {
-            // use_amp: one bf16 product into p0 (each output summed by one core).
+            // use_amp: the whole sum (its own halves added) into the first part.
             let g = Gemm { rows: cout, k: depth, n: width, ld_y: width, accumulate: false };
-            bf16::weight_grad(&dyp[pad * cout..], cout, xp, cin, p0, g);
-            p1.fill(0.0);
+            bf16::weight_grad(&dyp[pad * cout..], cout, xp, cin, &mut parts[..cout * width], g);
         } else {
             // SAFETY: lhs element (o, i) is dyp[(pad + i)·c_out + o] and rhs
             // element (i, j·c_in + c) is xp[(i + j)·c_in + c], both inside their
@@ -781,11 +780,12 @@ fn backward_taps(
             };
         }
         let (p0, p1) = parts.split_at(cout * width);
+        let part = |at: usize| if bf16_products { p0[at] } else { p0[at] + p1[at] };
         for o in 0..cout {
             for j in 0..k {
                 for c in 0..cin {
                     let at = o * width + j * cin + c;
-                    dw[o * width + c * k + j] += p0[at] + p1[at];
+                    dw[o * width + c * k + j] += part(at);
                 }
             }
         }

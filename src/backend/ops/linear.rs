@@ -277,19 +277,10 @@ fn backward_rows(
     accumulate_dx: bool,
     bf16_products: bool,
 ) {
-    if bf16_products {
-        // use_amp: dW += dyᵀ · x in bf16 products, both paired down the rows.
-        let g = Gemm { rows: n_out, k: rows, n: n_in, ld_y: n_in, accumulate: true };
-        bf16::weight_grad(dy, n_out, x, n_in, dw, g);
-    } else {
-        // dW (n_out, n_in) += dyᵀ · x (lhs element (o, r) at dy[r·n_out + o])
-        // in two halves of the rows, one per core, added in order: split by
-        // columns instead, each of n_in/64 blocks packed all of dyᵀ again.
-        // SAFETY: the caller checked x (rows, n_in), dy (rows, n_out) and dw.
-        unsafe {
-            add_weight_grad(n_out, n_in, rows, dw, View::transposed(dy.as_ptr(), n_out), View::rows(x.as_ptr(), n_in))
-        };
-    }
+    // dW (n_out, n_in) += dyᵀ · x in two halves of the rows, one per core,
+    // added in order: split by columns instead, each of n_in/64 blocks
+    // packed all of dyᵀ again.
+    add_weight_grad(dy, n_out, x, n_in, rows, dw, (n_out, n_in), bf16_products);
     match dx {
         // use_amp: dX = dy · W in bf16 products, W's consecutive rows paired.
         Some(dx) if bf16_products => bf16::with_weight_pairs(n_out.div_ceil(2) * n_in, |wp| {

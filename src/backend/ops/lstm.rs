@@ -945,23 +945,7 @@ fn backprop(
                 shifted[r0 * h..(r0 + 1) * h].fill(0.0);
                 shifted[(r0 + 1) * h..(r0 + steps) * h].copy_from_slice(&h_seq[r0 * h..(r0 + steps - 1) * h]);
             }
-            if bf16_products {
-                let g = Gemm { rows: g4, k: rows, n: h, ld_y: h, accumulate: true };
-                bf16::weight_grad(dgx, g4, shifted, h, dw_hh, g);
-            } else {
-                // SAFETY: dgx (rows, 4H) read transposed, shifted (rows, H),
-                // dw_hh (4H, H): checked by the caller.
-                unsafe {
-                    add_weight_grad(
-                        g4,
-                        h,
-                        rows,
-                        dw_hh,
-                        View::transposed(dgx.as_ptr(), g4),
-                        View::rows(shifted.as_ptr(), h),
-                    )
-                };
-            }
+            add_weight_grad(dgx, g4, shifted, h, rows, dw_hh, (g4, h), bf16_products);
         });
     }
 }
