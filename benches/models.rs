@@ -1,9 +1,12 @@
 //! Each model's forward on the CPU backend at batch 1 and 32, default configs,
 //! generated weights (the values do not change the work done): in f32
 //! (`forward_cpu`) and, where the CPU has AVX512_BF16, in bf16
-//! (`forward_cpu_bf16`, `--precision bf16`).
+//! (`forward_cpu_bf16`, `--precision bf16`). And TLOB's tick
+//! (`quorum::model::tick`) beside its whole forward over the same window,
+//! per CPU precision, for 1 and 32 symbols (`tlob_tick_<precision>/tick|whole`).
 //!
 //!     cargo bench --bench models
+//!     cargo bench --bench models -- tlob_tick
 //!
 //! Compare with PyTorch eager on the same machine:
 //!     ~/.cache/quorum/ref-venv/bin/python tools/reference/bench_torch.py [--dtype bf16]
@@ -13,8 +16,9 @@ mod common;
 use common::{default_model, inputs};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use quorum::backend::Precision;
+use quorum::model::tick::TlobTick;
 use quorum::model::ModelKind;
-use quorum::{Cpu, Inputs, Outputs};
+use quorum::{Cpu, Inputs, Outputs, Tensor};
 
 fn forward(c: &mut Criterion) {
     forward_on(c, "forward_cpu", Cpu::new());
@@ -41,9 +45,47 @@ fn forward_on(c: &mut Criterion, name: &str, be: Cpu) {
     group.finish();
 }
 
+/// One tick (a new snapshot per symbol, then the forward from the kept
+/// tokens) against the whole forward of the same windows, in one group so
+/// the two are measured in the same run.
+fn tlob_tick(c: &mut Criterion) {
+    for (name, precision) in [("f32", Precision::F32), ("bf16", Precision::Bf16), ("int8", Precision::Int8)] {
+        let be = match Cpu::with_precision(precision) {
+            Ok(be) => be,
+            Err(e) => {
+                eprintln!("tlob_tick_{name} not run: {e}");
+                continue;
+            }
+        };
+        let mut group = c.benchmark_group(format!("tlob_tick_{name}"));
+        let mut model = default_model(&be, ModelKind::Tlob);
+        for symbols in [1usize, 32] {
+            let (_, lob, aux) = inputs(ModelKind::Tlob, symbols);
+            let (lob, aux) = (lob.unwrap(), aux.unwrap());
+            let mut out = Outputs::new();
+            let whole = Inputs { lob: Some(&lob), aux: Some(&aux), ..Inputs::default() };
+            group.bench_with_input(BenchmarkId::new("whole", symbols), &symbols, |b, _| {
+                b.iter(|| model.forward_into(&be, &whole, &mut out).unwrap())
+            });
+            let mut tick = TlobTick::new(&model, symbols).unwrap();
+            let row = Tensor::new(vec![symbols, 20, 4], lob.data[..symbols * 80].to_vec()).unwrap();
+            for _ in 0..100 {
+                tick.push(&mut model, &be, &row).unwrap();
+            }
+            group.bench_with_input(BenchmarkId::new("tick", symbols), &symbols, |b, _| {
+                b.iter(|| {
+                    tick.push(&mut model, &be, &row).unwrap();
+                    tick.forward_into(&mut model, &be, Some(&aux), &mut out).unwrap()
+                })
+            });
+        }
+        group.finish();
+    }
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().sample_size(30);
-    targets = forward
+    targets = forward, tlob_tick
 }
 criterion_main!(benches);

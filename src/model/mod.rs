@@ -23,6 +23,7 @@ pub mod def;
 pub mod mpd;
 pub mod run;
 pub mod tape;
+pub mod tick;
 pub mod tlob;
 
 use std::collections::{BTreeMap, HashMap};
@@ -128,6 +129,9 @@ pub struct Model<B: Backend> {
     /// The buffers the definition's forward reads (`def::Def::load`).
     weights: Loaded<B>,
     acts: Acts<B>,
+    /// TLOB's `Encode` passes plan apart, so a tick's two passes
+    /// (`model::tick`) each replay their own plan.
+    encode_acts: Acts<B>,
     graphs: Graphs<B>,
 }
 
@@ -138,6 +142,31 @@ pub struct Model<B: Backend> {
 pub struct RunShape {
     pub batch: usize,
     pub aux: bool,
+    pub part: Part,
+}
+
+impl RunShape {
+    /// A whole forward of `batch` samples.
+    pub fn whole(batch: usize, aux: bool) -> Self {
+        RunShape { batch, aux, part: Part::Whole }
+    }
+
+    /// What the activation plan depends on besides the batch.
+    fn key(&self) -> u64 {
+        u64::from(self.aux) | (self.part as u64) << 1
+    }
+}
+
+/// Which part of a forward a pass runs. Only TLOB splits (its tick,
+/// `model::tick`): `Encode` takes `(batch, L, F)` snapshots to `(batch, D)`
+/// tokens (spatial CNN and projection, one snapshot per sample), `Tokens`
+/// takes `(batch, T, D)` tokens to the heads (everything after). `Whole`
+/// is the two in one pass, with the same ops on the same rows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Part {
+    Whole = 0,
+    Encode = 1,
+    Tokens = 2,
 }
 
 /// The recorded compute phase and when to record it.
@@ -207,9 +236,9 @@ impl<B: Backend> Model<B> {
         };
         let norms = Normalizers { input: norm("input_norm")?, aux: norm("aux_norm")? };
         let graphs = Graphs { enabled: true, last: None, recorded: None, replays: 0 };
-        let acts = Acts::default();
+        let (acts, encode_acts) = (Acts::default(), Acts::default());
         let param_count = net.def().specs.count();
-        Ok(Model { param_count, config, meta, norms, net, weights, acts, graphs })
+        Ok(Model { param_count, config, meta, norms, net, weights, acts, encode_acts, graphs })
     }
 
     /// Loads a weights file (docs/models.md's format), checking every tensor.
@@ -254,6 +283,44 @@ impl<B: Backend> Model<B> {
         self.emit(be, out)
     }
 
+    /// TLOB's first part: each of `lob (n, L, F)`'s snapshots encoded on its
+    /// own into a token, `out (n, D)` (reused when of that shape). A
+    /// snapshot's token has the same bits as in a whole forward
+    /// (`model::tick` keeps them).
+    pub fn encode_snapshots_into(&mut self, be: &B, lob: &Tensor, out: &mut Tensor) -> Result<()> {
+        let Net::Tlob(n) = &self.net else {
+            return Err(Error::input("lob", format!("only tlob encodes snapshots, this model is {}", self.kind())));
+        };
+        let shape = n.encode_inputs(lob)?;
+        stage(be, &self.weights, &mut self.encode_acts, &self.norms, shape, [Some(lob), None], n)?;
+        let d = n.config().temporal_hidden;
+        self.run_compute(be, shape)?;
+        if out.shape != [shape.batch, d] {
+            *out = Tensor::zeros(vec![shape.batch, d]);
+        }
+        let tokens = self.encode_acts.tokens.expect("an encode pass ends at its tokens");
+        be.read(self.encode_acts.arena.get(tokens), &mut out.data)
+    }
+
+    /// TLOB's second part: the forward from `tokens (B, T, D)` (each window's
+    /// snapshot tokens, oldest first) and the optional `aux (B, A)` to the
+    /// outputs, as `forward_into` from the snapshots those tokens encode.
+    pub fn forward_tokens_into(
+        &mut self,
+        be: &B,
+        tokens: &Tensor,
+        aux: Option<&Tensor>,
+        out: &mut Outputs,
+    ) -> Result<()> {
+        let Net::Tlob(n) = &self.net else {
+            return Err(Error::input("tokens", format!("only tlob runs from tokens, this model is {}", self.kind())));
+        };
+        let (shape, data) = n.tokens_inputs(tokens, aux)?;
+        stage(be, &self.weights, &mut self.acts, &self.norms, shape, data, n)?;
+        self.run_compute(be, shape)?;
+        self.emit(be, out)
+    }
+
     /// Reads the heads' outputs into the named outputs (TLOB: each
     /// horizon's, and the primary one's again under the plain names).
     fn emit(&self, be: &B, out: &mut Outputs) -> Result<()> {
@@ -290,7 +357,8 @@ impl<B: Backend> Model<B> {
         }
         let record = g.enabled && g.last == Some(shape) && be.begin_capture()?;
         g.last = Some(shape);
-        let (weights, acts, norms) = (&self.weights, &mut self.acts, &self.norms);
+        let acts = if shape.part == Part::Encode { &mut self.encode_acts } else { &mut self.acts };
+        let (weights, norms) = (&self.weights, &self.norms);
         let ran = with_net!(&self.net, n => pass(be, weights, acts, norms, shape, n, false));
         if !record {
             return ran;
@@ -359,7 +427,7 @@ fn stage<B: Backend>(
     data: [Option<&Tensor>; 2],
     net: &impl Architecture,
 ) -> Result<()> {
-    if acts.arena.needs_plan(shape.batch, u64::from(shape.aux)) {
+    if acts.arena.needs_plan(shape.batch, shape.key()) {
         acts.batch = shape.batch;
         acts.inputs = [None; 2];
         pass(be, weights, acts, norms, shape, net, true)?;
@@ -383,9 +451,9 @@ fn pass<B: Backend>(
     net: &impl Architecture,
     dry: bool,
 ) -> Result<()> {
-    acts.arena.begin(shape.batch, u64::from(shape.aux));
+    acts.arena.begin(shape.batch, shape.key());
     let (w, sets, aux) = (&weights.w[..], &weights.sets[..], shape.aux);
-    net.forward(&mut Infer { be, w, sets, aux, acts: &mut *acts, norms, dry })?;
+    net.forward(&mut Infer { be, w, sets, aux, part: shape.part, acts: &mut *acts, norms, dry })?;
     acts.arena.end();
     Ok(())
 }

@@ -67,7 +67,7 @@ impl Architecture for Mpd {
         let c = &self.cfg;
         let features = inputs.require("features", "mpd_transformer")?;
         let batch = batch_of(features, "features", &[c.sequence_length, c.input_features])?;
-        Ok((RunShape { batch, aux: false }, [Some(features), None]))
+        Ok((RunShape::whole(batch, false), [Some(features), None]))
     }
 
     fn forward<B: Backend, R: Run<B>>(&self, r: &mut R) -> Result<()> {

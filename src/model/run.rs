@@ -20,7 +20,7 @@
 
 use super::def::{Block, Conv, Def, Heads, Linear, Lstm, Multiscale, Norm, Patch, Slot};
 use super::tape::TrainRun;
-use super::{Inputs, Normalizers, RunShape};
+use super::{Inputs, Normalizers, Part, RunShape};
 use crate::backend::{
     Backend, BroadcastShape, ConvShape, ConvWeights, Epilogue, HeadsOut, HeadsRef, LinearShape, LstmShape, PatchShape,
     Pool, Train,
@@ -48,6 +48,14 @@ pub trait Run<B: Backend> {
     fn batch(&self) -> usize;
     /// Whether this pass has the auxiliary input (input 1).
     fn aux(&self) -> bool;
+    /// Which part of the forward this pass runs (only inference splits).
+    fn part(&self) -> Part {
+        Part::Whole
+    }
+    /// An `Encode` pass's result, `(batch, D)` tokens, for the caller to read.
+    fn tokens_out(&mut self, _x: Act) -> Result<()> {
+        Err(Error::input("(activations)", "only an inference pass can end at the tokens"))
+    }
     /// Input `i` (0: `features` or `lob`, 1: `aux`), `(rows, dim)`: the staged
     /// input, standardized when the inference model has a normalizer for it.
     fn input(&mut self, i: usize, rows: usize, dim: usize) -> Result<Act>;
@@ -210,17 +218,19 @@ impl<B: Backend> Arena<B> {
 }
 
 /// An inference model's activations: the arena, where its inputs were put,
-/// and each set of heads' outputs (logits, confidence, expected return).
+/// and each set of heads' outputs (logits, confidence, expected return), or
+/// an `Encode` pass's tokens.
 pub struct Acts<B: Backend> {
     pub arena: Arena<B>,
     pub inputs: [Option<Act>; 2],
     pub heads: Vec<[Act; 3]>,
+    pub tokens: Option<Act>,
     pub batch: usize,
 }
 
 impl<B: Backend> Default for Acts<B> {
     fn default() -> Self {
-        Acts { arena: Arena::default(), inputs: [None; 2], heads: Vec::new(), batch: 0 }
+        Acts { arena: Arena::default(), inputs: [None; 2], heads: Vec::new(), tokens: None, batch: 0 }
     }
 }
 
@@ -232,6 +242,7 @@ pub struct Infer<'a, B: Backend> {
     pub w: &'a [B::Buf],
     pub sets: &'a [Vec<ConvWeights<B>>],
     pub aux: bool,
+    pub part: Part,
     pub acts: &'a mut Acts<B>,
     pub norms: &'a Normalizers<B>,
     pub dry: bool,
@@ -315,6 +326,17 @@ impl<B: Backend> Run<B> for Infer<'_, B> {
 
     fn aux(&self) -> bool {
         self.aux
+    }
+
+    fn part(&self) -> Part {
+        self.part
+    }
+
+    fn tokens_out(&mut self, x: Act) -> Result<()> {
+        if self.dry {
+            self.acts.tokens = Some(x);
+        }
+        Ok(())
     }
 
     fn linear(&mut self, l: &Linear, x: Act, rows: usize) -> Result<Act> {

@@ -4,9 +4,9 @@
 //! training run the same code, see `model::run`) and, beside it, its backward.
 
 use super::def::{Block, Conv, Def, Heads, Linear, Multiscale, Norm, Recipe, Slot, SpatialProj};
-use super::run::{Architecture, Run};
+use super::run::{Act, Architecture, Run};
 use super::tape::TrainRun;
-use super::{batch_of, horizon_names, mlp_width, Inputs, RunShape};
+use super::{batch_of, horizon_names, mlp_width, Inputs, Part, RunShape};
 use crate::backend::{Backend, BroadcastShape, Pool, Train};
 use crate::error::{Error, Result};
 use crate::model::config::TlobConfig;
@@ -87,6 +87,50 @@ impl Tlob {
     pub fn primary(&self) -> usize {
         self.cfg.horizons.iter().position(|&h| h == self.cfg.primary_horizon).unwrap_or(0)
     }
+
+    /// Checks an `Encode` pass's `lob (n, L, F)`; returns its shape.
+    pub(super) fn encode_inputs(&self, lob: &Tensor) -> Result<RunShape> {
+        let c = &self.cfg;
+        let batch = batch_of(lob, "lob", &[c.num_levels, c.lob_features])?;
+        Ok(RunShape { batch, aux: false, part: Part::Encode })
+    }
+
+    /// Checks a `Tokens` pass's `tokens (B, T, D)` and optional `aux`;
+    /// returns its shape and the inputs to stage.
+    pub(super) fn tokens_inputs<'a>(
+        &self,
+        tokens: &'a Tensor,
+        aux: Option<&'a Tensor>,
+    ) -> Result<(RunShape, [Option<&'a Tensor>; 2])> {
+        let c = &self.cfg;
+        let batch = batch_of(tokens, "tokens", &[c.sequence_length, c.temporal_hidden])?;
+        let aux = self.check_aux(aux, batch)?;
+        Ok((RunShape { batch, aux: aux.is_some(), part: Part::Tokens }, [Some(tokens), aux]))
+    }
+
+    /// `aux` if this model takes it and its batch is `batch`.
+    fn check_aux<'a>(&self, aux: Option<&'a Tensor>, batch: usize) -> Result<Option<&'a Tensor>> {
+        match (aux, self.aux.is_some()) {
+            (Some(_), false) => Err(Error::input("aux", "this tlob model has no auxiliary encoder (aux_features = 0)")),
+            (Some(a), true) => {
+                let b = batch_of(a, "aux", &[self.cfg.aux_features])?;
+                if b != batch {
+                    return Err(Error::input("aux", format!("batch {b} differs from the tlob input's batch {batch}")));
+                }
+                Ok(Some(a))
+            }
+            (None, _) => Ok(None),
+        }
+    }
+
+    /// 1-2. Spatial CNN per snapshot, then one token per snapshot: each of
+    /// `snapshots` on its own, so an encoding does not depend on the others.
+    fn encode<B: Backend, R: Run<B>>(&self, r: &mut R, mut x: Act, snapshots: usize) -> Result<Act> {
+        for conv in &self.convs {
+            x = r.conv_gelu(conv, x, snapshots, self.cfg.num_levels)?;
+        }
+        r.linear(&self.proj.lin, x, snapshots)
+    }
 }
 
 impl Architecture for Tlob {
@@ -100,36 +144,33 @@ impl Architecture for Tlob {
         let c = &self.cfg;
         let lob = inputs.require("lob", "tlob")?;
         let batch = batch_of(lob, "lob", &[c.sequence_length, c.num_levels, c.lob_features])?;
-        let aux = match (inputs.aux, self.aux.is_some()) {
-            (Some(_), false) => {
-                return Err(Error::input("aux", "this tlob model has no auxiliary encoder (aux_features = 0)"));
-            }
-            (Some(a), true) => {
-                let b = batch_of(a, "aux", &[c.aux_features])?;
-                if b != batch {
-                    return Err(Error::input("aux", format!("batch {b} differs from lob's batch {batch}")));
-                }
-                Some(a)
-            }
-            (None, _) => None,
-        };
-        Ok((RunShape { batch, aux: aux.is_some() }, [Some(lob), aux]))
+        let aux = self.check_aux(inputs.aux, batch)?;
+        Ok((RunShape::whole(batch, aux.is_some()), [Some(lob), aux]))
     }
 
+    /// The whole forward, or one of its two parts (`model::Part`): the
+    /// snapshots' encoding alone, or everything after it from given tokens.
     fn forward<B: Backend, R: Run<B>>(&self, r: &mut R) -> Result<()> {
         let c = &self.cfg;
-        let (batch, t, l, d) = (r.batch(), c.sequence_length, c.num_levels, c.temporal_hidden);
+        let (part, batch, t, l, d) = (r.part(), r.batch(), c.sequence_length, c.num_levels, c.temporal_hidden);
         let rows = batch * t;
-        let mut x = r.input(0, rows * l, c.lob_features)?;
+        let x = match part {
+            Part::Tokens => r.input(0, rows, d)?,
+            Part::Encode => r.input(0, batch * l, c.lob_features)?,
+            Part::Whole => r.input(0, rows * l, c.lob_features)?,
+        };
         let aux = match (&self.aux, r.aux()) {
             (Some(_), true) => Some(r.input(1, batch, c.aux_features)?),
             _ => None,
         };
-        // 1-2. Spatial CNN per snapshot, then one token per snapshot.
-        for conv in &self.convs {
-            x = r.conv_gelu(conv, x, rows, l)?;
-        }
-        let x = r.linear(&self.proj.lin, x, rows)?;
+        let x = match part {
+            Part::Tokens => x,
+            Part::Encode => {
+                let tokens = self.encode(r, x, batch)?;
+                return r.tokens_out(tokens);
+            }
+            Part::Whole => self.encode(r, x, rows)?,
+        };
         // 3. Multi-scale temporal conv, residual.
         let cat = r.multiscale(&self.multiscale, x, batch, t)?;
         let mut x = r.residual(&self.ms_proj, cat, x, rows)?;
