@@ -16,7 +16,6 @@ mod common;
 use common::{default_model, inputs};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use quorum::backend::Precision;
-use quorum::model::tick::TlobTick;
 use quorum::model::ModelKind;
 use quorum::{Cpu, Inputs, Outputs, Tensor};
 
@@ -45,9 +44,9 @@ fn forward_on(c: &mut Criterion, name: &str, be: Cpu) {
     group.finish();
 }
 
-/// One tick (a new snapshot per symbol, then the forward from the kept
-/// tokens) against the whole forward of the same windows, in one group so
-/// the two are measured in the same run.
+/// A tick through TLOB's token cache (windows slid by one snapshot, so one
+/// new row a symbol) against the whole forward of the same windows (the
+/// cache off), in one group so the two are measured in the same run.
 fn tlob_tick(c: &mut Criterion) {
     for (name, precision) in [("f32", Precision::F32), ("bf16", Precision::Bf16), ("int8", Precision::Int8)] {
         let be = match Cpu::with_precision(precision) {
@@ -60,24 +59,31 @@ fn tlob_tick(c: &mut Criterion) {
         let mut group = c.benchmark_group(format!("tlob_tick_{name}"));
         let mut model = default_model(&be, ModelKind::Tlob);
         for symbols in [1usize, 32] {
-            let (_, lob, aux) = inputs(ModelKind::Tlob, symbols);
-            let (lob, aux) = (lob.unwrap(), aux.unwrap());
-            let mut out = Outputs::new();
-            let whole = Inputs { lob: Some(&lob), aux: Some(&aux), ..Inputs::default() };
-            group.bench_with_input(BenchmarkId::new("whole", symbols), &symbols, |b, _| {
-                b.iter(|| model.forward_into(&be, &whole, &mut out).unwrap())
-            });
-            let mut tick = TlobTick::new(&model, symbols).unwrap();
-            let row = Tensor::new(vec![symbols, 20, 4], lob.data[..symbols * 80].to_vec()).unwrap();
-            for _ in 0..100 {
-                tick.push(&mut model, &be, &row).unwrap();
-            }
-            group.bench_with_input(BenchmarkId::new("tick", symbols), &symbols, |b, _| {
-                b.iter(|| {
-                    tick.push(&mut model, &be, &row).unwrap();
-                    tick.forward_into(&mut model, &be, Some(&aux), &mut out).unwrap()
+            // A stream of 200 snapshots a symbol, cut into its sliding windows.
+            let (_, stream, aux) = inputs(ModelKind::Tlob, 2 * symbols);
+            let (stream, aux) = (stream.unwrap(), aux.unwrap());
+            let aux = Tensor::new(vec![symbols, 112], aux.data[..symbols * 112].to_vec()).unwrap();
+            let windows: Vec<Tensor> = (0..100)
+                .map(|k| {
+                    let mut lob = Vec::with_capacity(symbols * 8000);
+                    for s in 0..symbols {
+                        lob.extend_from_slice(&stream.data[s * 16000 + k * 80..s * 16000 + (k + 100) * 80]);
+                    }
+                    Tensor::new(vec![symbols, 100, 20, 4], lob).unwrap()
                 })
-            });
+                .collect();
+            let mut out = Outputs::new();
+            for (label, cache) in [("whole", false), ("tick", true)] {
+                model.set_token_cache(cache);
+                let mut k = 0;
+                group.bench_with_input(BenchmarkId::new(label, symbols), &symbols, |b, _| {
+                    b.iter(|| {
+                        k = (k + 1) % windows.len();
+                        let inp = Inputs { lob: Some(&windows[k]), aux: Some(&aux), ..Inputs::default() };
+                        model.forward_into(&be, &inp, &mut out).unwrap()
+                    })
+                });
+            }
         }
         group.finish();
     }

@@ -11,6 +11,7 @@ use cli::{bench_symbols, demo, evaluate, features, market, models, serve, train}
 
 use quorum::backend::gpu::Precision;
 use quorum::backend::select::Device;
+use quorum::model::LobNormalization;
 
 #[derive(Parser)]
 #[command(name = "quorum", version, about = "An engine for an ensemble of order-book models")]
@@ -126,6 +127,11 @@ enum Command {
         /// p50 and p99 and the largest count under a 100 ms tick.
         #[arg(long, value_delimiter = ',')]
         symbols: Vec<usize>,
+        /// With --symbols: the built-in TLOB's input contract. `snapshot`
+        /// normalizes each snapshot on its own, so a tick encodes only the
+        /// new snapshots (docs/models.md, "The TLOB tick").
+        #[arg(long, value_parser = ["window", "snapshot"], default_value = "window")]
+        lob_normalization: String,
     },
     /// Build the 112-feature table (docs/features.md) of each symbol's stored
     /// snapshots and trades: `<out>/<SYMBOL>.parquet`.
@@ -188,8 +194,13 @@ fn main() -> Result<()> {
         Command::Infer { weights, input, output, backend, precision } => {
             models::infer(&weights, &input, &output, backend, precision)
         }
-        Command::Bench { symbols, iters, backend, precision, .. } if !symbols.is_empty() => {
-            bench_symbols::bench_symbols(&symbols, iters, backend, precision)
+        Command::Bench { symbols, iters, backend, precision, lob_normalization, .. } if !symbols.is_empty() => {
+            let snapshot = lob_normalization == "snapshot";
+            let norm = if snapshot { LobNormalization::Snapshot } else { LobNormalization::Window };
+            bench_symbols::bench_symbols(&symbols, iters, backend, precision, norm)
+        }
+        Command::Bench { lob_normalization, .. } if lob_normalization != "window" => {
+            anyhow::bail!("--lob-normalization applies to live ticks: give it with --symbols")
         }
         Command::Bench { batch, iters, backend, model, no_graphs, precision, ensemble, .. } => {
             models::bench(&batch, iters, backend, &model, !no_graphs, precision)?;

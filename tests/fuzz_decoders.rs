@@ -61,7 +61,7 @@ fn the_valid_seeds_parse() {
 }
 
 fn layout() -> InputLayout {
-    InputLayout { features: Some([60, 112]), lob: Some([100, 20, 4]), aux: Some(112) }
+    InputLayout { features: Some([60, 112]), lob: Some([100, 20, 4]), aux: Some(112), ..InputLayout::default() }
 }
 
 fn small_safetensors() -> Vec<u8> {

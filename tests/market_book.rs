@@ -5,7 +5,7 @@ use quorum::market::binance::{
 };
 use quorum::market::book::{BookError, DiffOutcome, OrderBook};
 use quorum::market::decimal::{DecimalError, Fixed};
-use quorum::market::sequence::RawLOBSequence;
+use quorum::market::sequence::{snapshot_rows, RawLOBSequence, SNAPSHOT_ROW};
 use quorum::market::types::{Level, Snapshot, SnapshotError, NUM_LEVELS};
 use quorum::market::{BinanceError, DepthSnapshot, DepthUpdate, PriceLevel, StreamEvent};
 
@@ -448,6 +448,54 @@ fn fuzz_parser_and_book_with_random_truncated_and_mutated_messages() {
 }
 
 // ---- TLOB tensor ------------------------------------------------------------
+
+#[test]
+fn snapshot_normalized_tensor_matches_a_hand_computed_case() {
+    // Three snapshots: mids 100, 100.25 and none (one side empty).
+    let mut s0 = Snapshot::empty(0, 0, 1);
+    s0.bids[0] = Level::new(99.5, 1.0);
+    s0.asks[0] = Level::new(100.5, 3.0);
+    s0.asks[1] = Level::new(101.0, 0.0);
+    let mut s1 = Snapshot::empty(100, 0, 2);
+    s1.bids[0] = Level::new(100.0, 7.0);
+    s1.asks[0] = Level::new(100.5, 1.0);
+    let mut s2 = Snapshot::empty(200, 0, 3);
+    s2.asks[0] = Level::new(100.5, 1.0);
+    let seq = RawLOBSequence::new(vec![s0, s1]).unwrap();
+    let t = seq.to_snapshot_tensor(None);
+    let at = |tt: usize, l: usize, f: usize| t[(tt * NUM_LEVELS + l) * 4 + f];
+    // Snapshot 0 has no snapshot before it: its own mid, 100.
+    assert_eq!([at(0, 0, 0), at(0, 0, 2), at(0, 1, 2)], [-50.0, 50.0, 100.0]);
+    // Its volumes by its own statistics: ln 2, ln 4, 0.
+    let z = |v: &[f64], x: f64| {
+        let mean = v.iter().sum::<f64>() / v.len() as f64;
+        let std = (v.iter().map(|y| (y - mean).powi(2)).sum::<f64>() / v.len() as f64).sqrt();
+        ((x - mean) / (std + 1e-8)) as f32
+    };
+    let v0 = [2f64.ln(), 4f64.ln(), 0.0];
+    assert_eq!([at(0, 0, 1), at(0, 0, 3), at(0, 1, 3)], [z(&v0, v0[0]), z(&v0, v0[1]), z(&v0, 0.0)]);
+    // Snapshot 1's prices from snapshot 0's mid (100): its own move shows.
+    assert_eq!([at(1, 0, 0), at(1, 0, 2)], [0.0, 50.0]);
+    let v1 = [8f64.ln(), 2f64.ln()];
+    assert_eq!([at(1, 0, 1), at(1, 0, 3)], [z(&v1, v1[0]), z(&v1, v1[1])]);
+    // Missing levels are 0 in every feature.
+    assert!((2..NUM_LEVELS).all(|l| (0..4).all(|f| at(0, l, f) == 0.0 && at(1, l, f) == 0.0)));
+    // A snapshot before the window moves the first row's reference only.
+    let mut before = Snapshot::empty(0, 0, 0);
+    before.bids[0] = Level::new(98.0, 1.0);
+    before.asks[0] = Level::new(102.0, 1.0);
+    let moved = seq.to_snapshot_tensor(Some(&before));
+    assert_eq!(moved[..4], [-50.0, at(0, 0, 1), 50.0, at(0, 0, 3)]);
+    assert_eq!(moved[NUM_LEVELS * 4..], t[NUM_LEVELS * 4..]);
+    // A previous snapshot without a mid: the row's own mid; neither: prices 0.
+    let r = snapshot_rows(Some(&s2), &s1);
+    assert_eq!([r[0], r[2]], [(1e4 * (100.0 / 100.25 - 1.0)) as f32, (1e4 * (100.5 / 100.25 - 1.0)) as f32]);
+    let r = snapshot_rows(None, &s2);
+    assert_eq!([r[2], r[3]], [0.0, 0.0]);
+    // The window tensor is its snapshots' rows, in order.
+    assert_eq!(t[..SNAPSHOT_ROW], snapshot_rows(None, &s0));
+    assert_eq!(t[SNAPSHOT_ROW..], snapshot_rows(Some(&s0), &s1));
+}
 
 #[test]
 fn normalized_tensor_matches_a_hand_computed_case() {

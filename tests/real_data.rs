@@ -91,15 +91,15 @@ fn imported_btcusdt_gives_features_and_every_model_runs_on_its_windows() {
         assert!(distinct.len() > 1, "{kind}: different windows give different outputs");
     }
     tlob_windows_share_no_normalized_snapshot(&raw);
+    snapshot_normalized_tlob_ticks_as_its_whole_forward(&data);
     let _ = std::fs::remove_dir_all(&root);
 }
 
-/// Why a live TLOB tick does not reuse the encodings of the 99 snapshots it
-/// shares with the previous tick (issue #19's "tick cache"; docs/models.md,
-/// "A TLOB tick recomputes its window"): the window is normalized as a
-/// whole, prices against its last mid and volumes by its own mean and std,
-/// so a snapshot's normalized row changes from one tick to the next. On the
-/// real recording, count the shared rows whose values stayed the same.
+/// Why a TLOB of the `window` normalization has no token cache
+/// (docs/models.md, "The TLOB tick"): the window is normalized as a whole,
+/// prices against its last mid and volumes by its own mean and std, so a
+/// snapshot's normalized row changes from one tick to the next. On the real
+/// recording, count the shared rows whose values stayed the same.
 fn tlob_windows_share_no_normalized_snapshot(raw: &std::path::Path) {
     use quorum::market::{read_snapshots, RawLOBSequence, Snapshot};
     const ROW: usize = 20 * 4;
@@ -126,4 +126,54 @@ fn tlob_windows_share_no_normalized_snapshot(raw: &std::path::Path) {
     );
     assert!(shared > 100_000, "{shared} shared rows");
     assert!(same * 1000 < shared, "{same} of {shared} shared rows kept their values: a tick cache would pay");
+}
+
+/// The `snapshot` normalization on the real recording: a snapshot's rows
+/// are the same in every window that holds it (each window of the dataset is
+/// its snapshots' own rows), so on consecutive windows the token cache
+/// encodes one new snapshot a tick, and its outputs have the whole
+/// forward's bits at every tick checked.
+fn snapshot_normalized_tlob_ticks_as_its_whole_forward(data: &quorum::train::dataset::Dataset) {
+    use quorum::market::{snapshot_rows, SNAPSHOT_ROW};
+    use quorum::model::{LobNormalization, Outputs};
+    let mut config = ModelConfig::default_for(ModelKind::Tlob);
+    if let ModelConfig::Tlob(c) = &mut config {
+        c.lob_normalization = LobNormalization::Snapshot;
+    }
+    let be = Cpu::new();
+    let params = generated::params(&config);
+    let mut cached = Model::from_tensors(&be, config.clone(), &params, ModelMeta::default()).unwrap();
+    let mut whole = Model::from_tensors(&be, config.clone(), &params, ModelMeta::default()).unwrap();
+    whole.set_token_cache(false);
+    // The stream's rows, each from its snapshot and the one before it in the same run.
+    let rows = |t: usize| snapshot_rows(data.window_fits(t, 2).then(|| &data.snapshots[t - 1]), &data.snapshots[t]);
+    let start = (0..data.len()).find(|&t| data.window_fits(t + 300, 301)).expect("a run of 300 snapshots");
+    let (mut out, mut expected, mut checked) = (Outputs::new(), Outputs::new(), 0);
+    for t in start + TLOB_WINDOW..start + 300 {
+        let input = data.tlob_input_as(t, LobNormalization::Snapshot).unwrap().expect("the window fits");
+        for (i, r) in input.lob.chunks(SNAPSHOT_ROW).enumerate() {
+            let own = rows(t + 1 - TLOB_WINDOW + i);
+            assert!(r.iter().zip(&own).all(|(a, b)| a.to_bits() == b.to_bits()), "row {i} of the window at {t}");
+        }
+        let lob = Tensor::new(vec![1, 100, 20, 4], input.lob).unwrap();
+        let aux = Tensor::new(vec![1, 112], input.aux.to_vec()).unwrap();
+        let inputs = Inputs { lob: Some(&lob), aux: Some(&aux), ..Inputs::default() };
+        let before = cached.token_cache().unwrap().counts().0;
+        cached.forward_into(&be, &inputs, &mut out).unwrap();
+        let encoded = cached.token_cache().unwrap().counts().0 - before;
+        // A window of the same snapshots as another (a quiet book) may find
+        // even its newest row held.
+        assert!(encoded <= if t == start + TLOB_WINDOW { 100 } else { 1 }, "{encoded} rows encoded at {t}");
+        if (t - start) % 40 == 0 {
+            whole.forward_into(&be, &inputs, &mut expected).unwrap();
+            for (name, v) in &expected {
+                let got = &out[name].data;
+                assert!(v.data.iter().zip(got).all(|(a, b)| a.to_bits() == b.to_bits()), "{name} at {t}");
+            }
+            checked += 1;
+        }
+    }
+    let (encoded, reused) = cached.token_cache().unwrap().counts();
+    println!("snapshot-normalized TLOB on the real stream: {encoded} rows encoded, {reused} reused; {checked} ticks had the whole forward's bits");
+    assert!(checked >= 4, "{checked} ticks checked");
 }

@@ -503,3 +503,65 @@ async fn several_symbols_are_followed_together_and_served_by_name() {
         ex.shutdown().await;
     }
 }
+
+/// A TLOB of the `snapshot` input contract, live: each decision reads the
+/// window as `to_snapshot_tensor` builds it (the first row's price reference
+/// the snapshot before the window, once live mode has one), not the window
+/// normalization, and its token cache does not change what it decides.
+#[test]
+fn a_snapshot_tlob_decides_live_on_each_snapshots_own_rows() {
+    use quorum::market::{MarketSimulator, RawLOBSequence, Snapshot, Trade};
+    use quorum::model::{LobNormalization, ModelConfig, TlobConfig};
+    use quorum::server::engine::EngineInputs;
+    use quorum::server::live::{LiveHub, LiveState};
+    use std::time::Instant;
+
+    let ModelConfig::Tlob(small) = &small_configs()[1] else { unreachable!() };
+    let config = ModelConfig::Tlob(TlobConfig {
+        aux_features: 0,
+        lob_normalization: LobNormalization::Snapshot,
+        ..small.clone()
+    });
+    let ensemble =
+        EnsembleConfig { model_weights: vec![ModelWeight::new(ModelType::Tlob, 1.0)], ..EnsembleConfig::default() };
+    let engine = engine_with(std::slice::from_ref(&config), ensemble.clone());
+    // The same weights answering windows given whole, apart from the live pipeline.
+    let reference = engine_with(&[config], ensemble);
+    let hub = LiveHub::new("SIMUSDT", 10);
+    let mut state = LiveState::new(engine, hub, None);
+    let mut sim = MarketSimulator::new(SimConfig { interval_ms: 1000, ..SimConfig::default() }).unwrap();
+    let mut seen: Vec<Snapshot> = Vec::new();
+    let tlob_of = |json: &str| -> Value {
+        let v: Value = serde_json::from_str(json).unwrap();
+        v["decision"]["predictions"][0].clone()
+    };
+    let mut checked = 0;
+    for tick in 1..=130usize {
+        let view = sim.step().unwrap();
+        let trades: Vec<Trade> = view.trades.iter().map(|t| t.to_trade()).collect();
+        let snap = *view.snapshot;
+        seen.push(snap);
+        let Some(entry) = state.on_sample(&trades, &snap, Instant::now()) else {
+            assert!(tick < 100, "tick {tick} warm but undecided");
+            continue;
+        };
+        let window = &seen[seen.len() - 100..];
+        let before = seen.len().checked_sub(101).map(|i| &seen[i]);
+        let seq = RawLOBSequence::new(window.to_vec()).unwrap();
+        let decide = |lob: Vec<f32>| {
+            let d = reference.predict_many(vec![EngineInputs { features: None, lob: Some(lob), aux: None }]);
+            let d = d.into_iter().next().unwrap().unwrap();
+            serde_json::to_value(&d.predictions[0]).unwrap()
+        };
+        let mut live = tlob_of(&entry.json);
+        let mut want = decide(seq.to_snapshot_tensor(before));
+        let mut window_contract = decide(seq.to_normalized_tensor());
+        for v in [&mut live, &mut want, &mut window_contract] {
+            v.as_object_mut().unwrap().remove("timestamp");
+        }
+        assert_eq!(live, want, "tick {tick}");
+        assert_ne!(live, window_contract, "tick {tick}: the window normalization would decide the same");
+        checked += 1;
+    }
+    assert!(checked >= 30, "{checked} decisions checked");
+}

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use quorum::features::{build_from_store, write_feature_table, FEATURE_NAMES, NUM_FEATURES};
 use quorum::market::{simulate_to_parquet, SimConfig};
-use quorum::model::{CnnLstmConfig, ModelConfig, ModelKind};
+use quorum::model::{CnnLstmConfig, LobNormalization, ModelConfig, ModelKind};
 use quorum::train::baseline::LogisticRegression;
 use quorum::train::batches::{Batcher, Task};
 use quorum::train::data::load_data;
@@ -422,6 +422,18 @@ fn tlob_batches_hold_lob_windows_aux_and_every_horizon() {
     let lob = batch.lob.as_ref().unwrap();
     assert_eq!(lob.shape, vec![2, 100, 20, 4]);
     assert_eq!(&lob.data[100 * 80..], &ds.tlob_input(rows[1]).unwrap().unwrap().lob[..]);
+    // A model of the snapshot contract trains on the snapshot tensor.
+    let mut snap_cfg = cfg.clone();
+    if let ModelConfig::Tlob(c) = &mut snap_cfg {
+        c.lob_normalization = LobNormalization::Snapshot;
+    }
+    let snap_task = Task::of(&snap_cfg, 20).unwrap();
+    let mut snap_batch = TrainBatch::default();
+    Batcher { task: &snap_task, ..b }.fill(&rows, &mut snap_batch).unwrap();
+    let snap_lob = &snap_batch.lob.as_ref().unwrap().data;
+    let want = ds.tlob_input_as(rows[1], LobNormalization::Snapshot).unwrap().unwrap().lob;
+    assert_eq!(&snap_lob[100 * 80..], &want[..]);
+    assert_ne!(&snap_lob[100 * 80..], &lob.data[100 * 80..], "the two contracts give different tensors");
     let aux = batch.aux.as_ref().unwrap();
     assert_eq!(aux.shape, vec![2, NUM_FEATURES]);
     let want = ((f64::from(ds.row(rows[0])[5]) - norm.mean[5]) / norm.std[5]) as f32;

@@ -19,6 +19,7 @@ use quorum::backend::gpu::Precision;
 use quorum::backend::select::Device;
 use quorum::ensemble::{EnsembleConfig, ModelType};
 use quorum::market::{MarketSimulator, SimConfig, Snapshot, Trade};
+use quorum::model::LobNormalization;
 use quorum::server::engine::Engine;
 use quorum::server::live::{decide_together, LiveHub, LiveState, MAX_LIVE_SYMBOLS};
 
@@ -29,7 +30,13 @@ const TICK_MS: f64 = 100.0;
 /// candles, then 60 feature vectors, with margin.
 const MAX_WARMUP_TICKS: usize = 400;
 
-pub fn bench_symbols(counts: &[usize], ticks: usize, backend: Device, precision: Precision) -> Result<()> {
+pub fn bench_symbols(
+    counts: &[usize],
+    ticks: usize,
+    backend: Device,
+    precision: Precision,
+    lob_normalization: LobNormalization,
+) -> Result<()> {
     if ticks == 0 {
         bail!("--iters (ticks per symbol count) must be at least 1");
     }
@@ -37,10 +44,10 @@ pub fn bench_symbols(counts: &[usize], ticks: usize, backend: Device, precision:
         bail!("--symbols: {n} is not 1 to {MAX_LIVE_SYMBOLS}");
     }
     let engine = Arc::new(Engine::on(backend.open()?, precision, EnsembleConfig::default())?);
-    engine.load_builtin_weights()?;
+    engine.load_builtin_weights_as(lob_normalization)?;
     println!(
         "quorum {} live tick for many symbols: backend {}, precision {}, {} threads, the three models at their \
-         default sizes (generated weights), {ticks} ticks each",
+         default sizes (generated weights), TLOB's lob normalization {lob_normalization:?}, {ticks} ticks each",
         env!("CARGO_PKG_VERSION"),
         engine.backend_name(),
         precision.name(),

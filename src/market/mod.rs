@@ -26,7 +26,7 @@ pub use exchange::{ExchangeConfig, ExchangeError, Fault, LoopbackExchange, Sched
 pub use import::{import_files, ImportError, ImportOptions, ImportReport};
 pub use recording::RecordFormat;
 pub use replay::{ReplayError, ReplayFeed};
-pub use sequence::{RawLOBSequence, SequenceError};
+pub use sequence::{snapshot_rows, RawLOBSequence, SequenceError, SNAPSHOT_ROW};
 pub use simulator::{parse_duration, simulate_to_parquet, MarketSimulator, SimConfig, SimError, SimSummary, TickView};
 pub use store::{read_snapshots, read_trades, write_snapshots, write_trades, SnapshotWriter, StoreError, TradeWriter};
 pub use types::{is_exchange_symbol, Level, Snapshot, SnapshotError, Trade, EXCHANGE_SYMBOL_RULE, NUM_LEVELS};

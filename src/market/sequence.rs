@@ -118,6 +118,62 @@ impl RawLOBSequence {
         }
         out
     }
+
+    /// The TLOB input under the `snapshot` normalization (a model's
+    /// `lob_normalization`; `to_normalized_tensor` is the `window` one), same layout as
+    /// `to_normalized_tensor`: each snapshot's rows by [`snapshot_rows`] from
+    /// it and the one before it (for the first, `before`: the snapshot just
+    /// before the window in the same stream, if there is one).
+    pub fn to_snapshot_tensor(&self, before: Option<&Snapshot>) -> Vec<f32> {
+        let mut out = Vec::with_capacity(self.snapshots.len() * SNAPSHOT_ROW);
+        let mut prev = before;
+        for s in &self.snapshots {
+            out.extend_from_slice(&snapshot_rows(prev, s));
+            prev = Some(s);
+        }
+        out
+    }
+}
+
+/// Values of one snapshot in the TLOB input: `NUM_LEVELS × 4`.
+pub const SNAPSHOT_ROW: usize = NUM_LEVELS * FEATURES_PER_LEVEL;
+
+/// One snapshot's TLOB input under the `snapshot` normalization, from it and
+/// the snapshot before it in the stream (`prev`, `None` at a stream's start
+/// or after a gap), `[level][feature]` as in `to_normalized_tensor`:
+/// - prices: `1e4 · (px / ref − 1)`, `ref` the previous snapshot's mid (so a
+///   row holds the move since the last snapshot as well as the book's shape),
+///   or this snapshot's own mid when there is no previous one or it has no
+///   mid; all prices 0 when neither has one;
+/// - volumes: `ln(1 + qty)` standardized over this snapshot's present volume
+///   entries (both sides, all levels), `(x − mean) / (std + 1e-8)`, ddof = 0;
+/// - missing levels (NaN) are 0 in all their features.
+///
+/// It reads nothing else, so a snapshot's rows are the same in every window
+/// that holds it. Computed in f64, stored as f32.
+pub fn snapshot_rows(prev: Option<&Snapshot>, s: &Snapshot) -> [f32; SNAPSHOT_ROW] {
+    let mut out = [0f32; SNAPSHOT_ROW];
+    let reference = prev.and_then(|p| p.mid()).or_else(|| s.mid()).filter(|m| m.is_finite() && *m > 0.0);
+    let (mut count, mut sum) = (0usize, 0f64);
+    for v in log_volumes(s) {
+        sum += v;
+        count += 1;
+    }
+    let mean = if count > 0 { sum / count as f64 } else { 0.0 };
+    let sq: f64 = log_volumes(s).map(|v| (v - mean) * (v - mean)).sum();
+    let denom = if count > 0 { (sq / count as f64).sqrt() } else { 0.0 } + 1e-8;
+    let price = |px: f64| reference.map_or(0.0, |r| (1e4 * (px / r - 1.0)) as f32);
+    let volume = |q: f64| if q.is_nan() { 0.0 } else { ((q.ln_1p() - mean) / denom) as f32 };
+    for lvl in 0..NUM_LEVELS {
+        let o = lvl * FEATURES_PER_LEVEL;
+        for (side, l) in [(0, s.bids[lvl]), (2, s.asks[lvl])] {
+            if !l.price.is_nan() {
+                out[o + side] = price(l.price);
+                out[o + side + 1] = volume(l.quantity);
+            }
+        }
+    }
+    out
 }
 
 /// `ln(1 + qty)` of every present level (price and quantity not NaN), both sides.

@@ -72,6 +72,28 @@ impl Default for MpdConfig {
     }
 }
 
+/// How TLOB's `lob` input is normalized (docs/data.md, "The TLOB input
+/// tensor"): the input contract a model was trained on.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum LobNormalization {
+    /// The window as a whole: prices from the last snapshot's mid, volumes
+    /// by the window's statistics. Every row changes on every tick.
+    #[default]
+    Window,
+    /// Each snapshot on its own: prices from the previous snapshot's mid,
+    /// volumes by the snapshot's own statistics. A row never changes once
+    /// made, so a live tick reuses the other snapshots' encodings
+    /// (`model::tick`).
+    Snapshot,
+}
+
+impl LobNormalization {
+    pub fn is_window(&self) -> bool {
+        *self == LobNormalization::Window
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TlobConfig {
@@ -90,6 +112,10 @@ pub struct TlobConfig {
     pub horizons: Vec<usize>,
     pub primary_horizon: usize,
     pub aux_features: usize,
+    /// Left out of the JSON when `window`, so files of the window contract
+    /// read the same in builds from before the field.
+    #[serde(skip_serializing_if = "LobNormalization::is_window")]
+    pub lob_normalization: LobNormalization,
 }
 
 impl Default for TlobConfig {
@@ -110,6 +136,7 @@ impl Default for TlobConfig {
             horizons: vec![10, 30, 50],
             primary_horizon: 30,
             aux_features: 112,
+            lob_normalization: LobNormalization::Window,
         }
     }
 }
@@ -552,6 +579,29 @@ mod tests {
         ];
         for (kind, json, field) in &cases {
             assert_eq!(field_of(*kind, json), *field, "{json}");
+        }
+    }
+
+    #[test]
+    fn the_lob_normalization_is_read_written_and_left_out_when_window() {
+        let ModelConfig::Tlob(c) =
+            ModelConfig::from_json(ModelKind::Tlob, r#"{"lob_normalization": "snapshot"}"#).unwrap()
+        else {
+            unreachable!()
+        };
+        assert_eq!(c.lob_normalization, LobNormalization::Snapshot);
+        let json = ModelConfig::Tlob(c.clone()).to_json();
+        assert!(json.contains(r#""lob_normalization":"snapshot""#), "{json}");
+        assert_eq!(ModelConfig::from_json(ModelKind::Tlob, &json).unwrap(), ModelConfig::Tlob(c));
+        // The window contract is the default, and stays out of the file.
+        let window = ModelConfig::default_for(ModelKind::Tlob);
+        assert!(!window.to_json().contains("lob_normalization"));
+        match ModelConfig::from_json(ModelKind::Tlob, r#"{"lob_normalization": "tick"}"#) {
+            Err(Error::Config { field, reason }) => {
+                assert_eq!(field, "tlob.config");
+                assert!(reason.contains("unknown variant `tick`") && reason.contains("snapshot"), "{reason}");
+            }
+            other => panic!("expected a config error, got {other:?}"),
         }
     }
 }

@@ -29,7 +29,7 @@ pub mod tlob;
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
-pub use config::{CnnLstmConfig, ModelConfig, ModelKind, MpdConfig, TlobConfig};
+pub use config::{CnnLstmConfig, LobNormalization, ModelConfig, ModelKind, MpdConfig, TlobConfig};
 use def::Loaded;
 pub use def::ParamSpecs;
 use run::{Acts, Architecture, Infer};
@@ -132,6 +132,9 @@ pub struct Model<B: Backend> {
     /// TLOB's `Encode` passes plan apart, so a tick's two passes
     /// (`model::tick`) each replay their own plan.
     encode_acts: Acts<B>,
+    /// TLOB's snapshot tokens kept between forwards (`model::tick`): on by
+    /// default under the `snapshot` input normalization.
+    token_cache: Option<tick::TokenCache>,
     graphs: Graphs<B>,
 }
 
@@ -238,7 +241,13 @@ impl<B: Backend> Model<B> {
         let graphs = Graphs { enabled: true, last: None, recorded: None, replays: 0 };
         let (acts, encode_acts) = (Acts::default(), Acts::default());
         let param_count = net.def().specs.count();
-        Ok(Model { param_count, config, meta, norms, net, weights, acts, encode_acts, graphs })
+        let token_cache = match &config {
+            ModelConfig::Tlob(c) if c.lob_normalization == LobNormalization::Snapshot => {
+                Some(tick::TokenCache::new(c.num_levels * c.lob_features, c.temporal_hidden))
+            }
+            _ => None,
+        };
+        Ok(Model { param_count, config, meta, norms, net, weights, acts, encode_acts, token_cache, graphs })
     }
 
     /// Loads a weights file (docs/models.md's format), checking every tensor.
@@ -272,7 +281,12 @@ impl<B: Backend> Model<B> {
     }
 
     /// Runs the model; outputs are written into `out`, reusing its tensors.
+    /// A TLOB with its token cache on encodes only the snapshots its last
+    /// two forwards did not see (same bits; `model::tick`).
     pub fn forward_into(&mut self, be: &B, inputs: &Inputs<'_>, out: &mut Outputs) -> Result<()> {
+        if self.token_cache.is_some() {
+            return self.forward_cached(be, inputs, out);
+        }
         let Model { net, weights, acts, norms, .. } = self;
         let shape = with_net!(&*net, n => {
             let (shape, data) = n.inputs(inputs)?;
@@ -281,6 +295,49 @@ impl<B: Backend> Model<B> {
         });
         self.run_compute(be, shape)?;
         self.emit(be, out)
+    }
+
+    /// Turns TLOB's token cache on or off (a model that is not TLOB has
+    /// none). On by default under the `snapshot` normalization; under
+    /// `window` it is exact too, but finds nothing to reuse.
+    pub fn set_token_cache(&mut self, enabled: bool) {
+        self.token_cache = match (&self.config, enabled) {
+            (ModelConfig::Tlob(c), true) => self
+                .token_cache
+                .take()
+                .or_else(|| Some(tick::TokenCache::new(c.num_levels * c.lob_features, c.temporal_hidden))),
+            _ => None,
+        };
+    }
+
+    pub fn token_cache(&self) -> Option<&tick::TokenCache> {
+        self.token_cache.as_ref()
+    }
+
+    /// `forward_into` through the token cache: look every window row up,
+    /// encode the missing ones in one pass, run the rest from the tokens.
+    fn forward_cached(&mut self, be: &B, inputs: &Inputs<'_>, out: &mut Outputs) -> Result<()> {
+        let Net::Tlob(n) = &self.net else { unreachable!("only TLOB keeps a token cache") };
+        let ((shape, [lob, aux]), c) = (n.inputs(inputs)?, n.config());
+        let (lob, steps, levels, features) =
+            (lob.expect("TLOB's lob"), c.sequence_length, c.num_levels, c.lob_features);
+        let mut cache = self.token_cache.take().expect("checked by forward_into");
+        cache.look_up(&lob.data, levels, features);
+        let mut ran = Ok(());
+        if !cache.missing_slots.is_empty() {
+            ran = self.encode_snapshots_into(be, &cache.missing, &mut cache.encoded);
+        }
+        if ran.is_ok() {
+            cache.fill(shape.batch, steps);
+            ran = self.forward_tokens_into(be, &cache.window_tokens, aux, out);
+        }
+        // A failed pass may leave new slots without their tokens.
+        if ran.is_err() {
+            cache.clear();
+        }
+        cache.evict();
+        self.token_cache = Some(cache);
+        ran
     }
 
     /// TLOB's first part: each of `lob (n, L, F)`'s snapshots encoded on its

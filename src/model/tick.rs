@@ -3,126 +3,195 @@
 //! In live mode a tick adds one snapshot per symbol and drops the oldest.
 //! TLOB's spatial CNN and its projection (about 44% of its FLOPs at the
 //! defaults) see one snapshot at a time, so a snapshot's token does not
-//! change while it stays in the window, provided its input row does not:
-//! that holds under the `snapshot` input normalization
-//! (`TlobConfig::lob_normalization`), not under `window`, which renormalizes
-//! every row on every tick. `TlobTick` keeps each symbol's last `T` tokens in
-//! a ring; a tick encodes only the new snapshots (one `Encode` pass, batch =
-//! symbols) and runs the rest of the forward from the tokens (one `Tokens`
-//! pass). The outputs have the bits of a whole forward over the same rows:
-//! the encoding is per snapshot in both, and the rest is the same ops on the
-//! same values (`tests/tlob_tick.rs`).
+//! change while its input row does not. Under the `snapshot` input
+//! normalization (`TlobConfig::lob_normalization`) a row never changes once
+//! made; under `window` every row changes on every tick, and nothing repeats.
+//!
+//! `TokenCache` keeps the tokens of the rows the last two forwards saw,
+//! keyed by the row's bits. A forward looks every row of its windows up,
+//! encodes only the ones it has not seen (one `Encode` pass over all of them,
+//! whatever window or symbol they come from), and runs the rest from the
+//! tokens (one `Tokens` pass). It needs no notion of symbols or streams: a
+//! live tick over 32 symbols encodes 32 new snapshots, and an HTTP client
+//! sending successive windows gets the same reuse. The outputs have the bits
+//! of the whole forward: a token is the same function of its row in both,
+//! each snapshot encoded on its own (`tests/tlob_tick.rs`).
 
-use super::{Model, ModelConfig, Outputs};
-use crate::backend::Backend;
-use crate::error::{Error, Result};
+use std::collections::hash_map::{Entry, RandomState};
+use std::collections::HashMap;
+use std::hash::{BuildHasher, Hasher};
+
 use crate::tensor::Tensor;
 
-/// The most symbols one tick takes (a batch the server bounds anyway).
-pub const MAX_SYMBOLS: usize = 4096;
-
-/// Every symbol's last `T` snapshot tokens, and the buffers a tick reuses.
-pub struct TlobTick {
-    symbols: usize,
-    /// `T`, `D`, and the values of one input snapshot (`L · F`).
-    steps: usize,
-    dim: usize,
+/// Rows seen by the last two forwards and their tokens; slots are reused,
+/// so a steady stream allocates nothing.
+pub struct TokenCache {
+    /// Values of one input row (`L · F`) and of one token (`D`).
     row_len: usize,
-    /// `(symbols, T, D)`: slot `i` of symbol `s` at `(s · T + i) · D`.
-    ring: Vec<f32>,
-    /// The slot the next snapshot's token goes to (all symbols tick together).
-    next: usize,
-    /// Snapshots held per symbol, up to `T`.
-    filled: usize,
-    encoded: Tensor,
-    tokens: Tensor,
+    dim: usize,
+    /// The row's hash → its slot. A hash shared by two different rows keeps
+    /// the first; the second is encoded on every forward (never confused:
+    /// a hit compares the bits). Keyed afresh per cache, so rows crafted to
+    /// collide elsewhere do not collide here.
+    hasher: RandomState,
+    index: HashMap<u64, usize>,
+    /// Per slot: the row's bits, its token, its hash and the forward that last used it.
+    keys: Vec<u32>,
+    tokens: Vec<f32>,
+    slots: Vec<Slot>,
+    free: Vec<usize>,
+    generation: u64,
+    /// This forward: each window row's slot, the rows to encode and their slots.
+    pub(super) window_slots: Vec<usize>,
+    pub(super) missing: Tensor,
+    pub(super) missing_slots: Vec<usize>,
+    pub(super) encoded: Tensor,
+    pub(super) window_tokens: Tensor,
+    /// Rows encoded and rows found held (including a row repeated within
+    /// one forward), over the cache's life.
+    encoded_rows: u64,
+    reused_rows: u64,
 }
 
-impl TlobTick {
-    /// An empty tick for `symbols` symbols of `model` (a TLOB model).
-    pub fn new<B: Backend>(model: &Model<B>, symbols: usize) -> Result<Self> {
-        let ModelConfig::Tlob(c) = model.config() else {
-            return Err(Error::input("model", format!("a tick cache is TLOB's, this model is {}", model.kind())));
-        };
-        if symbols == 0 || symbols > MAX_SYMBOLS {
-            return Err(Error::input("symbols", format!("must be 1..={MAX_SYMBOLS}, got {symbols}")));
-        }
-        let (steps, dim) = (c.sequence_length, c.temporal_hidden);
-        Ok(TlobTick {
-            symbols,
-            steps,
+#[derive(Clone, Copy)]
+struct Slot {
+    hash: u64,
+    used: u64,
+    live: bool,
+}
+
+impl TokenCache {
+    pub fn new(row_len: usize, dim: usize) -> Self {
+        TokenCache {
+            row_len,
             dim,
-            row_len: c.num_levels * c.lob_features,
-            ring: vec![0.0; symbols * steps * dim],
-            next: 0,
-            filled: 0,
-            encoded: Tensor::zeros(vec![symbols, dim]),
-            tokens: Tensor::zeros(vec![symbols, steps, dim]),
-        })
+            hasher: RandomState::new(),
+            index: HashMap::new(),
+            keys: Vec::new(),
+            tokens: Vec::new(),
+            slots: Vec::new(),
+            free: Vec::new(),
+            generation: 0,
+            window_slots: Vec::new(),
+            missing: Tensor::zeros(vec![0]),
+            missing_slots: Vec::new(),
+            encoded: Tensor::zeros(vec![0]),
+            window_tokens: Tensor::zeros(vec![0]),
+            encoded_rows: 0,
+            reused_rows: 0,
+        }
     }
 
-    pub fn symbols(&self) -> usize {
-        self.symbols
+    /// `(rows encoded, rows reused)` so far.
+    pub fn counts(&self) -> (u64, u64) {
+        (self.encoded_rows, self.reused_rows)
     }
 
-    /// Snapshots held per symbol (at most `T`); `forward_into` needs `T`.
-    pub fn filled(&self) -> usize {
-        self.filled
+    /// Rows held now (at most those of the last two forwards).
+    pub fn len(&self) -> usize {
+        self.index.len()
     }
 
-    /// Forgets every snapshot (a gap in the stream).
+    pub fn is_empty(&self) -> bool {
+        self.index.is_empty()
+    }
+
+    /// Starts a forward over `lob`'s rows (`row_len` values each, `levels`
+    /// × `features`): finds each row's slot, and gathers the rows not held
+    /// into `missing` (`(m, levels, features)`) with their new slots.
+    pub(super) fn look_up(&mut self, lob: &[f32], levels: usize, features: usize) {
+        self.generation += 1;
+        self.window_slots.clear();
+        self.missing_slots.clear();
+        self.missing.data.clear();
+        for row in lob.chunks_exact(self.row_len) {
+            let hash = self.row_hash(row);
+            let held =
+                self.index.get(&hash).copied().filter(|&s| self.key(s).iter().zip(row).all(|(k, v)| *k == v.to_bits()));
+            let slot = match held {
+                Some(s) => {
+                    self.reused_rows += 1;
+                    s
+                }
+                None => {
+                    let s = self.take_slot(hash, row);
+                    self.missing_slots.push(s);
+                    self.missing.data.extend_from_slice(row);
+                    s
+                }
+            };
+            self.slots[slot].used = self.generation;
+            self.window_slots.push(slot);
+        }
+        self.encoded_rows += self.missing_slots.len() as u64;
+        self.missing.shape = vec![self.missing_slots.len(), levels, features];
+    }
+
+    /// Stores the tokens of the `missing` rows (`encoded`, `(m, D)`), then
+    /// gathers every window's tokens into `window_tokens` `(batch, steps, D)`.
+    pub(super) fn fill(&mut self, batch: usize, steps: usize) {
+        let d = self.dim;
+        for (i, &s) in self.missing_slots.iter().enumerate() {
+            self.tokens[s * d..(s + 1) * d].copy_from_slice(&self.encoded.data[i * d..(i + 1) * d]);
+        }
+        let t = &mut self.window_tokens;
+        if t.shape != [batch, steps, d] {
+            *t = Tensor::zeros(vec![batch, steps, d]);
+        }
+        for (out, &s) in t.data.chunks_exact_mut(d).zip(&self.window_slots) {
+            out.copy_from_slice(&self.tokens[s * d..(s + 1) * d]);
+        }
+    }
+
+    /// Drops the rows neither this forward nor the one before it used.
+    pub(super) fn evict(&mut self) {
+        for s in 0..self.slots.len() {
+            let slot = self.slots[s];
+            if slot.live && slot.used + 1 < self.generation {
+                if let Entry::Occupied(e) = self.index.entry(slot.hash) {
+                    if *e.get() == s {
+                        e.remove();
+                    }
+                }
+                self.slots[s].live = false;
+                self.free.push(s);
+            }
+        }
+    }
+
+    /// Forgets every row (the model's weights changed).
     pub fn clear(&mut self) {
-        self.filled = 0;
-        self.next = 0;
+        self.index.clear();
+        self.free = (0..self.slots.len()).collect();
+        self.slots.iter_mut().for_each(|s| s.live = false);
     }
 
-    /// Adds one snapshot per symbol, `rows (symbols, L, F)` (each a TLOB
-    /// input row), dropping each symbol's oldest once `T` are held.
-    pub fn push<B: Backend>(&mut self, model: &mut Model<B>, be: &B, rows: &Tensor) -> Result<()> {
-        if rows.shape.first() != Some(&self.symbols) || rows.data.len() != self.symbols * self.row_len {
-            return Err(Error::input(
-                "rows",
-                format!(
-                    "expected ({}, L, F) = {} values a symbol, got shape {:?}",
-                    self.symbols, self.row_len, rows.shape
-                ),
-            ));
+    fn row_hash(&self, row: &[f32]) -> u64 {
+        let mut h = self.hasher.build_hasher();
+        for v in row {
+            h.write_u32(v.to_bits());
         }
-        model.encode_snapshots_into(be, rows, &mut self.encoded)?;
-        let (t, d) = (self.steps, self.dim);
-        for s in 0..self.symbols {
-            let slot = (s * t + self.next) * d;
-            self.ring[slot..slot + d].copy_from_slice(&self.encoded.data[s * d..(s + 1) * d]);
-        }
-        self.next = (self.next + 1) % t;
-        self.filled = (self.filled + 1).min(t);
-        Ok(())
+        h.finish()
     }
 
-    /// The forward of every symbol's window (its last `T` snapshots, oldest
-    /// first), batch = symbols, with the optional `aux (symbols, A)`.
-    pub fn forward_into<B: Backend>(
-        &mut self,
-        model: &mut Model<B>,
-        be: &B,
-        aux: Option<&Tensor>,
-        out: &mut Outputs,
-    ) -> Result<()> {
-        let (t, d) = (self.steps, self.dim);
-        if self.filled < t {
-            return Err(Error::input(
-                "tick",
-                format!("a window needs {t} snapshots, {} pushed so far: push more before the forward", self.filled),
-            ));
+    fn key(&self, slot: usize) -> &[u32] {
+        &self.keys[slot * self.row_len..(slot + 1) * self.row_len]
+    }
+
+    /// A slot for `row` (reused or new), indexed unless its hash is taken.
+    fn take_slot(&mut self, hash: u64, row: &[f32]) -> usize {
+        let (n, d) = (self.row_len, self.dim);
+        let s = self.free.pop().unwrap_or_else(|| {
+            self.slots.push(Slot { hash: 0, used: 0, live: false });
+            self.keys.resize(self.slots.len() * n, 0);
+            self.tokens.resize(self.slots.len() * d, 0.0);
+            self.slots.len() - 1
+        });
+        for (k, v) in self.keys[s * n..(s + 1) * n].iter_mut().zip(row) {
+            *k = v.to_bits();
         }
-        // Full, so the oldest slot is the next one to be written.
-        let (older, newer) = (t - self.next, self.next);
-        for s in 0..self.symbols {
-            let ring = &self.ring[s * t * d..(s + 1) * t * d];
-            let window = &mut self.tokens.data[s * t * d..(s + 1) * t * d];
-            window[..older * d].copy_from_slice(&ring[newer * d..]);
-            window[older * d..].copy_from_slice(&ring[..newer * d]);
-        }
-        model.forward_tokens_into(be, &self.tokens, aux, out)
+        self.slots[s] = Slot { hash, used: self.generation, live: true };
+        self.index.entry(hash).or_insert(s);
+        s
     }
 }

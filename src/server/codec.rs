@@ -331,7 +331,7 @@ mod tests {
 
     #[test]
     fn binary_bodies_split_by_layout() {
-        let layout = InputLayout { features: Some([2, 3]), lob: None, aux: Some(2) };
+        let layout = InputLayout { features: Some([2, 3]), lob: None, aux: Some(2), ..InputLayout::default() };
         let floats: Vec<f32> = (0..8).map(|i| i as f32).collect();
         let bytes: Vec<u8> = floats.iter().flat_map(|f| f.to_le_bytes()).collect();
         let inputs = decode_binary(&bytes, &layout).unwrap();

@@ -37,6 +37,8 @@ use crate::ensemble::{
     unix_now_s, EnsembleConfig, EnsembleConsensus, EnsembleError, EnsembleResult, ModelPrediction, ModelType,
     PredictionAdapter, RawModelOutput,
 };
+/// TLOB's input contract, as `InputLayout` gives it to live mode.
+pub use crate::model::LobNormalization;
 use crate::model::{Inputs, Model, ModelConfig, ModelKind, Outputs};
 use crate::tensor::Tensor;
 use crate::weights::repository::{self, Repository};
@@ -117,6 +119,8 @@ pub struct InputLayout {
     pub lob: Option<[usize; 3]>,
     /// TLOB's `aux_features` (when > 0).
     pub aux: Option<usize>,
+    /// How TLOB's `lob` is normalized (its input contract).
+    pub lob_normalization: LobNormalization,
 }
 
 impl InputLayout {
@@ -398,8 +402,17 @@ impl Engine {
     /// deterministic, untrained weights (`serve --demo-weights`,
     /// `evaluate --demo-weights`): the real shapes and costs, no training.
     pub fn load_builtin_weights(&self) -> Result<(), EngineError> {
+        self.load_builtin_weights_as(LobNormalization::Window)
+    }
+
+    /// As `load_builtin_weights`, TLOB under the input contract `lob` (the
+    /// weights do not depend on it).
+    pub fn load_builtin_weights_as(&self, lob: LobNormalization) -> Result<(), EngineError> {
         for kind in ModelKind::ALL {
-            let config = ModelConfig::default_for(kind);
+            let mut config = ModelConfig::default_for(kind);
+            if let ModelConfig::Tlob(c) = &mut config {
+                c.lob_normalization = lob;
+            }
             let tensors = weights::generated::params(&config);
             let meta = crate::model::ModelMeta::default();
             self.load_weights(model_type(kind), WeightsFile { config, meta, tensors })?;
@@ -706,6 +719,7 @@ fn layout_of(slots: &[Option<Arc<Slot>>]) -> InputLayout {
             ModelConfig::Tlob(c) => {
                 layout.lob = Some([c.sequence_length, c.num_levels, c.lob_features]);
                 layout.aux = (c.aux_features > 0).then_some(c.aux_features);
+                layout.lob_normalization = c.lob_normalization;
             }
             _ => layout.features = layout.features.or(slot.features_shape()),
         }

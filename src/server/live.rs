@@ -37,7 +37,7 @@ use crate::market::{
     is_exchange_symbol, ClientTuning, Endpoint, Level, RawLOBSequence, Snapshot, Trade, EXCHANGE_SYMBOL_RULE,
     NUM_LEVELS,
 };
-use crate::server::engine::{Decision, Engine, EngineError, EngineInputs, InputLayout};
+use crate::server::engine::{Decision, Engine, EngineError, EngineInputs, InputLayout, LobNormalization};
 
 /// One market of live mode: a symbol and the exchange that serves it.
 #[derive(Clone, Debug)]
@@ -377,7 +377,9 @@ impl LiveState {
         let layout = self.engine.input_layout();
         let (need_f, need_l) = Self::needs(&layout);
         let keep_f = need_f.max(MIN_FEATURE_WINDOW);
-        let keep_l = need_l.max(MIN_LOB_WINDOW);
+        // One more than the window: the `snapshot` normalization's first row
+        // takes its price reference from the snapshot before it.
+        let keep_l = need_l.max(MIN_LOB_WINDOW) + 1;
         let mut features = None;
         match self.features.push_snapshot(snap) {
             Update::Rejected(_) => return Advanced { warm: false, features: None },
@@ -487,9 +489,16 @@ impl LiveState {
             v
         });
         let lob = (need_l > 0).then(|| {
-            let snaps: Vec<Snapshot> = self.lob_win.iter().skip(self.lob_win.len() - need_l).copied().collect();
+            let first = self.lob_win.len() - need_l;
+            let snaps: Vec<Snapshot> = self.lob_win.iter().skip(first).copied().collect();
+            let before = first.checked_sub(1).and_then(|i| self.lob_win.get(i));
             // A snapshot in the window always has a mid (the book was valid and synced).
-            RawLOBSequence::new(snaps).map(|s| s.to_normalized_tensor()).unwrap_or_default()
+            let seq = RawLOBSequence::new(snaps);
+            match layout.lob_normalization {
+                LobNormalization::Window => seq.map(|s| s.to_normalized_tensor()),
+                LobNormalization::Snapshot => seq.map(|s| s.to_snapshot_tensor(before)),
+            }
+            .unwrap_or_default()
         });
         // aux is the feature vector at the tick (docs/training.md, "Samples"): only once one exists.
         let aux =

@@ -364,6 +364,9 @@ pub(super) struct LayoutBody {
     lob: Option<[usize; 3]>,
     /// TLOB's auxiliary vector length, when it has one.
     aux: Option<usize>,
+    /// How TLOB's `lob` must be normalized (docs/data.md, "The TLOB input
+    /// tensor"); `null` when it is not loaded.
+    lob_normalization: Option<crate::model::LobNormalization>,
     binary_f32_counts: [usize; 3],
     binary_bytes: usize,
 }
@@ -704,6 +707,7 @@ fn layout_body(state: &AppState) -> LayoutBody {
         features: l.features,
         lob: l.lob,
         aux: l.aux,
+        lob_normalization: l.lob.map(|_| l.lob_normalization),
         binary_f32_counts: [l.features_len(), l.lob_len(), l.aux_len()],
         binary_bytes: 4 * l.total_len(),
     }

@@ -11,7 +11,7 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::error::{Error, Result};
 use crate::features::NUM_FEATURES;
-use crate::model::ModelConfig;
+use crate::model::{LobNormalization, ModelConfig};
 use crate::tensor::Tensor;
 use crate::train::dataset::{Dataset, HorizonLabels, Normalizer, TLOB_WINDOW};
 use crate::train::net::{HeadTargets, TrainBatch};
@@ -28,6 +28,8 @@ pub struct Task {
     pub tlob: bool,
     /// TLOB with an auxiliary encoder.
     pub aux: bool,
+    /// TLOB's input contract (`Window` for the others, unused).
+    pub lob_normalization: LobNormalization,
 }
 
 impl Task {
@@ -46,12 +48,22 @@ impl Task {
             ));
         }
         Ok(match config {
-            ModelConfig::Mpd(c) => {
-                Task { window: c.sequence_length, horizons: vec![horizon], primary: 0, tlob: false, aux: false }
-            }
-            ModelConfig::CnnLstm(c) => {
-                Task { window: c.sequence_length, horizons: vec![horizon], primary: 0, tlob: false, aux: false }
-            }
+            ModelConfig::Mpd(c) => Task {
+                window: c.sequence_length,
+                horizons: vec![horizon],
+                primary: 0,
+                tlob: false,
+                aux: false,
+                lob_normalization: LobNormalization::Window,
+            },
+            ModelConfig::CnnLstm(c) => Task {
+                window: c.sequence_length,
+                horizons: vec![horizon],
+                primary: 0,
+                tlob: false,
+                aux: false,
+                lob_normalization: LobNormalization::Window,
+            },
             ModelConfig::Tlob(c) => {
                 if c.sequence_length != TLOB_WINDOW || c.num_levels != 20 || c.lob_features != 4 {
                     return Err(Error::config(
@@ -69,7 +81,14 @@ impl Task {
                     ));
                 }
                 let primary = c.horizons.iter().position(|&h| h == c.primary_horizon).unwrap_or(0);
-                Task { window: TLOB_WINDOW, horizons: c.horizons.clone(), primary, tlob: true, aux: c.aux_features > 0 }
+                Task {
+                    window: TLOB_WINDOW,
+                    horizons: c.horizons.clone(),
+                    primary,
+                    tlob: true,
+                    aux: c.aux_features > 0,
+                    lob_normalization: c.lob_normalization,
+                }
             }
         })
     }
@@ -125,7 +144,7 @@ impl Batcher<'_> {
             for &t in rows {
                 let input = self
                     .ds
-                    .tlob_input(t)
+                    .tlob_input_as(t, task.lob_normalization)
                     .map_err(|e| Error::input("lob", e.to_string()))?
                     .ok_or_else(|| Error::input("lob", format!("row {t}: no full window of snapshots")))?;
                 lob.extend_from_slice(&input.lob);

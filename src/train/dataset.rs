@@ -31,6 +31,7 @@ use std::ops::Range;
 
 use crate::features::{FeatureTable, NUM_FEATURES};
 use crate::market::{RawLOBSequence, SequenceError, Snapshot};
+use crate::model::LobNormalization;
 
 /// Feature vectors per MPD / CNN-LSTM window.
 pub const FEATURE_WINDOW: usize = 60;
@@ -273,24 +274,36 @@ impl Dataset {
         self.window_fits(t, window).then(|| &self.features[(t + 1 - window) * NUM_FEATURES..(t + 1) * NUM_FEATURES])
     }
 
-    /// The TLOB input ending at `t`: the [`TLOB_WINDOW`] snapshots through
-    /// `RawLOBSequence::to_normalized_tensor` (`100 × 20 × 4`), and the
-    /// feature vector at `t` as `aux`. `None` if the window does not fit or
-    /// no snapshots are kept.
+    /// The TLOB input ending at `t` under the window normalization: the
+    /// [`TLOB_WINDOW`] snapshots through `RawLOBSequence::to_normalized_tensor`
+    /// (`100 × 20 × 4`), and the feature vector at `t` as `aux`. `None` if
+    /// the window does not fit or no snapshots are kept.
     pub fn tlob_input(&self, t: usize) -> Result<Option<TlobInput<'_>>, DatasetError> {
+        self.tlob_input_as(t, LobNormalization::Window)
+    }
+
+    /// As `tlob_input`, under `norm` (docs/data.md). Under
+    /// `snapshot` the first snapshot's price reference is the snapshot
+    /// before the window when it is in the same run (as in a live stream).
+    pub fn tlob_input_as(&self, t: usize, norm: LobNormalization) -> Result<Option<TlobInput<'_>>, DatasetError> {
         if self.snapshots.is_empty() || !self.window_fits(t, TLOB_WINDOW) {
             return Ok(None);
         }
         let seq = RawLOBSequence::new(self.snapshots[t + 1 - TLOB_WINDOW..=t].to_vec())
             .map_err(|source| DatasetError::Sequence { row: t, source })?;
-        Ok(Some(TlobInput { lob: seq.to_normalized_tensor(), aux: self.row(t) }))
+        let before = self.window_fits(t, TLOB_WINDOW + 1).then(|| &self.snapshots[t - TLOB_WINDOW]);
+        let lob = match norm {
+            LobNormalization::Window => seq.to_normalized_tensor(),
+            LobNormalization::Snapshot => seq.to_snapshot_tensor(before),
+        };
+        Ok(Some(TlobInput { lob, aux: self.row(t) }))
     }
 }
 
 /// A TLOB sample's inputs (its labels come from [`HorizonLabels`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct TlobInput<'a> {
-    /// `100 × 20 × 4`, row-major, by `RawLOBSequence::to_normalized_tensor`.
+    /// `100 × 20 × 4`, row-major, under the model's `lob_normalization`.
     pub lob: Vec<f32>,
     /// The feature vector at the window's last tick.
     pub aux: &'a [f32],
