@@ -551,7 +551,7 @@ fn a_snapshot_tlob_decides_live_on_each_snapshots_own_rows() {
         let decide = |lob: Vec<f32>| {
             let d = reference.predict_many(vec![EngineInputs { features: None, lob: Some(lob), aux: None }]);
             let d = d.into_iter().next().unwrap().unwrap();
-            serde_json::to_value(d.predictions[0].clone()).unwrap()
+            serde_json::to_value(d.predictions[0]).unwrap()
         };
         let mut live = tlob_of(&entry.json);
         let mut want = decide(seq.to_snapshot_tensor(before));
