@@ -106,3 +106,50 @@ fn every_case_in_int8_on_emu_within_the_int8_bounds() {
         }
     }
 }
+
+/// TLOB's token cache on the GPU path (docs/models.md, "The TLOB tick"):
+/// over sliding windows, a snapshot-contract TLOB with its cache gives the
+/// outputs of the same model with the cache off, bit for bit, so the
+/// kernels encode a snapshot alike whatever the batch it comes in.
+#[test]
+fn the_tlob_token_cache_gives_the_whole_forwards_bits_on_emu() {
+    use quorum::model::{LobNormalization, ModelConfig, ModelKind, ModelMeta, Outputs, TlobConfig};
+    use quorum::{Inputs, Model, Tensor};
+    let config = ModelConfig::Tlob(TlobConfig {
+        sequence_length: 12,
+        num_levels: 5,
+        spatial_channels: vec![8, 8],
+        temporal_hidden: 16,
+        num_temporal_layers: 1,
+        num_heads: 2,
+        aux_features: 0,
+        lob_normalization: LobNormalization::Snapshot,
+        ..TlobConfig::default()
+    });
+    assert_eq!(config.kind(), ModelKind::Tlob);
+    let be = Gpu::new(Emu::new());
+    let params = quorum::weights::generated::params(&config);
+    let mut cached = Model::from_tensors(&be, config.clone(), &params, ModelMeta::default()).unwrap();
+    let mut whole = Model::from_tensors(&be, config, &params, ModelMeta::default()).unwrap();
+    whole.set_token_cache(false);
+    let (symbols, steps, row) = (3usize, 12usize, 5 * 4);
+    let value = |n: usize, s: usize, i: usize| ((n * 131 + s * 977 + i * 31) % 199) as f32 / 99.0 - 1.0;
+    let (mut out, mut expected) = (Outputs::new(), Outputs::new());
+    for end in steps - 1..steps + 3 {
+        let mut lob = Vec::new();
+        for s in 0..symbols {
+            for n in end + 1 - steps..=end {
+                lob.extend((0..row).map(|i| value(n, s, i)));
+            }
+        }
+        let lob = Tensor::new(vec![symbols, steps, 5, 4], lob).unwrap();
+        let inputs = Inputs { lob: Some(&lob), ..Inputs::default() };
+        cached.forward_into(&be, &inputs, &mut out).unwrap();
+        whole.forward_into(&be, &inputs, &mut expected).unwrap();
+        for (k, t) in &expected {
+            let same = t.data.iter().zip(&out[k].data).all(|(a, b)| a.to_bits() == b.to_bits());
+            assert!(same, "{k} at {end}: {:?} vs {:?}", out[k].data, t.data);
+        }
+    }
+    assert_eq!(cached.token_cache().unwrap().counts().0, (symbols * (steps + 3)) as u64);
+}
