@@ -405,8 +405,10 @@ impl LiveState {
             self.lob_win.pop_front();
         }
         self.lob_win.push_back(*snap);
+        // The window held, without the snapshot kept before it.
+        let held_l = self.lob_win.len().min(keep_l - 1);
         *self.hub.windows.lock() =
-            ((self.feature_win.len(), need_f), (self.lob_win.len(), need_l), self.features.completed_candles());
+            ((self.feature_win.len(), need_f), (held_l, need_l), self.features.completed_candles());
 
         let loaded = need_f > 0 || need_l > 0;
         // A TLOB that reads aux waits for a feature vector too: run without

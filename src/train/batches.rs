@@ -11,7 +11,7 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::error::{Error, Result};
 use crate::features::NUM_FEATURES;
-use crate::model::{LobNormalization, ModelConfig};
+use crate::model::{CnnLstmConfig, LobNormalization, ModelConfig, MpdConfig};
 use crate::tensor::Tensor;
 use crate::train::dataset::{Dataset, HorizonLabels, Normalizer, TLOB_WINDOW};
 use crate::train::net::{HeadTargets, TrainBatch};
@@ -48,16 +48,9 @@ impl Task {
             ));
         }
         Ok(match config {
-            ModelConfig::Mpd(c) => Task {
-                window: c.sequence_length,
-                horizons: vec![horizon],
-                primary: 0,
-                tlob: false,
-                aux: false,
-                lob_normalization: LobNormalization::Window,
-            },
-            ModelConfig::CnnLstm(c) => Task {
-                window: c.sequence_length,
+            ModelConfig::Mpd(MpdConfig { sequence_length: window, .. })
+            | ModelConfig::CnnLstm(CnnLstmConfig { sequence_length: window, .. }) => Task {
+                window: *window,
                 horizons: vec![horizon],
                 primary: 0,
                 tlob: false,
