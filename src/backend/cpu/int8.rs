@@ -175,19 +175,39 @@ pub(crate) fn quantize_sample(x: &[f32], rows: usize, k: usize, out: &mut [u32],
 }
 
 /// `(min(x, 0), max(x, 0), no NaN or infinity in x)`.
+///
+/// Two vectors a step into two pairs of running bounds, and the poison test
+/// as a mask: one chain of `min`/`max` latencies per pair instead of one
+/// per vector, and no add chain (a quarter of an int8 TLOB's quantizing
+/// time was this loop waiting on itself).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 unsafe fn range_avx512(x: &[f32]) -> (f32, f32, bool) {
-    // x·0 is NaN exactly for a NaN or an infinity. Masked-off lanes load
+    // x − x is NaN exactly for a NaN or an infinity. Masked-off lanes load
     // zeros, which the range includes anyway.
-    let (mut lo, mut hi, mut poison) = (_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps());
-    for i in (0..x.len()).step_by(16) {
-        let v = _mm512_maskz_loadu_ps(lanes(x.len() - i), x.as_ptr().add(i));
-        lo = _mm512_min_ps(lo, v);
-        hi = _mm512_max_ps(hi, v);
-        poison = _mm512_add_ps(poison, _mm512_mul_ps(v, _mm512_setzero_ps()));
+    let poisoned = |v: __m512| {
+        let d = _mm512_sub_ps(v, v);
+        _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(d, d)
+    };
+    let zero = _mm512_setzero_ps();
+    let (mut lo, mut hi, mut lo2, mut hi2) = (zero, zero, zero, zero);
+    let mut poison: __mmask16 = 0;
+    let mut i = 0;
+    while i + 32 <= x.len() {
+        let (a, b) = (_mm512_loadu_ps(x.as_ptr().add(i)), _mm512_loadu_ps(x.as_ptr().add(i + 16)));
+        (lo, hi) = (_mm512_min_ps(lo, a), _mm512_max_ps(hi, a));
+        (lo2, hi2) = (_mm512_min_ps(lo2, b), _mm512_max_ps(hi2, b));
+        poison |= poisoned(a) | poisoned(b);
+        i += 32;
     }
-    (_mm512_reduce_min_ps(lo), _mm512_reduce_max_ps(hi), !_mm512_reduce_add_ps(poison).is_nan())
+    while i < x.len() {
+        let v = _mm512_maskz_loadu_ps(lanes(x.len() - i), x.as_ptr().add(i));
+        (lo, hi) = (_mm512_min_ps(lo, v), _mm512_max_ps(hi, v));
+        poison |= poisoned(v);
+        i += 16;
+    }
+    let (lo, hi) = (_mm512_min_ps(lo, lo2), _mm512_max_ps(hi, hi2));
+    (_mm512_reduce_min_ps(lo), _mm512_reduce_max_ps(hi), poison == 0)
 }
 
 /// `x`'s bytes under `q` at `bytes`, then zero bytes up to `padded`
@@ -437,17 +457,21 @@ mod tests {
         if !available() {
             return;
         }
-        let (rows, k, n) = (4, 37, 20);
+        // The range reads two vectors a step, then the tail: poison in each place.
+        let (rows, k, n) = (6, 37, 20);
         let mut x = data(rows * k, 1.0);
         x[..k].fill(0.0);
         x[k + 5] = f32::NAN;
         x[2 * k + 36] = f32::INFINITY;
+        x[4 * k + 20] = f32::NAN;
+        x[5 * k + 17] = f32::NEG_INFINITY;
         let wp = pack(&data(n * k, 2.0), n, k);
         let mut y = vec![1f32; rows * n];
         product(&x, &wp, &mut y, Gemm { rows, k, n, ld_y: n, accumulate: false }, None);
         assert!(y[..n].iter().all(|&v| v == 0.0), "{:?}", &y[..n]);
         assert!(y[n..3 * n].iter().all(|v| v.is_nan()), "{:?}", &y[n..3 * n]);
-        assert!(y[3 * n..].iter().all(|v| v.is_finite() && *v != 0.0), "{:?}", &y[3 * n..]);
+        assert!(y[3 * n..4 * n].iter().all(|v| v.is_finite() && *v != 0.0), "{:?}", &y[3 * n..4 * n]);
+        assert!(y[4 * n..].iter().all(|v| v.is_nan()), "{:?}", &y[4 * n..]);
     }
 
     #[test]
