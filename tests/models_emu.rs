@@ -110,7 +110,8 @@ fn every_case_in_int8_on_emu_within_the_int8_bounds() {
 /// TLOB's token cache on the GPU path (docs/models.md, "The TLOB tick"):
 /// over sliding windows, a snapshot-contract TLOB with its cache gives the
 /// outputs of the same model with the cache off, bit for bit, so the
-/// kernels encode a snapshot alike whatever the batch it comes in.
+/// kernels encode a snapshot alike whatever the batch it comes in; and its
+/// two passes are each recorded and replayed as the whole forward is.
 #[test]
 fn the_tlob_token_cache_gives_the_whole_forwards_bits_on_emu() {
     use quorum::model::{LobNormalization, ModelConfig, ModelKind, ModelMeta, Outputs, TlobConfig};
@@ -135,7 +136,7 @@ fn the_tlob_token_cache_gives_the_whole_forwards_bits_on_emu() {
     let (symbols, steps, row) = (3usize, 12usize, 5 * 4);
     let value = |n: usize, s: usize, i: usize| ((n * 131 + s * 977 + i * 31) % 199) as f32 / 99.0 - 1.0;
     let (mut out, mut expected) = (Outputs::new(), Outputs::new());
-    for end in steps - 1..steps + 3 {
+    for end in steps - 1..steps + 5 {
         let mut lob = Vec::new();
         for s in 0..symbols {
             for n in end + 1 - steps..=end {
@@ -151,5 +152,20 @@ fn the_tlob_token_cache_gives_the_whole_forwards_bits_on_emu() {
             assert!(same, "{k} at {end}: {:?} vs {:?}", out[k].data, t.data);
         }
     }
-    assert_eq!(cached.token_cache().unwrap().counts().0, (symbols * (steps + 3)) as u64);
+    assert_eq!(cached.token_cache().unwrap().counts().0, (symbols * (steps + 5)) as u64);
+    // The tokens pass keeps one shape: recorded on the second tick, replayed
+    // from then on (5). The encoding's batch goes from 36 rows to 3 on the
+    // second tick: recorded on the third, replayed from then on (4).
+    assert_eq!(cached.graph_replays(), 9);
+    // A whole forward in between plans the activations it shares with the
+    // tokens pass anew (a recording is kept only while its plan holds):
+    // still the whole forward's outputs, cache off and on.
+    let lob = Tensor::new(vec![symbols, steps, 5, 4], (0..symbols * steps * row).map(|i| value(i, 1, 2)).collect());
+    let inputs = Inputs { lob: Some(lob.as_ref().unwrap()), ..Inputs::default() };
+    whole.forward_into(&be, &inputs, &mut expected).unwrap();
+    for cache in [false, true, true, true] {
+        cached.set_token_cache(cache);
+        cached.forward_into(&be, &inputs, &mut out).unwrap();
+        assert_eq!(out, expected, "cache {cache}");
+    }
 }

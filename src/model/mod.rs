@@ -172,12 +172,17 @@ pub enum Part {
     Tokens = 2,
 }
 
-/// The recorded compute phase and when to record it.
+/// The recorded compute phase and when to record it, per part of the
+/// forward (`Part as usize`: a TLOB tick's two passes each keep theirs).
 struct Graphs<B: Backend> {
     enabled: bool,
-    /// The shape of the previous forward: a second one at this shape is recorded.
-    last: Option<RunShape>,
-    recorded: Option<(RunShape, B::Graph)>,
+    /// The shape and arena plan of the part's previous pass: a second one
+    /// at both is recorded.
+    last: [Option<(RunShape, u64)>; 3],
+    /// A recording, valid for its shape while its arena keeps that plan
+    /// (`Whole` and `Tokens` share an arena: one's new plan moves the
+    /// other's buffers).
+    recorded: [Option<(RunShape, u64, B::Graph)>; 3],
     replays: u64,
 }
 
@@ -238,7 +243,7 @@ impl<B: Backend> Model<B> {
             Ok(Some((be.upload(&mean.data)?, be.upload(&std)?)))
         };
         let norms = Normalizers { input: norm("input_norm")?, aux: norm("aux_norm")? };
-        let graphs = Graphs { enabled: true, last: None, recorded: None, replays: 0 };
+        let graphs = Graphs { enabled: true, last: [None; 3], recorded: [None, None, None], replays: 0 };
         let (acts, encode_acts) = (Acts::default(), Acts::default());
         let param_count = net.def().specs.count();
         let token_cache = match &config {
@@ -404,17 +409,18 @@ impl<B: Backend> Model<B> {
     /// The compute phase: replayed, recorded then replayed, or run.
     fn run_compute(&mut self, be: &B, shape: RunShape) -> Result<()> {
         let g = &mut self.graphs;
-        if g.recorded.as_ref().is_some_and(|(s, _)| *s != shape) {
-            g.recorded = None;
+        let acts = if shape.part == Part::Encode { &mut self.encode_acts } else { &mut self.acts };
+        let (part, epoch) = (shape.part as usize, acts.arena.epoch());
+        if g.recorded[part].as_ref().is_some_and(|(s, e, _)| (*s, *e) != (shape, epoch)) {
+            g.recorded[part] = None;
         }
-        if let Some((_, graph)) = &g.recorded {
+        if let Some((_, _, graph)) = &g.recorded[part] {
             be.replay(graph)?;
             g.replays += 1;
             return Ok(());
         }
-        let record = g.enabled && g.last == Some(shape) && be.begin_capture()?;
-        g.last = Some(shape);
-        let acts = if shape.part == Part::Encode { &mut self.encode_acts } else { &mut self.acts };
+        let record = g.enabled && g.last[part] == Some((shape, epoch)) && be.begin_capture()?;
+        g.last[part] = Some((shape, epoch));
         let (weights, norms) = (&self.weights, &self.norms);
         let ran = with_net!(&self.net, n => pass(be, weights, acts, norms, shape, n, false));
         if !record {
@@ -425,7 +431,7 @@ impl<B: Backend> Model<B> {
         ran?;
         let graph = graph?;
         be.replay(&graph)?;
-        g.recorded = Some((shape, graph));
+        g.recorded[part] = Some((shape, epoch, graph));
         g.replays += 1;
         Ok(())
     }
@@ -435,7 +441,7 @@ impl<B: Backend> Model<B> {
     pub fn set_graphs(&mut self, enabled: bool) {
         self.graphs.enabled = enabled;
         if !enabled {
-            self.graphs.recorded = None;
+            self.graphs.recorded = [None, None, None];
         }
     }
 

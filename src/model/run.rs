@@ -109,6 +109,8 @@ pub struct Arena<B: Backend> {
     key: u64,
     /// Whether a pass completed the plan.
     complete: bool,
+    /// Plans made so far: buffers move only when it changes.
+    epoch: u64,
 }
 
 impl<B: Backend> Default for Arena<B> {
@@ -122,6 +124,7 @@ impl<B: Backend> Default for Arena<B> {
             cap: 0,
             key: 0,
             complete: false,
+            epoch: 0,
         }
     }
 }
@@ -138,6 +141,7 @@ impl<B: Backend> Arena<B> {
         self.cursor = 0;
         self.planning = self.needs_plan(cap, key);
         if self.planning {
+            self.epoch += 1;
             if cap != self.cap {
                 self.bufs.clear();
             }
@@ -148,6 +152,12 @@ impl<B: Backend> Arena<B> {
             self.free.clear();
             self.free.extend((0..self.bufs.len()).filter(|&i| self.bufs[i].0.is_some()));
         }
+    }
+
+    /// Which plan the buffers are laid out by (a recording of a pass holds
+    /// their addresses, so it stays valid only while this does not change).
+    pub fn epoch(&self) -> u64 {
+        self.epoch
     }
 
     /// Ends a pass; a planning pass drops the pool's buffers it did not use.
