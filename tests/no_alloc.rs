@@ -7,7 +7,7 @@
 mod alloc_watch;
 
 use quorum::backend::Precision;
-use quorum::model::{ModelConfig, ModelKind, ModelMeta};
+use quorum::model::{LobNormalization, ModelConfig, ModelKind, ModelMeta};
 use quorum::weights::generated;
 use quorum::{Cpu, Inputs, Model, Outputs, Tensor};
 
@@ -19,6 +19,9 @@ fn steady_state_forward_allocates_nothing_of_its_own() {
     backends.extend(Cpu::with_precision(Precision::Bf16).ok());
     for be in &backends {
         forwards_allocate_nothing(be);
+    }
+    for be in &backends {
+        ticks_through_the_token_cache_allocate_nothing(be);
     }
     // The watcher must have seen something, or it watched nothing at all.
     assert!(alloc_watch::gemm_allocations() > 0, "no allocation was traced: the watcher is broken");
@@ -54,4 +57,41 @@ fn forwards_allocate_nothing(be: &Cpu) {
             );
         }
     }
+}
+
+/// A TLOB of the snapshot contract over sliding windows (its token cache
+/// finding all but one row a symbol): once warm, a tick allocates nothing.
+fn ticks_through_the_token_cache_allocate_nothing(be: &Cpu) {
+    let mut config = ModelConfig::default_for(ModelKind::Tlob);
+    if let ModelConfig::Tlob(c) = &mut config {
+        c.lob_normalization = LobNormalization::Snapshot;
+    }
+    let mut model = Model::from_tensors(be, config.clone(), &generated::params(&config), ModelMeta::default()).unwrap();
+    let symbols = 3;
+    // Each symbol's stream of snapshot rows; window k holds rows k..k+100.
+    let row =
+        |n: usize, s: usize| (0..80).map(move |i| n as f32 * 0.01 + s as f32 * 1000.0 + ((i * 7) % 13) as f32 * 0.1);
+    let window = |k: usize| {
+        let data: Vec<f32> = (0..symbols).flat_map(|s| (k..k + 100).flat_map(move |n| row(n, s))).collect();
+        Tensor::new(vec![symbols, 100, 20, 4], data).unwrap()
+    };
+    let aux = Tensor::zeros(vec![symbols, 112]);
+    let mut out = Outputs::new();
+    for k in 0..4 {
+        let lob = window(k);
+        model.forward_into(be, &Inputs { lob: Some(&lob), aux: Some(&aux), ..Inputs::default() }, &mut out).unwrap();
+    }
+    let lob = window(4);
+    let inputs = Inputs { lob: Some(&lob), aux: Some(&aux), ..Inputs::default() };
+    let before = model.token_cache().unwrap().counts().0;
+    let (result, offenders) = alloc_watch::watch(&[], || model.forward_into(be, &inputs, &mut out));
+    result.unwrap();
+    assert_eq!(model.token_cache().unwrap().counts().0 - before, symbols as u64, "one new row a symbol");
+    assert!(
+        offenders.is_empty(),
+        "a TLOB tick through the token cache in {:?}: {} allocations outside gemm; the first:\n{}",
+        be.precision(),
+        offenders.len(),
+        offenders[0]
+    );
 }

@@ -124,7 +124,9 @@ impl TokenCache {
             self.window_slots.push(slot);
         }
         self.encoded_rows += self.missing_slots.len() as u64;
-        self.missing.shape = vec![self.missing_slots.len(), levels, features];
+        // In place: a steady stream allocates nothing here.
+        self.missing.shape.clear();
+        self.missing.shape.extend_from_slice(&[self.missing_slots.len(), levels, features]);
     }
 
     /// Stores the tokens of the `missing` rows (`encoded`, `(m, D)`), then
