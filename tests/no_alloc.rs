@@ -94,4 +94,15 @@ fn ticks_through_the_token_cache_allocate_nothing(be: &Cpu) {
         offenders.len(),
         offenders[0]
     );
+    // A quiet book: symbol 0's newest snapshot repeats its last one, so this
+    // tick has two new rows, not three. The encoding keeps its padded shape.
+    let mut lob = window(5);
+    let (row, last) = (80, 99 * 80);
+    lob.data.copy_within(last - row..last, last);
+    let inputs = Inputs { lob: Some(&lob), aux: Some(&aux), ..Inputs::default() };
+    let before = model.token_cache().unwrap().counts().0;
+    let (result, offenders) = alloc_watch::watch(&[], || model.forward_into(be, &inputs, &mut out));
+    result.unwrap();
+    assert_eq!(model.token_cache().unwrap().counts().0 - before, symbols as u64 - 1, "a repeated row is held");
+    assert!(offenders.is_empty(), "a tick with fewer new rows allocated; the first:\n{}", offenders[0]);
 }

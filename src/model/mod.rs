@@ -327,7 +327,7 @@ impl<B: Backend> Model<B> {
         let (lob, steps, levels, features) =
             (lob.expect("TLOB's lob"), c.sequence_length, c.num_levels, c.lob_features);
         let mut cache = self.token_cache.take().expect("checked by forward_into");
-        cache.look_up(&lob.data, levels, features);
+        cache.look_up(&lob.data, shape.batch, levels, features);
         let mut ran = Ok(());
         if !cache.missing_slots.is_empty() {
             ran = self.encode_snapshots_into(be, &cache.missing, &mut cache.encoded);

@@ -96,10 +96,11 @@ impl TokenCache {
         self.index.is_empty()
     }
 
-    /// Starts a forward over `lob`'s rows (`row_len` values each, `levels`
-    /// × `features`): finds each row's slot, and gathers the rows not held
-    /// into `missing` (`(m, levels, features)`) with their new slots.
-    pub(super) fn look_up(&mut self, lob: &[f32], levels: usize, features: usize) {
+    /// Starts a forward over `lob`'s rows (`windows` windows of `row_len`
+    /// values a row, `levels` × `features`): finds each row's slot, and
+    /// gathers the rows not held into `missing` (`(m', levels, features)`,
+    /// padded as below) with their new slots.
+    pub(super) fn look_up(&mut self, lob: &[f32], windows: usize, levels: usize, features: usize) {
         self.generation += 1;
         self.window_slots.clear();
         self.missing_slots.clear();
@@ -123,13 +124,22 @@ impl TokenCache {
             self.slots[slot].used = self.generation;
             self.window_slots.push(slot);
         }
-        self.encoded_rows += self.missing_slots.len() as u64;
+        let m = self.missing_slots.len();
+        self.encoded_rows += m as u64;
+        // Padded with zero rows to a power of two of at least one row a
+        // window, so a count of new rows that wanders from tick to tick (a
+        // quiet book repeats a row: fewer than one a window) keeps the
+        // encoding's shape, and with it its plan and recording. Rows are
+        // encoded each on its own, so the padding changes no token.
+        let padded = if m == 0 { 0 } else { m.max(windows).next_power_of_two() };
+        self.missing.data.resize(padded * self.row_len, 0.0);
         // In place: a steady stream allocates nothing here.
         self.missing.shape.clear();
-        self.missing.shape.extend_from_slice(&[self.missing_slots.len(), levels, features]);
+        self.missing.shape.extend_from_slice(&[padded, levels, features]);
     }
 
-    /// Stores the tokens of the `missing` rows (`encoded`, `(m, D)`), then
+    /// Stores the tokens of the `missing` rows (`encoded`, `(m', D)`, its
+    /// first `m` rows theirs), then
     /// gathers every window's tokens into `window_tokens` `(batch, steps, D)`.
     pub(super) fn fill(&mut self, batch: usize, steps: usize) {
         let d = self.dim;
