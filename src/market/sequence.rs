@@ -69,52 +69,10 @@ impl RawLOBSequence {
         let mid_ref = self.mid_ref();
         let n = self.snapshots.len() * NUM_LEVELS * FEATURES_PER_LEVEL;
         let mut out = vec![0f32; n];
-
-        // Volume statistics over the present entries (two passes for accuracy).
-        let mut count = 0usize;
-        let mut sum = 0f64;
-        for s in &self.snapshots {
-            for v in log_volumes(s) {
-                sum += v;
-                count += 1;
-            }
-        }
-        let mean = if count > 0 { sum / count as f64 } else { 0.0 };
-        let mut sq = 0f64;
-        for s in &self.snapshots {
-            for v in log_volumes(s) {
-                sq += (v - mean) * (v - mean);
-            }
-        }
-        let std = if count > 0 { (sq / count as f64).sqrt() } else { 0.0 };
-        let denom = std + 1e-8;
-
-        let price = |px: f64| -> f32 {
-            if px.is_nan() {
-                0.0
-            } else {
-                (1e4 * (px / mid_ref - 1.0)) as f32
-            }
-        };
-        let volume = |q: f64| -> f32 {
-            if q.is_nan() {
-                0.0
-            } else {
-                ((q.ln_1p() - mean) / denom) as f32
-            }
-        };
-        for (t, s) in self.snapshots.iter().enumerate() {
-            for lvl in 0..NUM_LEVELS {
-                let o = (t * NUM_LEVELS + lvl) * FEATURES_PER_LEVEL;
-                let (b, a) = (s.bids[lvl], s.asks[lvl]);
-                // A level is missing when its price is NaN: all its features are 0.
-                let (bp, bv) = if b.price.is_nan() { (0.0, 0.0) } else { (price(b.price), volume(b.quantity)) };
-                let (ap, av) = if a.price.is_nan() { (0.0, 0.0) } else { (price(a.price), volume(a.quantity)) };
-                out[o] = bp;
-                out[o + 1] = bv;
-                out[o + 2] = ap;
-                out[o + 3] = av;
-            }
+        let volume = volume_scale(&self.snapshots);
+        let price = |px: f64| (1e4 * (px / mid_ref - 1.0)) as f32;
+        for (s, rows) in self.snapshots.iter().zip(out.chunks_exact_mut(SNAPSHOT_ROW)) {
+            write_levels(s, price, &volume, rows);
         }
         out
     }
@@ -154,16 +112,31 @@ pub const SNAPSHOT_ROW: usize = NUM_LEVELS * FEATURES_PER_LEVEL;
 pub fn snapshot_rows(prev: Option<&Snapshot>, s: &Snapshot) -> [f32; SNAPSHOT_ROW] {
     let mut out = [0f32; SNAPSHOT_ROW];
     let reference = prev.and_then(|p| p.mid()).or_else(|| s.mid()).filter(|m| m.is_finite() && *m > 0.0);
+    let price = |px: f64| reference.map_or(0.0, |r| (1e4 * (px / r - 1.0)) as f32);
+    write_levels(s, price, volume_scale(std::slice::from_ref(s)), &mut out);
+    out
+}
+
+/// A quantity's standardized volume, `(ln(1 + q) − mean) / (std + 1e-8)` (0
+/// for a NaN), the statistics over the present volume entries of
+/// `snapshots` (both sides, all levels; population std, two passes for
+/// accuracy): what both normalizations scale volumes by.
+fn volume_scale(snapshots: &[Snapshot]) -> impl Fn(f64) -> f32 {
     let (mut count, mut sum) = (0usize, 0f64);
-    for v in log_volumes(s) {
+    for v in snapshots.iter().flat_map(log_volumes) {
         sum += v;
         count += 1;
     }
     let mean = if count > 0 { sum / count as f64 } else { 0.0 };
-    let sq: f64 = log_volumes(s).map(|v| (v - mean) * (v - mean)).sum();
+    let sq: f64 = snapshots.iter().flat_map(log_volumes).map(|v| (v - mean) * (v - mean)).sum();
     let denom = if count > 0 { (sq / count as f64).sqrt() } else { 0.0 } + 1e-8;
-    let price = |px: f64| reference.map_or(0.0, |r| (1e4 * (px / r - 1.0)) as f32);
-    let volume = |q: f64| if q.is_nan() { 0.0 } else { ((q.ln_1p() - mean) / denom) as f32 };
+    move |q: f64| if q.is_nan() { 0.0 } else { ((q.ln_1p() - mean) / denom) as f32 }
+}
+
+/// `s`'s levels into `out` (`[level][feature]`, zeros to start with): each
+/// present level's prices by `price` and volumes by `volume`; a missing
+/// level (NaN price) keeps its zeros.
+fn write_levels(s: &Snapshot, price: impl Fn(f64) -> f32, volume: impl Fn(f64) -> f32, out: &mut [f32]) {
     for lvl in 0..NUM_LEVELS {
         let o = lvl * FEATURES_PER_LEVEL;
         for (side, l) in [(0, s.bids[lvl]), (2, s.asks[lvl])] {
@@ -173,7 +146,6 @@ pub fn snapshot_rows(prev: Option<&Snapshot>, s: &Snapshot) -> [f32; SNAPSHOT_RO
             }
         }
     }
-    out
 }
 
 /// `ln(1 + qty)` of every present level (price and quantity not NaN), both sides.
